@@ -1,0 +1,18 @@
+//! The internal wire protocol between registers, gateways, business workers and gateway clients.
+//!
+//! Sans-IO: plain types plus encode/decode, no sockets and no clocks, so every byte can be unit
+//! tested, fuzzed and benchmarked. A link carries length-prefixed frames ([`frame`]) whose payloads
+//! are bincode-encoded serde enums ([`codec`]), one enum per link direction ([`message`]). The first
+//! frames of every link are the [`handshake`].
+
+pub mod client_id;
+pub mod codec;
+pub mod frame;
+pub mod handshake;
+pub mod message;
+
+pub use client_id::{ClientId, ClientIdError};
+pub use codec::{decode, encode_frame, CodecError};
+pub use frame::{FrameDecoder, FrameError, DEFAULT_MAX_FRAME, HARD_MAX_FRAME};
+pub use handshake::{Acceptor, Connector, HandshakeError, Role, PROTOCOL_VERSION};
+pub use message::*;

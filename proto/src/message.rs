@@ -1,0 +1,426 @@
+//! The messages of every link, one enum per direction. New variants go at the end only: bincode
+//! encodes the variant index, so reordering would silently change the meaning of old peers' bytes.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A gateway as announced to registers and listed to workers and clients.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GatewayInfo {
+    /// Advertised internal address (`host:port`; host may be a name or a bracketed IPv6 address).
+    pub address: String,
+    /// The gateway's node name, for logs.
+    pub name: String,
+}
+
+/// Gateway, worker or client → register.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToRegister {
+    /// A gateway announces its internal address; it stays listed while this link lives.
+    Announce { gateway: GatewayInfo },
+    /// A worker or gateway client asks for the gateway list now and on every change.
+    Subscribe,
+    /// Liveness probe; answered with `Pong`.
+    Ping,
+    /// Answer to a `Ping`.
+    Pong,
+}
+
+/// Register → gateway, worker or client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromRegister {
+    /// The complete current gateway list (not a delta).
+    Gateways { list: Vec<GatewayInfo> },
+    Ping,
+    Pong,
+}
+
+/// The transport a client came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Protocol {
+    WebSocket,
+    /// Newline-delimited text.
+    Text,
+    /// 4-byte big-endian length-prefixed frames.
+    Frame,
+    /// Raw TCP chunks.
+    Tcp,
+}
+
+/// What GatewayWorker calls `$_SERVER`: where a client connected from and to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    /// Client socket address as `ip:port` (`[v6]:port` for IPv6).
+    pub client_addr: String,
+    /// The gateway's public listener address the client connected to.
+    pub gateway_addr: String,
+    /// The listener's URL, e.g. `websocket://0.0.0.0:7272`.
+    pub listener: String,
+    pub protocol: Protocol,
+}
+
+/// A client message's content; `binary` selects the WebSocket frame type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payload {
+    pub data: Bytes,
+    pub binary: bool,
+}
+
+impl Payload {
+    pub fn text(s: impl Into<String>) -> Self {
+        Self {
+            data: Bytes::from(s.into()),
+            binary: false,
+        }
+    }
+
+    pub fn binary(data: impl Into<Bytes>) -> Self {
+        Self {
+            data: data.into(),
+            binary: true,
+        }
+    }
+}
+
+/// What happened to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// The TCP (or TLS) connection was accepted.
+    Connect,
+    /// The WebSocket handshake completed.
+    WebSocketConnect {
+        path: String,
+        /// Raw query string without the `?`.
+        query: String,
+        headers: Vec<(String, String)>,
+    },
+    /// A message from the client.
+    Message(Payload),
+    /// The client is gone; its session and info travel with this event.
+    Close,
+}
+
+/// One client event, gateway → worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Per-link sequence number, starting at 1; acknowledged cumulatively with `ToGateway::Ack`.
+    pub seq: u64,
+    /// The client's id local to this gateway instance.
+    pub client: u64,
+    pub kind: EventKind,
+    /// Client info; sent with the first event of a client on each link.
+    pub info: Option<ClientInfo>,
+    /// The client's session as a JSON object, if it has one.
+    pub session: Option<Bytes>,
+    /// Set when this event may have been delivered to another worker before (that worker died
+    /// before acknowledging it).
+    pub redelivered: bool,
+}
+
+/// Optional close frame for `Command::CloseClient`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: String,
+}
+
+/// Worker or gateway client → gateway: act on this gateway's clients. Client ids are local.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Send to each listed client.
+    SendToClients { clients: Vec<u64>, msg: Payload },
+    /// Send to every client of this gateway except the excluded ones.
+    SendToAll { msg: Payload, exclude: Vec<u64> },
+    /// Send to every client bound to any of these uids (once per client).
+    SendToUids { uids: Vec<String>, msg: Payload },
+    /// Send to every member of any of these groups (once per client), except the excluded.
+    SendToGroups { groups: Vec<String>, msg: Payload, exclude: Vec<u64> },
+    /// Bind a client to a uid, replacing any previous binding of that client.
+    BindUid { client: u64, uid: String },
+    /// Remove a client's binding if it is bound to exactly this uid.
+    UnbindUid { client: u64, uid: String },
+    JoinGroup { client: u64, group: String },
+    LeaveGroup { client: u64, group: String },
+    /// Dissolve a group; its members stay connected.
+    Ungroup { group: String },
+    /// Close a client gracefully, optionally after a last message and with a close code.
+    CloseClient { client: u64, last: Option<Payload>, close: Option<CloseReason> },
+    /// Drop a client's connection at once, without a close frame.
+    DestroyClient { client: u64 },
+    /// Close every client bound to this uid.
+    CloseUid { uid: String },
+    /// Replace a client's session (a JSON object).
+    SetSession { client: u64, session: Bytes },
+    /// Deep-merge a JSON object into a client's session; `null` values delete keys.
+    UpdateSession { client: u64, patch: Bytes },
+}
+
+/// Worker or gateway client → gateway: ask about this gateway's clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    /// → `Flags`: which of these clients are connected here.
+    IsOnline { clients: Vec<u64> },
+    /// → `ClientLists`: clients bound to each uid, in order.
+    ClientsByUids { uids: Vec<String> },
+    /// → `Text`: the uid a client is bound to.
+    UidOf { client: u64 },
+    /// → `ClientLists`: members of each group, in order.
+    ClientsByGroups { groups: Vec<String> },
+    /// → `Counts`: member count of each group, in order.
+    ClientCountByGroups { groups: Vec<String> },
+    /// → `Strings`: distinct uids of a group's members.
+    UidsByGroup { group: String },
+    /// → `Strings`: every non-empty group.
+    GroupIds,
+    /// → `NamedClients`: every group with its members.
+    GroupClients,
+    /// → `NamedStrings`: every group with its members' distinct uids.
+    GroupUids,
+    /// → `Clients`: every client connected here.
+    ClientIds,
+    /// → `Counts` with one element.
+    ClientCount,
+    /// → `Strings`: every bound uid.
+    Uids,
+    /// → `Sessions`: sessions of the listed clients, of a group's members, or of everyone.
+    Sessions { clients: Option<Vec<u64>>, group: Option<String> },
+    /// → `Connections`: per-connection details for operators.
+    Connections,
+}
+
+/// A gateway's answer to one `Query`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Flags(Vec<bool>),
+    ClientLists(Vec<Vec<u64>>),
+    Text(Option<String>),
+    Counts(Vec<u64>),
+    Strings(Vec<String>),
+    NamedClients(Vec<(String, Vec<u64>)>),
+    NamedStrings(Vec<(String, Vec<String>)>),
+    Clients(Vec<u64>),
+    /// `(client, session JSON)`; clients without a session are listed with `None`.
+    Sessions(Vec<(u64, Option<Bytes>)>),
+    Connections(Vec<ConnectionInfo>),
+    /// The query could not be answered (for example: unknown client).
+    Error(String),
+}
+
+/// One row of `gateway connections`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionInfo {
+    pub client: u64,
+    pub client_addr: String,
+    pub uid: Option<String>,
+    pub groups: Vec<String>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub queue_len: u64,
+}
+
+/// Worker or gateway client → gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToGateway {
+    Command(Command),
+    Request { id: u64, query: Query },
+    /// Worker: every event up to and including `seq` on this link is handled.
+    Ack { seq: u64 },
+    /// Worker: route no new events to me; re-bind my clients to other workers.
+    Drain,
+    Ping,
+    Pong,
+}
+
+/// Gateway → worker or gateway client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromGateway {
+    /// First message after the handshake: identifies this gateway instance, which client ids
+    /// embed so ids are never reused across restarts.
+    Welcome { instance: u64, address: String },
+    Event(Event),
+    Reply { id: u64, reply: Reply },
+    Ping,
+    Pong,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode_frame};
+    use crate::frame::{FrameDecoder, HEADER_LEN};
+    use bytes::BytesMut;
+
+    fn round_trip<T>(msg: T)
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let mut out = Vec::new();
+        encode_frame(&msg, &mut out, 1 << 20).unwrap();
+        let mut buf = BytesMut::from(&out[..]);
+        let payload = FrameDecoder::new(1 << 20).decode(&mut buf).unwrap().unwrap();
+        let back: T = decode(&payload).unwrap();
+        assert_eq!(back, msg);
+        assert_eq!(out.len(), HEADER_LEN + payload.len());
+    }
+
+    fn gw() -> GatewayInfo {
+        GatewayInfo {
+            address: "[::1]:2900".into(),
+            name: "gw-1".into(),
+        }
+    }
+
+    fn info() -> ClientInfo {
+        ClientInfo {
+            client_addr: "[2001:db8::1]:50000".into(),
+            gateway_addr: "0.0.0.0:7272".into(),
+            listener: "websocket://0.0.0.0:7272".into(),
+            protocol: Protocol::WebSocket,
+        }
+    }
+
+    fn all_commands() -> Vec<Command> {
+        let p = Payload::text("hi");
+        vec![
+            Command::SendToClients { clients: vec![1, 2], msg: p.clone() },
+            Command::SendToAll { msg: Payload::binary(vec![0u8, 255]), exclude: vec![3] },
+            Command::SendToUids { uids: vec!["u".into()], msg: p.clone() },
+            Command::SendToGroups { groups: vec!["g".into(), "h".into()], msg: p.clone(), exclude: vec![] },
+            Command::BindUid { client: 1, uid: "u".into() },
+            Command::UnbindUid { client: 1, uid: "u".into() },
+            Command::JoinGroup { client: 1, group: "g".into() },
+            Command::LeaveGroup { client: 1, group: "g".into() },
+            Command::Ungroup { group: "g".into() },
+            Command::CloseClient { client: 1, last: Some(p), close: Some(CloseReason { code: 4000, reason: "bye".into() }) },
+            Command::DestroyClient { client: 1 },
+            Command::CloseUid { uid: "u".into() },
+            Command::SetSession { client: 1, session: Bytes::from_static(b"{\"a\":1}") },
+            Command::UpdateSession { client: 1, patch: Bytes::from_static(b"{\"b\":null}") },
+        ]
+    }
+
+    fn all_queries() -> Vec<Query> {
+        vec![
+            Query::IsOnline { clients: vec![1] },
+            Query::ClientsByUids { uids: vec!["u".into()] },
+            Query::UidOf { client: 7 },
+            Query::ClientsByGroups { groups: vec!["g".into()] },
+            Query::ClientCountByGroups { groups: vec!["g".into()] },
+            Query::UidsByGroup { group: "g".into() },
+            Query::GroupIds,
+            Query::GroupClients,
+            Query::GroupUids,
+            Query::ClientIds,
+            Query::ClientCount,
+            Query::Uids,
+            Query::Sessions { clients: Some(vec![1]), group: None },
+            Query::Connections,
+        ]
+    }
+
+    fn all_replies() -> Vec<Reply> {
+        vec![
+            Reply::Flags(vec![true, false]),
+            Reply::ClientLists(vec![vec![1], vec![]]),
+            Reply::Text(Some("u".into())),
+            Reply::Counts(vec![3]),
+            Reply::Strings(vec!["a".into()]),
+            Reply::NamedClients(vec![("g".into(), vec![1, 2])]),
+            Reply::NamedStrings(vec![("g".into(), vec!["u".into()])]),
+            Reply::Clients(vec![9]),
+            Reply::Sessions(vec![(1, Some(Bytes::from_static(b"{}"))), (2, None)]),
+            Reply::Connections(vec![ConnectionInfo {
+                client: 1,
+                client_addr: "127.0.0.1:1".into(),
+                uid: None,
+                groups: vec!["g".into()],
+                bytes_in: 1,
+                bytes_out: 2,
+                queue_len: 0,
+            }]),
+            Reply::Error("unknown client".into()),
+        ]
+    }
+
+    #[test]
+    fn every_register_message_round_trips() {
+        round_trip(ToRegister::Announce { gateway: gw() });
+        round_trip(ToRegister::Subscribe);
+        round_trip(ToRegister::Ping);
+        round_trip(ToRegister::Pong);
+        round_trip(FromRegister::Gateways { list: vec![gw(), gw()] });
+        round_trip(FromRegister::Gateways { list: vec![] });
+        round_trip(FromRegister::Ping);
+        round_trip(FromRegister::Pong);
+    }
+
+    #[test]
+    fn every_gateway_link_message_round_trips() {
+        for c in all_commands() {
+            round_trip(ToGateway::Command(c));
+        }
+        for (id, q) in all_queries().into_iter().enumerate() {
+            round_trip(ToGateway::Request { id: id as u64, query: q });
+        }
+        round_trip(ToGateway::Ack { seq: u64::MAX });
+        round_trip(ToGateway::Drain);
+        round_trip(ToGateway::Ping);
+        round_trip(ToGateway::Pong);
+        round_trip(FromGateway::Welcome { instance: 42, address: "gw:2900".into() });
+        let kinds = vec![
+            EventKind::Connect,
+            EventKind::WebSocketConnect {
+                path: "/chat".into(),
+                query: "a=1".into(),
+                headers: vec![("cookie".into(), "x=y".into())],
+            },
+            EventKind::Message(Payload::text("héllo")),
+            EventKind::Message(Payload::binary(vec![0u8; 300])),
+            EventKind::Close,
+        ];
+        for kind in kinds {
+            round_trip(FromGateway::Event(Event {
+                seq: 1,
+                client: 2,
+                kind,
+                info: Some(info()),
+                session: Some(Bytes::from_static(b"{\"k\":1}")),
+                redelivered: true,
+            }));
+        }
+        for (id, r) in all_replies().into_iter().enumerate() {
+            round_trip(FromGateway::Reply { id: id as u64, reply: r });
+        }
+        round_trip(FromGateway::Ping);
+        round_trip(FromGateway::Pong);
+    }
+
+    #[test]
+    fn unknown_variant_tag_is_a_clean_error() {
+        // Variant index 200 does not exist in any enum.
+        for payload in [&[200u8][..], &[0xfb, 0xff, 0xff][..]] {
+            assert!(decode::<ToGateway>(payload).is_err());
+            assert!(decode::<FromGateway>(payload).is_err());
+            assert!(decode::<ToRegister>(payload).is_err());
+            assert!(decode::<FromRegister>(payload).is_err());
+        }
+    }
+
+    #[test]
+    fn random_garbage_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+        let dec = FrameDecoder::new(4096);
+        for _ in 0..20_000 {
+            let len = rng.gen_range(0..64);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            let _ = decode::<ToGateway>(&bytes);
+            let _ = decode::<FromGateway>(&bytes);
+            let _ = decode::<ToRegister>(&bytes);
+            let _ = decode::<FromRegister>(&bytes);
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = dec.decode(&mut buf) {}
+            assert!(buf.capacity() <= 4096 + 64 + 4, "decoder reserved beyond its limit");
+        }
+    }
+}
