@@ -1,0 +1,91 @@
+//! Environment overrides, for containers: addresses, the secret, the node name and logging.
+//! Everything else belongs in the TOML file.
+
+use crate::types::*;
+use crate::validate::Problem;
+
+/// The variables read, and what they override.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("GW_NAME", "name"),
+    ("GW_SECRET", "secret"),
+    ("GW_LISTEN", "listen (register, gateway)"),
+    ("GW_INTERNAL_LISTEN", "internal_listen (gateway)"),
+    ("GW_ADVERTISE", "advertise (gateway)"),
+    ("GW_REGISTERS", "registers, comma-separated (gateway, worker)"),
+    ("GW_LOG_LEVEL", "log.level"),
+    ("GW_LOG_FORMAT", "log.format: plain or json"),
+];
+
+/// A configuration that takes environment overrides.
+pub trait EnvOverride {
+    /// Applies the variables this type uses; returns problems with their values.
+    fn apply(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem>;
+}
+
+/// Applies the environment overrides of `config`.
+pub fn apply_env<T: EnvOverride>(config: &mut T, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
+    config.apply(env)
+}
+
+fn set(target: &mut String, env: &dyn Fn(&str) -> Option<String>, var: &str) {
+    if let Some(v) = env(var) {
+        *target = v;
+    }
+}
+
+fn registers(target: &mut Vec<String>, env: &dyn Fn(&str) -> Option<String>) {
+    if let Some(v) = env("GW_REGISTERS") {
+        *target = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    }
+}
+
+fn log(log: &mut LogConfig, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
+    set(&mut log.level, env, "GW_LOG_LEVEL");
+    match env("GW_LOG_FORMAT").as_deref() {
+        None => vec![],
+        Some("plain") => {
+            log.format = LogFormat::Plain;
+            vec![]
+        }
+        Some("json") => {
+            log.format = LogFormat::Json;
+            vec![]
+        }
+        Some(other) => vec![Problem {
+            key: "GW_LOG_FORMAT".into(),
+            reason: format!("{other:?} is not `plain` or `json`"),
+        }],
+    }
+}
+
+impl EnvOverride for RegisterConfig {
+    fn apply(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
+        set(&mut self.name, env, "GW_NAME");
+        set(&mut self.secret, env, "GW_SECRET");
+        set(&mut self.listen, env, "GW_LISTEN");
+        log(&mut self.log, env)
+    }
+}
+
+impl EnvOverride for GatewayConfig {
+    fn apply(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
+        set(&mut self.name, env, "GW_NAME");
+        set(&mut self.secret, env, "GW_SECRET");
+        set(&mut self.listen, env, "GW_LISTEN");
+        set(&mut self.internal_listen, env, "GW_INTERNAL_LISTEN");
+        if let Some(v) = env("GW_ADVERTISE") {
+            self.advertise = Some(v);
+        }
+        registers(&mut self.registers, env);
+        log(&mut self.log, env)
+    }
+}
+
+impl EnvOverride for WorkerConfig {
+    fn apply(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
+        set(&mut self.name, env, "GW_NAME");
+        set(&mut self.secret, env, "GW_SECRET");
+        registers(&mut self.registers, env);
+        log(&mut self.log, env)
+    }
+}

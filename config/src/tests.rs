@@ -1,0 +1,174 @@
+//! Unit tests: shipped files, defaults, typos, validation and environment overrides.
+
+use super::*;
+use std::collections::HashMap;
+use std::path::Path;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn shipped(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs").join(name)
+}
+
+#[test]
+fn every_shipped_config_file_parses_and_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.ends_with(".toml") {
+            continue;
+        }
+        seen += 1;
+        let result = if name.starts_with("register") {
+            load::<RegisterConfig>(Some(&path), no_env).map(|_| ())
+        } else if name.starts_with("gateway") {
+            load::<GatewayConfig>(Some(&path), no_env).map(|_| ())
+        } else if name.starts_with("business-worker") || name.starts_with("worker") {
+            load::<WorkerConfig>(Some(&path), no_env).map(|_| ())
+        } else {
+            panic!("shipped config {name} has no known daemon prefix");
+        };
+        // Container configs listen on 0.0.0.0 and get their secret from the environment.
+        if let Err(ConfigError::Invalid { problems, .. }) = &result {
+            assert!(
+                problems.iter().all(|p| p.key == "secret"),
+                "{name}: {problems:?}"
+            );
+        } else {
+            result.unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+    assert!(seen >= 3, "expected the three example configs in {}", dir.display());
+}
+
+#[test]
+fn shipped_examples_equal_the_defaults() {
+    let r: RegisterConfig = load(Some(&shipped("register.toml")), no_env).unwrap();
+    assert_eq!(r, RegisterConfig::default());
+    let g: GatewayConfig = load(Some(&shipped("gateway.toml")), no_env).unwrap();
+    assert_eq!(g, GatewayConfig::default());
+    let w: WorkerConfig = load(Some(&shipped("business-worker.toml")), no_env).unwrap();
+    assert_eq!(w, WorkerConfig::default());
+}
+
+#[test]
+fn defaults_are_valid_without_a_file() {
+    assert!(load::<RegisterConfig>(None, no_env).is_ok());
+    assert!(load::<GatewayConfig>(None, no_env).is_ok());
+    assert!(load::<WorkerConfig>(None, no_env).is_ok());
+}
+
+#[test]
+fn a_typo_names_the_key() {
+    let err = parse::<GatewayConfig>("listn = \"127.0.0.1:1\"\n", Path::new("g.toml")).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("g.toml") && msg.contains("unknown field `listn`"), "{msg}");
+    let err = parse::<WorkerConfig>("[link]\nmax_frme = 1\n", Path::new("w.toml")).unwrap_err();
+    assert!(err.to_string().contains("max_frme"), "{err}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = r#"
+        name = ""
+        listen = "nowhere"
+        internal_listen = "0.0.0.0:2900"
+        registers = []
+        send_queue = 0
+        [link]
+        max_frame = 10
+    "#;
+    let config: GatewayConfig = parse(text, Path::new("g.toml")).unwrap();
+    let keys: Vec<String> = config.validate().into_iter().map(|p| p.key).collect();
+    for key in ["name", "listen", "advertise", "registers", "secret", "send_queue", "link.max_frame"] {
+        assert!(keys.contains(&key.to_string()), "missing {key} in {keys:?}");
+    }
+}
+
+#[test]
+fn non_loopback_listener_requires_a_secret_and_says_why() {
+    let mut r = RegisterConfig {
+        listen: "0.0.0.0:1236".into(),
+        ..Default::default()
+    };
+    let problems = r.validate();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].key, "secret");
+    assert!(problems[0].reason.contains("non-loopback address 0.0.0.0:1236"), "{}", problems[0]);
+    r.secret = "x".repeat(32);
+    assert!(r.validate().is_empty());
+    // IPv6 loopback is fine without a secret.
+    r.secret.clear();
+    r.listen = "[::1]:1236".into();
+    assert!(r.validate().is_empty());
+}
+
+#[test]
+fn gateway_public_listener_alone_does_not_need_the_secret() {
+    let g = GatewayConfig {
+        listen: "0.0.0.0:7272".into(),
+        ..Default::default()
+    };
+    assert!(g.validate().is_empty(), "{:?}", g.validate());
+}
+
+#[test]
+fn peer_addresses_accept_hostnames_and_ipv6() {
+    let g = GatewayConfig {
+        advertise: Some("gateway-1:2900".into()),
+        registers: vec!["register:1236".into(), "[::1]:1236".into(), "10.0.0.1:1236".into()],
+        ..Default::default()
+    };
+    assert!(g.validate().is_empty(), "{:?}", g.validate());
+    let bad = GatewayConfig {
+        advertise: Some("gateway-1".into()),
+        registers: vec!["reg:99999".into(), "[::1:1236".into()],
+        ..Default::default()
+    };
+    let keys: Vec<String> = bad.validate().into_iter().map(|p| p.key).collect();
+    assert_eq!(keys, vec!["advertise", "registers[0]", "registers[1]"]);
+}
+
+#[test]
+fn environment_overrides_addresses_secret_and_logging() {
+    let vars: HashMap<&str, &str> = [
+        ("GW_SECRET", "from-env"),
+        ("GW_LISTEN", "0.0.0.0:8000"),
+        ("GW_INTERNAL_LISTEN", "0.0.0.0:2901"),
+        ("GW_ADVERTISE", "gateway-2:2901"),
+        ("GW_REGISTERS", "register-1:1236, register-2:1236"),
+        ("GW_LOG_FORMAT", "json"),
+        ("GW_NAME", "gw-2"),
+    ]
+    .into_iter()
+    .collect();
+    let g: GatewayConfig = load(None, |k| vars.get(k).map(|v| v.to_string())).unwrap();
+    assert_eq!(g.secret, "from-env");
+    assert_eq!(g.listen, "0.0.0.0:8000");
+    assert_eq!(g.advertised(), "gateway-2:2901");
+    assert_eq!(g.registers, vec!["register-1:1236", "register-2:1236"]);
+    assert_eq!(g.log.format, LogFormat::Json);
+    assert_eq!(g.name, "gw-2");
+}
+
+#[test]
+fn bad_environment_value_is_a_problem_with_the_variable_name() {
+    let err = load::<WorkerConfig>(None, |k| (k == "GW_LOG_FORMAT").then(|| "xml".to_string())).unwrap_err();
+    assert!(err.to_string().contains("GW_LOG_FORMAT: \"xml\" is not `plain` or `json`"), "{err}");
+}
+
+#[test]
+fn missing_file_is_a_read_error_naming_the_path() {
+    let err = load::<RegisterConfig>(Some(Path::new("/nonexistent/r.toml")), no_env).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/r.toml"), "{err}");
+}
+
+#[test]
+fn durations_are_human_readable() {
+    let w: WorkerConfig = parse("grace_period = \"1m 30s\"\n", Path::new("w.toml")).unwrap();
+    assert_eq!(w.grace_period, std::time::Duration::from_secs(90));
+}

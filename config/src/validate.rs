@@ -1,0 +1,208 @@
+//! Validation: every problem at once, each with the key it concerns and why.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::types::*;
+
+/// One thing wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `link.max_frame`.
+    pub key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+/// Configuration types check themselves.
+pub trait Validate {
+    /// Every problem found; empty when the configuration is usable.
+    fn validate(&self) -> Vec<Problem>;
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// A bind address: an IP literal and a port.
+    fn bind_addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
+        match value.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.add(key, format!("{value:?} is not an IP:port address to listen on (IPv6 as [::1]:7272)"));
+                None
+            }
+        }
+    }
+
+    /// A peer address: a host name or IP, and a port.
+    fn peer_addr(&mut self, key: &str, value: &str) {
+        if let Err(reason) = check_host_port(value) {
+            self.add(key, format!("{value:?} is not a host:port address: {reason}"));
+        }
+    }
+
+    fn secret_if_exposed(&mut self, listens: &[(&str, Option<SocketAddr>)], secret: &str) {
+        if !secret.is_empty() {
+            return;
+        }
+        for (key, addr) in listens {
+            if let Some(addr) = addr {
+                if !is_loopback(addr.ip()) {
+                    self.add(
+                        "secret",
+                        format!(
+                            "required because `{key}` listens on the non-loopback address {addr}; set `secret` or the GW_SECRET environment variable"
+                        ),
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    fn name(&mut self, value: &str) {
+        if value.trim().is_empty() {
+            self.add("name", "must not be empty");
+        } else if value.len() > 128 {
+            self.add("name", "must be at most 128 bytes");
+        }
+    }
+
+    fn registers(&mut self, list: &[String]) {
+        if list.is_empty() {
+            self.add("registers", "at least one register address is required");
+        }
+        for (i, r) in list.iter().enumerate() {
+            self.peer_addr(&format!("registers[{i}]"), r);
+        }
+    }
+
+    fn link(&mut self, link: &LinkConfig) {
+        if link.max_frame < 1024 || link.max_frame > 64 * 1024 * 1024 {
+            self.add("link.max_frame", format!("{} is outside 1024..=67108864 bytes", link.max_frame));
+        }
+        if link.handshake_timeout.is_zero() {
+            self.add("link.handshake_timeout", "must be greater than zero");
+        }
+        if link.reconnect_min.is_zero() {
+            self.add("link.reconnect_min", "must be greater than zero");
+        }
+        if link.reconnect_max < link.reconnect_min {
+            self.add("link.reconnect_max", "must not be less than link.reconnect_min");
+        }
+        if link.queue == 0 {
+            self.add("link.queue", "must be at least 1");
+        }
+    }
+
+    fn log(&mut self, log: &LogConfig) {
+        if log.level.trim().is_empty() {
+            self.add("log.level", "must not be empty (try \"info\")");
+        }
+    }
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    }
+}
+
+/// Checks `host:port` where host is a DNS name, an IPv4 literal or a bracketed IPv6 literal.
+pub(crate) fn check_host_port(value: &str) -> Result<(), &'static str> {
+    if value.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = value.rsplit_once(':').ok_or("missing :port")?;
+    port.parse::<u16>().map_err(|_| "port is not a number from 0 to 65535")?;
+    if host.starts_with('[') {
+        return Err("invalid IPv6 literal");
+    }
+    let valid_name = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    if valid_name {
+        Ok(())
+    } else {
+        Err("invalid host name")
+    }
+}
+
+impl Validate for RegisterConfig {
+    fn validate(&self) -> Vec<Problem> {
+        let mut p = Problems::default();
+        p.name(&self.name);
+        let listen = p.bind_addr("listen", &self.listen);
+        p.secret_if_exposed(&[("listen", listen)], &self.secret);
+        p.link(&self.link);
+        p.log(&self.log);
+        p.0
+    }
+}
+
+impl Validate for GatewayConfig {
+    fn validate(&self) -> Vec<Problem> {
+        let mut p = Problems::default();
+        p.name(&self.name);
+        p.bind_addr("listen", &self.listen);
+        let internal = p.bind_addr("internal_listen", &self.internal_listen);
+        match &self.advertise {
+            Some(a) => p.peer_addr("advertise", a),
+            None => {
+                if internal.is_some_and(|a| a.ip().is_unspecified()) {
+                    p.add(
+                        "advertise",
+                        format!(
+                            "required because internal_listen {} binds every interface: set the address workers can reach (GatewayWorker's lanIp), e.g. \"gateway-1:{}\"",
+                            self.internal_listen,
+                            internal.map(|a| a.port()).unwrap_or(2900)
+                        ),
+                    );
+                }
+            }
+        }
+        p.registers(&self.registers);
+        p.secret_if_exposed(&[("internal_listen", internal)], &self.secret);
+        if self.max_message_size < 16 || self.max_message_size > 64 * 1024 * 1024 {
+            p.add("max_message_size", format!("{} is outside 16..=67108864 bytes", self.max_message_size));
+        }
+        if self.send_queue == 0 {
+            p.add("send_queue", "must be at least 1");
+        }
+        if self.handshake_timeout.is_zero() {
+            p.add("handshake_timeout", "must be greater than zero");
+        }
+        p.link(&self.link);
+        p.log(&self.log);
+        p.0
+    }
+}
+
+impl Validate for WorkerConfig {
+    fn validate(&self) -> Vec<Problem> {
+        let mut p = Problems::default();
+        p.name(&self.name);
+        p.registers(&self.registers);
+        if self.client_queue == 0 {
+            p.add("client_queue", "must be at least 1");
+        }
+        p.link(&self.link);
+        p.log(&self.log);
+        p.0
+    }
+}
