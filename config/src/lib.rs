@@ -13,6 +13,22 @@ pub use env::{apply_env, EnvOverride, ENV_VARS};
 pub use types::*;
 pub use validate::{Problem, Validate};
 
+/// What every daemon's configuration offers to the shared daemon runner.
+pub trait DaemonConfig: serde::de::DeserializeOwned + Default + Validate + EnvOverride + Send + 'static {
+    fn log(&self) -> &LogConfig;
+    fn node_name(&self) -> &str;
+}
+
+macro_rules! daemon_config {
+    ($($t:ty),*) => {$(
+        impl DaemonConfig for $t {
+            fn log(&self) -> &LogConfig { &self.log }
+            fn node_name(&self) -> &str { &self.name }
+        }
+    )*};
+}
+daemon_config!(RegisterConfig, GatewayConfig, WorkerConfig);
+
 use std::path::{Path, PathBuf};
 
 /// Why a configuration could not be loaded.

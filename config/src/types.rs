@@ -49,6 +49,12 @@ pub struct LinkConfig {
     pub reconnect_max: Duration,
     /// Outbound frames queued per link before senders wait.
     pub queue: usize,
+    /// Every link sends a ping this often.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A link silent for this long is considered dead and dropped (not left to TCP timeouts).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
 }
 
 impl Default for LinkConfig {
@@ -59,6 +65,8 @@ impl Default for LinkConfig {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(2),
             queue: 4096,
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -115,6 +123,10 @@ pub struct GatewayConfig {
     /// On stop: time to close clients and deliver their close events before exiting anyway.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
+    /// While no business worker is connected, a client's events wait this long for one before the
+    /// client is closed with code 1013 (GatewayWorker closes every client at once instead).
+    #[serde(with = "humantime_serde")]
+    pub worker_wait: Duration,
     pub link: LinkConfig,
     pub log: LogConfig,
 }
@@ -132,6 +144,7 @@ impl Default for GatewayConfig {
             send_queue: 1024,
             handshake_timeout: Duration::from_secs(10),
             grace_period: Duration::from_secs(10),
+            worker_wait: Duration::from_secs(30),
             link: LinkConfig::default(),
             log: LogConfig::default(),
         }

@@ -102,6 +102,12 @@ impl Problems {
         if link.reconnect_max < link.reconnect_min {
             self.add("link.reconnect_max", "must not be less than link.reconnect_min");
         }
+        if link.heartbeat_interval.is_zero() {
+            self.add("link.heartbeat_interval", "must be greater than zero");
+        }
+        if link.heartbeat_timeout <= link.heartbeat_interval {
+            self.add("link.heartbeat_timeout", "must be greater than link.heartbeat_interval");
+        }
         if link.queue == 0 {
             self.add("link.queue", "must be at least 1");
         }

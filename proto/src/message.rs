@@ -67,6 +67,11 @@ pub struct Payload {
 }
 
 impl Payload {
+    /// The content as text, if it is valid UTF-8.
+    pub fn as_text(&self) -> Option<&str> {
+        std::str::from_utf8(&self.data).ok()
+    }
+
     pub fn text(s: impl Into<String>) -> Self {
         Self {
             data: Bytes::from(s.into()),
@@ -153,6 +158,9 @@ pub enum Command {
     SetSession { client: u64, session: Bytes },
     /// Deep-merge a JSON object into a client's session; `null` values delete keys.
     UpdateSession { client: u64, patch: Bytes },
+    /// A handler's write-back: replace the top-level keys in `changed` (a JSON object) and delete
+    /// the `removed` keys, leaving keys the handler did not touch as they are now.
+    WriteBackSession { client: u64, changed: Bytes, removed: Vec<String> },
 }
 
 /// Worker or gateway client → gateway: ask about this gateway's clients.
@@ -296,6 +304,7 @@ mod tests {
             Command::CloseUid { uid: "u".into() },
             Command::SetSession { client: 1, session: Bytes::from_static(b"{\"a\":1}") },
             Command::UpdateSession { client: 1, patch: Bytes::from_static(b"{\"b\":null}") },
+            Command::WriteBackSession { client: 1, changed: Bytes::from_static(b"{\"c\":[1]}"), removed: vec!["d".into()] },
         ]
     }
 

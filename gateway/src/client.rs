@@ -1,0 +1,305 @@
+//! One WebSocket client: handshake, then a loop that forwards the client's messages to its worker
+//! and writes what workers send back, until either side closes.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use gw_proto::{ClientInfo, CloseReason, Event, EventKind, FromGateway, Payload, Protocol};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::router::WorkerLink;
+use crate::state::{ClientHandle, KillReason, Outbound};
+use crate::Gateway;
+
+/// Most queued messages written before one flush.
+const WRITE_BATCH: usize = 64;
+/// How long a close handshake may take before the socket is just dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the connection loop ended.
+enum End {
+    /// The client closed or the socket failed.
+    Client,
+    /// We closed it (worker command, shutdown, slow consumer).
+    Server,
+}
+
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, gw: Arc<Gateway>, shutdown: CancellationToken) {
+    stream.set_nodelay(true).ok();
+    let mut request: Option<(String, String, Vec<(String, String)>)> = None;
+    let callback = |req: &Request, resp: Response| {
+        let headers = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        request = Some((
+            req.uri().path().to_string(),
+            req.uri().query().unwrap_or_default().to_string(),
+            headers,
+        ));
+        Ok(resp)
+    };
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(gw.ws_config));
+    let ws = match tokio::time::timeout(gw.config.handshake_timeout, handshake).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            Metrics::inc(&gw.state.metrics.handshake_failures);
+            tracing::debug!(error = %e, "websocket handshake failed");
+            return;
+        }
+        Err(_) => {
+            Metrics::inc(&gw.state.metrics.handshake_failures);
+            tracing::debug!("websocket handshake timed out");
+            return;
+        }
+    };
+    let (path, query, headers) = request.unwrap_or_default();
+    let id = gw.next_client.fetch_add(1, Ordering::Relaxed);
+    let client_id = gw.client_id(id);
+    let span = tracing::debug_span!("client", client_id = %client_id);
+    let _g = span.enter();
+    tracing::debug!(peer = %peer, path = %path, "client connected");
+    drop(_g);
+
+    let (tx, rx) = mpsc::channel(gw.config.send_queue);
+    let info = ClientInfo {
+        client_addr: peer.to_string(),
+        gateway_addr: gw.public_addr.to_string(),
+        listener: format!("websocket://{}", gw.public_addr),
+        protocol: Protocol::WebSocket,
+    };
+    let handle = Arc::new(ClientHandle::new(id, tx, info));
+    gw.state.insert(handle.clone());
+    let mut conn = Connection {
+        gw: gw.clone(),
+        handle,
+        ws,
+        rx,
+        bound: None,
+        info_sent: false,
+    };
+    let opening = async {
+        conn.dispatch(EventKind::Connect).await?;
+        conn.dispatch(EventKind::WebSocketConnect { path, query, headers }).await
+    };
+    let end = match opening.await {
+        Ok(()) => conn.run(&shutdown).await,
+        Err(()) => End::Server,
+    };
+    tracing::debug!(client_id = %client_id, by_client = matches!(end, End::Client), "client disconnected");
+    // The close event carries the final session; deliver it even though the socket is gone.
+    let _ = conn.dispatch(EventKind::Close).await;
+    conn.unbind();
+    gw.state.remove(id);
+}
+
+struct Connection {
+    gw: Arc<Gateway>,
+    handle: Arc<ClientHandle>,
+    ws: WebSocketStream<TcpStream>,
+    rx: mpsc::Receiver<Outbound>,
+    bound: Option<Arc<WorkerLink>>,
+    /// Whether the bound worker already has this client's info.
+    info_sent: bool,
+}
+
+impl Connection {
+    async fn run(&mut self, shutdown: &CancellationToken) -> End {
+        let kill = self.handle.kill.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = kill.cancelled() => return self.killed().await,
+                _ = shutdown.cancelled() => {
+                    self.close(Some(CloseReason { code: 1001, reason: "server shutting down".into() })).await;
+                    return End::Server;
+                }
+                out = self.rx.recv() => {
+                    let Some(out) = out else { return End::Server };
+                    let write = self.write(out);
+                    let done = tokio::select! {
+                        r = write => r,
+                        _ = kill.cancelled() => return self.killed().await,
+                    };
+                    if let Some(end) = done {
+                        return end;
+                    }
+                }
+                msg = self.ws.next() => {
+                    match msg {
+                        Some(Ok(Message::Text(t))) => {
+                            let data = bytes::Bytes::from(t);
+                            if self.on_message(Payload { data, binary: false }).await.is_err() {
+                                return End::Server;
+                            }
+                        }
+                        Some(Ok(Message::Binary(b))) => {
+                            if self.on_message(Payload { data: b, binary: true }).await.is_err() {
+                                return End::Server;
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) | None => return End::Client,
+                        Some(Ok(_)) => {} // ping/pong: tungstenite answers pings on the next read
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "client read failed");
+                            return End::Client;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_message(&mut self, payload: Payload) -> Result<(), ()> {
+        let m = &self.gw.state.metrics;
+        Metrics::inc(&m.messages_in);
+        self.handle.bytes_in.fetch_add(payload.data.len() as u64, Ordering::Relaxed);
+        self.dispatch(EventKind::Message(payload)).await
+    }
+
+    /// Writes one outbound item and whatever else is already queued, then flushes once.
+    async fn write(&mut self, first: Outbound) -> Option<End> {
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(out) = next.take() {
+            match out {
+                Outbound::Msg(msg) => {
+                    if let Err(e) = self.feed(msg).await {
+                        tracing::debug!(error = %e, "client write failed");
+                        return Some(End::Client);
+                    }
+                }
+                Outbound::Close { last, close } => {
+                    if let Some(msg) = last {
+                        let _ = self.feed(msg).await;
+                    }
+                    self.close(close).await;
+                    return Some(End::Server);
+                }
+            }
+            n += 1;
+            if n < WRITE_BATCH {
+                next = self.rx.try_recv().ok();
+            }
+        }
+        if let Err(e) = self.ws.flush().await {
+            tracing::debug!(error = %e, "client flush failed");
+            return Some(End::Client);
+        }
+        None
+    }
+
+    async fn feed(&mut self, msg: Message) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        let len = msg.len() as u64;
+        self.ws.feed(msg).await?;
+        self.handle.bytes_out.fetch_add(len, Ordering::Relaxed);
+        Metrics::inc(&self.gw.state.metrics.messages_out);
+        Ok(())
+    }
+
+    async fn killed(&mut self) -> End {
+        match self.handle.kill_reason() {
+            KillReason::SlowConsumer => {
+                // The client is not reading, so the close frame may never get out: bounded wait.
+                self.close(Some(CloseReason { code: 1008, reason: "slow consumer: send queue full".into() }))
+                    .await;
+            }
+            KillReason::Destroy | KillReason::None => {}
+        }
+        End::Server
+    }
+
+    /// Sends a close frame and waits briefly for the client's answer.
+    async fn close(&mut self, reason: Option<CloseReason>) {
+        let frame = reason.map(|r| CloseFrame {
+            code: CloseCode::from(r.code),
+            reason: r.reason.into(),
+        });
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            self.ws.close(frame).await?;
+            while let Some(msg) = self.ws.next().await {
+                msg?;
+            }
+            Ok::<_, tokio_tungstenite::tungstenite::Error>(())
+        })
+        .await;
+    }
+
+    /// Sends one event to this client's worker, binding or re-binding as needed. Waits (without
+    /// reading more from the client) while no worker is connected, up to the configured hold time;
+    /// past it the client is told with close code 1013 and the event is counted as dropped.
+    async fn dispatch(&mut self, kind: EventKind) -> Result<(), ()> {
+        let mut kind = kind;
+        loop {
+            let link = match self.bound.as_ref().filter(|l| l.usable()) {
+                Some(l) => l.clone(),
+                None => match self.gw.router.pick() {
+                    Some(l) => {
+                        self.bind(l.clone());
+                        l
+                    }
+                    None => {
+                        let closing = matches!(kind, EventKind::Close);
+                        let wait = if closing { Duration::from_millis(500) } else { self.gw.config_worker_wait() };
+                        if tokio::time::timeout(wait, self.gw.router.wait_for_worker()).await.is_err() {
+                            Metrics::inc(&self.gw.state.metrics.dropped_no_worker);
+                            tracing::warn!("no business worker available; event dropped");
+                            if !closing {
+                                self.close(Some(CloseReason { code: 1013, reason: "no business worker available".into() }))
+                                    .await;
+                            }
+                            return Err(());
+                        }
+                        continue;
+                    }
+                },
+            };
+            let event = Event {
+                seq: 0, // numbered by the link writer, in send order
+                client: self.handle.id,
+                kind,
+                info: (!self.info_sent).then(|| self.handle.info.clone()),
+                session: self.handle.session(),
+                redelivered: false,
+            };
+            match link.tx.send(FromGateway::Event(event)).await {
+                Ok(()) => {
+                    self.info_sent = true;
+                    Metrics::inc(&self.gw.state.metrics.events_sent);
+                    return Ok(());
+                }
+                Err(mpsc::error::SendError(FromGateway::Event(event))) => {
+                    kind = event.kind;
+                    self.unbind();
+                }
+                Err(_) => unreachable!("we sent an event"),
+            }
+        }
+    }
+
+    fn bind(&mut self, link: Arc<WorkerLink>) {
+        self.unbind();
+        link.load.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(worker = %link.name, "client bound to worker");
+        self.bound = Some(link);
+        self.info_sent = false;
+    }
+
+    fn unbind(&mut self) {
+        if let Some(old) = self.bound.take() {
+            old.load.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}

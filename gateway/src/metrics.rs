@@ -1,0 +1,56 @@
+//! Counters of what the gateway did and, above all, what it dropped and why.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Every counter is monotonic except `connections`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub events_sent: AtomicU64,
+    pub commands: AtomicU64,
+    pub queries: AtomicU64,
+    /// A client's send queue was full: the message was dropped and the client disconnected.
+    pub dropped_slow_consumer: AtomicU64,
+    /// The target client had already gone (or never existed here).
+    pub dropped_client_gone: AtomicU64,
+    /// A client event could not reach any worker within the hold time.
+    pub dropped_no_worker: AtomicU64,
+    /// A command aimed at a client id of another gateway instance, or malformed.
+    pub rejected_commands: AtomicU64,
+    pub handshake_failures: AtomicU64,
+    pub link_errors: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A snapshot as `(name, value)` pairs, for status output and tests.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("connections", g(&self.connections)),
+            ("connections_total", g(&self.connections_total)),
+            ("messages_in", g(&self.messages_in)),
+            ("messages_out", g(&self.messages_out)),
+            ("events_sent", g(&self.events_sent)),
+            ("commands", g(&self.commands)),
+            ("queries", g(&self.queries)),
+            ("dropped_slow_consumer", g(&self.dropped_slow_consumer)),
+            ("dropped_client_gone", g(&self.dropped_client_gone)),
+            ("dropped_no_worker", g(&self.dropped_no_worker)),
+            ("rejected_commands", g(&self.rejected_commands)),
+            ("handshake_failures", g(&self.handshake_failures)),
+            ("link_errors", g(&self.link_errors)),
+        ]
+    }
+
+    /// One counter by name.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.snapshot().into_iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}

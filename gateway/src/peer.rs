@@ -1,0 +1,135 @@
+//! A link from a business worker or gateway client on the internal listener: handshake, welcome,
+//! then commands, queries, acknowledgements and heartbeats in; events and replies out.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use gw_link::{FrameReader, LinkError, WriterStats};
+use gw_proto::{FromGateway, Role, ToGateway};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::metrics::Metrics;
+use crate::router::WorkerLink;
+use crate::Gateway;
+
+/// Serves one internal link until the peer leaves, the link fails, or `links_down` is cancelled
+/// (after every client has been closed and its close event queued), then flushes what is queued.
+pub(crate) async fn serve(stream: TcpStream, peer_addr: SocketAddr, gw: Arc<Gateway>, links_down: CancellationToken) {
+    let link = match gw_link::accept(stream, &gw.handshake, &[Role::Worker, Role::Client]).await {
+        Ok(link) => link,
+        Err(e) => {
+            Metrics::inc(&gw.state.metrics.handshake_failures);
+            tracing::warn!(peer = %peer_addr, error = %e, "refused internal peer: handshake failed");
+            return;
+        }
+    };
+    let role = link.peer.role;
+    let node = link.peer.node.clone();
+    let span = tracing::info_span!("link", role = %role, node = %node, peer = %peer_addr);
+    async move {
+        let (tx, rx) = mpsc::channel(gw.config.link.queue);
+        let _ = tx.try_send(FromGateway::Welcome {
+            instance: gw.instance,
+            address: gw.address.clone(),
+        });
+        let worker = (role == Role::Worker).then(|| gw.router.add(node.clone(), tx.clone()));
+        tracing::info!("{role} connected");
+        let stats = WriterStats::default();
+        let mut seq = 0u64;
+        let writer = gw_link::write_loop(link.writer, rx, gw.config.link.max_frame, &stats, |msg| {
+            if let FromGateway::Event(e) = msg {
+                seq += 1;
+                e.seq = seq;
+            }
+        });
+        tokio::pin!(writer);
+        let reader = read_loop(link.reader, tx.clone(), &gw, worker.as_deref());
+        let result = tokio::select! {
+            r = reader => r,
+            r = &mut writer => r,
+            _ = links_down.cancelled() => {
+                // Stop routing to this link, then let the writer flush what is queued.
+                if let Some(w) = &worker {
+                    gw.router.remove(w);
+                }
+                drop(worker);
+                drop(tx);
+                let flushed = tokio::time::timeout(std::time::Duration::from_secs(2), &mut writer).await;
+                tracing::debug!(flushed = flushed.is_ok(), "link closed by shutdown");
+                return;
+            }
+        };
+        if let Some(w) = &worker {
+            gw.router.remove(w);
+        }
+        match result {
+            Ok(()) => tracing::info!("{role} disconnected"),
+            Err(e) if e.is_disconnect() => tracing::info!(error = %e, "{role} disconnected"),
+            Err(e) => {
+                Metrics::inc(&gw.state.metrics.link_errors);
+                tracing::warn!(error = %e, "{role} link dropped");
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn read_loop(
+    mut reader: FrameReader<OwnedReadHalf>,
+    tx: mpsc::Sender<FromGateway>,
+    gw: &Gateway,
+    worker: Option<&WorkerLink>,
+) -> Result<(), LinkError> {
+    let mut ping = tokio::time::interval(gw.config.link.heartbeat_interval);
+    let timeout = gw.config.link.heartbeat_timeout;
+    let last_heard = AtomicU64::new(0);
+    let start = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = ping.tick() => {
+                let heard = start + std::time::Duration::from_millis(last_heard.load(Ordering::Relaxed));
+                if heard.elapsed() > timeout {
+                    return Err(LinkError::HeartbeatTimeout(timeout));
+                }
+                // A full queue already proves the link is busy; never wait here.
+                let _ = tx.try_send(FromGateway::Ping);
+            }
+            msg = reader.read::<ToGateway>() => {
+                let Some(msg) = msg? else { return Ok(()) };
+                last_heard.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+                match msg {
+                    ToGateway::Command(cmd) => gw.state.execute(cmd),
+                    ToGateway::Request { id, query } => {
+                        let reply = gw.state.answer(query);
+                        if tx.send(FromGateway::Reply { id, reply }).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    ToGateway::Ack { seq } => {
+                        if let Some(w) = worker {
+                            w.acked.fetch_max(seq, Ordering::Relaxed);
+                        }
+                    }
+                    ToGateway::Drain => match worker {
+                        Some(w) => {
+                            w.draining.store(true, Ordering::Release);
+                            gw.router.refresh();
+                            tracing::info!("worker draining: its clients move to other workers");
+                        }
+                        None => return Err(LinkError::Unexpected("drain from a non-worker".into())),
+                    },
+                    ToGateway::Ping => {
+                        let _ = tx.try_send(FromGateway::Pong);
+                    }
+                    ToGateway::Pong => {}
+                }
+            }
+        }
+    }
+}

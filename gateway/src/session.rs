@@ -1,0 +1,99 @@
+//! Session JSON handling at the gateway: validation and deep merge.
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+/// Parses a session, which must be a JSON object.
+pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(format!("expected a JSON object, got {}", kind(&other))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Deep-merges `patch` into `current`: objects merge key by key, `null` deletes a key, anything
+/// else replaces.
+pub(crate) fn merge(current: Option<&[u8]>, patch: &[u8]) -> Result<Bytes, String> {
+    let patch = parse_object(patch)?;
+    let mut base = match current {
+        Some(bytes) => parse_object(bytes).unwrap_or_default(),
+        None => Map::new(),
+    };
+    merge_into(&mut base, patch);
+    Ok(Bytes::from(serde_json::to_vec(&Value::Object(base)).expect("a JSON value serializes")))
+}
+
+/// Applies a handler's write-back: top-level keys in `changed` replace, `removed` keys go.
+pub(crate) fn write_back(current: Option<&[u8]>, changed: &[u8], removed: &[String]) -> Result<Bytes, String> {
+    let changed = parse_object(changed)?;
+    let mut base = match current {
+        Some(bytes) => parse_object(bytes).unwrap_or_default(),
+        None => Map::new(),
+    };
+    for k in removed {
+        base.remove(k);
+    }
+    base.extend(changed);
+    Ok(Bytes::from(serde_json::to_vec(&Value::Object(base)).expect("a JSON value serializes")))
+}
+
+fn merge_into(base: &mut Map<String, Value>, patch: Map<String, Value>) {
+    for (k, v) in patch {
+        match v {
+            Value::Null => {
+                base.remove(&k);
+            }
+            Value::Object(p) => match base.get_mut(&k) {
+                Some(Value::Object(b)) => merge_into(b, p),
+                _ => {
+                    let mut fresh = Map::new();
+                    merge_into(&mut fresh, p);
+                    base.insert(k, Value::Object(fresh));
+                }
+            },
+            other => {
+                base.insert(k, other);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_merge_replaces_merges_and_deletes() {
+        let cur = br#"{"a":1,"nested":{"x":1,"y":2},"gone":true}"#;
+        let out = merge(Some(cur), br#"{"b":2,"nested":{"y":3,"z":4},"gone":null}"#).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v, serde_json::json!({"a":1,"b":2,"nested":{"x":1,"y":3,"z":4}}));
+    }
+
+    #[test]
+    fn write_back_replaces_only_touched_keys() {
+        let cur = br#"{"mine":{"a":1,"b":2},"theirs":1,"old":0}"#;
+        let out = write_back(Some(cur), br#"{"mine":{"a":1}}"#, &["old".to_string()]).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v, serde_json::json!({"mine":{"a":1},"theirs":1}));
+    }
+
+    #[test]
+    fn non_objects_are_refused() {
+        assert!(merge(None, b"[1]").is_err());
+        assert!(merge(None, b"not json").is_err());
+        assert!(parse_object(b"42").unwrap_err().contains("a number"));
+    }
+}

@@ -1,0 +1,468 @@
+//! The gateway's clients, their uid and group indexes, sessions, and the execution of commands and
+//! queries from workers and gateway clients.
+//!
+//! Client handles live in a sharded map (lookups on every send); uid and group indexes live under
+//! one `RwLock` so a bind or join updates both directions atomically. No lock is held across an
+//! `.await`; delivery to a client is a non-blocking `try_send` into its bounded queue.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use gw_proto::{ClientInfo, CloseReason, Command, ConnectionInfo, Payload, Query, Reply};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::session;
+
+/// What the client task is asked to do next.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    Msg(Message),
+    Close { last: Option<Message>, close: Option<CloseReason> },
+}
+
+/// Why a client was killed out of band.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum KillReason {
+    None = 0,
+    SlowConsumer = 1,
+    Destroy = 2,
+}
+
+/// A connected client as the rest of the gateway sees it.
+#[derive(Debug)]
+pub(crate) struct ClientHandle {
+    pub id: u64,
+    pub tx: mpsc::Sender<Outbound>,
+    pub kill: CancellationToken,
+    kill_reason: AtomicU8,
+    pub info: ClientInfo,
+    pub session: Mutex<Option<Bytes>>,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+impl ClientHandle {
+    pub fn new(id: u64, tx: mpsc::Sender<Outbound>, info: ClientInfo) -> Self {
+        Self {
+            id,
+            tx,
+            kill: CancellationToken::new(),
+            kill_reason: AtomicU8::new(KillReason::None as u8),
+            info,
+            session: Mutex::new(None),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        }
+    }
+
+    pub fn kill(&self, reason: KillReason) {
+        let _ = self
+            .kill_reason
+            .compare_exchange(KillReason::None as u8, reason as u8, Ordering::AcqRel, Ordering::Acquire);
+        self.kill.cancel();
+    }
+
+    pub fn kill_reason(&self) -> KillReason {
+        match self.kill_reason.load(Ordering::Acquire) {
+            1 => KillReason::SlowConsumer,
+            2 => KillReason::Destroy,
+            _ => KillReason::None,
+        }
+    }
+
+    pub fn session(&self) -> Option<Bytes> {
+        self.session.lock().expect("session lock").clone()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Indexes {
+    uid_of: HashMap<u64, String>,
+    uids: HashMap<String, HashSet<u64>>,
+    groups_of: HashMap<u64, HashSet<String>>,
+    groups: HashMap<String, HashSet<u64>>,
+}
+
+impl Indexes {
+    fn unbind(&mut self, client: u64) {
+        if let Some(uid) = self.uid_of.remove(&client) {
+            if let Some(set) = self.uids.get_mut(&uid) {
+                set.remove(&client);
+                if set.is_empty() {
+                    self.uids.remove(&uid);
+                }
+            }
+        }
+    }
+
+    fn leave(&mut self, client: u64, group: &str) {
+        if let Some(set) = self.groups.get_mut(group) {
+            set.remove(&client);
+            if set.is_empty() {
+                self.groups.remove(group);
+            }
+        }
+        if let Some(gs) = self.groups_of.get_mut(&client) {
+            gs.remove(group);
+            if gs.is_empty() {
+                self.groups_of.remove(&client);
+            }
+        }
+    }
+
+    fn members<'a>(&'a self, groups: &'a [String]) -> impl Iterator<Item = u64> + 'a {
+        groups.iter().filter_map(|g| self.groups.get(g)).flatten().copied()
+    }
+
+    fn distinct_uids(&self, group: &str) -> Vec<String> {
+        let mut uids: Vec<String> = self
+            .groups
+            .get(group)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| self.uid_of.get(c).cloned())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        uids.sort();
+        uids
+    }
+}
+
+/// All client state of one gateway.
+#[derive(Debug)]
+pub struct State {
+    clients: DashMap<u64, Arc<ClientHandle>>,
+    index: RwLock<Indexes>,
+    pub metrics: Metrics,
+}
+
+impl State {
+    pub(crate) fn new() -> Self {
+        Self {
+            clients: DashMap::new(),
+            index: RwLock::new(Indexes::default()),
+            metrics: Metrics::default(),
+        }
+    }
+
+    pub(crate) fn insert(&self, handle: Arc<ClientHandle>) {
+        self.clients.insert(handle.id, handle);
+        self.metrics.connections.fetch_add(1, Ordering::Relaxed);
+        Metrics::inc(&self.metrics.connections_total);
+    }
+
+    /// Removes a closed client from the map and every index.
+    pub(crate) fn remove(&self, id: u64) {
+        if self.clients.remove(&id).is_some() {
+            self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+        let mut ix = self.index.write().expect("index lock");
+        ix.unbind(id);
+        if let Some(groups) = ix.groups_of.remove(&id) {
+            for g in groups {
+                if let Some(set) = ix.groups.get_mut(&g) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        ix.groups.remove(&g);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Number of connected clients.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+
+    fn get(&self, id: u64) -> Option<Arc<ClientHandle>> {
+        self.clients.get(&id).map(|e| e.value().clone())
+    }
+
+    /// Queues a message for a client without waiting. A full queue marks a slow consumer: the
+    /// message is dropped, counted, and the client disconnected (close code 1008).
+    fn deliver(&self, handle: &ClientHandle, msg: &Message) {
+        match handle.tx.try_send(Outbound::Msg(msg.clone())) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                Metrics::inc(&self.metrics.dropped_slow_consumer);
+                tracing::warn!(client = handle.id, "send queue full: slow consumer disconnected");
+                handle.kill(KillReason::SlowConsumer);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Metrics::inc(&self.metrics.dropped_client_gone),
+        }
+    }
+
+    fn deliver_to(&self, id: u64, msg: &Message) {
+        match self.get(id) {
+            Some(h) => self.deliver(&h, msg),
+            None => Metrics::inc(&self.metrics.dropped_client_gone),
+        }
+    }
+
+    fn deliver_each(&self, ids: impl IntoIterator<Item = u64>, msg: &Message) {
+        for id in ids {
+            self.deliver_to(id, msg);
+        }
+    }
+
+    fn close(&self, handle: &ClientHandle, last: Option<Message>, close: Option<CloseReason>) {
+        if handle.tx.try_send(Outbound::Close { last, close }).is_err() {
+            // Queue full or task gone: closing is what was asked, so do it the hard way.
+            handle.kill(KillReason::Destroy);
+        }
+    }
+
+    /// Executes one command from a worker or gateway client.
+    pub(crate) fn execute(&self, cmd: Command) {
+        Metrics::inc(&self.metrics.commands);
+        match cmd {
+            Command::SendToClients { clients, msg } => {
+                let Some(msg) = self.to_ws(msg) else { return };
+                self.deliver_each(clients, &msg);
+            }
+            Command::SendToAll { msg, exclude } => {
+                let Some(msg) = self.to_ws(msg) else { return };
+                let exclude: HashSet<u64> = exclude.into_iter().collect();
+                let targets: Vec<Arc<ClientHandle>> = self
+                    .clients
+                    .iter()
+                    .filter(|e| !exclude.contains(e.key()))
+                    .map(|e| e.value().clone())
+                    .collect();
+                for h in targets {
+                    self.deliver(&h, &msg);
+                }
+            }
+            Command::SendToUids { uids, msg } => {
+                let Some(msg) = self.to_ws(msg) else { return };
+                let targets: HashSet<u64> = {
+                    let ix = self.index.read().expect("index lock");
+                    uids.iter().filter_map(|u| ix.uids.get(u)).flatten().copied().collect()
+                };
+                self.deliver_each(targets, &msg);
+            }
+            Command::SendToGroups { groups, msg, exclude } => {
+                let Some(msg) = self.to_ws(msg) else { return };
+                let targets: HashSet<u64> = {
+                    let ix = self.index.read().expect("index lock");
+                    ix.members(&groups).filter(|c| !exclude.contains(c)).collect()
+                };
+                self.deliver_each(targets, &msg);
+            }
+            Command::BindUid { client, uid } => {
+                if uid.is_empty() || self.get(client).is_none() {
+                    return self.reject("bind_uid", client);
+                }
+                let mut ix = self.index.write().expect("index lock");
+                ix.unbind(client);
+                ix.uids.entry(uid.clone()).or_default().insert(client);
+                ix.uid_of.insert(client, uid);
+            }
+            Command::UnbindUid { client, uid } => {
+                let mut ix = self.index.write().expect("index lock");
+                if ix.uid_of.get(&client) == Some(&uid) {
+                    ix.unbind(client);
+                }
+            }
+            Command::JoinGroup { client, group } => {
+                if group.is_empty() || self.get(client).is_none() {
+                    return self.reject("join_group", client);
+                }
+                let mut ix = self.index.write().expect("index lock");
+                ix.groups.entry(group.clone()).or_default().insert(client);
+                ix.groups_of.entry(client).or_default().insert(group);
+            }
+            Command::LeaveGroup { client, group } => {
+                self.index.write().expect("index lock").leave(client, &group);
+            }
+            Command::Ungroup { group } => {
+                let mut ix = self.index.write().expect("index lock");
+                if let Some(members) = ix.groups.remove(&group) {
+                    for c in members {
+                        if let Some(gs) = ix.groups_of.get_mut(&c) {
+                            gs.remove(&group);
+                            if gs.is_empty() {
+                                ix.groups_of.remove(&c);
+                            }
+                        }
+                    }
+                }
+            }
+            Command::CloseClient { client, last, close } => {
+                let last = match last {
+                    Some(p) => match self.to_ws(p) {
+                        Some(m) => Some(m),
+                        None => return,
+                    },
+                    None => None,
+                };
+                match self.get(client) {
+                    Some(h) => self.close(&h, last, close),
+                    None => Metrics::inc(&self.metrics.dropped_client_gone),
+                }
+            }
+            Command::DestroyClient { client } => {
+                if let Some(h) = self.get(client) {
+                    h.kill(KillReason::Destroy);
+                }
+            }
+            Command::CloseUid { uid } => {
+                let ids: Vec<u64> = {
+                    let ix = self.index.read().expect("index lock");
+                    ix.uids.get(&uid).into_iter().flatten().copied().collect()
+                };
+                for id in ids {
+                    if let Some(h) = self.get(id) {
+                        self.close(&h, None, None);
+                    }
+                }
+            }
+            Command::SetSession { client, session } => match (self.get(client), session::parse_object(&session)) {
+                (Some(h), Ok(_)) => *h.session.lock().expect("session lock") = Some(session),
+                (None, _) => self.reject("set_session", client),
+                (_, Err(e)) => {
+                    Metrics::inc(&self.metrics.rejected_commands);
+                    tracing::warn!(client, error = %e, "set_session: not a JSON object");
+                }
+            },
+            Command::WriteBackSession { client, changed, removed } => {
+                let Some(h) = self.get(client) else { return self.reject("session write-back", client) };
+                let mut slot = h.session.lock().expect("session lock");
+                match session::write_back(slot.as_deref(), &changed, &removed) {
+                    Ok(merged) => *slot = Some(merged),
+                    Err(e) => {
+                        Metrics::inc(&self.metrics.rejected_commands);
+                        tracing::warn!(client, error = %e, "session write-back: not a JSON object");
+                    }
+                }
+            }
+            Command::UpdateSession { client, patch } => {
+                let Some(h) = self.get(client) else { return self.reject("update_session", client) };
+                let mut slot = h.session.lock().expect("session lock");
+                match session::merge(slot.as_deref(), &patch) {
+                    Ok(merged) => *slot = Some(merged),
+                    Err(e) => {
+                        Metrics::inc(&self.metrics.rejected_commands);
+                        tracing::warn!(client, error = %e, "update_session: not a JSON object");
+                    }
+                }
+            }
+        }
+    }
+
+    fn reject(&self, what: &str, client: u64) {
+        Metrics::inc(&self.metrics.rejected_commands);
+        tracing::debug!(client, "{what}: unknown client or empty name; ignored");
+    }
+
+    /// Converts a payload to a WebSocket message once, so a broadcast shares one buffer. Text must
+    /// be UTF-8: a worker sending invalid text is refused here rather than breaking every client.
+    fn to_ws(&self, p: Payload) -> Option<Message> {
+        if p.binary {
+            return Some(Message::Binary(p.data));
+        }
+        match Utf8Bytes::try_from(p.data) {
+            Ok(text) => Some(Message::Text(text)),
+            Err(_) => {
+                Metrics::inc(&self.metrics.rejected_commands);
+                tracing::warn!("a text message that is not UTF-8 was refused; send it as binary");
+                None
+            }
+        }
+    }
+
+    /// Answers one query about this gateway's clients.
+    pub(crate) fn answer(&self, query: Query) -> Reply {
+        Metrics::inc(&self.metrics.queries);
+        let ix = || self.index.read().expect("index lock");
+        match query {
+            Query::IsOnline { clients } => Reply::Flags(clients.iter().map(|c| self.clients.contains_key(c)).collect()),
+            Query::ClientsByUids { uids } => {
+                let ix = ix();
+                Reply::ClientLists(uids.iter().map(|u| sorted(ix.uids.get(u).into_iter().flatten().copied())).collect())
+            }
+            Query::UidOf { client } => Reply::Text(ix().uid_of.get(&client).cloned()),
+            Query::ClientsByGroups { groups } => {
+                let ix = ix();
+                Reply::ClientLists(groups.iter().map(|g| sorted(ix.groups.get(g).into_iter().flatten().copied())).collect())
+            }
+            Query::ClientCountByGroups { groups } => {
+                let ix = ix();
+                Reply::Counts(groups.iter().map(|g| ix.groups.get(g).map_or(0, |s| s.len() as u64)).collect())
+            }
+            Query::UidsByGroup { group } => Reply::Strings(ix().distinct_uids(&group)),
+            Query::GroupIds => {
+                let mut ids: Vec<String> = ix().groups.keys().cloned().collect();
+                ids.sort();
+                Reply::Strings(ids)
+            }
+            Query::GroupClients => {
+                let ix = ix();
+                let mut all: Vec<(String, Vec<u64>)> =
+                    ix.groups.iter().map(|(g, m)| (g.clone(), sorted(m.iter().copied()))).collect();
+                all.sort();
+                Reply::NamedClients(all)
+            }
+            Query::GroupUids => {
+                let ix = ix();
+                let mut all: Vec<(String, Vec<String>)> = ix.groups.keys().map(|g| (g.clone(), ix.distinct_uids(g))).collect();
+                all.sort();
+                Reply::NamedStrings(all)
+            }
+            Query::ClientIds => Reply::Clients(sorted(self.clients.iter().map(|e| *e.key()))),
+            Query::ClientCount => Reply::Counts(vec![self.clients.len() as u64]),
+            Query::Uids => {
+                let mut uids: Vec<String> = ix().uids.keys().cloned().collect();
+                uids.sort();
+                Reply::Strings(uids)
+            }
+            Query::Sessions { clients, group } => {
+                let ids: Vec<u64> = match (clients, group) {
+                    (Some(list), _) => list,
+                    (None, Some(g)) => sorted(ix().groups.get(&g).into_iter().flatten().copied()),
+                    (None, None) => sorted(self.clients.iter().map(|e| *e.key())),
+                };
+                Reply::Sessions(ids.into_iter().filter_map(|id| self.get(id).map(|h| (id, h.session()))).collect())
+            }
+            Query::Connections => {
+                let ix = ix();
+                let mut rows: Vec<ConnectionInfo> = self
+                    .clients
+                    .iter()
+                    .map(|e| {
+                        let h = e.value();
+                        let mut groups: Vec<String> = ix.groups_of.get(&h.id).into_iter().flatten().cloned().collect();
+                        groups.sort();
+                        ConnectionInfo {
+                            client: h.id,
+                            client_addr: h.info.client_addr.clone(),
+                            uid: ix.uid_of.get(&h.id).cloned(),
+                            groups,
+                            bytes_in: h.bytes_in.load(Ordering::Relaxed),
+                            bytes_out: h.bytes_out.load(Ordering::Relaxed),
+                            queue_len: (h.tx.max_capacity() - h.tx.capacity()) as u64,
+                        }
+                    })
+                    .collect();
+                rows.sort_by_key(|r| r.client);
+                Reply::Connections(rows)
+            }
+        }
+    }
+}
+
+fn sorted(it: impl Iterator<Item = u64>) -> Vec<u64> {
+    let mut v: Vec<u64> = it.collect();
+    v.sort_unstable();
+    v
+}

@@ -1,0 +1,62 @@
+//! Async plumbing shared by every internal link: reading frames, the handshake over TCP, a
+//! coalescing writer (many frames per syscall) and reconnect backoff.
+//!
+//! The protocol itself (frames, messages, handshake logic) is sans-IO in `gw-proto`; this crate
+//! is the thin layer that moves its bytes over tokio sockets.
+
+mod backoff;
+mod framed;
+mod handshake;
+mod writer;
+
+pub use backoff::Backoff;
+pub use framed::FrameReader;
+pub use handshake::{accept, connect, HandshakeOptions, Link};
+pub use writer::{write_loop, WriterStats};
+
+use gw_proto::{CodecError, FrameError, HandshakeError};
+
+/// Errors of an internal link.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("connection closed in the middle of a frame ({0} bytes buffered)")]
+    Truncated(usize),
+    #[error("connection closed during the handshake")]
+    ClosedDuringHandshake,
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    #[error("no data from the peer for {0:?} (heartbeat timeout)")]
+    HeartbeatTimeout(std::time::Duration),
+    #[error("unexpected message: {0}")]
+    Unexpected(String),
+}
+
+impl LinkError {
+    /// True for the ordinary ways a peer goes away; logged at debug, not as an error.
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            LinkError::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Fresh randomness for a handshake nonce or an instance id.
+pub fn random_nonce() -> [u8; 32] {
+    rand::random()
+}

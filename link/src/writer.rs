@@ -1,0 +1,75 @@
+//! The writing half of a link: drains its queue into one buffer and writes it with one syscall,
+//! so a burst of small frames costs one write instead of one each.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use gw_proto::codec;
+use serde::Serialize;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::LinkError;
+
+/// Most frames drained into one write.
+const MAX_BATCH: usize = 512;
+/// Stop draining once the buffer holds this much.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// Counters a link exposes for metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub frames: AtomicU64,
+    pub writes: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// Writes every message from `rx` until the channel closes (then flushes and returns `Ok`) or the
+/// socket fails. `before_encode` runs on each message just before it is encoded, in send order
+/// (the gateway numbers events there). A message too large for a frame is logged and skipped:
+/// it is the sender's bug, not the link's.
+pub async fn write_loop<T, W, F>(
+    mut out: W,
+    mut rx: mpsc::Receiver<T>,
+    max_frame: usize,
+    stats: &WriterStats,
+    mut before_encode: F,
+) -> Result<(), LinkError>
+where
+    T: Serialize,
+    W: AsyncWrite + Unpin,
+    F: FnMut(&mut T),
+{
+    let mut buf = Vec::with_capacity(8 * 1024);
+    while let Some(mut first) = rx.recv().await {
+        before_encode(&mut first);
+        encode(&first, &mut buf, max_frame);
+        let mut frames = 1u64;
+        while frames < MAX_BATCH as u64 && buf.len() < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(mut msg) => {
+                    before_encode(&mut msg);
+                    encode(&msg, &mut buf, max_frame);
+                    frames += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        out.write_all(&buf).await?;
+        stats.frames.fetch_add(frames, Ordering::Relaxed);
+        stats.writes.fetch_add(1, Ordering::Relaxed);
+        stats.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        buf.clear();
+        if buf.capacity() > 4 * MAX_BATCH_BYTES {
+            buf.shrink_to(8 * 1024);
+        }
+    }
+    out.flush().await?;
+    out.shutdown().await.ok();
+    Ok(())
+}
+
+fn encode<T: Serialize>(msg: &T, buf: &mut Vec<u8>, max_frame: usize) {
+    if let Err(e) = codec::encode_frame(msg, buf, max_frame) {
+        tracing::error!(error = %e, "dropping an outgoing internal message that cannot be framed");
+    }
+}
