@@ -1,1 +1,62 @@
-fn main() {}
+//! `cargo run --release`: the chat demo with register, gateway, business worker and web page in
+//! one process.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Chat demo: register, gateway, business worker and the chat page in one process.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Address to bind every listener on (use 0.0.0.0 to reach the demo from other machines).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port of the chat page.
+    #[arg(long, default_value_t = 8080)]
+    web_port: u16,
+    /// Port of the WebSocket listener.
+    #[arg(long, default_value_t = 7272)]
+    ws_port: u16,
+    /// Port of the register.
+    #[arg(long, default_value_t = 1236)]
+    register_port: u16,
+    /// Port of the gateway's internal listener.
+    #[arg(long, default_value_t = 2900)]
+    internal_port: u16,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    gw_daemon::init_tracing(&gw_config::LogConfig::default());
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gatewayrs: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let listeners =
+            gw_chat_demo::DemoListeners::bind(&args.host, args.register_port, args.ws_port, args.internal_port, args.web_port).await?;
+        let shutdown = gw_daemon::shutdown_on_signals();
+        let (addrs, done) = gw_chat_demo::start(listeners, shutdown).await?;
+        println!();
+        println!("  chat page:  http://{}/", addrs.web);
+        println!("  websocket:  ws://{}/", addrs.websocket);
+        println!("  register:   {}", addrs.register);
+        println!();
+        println!("  open the page in two browser tabs, or: websocat ws://{}/", addrs.websocket);
+        println!("  push from the web backend: curl -X POST http://{}/api/announce -H 'content-type: application/json' -d '{{\"content\":\"hello\"}}'", addrs.web);
+        println!("  Ctrl-C stops everything gracefully.");
+        println!();
+        done.await?;
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatewayrs: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,14 @@
-//! gw-business-worker
+//! The business worker: connects to every register and gateway, receives client events and runs
+//! the application's [`Events`] handler; the handler talks back through the Gateway API
+//! ([`Context::gateway`], the same [`GatewayClient`] web backends use).
+//!
+//! A handler that returns an error or panics is logged with the client id and the worker goes on
+//! serving everyone else (PHP's worker process dies instead).
+
+pub mod apps;
+mod events;
+mod runtime;
+
+pub use events::{Context, Events, HandlerResult, Message, ServerData, WebSocketRequest, WorkerContext};
+pub use gw_gateway_client::{Answer, ClientError, CloseReason, GatewayClient, Payload, Session};
+pub use runtime::{WorkerError, WorkerStats, run, run_with_stats};

@@ -163,6 +163,9 @@ impl GatewayConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
     pub name: String,
+    /// Which built-in application the stock `business-worker` binary runs: `chat` or `echo`
+    /// (the benchmark contract). Binaries with their own `Events` ignore it.
+    pub app: String,
     /// Every register to learn gateways from.
     pub registers: Vec<String>,
     /// Shared cluster secret.
@@ -180,6 +183,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             name: "worker".into(),
+            app: "chat".into(),
             registers: vec![DEFAULT_REGISTER.into()],
             secret: String::new(),
             client_queue: 256,

@@ -204,6 +204,9 @@ impl Validate for WorkerConfig {
         let mut p = Problems::default();
         p.name(&self.name);
         p.registers(&self.registers);
+        if !["chat", "echo"].contains(&self.app.as_str()) {
+            p.add("app", format!("{:?} is not a built-in application (chat, echo)", self.app));
+        }
         if self.client_queue == 0 {
             p.add("client_queue", "must be at least 1");
         }

@@ -87,6 +87,36 @@ impl Payload {
     }
 }
 
+impl From<&str> for Payload {
+    fn from(s: &str) -> Self {
+        Payload::text(s)
+    }
+}
+
+impl From<String> for Payload {
+    fn from(s: String) -> Self {
+        Payload::text(s)
+    }
+}
+
+impl From<&String> for Payload {
+    fn from(s: &String) -> Self {
+        Payload::text(s.clone())
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(b: Vec<u8>) -> Self {
+        Payload::binary(b)
+    }
+}
+
+impl From<Bytes> for Payload {
+    fn from(b: Bytes) -> Self {
+        Payload::binary(b)
+    }
+}
+
 /// What happened to a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
@@ -422,7 +452,7 @@ mod tests {
         let dec = FrameDecoder::new(4096);
         for _ in 0..20_000 {
             let len = rng.gen_range(0..64);
-            let bytes: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            let bytes: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
             let _ = decode::<ToGateway>(&bytes);
             let _ = decode::<FromGateway>(&bytes);
             let _ = decode::<ToRegister>(&bytes);

@@ -1,0 +1,240 @@
+//! Runs an [`Events`] implementation: one task per client so a client's events are handled in
+//! order while different clients proceed concurrently; handler errors and panics are contained.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use gw_config::WorkerConfig;
+use gw_gateway_client::{ClientId, GatewayClient, GatewayLink, LinkEvent, Session};
+use gw_proto::{ClientInfo, Command, Event, EventKind};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::events::{Context, Events, HandlerResult, ServerData, WebSocketRequest, WorkerContext};
+
+/// Counters of a running worker.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub events: AtomicU64,
+    pub handler_errors: AtomicU64,
+    pub handler_panics: AtomicU64,
+}
+
+/// Errors that stop a worker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {}
+
+type ClientQueue = mpsc::Sender<(Arc<GatewayLink>, Event)>;
+
+/// Runs the worker until `shutdown`, then stops gracefully: asks every gateway to route no new
+/// events here, finishes the events already received (within the grace period), runs
+/// `on_worker_stop`, and closes its links.
+pub async fn run<E: Events>(config: WorkerConfig, events: E, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    run_with_stats(config, events, shutdown, Arc::new(WorkerStats::default())).await
+}
+
+/// [`run`] with counters owned by the caller.
+pub async fn run_with_stats<E: Events>(
+    config: WorkerConfig,
+    events: E,
+    shutdown: CancellationToken,
+    stats: Arc<WorkerStats>,
+) -> Result<(), WorkerError> {
+    let events = Arc::new(events);
+    let (tx, mut rx) = mpsc::channel(config.link.queue);
+    let gateway = GatewayClient::start_worker(&config, tx);
+    let worker_ctx = WorkerContext {
+        name: config.name.clone(),
+        gateway: gateway.clone(),
+    };
+    tracing::info!(name = %config.name, registers = ?config.registers, "business worker starting");
+    events.on_worker_start(&worker_ctx).await;
+
+    let tracker = TaskTracker::new();
+    let mut router = Router {
+        clients: HashMap::new(),
+        events: events.clone(),
+        gateway: gateway.clone(),
+        tracker: tracker.clone(),
+        queue: config.client_queue,
+        stats: stats.clone(),
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            ev = rx.recv() => match ev {
+                Some(ev) => router.route(ev).await,
+                None => break,
+            },
+        }
+    }
+
+    tracing::info!("business worker stopping: draining");
+    let deadline = tokio::time::Instant::now() + config.grace_period;
+    gateway.drain().await;
+    // Events the gateways sent before they saw the drain are still arriving: take them until the
+    // links are quiet.
+    loop {
+        let quiet = tokio::time::sleep(Duration::from_millis(300));
+        tokio::select! {
+            _ = quiet => break,
+            _ = tokio::time::sleep_until(deadline) => break,
+            ev = rx.recv() => match ev {
+                Some(ev) => router.route(ev).await,
+                None => break,
+            },
+        }
+    }
+    router.clients.clear();
+    tracker.close();
+    if tokio::time::timeout_at(deadline, tracker.wait()).await.is_err() {
+        tracing::warn!("grace period over with handlers still running");
+    }
+    events.on_worker_stop(&worker_ctx).await;
+    gateway.shutdown().await;
+    tracing::info!("business worker stopped");
+    Ok(())
+}
+
+struct Router<E> {
+    clients: HashMap<(u64, u64), ClientQueue>,
+    events: Arc<E>,
+    gateway: GatewayClient,
+    tracker: TaskTracker,
+    queue: usize,
+    stats: Arc<WorkerStats>,
+}
+
+impl<E: Events> Router<E> {
+    async fn route(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Up(link) => tracing::debug!(gateway = %link.address, "gateway link up"),
+            LinkEvent::Down(link) => {
+                // The gateway re-routes these clients; their tasks finish what they hold.
+                let id = link.link_id();
+                self.clients.retain(|(l, _), _| *l != id);
+            }
+            LinkEvent::Event(link, event) => {
+                let key = (link.link_id(), event.client);
+                let closing = matches!(event.kind, EventKind::Close);
+                let queue = self.clients.entry(key).or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(self.queue);
+                    let client_id = ClientId::new(link.address.clone(), link.instance, event.client).to_string();
+                    let span = tracing::info_span!("client", client_id = %client_id);
+                    self.tracker.spawn(
+                        client_task(self.events.clone(), self.gateway.clone(), client_id, rx, self.stats.clone()).instrument(span),
+                    );
+                    tx
+                });
+                // Waits if this client's queue is full: backpressure onto the gateway link.
+                let _ = queue.send((link, event)).await;
+                if closing {
+                    self.clients.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+async fn client_task<E: Events>(
+    events: Arc<E>,
+    gateway: GatewayClient,
+    client_id: String,
+    mut rx: mpsc::Receiver<(Arc<GatewayLink>, Event)>,
+    stats: Arc<WorkerStats>,
+) {
+    let mut info: Option<ClientInfo> = None;
+    // Set when on_websocket_connect closed the client: later messages are not handled.
+    let mut rejected = false;
+    while let Some((link, event)) = rx.recv().await {
+        if event.info.is_some() {
+            info = event.info.clone();
+        }
+        stats.events.fetch_add(1, Ordering::Relaxed);
+        let original = parse_session(event.session.as_ref());
+        let mut ctx = Context {
+            client_id: client_id.clone(),
+            session: original.clone(),
+            server: server_data(info.as_ref()),
+            redelivered: event.redelivered,
+            gateway: gateway.clone(),
+            link: link.clone(),
+            local: event.client,
+            closed: rejected,
+        };
+        let closing = matches!(event.kind, EventKind::Close);
+        match event.kind {
+            EventKind::Connect => guarded("on_connect", &stats, events.on_connect(&mut ctx)).await,
+            EventKind::WebSocketConnect { path, query, headers } => {
+                let request = WebSocketRequest { path, query, headers };
+                guarded("on_websocket_connect", &stats, events.on_websocket_connect(&mut ctx, &request)).await;
+            }
+            EventKind::Message(msg) if !ctx.closed => guarded("on_message", &stats, events.on_message(&mut ctx, msg)).await,
+            EventKind::Message(_) => tracing::debug!("message after the client was closed by a handler; skipped"),
+            EventKind::Close => guarded("on_close", &stats, events.on_close(&mut ctx)).await,
+        }
+        rejected = ctx.closed;
+        if !closing && ctx.session != original {
+            write_back(&gateway, &link, event.client, &original, &ctx.session).await;
+        }
+        link.handled(event.seq);
+    }
+}
+
+async fn guarded(what: &str, stats: &WorkerStats, handler: impl std::future::Future<Output = HandlerResult>) {
+    match AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            stats.handler_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "{what} handler failed");
+        }
+        Err(panic) => {
+            stats.handler_panics.fetch_add(1, Ordering::Relaxed);
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic".into());
+            tracing::error!(panic = %msg, "{what} handler panicked; the worker goes on");
+        }
+    }
+}
+
+/// Sends only the top-level keys the handler changed or removed.
+async fn write_back(gateway: &GatewayClient, link: &GatewayLink, client: u64, before: &Session, after: &Session) {
+    let changed: Session = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let removed: Vec<String> = before.keys().filter(|k| !after.contains_key(*k)).cloned().collect();
+    let changed = Bytes::from(serde_json::to_vec(&changed).expect("a JSON map serializes"));
+    if let Err(e) = gateway.command_on(link, Command::WriteBackSession { client, changed, removed }).await {
+        tracing::warn!(error = %e, "session write-back failed");
+    }
+}
+
+fn parse_session(bytes: Option<&Bytes>) -> Session {
+    match bytes.map(|b| serde_json::from_slice::<Value>(b)) {
+        Some(Ok(Value::Object(m))) => m,
+        _ => Session::new(),
+    }
+}
+
+fn server_data(info: Option<&ClientInfo>) -> ServerData {
+    ServerData {
+        client_addr: info.and_then(|i| i.client_addr.parse().ok()),
+        gateway_addr: info.and_then(|i| i.gateway_addr.parse().ok()),
+        listener: info.map(|i| i.listener.clone()).unwrap_or_default(),
+        protocol: info.map(|i| i.protocol),
+    }
+}

@@ -1,0 +1,107 @@
+//! The demo's web backend: serves the chat page and shows the second way to build on the system,
+//! a web application pushing through `gateway-client` (GatewayWorker's "GatewayClient in your PHP
+//! framework" pattern): the page posts its client id to `/api/bind`, the backend binds a uid and
+//! joins the room's group; `/api/announce` pushes to a room, a uid or everyone.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gw_business_worker::apps::chat::{MAX_CONTENT, check_name, check_room, now_string};
+use gw_gateway_client::{ClientError, GatewayClient};
+use serde::Deserialize;
+use serde_json::json;
+
+const PAGE: &str = include_str!("../static/index.html");
+
+#[derive(Clone)]
+struct AppState {
+    gateway: GatewayClient,
+    ws_url: String,
+}
+
+/// The router of the web backend.
+pub fn router(gateway: GatewayClient, ws_url: String) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/api/config", get(config))
+        .route("/api/bind", post(bind))
+        .route("/api/announce", post(announce))
+        .route("/api/online", get(online))
+        .with_state(AppState { gateway, ws_url })
+}
+
+async fn config(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "ws_url": s.ws_url }))
+}
+
+#[derive(Deserialize)]
+struct Bind {
+    client_id: String,
+    name: String,
+    room: String,
+}
+
+fn bad(msg: impl std::fmt::Display) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ "ok": false, "error": msg.to_string() }))).into_response()
+}
+
+fn failed(e: ClientError) -> Response {
+    let status = match e {
+        ClientError::InvalidClientId(_) | ClientError::EmptyName(_) | ClientError::ClientGone(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(json!({ "ok": false, "error": e.to_string() }))).into_response()
+}
+
+async fn bind(State(s): State<AppState>, Json(req): Json<Bind>) -> Response {
+    let (name, room) = match (check_name(&req.name), check_room(&req.room)) {
+        (Ok(n), Ok(r)) => (n, r),
+        (Err(e), _) | (_, Err(e)) => return bad(e),
+    };
+    let uid = format!("user:{name}");
+    let result = async {
+        s.gateway.bind_uid(&req.client_id, &uid).await?;
+        s.gateway.join_group(&req.client_id, &room).await
+    }
+    .await;
+    match result {
+        Ok(()) => Json(json!({ "ok": true, "uid": uid, "room": room })).into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct Announce {
+    content: String,
+    room: Option<String>,
+    uid: Option<String>,
+}
+
+async fn announce(State(s): State<AppState>, Json(req): Json<Announce>) -> Response {
+    if req.content.trim().is_empty() || req.content.chars().count() > MAX_CONTENT {
+        return bad("content must be 1 to 2000 characters");
+    }
+    let msg = json!({ "type": "announce", "content": req.content, "time": now_string() }).to_string();
+    let (target, result) = match (&req.room, &req.uid) {
+        (Some(room), _) => (format!("room {room}"), s.gateway.send_to_group(room, msg).await),
+        (None, Some(uid)) => (format!("uid {uid}"), s.gateway.send_to_uid(uid, msg).await),
+        (None, None) => ("everyone".to_string(), s.gateway.send_to_all(msg).await),
+    };
+    match result {
+        Ok(()) => Json(json!({ "ok": true, "sent_to": target })).into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+async fn online(State(s): State<AppState>) -> Response {
+    match (s.gateway.get_all_client_count().await, s.gateway.get_all_uid_count().await) {
+        (Ok(c), Ok(u)) => Json(json!({
+            "clients": c.value, "uids": u.value,
+            "complete": c.is_complete() && u.is_complete(), "missing": c.missing,
+        }))
+        .into_response(),
+        (Err(e), _) | (_, Err(e)) => failed(e),
+    }
+}

@@ -1,0 +1,770 @@
+//! The Gateway API: every call of GatewayWorker's `Lib\Gateway` and GatewayClient.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use gw_config::{LinkConfig, WorkerConfig};
+use gw_proto::{ClientId, CloseReason, Command, Payload, Query, Reply, Role, ToGateway};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use crate::core::{Core, CoreOptions, LinkEvent};
+use crate::link::GatewayLink;
+use crate::{Answer, ClientError};
+
+/// A client's session: a JSON object.
+pub type Session = Map<String, Value>;
+
+/// Cancels the engine when the last handle is dropped.
+#[derive(Debug)]
+struct Guard(Arc<Core>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.cancel.cancel();
+    }
+}
+
+/// A cheap, cloneable handle to the cluster. See the [crate docs](crate) for an example.
+#[derive(Debug, Clone)]
+pub struct GatewayClient {
+    core: Arc<Core>,
+    _guard: Arc<Guard>,
+}
+
+/// Options for [`GatewayClient`]; start with [`GatewayClient::builder`].
+#[derive(Debug, Clone)]
+pub struct GatewayClientBuilder {
+    registers: Vec<String>,
+    secret: String,
+    name: String,
+    link: LinkConfig,
+    query_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl GatewayClientBuilder {
+    /// The shared cluster secret (empty only for a loopback-only development cluster).
+    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+        self.secret = secret.into();
+        self
+    }
+
+    /// Node name shown in gateway logs.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Deadline for each query to each gateway (default 5 s).
+    pub fn query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = timeout;
+        self
+    }
+
+    /// How long [`connect`](Self::connect) waits for the registers and gateways (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Link tuning (frame size, reconnect backoff, heartbeats).
+    pub fn link_config(mut self, link: LinkConfig) -> Self {
+        self.link = link;
+        self
+    }
+
+    /// Starts the client and waits until a register has answered and every listed gateway is
+    /// connected, or the connect timeout passes. Fails with [`ClientError::NoGateways`] only if no
+    /// register answered at all; gateways that are still unreachable are retried in the
+    /// background and reported by the calls that need them.
+    pub async fn connect(self) -> Result<GatewayClient, ClientError> {
+        let timeout = self.connect_timeout;
+        let client = GatewayClient::start(
+            CoreOptions {
+                registers: self.registers,
+                secret: self.secret,
+                name: self.name,
+                role: Role::Client,
+                link: self.link,
+                query_timeout: self.query_timeout,
+            },
+            None,
+        );
+        let mut heard = client.core.heard_register.subscribe();
+        if tokio::time::timeout(timeout, heard.wait_for(|h| *h)).await.is_err() {
+            return Err(ClientError::NoGateways);
+        }
+        client.core.wait_until(timeout, |connected, known| connected >= known).await;
+        Ok(client)
+    }
+}
+
+impl GatewayClient {
+    /// Options for a client of the cluster whose registers are at `registers` (`host:port`).
+    pub fn builder<I, S>(registers: I) -> GatewayClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        GatewayClientBuilder {
+            registers: registers.into_iter().map(Into::into).collect(),
+            secret: String::new(),
+            name: "gateway-client".into(),
+            link: LinkConfig::default(),
+            query_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn start(opts: CoreOptions, events: Option<mpsc::Sender<LinkEvent>>) -> Self {
+        let core = Core::start(opts, events);
+        Self {
+            _guard: Arc::new(Guard(core.clone())),
+            core,
+        }
+    }
+
+    /// Starts the engine of a business worker: like a gateway client, but the links announce the
+    /// worker role and deliver client events to `events`. Used by `gw-business-worker`.
+    pub fn start_worker(config: &WorkerConfig, events: mpsc::Sender<LinkEvent>) -> Self {
+        Self::start(
+            CoreOptions {
+                registers: config.registers.clone(),
+                secret: config.secret.clone(),
+                name: config.name.clone(),
+                role: Role::Worker,
+                link: config.link.clone(),
+                query_timeout: Duration::from_secs(5),
+            },
+            Some(events),
+        )
+    }
+
+    /// Advertised addresses of the gateways connected now.
+    pub fn connected_gateways(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.core.links().iter().map(|l| l.address.clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// Waits until at least `n` gateways are connected; false on timeout.
+    pub async fn wait_for_gateways(&self, n: usize, timeout: Duration) -> bool {
+        self.core.wait_until(timeout, |connected, _| connected >= n).await
+    }
+
+    /// Asks every gateway to route no new events to this worker (used when a worker stops).
+    pub async fn drain(&self) {
+        self.core.drain_all().await;
+    }
+
+    /// Stops every link. Other clones stop working too.
+    pub async fn shutdown(&self) {
+        self.core.cancel.cancel();
+        self.core.tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.core.tracker.wait()).await;
+    }
+
+    // ----- plumbing -------------------------------------------------------------------------
+
+    fn resolve(&self, client_id: &str) -> Result<(Arc<GatewayLink>, u64), ClientError> {
+        let id: ClientId = client_id.parse()?;
+        let link = self
+            .core
+            .link(&id.gateway)
+            .ok_or_else(|| ClientError::GatewayUnavailable(id.gateway.clone()))?;
+        if link.instance != id.instance {
+            return Err(ClientError::ClientGone(client_id.to_string()));
+        }
+        Ok((link, id.local))
+    }
+
+    /// Groups client ids by gateway link. Ids of gone gateway instances are skipped (their
+    /// clients are gone); ids of unreachable gateways are an error.
+    fn resolve_many<S: AsRef<str>>(&self, ids: &[S]) -> Result<Vec<(Arc<GatewayLink>, Vec<u64>)>, ClientError> {
+        let mut by_link: BTreeMap<u64, (Arc<GatewayLink>, Vec<u64>)> = BTreeMap::new();
+        let mut unreachable = BTreeSet::new();
+        for id in ids {
+            match self.resolve(id.as_ref()) {
+                Ok((link, local)) => by_link.entry(link.id).or_insert_with(|| (link, Vec::new())).1.push(local),
+                Err(ClientError::ClientGone(_)) => {}
+                Err(ClientError::GatewayUnavailable(g)) => {
+                    unreachable.insert(g);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !unreachable.is_empty() {
+            return Err(ClientError::Unreachable {
+                gateways: unreachable.into_iter().collect(),
+            });
+        }
+        Ok(by_link.into_values().map(|(l, mut v)| {
+            v.sort_unstable();
+            v.dedup();
+            (l, v)
+        }).collect())
+    }
+
+    async fn command(&self, link: &GatewayLink, cmd: Command) -> Result<(), ClientError> {
+        link.send(ToGateway::Command(cmd)).await
+    }
+
+    /// Sends a command to every gateway; reports the ones that did not get it.
+    async fn fan_out(&self, cmd: Command) -> Result<(), ClientError> {
+        let links = self.core.links();
+        if links.is_empty() && !*self.core.heard_register.borrow() {
+            return Err(ClientError::NoGateways);
+        }
+        let mut missing: BTreeSet<String> = self.core.unreachable().into_iter().collect();
+        for link in links {
+            if link.send(ToGateway::Command(cmd.clone())).await.is_err() {
+                missing.insert(link.address.clone());
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ClientError::Unreachable {
+                gateways: missing.into_iter().collect(),
+            })
+        }
+    }
+
+    /// Asks every gateway concurrently; returns the replies and the gateways that did not answer.
+    async fn gather(&self, query: Query) -> Result<(Vec<(Arc<GatewayLink>, Reply)>, Vec<String>), ClientError> {
+        let links = self.core.links();
+        if links.is_empty() && !*self.core.heard_register.borrow() {
+            return Err(ClientError::NoGateways);
+        }
+        let deadline = self.core.opts.query_timeout;
+        let results = join_all(links.iter().map(|l| l.request(query.clone(), deadline))).await;
+        let mut replies = Vec::new();
+        let mut missing: BTreeSet<String> = self.core.unreachable().into_iter().collect();
+        for (link, result) in links.into_iter().zip(results) {
+            match result {
+                Ok(Reply::Error(reason)) => {
+                    tracing::warn!(gateway = %link.address, reason = %reason, "query refused");
+                    missing.insert(link.address.clone());
+                }
+                Ok(reply) => replies.push((link, reply)),
+                Err(_) => {
+                    missing.insert(link.address.clone());
+                }
+            }
+        }
+        Ok((replies, missing.into_iter().collect()))
+    }
+
+    async fn ask(&self, link: &GatewayLink, query: Query) -> Result<Reply, ClientError> {
+        match link.request(query, self.core.opts.query_timeout).await? {
+            Reply::Error(reason) => Err(ClientError::Refused {
+                gateway: link.address.clone(),
+                reason,
+            }),
+            reply => Ok(reply),
+        }
+    }
+
+    fn full_id(link: &GatewayLink, local: u64) -> String {
+        ClientId::new(link.address.clone(), link.instance, local).to_string()
+    }
+
+    fn unexpected(link: &GatewayLink) -> ClientError {
+        ClientError::UnexpectedReply(link.address.clone())
+    }
+
+    // ----- sending --------------------------------------------------------------------------
+
+    /// Sends a message to one client. Text (`&str`, `String`) goes as a WebSocket text frame,
+    /// bytes (`Vec<u8>`, `Bytes`) as binary; see [`Payload`].
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.send_to_client(id, "hello").await?;
+    /// g.send_to_client(id, vec![0u8, 1, 2]).await?; // binary frame
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_to_client(&self, client_id: &str, msg: impl Into<Payload>) -> Result<(), ClientError> {
+        let (link, local) = self.resolve(client_id)?;
+        self.command(&link, Command::SendToClients { clients: vec![local], msg: msg.into() }).await
+    }
+
+    /// Sends a message to each listed client (GatewayWorker's `sendToAll` with a client id list).
+    /// Duplicate ids receive it once; ids whose gateway restarted are skipped (those clients are
+    /// gone).
+    pub async fn send_to_clients<S: AsRef<str>>(&self, client_ids: &[S], msg: impl Into<Payload>) -> Result<(), ClientError> {
+        let msg = msg.into();
+        for (link, clients) in self.resolve_many(client_ids)? {
+            self.command(&link, Command::SendToClients { clients, msg: msg.clone() }).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a message to every connected client of the cluster.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.send_to_all(r#"{"type":"notice","text":"maintenance at 22:00"}"#).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_to_all(&self, msg: impl Into<Payload>) -> Result<(), ClientError> {
+        self.send_to_all_except(msg, &[] as &[&str]).await
+    }
+
+    /// Sends a message to every connected client except the listed ones.
+    pub async fn send_to_all_except<S: AsRef<str>>(&self, msg: impl Into<Payload>, exclude: &[S]) -> Result<(), ClientError> {
+        let msg = msg.into();
+        let links = self.core.links();
+        let mut excluded: HashMap<u64, Vec<u64>> = HashMap::new();
+        for id in exclude {
+            if let Ok((link, local)) = self.resolve(id.as_ref()) {
+                excluded.entry(link.id).or_default().push(local);
+            }
+        }
+        if links.is_empty() && !*self.core.heard_register.borrow() {
+            return Err(ClientError::NoGateways);
+        }
+        let mut missing: BTreeSet<String> = self.core.unreachable().into_iter().collect();
+        for link in links {
+            let exclude = excluded.remove(&link.id).unwrap_or_default();
+            if self.command(&link, Command::SendToAll { msg: msg.clone(), exclude }).await.is_err() {
+                missing.insert(link.address.clone());
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ClientError::Unreachable { gateways: missing.into_iter().collect() })
+        }
+    }
+
+    /// Sends a message to every connection bound to `uid`, on every gateway.
+    pub async fn send_to_uid(&self, uid: &str, msg: impl Into<Payload>) -> Result<(), ClientError> {
+        self.send_to_uids(&[uid], msg).await
+    }
+
+    /// Sends a message to every connection of any of these uids (once per connection).
+    pub async fn send_to_uids<S: AsRef<str>>(&self, uids: &[S], msg: impl Into<Payload>) -> Result<(), ClientError> {
+        let uids = names(uids, "uid")?;
+        self.fan_out(Command::SendToUids { uids, msg: msg.into() }).await
+    }
+
+    /// Sends a message to every member of `group`, on every gateway.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.send_to_group("room-1", "hello, room").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_to_group(&self, group: &str, msg: impl Into<Payload>) -> Result<(), ClientError> {
+        self.send_to_groups_except(&[group], msg, &[] as &[&str]).await
+    }
+
+    /// Sends a message to the members of several groups; a client in two of them receives it once.
+    pub async fn send_to_groups<S: AsRef<str>>(&self, groups: &[S], msg: impl Into<Payload>) -> Result<(), ClientError> {
+        self.send_to_groups_except(groups, msg, &[] as &[&str]).await
+    }
+
+    /// [`send_to_groups`](Self::send_to_groups) except the listed clients.
+    pub async fn send_to_groups_except<S: AsRef<str>, E: AsRef<str>>(
+        &self,
+        groups: &[S],
+        msg: impl Into<Payload>,
+        exclude: &[E],
+    ) -> Result<(), ClientError> {
+        let groups = names(groups, "group")?;
+        let msg = msg.into();
+        let mut excluded: HashMap<u64, Vec<u64>> = HashMap::new();
+        for id in exclude {
+            if let Ok((link, local)) = self.resolve(id.as_ref()) {
+                excluded.entry(link.id).or_default().push(local);
+            }
+        }
+        let links = self.core.links();
+        if links.is_empty() && !*self.core.heard_register.borrow() {
+            return Err(ClientError::NoGateways);
+        }
+        let mut missing: BTreeSet<String> = self.core.unreachable().into_iter().collect();
+        for link in links {
+            let exclude = excluded.remove(&link.id).unwrap_or_default();
+            let cmd = Command::SendToGroups { groups: groups.clone(), msg: msg.clone(), exclude };
+            if self.command(&link, cmd).await.is_err() {
+                missing.insert(link.address.clone());
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ClientError::Unreachable { gateways: missing.into_iter().collect() })
+        }
+    }
+
+    // ----- uids -----------------------------------------------------------------------------
+
+    /// Binds a client to a uid. A uid may have many clients; a client has at most one uid, so
+    /// binding again replaces the previous uid.
+    pub async fn bind_uid(&self, client_id: &str, uid: &str) -> Result<(), ClientError> {
+        let uid = name(uid, "uid")?;
+        let (link, client) = self.resolve(client_id)?;
+        self.command(&link, Command::BindUid { client, uid }).await
+    }
+
+    /// Unbinds a client from `uid`. Unlike GatewayWorker, the uid is honoured: if the client is
+    /// bound to another uid, nothing changes.
+    pub async fn unbind_uid(&self, client_id: &str, uid: &str) -> Result<(), ClientError> {
+        let uid = name(uid, "uid")?;
+        let (link, client) = self.resolve(client_id)?;
+        self.command(&link, Command::UnbindUid { client, uid }).await
+    }
+
+    /// Whether any connection is bound to `uid`. `true` is definitive even if some gateway did
+    /// not answer; `false` with [`Answer::missing`] non-empty may be wrong.
+    pub async fn is_uid_online(&self, uid: &str) -> Result<Answer<bool>, ClientError> {
+        let a = self.get_client_ids_by_uids(&[uid]).await?;
+        let online = a.value.get(uid).is_some_and(|v| !v.is_empty());
+        Ok(Answer {
+            value: online,
+            missing: if online { vec![] } else { a.missing },
+        })
+    }
+
+    /// For each uid, whether it has a connection.
+    pub async fn are_uids_online<S: AsRef<str>>(&self, uids: &[S]) -> Result<Answer<BTreeMap<String, bool>>, ClientError> {
+        Ok(self
+            .get_client_ids_by_uids(uids)
+            .await?
+            .map(|m| m.into_iter().map(|(u, ids)| (u, !ids.is_empty())).collect()))
+    }
+
+    /// Every client id bound to `uid`, across the cluster.
+    pub async fn get_client_ids_by_uid(&self, uid: &str) -> Result<Answer<Vec<String>>, ClientError> {
+        let a = self.get_client_ids_by_uids(&[uid]).await?;
+        Ok(a.map(|mut m| m.remove(uid).unwrap_or_default()))
+    }
+
+    /// For each uid, its client ids.
+    pub async fn get_client_ids_by_uids<S: AsRef<str>>(&self, uids: &[S]) -> Result<Answer<BTreeMap<String, Vec<String>>>, ClientError> {
+        let uids = names(uids, "uid")?;
+        let (replies, missing) = self.gather(Query::ClientsByUids { uids: uids.clone() }).await?;
+        let mut out: BTreeMap<String, Vec<String>> = uids.iter().map(|u| (u.clone(), Vec::new())).collect();
+        for (link, reply) in replies {
+            let Reply::ClientLists(lists) = reply else { return Err(Self::unexpected(&link)) };
+            for (uid, locals) in uids.iter().zip(lists) {
+                out.get_mut(uid).expect("seeded").extend(locals.into_iter().map(|c| Self::full_id(&link, c)));
+            }
+        }
+        out.values_mut().for_each(|v| v.sort());
+        Ok(Answer { value: out, missing })
+    }
+
+    /// The uid a client is bound to, if any.
+    pub async fn get_uid_by_client_id(&self, client_id: &str) -> Result<Option<String>, ClientError> {
+        let (link, client) = self.resolve(client_id)?;
+        match self.ask(&link, Query::UidOf { client }).await? {
+            Reply::Text(uid) => Ok(uid),
+            _ => Err(Self::unexpected(&link)),
+        }
+    }
+
+    /// Closes every connection of `uid` (with a close frame), on every gateway.
+    pub async fn close_uid(&self, uid: &str) -> Result<(), ClientError> {
+        let uid = name(uid, "uid")?;
+        self.fan_out(Command::CloseUid { uid }).await
+    }
+
+    /// Every uid bound to at least one connection.
+    pub async fn get_all_uids(&self) -> Result<Answer<Vec<String>>, ClientError> {
+        let (replies, missing) = self.gather(Query::Uids).await?;
+        let mut all = BTreeSet::new();
+        for (link, reply) in replies {
+            let Reply::Strings(uids) = reply else { return Err(Self::unexpected(&link)) };
+            all.extend(uids);
+        }
+        Ok(Answer { value: all.into_iter().collect(), missing })
+    }
+
+    /// Number of distinct uids online (a uid on two gateways counts once).
+    pub async fn get_all_uid_count(&self) -> Result<Answer<u64>, ClientError> {
+        Ok(self.get_all_uids().await?.map(|v| v.len() as u64))
+    }
+
+    // ----- groups ---------------------------------------------------------------------------
+
+    /// Adds a client to a group (created on first join).
+    pub async fn join_group(&self, client_id: &str, group: &str) -> Result<(), ClientError> {
+        let group = name(group, "group")?;
+        let (link, client) = self.resolve(client_id)?;
+        self.command(&link, Command::JoinGroup { client, group }).await
+    }
+
+    /// Removes a client from a group.
+    pub async fn leave_group(&self, client_id: &str, group: &str) -> Result<(), ClientError> {
+        let group = name(group, "group")?;
+        let (link, client) = self.resolve(client_id)?;
+        self.command(&link, Command::LeaveGroup { client, group }).await
+    }
+
+    /// Dissolves a group on every gateway; its members stay connected.
+    pub async fn ungroup(&self, group: &str) -> Result<(), ClientError> {
+        let group = name(group, "group")?;
+        self.fan_out(Command::Ungroup { group }).await
+    }
+
+    /// Every member of a group, across the cluster.
+    pub async fn get_client_ids_by_group(&self, group: &str) -> Result<Answer<Vec<String>>, ClientError> {
+        let group = name(group, "group")?;
+        let (replies, missing) = self.gather(Query::ClientsByGroups { groups: vec![group] }).await?;
+        let mut ids = Vec::new();
+        for (link, reply) in replies {
+            let Reply::ClientLists(mut lists) = reply else { return Err(Self::unexpected(&link)) };
+            ids.extend(lists.pop().unwrap_or_default().into_iter().map(|c| Self::full_id(&link, c)));
+        }
+        ids.sort();
+        Ok(Answer { value: ids, missing })
+    }
+
+    /// Number of members of a group.
+    pub async fn get_client_count_by_group(&self, group: &str) -> Result<Answer<u64>, ClientError> {
+        let a = self.get_client_count_by_groups(&[group]).await?;
+        Ok(a.map(|m| m.into_values().next().unwrap_or(0)))
+    }
+
+    /// Number of members of each group.
+    pub async fn get_client_count_by_groups<S: AsRef<str>>(&self, groups: &[S]) -> Result<Answer<BTreeMap<String, u64>>, ClientError> {
+        let groups = names(groups, "group")?;
+        let (replies, missing) = self.gather(Query::ClientCountByGroups { groups: groups.clone() }).await?;
+        let mut out: BTreeMap<String, u64> = groups.iter().map(|g| (g.clone(), 0)).collect();
+        for (link, reply) in replies {
+            let Reply::Counts(counts) = reply else { return Err(Self::unexpected(&link)) };
+            for (g, n) in groups.iter().zip(counts) {
+                *out.get_mut(g).expect("seeded") += n;
+            }
+        }
+        Ok(Answer { value: out, missing })
+    }
+
+    /// Distinct uids among a group's members.
+    pub async fn get_uids_by_group(&self, group: &str) -> Result<Answer<Vec<String>>, ClientError> {
+        let group = name(group, "group")?;
+        let (replies, missing) = self.gather(Query::UidsByGroup { group }).await?;
+        let mut all = BTreeSet::new();
+        for (link, reply) in replies {
+            let Reply::Strings(uids) = reply else { return Err(Self::unexpected(&link)) };
+            all.extend(uids);
+        }
+        Ok(Answer { value: all.into_iter().collect(), missing })
+    }
+
+    /// Number of distinct uids among a group's members.
+    pub async fn get_uid_count_by_group(&self, group: &str) -> Result<Answer<u64>, ClientError> {
+        Ok(self.get_uids_by_group(group).await?.map(|v| v.len() as u64))
+    }
+
+    /// Every group with at least one member.
+    pub async fn get_all_group_ids(&self) -> Result<Answer<Vec<String>>, ClientError> {
+        let (replies, missing) = self.gather(Query::GroupIds).await?;
+        let mut all = BTreeSet::new();
+        for (link, reply) in replies {
+            let Reply::Strings(groups) = reply else { return Err(Self::unexpected(&link)) };
+            all.extend(groups);
+        }
+        Ok(Answer { value: all.into_iter().collect(), missing })
+    }
+
+    /// Every group with its members' client ids (complete, unlike GatewayWorker's).
+    pub async fn get_all_group_client_id_lists(&self) -> Result<Answer<BTreeMap<String, Vec<String>>>, ClientError> {
+        let (replies, missing) = self.gather(Query::GroupClients).await?;
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (link, reply) in replies {
+            let Reply::NamedClients(groups) = reply else { return Err(Self::unexpected(&link)) };
+            for (g, locals) in groups {
+                out.entry(g).or_default().extend(locals.into_iter().map(|c| Self::full_id(&link, c)));
+            }
+        }
+        out.values_mut().for_each(|v| v.sort());
+        Ok(Answer { value: out, missing })
+    }
+
+    /// Every group with its member count.
+    pub async fn get_all_group_client_id_counts(&self) -> Result<Answer<BTreeMap<String, u64>>, ClientError> {
+        Ok(self
+            .get_all_group_client_id_lists()
+            .await?
+            .map(|m| m.into_iter().map(|(g, v)| (g, v.len() as u64)).collect()))
+    }
+
+    /// Every group with the distinct uids of its members.
+    pub async fn get_all_group_uid_lists(&self) -> Result<Answer<BTreeMap<String, Vec<String>>>, ClientError> {
+        let (replies, missing) = self.gather(Query::GroupUids).await?;
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (link, reply) in replies {
+            let Reply::NamedStrings(groups) = reply else { return Err(Self::unexpected(&link)) };
+            for (g, uids) in groups {
+                out.entry(g).or_default().extend(uids);
+            }
+        }
+        Ok(Answer {
+            value: out.into_iter().map(|(g, s)| (g, s.into_iter().collect())).collect(),
+            missing,
+        })
+    }
+
+    /// Every group with its distinct uid count.
+    pub async fn get_all_group_uid_counts(&self) -> Result<Answer<BTreeMap<String, u64>>, ClientError> {
+        Ok(self
+            .get_all_group_uid_lists()
+            .await?
+            .map(|m| m.into_iter().map(|(g, v)| (g, v.len() as u64)).collect()))
+    }
+
+    // ----- whole cluster --------------------------------------------------------------------
+
+    /// Whether a client is connected. An id from an earlier run of its gateway is offline.
+    pub async fn is_online(&self, client_id: &str) -> Result<bool, ClientError> {
+        let (link, client) = match self.resolve(client_id) {
+            Ok(x) => x,
+            Err(ClientError::ClientGone(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        match self.ask(&link, Query::IsOnline { clients: vec![client] }).await? {
+            Reply::Flags(f) => Ok(f.first().copied().unwrap_or(false)),
+            _ => Err(Self::unexpected(&link)),
+        }
+    }
+
+    /// Every connected client id.
+    pub async fn get_all_client_ids(&self) -> Result<Answer<Vec<String>>, ClientError> {
+        let (replies, missing) = self.gather(Query::ClientIds).await?;
+        let mut ids = Vec::new();
+        for (link, reply) in replies {
+            let Reply::Clients(locals) = reply else { return Err(Self::unexpected(&link)) };
+            ids.extend(locals.into_iter().map(|c| Self::full_id(&link, c)));
+        }
+        ids.sort();
+        Ok(Answer { value: ids, missing })
+    }
+
+    /// Number of connected clients.
+    pub async fn get_all_client_count(&self) -> Result<Answer<u64>, ClientError> {
+        let (replies, missing) = self.gather(Query::ClientCount).await?;
+        let mut n = 0;
+        for (link, reply) in replies {
+            let Reply::Counts(c) = reply else { return Err(Self::unexpected(&link)) };
+            n += c.first().copied().unwrap_or(0);
+        }
+        Ok(Answer { value: n, missing })
+    }
+
+    /// Every connected client with its session (an empty object if it has none).
+    pub async fn get_all_client_sessions(&self) -> Result<Answer<BTreeMap<String, Session>>, ClientError> {
+        self.sessions(Query::Sessions { clients: None, group: None }).await
+    }
+
+    /// The sessions of a group's members.
+    pub async fn get_client_sessions_by_group(&self, group: &str) -> Result<Answer<BTreeMap<String, Session>>, ClientError> {
+        let group = name(group, "group")?;
+        self.sessions(Query::Sessions { clients: None, group: Some(group) }).await
+    }
+
+    async fn sessions(&self, query: Query) -> Result<Answer<BTreeMap<String, Session>>, ClientError> {
+        let (replies, missing) = self.gather(query).await?;
+        let mut out = BTreeMap::new();
+        for (link, reply) in replies {
+            let Reply::Sessions(rows) = reply else { return Err(Self::unexpected(&link)) };
+            for (local, bytes) in rows {
+                out.insert(Self::full_id(&link, local), parse_session(bytes.as_deref()));
+            }
+        }
+        Ok(Answer { value: out, missing })
+    }
+
+    // ----- connections ----------------------------------------------------------------------
+
+    /// Closes a client with a normal close frame.
+    pub async fn close_client(&self, client_id: &str) -> Result<(), ClientError> {
+        self.close_client_with(client_id, None, None).await
+    }
+
+    /// Closes a client, optionally sending a last message first and with a close code and reason.
+    pub async fn close_client_with(
+        &self,
+        client_id: &str,
+        last: Option<Payload>,
+        close: Option<CloseReason>,
+    ) -> Result<(), ClientError> {
+        let (link, client) = self.resolve(client_id)?;
+        self.command(&link, Command::CloseClient { client, last, close }).await
+    }
+
+    /// Drops a client's connection at once, without a close frame.
+    pub async fn destroy_client(&self, client_id: &str) -> Result<(), ClientError> {
+        let (link, client) = self.resolve(client_id)?;
+        self.command(&link, Command::DestroyClient { client }).await
+    }
+
+    // ----- sessions -------------------------------------------------------------------------
+
+    /// Replaces a client's session.
+    pub async fn set_session(&self, client_id: &str, session: &Session) -> Result<(), ClientError> {
+        let (link, client) = self.resolve(client_id)?;
+        let session = Bytes::from(serde_json::to_vec(session).expect("a JSON map serializes"));
+        self.command(&link, Command::SetSession { client, session }).await
+    }
+
+    /// Deep-merges `patch` into a client's session (`null` values delete keys).
+    pub async fn update_session(&self, client_id: &str, patch: &Session) -> Result<(), ClientError> {
+        let (link, client) = self.resolve(client_id)?;
+        let patch = Bytes::from(serde_json::to_vec(patch).expect("a JSON map serializes"));
+        self.command(&link, Command::UpdateSession { client, patch }).await
+    }
+
+    /// A client's session; `None` if the client is not connected.
+    pub async fn get_session(&self, client_id: &str) -> Result<Option<Session>, ClientError> {
+        let (link, client) = match self.resolve(client_id) {
+            Ok(x) => x,
+            Err(ClientError::ClientGone(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match self.ask(&link, Query::Sessions { clients: Some(vec![client]), group: None }).await? {
+            Reply::Sessions(rows) => Ok(rows.into_iter().next().map(|(_, b)| parse_session(b.as_deref()))),
+            _ => Err(Self::unexpected(&link)),
+        }
+    }
+
+    // ----- for the worker runtime -----------------------------------------------------------
+
+    /// Sends a command on a given link (the worker's fast path to the current client).
+    #[doc(hidden)]
+    pub async fn command_on(&self, link: &GatewayLink, cmd: Command) -> Result<(), ClientError> {
+        self.command(link, cmd).await
+    }
+}
+
+fn parse_session(bytes: Option<&[u8]>) -> Session {
+    bytes
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        .and_then(|v| match v {
+            Value::Object(m) => Some(m),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn name(s: &str, what: &'static str) -> Result<String, ClientError> {
+    if s.is_empty() {
+        Err(ClientError::EmptyName(what))
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+fn names<S: AsRef<str>>(list: &[S], what: &'static str) -> Result<Vec<String>, ClientError> {
+    let mut out: Vec<String> = list.iter().map(|s| name(s.as_ref(), what)).collect::<Result<_, _>>()?;
+    out.sort();
+    out.dedup();
+    Ok(out)
+}

@@ -1,0 +1,43 @@
+//! Errors of the Gateway API.
+
+use gw_proto::ClientIdError;
+
+/// Why a call did not fully succeed. Variants that mean "partly done" say which gateways missed
+/// out, so nothing is lost silently.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The string is not a client id.
+    #[error(transparent)]
+    InvalidClientId(#[from] ClientIdError),
+    /// A uid or group name was empty.
+    #[error("{0} must not be empty")]
+    EmptyName(&'static str),
+    /// No link to the gateway that holds this client (it is down, or not learned yet).
+    #[error("gateway {0} is not connected")]
+    GatewayUnavailable(String),
+    /// The client id belongs to an earlier run of its gateway: that client is gone.
+    #[error("client {0} is not connected (its gateway restarted)")]
+    ClientGone(String),
+    /// A fan-out command reached every connected gateway except these, which did not get it.
+    #[error("not delivered to gateways {gateways:?} (not connected)")]
+    Unreachable { gateways: Vec<String> },
+    /// No gateway is known yet: the registers have not answered or list none.
+    #[error("no gateway is known (registers unreachable or no gateway announced)")]
+    NoGateways,
+    /// A query to one gateway got no answer in time.
+    #[error("gateway {0} did not answer in time")]
+    Timeout(String),
+    /// The gateway answered with an error.
+    #[error("gateway {gateway} refused the query: {reason}")]
+    Refused { gateway: String, reason: String },
+    /// The gateway's answer did not match the query (a protocol bug).
+    #[error("gateway {0} sent an unexpected reply")]
+    UnexpectedReply(String),
+    /// The client library was shut down.
+    #[error("the gateway client is shut down")]
+    Shutdown,
+    /// A session value was not a JSON object.
+    #[error("session must be a JSON object: {0}")]
+    InvalidSession(String),
+}
