@@ -48,7 +48,11 @@ pub trait Events: Send + Sync + 'static {
 
     /// The WebSocket handshake completed. Closing the client here (for example with
     /// [`Context::close_with`]) rejects it: no `on_message` runs for it afterwards.
-    fn on_websocket_connect(&self, ctx: &mut Context, request: &WebSocketRequest) -> impl Future<Output = HandlerResult> + Send {
+    fn on_websocket_connect(
+        &self,
+        ctx: &mut Context,
+        request: &WebSocketRequest,
+    ) -> impl Future<Output = HandlerResult> + Send {
         let _ = (ctx, request);
         async { Ok(()) }
     }
@@ -103,10 +107,7 @@ pub struct WebSocketRequest {
 impl WebSocketRequest {
     /// First header with this (case-insensitive) name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// Decoded query parameters, in order.
@@ -196,9 +197,7 @@ impl Context {
 
     /// Sends a message to the current client (GatewayWorker's `sendToCurrentClient`).
     pub async fn send(&self, msg: impl Into<Payload>) -> Result<(), ClientError> {
-        self.gateway
-            .command_on(&self.link, Command::SendToClients { clients: vec![self.local], msg: msg.into() })
-            .await
+        self.gateway.command_on(&self.link, Command::SendToClients { clients: vec![self.local], msg: msg.into() }).await
     }
 
     /// Closes the current client (GatewayWorker's `closeCurrentClient`).
@@ -209,9 +208,7 @@ impl Context {
     /// Closes the current client, optionally after a last message, with a close code and reason.
     pub async fn close_with(&mut self, last: Option<Payload>, close: Option<CloseReason>) -> Result<(), ClientError> {
         self.closed = true;
-        self.gateway
-            .command_on(&self.link, Command::CloseClient { client: self.local, last, close })
-            .await
+        self.gateway.command_on(&self.link, Command::CloseClient { client: self.local, last, close }).await
     }
 }
 

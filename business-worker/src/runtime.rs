@@ -52,10 +52,7 @@ pub async fn run_with_stats<E: Events>(
     let events = Arc::new(events);
     let (tx, mut rx) = mpsc::channel(config.link.queue);
     let gateway = GatewayClient::start_worker(&config, tx);
-    let worker_ctx = WorkerContext {
-        name: config.name.clone(),
-        gateway: gateway.clone(),
-    };
+    let worker_ctx = WorkerContext { name: config.name.clone(), gateway: gateway.clone() };
     tracing::info!(name = %config.name, registers = ?config.registers, "business worker starting");
     events.on_worker_start(&worker_ctx).await;
 
@@ -131,7 +128,8 @@ impl<E: Events> Router<E> {
                     let client_id = ClientId::new(link.address.clone(), link.instance, event.client).to_string();
                     let span = tracing::info_span!("client", client_id = %client_id);
                     self.tracker.spawn(
-                        client_task(self.events.clone(), self.gateway.clone(), client_id, rx, self.stats.clone()).instrument(span),
+                        client_task(self.events.clone(), self.gateway.clone(), client_id, rx, self.stats.clone())
+                            .instrument(span),
                     );
                     tx
                 });
@@ -178,7 +176,9 @@ async fn client_task<E: Events>(
                 let request = WebSocketRequest { path, query, headers };
                 guarded("on_websocket_connect", &stats, events.on_websocket_connect(&mut ctx, &request)).await;
             }
-            EventKind::Message(msg) if !ctx.closed => guarded("on_message", &stats, events.on_message(&mut ctx, msg)).await,
+            EventKind::Message(msg) if !ctx.closed => {
+                guarded("on_message", &stats, events.on_message(&mut ctx, msg)).await
+            }
             EventKind::Message(_) => tracing::debug!("message after the client was closed by a handler; skipped"),
             EventKind::Close => guarded("on_close", &stats, events.on_close(&mut ctx)).await,
         }
@@ -211,11 +211,8 @@ async fn guarded(what: &str, stats: &WorkerStats, handler: impl std::future::Fut
 
 /// Sends only the top-level keys the handler changed or removed.
 async fn write_back(gateway: &GatewayClient, link: &GatewayLink, client: u64, before: &Session, after: &Session) {
-    let changed: Session = after
-        .iter()
-        .filter(|(k, v)| before.get(*k) != Some(*v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let changed: Session =
+        after.iter().filter(|(k, v)| before.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
     let removed: Vec<String> = before.keys().filter(|k| !after.contains_key(*k)).cloned().collect();
     let changed = Bytes::from(serde_json::to_vec(&changed).expect("a JSON map serializes"));
     if let Err(e) = gateway.command_on(link, Command::WriteBackSession { client, changed, removed }).await {

@@ -48,33 +48,28 @@ pub struct DemoAddrs {
 
 /// Starts everything and returns once the worker is connected to the gateway; the components run
 /// until `shutdown` is cancelled. Joining the returned handle waits for their graceful stop.
-pub async fn start(listeners: DemoListeners, shutdown: CancellationToken) -> anyhow::Result<(DemoAddrs, tokio::task::JoinHandle<()>)> {
+pub async fn start(
+    listeners: DemoListeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(DemoAddrs, tokio::task::JoinHandle<()>)> {
     let addrs = DemoAddrs {
         register: listeners.register.local_addr()?,
         websocket: listeners.gateway_public.local_addr()?,
         web: listeners.web.local_addr()?,
     };
     let register_addr = addrs.register.to_string();
-    let gateway_config = GatewayConfig {
-        name: "gateway-1".into(),
-        registers: vec![register_addr.clone()],
-        ..GatewayConfig::default()
-    };
-    let worker_config = WorkerConfig {
-        name: "worker-1".into(),
-        registers: vec![register_addr.clone()],
-        ..WorkerConfig::default()
-    };
+    let gateway_config =
+        GatewayConfig { name: "gateway-1".into(), registers: vec![register_addr.clone()], ..GatewayConfig::default() };
+    let worker_config =
+        WorkerConfig { name: "worker-1".into(), registers: vec![register_addr.clone()], ..WorkerConfig::default() };
     let register_stop = CancellationToken::new();
     let register = tokio::spawn(gw_register::run(
         RegisterConfig { name: "register".into(), ..RegisterConfig::default() },
         listeners.register,
         register_stop.clone(),
     ));
-    let gateway_listeners = gw_gateway::Listeners {
-        public: listeners.gateway_public,
-        internal: listeners.gateway_internal,
-    };
+    let gateway_listeners =
+        gw_gateway::Listeners { public: listeners.gateway_public, internal: listeners.gateway_internal };
     let gateway_stop = CancellationToken::new();
     let gateway = gw_gateway::build(gateway_config, &gateway_listeners)?;
     let gateway_task = tokio::spawn(gw_gateway::serve(gateway.clone(), gateway_listeners, gateway_stop.clone()));
@@ -99,7 +94,10 @@ pub async fn start(listeners: DemoListeners, shutdown: CancellationToken) -> any
     // Ready when the worker is linked to the gateway.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while gateway.worker_count() == 0 {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the worker did not connect to the gateway within 10 s");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the worker did not connect to the gateway within 10 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 

@@ -49,7 +49,9 @@ fn bad(msg: impl std::fmt::Display) -> Response {
 
 fn failed(e: ClientError) -> Response {
     let status = match e {
-        ClientError::InvalidClientId(_) | ClientError::EmptyName(_) | ClientError::ClientGone(_) => StatusCode::BAD_REQUEST,
+        ClientError::InvalidClientId(_) | ClientError::EmptyName(_) | ClientError::ClientGone(_) => {
+            StatusCode::BAD_REQUEST
+        }
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     (status, Json(json!({ "ok": false, "error": e.to_string() }))).into_response()

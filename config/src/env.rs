@@ -51,10 +51,9 @@ fn log(log: &mut LogConfig, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem
             log.format = LogFormat::Json;
             vec![]
         }
-        Some(other) => vec![Problem {
-            key: "GW_LOG_FORMAT".into(),
-            reason: format!("{other:?} is not `plain` or `json`"),
-        }],
+        Some(other) => {
+            vec![Problem { key: "GW_LOG_FORMAT".into(), reason: format!("{other:?} is not `plain` or `json`") }]
+        }
     }
 }
 

@@ -9,7 +9,7 @@ mod env;
 mod types;
 mod validate;
 
-pub use env::{apply_env, EnvOverride, ENV_VARS};
+pub use env::{ENV_VARS, EnvOverride, apply_env};
 pub use types::*;
 pub use validate::{Problem, Validate};
 
@@ -53,10 +53,8 @@ fn origin(path: &Option<PathBuf>) -> String {
 
 /// Parses TOML text into a config (no environment, no validation).
 pub fn parse<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string().trim_end().to_string(),
-    })
+    toml::from_str(text)
+        .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string().trim_end().to_string() })
 }
 
 /// Loads a daemon's configuration: the file if given (defaults otherwise), then environment
@@ -67,10 +65,8 @@ where
 {
     let mut config: T = match path {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
             parse(&text, path)?
         }
         None => T::default(),
@@ -80,10 +76,7 @@ where
     if problems.is_empty() {
         Ok(config)
     } else {
-        Err(ConfigError::Invalid {
-            path: path.map(Path::to_path_buf),
-            problems,
-        })
+        Err(ConfigError::Invalid { path: path.map(Path::to_path_buf), problems })
     }
 }
 

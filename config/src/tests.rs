@@ -34,10 +34,7 @@ fn every_shipped_config_file_parses_and_validates() {
         };
         // Container configs listen on 0.0.0.0 and get their secret from the environment.
         if let Err(ConfigError::Invalid { problems, .. }) = &result {
-            assert!(
-                problems.iter().all(|p| p.key == "secret"),
-                "{name}: {problems:?}"
-            );
+            assert!(problems.iter().all(|p| p.key == "secret"), "{name}: {problems:?}");
         } else {
             result.unwrap_or_else(|e| panic!("{name}: {e}"));
         }
@@ -91,10 +88,7 @@ fn every_problem_is_reported_at_once() {
 
 #[test]
 fn non_loopback_listener_requires_a_secret_and_says_why() {
-    let mut r = RegisterConfig {
-        listen: "0.0.0.0:1236".into(),
-        ..Default::default()
-    };
+    let mut r = RegisterConfig { listen: "0.0.0.0:1236".into(), ..Default::default() };
     let problems = r.validate();
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].key, "secret");
@@ -109,10 +103,7 @@ fn non_loopback_listener_requires_a_secret_and_says_why() {
 
 #[test]
 fn gateway_public_listener_alone_does_not_need_the_secret() {
-    let g = GatewayConfig {
-        listen: "0.0.0.0:7272".into(),
-        ..Default::default()
-    };
+    let g = GatewayConfig { listen: "0.0.0.0:7272".into(), ..Default::default() };
     assert!(g.validate().is_empty(), "{:?}", g.validate());
 }
 

@@ -26,10 +26,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: LogFormat::Plain,
-        }
+        Self { level: "info".into(), format: LogFormat::Plain }
     }
 }
 

@@ -29,10 +29,7 @@ struct Problems(Vec<Problem>);
 
 impl Problems {
     fn add(&mut self, key: impl Into<String>, reason: impl Into<String>) {
-        self.0.push(Problem {
-            key: key.into(),
-            reason: reason.into(),
-        });
+        self.0.push(Problem { key: key.into(), reason: reason.into() });
     }
 
     /// A bind address: an IP literal and a port.
@@ -57,18 +54,14 @@ impl Problems {
         if !secret.is_empty() {
             return;
         }
-        for (key, addr) in listens {
-            if let Some(addr) = addr {
-                if !is_loopback(addr.ip()) {
-                    self.add(
-                        "secret",
-                        format!(
-                            "required because `{key}` listens on the non-loopback address {addr}; set `secret` or the GW_SECRET environment variable"
-                        ),
-                    );
-                    return;
-                }
-            }
+        if let Some((key, addr)) = listens.iter().find_map(|(k, a)| a.filter(|a| !is_loopback(a.ip())).map(|a| (k, a)))
+        {
+            self.add(
+                "secret",
+                format!(
+                    "required because `{key}` listens on the non-loopback address {addr}; set `secret` or the GW_SECRET environment variable"
+                ),
+            );
         }
     }
 
@@ -139,14 +132,10 @@ pub(crate) fn check_host_port(value: &str) -> Result<(), &'static str> {
     }
     let valid_name = !host.is_empty()
         && host.len() <= 253
-        && host
-            .split('.')
-            .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-    if valid_name {
-        Ok(())
-    } else {
-        Err("invalid host name")
-    }
+        && host.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if valid_name { Ok(()) } else { Err("invalid host name") }
 }
 
 impl Validate for RegisterConfig {

@@ -21,18 +21,11 @@ impl<T> Answer<T> {
     /// The value if every gateway answered, otherwise [`ClientError::Unreachable`] naming the
     /// gateways that did not.
     pub fn complete(self) -> Result<T, ClientError> {
-        if self.missing.is_empty() {
-            Ok(self.value)
-        } else {
-            Err(ClientError::Unreachable { gateways: self.missing })
-        }
+        if self.missing.is_empty() { Ok(self.value) } else { Err(ClientError::Unreachable { gateways: self.missing }) }
     }
 
     /// Maps the value, keeping `missing`.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Answer<U> {
-        Answer {
-            value: f(self.value),
-            missing: self.missing,
-        }
+        Answer { value: f(self.value), missing: self.missing }
     }
 }

@@ -15,6 +15,9 @@ use crate::core::{Core, CoreOptions, LinkEvent};
 use crate::link::GatewayLink;
 use crate::{Answer, ClientError};
 
+/// Client ids local to one gateway, with the link to it.
+type LocalIds = (Arc<GatewayLink>, Vec<u64>);
+
 /// A client's session: a JSON object.
 pub type Session = Map<String, Value>;
 
@@ -122,10 +125,7 @@ impl GatewayClient {
 
     fn start(opts: CoreOptions, events: Option<mpsc::Sender<LinkEvent>>) -> Self {
         let core = Core::start(opts, events);
-        Self {
-            _guard: Arc::new(Guard(core.clone())),
-            core,
-        }
+        Self { _guard: Arc::new(Guard(core.clone())), core }
     }
 
     /// Starts the engine of a business worker: like a gateway client, but the links announce the
@@ -172,10 +172,7 @@ impl GatewayClient {
 
     fn resolve(&self, client_id: &str) -> Result<(Arc<GatewayLink>, u64), ClientError> {
         let id: ClientId = client_id.parse()?;
-        let link = self
-            .core
-            .link(&id.gateway)
-            .ok_or_else(|| ClientError::GatewayUnavailable(id.gateway.clone()))?;
+        let link = self.core.link(&id.gateway).ok_or_else(|| ClientError::GatewayUnavailable(id.gateway.clone()))?;
         if link.instance != id.instance {
             return Err(ClientError::ClientGone(client_id.to_string()));
         }
@@ -184,7 +181,7 @@ impl GatewayClient {
 
     /// Groups client ids by gateway link. Ids of gone gateway instances are skipped (their
     /// clients are gone); ids of unreachable gateways are an error.
-    fn resolve_many<S: AsRef<str>>(&self, ids: &[S]) -> Result<Vec<(Arc<GatewayLink>, Vec<u64>)>, ClientError> {
+    fn resolve_many<S: AsRef<str>>(&self, ids: &[S]) -> Result<Vec<LocalIds>, ClientError> {
         let mut by_link: BTreeMap<u64, (Arc<GatewayLink>, Vec<u64>)> = BTreeMap::new();
         let mut unreachable = BTreeSet::new();
         for id in ids {
@@ -198,15 +195,16 @@ impl GatewayClient {
             }
         }
         if !unreachable.is_empty() {
-            return Err(ClientError::Unreachable {
-                gateways: unreachable.into_iter().collect(),
-            });
+            return Err(ClientError::Unreachable { gateways: unreachable.into_iter().collect() });
         }
-        Ok(by_link.into_values().map(|(l, mut v)| {
-            v.sort_unstable();
-            v.dedup();
-            (l, v)
-        }).collect())
+        Ok(by_link
+            .into_values()
+            .map(|(l, mut v)| {
+                v.sort_unstable();
+                v.dedup();
+                (l, v)
+            })
+            .collect())
     }
 
     async fn command(&self, link: &GatewayLink, cmd: Command) -> Result<(), ClientError> {
@@ -228,9 +226,7 @@ impl GatewayClient {
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(ClientError::Unreachable {
-                gateways: missing.into_iter().collect(),
-            })
+            Err(ClientError::Unreachable { gateways: missing.into_iter().collect() })
         }
     }
 
@@ -261,10 +257,7 @@ impl GatewayClient {
 
     async fn ask(&self, link: &GatewayLink, query: Query) -> Result<Reply, ClientError> {
         match link.request(query, self.core.opts.query_timeout).await? {
-            Reply::Error(reason) => Err(ClientError::Refused {
-                gateway: link.address.clone(),
-                reason,
-            }),
+            Reply::Error(reason) => Err(ClientError::Refused { gateway: link.address.clone(), reason }),
             reply => Ok(reply),
         }
     }
@@ -296,7 +289,11 @@ impl GatewayClient {
     /// Sends a message to each listed client (GatewayWorker's `sendToAll` with a client id list).
     /// Duplicate ids receive it once; ids whose gateway restarted are skipped (those clients are
     /// gone).
-    pub async fn send_to_clients<S: AsRef<str>>(&self, client_ids: &[S], msg: impl Into<Payload>) -> Result<(), ClientError> {
+    pub async fn send_to_clients<S: AsRef<str>>(
+        &self,
+        client_ids: &[S],
+        msg: impl Into<Payload>,
+    ) -> Result<(), ClientError> {
         let msg = msg.into();
         for (link, clients) in self.resolve_many(client_ids)? {
             self.command(&link, Command::SendToClients { clients, msg: msg.clone() }).await?;
@@ -316,7 +313,11 @@ impl GatewayClient {
     }
 
     /// Sends a message to every connected client except the listed ones.
-    pub async fn send_to_all_except<S: AsRef<str>>(&self, msg: impl Into<Payload>, exclude: &[S]) -> Result<(), ClientError> {
+    pub async fn send_to_all_except<S: AsRef<str>>(
+        &self,
+        msg: impl Into<Payload>,
+        exclude: &[S],
+    ) -> Result<(), ClientError> {
         let msg = msg.into();
         let links = self.core.links();
         let mut excluded: HashMap<u64, Vec<u64>> = HashMap::new();
@@ -365,7 +366,11 @@ impl GatewayClient {
     }
 
     /// Sends a message to the members of several groups; a client in two of them receives it once.
-    pub async fn send_to_groups<S: AsRef<str>>(&self, groups: &[S], msg: impl Into<Payload>) -> Result<(), ClientError> {
+    pub async fn send_to_groups<S: AsRef<str>>(
+        &self,
+        groups: &[S],
+        msg: impl Into<Payload>,
+    ) -> Result<(), ClientError> {
         self.send_to_groups_except(groups, msg, &[] as &[&str]).await
     }
 
@@ -426,14 +431,14 @@ impl GatewayClient {
     pub async fn is_uid_online(&self, uid: &str) -> Result<Answer<bool>, ClientError> {
         let a = self.get_client_ids_by_uids(&[uid]).await?;
         let online = a.value.get(uid).is_some_and(|v| !v.is_empty());
-        Ok(Answer {
-            value: online,
-            missing: if online { vec![] } else { a.missing },
-        })
+        Ok(Answer { value: online, missing: if online { vec![] } else { a.missing } })
     }
 
     /// For each uid, whether it has a connection.
-    pub async fn are_uids_online<S: AsRef<str>>(&self, uids: &[S]) -> Result<Answer<BTreeMap<String, bool>>, ClientError> {
+    pub async fn are_uids_online<S: AsRef<str>>(
+        &self,
+        uids: &[S],
+    ) -> Result<Answer<BTreeMap<String, bool>>, ClientError> {
         Ok(self
             .get_client_ids_by_uids(uids)
             .await?
@@ -447,7 +452,10 @@ impl GatewayClient {
     }
 
     /// For each uid, its client ids.
-    pub async fn get_client_ids_by_uids<S: AsRef<str>>(&self, uids: &[S]) -> Result<Answer<BTreeMap<String, Vec<String>>>, ClientError> {
+    pub async fn get_client_ids_by_uids<S: AsRef<str>>(
+        &self,
+        uids: &[S],
+    ) -> Result<Answer<BTreeMap<String, Vec<String>>>, ClientError> {
         let uids = names(uids, "uid")?;
         let (replies, missing) = self.gather(Query::ClientsByUids { uids: uids.clone() }).await?;
         let mut out: BTreeMap<String, Vec<String>> = uids.iter().map(|u| (u.clone(), Vec::new())).collect();
@@ -534,7 +542,10 @@ impl GatewayClient {
     }
 
     /// Number of members of each group.
-    pub async fn get_client_count_by_groups<S: AsRef<str>>(&self, groups: &[S]) -> Result<Answer<BTreeMap<String, u64>>, ClientError> {
+    pub async fn get_client_count_by_groups<S: AsRef<str>>(
+        &self,
+        groups: &[S],
+    ) -> Result<Answer<BTreeMap<String, u64>>, ClientError> {
         let groups = names(groups, "group")?;
         let (replies, missing) = self.gather(Query::ClientCountByGroups { groups: groups.clone() }).await?;
         let mut out: BTreeMap<String, u64> = groups.iter().map(|g| (g.clone(), 0)).collect();
@@ -607,18 +618,12 @@ impl GatewayClient {
                 out.entry(g).or_default().extend(uids);
             }
         }
-        Ok(Answer {
-            value: out.into_iter().map(|(g, s)| (g, s.into_iter().collect())).collect(),
-            missing,
-        })
+        Ok(Answer { value: out.into_iter().map(|(g, s)| (g, s.into_iter().collect())).collect(), missing })
     }
 
     /// Every group with its distinct uid count.
     pub async fn get_all_group_uid_counts(&self) -> Result<Answer<BTreeMap<String, u64>>, ClientError> {
-        Ok(self
-            .get_all_group_uid_lists()
-            .await?
-            .map(|m| m.into_iter().map(|(g, v)| (g, v.len() as u64)).collect()))
+        Ok(self.get_all_group_uid_lists().await?.map(|m| m.into_iter().map(|(g, v)| (g, v.len() as u64)).collect()))
     }
 
     // ----- whole cluster --------------------------------------------------------------------
@@ -665,7 +670,10 @@ impl GatewayClient {
     }
 
     /// The sessions of a group's members.
-    pub async fn get_client_sessions_by_group(&self, group: &str) -> Result<Answer<BTreeMap<String, Session>>, ClientError> {
+    pub async fn get_client_sessions_by_group(
+        &self,
+        group: &str,
+    ) -> Result<Answer<BTreeMap<String, Session>>, ClientError> {
         let group = name(group, "group")?;
         self.sessions(Query::Sessions { clients: None, group: Some(group) }).await
     }
@@ -755,11 +763,7 @@ fn parse_session(bytes: Option<&[u8]>) -> Session {
 }
 
 fn name(s: &str, what: &'static str) -> Result<String, ClientError> {
-    if s.is_empty() {
-        Err(ClientError::EmptyName(what))
-    } else {
-        Ok(s.to_string())
-    }
+    if s.is_empty() { Err(ClientError::EmptyName(what)) } else { Ok(s.to_string()) }
 }
 
 fn names<S: AsRef<str>>(list: &[S], what: &'static str) -> Result<Vec<String>, ClientError> {

@@ -2,12 +2,12 @@
 //! cumulative acknowledgement of handled events.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use gw_proto::{Query, Reply, ToGateway};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::ClientError;
@@ -65,10 +65,7 @@ impl GatewayLink {
 
     /// Queues a message, waiting while the link's queue is full.
     pub(crate) async fn send(&self, msg: ToGateway) -> Result<(), ClientError> {
-        self.tx
-            .send(msg)
-            .await
-            .map_err(|_| ClientError::GatewayUnavailable(self.address.clone()))
+        self.tx.send(msg).await.map_err(|_| ClientError::GatewayUnavailable(self.address.clone()))
     }
 
     /// Sends a query and waits for its reply, at most `deadline`.

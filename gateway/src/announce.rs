@@ -47,10 +47,7 @@ async fn announce_forever(gw: Arc<Gateway>, register: String, stop: Cancellation
 async fn announce_once(gw: &Gateway, register: &str, backoff: &mut Backoff) -> Result<(), LinkError> {
     let mut link = gw_link::connect(register, &gw.register_handshake).await?;
     let mut out = Vec::new();
-    let info = GatewayInfo {
-        address: gw.address.clone(),
-        name: gw.config.name.clone(),
-    };
+    let info = GatewayInfo { address: gw.address.clone(), name: gw.config.name.clone() };
     gw_proto::encode_frame(&ToRegister::Announce { gateway: info }, &mut out, gw.config.link.max_frame)?;
     link.writer.write_all(&out).await?;
     tracing::info!(address = %gw.address, "announced to register");

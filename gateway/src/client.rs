@@ -2,30 +2,38 @@
 //! and writes what workers send back, until either side closes.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use gw_proto::{ClientInfo, CloseReason, Event, EventKind, FromGateway, Payload, Protocol};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
+use crate::Gateway;
 use crate::metrics::Metrics;
 use crate::router::WorkerLink;
 use crate::state::{ClientHandle, KillReason, Outbound};
-use crate::Gateway;
 
 /// Most queued messages written before one flush.
 const WRITE_BATCH: usize = 64;
 /// How long a close handshake may take before the socket is just dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the WebSocket handshake request carried, for `on_websocket_connect`.
+#[derive(Debug, Default)]
+struct HandshakeRequest {
+    path: String,
+    query: String,
+    headers: Vec<(String, String)>,
+}
 
 /// Why the connection loop ended.
 enum End {
@@ -37,18 +45,20 @@ enum End {
 
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, gw: Arc<Gateway>, shutdown: CancellationToken) {
     stream.set_nodelay(true).ok();
-    let mut request: Option<(String, String, Vec<(String, String)>)> = None;
+    let mut request: Option<HandshakeRequest> = None;
+    // The callback's signature (and its large error type) is tokio-tungstenite's.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| {
         let headers = req
             .headers()
             .iter()
             .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect();
-        request = Some((
-            req.uri().path().to_string(),
-            req.uri().query().unwrap_or_default().to_string(),
+        request = Some(HandshakeRequest {
+            path: req.uri().path().to_string(),
+            query: req.uri().query().unwrap_or_default().to_string(),
             headers,
-        ));
+        });
         Ok(resp)
     };
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(gw.ws_config));
@@ -65,7 +75,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, gw: Arc<Gateway>,
             return;
         }
     };
-    let (path, query, headers) = request.unwrap_or_default();
+    let HandshakeRequest { path, query, headers } = request.unwrap_or_default();
     let id = gw.next_client.fetch_add(1, Ordering::Relaxed);
     let client_id = gw.client_id(id);
     let span = tracing::debug_span!("client", client_id = %client_id);
@@ -82,14 +92,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, gw: Arc<Gateway>,
     };
     let handle = Arc::new(ClientHandle::new(id, tx, info));
     gw.state.insert(handle.clone());
-    let mut conn = Connection {
-        gw: gw.clone(),
-        handle,
-        ws,
-        rx,
-        bound: None,
-        info_sent: false,
-    };
+    let mut conn = Connection { gw: gw.clone(), handle, ws, rx, bound: None, info_sent: false };
     let opening = async {
         conn.dispatch(EventKind::Connect).await?;
         conn.dispatch(EventKind::WebSocketConnect { path, query, headers }).await
@@ -213,19 +216,18 @@ impl Connection {
         match self.handle.kill_reason() {
             KillReason::SlowConsumer => {
                 // The client is not reading, so the close frame may never get out: bounded wait.
-                self.close(Some(CloseReason { code: 1008, reason: "slow consumer: send queue full".into() }))
-                    .await;
+                self.close(Some(CloseReason { code: 1008, reason: "slow consumer: send queue full".into() })).await;
             }
             KillReason::Destroy | KillReason::None => {}
         }
         End::Server
     }
 
-    /// Sends a close frame and waits briefly for the client's answer.
+    /// Sends a close frame (1000 unless a code is given) and waits briefly for the client's answer.
     async fn close(&mut self, reason: Option<CloseReason>) {
-        let frame = reason.map(|r| CloseFrame {
-            code: CloseCode::from(r.code),
-            reason: r.reason.into(),
+        let frame = Some(match reason {
+            Some(r) => CloseFrame { code: CloseCode::from(r.code), reason: r.reason.into() },
+            None => CloseFrame { code: CloseCode::Normal, reason: "".into() },
         });
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
             self.ws.close(frame).await?;
@@ -257,8 +259,11 @@ impl Connection {
                             Metrics::inc(&self.gw.state.metrics.dropped_no_worker);
                             tracing::warn!("no business worker available; event dropped");
                             if !closing {
-                                self.close(Some(CloseReason { code: 1013, reason: "no business worker available".into() }))
-                                    .await;
+                                self.close(Some(CloseReason {
+                                    code: 1013,
+                                    reason: "no business worker available".into(),
+                                }))
+                                .await;
                             }
                             return Err(());
                         }

@@ -15,8 +15,8 @@ mod session;
 mod state;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use gw_config::GatewayConfig;
@@ -183,7 +183,11 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
 
 /// Accepts until shutdown. Accept errors never end the loop: a reset connection is skipped and
 /// resource exhaustion (EMFILE) backs off briefly instead of spinning.
-async fn accept_loop(listener: TcpListener, shutdown: CancellationToken, mut on_conn: impl FnMut(tokio::net::TcpStream, SocketAddr)) {
+async fn accept_loop(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    mut on_conn: impl FnMut(tokio::net::TcpStream, SocketAddr),
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -2,20 +2,20 @@
 //! then commands, queries, acknowledgements and heartbeats in; events and replies out.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use gw_link::{FrameReader, LinkError, WriterStats};
 use gw_proto::{FromGateway, Role, ToGateway};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::Gateway;
 use crate::metrics::Metrics;
 use crate::router::WorkerLink;
-use crate::Gateway;
 
 /// Serves one internal link until the peer leaves, the link fails, or `links_down` is cancelled
 /// (after every client has been closed and its close event queued), then flushes what is queued.
@@ -33,10 +33,7 @@ pub(crate) async fn serve(stream: TcpStream, peer_addr: SocketAddr, gw: Arc<Gate
     let span = tracing::info_span!("link", role = %role, node = %node, peer = %peer_addr);
     async move {
         let (tx, rx) = mpsc::channel(gw.config.link.queue);
-        let _ = tx.try_send(FromGateway::Welcome {
-            instance: gw.instance,
-            address: gw.address.clone(),
-        });
+        let _ = tx.try_send(FromGateway::Welcome { instance: gw.instance, address: gw.address.clone() });
         let worker = (role == Role::Worker).then(|| gw.router.add(node.clone(), tx.clone()));
         tracing::info!("{role} connected");
         let stats = WriterStats::default();

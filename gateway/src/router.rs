@@ -40,11 +40,7 @@ pub(crate) struct Router {
 
 impl Router {
     pub fn new() -> Self {
-        Self {
-            links: RwLock::new(Vec::new()),
-            next_id: AtomicU64::new(1),
-            usable: watch::channel(0).0,
-        }
+        Self { links: RwLock::new(Vec::new()), next_id: AtomicU64::new(1), usable: watch::channel(0).0 }
     }
 
     pub fn add(&self, name: String, tx: mpsc::Sender<FromGateway>) -> Arc<WorkerLink> {

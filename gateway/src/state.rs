@@ -6,7 +6,7 @@
 //! `.await`; delivery to a client is a non-blocking `try_send` into its bounded queue.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -63,9 +63,12 @@ impl ClientHandle {
     }
 
     pub fn kill(&self, reason: KillReason) {
-        let _ = self
-            .kill_reason
-            .compare_exchange(KillReason::None as u8, reason as u8, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self.kill_reason.compare_exchange(
+            KillReason::None as u8,
+            reason as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
         self.kill.cancel();
     }
 
@@ -92,12 +95,12 @@ struct Indexes {
 
 impl Indexes {
     fn unbind(&mut self, client: u64) {
-        if let Some(uid) = self.uid_of.remove(&client) {
-            if let Some(set) = self.uids.get_mut(&uid) {
-                set.remove(&client);
-                if set.is_empty() {
-                    self.uids.remove(&uid);
-                }
+        if let Some(uid) = self.uid_of.remove(&client)
+            && let Some(set) = self.uids.get_mut(&uid)
+        {
+            set.remove(&client);
+            if set.is_empty() {
+                self.uids.remove(&uid);
             }
         }
     }
@@ -146,11 +149,7 @@ pub struct State {
 
 impl State {
     pub(crate) fn new() -> Self {
-        Self {
-            clients: DashMap::new(),
-            index: RwLock::new(Indexes::default()),
-            metrics: Metrics::default(),
-        }
+        Self { clients: DashMap::new(), index: RwLock::new(Indexes::default()), metrics: Metrics::default() }
     }
 
     pub(crate) fn insert(&self, handle: Arc<ClientHandle>) {
@@ -182,7 +181,6 @@ impl State {
     pub fn client_count(&self) -> usize {
         self.clients.len()
     }
-
 
     fn get(&self, id: u64) -> Option<Arc<ClientHandle>> {
         self.clients.get(&id).map(|e| e.value().clone())
@@ -233,12 +231,8 @@ impl State {
             Command::SendToAll { msg, exclude } => {
                 let Some(msg) = self.to_ws(msg) else { return };
                 let exclude: HashSet<u64> = exclude.into_iter().collect();
-                let targets: Vec<Arc<ClientHandle>> = self
-                    .clients
-                    .iter()
-                    .filter(|e| !exclude.contains(e.key()))
-                    .map(|e| e.value().clone())
-                    .collect();
+                let targets: Vec<Arc<ClientHandle>> =
+                    self.clients.iter().filter(|e| !exclude.contains(e.key())).map(|e| e.value().clone()).collect();
                 for h in targets {
                     self.deliver(&h, &msg);
                 }
@@ -394,7 +388,9 @@ impl State {
             Query::UidOf { client } => Reply::Text(ix().uid_of.get(&client).cloned()),
             Query::ClientsByGroups { groups } => {
                 let ix = ix();
-                Reply::ClientLists(groups.iter().map(|g| sorted(ix.groups.get(g).into_iter().flatten().copied())).collect())
+                Reply::ClientLists(
+                    groups.iter().map(|g| sorted(ix.groups.get(g).into_iter().flatten().copied())).collect(),
+                )
             }
             Query::ClientCountByGroups { groups } => {
                 let ix = ix();
@@ -415,7 +411,8 @@ impl State {
             }
             Query::GroupUids => {
                 let ix = ix();
-                let mut all: Vec<(String, Vec<String>)> = ix.groups.keys().map(|g| (g.clone(), ix.distinct_uids(g))).collect();
+                let mut all: Vec<(String, Vec<String>)> =
+                    ix.groups.keys().map(|g| (g.clone(), ix.distinct_uids(g))).collect();
                 all.sort();
                 Reply::NamedStrings(all)
             }

@@ -1,1 +1,279 @@
-//! Shared helpers for the integration tests.
+//! Test harness: start real registers, gateways and business workers on `127.0.0.1:0`, talk to
+//! them with a real WebSocket client, and wait for conditions instead of sleeping.
+
+pub mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gw_business_worker::{Context, Events, HandlerResult, Message};
+use gw_config::{GatewayConfig, LinkConfig, RegisterConfig, WorkerConfig};
+use gw_gateway::Gateway;
+use gw_gateway_client::GatewayClient;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use ws::WsClient;
+
+/// Polls `cond` until it returns true or `timeout` passes; panics with `what` on timeout.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Fast link timings so tests notice failures in well under a second.
+pub fn fast_link() -> LinkConfig {
+    LinkConfig {
+        reconnect_min: Duration::from_millis(20),
+        reconnect_max: Duration::from_millis(200),
+        heartbeat_interval: Duration::from_millis(200),
+        heartbeat_timeout: Duration::from_secs(2),
+        ..LinkConfig::default()
+    }
+}
+
+/// A register running in this process.
+pub struct RegisterHandle {
+    pub addr: SocketAddr,
+    pub registry: Arc<gw_register::Registry>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    secret: String,
+}
+
+impl RegisterHandle {
+    pub async fn start(secret: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, secret)
+    }
+
+    fn start_on(listener: TcpListener, secret: &str) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let registry = Arc::new(gw_register::Registry::default());
+        let stop = CancellationToken::new();
+        let config = RegisterConfig {
+            name: format!("register-{}", addr.port()),
+            secret: secret.into(),
+            link: fast_link(),
+            ..RegisterConfig::default()
+        };
+        let task = tokio::spawn({
+            let (registry, stop) = (registry.clone(), stop.clone());
+            async move {
+                gw_register::run_with(config, listener, stop, registry).await.unwrap();
+            }
+        });
+        Self { addr, registry, stop, task, secret: secret.into() }
+    }
+
+    pub async fn stop(self) -> (SocketAddr, String) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+        (self.addr, self.secret)
+    }
+
+    /// Stops the register and starts a fresh one (empty state) on the same address.
+    pub async fn restart(self) -> Self {
+        let (addr, secret) = self.stop().await;
+        let listener = bind_again(addr).await;
+        Self::start_on(listener, &secret)
+    }
+}
+
+/// Binds an address just released (retrying briefly while the old socket goes away).
+pub async fn bind_again(addr: SocketAddr) -> TcpListener {
+    for _ in 0..100 {
+        if let Ok(l) = TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("cannot bind {addr} again");
+}
+
+/// A gateway running in this process.
+pub struct GatewayHandle {
+    pub gw: Arc<Gateway>,
+    pub ws_url: String,
+    pub internal: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GatewayHandle {
+    pub async fn start(registers: &[SocketAddr], secret: &str) -> Self {
+        Self::start_with(registers, secret, |_| {}).await
+    }
+
+    pub async fn start_with(registers: &[SocketAddr], secret: &str, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
+        let internal = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(internal, registers, secret, tweak).await
+    }
+
+    /// Starts a gateway whose internal listener is `internal` (to restart on the same address).
+    pub async fn start_on(
+        internal: TcpListener,
+        registers: &[SocketAddr],
+        secret: &str,
+        tweak: impl FnOnce(&mut GatewayConfig),
+    ) -> Self {
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let internal_addr = internal.local_addr().unwrap();
+        let ws_url = format!("ws://{}/", public.local_addr().unwrap());
+        let mut config = GatewayConfig {
+            name: format!("gateway-{}", internal_addr.port()),
+            registers: registers.iter().map(|a| a.to_string()).collect(),
+            secret: secret.into(),
+            link: fast_link(),
+            grace_period: Duration::from_secs(3),
+            ..GatewayConfig::default()
+        };
+        tweak(&mut config);
+        let listeners = gw_gateway::Listeners { public, internal };
+        let gw = gw_gateway::build(config, &listeners).unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (gw, stop) = (gw.clone(), stop.clone());
+            async move {
+                gw_gateway::serve(gw, listeners, stop).await.unwrap();
+            }
+        });
+        Self { gw, ws_url, internal: internal_addr, stop, task }
+    }
+
+    /// Connects a WebSocket client.
+    pub async fn client(&self) -> WsClient {
+        WsClient::connect(&self.ws_url).await
+    }
+
+    /// Graceful stop.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+
+    pub fn metric(&self, name: &str) -> u64 {
+        self.gw.state.metrics.get(name).unwrap()
+    }
+}
+
+/// A business worker on its own runtime and thread, so [`kill`](WorkerHandle::kill) can drop it
+/// abruptly like `kill -9` (every socket closed, nothing flushed), while
+/// [`stop`](WorkerHandle::stop) is the graceful path.
+pub struct WorkerHandle {
+    pub name: String,
+    pub stats: Arc<gw_business_worker::WorkerStats>,
+    stop: CancellationToken,
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    pub fn start<E: Events>(name: &str, registers: &[SocketAddr], secret: &str, events: E) -> Self {
+        let config = WorkerConfig {
+            name: name.into(),
+            registers: registers.iter().map(|a| a.to_string()).collect(),
+            secret: secret.into(),
+            link: fast_link(),
+            grace_period: Duration::from_secs(3),
+            ..WorkerConfig::default()
+        };
+        Self::start_config(config, events)
+    }
+
+    pub fn start_config<E: Events>(config: WorkerConfig, events: E) -> Self {
+        let name = config.name.clone();
+        let stats = Arc::new(gw_business_worker::WorkerStats::default());
+        let stop = CancellationToken::new();
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn({
+            let (stats, stop) = (stats.clone(), stop.clone());
+            move || {
+                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+                rt.block_on(async move {
+                    tokio::select! {
+                        _ = gw_business_worker::run_with_stats(config, events, stop, stats) => {}
+                        _ = kill_rx => {}
+                    }
+                });
+                // Dropping the runtime drops every task and closes every socket at once.
+                rt.shutdown_background();
+            }
+        });
+        Self { name, stats, stop, kill: Some(kill_tx), thread: Some(thread) }
+    }
+
+    /// Crash: no drain, no goodbye.
+    pub fn kill(mut self) {
+        if let Some(k) = self.kill.take() {
+            let _ = k.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+
+    /// Graceful stop (drain, finish, close).
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        let t = self.thread.take().unwrap();
+        tokio::task::spawn_blocking(move || t.join().unwrap()).await.unwrap();
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        if let Some(k) = self.kill.take() {
+            let _ = k.send(());
+        }
+    }
+}
+
+/// Echo that says which worker answered: `<worker>:<message>`.
+#[derive(Debug, Clone)]
+pub struct NamedEcho(pub String);
+
+impl Events for NamedEcho {
+    async fn on_message(&self, ctx: &mut Context, msg: Message) -> HandlerResult {
+        let text = msg.as_text().unwrap_or("<binary>");
+        ctx.send(format!("{}:{}", self.0, text)).await?;
+        Ok(())
+    }
+}
+
+/// A gateway client connected to `registers`, waiting until `gateways` gateways are linked.
+pub async fn gateway_client(registers: &[SocketAddr], secret: &str, gateways: usize) -> GatewayClient {
+    let client = GatewayClient::builder(registers.iter().map(|a| a.to_string()))
+        .secret(secret)
+        .link_config(fast_link())
+        .connect()
+        .await
+        .unwrap();
+    assert!(
+        client.wait_for_gateways(gateways, Duration::from_secs(10)).await,
+        "gateway client did not link to {gateways} gateways"
+    );
+    client
+}
+
+/// Waits until `gateway` has `n` usable workers.
+pub async fn wait_for_workers(gateway: &GatewayHandle, n: usize) {
+    let gw = gateway.gw.clone();
+    eventually(Duration::from_secs(10), &format!("{n} workers on {}", gateway.ws_url), || {
+        let gw = gw.clone();
+        async move { gw.worker_count() == n }
+    })
+    .await;
+}

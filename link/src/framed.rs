@@ -1,7 +1,7 @@
 //! Reading frames from a socket into a reusable buffer.
 
 use bytes::BytesMut;
-use gw_proto::{codec, FrameDecoder};
+use gw_proto::{FrameDecoder, codec};
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -17,11 +17,7 @@ pub struct FrameReader<R> {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R, max_frame: usize) -> Self {
-        Self {
-            inner,
-            buf: BytesMut::with_capacity(4096),
-            decoder: FrameDecoder::new(max_frame),
-        }
+        Self { inner, buf: BytesMut::with_capacity(4096), decoder: FrameDecoder::new(max_frame) }
     }
 
     /// The next frame payload; `None` on a clean end of stream between frames. Cancel-safe: bytes
@@ -35,11 +31,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.buf.reserve(4096);
             }
             if self.inner.read_buf(&mut self.buf).await? == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(LinkError::Truncated(self.buf.len()))
-                };
+                return if self.buf.is_empty() { Ok(None) } else { Err(LinkError::Truncated(self.buf.len())) };
             }
         }
     }
@@ -61,10 +53,6 @@ impl<R> FrameReader<R> {
 
     /// Continues reading from `inner` with bytes already buffered.
     pub fn with_buffer(inner: R, max_frame: usize, buf: BytesMut) -> Self {
-        Self {
-            inner,
-            buf,
-            decoder: FrameDecoder::new(max_frame),
-        }
+        Self { inner, buf, decoder: FrameDecoder::new(max_frame) }
     }
 }

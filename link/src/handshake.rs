@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use gw_proto::{codec, handshake::PeerIdentity, Acceptor, Connector, Role};
+use gw_proto::{Acceptor, Connector, Role, codec, handshake::PeerIdentity};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::{random_nonce, FrameReader, LinkError};
+use crate::{FrameReader, LinkError, random_nonce};
 
 /// What both sides need to run a handshake.
 #[derive(Debug, Clone)]
@@ -57,24 +57,16 @@ pub async fn accept(stream: TcpStream, opts: &HandshakeOptions, allowed: &[Role]
                 Ok(peer)
             }
             Err(e) => {
-                let verdict = gw_proto::handshake::HandshakeResult::Rejected {
-                    reason: e.reason_for_peer(),
-                };
+                let verdict = gw_proto::handshake::HandshakeResult::Rejected { reason: e.reason_for_peer() };
                 send(&mut w, &verdict, opts.max_frame).await.ok();
                 w.shutdown().await.ok();
                 Err(LinkError::Handshake(e))
             }
         }
     };
-    let peer = tokio::time::timeout(opts.timeout, fut)
-        .await
-        .map_err(|_| LinkError::HandshakeTimeout)??;
+    let peer = tokio::time::timeout(opts.timeout, fut).await.map_err(|_| LinkError::HandshakeTimeout)??;
     let (r, rest) = reader.into_parts();
-    Ok(Link {
-        reader: FrameReader::with_buffer(r, opts.max_frame, rest),
-        writer: w,
-        peer,
-    })
+    Ok(Link { reader: FrameReader::with_buffer(r, opts.max_frame, rest), writer: w, peer })
 }
 
 /// Connects to `addr` (host:port; names are resolved) and runs the connecting side.
@@ -91,13 +83,7 @@ pub async fn connect(addr: &str, opts: &HandshakeOptions) -> Result<Link, LinkEr
         let verdict = next_frame(&mut reader).await?;
         connector.finish(&verdict)?;
         let (r, rest) = reader.into_parts();
-        Ok::<_, LinkError>(Link {
-            reader: FrameReader::with_buffer(r, opts.max_frame, rest),
-            writer: w,
-            peer,
-        })
+        Ok::<_, LinkError>(Link { reader: FrameReader::with_buffer(r, opts.max_frame, rest), writer: w, peer })
     };
-    tokio::time::timeout(opts.timeout, fut)
-        .await
-        .map_err(|_| LinkError::HandshakeTimeout)?
+    tokio::time::timeout(opts.timeout, fut).await.map_err(|_| LinkError::HandshakeTimeout)?
 }

@@ -11,8 +11,8 @@ mod writer;
 
 pub use backoff::Backoff;
 pub use framed::FrameReader;
-pub use handshake::{accept, connect, HandshakeOptions, Link};
-pub use writer::{write_loop, WriterStats};
+pub use handshake::{HandshakeOptions, Link, accept, connect};
+pub use writer::{WriterStats, write_loop};
 
 use gw_proto::{CodecError, FrameError, HandshakeError};
 

@@ -7,7 +7,7 @@
 //!
 //! Text form: `<base64url(address)>.<instance hex>.<counter hex>`, URL- and JSON-safe.
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use std::{fmt, str::FromStr};
 
 /// A parsed client id.
@@ -31,23 +31,13 @@ pub struct ClientIdError {
 
 impl ClientId {
     pub fn new(gateway: impl Into<String>, instance: u64, local: u64) -> Self {
-        Self {
-            gateway: gateway.into(),
-            instance,
-            local,
-        }
+        Self { gateway: gateway.into(), instance, local }
     }
 }
 
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}.{:x}.{:x}",
-            URL_SAFE_NO_PAD.encode(self.gateway.as_bytes()),
-            self.instance,
-            self.local
-        )
+        write!(f, "{}.{:x}.{:x}", URL_SAFE_NO_PAD.encode(self.gateway.as_bytes()), self.instance, self.local)
     }
 }
 
@@ -60,7 +50,8 @@ impl FromStr for ClientId {
             return Err(err("too long"));
         }
         let mut parts = s.split('.');
-        let (Some(addr), Some(instance), Some(local), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(addr), Some(instance), Some(local), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(err("expected three dot-separated parts"));
         };
         let addr = URL_SAFE_NO_PAD.decode(addr).map_err(|_| err("gateway part is not base64url"))?;

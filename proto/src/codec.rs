@@ -7,9 +7,9 @@
 //! inside a payload can never make the decoder allocate more than that, and a payload must be
 //! consumed exactly (trailing bytes are an error).
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{Serialize, de::DeserializeOwned};
 
-use crate::frame::{HEADER_LEN, HARD_MAX_FRAME};
+use crate::frame::{HARD_MAX_FRAME, HEADER_LEN};
 
 type Config = bincode::config::Configuration<
     bincode::config::LittleEndian,

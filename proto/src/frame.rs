@@ -33,9 +33,7 @@ pub struct FrameDecoder {
 impl FrameDecoder {
     /// A decoder accepting payloads up to `max` bytes (capped at [`HARD_MAX_FRAME`]).
     pub fn new(max: usize) -> Self {
-        Self {
-            max: max.min(HARD_MAX_FRAME),
-        }
+        Self { max: max.min(HARD_MAX_FRAME) }
     }
 
     /// The effective limit.
@@ -121,13 +119,7 @@ mod tests {
         let dec = FrameDecoder::new(1024);
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 1, 2][..]);
         let cap_before = buf.capacity();
-        assert_eq!(
-            dec.decode(&mut buf),
-            Err(FrameError::TooLarge {
-                len: u32::MAX as usize,
-                max: 1024
-            })
-        );
+        assert_eq!(dec.decode(&mut buf), Err(FrameError::TooLarge { len: u32::MAX as usize, max: 1024 }));
         assert_eq!(buf.capacity(), cap_before);
     }
 

@@ -153,10 +153,7 @@ fn check_prefix(payload: &[u8]) -> Result<(), HandshakeError> {
         return Err(HandshakeError::BadMagic);
     }
     if prefix.version != PROTOCOL_VERSION {
-        return Err(HandshakeError::Version {
-            ours: PROTOCOL_VERSION,
-            theirs: prefix.version,
-        });
+        return Err(HandshakeError::Version { ours: PROTOCOL_VERSION, theirs: prefix.version });
     }
     Ok(())
 }
@@ -173,12 +170,7 @@ pub struct Acceptor<'a> {
 impl<'a> Acceptor<'a> {
     /// `nonce` must be fresh randomness for every connection.
     pub fn new(secret: &'a [u8], role: Role, node: impl Into<String>, nonce: [u8; 32]) -> Self {
-        Self {
-            secret,
-            role,
-            node: node.into(),
-            nonce,
-        }
+        Self { secret, role, node: node.into(), nonce }
     }
 
     /// The first frame to send.
@@ -220,13 +212,7 @@ impl<'a> Acceptor<'a> {
             });
         }
         let proof = server_proof(self.secret, &hello.nonce, &self.nonce, &hello.proof);
-        Ok((
-            PeerIdentity {
-                role: hello.role,
-                node: hello.node,
-            },
-            HandshakeResult::Accepted { proof },
-        ))
+        Ok((PeerIdentity { role: hello.role, node: hello.node }, HandshakeResult::Accepted { proof }))
     }
 }
 
@@ -243,13 +229,7 @@ pub struct Connector<'a> {
 impl<'a> Connector<'a> {
     /// `nonce` must be fresh randomness for every connection.
     pub fn new(secret: &'a [u8], role: Role, node: impl Into<String>, nonce: [u8; 32]) -> Self {
-        Self {
-            secret,
-            role,
-            node: node.into(),
-            nonce,
-            state: None,
-        }
+        Self { secret, role, node: node.into(), nonce, state: None }
     }
 
     /// Reads the acceptor's hello (a raw frame payload) and produces our answer.
@@ -259,10 +239,7 @@ impl<'a> Connector<'a> {
         let proof = client_proof(self.secret, &hello.nonce, &self.nonce, self.role, &self.node);
         self.state = Some((hello.nonce, proof));
         Ok((
-            PeerIdentity {
-                role: hello.role,
-                node: hello.node,
-            },
+            PeerIdentity { role: hello.role, node: hello.node },
             ClientHello {
                 magic: MAGIC,
                 version: PROTOCOL_VERSION,
@@ -293,11 +270,7 @@ impl<'a> Connector<'a> {
                     self.secret,
                     &proof,
                 );
-                if ok {
-                    Ok(())
-                } else {
-                    Err(HandshakeError::BadProof)
-                }
+                if ok { Ok(()) } else { Err(HandshakeError::BadProof) }
             }
         }
     }
@@ -327,13 +300,7 @@ mod tests {
     #[test]
     fn same_secret_authenticates_both_ways() {
         let peer = run(b"s3cret", b"s3cret").unwrap();
-        assert_eq!(
-            peer,
-            PeerIdentity {
-                role: Role::Worker,
-                node: "worker-1".into()
-            }
-        );
+        assert_eq!(peer, PeerIdentity { role: Role::Worker, node: "worker-1".into() });
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod handshake;
 pub mod message;
 
 pub use client_id::{ClientId, ClientIdError};
-pub use codec::{decode, encode_frame, CodecError};
-pub use frame::{FrameDecoder, FrameError, DEFAULT_MAX_FRAME, HARD_MAX_FRAME};
-pub use handshake::{Acceptor, Connector, HandshakeError, Role, PROTOCOL_VERSION};
+pub use codec::{CodecError, decode, encode_frame};
+pub use frame::{DEFAULT_MAX_FRAME, FrameDecoder, FrameError, HARD_MAX_FRAME};
+pub use handshake::{Acceptor, Connector, HandshakeError, PROTOCOL_VERSION, Role};
 pub use message::*;

@@ -30,7 +30,9 @@ pub enum ToRegister {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromRegister {
     /// The complete current gateway list (not a delta).
-    Gateways { list: Vec<GatewayInfo> },
+    Gateways {
+        list: Vec<GatewayInfo>,
+    },
     Ping,
     Pong,
 }
@@ -73,17 +75,11 @@ impl Payload {
     }
 
     pub fn text(s: impl Into<String>) -> Self {
-        Self {
-            data: Bytes::from(s.into()),
-            binary: false,
-        }
+        Self { data: Bytes::from(s.into()), binary: false }
     }
 
     pub fn binary(data: impl Into<Bytes>) -> Self {
-        Self {
-            data: data.into(),
-            binary: true,
-        }
+        Self { data: data.into(), binary: true }
     }
 }
 
@@ -163,34 +159,79 @@ pub struct CloseReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Send to each listed client.
-    SendToClients { clients: Vec<u64>, msg: Payload },
+    SendToClients {
+        clients: Vec<u64>,
+        msg: Payload,
+    },
     /// Send to every client of this gateway except the excluded ones.
-    SendToAll { msg: Payload, exclude: Vec<u64> },
+    SendToAll {
+        msg: Payload,
+        exclude: Vec<u64>,
+    },
     /// Send to every client bound to any of these uids (once per client).
-    SendToUids { uids: Vec<String>, msg: Payload },
+    SendToUids {
+        uids: Vec<String>,
+        msg: Payload,
+    },
     /// Send to every member of any of these groups (once per client), except the excluded.
-    SendToGroups { groups: Vec<String>, msg: Payload, exclude: Vec<u64> },
+    SendToGroups {
+        groups: Vec<String>,
+        msg: Payload,
+        exclude: Vec<u64>,
+    },
     /// Bind a client to a uid, replacing any previous binding of that client.
-    BindUid { client: u64, uid: String },
+    BindUid {
+        client: u64,
+        uid: String,
+    },
     /// Remove a client's binding if it is bound to exactly this uid.
-    UnbindUid { client: u64, uid: String },
-    JoinGroup { client: u64, group: String },
-    LeaveGroup { client: u64, group: String },
+    UnbindUid {
+        client: u64,
+        uid: String,
+    },
+    JoinGroup {
+        client: u64,
+        group: String,
+    },
+    LeaveGroup {
+        client: u64,
+        group: String,
+    },
     /// Dissolve a group; its members stay connected.
-    Ungroup { group: String },
+    Ungroup {
+        group: String,
+    },
     /// Close a client gracefully, optionally after a last message and with a close code.
-    CloseClient { client: u64, last: Option<Payload>, close: Option<CloseReason> },
+    CloseClient {
+        client: u64,
+        last: Option<Payload>,
+        close: Option<CloseReason>,
+    },
     /// Drop a client's connection at once, without a close frame.
-    DestroyClient { client: u64 },
+    DestroyClient {
+        client: u64,
+    },
     /// Close every client bound to this uid.
-    CloseUid { uid: String },
+    CloseUid {
+        uid: String,
+    },
     /// Replace a client's session (a JSON object).
-    SetSession { client: u64, session: Bytes },
+    SetSession {
+        client: u64,
+        session: Bytes,
+    },
     /// Deep-merge a JSON object into a client's session; `null` values delete keys.
-    UpdateSession { client: u64, patch: Bytes },
+    UpdateSession {
+        client: u64,
+        patch: Bytes,
+    },
     /// A handler's write-back: replace the top-level keys in `changed` (a JSON object) and delete
     /// the `removed` keys, leaving keys the handler did not touch as they are now.
-    WriteBackSession { client: u64, changed: Bytes, removed: Vec<String> },
+    WriteBackSession {
+        client: u64,
+        changed: Bytes,
+        removed: Vec<String>,
+    },
 }
 
 /// Worker or gateway client → gateway: ask about this gateway's clients.
@@ -260,9 +301,14 @@ pub struct ConnectionInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToGateway {
     Command(Command),
-    Request { id: u64, query: Query },
+    Request {
+        id: u64,
+        query: Query,
+    },
     /// Worker: every event up to and including `seq` on this link is handled.
-    Ack { seq: u64 },
+    Ack {
+        seq: u64,
+    },
     /// Worker: route no new events to me; re-bind my clients to other workers.
     Drain,
     Ping,
@@ -274,9 +320,15 @@ pub enum ToGateway {
 pub enum FromGateway {
     /// First message after the handshake: identifies this gateway instance, which client ids
     /// embed so ids are never reused across restarts.
-    Welcome { instance: u64, address: String },
+    Welcome {
+        instance: u64,
+        address: String,
+    },
     Event(Event),
-    Reply { id: u64, reply: Reply },
+    Reply {
+        id: u64,
+        reply: Reply,
+    },
     Ping,
     Pong,
 }
@@ -302,10 +354,7 @@ mod tests {
     }
 
     fn gw() -> GatewayInfo {
-        GatewayInfo {
-            address: "[::1]:2900".into(),
-            name: "gw-1".into(),
-        }
+        GatewayInfo { address: "[::1]:2900".into(), name: "gw-1".into() }
     }
 
     fn info() -> ClientInfo {
@@ -329,12 +378,20 @@ mod tests {
             Command::JoinGroup { client: 1, group: "g".into() },
             Command::LeaveGroup { client: 1, group: "g".into() },
             Command::Ungroup { group: "g".into() },
-            Command::CloseClient { client: 1, last: Some(p), close: Some(CloseReason { code: 4000, reason: "bye".into() }) },
+            Command::CloseClient {
+                client: 1,
+                last: Some(p),
+                close: Some(CloseReason { code: 4000, reason: "bye".into() }),
+            },
             Command::DestroyClient { client: 1 },
             Command::CloseUid { uid: "u".into() },
             Command::SetSession { client: 1, session: Bytes::from_static(b"{\"a\":1}") },
             Command::UpdateSession { client: 1, patch: Bytes::from_static(b"{\"b\":null}") },
-            Command::WriteBackSession { client: 1, changed: Bytes::from_static(b"{\"c\":[1]}"), removed: vec!["d".into()] },
+            Command::WriteBackSession {
+                client: 1,
+                changed: Bytes::from_static(b"{\"c\":[1]}"),
+                removed: vec!["d".into()],
+            },
         ]
     }
 

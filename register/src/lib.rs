@@ -30,7 +30,11 @@ pub enum RegisterError {
 
 /// Runs a register on `listener` until `shutdown` is cancelled. Returns the registry so callers
 /// (tests, the one-process launcher) can observe it while it runs via [`run_with`].
-pub async fn run(config: RegisterConfig, listener: TcpListener, shutdown: CancellationToken) -> Result<(), RegisterError> {
+pub async fn run(
+    config: RegisterConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RegisterError> {
     run_with(config, listener, shutdown, Arc::new(Registry::default())).await
 }
 

@@ -2,14 +2,14 @@
 //! with heartbeats both ways.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use gw_config::RegisterConfig;
 use gw_link::{FrameReader, HandshakeOptions, LinkError, WriterStats};
 use gw_proto::{FromRegister, Role, ToRegister};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -40,12 +40,7 @@ pub(crate) async fn serve(
     let (tx, rx) = mpsc::channel::<FromRegister>(64);
     let stats = WriterStats::default();
     let writer = gw_link::write_loop(link.writer, rx, config.link.max_frame, &stats, |_| {});
-    let mut state = PeerState {
-        role,
-        registry: &registry,
-        announced: None,
-        subscription: None,
-    };
+    let mut state = PeerState { role, registry: &registry, announced: None, subscription: None };
     let reader = state.read_loop(link.reader, &tx, &config, &shutdown);
     let result = tokio::select! {
         r = reader => r,

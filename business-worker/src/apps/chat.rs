@@ -129,8 +129,10 @@ impl Chat {
             }
         };
         let gateway = ctx.gateway().clone();
-        if let Some(old) = ctx.session.get("room").and_then(Value::as_str).map(str::to_string) {
-            if old != room {
+        if let Some(old) = ctx.session.get("room").and_then(Value::as_str).map(str::to_string)
+            && old != room
+        {
+            {
                 gateway.leave_group(&ctx.client_id, &old).await?;
                 let old_name = ctx.session.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
                 let bye = json!({"type": "logout", "client_id": ctx.client_id, "name": old_name, "time": now_string()});
@@ -229,10 +231,9 @@ impl Events for Chat {
     }
 
     async fn on_close(&self, ctx: &mut Context) -> HandlerResult {
-        if let (Some(name), Some(room)) = (
-            ctx.session.get("name").and_then(Value::as_str),
-            ctx.session.get("room").and_then(Value::as_str),
-        ) {
+        if let (Some(name), Some(room)) =
+            (ctx.session.get("name").and_then(Value::as_str), ctx.session.get("room").and_then(Value::as_str))
+        {
             let msg = json!({"type": "logout", "client_id": ctx.client_id, "name": name, "time": now_string()});
             ctx.gateway().send_to_group(room, msg.to_string()).await?;
         }

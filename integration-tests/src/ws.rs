@@ -1,0 +1,94 @@
+//! A real WebSocket test client (tokio-tungstenite).
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for one expected message.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One client connection.
+pub struct WsClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What the server did when we waited for a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    Text(String),
+    Binary(Vec<u8>),
+    Closed(Option<(u16, String)>),
+}
+
+impl WsClient {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Self { ws }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn send_binary(&mut self, data: &[u8]) {
+        self.ws.send(Message::binary(data.to_vec())).await.unwrap();
+    }
+
+    /// The next text or binary message or the close, skipping pings and pongs.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            return Some(match msg {
+                Some(Ok(Message::Text(t))) => Received::Text(t.to_string()),
+                Some(Ok(Message::Binary(b))) => Received::Binary(b.to_vec()),
+                Some(Ok(Message::Close(frame))) => {
+                    Received::Closed(frame.map(|f: CloseFrame| (u16::from(f.code), f.reason.to_string())))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => Received::Closed(None),
+            });
+        }
+    }
+
+    /// The next text message; panics on anything else.
+    pub async fn recv(&mut self) -> String {
+        match self.next(RECV_TIMEOUT).await {
+            Some(Received::Text(t)) => t,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+
+    /// The next message parsed as JSON.
+    pub async fn recv_json(&mut self) -> serde_json::Value {
+        let t = self.recv().await;
+        serde_json::from_str(&t).unwrap_or_else(|e| panic!("not JSON ({e}): {t}"))
+    }
+
+    /// Asserts nothing arrives within `quiet`.
+    pub async fn expect_silence(&mut self, quiet: Duration) {
+        if let Some(m) = self.next(quiet).await {
+            panic!("expected no message, got {m:?}");
+        }
+    }
+
+    /// Waits for the server to close the connection; returns its close code and reason.
+    pub async fn expect_close(&mut self) -> Option<(u16, String)> {
+        loop {
+            match self.next(RECV_TIMEOUT).await {
+                Some(Received::Closed(c)) => return c,
+                Some(_) => continue,
+                None => panic!("the server did not close the connection"),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        while let Some(Ok(_)) = self.ws.next().await {}
+    }
+}
