@@ -1,0 +1,82 @@
+//! Authentication on internal links: a peer with the wrong secret is refused, the refusal is
+//! logged with the peer address, counted, and no secret ever reaches the log.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gw_gateway_client::{ClientError, GatewayClient};
+use gw_integration_tests::*;
+use gw_link::{HandshakeOptions, LinkError};
+use gw_proto::{HandshakeError, Role};
+
+const SECRET: &str = "the-real-cluster-secret-4f9a";
+const WRONG: &str = "a-wrong-guess-of-the-secret-77";
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn peers_with_the_wrong_secret_are_refused_with_a_log_line_and_no_secret_in_the_log() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).with_env_filter("info").init();
+
+    let reg = RegisterHandle::start(SECRET).await;
+    let gw = GatewayHandle::start(&[reg.addr], SECRET).await;
+
+    // A gateway client with the wrong secret never gets past the register.
+    let refused = GatewayClient::builder([reg.addr.to_string()])
+        .secret(WRONG)
+        .connect_timeout(Duration::from_millis(800))
+        .connect()
+        .await;
+    assert!(matches!(refused, Err(ClientError::NoGateways)), "{refused:?}");
+    assert!(reg.registry.stats.handshake_failures.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+
+    // A worker-role peer with the wrong secret on the gateway's internal port is told why.
+    let opts = HandshakeOptions {
+        secret: WRONG.as_bytes().to_vec(),
+        role: Role::Worker,
+        node: "intruder".into(),
+        max_frame: 1 << 20,
+        timeout: Duration::from_secs(5),
+    };
+    let err = gw_link::connect(&gw.internal.to_string(), &opts).await.unwrap_err();
+    match err {
+        LinkError::Handshake(HandshakeError::Rejected(reason)) => assert_eq!(reason, "authentication failed"),
+        other => panic!("expected a rejection, got {other}"),
+    }
+    eventually(Duration::from_secs(5), "gateway counted the failure", || {
+        let n = gw.metric("handshake_failures");
+        async move { n >= 1 }
+    })
+    .await;
+
+    // The right secret still works.
+    let ok = gateway_client(&[reg.addr], SECRET, 1).await;
+    assert_eq!(ok.connected_gateways(), vec![gw.gw.address().to_string()]);
+
+    let text = logs.text();
+    assert!(text.contains("refused peer: handshake failed"), "register log line missing:\n{text}");
+    assert!(text.contains("refused internal peer: handshake failed"), "gateway log line missing:\n{text}");
+    assert!(text.contains("authentication failed"), "{text}");
+    assert!(!text.contains(SECRET), "the configured secret leaked into the log");
+    assert!(!text.contains(WRONG), "the presented secret leaked into the log");
+}

@@ -1,0 +1,115 @@
+//! The three real binaries as processes, configured by TOML files, on one host.
+
+use std::time::Duration;
+
+use gw_integration_tests::WsClient;
+use gw_integration_tests::process::{Daemon, temp_dir, write_config};
+
+const T: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn register_gateway_and_worker_binaries_form_a_cluster() {
+    let dir = temp_dir("binaries");
+    let secret = "binary-test-secret-123456";
+    let register_cfg = write_config(
+        &dir,
+        "register.toml",
+        &format!("name = \"reg-1\"\nlisten = \"127.0.0.1:0\"\nsecret = \"{secret}\"\n[log]\nformat = \"json\"\n"),
+    );
+    let mut register = Daemon::spawn("register", &["--config", register_cfg.to_str().unwrap(), "start"], &[]);
+    let fields = register.wait_for_log("register listening", T);
+    let register_addr = fields["listen"].as_str().unwrap().to_string();
+
+    let gateway_cfg = write_config(
+        &dir,
+        "gateway.toml",
+        &format!(
+            "name = \"gw-1\"\nlisten = \"127.0.0.1:0\"\ninternal_listen = \"127.0.0.1:0\"\nregisters = [\"{register_addr}\"]\nsecret = \"{secret}\"\n[log]\nformat = \"json\"\n"
+        ),
+    );
+    let mut gateway = Daemon::spawn("gateway", &["--config", gateway_cfg.to_str().unwrap()], &[]);
+    let fields = gateway.wait_for_log("gateway listening", T);
+    let ws_url = format!("ws://{}/", fields["public"].as_str().unwrap());
+
+    let worker_cfg = write_config(
+        &dir,
+        "business-worker.toml",
+        &format!("name = \"w-1\"\napp = \"echo\"\nsecret = \"{secret}\"\n[log]\nformat = \"json\"\n"),
+    );
+    // The register address comes from the environment, as in containers.
+    let mut worker = Daemon::spawn(
+        "business-worker",
+        &["--config", worker_cfg.to_str().unwrap()],
+        &[("GW_REGISTERS", &register_addr)],
+    );
+    gateway.wait_for_log("worker connected", T);
+
+    let mut client = WsClient::connect(&ws_url).await;
+    client.send("ping through three processes").await;
+    assert_eq!(client.recv().await, "ping through three processes");
+
+    // SIGTERM stops the gateway gracefully: the client gets a going-away close frame.
+    gateway.signal("TERM");
+    assert_eq!(client.expect_close().await.map(|c| c.0), Some(1001));
+    assert_eq!(gateway.wait_exit(T), Some(0), "gateway output:\n{}", gateway.output());
+    worker.signal("INT");
+    assert_eq!(worker.wait_exit(T), Some(0), "worker output:\n{}", worker.output());
+    register.signal("TERM");
+    assert_eq!(register.wait_exit(T), Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_bad_config_file_names_the_key_and_exits_64() {
+    let dir = temp_dir("badconfig");
+    let cfg = write_config(&dir, "gateway.toml", "listn = \"127.0.0.1:0\"\n");
+    let mut gateway = Daemon::spawn("gateway", &["--config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(gateway.wait_exit(T), Some(64));
+    assert!(gateway.output().contains("unknown field `listn`"), "{}", gateway.output());
+
+    let cfg = write_config(&dir, "register.toml", "listen = \"0.0.0.0:0\"\n");
+    let mut register = Daemon::spawn("register", &["--config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(register.wait_exit(T), Some(64));
+    let out = register.output();
+    assert!(out.contains("secret: required because `listen` listens on the non-loopback address 0.0.0.0:0"), "{out}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn workers_started_before_the_register_converge() {
+    let dir = temp_dir("coldstart");
+    // The register gets its port from the OS, then goes away; the worker starts while no
+    // register runs and must keep retrying until the register is back on that address.
+    let reg_cfg = write_config(&dir, "r0.toml", "listen = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n");
+    let mut first = Daemon::spawn("register", &["--config", reg_cfg.to_str().unwrap()], &[]);
+    let register_addr = first.wait_for_log("register listening", T)["listen"].as_str().unwrap().to_string();
+    first.signal("TERM");
+    assert_eq!(first.wait_exit(T), Some(0));
+    let mut worker = Daemon::spawn(
+        "business-worker",
+        &[],
+        &[("GW_REGISTERS", &register_addr), ("GW_LOG_FORMAT", "json"), ("GW_NAME", "early")],
+    );
+    worker.wait_for_log("register link failed; retrying with backoff", T);
+    let reg_cfg = write_config(&dir, "r.toml", &format!("listen = \"{register_addr}\"\n[log]\nformat = \"json\"\n"));
+    let mut register = Daemon::spawn("register", &["--config", reg_cfg.to_str().unwrap()], &[]);
+    register.wait_for_log("register listening", T);
+    let gw_cfg = write_config(
+        &dir,
+        "g.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\ninternal_listen = \"127.0.0.1:0\"\nregisters = [\"{register_addr}\"]\n[log]\nformat = \"json\"\n"
+        ),
+    );
+    let mut gateway = Daemon::spawn("gateway", &["--config", gw_cfg.to_str().unwrap()], &[]);
+    let ws = gateway.wait_for_log("gateway listening", T)["public"].as_str().unwrap().to_string();
+    gateway.wait_for_log("worker connected", T);
+    let mut c = WsClient::connect(&format!("ws://{ws}/")).await;
+    let welcome = c.recv_json().await;
+    assert_eq!(welcome["type"], "welcome", "the default app is the chat");
+    for d in [&mut gateway, &mut worker, &mut register] {
+        d.signal("TERM");
+        assert_eq!(d.wait_exit(T), Some(0), "{}", d.output());
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
