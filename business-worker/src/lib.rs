@@ -7,8 +7,11 @@
 
 pub mod apps;
 mod events;
+pub mod master;
+mod node;
 mod runtime;
 
 pub use events::{Context, Events, HandlerResult, Message, ServerData, WebSocketRequest, WorkerContext};
 pub use gw_gateway_client::{Answer, ClientError, CloseReason, GatewayClient, Payload, Session};
-pub use runtime::{WorkerError, WorkerStats, run, run_with_stats};
+pub use node::WorkerNode;
+pub use runtime::{WorkerError, WorkerStats, run, run_with, run_with_stats};

@@ -1,14 +1,40 @@
-//! `business-worker`: runs a built-in application (the chat demo by default).
+//! `business-worker`: a master running `count` worker processes of a built-in application (the
+//! chat demo by default, or `app = "echo"`).
+
+use std::sync::Arc;
 
 use gw_business_worker::apps::{bench::Bench, chat::Chat};
+use gw_business_worker::{Events, master};
 use gw_config::WorkerConfig;
+use gw_daemon::{ProcessRole, RunContext, Spec};
+
+const SPEC: Spec = Spec {
+    binary: "business-worker",
+    about: "Business worker: runs the application's event handlers for the clients the gateways route to it. \
+            `start` runs a master with `count` worker processes; `reload` replaces them one at a time.",
+    reloadable: true,
+    has_connections: false,
+};
 
 fn main() -> std::process::ExitCode {
-    gw_daemon::main("business-worker", |config: WorkerConfig, shutdown| async move {
-        match config.app.as_str() {
-            "echo" => gw_business_worker::run(config, Bench, shutdown).await?,
-            _ => gw_business_worker::run(config, Chat::default(), shutdown).await?,
+    gw_daemon::main(SPEC, |config: WorkerConfig, ctx| async move {
+        match ctx.role {
+            ProcessRole::Main => master::run_master(config, ctx).await,
+            ProcessRole::Child { index, .. } => match config.app.as_str() {
+                "echo" => child(config, index, ctx, Bench).await,
+                _ => child(config, index, ctx, Chat::default()).await,
+            },
         }
-        Ok(())
     })
+}
+
+async fn child<E: Events>(mut config: WorkerConfig, index: usize, ctx: RunContext, events: E) -> anyhow::Result<()> {
+    config.name = format!("{}-{index}", config.name);
+    let stats = Arc::new(gw_business_worker::WorkerStats::default());
+    ctx.publish(Arc::new(gw_business_worker::WorkerNode { name: config.name.clone(), stats: stats.clone() }));
+    gw_business_worker::run_with(config, events, ctx.shutdown.clone(), stats, |_| {
+        println!("{}", master::READY_LINE);
+    })
+    .await?;
+    Ok(())
 }

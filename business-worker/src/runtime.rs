@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use gw_daemon::histogram::Histogram;
 use futures_util::FutureExt;
 use gw_config::WorkerConfig;
 use gw_gateway_client::{ClientId, GatewayClient, GatewayLink, LinkEvent, Session};
@@ -26,6 +27,14 @@ pub struct WorkerStats {
     pub events: AtomicU64,
     pub handler_errors: AtomicU64,
     pub handler_panics: AtomicU64,
+    /// Events received again after another worker died before acknowledging them.
+    pub redelivered: AtomicU64,
+    /// Gateways linked now.
+    pub gateway_links: AtomicU64,
+    /// Set once the worker started draining for a stop or reload.
+    pub draining: AtomicBool,
+    /// Time spent in handlers.
+    pub latency: Histogram,
 }
 
 /// Errors that stop a worker.
@@ -49,12 +58,33 @@ pub async fn run_with_stats<E: Events>(
     shutdown: CancellationToken,
     stats: Arc<WorkerStats>,
 ) -> Result<(), WorkerError> {
+    run_with(config, events, shutdown, stats, |_| {}).await
+}
+
+/// [`run_with_stats`], calling `on_ready` once a register has answered and every gateway it lists
+/// is linked (or after 10 s), with the worker's Gateway API handle.
+pub async fn run_with<E: Events>(
+    config: WorkerConfig,
+    events: E,
+    shutdown: CancellationToken,
+    stats: Arc<WorkerStats>,
+    on_ready: impl FnOnce(&GatewayClient) + Send + 'static,
+) -> Result<(), WorkerError> {
     let events = Arc::new(events);
     let (tx, mut rx) = mpsc::channel(config.link.queue);
     let gateway = GatewayClient::start_worker(&config, tx);
     let worker_ctx = WorkerContext { name: config.name.clone(), gateway: gateway.clone() };
     tracing::info!(name = %config.name, registers = ?config.registers, "business worker starting");
     events.on_worker_start(&worker_ctx).await;
+    tokio::spawn({
+        let gateway = gateway.clone();
+        async move {
+            if !gateway.wait_ready(Duration::from_secs(10)).await {
+                tracing::warn!("not every listed gateway is linked after 10 s; reporting ready anyway");
+            }
+            on_ready(&gateway);
+        }
+    });
 
     let tracker = TaskTracker::new();
     let mut router = Router {
@@ -76,6 +106,7 @@ pub async fn run_with_stats<E: Events>(
     }
 
     tracing::info!("business worker stopping: draining");
+    stats.draining.store(true, Ordering::Relaxed);
     let deadline = tokio::time::Instant::now() + config.grace_period;
     gateway.drain().await;
     // Events the gateways sent before they saw the drain are still arriving: take them until the
@@ -114,8 +145,12 @@ struct Router<E> {
 impl<E: Events> Router<E> {
     async fn route(&mut self, ev: LinkEvent) {
         match ev {
-            LinkEvent::Up(link) => tracing::debug!(gateway = %link.address, "gateway link up"),
+            LinkEvent::Up(link) => {
+                self.stats.gateway_links.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(gateway = %link.address, "gateway link up")
+            }
             LinkEvent::Down(link) => {
+                self.stats.gateway_links.fetch_sub(1, Ordering::Relaxed);
                 // The gateway re-routes these clients; their tasks finish what they hold.
                 let id = link.link_id();
                 self.clients.retain(|(l, _), _| *l != id);
@@ -158,6 +193,9 @@ async fn client_task<E: Events>(
             info = event.info.clone();
         }
         stats.events.fetch_add(1, Ordering::Relaxed);
+        if event.redelivered {
+            stats.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
         let original = parse_session(event.session.as_ref());
         let mut ctx = Context {
             client_id: client_id.clone(),
@@ -191,7 +229,10 @@ async fn client_task<E: Events>(
 }
 
 async fn guarded(what: &str, stats: &WorkerStats, handler: impl std::future::Future<Output = HandlerResult>) {
-    match AssertUnwindSafe(handler).catch_unwind().await {
+    let started = std::time::Instant::now();
+    let outcome = AssertUnwindSafe(handler).catch_unwind().await;
+    stats.latency.observe(started.elapsed());
+    match outcome {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             stats.handler_errors.fetch_add(1, Ordering::Relaxed);

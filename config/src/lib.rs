@@ -17,17 +17,26 @@ pub use validate::{Problem, Validate};
 pub trait DaemonConfig: serde::de::DeserializeOwned + Default + Validate + EnvOverride + Send + 'static {
     fn log(&self) -> &LogConfig;
     fn node_name(&self) -> &str;
+    fn process(&self) -> &ProcessConfig;
+    /// How long a graceful stop may take before `stop` forces it.
+    fn grace(&self) -> std::time::Duration;
 }
 
 macro_rules! daemon_config {
-    ($($t:ty),*) => {$(
+    ($($t:ty => $grace:expr),*) => {$(
         impl DaemonConfig for $t {
             fn log(&self) -> &LogConfig { &self.log }
             fn node_name(&self) -> &str { &self.name }
+            fn process(&self) -> &ProcessConfig { &self.process }
+            fn grace(&self) -> std::time::Duration { $grace(self) }
         }
     )*};
 }
-daemon_config!(RegisterConfig, GatewayConfig, WorkerConfig);
+daemon_config!(
+    RegisterConfig => |_: &RegisterConfig| std::time::Duration::from_secs(3),
+    GatewayConfig => |c: &GatewayConfig| c.grace_period,
+    WorkerConfig => |c: &WorkerConfig| c.grace_period
+);
 
 use std::path::{Path, PathBuf};
 

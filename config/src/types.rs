@@ -68,6 +68,57 @@ impl Default for LinkConfig {
     }
 }
 
+/// Where a daemon keeps its pid file, log file (in daemon mode) and control socket, and where it
+/// serves `/metrics` and `/health`. Paths default to `<run_dir>/<name>.{pid,log,sock}`, so two
+/// daemons of one kind on one host need different names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessConfig {
+    pub run_dir: String,
+    pub pid_file: Option<String>,
+    pub log_file: Option<String>,
+    pub control_socket: Option<String>,
+    /// HTTP address for `/metrics` (Prometheus text) and `/health`; `127.0.0.1:0` picks a free
+    /// port (reported by `status`); empty disables it.
+    pub admin: String,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self {
+            run_dir: "/tmp/gatewayrs".into(),
+            pid_file: None,
+            log_file: None,
+            control_socket: None,
+            admin: "127.0.0.1:0".into(),
+        }
+    }
+}
+
+impl ProcessConfig {
+    fn path(&self, explicit: &Option<String>, name: &str, ext: &str) -> std::path::PathBuf {
+        match explicit {
+            Some(p) => p.into(),
+            None => std::path::Path::new(&self.run_dir).join(format!("{name}.{ext}")),
+        }
+    }
+
+    /// The pid file of node `name`.
+    pub fn pid_file(&self, name: &str) -> std::path::PathBuf {
+        self.path(&self.pid_file, name, "pid")
+    }
+
+    /// The log file used in daemon mode.
+    pub fn log_file(&self, name: &str) -> std::path::PathBuf {
+        self.path(&self.log_file, name, "log")
+    }
+
+    /// The control socket `status`, `connections`, `stop` and `reload` talk to.
+    pub fn control_socket(&self, name: &str) -> std::path::PathBuf {
+        self.path(&self.control_socket, name, "sock")
+    }
+}
+
 /// `register.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -80,6 +131,7 @@ pub struct RegisterConfig {
     pub secret: String,
     pub link: LinkConfig,
     pub log: LogConfig,
+    pub process: ProcessConfig,
 }
 
 impl Default for RegisterConfig {
@@ -90,6 +142,7 @@ impl Default for RegisterConfig {
             secret: String::new(),
             link: LinkConfig::default(),
             log: LogConfig::default(),
+            process: ProcessConfig::default(),
         }
     }
 }
@@ -126,6 +179,7 @@ pub struct GatewayConfig {
     pub worker_wait: Duration,
     pub link: LinkConfig,
     pub log: LogConfig,
+    pub process: ProcessConfig,
 }
 
 impl Default for GatewayConfig {
@@ -144,6 +198,7 @@ impl Default for GatewayConfig {
             worker_wait: Duration::from_secs(30),
             link: LinkConfig::default(),
             log: LogConfig::default(),
+            process: ProcessConfig::default(),
         }
     }
 }
@@ -172,8 +227,16 @@ pub struct WorkerConfig {
     /// On stop: time to finish events already received before exiting anyway.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
+    /// Worker processes run by the master (`business-worker start`); a crashed one is restarted.
+    pub count: usize,
+    /// The master gives up (exits non-zero) when processes crash more than `restart_limit` times
+    /// within `restart_window`.
+    pub restart_limit: usize,
+    #[serde(with = "humantime_serde")]
+    pub restart_window: Duration,
     pub link: LinkConfig,
     pub log: LogConfig,
+    pub process: ProcessConfig,
 }
 
 impl Default for WorkerConfig {
@@ -185,8 +248,12 @@ impl Default for WorkerConfig {
             secret: String::new(),
             client_queue: 256,
             grace_period: Duration::from_secs(10),
+            count: 2,
+            restart_limit: 5,
+            restart_window: Duration::from_secs(60),
             link: LinkConfig::default(),
             log: LogConfig::default(),
+            process: ProcessConfig::default(),
         }
     }
 }

@@ -106,6 +106,15 @@ impl Problems {
         }
     }
 
+    fn process(&mut self, process: &ProcessConfig) {
+        if process.run_dir.trim().is_empty() {
+            self.add("process.run_dir", "must not be empty");
+        }
+        if !process.admin.is_empty() {
+            self.bind_addr("process.admin", &process.admin);
+        }
+    }
+
     fn log(&mut self, log: &LogConfig) {
         if log.level.trim().is_empty() {
             self.add("log.level", "must not be empty (try \"info\")");
@@ -146,6 +155,7 @@ impl Validate for RegisterConfig {
         p.secret_if_exposed(&[("listen", listen)], &self.secret);
         p.link(&self.link);
         p.log(&self.log);
+        p.process(&self.process);
         p.0
     }
 }
@@ -184,6 +194,7 @@ impl Validate for GatewayConfig {
         }
         p.link(&self.link);
         p.log(&self.log);
+        p.process(&self.process);
         p.0
     }
 }
@@ -199,8 +210,15 @@ impl Validate for WorkerConfig {
         if self.client_queue == 0 {
             p.add("client_queue", "must be at least 1");
         }
+        if self.count == 0 || self.count > 256 {
+            p.add("count", format!("{} is outside 1..=256 processes", self.count));
+        }
+        if self.restart_limit == 0 {
+            p.add("restart_limit", "must be at least 1");
+        }
         p.link(&self.link);
         p.log(&self.log);
+        p.process(&self.process);
         p.0
     }
 }

@@ -151,6 +151,23 @@ impl GatewayClient {
         v
     }
 
+    /// Waits until a register has answered and every gateway it lists is connected; false on
+    /// timeout. A worker reports itself ready after this.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut heard = self.core.heard_register.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        if tokio::time::timeout_at(deadline, heard.wait_for(|h| *h)).await.is_err() {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.core.wait_until(left, |connected, known| connected >= known).await
+    }
+
+    /// Number of gateways connected now.
+    pub fn gateway_count(&self) -> usize {
+        self.core.links().len()
+    }
+
     /// Waits until at least `n` gateways are connected; false on timeout.
     pub async fn wait_for_gateways(&self, n: usize, timeout: Duration) -> bool {
         self.core.wait_until(timeout, |connected, _| connected >= n).await
@@ -172,6 +189,7 @@ impl GatewayClient {
 
     fn resolve(&self, client_id: &str) -> Result<(Arc<GatewayLink>, u64), ClientError> {
         let id: ClientId = client_id.parse()?;
+        self.live()?;
         let link = self.core.link(&id.gateway).ok_or_else(|| ClientError::GatewayUnavailable(id.gateway.clone()))?;
         if link.instance != id.instance {
             return Err(ClientError::ClientGone(client_id.to_string()));
@@ -207,12 +225,35 @@ impl GatewayClient {
             .collect())
     }
 
+    /// Local ids to exclude, per gateway link. A malformed id is an error (a mangled id would let
+    /// the client it meant receive the message); ids of gone or unreachable gateways need no
+    /// exclusion, since those gateways do not get the message.
+    fn exclusions<S: AsRef<str>>(&self, exclude: &[S]) -> Result<HashMap<u64, Vec<u64>>, ClientError> {
+        self.live()?;
+        let mut excluded: HashMap<u64, Vec<u64>> = HashMap::new();
+        for id in exclude {
+            match self.resolve(id.as_ref()) {
+                Ok((link, local)) => excluded.entry(link.id).or_default().push(local),
+                Err(e @ ClientError::InvalidClientId(_)) => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Ok(excluded)
+    }
+
+    /// [`ClientError::Shutdown`] once [`shutdown`](Self::shutdown) was called, so callers are not
+    /// told that every gateway is unreachable instead.
+    fn live(&self) -> Result<(), ClientError> {
+        if self.core.cancel.is_cancelled() { Err(ClientError::Shutdown) } else { Ok(()) }
+    }
+
     async fn command(&self, link: &GatewayLink, cmd: Command) -> Result<(), ClientError> {
         link.send(ToGateway::Command(cmd)).await
     }
 
     /// Sends a command to every gateway; reports the ones that did not get it.
     async fn fan_out(&self, cmd: Command) -> Result<(), ClientError> {
+        self.live()?;
         let links = self.core.links();
         if links.is_empty() && !*self.core.heard_register.borrow() {
             return Err(ClientError::NoGateways);
@@ -232,6 +273,7 @@ impl GatewayClient {
 
     /// Asks every gateway concurrently; returns the replies and the gateways that did not answer.
     async fn gather(&self, query: Query) -> Result<(Vec<(Arc<GatewayLink>, Reply)>, Vec<String>), ClientError> {
+        self.live()?;
         let links = self.core.links();
         if links.is_empty() && !*self.core.heard_register.borrow() {
             return Err(ClientError::NoGateways);
@@ -319,13 +361,8 @@ impl GatewayClient {
         exclude: &[S],
     ) -> Result<(), ClientError> {
         let msg = msg.into();
+        let mut excluded = self.exclusions(exclude)?;
         let links = self.core.links();
-        let mut excluded: HashMap<u64, Vec<u64>> = HashMap::new();
-        for id in exclude {
-            if let Ok((link, local)) = self.resolve(id.as_ref()) {
-                excluded.entry(link.id).or_default().push(local);
-            }
-        }
         if links.is_empty() && !*self.core.heard_register.borrow() {
             return Err(ClientError::NoGateways);
         }
@@ -383,12 +420,7 @@ impl GatewayClient {
     ) -> Result<(), ClientError> {
         let groups = names(groups, "group")?;
         let msg = msg.into();
-        let mut excluded: HashMap<u64, Vec<u64>> = HashMap::new();
-        for id in exclude {
-            if let Ok((link, local)) = self.resolve(id.as_ref()) {
-                excluded.entry(link.id).or_default().push(local);
-            }
-        }
+        let mut excluded = self.exclusions(exclude)?;
         let links = self.core.links();
         if links.is_empty() && !*self.core.heard_register.borrow() {
             return Err(ClientError::NoGateways);

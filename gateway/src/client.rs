@@ -168,6 +168,7 @@ impl Connection {
     async fn on_message(&mut self, payload: Payload) -> Result<(), ()> {
         let m = &self.gw.state.metrics;
         Metrics::inc(&m.messages_in);
+        Metrics::inc(if payload.binary { &m.messages_in_binary } else { &m.messages_in_text });
         self.handle.bytes_in.fetch_add(payload.data.len() as u64, Ordering::Relaxed);
         self.dispatch(EventKind::Message(payload)).await
     }

@@ -9,6 +9,7 @@
 mod announce;
 mod client;
 pub mod metrics;
+mod node;
 mod peer;
 mod router;
 mod session;
@@ -29,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 pub use metrics::Metrics;
+pub use node::GatewayNode;
 pub use state::State;
 
 /// Errors that stop the gateway.

@@ -8,6 +8,8 @@ pub struct Metrics {
     pub connections: AtomicU64,
     pub connections_total: AtomicU64,
     pub messages_in: AtomicU64,
+    pub messages_in_text: AtomicU64,
+    pub messages_in_binary: AtomicU64,
     pub messages_out: AtomicU64,
     pub events_sent: AtomicU64,
     pub commands: AtomicU64,
@@ -47,6 +49,13 @@ impl Metrics {
             ("handshake_failures", g(&self.handshake_failures)),
             ("link_errors", g(&self.link_errors)),
         ]
+    }
+
+    /// Every message dropped, whatever the reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_slow_consumer.load(Ordering::Relaxed)
+            + self.dropped_client_gone.load(Ordering::Relaxed)
+            + self.dropped_no_worker.load(Ordering::Relaxed)
     }
 
     /// One counter by name.

@@ -177,6 +177,11 @@ impl State {
         }
     }
 
+    /// Messages waiting in every client's send queue.
+    pub fn queued_total(&self) -> usize {
+        self.clients.iter().map(|e| e.value().tx.max_capacity() - e.value().tx.capacity()).sum()
+    }
+
     /// Number of connected clients.
     pub fn client_count(&self) -> usize {
         self.clients.len()

@@ -5,6 +5,7 @@
 //! on every change. The register holds no client data; a restarted register is repopulated by the
 //! gateways' re-announcements within their reconnect backoff.
 
+mod node;
 mod peer;
 mod registry;
 
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+pub use node::RegisterNode;
 pub use registry::{Registry, RegistryStats};
 
 /// Errors that stop the register.

@@ -107,6 +107,7 @@ impl PeerState<'_> {
                 msg = reader.read::<ToRegister>() => {
                     let Some(msg) = msg? else { return Ok(()) };
                     last_heard = tokio::time::Instant::now();
+                    self.registry.stats.messages.fetch_add(1, Ordering::Relaxed);
                     self.handle(msg, tx).await?;
                 }
             }

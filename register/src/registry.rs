@@ -14,6 +14,8 @@ pub struct RegistryStats {
     pub subscribers: AtomicU64,
     pub handshake_failures: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Messages received from peers (announcements, subscriptions, heartbeats).
+    pub messages: AtomicU64,
 }
 
 /// Gateways currently announced, keyed by the link that announced them, and a watch channel

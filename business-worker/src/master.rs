@@ -1,0 +1,359 @@
+//! The master process of `business-worker start`: runs `count` worker processes, restarts one that
+//! crashes (within a restart budget), and on reload (SIGUSR1 / `business-worker reload`) replaces
+//! them one at a time with the binary now on disk: start the new process, wait until it is linked
+//! to every gateway, then stop the old one gracefully (it drains, finishes what it received and
+//! exits). Gateways keep every client connected throughout.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gw_config::WorkerConfig;
+use gw_daemon::control::{self, Request, Response};
+use gw_daemon::pidfile::{self, Sig};
+use gw_daemon::report::{own_rss, with_label};
+use gw_daemon::{BoxFuture, MetricFamily, Node, ProcessStatus, RunContext};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+
+/// Line a worker process prints on stdout once it is linked to every gateway.
+pub const READY_LINE: &str = "GW-WORKER-READY";
+
+/// How long a new process may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+enum ChildEvent {
+    Ready { index: usize, generation: u64 },
+    Exited { index: usize, generation: u64, status: String },
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    index: usize,
+    generation: u64,
+    pid: u32,
+    socket: PathBuf,
+}
+
+/// State shared with `status`.
+#[derive(Debug, Default)]
+struct Shared {
+    slots: Vec<Slot>,
+    state: String,
+}
+
+/// The master as a [`Node`].
+#[derive(Debug)]
+pub struct MasterNode {
+    name: String,
+    shared: Arc<Mutex<Shared>>,
+    reloads: AtomicU64,
+    restarts: AtomicU64,
+}
+
+impl Node for MasterNode {
+    fn status(&self) -> BoxFuture<'_, Vec<ProcessStatus>> {
+        Box::pin(async move {
+            let (slots, state) = {
+                let s = self.shared.lock().expect("master lock");
+                (s.slots.clone(), s.state.clone())
+            };
+            let mut rows = vec![ProcessStatus {
+                pid: std::process::id(),
+                role: "master".into(),
+                name: self.name.clone(),
+                memory: own_rss(),
+                connections: slots.len() as u64,
+                state,
+                ..Default::default()
+            }];
+            for slot in slots {
+                match control::ask(&slot.socket, Request::Status, Duration::from_secs(2)).await {
+                    Ok(Response::Status(mut child)) => rows.append(&mut child),
+                    _ => rows.push(ProcessStatus {
+                        pid: slot.pid,
+                        role: "worker".into(),
+                        name: format!("{}-{}", self.name, slot.index),
+                        state: "not answering".into(),
+                        ..Default::default()
+                    }),
+                }
+            }
+            rows
+        })
+    }
+
+    fn metrics(&self) -> BoxFuture<'_, Vec<MetricFamily>> {
+        Box::pin(async move {
+            let slots = self.shared.lock().expect("master lock").slots.clone();
+            let mut families = vec![
+                MetricFamily::gauge("gw_worker_processes", "Worker processes run by the master.", slots.len() as f64),
+                MetricFamily::counter("gw_worker_reloads_total", "Completed reloads.", self.reloads.load(Ordering::Relaxed)),
+                MetricFamily::counter(
+                    "gw_worker_restarts_total",
+                    "Worker processes restarted after a crash.",
+                    self.restarts.load(Ordering::Relaxed),
+                ),
+            ];
+            for slot in slots {
+                if let Ok(Response::Metrics(mut child)) = control::ask(&slot.socket, Request::Metrics, Duration::from_secs(2)).await {
+                    with_label(&mut child, &format!("process=\"{}-{}\"", self.name, slot.index));
+                    families.extend(child);
+                }
+            }
+            families
+        })
+    }
+
+    fn requests_total(&self) -> u64 {
+        0
+    }
+}
+
+struct Master {
+    config: WorkerConfig,
+    exe: PathBuf,
+    config_path: Option<PathBuf>,
+    node: Arc<MasterNode>,
+    events_tx: mpsc::UnboundedSender<ChildEvent>,
+    events: mpsc::UnboundedReceiver<ChildEvent>,
+    crashes: VecDeque<Instant>,
+    next_generation: u64,
+    /// Children being stopped on purpose (index, generation): their exit is not a crash.
+    retiring: Vec<(usize, u64)>,
+}
+
+/// Runs the master until shutdown; returns an error if the restart budget is exhausted.
+pub async fn run_master(config: WorkerConfig, ctx: RunContext) -> anyhow::Result<()> {
+    // The path now, before a reload replaces the file: re-running it later runs the new binary.
+    let exe = std::env::current_exe()?;
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let node = Arc::new(MasterNode {
+        name: config.name.clone(),
+        shared: Arc::new(Mutex::new(Shared { slots: Vec::new(), state: "starting".into() })),
+        reloads: AtomicU64::new(0),
+        restarts: AtomicU64::new(0),
+    });
+    ctx.publish(node.clone());
+    let mut master = Master {
+        exe,
+        config_path: ctx.config_path.clone(),
+        node,
+        events_tx,
+        events,
+        crashes: VecDeque::new(),
+        next_generation: 1,
+        retiring: Vec::new(),
+        config,
+    };
+    tracing::info!(count = master.config.count, "business worker master starting its worker processes");
+    for index in 0..master.config.count {
+        let generation = master.generation();
+        let slot = master.spawn(index, generation)?;
+        master.node.shared.lock().expect("master lock").slots.push(slot);
+    }
+    master.set_state("running");
+    let result = loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break Ok(()),
+            _ = ctx.reload.notified() => {
+                let started = Instant::now();
+                match master.reload().await {
+                    Ok(()) => {
+                        master.node.reloads.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(seconds = started.elapsed().as_secs_f64(), "reload complete");
+                        master.set_state("running");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload failed; the remaining old processes keep running");
+                        master.set_state(&format!("running (last reload failed: {e})"));
+                    }
+                }
+            }
+            ev = master.events.recv() => {
+                let Some(ev) = ev else { break Ok(()) };
+                if let Err(e) = master.on_event(ev) {
+                    break Err(e);
+                }
+            }
+        }
+    };
+    master.set_state("stopping");
+    master.stop_all().await;
+    result
+}
+
+impl Master {
+    fn generation(&mut self) -> u64 {
+        self.next_generation += 1;
+        self.next_generation - 1
+    }
+
+    fn set_state(&self, state: &str) {
+        self.node.shared.lock().expect("master lock").state = state.to_string();
+    }
+
+    fn socket(&self, index: usize, generation: u64) -> PathBuf {
+        self.config.process.control_socket(&format!("{}-{index}.{generation}", self.config.name))
+    }
+
+    fn spawn(&self, index: usize, generation: u64) -> anyhow::Result<Slot> {
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        if let Some(p) = &self.config_path {
+            cmd.arg("--config").arg(p);
+        }
+        cmd.args(["child", "--index", &index.to_string(), "--generation", &generation.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(false);
+        let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start worker process {index}: {e}"))?;
+        let pid = child.id().unwrap_or(0);
+        tracing::info!(index, generation, pid, "worker process started");
+        let stdout = child.stdout.take();
+        let tx = self.events_tx.clone();
+        tokio::spawn(async move {
+            if let Some(out) = stdout {
+                let mut lines = BufReader::new(out).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.trim() == READY_LINE {
+                        let _ = tx.send(ChildEvent::Ready { index, generation });
+                    }
+                }
+            }
+            let status = match child.wait().await {
+                Ok(s) => s.to_string(),
+                Err(e) => e.to_string(),
+            };
+            let _ = tx.send(ChildEvent::Exited { index, generation, status });
+        });
+        Ok(Slot { index, generation, pid, socket: self.socket(index, generation) })
+    }
+
+    /// Handles an event outside a reload: a crash is restarted unless the budget is spent.
+    fn on_event(&mut self, ev: ChildEvent) -> anyhow::Result<()> {
+        match ev {
+            ChildEvent::Ready { index, generation } => {
+                tracing::info!(index, generation, "worker process ready");
+                Ok(())
+            }
+            ChildEvent::Exited { index, generation, status } => {
+                if let Some(pos) = self.retiring.iter().position(|r| *r == (index, generation)) {
+                    self.retiring.remove(pos);
+                    return Ok(());
+                }
+                let current = self.node.shared.lock().expect("master lock").slots.iter().any(|s| s.index == index && s.generation == generation);
+                if !current {
+                    return Ok(());
+                }
+                let now = Instant::now();
+                self.crashes.push_back(now);
+                while self.crashes.front().is_some_and(|t| now.duration_since(*t) > self.config.restart_window) {
+                    self.crashes.pop_front();
+                }
+                if self.crashes.len() > self.config.restart_limit {
+                    anyhow::bail!(
+                        "worker processes crashed {} times within {:?} (restart_limit = {}); giving up. Last: worker {index} exited with {status}",
+                        self.crashes.len(),
+                        self.config.restart_window,
+                        self.config.restart_limit
+                    );
+                }
+                tracing::error!(index, generation, status = %status, "worker process died; restarting it");
+                self.node.restarts.fetch_add(1, Ordering::Relaxed);
+                let generation = self.generation();
+                let slot = self.spawn(index, generation)?;
+                let mut shared = self.node.shared.lock().expect("master lock");
+                if let Some(s) = shared.slots.iter_mut().find(|s| s.index == index) {
+                    *s = slot;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Replaces every process, one at a time.
+    async fn reload(&mut self) -> anyhow::Result<()> {
+        let count = self.node.shared.lock().expect("master lock").slots.len();
+        tracing::info!(count, binary = %self.exe.display(), "reload: replacing worker processes one at a time");
+        for i in 0..count {
+            self.set_state(&format!("reloading {}/{count}", i + 1));
+            let old = self.node.shared.lock().expect("master lock").slots[i].clone();
+            let generation = self.generation();
+            let new = self.spawn(old.index, generation)?;
+            // Wait for the new process to be linked to every gateway.
+            let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+            loop {
+                let ev = tokio::time::timeout_at(deadline, self.events.recv()).await;
+                match ev {
+                    Err(_) => {
+                        let _ = pidfile::signal(new.pid, Sig::SIGKILL);
+                        self.retiring.push((new.index, new.generation));
+                        anyhow::bail!("worker process {} did not become ready within {READY_TIMEOUT:?}", new.index);
+                    }
+                    Ok(None) => anyhow::bail!("event channel closed"),
+                    Ok(Some(ChildEvent::Ready { index, generation })) if index == new.index && generation == new.generation => break,
+                    Ok(Some(ChildEvent::Exited { index, generation, status })) if index == new.index && generation == new.generation => {
+                        anyhow::bail!("new worker process {index} exited before it was ready ({status}); is the new binary broken?");
+                    }
+                    Ok(Some(other)) => self.on_event(other)?,
+                }
+            }
+            // Swap, then retire the old one: it drains, finishes what it has and exits.
+            self.node.shared.lock().expect("master lock").slots[i] = new;
+            self.retiring.push((old.index, old.generation));
+            self.stop_child(&old).await;
+        }
+        Ok(())
+    }
+
+    async fn stop_child(&mut self, slot: &Slot) {
+        let _ = pidfile::signal(slot.pid, Sig::SIGTERM);
+        let deadline = tokio::time::Instant::now() + self.config.grace_period + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => {
+                    tracing::warn!(pid = slot.pid, "worker process did not stop within its grace period; killing it");
+                    let _ = pidfile::signal(slot.pid, Sig::SIGKILL);
+                    return;
+                }
+                Ok(None) => return,
+                Ok(Some(ChildEvent::Exited { index, generation, .. })) if index == slot.index && generation == slot.generation => {
+                    self.retiring.retain(|r| *r != (index, generation));
+                    tracing::info!(index, generation, "old worker process exited");
+                    return;
+                }
+                Ok(Some(other)) => {
+                    if let Err(e) = self.on_event(other) {
+                        tracing::error!(error = %e, "during reload");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        let slots = std::mem::take(&mut self.node.shared.lock().expect("master lock").slots);
+        for s in &slots {
+            self.retiring.push((s.index, s.generation));
+            let _ = pidfile::signal(s.pid, Sig::SIGTERM);
+        }
+        let deadline = tokio::time::Instant::now() + self.config.grace_period + Duration::from_secs(3);
+        let mut left: Vec<(usize, u64)> = slots.iter().map(|s| (s.index, s.generation)).collect();
+        while !left.is_empty() {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(ChildEvent::Exited { index, generation, .. })) => left.retain(|x| *x != (index, generation)),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        for s in slots.iter().filter(|s| left.contains(&(s.index, s.generation))) {
+            tracing::warn!(pid = s.pid, "worker process did not stop in time; killing it");
+            let _ = pidfile::signal(s.pid, Sig::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! What a worker process shows to `status` and `/metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use gw_daemon::report::own_rss;
+use gw_daemon::{BoxFuture, MetricFamily, Node, ProcessStatus};
+
+use crate::WorkerStats;
+
+/// One worker process as a [`Node`].
+#[derive(Debug)]
+pub struct WorkerNode {
+    pub name: String,
+    pub stats: Arc<WorkerStats>,
+}
+
+impl WorkerNode {
+    pub(crate) fn families(&self) -> Vec<MetricFamily> {
+        let s = &self.stats;
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            MetricFamily::counter("gw_worker_events_total", "Client events handled.", g(&s.events)),
+            MetricFamily::counter("gw_worker_redelivered_total", "Events received again after a worker died.", g(&s.redelivered)),
+            MetricFamily::counter("gw_worker_handler_errors_total", "Handlers that returned an error.", g(&s.handler_errors)),
+            MetricFamily::counter("gw_worker_handler_panics_total", "Handlers that panicked.", g(&s.handler_panics)),
+            MetricFamily::gauge("gw_worker_gateway_links", "Gateways linked.", g(&s.gateway_links) as f64),
+            s.latency.family("gw_worker_handler_seconds", "Time spent in event handlers."),
+        ]
+    }
+}
+
+impl Node for WorkerNode {
+    fn status(&self) -> BoxFuture<'_, Vec<ProcessStatus>> {
+        let s = &self.stats;
+        let row = ProcessStatus {
+            pid: std::process::id(),
+            role: "worker".into(),
+            name: self.name.clone(),
+            memory: own_rss(),
+            listen: vec![],
+            connections: s.gateway_links.load(Ordering::Relaxed),
+            messages_in: s.events.load(Ordering::Relaxed),
+            messages_out: 0,
+            dropped: 0,
+            requests_per_sec: 0.0,
+            state: if s.draining.load(Ordering::Relaxed) { "draining".into() } else { "running".into() },
+        };
+        Box::pin(async move { vec![row] })
+    }
+
+    fn metrics(&self) -> BoxFuture<'_, Vec<MetricFamily>> {
+        let families = self.families();
+        Box::pin(async move { families })
+    }
+
+    fn requests_total(&self) -> u64 {
+        self.stats.events.load(Ordering::Relaxed)
+    }
+}

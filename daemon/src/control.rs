@@ -1,0 +1,113 @@
+//! The control socket: a Unix socket where `status`, `connections` and `metrics` ask the running
+//! process directly (JSON, one request and one answer per connection).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::node::Node;
+use crate::report::{ConnectionRow, MetricFamily, ProcessStatus};
+use crate::runner::Rates;
+
+/// A request on the control socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Request {
+    Status,
+    Connections,
+    Metrics,
+}
+
+/// The answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Response {
+    Status(Vec<ProcessStatus>),
+    Connections(Option<Vec<ConnectionRow>>),
+    Metrics(Vec<MetricFamily>),
+}
+
+/// Binds the control socket, replacing a stale socket file but refusing one a live process
+/// answers on.
+pub async fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another process answers on {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    UnixListener::bind(path)
+}
+
+/// Serves requests until `shutdown`.
+pub async fn serve(listener: UnixListener, node: Arc<dyn Node>, rates: Arc<Rates>, shutdown: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            s = listener.accept() => match s {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (node, rates) = (node.clone(), rates.clone());
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, node, rates).await {
+                tracing::debug!(error = %e, "control request failed");
+            }
+        });
+    }
+}
+
+async fn answer(stream: UnixStream, node: Arc<dyn Node>, rates: Arc<Rates>) -> anyhow::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(5), BufReader::new(r).read_line(&mut line)).await??;
+    let request: Request = serde_json::from_str(line.trim())?;
+    let response = match request {
+        Request::Status => {
+            let mut rows = node.status().await;
+            let me = std::process::id();
+            for row in rows.iter_mut().filter(|r| r.pid == me) {
+                row.requests_per_sec = rates.per_second();
+            }
+            Response::Status(rows)
+        }
+        Request::Connections => Response::Connections(node.connections().await),
+        Request::Metrics => Response::Metrics(node.metrics().await),
+    };
+    let mut out = serde_json::to_vec(&response)?;
+    out.push(b'\n');
+    w.write_all(&out).await?;
+    w.shutdown().await?;
+    Ok(())
+}
+
+/// Asks the process behind `path`.
+pub async fn ask(path: &Path, request: Request, timeout: Duration) -> anyhow::Result<Response> {
+    let fut = async {
+        let stream = UnixStream::connect(path).await?;
+        let (r, mut w) = stream.into_split();
+        let mut req = serde_json::to_vec(&request)?;
+        req.push(b'\n');
+        w.write_all(&req).await?;
+        let mut line = String::new();
+        BufReader::new(r).read_line(&mut line).await?;
+        anyhow::Ok(serde_json::from_str::<Response>(line.trim())?)
+    };
+    tokio::time::timeout(timeout, fut).await.map_err(|_| anyhow::anyhow!("no answer on {} within {timeout:?}", path.display()))?
+}

@@ -1,0 +1,227 @@
+//! What a running node reports: status rows, connection rows, metric families; and how the CLI
+//! prints them.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+/// One process in `status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    pub pid: u32,
+    pub role: String,
+    pub name: String,
+    /// Resident memory in bytes.
+    pub memory: u64,
+    pub listen: Vec<String>,
+    pub connections: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub dropped: u64,
+    /// Client messages (gateway), events (worker) or peer requests (register) per second over the
+    /// last few seconds.
+    pub requests_per_sec: f64,
+    pub state: String,
+}
+
+/// One client connection in `connections`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionRow {
+    pub client_id: String,
+    pub peer: String,
+    pub uid: Option<String>,
+    pub groups: Vec<String>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub queue_len: u64,
+}
+
+/// A Prometheus metric family.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricFamily {
+    pub name: String,
+    pub help: String,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: String,
+    /// `(labels, value)`; labels as `key="value",…` without braces. Histograms carry their
+    /// `_bucket`, `_sum` and `_count` samples with the suffix in the label-less name field of
+    /// [`Sample`].
+    pub samples: Vec<Sample>,
+}
+
+/// One sample of a family.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Suffix appended to the family name (`""`, `_bucket`, `_sum`, `_count`).
+    pub suffix: String,
+    pub labels: String,
+    pub value: f64,
+}
+
+impl MetricFamily {
+    pub fn new(name: &str, kind: &str, help: &str) -> Self {
+        Self {
+            name: name.into(),
+            help: help.into(),
+            kind: kind.into(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// Adds a plain sample.
+    pub fn sample(mut self, labels: &str, value: f64) -> Self {
+        self.samples.push(Sample { suffix: String::new(), labels: labels.into(), value });
+        self
+    }
+
+    pub fn counter(name: &str, help: &str, value: u64) -> Self {
+        Self::new(name, "counter", help).sample("", value as f64)
+    }
+
+    pub fn gauge(name: &str, help: &str, value: f64) -> Self {
+        Self::new(name, "gauge", help).sample("", value)
+    }
+}
+
+/// Adds `label` (e.g. `process="w-1"`) to every sample.
+pub fn with_label(families: &mut [MetricFamily], label: &str) {
+    for f in families {
+        for s in &mut f.samples {
+            s.labels = if s.labels.is_empty() { label.to_string() } else { format!("{label},{}", s.labels) };
+        }
+    }
+}
+
+/// Merges families of the same name (from several processes) and renders Prometheus text.
+pub fn render_prometheus(families: Vec<MetricFamily>) -> String {
+    let mut merged: Vec<MetricFamily> = Vec::new();
+    for f in families {
+        match merged.iter_mut().find(|m| m.name == f.name) {
+            Some(m) => m.samples.extend(f.samples),
+            None => merged.push(f),
+        }
+    }
+    let mut out = String::new();
+    for f in merged {
+        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+        let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
+        for s in f.samples {
+            if s.labels.is_empty() {
+                let _ = writeln!(out, "{}{} {}", f.name, s.suffix, s.value);
+            } else {
+                let _ = writeln!(out, "{}{}{{{}}} {}", f.name, s.suffix, s.labels, s.value);
+            }
+        }
+    }
+    out
+}
+
+fn human_bytes(n: u64) -> String {
+    if n >= 1 << 30 {
+        format!("{:.1}G", n as f64 / (1u64 << 30) as f64)
+    } else if n >= 1 << 20 {
+        format!("{:.1}M", n as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{}K", n / 1024)
+    }
+}
+
+/// The `status` table, Workerman style, with a summary line.
+pub fn status_table(title: &str, rows: &[ProcessStatus]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:-^110}", format!(" {title} "));
+    let _ = writeln!(
+        out,
+        "{:<8} {:>7}  {:<22} {:<14} {:>8} {:>10} {:>10} {:>8} {:>8}  {}",
+        "pid", "memory", "listen", "name", "conns", "msg_in", "msg_out", "dropped", "req/s", "state"
+    );
+    for r in rows {
+        let listen = if r.listen.is_empty() { "-".to_string() } else { r.listen.join(",") };
+        let _ = writeln!(
+            out,
+            "{:<8} {:>7}  {:<22} {:<14} {:>8} {:>10} {:>10} {:>8} {:>8.1}  {}",
+            r.pid,
+            human_bytes(r.memory),
+            listen,
+            r.name,
+            r.connections,
+            r.messages_in,
+            r.messages_out,
+            r.dropped,
+            r.requests_per_sec,
+            r.state
+        );
+    }
+    let _ = writeln!(out, "{:-^110}", "");
+    let conns: u64 = rows.iter().map(|r| r.connections).sum();
+    let rps: f64 = rows.iter().map(|r| r.requests_per_sec).sum();
+    let mem: u64 = rows.iter().map(|r| r.memory).sum();
+    let dropped: u64 = rows.iter().map(|r| r.dropped).sum();
+    let _ = writeln!(
+        out,
+        "{} process(es), {} connection(s), {:.1} req/s, {} dropped, {} resident",
+        rows.len(),
+        conns,
+        rps,
+        dropped,
+        human_bytes(mem)
+    );
+    out
+}
+
+/// The `connections` table.
+pub fn connections_table(rows: &[ConnectionRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<44} {:<24} {:<16} {:<24} {:>10} {:>10} {:>6}",
+        "client_id", "peer", "uid", "groups", "bytes_in", "bytes_out", "queue"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<44} {:<24} {:<16} {:<24} {:>10} {:>10} {:>6}",
+            r.client_id,
+            r.peer,
+            r.uid.as_deref().unwrap_or("-"),
+            if r.groups.is_empty() { "-".to_string() } else { r.groups.join(",") },
+            r.bytes_in,
+            r.bytes_out,
+            r.queue_len
+        );
+    }
+    let _ = writeln!(out, "{} connection(s)", rows.len());
+    out
+}
+
+/// Resident memory of this process, from `/proc/self/statm`.
+pub fn own_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_of_several_processes_are_merged_under_one_header() {
+        let mut a = vec![MetricFamily::counter("x_total", "things", 1)];
+        let mut b = vec![MetricFamily::counter("x_total", "things", 2)];
+        with_label(&mut a, "process=\"a\"");
+        with_label(&mut b, "process=\"b\"");
+        let text = render_prometheus(a.into_iter().chain(b).collect());
+        assert_eq!(text, "# HELP x_total things\n# TYPE x_total counter\nx_total{process=\"a\"} 1\nx_total{process=\"b\"} 2\n");
+    }
+
+    #[test]
+    fn status_table_has_a_summary_line() {
+        let rows = vec![ProcessStatus { pid: 7, name: "gw".into(), connections: 3, memory: 4 << 20, ..Default::default() }];
+        let t = status_table("gateway", &rows);
+        assert!(t.contains("1 process(es), 3 connection(s)"), "{t}");
+        assert!(t.contains("4.0M"), "{t}");
+    }
+}

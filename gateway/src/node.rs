@@ -1,0 +1,88 @@
+//! What a running gateway shows to `status`, `connections` and `/metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use gw_daemon::report::own_rss;
+use gw_daemon::{BoxFuture, ConnectionRow, MetricFamily, Node, ProcessStatus};
+use gw_proto::{Query, Reply};
+
+use crate::Gateway;
+
+/// The gateway as a [`Node`].
+#[derive(Debug)]
+pub struct GatewayNode {
+    pub gateway: Arc<Gateway>,
+    /// Public and internal listener addresses.
+    pub listen: Vec<String>,
+}
+
+impl Node for GatewayNode {
+    fn status(&self) -> BoxFuture<'_, Vec<ProcessStatus>> {
+        let m = &self.gateway.state.metrics;
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let row = ProcessStatus {
+            pid: std::process::id(),
+            role: "gateway".into(),
+            name: self.gateway.config.name.clone(),
+            memory: own_rss(),
+            listen: self.listen.clone(),
+            connections: g(&m.connections),
+            messages_in: g(&m.messages_in),
+            messages_out: g(&m.messages_out),
+            dropped: m.dropped_total(),
+            requests_per_sec: 0.0,
+            state: format!("running, {} worker(s)", self.gateway.worker_count()),
+        };
+        Box::pin(async move { vec![row] })
+    }
+
+    fn metrics(&self) -> BoxFuture<'_, Vec<MetricFamily>> {
+        let m = &self.gateway.state.metrics;
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let families = vec![
+            MetricFamily::gauge("gw_connections", "Client connections open now.", g(&m.connections) as f64),
+            MetricFamily::counter("gw_connections_total", "Client connections accepted.", g(&m.connections_total)),
+            MetricFamily::new("gw_messages_in_total", "counter", "Messages received from clients, by frame type.")
+                .sample("kind=\"text\"", g(&m.messages_in_text) as f64)
+                .sample("kind=\"binary\"", g(&m.messages_in_binary) as f64),
+            MetricFamily::counter("gw_messages_out_total", "Messages written to clients.", g(&m.messages_out)),
+            MetricFamily::counter("gw_events_sent_total", "Client events sent to business workers.", g(&m.events_sent)),
+            MetricFamily::counter("gw_commands_total", "Commands executed for workers and gateway clients.", g(&m.commands)),
+            MetricFamily::counter("gw_queries_total", "Queries answered for workers and gateway clients.", g(&m.queries)),
+            MetricFamily::new("gw_dropped_total", "counter", "Messages dropped, by reason.")
+                .sample("reason=\"slow_consumer\"", g(&m.dropped_slow_consumer) as f64)
+                .sample("reason=\"client_gone\"", g(&m.dropped_client_gone) as f64)
+                .sample("reason=\"no_worker\"", g(&m.dropped_no_worker) as f64),
+            MetricFamily::counter("gw_rejected_commands_total", "Commands refused (unknown client, bad session JSON, …).", g(&m.rejected_commands)),
+            MetricFamily::gauge("gw_worker_links", "Business workers accepting events.", self.gateway.worker_count() as f64),
+            MetricFamily::gauge("gw_send_queue_messages", "Messages queued toward clients, all clients together.", self.gateway.state.queued_total() as f64),
+            MetricFamily::counter("gw_handshake_failures_total", "WebSocket and internal handshakes that failed.", g(&m.handshake_failures)),
+            MetricFamily::counter("gw_link_errors_total", "Internal links dropped for errors.", g(&m.link_errors)),
+        ];
+        Box::pin(async move { families })
+    }
+
+    fn connections(&self) -> BoxFuture<'_, Option<Vec<ConnectionRow>>> {
+        let Reply::Connections(rows) = self.gateway.state.answer(Query::Connections) else {
+            return Box::pin(async { Some(Vec::new()) });
+        };
+        let rows = rows
+            .into_iter()
+            .map(|r| ConnectionRow {
+                client_id: self.gateway.client_id(r.client).to_string(),
+                peer: r.client_addr,
+                uid: r.uid,
+                groups: r.groups,
+                bytes_in: r.bytes_in,
+                bytes_out: r.bytes_out,
+                queue_len: r.queue_len,
+            })
+            .collect();
+        Box::pin(async move { Some(rows) })
+    }
+
+    fn requests_total(&self) -> u64 {
+        self.gateway.state.metrics.messages_in.load(Ordering::Relaxed)
+    }
+}
