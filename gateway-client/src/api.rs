@@ -32,6 +32,20 @@ impl Drop for Guard {
 }
 
 /// A cheap, cloneable handle to the cluster. See the [crate docs](crate) for an example.
+///
+/// # Errors and no-ops
+///
+/// - A string that is not a client id: [`ClientError::InvalidClientId`]; an empty uid or group
+///   name: [`ClientError::EmptyName`]. Either fails the whole call before anything is sent.
+/// - A client id of an earlier run of its gateway: [`ClientError::ClientGone`] for calls on that
+///   client, `false` / `None` from [`is_online`](Self::is_online) and
+///   [`get_session`](Self::get_session), skipped in id lists.
+/// - A well-formed id of a client that is not connected (any more): commands are no-ops (the
+///   gateway counts them), queries answer `false` / `None`.
+/// - A gateway that is not connected: [`ClientError::GatewayUnavailable`] for calls on one of its
+///   clients; cluster-wide calls still reach the others and name it ([`Answer::missing`],
+///   [`ClientError::Unreachable`]).
+/// - After [`shutdown`](Self::shutdown): [`ClientError::Shutdown`].
 #[derive(Debug, Clone)]
 pub struct GatewayClient {
     core: Arc<Core>,
@@ -108,6 +122,17 @@ impl GatewayClientBuilder {
 
 impl GatewayClient {
     /// Options for a client of the cluster whose registers are at `registers` (`host:port`).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), gw_gateway_client::ClientError> {
+    /// let g = gw_gateway_client::GatewayClient::builder(["10.0.0.5:1236", "10.0.0.6:1236"])
+    ///     .secret("the cluster secret")
+    ///     .query_timeout(std::time::Duration::from_secs(2))
+    ///     .connect()
+    ///     .await?;
+    /// # let _ = g;
+    /// # Ok(()) }
+    /// ```
     pub fn builder<I, S>(registers: I) -> GatewayClientBuilder
     where
         I: IntoIterator<Item = S>,
@@ -130,6 +155,14 @@ impl GatewayClient {
 
     /// Starts the engine of a business worker: like a gateway client, but the links announce the
     /// worker role and deliver client events to `events`. Used by `gw-business-worker`.
+    ///
+    /// ```no_run
+    /// # fn f(config: &gw_config::WorkerConfig) {
+    /// let (tx, mut events) = tokio::sync::mpsc::channel(1024);
+    /// let gateway = gw_gateway_client::GatewayClient::start_worker(config, tx);
+    /// // `events` yields `LinkEvent::Up`, `Event` and `Down` from every gateway.
+    /// # let _ = (gateway, events.try_recv()); }
+    /// ```
     pub fn start_worker(config: &WorkerConfig, events: mpsc::Sender<LinkEvent>) -> Self {
         Self::start(
             CoreOptions {
@@ -145,6 +178,12 @@ impl GatewayClient {
     }
 
     /// Advertised addresses of the gateways connected now.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// println!("linked to {:?}", g.connected_gateways());
+    /// # Ok(()) }
+    /// ```
     pub fn connected_gateways(&self) -> Vec<String> {
         let mut v: Vec<String> = self.core.links().iter().map(|l| l.address.clone()).collect();
         v.sort();
@@ -153,6 +192,14 @@ impl GatewayClient {
 
     /// Waits until a register has answered and every gateway it lists is connected; false on
     /// timeout. A worker reports itself ready after this.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// if !g.wait_ready(std::time::Duration::from_secs(5)).await {
+    ///     eprintln!("some listed gateways are not linked yet");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let mut heard = self.core.heard_register.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
@@ -164,21 +211,47 @@ impl GatewayClient {
     }
 
     /// Number of gateways connected now.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// println!("{} gateways linked", g.gateway_count());
+    /// # Ok(()) }
+    /// ```
     pub fn gateway_count(&self) -> usize {
         self.core.links().len()
     }
 
     /// Waits until at least `n` gateways are connected; false on timeout.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let all = g.wait_for_gateways(2, std::time::Duration::from_secs(5)).await;
+    /// # let _ = all;
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_for_gateways(&self, n: usize, timeout: Duration) -> bool {
         self.core.wait_until(timeout, |connected, _| connected >= n).await
     }
 
     /// Asks every gateway to route no new events to this worker (used when a worker stops).
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.drain().await; // before a worker stops: its clients move to other workers
+    /// # Ok(()) }
+    /// ```
     pub async fn drain(&self) {
         self.core.drain_all().await;
     }
 
     /// Stops every link. Other clones stop working too.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.shutdown().await;
+    /// assert!(g.send_to_all("x").await.is_err());
+    /// # Ok(()) }
+    /// ```
     pub async fn shutdown(&self) {
         self.core.cancel.cancel();
         self.core.tracker.close();
@@ -331,6 +404,12 @@ impl GatewayClient {
     /// Sends a message to each listed client (GatewayWorker's `sendToAll` with a client id list).
     /// Duplicate ids receive it once; ids whose gateway restarted are skipped (those clients are
     /// gone).
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.send_to_clients(&[id, "MTI3LjAuMC4xOjI5MDA.1f.2"], "hi, both").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn send_to_clients<S: AsRef<str>>(
         &self,
         client_ids: &[S],
@@ -355,6 +434,12 @@ impl GatewayClient {
     }
 
     /// Sends a message to every connected client except the listed ones.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.send_to_all_except(r#"{"type":"joined"}"#, &[id]).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn send_to_all_except<S: AsRef<str>>(
         &self,
         msg: impl Into<Payload>,
@@ -381,11 +466,23 @@ impl GatewayClient {
     }
 
     /// Sends a message to every connection bound to `uid`, on every gateway.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.send_to_uid("user-42", "you have mail").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn send_to_uid(&self, uid: &str, msg: impl Into<Payload>) -> Result<(), ClientError> {
         self.send_to_uids(&[uid], msg).await
     }
 
     /// Sends a message to every connection of any of these uids (once per connection).
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.send_to_uids(&["user-1", "user-2"], "meeting in 5 minutes").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn send_to_uids<S: AsRef<str>>(&self, uids: &[S], msg: impl Into<Payload>) -> Result<(), ClientError> {
         let uids = names(uids, "uid")?;
         self.fan_out(Command::SendToUids { uids, msg: msg.into() }).await
@@ -403,6 +500,12 @@ impl GatewayClient {
     }
 
     /// Sends a message to the members of several groups; a client in two of them receives it once.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.send_to_groups(&["room-1", "room-2"], "once per client").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn send_to_groups<S: AsRef<str>>(
         &self,
         groups: &[S],
@@ -412,6 +515,12 @@ impl GatewayClient {
     }
 
     /// [`send_to_groups`](Self::send_to_groups) except the listed clients.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.send_to_groups_except(&["room-1"], "someone said hi", &[id]).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn send_to_groups_except<S: AsRef<str>, E: AsRef<str>>(
         &self,
         groups: &[S],
@@ -444,6 +553,12 @@ impl GatewayClient {
 
     /// Binds a client to a uid. A uid may have many clients; a client has at most one uid, so
     /// binding again replaces the previous uid.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.bind_uid(id, "user-42").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn bind_uid(&self, client_id: &str, uid: &str) -> Result<(), ClientError> {
         let uid = name(uid, "uid")?;
         let (link, client) = self.resolve(client_id)?;
@@ -452,6 +567,12 @@ impl GatewayClient {
 
     /// Unbinds a client from `uid`. Unlike GatewayWorker, the uid is honoured: if the client is
     /// bound to another uid, nothing changes.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.unbind_uid(id, "user-42").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn unbind_uid(&self, client_id: &str, uid: &str) -> Result<(), ClientError> {
         let uid = name(uid, "uid")?;
         let (link, client) = self.resolve(client_id)?;
@@ -460,6 +581,13 @@ impl GatewayClient {
 
     /// Whether any connection is bound to `uid`. `true` is definitive even if some gateway did
     /// not answer; `false` with [`Answer::missing`] non-empty may be wrong.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let online = g.is_uid_online("user-42").await?.complete()?;
+    /// # let _ = online;
+    /// # Ok(()) }
+    /// ```
     pub async fn is_uid_online(&self, uid: &str) -> Result<Answer<bool>, ClientError> {
         let a = self.get_client_ids_by_uids(&[uid]).await?;
         let online = a.value.get(uid).is_some_and(|v| !v.is_empty());
@@ -467,6 +595,14 @@ impl GatewayClient {
     }
 
     /// For each uid, whether it has a connection.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// for (uid, online) in g.are_uids_online(&["user-1", "user-2"]).await?.complete()? {
+    ///     println!("{uid}: {online}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn are_uids_online<S: AsRef<str>>(
         &self,
         uids: &[S],
@@ -478,12 +614,26 @@ impl GatewayClient {
     }
 
     /// Every client id bound to `uid`, across the cluster.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let ids = g.get_client_ids_by_uid("user-42").await?.complete()?;
+    /// # let _ = ids;
+    /// # Ok(()) }
+    /// ```
     pub async fn get_client_ids_by_uid(&self, uid: &str) -> Result<Answer<Vec<String>>, ClientError> {
         let a = self.get_client_ids_by_uids(&[uid]).await?;
         Ok(a.map(|mut m| m.remove(uid).unwrap_or_default()))
     }
 
     /// For each uid, its client ids.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let by_uid = g.get_client_ids_by_uids(&["user-1", "user-2"]).await?.complete()?;
+    /// # let _ = by_uid;
+    /// # Ok(()) }
+    /// ```
     pub async fn get_client_ids_by_uids<S: AsRef<str>>(
         &self,
         uids: &[S],
@@ -502,6 +652,14 @@ impl GatewayClient {
     }
 
     /// The uid a client is bound to, if any.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// if let Some(uid) = g.get_uid_by_client_id(id).await? {
+    ///     println!("{id} is {uid}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn get_uid_by_client_id(&self, client_id: &str) -> Result<Option<String>, ClientError> {
         let (link, client) = self.resolve(client_id)?;
         match self.ask(&link, Query::UidOf { client }).await? {
@@ -511,12 +669,25 @@ impl GatewayClient {
     }
 
     /// Closes every connection of `uid` (with a close frame), on every gateway.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.close_uid("user-42").await?; // logged out on every device
+    /// # Ok(()) }
+    /// ```
     pub async fn close_uid(&self, uid: &str) -> Result<(), ClientError> {
         let uid = name(uid, "uid")?;
         self.fan_out(Command::CloseUid { uid }).await
     }
 
     /// Every uid bound to at least one connection.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let uids = g.get_all_uids().await?.complete()?;
+    /// # let _ = uids;
+    /// # Ok(()) }
+    /// ```
     pub async fn get_all_uids(&self) -> Result<Answer<Vec<String>>, ClientError> {
         let (replies, missing) = self.gather(Query::Uids).await?;
         let mut all = BTreeSet::new();
@@ -528,6 +699,13 @@ impl GatewayClient {
     }
 
     /// Number of distinct uids online (a uid on two gateways counts once).
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let users = g.get_all_uid_count().await?.complete()?;
+    /// # let _ = users;
+    /// # Ok(()) }
+    /// ```
     pub async fn get_all_uid_count(&self) -> Result<Answer<u64>, ClientError> {
         Ok(self.get_all_uids().await?.map(|v| v.len() as u64))
     }
@@ -535,6 +713,12 @@ impl GatewayClient {
     // ----- groups ---------------------------------------------------------------------------
 
     /// Adds a client to a group (created on first join).
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.join_group(id, "room-1").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn join_group(&self, client_id: &str, group: &str) -> Result<(), ClientError> {
         let group = name(group, "group")?;
         let (link, client) = self.resolve(client_id)?;
@@ -542,6 +726,12 @@ impl GatewayClient {
     }
 
     /// Removes a client from a group.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.leave_group(id, "room-1").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn leave_group(&self, client_id: &str, group: &str) -> Result<(), ClientError> {
         let group = name(group, "group")?;
         let (link, client) = self.resolve(client_id)?;
@@ -549,12 +739,25 @@ impl GatewayClient {
     }
 
     /// Dissolves a group on every gateway; its members stay connected.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.ungroup("room-1").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn ungroup(&self, group: &str) -> Result<(), ClientError> {
         let group = name(group, "group")?;
         self.fan_out(Command::Ungroup { group }).await
     }
 
     /// Every member of a group, across the cluster.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let members = g.get_client_ids_by_group("room-1").await?.complete()?;
+    /// # let _ = members;
+    /// # Ok(()) }
+    /// ```
     pub async fn get_client_ids_by_group(&self, group: &str) -> Result<Answer<Vec<String>>, ClientError> {
         let group = name(group, "group")?;
         let (replies, missing) = self.gather(Query::ClientsByGroups { groups: vec![group] }).await?;
@@ -568,12 +771,26 @@ impl GatewayClient {
     }
 
     /// Number of members of a group.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let n = g.get_client_count_by_group("room-1").await?.complete()?;
+    /// # let _ = n;
+    /// # Ok(()) }
+    /// ```
     pub async fn get_client_count_by_group(&self, group: &str) -> Result<Answer<u64>, ClientError> {
         let a = self.get_client_count_by_groups(&[group]).await?;
         Ok(a.map(|m| m.into_values().next().unwrap_or(0)))
     }
 
     /// Number of members of each group.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let counts = g.get_client_count_by_groups(&["room-1", "room-2"]).await?.complete()?;
+    /// # let _ = counts;
+    /// # Ok(()) }
+    /// ```
     pub async fn get_client_count_by_groups<S: AsRef<str>>(
         &self,
         groups: &[S],
@@ -591,6 +808,13 @@ impl GatewayClient {
     }
 
     /// Distinct uids among a group's members.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let uids = g.get_uids_by_group("room-1").await?.complete()?;
+    /// # let _ = uids;
+    /// # Ok(()) }
+    /// ```
     pub async fn get_uids_by_group(&self, group: &str) -> Result<Answer<Vec<String>>, ClientError> {
         let group = name(group, "group")?;
         let (replies, missing) = self.gather(Query::UidsByGroup { group }).await?;
@@ -603,11 +827,25 @@ impl GatewayClient {
     }
 
     /// Number of distinct uids among a group's members.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let users = g.get_uid_count_by_group("room-1").await?.complete()?;
+    /// # let _ = users;
+    /// # Ok(()) }
+    /// ```
     pub async fn get_uid_count_by_group(&self, group: &str) -> Result<Answer<u64>, ClientError> {
         Ok(self.get_uids_by_group(group).await?.map(|v| v.len() as u64))
     }
 
     /// Every group with at least one member.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let groups = g.get_all_group_ids().await?.complete()?;
+    /// # let _ = groups;
+    /// # Ok(()) }
+    /// ```
     pub async fn get_all_group_ids(&self) -> Result<Answer<Vec<String>>, ClientError> {
         let (replies, missing) = self.gather(Query::GroupIds).await?;
         let mut all = BTreeSet::new();
@@ -619,6 +857,14 @@ impl GatewayClient {
     }
 
     /// Every group with its members' client ids (complete, unlike GatewayWorker's).
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// for (group, ids) in g.get_all_group_client_id_lists().await?.complete()? {
+    ///     println!("{group}: {ids:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn get_all_group_client_id_lists(&self) -> Result<Answer<BTreeMap<String, Vec<String>>>, ClientError> {
         let (replies, missing) = self.gather(Query::GroupClients).await?;
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -633,6 +879,13 @@ impl GatewayClient {
     }
 
     /// Every group with its member count.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let counts = g.get_all_group_client_id_counts().await?.complete()?;
+    /// # let _ = counts;
+    /// # Ok(()) }
+    /// ```
     pub async fn get_all_group_client_id_counts(&self) -> Result<Answer<BTreeMap<String, u64>>, ClientError> {
         Ok(self
             .get_all_group_client_id_lists()
@@ -641,6 +894,13 @@ impl GatewayClient {
     }
 
     /// Every group with the distinct uids of its members.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let uids = g.get_all_group_uid_lists().await?.complete()?;
+    /// # let _ = uids;
+    /// # Ok(()) }
+    /// ```
     pub async fn get_all_group_uid_lists(&self) -> Result<Answer<BTreeMap<String, Vec<String>>>, ClientError> {
         let (replies, missing) = self.gather(Query::GroupUids).await?;
         let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -654,6 +914,13 @@ impl GatewayClient {
     }
 
     /// Every group with its distinct uid count.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let counts = g.get_all_group_uid_counts().await?.complete()?;
+    /// # let _ = counts;
+    /// # Ok(()) }
+    /// ```
     pub async fn get_all_group_uid_counts(&self) -> Result<Answer<BTreeMap<String, u64>>, ClientError> {
         Ok(self.get_all_group_uid_lists().await?.map(|m| m.into_iter().map(|(g, v)| (g, v.len() as u64)).collect()))
     }
@@ -661,6 +928,14 @@ impl GatewayClient {
     // ----- whole cluster --------------------------------------------------------------------
 
     /// Whether a client is connected. An id from an earlier run of its gateway is offline.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// if g.is_online(id).await? {
+    ///     g.send_to_client(id, "still there?").await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn is_online(&self, client_id: &str) -> Result<bool, ClientError> {
         let (link, client) = match self.resolve(client_id) {
             Ok(x) => x,
@@ -674,6 +949,15 @@ impl GatewayClient {
     }
 
     /// Every connected client id.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let answer = g.get_all_client_ids().await?;
+    /// if !answer.is_complete() {
+    ///     eprintln!("no answer from {:?}: the list may be short", answer.missing);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn get_all_client_ids(&self) -> Result<Answer<Vec<String>>, ClientError> {
         let (replies, missing) = self.gather(Query::ClientIds).await?;
         let mut ids = Vec::new();
@@ -686,6 +970,13 @@ impl GatewayClient {
     }
 
     /// Number of connected clients.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let online = g.get_all_client_count().await?.complete()?;
+    /// # let _ = online;
+    /// # Ok(()) }
+    /// ```
     pub async fn get_all_client_count(&self) -> Result<Answer<u64>, ClientError> {
         let (replies, missing) = self.gather(Query::ClientCount).await?;
         let mut n = 0;
@@ -697,11 +988,26 @@ impl GatewayClient {
     }
 
     /// Every connected client with its session (an empty object if it has none).
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// for (id, session) in g.get_all_client_sessions().await?.complete()? {
+    ///     println!("{id}: {}", serde_json::Value::Object(session));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn get_all_client_sessions(&self) -> Result<Answer<BTreeMap<String, Session>>, ClientError> {
         self.sessions(Query::Sessions { clients: None, group: None }).await
     }
 
     /// The sessions of a group's members.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let sessions = g.get_client_sessions_by_group("room-1").await?.complete()?;
+    /// # let _ = sessions;
+    /// # Ok(()) }
+    /// ```
     pub async fn get_client_sessions_by_group(
         &self,
         group: &str,
@@ -725,11 +1031,25 @@ impl GatewayClient {
     // ----- connections ----------------------------------------------------------------------
 
     /// Closes a client with a normal close frame.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.close_client(id).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn close_client(&self, client_id: &str) -> Result<(), ClientError> {
         self.close_client_with(client_id, None, None).await
     }
 
     /// Closes a client, optionally sending a last message first and with a close code and reason.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// use gw_gateway_client::CloseReason;
+    /// let kicked = CloseReason { code: 4000, reason: "kicked".into() };
+    /// g.close_client_with(id, Some("bye".into()), Some(kicked)).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn close_client_with(
         &self,
         client_id: &str,
@@ -741,6 +1061,12 @@ impl GatewayClient {
     }
 
     /// Drops a client's connection at once, without a close frame.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// g.destroy_client(id).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn destroy_client(&self, client_id: &str) -> Result<(), ClientError> {
         let (link, client) = self.resolve(client_id)?;
         self.command(&link, Command::DestroyClient { client }).await
@@ -749,6 +1075,14 @@ impl GatewayClient {
     // ----- sessions -------------------------------------------------------------------------
 
     /// Replaces a client's session.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let mut session = gw_gateway_client::Session::new();
+    /// session.insert("name".into(), "alice".into());
+    /// g.set_session(id, &session).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn set_session(&self, client_id: &str, session: &Session) -> Result<(), ClientError> {
         let (link, client) = self.resolve(client_id)?;
         let session = Bytes::from(serde_json::to_vec(session).expect("a JSON map serializes"));
@@ -756,6 +1090,15 @@ impl GatewayClient {
     }
 
     /// Deep-merges `patch` into a client's session (`null` values delete keys).
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let serde_json::Value::Object(patch) = serde_json::json!({"cart": {"items": 3}, "coupon": null}) else {
+    ///     unreachable!()
+    /// };
+    /// g.update_session(id, &patch).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn update_session(&self, client_id: &str, patch: &Session) -> Result<(), ClientError> {
         let (link, client) = self.resolve(client_id)?;
         let patch = Bytes::from(serde_json::to_vec(patch).expect("a JSON map serializes"));
@@ -763,6 +1106,13 @@ impl GatewayClient {
     }
 
     /// A client's session; `None` if the client is not connected.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
+    /// let name = g.get_session(id).await?.and_then(|s| s.get("name").cloned());
+    /// # let _ = name;
+    /// # Ok(()) }
+    /// ```
     pub async fn get_session(&self, client_id: &str) -> Result<Option<Session>, ClientError> {
         let (link, client) = match self.resolve(client_id) {
             Ok(x) => x,

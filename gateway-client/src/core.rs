@@ -70,6 +70,9 @@ pub(crate) struct Core {
     pub heard_register: watch::Sender<bool>,
     events: Option<mpsc::Sender<LinkEvent>>,
     next_link: AtomicU64,
+    /// Graceful close: stop reading, send the final acknowledgements, flush, disconnect.
+    pub closing: CancellationToken,
+    /// Hard stop of every task.
     pub cancel: CancellationToken,
     pub tracker: TaskTracker,
 }
@@ -91,6 +94,7 @@ impl Core {
             heard_register: watch::channel(false).0,
             events,
             next_link: AtomicU64::new(1),
+            closing: CancellationToken::new(),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             opts,
@@ -178,6 +182,7 @@ async fn register_driver(core: Arc<Core>, index: usize, address: String) {
     loop {
         let result = tokio::select! {
             _ = core.cancel.cancelled() => return,
+            _ = core.closing.cancelled() => return,
             r = register_once(&core, index, &address, &mut backoff) => r,
         };
         if let Err(e) = result {
@@ -246,6 +251,9 @@ async fn gateway_driver(core: Arc<Core>, address: String) {
             _ = core.cancel.cancelled() => return,
             r = gateway_once(&core, &address, &mut backoff) => r,
         };
+        if core.closing.is_cancelled() {
+            return;
+        }
         match result {
             Ok(()) => tracing::info!("gateway link closed"),
             Err(e) if e.is_disconnect() => tracing::info!(error = %e, "gateway link closed"),
@@ -287,7 +295,7 @@ async fn gateway_once(core: &Arc<Core>, address: &str, backoff: &mut Backoff) ->
         tracing::debug!(advertised = %advertised, "gateway advertises another spelling of its address");
     }
     backoff.reset();
-    let (tx, rx) = mpsc::channel(core.opts.link.queue);
+    let (tx, mut rx) = mpsc::channel(core.opts.link.queue);
     let link = Arc::new(GatewayLink::new(
         core.next_link.fetch_add(1, Ordering::Relaxed),
         address.to_string(),
@@ -303,13 +311,27 @@ async fn gateway_once(core: &Arc<Core>, address: &str, backoff: &mut Backoff) ->
     }
 
     let stats = WriterStats::default();
-    let writer = gw_link::write_loop(conn.writer, rx, core.opts.link.max_frame, &stats, |_| {});
-    let reader = read_gateway(core, &link, &mut conn.reader);
-    let acks = ack_loop(&link);
-    let result = tokio::select! {
-        r = reader => r,
-        r = writer => r,
-        _ = acks => Ok(()),
+    let finish = CancellationToken::new();
+    let result = {
+        let writer = gw_link::write_loop(conn.writer, &mut rx, core.opts.link.max_frame, &stats, &finish, |_| {});
+        tokio::pin!(writer);
+        let reader = read_gateway(core, &link, &mut conn.reader);
+        let acks = ack_loop(&link);
+        let result = tokio::select! {
+            r = reader => r,
+            r = &mut writer => r,
+            _ = acks => Ok(()),
+        };
+        if core.closing.is_cancelled() && !core.cancel.is_cancelled() {
+            // Graceful close: acknowledge what was handled so the gateway does not redeliver it,
+            // and flush before disconnecting.
+            if let Some(seq) = link.take_ack() {
+                let _ = link.tx.try_send(ToGateway::Ack { seq });
+            }
+            finish.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
+        }
+        result
     };
     link.down.cancel();
     {
@@ -337,6 +359,7 @@ async fn read_gateway(
     loop {
         tokio::select! {
             _ = core.cancel.cancelled() => return Ok(()),
+            _ = core.closing.cancelled() => return Ok(()),
             _ = ping.tick() => {
                 if last_heard.elapsed() > timeout {
                     return Err(LinkError::HeartbeatTimeout(timeout));

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gw_proto::{ClientInfo, CloseReason, Event, EventKind, FromGateway, Payload, Protocol};
+use gw_proto::{ClientInfo, CloseReason, Event, EventKind, Payload, Protocol};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Gateway;
 use crate::metrics::Metrics;
-use crate::router::WorkerLink;
+use crate::router::{LinkGone, WorkerLink};
 use crate::state::{ClientHandle, KillReason, Outbound};
 
 /// Most queued messages written before one flush.
@@ -92,7 +92,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, gw: Arc<Gateway>,
     };
     let handle = Arc::new(ClientHandle::new(id, tx, info));
     gw.state.insert(handle.clone());
-    let mut conn = Connection { gw: gw.clone(), handle, ws, rx, bound: None, info_sent: false };
+    let mut conn = Connection { gw: gw.clone(), handle, ws, rx, bound: None, info_sent: false, last_seq: 0 };
     let opening = async {
         conn.dispatch(EventKind::Connect).await?;
         conn.dispatch(EventKind::WebSocketConnect { path, query, headers }).await
@@ -106,6 +106,12 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, gw: Arc<Gateway>,
     let _ = conn.dispatch(EventKind::Close).await;
     conn.unbind();
     gw.state.remove(id);
+    // A worker that died from now on hands this client's events to no task: deliver what is
+    // already waiting here, and let later hand-backs go the orphan way.
+    let leftovers = conn.handle.close_redelivery();
+    if !leftovers.is_empty() {
+        tokio::spawn(crate::redeliver::deliver_orphans(gw.clone(), leftovers));
+    }
 }
 
 struct Connection {
@@ -116,6 +122,8 @@ struct Connection {
     bound: Option<Arc<WorkerLink>>,
     /// Whether the bound worker already has this client's info.
     info_sent: bool,
+    /// Sequence number of the last event queued on the bound link.
+    last_seq: u64,
 }
 
 impl Connection {
@@ -128,6 +136,12 @@ impl Connection {
                 _ = shutdown.cancelled() => {
                     self.close(Some(CloseReason { code: 1001, reason: "server shutting down".into() })).await;
                     return End::Server;
+                }
+                _ = self.handle.redeliver.notified() => {
+                    // A worker died holding our events: send them on now, even if the client is idle.
+                    if self.ensure_bound(false).await.is_err() {
+                        return End::Server;
+                    }
                 }
                 out = self.rx.recv() => {
                     let Some(out) = out else { return End::Server };
@@ -244,53 +258,120 @@ impl Connection {
     /// reading more from the client) while no worker is connected, up to the configured hold time;
     /// past it the client is told with close code 1013 and the event is counted as dropped.
     async fn dispatch(&mut self, kind: EventKind) -> Result<(), ()> {
+        let closing = matches!(kind, EventKind::Close);
         let mut kind = kind;
         loop {
-            let link = match self.bound.as_ref().filter(|l| l.usable()) {
-                Some(l) => l.clone(),
-                None => match self.gw.router.pick() {
-                    Some(l) => {
-                        self.bind(l.clone());
-                        l
-                    }
-                    None => {
-                        let closing = matches!(kind, EventKind::Close);
-                        let wait = if closing { Duration::from_millis(500) } else { self.gw.config_worker_wait() };
-                        if tokio::time::timeout(wait, self.gw.router.wait_for_worker()).await.is_err() {
-                            Metrics::inc(&self.gw.state.metrics.dropped_no_worker);
-                            tracing::warn!("no business worker available; event dropped");
-                            if !closing {
-                                self.close(Some(CloseReason {
-                                    code: 1013,
-                                    reason: "no business worker available".into(),
-                                }))
-                                .await;
-                            }
-                            return Err(());
-                        }
-                        continue;
-                    }
-                },
-            };
+            let link = self.ensure_bound(closing).await?;
             let event = Event {
-                seq: 0, // numbered by the link writer, in send order
+                seq: 0, // numbered when queued on the link
                 client: self.handle.id,
                 kind,
-                info: (!self.info_sent).then(|| self.handle.info.clone()),
+                info: (!self.info_sent).then(|| (*self.handle.info).clone()),
                 session: self.handle.session(),
                 redelivered: false,
             };
-            match link.tx.send(FromGateway::Event(event)).await {
-                Ok(()) => {
+            match link.send_event(event, &self.handle.info).await {
+                Ok(seq) => {
+                    self.last_seq = seq;
                     self.info_sent = true;
                     Metrics::inc(&self.gw.state.metrics.events_sent);
                     return Ok(());
                 }
-                Err(mpsc::error::SendError(FromGateway::Event(event))) => {
-                    kind = event.kind;
+                Err(LinkGone(event)) => kind = event.kind,
+            }
+        }
+    }
+
+    /// The link to send on: the bound one while it is usable and nothing awaits redelivery;
+    /// otherwise switch workers. A switch keeps this client's events in order: first wait until
+    /// the old worker acknowledged what it was given (a draining worker finishes its events) or
+    /// its link is gone and has handed the rest back; then send the handed-back events, then new
+    /// ones.
+    async fn ensure_bound(&mut self, closing: bool) -> Result<Arc<WorkerLink>, ()> {
+        loop {
+            let pending = self.handle.redelivery_pending.load(std::sync::atomic::Ordering::Acquire);
+            if let Some(l) = self.bound.as_ref().filter(|l| l.usable())
+                && !pending
+            {
+                return Ok(l.clone());
+            }
+            if let Some(old) = self.bound.clone() {
+                if !old.usable() {
+                    self.wait_for_previous(&old).await;
                     self.unbind();
                 }
-                Err(_) => unreachable!("we sent an event"),
+            }
+            let link = match self.bound.clone() {
+                Some(l) => l,
+                None => self.pick_worker(closing).await?,
+            };
+            let events = self.handle.take_redelivery();
+            let mut events = events.into_iter();
+            let mut moved_on = false;
+            while let Some(mut event) = events.next() {
+                if !self.info_sent {
+                    event.info = Some((*self.handle.info).clone());
+                }
+                match link.send_event(event, &self.handle.info).await {
+                    Ok(seq) => {
+                        self.last_seq = seq;
+                        self.info_sent = true;
+                        Metrics::inc(&self.gw.state.metrics.events_sent);
+                    }
+                    Err(LinkGone(event)) => {
+                        // The new worker went away too: keep the rest for the next one.
+                        let mut rest = vec![event];
+                        rest.extend(events);
+                        self.handle.requeue_front(rest);
+                        moved_on = true;
+                        break;
+                    }
+                }
+            }
+            if !moved_on {
+                return Ok(link);
+            }
+        }
+    }
+
+    /// Waits until the previous worker acknowledged this client's last event, or its link is gone
+    /// and has handed unacknowledged events back.
+    async fn wait_for_previous(&self, old: &WorkerLink) {
+        let mut acked = old.acked();
+        let limit = tokio::time::Instant::now() + self.gw.config.grace_period + Duration::from_secs(10);
+        loop {
+            if old.gone.is_cancelled() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), old.handed_off.cancelled()).await;
+                return;
+            }
+            if *acked.borrow_and_update() >= self.last_seq {
+                return;
+            }
+            tokio::select! {
+                _ = acked.changed() => {}
+                _ = old.gone.cancelled() => {}
+                _ = tokio::time::sleep_until(limit) => {
+                    tracing::warn!(worker = %old.name, "previous worker never acknowledged; moving on");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn pick_worker(&mut self, closing: bool) -> Result<Arc<WorkerLink>, ()> {
+        loop {
+            if let Some(l) = self.gw.router.pick() {
+                self.bind(l.clone());
+                return Ok(l);
+            }
+            let wait = if closing { Duration::from_millis(500) } else { self.gw.config_worker_wait() };
+            if tokio::time::timeout(wait, self.gw.router.wait_for_worker()).await.is_err() {
+                Metrics::inc(&self.gw.state.metrics.dropped_no_worker);
+                tracing::warn!("no business worker available; event dropped");
+                if !closing {
+                    self.close(Some(CloseReason { code: 1013, reason: "no business worker available".into() })).await;
+                }
+                return Err(());
             }
         }
     }
@@ -301,6 +382,7 @@ impl Connection {
         tracing::debug!(worker = %link.name, "client bound to worker");
         self.bound = Some(link);
         self.info_sent = false;
+        self.last_seq = 0;
     }
 
     fn unbind(&mut self) {

@@ -11,6 +11,7 @@ mod client;
 pub mod metrics;
 mod node;
 mod peer;
+mod redeliver;
 mod router;
 mod session;
 mod state;
@@ -82,6 +83,11 @@ impl Gateway {
     /// Number of workers currently accepting events.
     pub fn worker_count(&self) -> usize {
         self.router.worker_count()
+    }
+
+    /// Client events sent to workers and not yet acknowledged.
+    pub fn unacknowledged(&self) -> usize {
+        self.router.retained_total()
     }
 
     /// Names of connected workers.

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub dropped_no_worker: AtomicU64,
     /// A command aimed at a client id of another gateway instance, or malformed.
     pub rejected_commands: AtomicU64,
+    /// Events re-sent to another worker because theirs died before acknowledging them.
+    pub redelivered: AtomicU64,
     pub handshake_failures: AtomicU64,
     pub link_errors: AtomicU64,
 }
@@ -46,6 +48,7 @@ impl Metrics {
             ("dropped_client_gone", g(&self.dropped_client_gone)),
             ("dropped_no_worker", g(&self.dropped_no_worker)),
             ("rejected_commands", g(&self.rejected_commands)),
+            ("redelivered", g(&self.redelivered)),
             ("handshake_failures", g(&self.handshake_failures)),
             ("link_errors", g(&self.link_errors)),
         ]

@@ -48,16 +48,50 @@ impl Node for GatewayNode {
                 .sample("kind=\"binary\"", g(&m.messages_in_binary) as f64),
             MetricFamily::counter("gw_messages_out_total", "Messages written to clients.", g(&m.messages_out)),
             MetricFamily::counter("gw_events_sent_total", "Client events sent to business workers.", g(&m.events_sent)),
-            MetricFamily::counter("gw_commands_total", "Commands executed for workers and gateway clients.", g(&m.commands)),
-            MetricFamily::counter("gw_queries_total", "Queries answered for workers and gateway clients.", g(&m.queries)),
+            MetricFamily::counter(
+                "gw_commands_total",
+                "Commands executed for workers and gateway clients.",
+                g(&m.commands),
+            ),
+            MetricFamily::counter(
+                "gw_queries_total",
+                "Queries answered for workers and gateway clients.",
+                g(&m.queries),
+            ),
             MetricFamily::new("gw_dropped_total", "counter", "Messages dropped, by reason.")
                 .sample("reason=\"slow_consumer\"", g(&m.dropped_slow_consumer) as f64)
                 .sample("reason=\"client_gone\"", g(&m.dropped_client_gone) as f64)
                 .sample("reason=\"no_worker\"", g(&m.dropped_no_worker) as f64),
-            MetricFamily::counter("gw_rejected_commands_total", "Commands refused (unknown client, bad session JSON, …).", g(&m.rejected_commands)),
-            MetricFamily::gauge("gw_worker_links", "Business workers accepting events.", self.gateway.worker_count() as f64),
-            MetricFamily::gauge("gw_send_queue_messages", "Messages queued toward clients, all clients together.", self.gateway.state.queued_total() as f64),
-            MetricFamily::counter("gw_handshake_failures_total", "WebSocket and internal handshakes that failed.", g(&m.handshake_failures)),
+            MetricFamily::counter(
+                "gw_rejected_commands_total",
+                "Commands refused (unknown client, bad session JSON, …).",
+                g(&m.rejected_commands),
+            ),
+            MetricFamily::gauge(
+                "gw_worker_links",
+                "Business workers accepting events.",
+                self.gateway.worker_count() as f64,
+            ),
+            MetricFamily::gauge(
+                "gw_events_unacknowledged",
+                "Client events sent to workers and kept until they acknowledge them.",
+                self.gateway.unacknowledged() as f64,
+            ),
+            MetricFamily::counter(
+                "gw_events_redelivered_total",
+                "Events re-sent because their worker died first.",
+                g(&m.redelivered),
+            ),
+            MetricFamily::gauge(
+                "gw_send_queue_messages",
+                "Messages queued toward clients, all clients together.",
+                self.gateway.state.queued_total() as f64,
+            ),
+            MetricFamily::counter(
+                "gw_handshake_failures_total",
+                "WebSocket and internal handshakes that failed.",
+                g(&m.handshake_failures),
+            ),
             MetricFamily::counter("gw_link_errors_total", "Internal links dropped for errors.", g(&m.link_errors)),
         ];
         Box::pin(async move { families })

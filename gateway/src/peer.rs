@@ -32,37 +32,36 @@ pub(crate) async fn serve(stream: TcpStream, peer_addr: SocketAddr, gw: Arc<Gate
     let node = link.peer.node.clone();
     let span = tracing::info_span!("link", role = %role, node = %node, peer = %peer_addr);
     async move {
-        let (tx, rx) = mpsc::channel(gw.config.link.queue);
+        let (tx, mut rx) = mpsc::channel(gw.config.link.queue);
         let _ = tx.try_send(FromGateway::Welcome { instance: gw.instance, address: gw.address.clone() });
         let worker = (role == Role::Worker).then(|| gw.router.add(node.clone(), tx.clone()));
         tracing::info!("{role} connected");
         let stats = WriterStats::default();
-        let mut seq = 0u64;
-        let writer = gw_link::write_loop(link.writer, rx, gw.config.link.max_frame, &stats, |msg| {
-            if let FromGateway::Event(e) = msg {
-                seq += 1;
-                e.seq = seq;
-            }
-        });
-        tokio::pin!(writer);
-        let reader = read_loop(link.reader, tx.clone(), &gw, worker.as_deref());
-        let result = tokio::select! {
-            r = reader => r,
-            r = &mut writer => r,
-            _ = links_down.cancelled() => {
-                // Stop routing to this link, then let the writer flush what is queued.
-                if let Some(w) = &worker {
-                    gw.router.remove(w);
+        let finish = CancellationToken::new();
+        let result = {
+            let writer = gw_link::write_loop(link.writer, &mut rx, gw.config.link.max_frame, &stats, &finish, |_| {});
+            tokio::pin!(writer);
+            let reader = read_loop(link.reader, tx.clone(), &gw, worker.as_deref());
+            tokio::select! {
+                r = reader => Some(r),
+                r = &mut writer => Some(r),
+                _ = links_down.cancelled() => {
+                    // Gateway stopping: every client is closed and its close event queued. Stop
+                    // routing here and let the writer flush what is queued.
+                    if let Some(w) = &worker {
+                        gw.router.remove(w);
+                    }
+                    finish.cancel();
+                    let flushed = tokio::time::timeout(std::time::Duration::from_secs(2), &mut writer).await;
+                    tracing::debug!(flushed = flushed.is_ok(), "link closed by shutdown");
+                    None
                 }
-                drop(worker);
-                drop(tx);
-                let flushed = tokio::time::timeout(std::time::Duration::from_secs(2), &mut writer).await;
-                tracing::debug!(flushed = flushed.is_ok(), "link closed by shutdown");
-                return;
             }
         };
+        let Some(result) = result else { return };
         if let Some(w) = &worker {
             gw.router.remove(w);
+            crate::redeliver::hand_back(&gw, w);
         }
         match result {
             Ok(()) => tracing::info!("{role} disconnected"),
@@ -110,7 +109,7 @@ async fn read_loop(
                     }
                     ToGateway::Ack { seq } => {
                         if let Some(w) = worker {
-                            w.acked.fetch_max(seq, Ordering::Relaxed);
+                            w.ack(seq);
                         }
                     }
                     ToGateway::Drain => match worker {

@@ -1,10 +1,13 @@
 //! Which worker gets a client's events: sticky per client, least-loaded first, re-bound when the
-//! worker goes away or drains.
+//! worker goes away or drains. Each worker link keeps the events it was given until the worker
+//! acknowledges them, so a worker that dies loses nothing: its unacknowledged events go back to
+//! their clients and on to another worker, in order, marked as redelivered.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-use gw_proto::FromGateway;
+use gw_proto::{ClientInfo, Event, FromGateway};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -13,20 +16,81 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct WorkerLink {
     pub id: u64,
     pub name: String,
-    pub tx: mpsc::Sender<FromGateway>,
+    tx: mpsc::Sender<FromGateway>,
     /// Clients currently bound to this worker.
     pub load: AtomicUsize,
     /// The worker asked for no new events (it is being replaced).
     pub draining: AtomicBool,
     /// Cancelled when the link is gone.
     pub gone: CancellationToken,
-    /// Highest event sequence number the worker acknowledged.
-    pub acked: AtomicU64,
+    /// Cancelled once the unacknowledged events of a gone link were handed back to their clients.
+    pub handed_off: CancellationToken,
+    /// Events sent and not yet acknowledged, in sequence order, and the next sequence number.
+    /// Held only for a push or a pop; the lock also makes sequence order equal queue order.
+    retained: Mutex<Retained>,
+    /// Highest sequence number the worker acknowledged.
+    acked: watch::Sender<u64>,
 }
+
+#[derive(Debug, Default)]
+struct Retained {
+    next_seq: u64,
+    /// Each event with its client's info, so a redelivered batch can introduce the client to a
+    /// worker that has never seen it.
+    events: VecDeque<(Event, Arc<ClientInfo>)>,
+}
+
+/// The link went away before the event could be queued.
+#[derive(Debug)]
+pub(crate) struct LinkGone(pub Event);
 
 impl WorkerLink {
     pub fn usable(&self) -> bool {
         !self.draining.load(Ordering::Acquire) && !self.gone.is_cancelled() && !self.tx.is_closed()
+    }
+
+    /// Numbers, retains and queues an event; returns its sequence number. Waits for room in the
+    /// link's queue (backpressure on the client) without holding any lock.
+    pub async fn send_event(&self, mut event: Event, info: &Arc<ClientInfo>) -> Result<u64, LinkGone> {
+        let permit = match self.tx.reserve().await {
+            Ok(p) => p,
+            Err(_) => return Err(LinkGone(event)),
+        };
+        let mut r = self.retained.lock().expect("retained lock");
+        r.next_seq += 1;
+        event.seq = r.next_seq;
+        r.events.push_back((event.clone(), info.clone()));
+        permit.send(FromGateway::Event(event));
+        Ok(r.next_seq)
+    }
+
+    /// The worker handled everything up to `seq`.
+    pub fn ack(&self, seq: u64) {
+        let mut r = self.retained.lock().expect("retained lock");
+        while r.events.front().is_some_and(|(e, _)| e.seq <= seq) {
+            r.events.pop_front();
+        }
+        drop(r);
+        self.acked.send_if_modified(|a| {
+            let moved = seq > *a;
+            *a = (*a).max(seq);
+            moved
+        });
+    }
+
+    /// Highest acknowledged sequence number, and its changes.
+    pub fn acked(&self) -> watch::Receiver<u64> {
+        self.acked.subscribe()
+    }
+
+    /// Takes every unacknowledged event (the link is gone).
+    pub fn take_retained(&self) -> Vec<(Event, Arc<ClientInfo>)> {
+        self.retained.lock().expect("retained lock").events.drain(..).collect()
+    }
+
+    /// Events retained now (for metrics).
+    pub fn retained_len(&self) -> usize {
+        self.retained.lock().expect("retained lock").events.len()
     }
 }
 
@@ -51,7 +115,9 @@ impl Router {
             load: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             gone: CancellationToken::new(),
-            acked: AtomicU64::new(0),
+            handed_off: CancellationToken::new(),
+            retained: Mutex::new(Retained::default()),
+            acked: watch::channel(0).0,
         });
         self.links.write().expect("router lock").push(link.clone());
         self.refresh();
@@ -93,5 +159,10 @@ impl Router {
 
     pub fn names(&self) -> Vec<String> {
         self.links.read().expect("router lock").iter().map(|l| l.name.clone()).collect()
+    }
+
+    /// Events waiting for acknowledgement on every link.
+    pub fn retained_total(&self) -> usize {
+        self.links.read().expect("router lock").iter().map(|l| l.retained_len()).sum()
     }
 }

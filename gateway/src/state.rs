@@ -6,13 +6,13 @@
 //! `.await`; delivery to a client is a non-blocking `try_send` into its bounded queue.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use gw_proto::{ClientInfo, CloseReason, Command, ConnectionInfo, Payload, Query, Reply};
-use tokio::sync::mpsc;
+use gw_proto::{ClientInfo, CloseReason, Command, ConnectionInfo, Event, Payload, Query, Reply};
+use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
@@ -42,10 +42,23 @@ pub(crate) struct ClientHandle {
     pub tx: mpsc::Sender<Outbound>,
     pub kill: CancellationToken,
     kill_reason: AtomicU8,
-    pub info: ClientInfo,
+    pub info: Arc<ClientInfo>,
     pub session: Mutex<Option<Bytes>>,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Events a dead worker link handed back, to be sent to another worker before anything new.
+    redelivery: Mutex<Redelivery>,
+    /// Set while `redelivery` holds events; checked on every dispatch without taking the lock.
+    pub redelivery_pending: AtomicBool,
+    /// Wakes the client task when events were handed back.
+    pub redeliver: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Redelivery {
+    events: Vec<Event>,
+    /// The client task has finished: hand-backs must be delivered without it.
+    closed: bool,
 }
 
 impl ClientHandle {
@@ -55,11 +68,50 @@ impl ClientHandle {
             tx,
             kill: CancellationToken::new(),
             kill_reason: AtomicU8::new(KillReason::None as u8),
-            info,
+            info: Arc::new(info),
             session: Mutex::new(None),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            redelivery: Mutex::new(Redelivery::default()),
+            redelivery_pending: AtomicBool::new(false),
+            redeliver: Notify::new(),
         }
+    }
+
+    /// Queues handed-back events for the client task; gives them back if the task has finished.
+    pub fn hand_back(&self, events: Vec<Event>) -> Result<(), Vec<Event>> {
+        let mut r = self.redelivery.lock().expect("redelivery lock");
+        if r.closed {
+            return Err(events);
+        }
+        r.events.extend(events);
+        self.redelivery_pending.store(true, Ordering::Release);
+        drop(r);
+        self.redeliver.notify_one();
+        Ok(())
+    }
+
+    /// Takes the handed-back events, in order.
+    pub fn take_redelivery(&self) -> Vec<Event> {
+        let mut r = self.redelivery.lock().expect("redelivery lock");
+        self.redelivery_pending.store(false, Ordering::Release);
+        std::mem::take(&mut r.events)
+    }
+
+    /// Puts events back at the front (their new worker went away too).
+    pub fn requeue_front(&self, mut events: Vec<Event>) {
+        let mut r = self.redelivery.lock().expect("redelivery lock");
+        events.append(&mut r.events);
+        r.events = events;
+        self.redelivery_pending.store(true, Ordering::Release);
+    }
+
+    /// Marks the client task finished and returns what is still waiting.
+    pub fn close_redelivery(&self) -> Vec<Event> {
+        let mut r = self.redelivery.lock().expect("redelivery lock");
+        r.closed = true;
+        self.redelivery_pending.store(false, Ordering::Release);
+        std::mem::take(&mut r.events)
     }
 
     pub fn kill(&self, reason: KillReason) {
@@ -187,7 +239,7 @@ impl State {
         self.clients.len()
     }
 
-    fn get(&self, id: u64) -> Option<Arc<ClientHandle>> {
+    pub(crate) fn get(&self, id: u64) -> Option<Arc<ClientHandle>> {
         self.clients.get(&id).map(|e| e.value().clone())
     }
 

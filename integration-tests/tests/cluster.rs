@@ -117,7 +117,13 @@ async fn a_killed_worker_is_replaced_by_the_other_for_its_clients_whose_sockets_
     wait_for_workers(&gw, 1).await;
     for (i, c) in clients.iter_mut().enumerate() {
         c.send(&format!("after{i}")).await;
-        assert_eq!(c.recv().await, format!("w2:after{i}"), "client {i} after the kill");
+        let mut reply = c.recv().await;
+        // At least once: w1 may have handled its client's last message without acknowledging it
+        // before the crash; then w2 gets that message again, before anything newer.
+        if on_w1.contains(&i) && reply == format!("w2:m{i}") {
+            reply = c.recv().await;
+        }
+        assert_eq!(reply, format!("w2:after{i}"), "client {i} after the kill");
     }
     assert_eq!(gw.metric("connections"), 10, "no client socket was closed");
 }

@@ -23,15 +23,16 @@ pub struct WriterStats {
     pub bytes: AtomicU64,
 }
 
-/// Writes every message from `rx` until the channel closes (then flushes and returns `Ok`) or the
-/// socket fails. `before_encode` runs on each message just before it is encoded, in send order
-/// (the gateway numbers events there). A message too large for a frame is logged and skipped:
-/// it is the sender's bug, not the link's.
+/// Writes every message from `rx` until the channel closes or `finish` is cancelled (then writes
+/// what is still queued, flushes and returns `Ok`), or the socket fails. `before_encode` runs on
+/// each message just before it is encoded, in send order. A message too large for a frame is
+/// logged and skipped: it is the sender's bug, not the link's.
 pub async fn write_loop<T, W, F>(
     mut out: W,
-    mut rx: mpsc::Receiver<T>,
+    rx: &mut mpsc::Receiver<T>,
     max_frame: usize,
     stats: &WriterStats,
+    finish: &tokio_util::sync::CancellationToken,
     mut before_encode: F,
 ) -> Result<(), LinkError>
 where
@@ -40,7 +41,13 @@ where
     F: FnMut(&mut T),
 {
     let mut buf = Vec::with_capacity(8 * 1024);
-    while let Some(mut first) = rx.recv().await {
+    loop {
+        let next = tokio::select! {
+            biased;
+            m = rx.recv() => m,
+            _ = finish.cancelled() => rx.try_recv().ok(),
+        };
+        let Some(mut first) = next else { break };
         before_encode(&mut first);
         encode(&first, &mut buf, max_frame);
         let mut frames = 1u64;

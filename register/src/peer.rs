@@ -37,9 +37,10 @@ pub(crate) async fn serve(
     tracing::debug!("peer authenticated");
     drop(_enter);
 
-    let (tx, rx) = mpsc::channel::<FromRegister>(64);
+    let (tx, mut rx) = mpsc::channel::<FromRegister>(64);
     let stats = WriterStats::default();
-    let writer = gw_link::write_loop(link.writer, rx, config.link.max_frame, &stats, |_| {});
+    let finish = CancellationToken::new();
+    let writer = gw_link::write_loop(link.writer, &mut rx, config.link.max_frame, &stats, &finish, |_| {});
     let mut state = PeerState { role, registry: &registry, announced: None, subscription: None };
     let reader = state.read_loop(link.reader, &tx, &config, &shutdown);
     let result = tokio::select! {
