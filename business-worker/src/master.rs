@@ -92,7 +92,11 @@ impl Node for MasterNode {
             let slots = self.shared.lock().expect("master lock").slots.clone();
             let mut families = vec![
                 MetricFamily::gauge("gw_worker_processes", "Worker processes run by the master.", slots.len() as f64),
-                MetricFamily::counter("gw_worker_reloads_total", "Completed reloads.", self.reloads.load(Ordering::Relaxed)),
+                MetricFamily::counter(
+                    "gw_worker_reloads_total",
+                    "Completed reloads.",
+                    self.reloads.load(Ordering::Relaxed),
+                ),
                 MetricFamily::counter(
                     "gw_worker_restarts_total",
                     "Worker processes restarted after a crash.",
@@ -100,7 +104,9 @@ impl Node for MasterNode {
                 ),
             ];
             for slot in slots {
-                if let Ok(Response::Metrics(mut child)) = control::ask(&slot.socket, Request::Metrics, Duration::from_secs(2)).await {
+                if let Ok(Response::Metrics(mut child)) =
+                    control::ask(&slot.socket, Request::Metrics, Duration::from_secs(2)).await
+                {
                     with_label(&mut child, &format!("process=\"{}-{}\"", self.name, slot.index));
                     families.extend(child);
                 }
@@ -246,7 +252,14 @@ impl Master {
                     self.retiring.remove(pos);
                     return Ok(());
                 }
-                let current = self.node.shared.lock().expect("master lock").slots.iter().any(|s| s.index == index && s.generation == generation);
+                let current = self
+                    .node
+                    .shared
+                    .lock()
+                    .expect("master lock")
+                    .slots
+                    .iter()
+                    .any(|s| s.index == index && s.generation == generation);
                 if !current {
                     return Ok(());
                 }
@@ -296,9 +309,17 @@ impl Master {
                         anyhow::bail!("worker process {} did not become ready within {READY_TIMEOUT:?}", new.index);
                     }
                     Ok(None) => anyhow::bail!("event channel closed"),
-                    Ok(Some(ChildEvent::Ready { index, generation })) if index == new.index && generation == new.generation => break,
-                    Ok(Some(ChildEvent::Exited { index, generation, status })) if index == new.index && generation == new.generation => {
-                        anyhow::bail!("new worker process {index} exited before it was ready ({status}); is the new binary broken?");
+                    Ok(Some(ChildEvent::Ready { index, generation }))
+                        if index == new.index && generation == new.generation =>
+                    {
+                        break;
+                    }
+                    Ok(Some(ChildEvent::Exited { index, generation, status }))
+                        if index == new.index && generation == new.generation =>
+                    {
+                        anyhow::bail!(
+                            "new worker process {index} exited before it was ready ({status}); is the new binary broken?"
+                        );
                     }
                     Ok(Some(other)) => self.on_event(other)?,
                 }
@@ -322,7 +343,9 @@ impl Master {
                     return;
                 }
                 Ok(None) => return,
-                Ok(Some(ChildEvent::Exited { index, generation, .. })) if index == slot.index && generation == slot.generation => {
+                Ok(Some(ChildEvent::Exited { index, generation, .. }))
+                    if index == slot.index && generation == slot.generation =>
+                {
                     self.retiring.retain(|r| *r != (index, generation));
                     tracing::info!(index, generation, "old worker process exited");
                     return;

@@ -21,8 +21,16 @@ impl WorkerNode {
         let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         vec![
             MetricFamily::counter("gw_worker_events_total", "Client events handled.", g(&s.events)),
-            MetricFamily::counter("gw_worker_redelivered_total", "Events received again after a worker died.", g(&s.redelivered)),
-            MetricFamily::counter("gw_worker_handler_errors_total", "Handlers that returned an error.", g(&s.handler_errors)),
+            MetricFamily::counter(
+                "gw_worker_redelivered_total",
+                "Events received again after a worker died.",
+                g(&s.redelivered),
+            ),
+            MetricFamily::counter(
+                "gw_worker_handler_errors_total",
+                "Handlers that returned an error.",
+                g(&s.handler_errors),
+            ),
             MetricFamily::counter("gw_worker_handler_panics_total", "Handlers that panicked.", g(&s.handler_panics)),
             MetricFamily::gauge("gw_worker_gateway_links", "Gateways linked.", g(&s.gateway_links) as f64),
             s.latency.family("gw_worker_handler_seconds", "Time spent in event handlers."),

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gw_daemon::histogram::Histogram;
 use futures_util::FutureExt;
 use gw_config::WorkerConfig;
+use gw_daemon::histogram::Histogram;
 use gw_gateway_client::{ClientId, GatewayClient, GatewayLink, LinkEvent, Session};
 use gw_proto::{ClientInfo, Command, Event, EventKind};
 use serde_json::Value;

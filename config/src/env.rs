@@ -12,6 +12,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("GW_INTERNAL_LISTEN", "internal_listen (gateway)"),
     ("GW_ADVERTISE", "advertise (gateway)"),
     ("GW_REGISTERS", "registers, comma-separated (gateway, worker)"),
+    ("GW_RUN_DIR", "process.run_dir (pid file, log file, control socket)"),
+    ("GW_ADMIN", "process.admin (/metrics and /health address; empty disables)"),
     ("GW_LOG_LEVEL", "log.level"),
     ("GW_LOG_FORMAT", "log.format: plain or json"),
 ];
@@ -39,6 +41,11 @@ fn registers(target: &mut Vec<String>, env: &dyn Fn(&str) -> Option<String>) {
     }
 }
 
+fn process(process: &mut ProcessConfig, env: &dyn Fn(&str) -> Option<String>) {
+    set(&mut process.run_dir, env, "GW_RUN_DIR");
+    set(&mut process.admin, env, "GW_ADMIN");
+}
+
 fn log(log: &mut LogConfig, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
     set(&mut log.level, env, "GW_LOG_LEVEL");
     match env("GW_LOG_FORMAT").as_deref() {
@@ -62,6 +69,7 @@ impl EnvOverride for RegisterConfig {
         set(&mut self.name, env, "GW_NAME");
         set(&mut self.secret, env, "GW_SECRET");
         set(&mut self.listen, env, "GW_LISTEN");
+        process(&mut self.process, env);
         log(&mut self.log, env)
     }
 }
@@ -76,6 +84,7 @@ impl EnvOverride for GatewayConfig {
             self.advertise = Some(v);
         }
         registers(&mut self.registers, env);
+        process(&mut self.process, env);
         log(&mut self.log, env)
     }
 }
@@ -85,6 +94,7 @@ impl EnvOverride for WorkerConfig {
         set(&mut self.name, env, "GW_NAME");
         set(&mut self.secret, env, "GW_SECRET");
         registers(&mut self.registers, env);
+        process(&mut self.process, env);
         log(&mut self.log, env)
     }
 }

@@ -109,5 +109,7 @@ pub async fn ask(path: &Path, request: Request, timeout: Duration) -> anyhow::Re
         BufReader::new(r).read_line(&mut line).await?;
         anyhow::Ok(serde_json::from_str::<Response>(line.trim())?)
     };
-    tokio::time::timeout(timeout, fut).await.map_err(|_| anyhow::anyhow!("no answer on {} within {timeout:?}", path.display()))?
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer on {} within {timeout:?}", path.display()))?
 }

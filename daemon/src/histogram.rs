@@ -36,7 +36,11 @@ impl Histogram {
         let mut cumulative = 0;
         for (b, bound) in self.buckets.iter().zip(BOUNDS) {
             cumulative += b.load(Ordering::Relaxed);
-            f.samples.push(Sample { suffix: "_bucket".into(), labels: format!("le=\"{bound}\""), value: cumulative as f64 });
+            f.samples.push(Sample {
+                suffix: "_bucket".into(),
+                labels: format!("le=\"{bound}\""),
+                value: cumulative as f64,
+            });
         }
         let count = self.count();
         f.samples.push(Sample { suffix: "_bucket".into(), labels: "le=\"+Inf\"".into(), value: count as f64 });

@@ -315,7 +315,9 @@ where
     init_tracing(config.log());
     let (pid_file, socket) = match role {
         ProcessRole::Main => (Some(process.pid_file(&name)), process.control_socket(&name)),
-        ProcessRole::Child { index, generation } => (None, process.control_socket(&format!("{name}-{index}.{generation}"))),
+        ProcessRole::Child { index, generation } => {
+            (None, process.control_socket(&format!("{name}-{index}.{generation}")))
+        }
     };
     let _pid = match pid_file.as_deref().map(pidfile::PidFile::acquire) {
         Some(Err(pidfile::PidFileError::Running(pid))) => {
@@ -339,7 +341,8 @@ where
     let grace = config.grace();
     let admin_addr = if matches!(role, ProcessRole::Main) { process.admin.clone() } else { String::new() };
     let result = runtime.block_on(async {
-        let control = control::bind(&socket).await.map_err(|e| anyhow::anyhow!("control socket {}: {e}", socket.display()))?;
+        let control =
+            control::bind(&socket).await.map_err(|e| anyhow::anyhow!("control socket {}: {e}", socket.display()))?;
         let admin = if admin_addr.is_empty() {
             None
         } else {

@@ -82,7 +82,9 @@ impl PidFile {
 impl Drop for PidFile {
     fn drop(&mut self) {
         // Only remove it if it is still ours.
-        if std::fs::read_to_string(&self.path).ok().and_then(|s| s.trim().parse::<u32>().ok()) == Some(std::process::id()) {
+        if std::fs::read_to_string(&self.path).ok().and_then(|s| s.trim().parse::<u32>().ok())
+            == Some(std::process::id())
+        {
             let _ = std::fs::remove_file(&self.path);
         }
     }

@@ -60,12 +60,7 @@ pub struct Sample {
 
 impl MetricFamily {
     pub fn new(name: &str, kind: &str, help: &str) -> Self {
-        Self {
-            name: name.into(),
-            help: help.into(),
-            kind: kind.into(),
-            samples: Vec::new(),
-        }
+        Self { name: name.into(), help: help.into(), kind: kind.into(), samples: Vec::new() }
     }
 
     /// Adds a plain sample.
@@ -214,12 +209,16 @@ mod tests {
         with_label(&mut a, "process=\"a\"");
         with_label(&mut b, "process=\"b\"");
         let text = render_prometheus(a.into_iter().chain(b).collect());
-        assert_eq!(text, "# HELP x_total things\n# TYPE x_total counter\nx_total{process=\"a\"} 1\nx_total{process=\"b\"} 2\n");
+        assert_eq!(
+            text,
+            "# HELP x_total things\n# TYPE x_total counter\nx_total{process=\"a\"} 1\nx_total{process=\"b\"} 2\n"
+        );
     }
 
     #[test]
     fn status_table_has_a_summary_line() {
-        let rows = vec![ProcessStatus { pid: 7, name: "gw".into(), connections: 3, memory: 4 << 20, ..Default::default() }];
+        let rows =
+            vec![ProcessStatus { pid: 7, name: "gw".into(), connections: 3, memory: 4 << 20, ..Default::default() }];
         let t = status_table("gateway", &rows);
         assert!(t.contains("1 process(es), 3 connection(s)"), "{t}");
         assert!(t.contains("4.0M"), "{t}");

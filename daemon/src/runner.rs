@@ -103,7 +103,7 @@ where
 {
     let shutdown = CancellationToken::new();
     let reload = Arc::new(Notify::new());
-    spawn_signal_handlers(shutdown.clone(), reload.clone(), role);
+    spawn_signal_handlers(shutdown.clone(), reload.clone(), role)?;
     let (node_tx, mut node_rx) = watch::channel::<Option<Arc<dyn Node>>>(None);
     let ctx = RunContext {
         shutdown: shutdown.clone(),
@@ -166,15 +166,14 @@ where
     result
 }
 
-fn spawn_signal_handlers(shutdown: CancellationToken, reload: Arc<Notify>, role: ProcessRole) {
+/// Registers the handlers before returning (so a signal arriving right after startup is never
+/// handled by the default action, which would kill the process), then serves them in a task.
+fn spawn_signal_handlers(shutdown: CancellationToken, reload: Arc<Notify>, role: ProcessRole) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int), Ok(mut usr1)) =
-            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::user_defined1()))
-        else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
         loop {
             tokio::select! {
                 _ = term.recv() => {
@@ -197,19 +196,25 @@ fn spawn_signal_handlers(shutdown: CancellationToken, reload: Arc<Notify>, role:
             }
         }
     });
+    Ok(())
 }
 
 /// A token cancelled on the first SIGTERM or SIGINT (for programs that do not use the full
 /// runner, like the one-process demo).
 pub fn shutdown_on_signals() -> CancellationToken {
+    use tokio::signal::unix::{SignalKind, signal};
     let token = CancellationToken::new();
     let t = token.clone();
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+        let (Ok(mut term), Ok(mut int)) = (term, int) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: stopping gracefully"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping gracefully"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping gracefully"),
         }
         t.cancel();
     });

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::Gateway;
@@ -26,6 +26,17 @@ use crate::state::{ClientHandle, KillReason, Outbound};
 const WRITE_BATCH: usize = 64;
 /// How long a close handshake may take before the socket is just dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bytes of outgoing frames collected before tungstenite writes them to the socket.
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// Lets `feed` collect frames and `flush` write them with one syscall. With a write buffer of 0,
+/// every frame is its own `send`, and those sends were most of the gateway's CPU time under load
+/// (see BENCHMARKS.md). The buffer is only a threshold: memory grows only while frames wait.
+fn write_batching(config: WebSocketConfig) -> WebSocketConfig {
+    let size = WRITE_BUFFER.min(config.max_write_buffer_size / 2);
+    config.write_buffer_size(size)
+}
 
 /// What the WebSocket handshake request carried, for `on_websocket_connect`.
 #[derive(Debug, Default)]
@@ -61,7 +72,8 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, gw: Arc<Gateway>,
         });
         Ok(resp)
     };
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(gw.ws_config));
+    let handshake =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(write_batching(gw.ws_config)));
     let ws = match tokio::time::timeout(gw.config.handshake_timeout, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
@@ -92,7 +104,16 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, gw: Arc<Gateway>,
     };
     let handle = Arc::new(ClientHandle::new(id, tx, info));
     gw.state.insert(handle.clone());
-    let mut conn = Connection { gw: gw.clone(), handle, ws, rx, bound: None, info_sent: false, last_seq: 0 };
+    let mut conn = Connection {
+        gw: gw.clone(),
+        handle,
+        ws,
+        rx,
+        bound: None,
+        info_sent: false,
+        last_seq: 0,
+        shutdown: shutdown.clone(),
+    };
     let opening = async {
         conn.dispatch(EventKind::Connect).await?;
         conn.dispatch(EventKind::WebSocketConnect { path, query, headers }).await
@@ -124,6 +145,8 @@ struct Connection {
     info_sent: bool,
     /// Sequence number of the last event queued on the bound link.
     last_seq: u64,
+    /// The gateway is stopping.
+    shutdown: CancellationToken,
 }
 
 impl Connection {
@@ -365,7 +388,18 @@ impl Connection {
                 return Ok(l);
             }
             let wait = if closing { Duration::from_millis(500) } else { self.gw.config_worker_wait() };
-            if tokio::time::timeout(wait, self.gw.router.wait_for_worker()).await.is_err() {
+            let waited = tokio::select! {
+                r = tokio::time::timeout(wait, self.gw.router.wait_for_worker()) => r.is_ok(),
+                _ = self.shutdown.cancelled(), if !closing => {
+                    self.close(Some(CloseReason { code: 1001, reason: "server shutting down".into() })).await;
+                    return Err(());
+                }
+                _ = self.handle.kill.cancelled(), if !closing => {
+                    self.killed().await;
+                    return Err(());
+                }
+            };
+            if !waited {
                 Metrics::inc(&self.gw.state.metrics.dropped_no_worker);
                 tracing::warn!("no business worker available; event dropped");
                 if !closing {

@@ -7,13 +7,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Path of a workspace binary, building it first if this test run has not.
+/// Path of a workspace binary, freshly built: `cargo test -p gw-integration-tests` does not
+/// rebuild other packages' binaries, so the first use in a test process runs `cargo build` for it
+/// (a no-op when it is up to date).
 pub fn bin_path(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
     let path = dir.join(name);
-    if !path.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
         let package = match name {
             "register" => "gw-register",
             "gateway" => "gw-gateway",
@@ -28,6 +32,7 @@ pub fn bin_path(name: &str) -> PathBuf {
         }
         let status = cmd.status().expect("run cargo build");
         assert!(status.success(), "cargo build of {name} failed");
+        built.push(name.to_string());
     }
     path
 }
@@ -36,18 +41,30 @@ pub fn bin_path(name: &str) -> PathBuf {
 pub struct Daemon {
     pub child: Child,
     output: Arc<(Mutex<Vec<String>>, Condvar)>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
     /// Starts `binary` with `args` and extra environment.
     pub fn spawn(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(bin_path(binary));
+        Self::spawn_exe(&bin_path(binary), args, env)
+    }
+
+    /// Starts the executable at `exe`.
+    pub fn spawn_exe(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let binary = exe.display().to_string();
+        let mut cmd = Command::new(exe);
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // Each daemon gets its own pid/log/socket directory unless the test chose one.
+        if !env.iter().any(|(k, _)| *k == "GW_RUN_DIR") {
+            cmd.env("GW_RUN_DIR", temp_dir("run"));
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
         let output = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let mut readers = Vec::new();
         for pipe in [
             child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
             child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
@@ -56,15 +73,15 @@ impl Daemon {
         .flatten()
         {
             let output = output.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                     let (lock, cv) = &*output;
                     lock.lock().unwrap().push(line);
                     cv.notify_all();
                 }
-            });
+            }));
         }
-        Self { child, output }
+        Self { child, output, readers }
     }
 
     /// Waits for a line satisfying `pred`; returns it.
@@ -110,6 +127,12 @@ impl Daemon {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the readers take in everything the process printed (bounded: a child of
+                // the process may still hold the pipe).
+                let until = Instant::now() + Duration::from_secs(2);
+                while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return status.code();
             }
             assert!(Instant::now() < deadline, "process {} did not exit; output:\n{}", self.pid(), self.output());
@@ -124,6 +147,67 @@ impl Drop for Daemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Sends a signal by name to any pid.
+pub fn signal_pid(pid: u32, sig: &str) {
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success(), "kill -{sig} {pid} failed");
+}
+
+/// What a CLI invocation printed and how it exited.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// stdout and stderr together.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs a CLI command of a binary to completion.
+pub fn cli(exe: &Path, args: &[&str]) -> CliOutput {
+    let out = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()));
+    CliOutput {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1; returns (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// Waits for a line containing `needle` in a file (a daemon's log); returns the line.
+pub fn wait_for_file_line(path: &Path, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains(needle)) {
+            return l.to_string();
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {needle:?} in {}:\n{text}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

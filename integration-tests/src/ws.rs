@@ -92,3 +92,20 @@ impl WsClient {
         while let Some(Ok(_)) = self.ws.next().await {}
     }
 }
+
+impl WsClient {
+    /// Connects with a hand-built handshake request (extra headers such as `Cookie`).
+    pub async fn connect_request(request: tokio_tungstenite::tungstenite::handshake::client::Request) -> Self {
+        let uri = request.uri().to_string();
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap_or_else(|e| panic!("connect {uri}: {e}"));
+        Self { ws }
+    }
+
+    /// This end's socket address, as the gateway sees the client.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        match self.ws.get_ref() {
+            MaybeTlsStream::Plain(s) => s.local_addr().unwrap(),
+            _ => panic!("test clients are plain TCP"),
+        }
+    }
+}

@@ -14,7 +14,10 @@ async fn register_gateway_and_worker_binaries_form_a_cluster() {
     let register_cfg = write_config(
         &dir,
         "register.toml",
-        &format!("name = \"reg-1\"\nlisten = \"127.0.0.1:0\"\nsecret = \"{secret}\"\n[log]\nformat = \"json\"\n"),
+        &format!(
+            "name = \"reg-1\"\nlisten = \"127.0.0.1:0\"\nsecret = \"{secret}\"\n[log]\nformat = \"json\"\n[process]\nrun_dir = \"{}\"\n",
+            dir.display()
+        ),
     );
     let mut register = Daemon::spawn("register", &["--config", register_cfg.to_str().unwrap(), "start"], &[]);
     let fields = register.wait_for_log("register listening", T);

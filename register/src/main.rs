@@ -16,8 +16,9 @@ const SPEC: Spec = Spec {
 
 fn main() -> std::process::ExitCode {
     gw_daemon::main(SPEC, |config: RegisterConfig, ctx| async move {
-        let listener =
-            tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
         let registry = Arc::new(gw_register::Registry::default());
         ctx.publish(Arc::new(gw_register::RegisterNode {
             registry: registry.clone(),

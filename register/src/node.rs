@@ -40,9 +40,17 @@ impl Node for RegisterNode {
         let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         let families = vec![
             MetricFamily::gauge("gw_register_gateways", "Gateways currently announced.", g(&s.gateways) as f64),
-            MetricFamily::gauge("gw_register_subscribers", "Workers and clients subscribed to the list.", g(&s.subscribers) as f64),
+            MetricFamily::gauge(
+                "gw_register_subscribers",
+                "Workers and clients subscribed to the list.",
+                g(&s.subscribers) as f64,
+            ),
             MetricFamily::counter("gw_register_messages_total", "Messages received from peers.", g(&s.messages)),
-            MetricFamily::counter("gw_handshake_failures_total", "Peers refused during the handshake.", g(&s.handshake_failures)),
+            MetricFamily::counter(
+                "gw_handshake_failures_total",
+                "Peers refused during the handshake.",
+                g(&s.handshake_failures),
+            ),
             MetricFamily::counter("gw_link_errors_total", "Links dropped for protocol errors.", g(&s.protocol_errors)),
         ];
         Box::pin(async move { families })

@@ -1,0 +1,205 @@
+//! The daemons' command line as operators use it: start -d, double start, status, connections,
+//! reload, stop, restart, /metrics and /health, bad configs.
+
+use std::time::Duration;
+
+use gw_integration_tests::process::{bin_path, cli, http_get, temp_dir, wait_for_file_line, write_config};
+use gw_integration_tests::{RegisterHandle, WsClient, eventually};
+
+const T: Duration = Duration::from_secs(20);
+
+fn field<'a>(json_line: &'a str, key: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(json_line).unwrap_or_else(|e| panic!("{e}: {json_line}"));
+    v["fields"][key].as_str().unwrap_or_else(|| panic!("no {key} in {json_line}")).to_string()
+}
+
+#[tokio::test]
+async fn gateway_daemon_lifecycle_status_connections_and_refusals() {
+    let reg = RegisterHandle::start("").await;
+    let dir = temp_dir("cli-gw");
+    let cfg = write_config(
+        &dir,
+        "gateway.toml",
+        &format!(
+            "name = \"gw-cli\"\nlisten = \"127.0.0.1:0\"\ninternal_listen = \"127.0.0.1:0\"\nregisters = [\"{}\"]\ngrace_period = \"3s\"\n[log]\nformat = \"json\"\n[process]\nrun_dir = \"{}\"\n",
+            reg.addr,
+            dir.display()
+        ),
+    );
+    let cfg = cfg.to_str().unwrap();
+    let gateway = bin_path("gateway");
+
+    let out = cli(&gateway, &["--config", cfg, "start", "-d"]);
+    assert_eq!(out.code, Some(0), "{}", out.text());
+    assert!(out.stdout.contains("started as a daemon (pid"), "{}", out.text());
+    let pid: u32 = std::fs::read_to_string(dir.join("gw-cli.pid")).unwrap().trim().parse().unwrap();
+
+    // Twice: refused with the pid, whether detached or in the foreground.
+    for args in [&["--config", cfg, "start", "-d"][..], &["--config", cfg, "start"][..]] {
+        let out = cli(&gateway, args);
+        assert_eq!(out.code, Some(1), "{}", out.text());
+        assert!(out.text().contains(&format!("already running (pid {pid})")), "{}", out.text());
+    }
+
+    let line = wait_for_file_line(&dir.join("gw-cli.log"), "gateway listening", T);
+    let ws = format!("ws://{}/", field(&line, "public"));
+    let mut client = WsClient::connect(&ws).await;
+    let metrics_line = wait_for_file_line(&dir.join("gw-cli.log"), "serving /metrics", T);
+    let admin = field(&metrics_line, "admin");
+
+    let out = cli(&gateway, &["--config", cfg, "status"]);
+    assert_eq!(out.code, Some(0), "{}", out.text());
+    assert!(
+        out.stdout.contains(&pid.to_string()) && out.stdout.contains("1 process(es), 1 connection(s)"),
+        "{}",
+        out.stdout
+    );
+    let out = cli(&gateway, &["--config", cfg, "connections"]);
+    assert_eq!(out.code, Some(0), "{}", out.text());
+    assert!(out.stdout.contains("1 connection(s)") && out.stdout.contains("127.0.0.1:"), "{}", out.stdout);
+
+    let (code, body) = http_get(&admin, "/health");
+    assert_eq!((code, body.trim()), (200, "ok"));
+    let (code, body) = http_get(&admin, "/metrics");
+    assert_eq!(code, 200);
+    for needle in
+        ["gw_connections 1", "gw_dropped_total{reason=\"slow_consumer\"} 0", "# TYPE gw_messages_in_total counter"]
+    {
+        assert!(body.contains(needle), "missing {needle} in\n{body}");
+    }
+
+    let out = cli(&gateway, &["--config", cfg, "reload"]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("not reloadable") && out.stderr.contains("Nothing was changed"), "{}", out.text());
+    assert!(gw_daemon_alive(pid), "reload must not touch the gateway");
+
+    let out = cli(&gateway, &["--config", cfg, "stop"]);
+    assert_eq!(out.code, Some(0), "{}", out.text());
+    let close = client.expect_close().await;
+    assert_eq!(
+        close.map(|c| c.0),
+        Some(1001),
+        "clients get a close frame on stop; log:\n{}",
+        std::fs::read_to_string(dir.join("gw-cli.log")).unwrap()
+    );
+    assert!(!gw_daemon_alive(pid));
+    assert!(!dir.join("gw-cli.pid").exists(), "pid file removed");
+
+    for cmd in ["stop", "status"] {
+        let out = cli(&gateway, &["--config", cfg, cmd]);
+        assert_eq!(out.code, Some(1), "{cmd}: {}", out.text());
+        assert!(out.stderr.contains("is not running"), "{cmd}: {}", out.text());
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn gw_daemon_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z")
+}
+
+#[tokio::test]
+async fn register_restart_keeps_daemon_mode_and_gets_a_new_pid() {
+    let dir = temp_dir("cli-reg");
+    let cfg = write_config(
+        &dir,
+        "register.toml",
+        &format!(
+            "name = \"reg-cli\"\nlisten = \"127.0.0.1:0\"\n[process]\nrun_dir = \"{}\"\nadmin = \"\"\n",
+            dir.display()
+        ),
+    );
+    let cfg = cfg.to_str().unwrap();
+    let register = bin_path("register");
+    assert_eq!(cli(&register, &["--config", cfg, "start", "-d"]).code, Some(0));
+    let first: u32 = std::fs::read_to_string(dir.join("reg-cli.pid")).unwrap().trim().parse().unwrap();
+    let out = cli(&register, &["--config", cfg, "restart", "-d"]);
+    assert_eq!(out.code, Some(0), "{}", out.text());
+    assert!(out.stdout.contains("stopped") && out.stdout.contains("started as a daemon"), "{}", out.stdout);
+    let second: u32 = std::fs::read_to_string(dir.join("reg-cli.pid")).unwrap().trim().parse().unwrap();
+    assert_ne!(first, second);
+    assert!(!gw_daemon_alive(first));
+    let out = cli(&register, &["--config", cfg, "status"]);
+    assert!(out.stdout.contains(&second.to_string()), "{}", out.text());
+    assert_eq!(cli(&register, &["--config", cfg, "stop"]).code, Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn help_explains_each_subcommand() {
+    for bin in ["register", "gateway", "business-worker"] {
+        let out = cli(&bin_path(bin), &["--help"]);
+        assert_eq!(out.code, Some(0));
+        for sub in ["start", "stop", "restart", "reload", "status", "connections", "--config"] {
+            assert!(out.stdout.contains(sub), "{bin} --help lacks {sub}:\n{}", out.stdout);
+        }
+        let out = cli(&bin_path(bin), &["start", "--help"]);
+        assert!(out.stdout.contains("--daemon"), "{}", out.stdout);
+    }
+}
+
+#[test]
+fn a_typo_in_a_nested_key_is_named_and_exits_64_for_every_subcommand() {
+    let dir = temp_dir("cli-bad");
+    let cfg = write_config(&dir, "w.toml", "[link]\nmax_frme = 10\n");
+    for cmd in ["start", "stop", "status", "reload"] {
+        let out = cli(&bin_path("business-worker"), &["--config", cfg.to_str().unwrap(), cmd]);
+        assert_eq!(out.code, Some(64), "{cmd}: {}", out.text());
+        assert!(out.stderr.contains("unknown field `max_frme`"), "{}", out.stderr);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn worker_master_runs_count_processes_and_restarts_a_crashed_one() {
+    let reg = RegisterHandle::start("").await;
+    let dir = temp_dir("cli-master");
+    let cfg = write_config(
+        &dir,
+        "w.toml",
+        &format!(
+            "name = \"wm\"\napp = \"echo\"\ncount = 2\nregisters = [\"{}\"]\n[log]\nformat = \"json\"\n[process]\nrun_dir = \"{}\"\n",
+            reg.addr,
+            dir.display()
+        ),
+    );
+    let cfg = cfg.to_str().unwrap();
+    let worker = bin_path("business-worker");
+    let out = cli(&worker, &["--config", cfg, "start", "-d"]);
+    assert_eq!(out.code, Some(0), "{}", out.text());
+    let rows = || {
+        let out = cli(&worker, &["--config", cfg, "status"]);
+        out.stdout
+            .lines()
+            .filter(|l| l.contains(" wm-"))
+            .map(|l| l.split_whitespace().next().unwrap().parse::<u32>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    eventually(T, "two worker processes in status", || {
+        let n = rows().len();
+        async move { n == 2 }
+    })
+    .await;
+    let before = rows();
+    let admin = field(&wait_for_file_line(&dir.join("wm.log"), "serving /metrics", T), "admin");
+    let (_, body) = http_get(&admin, "/metrics");
+    assert!(body.contains("gw_worker_processes 2"), "{body}");
+    assert!(body.contains("gw_worker_events_total{process=\"wm-0\"}"), "{body}");
+    assert!(body.contains("gw_worker_handler_seconds_bucket{process=\"wm-1\",le=\"+Inf\"}"), "{body}");
+
+    // kill -9 one worker process: the master starts a new one.
+    gw_integration_tests::process::signal_pid(before[0], "KILL");
+    eventually(T, "crashed worker replaced", || {
+        let now = rows();
+        let before = before.clone();
+        async move { now.len() == 2 && !now.contains(&before[0]) && now.contains(&before[1]) }
+    })
+    .await;
+    let (_, body) = http_get(&admin, "/metrics");
+    assert!(body.contains("gw_worker_restarts_total 1"), "{body}");
+    assert_eq!(cli(&worker, &["--config", cfg, "stop"]).code, Some(0));
+    for pid in rows() {
+        assert!(!gw_daemon_alive(pid));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
