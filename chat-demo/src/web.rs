@@ -4,6 +4,7 @@
 //! joins the room's group; `/api/announce` pushes to a room, a uid or everyone.
 
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -57,12 +58,27 @@ fn failed(e: ClientError) -> Response {
     (status, Json(json!({ "ok": false, "error": e.to_string() }))).into_response()
 }
 
-async fn bind(State(s): State<AppState>, Json(req): Json<Bind>) -> Response {
+/// The request body, or why it is not the expected JSON (answered with 400: axum's own
+/// rejections are plain text, some with 415 or 422).
+fn body<T>(req: Result<Json<T>, JsonRejection>) -> Result<T, String> {
+    req.map(|Json(v)| v).map_err(|e| format!("invalid request body: {}", e.body_text()))
+}
+
+async fn bind(State(s): State<AppState>, req: Result<Json<Bind>, JsonRejection>) -> Response {
+    let req = match body(req) {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
     let (name, room) = match (check_name(&req.name), check_room(&req.room)) {
         (Ok(n), Ok(r)) => (n, r),
         (Err(e), _) | (_, Err(e)) => return bad(e),
     };
     let uid = format!("user:{name}");
+    match s.gateway.is_online(&req.client_id).await {
+        Ok(true) => {}
+        Ok(false) => return bad(format!("client {} is not connected", req.client_id)),
+        Err(e) => return failed(e),
+    }
     let result = async {
         s.gateway.bind_uid(&req.client_id, &uid).await?;
         s.gateway.join_group(&req.client_id, &room).await
@@ -81,12 +97,24 @@ struct Announce {
     uid: Option<String>,
 }
 
-async fn announce(State(s): State<AppState>, Json(req): Json<Announce>) -> Response {
+async fn announce(State(s): State<AppState>, req: Result<Json<Announce>, JsonRejection>) -> Response {
+    let req = match body(req) {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
     if req.content.trim().is_empty() || req.content.chars().count() > MAX_CONTENT {
-        return bad("content must be 1 to 2000 characters");
+        return bad(format!("content must be 1 to {MAX_CONTENT} characters"));
     }
+    if req.room.is_some() && req.uid.is_some() {
+        return bad("give a room or a uid, not both");
+    }
+    let room = match req.room.as_deref().map(check_room) {
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => return bad(e),
+        None => None,
+    };
     let msg = json!({ "type": "announce", "content": req.content, "time": now_string() }).to_string();
-    let (target, result) = match (&req.room, &req.uid) {
+    let (target, result) = match (&room, &req.uid) {
         (Some(room), _) => (format!("room {room}"), s.gateway.send_to_group(room, msg).await),
         (None, Some(uid)) => (format!("uid {uid}"), s.gateway.send_to_uid(uid, msg).await),
         (None, None) => ("everyone".to_string(), s.gateway.send_to_all(msg).await),

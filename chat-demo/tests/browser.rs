@@ -1,0 +1,498 @@
+//! The chat page in a real browser: headless Chromium driven over WebDriver (chromedriver) with
+//! fantoccini, against the whole demo on `127.0.0.1:0`.
+//!
+//! Skips (with a `SKIPPED:` line) when chromium or chromedriver is not installed, unless
+//! `GW_REQUIRE_BROWSER=1`, which makes that a failure. `scripts/install-browser.sh` installs both.
+//! Leaves a screenshot in `target/test-artifacts/chat-browser.png`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{Demo, TIMEOUT};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+const SKIP: &str = "SKIPPED: chromium/chromedriver not found (apt-get install chromium chromium-driver)";
+
+fn find_in_path(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    names.iter().flat_map(|n| std::env::split_paths(&path).map(move |dir| dir.join(n))).find(|p| p.is_file())
+}
+
+/// A chromedriver process on a port it picked itself (`--port=0`); killed on drop.
+struct Driver {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Driver {
+    async fn start(binary: &Path) -> Self {
+        let mut child = tokio::process::Command::new(binary)
+            .arg("--port=0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // "ChromeDriver was started successfully on port 36895."
+        let port = tokio::time::timeout(TIMEOUT, async {
+            while let Some(line) = lines.next_line().await.expect("read chromedriver output") {
+                if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                    return rest.trim_end_matches('.').trim().parse::<u16>().ok();
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .expect("chromedriver did not report its port");
+        // Keep draining its output so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, url: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// A new browser (its own profile, so its own sessionStorage).
+    async fn session(&self, chromium: &Path) -> Result<Client, fantoccini::error::NewSessionError> {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--window-size=1100,720", "--no-first-run", "--disable-extensions",
+                ],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector).capabilities(caps).connect(&self.url).await
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// What the page shows, read in one script.
+const STATE_JS: &str = r#"
+const q = (s) => document.querySelector(s);
+return {
+  status: q('#status').textContent,
+  statusClass: q('#status').className,
+  clientId: q('#client-id').textContent,
+  room: q('#room-label').textContent,
+  chatVisible: !q('#chat').hidden,
+  loginVisible: !q('#login').hidden,
+  loginError: q('#login-error').textContent,
+  members: [...document.querySelectorAll('#members .member')].map(li => ({
+    id: li.getAttribute('data-client-id'), name: li.firstChild ? li.firstChild.textContent : '',
+  })),
+  messages: [...document.querySelectorAll('#messages .msg')].map(d => ({
+    cls: d.className, text: d.textContent, html: d.innerHTML,
+    imgs: [...d.querySelectorAll('img')].map(i => ({ src: i.getAttribute('src'), width: i.naturalWidth, done: i.complete })),
+    links: [...d.querySelectorAll('a')].map(a => a.getAttribute('href')),
+    tags: [...d.querySelectorAll('*')].map(e => e.tagName.toLowerCase()),
+  })),
+  pwned: window.pwned === true,
+};
+"#;
+
+#[derive(Debug)]
+struct Page {
+    state: Value,
+}
+
+impl Page {
+    fn status(&self) -> &str {
+        self.state["status"].as_str().unwrap_or_default()
+    }
+    fn client_id(&self) -> &str {
+        self.state["clientId"].as_str().unwrap_or_default()
+    }
+    fn member_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.state["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| m["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+    fn member_ids(&self) -> Vec<&str> {
+        self.state["members"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str()).collect()
+    }
+    fn messages(&self) -> impl Iterator<Item = &Value> {
+        self.state["messages"].as_array().into_iter().flatten()
+    }
+    /// The messages whose class list contains `class` and whose text contains `text`.
+    fn find(&self, class: &str, text: &str) -> Vec<&Value> {
+        self.messages()
+            .filter(|m| m["cls"].as_str().unwrap_or_default().split(' ').any(|c| c == class))
+            .filter(|m| m["text"].as_str().unwrap_or_default().contains(text))
+            .collect()
+    }
+    fn has(&self, class: &str, text: &str) -> bool {
+        !self.find(class, text).is_empty()
+    }
+    fn texts(&self) -> Vec<String> {
+        self.messages().map(|m| format!("[{}] {}", m["cls"].as_str().unwrap_or(""), m["text"])).collect()
+    }
+}
+
+async fn page(c: &Client) -> Page {
+    Page { state: c.execute(STATE_JS, vec![]).await.expect("read the page state") }
+}
+
+/// Polls the page until `cond` holds; panics with `what` and the last state after the timeout.
+async fn wait_for(c: &Client, who: &str, what: &str, cond: impl Fn(&Page) -> bool) -> Page {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let p = page(c).await;
+        if cond(&p) {
+            return p;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{who}: timed out waiting for: {what}\nstatus: {:?}, members: {:?}\nmessages:\n  {}",
+                p.status(),
+                p.member_names(),
+                p.texts().join("\n  ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn fill(c: &Client, css: &str, text: &str) {
+    let e = c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css}: {e}"));
+    e.clear().await.unwrap();
+    e.send_keys(text).await.unwrap();
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css}: {e}")).click().await.unwrap();
+}
+
+/// Opens the page, joins `room` as `name`, waits until connected; returns the client id.
+async fn join(c: &Client, url: &str, name: &str, room: &str) -> String {
+    c.goto(url).await.unwrap();
+    fill(c, "#name", name).await;
+    fill(c, "#room", room).await;
+    click(c, "#join").await;
+    let p = wait_for(c, name, "connected and listed as a member", |p| {
+        p.status() == "connected" && !p.client_id().is_empty() && p.member_ids().contains(&p.client_id())
+    })
+    .await;
+    assert_eq!(p.state["room"], format!("#{room}"));
+    assert!(p.state["chatVisible"].as_bool().unwrap() && !p.state["loginVisible"].as_bool().unwrap());
+    p.client_id().to_string()
+}
+
+/// Types a message into `#input` and presses `#send`.
+async fn say(c: &Client, text: &str) {
+    fill(c, "#input", text).await;
+    click(c, "#send").await;
+}
+
+/// Serves one SVG picture over HTTP, for the image link test (no internet needed).
+async fn picture_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        const SVG: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" width="160" height="90"><rect width="160" height="90" rx="12" fill="#3b7ddd"/><text x="80" y="54" font-family="sans-serif" font-size="22" text-anchor="middle" fill="#fff">cat.svg</text></svg>"##;
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: image/svg+xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    SVG.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(SVG.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/cat.svg")
+}
+
+fn artifacts_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
+    target.join("test-artifacts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_chat_in_the_page() {
+    let started = Instant::now();
+    let chromium = find_in_path(&["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]);
+    let chromedriver = find_in_path(&["chromedriver"]);
+    let (Some(chromium), Some(chromedriver)) = (chromium, chromedriver) else {
+        if std::env::var("GW_REQUIRE_BROWSER").as_deref() == Ok("1") {
+            panic!("GW_REQUIRE_BROWSER=1 but chromium/chromedriver not found (run scripts/install-browser.sh)");
+        }
+        println!("{SKIP}");
+        eprintln!("{SKIP}");
+        return;
+    };
+
+    let demo = Demo::start().await;
+    let driver = Driver::start(&chromedriver).await;
+    let sessions = tokio::join!(driver.session(&chromium), driver.session(&chromium), driver.session(&chromium));
+    let (ann, bob, cid) = match sessions {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        (a, b, c) => {
+            let mut errors = Vec::new();
+            for s in [a, b, c] {
+                match s {
+                    Ok(c) => drop(c.close().await),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            driver.stop().await;
+            panic!("cannot open Chromium sessions through chromedriver: {errors:?}");
+        }
+    };
+    // The scenario runs in its own task so that, whatever happens, every browser is closed here
+    // (killing chromedriver alone would leave them running).
+    let scenario = tokio::spawn(scenario(demo.page_url(), demo.addrs.web, ann.clone(), bob.clone(), cid.clone()));
+    let result = scenario.await;
+    for c in [ann, bob, cid] {
+        let _ = c.close().await; // Bob's is closed already
+    }
+    driver.stop().await;
+    demo.stop().await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    println!("browser test took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+async fn scenario(url: String, web: std::net::SocketAddr, ann: Client, bob: Client, cid: Client) {
+    // ---- join: each sees the others in #members ----
+    let ann_id = join(&ann, &url, "Ann", "garden").await;
+    let bob_id = join(&bob, &url, "Bob", "garden").await;
+    let cid_id = join(&cid, &url, "Cid", "garden").await;
+    for (c, who) in [(&ann, "Ann"), (&bob, "Bob"), (&cid, "Cid")] {
+        let p = wait_for(c, who, "all three members listed", |p| p.member_names() == ["Ann", "Bob", "Cid"]).await;
+        let mut ids = p.member_ids();
+        ids.sort();
+        let mut want = vec![ann_id.as_str(), bob_id.as_str(), cid_id.as_str()];
+        want.sort();
+        assert_eq!(ids, want, "{who}: data-client-id of the members");
+    }
+    let p = page(&ann).await;
+    assert!(p.has("notice", "Bob joined") && p.has("notice", "Cid joined"), "{:?}", p.texts());
+
+    // ---- a room message with an emoji shortcode and an image link ----
+    let picture = picture_server().await;
+    say(&ann, &format!("Hello garden :smile: :tada: look {picture}")).await;
+    for (c, who) in [(&ann, "Ann"), (&bob, "Bob"), (&cid, "Cid")] {
+        let p = wait_for(c, who, "Ann's room message, with its picture loaded", |p| {
+            p.find("say", "Hello garden").first().is_some_and(|m| m["imgs"][0]["width"].as_u64() > Some(0))
+        })
+        .await;
+        let m = p.find("say", "Hello garden")[0];
+        let text = m["text"].as_str().unwrap();
+        assert!(text.contains("Hello garden 😄 🎉 look"), "{who}: emoji shortcodes become emoji: {text}");
+        assert!(text.contains("Ann"), "{who}: the sender's name: {text}");
+        assert_eq!(m["imgs"][0]["src"], picture.as_str(), "{who}: the image link is shown as an image");
+        if who == "Ann" {
+            assert!(m["cls"].as_str().unwrap().contains("mine"), "own messages are marked: {m}");
+        }
+    }
+
+    // ---- markup is shown as text, never interpreted ----
+    say(&bob, "1 < 2 && 3 > 2, <3").await;
+    let announce =
+        json!({"content": "<b>not bold</b> <img src=x onerror=\"window.pwned=true\"> https://example.com/page"});
+    let (status, body) = common::http(web, "POST", "/api/announce", Some(&announce.to_string())).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    for (c, who) in [(&ann, "Ann"), (&bob, "Bob"), (&cid, "Cid")] {
+        let p = wait_for(c, who, "Bob's message and the announcement", |p| {
+            p.has("say", "1 < 2 && 3 > 2, <3") && p.has("announce", "<b>not bold</b>")
+        })
+        .await;
+        let a = p.find("announce", "<b>not bold</b>")[0];
+        let tags = a["tags"].as_array().unwrap();
+        assert!(!tags.contains(&json!("b")) && !tags.contains(&json!("img")), "{who}: markup escaped: {a}");
+        assert_eq!(a["links"], json!(["https://example.com/page"]), "{who}: links are links: {a}");
+        assert!(!p.state["pwned"].as_bool().unwrap(), "{who}: no script ran");
+    }
+    // Tags in chat messages are refused by the server, and only the sender sees why.
+    say(&cid, "<script>window.pwned=true</script>").await;
+    wait_for(&cid, "Cid", "the error about HTML", |p| p.has("error", "HTML is not allowed")).await;
+
+    // ---- a private message: Ann to Bob, picked in the member list ----
+    click(&ann, &format!("#members .member[data-client-id='{bob_id}']")).await;
+    let to = ann.find(Locator::Css("#to")).await.unwrap().prop("value").await.unwrap();
+    assert_eq!(to.as_deref(), Some(bob_id.as_str()), "clicking a member selects them as the recipient");
+    say(&ann, "psst, just for you Bob").await;
+    wait_for(&bob, "Bob", "the private message", |p| p.has("private", "psst, just for you Bob")).await;
+    let p = wait_for(&ann, "Ann", "her copy of the private message", |p| p.has("private", "psst")).await;
+    let copy = p.find("private", "psst")[0]["text"].as_str().unwrap().to_string();
+    assert!(copy.contains("to Bob"), "the sender's copy names the recipient: {copy}");
+    // Back to everyone; Cid must see this next message but never the private one.
+    ann.find(Locator::Css("#to")).await.unwrap().select_by_value("all").await.unwrap();
+    say(&ann, "back to everyone").await;
+    let p = wait_for(&cid, "Cid", "the next room message", |p| p.has("say", "back to everyone")).await;
+    assert!(!p.texts().iter().any(|t| t.contains("psst")), "Cid saw the private message: {:?}", p.texts());
+    wait_for(&bob, "Bob", "the next room message", |p| p.has("say", "back to everyone")).await;
+
+    // ---- Bob closes his browser: the others see him leave ----
+    bob.close().await.expect("close Bob's session");
+    for (c, who) in [(&ann, "Ann"), (&cid, "Cid")] {
+        wait_for(c, who, "Bob's leave notice and the shorter member list", |p| {
+            p.has("notice", "Bob left") && p.member_names() == ["Ann", "Cid"]
+        })
+        .await;
+    }
+    say(&cid, "bye Bob :wave:").await;
+    wait_for(&ann, "Ann", "Cid's goodbye", |p| p.has("say", "bye Bob 👋")).await;
+
+    // ---- the screenshot ----
+    let png = ann.screenshot().await.expect("screenshot");
+    let dir = artifacts_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("chat-browser.png");
+    std::fs::write(&file, &png).unwrap();
+    println!("screenshot: {}", file.display());
+
+    // ---- switching rooms ----
+    fill(&cid, "#new-room", "pond").await;
+    click(&cid, "#switch-room").await;
+    wait_for(&cid, "Cid", "alone in the new room", |p| {
+        p.state["room"] == "#pond" && p.status() == "connected" && p.member_names() == ["Cid"]
+    })
+    .await;
+    wait_for(&ann, "Ann", "Cid leaving the garden", |p| p.has("notice", "Cid left") && p.member_names() == ["Ann"])
+        .await;
+    // A room name the server would refuse is refused right away, and Cid stays where he is.
+    fill(&cid, "#new-room", "two words").await;
+    click(&cid, "#switch-room").await;
+    let p = wait_for(&cid, "Cid", "the room name error", |p| p.has("error", "Room names may contain")).await;
+    assert_eq!(p.state["room"], "#pond");
+    cid.set_window_size(420, 760).await.unwrap();
+    let narrow = cid.screenshot().await.expect("screenshot");
+    std::fs::write(dir.join("chat-browser-narrow.png"), &narrow).unwrap();
+
+    // ---- leaving, and nicknames and rooms the server would refuse ----
+    click(&ann, "#leave").await;
+    wait_for(&ann, "Ann", "the login form", |p| {
+        p.state["loginVisible"] == true && p.state["chatVisible"] == false && p.status() == "disconnected"
+    })
+    .await;
+    for (name, room, error) in [
+        ("<b>Ann</b>", "garden", "may not contain < or >"),
+        ("Ann", "#general", "letters, digits, - and _ only"),
+        ("Ann", "two words", "letters, digits, - and _ only"),
+    ] {
+        fill(&ann, "#name", name).await;
+        fill(&ann, "#room", room).await;
+        click(&ann, "#join").await;
+        let p =
+            wait_for(&ann, "Ann", error, |p| p.state["loginError"].as_str().is_some_and(|e| e.contains(error))).await;
+        assert_eq!(p.state["loginVisible"], true, "{name} {room}: still on the login form");
+    }
+
+    // ---- the heartbeat and reconnecting, against a scripted server (`?ws=` overrides the URL) ----
+    heartbeat_and_reconnect(&cid, &url).await;
+}
+
+/// The page answers `{"type":"ping"}` with `{"type":"pong"}`, shows "reconnecting" when the server
+/// goes away, reconnects on its own when it is back and logs in again with the same name and room.
+async fn heartbeat_and_reconnect(c: &Client, page_url: &str) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // The session still remembers Cid's name and room: loading the page joins right away.
+    c.goto(&format!("{page_url}?ws=ws://{addr}/")).await.unwrap();
+
+    // A login the server refuses sends the page back to the login form.
+    let (tcp, _) = tokio::time::timeout(TIMEOUT, listener.accept()).await.expect("the page connects").unwrap();
+    let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    ws.send(Message::text(json!({"type": "welcome", "client_id": "fake-0"}).to_string())).await.unwrap();
+    let login = next_json(&mut ws).await;
+    assert_eq!(login, json!({"type": "login", "name": "Cid", "room": "pond"}));
+    ws.send(Message::text(json!({"type": "error", "message": "that nickname is taken"}).to_string())).await.unwrap();
+    wait_for(c, "Cid", "the refused login", |p| {
+        p.state["loginVisible"] == true
+            && p.state["loginError"].as_str().is_some_and(|e| e.contains("that nickname is taken"))
+    })
+    .await;
+    drop(ws);
+    fill(c, "#name", "Cid").await;
+    fill(c, "#room", "garden").await;
+    click(c, "#join").await;
+
+    async fn accept_login(
+        listener: &TcpListener,
+        id: &str,
+    ) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+        let (tcp, _) = tokio::time::timeout(TIMEOUT, listener.accept()).await.expect("the page connects").unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        ws.send(Message::text(json!({"type": "welcome", "client_id": id}).to_string())).await.unwrap();
+        let login = next_json(&mut ws).await;
+        assert_eq!(login["type"], "login", "{login}");
+        assert_eq!((login["name"].as_str(), login["room"].as_str()), (Some("Cid"), Some("garden")), "{login}");
+        let members = json!({ id: "Cid" });
+        let reply = json!({"type": "login", "client_id": id, "name": "Cid", "room": "garden", "time": "2024-01-01 12:00:00", "members": members});
+        ws.send(Message::text(reply.to_string())).await.unwrap();
+        ws.send(Message::text(json!({"type": "history", "messages": []}).to_string())).await.unwrap();
+        ws
+    }
+    async fn next_json(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) -> Value {
+        loop {
+            match tokio::time::timeout(TIMEOUT, ws.next()).await.expect("the page answers") {
+                Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
+                Some(Ok(Message::Close(_))) | None => panic!("the page closed the connection"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("{e}"),
+            }
+        }
+    }
+
+    let mut ws = accept_login(&listener, "fake-1").await;
+    wait_for(c, "Cid", "connected to the scripted server", |p| p.status() == "connected" && p.client_id() == "fake-1")
+        .await;
+    ws.send(Message::text(r#"{"type":"ping"}"#)).await.unwrap();
+    assert_eq!(next_json(&mut ws).await, json!({"type": "pong"}));
+
+    // The server goes away (and refuses connections for a while): the page says it reconnects.
+    drop(listener);
+    drop(ws);
+    let p = wait_for(c, "Cid", "the reconnecting status", |p| p.status().contains("reconnecting")).await;
+    assert_eq!(p.state["statusClass"], "wait");
+    let listener = common_bind_again(addr).await;
+    let _ws = accept_login(&listener, "fake-2").await;
+    wait_for(c, "Cid", "reconnected with a new client id", |p| p.status() == "connected" && p.client_id() == "fake-2")
+        .await;
+}
+
+async fn common_bind_again(addr: std::net::SocketAddr) -> TcpListener {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return l,
+            Err(e) if Instant::now() > deadline => panic!("cannot bind {addr} again: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
