@@ -147,6 +147,42 @@ impl Default for RegisterConfig {
     }
 }
 
+/// What to do with a client whose send queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowConsumerPolicy {
+    /// Close it (close code `slow_consumer_close_code`); the message is counted as dropped.
+    #[default]
+    Disconnect,
+    /// Keep it connected and drop the message (counted).
+    Drop,
+}
+
+/// One public listener of a gateway (`[[listeners]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `websocket://host:port`, `text://…` (newline-delimited), `frame://…` (4-byte big-endian
+    /// length prefix) or `tcp://…` (raw chunks); with TLS: `wss://…`, `text+tls://…`,
+    /// `frame+tls://…`, `tcp+tls://…`.
+    pub url: String,
+    /// Largest message from a client on this listener; defaults to the gateway's
+    /// `max_message_size`.
+    #[serde(default)]
+    pub max_message_size: Option<usize>,
+    /// PEM certificate chain and private key, required for TLS listeners.
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    #[serde(default)]
+    pub tls_key: Option<String>,
+    /// WebSocket only: accepted `Origin` header values; empty accepts any.
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// WebSocket only: accepted request paths; empty accepts any.
+    #[serde(default)]
+    pub paths: Vec<String>,
+}
+
 /// `gateway.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -177,6 +213,31 @@ pub struct GatewayConfig {
     /// client is closed with code 1013 (GatewayWorker closes every client at once instead).
     #[serde(with = "humantime_serde")]
     pub worker_wait: Duration,
+    /// Public listeners. When empty, one WebSocket listener on `listen`.
+    pub listeners: Vec<ListenerConfig>,
+    /// GatewayWorker's `pingInterval`: every interval the gateway sends `ping_data` to each
+    /// client (a WebSocket ping frame when `ping_data` is empty); `0s` turns heartbeats off.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// GatewayWorker's `pingNotResponseLimit`: a client that sent nothing for this many intervals
+    /// is closed (and its `on_close` delivered); 0 never closes for silence.
+    pub ping_not_response_limit: u32,
+    /// GatewayWorker's `pingData`.
+    pub ping_data: String,
+    /// Whether a WebSocket pong frame counts as client activity.
+    pub pong_is_activity: bool,
+    /// A client that has sent no message this long after connecting is closed; `0s` is off.
+    #[serde(with = "humantime_serde")]
+    pub first_message_timeout: Duration,
+    /// Open client connections at most (accepted sockets, handshakes included).
+    pub max_connections: usize,
+    /// Open client connections from one IP address at most.
+    pub max_connections_per_ip: usize,
+    /// Bytes queued toward one client at most (with `send_queue` messages).
+    pub send_queue_bytes: usize,
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Close code for a disconnected slow consumer: 1008 (policy) or 1013 (try again later).
+    pub slow_consumer_close_code: u16,
     pub link: LinkConfig,
     pub log: LogConfig,
     pub process: ProcessConfig,
@@ -196,6 +257,17 @@ impl Default for GatewayConfig {
             handshake_timeout: Duration::from_secs(10),
             grace_period: Duration::from_secs(10),
             worker_wait: Duration::from_secs(30),
+            listeners: Vec::new(),
+            ping_interval: Duration::from_secs(25),
+            ping_not_response_limit: 2,
+            ping_data: String::new(),
+            pong_is_activity: true,
+            first_message_timeout: Duration::ZERO,
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            send_queue_bytes: 4 * 1024 * 1024,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+            slow_consumer_close_code: 1008,
             link: LinkConfig::default(),
             log: LogConfig::default(),
             process: ProcessConfig::default(),
@@ -204,6 +276,21 @@ impl Default for GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// The public listeners: `listeners`, or one WebSocket listener on `listen`.
+    pub fn effective_listeners(&self) -> Vec<ListenerConfig> {
+        if !self.listeners.is_empty() {
+            return self.listeners.clone();
+        }
+        vec![ListenerConfig {
+            url: format!("websocket://{}", self.listen),
+            max_message_size: None,
+            tls_cert: None,
+            tls_key: None,
+            origins: Vec::new(),
+            paths: Vec::new(),
+        }]
+    }
+
     /// The address announced to registers.
     pub fn advertised(&self) -> &str {
         self.advertise.as_deref().unwrap_or(&self.internal_listen)

@@ -160,11 +160,84 @@ impl Validate for RegisterConfig {
     }
 }
 
+/// The parts of a listener URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerUrl {
+    /// `websocket`, `text`, `frame` or `tcp`.
+    pub protocol: &'static str,
+    pub tls: bool,
+    pub addr: SocketAddr,
+}
+
+/// Parses `websocket://host:port`, `wss://…`, `text[+tls]://…`, `frame[+tls]://…`, `tcp[+tls]://…`.
+pub fn parse_listener_url(url: &str) -> Result<ListenerUrl, String> {
+    let (scheme, addr) =
+        url.split_once("://").ok_or_else(|| format!("{url:?} has no scheme (e.g. websocket://0.0.0.0:7272)"))?;
+    let (protocol, tls) = match scheme {
+        "websocket" | "ws" => ("websocket", false),
+        "wss" | "websocket+tls" => ("websocket", true),
+        "text" => ("text", false),
+        "text+tls" => ("text", true),
+        "frame" => ("frame", false),
+        "frame+tls" => ("frame", true),
+        "tcp" => ("tcp", false),
+        "tcp+tls" => ("tcp", true),
+        other => {
+            return Err(format!(
+                "unknown scheme {other:?}: use websocket, wss, text, frame or tcp (with +tls for TLS)"
+            ));
+        }
+    };
+    let addr =
+        addr.trim_end_matches('/').parse::<SocketAddr>().map_err(|_| format!("{addr:?} is not an IP:port address"))?;
+    Ok(ListenerUrl { protocol, tls, addr })
+}
+
 impl Validate for GatewayConfig {
     fn validate(&self) -> Vec<Problem> {
         let mut p = Problems::default();
         p.name(&self.name);
         p.bind_addr("listen", &self.listen);
+        for (i, l) in self.listeners.iter().enumerate() {
+            let key = format!("listeners[{i}]");
+            match parse_listener_url(&l.url) {
+                Ok(u) => {
+                    if u.tls && (l.tls_cert.is_none() || l.tls_key.is_none()) {
+                        p.add(format!("{key}.tls_cert"), "a TLS listener needs tls_cert and tls_key (PEM files)");
+                    }
+                    if !u.tls && (l.tls_cert.is_some() || l.tls_key.is_some()) {
+                        p.add(
+                            format!("{key}.url"),
+                            "tls_cert/tls_key given but the URL is not a TLS one (use wss:// or +tls)",
+                        );
+                    }
+                    if u.protocol != "websocket" && (!l.origins.is_empty() || !l.paths.is_empty()) {
+                        p.add(format!("{key}.origins"), "origins and paths apply to WebSocket listeners only");
+                    }
+                }
+                Err(e) => p.add(format!("{key}.url"), e),
+            }
+            if let Some(m) = l.max_message_size
+                && !(16..=64 * 1024 * 1024).contains(&m)
+            {
+                p.add(format!("{key}.max_message_size"), format!("{m} is outside 16..=67108864 bytes"));
+            }
+        }
+        if self.ping_not_response_limit > 0 && self.ping_interval.is_zero() {
+            p.add("ping_not_response_limit", "needs a ping_interval above 0s");
+        }
+        if self.max_connections == 0 {
+            p.add("max_connections", "must be at least 1");
+        }
+        if self.max_connections_per_ip == 0 {
+            p.add("max_connections_per_ip", "must be at least 1");
+        }
+        if self.send_queue_bytes < 1024 {
+            p.add("send_queue_bytes", "must be at least 1024");
+        }
+        if !(1000..=4999).contains(&self.slow_consumer_close_code) {
+            p.add("slow_consumer_close_code", "must be a WebSocket close code (1008 or 1013 are usual)");
+        }
         let internal = p.bind_addr("internal_listen", &self.internal_listen);
         match &self.advertise {
             Some(a) => p.peer_addr("advertise", a),

@@ -1,144 +1,148 @@
-//! One WebSocket client: handshake, then a loop that forwards the client's messages to its worker
-//! and writes what workers send back, until either side closes.
+//! One client connection, whatever its protocol: handshake (TLS, WebSocket upgrade), then a loop
+//! that forwards the client's messages to its worker and writes what workers send back, until
+//! either side closes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use gw_proto::{ClientInfo, CloseReason, Event, EventKind, Payload, Protocol};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::Gateway;
+use crate::listener::{ConnSlot, ListenerSpec};
 use crate::metrics::Metrics;
 use crate::router::{LinkGone, WorkerLink};
 use crate::state::{ClientHandle, KillReason, Outbound};
+use crate::stream::ClientStream;
+use crate::transport::{Incoming, StreamTransport, Transport, TransportError, WsTransport};
+use crate::upgrade::HandshakeRequest;
 
 /// Most queued messages written before one flush.
 const WRITE_BATCH: usize = 64;
-/// How long a close handshake may take before the socket is just dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Bytes of outgoing frames collected before tungstenite writes them to the socket.
-const WRITE_BUFFER: usize = 16 * 1024;
-
-/// Lets `feed` collect frames and `flush` write them with one syscall. With a write buffer of 0,
-/// every frame is its own `send`, and those sends were most of the gateway's CPU time under load
-/// (see BENCHMARKS.md). The buffer is only a threshold: memory grows only while frames wait.
-fn write_batching(config: WebSocketConfig) -> WebSocketConfig {
-    let size = WRITE_BUFFER.min(config.max_write_buffer_size / 2);
-    config.write_buffer_size(size)
-}
-
-/// What the WebSocket handshake request carried, for `on_websocket_connect`.
-#[derive(Debug, Default)]
-struct HandshakeRequest {
-    path: String,
-    query: String,
-    headers: Vec<(String, String)>,
-}
 
 /// Why the connection loop ended.
 enum End {
     /// The client closed or the socket failed.
     Client,
-    /// We closed it (worker command, shutdown, slow consumer).
+    /// We closed it (worker command, shutdown, slow consumer, heartbeat).
     Server,
 }
 
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, gw: Arc<Gateway>, shutdown: CancellationToken) {
+/// Serves one accepted socket of `listener` until it closes.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<ListenerSpec>,
+    gw: Arc<Gateway>,
+    shutdown: CancellationToken,
+    _slot: ConnSlot,
+) {
     stream.set_nodelay(true).ok();
-    let mut request: Option<HandshakeRequest> = None;
-    // The callback's signature (and its large error type) is tokio-tungstenite's.
-    #[allow(clippy::result_large_err)]
-    let callback = |req: &Request, resp: Response| {
-        let headers = req
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
-        request = Some(HandshakeRequest {
-            path: req.uri().path().to_string(),
-            query: req.uri().query().unwrap_or_default().to_string(),
-            headers,
-        });
-        Ok(resp)
+    let local = stream.local_addr().ok();
+    let handshake = async {
+        let stream = match &listener.tls {
+            Some(acceptor) => {
+                ClientStream::Tls(Box::new(acceptor.accept(stream).await.map_err(|e| format!("TLS: {e}"))?))
+            }
+            None => ClientStream::Plain(stream),
+        };
+        Ok::<_, String>(stream)
     };
-    let handshake =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(write_batching(gw.ws_config)));
-    let ws = match tokio::time::timeout(gw.config.handshake_timeout, handshake).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            Metrics::inc(&gw.state.metrics.handshake_failures);
-            tracing::debug!(error = %e, "websocket handshake failed");
-            return;
-        }
-        Err(_) => {
-            Metrics::inc(&gw.state.metrics.handshake_failures);
-            tracing::debug!("websocket handshake timed out");
-            return;
-        }
+    // The handshake (TLS and WebSocket) must finish in time: slow or silent handshakes are dropped.
+    let deadline = tokio::time::Instant::now() + gw.config.handshake_timeout;
+    let stream = match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return handshake_failed(&gw, &e),
+        Err(_) => return handshake_failed(&gw, "timed out"),
     };
-    let HandshakeRequest { path, query, headers } = request.unwrap_or_default();
+    let info = ClientInfo {
+        client_addr: peer.to_string(),
+        // The address this client actually reached (not 0.0.0.0 for a wildcard listener).
+        gateway_addr: local.map(|a| a.to_string()).unwrap_or_default(),
+        listener: listener.url.clone(),
+        protocol: listener.protocol,
+    };
+    match listener.framing() {
+        None => {
+            let upgraded =
+                tokio::time::timeout_at(deadline, crate::upgrade::accept(stream, &listener.policy, listener.ws_config))
+                    .await;
+            match upgraded {
+                Ok(Ok((ws, request))) => {
+                    let transport = WsTransport { ws, pong_is_activity: gw.config.pong_is_activity };
+                    run(transport, info, Some(request), gw, shutdown).await
+                }
+                Ok(Err(e)) => handshake_failed(&gw, &e.to_string()),
+                Err(_) => handshake_failed(&gw, "timed out"),
+            }
+        }
+        Some(framing) => run(StreamTransport::new(stream, framing), info, None, gw, shutdown).await,
+    }
+}
+
+fn handshake_failed(gw: &Gateway, why: &str) {
+    Metrics::inc(&gw.state.metrics.handshake_failures);
+    tracing::debug!(reason = why, "client handshake failed");
+}
+
+async fn run<T: Transport>(
+    transport: T,
+    info: ClientInfo,
+    request: Option<HandshakeRequest>,
+    gw: Arc<Gateway>,
+    shutdown: CancellationToken,
+) {
     let id = gw.next_client.fetch_add(1, Ordering::Relaxed);
     let client_id = gw.client_id(id);
     let span = tracing::debug_span!("client", client_id = %client_id);
-    let _g = span.enter();
-    tracing::debug!(peer = %peer, path = %path, "client connected");
-    drop(_g);
-
+    let protocol = info.protocol;
     let (tx, rx) = mpsc::channel(gw.config.send_queue);
-    let info = ClientInfo {
-        client_addr: peer.to_string(),
-        gateway_addr: gw.public_addr.to_string(),
-        listener: format!("websocket://{}", gw.public_addr),
-        protocol: Protocol::WebSocket,
-    };
-    let handle = Arc::new(ClientHandle::new(id, tx, info));
+    let handle = Arc::new(ClientHandle::new(id, tx, info, gw.clock_ms()));
     gw.state.insert(handle.clone());
     let mut conn = Connection {
         gw: gw.clone(),
         handle,
-        ws,
+        transport,
         rx,
         bound: None,
         info_sent: false,
         last_seq: 0,
         shutdown: shutdown.clone(),
     };
-    let opening = async {
-        conn.dispatch(EventKind::Connect).await?;
-        conn.dispatch(EventKind::WebSocketConnect { path, query, headers }).await
+    let body = async {
+        tracing::debug!(peer = %conn.handle.info.client_addr, listener = %conn.handle.info.listener, "client connected");
+        let mut opened = conn.dispatch(EventKind::Connect).await;
+        if opened.is_ok() && protocol == Protocol::WebSocket {
+            let HandshakeRequest { path, query, headers } = request.unwrap_or_default();
+            opened = conn.dispatch(EventKind::WebSocketConnect { path, query, headers }).await;
+        }
+        let end = match opened {
+            Ok(()) => conn.run().await,
+            Err(()) => End::Server,
+        };
+        tracing::debug!(by_client = matches!(end, End::Client), "client disconnected");
+        // The close event carries the final session; deliver it even though the socket is gone.
+        let _ = conn.dispatch(EventKind::Close).await;
+        conn.unbind();
+        gw.state.remove(id);
+        // A worker that dies from now on hands this client's events to no task: deliver what is
+        // already waiting here, and let later hand-backs go the orphan way.
+        let leftovers = conn.handle.close_redelivery();
+        if !leftovers.is_empty() {
+            tokio::spawn(crate::redeliver::deliver_orphans(gw.clone(), leftovers));
+        }
     };
-    let end = match opening.await {
-        Ok(()) => conn.run(&shutdown).await,
-        Err(()) => End::Server,
-    };
-    tracing::debug!(client_id = %client_id, by_client = matches!(end, End::Client), "client disconnected");
-    // The close event carries the final session; deliver it even though the socket is gone.
-    let _ = conn.dispatch(EventKind::Close).await;
-    conn.unbind();
-    gw.state.remove(id);
-    // A worker that died from now on hands this client's events to no task: deliver what is
-    // already waiting here, and let later hand-backs go the orphan way.
-    let leftovers = conn.handle.close_redelivery();
-    if !leftovers.is_empty() {
-        tokio::spawn(crate::redeliver::deliver_orphans(gw.clone(), leftovers));
-    }
+    tracing::Instrument::instrument(body, span).await;
 }
 
-struct Connection {
+struct Connection<T> {
     gw: Arc<Gateway>,
     handle: Arc<ClientHandle>,
-    ws: WebSocketStream<TcpStream>,
+    transport: T,
     rx: mpsc::Receiver<Outbound>,
     bound: Option<Arc<WorkerLink>>,
     /// Whether the bound worker already has this client's info.
@@ -149,15 +153,24 @@ struct Connection {
     shutdown: CancellationToken,
 }
 
-impl Connection {
-    async fn run(&mut self, shutdown: &CancellationToken) -> End {
+impl<T: Transport> Connection<T> {
+    async fn run(&mut self) -> End {
         let kill = self.handle.kill.clone();
+        let shutdown = self.shutdown.clone();
+        // Only until the first message, so a per-connection timer is cheap here.
+        let first_message = self.gw.config.first_message_timeout;
+        let first_deadline = (!first_message.is_zero()).then(|| tokio::time::Instant::now() + first_message);
+        let mut got_message = false;
         loop {
             tokio::select! {
                 biased;
                 _ = kill.cancelled() => return self.killed().await,
                 _ = shutdown.cancelled() => {
-                    self.close(Some(CloseReason { code: 1001, reason: "server shutting down".into() })).await;
+                    self.transport.close(1001, "server shutting down").await;
+                    return End::Server;
+                }
+                _ = async { tokio::time::sleep_until(first_deadline.expect("guarded")).await }, if first_deadline.is_some() && !got_message => {
+                    self.transport.close(1008, "no message in time").await;
                     return End::Server;
                 }
                 _ = self.handle.redeliver.notified() => {
@@ -168,32 +181,33 @@ impl Connection {
                 }
                 out = self.rx.recv() => {
                     let Some(out) = out else { return End::Server };
-                    let write = self.write(out);
                     let done = tokio::select! {
-                        r = write => r,
+                        r = self.write(out) => r,
                         _ = kill.cancelled() => return self.killed().await,
                     };
                     if let Some(end) = done {
                         return end;
                     }
                 }
-                msg = self.ws.next() => {
-                    match msg {
-                        Some(Ok(Message::Text(t))) => {
-                            let data = bytes::Bytes::from(t);
-                            if self.on_message(Payload { data, binary: false }).await.is_err() {
+                incoming = self.transport.recv() => {
+                    self.handle.last_active.store(self.gw.clock_ms(), Ordering::Relaxed);
+                    match incoming {
+                        Ok(Incoming::Message(payload)) => {
+                            got_message = true;
+                            if self.on_message(payload).await.is_err() {
                                 return End::Server;
                             }
                         }
-                        Some(Ok(Message::Binary(b))) => {
-                            if self.on_message(Payload { data: b, binary: true }).await.is_err() {
-                                return End::Server;
-                            }
-                        }
-                        Some(Ok(Message::Close(_))) | None => return End::Client,
-                        Some(Ok(_)) => {} // ping/pong: tungstenite answers pings on the next read
-                        Some(Err(e)) => {
+                        Ok(Incoming::Activity) => {}
+                        Err(TransportError::Closed) => return End::Client,
+                        Err(TransportError::Io(e)) => {
                             tracing::debug!(error = %e, "client read failed");
+                            return End::Client;
+                        }
+                        Err(TransportError::Violation { code, reason }) => {
+                            Metrics::inc(&self.gw.state.metrics.protocol_violations);
+                            tracing::debug!(code, reason = %reason, "client broke the protocol");
+                            self.transport.close(code, &reason).await;
                             return End::Client;
                         }
                     }
@@ -215,66 +229,61 @@ impl Connection {
         let mut next = Some(first);
         let mut n = 0;
         while let Some(out) = next.take() {
-            match out {
+            let result = match out {
                 Outbound::Msg(msg) => {
-                    if let Err(e) = self.feed(msg).await {
-                        tracing::debug!(error = %e, "client write failed");
-                        return Some(End::Client);
+                    let len = msg.len();
+                    self.handle.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                    match self.transport.feed(msg).await {
+                        Ok(written) => {
+                            self.handle.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
+                            Metrics::inc(&self.gw.state.metrics.messages_out);
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
                     }
                 }
+                Outbound::Control(msg) => self.transport.feed(msg).await.map(|_| ()),
                 Outbound::Close { last, close } => {
                     if let Some(msg) = last {
-                        let _ = self.feed(msg).await;
+                        let _ = self.transport.feed(msg).await;
                     }
-                    self.close(close).await;
+                    let (code, reason) = close.map(|c| (c.code, c.reason)).unwrap_or((1000, String::new()));
+                    self.transport.close(code, &reason).await;
                     return Some(End::Server);
                 }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = ?e, "client write failed");
+                return Some(End::Client);
             }
             n += 1;
             if n < WRITE_BATCH {
                 next = self.rx.try_recv().ok();
             }
         }
-        if let Err(e) = self.ws.flush().await {
-            tracing::debug!(error = %e, "client flush failed");
+        if let Err(e) = self.transport.flush().await {
+            tracing::debug!(error = ?e, "client flush failed");
             return Some(End::Client);
         }
         None
-    }
-
-    async fn feed(&mut self, msg: Message) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-        let len = msg.len() as u64;
-        self.ws.feed(msg).await?;
-        self.handle.bytes_out.fetch_add(len, Ordering::Relaxed);
-        Metrics::inc(&self.gw.state.metrics.messages_out);
-        Ok(())
     }
 
     async fn killed(&mut self) -> End {
         match self.handle.kill_reason() {
             KillReason::SlowConsumer => {
                 // The client is not reading, so the close frame may never get out: bounded wait.
-                self.close(Some(CloseReason { code: 1008, reason: "slow consumer: send queue full".into() })).await;
+                let code = self.gw.config.slow_consumer_close_code;
+                self.transport.close(code, "slow consumer: send queue full").await;
             }
+            KillReason::Heartbeat => self.transport.close(1008, "no heartbeat").await,
             KillReason::Destroy | KillReason::None => {}
         }
         End::Server
     }
 
-    /// Sends a close frame (1000 unless a code is given) and waits briefly for the client's answer.
     async fn close(&mut self, reason: Option<CloseReason>) {
-        let frame = Some(match reason {
-            Some(r) => CloseFrame { code: CloseCode::from(r.code), reason: r.reason.into() },
-            None => CloseFrame { code: CloseCode::Normal, reason: "".into() },
-        });
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            self.ws.close(frame).await?;
-            while let Some(msg) = self.ws.next().await {
-                msg?;
-            }
-            Ok::<_, tokio_tungstenite::tungstenite::Error>(())
-        })
-        .await;
+        let (code, reason) = reason.map(|c| (c.code, c.reason)).unwrap_or((1000, String::new()));
+        self.transport.close(code, &reason).await;
     }
 
     /// Sends one event to this client's worker, binding or re-binding as needed. Waits (without

@@ -8,6 +8,9 @@
 
 mod announce;
 mod client;
+pub mod framing;
+mod heartbeat;
+mod listener;
 pub mod metrics;
 mod node;
 mod peer;
@@ -15,6 +18,9 @@ mod redeliver;
 mod router;
 mod session;
 mod state;
+mod stream;
+mod transport;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +31,6 @@ use gw_config::GatewayConfig;
 use gw_link::HandshakeOptions;
 use gw_proto::{ClientId, Role};
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -40,15 +45,35 @@ pub use state::State;
 pub enum GatewayError {
     #[error("listener failed: {0}")]
     Listener(#[source] std::io::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
-/// The two listeners a gateway serves, bound by the caller.
+/// The sockets a gateway serves, bound by the caller.
 #[derive(Debug)]
 pub struct Listeners {
-    /// Public WebSocket listener for clients.
-    pub public: TcpListener,
+    /// Public listeners for clients, in the order of `GatewayConfig::effective_listeners`.
+    pub public: Vec<TcpListener>,
     /// Internal listener for business workers and gateway clients.
     pub internal: TcpListener,
+}
+
+impl Listeners {
+    /// Binds every listener the configuration names.
+    pub async fn bind(config: &GatewayConfig) -> Result<Self, GatewayError> {
+        let mut public = Vec::new();
+        for l in config.effective_listeners() {
+            let url = gw_config::parse_listener_url(&l.url).map_err(GatewayError::Config)?;
+            let socket = TcpListener::bind(url.addr)
+                .await
+                .map_err(|e| GatewayError::Config(format!("cannot listen on {} ({}): {e}", url.addr, l.url)))?;
+            public.push(socket);
+        }
+        let internal = TcpListener::bind(&config.internal_listen).await.map_err(|e| {
+            GatewayError::Config(format!("cannot listen on {} (internal_listen): {e}", config.internal_listen))
+        })?;
+        Ok(Self { public, internal })
+    }
 }
 
 /// A running gateway's shared state.
@@ -62,9 +87,11 @@ pub struct Gateway {
     pub(crate) instance: u64,
     /// Advertised internal address, embedded in client ids.
     pub(crate) address: String,
-    pub(crate) public_addr: SocketAddr,
+    pub(crate) listeners: Vec<Arc<listener::ListenerSpec>>,
+    pub(crate) limits: Arc<listener::ConnLimits>,
     pub(crate) next_client: AtomicU64,
-    pub(crate) ws_config: WebSocketConfig,
+    /// Start of the gateway's monotonic clock (heartbeat bookkeeping in ms).
+    epoch: tokio::time::Instant,
     pub(crate) handshake: HandshakeOptions,
     pub(crate) register_handshake: HandshakeOptions,
 }
@@ -98,20 +125,31 @@ impl Gateway {
     pub(crate) fn config_worker_wait(&self) -> Duration {
         self.config.worker_wait
     }
+
+    /// Milliseconds since the gateway started (monotonic; unaffected by wall-clock jumps).
+    pub(crate) fn clock_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The public listener URLs with their bound addresses.
+    pub fn listener_urls(&self) -> Vec<String> {
+        self.listeners.iter().map(|l| l.url.clone()).collect()
+    }
+
+    /// Open client sockets (handshakes included).
+    pub fn open_sockets(&self) -> usize {
+        self.limits.open()
+    }
 }
 
 /// Builds the gateway state for the given listeners (the advertised address defaults to the
 /// internal listener's real address, so port 0 works in tests).
 pub fn build(config: GatewayConfig, listeners: &Listeners) -> Result<Arc<Gateway>, GatewayError> {
     let internal = listeners.internal.local_addr().map_err(GatewayError::Listener)?;
-    let public_addr = listeners.public.local_addr().map_err(GatewayError::Listener)?;
+    let bound: Vec<SocketAddr> =
+        listeners.public.iter().map(|l| l.local_addr()).collect::<Result<_, _>>().map_err(GatewayError::Listener)?;
+    let specs = listener::specs(&config, &bound)?.into_iter().map(Arc::new).collect();
     let address = config.advertise.clone().unwrap_or_else(|| internal.to_string());
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(config.max_message_size.saturating_mul(2).max(64 * 1024))
-        .max_message_size(Some(config.max_message_size))
-        .max_frame_size(Some(config.max_message_size));
     let handshake = HandshakeOptions {
         secret: config.secret.clone().into_bytes(),
         role: Role::Gateway,
@@ -124,10 +162,11 @@ pub fn build(config: GatewayConfig, listeners: &Listeners) -> Result<Arc<Gateway
         handshake,
         instance: rand::random(),
         address,
-        public_addr,
+        listeners: specs,
+        limits: Arc::new(listener::ConnLimits::new(config.max_connections, config.max_connections_per_ip)),
         next_client: AtomicU64::new(1),
-        ws_config,
-        state: State::new(),
+        epoch: tokio::time::Instant::now(),
+        state: State::new(config.send_queue_bytes, config.slow_consumer == gw_config::SlowConsumerPolicy::Drop),
         router: router::Router::new(),
         config,
     }))
@@ -143,9 +182,12 @@ pub async fn run(config: GatewayConfig, listeners: Listeners, shutdown: Cancella
 
 /// [`run`] with state built by [`build`], so callers can observe it.
 pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: CancellationToken) -> Result<(), GatewayError> {
+    let first_public =
+        listeners.public.first().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(
         name = %gw.config.name,
-        public = %gw.public_addr,
+        public = %first_public,
+        listeners = ?gw.listener_urls(),
         internal = %listeners.internal.local_addr().map_err(GatewayError::Listener)?,
         advertise = %gw.address,
         "gateway listening"
@@ -164,16 +206,36 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
             links.spawn(peer::serve(stream, addr, gw.clone(), links_down.clone()));
         }
     });
-    let public = accept_loop(listeners.public, shutdown.clone(), {
-        let gw = gw.clone();
-        let clients_down = clients_down.clone();
-        let clients = clients.clone();
-        move |stream, addr| {
+    let heartbeat = tokio::spawn(heartbeat::run(gw.clone(), clients_down.clone()));
+    let mut public = Vec::new();
+    for (socket, spec) in listeners.public.into_iter().zip(gw.listeners.clone()) {
+        let (gw, clients_down, clients) = (gw.clone(), clients_down.clone(), clients.clone());
+        public.push(accept_loop(socket, shutdown.clone(), move |stream, addr| {
+            let slot = match gw.limits.acquire(addr.ip()) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    let counter = match refusal {
+                        listener::Refusal::Total => &gw.state.metrics.rejected_total_limit,
+                        listener::Refusal::PerIp => &gw.state.metrics.rejected_ip_limit,
+                    };
+                    Metrics::inc(counter);
+                    tracing::debug!(peer = %addr, ?refusal, "connection refused: limit reached");
+                    // Best effort, never blocking: tell HTTP clients why.
+                    if spec.protocol == gw_proto::Protocol::WebSocket && spec.tls.is_none() {
+                        let _ = stream.try_write(
+                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                    }
+                    return;
+                }
+            };
             let span = tracing::debug_span!("conn", peer = %addr);
-            clients.spawn(client::serve(stream, addr, gw.clone(), clients_down.clone()).instrument(span));
-        }
-    });
-    tokio::join!(internal, public);
+            clients.spawn(
+                client::serve(stream, addr, spec.clone(), gw.clone(), clients_down.clone(), slot).instrument(span),
+            );
+        }));
+    }
+    tokio::join!(internal, futures_util::future::join_all(public));
 
     tracing::info!(clients = gw.state.client_count(), "gateway stopping: closing clients");
     let deadline = tokio::time::Instant::now() + gw.config.grace_period;
@@ -182,6 +244,7 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     if tokio::time::timeout_at(deadline, clients.wait()).await.is_err() {
         tracing::warn!("grace period over with clients still closing; dropping them");
     }
+    heartbeat.abort();
     links_down.cancel();
     links.close();
     let _ = tokio::time::timeout(Duration::from_secs(3), links.wait()).await;

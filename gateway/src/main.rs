@@ -16,15 +16,10 @@ const SPEC: Spec = Spec {
 
 fn main() -> std::process::ExitCode {
     gw_daemon::main(SPEC, |config: GatewayConfig, ctx| async move {
-        let public = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
-        let internal = tokio::net::TcpListener::bind(&config.internal_listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (internal_listen)", config.internal_listen))?;
-        let listen = vec![public.local_addr()?.to_string(), internal.local_addr()?.to_string()];
-        let listeners = gw_gateway::Listeners { public, internal };
+        let listeners = gw_gateway::Listeners::bind(&config).await?;
         let gateway = gw_gateway::build(config, &listeners)?;
+        let mut listen = gateway.listener_urls();
+        listen.push(listeners.internal.local_addr().context("internal listener")?.to_string());
         ctx.publish(Arc::new(gw_gateway::GatewayNode { gateway: gateway.clone(), listen }));
         gw_gateway::serve(gateway, listeners, ctx.shutdown.clone()).await?;
         Ok(())

@@ -26,6 +26,12 @@ pub struct Metrics {
     pub redelivered: AtomicU64,
     pub handshake_failures: AtomicU64,
     pub link_errors: AtomicU64,
+    /// Clients closed for breaking their protocol (bad frames, invalid UTF-8, oversize).
+    pub protocol_violations: AtomicU64,
+    /// Sockets refused at accept because `max_connections` was reached.
+    pub rejected_total_limit: AtomicU64,
+    /// Sockets refused at accept because `max_connections_per_ip` was reached.
+    pub rejected_ip_limit: AtomicU64,
 }
 
 impl Metrics {
@@ -51,6 +57,9 @@ impl Metrics {
             ("redelivered", g(&self.redelivered)),
             ("handshake_failures", g(&self.handshake_failures)),
             ("link_errors", g(&self.link_errors)),
+            ("protocol_violations", g(&self.protocol_violations)),
+            ("rejected_total_limit", g(&self.rejected_total_limit)),
+            ("rejected_ip_limit", g(&self.rejected_ip_limit)),
         ]
     }
 

@@ -6,7 +6,7 @@
 //! `.await`; delivery to a client is a non-blocking `try_send` into its bounded queue.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -23,7 +23,12 @@ use crate::session;
 #[derive(Debug)]
 pub(crate) enum Outbound {
     Msg(Message),
-    Close { last: Option<Message>, close: Option<CloseReason> },
+    /// A heartbeat ping: not counted as a message and not held against the byte budget.
+    Control(Message),
+    Close {
+        last: Option<Message>,
+        close: Option<CloseReason>,
+    },
 }
 
 /// Why a client was killed out of band.
@@ -33,6 +38,8 @@ pub(crate) enum KillReason {
     None = 0,
     SlowConsumer = 1,
     Destroy = 2,
+    /// Silent for `ping_not_response_limit` intervals.
+    Heartbeat = 3,
 }
 
 /// A connected client as the rest of the gateway sees it.
@@ -46,6 +53,10 @@ pub(crate) struct ClientHandle {
     pub session: Mutex<Option<Bytes>>,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Bytes of messages queued and not yet written.
+    pub queued_bytes: AtomicUsize,
+    /// When the client last sent something, in ms of the gateway clock.
+    pub last_active: AtomicU64,
     /// Events a dead worker link handed back, to be sent to another worker before anything new.
     redelivery: Mutex<Redelivery>,
     /// Set while `redelivery` holds events; checked on every dispatch without taking the lock.
@@ -62,7 +73,7 @@ struct Redelivery {
 }
 
 impl ClientHandle {
-    pub fn new(id: u64, tx: mpsc::Sender<Outbound>, info: ClientInfo) -> Self {
+    pub fn new(id: u64, tx: mpsc::Sender<Outbound>, info: ClientInfo, now_ms: u64) -> Self {
         Self {
             id,
             tx,
@@ -72,6 +83,8 @@ impl ClientHandle {
             session: Mutex::new(None),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            last_active: AtomicU64::new(now_ms),
             redelivery: Mutex::new(Redelivery::default()),
             redelivery_pending: AtomicBool::new(false),
             redeliver: Notify::new(),
@@ -128,6 +141,7 @@ impl ClientHandle {
         match self.kill_reason.load(Ordering::Acquire) {
             1 => KillReason::SlowConsumer,
             2 => KillReason::Destroy,
+            3 => KillReason::Heartbeat,
             _ => KillReason::None,
         }
     }
@@ -197,11 +211,24 @@ pub struct State {
     clients: DashMap<u64, Arc<ClientHandle>>,
     index: RwLock<Indexes>,
     pub metrics: Metrics,
+    queue_bytes: usize,
+    drop_slow: bool,
 }
 
 impl State {
-    pub(crate) fn new() -> Self {
-        Self { clients: DashMap::new(), index: RwLock::new(Indexes::default()), metrics: Metrics::default() }
+    pub(crate) fn new(queue_bytes: usize, drop_slow: bool) -> Self {
+        Self {
+            clients: DashMap::new(),
+            index: RwLock::new(Indexes::default()),
+            metrics: Metrics::default(),
+            queue_bytes,
+            drop_slow,
+        }
+    }
+
+    /// Every client handle (for the heartbeat walk).
+    pub(crate) fn handles(&self) -> Vec<Arc<ClientHandle>> {
+        self.clients.iter().map(|e| e.value().clone()).collect()
     }
 
     pub(crate) fn insert(&self, handle: Arc<ClientHandle>) {
@@ -246,12 +273,23 @@ impl State {
     /// Queues a message for a client without waiting. A full queue marks a slow consumer: the
     /// message is dropped, counted, and the client disconnected (close code 1008).
     fn deliver(&self, handle: &ClientHandle, msg: &Message) {
-        match handle.tx.try_send(Outbound::Msg(msg.clone())) {
-            Ok(()) => {}
+        let len = msg.len();
+        let over_bytes = handle.queued_bytes.load(Ordering::Relaxed) + len > self.queue_bytes;
+        let result = if over_bytes {
+            Err(mpsc::error::TrySendError::Full(Outbound::Msg(msg.clone())))
+        } else {
+            handle.tx.try_send(Outbound::Msg(msg.clone()))
+        };
+        match result {
+            Ok(()) => {
+                handle.queued_bytes.fetch_add(len, Ordering::Relaxed);
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 Metrics::inc(&self.metrics.dropped_slow_consumer);
-                tracing::warn!(client = handle.id, "send queue full: slow consumer disconnected");
-                handle.kill(KillReason::SlowConsumer);
+                if !self.drop_slow && !handle.kill.is_cancelled() {
+                    tracing::warn!(client = handle.id, "send queue full: slow consumer disconnected");
+                    handle.kill(KillReason::SlowConsumer);
+                }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Metrics::inc(&self.metrics.dropped_client_gone),
         }

@@ -142,7 +142,7 @@ impl GatewayHandle {
             ..GatewayConfig::default()
         };
         tweak(&mut config);
-        let listeners = gw_gateway::Listeners { public, internal };
+        let listeners = gw_gateway::Listeners { public: vec![public], internal };
         let gw = gw_gateway::build(config, &listeners).unwrap();
         let stop = CancellationToken::new();
         let task = tokio::spawn({

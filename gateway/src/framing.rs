@@ -1,0 +1,146 @@
+//! Sans-IO framing of the TCP client protocols: `text` (newline-delimited, a trailing `\r` is
+//! dropped), `frame` (4-byte big-endian length prefix) and `tcp` (raw chunks). Every decoder
+//! checks its limit before buffering more, so a peer that never ends a line or announces a huge
+//! frame is refused instead of growing memory.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Why a client's bytes were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    #[error("line longer than {max} bytes")]
+    LineTooLong { max: usize },
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge { len: usize, max: usize },
+}
+
+/// The client protocol of a TCP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamProtocol {
+    Text,
+    Frame,
+    Raw,
+}
+
+/// Decoder and encoder of one protocol with a message size limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Framing {
+    pub protocol: StreamProtocol,
+    pub max: usize,
+}
+
+impl Framing {
+    pub fn new(protocol: StreamProtocol, max: usize) -> Self {
+        Self { protocol, max }
+    }
+
+    /// Takes the next complete message off the front of `buf`, or `None` if more bytes are
+    /// needed.
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Bytes>, FramingError> {
+        match self.protocol {
+            StreamProtocol::Text => match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    if i > self.max + 1 {
+                        return Err(FramingError::LineTooLong { max: self.max });
+                    }
+                    let mut line = buf.split_to(i + 1);
+                    line.truncate(i);
+                    if line.last() == Some(&b'\r') {
+                        line.truncate(i - 1);
+                    }
+                    Ok(Some(line.freeze()))
+                }
+                None if buf.len() > self.max + 1 => Err(FramingError::LineTooLong { max: self.max }),
+                None => Ok(None),
+            },
+            StreamProtocol::Frame => {
+                if buf.len() < 4 {
+                    return Ok(None);
+                }
+                let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                if len > self.max {
+                    return Err(FramingError::FrameTooLarge { len, max: self.max });
+                }
+                if buf.len() < 4 + len {
+                    return Ok(None);
+                }
+                buf.advance(4);
+                Ok(Some(buf.split_to(len).freeze()))
+            }
+            StreamProtocol::Raw => {
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                let n = buf.len().min(self.max);
+                Ok(Some(buf.split_to(n).freeze()))
+            }
+        }
+    }
+
+    /// Appends one outgoing message to `out`.
+    pub fn encode(&self, data: &[u8], out: &mut BytesMut) {
+        match self.protocol {
+            StreamProtocol::Text => {
+                out.extend_from_slice(data);
+                out.extend_from_slice(b"\n");
+            }
+            StreamProtocol::Frame => {
+                out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+                out.extend_from_slice(data);
+            }
+            StreamProtocol::Raw => out.extend_from_slice(data),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(f: &Framing, bytes: &[u8]) -> Result<Vec<Bytes>, FramingError> {
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Some(m) = f.decode(&mut buf)? {
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn text_splits_lines_and_drops_carriage_returns() {
+        let f = Framing::new(StreamProtocol::Text, 16);
+        assert_eq!(all(&f, b"a\r\nbc\n\npartial").unwrap(), vec!["a", "bc", ""]);
+        let mut out = BytesMut::new();
+        f.encode(b"hi", &mut out);
+        assert_eq!(&out[..], b"hi\n");
+    }
+
+    #[test]
+    fn text_refuses_an_endless_line_before_buffering_past_the_limit() {
+        let f = Framing::new(StreamProtocol::Text, 4);
+        assert_eq!(all(&f, b"abcdefg"), Err(FramingError::LineTooLong { max: 4 }));
+        assert_eq!(all(&f, b"abcdefg\n"), Err(FramingError::LineTooLong { max: 4 }));
+        assert_eq!(all(&f, b"abcd\r\n").unwrap(), vec!["abcd"]);
+    }
+
+    #[test]
+    fn frames_are_length_prefixed_and_limited() {
+        let f = Framing::new(StreamProtocol::Frame, 8);
+        let mut out = BytesMut::new();
+        f.encode(b"abc", &mut out);
+        f.encode(b"", &mut out);
+        assert_eq!(&out[..], &[0, 0, 0, 3, b'a', b'b', b'c', 0, 0, 0, 0]);
+        assert_eq!(all(&f, &out).unwrap(), vec![&b"abc"[..], &b""[..]]);
+        assert_eq!(
+            all(&f, &[0xff, 0xff, 0xff, 0xff]),
+            Err(FramingError::FrameTooLarge { len: u32::MAX as usize, max: 8 })
+        );
+        assert!(all(&f, &[0, 0, 0, 5, 1, 2]).unwrap().is_empty(), "waits for the rest");
+    }
+
+    #[test]
+    fn raw_chunks_are_cut_at_the_limit() {
+        let f = Framing::new(StreamProtocol::Raw, 3);
+        assert_eq!(all(&f, b"abcdefg").unwrap(), vec!["abc", "def", "g"]);
+    }
+}

@@ -1,0 +1,180 @@
+//! The gateway's public listeners: what each one speaks (WebSocket or a TCP framing, with or
+//! without TLS), its limits, and the connection caps shared by all of them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+use gw_config::{GatewayConfig, ListenerConfig, parse_listener_url};
+use gw_proto::Protocol;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::GatewayError;
+use crate::framing::{Framing, StreamProtocol};
+use crate::upgrade::Policy;
+
+/// One configured public listener.
+#[derive(Clone)]
+pub(crate) struct ListenerSpec {
+    /// As configured, e.g. `websocket://0.0.0.0:7272` (with the real port once bound).
+    pub url: String,
+    pub protocol: Protocol,
+    pub tls: Option<TlsAcceptor>,
+    pub max_message: usize,
+    pub policy: Policy,
+    pub ws_config: WebSocketConfig,
+}
+
+impl std::fmt::Debug for ListenerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerSpec").field("url", &self.url).field("tls", &self.tls.is_some()).finish()
+    }
+}
+
+impl ListenerSpec {
+    /// The framing of a TCP listener.
+    pub fn framing(&self) -> Option<Framing> {
+        let p = match self.protocol {
+            Protocol::WebSocket => return None,
+            Protocol::Text => StreamProtocol::Text,
+            Protocol::Frame => StreamProtocol::Frame,
+            Protocol::Tcp => StreamProtocol::Raw,
+        };
+        Some(Framing::new(p, self.max_message))
+    }
+}
+
+/// Builds the listener specs (loading TLS certificates, so a bad path fails at startup, named).
+pub(crate) fn specs(config: &GatewayConfig, bound: &[SocketAddr]) -> Result<Vec<ListenerSpec>, GatewayError> {
+    let listeners = config.effective_listeners();
+    if listeners.len() != bound.len() {
+        return Err(GatewayError::Config(format!(
+            "{} listeners configured but {} sockets bound",
+            listeners.len(),
+            bound.len()
+        )));
+    }
+    listeners.iter().zip(bound).map(|(l, addr)| spec(config, l, *addr)).collect()
+}
+
+fn spec(config: &GatewayConfig, l: &ListenerConfig, addr: SocketAddr) -> Result<ListenerSpec, GatewayError> {
+    let url = parse_listener_url(&l.url).map_err(|e| GatewayError::Config(format!("listener {}: {e}", l.url)))?;
+    let protocol = match url.protocol {
+        "websocket" => Protocol::WebSocket,
+        "text" => Protocol::Text,
+        "frame" => Protocol::Frame,
+        _ => Protocol::Tcp,
+    };
+    let tls = if url.tls {
+        let (Some(cert), Some(key)) = (&l.tls_cert, &l.tls_key) else {
+            return Err(GatewayError::Config(format!("listener {}: tls_cert and tls_key are required", l.url)));
+        };
+        Some(tls_acceptor(cert, key)?)
+    } else {
+        None
+    };
+    let max_message = l.max_message_size.unwrap_or(config.max_message_size);
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_message.saturating_mul(2).max(64 * 1024))
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let scheme = l.url.split_once("://").map(|(s, _)| s).unwrap_or("websocket");
+    Ok(ListenerSpec {
+        url: format!("{scheme}://{addr}"),
+        protocol,
+        tls,
+        max_message,
+        policy: Policy { origins: l.origins.clone(), paths: l.paths.clone() },
+        ws_config,
+    })
+}
+
+/// Loads a PEM certificate chain and key into a TLS acceptor; errors name the file.
+pub(crate) fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, GatewayError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| GatewayError::Config(format!("tls_cert {cert}: {e}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| GatewayError::Config(format!("tls_cert {cert}: {e}")))?;
+    if certs.is_empty() {
+        return Err(GatewayError::Config(format!("tls_cert {cert}: no certificate found")));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| GatewayError::Config(format!("tls_key {key}: {e}")))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| GatewayError::Config(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| GatewayError::Config(format!("tls_cert {cert} / tls_key: {e}")))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Caps on open client sockets, in total and per IP address.
+#[derive(Debug)]
+pub(crate) struct ConnLimits {
+    total: AtomicUsize,
+    per_ip: DashMap<IpAddr, usize>,
+    max_total: usize,
+    max_per_ip: usize,
+}
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Total,
+    PerIp,
+}
+
+impl ConnLimits {
+    pub fn new(max_total: usize, max_per_ip: usize) -> Self {
+        Self { total: AtomicUsize::new(0), per_ip: DashMap::new(), max_total, max_per_ip }
+    }
+
+    /// Takes a slot for a new socket from `ip`, released when the returned guard drops.
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, Refusal> {
+        if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::Total);
+        }
+        let mut n = self.per_ip.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            drop(n);
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::PerIp);
+        }
+        *n += 1;
+        Ok(ConnSlot { limits: self.clone(), ip })
+    }
+
+    pub fn open(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// An open client socket counted against the limits.
+#[derive(Debug)]
+pub(crate) struct ConnSlot {
+    limits: Arc<ConnLimits>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.limits.total.fetch_sub(1, Ordering::AcqRel);
+        let remove = match self.limits.per_ip.get_mut(&self.ip) {
+            Some(mut n) => {
+                *n -= 1;
+                *n == 0
+            }
+            None => false,
+        };
+        if remove {
+            self.limits.per_ip.remove_if(&self.ip, |_, n| *n == 0);
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The WebSocket opening handshake, done here rather than inside tungstenite so that every bad
+//! request gets a clear HTTP status (a plain GET gets 426 with an explanation, a bad key 400, a
+//! foreign origin 403, an unknown path 404) and the request head is bounded in size and time.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use crate::stream::ClientStream;
+
+/// Largest request head accepted.
+const MAX_HEAD: usize = 8 * 1024;
+const MAX_HEADERS: usize = 64;
+
+/// What the handshake request carried, for `on_websocket_connect`.
+#[derive(Debug, Default)]
+pub(crate) struct HandshakeRequest {
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Allow-lists of a listener.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Policy {
+    pub origins: Vec<String>,
+    pub paths: Vec<String>,
+}
+
+/// Why an upgrade failed (the peer was already answered where HTTP allowed it).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpgradeError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("closed before the request was complete")]
+    Eof,
+    #[error("refused with HTTP {0}: {1}")]
+    Refused(u16, &'static str),
+}
+
+fn header<'a>(req: &'a httparse::Request, name: &str) -> Option<&'a str> {
+    req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok())
+}
+
+fn has_token(value: Option<&str>, token: &str) -> bool {
+    value.is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+async fn refuse(stream: &mut ClientStream, status: u16, reason: &'static str, extra: &str) -> UpgradeError {
+    let text = match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        _ => "Error",
+    };
+    let body = format!("{reason}\n");
+    let resp = format!(
+        "HTTP/1.1 {status} {text}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(resp.as_bytes()).await;
+    let _ = stream.shutdown().await;
+    UpgradeError::Refused(status, reason)
+}
+
+/// Reads and checks the request, answers 101 or an error status, and returns the WebSocket.
+pub(crate) async fn accept(
+    mut stream: ClientStream,
+    policy: &Policy,
+    config: WebSocketConfig,
+) -> Result<(WebSocketStream<ClientStream>, HandshakeRequest), UpgradeError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let head_len = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(refuse(&mut stream, 431, "request head too large", "").await);
+        }
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(UpgradeError::Eof);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(&buf[..head_len]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(refuse(&mut stream, 400, "malformed HTTP request", "").await),
+    }
+    if req.method != Some("GET") {
+        return Err(refuse(&mut stream, 405, "a WebSocket handshake is a GET request", "Allow: GET\r\n").await);
+    }
+    if !has_token(header(&req, "upgrade"), "websocket") || !has_token(header(&req, "connection"), "upgrade") {
+        return Err(refuse(
+            &mut stream,
+            426,
+            "this is a WebSocket endpoint: connect with a WebSocket client",
+            "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
+        )
+        .await);
+    }
+    if header(&req, "sec-websocket-version").map(str::trim) != Some("13") {
+        return Err(refuse(
+            &mut stream,
+            426,
+            "unsupported WebSocket version (13 is supported)",
+            "Sec-WebSocket-Version: 13\r\n",
+        )
+        .await);
+    }
+    let Some(key) = header(&req, "sec-websocket-key").map(str::trim).filter(|k| k.len() == 24) else {
+        return Err(refuse(&mut stream, 400, "missing or malformed Sec-WebSocket-Key", "").await);
+    };
+    let target = req.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if !policy.paths.is_empty() && !policy.paths.iter().any(|p| p == path) {
+        return Err(refuse(&mut stream, 404, "no WebSocket endpoint at this path", "").await);
+    }
+    if !policy.origins.is_empty() {
+        let origin = header(&req, "origin").unwrap_or("");
+        if !policy.origins.iter().any(|o| o == origin) {
+            return Err(refuse(&mut stream, 403, "origin not allowed", "").await);
+        }
+    }
+    let request = HandshakeRequest {
+        path: path.to_string(),
+        query: query.to_string(),
+        headers: req
+            .headers
+            .iter()
+            .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+            .collect(),
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    stream.write_all(resp.as_bytes()).await?;
+    // Bytes the client sent right after its request are the start of the first frame.
+    let leftover = buf.split_off(head_len);
+    let ws = WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
+    Ok((ws, request))
+}
