@@ -127,8 +127,8 @@ pub fn status_table(title: &str, rows: &[ProcessStatus]) -> String {
     let _ = writeln!(out, "{:-^110}", format!(" {title} "));
     let _ = writeln!(
         out,
-        "{:<8} {:>7}  {:<22} {:<14} {:>8} {:>10} {:>10} {:>8} {:>8}  {}",
-        "pid", "memory", "listen", "name", "conns", "msg_in", "msg_out", "dropped", "req/s", "state"
+        "{:<8} {:>7}  {:<22} {:<14} {:>8} {:>10} {:>10} {:>8} {:>8}  state",
+        "pid", "memory", "listen", "name", "conns", "msg_in", "msg_out", "dropped", "req/s"
     );
     for r in rows {
         let listen = if r.listen.is_empty() { "-".to_string() } else { r.listen.join(",") };

@@ -327,11 +327,11 @@ impl<T: Transport> Connection<T> {
             {
                 return Ok(l.clone());
             }
-            if let Some(old) = self.bound.clone() {
-                if !old.usable() {
-                    self.wait_for_previous(&old).await;
-                    self.unbind();
-                }
+            if let Some(old) = self.bound.clone()
+                && !old.usable()
+            {
+                self.wait_for_previous(&old).await;
+                self.unbind();
             }
             let link = match self.bound.clone() {
                 Some(l) => l,

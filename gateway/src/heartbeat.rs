@@ -52,3 +52,100 @@ pub(crate) async fn run(gw: Arc<Gateway>, stop: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::ClientHandle;
+    use gw_proto::ClientInfo;
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    async fn gateway(limit: u32, ping_data: &str) -> Arc<Gateway> {
+        let config = gw_config::GatewayConfig {
+            listen: "127.0.0.1:0".into(),
+            internal_listen: "127.0.0.1:0".into(),
+            ping_interval: Duration::from_secs(10),
+            ping_not_response_limit: limit,
+            ping_data: ping_data.into(),
+            ..Default::default()
+        };
+        let listeners = crate::Listeners::bind(&config).await.unwrap();
+        crate::build(config, &listeners).unwrap()
+    }
+
+    fn client(gw: &Gateway, id: u64, protocol: Protocol) -> (Arc<ClientHandle>, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(16);
+        let info = ClientInfo {
+            client_addr: "127.0.0.1:1".into(),
+            gateway_addr: "127.0.0.1:2".into(),
+            listener: "x".into(),
+            protocol,
+        };
+        let h = Arc::new(ClientHandle::new(id, tx, info, gw.clock_ms()));
+        gw.state.insert(h.clone());
+        (h, rx)
+    }
+
+    fn pings(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(o) = rx.try_recv() {
+            match o {
+                Outbound::Control(Message::Text(t)) => out.push(t.to_string()),
+                Outbound::Control(Message::Ping(_)) => out.push("<ping frame>".into()),
+                _ => out.push("<other>".into()),
+            }
+        }
+        out
+    }
+
+    async fn step() {
+        tokio::time::advance(Duration::from_secs(10)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_every_interval_and_closes_after_the_limit_of_silent_intervals() {
+        let gw = gateway(2, "{\"type\":\"ping\"}").await;
+        let (silent, mut silent_rx) = client(&gw, 1, Protocol::WebSocket);
+        let (talker, mut talker_rx) = client(&gw, 2, Protocol::Text);
+        let stop = CancellationToken::new();
+        tokio::spawn(run(gw.clone(), stop.clone()));
+        tokio::task::yield_now().await;
+        for interval in 1..=2 {
+            step().await;
+            talker.last_active.store(gw.clock_ms(), Ordering::Relaxed);
+            assert_eq!(pings(&mut silent_rx), vec!["{\"type\":\"ping\"}"], "interval {interval}");
+            assert!(!silent.kill.is_cancelled(), "silent for {interval} interval(s) is within the limit");
+        }
+        step().await;
+        assert!(silent.kill.is_cancelled(), "silent for more than 2 intervals: closed");
+        assert_eq!(silent.kill_reason(), KillReason::Heartbeat);
+        for _ in 0..5 {
+            talker.last_active.store(gw.clock_ms(), Ordering::Relaxed);
+            step().await;
+        }
+        assert!(!talker.kill.is_cancelled(), "a client that keeps talking stays");
+        assert_eq!(pings(&mut talker_rx).len(), 8, "text clients get ping_data too");
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn empty_ping_data_sends_websocket_ping_frames_and_nothing_to_tcp_clients() {
+        let gw = gateway(0, "").await;
+        let (_ws, mut ws_rx) = client(&gw, 1, Protocol::WebSocket);
+        let (tcp, mut tcp_rx) = client(&gw, 2, Protocol::Frame);
+        let stop = CancellationToken::new();
+        tokio::spawn(run(gw.clone(), stop.clone()));
+        tokio::task::yield_now().await;
+        for _ in 0..5 {
+            step().await;
+        }
+        assert_eq!(pings(&mut ws_rx), vec!["<ping frame>"; 5]);
+        assert!(pings(&mut tcp_rx).is_empty());
+        assert!(!tcp.kill.is_cancelled(), "limit 0 never closes for silence");
+        stop.cancel();
+    }
+}

@@ -124,17 +124,18 @@ impl GatewayHandle {
     }
 
     /// Starts a gateway whose internal listener is `internal` (to restart on the same address).
+    /// Public listeners are bound as configured (after `tweak`), on their configured ports (use
+    /// port 0).
     pub async fn start_on(
         internal: TcpListener,
         registers: &[SocketAddr],
         secret: &str,
         tweak: impl FnOnce(&mut GatewayConfig),
     ) -> Self {
-        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let internal_addr = internal.local_addr().unwrap();
-        let ws_url = format!("ws://{}/", public.local_addr().unwrap());
         let mut config = GatewayConfig {
             name: format!("gateway-{}", internal_addr.port()),
+            listen: "127.0.0.1:0".into(),
             registers: registers.iter().map(|a| a.to_string()).collect(),
             secret: secret.into(),
             link: fast_link(),
@@ -142,8 +143,18 @@ impl GatewayHandle {
             ..GatewayConfig::default()
         };
         tweak(&mut config);
-        let listeners = gw_gateway::Listeners { public: vec![public], internal };
+        let mut public = Vec::new();
+        for l in config.effective_listeners() {
+            let url = gw_config::parse_listener_url(&l.url).unwrap();
+            public.push(TcpListener::bind(url.addr).await.unwrap());
+        }
+        let listeners = gw_gateway::Listeners { public, internal };
         let gw = gw_gateway::build(config, &listeners).unwrap();
+        let ws_url = gw
+            .listener_urls()
+            .into_iter()
+            .find_map(|u| u.strip_prefix("websocket://").map(|a| format!("ws://{a}/")))
+            .unwrap_or_default();
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let (gw, stop) = (gw.clone(), stop.clone());

@@ -8,7 +8,7 @@ use gw_integration_tests::{RegisterHandle, WsClient, eventually};
 
 const T: Duration = Duration::from_secs(20);
 
-fn field<'a>(json_line: &'a str, key: &str) -> String {
+fn field(json_line: &str, key: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(json_line).unwrap_or_else(|e| panic!("{e}: {json_line}"));
     v["fields"][key].as_str().unwrap_or_else(|| panic!("no {key} in {json_line}")).to_string()
 }

@@ -43,7 +43,11 @@ async fn traffic(url: String, client: usize, stop: Arc<AtomicBool>) -> (usize, W
             return (sent, ws);
         }
         let reply = ws.recv().await;
-        assert_eq!(reply, format!("c{client}-{received}"), "client {client}: a message was lost, repeated or reordered");
+        assert_eq!(
+            reply,
+            format!("c{client}-{received}"),
+            "client {client}: a message was lost, repeated or reordered"
+        );
         received += 1;
     }
 }
