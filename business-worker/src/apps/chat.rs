@@ -7,19 +7,18 @@
 //! time}`, `history {messages}`, `announce {content, time}`, `error {message}`, `ping`.
 //! Anything invalid is answered with an `error` to that client only.
 //!
-//! Heartbeat: every [`HEARTBEAT`] the worker sends `{"type":"ping"}` to every client (what
-//! workerman-chat configures as the gateway's `pingInterval` and `pingData`); clients answer
-//! `{"type":"pong"}`, which is accepted and otherwise ignored. It keeps idle connections open
-//! through proxies. With several workers each one pings, which is harmless.
+//! Heartbeat: as in workerman-chat, the gateway sends `{"type":"ping"}` (its `ping_data`) every
+//! `ping_interval`; clients answer `{"type":"pong"}`, which the gateway counts as activity and
+//! this handler accepts and otherwise ignores. [`PING_DATA`] is the value to configure.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{Context, Events, HandlerResult, Message, WorkerContext};
+use crate::{Context, Events, HandlerResult, Message};
 
 /// Longest nickname, in characters.
 pub const MAX_NAME: usize = 32;
@@ -30,22 +29,14 @@ pub const MAX_CONTENT: usize = 2000;
 /// Messages of history kept per room.
 pub const HISTORY: usize = 50;
 
-/// How often every client gets a `{"type":"ping"}` by default.
-pub const HEARTBEAT: Duration = Duration::from_secs(25);
+/// The gateway `ping_data` the chat page answers with `{"type":"pong"}`.
+pub const PING_DATA: &str = r#"{"type":"ping"}"#;
 
 /// The chat handler. History lives in this worker process only (no database): it is the history
 /// of the current run, gone when the worker restarts.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Chat {
     history: Mutex<HashMap<String, VecDeque<Value>>>,
-    heartbeat: Option<Duration>,
-    heartbeat_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl Default for Chat {
-    fn default() -> Self {
-        Self { history: Mutex::default(), heartbeat: Some(HEARTBEAT), heartbeat_task: Mutex::default() }
-    }
 }
 
 #[derive(Deserialize)]
@@ -124,12 +115,6 @@ pub fn check_content(content: &str) -> Result<(), &'static str> {
 }
 
 impl Chat {
-    /// Sets the heartbeat interval; `None` sends no pings.
-    pub fn with_heartbeat(mut self, every: Option<Duration>) -> Self {
-        self.heartbeat = every.filter(|d| !d.is_zero());
-        self
-    }
-
     fn remember(&self, room: &str, msg: Value) {
         let mut h = self.history.lock().expect("history lock");
         let q = h.entry(room.to_string()).or_default();
@@ -227,31 +212,6 @@ impl Chat {
 }
 
 impl Events for Chat {
-    async fn on_worker_start(&self, worker: &WorkerContext) {
-        let Some(every) = self.heartbeat else { return };
-        let gateway = worker.gateway.clone();
-        let task = tokio::spawn(async move {
-            let ping = json!({"type": "ping"}).to_string();
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = gateway.send_to_all(ping.as_str()).await {
-                    tracing::debug!(error = %e, "heartbeat not delivered everywhere");
-                }
-            }
-        });
-        if let Some(old) = self.heartbeat_task.lock().expect("heartbeat lock").replace(task) {
-            old.abort();
-        }
-    }
-
-    async fn on_worker_stop(&self, _worker: &WorkerContext) {
-        if let Some(task) = self.heartbeat_task.lock().expect("heartbeat lock").take() {
-            task.abort();
-        }
-    }
-
     async fn on_connect(&self, ctx: &mut Context) -> HandlerResult {
         ctx.send(json!({"type": "welcome", "client_id": ctx.client_id}).to_string()).await?;
         Ok(())

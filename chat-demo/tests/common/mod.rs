@@ -308,7 +308,13 @@ impl Cluster {
                 let _ = gw_register::run(RegisterConfig::default(), register, stop).await;
             }
         });
-        let gateway_config = GatewayConfig { registers: vec![register_addr.clone()], ..GatewayConfig::default() };
+        let gateway_config = GatewayConfig {
+            registers: vec![register_addr.clone()],
+            ping_interval: heartbeat,
+            ping_data: gw_business_worker::apps::chat::PING_DATA.into(),
+            ping_not_response_limit: 0,
+            ..GatewayConfig::default()
+        };
         let listeners = gw_gateway::Listeners { public: vec![public], internal };
         let gateway = gw_gateway::build(gateway_config, &listeners).expect("build the gateway");
         let gateway_task = tokio::spawn({
@@ -318,7 +324,7 @@ impl Cluster {
             }
         });
         let worker_config = WorkerConfig { registers: vec![register_addr], ..WorkerConfig::default() };
-        let chat = Chat::default().with_heartbeat(Some(heartbeat));
+        let chat = Chat::default();
         let worker_task = tokio::spawn({
             let stop = worker_stop.clone();
             async move {
