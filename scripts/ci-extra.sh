@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The heavier suites in their short modes, run by .ci/run after the README's test command.
+# Each one says plainly when it has to skip (no Docker, no Python 2.7, ...) and fails CI when it
+# runs and fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+failed=()
+suite() {
+  local name=$1
+  shift
+  if [ ! -f "$2" ]; then
+    echo "-- $name: not present ($2), skipped"
+    return
+  fi
+  echo "-- $name: $*"
+  local start=$SECONDS
+  if "$@"; then
+    echo "-- $name: passed in $((SECONDS - start))s"
+  else
+    echo "-- $name: FAILED after $((SECONDS - start))s"
+    failed+=("$name")
+  fi
+}
+
+# Release binaries shared by the benchmark, the soak and the compose test.
+cargo build --release -q -p gw-register -p gw-gateway -p gw-business-worker
+
+suite "benchmark (quick)" bash scripts/bench.sh --quick
+suite "chaos soak (short)" bash scripts/soak.sh --short
+suite "autobahn conformance" bash scripts/autobahn.sh
+suite "docker compose cluster" bash scripts/compose-test.sh
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "extra suites failed: ${failed[*]}"
+  exit 1
+fi
+echo "extra suites: all passed or skipped as stated above"
