@@ -311,6 +311,9 @@ pub struct WorkerConfig {
     pub secret: String,
     /// Events of one client queued in the worker before its gateway link is paused.
     pub client_queue: usize,
+    /// Deadline of each Gateway API query a handler makes, per gateway.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
     /// On stop: time to finish events already received before exiting anyway.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
@@ -334,6 +337,7 @@ impl Default for WorkerConfig {
             registers: vec![DEFAULT_REGISTER.into()],
             secret: String::new(),
             client_queue: 256,
+            query_timeout: Duration::from_secs(5),
             grace_period: Duration::from_secs(10),
             count: 2,
             restart_limit: 5,

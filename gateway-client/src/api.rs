@@ -171,7 +171,7 @@ impl GatewayClient {
                 name: config.name.clone(),
                 role: Role::Worker,
                 link: config.link.clone(),
-                query_timeout: Duration::from_secs(5),
+                query_timeout: config.query_timeout,
             },
             Some(events),
         )
@@ -661,7 +661,12 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub async fn get_uid_by_client_id(&self, client_id: &str) -> Result<Option<String>, ClientError> {
-        let (link, client) = self.resolve(client_id)?;
+        // Like `is_online` and `get_session`: a client of an earlier gateway run is simply gone.
+        let (link, client) = match self.resolve(client_id) {
+            Ok(x) => x,
+            Err(ClientError::ClientGone(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         match self.ask(&link, Query::UidOf { client }).await? {
             Reply::Text(uid) => Ok(uid),
             _ => Err(Self::unexpected(&link)),
