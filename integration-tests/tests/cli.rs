@@ -203,3 +203,51 @@ async fn worker_master_runs_count_processes_and_restarts_a_crashed_one() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_master_whose_workers_keep_crashing_gives_up_past_its_restart_budget() {
+    let reg = RegisterHandle::start("").await;
+    let dir = temp_dir("cli-budget");
+    let cfg = write_config(
+        &dir,
+        "w.toml",
+        &format!(
+            "name = \"wb\"\napp = \"echo\"\ncount = 1\nrestart_limit = 2\nrestart_window = \"60s\"\nregisters = [\"{}\"]\n[process]\nrun_dir = \"{}\"\nadmin = \"\"\n",
+            reg.addr,
+            dir.display()
+        ),
+    );
+    let cfg = cfg.to_str().unwrap().to_string();
+    let mut master = gw_integration_tests::process::Daemon::spawn(
+        "business-worker",
+        &["--config", &cfg, "start"],
+        &[("GW_RUN_DIR", dir.to_str().unwrap())],
+    );
+    let worker = bin_path("business-worker");
+    let child_pid = || {
+        let out = cli(&worker, &["--config", &cfg, "status"]);
+        out.stdout.lines().find(|l| l.contains(" wb-0")).and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok())
+    };
+    // Three crashes within the window: two are restarted, the third exhausts the budget.
+    for crash in 1..=3 {
+        let mut pid = None;
+        eventually(T, "a live worker process", || {
+            pid = child_pid().filter(|p| gw_daemon_alive(*p));
+            let found = pid.is_some();
+            async move { found }
+        })
+        .await;
+        gw_integration_tests::process::signal_pid(pid.unwrap(), "KILL");
+        if crash < 3 {
+            eventually(T, "restarted", || {
+                let now = child_pid();
+                async move { now.is_some_and(|p| Some(p) != pid) }
+            })
+            .await;
+        }
+    }
+    assert_eq!(master.wait_exit(T), Some(1), "the master gives up with a failure code");
+    let out = master.output();
+    assert!(out.contains("crashed 3 times") && out.contains("giving up"), "{out}");
+    let _ = std::fs::remove_dir_all(dir);
+}
