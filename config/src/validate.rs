@@ -232,8 +232,15 @@ impl Validate for GatewayConfig {
         if self.max_connections_per_ip == 0 {
             p.add("max_connections_per_ip", "must be at least 1");
         }
-        if self.send_queue_bytes < 1024 {
-            p.add("send_queue_bytes", "must be at least 1024");
+        let largest = self.listeners.iter().filter_map(|l| l.max_message_size).fold(self.max_message_size, usize::max);
+        if self.send_queue_bytes < largest {
+            p.add(
+                "send_queue_bytes",
+                format!(
+                    "{} is less than the largest message size {largest}: one such message would make its client a slow consumer",
+                    self.send_queue_bytes
+                ),
+            );
         }
         if !(1000..=4999).contains(&self.slow_consumer_close_code) {
             p.add("slow_consumer_close_code", "must be a WebSocket close code (1008 or 1013 are usual)");

@@ -82,7 +82,12 @@ impl Transport for WsTransport {
                 Some(Ok(Message::Ping(_))) => return Ok(Incoming::Activity),
                 Some(Ok(Message::Pong(_))) if self.pong_is_activity => return Ok(Incoming::Activity),
                 Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
-                Some(Ok(Message::Close(_))) | None => return Err(TransportError::Closed),
+                Some(Ok(Message::Close(_))) => {
+                    // tungstenite queued the close reply; send it so the close is clean.
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.flush()).await;
+                    return Err(TransportError::Closed);
+                }
+                None => return Err(TransportError::Closed),
                 Some(Err(e)) => return Err(ws_error(e)),
             }
         }
