@@ -67,8 +67,7 @@ impl Node for MasterNode {
                 role: "master".into(),
                 name: self.name.clone(),
                 memory: own_rss(),
-                connections: slots.len() as u64,
-                state,
+                state: format!("{state}, {} process(es)", slots.len()),
                 ..Default::default()
             }];
             for slot in slots {
