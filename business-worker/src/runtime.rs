@@ -76,15 +76,18 @@ pub async fn run_with<E: Events>(
     let worker_ctx = WorkerContext { name: config.name.clone(), gateway: gateway.clone() };
     tracing::info!(name = %config.name, registers = ?config.registers, "business worker starting");
     events.on_worker_start(&worker_ctx).await;
-    tokio::spawn({
-        let gateway = gateway.clone();
-        async move {
-            if !gateway.wait_ready(Duration::from_secs(10)).await {
-                tracing::warn!("not every listed gateway is linked after 10 s; reporting ready anyway");
+    // Handle nothing until linked to every gateway the registers list: a handler's send to a
+    // group or uid goes to every gateway, and one still connecting would miss it. Events wait
+    // meanwhile (gateways keep them until acknowledged), so nothing is lost by waiting.
+    tokio::select! {
+        ready = gateway.wait_ready(Duration::from_secs(10)) => {
+            if !ready {
+                tracing::warn!("not every listed gateway is linked after 10 s; starting anyway");
             }
-            on_ready(&gateway);
         }
-    });
+        _ = shutdown.cancelled() => {}
+    }
+    on_ready(&gateway);
 
     let tracker = TaskTracker::new();
     let mut router = Router {
