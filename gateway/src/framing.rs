@@ -40,14 +40,14 @@ impl Framing {
         match self.protocol {
             StreamProtocol::Text => match buf.iter().position(|b| *b == b'\n') {
                 Some(i) => {
-                    if i > self.max + 1 {
+                    // The message is the line without its '\n' and one '\r' before it; only that
+                    // counts against the limit (a line of max + 1 bytes without '\r' is too long).
+                    let len = if i > 0 && buf[i - 1] == b'\r' { i - 1 } else { i };
+                    if len > self.max {
                         return Err(FramingError::LineTooLong { max: self.max });
                     }
                     let mut line = buf.split_to(i + 1);
-                    line.truncate(i);
-                    if line.last() == Some(&b'\r') {
-                        line.truncate(i - 1);
-                    }
+                    line.truncate(len);
                     Ok(Some(line.freeze()))
                 }
                 None if buf.len() > self.max + 1 => Err(FramingError::LineTooLong { max: self.max }),
@@ -121,6 +121,10 @@ mod tests {
         assert_eq!(all(&f, b"abcdefg"), Err(FramingError::LineTooLong { max: 4 }));
         assert_eq!(all(&f, b"abcdefg\n"), Err(FramingError::LineTooLong { max: 4 }));
         assert_eq!(all(&f, b"abcd\r\n").unwrap(), vec!["abcd"]);
+        // Found by fuzzing: a line one byte over the limit without '\r' used to pass.
+        assert_eq!(all(&f, b"abcde\n"), Err(FramingError::LineTooLong { max: 4 }));
+        assert_eq!(all(&f, b"abcd\r\r\n"), Err(FramingError::LineTooLong { max: 4 }));
+        assert_eq!(all(&f, b"abc\r\r\n").unwrap(), vec!["abc\r"]);
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub rejected_total_limit: AtomicU64,
     /// Sockets refused at accept because `max_connections_per_ip` was reached.
     pub rejected_ip_limit: AtomicU64,
+    /// Internal connections closed before the handshake: their address had too many failed
+    /// handshakes (see `gw_link::HandshakeLimiter`).
+    pub handshakes_rate_limited: AtomicU64,
 }
 
 impl Metrics {
@@ -60,6 +63,7 @@ impl Metrics {
             ("protocol_violations", g(&self.protocol_violations)),
             ("rejected_total_limit", g(&self.rejected_total_limit)),
             ("rejected_ip_limit", g(&self.rejected_ip_limit)),
+            ("handshakes_rate_limited", g(&self.handshakes_rate_limited)),
         ]
     }
 

@@ -93,6 +93,11 @@ impl Node for GatewayNode {
                 g(&m.handshake_failures),
             ),
             MetricFamily::counter("gw_link_errors_total", "Internal links dropped for errors.", g(&m.link_errors)),
+            MetricFamily::counter(
+                "gw_handshakes_rate_limited_total",
+                "Internal connections closed before the handshake: their address had too many failed or unfinished handshakes.",
+                g(&m.handshakes_rate_limited),
+            ),
         ];
         Box::pin(async move { families })
     }

@@ -2,10 +2,10 @@
 //! then commands, queries, acknowledgements and heartbeats in; events and replies out.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
-use gw_link::{FrameReader, LinkError, WriterStats};
+use gw_link::{FrameReader, HandshakeLimiter, LinkError, WriterStats};
 use gw_proto::{FromGateway, Role, ToGateway};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
@@ -20,9 +20,20 @@ use crate::router::WorkerLink;
 /// Serves one internal link until the peer leaves, the link fails, or `links_down` is cancelled
 /// (after every client has been closed and its close event queued), then flushes what is queued.
 pub(crate) async fn serve(stream: TcpStream, peer_addr: SocketAddr, gw: Arc<Gateway>, links_down: CancellationToken) {
+    // Before any handshake work: an address with too many recent failures is closed at once
+    // (the limiter logs that once per window, not per connection).
+    let limiter = limiter_of(&gw);
+    let Some(permit) = limiter.admit(peer_addr.ip()) else {
+        Metrics::inc(&gw.state.metrics.handshakes_rate_limited);
+        return;
+    };
     let link = match gw_link::accept(stream, &gw.handshake, &[Role::Worker, Role::Client]).await {
-        Ok(link) => link,
+        Ok(link) => {
+            permit.succeeded();
+            link
+        }
         Err(e) => {
+            permit.failed();
             Metrics::inc(&gw.state.metrics.handshake_failures);
             tracing::warn!(peer = %peer_addr, error = %e, "refused internal peer: handshake failed");
             return;
@@ -74,6 +85,22 @@ pub(crate) async fn serve(stream: TcpStream, peer_addr: SocketAddr, gw: Arc<Gate
     }
     .instrument(span)
     .await
+}
+
+/// The failed-handshake limiter of one gateway's internal listener. Kept here rather than as a
+/// field of [`Gateway`]: one per gateway instance (several run in one test process and must not
+/// share their budgets), created on its first connection and dropped with the gateway.
+fn limiter_of(gw: &Arc<Gateway>) -> Arc<HandshakeLimiter> {
+    static LIMITERS: Mutex<Vec<(Weak<Gateway>, Arc<HandshakeLimiter>)>> = Mutex::new(Vec::new());
+    let mut limiters = LIMITERS.lock().unwrap_or_else(|e| e.into_inner());
+    limiters.retain(|(owner, _)| owner.strong_count() > 0);
+    let me = Arc::downgrade(gw);
+    if let Some((_, limiter)) = limiters.iter().find(|(owner, _)| owner.ptr_eq(&me)) {
+        return limiter.clone();
+    }
+    let limiter = Arc::new(HandshakeLimiter::default());
+    limiters.push((me, limiter.clone()));
+    limiter
 }
 
 async fn read_loop(

@@ -3,12 +3,17 @@
 //! Decision (see DESIGN.md): payloads are bincode 2.0.1 through its serde API. bincode is
 //! unmaintained (RUSTSEC-2025-0141, recorded in `deny.toml`) and its 3.x release is an intentional
 //! compile error, so the version is pinned and every call sits in this module: swapping the format
-//! means rewriting this file only. Decoding is bounded by [`HARD_MAX_FRAME`], so a length claimed
-//! inside a payload can never make the decoder allocate more than that, and a payload must be
+//! means rewriting this file only. Decoding is bounded by [`HARD_MAX_FRAME`] and, through the
+//! format-agnostic serde adapter in `codec/bounded.rs`, by the payload itself: a length claimed
+//! inside a payload never makes the decoder allocate more than the payload's size (strings and
+//! byte buffers are checked against the bytes left before they are allocated). A payload must be
 //! consumed exactly (trailing bytes are an error).
+
+mod bounded;
 
 use serde::{Serialize, de::DeserializeOwned};
 
+use self::bounded::Bounded;
 use crate::frame::{HARD_MAX_FRAME, HEADER_LEN};
 
 type Config = bincode::config::Configuration<
@@ -70,7 +75,10 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
 /// read the stable prefix (magic, version) of a handshake frame whose rest may be from another
 /// protocol version.
 pub fn decode_prefix<T: DeserializeOwned>(payload: &[u8]) -> Result<(T, usize), CodecError> {
-    bincode::serde::decode_from_slice(payload, config()).map_err(|e| CodecError::Malformed(e.to_string()))
+    // Through `Bounded`: no string, byte buffer or preallocated vector may claim more memory
+    // than the payload has bytes.
+    let seed = Bounded { inner: std::marker::PhantomData::<T>, cap: payload.len() };
+    bincode::serde::seed_decode_from_slice(seed, payload, config()).map_err(|e| CodecError::Malformed(e.to_string()))
 }
 
 #[cfg(test)]

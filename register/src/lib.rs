@@ -12,7 +12,7 @@ mod registry;
 use std::sync::Arc;
 
 use gw_config::RegisterConfig;
-use gw_link::HandshakeOptions;
+use gw_link::{HandshakeLimiter, HandshakeOptions};
 use gw_proto::Role;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +57,8 @@ pub async fn run_with(
         timeout: config.link.handshake_timeout,
     });
     let config = Arc::new(config);
+    // Per listener: an address with too many failed handshakes is refused before any work.
+    let limiter = Arc::new(HandshakeLimiter::default());
     let tracker = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -72,8 +74,16 @@ pub async fn run_with(
         };
         let span = tracing::info_span!("peer", peer = %peer_addr);
         tracker.spawn(
-            peer::serve(stream, peer_addr, opts.clone(), config.clone(), registry.clone(), shutdown.child_token())
-                .instrument(span),
+            peer::serve(
+                stream,
+                peer_addr,
+                opts.clone(),
+                config.clone(),
+                registry.clone(),
+                limiter.clone(),
+                shutdown.child_token(),
+            )
+            .instrument(span),
         );
     }
     tracker.close();

@@ -51,6 +51,11 @@ impl Node for RegisterNode {
                 "Peers refused during the handshake.",
                 g(&s.handshake_failures),
             ),
+            MetricFamily::counter(
+                "gw_handshakes_rate_limited_total",
+                "Connections closed before the handshake: their address had too many failed or unfinished handshakes.",
+                g(&s.rate_limited),
+            ),
             MetricFamily::counter("gw_link_errors_total", "Links dropped for protocol errors.", g(&s.protocol_errors)),
         ];
         Box::pin(async move { families })

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use gw_config::RegisterConfig;
-use gw_link::{FrameReader, HandshakeOptions, LinkError, WriterStats};
+use gw_link::{FrameReader, HandshakeLimiter, HandshakeOptions, LinkError, WriterStats};
 use gw_proto::{FromRegister, Role, ToRegister};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
@@ -21,11 +21,22 @@ pub(crate) async fn serve(
     opts: Arc<HandshakeOptions>,
     config: Arc<RegisterConfig>,
     registry: Arc<Registry>,
+    limiter: Arc<HandshakeLimiter>,
     shutdown: CancellationToken,
 ) {
+    // Before any handshake work: an address with too many recent failures is closed at once
+    // (the limiter logs that once per window, not per connection).
+    let Some(permit) = limiter.admit(peer_addr.ip()) else {
+        registry.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
     let link = match gw_link::accept(stream, &opts, &[Role::Gateway, Role::Worker, Role::Client]).await {
-        Ok(link) => link,
+        Ok(link) => {
+            permit.succeeded();
+            link
+        }
         Err(e) => {
+            permit.failed();
             registry.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(peer = %peer_addr, error = %e, "refused peer: handshake failed");
             return;

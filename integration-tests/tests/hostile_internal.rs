@@ -1,0 +1,627 @@
+//! Hostile peers on the internal ports of the gateway and the register.
+//!
+//! Every case: the link is closed, the failure is counted (gateway `handshake_failures` /
+//! `link_errors`, register `handshake_failures` / `protocol_errors`), memory stays flat, and
+//! everything else keeps working: a real client's echo through gateway → worker runs during and
+//! after the cases, and good peers still connect. The rate-limit tests send 1,000 failed
+//! handshakes from 127.0.0.1 and check that they are refused cheaply while a peer from 127.0.0.2
+//! is not affected.
+//!
+//! Each hostile connection comes from its own loopback address (127.0.0.x) unless a test is about
+//! one address, so the failed-handshake limiter never decides a case that is about something else.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use gw_integration_tests::ws::Received;
+use gw_integration_tests::*;
+use gw_proto::handshake::{ClientHello, Connector, HandshakeResult, MAGIC, ServerHello};
+use gw_proto::{
+    Command, FrameDecoder, FromGateway, FromRegister, GatewayInfo, PROTOCOL_VERSION, Payload, Query, Reply, Role,
+    ToGateway, ToRegister, codec,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "hostile-internal-secret-5e1f";
+const WRONG: &str = "not-the-secret-at-all-0000";
+/// How long a case waits for the server to close a hostile connection.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// One frame holding `msg` (a macro: this crate does not depend on serde to name the bound).
+macro_rules! frame_of {
+    ($msg:expr) => {{
+        let mut out = Vec::new();
+        codec::encode_frame(&$msg, &mut out, 1 << 20).unwrap();
+        out
+    }};
+}
+
+/// A payload from the server, decoded as the type the context asks for.
+macro_rules! decoded {
+    ($payload:expr) => {
+        codec::decode(&$payload).expect("the server sends valid messages")
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw internal peer.
+
+/// A fresh loopback source address for each hostile connection (127.0.1.0 - 127.0.255.255).
+fn fresh_source() -> IpAddr {
+    static NEXT: AtomicU32 = AtomicU32::new(0x7f00_0100);
+    IpAddr::V4(Ipv4Addr::from(NEXT.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// A TCP connection speaking internal frames by hand.
+struct Raw {
+    s: TcpStream,
+    buf: BytesMut,
+    dec: FrameDecoder,
+}
+
+impl Raw {
+    async fn connect_from(from: IpAddr, to: SocketAddr) -> Self {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from, 0)).unwrap();
+        let s = socket.connect(to).await.unwrap_or_else(|e| panic!("connect {to} from {from}: {e}"));
+        s.set_nodelay(true).unwrap();
+        Self { s, buf: BytesMut::with_capacity(4096), dec: FrameDecoder::new(1 << 20) }
+    }
+
+    async fn connect(to: SocketAddr) -> Self {
+        Self::connect_from(fresh_source(), to).await
+    }
+
+    /// The next frame payload; `None` when the server closed (or reset) the connection.
+    async fn frame(&mut self) -> Option<Vec<u8>> {
+        let fut = async {
+            loop {
+                if let Some(f) = self.dec.decode(&mut self.buf).expect("the server sends valid frames") {
+                    return Some(f.to_vec());
+                }
+                match self.s.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(CLOSE_WAIT, fut).await.expect("the server neither sent a frame nor closed")
+    }
+
+    /// Writes raw bytes; errors are ignored (the server may already have closed).
+    async fn send(&mut self, bytes: &[u8]) {
+        let _ = self.s.write_all(bytes).await;
+    }
+
+    /// Reads (and discards) until the server closes; panics if it does not within `CLOSE_WAIT`.
+    async fn expect_closed(mut self) {
+        while self.frame().await.is_some() {}
+    }
+
+    /// Plays the connecting side of the handshake with `secret`: reads the server's hello,
+    /// answers, reads the verdict. Returns the server's hello, the answer frame as sent (for a
+    /// replay) and the verdict.
+    async fn handshake(&mut self, secret: &str, role: Role) -> (ServerHello, Vec<u8>, HandshakeResult) {
+        let hello_payload = self.frame().await.expect("server hello");
+        let hello: ServerHello = codec::decode(&hello_payload).unwrap();
+        let mut con = Connector::new(secret.as_bytes(), role, "hostile-test", gw_link::random_nonce());
+        let (_, answer) = con.respond(&hello_payload).unwrap();
+        let answer = frame_of!(answer);
+        self.send(&answer).await;
+        let verdict: HandshakeResult = decoded!(self.frame().await.expect("verdict"));
+        if matches!(verdict, HandshakeResult::Accepted { .. }) {
+            let mut payload = Vec::new();
+            codec::encode_frame(&verdict, &mut payload, 1 << 20).unwrap();
+            con.finish(&payload[4..]).expect("the server proves the secret");
+        }
+        (hello, answer, verdict)
+    }
+
+    /// Authenticates with the real secret (panics otherwise).
+    async fn authenticated(to: SocketAddr, role: Role) -> Self {
+        let mut raw = Self::connect(to).await;
+        let (_, _, verdict) = raw.handshake(SECRET, role).await;
+        assert!(matches!(verdict, HandshakeResult::Accepted { .. }), "{verdict:?}");
+        raw
+    }
+}
+
+/// A frame around arbitrary payload bytes.
+fn frame_raw(payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Deterministic noise (xorshift), no dependency needed.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+/// bincode varint of 2^60: a vector or string length no payload can back.
+fn claim_2_pow_60() -> Vec<u8> {
+    let mut v = vec![0xfd];
+    v.extend_from_slice(&(1u64 << 60).to_le_bytes());
+    v
+}
+
+/// A `ClientHello` prefix (magic, version, role) followed by `rest`.
+fn hello_prefix(role_index: u8, rest: &[u8]) -> Vec<u8> {
+    let mut p = frame_of!((MAGIC, PROTOCOL_VERSION, role_index as u32));
+    p.drain(..4);
+    p.extend_from_slice(rest);
+    p
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process measurements.
+
+/// Resident set size of this process, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+}
+
+/// CPU time (user + system) this process has used so far.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name (which may contain spaces) start at field 3; utime and stime
+    // are fields 14 and 15, in USER_HZ (100 per second on Linux).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster, and a client echoing through it the whole time.
+
+struct Cluster {
+    reg: RegisterHandle,
+    gw: GatewayHandle,
+    _worker: WorkerHandle,
+}
+
+async fn cluster() -> Cluster {
+    let reg = RegisterHandle::start(SECRET).await;
+    let gw = GatewayHandle::start_with(&[reg.addr], SECRET, |c| {
+        c.link.handshake_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let worker = WorkerHandle::start("w", &[reg.addr], SECRET, NamedEcho("w".into()));
+    wait_for_workers(&gw, 1).await;
+    Cluster { reg, gw, _worker: worker }
+}
+
+/// A WebSocket client that echoes through gateway → worker every 20 ms until stopped, and fails
+/// the test on the first lost, late or foreign message.
+struct EchoProbe {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl EchoProbe {
+    async fn start(gw: &GatewayHandle) -> Self {
+        let mut c = gw.client().await;
+        c.send("probe-start").await;
+        assert_eq!(c.recv().await, "w:probe-start");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut n = 0u64;
+                while !stop.is_cancelled() {
+                    c.send(&format!("probe-{n}")).await;
+                    match c.next(Duration::from_secs(5)).await {
+                        Some(Received::Text(t)) => assert_eq!(t, format!("w:probe-{n}"), "echo probe"),
+                        other => panic!("echo probe {n}: {other:?}"),
+                    }
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                n
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops the probe; panics if any echo failed. Returns the round trips made.
+    async fn finish(self) -> u64 {
+        self.stop.cancel();
+        self.task.await.expect("echo probe failed")
+    }
+}
+
+async fn counted(what: &str, current: impl Fn() -> u64, expected: u64) {
+    let deadline = Instant::now() + CLOSE_WAIT;
+    loop {
+        let now = current();
+        if now == expected {
+            return;
+        }
+        assert!(now < expected, "{what}: {now} counted, expected {expected}");
+        assert!(Instant::now() < deadline, "{what}: {now} counted, expected {expected}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cases, against the gateway.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peers_on_the_gateways_internal_port_are_closed_counted_and_harmless() {
+    let c = cluster().await;
+    let addr = c.gw.internal;
+    let failures = || c.gw.metric("handshake_failures");
+    let link_errors = || c.gw.metric("link_errors");
+    let mut watcher = c.gw.client().await; // must never receive what a hostile peer asks for
+    let probe = EchoProbe::start(&c.gw).await;
+    let rss_before = rss();
+    let mut expected_failures = failures();
+    let mut expected_link_errors = link_errors();
+
+    for round in 0..5u64 {
+        // A synchronous echo each round on top of the probe's stream (and proof that the watcher
+        // got nothing else).
+        watcher.send(&format!("round-{round}")).await;
+        assert_eq!(watcher.recv().await, format!("w:round-{round}"));
+
+        // Random bytes instead of a hello.
+        let mut p = Raw::connect(addr).await;
+        p.send(&noise(64 * 1024, 0x9e37_79b9_7f4a_7c15 ^ round)).await;
+        p.expect_closed().await;
+        expected_failures += 1;
+        counted("random bytes", failures, expected_failures).await;
+
+        // A truncated frame, then end of stream.
+        let mut p = Raw::connect(addr).await;
+        p.send(&[0, 0, 0, 100, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).await;
+        p.s.shutdown().await.unwrap();
+        p.expect_closed().await;
+        expected_failures += 1;
+        counted("truncated frame", failures, expected_failures).await;
+
+        // A length prefix of 0xFFFFFFFF.
+        let mut p = Raw::connect(addr).await;
+        p.send(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await;
+        p.expect_closed().await;
+        expected_failures += 1;
+        counted("length 0xFFFFFFFF", failures, expected_failures).await;
+
+        // A valid frame whose hello claims a node name of 2^60 bytes.
+        let mut p = Raw::connect(addr).await;
+        p.send(&frame_raw(&hello_prefix(2, &claim_2_pow_60()))).await;
+        p.expect_closed().await;
+        expected_failures += 1;
+        counted("huge length in a hello", failures, expected_failures).await;
+
+        // An unknown message tag as the first frame.
+        let mut p = Raw::connect(addr).await;
+        p.send(&frame_raw(&[200])).await;
+        p.expect_closed().await;
+        expected_failures += 1;
+        counted("unknown tag before auth", failures, expected_failures).await;
+
+        // A well-formed command before authentication: refused, and not executed.
+        let mut p = Raw::connect(addr).await;
+        let cmd = ToGateway::Command(Command::SendToAll { msg: Payload::text("pwned"), exclude: vec![] });
+        p.send(&frame_of!(cmd)).await;
+        p.expect_closed().await;
+        expected_failures += 1;
+        counted("command before auth", failures, expected_failures).await;
+
+        // A peer that sends nothing is closed at the handshake timeout (1 s here).
+        let started = Instant::now();
+        Raw::connect(addr).await.expect_closed().await;
+        assert!(started.elapsed() < Duration::from_secs(5), "idle peer held for {:?}", started.elapsed());
+        expected_failures += 1;
+        counted("idle peer", failures, expected_failures).await;
+
+        // After authentication: a valid frame claiming a vector of 2^60 client ids.
+        let mut p = Raw::authenticated(addr, Role::Client).await;
+        let payload = [&[1u8, 1, 0][..], &claim_2_pow_60()].concat(); // Request { id: 1, IsOnline { clients } }
+        p.send(&frame_raw(&payload)).await;
+        p.expect_closed().await;
+        expected_link_errors += 1;
+        counted("huge length after auth", link_errors, expected_link_errors).await;
+
+        // After authentication: an unknown message tag.
+        let mut p = Raw::authenticated(addr, Role::Client).await;
+        p.send(&frame_raw(&[200, 0, 0])).await;
+        p.expect_closed().await;
+        expected_link_errors += 1;
+        counted("unknown tag after auth", link_errors, expected_link_errors).await;
+
+        // After authentication: 0xFFFFFFFF and a truncated frame.
+        let mut p = Raw::authenticated(addr, Role::Client).await;
+        p.send(&[0xff, 0xff, 0xff, 0xff]).await;
+        p.expect_closed().await;
+        expected_link_errors += 1;
+        counted("length 0xFFFFFFFF after auth", link_errors, expected_link_errors).await;
+        let mut p = Raw::authenticated(addr, Role::Client).await;
+        p.send(&[0, 0, 1, 0, 1, 2]).await;
+        p.s.shutdown().await.unwrap();
+        p.expect_closed().await;
+        expected_link_errors += 1;
+        counted("truncated frame after auth", link_errors, expected_link_errors).await;
+    }
+
+    // A replayed authentication transcript: a genuine hello recorded on one connection is
+    // refused on another, whose server nonce differs.
+    let mut first = Raw::connect(addr).await;
+    let (hello_1, recorded, verdict) = first.handshake(SECRET, Role::Client).await;
+    assert!(matches!(verdict, HandshakeResult::Accepted { .. }));
+    let mut second = Raw::connect(addr).await;
+    let hello_2: ServerHello = decoded!(second.frame().await.expect("server hello"));
+    assert_ne!(hello_1.nonce, hello_2.nonce, "the server reused a nonce");
+    second.send(&recorded).await;
+    let verdict: HandshakeResult = decoded!(second.frame().await.expect("verdict"));
+    assert_eq!(verdict, HandshakeResult::Rejected { reason: "authentication failed".into() });
+    second.expect_closed().await;
+    expected_failures += 1;
+    counted("replayed hello", failures, expected_failures).await;
+    drop(first);
+
+    // Memory stayed flat over 50 hostile connections (a generous bound: nothing above was
+    // allowed to allocate more than its frame, and frames were tiny).
+    let grown = rss().saturating_sub(rss_before);
+    assert!(grown < 48 << 20, "RSS grew by {} KiB", grown >> 10);
+
+    // Everyone else was unaffected: the echo never missed, the watcher saw no "pwned", a good
+    // peer still authenticates and is answered.
+    watcher.expect_silence(Duration::from_millis(200)).await;
+    let mut good = Raw::authenticated(addr, Role::Client).await;
+    good.send(&frame_of!(ToGateway::Request { id: 7, query: Query::ClientCount })).await;
+    loop {
+        match decoded!(good.frame().await.expect("reply")) {
+            FromGateway::Reply { id: 7, reply } => {
+                assert_eq!(reply, Reply::Counts(vec![2]), "the probe and the watcher");
+                break;
+            }
+            _ => continue,
+        }
+    }
+    let round_trips = probe.finish().await;
+    assert!(round_trips >= 1, "no echo round trip during the cases");
+    assert_eq!(c.gw.metric("handshakes_rate_limited"), 0, "one connection per address never hits the limiter");
+    let _ = &c.reg;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cases, against the register.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peers_on_the_registers_port_are_closed_counted_and_harmless() {
+    let c = cluster().await;
+    let addr = c.reg.addr;
+    let stats = &c.reg.registry.stats;
+    let failures = || stats.handshake_failures.load(Ordering::Relaxed);
+    let protocol_errors = || stats.protocol_errors.load(Ordering::Relaxed);
+    let probe = EchoProbe::start(&c.gw).await;
+    let listed = c.reg.registry.gateways();
+    assert_eq!(listed.len(), 1);
+    let rss_before = rss();
+    let mut expected_failures = failures();
+    let mut expected_errors = protocol_errors();
+    let mut ws = c.gw.client().await;
+
+    for round in 0..5u64 {
+        ws.send(&format!("round-{round}")).await;
+        assert_eq!(ws.recv().await, format!("w:round-{round}"));
+
+        let mut p = Raw::connect(addr).await;
+        p.send(&noise(64 * 1024, 0x1234_5678 ^ round)).await;
+        p.expect_closed().await;
+        expected_failures += 1;
+        counted("random bytes", failures, expected_failures).await;
+
+        let mut p = Raw::connect(addr).await;
+        p.send(&[0, 0, 0, 100, 1, 2, 3]).await;
+        p.s.shutdown().await.unwrap();
+        p.expect_closed().await;
+        expected_failures += 1;
+        counted("truncated frame", failures, expected_failures).await;
+
+        let mut p = Raw::connect(addr).await;
+        p.send(&[0xff, 0xff, 0xff, 0xff]).await;
+        p.expect_closed().await;
+        expected_failures += 1;
+        counted("length 0xFFFFFFFF", failures, expected_failures).await;
+
+        let mut p = Raw::connect(addr).await;
+        p.send(&frame_raw(&hello_prefix(1, &claim_2_pow_60()))).await;
+        p.expect_closed().await;
+        expected_failures += 1;
+        counted("huge length in a hello", failures, expected_failures).await;
+
+        let mut p = Raw::connect(addr).await;
+        p.send(&frame_raw(&[200])).await;
+        p.expect_closed().await;
+        expected_failures += 1;
+        counted("unknown tag before auth", failures, expected_failures).await;
+
+        // A well-formed announcement before authentication: refused, and not listed.
+        let mut p = Raw::connect(addr).await;
+        let evil = GatewayInfo { address: "evil.example:2900".into(), name: "evil".into() };
+        p.send(&frame_of!(ToRegister::Announce { gateway: evil })).await;
+        p.expect_closed().await;
+        expected_failures += 1;
+        counted("announcement before auth", failures, expected_failures).await;
+
+        // After authentication (as a gateway): an announcement whose address claims 2^60 bytes.
+        let mut p = Raw::authenticated(addr, Role::Gateway).await;
+        p.send(&frame_raw(&[&[0u8][..], &claim_2_pow_60()].concat())).await;
+        p.expect_closed().await;
+        expected_errors += 1;
+        counted("huge length after auth", protocol_errors, expected_errors).await;
+
+        // After authentication: an unknown message tag, 0xFFFFFFFF, a truncated frame.
+        for bytes in [&[0, 0, 0, 1, 200][..], &[0xff, 0xff, 0xff, 0xff], &[0, 0, 0, 50, 1]] {
+            let mut p = Raw::authenticated(addr, Role::Client).await;
+            p.send(bytes).await;
+            p.s.shutdown().await.unwrap();
+            p.expect_closed().await;
+            expected_errors += 1;
+            counted("bad frame after auth", protocol_errors, expected_errors).await;
+        }
+    }
+
+    // A replayed hello.
+    let mut first = Raw::connect(addr).await;
+    let (hello_1, recorded, verdict) = first.handshake(SECRET, Role::Client).await;
+    assert!(matches!(verdict, HandshakeResult::Accepted { .. }));
+    let mut second = Raw::connect(addr).await;
+    let hello_2: ServerHello = decoded!(second.frame().await.expect("server hello"));
+    assert_ne!(hello_1.nonce, hello_2.nonce);
+    second.send(&recorded).await;
+    let verdict: HandshakeResult = decoded!(second.frame().await.expect("verdict"));
+    assert_eq!(verdict, HandshakeResult::Rejected { reason: "authentication failed".into() });
+    second.expect_closed().await;
+    expected_failures += 1;
+    counted("replayed hello", failures, expected_failures).await;
+    drop(first);
+
+    let grown = rss().saturating_sub(rss_before);
+    assert!(grown < 48 << 20, "RSS grew by {} KiB", grown >> 10);
+    assert!(probe.finish().await >= 1);
+    // The list is what it was (nothing announced by the hostile peers, the real gateway still
+    // there) and a new subscriber gets it.
+    assert_eq!(c.reg.registry.gateways(), listed);
+    let client = gateway_client(&[c.reg.addr], SECRET, 1).await;
+    assert_eq!(client.connected_gateways(), vec![c.gw.gw.address().to_string()]);
+    assert_eq!(stats.rate_limited.load(Ordering::Relaxed), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1,000 failed handshakes a second from one address.
+
+/// Sends `n` wrong-secret handshakes from 127.0.0.1 to `to`, `parallel` at a time. Returns how
+/// many were refused before the server said hello (closed at once by the limiter).
+async fn hammer(to: SocketAddr, n: usize, parallel: usize) -> usize {
+    let mut tasks = Vec::new();
+    for t in 0..parallel {
+        tasks.push(tokio::spawn(async move {
+            let mut refused_at_once = 0;
+            for _ in (t..n).step_by(parallel) {
+                let mut p = Raw::connect_from(IpAddr::V4(Ipv4Addr::LOCALHOST), to).await;
+                let Some(hello) = p.frame().await else {
+                    refused_at_once += 1;
+                    continue;
+                };
+                let mut con = Connector::new(WRONG.as_bytes(), Role::Worker, "guesser", gw_link::random_nonce());
+                let (_, answer): (_, ClientHello) = con.respond(&hello).unwrap();
+                p.send(&frame_of!(answer)).await;
+                p.expect_closed().await;
+            }
+            refused_at_once
+        }));
+    }
+    let mut refused = 0;
+    for t in tasks {
+        refused += t.await.unwrap();
+    }
+    refused
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_failed_handshakes_a_second_on_the_gateway_are_rate_limited_and_cheap() {
+    let c = cluster().await;
+    let probe = EchoProbe::start(&c.gw).await;
+    let failures_before = c.gw.metric("handshake_failures");
+    let cpu_before = cpu_time();
+    let started = Instant::now();
+    let refused = hammer(c.gw.internal, 1000, 8).await;
+    let took = started.elapsed();
+    let cpu = cpu_time() - cpu_before;
+    let limited = c.gw.metric("handshakes_rate_limited");
+    let failed = c.gw.metric("handshake_failures") - failures_before;
+    eprintln!("gateway: 1000 attempts in {took:?}, {cpu:?} CPU; {failed} handshakes failed, {limited} refused unread");
+
+    assert_eq!(limited as usize, refused, "every refusal is counted");
+    assert_eq!(failed + limited, 1000, "every attempt is either a counted failure or a counted refusal");
+    // The burst plus one more per refill interval (handshakes in flight count against the
+    // burst too, so parallel attempts cannot slip through).
+    let allowed = gw_link::LimiterConfig::default().max_failures_within(took) + 1;
+    assert!(failed <= allowed, "{failed} handshakes got through the limiter in {took:?} (at most {allowed})");
+    assert!(took < Duration::from_secs(5), "1000 attempts took {took:?}");
+    // Client and server side together, 1000 connections: generous.
+    assert!(cpu < Duration::from_secs(4), "1000 refused attempts cost {cpu:?} of CPU");
+
+    // A good peer from another address is not affected.
+    let mut good = Raw::connect_from("127.0.0.2".parse().unwrap(), c.gw.internal).await;
+    let (_, _, verdict) = good.handshake(SECRET, Role::Client).await;
+    assert!(matches!(verdict, HandshakeResult::Accepted { .. }), "{verdict:?}");
+    good.send(&frame_of!(ToGateway::Request { id: 1, query: Query::ClientCount })).await;
+    loop {
+        if let FromGateway::Reply { id: 1, reply } = decoded!(good.frame().await.expect("reply")) {
+            assert_eq!(reply, Reply::Counts(vec![1]));
+            break;
+        }
+    }
+    // Established links were never touched.
+    assert!(probe.finish().await >= 1);
+    assert_eq!(c.gw.gw.worker_count(), 1);
+    // And 127.0.0.1 itself earns attempts back once it stops failing (one per 312 ms).
+    let internal = c.gw.internal;
+    eventually(Duration::from_secs(5), "127.0.0.1 admitted again", move || async move {
+        let mut p = Raw::connect_from(IpAddr::V4(Ipv4Addr::LOCALHOST), internal).await;
+        if p.frame().await.is_none() {
+            return false;
+        }
+        drop(p);
+        true
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_failed_handshakes_a_second_on_the_register_are_rate_limited_and_cheap() {
+    let c = cluster().await;
+    let stats = &c.reg.registry.stats;
+    let failures_before = stats.handshake_failures.load(Ordering::Relaxed);
+    let cpu_before = cpu_time();
+    let started = Instant::now();
+    let refused = hammer(c.reg.addr, 1000, 8).await;
+    let took = started.elapsed();
+    let cpu = cpu_time() - cpu_before;
+    let limited = stats.rate_limited.load(Ordering::Relaxed);
+    let failed = stats.handshake_failures.load(Ordering::Relaxed) - failures_before;
+    eprintln!("register: 1000 attempts in {took:?}, {cpu:?} CPU; {failed} handshakes failed, {limited} refused unread");
+
+    assert_eq!(limited as usize, refused);
+    assert_eq!(failed + limited, 1000);
+    assert!(
+        failed <= gw_link::LimiterConfig::default().max_failures_within(took) + 1,
+        "{failed} got through in {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "1000 attempts took {took:?}");
+    assert!(cpu < Duration::from_secs(4), "1000 refused attempts cost {cpu:?} of CPU");
+
+    // A good peer from 127.0.0.2 subscribes and gets the list.
+    let mut good = Raw::connect_from("127.0.0.2".parse().unwrap(), c.reg.addr).await;
+    let (_, _, verdict) = good.handshake(SECRET, Role::Client).await;
+    assert!(matches!(verdict, HandshakeResult::Accepted { .. }), "{verdict:?}");
+    good.send(&frame_of!(ToRegister::Subscribe)).await;
+    loop {
+        if let FromRegister::Gateways { list } = decoded!(good.frame().await.expect("list")) {
+            assert_eq!(list.len(), 1);
+            break;
+        }
+    }
+    // The gateway's and the worker's links to the register were never touched.
+    assert_eq!(c.reg.registry.gateways().len(), 1);
+    let mut ws = c.gw.client().await;
+    ws.send("still here").await;
+    assert_eq!(ws.recv().await, "w:still here");
+}

@@ -1,0 +1,266 @@
+//! Per-address limit on failed handshakes, so one host cannot make a listener spend its CPU and
+//! log on a stream of bad connection attempts (a password-guessing loop, a misconfigured peer in
+//! a tight reconnect loop, a port scanner).
+//!
+//! A generic cell rate algorithm (a token bucket kept as one timestamp) per IP address: every
+//! connection from an address takes a token when it is admitted, before any handshake work, and
+//! gives it back when its handshake succeeds; so failures (errors, timeouts, connections closed
+//! mid-handshake) and handshakes still in flight use up the address's tokens (were only finished
+//! failures counted, an attacker opening many connections at once would have all of them served
+//! for every token that comes back). The bucket holds
+//! `max_failures` tokens and refills one every `window / max_failures`. An address with no token
+//! left has its connections closed at once, counted by the caller, and logged here once per
+//! window with the number refused since the last line, never once per attempt.
+//!
+//! Peers that authenticate never run out, whatever their reconnect rate. A host with a wrong
+//! secret gets `max_failures` quick attempts, then one per `window / max_failures`; after it stops
+//! failing its tokens come back at that rate. Other addresses are not affected.
+//!
+//! The table is bounded: entries whose bucket is full again carry no information and are pruned;
+//! if [`MAX_TRACKED`] busy addresses are tracked at once, new addresses are admitted untracked
+//! (fail open: a flood from many addresses must not lock out the real peers), still bounded by
+//! the handshake's own timeout and frame limit.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Most addresses tracked at once.
+pub const MAX_TRACKED: usize = 4096;
+
+/// How many failures, within which window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimiterConfig {
+    /// Failed or pending handshakes an address may have before it is refused (the burst).
+    pub max_failures: u32,
+    /// Time for a refused address to earn all its attempts back; also the log interval.
+    pub window: Duration,
+}
+
+impl Default for LimiterConfig {
+    /// 32 failures, then one more every 312.5 ms. The burst is that large because handshakes in
+    /// flight count too: a host starting many workers at once must not be refused.
+    fn default() -> Self {
+        Self { max_failures: 32, window: Duration::from_secs(10) }
+    }
+}
+
+impl LimiterConfig {
+    /// How many handshakes from one address can fail within `elapsed` at most: the burst, plus
+    /// one per refill interval.
+    pub fn max_failures_within(&self, elapsed: Duration) -> u64 {
+        let interval = self.window / self.max_failures.max(1);
+        u64::from(self.max_failures) + (elapsed.as_nanos() / interval.as_nanos().max(1)) as u64
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// When the bucket is full again (GCRA's theoretical arrival time); in the past = full.
+    full_at: Instant,
+    /// Connections refused since the last log line about this address.
+    refused: u64,
+    /// When the last "refusing" line for this address was logged.
+    logged: Option<Instant>,
+}
+
+/// Limits failed handshakes per IP address. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct HandshakeLimiter {
+    config: LimiterConfig,
+    /// Time one token takes to come back.
+    interval: Duration,
+    entries: Mutex<HashMap<IpAddr, Entry>>,
+}
+
+impl Default for HandshakeLimiter {
+    fn default() -> Self {
+        Self::new(LimiterConfig::default())
+    }
+}
+
+/// An admitted connection's token. Call [`succeeded`](Permit::succeeded) after a successful
+/// handshake to give it back; dropping it any other way counts as a failure.
+#[derive(Debug)]
+#[must_use = "a permit dropped without `succeeded` counts as a failed handshake"]
+pub struct Permit<'a> {
+    limiter: &'a HandshakeLimiter,
+    /// `None` when the address was admitted untracked (table full).
+    ip: Option<IpAddr>,
+}
+
+impl Permit<'_> {
+    /// The handshake succeeded: the address gets its token back.
+    pub fn succeeded(self) {
+        if let Some(ip) = self.ip {
+            self.limiter.refund(ip);
+        }
+    }
+
+    /// The handshake failed (the same as dropping the permit; reads better at the call site).
+    pub fn failed(self) {}
+}
+
+impl HandshakeLimiter {
+    pub fn new(config: LimiterConfig) -> Self {
+        let config = LimiterConfig { max_failures: config.max_failures.max(1), window: config.window };
+        let interval = config.window / config.max_failures;
+        Self { config, interval, entries: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn config(&self) -> LimiterConfig {
+        self.config
+    }
+
+    /// Called when a connection is accepted, before any handshake work. `None`: close it now
+    /// (the refusal is already logged when a line is due).
+    pub fn admit(&self, ip: IpAddr) -> Option<Permit<'_>> {
+        self.admit_at(ip.to_canonical(), Instant::now())
+    }
+
+    fn admit_at(&self, ip: IpAddr, now: Instant) -> Option<Permit<'_>> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if !entries.contains_key(&ip) && entries.len() >= MAX_TRACKED {
+            entries.retain(|_, e| e.full_at > now);
+            if entries.len() >= MAX_TRACKED {
+                return Some(Permit { limiter: self, ip: None });
+            }
+        }
+        let entry = entries.entry(ip).or_insert(Entry { full_at: now, refused: 0, logged: None });
+        let full_at = entry.full_at.max(now);
+        // Admitting takes one token: the bucket would be full `interval` later. More than the
+        // whole window away means the tokens are gone.
+        if full_at + self.interval > now + self.config.window {
+            entry.refused += 1;
+            if entry.logged.is_none_or(|t| now.duration_since(t) >= self.config.window) {
+                tracing::warn!(
+                    peer = %ip,
+                    refused = entry.refused,
+                    max_failures = self.config.max_failures,
+                    window = ?self.config.window,
+                    "too many failed or unfinished handshakes from this address: refusing its connections for now"
+                );
+                entry.logged = Some(now);
+                entry.refused = 0;
+            }
+            return None;
+        }
+        entry.full_at = full_at + self.interval;
+        Some(Permit { limiter: self, ip: Some(ip) })
+    }
+
+    fn refund(&self, ip: IpAddr) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = entries.get_mut(&ip) {
+            entry.full_at = entry.full_at.checked_sub(self.interval).unwrap_or(entry.full_at);
+        }
+    }
+
+    /// Addresses tracked now (for tests).
+    pub fn tracked(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn limiter(max: u32, window_ms: u64) -> HandshakeLimiter {
+        HandshakeLimiter::new(LimiterConfig { max_failures: max, window: Duration::from_millis(window_ms) })
+    }
+
+    #[test]
+    fn refuses_after_the_burst_and_recovers_one_token_per_interval() {
+        let l = limiter(5, 1000);
+        let t0 = Instant::now();
+        let a = ip("10.0.0.1");
+        for _ in 0..5 {
+            l.admit_at(a, t0).expect("within the burst").failed();
+        }
+        assert!(l.admit_at(a, t0).is_none());
+        assert!(l.admit_at(a, t0 + Duration::from_millis(150)).is_none());
+        // One token back after 200 ms (1000 ms / 5), then refused again.
+        l.admit_at(a, t0 + Duration::from_millis(200)).expect("one token back").failed();
+        assert!(l.admit_at(a, t0 + Duration::from_millis(210)).is_none());
+        // After a whole window of quiet, the whole burst is back.
+        let later = t0 + Duration::from_millis(1200);
+        for _ in 0..5 {
+            l.admit_at(a, later).expect("burst back").failed();
+        }
+        assert!(l.admit_at(a, later).is_none());
+    }
+
+    #[test]
+    fn other_addresses_are_not_affected() {
+        let l = limiter(3, 1000);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            l.admit_at(ip("10.0.0.1"), t0).unwrap().failed();
+        }
+        assert!(l.admit_at(ip("10.0.0.1"), t0).is_none());
+        assert!(l.admit_at(ip("10.0.0.2"), t0).is_some());
+        assert!(l.admit_at(ip("::1"), t0).is_some());
+    }
+
+    #[test]
+    fn successful_handshakes_never_use_up_tokens() {
+        let l = limiter(3, 10_000);
+        let t0 = Instant::now();
+        let a = ip("10.0.0.1");
+        for _ in 0..1000 {
+            l.admit_at(a, t0).expect("successes are refunded").succeeded();
+        }
+        // Failures still count after the successes.
+        for _ in 0..3 {
+            l.admit_at(a, t0).unwrap().failed();
+        }
+        assert!(l.admit_at(a, t0).is_none());
+    }
+
+    #[test]
+    fn handshakes_in_flight_count_until_they_finish() {
+        let l = limiter(2, 10_000);
+        let t0 = Instant::now();
+        let a = ip("10.0.0.1");
+        let p1 = l.admit_at(a, t0).unwrap();
+        let p2 = l.admit_at(a, t0).unwrap();
+        assert!(l.admit_at(a, t0).is_none(), "a third concurrent handshake from one address");
+        p1.succeeded();
+        let p3 = l.admit_at(a, t0).expect("a finished handshake frees its slot");
+        drop((p2, p3));
+        assert!(l.admit_at(a, t0).is_none(), "dropped permits are failures");
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_share_the_ipv4_bucket() {
+        let l = limiter(1, 10_000);
+        l.admit(ip("::ffff:10.0.0.1")).unwrap().failed();
+        assert!(l.admit(ip("10.0.0.1")).is_none());
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_fails_open_when_full() {
+        let l = limiter(1, 10_000);
+        let t0 = Instant::now();
+        for i in 0..MAX_TRACKED as u32 {
+            l.admit_at(IpAddr::from((0x0a00_0000 + i).to_be_bytes()), t0).unwrap().failed();
+        }
+        assert_eq!(l.tracked(), MAX_TRACKED);
+        // Full of busy addresses: a new one is admitted untracked.
+        let stranger = ip("192.168.1.1");
+        l.admit_at(stranger, t0).unwrap().failed();
+        assert!(l.admit_at(stranger, t0).is_some());
+        assert_eq!(l.tracked(), MAX_TRACKED);
+        // Once the old entries are full again they are pruned and the stranger is tracked.
+        let later = t0 + Duration::from_secs(11);
+        l.admit_at(stranger, later).unwrap().failed();
+        assert_eq!(l.tracked(), 1);
+        assert!(l.admit_at(stranger, later).is_none());
+    }
+}

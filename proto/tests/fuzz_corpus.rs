@@ -1,0 +1,92 @@
+//! Replays every fuzz corpus and crash input of the proto targets (`fuzz/corpus/<target>/`,
+//! `fuzz/artifacts/<target>/`) through the fuzz targets' own checks, on stable, as part of
+//! `cargo test --workspace`. The checks are the very file the fuzzer runs (included below), so a
+//! fixed crash stays fixed and the corpus keeps exercising what the fuzzer found.
+//!
+//! Fails if a corpus directory is missing or empty (so it can never pass by testing nothing), or
+//! if `fuzz/corpus/` holds a directory no replay test knows.
+
+use std::path::{Path, PathBuf};
+
+#[allow(dead_code)]
+#[path = "../../fuzz/src/proto_targets.rs"]
+mod proto_targets;
+
+/// Corpus directories replayed by other packages' tests (their checks need those packages).
+const REPLAYED_ELSEWHERE: [(&str, &str); 1] = [("client_framing", "gateway/tests/fuzz_corpus.rs")];
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("fuzz")
+}
+
+/// The files of `dir`, sorted; an empty list if it does not exist.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
+    out.sort();
+    out
+}
+
+/// Runs every file through `target`, collecting failures with their file names.
+fn replay(target: &str, inputs: &[PathBuf], failures: &mut Vec<String>) {
+    for path in inputs {
+        let data = std::fs::read(path).unwrap();
+        let outcome = std::panic::catch_unwind(|| proto_targets::run(target, &data).expect("known target"));
+        if let Err(panic) = outcome {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failures.push(format!("{}: {msg}", path.display()));
+        }
+    }
+}
+
+#[test]
+fn every_corpus_and_crash_input_passes_the_fuzz_checks() {
+    let mut failures = Vec::new();
+    let mut total = 0;
+    for target in proto_targets::TARGETS {
+        let corpus = files(&fuzz_dir().join("corpus").join(target));
+        assert!(
+            !corpus.is_empty(),
+            "fuzz/corpus/{target} is missing or empty: the replay would test nothing (run `cargo run --example seeds` in fuzz/)"
+        );
+        let artifacts = files(&fuzz_dir().join("artifacts").join(target));
+        replay(target, &corpus, &mut failures);
+        replay(target, &artifacts, &mut failures);
+        total += corpus.len() + artifacts.len();
+    }
+    assert!(failures.is_empty(), "{} of {total} fuzz inputs fail:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn every_crash_input_directory_belongs_to_a_target() {
+    let known =
+        |name: &str| proto_targets::TARGETS.contains(&name) || REPLAYED_ELSEWHERE.iter().any(|(t, _)| *t == name);
+    for kind in ["corpus", "artifacts"] {
+        let dir = fuzz_dir().join(kind);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            assert_eq!(kind, "artifacts", "fuzz/{kind} is missing");
+            continue;
+        };
+        for entry in entries {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(known(&name), "fuzz/{kind}/{name} is replayed by no test: add its target to a replay test");
+        }
+    }
+}
+
+#[test]
+fn the_seeds_pass_the_fuzz_checks() {
+    // The generated seeds, whether or not they are on disk: they are valid messages and a genuine
+    // handshake transcript, so they also reach the checks' success paths.
+    let mut failures = Vec::new();
+    for (target, name, data) in proto_targets::seeds() {
+        if std::panic::catch_unwind(|| proto_targets::run(target, &data)).is_err() {
+            failures.push(format!("{target}/{name}"));
+        }
+    }
+    assert!(failures.is_empty(), "seeds fail: {failures:?}");
+}
