@@ -9,20 +9,46 @@ use std::time::Duration;
 
 use gw_proto::{ClientInfo, CloseReason, Event, EventKind, Payload, Protocol};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::Gateway;
 use crate::listener::{ConnSlot, ListenerSpec};
 use crate::metrics::Metrics;
 use crate::router::{LinkGone, WorkerLink};
-use crate::state::{ClientHandle, KillReason, Outbound};
+use crate::state::{ClientHandle, KillReason, Outbound, SendQueue};
 use crate::stream::ClientStream;
 use crate::transport::{Incoming, StreamTransport, Transport, TransportError, WsTransport};
 use crate::upgrade::HandshakeRequest;
 
 /// Most queued messages written before one flush.
 const WRITE_BATCH: usize = 64;
+
+/// Read buffer of a WebSocket client. tungstenite allocates it up front and zero-fills it on every
+/// read, so it is resident for every idle client; 4 KiB of it were a third of a client's memory.
+/// 512 bytes still take several small messages per read; bigger messages grow it as needed.
+const READ_BUFFER: usize = 512;
+/// Outgoing frames collected before tungstenite writes them to the socket.
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// The listener's WebSocket settings with the two buffer sizes the benchmarks call for (see
+/// BENCHMARKS.md). With a write buffer of 0 every frame is its own `send`, and those sends were
+/// most of the gateway's CPU time under load; the write buffer is only a threshold, so memory
+/// grows only while frames wait for `flush`.
+fn tuned(config: WebSocketConfig) -> WebSocketConfig {
+    config
+        .read_buffer_size(READ_BUFFER.min(config.read_buffer_size))
+        .write_buffer_size(WRITE_BUFFER.min(config.max_write_buffer_size / 2))
+}
+
+/// What the client task took from its send queue.
+enum Taken {
+    Empty,
+    /// A frame to write; `true` unless it is a heartbeat.
+    Send(Message, bool),
+    Close(Option<Message>, Option<CloseReason>),
+}
 
 /// Why the connection loop ended.
 enum End {
@@ -54,7 +80,9 @@ pub(crate) async fn serve(
     };
     // The handshake (TLS and WebSocket) must finish in time: slow or silent handshakes are dropped.
     let deadline = tokio::time::Instant::now() + gw.config.handshake_timeout;
-    let stream = match tokio::time::timeout_at(deadline, handshake).await {
+    // The handshake futures live on the heap only while they run: inline, they would stay part of
+    // every connection's task for its whole life (the task is as large as its largest state).
+    let stream = match tokio::time::timeout_at(deadline, Box::pin(handshake)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return handshake_failed(&gw, &e),
         Err(_) => return handshake_failed(&gw, "timed out"),
@@ -68,17 +96,18 @@ pub(crate) async fn serve(
     };
     match listener.framing() {
         None => {
-            let upgraded =
-                tokio::time::timeout_at(deadline, crate::upgrade::accept(stream, &listener.policy, listener.ws_config))
-                    .await;
-            match upgraded {
-                Ok(Ok((ws, request))) => {
-                    let transport = WsTransport { ws, pong_is_activity: gw.config.pong_is_activity };
-                    run(transport, info, Some(request), gw, shutdown).await
+            // The result is taken apart in this block, so it is not kept in the task for the
+            // connection's life.
+            let (ws, request) = {
+                let upgrade = crate::upgrade::accept(stream, &listener.policy, tuned(listener.ws_config));
+                match tokio::time::timeout_at(deadline, Box::pin(upgrade)).await {
+                    Ok(Ok(upgraded)) => upgraded,
+                    Ok(Err(e)) => return handshake_failed(&gw, &e.to_string()),
+                    Err(_) => return handshake_failed(&gw, "timed out"),
                 }
-                Ok(Err(e)) => handshake_failed(&gw, &e.to_string()),
-                Err(_) => handshake_failed(&gw, "timed out"),
-            }
+            };
+            let transport = WsTransport { ws, pong_is_activity: gw.config.pong_is_activity };
+            run(transport, info, Some(Box::new(request)), gw, shutdown).await
         }
         Some(framing) => run(StreamTransport::new(stream, framing), info, None, gw, shutdown).await,
     }
@@ -89,41 +118,42 @@ fn handshake_failed(gw: &Gateway, why: &str) {
     tracing::debug!(reason = why, "client handshake failed");
 }
 
-async fn run<T: Transport>(
+/// Registers the client and returns its connection loop. Not an `async fn`: the arguments are
+/// moved into the connection here, while an `async fn` would keep their space in the task too.
+fn run<T: Transport>(
     transport: T,
     info: ClientInfo,
-    request: Option<HandshakeRequest>,
+    request: Option<Box<HandshakeRequest>>,
     gw: Arc<Gateway>,
     shutdown: CancellationToken,
-) {
+) -> impl std::future::Future<Output = ()> {
     let id = gw.next_client.fetch_add(1, Ordering::Relaxed);
     let client_id = gw.client_id(id);
     let span = tracing::debug_span!("client", client_id = %client_id);
     let protocol = info.protocol;
-    let (tx, rx) = mpsc::channel(gw.config.send_queue);
-    let handle = Arc::new(ClientHandle::new(id, tx, info, gw.clock_ms()));
+    let handle = Arc::new(ClientHandle::new(id, SendQueue::new(gw.config.send_queue), info, gw.clock_ms()));
     gw.state.insert(handle.clone());
     let mut conn = Connection {
         gw: gw.clone(),
         handle,
         transport,
-        rx,
         bound: None,
         info_sent: false,
         last_seq: 0,
         shutdown: shutdown.clone(),
     };
-    let body = async {
+    let body = async move {
         tracing::debug!(peer = %conn.handle.info.client_addr, listener = %conn.handle.info.listener, "client connected");
         let mut opened = conn.dispatch(EventKind::Connect).await;
         if opened.is_ok() && protocol == Protocol::WebSocket {
-            let HandshakeRequest { path, query, headers } = request.unwrap_or_default();
+            let HandshakeRequest { path, query, headers } = request.map(|r| *r).unwrap_or_default();
             opened = conn.dispatch(EventKind::WebSocketConnect { path, query, headers }).await;
         }
         let end = match opened {
             Ok(()) => conn.run().await,
             Err(()) => End::Server,
         };
+        conn.handle.tx.close();
         tracing::debug!(by_client = matches!(end, End::Client), "client disconnected");
         // The close event carries the final session; deliver it even though the socket is gone.
         let _ = conn.dispatch(EventKind::Close).await;
@@ -136,14 +166,13 @@ async fn run<T: Transport>(
             tokio::spawn(crate::redeliver::deliver_orphans(gw.clone(), leftovers));
         }
     };
-    tracing::Instrument::instrument(body, span).await;
+    tracing::Instrument::instrument(body, span)
 }
 
 struct Connection<T> {
     gw: Arc<Gateway>,
     handle: Arc<ClientHandle>,
     transport: T,
-    rx: mpsc::Receiver<Outbound>,
     bound: Option<Arc<WorkerLink>>,
     /// Whether the bound worker already has this client's info.
     info_sent: bool,
@@ -159,18 +188,21 @@ impl<T: Transport> Connection<T> {
         let shutdown = self.shutdown.clone();
         // Only until the first message, so a per-connection timer is cheap here.
         let first_message = self.gw.config.first_message_timeout;
-        let first_deadline = (!first_message.is_zero()).then(|| tokio::time::Instant::now() + first_message);
+        // One timer for the whole wait, boxed: none at all when the timeout is off (the default).
+        let mut first_timer = (!first_message.is_zero())
+            .then(|| Box::pin(tokio::time::sleep_until(tokio::time::Instant::now() + first_message)));
         let mut got_message = false;
         loop {
             tokio::select! {
                 biased;
-                _ = kill.cancelled() => return self.killed().await,
+                // Rare paths are boxed so their futures do not enlarge every connection's task.
+                _ = kill.cancelled() => return Box::pin(self.killed()).await,
                 _ = shutdown.cancelled() => {
-                    self.transport.close(1001, "server shutting down").await;
+                    Box::pin(self.transport.close(1001, "server shutting down")).await;
                     return End::Server;
                 }
-                _ = async { tokio::time::sleep_until(first_deadline.expect("guarded")).await }, if first_deadline.is_some() && !got_message => {
-                    self.transport.close(1008, "no message in time").await;
+                _ = async { first_timer.as_mut().expect("guarded").await }, if first_timer.is_some() && !got_message => {
+                    Box::pin(self.transport.close(1008, "no message in time")).await;
                     return End::Server;
                 }
                 _ = self.handle.redeliver.notified() => {
@@ -179,11 +211,10 @@ impl<T: Transport> Connection<T> {
                         return End::Server;
                     }
                 }
-                out = self.rx.recv() => {
-                    let Some(out) = out else { return End::Server };
+                _ = self.handle.tx.ready() => {
                     let done = tokio::select! {
-                        r = self.write(out) => r,
-                        _ = kill.cancelled() => return self.killed().await,
+                        r = self.write() => r,
+                        _ = kill.cancelled() => return Box::pin(self.killed()).await,
                     };
                     if let Some(end) = done {
                         return end;
@@ -207,7 +238,7 @@ impl<T: Transport> Connection<T> {
                         Err(TransportError::Violation { code, reason }) => {
                             Metrics::inc(&self.gw.state.metrics.protocol_violations);
                             tracing::debug!(code, reason = %reason, "client broke the protocol");
-                            self.transport.close(code, &reason).await;
+                            Box::pin(self.transport.close(code, &reason)).await;
                             return End::Client;
                         }
                     }
@@ -224,41 +255,21 @@ impl<T: Transport> Connection<T> {
         self.dispatch(EventKind::Message(payload)).await
     }
 
-    /// Writes one outbound item and whatever else is already queued, then flushes once.
-    async fn write(&mut self, first: Outbound) -> Option<End> {
-        let mut next = Some(first);
-        let mut n = 0;
-        while let Some(out) = next.take() {
-            let result = match out {
-                Outbound::Msg(msg) => {
-                    let len = msg.len();
-                    self.handle.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                    match self.transport.feed(msg).await {
-                        Ok(written) => {
-                            self.handle.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
-                            Metrics::inc(&self.gw.state.metrics.messages_out);
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-                Outbound::Control(msg) => self.transport.feed(msg).await.map(|_| ()),
-                Outbound::Close { last, close } => {
-                    if let Some(msg) = last {
-                        let _ = self.transport.feed(msg).await;
-                    }
-                    let (code, reason) = close.map(|c| (c.code, c.reason)).unwrap_or((1000, String::new()));
-                    self.transport.close(code, &reason).await;
+    /// Writes what is queued (up to a batch), then flushes once. Items are taken from the queue
+    /// here rather than handed in, which keeps them out of the waiting futures.
+    async fn write(&mut self) -> Option<End> {
+        for _ in 0..WRITE_BATCH {
+            let (msg, counted) = match self.take() {
+                Taken::Empty => break,
+                Taken::Send(msg, counted) => (msg, counted),
+                Taken::Close(last, close) => {
+                    Box::pin(self.close_with(last, close)).await;
                     return Some(End::Server);
                 }
             };
-            if let Err(e) = result {
+            if let Err(e) = self.feed(msg, counted).await {
                 tracing::debug!(error = ?e, "client write failed");
                 return Some(End::Client);
-            }
-            n += 1;
-            if n < WRITE_BATCH {
-                next = self.rx.try_recv().ok();
             }
         }
         if let Err(e) = self.transport.flush().await {
@@ -266,6 +277,39 @@ impl<T: Transport> Connection<T> {
             return Some(End::Client);
         }
         None
+    }
+
+    /// The next queued item, its bytes taken off the queue's byte count.
+    fn take(&self) -> Taken {
+        match self.handle.tx.try_recv() {
+            None => Taken::Empty,
+            Some(Outbound::Msg(msg)) => {
+                self.handle.queued_bytes.fetch_sub(msg.len(), Ordering::Relaxed);
+                Taken::Send(msg, true)
+            }
+            Some(Outbound::Control(msg)) => Taken::Send(msg, false),
+            Some(Outbound::Close { last, close }) => Taken::Close(last, close),
+        }
+    }
+
+    /// Feeds one frame; `counted` ones (not heartbeats) go into the client's and the gateway's
+    /// counters.
+    async fn feed(&mut self, msg: Message, counted: bool) -> Result<(), TransportError> {
+        let written = self.transport.feed(msg).await?;
+        if counted {
+            self.handle.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
+            Metrics::inc(&self.gw.state.metrics.messages_out);
+        }
+        Ok(())
+    }
+
+    /// Writes a worker's last message, then closes.
+    async fn close_with(&mut self, last: Option<Message>, close: Option<CloseReason>) {
+        if let Some(msg) = last {
+            let _ = self.transport.feed(msg).await;
+        }
+        let (code, reason) = close.map(|c| (c.code, c.reason)).unwrap_or((1000, String::new()));
+        self.transport.close(code, &reason).await;
     }
 
     async fn killed(&mut self) -> End {
@@ -291,9 +335,11 @@ impl<T: Transport> Connection<T> {
     /// past it the client is told with close code 1013 and the event is counted as dropped.
     async fn dispatch(&mut self, kind: EventKind) -> Result<(), ()> {
         let closing = matches!(kind, EventKind::Close);
-        let mut kind = kind;
         loop {
             let link = self.ensure_bound(closing).await?;
+            // Room first, then the event: the event is never held across the wait, which keeps
+            // this future (part of every connection's task) small.
+            let Some(slot) = link.reserve().await else { continue };
             let event = Event {
                 seq: 0, // numbered when queued on the link
                 client: self.handle.id,
@@ -302,15 +348,10 @@ impl<T: Transport> Connection<T> {
                 session: self.handle.session(),
                 redelivered: false,
             };
-            match link.send_event(event, &self.handle.info).await {
-                Ok(seq) => {
-                    self.last_seq = seq;
-                    self.info_sent = true;
-                    Metrics::inc(&self.gw.state.metrics.events_sent);
-                    return Ok(());
-                }
-                Err(LinkGone(event)) => kind = event.kind,
-            }
+            self.last_seq = slot.send(event, &self.handle.info);
+            self.info_sent = true;
+            Metrics::inc(&self.gw.state.metrics.events_sent);
+            return Ok(());
         }
     }
 
@@ -320,6 +361,17 @@ impl<T: Transport> Connection<T> {
     /// its link is gone and has handed the rest back; then send the handed-back events, then new
     /// ones.
     async fn ensure_bound(&mut self, closing: bool) -> Result<Arc<WorkerLink>, ()> {
+        let pending = self.handle.redelivery_pending.load(std::sync::atomic::Ordering::Acquire);
+        if let Some(l) = self.bound.as_ref().filter(|l| l.usable())
+            && !pending
+        {
+            return Ok(l.clone());
+        }
+        // Switching workers is rare: boxed, it does not enlarge every connection's task.
+        Box::pin(self.switch_worker(closing)).await
+    }
+
+    async fn switch_worker(&mut self, closing: bool) -> Result<Arc<WorkerLink>, ()> {
         loop {
             let pending = self.handle.redelivery_pending.load(std::sync::atomic::Ordering::Acquire);
             if let Some(l) = self.bound.as_ref().filter(|l| l.usable())

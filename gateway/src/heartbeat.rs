@@ -57,9 +57,9 @@ pub(crate) async fn run(gw: Arc<Gateway>, stop: CancellationToken) {
 mod tests {
     use super::*;
     use crate::state::ClientHandle;
+    use crate::state::SendQueue;
     use gw_proto::ClientInfo;
     use std::time::Duration;
-    use tokio::sync::mpsc;
 
     async fn gateway(limit: u32, ping_data: &str) -> Arc<Gateway> {
         let config = gw_config::GatewayConfig {
@@ -74,22 +74,21 @@ mod tests {
         crate::build(config, &listeners).unwrap()
     }
 
-    fn client(gw: &Gateway, id: u64, protocol: Protocol) -> (Arc<ClientHandle>, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(16);
+    fn client(gw: &Gateway, id: u64, protocol: Protocol) -> (Arc<ClientHandle>, Arc<ClientHandle>) {
         let info = ClientInfo {
             client_addr: "127.0.0.1:1".into(),
             gateway_addr: "127.0.0.1:2".into(),
             listener: "x".into(),
             protocol,
         };
-        let h = Arc::new(ClientHandle::new(id, tx, info, gw.clock_ms()));
+        let h = Arc::new(ClientHandle::new(id, SendQueue::new(16), info, gw.clock_ms()));
         gw.state.insert(h.clone());
-        (h, rx)
+        (h.clone(), h)
     }
 
-    fn pings(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
+    fn pings(h: &mut Arc<ClientHandle>) -> Vec<String> {
         let mut out = Vec::new();
-        while let Ok(o) = rx.try_recv() {
+        while let Some(o) = h.tx.try_recv() {
             match o {
                 Outbound::Control(Message::Text(t)) => out.push(t.to_string()),
                 Outbound::Control(Message::Ping(_)) => out.push("<ping frame>".into()),

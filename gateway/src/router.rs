@@ -51,19 +51,40 @@ impl WorkerLink {
 
     /// Numbers, retains and queues an event; returns its sequence number. Waits for room in the
     /// link's queue (backpressure on the client) without holding any lock.
-    pub async fn send_event(&self, mut event: Event, info: &Arc<ClientInfo>) -> Result<u64, LinkGone> {
-        let permit = match self.tx.reserve().await {
-            Ok(p) => p,
-            Err(_) => return Err(LinkGone(event)),
-        };
-        let mut r = self.retained.lock().expect("retained lock");
+    pub async fn send_event(&self, event: Event, info: &Arc<ClientInfo>) -> Result<u64, LinkGone> {
+        match self.reserve().await {
+            Some(slot) => Ok(slot.send(event, info)),
+            None => Err(LinkGone(event)),
+        }
+    }
+
+    /// Waits for room for one event in the link's queue; `None` once the link is gone. A caller
+    /// that builds its event only after this returns keeps the event out of the waiting future,
+    /// which is part of every client connection's task (see BENCHMARKS.md).
+    pub async fn reserve(&self) -> Option<EventSlot<'_>> {
+        self.tx.reserve().await.ok().map(|permit| EventSlot { link: self, permit })
+    }
+}
+
+/// Room for one event on a worker link.
+pub(crate) struct EventSlot<'a> {
+    link: &'a WorkerLink,
+    permit: mpsc::Permit<'a, FromGateway>,
+}
+
+impl EventSlot<'_> {
+    /// Numbers, retains and queues the event; returns its sequence number.
+    pub fn send(self, mut event: Event, info: &Arc<ClientInfo>) -> u64 {
+        let mut r = self.link.retained.lock().expect("retained lock");
         r.next_seq += 1;
         event.seq = r.next_seq;
         r.events.push_back((event.clone(), info.clone()));
-        permit.send(FromGateway::Event(event));
-        Ok(r.next_seq)
+        self.permit.send(FromGateway::Event(event));
+        r.next_seq
     }
+}
 
+impl WorkerLink {
     /// The worker handled everything up to `seq`.
     pub fn ack(&self, seq: u64) {
         let mut r = self.retained.lock().expect("retained lock");

@@ -5,14 +5,15 @@
 //! one `RwLock` so a bind or join updates both directions atomically. No lock is held across an
 //! `.await`; delivery to a client is a non-blocking `try_send` into its bounded queue.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use gw_proto::{ClientInfo, CloseReason, Command, ConnectionInfo, Event, Payload, Query, Reply};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +32,92 @@ pub(crate) enum Outbound {
     },
 }
 
+/// A client's outgoing queue, bounded in messages. It holds no memory while empty: an idle client
+/// costs nothing here, where a tokio channel allocates its first 32-slot block up front (about
+/// 2.8 KiB per client, plus 512 bytes of channel state; see BENCHMARKS.md). Producers never wait;
+/// the client task waits for [`ready`](Self::ready), then takes items one by one and writes what
+/// it finds with one flush.
+#[derive(Debug)]
+pub(crate) struct SendQueue {
+    state: Mutex<QueueState>,
+    ready: Notify,
+    limit: usize,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    items: VecDeque<Outbound>,
+    /// The client task has finished: nothing will be taken any more.
+    closed: bool,
+}
+
+/// Capacity a drained queue may keep; a larger one (left by a burst) is freed.
+const QUEUE_KEEP: usize = 16;
+
+impl SendQueue {
+    pub fn new(limit: usize) -> Self {
+        Self { state: Mutex::new(QueueState::default()), ready: Notify::new(), limit: limit.max(1) }
+    }
+
+    /// Queues without waiting; refuses when `limit` items wait or the client task has finished.
+    pub fn try_send(&self, item: Outbound) -> Result<(), TrySendError<Outbound>> {
+        let mut s = self.state.lock().expect("send queue lock");
+        if s.closed {
+            return Err(TrySendError::Closed(item));
+        }
+        if s.items.len() >= self.limit {
+            return Err(TrySendError::Full(item));
+        }
+        let was_empty = s.items.is_empty();
+        s.items.push_back(item);
+        drop(s);
+        // While items wait, a wake-up is already pending: the task takes all it finds before it
+        // waits again.
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The next item without waiting.
+    pub fn try_recv(&self) -> Option<Outbound> {
+        let mut s = self.state.lock().expect("send queue lock");
+        let item = s.items.pop_front();
+        if s.items.is_empty() && s.items.capacity() > QUEUE_KEEP {
+            s.items = VecDeque::new();
+        }
+        item
+    }
+
+    /// Resolves once an item waits (never after the queue was closed). Takes nothing, so it can
+    /// be dropped at any time.
+    pub async fn ready(&self) {
+        loop {
+            {
+                let s = self.state.lock().expect("send queue lock");
+                if !s.items.is_empty() && !s.closed {
+                    return;
+                }
+            }
+            // A push after the check above leaves a permit, so this cannot miss it.
+            self.ready.notified().await;
+        }
+    }
+
+    /// Refuses further items and drops what waits.
+    pub fn close(&self) {
+        let mut s = self.state.lock().expect("send queue lock");
+        s.closed = true;
+        s.items = VecDeque::new();
+        drop(s);
+        self.ready.notify_one();
+    }
+
+    pub fn len(&self) -> usize {
+        self.state.lock().expect("send queue lock").items.len()
+    }
+}
+
 /// Why a client was killed out of band.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -46,7 +133,7 @@ pub(crate) enum KillReason {
 #[derive(Debug)]
 pub(crate) struct ClientHandle {
     pub id: u64,
-    pub tx: mpsc::Sender<Outbound>,
+    pub tx: SendQueue,
     pub kill: CancellationToken,
     kill_reason: AtomicU8,
     pub info: Arc<ClientInfo>,
@@ -73,7 +160,7 @@ struct Redelivery {
 }
 
 impl ClientHandle {
-    pub fn new(id: u64, tx: mpsc::Sender<Outbound>, info: ClientInfo, now_ms: u64) -> Self {
+    pub fn new(id: u64, tx: SendQueue, info: ClientInfo, now_ms: u64) -> Self {
         Self {
             id,
             tx,
@@ -258,7 +345,7 @@ impl State {
 
     /// Messages waiting in every client's send queue.
     pub fn queued_total(&self) -> usize {
-        self.clients.iter().map(|e| e.value().tx.max_capacity() - e.value().tx.capacity()).sum()
+        self.clients.iter().map(|e| e.value().tx.len()).sum()
     }
 
     /// Number of connected clients.
@@ -276,7 +363,7 @@ impl State {
         let len = msg.len();
         let over_bytes = handle.queued_bytes.load(Ordering::Relaxed) + len > self.queue_bytes;
         let result = if over_bytes {
-            Err(mpsc::error::TrySendError::Full(Outbound::Msg(msg.clone())))
+            Err(TrySendError::Full(Outbound::Msg(msg.clone())))
         } else {
             handle.tx.try_send(Outbound::Msg(msg.clone()))
         };
@@ -284,14 +371,14 @@ impl State {
             Ok(()) => {
                 handle.queued_bytes.fetch_add(len, Ordering::Relaxed);
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySendError::Full(_)) => {
                 Metrics::inc(&self.metrics.dropped_slow_consumer);
                 if !self.drop_slow && !handle.kill.is_cancelled() {
                     tracing::warn!(client = handle.id, "send queue full: slow consumer disconnected");
                     handle.kill(KillReason::SlowConsumer);
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Metrics::inc(&self.metrics.dropped_client_gone),
+            Err(TrySendError::Closed(_)) => Metrics::inc(&self.metrics.dropped_client_gone),
         }
     }
 
@@ -542,7 +629,7 @@ impl State {
                             groups,
                             bytes_in: h.bytes_in.load(Ordering::Relaxed),
                             bytes_out: h.bytes_out.load(Ordering::Relaxed),
-                            queue_len: (h.tx.max_capacity() - h.tx.capacity()) as u64,
+                            queue_len: h.tx.len() as u64,
                         }
                     })
                     .collect();
