@@ -3,7 +3,7 @@
 //! the events gateways send and acknowledge them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -70,6 +70,8 @@ pub(crate) struct Core {
     pub heard_register: watch::Sender<bool>,
     events: Option<mpsc::Sender<LinkEvent>>,
     next_link: AtomicU64,
+    /// The worker asked the gateways to route nothing new to it (it is stopping).
+    draining: AtomicBool,
     /// Graceful close: stop reading, send the final acknowledgements, flush, disconnect.
     pub closing: CancellationToken,
     /// Hard stop of every task.
@@ -94,6 +96,7 @@ impl Core {
             heard_register: watch::channel(false).0,
             events,
             next_link: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
             closing: CancellationToken::new(),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -168,8 +171,10 @@ impl Core {
         self.bump();
     }
 
-    /// Asks every gateway to stop routing events to this worker.
+    /// Asks every gateway to stop routing events to this worker, including gateways linked later.
     pub async fn drain_all(&self) {
+        // Set before taking the list: a link added after the list was taken sees the flag.
+        self.draining.store(true, Ordering::SeqCst);
         for link in self.links() {
             let _ = link.send(ToGateway::Drain).await;
         }
@@ -304,6 +309,11 @@ async fn gateway_once(core: &Arc<Core>, address: &str, backoff: &mut Backoff) ->
         tx,
     ));
     core.links.write().expect("links lock").insert(address.to_string(), link.clone());
+    if core.draining.load(Ordering::SeqCst) {
+        // A stopping worker that links to a gateway (one restarted, or back from a stall) during
+        // its drain tells it at once, or that gateway would bind clients to a worker about to exit.
+        let _ = link.tx.try_send(ToGateway::Drain);
+    }
     core.bump();
     tracing::info!(gateway_node = %link.node, "connected to gateway");
     if let Some(events) = &core.events {
