@@ -30,6 +30,21 @@ fn main() -> std::process::ExitCode {
 
 async fn child<E: Events>(mut config: WorkerConfig, index: usize, ctx: RunContext, events: E) -> anyhow::Result<()> {
     config.name = format!("{}-{index}", config.name);
+    // A worker process lives only as long as its master: if the master dies (kill -9), stop
+    // gracefully instead of serving on unsupervised.
+    let master = nix::unistd::getppid();
+    let shutdown = ctx.shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            if nix::unistd::getppid() != master {
+                tracing::warn!("master process gone; stopping this worker process");
+                shutdown.cancel();
+                return;
+            }
+        }
+    });
     let stats = Arc::new(gw_business_worker::WorkerStats::default());
     ctx.publish(Arc::new(gw_business_worker::WorkerNode { name: config.name.clone(), stats: stats.clone() }));
     gw_business_worker::run_with(config, events, ctx.shutdown.clone(), stats, |_| {

@@ -203,7 +203,7 @@ impl Master {
     }
 
     fn socket(&self, index: usize, generation: u64) -> PathBuf {
-        self.config.process.control_socket(&format!("{}-{index}.{generation}", self.config.name))
+        self.config.process.control_socket(&format!("{}-{index}.{}.{generation}", self.config.name, std::process::id()))
     }
 
     fn spawn(&self, index: usize, generation: u64) -> anyhow::Result<Slot> {

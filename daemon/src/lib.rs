@@ -315,8 +315,9 @@ where
     init_tracing(config.log());
     let (pid_file, socket) = match role {
         ProcessRole::Main => (Some(process.pid_file(&name)), process.control_socket(&name)),
+        // Named after the master too: a new master never collides with an orphan of an old one.
         ProcessRole::Child { index, generation } => {
-            (None, process.control_socket(&format!("{name}-{index}.{generation}")))
+            (None, process.control_socket(&format!("{name}-{index}.{}.{generation}", nix::unistd::getppid())))
         }
     };
     let _pid = match pid_file.as_deref().map(pidfile::PidFile::acquire) {

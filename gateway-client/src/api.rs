@@ -253,9 +253,11 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub async fn shutdown(&self) {
-        self.core.cancel.cancel();
+        // Graceful first: links stop reading, send a worker's final acknowledgements and flush.
+        self.core.closing.cancel();
         self.core.tracker.close();
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.core.tracker.wait()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.core.tracker.wait()).await;
+        self.core.cancel.cancel();
     }
 
     // ----- plumbing -------------------------------------------------------------------------

@@ -335,6 +335,7 @@ impl<T: Transport> Connection<T> {
     /// past it the client is told with close code 1013 and the event is counted as dropped.
     async fn dispatch(&mut self, kind: EventKind) -> Result<(), ()> {
         let closing = matches!(kind, EventKind::Close);
+        let mut kind = kind;
         loop {
             let link = self.ensure_bound(closing).await?;
             // Room first, then the event: the event is never held across the wait, which keeps
@@ -348,10 +349,16 @@ impl<T: Transport> Connection<T> {
                 session: self.handle.session(),
                 redelivered: false,
             };
-            self.last_seq = slot.send(event, &self.handle.info);
-            self.info_sent = true;
-            Metrics::inc(&self.gw.state.metrics.events_sent);
-            return Ok(());
+            match slot.send(event, &self.handle.info) {
+                Ok(seq) => {
+                    self.last_seq = seq;
+                    self.info_sent = true;
+                    Metrics::inc(&self.gw.state.metrics.events_sent);
+                    return Ok(());
+                }
+                // The link died while we waited for room: try the next worker.
+                Err(LinkGone(event)) => kind = event.kind,
+            }
         }
     }
 
@@ -403,10 +410,14 @@ impl<T: Transport> Connection<T> {
                         Metrics::inc(&self.gw.state.metrics.events_sent);
                     }
                     Err(LinkGone(event)) => {
-                        // The new worker went away too: keep the rest for the next one.
+                        // The new worker went away too. What we already sent it comes back with
+                        // its hand-back; the rest is newer, so it goes behind that.
                         let mut rest = vec![event];
                         rest.extend(events);
-                        self.handle.requeue_front(rest);
+                        let _ = tokio::time::timeout(Duration::from_secs(5), link.handed_off.cancelled()).await;
+                        if let Err(rest) = self.handle.hand_back(rest) {
+                            tokio::spawn(crate::redeliver::deliver_orphans(self.gw.clone(), rest));
+                        }
                         moved_on = true;
                         break;
                     }

@@ -53,7 +53,7 @@ impl WorkerLink {
     /// link's queue (backpressure on the client) without holding any lock.
     pub async fn send_event(&self, event: Event, info: &Arc<ClientInfo>) -> Result<u64, LinkGone> {
         match self.reserve().await {
-            Some(slot) => Ok(slot.send(event, info)),
+            Some(slot) => slot.send(event, info),
             None => Err(LinkGone(event)),
         }
     }
@@ -73,14 +73,21 @@ pub(crate) struct EventSlot<'a> {
 }
 
 impl EventSlot<'_> {
-    /// Numbers, retains and queues the event; returns its sequence number.
-    pub fn send(self, mut event: Event, info: &Arc<ClientInfo>) -> u64 {
+    /// Numbers, retains and queues the event; returns its sequence number, or the event back if
+    /// the link is gone.
+    pub fn send(self, mut event: Event, info: &Arc<ClientInfo>) -> Result<u64, LinkGone> {
         let mut r = self.link.retained.lock().expect("retained lock");
+        // Checked under the lock the hand-back takes (after `gone` is set): an event is either
+        // retained before the hand-back, and handed back with the rest, or refused here. Without
+        // this, an event retained just after the hand-back was never sent anywhere.
+        if self.link.gone.is_cancelled() {
+            return Err(LinkGone(event));
+        }
         r.next_seq += 1;
         event.seq = r.next_seq;
         r.events.push_back((event.clone(), info.clone()));
         self.permit.send(FromGateway::Event(event));
-        r.next_seq
+        Ok(r.next_seq)
     }
 }
 

@@ -198,14 +198,6 @@ impl ClientHandle {
         std::mem::take(&mut r.events)
     }
 
-    /// Puts events back at the front (their new worker went away too).
-    pub fn requeue_front(&self, mut events: Vec<Event>) {
-        let mut r = self.redelivery.lock().expect("redelivery lock");
-        events.append(&mut r.events);
-        r.events = events;
-        self.redelivery_pending.store(true, Ordering::Release);
-    }
-
     /// Marks the client task finished and returns what is still waiting.
     pub fn close_redelivery(&self) -> Vec<Event> {
         let mut r = self.redelivery.lock().expect("redelivery lock");

@@ -251,3 +251,40 @@ async fn a_master_whose_workers_keep_crashing_gives_up_past_its_restart_budget()
     assert!(out.contains("crashed 3 times") && out.contains("giving up"), "{out}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn worker_processes_stop_when_their_master_is_killed() {
+    let reg = RegisterHandle::start("").await;
+    let dir = temp_dir("cli-orphan");
+    let cfg = write_config(
+        &dir,
+        "w.toml",
+        &format!(
+            "name = \"wo\"\napp = \"echo\"\ncount = 2\nregisters = [\"{}\"]\n[process]\nrun_dir = \"{}\"\nadmin = \"\"\n",
+            reg.addr,
+            dir.display()
+        ),
+    );
+    let cfg = cfg.to_str().unwrap().to_string();
+    let worker = bin_path("business-worker");
+    assert_eq!(cli(&worker, &["--config", &cfg, "start", "-d"]).code, Some(0));
+    let master: u32 = std::fs::read_to_string(dir.join("wo.pid")).unwrap().trim().parse().unwrap();
+    let mut children = Vec::new();
+    eventually(T, "two worker processes", || {
+        let out = cli(&worker, &["--config", &cfg, "status"]);
+        children = out
+            .stdout
+            .lines()
+            .filter(|l| l.contains(" wo-"))
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u32>().ok())
+            .collect();
+        let n = children.len();
+        async move { n == 2 }
+    })
+    .await;
+    gw_integration_tests::process::signal_pid(master, "KILL");
+    for pid in children {
+        eventually(T, "orphaned worker process stopped", || async move { !gw_daemon_alive(pid) }).await;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
