@@ -238,11 +238,32 @@ impl<T: Transport> Connection<T> {
                         Err(TransportError::Violation { code, reason }) => {
                             Metrics::inc(&self.gw.state.metrics.protocol_violations);
                             tracing::debug!(code, reason = %reason, "client broke the protocol");
+                            // Replies to what the client sent before the bad frame are still
+                            // owed: let the worker finish those, write them, then close.
+                            Box::pin(self.settle()).await;
                             Box::pin(self.transport.close(code, &reason)).await;
                             return End::Client;
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Waits (briefly) until the worker acknowledged this client's events, then writes what is
+    /// queued for the client. Handlers acknowledge after their sends, so the replies are queued.
+    async fn settle(&mut self) {
+        if let Some(link) = self.bound.clone() {
+            let mut acked = link.acked();
+            let last = self.last_seq;
+            let _ = tokio::time::timeout(Duration::from_secs(1), acked.wait_for(|a| *a >= last)).await;
+        }
+        while let Some(out) = self.handle.tx.try_recv() {
+            if matches!(out, Outbound::Close { .. }) {
+                break;
+            }
+            if Box::pin(self.write(out)).await.is_some() {
+                return;
             }
         }
     }
