@@ -27,8 +27,10 @@ const WRITE_BATCH: usize = 64;
 
 /// Read buffer of a WebSocket client. tungstenite allocates it up front and zero-fills it on every
 /// read, so it is resident for every idle client; 4 KiB of it were a third of a client's memory.
-/// 512 bytes still take several small messages per read; bigger messages grow it as needed.
-const READ_BUFFER: usize = 512;
+/// Not below 1 KiB: the buffer is shared with each received payload, and `BytesMut` replaces a
+/// shared buffer of less than 1 KiB by one just large enough for the next header, so every frame
+/// would then take several reads.
+const READ_BUFFER: usize = 1024;
 /// Outgoing frames collected before tungstenite writes them to the socket.
 const WRITE_BUFFER: usize = 16 * 1024;
 
@@ -58,58 +60,62 @@ enum End {
     Server,
 }
 
-/// Serves one accepted socket of `listener` until it closes.
-pub(crate) async fn serve(
+/// Serves one accepted socket of `listener` until it closes. Not an `async fn`, whose arguments
+/// would be kept twice in the task (as arguments and as the locals they are moved into).
+pub(crate) fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<ListenerSpec>,
     gw: Arc<Gateway>,
     shutdown: CancellationToken,
-    _slot: ConnSlot,
-) {
+    slot: ConnSlot,
+) -> impl std::future::Future<Output = ()> {
     stream.set_nodelay(true).ok();
     let local = stream.local_addr().ok();
-    let handshake = async {
-        let stream = match &listener.tls {
-            Some(acceptor) => {
-                ClientStream::Tls(Box::new(acceptor.accept(stream).await.map_err(|e| format!("TLS: {e}"))?))
-            }
-            None => ClientStream::Plain(stream),
-        };
-        Ok::<_, String>(stream)
-    };
-    // The handshake (TLS and WebSocket) must finish in time: slow or silent handshakes are dropped.
-    let deadline = tokio::time::Instant::now() + gw.config.handshake_timeout;
-    // The handshake futures live on the heap only while they run: inline, they would stay part of
-    // every connection's task for its whole life (the task is as large as its largest state).
-    let stream = match tokio::time::timeout_at(deadline, Box::pin(handshake)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return handshake_failed(&gw, &e),
-        Err(_) => return handshake_failed(&gw, "timed out"),
-    };
-    let info = ClientInfo {
-        client_addr: peer.to_string(),
-        // The address this client actually reached (not 0.0.0.0 for a wildcard listener).
-        gateway_addr: local.map(|a| a.to_string()).unwrap_or_default(),
-        listener: listener.url.clone(),
-        protocol: listener.protocol,
-    };
-    match listener.framing() {
-        None => {
-            // The result is taken apart in this block, so it is not kept in the task for the
-            // connection's life.
-            let (ws, request) = {
-                let upgrade = crate::upgrade::accept(stream, &listener.policy, tuned(listener.ws_config));
-                match tokio::time::timeout_at(deadline, Box::pin(upgrade)).await {
-                    Ok(Ok(upgraded)) => upgraded,
-                    Ok(Err(e)) => return handshake_failed(&gw, &e.to_string()),
-                    Err(_) => return handshake_failed(&gw, "timed out"),
+    async move {
+        let handshake = async {
+            let stream = match &listener.tls {
+                Some(acceptor) => {
+                    ClientStream::Tls(Box::new(acceptor.accept(stream).await.map_err(|e| format!("TLS: {e}"))?))
                 }
+                None => ClientStream::Plain(stream),
             };
-            let transport = WsTransport { ws, pong_is_activity: gw.config.pong_is_activity };
-            run(transport, info, Some(Box::new(request)), gw, shutdown).await
+            Ok::<_, String>(stream)
+        };
+        // The handshake (TLS and WebSocket) must finish in time: slow or silent handshakes are dropped.
+        let deadline = tokio::time::Instant::now() + gw.config.handshake_timeout;
+        // The handshake futures live on the heap only while they run: inline, they would stay part of
+        // every connection's task for its whole life (the task is as large as its largest state).
+        let stream = match tokio::time::timeout_at(deadline, Box::pin(handshake)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return handshake_failed(&gw, &e),
+            Err(_) => return handshake_failed(&gw, "timed out"),
+        };
+        let info = ClientInfo {
+            client_addr: peer.to_string(),
+            // The address this client actually reached (not 0.0.0.0 for a wildcard listener).
+            gateway_addr: local.map(|a| a.to_string()).unwrap_or_default(),
+            listener: listener.url.clone(),
+            protocol: listener.protocol,
+        };
+        match listener.framing() {
+            None => {
+                // The result is taken apart in this block, so it is not kept in the task for the
+                // connection's life.
+                let (ws, request) = {
+                    let upgrade = crate::upgrade::accept(stream, &listener.policy, tuned(listener.ws_config));
+                    match tokio::time::timeout_at(deadline, Box::pin(upgrade)).await {
+                        Ok(Ok(upgraded)) => upgraded,
+                        Ok(Err(e)) => return handshake_failed(&gw, &e.to_string()),
+                        Err(_) => return handshake_failed(&gw, "timed out"),
+                    }
+                };
+                let transport = WsTransport { ws, pong_is_activity: gw.config.pong_is_activity };
+                run(transport, info, Some(Box::new(request)), gw, shutdown).await
+            }
+            Some(framing) => run(StreamTransport::new(stream, framing), info, None, gw, shutdown).await,
         }
-        Some(framing) => run(StreamTransport::new(stream, framing), info, None, gw, shutdown).await,
+        drop(slot);
     }
 }
 
@@ -258,14 +264,16 @@ impl<T: Transport> Connection<T> {
             let last = self.last_seq;
             let _ = tokio::time::timeout(Duration::from_secs(1), acked.wait_for(|a| *a >= last)).await;
         }
-        while let Some(out) = self.handle.tx.try_recv() {
-            if matches!(out, Outbound::Close { .. }) {
-                break;
-            }
-            if Box::pin(self.write(out)).await.is_some() {
+        loop {
+            let (msg, counted) = match self.take() {
+                Taken::Send(msg, counted) => (msg, counted),
+                Taken::Empty | Taken::Close(..) => break,
+            };
+            if self.feed(msg, counted).await.is_err() {
                 return;
             }
         }
+        let _ = self.transport.flush().await;
     }
 
     async fn on_message(&mut self, payload: Payload) -> Result<(), ()> {

@@ -51,6 +51,8 @@ impl WorkerLink {
 
     /// Numbers, retains and queues an event; returns its sequence number. Waits for room in the
     /// link's queue (backpressure on the client) without holding any lock.
+    // The event comes back only when the link is gone; boxing it would add an allocation there.
+    #[allow(clippy::result_large_err)]
     pub async fn send_event(&self, event: Event, info: &Arc<ClientInfo>) -> Result<u64, LinkGone> {
         match self.reserve().await {
             Some(slot) => slot.send(event, info),
@@ -75,6 +77,7 @@ pub(crate) struct EventSlot<'a> {
 impl EventSlot<'_> {
     /// Numbers, retains and queues the event; returns its sequence number, or the event back if
     /// the link is gone.
+    #[allow(clippy::result_large_err)] // as for `send_event`
     pub fn send(self, mut event: Event, info: &Arc<ClientInfo>) -> Result<u64, LinkGone> {
         let mut r = self.link.retained.lock().expect("retained lock");
         // Checked under the lock the hand-back takes (after `gone` is set): an event is either

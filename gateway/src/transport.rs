@@ -3,6 +3,7 @@
 //! [`Transport`].
 
 use std::future::Future;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -70,25 +71,42 @@ fn ws_error(e: WsError) -> TransportError {
     }
 }
 
+impl WsTransport {
+    /// The next message or sign of life; `None` when the client sent a close frame.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Incoming, TransportError>>> {
+        loop {
+            let item = match self.ws.poll_next_unpin(cx) {
+                Poll::Ready(item) => item,
+                Poll::Pending => return Poll::Pending,
+            };
+            return Poll::Ready(Some(match item {
+                Some(Ok(Message::Text(t))) => {
+                    Ok(Incoming::Message(Payload { data: bytes::Bytes::from(t), binary: false }))
+                }
+                Some(Ok(Message::Binary(b))) => Ok(Incoming::Message(Payload { data: b, binary: true })),
+                // tungstenite answers pings on the next read or write.
+                Some(Ok(Message::Ping(_))) => Ok(Incoming::Activity),
+                Some(Ok(Message::Pong(_))) if self.pong_is_activity => Ok(Incoming::Activity),
+                Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Close(_))) => return Poll::Ready(None),
+                None => Err(TransportError::Closed),
+                Some(Err(e)) => Err(ws_error(e)),
+            }));
+        }
+    }
+}
+
 impl Transport for WsTransport {
     async fn recv(&mut self) -> Result<Incoming, TransportError> {
-        loop {
-            match self.ws.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    return Ok(Incoming::Message(Payload { data: bytes::Bytes::from(t), binary: false }));
-                }
-                Some(Ok(Message::Binary(b))) => return Ok(Incoming::Message(Payload { data: b, binary: true })),
-                // tungstenite answers pings on the next read or write.
-                Some(Ok(Message::Ping(_))) => return Ok(Incoming::Activity),
-                Some(Ok(Message::Pong(_))) if self.pong_is_activity => return Ok(Incoming::Activity),
-                Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
-                Some(Ok(Message::Close(_))) => {
-                    // tungstenite queued the close reply; send it so the close is clean.
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.flush()).await;
-                    return Err(TransportError::Closed);
-                }
-                None => return Err(TransportError::Closed),
-                Some(Err(e)) => return Err(ws_error(e)),
+        // Polled by hand: this future sits in every connection's task while it waits, and
+        // awaiting `next()` here kept room for a whole read result in it (280 bytes instead of
+        // about 40; see BENCHMARKS.md).
+        match std::future::poll_fn(|cx| self.poll_recv(cx)).await {
+            Some(incoming) => incoming,
+            None => {
+                // tungstenite queued the close reply; send it so the close is clean.
+                let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, self.ws.flush())).await;
+                Err(TransportError::Closed)
             }
         }
     }

@@ -143,8 +143,18 @@ pub(crate) async fn accept(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
     stream.write_all(resp.as_bytes()).await?;
-    // Bytes the client sent right after its request are the start of the first frame.
-    let leftover = buf.split_off(head_len);
-    let ws = WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
+    // Bytes the client sent right after its request are the start of the first frame. They go
+    // into a buffer of the configured read size: tungstenite's buffer is a `BytesMut` that
+    // remembers the capacity it started with and, once shared with a received payload, is
+    // replaced by one of that capacity, or of just the next header's size when it started
+    // below 1 KiB; a buffer started from a bare `split_off` (capacity 0 for the usual empty
+    // remainder) made every frame take two reads, header then payload (see BENCHMARKS.md).
+    let mut leftover = buf.split_off(head_len);
+    let ws = if leftover.is_empty() {
+        WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
+    } else {
+        leftover.reserve(config.read_buffer_size.saturating_sub(leftover.len()));
+        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await
+    };
     Ok((ws, request))
 }
