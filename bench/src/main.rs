@@ -1,0 +1,163 @@
+//! `gw-bench`: load generator for a gateway cluster running the `echo` application.
+//!
+//! Every scenario prints one machine-readable `RESULT scenario=… key=value …` line on stdout
+//! (rate-finding scenarios also print one `STEP …` line per step); progress goes to stderr.
+//! A nonzero exit means the scenario could not run or lost messages.
+
+mod coord;
+mod echo;
+mod fanout;
+mod hist;
+mod idle;
+mod net;
+mod procfs;
+mod storm;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::net::Targets;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Load generator for the gateway cluster (echo application)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Print N free TCP ports on 127.0.0.1 (bound together on port 0, then released).
+    Ports { n: usize },
+    /// Wait until a WebSocket echo round trip succeeds on every URL.
+    Wait {
+        #[arg(long, value_delimiter = ',', required = true)]
+        url: Vec<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// N connections, each keeping W messages in flight: round trips/s and latency.
+    Echo(echo::EchoArgs),
+    /// S senders broadcast (`b:`) at a fixed rate; every connection receives every message.
+    Broadcast(fanout::FanoutArgs),
+    /// Every connection joins group `g` (`j`); S senders send to it (`g:`) at a fixed rate.
+    Group(fanout::FanoutArgs),
+    /// N idle connections: gateway resident memory per connection and connection rate.
+    Idle(idle::IdleArgs),
+    /// N clients connect at once and each sends one message: time until all are answered.
+    Storm(storm::StormArgs),
+}
+
+/// Options every load scenario shares.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Gateway WebSocket URL(s) `ws://ip:port/`, comma-separated; connections go round-robin.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub url: Vec<String>,
+    /// Number of connections (in total, over all generator processes).
+    #[arg(long)]
+    pub conns: usize,
+    /// Client sockets bind to this many source addresses 127.0.<net>.<first>…, round-robin, so
+    /// one generator can exceed the ephemeral ports of a single address and no address exceeds
+    /// the gateway's per-IP connection cap (default: one address per 800 connections, at least
+    /// 4; 0: let the kernel pick).
+    #[arg(long)]
+    pub sources: Option<u8>,
+    #[arg(long, default_value_t = 0)]
+    pub source_net: u8,
+    #[arg(long, default_value_t = 2)]
+    pub source_first: u8,
+    /// Server pids whose CPU time is reported as `server_cores` (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub server_pids: Vec<String>,
+    /// Generator processes (results are summed). Scenarios that find a rate run in one process.
+    #[arg(long, default_value_t = 1)]
+    pub procs: usize,
+    /// Runtime threads per generator process (1: a current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Internal: this process is shard i of n started by a parent `gw-bench`.
+    #[arg(long, hide = true)]
+    pub shard: Option<String>,
+}
+
+impl Common {
+    pub fn targets(&self) -> anyhow::Result<Targets> {
+        let room = 255u16.saturating_sub(self.source_first as u16) as usize;
+        let auto = self.conns.div_ceil(800).clamp(4, room.max(1));
+        Targets::new(&self.url, self.source_net, self.source_first, self.sources.unwrap_or(auto as u8))
+    }
+
+    pub fn shard(&self) -> anyhow::Result<Option<coord::Shard>> {
+        self.shard.as_deref().map(coord::Shard::parse).transpose()
+    }
+
+    pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
+        Ok(if self.threads <= 1 {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        } else {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(self.threads).enable_all().build()?
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Ports { n } => ports(n),
+        Cmd::Wait { url, timeout } => wait(url, timeout),
+        Cmd::Echo(a) => echo::main(a),
+        Cmd::Broadcast(a) => fanout::main(a, fanout::Kind::Broadcast),
+        Cmd::Group(a) => fanout::main(a, fanout::Kind::Group),
+        Cmd::Idle(a) => idle::main(a),
+        Cmd::Storm(a) => storm::main(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gw-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ports(n: usize) -> anyhow::Result<()> {
+    let listeners = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
+    let ports: Vec<String> =
+        listeners.iter().map(|l| l.local_addr().map(|a| a.port().to_string())).collect::<Result<_, _>>()?;
+    println!("{}", ports.join(" "));
+    Ok(())
+}
+
+/// Polls until one echo round trip works on every URL: the gateway listens and a worker is bound.
+fn wait(urls: Vec<String>, timeout: u64) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+        for (i, url) in urls.iter().enumerate() {
+            let targets = Targets::new(std::slice::from_ref(url), 0, 0, 0)?;
+            let mut delay = Duration::from_millis(20);
+            loop {
+                let attempt = async {
+                    let mut ws = targets.connect(i, 4096).await?;
+                    net::round_trip(&mut ws, "ready?", Duration::from_secs(2), |t| t == "ready?").await
+                };
+                match attempt.await {
+                    Ok(()) => break,
+                    Err(e) if tokio::time::Instant::now() + delay > deadline => {
+                        anyhow::bail!("{url} not ready after {timeout}s: {e:#}")
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_millis(500));
+                    }
+                }
+            }
+            eprintln!("ready: {url}");
+        }
+        Ok(())
+    })
+}

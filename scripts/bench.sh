@@ -1,0 +1,269 @@
+#!/usr/bin/env bash
+# Benchmark of the gateway cluster: builds in release mode, starts a register, gateways and
+# business workers (app = "echo") on loopback ports chosen by the OS, runs every gw-bench scenario
+# and writes the figures to BENCHMARKS.md.
+#
+#   scripts/bench.sh              full run (about 10 minutes), writes BENCHMARKS.md
+#   scripts/bench.sh --quick      small and short (CI): proves every scenario runs end to end,
+#                                 exits non-zero if one errors or loses a message; writes
+#                                 target/bench/BENCHMARKS.quick.md unless --out is given
+#   options: --out FILE  --workers N (business worker processes, default 1)  --only "echo storm …"
+#
+# Cluster A (one register, one gateway, N workers) serves idle, echo, broadcast, group and storm,
+# in that order, so the idle memory figure is taken on a fresh gateway. Cluster B (one register,
+# three gateways, N workers) serves idle-3gw. Every process is stopped on exit, failure included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODE=full
+OUT=""
+WORKERS=1
+ONLY=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) MODE=quick ;;
+        --out) OUT="$2"; shift ;;
+        --workers) WORKERS="$2"; shift ;;
+        --only) ONLY="$2"; shift ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 64 ;;
+    esac
+    shift
+done
+if [ -z "$OUT" ]; then
+    if [ "$MODE" = quick ]; then OUT=target/bench/BENCHMARKS.quick.md; else OUT=BENCHMARKS.md; fi
+fi
+mkdir -p "$(dirname "$OUT")"
+
+echo "== building (release)" >&2
+cargo build --release -q -p gw-register -p gw-gateway -p gw-business-worker -p gw-bench
+BIN="${CARGO_TARGET_DIR:-target}/release"
+BENCH="$BIN/gw-bench"
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/gw-bench.XXXXXX")
+PIDS=()
+STATUS=0
+
+stop_all() {
+    local pid
+    for pid in "${PIDS[@]:-}"; do
+        [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]:-}"; do
+        [ -z "$pid" ] && continue
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    PIDS=()
+}
+cleanup() {
+    local rc=$?
+    stop_all
+    if [ "$rc" -ne 0 ] || [ "$STATUS" -ne 0 ]; then
+        echo "== server logs kept in $TMP" >&2
+        tail -n 5 "$TMP"/*.log >&2 2>/dev/null || true
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start_cluster NAME GATEWAYS: one register, GATEWAYS gateways and $WORKERS workers; sets URLS
+# (comma-separated), GW_PIDS (comma-separated) and SERVER_PIDS, and waits for an echo round trip
+# through every gateway.
+start_cluster() {
+    local name=$1 ngw=$2 i
+    local ports
+    read -r -a ports <<<"$("$BENCH" ports $((1 + 2 * ngw)))"
+    local reg="127.0.0.1:${ports[0]}"
+    mkdir -p "$TMP/$name-run"
+    local common="[log]
+level = \"warn\"
+[process]
+run_dir = \"$TMP/$name-run\""
+    cat >"$TMP/$name-register.toml" <<EOF
+name = "register"
+listen = "$reg"
+$common
+EOF
+    "$BIN/register" --config "$TMP/$name-register.toml" >"$TMP/$name-register.log" 2>&1 &
+    PIDS+=($!)
+    local server=($!) gws=() urls=()
+    for i in $(seq 1 "$ngw"); do
+        local ws="127.0.0.1:${ports[$((2 * i - 1))]}" internal="127.0.0.1:${ports[$((2 * i))]}"
+        cat >"$TMP/$name-gateway-$i.toml" <<EOF
+name = "gateway-$i"
+listen = "$ws"
+internal_listen = "$internal"
+registers = ["$reg"]
+$common
+EOF
+        "$BIN/gateway" --config "$TMP/$name-gateway-$i.toml" >"$TMP/$name-gateway-$i.log" 2>&1 &
+        PIDS+=($!)
+        server+=($!)
+        gws+=($!)
+        urls+=("ws://$ws/")
+    done
+    # One business-worker master running $WORKERS worker processes (its children are measured
+    # with it).
+    cat >"$TMP/$name-worker.toml" <<EOF
+name = "worker"
+app = "echo"
+count = $WORKERS
+registers = ["$reg"]
+$common
+EOF
+    "$BIN/business-worker" --config "$TMP/$name-worker.toml" >"$TMP/$name-worker.log" 2>&1 &
+    PIDS+=($!)
+    server+=($!)
+    URLS=$(IFS=,; echo "${urls[*]}")
+    GW_PIDS=$(IFS=,; echo "${gws[*]}")
+    SERVER_PIDS=$(IFS=,; echo "${server[*]}")
+    "$BENCH" wait --url "$URLS" --timeout 60
+    echo "== cluster $name: register, $ngw gateway(s), $WORKERS worker(s); server pids $SERVER_PIDS" >&2
+}
+
+RESULTS="$TMP/results.txt"
+: >"$RESULTS"
+wanted() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
+
+# run NAME gw-bench-args…: runs one scenario, keeps its RESULT line (or an ERROR line).
+run() {
+    local name=$1
+    shift
+    wanted "$name" || return 0
+    echo "== $name: gw-bench $*" >&2
+    local out="$TMP/$name.out"
+    if "$BENCH" "$@" --server-pids "$SERVER_PIDS" >"$out"; then
+        grep '^RESULT' "$out" | sed "s/^RESULT /RESULT name=$name /" | tee -a "$RESULTS"
+    else
+        STATUS=1
+        grep '^RESULT' "$out" | sed "s/^RESULT /RESULT name=$name /" | tee -a "$RESULTS" || true
+        echo "ERROR name=$name" | tee -a "$RESULTS"
+    fi
+    grep '^STEP' "$out" >>"$TMP/steps.txt" || true
+}
+
+if [ "$MODE" = quick ]; then
+    IDLE_N=500; IDLE3_N=1500; ECHO="--conns 20 --inflight 4 --warmup 0.5 --duration 2"
+    FAN="--conns 50 --senders 2 --rate 40 --step-secs 1"; STORM_N=500
+else
+    IDLE_N=19000; IDLE3_N=50000; ECHO="--conns 200 --inflight 8 --warmup 3 --duration 15"
+    FAN="--conns 1000 --senders 4 --start-rate 100 --growth 1.5 --refine 3 --step-secs 5"; STORM_N=15000
+fi
+
+start_cluster a 1
+# Source addresses: a different 127.0.N.0/24 per scenario, so no scenario meets another's sockets.
+run idle idle --url "$URLS" --conns "$IDLE_N" --procs 2 --gateway-pid "$GW_PIDS" --source-net 1
+run echo echo --url "$URLS" $ECHO --size 64 --source-net 2
+# shellcheck disable=SC2086
+run broadcast broadcast --url "$URLS" $FAN --source-net 3
+# shellcheck disable=SC2086
+run group group --url "$URLS" $FAN --source-net 4
+run storm storm --url "$URLS" --conns "$STORM_N" --procs 1 --source-net 5
+stop_all
+
+if wanted idle-3gw; then
+    start_cluster b 3
+    run idle-3gw idle --url "$URLS" --conns "$IDLE3_N" --procs 4 --gateway-pid "$GW_PIDS" --source-net 6
+    stop_all
+fi
+
+# ---- BENCHMARKS.md ------------------------------------------------------------------------------
+field() { # field KEY LINE
+    local kv
+    for kv in $2; do [ "${kv%%=*}" = "$1" ] && { echo "${kv#*=}"; return; }; done
+    echo "-"
+}
+line_of() { grep "^RESULT name=$1 " "$RESULTS" | tail -n 1 || true; }
+ms() { [ "$1" = - ] && echo - || awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
+lat() { echo "$(ms "$(field p50_us "$1")") / $(ms "$(field p99_us "$1")") / $(ms "$(field p999_us "$1")")"; }
+met() { if [ "$1" = 1 ]; then echo "yes"; else echo "**no**"; fi; }
+cmp() { awk -v a="$1" -v b="$2" -v op="$3" 'BEGIN { if (a == "-") { print 0; exit } if (op == ">=") print (a >= b) ? 1 : 0; else print (a < b) ? 1 : 0 }'; }
+
+row() { # row NAME
+    local l
+    l=$(line_of "$1")
+    if [ -z "$l" ]; then
+        if grep -q "^ERROR name=$1\$" "$RESULTS"; then echo "| $1 | | **error** | | | | |"; fi
+        return
+    fi
+    local cpu
+    cpu="$(field server_cores "$l") / $(field gen_cores "$l") / $(field machine_cores "$l")"
+    case "$1" in
+        echo)
+            local v; v=$(field rtt_per_sec "$l")
+            echo "| echo | $(field conns "$l") conns × $(field inflight "$l") in flight, $(field size "$l") B | $v round trips/s | ≥ 100000 | $(met "$(cmp "$v" 100000 '>=')") | $(lat "$l") | $cpu |" ;;
+        broadcast|group)
+            local v; v=$(field deliveries_per_sec "$l")
+            echo "| $1 | $(field conns "$l") conns, $(field senders "$l") senders, $(field msg_rate "$l") msg/s; missing $(field missing "$l") | $v deliveries/s sustained | ≥ 600000 | $(met "$(cmp "$v" 600000 '>=')") | $(lat "$l") | $cpu |" ;;
+        idle|idle-3gw)
+            local v ok; v=$(field rss_per_conn_bytes "$l")
+            ok=$(cmp "$v" 4097 '<')
+            [ "$(field alive "$l")" = "$(field conns "$l")" ] || ok=0
+            echo "| $1 | $(field conns "$l") conns on $(field gateways "$l") gateway(s), $(field procs "$l") generator processes; $(field alive "$l") alive | $v B gateway RSS per conn; $(field conn_per_sec "$l") conns/s | ≤ 4096 B | $(met "$ok") | - | - |" ;;
+        storm)
+            local v ok; v=$(field all_answered_secs "$l")
+            ok=$(cmp "$v" 5 '<')
+            [ "$(field answered "$l")" = "$(field conns "$l")" ] || ok=0
+            echo "| storm | $(field conns "$l") clients at once; $(field answered "$l") answered | $v s until all answered | < 5 s | $(met "$ok") | $(lat "$l") | $cpu |" ;;
+    esac
+}
+
+{
+    cores=$(nproc)
+    mem=$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+    cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+    echo "<!-- generated by scripts/bench.sh ($MODE mode); the notes after the marker below are kept -->"
+    echo "# Benchmarks"
+    echo
+    echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'), mode: $MODE, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo "- Machine: $cores cores ($cpu), $mem RAM, kernel $(uname -r); open-file limit $(ulimit -n)"
+    echo "- Cluster A (idle, echo, broadcast, group, storm): 1 register, 1 gateway, 1 business-worker master running"
+    echo "  $WORKERS worker process(es) with app = \"echo\". Cluster B (idle-3gw): 1 register, 3 gateways, the same workers."
+    echo "  All on 127.0.0.1 with ports the OS picked, log level warn, every other setting at its default"
+    echo "  (send_queue 1024, heartbeat 25 s, tokio runtime with one worker thread per core)."
+    echo "- Generator: gw-bench on the same machine, one current-thread tokio runtime per process; client sockets"
+    echo "  bound to 127.0.N.x source addresses (at most 800 connections per address)."
+    echo "- CPU column: cores busy during the measurement (1.00 = one core): the server processes (gateway(s),"
+    echo "  register, worker master and workers), the generator, and the whole machine; the machine is shared,"
+    echo "  so machine minus server minus generator is other tenants' load."
+    echo
+    echo "| scenario | load | result | target | met | latency p50 / p99 / p99.9 (ms) | CPU cores: server / generator / machine |"
+    echo "|---|---|---|---|---|---|---|"
+    for s in idle echo broadcast group storm idle-3gw; do row "$s"; done
+    echo
+    echo "Raw results:"
+    echo
+    echo '```'
+    cat "$RESULTS"
+    echo '```'
+    if [ -s "$TMP/steps.txt" ]; then
+        echo
+        echo "<details><summary>Rate search steps (broadcast, group)</summary>"
+        echo
+        echo '```'
+        cat "$TMP/steps.txt"
+        echo '```'
+        echo
+        echo "</details>"
+    fi
+    echo
+    echo "<!-- notes -->"
+    if [ -f "$OUT" ] && grep -q '^<!-- notes -->$' "$OUT"; then
+        sed '1,/^<!-- notes -->$/d' "$OUT"
+    else
+        echo "## Notes"
+        echo
+        echo "(What limits each figure: see the notes of the last full run.)"
+    fi
+} >"$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+echo "== wrote $OUT" >&2
+cat "$RESULTS"
+if [ "$STATUS" -ne 0 ]; then
+    echo "== some scenarios failed" >&2
+fi
+exit "$STATUS"
