@@ -71,32 +71,33 @@ pub(crate) fn serve(
     slot: ConnSlot,
 ) -> impl std::future::Future<Output = ()> {
     stream.set_nodelay(true).ok();
-    let local = stream.local_addr().ok();
+    let info = Box::new(ClientInfo {
+        client_addr: peer.to_string(),
+        // The address this client actually reached (not 0.0.0.0 for a wildcard listener).
+        gateway_addr: stream.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        listener: listener.url.clone(),
+        protocol: listener.protocol,
+    });
+    // Everything the connection needs only until it is established lives on the heap (the TLS
+    // handshake future holds the socket; `info` and `slot` are boxed): what the task captures
+    // stays in it for the connection's whole life, and the task is as large as its largest state.
+    let tls = listener.tls.clone();
+    let handshake = Box::pin(async move {
+        match tls {
+            Some(acceptor) => {
+                Ok(ClientStream::Tls(Box::new(acceptor.accept(stream).await.map_err(|e| format!("TLS: {e}"))?)))
+            }
+            None => Ok::<_, String>(ClientStream::Plain(stream)),
+        }
+    });
+    let slot = Box::new(slot);
     async move {
-        let handshake = async {
-            let stream = match &listener.tls {
-                Some(acceptor) => {
-                    ClientStream::Tls(Box::new(acceptor.accept(stream).await.map_err(|e| format!("TLS: {e}"))?))
-                }
-                None => ClientStream::Plain(stream),
-            };
-            Ok::<_, String>(stream)
-        };
         // The handshake (TLS and WebSocket) must finish in time: slow or silent handshakes are dropped.
         let deadline = tokio::time::Instant::now() + gw.config.handshake_timeout;
-        // The handshake futures live on the heap only while they run: inline, they would stay part of
-        // every connection's task for its whole life (the task is as large as its largest state).
-        let stream = match tokio::time::timeout_at(deadline, Box::pin(handshake)).await {
+        let stream = match tokio::time::timeout_at(deadline, handshake).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return handshake_failed(&gw, &e),
             Err(_) => return handshake_failed(&gw, "timed out"),
-        };
-        let info = ClientInfo {
-            client_addr: peer.to_string(),
-            // The address this client actually reached (not 0.0.0.0 for a wildcard listener).
-            gateway_addr: local.map(|a| a.to_string()).unwrap_or_default(),
-            listener: listener.url.clone(),
-            protocol: listener.protocol,
         };
         match listener.framing() {
             None => {
@@ -111,9 +112,9 @@ pub(crate) fn serve(
                     }
                 };
                 let transport = WsTransport { ws, pong_is_activity: gw.config.pong_is_activity };
-                run(transport, info, Some(Box::new(request)), gw, shutdown).await
+                run(transport, *info, Some(Box::new(request)), gw, shutdown).await
             }
-            Some(framing) => run(StreamTransport::new(stream, framing), info, None, gw, shutdown).await,
+            Some(framing) => run(StreamTransport::new(stream, framing), *info, None, gw, shutdown).await,
         }
         drop(slot);
     }
