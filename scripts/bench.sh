@@ -198,7 +198,7 @@ row() { # row NAME
             echo "| echo | $(field conns "$l") conns × $(field inflight "$l") in flight, $(field size "$l") B | $v round trips/s | ≥ 100000 | $(met "$(cmp "$v" 100000 '>=')") | $(lat "$l") | $cpu |" ;;
         broadcast|group)
             local v; v=$(field deliveries_per_sec "$l")
-            echo "| $1 | $(field conns "$l") conns, $(field senders "$l") senders, $(field msg_rate "$l") msg/s; missing $(field missing "$l") | $v deliveries/s sustained | ≥ 600000 | $(met "$(cmp "$v" 600000 '>=')") | $(lat "$l") | $cpu |" ;;
+            echo "| $1 | $(field conns "$l") conns, $(field senders "$l") senders, $(field msg_rate "$l") msg/s; missing $(field missing "$l"); confirmed $(field confirmed "$l"), next step up failed at $(field lowest_failing_msg_rate "$l") msg/s | $v deliveries/s sustained | ≥ 600000 | $(met "$(cmp "$v" 600000 '>=')") | $(lat "$l") | $cpu |" ;;
         idle|idle-3gw)
             local v ok; v=$(field rss_per_conn_bytes "$l")
             ok=$(cmp "$v" 4097 '<')

@@ -79,6 +79,9 @@ pub struct FanoutArgs {
     /// A step fails when p99 latency is above this many milliseconds.
     #[arg(long, default_value_t = 100.0)]
     pub p99_limit_ms: f64,
+    /// Times a failed step is run again before its rate counts as too high.
+    #[arg(long, default_value_t = 1)]
+    pub retries: usize,
 }
 
 /// How long after a step's last send its messages may still arrive.
@@ -158,6 +161,8 @@ impl Fleet {
 struct StepResult {
     rate: f64,
     pass: bool,
+    /// Failed on latency alone: everything was delivered, in order, to every connection.
+    slow_only: bool,
     line: String,
 }
 
@@ -185,9 +190,21 @@ async fn run(a: FanoutArgs, kind: Kind) -> anyhow::Result<()> {
     let mut refined = 0;
     let mut halvings = 0;
     loop {
-        let res = step(&mut fleet, &shared, &a, rate).await;
+        let mut res = step(&mut fleet, &shared, &a, rate).await;
         steps += 1;
         println!("{}", res.line);
+        // The machine is shared: a step that failed on latency alone is run again (after the
+        // system has drained) before the rate counts as too high, so one burst of other tenants'
+        // load does not end the search. Lost or missing messages are never retried away.
+        for _ in 0..a.retries {
+            if res.pass || !res.slow_only {
+                break;
+            }
+            recover(&mut fleet, &targets, &a, &shared).await?;
+            res = step(&mut fleet, &shared, &a, rate).await;
+            steps += 1;
+            println!("{}", res.line);
+        }
         if res.pass {
             if best.as_ref().is_none_or(|b| b.rate < res.rate) {
                 best = Some(res.clone());
@@ -195,13 +212,8 @@ async fn run(a: FanoutArgs, kind: Kind) -> anyhow::Result<()> {
         } else {
             lowest_fail = Some(lowest_fail.map_or(rate, |f: f64| f.min(rate)));
         }
-        if shared.lost.load(Ordering::Relaxed) > 0 {
-            eprintln!("{}: connections lost; reconnecting all", kind.name());
-            fleet.tasks.abort_all();
-            while fleet.tasks.join_next().await.is_some() {}
-            fleet = Fleet::build(&targets, &a, &shared).await?;
-        } else if !res.pass {
-            quiesce(&shared).await;
+        if !res.pass {
+            recover(&mut fleet, &targets, &a, &shared).await?;
         }
         if a.rate.is_some() {
             break;
@@ -237,9 +249,18 @@ async fn run(a: FanoutArgs, kind: Kind) -> anyhow::Result<()> {
     };
     let mut confirmed = "na";
     if a.rate.is_none() {
-        let again = step(&mut fleet, &shared, &a, best.rate).await;
+        let mut again = step(&mut fleet, &shared, &a, best.rate).await;
         println!("{}", again.line);
         steps += 1;
+        for _ in 0..a.retries {
+            if again.pass || !again.slow_only {
+                break;
+            }
+            recover(&mut fleet, &targets, &a, &shared).await?;
+            again = step(&mut fleet, &shared, &a, best.rate).await;
+            println!("{}", again.line);
+            steps += 1;
+        }
         confirmed = if again.pass { "true" } else { "false" };
         if again.pass {
             best = again;
@@ -253,6 +274,20 @@ async fn run(a: FanoutArgs, kind: Kind) -> anyhow::Result<()> {
     fleet.tasks.abort_all();
     if a.rate.is_some() && !best.pass {
         bail!("{}: the step failed", kind.name());
+    }
+    Ok(())
+}
+
+/// After a failed step: reconnects everything if connections were lost (slow consumers are
+/// disconnected by the gateway), otherwise waits until the backlog has drained.
+async fn recover(fleet: &mut Fleet, targets: &Targets, a: &FanoutArgs, shared: &Arc<Shared>) -> anyhow::Result<()> {
+    if shared.lost.load(Ordering::Relaxed) > 0 {
+        eprintln!("{}: connections lost; reconnecting all", shared.kind.name());
+        fleet.tasks.abort_all();
+        while fleet.tasks.join_next().await.is_some() {}
+        *fleet = Fleet::build(targets, a, shared).await?;
+    } else {
+        quiesce(shared).await;
     }
     Ok(())
 }
@@ -308,7 +343,8 @@ async fn step(fleet: &mut Fleet, shared: &Arc<Shared>, a: &FanoutArgs, rate: f64
     let lost = s.lost.load(Ordering::Relaxed) - lost_before;
     let missing = expected.saturating_sub(delivered);
     let p99_ms = s.hist.quantile(0.99) as f64 / 1000.0;
-    let pass = sent == sent_all && missing == 0 && disorder == 0 && lost == 0 && p99_ms < a.p99_limit_ms;
+    let complete = sent == sent_all && missing == 0 && disorder == 0 && lost == 0;
+    let pass = complete && p99_ms < a.p99_limit_ms;
     let line = format!(
         "STEP scenario={} conns={} senders={} msg_rate={rate:.0} offered_deliveries_per_sec={:.0} \
          deliveries_per_sec={:.0} {} sent={sent} expected={expected} delivered={delivered} missing={missing} \
@@ -324,7 +360,7 @@ async fn step(fleet: &mut Fleet, shared: &Arc<Shared>, a: &FanoutArgs, rate: f64
         procfs::rss_kib("self").unwrap_or(0),
     );
     eprintln!("{line}");
-    StepResult { rate, pass, line }
+    StepResult { rate, pass, slow_only: complete && !pass, line }
 }
 
 /// A message id: step (16 bits, wrapping), sender (16 bits), sequence number (32 bits).
