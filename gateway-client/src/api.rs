@@ -272,6 +272,16 @@ impl GatewayClient {
         Ok((link, id.local))
     }
 
+    /// Like [`resolve`](Self::resolve), but a client of an earlier gateway run is `None`: for
+    /// questions about a client, it is simply gone.
+    fn resolve_present(&self, client_id: &str) -> Result<Option<(Arc<GatewayLink>, u64)>, ClientError> {
+        match self.resolve(client_id) {
+            Ok(x) => Ok(Some(x)),
+            Err(ClientError::ClientGone(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Groups client ids by gateway link. Ids of gone gateway instances are skipped (their
     /// clients are gone); ids of unreachable gateways are an error.
     fn resolve_many<S: AsRef<str>>(&self, ids: &[S]) -> Result<Vec<LocalIds>, ClientError> {
@@ -326,16 +336,35 @@ impl GatewayClient {
         link.send(ToGateway::Command(cmd)).await
     }
 
-    /// Sends a command to every gateway; reports the ones that did not get it.
-    async fn fan_out(&self, cmd: Command) -> Result<(), ClientError> {
-        self.live()?;
+    /// Sends the command `make` builds, given the client's local id, to the client's gateway.
+    async fn command_to_client(&self, client_id: &str, make: impl FnOnce(u64) -> Command) -> Result<(), ClientError> {
+        let (link, client) = self.resolve(client_id)?;
+        self.command(&link, make(client)).await
+    }
+
+    /// Every linked gateway; [`ClientError::NoGateways`] if there is none and no register has sent
+    /// a list yet (so it is too early to tell).
+    fn linked(&self) -> Result<Vec<Arc<GatewayLink>>, ClientError> {
         let links = self.core.links();
         if links.is_empty() && !*self.core.heard_register.borrow() {
             return Err(ClientError::NoGateways);
         }
+        Ok(links)
+    }
+
+    /// Sends a command to every gateway; reports the ones that did not get it.
+    async fn fan_out(&self, cmd: Command) -> Result<(), ClientError> {
+        self.live()?;
+        self.fan_out_with(|_| cmd.clone()).await
+    }
+
+    /// Sends each gateway the command `make` builds for its link; reports the gateways that did
+    /// not get theirs.
+    async fn fan_out_with(&self, mut make: impl FnMut(&GatewayLink) -> Command) -> Result<(), ClientError> {
+        let links = self.linked()?;
         let mut missing: BTreeSet<String> = self.core.unreachable().into_iter().collect();
         for link in links {
-            if link.send(ToGateway::Command(cmd.clone())).await.is_err() {
+            if self.command(&link, make(&link)).await.is_err() {
                 missing.insert(link.address.clone());
             }
         }
@@ -349,10 +378,7 @@ impl GatewayClient {
     /// Asks every gateway concurrently; returns the replies and the gateways that did not answer.
     async fn gather(&self, query: Query) -> Result<(Vec<(Arc<GatewayLink>, Reply)>, Vec<String>), ClientError> {
         self.live()?;
-        let links = self.core.links();
-        if links.is_empty() && !*self.core.heard_register.borrow() {
-            return Err(ClientError::NoGateways);
-        }
+        let links = self.linked()?;
         let deadline = self.core.opts.query_timeout;
         let results = join_all(links.iter().map(|l| l.request(query.clone(), deadline))).await;
         let mut replies = Vec::new();
@@ -370,6 +396,17 @@ impl GatewayClient {
             }
         }
         Ok((replies, missing.into_iter().collect()))
+    }
+
+    /// Asks every gateway for a list of strings; answers the distinct strings of all, sorted.
+    async fn gather_strings(&self, query: Query) -> Result<Answer<Vec<String>>, ClientError> {
+        let (replies, missing) = self.gather(query).await?;
+        let mut all = BTreeSet::new();
+        for (link, reply) in replies {
+            let Reply::Strings(strings) = reply else { return Err(Self::unexpected(&link)) };
+            all.extend(strings);
+        }
+        Ok(Answer { value: all.into_iter().collect(), missing })
     }
 
     async fn ask(&self, link: &GatewayLink, query: Query) -> Result<Reply, ClientError> {
@@ -399,8 +436,8 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub async fn send_to_client(&self, client_id: &str, msg: impl Into<Payload>) -> Result<(), ClientError> {
-        let (link, local) = self.resolve(client_id)?;
-        self.command(&link, Command::SendToClients { clients: vec![local], msg: msg.into() }).await
+        self.command_to_client(client_id, |local| Command::SendToClients { clients: vec![local], msg: msg.into() })
+            .await
     }
 
     /// Sends a message to each listed client (GatewayWorker's `sendToAll` with a client id list).
@@ -449,22 +486,11 @@ impl GatewayClient {
     ) -> Result<(), ClientError> {
         let msg = msg.into();
         let mut excluded = self.exclusions(exclude)?;
-        let links = self.core.links();
-        if links.is_empty() && !*self.core.heard_register.borrow() {
-            return Err(ClientError::NoGateways);
-        }
-        let mut missing: BTreeSet<String> = self.core.unreachable().into_iter().collect();
-        for link in links {
+        self.fan_out_with(|link| {
             let exclude = excluded.remove(&link.id).unwrap_or_default();
-            if self.command(&link, Command::SendToAll { msg: msg.clone(), exclude }).await.is_err() {
-                missing.insert(link.address.clone());
-            }
-        }
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(ClientError::Unreachable { gateways: missing.into_iter().collect() })
-        }
+            Command::SendToAll { msg: msg.clone(), exclude }
+        })
+        .await
     }
 
     /// Sends a message to every connection bound to `uid`, on every gateway.
@@ -532,23 +558,11 @@ impl GatewayClient {
         let groups = names(groups, "group")?;
         let msg = msg.into();
         let mut excluded = self.exclusions(exclude)?;
-        let links = self.core.links();
-        if links.is_empty() && !*self.core.heard_register.borrow() {
-            return Err(ClientError::NoGateways);
-        }
-        let mut missing: BTreeSet<String> = self.core.unreachable().into_iter().collect();
-        for link in links {
+        self.fan_out_with(|link| {
             let exclude = excluded.remove(&link.id).unwrap_or_default();
-            let cmd = Command::SendToGroups { groups: groups.clone(), msg: msg.clone(), exclude };
-            if self.command(&link, cmd).await.is_err() {
-                missing.insert(link.address.clone());
-            }
-        }
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(ClientError::Unreachable { gateways: missing.into_iter().collect() })
-        }
+            Command::SendToGroups { groups: groups.clone(), msg: msg.clone(), exclude }
+        })
+        .await
     }
 
     // ----- uids -----------------------------------------------------------------------------
@@ -563,8 +577,7 @@ impl GatewayClient {
     /// ```
     pub async fn bind_uid(&self, client_id: &str, uid: &str) -> Result<(), ClientError> {
         let uid = name(uid, "uid")?;
-        let (link, client) = self.resolve(client_id)?;
-        self.command(&link, Command::BindUid { client, uid }).await
+        self.command_to_client(client_id, |client| Command::BindUid { client, uid }).await
     }
 
     /// Unbinds a client from `uid`. Unlike GatewayWorker, the uid is honoured: if the client is
@@ -577,8 +590,7 @@ impl GatewayClient {
     /// ```
     pub async fn unbind_uid(&self, client_id: &str, uid: &str) -> Result<(), ClientError> {
         let uid = name(uid, "uid")?;
-        let (link, client) = self.resolve(client_id)?;
-        self.command(&link, Command::UnbindUid { client, uid }).await
+        self.command_to_client(client_id, |client| Command::UnbindUid { client, uid }).await
     }
 
     /// Whether any connection is bound to `uid`. `true` is definitive even if some gateway did
@@ -664,10 +676,8 @@ impl GatewayClient {
     /// ```
     pub async fn get_uid_by_client_id(&self, client_id: &str) -> Result<Option<String>, ClientError> {
         // Like `is_online` and `get_session`: a client of an earlier gateway run is simply gone.
-        let (link, client) = match self.resolve(client_id) {
-            Ok(x) => x,
-            Err(ClientError::ClientGone(_)) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some((link, client)) = self.resolve_present(client_id)? else {
+            return Ok(None);
         };
         match self.ask(&link, Query::UidOf { client }).await? {
             Reply::Text(uid) => Ok(uid),
@@ -696,13 +706,7 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub async fn get_all_uids(&self) -> Result<Answer<Vec<String>>, ClientError> {
-        let (replies, missing) = self.gather(Query::Uids).await?;
-        let mut all = BTreeSet::new();
-        for (link, reply) in replies {
-            let Reply::Strings(uids) = reply else { return Err(Self::unexpected(&link)) };
-            all.extend(uids);
-        }
-        Ok(Answer { value: all.into_iter().collect(), missing })
+        self.gather_strings(Query::Uids).await
     }
 
     /// Number of distinct uids online (a uid on two gateways counts once).
@@ -728,8 +732,7 @@ impl GatewayClient {
     /// ```
     pub async fn join_group(&self, client_id: &str, group: &str) -> Result<(), ClientError> {
         let group = name(group, "group")?;
-        let (link, client) = self.resolve(client_id)?;
-        self.command(&link, Command::JoinGroup { client, group }).await
+        self.command_to_client(client_id, |client| Command::JoinGroup { client, group }).await
     }
 
     /// Removes a client from a group.
@@ -741,8 +744,7 @@ impl GatewayClient {
     /// ```
     pub async fn leave_group(&self, client_id: &str, group: &str) -> Result<(), ClientError> {
         let group = name(group, "group")?;
-        let (link, client) = self.resolve(client_id)?;
-        self.command(&link, Command::LeaveGroup { client, group }).await
+        self.command_to_client(client_id, |client| Command::LeaveGroup { client, group }).await
     }
 
     /// Dissolves a group on every gateway; its members stay connected.
@@ -824,13 +826,7 @@ impl GatewayClient {
     /// ```
     pub async fn get_uids_by_group(&self, group: &str) -> Result<Answer<Vec<String>>, ClientError> {
         let group = name(group, "group")?;
-        let (replies, missing) = self.gather(Query::UidsByGroup { group }).await?;
-        let mut all = BTreeSet::new();
-        for (link, reply) in replies {
-            let Reply::Strings(uids) = reply else { return Err(Self::unexpected(&link)) };
-            all.extend(uids);
-        }
-        Ok(Answer { value: all.into_iter().collect(), missing })
+        self.gather_strings(Query::UidsByGroup { group }).await
     }
 
     /// Number of distinct uids among a group's members.
@@ -854,13 +850,7 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub async fn get_all_group_ids(&self) -> Result<Answer<Vec<String>>, ClientError> {
-        let (replies, missing) = self.gather(Query::GroupIds).await?;
-        let mut all = BTreeSet::new();
-        for (link, reply) in replies {
-            let Reply::Strings(groups) = reply else { return Err(Self::unexpected(&link)) };
-            all.extend(groups);
-        }
-        Ok(Answer { value: all.into_iter().collect(), missing })
+        self.gather_strings(Query::GroupIds).await
     }
 
     /// Every group with its members' client ids (complete, unlike GatewayWorker's).
@@ -944,10 +934,8 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub async fn is_online(&self, client_id: &str) -> Result<bool, ClientError> {
-        let (link, client) = match self.resolve(client_id) {
-            Ok(x) => x,
-            Err(ClientError::ClientGone(_)) => return Ok(false),
-            Err(e) => return Err(e),
+        let Some((link, client)) = self.resolve_present(client_id)? else {
+            return Ok(false);
         };
         match self.ask(&link, Query::IsOnline { clients: vec![client] }).await? {
             Reply::Flags(f) => Ok(f.first().copied().unwrap_or(false)),
@@ -1063,8 +1051,7 @@ impl GatewayClient {
         last: Option<Payload>,
         close: Option<CloseReason>,
     ) -> Result<(), ClientError> {
-        let (link, client) = self.resolve(client_id)?;
-        self.command(&link, Command::CloseClient { client, last, close }).await
+        self.command_to_client(client_id, |client| Command::CloseClient { client, last, close }).await
     }
 
     /// Drops a client's connection at once, without a close frame.
@@ -1075,8 +1062,7 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub async fn destroy_client(&self, client_id: &str) -> Result<(), ClientError> {
-        let (link, client) = self.resolve(client_id)?;
-        self.command(&link, Command::DestroyClient { client }).await
+        self.command_to_client(client_id, |client| Command::DestroyClient { client }).await
     }
 
     // ----- sessions -------------------------------------------------------------------------
@@ -1091,9 +1077,8 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub async fn set_session(&self, client_id: &str, session: &Session) -> Result<(), ClientError> {
-        let (link, client) = self.resolve(client_id)?;
         let session = Bytes::from(serde_json::to_vec(session).expect("a JSON map serializes"));
-        self.command(&link, Command::SetSession { client, session }).await
+        self.command_to_client(client_id, |client| Command::SetSession { client, session }).await
     }
 
     /// Deep-merges `patch` into a client's session (`null` values delete keys).
@@ -1107,9 +1092,8 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub async fn update_session(&self, client_id: &str, patch: &Session) -> Result<(), ClientError> {
-        let (link, client) = self.resolve(client_id)?;
         let patch = Bytes::from(serde_json::to_vec(patch).expect("a JSON map serializes"));
-        self.command(&link, Command::UpdateSession { client, patch }).await
+        self.command_to_client(client_id, |client| Command::UpdateSession { client, patch }).await
     }
 
     /// A client's session; `None` if the client is not connected.
@@ -1121,10 +1105,8 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub async fn get_session(&self, client_id: &str) -> Result<Option<Session>, ClientError> {
-        let (link, client) = match self.resolve(client_id) {
-            Ok(x) => x,
-            Err(ClientError::ClientGone(_)) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some((link, client)) = self.resolve_present(client_id)? else {
+            return Ok(None);
         };
         match self.ask(&link, Query::Sessions { clients: Some(vec![client]), group: None }).await? {
             Reply::Sessions(rows) => Ok(rows.into_iter().next().map(|(_, b)| parse_session(b.as_deref()))),

@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use gw_config::LinkConfig;
-use gw_link::{Backoff, HandshakeOptions, LinkError, WriterStats};
-use gw_proto::{Event, FromGateway, FromRegister, Role, ToGateway, ToRegister};
-use tokio::io::AsyncWriteExt;
+use gw_link::{Backoff, HandshakeOptions, LinkError, RegisterEvent, RegisterLink, WriterStats};
+use gw_proto::{Event, FromGateway, Role, ToGateway, ToRegister};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -181,70 +180,24 @@ impl Core {
     }
 }
 
+/// Keeps the subscription to one register (the loop is `gw_link::keep_register_link`); a graceful
+/// close ends it too.
 async fn register_driver(core: Arc<Core>, index: usize, address: String) {
-    let mut backoff = Backoff::new(core.opts.link.reconnect_min, core.opts.link.reconnect_max);
-    let mut failures = 0u32;
-    loop {
-        let result = tokio::select! {
-            _ = core.cancel.cancelled() => return,
-            _ = core.closing.cancelled() => return,
-            r = register_once(&core, index, &address, &mut backoff) => r,
-        };
-        if let Err(e) = result {
-            failures += 1;
-            if failures == 1 {
-                tracing::warn!(error = %e, "register link failed; retrying with backoff");
-            } else {
-                tracing::debug!(error = %e, failures, "register still unreachable");
-            }
+    let target = RegisterLink {
+        address: &address,
+        handshake: &core.handshake,
+        link: &core.opts.link,
+        hello: ToRegister::Subscribe,
+    };
+    gw_link::keep_register_link(target, &core.cancel, &core.closing, |event| match event {
+        RegisterEvent::Up => tracing::debug!("subscribed to register"),
+        RegisterEvent::Gateways(list) => {
+            tracing::debug!(gateways = list.len(), "gateway list");
+            core.set_register_list(index, list.into_iter().map(|g| g.address).collect());
         }
-        let delay = backoff.next_delay();
-        tokio::select! {
-            _ = core.cancel.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-    }
-}
-
-async fn register_once(core: &Arc<Core>, index: usize, address: &str, backoff: &mut Backoff) -> Result<(), LinkError> {
-    let mut link = gw_link::connect(address, &core.handshake).await?;
-    send_register(&mut link.writer, &ToRegister::Subscribe, core.opts.link.max_frame).await?;
-    tracing::debug!("subscribed to register");
-    backoff.reset();
-    let mut ping = tokio::time::interval(core.opts.link.heartbeat_interval);
-    let timeout = core.opts.link.heartbeat_timeout;
-    let mut last_heard = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = ping.tick() => {
-                if last_heard.elapsed() > timeout {
-                    return Err(LinkError::HeartbeatTimeout(timeout));
-                }
-                send_register(&mut link.writer, &ToRegister::Ping, core.opts.link.max_frame).await?;
-            }
-            msg = link.reader.read::<FromRegister>() => {
-                last_heard = tokio::time::Instant::now();
-                match msg? {
-                    None => return Err(LinkError::Io(std::io::ErrorKind::UnexpectedEof.into())),
-                    Some(FromRegister::Gateways { list }) => {
-                        tracing::debug!(gateways = list.len(), "gateway list");
-                        core.set_register_list(index, list.into_iter().map(|g| g.address).collect());
-                    }
-                    Some(FromRegister::Ping) => send_register(&mut link.writer, &ToRegister::Pong, core.opts.link.max_frame).await?,
-                    Some(FromRegister::Pong) => {}
-                }
-            }
-        }
-    }
-}
-
-async fn send_register(w: &mut tokio::net::tcp::OwnedWriteHalf, msg: &ToRegister, max: usize) -> Result<(), LinkError> {
-    let mut out = Vec::with_capacity(16);
-    gw_proto::encode_frame(msg, &mut out, max)?;
-    tokio::time::timeout(Duration::from_secs(5), w.write_all(&out))
-        .await
-        .map_err(|_| LinkError::Io(std::io::ErrorKind::TimedOut.into()))??;
-    Ok(())
+        _ => {}
+    })
+    .await;
 }
 
 /// Keeps a link to one gateway while any register lists it (or while the link lives).

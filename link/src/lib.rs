@@ -1,6 +1,6 @@
 //! Async plumbing shared by every internal link: reading frames, the handshake over TCP, a
-//! coalescing writer (many frames per syscall), reconnect backoff and a per-address limit on
-//! failed handshakes.
+//! coalescing writer (many frames per syscall), reconnect backoff, a per-address limit on
+//! failed handshakes, and the link gateways, clients and workers keep to each register.
 //!
 //! The protocol itself (frames, messages, handshake logic) is sans-IO in `gw-proto`; this crate
 //! is the thin layer that moves its bytes over tokio sockets.
@@ -9,12 +9,14 @@ mod backoff;
 mod framed;
 mod handshake;
 mod limiter;
+mod register_link;
 mod writer;
 
 pub use backoff::Backoff;
 pub use framed::FrameReader;
 pub use handshake::{HandshakeOptions, Link, accept, connect};
 pub use limiter::{HandshakeLimiter, LimiterConfig, Permit};
+pub use register_link::{RegisterEvent, RegisterLink, keep_register_link};
 pub use writer::{WriterStats, write_loop};
 
 use gw_proto::{CodecError, FrameError, HandshakeError};
