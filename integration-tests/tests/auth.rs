@@ -1,11 +1,10 @@
 //! Authentication on internal links: a peer with the wrong secret is refused, the refusal is
 //! logged with the peer address, counted, and no secret ever reaches the log.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gw_gateway_client::{ClientError, GatewayClient};
+use gw_integration_tests::logs::CapturedLogs;
 use gw_integration_tests::*;
 use gw_link::{HandshakeOptions, LinkError};
 use gw_proto::{HandshakeError, Role};
@@ -13,30 +12,9 @@ use gw_proto::{HandshakeError, Role};
 const SECRET: &str = "the-real-cluster-secret-4f9a";
 const WRONG: &str = "a-wrong-guess-of-the-secret-77";
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn peers_with_the_wrong_secret_are_refused_with_a_log_line_and_no_secret_in_the_log() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).with_env_filter("info").init();
+    let logs = CapturedLogs::install("info");
 
     let reg = RegisterHandle::start(SECRET).await;
     let gw = GatewayHandle::start(&[reg.addr], SECRET).await;

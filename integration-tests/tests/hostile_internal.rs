@@ -102,6 +102,19 @@ impl Raw {
         while self.frame().await.is_some() {}
     }
 
+    /// Sends `bytes`, then expects the server to close.
+    async fn closed_after(mut self, bytes: &[u8]) {
+        self.send(bytes).await;
+        self.expect_closed().await;
+    }
+
+    /// Sends `bytes` and ends the stream, then expects the server to close.
+    async fn closed_after_eof(mut self, bytes: &[u8]) {
+        self.send(bytes).await;
+        self.s.shutdown().await.unwrap();
+        self.expect_closed().await;
+    }
+
     /// Plays the connecting side of the handshake with `secret`: reads the server's hello,
     /// answers, reads the verdict. Returns the server's hello, the answer frame as sent (for a
     /// replay) and the verdict.
@@ -243,17 +256,51 @@ impl EchoProbe {
     }
 }
 
-async fn counted(what: &str, current: impl Fn() -> u64, expected: u64) {
-    let deadline = Instant::now() + CLOSE_WAIT;
-    loop {
-        let now = current();
-        if now == expected {
-            return;
-        }
-        assert!(now < expected, "{what}: {now} counted, expected {expected}");
-        assert!(Instant::now() < deadline, "{what}: {now} counted, expected {expected}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+/// A server counter that each hostile case must raise by exactly one.
+struct Counter<F> {
+    read: F,
+    expected: u64,
+}
+
+impl<F: Fn() -> u64> Counter<F> {
+    /// Starts from the counter's current value.
+    fn new(read: F) -> Self {
+        let expected = read();
+        Self { read, expected }
     }
+
+    /// Waits (up to `CLOSE_WAIT`) for the counter to count the case `what` once, and no more.
+    async fn one_more(&mut self, what: &str) {
+        self.expected += 1;
+        let expected = self.expected;
+        let deadline = Instant::now() + CLOSE_WAIT;
+        loop {
+            let now = (self.read)();
+            if now == expected {
+                return;
+            }
+            assert!(now < expected, "{what}: {now} counted, expected {expected}");
+            assert!(Instant::now() < deadline, "{what}: {now} counted, expected {expected}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// A replayed authentication transcript: a genuine hello recorded on one connection is refused
+/// on another, whose server nonce differs, and counted in `failures`.
+async fn replayed_hello_is_refused(addr: SocketAddr, failures: &mut Counter<impl Fn() -> u64>) {
+    let mut first = Raw::connect(addr).await;
+    let (hello_1, recorded, verdict) = first.handshake(SECRET, Role::Client).await;
+    assert!(matches!(verdict, HandshakeResult::Accepted { .. }));
+    let mut second = Raw::connect(addr).await;
+    let hello_2: ServerHello = decoded!(second.frame().await.expect("server hello"));
+    assert_ne!(hello_1.nonce, hello_2.nonce, "the server reused a nonce");
+    second.send(&recorded).await;
+    let verdict: HandshakeResult = decoded!(second.frame().await.expect("verdict"));
+    assert_eq!(verdict, HandshakeResult::Rejected { reason: "authentication failed".into() });
+    second.expect_closed().await;
+    failures.one_more("replayed hello").await;
+    drop(first);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -268,8 +315,8 @@ async fn hostile_peers_on_the_gateways_internal_port_are_closed_counted_and_harm
     let mut watcher = c.gw.client().await; // must never receive what a hostile peer asks for
     let probe = EchoProbe::start(&c.gw).await;
     let rss_before = rss();
-    let mut expected_failures = failures();
-    let mut expected_link_errors = link_errors();
+    let mut failures = Counter::new(failures);
+    let mut link_errors = Counter::new(link_errors);
 
     for round in 0..5u64 {
         // A synchronous echo each round on top of the probe's stream (and proof that the watcher
@@ -278,100 +325,53 @@ async fn hostile_peers_on_the_gateways_internal_port_are_closed_counted_and_harm
         assert_eq!(watcher.recv().await, format!("w:round-{round}"));
 
         // Random bytes instead of a hello.
-        let mut p = Raw::connect(addr).await;
-        p.send(&noise(64 * 1024, 0x9e37_79b9_7f4a_7c15 ^ round)).await;
-        p.expect_closed().await;
-        expected_failures += 1;
-        counted("random bytes", failures, expected_failures).await;
+        Raw::connect(addr).await.closed_after(&noise(64 * 1024, 0x9e37_79b9_7f4a_7c15 ^ round)).await;
+        failures.one_more("random bytes").await;
 
         // A truncated frame, then end of stream.
-        let mut p = Raw::connect(addr).await;
-        p.send(&[0, 0, 0, 100, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).await;
-        p.s.shutdown().await.unwrap();
-        p.expect_closed().await;
-        expected_failures += 1;
-        counted("truncated frame", failures, expected_failures).await;
+        Raw::connect(addr).await.closed_after_eof(&[0, 0, 0, 100, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).await;
+        failures.one_more("truncated frame").await;
 
         // A length prefix of 0xFFFFFFFF.
-        let mut p = Raw::connect(addr).await;
-        p.send(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await;
-        p.expect_closed().await;
-        expected_failures += 1;
-        counted("length 0xFFFFFFFF", failures, expected_failures).await;
+        Raw::connect(addr).await.closed_after(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await;
+        failures.one_more("length 0xFFFFFFFF").await;
 
         // A valid frame whose hello claims a node name of 2^60 bytes.
-        let mut p = Raw::connect(addr).await;
-        p.send(&frame_raw(&hello_prefix(2, &claim_2_pow_60()))).await;
-        p.expect_closed().await;
-        expected_failures += 1;
-        counted("huge length in a hello", failures, expected_failures).await;
+        Raw::connect(addr).await.closed_after(&frame_raw(&hello_prefix(2, &claim_2_pow_60()))).await;
+        failures.one_more("huge length in a hello").await;
 
         // An unknown message tag as the first frame.
-        let mut p = Raw::connect(addr).await;
-        p.send(&frame_raw(&[200])).await;
-        p.expect_closed().await;
-        expected_failures += 1;
-        counted("unknown tag before auth", failures, expected_failures).await;
+        Raw::connect(addr).await.closed_after(&frame_raw(&[200])).await;
+        failures.one_more("unknown tag before auth").await;
 
         // A well-formed command before authentication: refused, and not executed.
-        let mut p = Raw::connect(addr).await;
         let cmd = ToGateway::Command(Command::SendToAll { msg: Payload::text("pwned"), exclude: vec![] });
-        p.send(&frame_of!(cmd)).await;
-        p.expect_closed().await;
-        expected_failures += 1;
-        counted("command before auth", failures, expected_failures).await;
+        Raw::connect(addr).await.closed_after(&frame_of!(cmd)).await;
+        failures.one_more("command before auth").await;
 
         // A peer that sends nothing is closed at the handshake timeout (1 s here).
         let started = Instant::now();
         Raw::connect(addr).await.expect_closed().await;
         assert!(started.elapsed() < Duration::from_secs(5), "idle peer held for {:?}", started.elapsed());
-        expected_failures += 1;
-        counted("idle peer", failures, expected_failures).await;
+        failures.one_more("idle peer").await;
 
         // After authentication: a valid frame claiming a vector of 2^60 client ids.
-        let mut p = Raw::authenticated(addr, Role::Client).await;
         let payload = [&[1u8, 1, 0][..], &claim_2_pow_60()].concat(); // Request { id: 1, IsOnline { clients } }
-        p.send(&frame_raw(&payload)).await;
-        p.expect_closed().await;
-        expected_link_errors += 1;
-        counted("huge length after auth", link_errors, expected_link_errors).await;
+        Raw::authenticated(addr, Role::Client).await.closed_after(&frame_raw(&payload)).await;
+        link_errors.one_more("huge length after auth").await;
 
         // After authentication: an unknown message tag.
-        let mut p = Raw::authenticated(addr, Role::Client).await;
-        p.send(&frame_raw(&[200, 0, 0])).await;
-        p.expect_closed().await;
-        expected_link_errors += 1;
-        counted("unknown tag after auth", link_errors, expected_link_errors).await;
+        Raw::authenticated(addr, Role::Client).await.closed_after(&frame_raw(&[200, 0, 0])).await;
+        link_errors.one_more("unknown tag after auth").await;
 
         // After authentication: 0xFFFFFFFF and a truncated frame.
-        let mut p = Raw::authenticated(addr, Role::Client).await;
-        p.send(&[0xff, 0xff, 0xff, 0xff]).await;
-        p.expect_closed().await;
-        expected_link_errors += 1;
-        counted("length 0xFFFFFFFF after auth", link_errors, expected_link_errors).await;
-        let mut p = Raw::authenticated(addr, Role::Client).await;
-        p.send(&[0, 0, 1, 0, 1, 2]).await;
-        p.s.shutdown().await.unwrap();
-        p.expect_closed().await;
-        expected_link_errors += 1;
-        counted("truncated frame after auth", link_errors, expected_link_errors).await;
+        Raw::authenticated(addr, Role::Client).await.closed_after(&[0xff, 0xff, 0xff, 0xff]).await;
+        link_errors.one_more("length 0xFFFFFFFF after auth").await;
+        Raw::authenticated(addr, Role::Client).await.closed_after_eof(&[0, 0, 1, 0, 1, 2]).await;
+        link_errors.one_more("truncated frame after auth").await;
     }
 
-    // A replayed authentication transcript: a genuine hello recorded on one connection is
-    // refused on another, whose server nonce differs.
-    let mut first = Raw::connect(addr).await;
-    let (hello_1, recorded, verdict) = first.handshake(SECRET, Role::Client).await;
-    assert!(matches!(verdict, HandshakeResult::Accepted { .. }));
-    let mut second = Raw::connect(addr).await;
-    let hello_2: ServerHello = decoded!(second.frame().await.expect("server hello"));
-    assert_ne!(hello_1.nonce, hello_2.nonce, "the server reused a nonce");
-    second.send(&recorded).await;
-    let verdict: HandshakeResult = decoded!(second.frame().await.expect("verdict"));
-    assert_eq!(verdict, HandshakeResult::Rejected { reason: "authentication failed".into() });
-    second.expect_closed().await;
-    expected_failures += 1;
-    counted("replayed hello", failures, expected_failures).await;
-    drop(first);
+    replayed_hello_is_refused(addr, &mut failures).await;
 
     // Memory stayed flat over 50 hostile connections (a generous bound: nothing above was
     // allowed to allocate more than its frame, and frames were tiny).
@@ -412,85 +412,49 @@ async fn hostile_peers_on_the_registers_port_are_closed_counted_and_harmless() {
     let listed = c.reg.registry.gateways();
     assert_eq!(listed.len(), 1);
     let rss_before = rss();
-    let mut expected_failures = failures();
-    let mut expected_errors = protocol_errors();
+    let mut failures = Counter::new(failures);
+    let mut protocol_errors = Counter::new(protocol_errors);
     let mut ws = c.gw.client().await;
 
     for round in 0..5u64 {
         ws.send(&format!("round-{round}")).await;
         assert_eq!(ws.recv().await, format!("w:round-{round}"));
 
-        let mut p = Raw::connect(addr).await;
-        p.send(&noise(64 * 1024, 0x1234_5678 ^ round)).await;
-        p.expect_closed().await;
-        expected_failures += 1;
-        counted("random bytes", failures, expected_failures).await;
+        Raw::connect(addr).await.closed_after(&noise(64 * 1024, 0x1234_5678 ^ round)).await;
+        failures.one_more("random bytes").await;
 
-        let mut p = Raw::connect(addr).await;
-        p.send(&[0, 0, 0, 100, 1, 2, 3]).await;
-        p.s.shutdown().await.unwrap();
-        p.expect_closed().await;
-        expected_failures += 1;
-        counted("truncated frame", failures, expected_failures).await;
+        Raw::connect(addr).await.closed_after_eof(&[0, 0, 0, 100, 1, 2, 3]).await;
+        failures.one_more("truncated frame").await;
 
-        let mut p = Raw::connect(addr).await;
-        p.send(&[0xff, 0xff, 0xff, 0xff]).await;
-        p.expect_closed().await;
-        expected_failures += 1;
-        counted("length 0xFFFFFFFF", failures, expected_failures).await;
+        Raw::connect(addr).await.closed_after(&[0xff, 0xff, 0xff, 0xff]).await;
+        failures.one_more("length 0xFFFFFFFF").await;
 
-        let mut p = Raw::connect(addr).await;
-        p.send(&frame_raw(&hello_prefix(1, &claim_2_pow_60()))).await;
-        p.expect_closed().await;
-        expected_failures += 1;
-        counted("huge length in a hello", failures, expected_failures).await;
+        Raw::connect(addr).await.closed_after(&frame_raw(&hello_prefix(1, &claim_2_pow_60()))).await;
+        failures.one_more("huge length in a hello").await;
 
-        let mut p = Raw::connect(addr).await;
-        p.send(&frame_raw(&[200])).await;
-        p.expect_closed().await;
-        expected_failures += 1;
-        counted("unknown tag before auth", failures, expected_failures).await;
+        Raw::connect(addr).await.closed_after(&frame_raw(&[200])).await;
+        failures.one_more("unknown tag before auth").await;
 
         // A well-formed announcement before authentication: refused, and not listed.
-        let mut p = Raw::connect(addr).await;
         let evil = GatewayInfo { address: "evil.example:2900".into(), name: "evil".into() };
-        p.send(&frame_of!(ToRegister::Announce { gateway: evil })).await;
-        p.expect_closed().await;
-        expected_failures += 1;
-        counted("announcement before auth", failures, expected_failures).await;
+        Raw::connect(addr).await.closed_after(&frame_of!(ToRegister::Announce { gateway: evil })).await;
+        failures.one_more("announcement before auth").await;
 
         // After authentication (as a gateway): an announcement whose address claims 2^60 bytes.
-        let mut p = Raw::authenticated(addr, Role::Gateway).await;
-        p.send(&frame_raw(&[&[0u8][..], &claim_2_pow_60()].concat())).await;
-        p.expect_closed().await;
-        expected_errors += 1;
-        counted("huge length after auth", protocol_errors, expected_errors).await;
+        Raw::authenticated(addr, Role::Gateway)
+            .await
+            .closed_after(&frame_raw(&[&[0u8][..], &claim_2_pow_60()].concat()))
+            .await;
+        protocol_errors.one_more("huge length after auth").await;
 
         // After authentication: an unknown message tag, 0xFFFFFFFF, a truncated frame.
         for bytes in [&[0, 0, 0, 1, 200][..], &[0xff, 0xff, 0xff, 0xff], &[0, 0, 0, 50, 1]] {
-            let mut p = Raw::authenticated(addr, Role::Client).await;
-            p.send(bytes).await;
-            p.s.shutdown().await.unwrap();
-            p.expect_closed().await;
-            expected_errors += 1;
-            counted("bad frame after auth", protocol_errors, expected_errors).await;
+            Raw::authenticated(addr, Role::Client).await.closed_after_eof(bytes).await;
+            protocol_errors.one_more("bad frame after auth").await;
         }
     }
 
-    // A replayed hello.
-    let mut first = Raw::connect(addr).await;
-    let (hello_1, recorded, verdict) = first.handshake(SECRET, Role::Client).await;
-    assert!(matches!(verdict, HandshakeResult::Accepted { .. }));
-    let mut second = Raw::connect(addr).await;
-    let hello_2: ServerHello = decoded!(second.frame().await.expect("server hello"));
-    assert_ne!(hello_1.nonce, hello_2.nonce);
-    second.send(&recorded).await;
-    let verdict: HandshakeResult = decoded!(second.frame().await.expect("verdict"));
-    assert_eq!(verdict, HandshakeResult::Rejected { reason: "authentication failed".into() });
-    second.expect_closed().await;
-    expected_failures += 1;
-    counted("replayed hello", failures, expected_failures).await;
-    drop(first);
+    replayed_hello_is_refused(addr, &mut failures).await;
 
     let grown = rss().saturating_sub(rss_before);
     assert!(grown < 48 << 20, "RSS grew by {} KiB", grown >> 10);

@@ -3,13 +3,12 @@
 //! failed-handshake limiter refuses an address, that is logged once per window, not once per
 //! connection. (Its own test binary: it installs the global log subscriber.)
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use gw_integration_tests::logs::CapturedLogs;
 use gw_integration_tests::*;
 use gw_proto::handshake::Connector;
 use gw_proto::{FrameDecoder, Role, codec};
@@ -18,19 +17,6 @@ use tokio::net::TcpStream;
 
 const SECRET: &str = "the-configured-secret-b7d2e";
 const WRONG: &str = "the-presented-wrong-secret-41c9";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// One wrong-secret attempt from 127.0.0.1. Returns false if the server closed the connection
 /// before saying hello (refused by the limiter).
@@ -67,9 +53,7 @@ async fn guess(to: SocketAddr) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_secrets_never_reach_the_log_and_refusals_are_logged_once_per_window() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).with_env_filter("debug").init();
+    let logs = CapturedLogs::install("debug");
 
     let reg = RegisterHandle::start(SECRET).await;
     let gw = GatewayHandle::start(&[reg.addr], SECRET).await;
@@ -98,7 +82,7 @@ async fn wrong_secrets_never_reach_the_log_and_refusals_are_logged_once_per_wind
     assert!((burst..=burst + 3).contains(&gw_failed), "gateway: {gw_failed} failed handshakes before the limiter");
     assert!((burst..=burst + 3).contains(&reg_failed), "register: {reg_failed} failed handshakes before the limiter");
 
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs.text();
     let count = |needle: &str| text.lines().filter(|l| l.contains(needle)).count() as u64;
     // One line per failed handshake, with the peer address and the reason.
     assert_eq!(count("refused internal peer: handshake failed"), gw_failed, "{text}");

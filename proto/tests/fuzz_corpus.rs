@@ -6,59 +6,21 @@
 //! Fails if a corpus directory is missing or empty (so it can never pass by testing nothing), or
 //! if `fuzz/corpus/` holds a directory no replay test knows.
 
-use std::path::{Path, PathBuf};
-
 #[allow(dead_code)]
 #[path = "../../fuzz/src/proto_targets.rs"]
 mod proto_targets;
+#[allow(dead_code)]
+#[path = "../../fuzz/src/replay.rs"]
+mod replay;
+
+use replay::fuzz_dir;
 
 /// Corpus directories replayed by other packages' tests (their checks need those packages).
 const REPLAYED_ELSEWHERE: [(&str, &str); 1] = [("client_framing", "gateway/tests/fuzz_corpus.rs")];
 
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("fuzz")
-}
-
-/// The files of `dir`, sorted; an empty list if it does not exist.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut out: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
-    out.sort();
-    out
-}
-
-/// Runs every file through `target`, collecting failures with their file names.
-fn replay(target: &str, inputs: &[PathBuf], failures: &mut Vec<String>) {
-    for path in inputs {
-        let data = std::fs::read(path).unwrap();
-        let outcome = std::panic::catch_unwind(|| proto_targets::run(target, &data).expect("known target"));
-        if let Err(panic) = outcome {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            failures.push(format!("{}: {msg}", path.display()));
-        }
-    }
-}
-
 #[test]
 fn every_corpus_and_crash_input_passes_the_fuzz_checks() {
-    let mut failures = Vec::new();
-    let mut total = 0;
-    for target in proto_targets::TARGETS {
-        let corpus = files(&fuzz_dir().join("corpus").join(target));
-        assert!(
-            !corpus.is_empty(),
-            "fuzz/corpus/{target} is missing or empty: the replay would test nothing (run `cargo run --example seeds` in fuzz/)"
-        );
-        let artifacts = files(&fuzz_dir().join("artifacts").join(target));
-        replay(target, &corpus, &mut failures);
-        replay(target, &artifacts, &mut failures);
-        total += corpus.len() + artifacts.len();
-    }
-    assert!(failures.is_empty(), "{} of {total} fuzz inputs fail:\n{}", failures.len(), failures.join("\n"));
+    replay::replay_all(&proto_targets::TARGETS, proto_targets::run);
 }
 
 #[test]
