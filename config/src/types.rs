@@ -233,6 +233,12 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// Open client connections from one IP address at most.
     pub max_connections_per_ip: usize,
+    /// File descriptors kept for internal links (workers, gateway clients, registers) and admin
+    /// and control connections. Clients are capped at the open-files limit (`RLIMIT_NOFILE`,
+    /// raised to its hard limit at start) minus this reserve and what is open at start, so a
+    /// gateway full of clients still accepts its workers. Internal handshakes in progress are
+    /// capped at half of it (an eighth per address).
+    pub fd_reserve: usize,
     /// Bytes queued toward one client at most (with `send_queue` messages).
     pub send_queue_bytes: usize,
     pub slow_consumer: SlowConsumerPolicy,
@@ -265,6 +271,7 @@ impl Default for GatewayConfig {
             first_message_timeout: Duration::ZERO,
             max_connections: 100_000,
             max_connections_per_ip: 1_000,
+            fd_reserve: 256,
             send_queue_bytes: 4 * 1024 * 1024,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             slow_consumer_close_code: 1008,

@@ -232,6 +232,12 @@ impl Validate for GatewayConfig {
         if self.max_connections_per_ip == 0 {
             p.add("max_connections_per_ip", "must be at least 1");
         }
+        if self.fd_reserve < 8 {
+            p.add(
+                "fd_reserve",
+                format!("{} is below 8: internal links would have no descriptors left", self.fd_reserve),
+            );
+        }
         let largest = self.listeners.iter().filter_map(|l| l.max_message_size).fold(self.max_message_size, usize::max);
         if self.send_queue_bytes < largest {
             p.add(

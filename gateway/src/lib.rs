@@ -8,6 +8,7 @@
 
 mod announce;
 mod client;
+pub mod fds;
 pub mod framing;
 mod heartbeat;
 mod listener;
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+pub use fds::FdBudget;
 pub use metrics::Metrics;
 pub use node::GatewayNode;
 pub use state::State;
@@ -64,16 +66,36 @@ impl Listeners {
         let mut public = Vec::new();
         for l in config.effective_listeners() {
             let url = gw_config::parse_listener_url(&l.url).map_err(GatewayError::Config)?;
-            let socket = TcpListener::bind(url.addr)
+            let socket = listen(&url.addr.to_string())
                 .await
                 .map_err(|e| GatewayError::Config(format!("cannot listen on {} ({}): {e}", url.addr, l.url)))?;
             public.push(socket);
         }
-        let internal = TcpListener::bind(&config.internal_listen).await.map_err(|e| {
+        let internal = listen(&config.internal_listen).await.map_err(|e| {
             GatewayError::Config(format!("cannot listen on {} (internal_listen): {e}", config.internal_listen))
         })?;
         Ok(Self { public, internal })
     }
+}
+
+/// Pending connections the kernel may queue per listener (capped by `net.core.somaxconn`):
+/// room for a reconnect storm, where tokio's default is 1024.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` (host:port; the first address that binds wins) with [`LISTEN_BACKLOG`].
+async fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        // As std and tokio do on Unix: restart without waiting out TIME_WAIT.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "resolves to no address")))
 }
 
 /// A running gateway's shared state.
@@ -89,6 +111,13 @@ pub struct Gateway {
     pub(crate) address: String,
     pub(crate) listeners: Vec<Arc<listener::ListenerSpec>>,
     pub(crate) limits: Arc<listener::ConnLimits>,
+    /// Client capacity as the open-files limit allows it.
+    pub(crate) fds: FdBudget,
+    /// Held back to shed pending clients when the process is out of descriptors.
+    spare_fd: fds::SpareFd,
+    /// Internal connections still in their handshake, capped in all and per address so that
+    /// unauthenticated peers cannot use up the descriptors kept for workers.
+    pub(crate) pending_links: Arc<listener::ConnLimits>,
     pub(crate) next_client: AtomicU64,
     /// Start of the gateway's monotonic clock (heartbeat bookkeeping in ms).
     epoch: tokio::time::Instant,
@@ -140,6 +169,12 @@ impl Gateway {
     pub fn open_sockets(&self) -> usize {
         self.limits.open()
     }
+
+    /// How many client sockets the gateway takes, as `max_connections` and the open-files limit
+    /// allow.
+    pub fn fd_budget(&self) -> FdBudget {
+        self.fds
+    }
 }
 
 /// Builds the gateway state for the given listeners (the advertised address defaults to the
@@ -150,6 +185,17 @@ pub fn build(config: GatewayConfig, listeners: &Listeners) -> Result<Arc<Gateway
         listeners.public.iter().map(|l| l.local_addr()).collect::<Result<_, _>>().map_err(GatewayError::Listener)?;
     let specs = listener::specs(&config, &bound)?.into_iter().map(Arc::new).collect();
     let address = config.advertise.clone().unwrap_or_else(|| internal.to_string());
+    let fds = FdBudget::compute(config.max_connections, config.fd_reserve).map_err(GatewayError::Config)?;
+    if fds.client_capacity < config.max_connections {
+        tracing::warn!(
+            max_connections = config.max_connections,
+            open_files_limit = fds.limit,
+            open_at_start = fds.open_at_start,
+            fd_reserve = fds.reserve,
+            client_capacity = fds.client_capacity,
+            "the open-files limit caps clients below max_connections; raise it (ulimit -n) for more"
+        );
+    }
     let handshake = HandshakeOptions {
         secret: config.secret.clone().into_bytes(),
         role: Role::Gateway,
@@ -163,7 +209,13 @@ pub fn build(config: GatewayConfig, listeners: &Listeners) -> Result<Arc<Gateway
         instance: rand::random(),
         address,
         listeners: specs,
-        limits: Arc::new(listener::ConnLimits::new(config.max_connections, config.max_connections_per_ip)),
+        limits: Arc::new(listener::ConnLimits::new(fds.client_capacity, config.max_connections_per_ip)),
+        fds,
+        spare_fd: fds::SpareFd::new(),
+        pending_links: Arc::new(listener::ConnLimits::new(
+            (config.fd_reserve / 2).max(8),
+            (config.fd_reserve / 8).max(4),
+        )),
         next_client: AtomicU64::new(1),
         epoch: tokio::time::Instant::now(),
         state: State::new(config.send_queue_bytes, config.slow_consumer == gw_config::SlowConsumerPolicy::Drop),
@@ -198,19 +250,25 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     let links = TaskTracker::new();
 
     announce::spawn_all(&gw, &links_down, &links);
-    let internal = accept_loop(listeners.internal, shutdown.clone(), {
+    let internal = accept_loop(listeners.internal, shutdown.clone(), None, {
         let gw = gw.clone();
         let links_down = links_down.clone();
         let links = links.clone();
         move |stream, addr| {
-            links.spawn(peer::serve(stream, addr, gw.clone(), links_down.clone()));
+            let Ok(pending) = gw.pending_links.acquire(addr.ip()) else {
+                Metrics::inc(&gw.state.metrics.rejected_links_busy);
+                tracing::debug!(peer = %addr, "internal connection refused: too many handshakes pending");
+                return;
+            };
+            links.spawn(peer::serve(stream, addr, gw.clone(), links_down.clone(), pending));
         }
     });
     let heartbeat = tokio::spawn(heartbeat::run(gw.clone(), clients_down.clone()));
     let mut public = Vec::new();
     for (socket, spec) in listeners.public.into_iter().zip(gw.listeners.clone()) {
         let (gw, clients_down, clients) = (gw.clone(), clients_down.clone(), clients.clone());
-        public.push(accept_loop(socket, shutdown.clone(), move |stream, addr| {
+        let shed = Some(Shedding { gw: gw.clone(), spec: spec.clone() });
+        public.push(accept_loop(socket, shutdown.clone(), shed, move |stream, addr| {
             let slot = match gw.limits.acquire(addr.ip()) {
                 Ok(slot) => slot,
                 Err(refusal) => {
@@ -220,12 +278,7 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
                     };
                     Metrics::inc(counter);
                     tracing::debug!(peer = %addr, ?refusal, "connection refused: limit reached");
-                    // Best effort, never blocking: tell HTTP clients why.
-                    if spec.protocol == gw_proto::Protocol::WebSocket && spec.tls.is_none() {
-                        let _ = stream.try_write(
-                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        );
-                    }
+                    refuse(&spec, &stream);
                     return;
                 }
             };
@@ -252,24 +305,107 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     Ok(())
 }
 
-/// Accepts until shutdown. Accept errors never end the loop: a reset connection is skipped and
-/// resource exhaustion (EMFILE) backs off briefly instead of spinning.
+/// Best effort, never blocking: tells a plain HTTP (WebSocket) client why it is refused.
+fn refuse(spec: &listener::ListenerSpec, stream: &tokio::net::TcpStream) {
+    if spec.protocol == gw_proto::Protocol::WebSocket && spec.tls.is_none() {
+        let _ = stream.try_write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    }
+}
+
+/// What a public accept loop needs to shed clients when the process is out of descriptors.
+struct Shedding {
+    gw: Arc<Gateway>,
+    spec: Arc<listener::ListenerSpec>,
+}
+
+impl Shedding {
+    /// Out of descriptors: frees the spare one, takes one pending client and closes it at once,
+    /// so clients get an answer instead of waiting in the backlog. False when that was not
+    /// possible (no spare, or still no descriptor), and the loop should back off.
+    fn shed_one(&self, listener: &TcpListener) -> bool {
+        use futures_util::FutureExt;
+        // The connection must be closed inside `spend`, before the spare is taken back.
+        let shed = self.gw.spare_fd.spend(|| match listener.accept().now_or_never() {
+            Some(Ok((stream, addr))) => {
+                refuse(&self.spec, &stream);
+                drop(stream);
+                Some(Ok(addr))
+            }
+            Some(Err(e)) => Some(Err(e)),
+            None => None,
+        });
+        match shed {
+            Some(Some(Ok(addr))) => {
+                Metrics::inc(&self.gw.state.metrics.rejected_fd_exhausted);
+                tracing::debug!(peer = %addr, "connection refused: out of file descriptors");
+                true
+            }
+            // Nothing pending after all.
+            Some(None) => true,
+            Some(Some(Err(_))) => false,
+            None => {
+                self.gw.spare_fd.refill();
+                false
+            }
+        }
+    }
+}
+
+/// Accepts until shutdown. Accept errors never end the loop: a reset connection is skipped, and
+/// when the process is out of descriptors (EMFILE, ENFILE) a public listener sheds pending
+/// clients while an internal one leaves its peers in the backlog; both back off (50 ms doubling
+/// to 1 s) instead of spinning, and resume by themselves once descriptors are free.
 async fn accept_loop(
     listener: TcpListener,
     shutdown: CancellationToken,
+    shed: Option<Shedding>,
     mut on_conn: impl FnMut(tokio::net::TcpStream, SocketAddr),
 ) {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+    let kind = if shed.is_some() { "public" } else { "internal" };
+    let mut backoff = FIRST_BACKOFF;
+    // Failures in the current episode of descriptor exhaustion, logged at its start and end.
+    let mut exhausted: u64 = 0;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((stream, addr)) => on_conn(stream, addr),
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed; backing off");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok((stream, addr)) => {
+                if exhausted > 0 {
+                    tracing::info!(
+                        listener = kind,
+                        failed_accepts = exhausted,
+                        "file descriptors available again; accepting"
+                    );
+                    exhausted = 0;
+                }
+                backoff = FIRST_BACKOFF;
+                on_conn(stream, addr);
+                continue;
             }
+            Err(e) if fds::is_exhaustion(&e) => {
+                if exhausted == 0 {
+                    tracing::warn!(
+                        listener = kind,
+                        error = %e,
+                        open_files = fds::open_descriptors(),
+                        "out of file descriptors: {}",
+                        if shed.is_some() { "refusing new clients until some close" } else { "internal peers wait in the backlog" }
+                    );
+                }
+                exhausted += 1;
+                if shed.as_ref().is_some_and(|s| s.shed_one(&listener)) {
+                    continue;
+                }
+            }
+            Err(e) => tracing::warn!(listener = kind, error = %e, "accept failed; backing off"),
         }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }

@@ -35,6 +35,11 @@ pub struct Metrics {
     /// Internal connections closed before the handshake: their address had too many failed
     /// handshakes (see `gw_link::HandshakeLimiter`).
     pub handshakes_rate_limited: AtomicU64,
+    /// Client sockets accepted and closed at once because the process was out of file
+    /// descriptors (see `fd_reserve`).
+    pub rejected_fd_exhausted: AtomicU64,
+    /// Internal connections closed at once because too many handshakes were already pending.
+    pub rejected_links_busy: AtomicU64,
 }
 
 impl Metrics {
@@ -64,6 +69,8 @@ impl Metrics {
             ("rejected_total_limit", g(&self.rejected_total_limit)),
             ("rejected_ip_limit", g(&self.rejected_ip_limit)),
             ("handshakes_rate_limited", g(&self.handshakes_rate_limited)),
+            ("rejected_fd_exhausted", g(&self.rejected_fd_exhausted)),
+            ("rejected_links_busy", g(&self.rejected_links_busy)),
         ]
     }
 

@@ -17,6 +17,11 @@ pub struct GatewayNode {
     pub listen: Vec<String>,
 }
 
+/// Descriptors open now; -1 where the platform does not tell.
+fn open_files() -> f64 {
+    crate::fds::open_descriptors().map_or(-1.0, |n| n as f64)
+}
+
 impl Node for GatewayNode {
     fn status(&self) -> BoxFuture<'_, Vec<ProcessStatus>> {
         let m = &self.gateway.state.metrics;
@@ -97,6 +102,30 @@ impl Node for GatewayNode {
                 "gw_handshakes_rate_limited_total",
                 "Internal connections closed before the handshake: their address had too many failed or unfinished handshakes.",
                 g(&m.handshakes_rate_limited),
+            ),
+            MetricFamily::new(
+                "gw_connections_rejected_total",
+                "counter",
+                "Client sockets refused at accept, by reason.",
+            )
+            .sample("reason=\"capacity\"", g(&m.rejected_total_limit) as f64)
+            .sample("reason=\"per_ip\"", g(&m.rejected_ip_limit) as f64)
+            .sample("reason=\"fd_exhausted\"", g(&m.rejected_fd_exhausted) as f64),
+            MetricFamily::gauge(
+                "gw_client_capacity",
+                "Client sockets the gateway takes: max_connections, or less when the open-files limit minus fd_reserve allows less.",
+                self.gateway.fd_budget().client_capacity as f64,
+            ),
+            MetricFamily::gauge("gw_open_files", "File descriptors the gateway process has open.", open_files()),
+            MetricFamily::counter(
+                "gw_protocol_violations_total",
+                "Clients closed for breaking their protocol.",
+                g(&m.protocol_violations),
+            ),
+            MetricFamily::counter(
+                "gw_links_rejected_busy_total",
+                "Internal connections closed because too many handshakes were pending.",
+                g(&m.rejected_links_busy),
             ),
         ];
         Box::pin(async move { families })

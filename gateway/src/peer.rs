@@ -19,7 +19,13 @@ use crate::router::WorkerLink;
 
 /// Serves one internal link until the peer leaves, the link fails, or `links_down` is cancelled
 /// (after every client has been closed and its close event queued), then flushes what is queued.
-pub(crate) async fn serve(stream: TcpStream, peer_addr: SocketAddr, gw: Arc<Gateway>, links_down: CancellationToken) {
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer_addr: SocketAddr,
+    gw: Arc<Gateway>,
+    links_down: CancellationToken,
+    pending: crate::listener::ConnSlot,
+) {
     // Before any handshake work: an address with too many recent failures is closed at once
     // (the limiter logs that once per window, not per connection).
     let limiter = limiter_of(&gw);
@@ -27,7 +33,9 @@ pub(crate) async fn serve(stream: TcpStream, peer_addr: SocketAddr, gw: Arc<Gate
         Metrics::inc(&gw.state.metrics.handshakes_rate_limited);
         return;
     };
-    let link = match gw_link::accept(stream, &gw.handshake, &[Role::Worker, Role::Client]).await {
+    let link = gw_link::accept(stream, &gw.handshake, &[Role::Worker, Role::Client]).await;
+    drop(pending);
+    let link = match link {
         Ok(link) => {
             permit.succeeded();
             link
