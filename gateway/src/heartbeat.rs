@@ -32,6 +32,9 @@ pub(crate) async fn run(gw: Arc<Gateway>, stop: CancellationToken) {
         let now = gw.clock_ms();
         let mut closed = 0;
         for h in gw.state.handles() {
+            if h.kill.is_cancelled() {
+                continue; // already closing: neither pinged nor counted again
+            }
             if limit_ms > 0 && now.saturating_sub(h.last_active.load(Ordering::Relaxed)) > limit_ms {
                 h.kill(KillReason::Heartbeat);
                 closed += 1;
