@@ -23,36 +23,34 @@ pub enum StreamProtocol {
 }
 
 /// Decoder and encoder of one protocol with a message size limit.
-#[derive(Debug, Clone, Copy)]
+///
+/// One decoder per byte stream: between calls the caller only appends to the buffer (or lets
+/// `decode` take from its front), because the text decoder remembers how far it has already
+/// looked for a newline. A line arriving a byte at a time is scanned once in all, not once per
+/// read.
+#[derive(Debug, Clone)]
 pub struct Framing {
     pub protocol: StreamProtocol,
     pub max: usize,
+    /// Bytes at the front of the buffer known to hold no newline.
+    scanned: usize,
 }
 
 impl Framing {
     pub fn new(protocol: StreamProtocol, max: usize) -> Self {
-        Self { protocol, max }
+        Self { protocol, max, scanned: 0 }
     }
 
     /// Takes the next complete message off the front of `buf`, or `None` if more bytes are
     /// needed.
-    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Bytes>, FramingError> {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, FramingError> {
         match self.protocol {
-            StreamProtocol::Text => match buf.iter().position(|b| *b == b'\n') {
-                Some(i) => {
-                    // The message is the line without its '\n' and one '\r' before it; only that
-                    // counts against the limit (a line of max + 1 bytes without '\r' is too long).
-                    let len = if i > 0 && buf[i - 1] == b'\r' { i - 1 } else { i };
-                    if len > self.max {
-                        return Err(FramingError::LineTooLong { max: self.max });
-                    }
-                    let mut line = buf.split_to(i + 1);
-                    line.truncate(len);
-                    Ok(Some(line.freeze()))
-                }
-                None if buf.len() > self.max + 1 => Err(FramingError::LineTooLong { max: self.max }),
-                None => Ok(None),
-            },
+            StreamProtocol::Text => {
+                let from = self.scanned.min(buf.len());
+                let found = buf[from..].iter().position(|b| *b == b'\n').map(|i| from + i);
+                self.scanned = if found.is_some() { 0 } else { buf.len() };
+                self.line(buf, found)
+            }
             StreamProtocol::Frame => {
                 if buf.len() < 4 {
                     return Ok(None);
@@ -77,6 +75,25 @@ impl Framing {
         }
     }
 
+    /// The line ending at the newline at `newline`, if any, within the limit.
+    fn line(&self, buf: &mut BytesMut, newline: Option<usize>) -> Result<Option<Bytes>, FramingError> {
+        match newline {
+            Some(i) => {
+                // The message is the line without its '\n' and one '\r' before it; only that
+                // counts against the limit (a line of max + 1 bytes without '\r' is too long).
+                let len = if i > 0 && buf[i - 1] == b'\r' { i - 1 } else { i };
+                if len > self.max {
+                    return Err(FramingError::LineTooLong { max: self.max });
+                }
+                let mut line = buf.split_to(i + 1);
+                line.truncate(len);
+                Ok(Some(line.freeze()))
+            }
+            None if buf.len() > self.max + 1 => Err(FramingError::LineTooLong { max: self.max }),
+            None => Ok(None),
+        }
+    }
+
     /// Appends one outgoing message to `out`.
     pub fn encode(&self, data: &[u8], out: &mut BytesMut) {
         match self.protocol {
@@ -98,6 +115,7 @@ mod tests {
     use super::*;
 
     fn all(f: &Framing, bytes: &[u8]) -> Result<Vec<Bytes>, FramingError> {
+        let mut f = f.clone();
         let mut buf = BytesMut::from(bytes);
         let mut out = Vec::new();
         while let Some(m) = f.decode(&mut buf)? {
@@ -140,6 +158,24 @@ mod tests {
             Err(FramingError::FrameTooLarge { len: u32::MAX as usize, max: 8 })
         );
         assert!(all(&f, &[0, 0, 0, 5, 1, 2]).unwrap().is_empty(), "waits for the rest");
+    }
+
+    #[test]
+    fn a_line_trickling_in_is_scanned_once_and_split_correctly() {
+        let mut f = Framing::new(StreamProtocol::Text, 1 << 20);
+        let mut buf = BytesMut::new();
+        for b in b"hello" {
+            buf.extend_from_slice(&[*b]);
+            assert_eq!(f.decode(&mut buf).unwrap(), None);
+            assert_eq!(f.scanned, buf.len(), "what was looked at is not looked at again");
+        }
+        buf.extend_from_slice(b" world\nnext\r\nrest");
+        assert_eq!(f.decode(&mut buf).unwrap().as_deref(), Some(&b"hello world"[..]));
+        assert_eq!(f.decode(&mut buf).unwrap().as_deref(), Some(&b"next"[..]));
+        assert_eq!(f.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(b"\n");
+        assert_eq!(f.decode(&mut buf).unwrap().as_deref(), Some(&b"rest"[..]));
+        assert!(buf.is_empty());
     }
 
     #[test]
