@@ -52,6 +52,11 @@ pub struct LinkConfig {
     /// A link silent for this long is considered dead and dropped (not left to TCP timeouts).
     #[serde(with = "humantime_serde")]
     pub heartbeat_timeout: Duration,
+    /// Failed (or unfinished) handshakes one address may have on an internal listener before
+    /// its connections are closed unread; it earns them back over `failed_handshake_window`.
+    pub failed_handshakes: u32,
+    #[serde(with = "humantime_serde")]
+    pub failed_handshake_window: Duration,
 }
 
 impl Default for LinkConfig {
@@ -64,6 +69,8 @@ impl Default for LinkConfig {
             queue: 4096,
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(5),
+            failed_handshakes: 32,
+            failed_handshake_window: Duration::from_secs(10),
         }
     }
 }

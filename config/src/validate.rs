@@ -95,6 +95,12 @@ impl Problems {
         if link.reconnect_max < link.reconnect_min {
             self.add("link.reconnect_max", "must not be less than link.reconnect_min");
         }
+        if link.failed_handshakes == 0 {
+            self.add("link.failed_handshakes", "must be at least 1");
+        }
+        if link.failed_handshake_window.is_zero() {
+            self.add("link.failed_handshake_window", "must be greater than zero");
+        }
         if link.heartbeat_interval.is_zero() {
             self.add("link.heartbeat_interval", "must be greater than zero");
         }

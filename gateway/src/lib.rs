@@ -118,6 +118,8 @@ pub struct Gateway {
     /// Internal connections still in their handshake, capped in all and per address so that
     /// unauthenticated peers cannot use up the descriptors kept for workers.
     pub(crate) pending_links: Arc<listener::ConnLimits>,
+    /// Failed internal handshakes per address (`[link] failed_handshakes`).
+    pub(crate) limiter: gw_link::HandshakeLimiter,
     pub(crate) next_client: AtomicU64,
     /// Start of the gateway's monotonic clock (heartbeat bookkeeping in ms).
     epoch: tokio::time::Instant,
@@ -212,6 +214,7 @@ pub fn build(config: GatewayConfig, listeners: &Listeners) -> Result<Arc<Gateway
         limits: Arc::new(listener::ConnLimits::new(fds.client_capacity, config.max_connections_per_ip)),
         fds,
         spare_fd: fds::SpareFd::new(),
+        limiter: gw_link::HandshakeLimiter::new(gw_link::LimiterConfig::from(&config.link)),
         pending_links: Arc::new(listener::ConnLimits::new(
             (config.fd_reserve / 2).max(8),
             (config.fd_reserve / 8).max(4),

@@ -2,10 +2,10 @@
 //! then commands, queries, acknowledgements and heartbeats in; events and replies out.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
 
-use gw_link::{FrameReader, HandshakeLimiter, LinkError, WriterStats};
+use gw_link::{FrameReader, LinkError, WriterStats};
 use gw_proto::{FromGateway, Role, ToGateway};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
@@ -28,8 +28,7 @@ pub(crate) async fn serve(
 ) {
     // Before any handshake work: an address with too many recent failures is closed at once
     // (the limiter logs that once per window, not per connection).
-    let limiter = limiter_of(&gw);
-    let Some(permit) = limiter.admit(peer_addr.ip()) else {
+    let Some(permit) = gw.limiter.admit(peer_addr.ip()) else {
         Metrics::inc(&gw.state.metrics.handshakes_rate_limited);
         return;
     };
@@ -93,22 +92,6 @@ pub(crate) async fn serve(
     }
     .instrument(span)
     .await
-}
-
-/// The failed-handshake limiter of one gateway's internal listener. Kept here rather than as a
-/// field of [`Gateway`]: one per gateway instance (several run in one test process and must not
-/// share their budgets), created on its first connection and dropped with the gateway.
-fn limiter_of(gw: &Arc<Gateway>) -> Arc<HandshakeLimiter> {
-    static LIMITERS: Mutex<Vec<(Weak<Gateway>, Arc<HandshakeLimiter>)>> = Mutex::new(Vec::new());
-    let mut limiters = LIMITERS.lock().unwrap_or_else(|e| e.into_inner());
-    limiters.retain(|(owner, _)| owner.strong_count() > 0);
-    let me = Arc::downgrade(gw);
-    if let Some((_, limiter)) = limiters.iter().find(|(owner, _)| owner.ptr_eq(&me)) {
-        return limiter.clone();
-    }
-    let limiter = Arc::new(HandshakeLimiter::default());
-    limiters.push((me, limiter.clone()));
-    limiter
 }
 
 async fn read_loop(

@@ -589,3 +589,29 @@ async fn a_thousand_failed_handshakes_a_second_on_the_register_are_rate_limited_
     ws.send("still here").await;
     assert_eq!(ws.recv().await, "w:still here");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failed_handshake_budget_comes_from_the_config() {
+    let reg = RegisterHandle::start(SECRET).await;
+    let gw = GatewayHandle::start_with(&[reg.addr], SECRET, |c| {
+        c.link.failed_handshakes = 3;
+        c.link.failed_handshake_window = Duration::from_secs(60);
+    })
+    .await;
+    let from = fresh_source();
+    for _ in 0..3 {
+        let mut p = Raw::connect_from(from, gw.internal).await;
+        let hello = p.frame().await.expect("within the budget the server says hello");
+        let mut con = Connector::new(WRONG.as_bytes(), Role::Worker, "guesser", gw_link::random_nonce());
+        let (_, answer): (_, ClientHello) = con.respond(&hello).unwrap();
+        p.closed_after(&frame_of!(answer)).await;
+    }
+    // Three failures used the budget of three: the next connection is closed unread.
+    let mut p = Raw::connect_from(from, gw.internal).await;
+    assert!(p.frame().await.is_none(), "a fourth attempt within the window must be refused unread");
+    assert_eq!(gw.metric("handshake_failures"), 3);
+    assert_eq!(gw.metric("handshakes_rate_limited"), 1);
+    // Another address still has its whole budget.
+    let mut other = Raw::connect(gw.internal).await;
+    assert!(other.frame().await.is_some(), "another address is not affected");
+}

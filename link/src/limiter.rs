@@ -46,6 +46,13 @@ impl Default for LimiterConfig {
     }
 }
 
+impl From<&gw_config::LinkConfig> for LimiterConfig {
+    /// `[link] failed_handshakes` within `failed_handshake_window`.
+    fn from(link: &gw_config::LinkConfig) -> Self {
+        Self { max_failures: link.failed_handshakes, window: link.failed_handshake_window }
+    }
+}
+
 impl LimiterConfig {
     /// How many handshakes from one address can fail within `elapsed` at most: the burst, plus
     /// one per refill interval.

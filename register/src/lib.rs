@@ -58,7 +58,7 @@ pub async fn run_with(
     });
     let config = Arc::new(config);
     // Per listener: an address with too many failed handshakes is refused before any work.
-    let limiter = Arc::new(HandshakeLimiter::default());
+    let limiter = Arc::new(HandshakeLimiter::new(gw_link::LimiterConfig::from(&config.link)));
     let tracker = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
