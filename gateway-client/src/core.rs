@@ -335,9 +335,23 @@ async fn read_gateway(
                     None => return Ok(()),
                     Some(FromGateway::Event(ev)) => match &core.events {
                         Some(events) => {
-                            if events.send(LinkEvent::Event(link.clone(), ev)).await.is_err() {
-                                return Ok(());
-                            }
+                            // Backpressure: wait for room without reading on, but keep pinging
+                            // meanwhile. A worker whose handlers are slow is busy, not dead, and
+                            // must not have its events redelivered elsewhere.
+                            let permit = loop {
+                                tokio::select! {
+                                    permit = events.reserve() => break permit,
+                                    _ = ping.tick() => {
+                                        let _ = link.tx.try_send(ToGateway::Ping);
+                                    }
+                                    _ = core.cancel.cancelled() => return Ok(()),
+                                }
+                            };
+                            let Ok(permit) = permit else { return Ok(()) };
+                            permit.send(LinkEvent::Event(link.clone(), ev));
+                            // Not reading meanwhile, we could not hear the gateway: the silence
+                            // says nothing about it.
+                            last_heard = tokio::time::Instant::now();
                         }
                         None => return Err(LinkError::Unexpected("event sent to a gateway client".into())),
                     },
