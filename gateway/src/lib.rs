@@ -8,7 +8,7 @@
 
 mod announce;
 mod client;
-pub mod fds;
+mod fds;
 pub mod framing;
 mod heartbeat;
 mod listener;
