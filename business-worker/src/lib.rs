@@ -10,6 +10,7 @@ mod events;
 pub mod master;
 mod node;
 mod runtime;
+mod session_writes;
 
 pub use events::{Context, Events, HandlerResult, Message, ServerData, WebSocketRequest, WorkerContext};
 pub use gw_gateway_client::{Answer, ClientError, CloseReason, GatewayClient, Payload, Session};

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::events::{Context, Events, HandlerResult, ServerData, WebSocketRequest, WorkerContext};
+use crate::session_writes::PendingWrites;
 
 /// Counters of a running worker.
 #[derive(Debug, Default)]
@@ -191,6 +192,7 @@ async fn client_task<E: Events>(
     let mut info: Option<ClientInfo> = None;
     // Set when on_websocket_connect closed the client: later messages are not handled.
     let mut rejected = false;
+    let mut writes = PendingWrites::default();
     while let Some((link, event)) = rx.recv().await {
         if event.info.is_some() {
             info = event.info.clone();
@@ -199,7 +201,7 @@ async fn client_task<E: Events>(
         if event.redelivered {
             stats.redelivered.fetch_add(1, Ordering::Relaxed);
         }
-        let original = parse_session(event.session.as_ref());
+        let original = writes.catch_up(event.session_writes, parse_session(event.session.as_ref()));
         let mut ctx = Context {
             client_id: client_id.clone(),
             session: original.clone(),
@@ -225,7 +227,9 @@ async fn client_task<E: Events>(
         }
         rejected = ctx.closed;
         if !closing && ctx.session != original {
-            write_back(&gateway, &link, event.client, &original, &ctx.session).await;
+            let (changed, removed) = session_diff(&original, &ctx.session);
+            let seq = writes.record(event.session_writes, changed.clone(), removed.clone());
+            write_back(&gateway, &link, event.client, seq, &changed, removed).await;
         }
         link.handled(event.seq);
     }
@@ -253,13 +257,25 @@ async fn guarded(what: &str, stats: &WorkerStats, handler: impl std::future::Fut
     }
 }
 
-/// Sends only the top-level keys the handler changed or removed.
-async fn write_back(gateway: &GatewayClient, link: &GatewayLink, client: u64, before: &Session, after: &Session) {
-    let changed: Session =
+/// The top-level keys a handler changed (with their new values) or removed.
+fn session_diff(before: &Session, after: &Session) -> (Session, Vec<String>) {
+    let changed =
         after.iter().filter(|(k, v)| before.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    let removed: Vec<String> = before.keys().filter(|k| !after.contains_key(*k)).cloned().collect();
-    let changed = Bytes::from(serde_json::to_vec(&changed).expect("a JSON map serializes"));
-    if let Err(e) = gateway.command_on(link, Command::WriteBackSession { client, changed, removed }).await {
+    let removed = before.keys().filter(|k| !after.contains_key(*k)).cloned().collect();
+    (changed, removed)
+}
+
+/// Sends only the top-level keys the handler changed or removed.
+async fn write_back(
+    gateway: &GatewayClient,
+    link: &GatewayLink,
+    client: u64,
+    seq: u64,
+    changed: &Session,
+    removed: Vec<String>,
+) {
+    let changed = Bytes::from(serde_json::to_vec(changed).expect("a JSON map serializes"));
+    if let Err(e) = gateway.command_on(link, Command::WriteBackSession { client, seq, changed, removed }).await {
         tracing::warn!(error = %e, "session write-back failed");
     }
 }

@@ -505,3 +505,24 @@ async fn heartbeat_pings_every_client() {
     drop((ann, lurker));
     cluster.stop().await;
 }
+
+/// A client that logs in and speaks in one breath (no wait for the login answer) is logged in,
+/// under its new name, for its message: the say event may leave the gateway before the login's
+/// session write-back lands there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_and_say_sent_back_to_back_are_both_honoured() {
+    let demo = Demo::start().await;
+    let mut ann = demo.client().await;
+    for i in 0..10 {
+        ann.send(json!({"type": "login", "name": format!("Ann{i}"), "room": "lobby"})).await;
+        ann.say(&format!("as Ann{i}")).await;
+    }
+    let id = ann.id.clone();
+    for i in 0..10 {
+        let login = ann.recv_type("login").await;
+        assert_eq!(login["name"], format!("Ann{i}"));
+        ann.recv_type("history").await;
+        let say = ann.expect_say(id.clone(), &format!("as Ann{i}")).await;
+        assert_eq!(say["from_name"], format!("Ann{i}"), "the say after login {i}: {say}");
+    }
+}

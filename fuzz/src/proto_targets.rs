@@ -229,6 +229,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         }),
         ToGateway::Command(Command::WriteBackSession {
             client: 1,
+            seq: 3,
             changed: bytes::Bytes::from_static(b"{\"c\":1}"),
             removed: vec!["d".into()],
         }),
@@ -250,6 +251,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             },
             info: Some(info),
             session: Some(bytes::Bytes::from_static(b"{\"k\":1}")),
+            session_writes: 2,
             redelivered: true,
         }),
         FromGateway::Reply { id: 3, reply: Reply::NamedStrings(vec![("g".into(), vec!["u".into()])]) },

@@ -371,12 +371,14 @@ impl<T: Transport> Connection<T> {
             // Room first, then the event: the event is never held across the wait, which keeps
             // this future (part of every connection's task) small.
             let Some(slot) = link.reserve().await else { continue };
+            let (session, session_writes) = self.handle.session_snapshot();
             let event = Event {
                 seq: 0, // numbered when queued on the link
                 client: self.handle.id,
                 kind,
                 info: (!self.info_sent).then(|| (*self.handle.info).clone()),
-                session: self.handle.session(),
+                session,
+                session_writes,
                 redelivered: false,
             };
             match slot.send(event, &self.handle.info) {

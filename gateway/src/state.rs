@@ -137,7 +137,7 @@ pub(crate) struct ClientHandle {
     pub kill: CancellationToken,
     kill_reason: AtomicU8,
     pub info: Arc<ClientInfo>,
-    pub session: Mutex<Option<Bytes>>,
+    pub session: Mutex<SessionSlot>,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     /// Bytes of messages queued and not yet written.
@@ -150,6 +150,15 @@ pub(crate) struct ClientHandle {
     pub redelivery_pending: AtomicBool,
     /// Wakes the client task when events were handed back.
     pub redeliver: Notify,
+}
+
+/// A client's session, and the sequence number of the last worker write-back applied to it: an
+/// event carries both, read together, so a worker can tell which of its own write-backs the
+/// event's session does not show yet.
+#[derive(Debug, Default)]
+pub(crate) struct SessionSlot {
+    pub data: Option<Bytes>,
+    pub writes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -167,7 +176,7 @@ impl ClientHandle {
             kill: CancellationToken::new(),
             kill_reason: AtomicU8::new(KillReason::None as u8),
             info: Arc::new(info),
-            session: Mutex::new(None),
+            session: Mutex::new(SessionSlot::default()),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             queued_bytes: AtomicUsize::new(0),
@@ -226,7 +235,13 @@ impl ClientHandle {
     }
 
     pub fn session(&self) -> Option<Bytes> {
-        self.session.lock().expect("session lock").clone()
+        self.session.lock().expect("session lock").data.clone()
+    }
+
+    /// The session and the last write-back applied to it, as one snapshot.
+    pub fn session_snapshot(&self) -> (Option<Bytes>, u64) {
+        let slot = self.session.lock().expect("session lock");
+        (slot.data.clone(), slot.writes)
     }
 }
 
@@ -496,18 +511,20 @@ impl State {
                 }
             }
             Command::SetSession { client, session } => match (self.get(client), session::parse_object(&session)) {
-                (Some(h), Ok(_)) => *h.session.lock().expect("session lock") = Some(session),
+                (Some(h), Ok(_)) => h.session.lock().expect("session lock").data = Some(session),
                 (None, _) => self.reject("set_session", client),
                 (_, Err(e)) => {
                     Metrics::inc(&self.metrics.rejected_commands);
                     tracing::warn!(client, error = %e, "set_session: not a JSON object");
                 }
             },
-            Command::WriteBackSession { client, changed, removed } => {
+            Command::WriteBackSession { client, seq, changed, removed } => {
                 let Some(h) = self.get(client) else { return self.reject("session write-back", client) };
                 let mut slot = h.session.lock().expect("session lock");
-                match session::write_back(slot.as_deref(), &changed, &removed) {
-                    Ok(merged) => *slot = Some(merged),
+                // Counted as applied even when refused, or the worker would keep re-applying it.
+                slot.writes = slot.writes.max(seq);
+                match session::write_back(slot.data.as_deref(), &changed, &removed) {
+                    Ok(merged) => slot.data = Some(merged),
                     Err(e) => {
                         Metrics::inc(&self.metrics.rejected_commands);
                         tracing::warn!(client, error = %e, "session write-back: not a JSON object");
@@ -517,8 +534,8 @@ impl State {
             Command::UpdateSession { client, patch } => {
                 let Some(h) = self.get(client) else { return self.reject("update_session", client) };
                 let mut slot = h.session.lock().expect("session lock");
-                match session::merge(slot.as_deref(), &patch) {
-                    Ok(merged) => *slot = Some(merged),
+                match session::merge(slot.data.as_deref(), &patch) {
+                    Ok(merged) => slot.data = Some(merged),
                     Err(e) => {
                         Metrics::inc(&self.metrics.rejected_commands);
                         tracing::warn!(client, error = %e, "update_session: not a JSON object");

@@ -877,6 +877,31 @@ async fn a_handler_session_change_is_written_back_and_seen_by_the_next_event() {
     }
 }
 
+/// Events already on their way to the worker when a handler's write-back lands still see its
+/// change: a client that sends "log in" and "say" back to back is logged in for the second one.
+#[tokio::test]
+async fn pipelined_events_see_the_session_the_previous_handler_left() {
+    let c = Cluster::start().await;
+    let mut p = c.peer(&c.a).await;
+    for i in 0..50 {
+        p.ws.send(&format!("set n {i}")).await;
+        p.ws.send("session").await;
+        if i % 10 == 9 {
+            p.ws.send("del n").await;
+            p.ws.send("session").await;
+        }
+    }
+    for i in 0..50 {
+        assert_eq!(p.ws.recv().await, "ok");
+        assert_eq!(p.ws.recv_json().await, json!({"n": i}), "event after `set n {i}`");
+        if i % 10 == 9 {
+            assert_eq!(p.ws.recv().await, "ok");
+            assert_eq!(p.ws.recv_json().await, json!({}), "event after `del n`");
+        }
+    }
+    wait_session(&c.api, &p.id, json!({})).await;
+}
+
 /// The documented rule: after a handler, only the top-level keys it changed or removed are
 /// written back. Keys a web backend wrote meanwhile survive; for a key both wrote, the handler's
 /// write-back (which lands later) wins.

@@ -143,6 +143,10 @@ pub struct Event {
     pub info: Option<ClientInfo>,
     /// The client's session as a JSON object, if it has one.
     pub session: Option<Bytes>,
+    /// Sequence number of the last worker write-back applied to `session` (see
+    /// `Command::WriteBackSession`): a worker re-applies its later write-backs, which had not
+    /// reached the gateway when this event left it.
+    pub session_writes: u64,
     /// Set when this event may have been delivered to another worker before (that worker died
     /// before acknowledging it).
     pub redelivered: bool,
@@ -229,6 +233,9 @@ pub enum Command {
     /// the `removed` keys, leaving keys the handler did not touch as they are now.
     WriteBackSession {
         client: u64,
+        /// Per client, above every `session_writes` the writing worker has seen and above its
+        /// own earlier write-backs.
+        seq: u64,
         changed: Bytes,
         removed: Vec<String>,
     },
@@ -389,6 +396,7 @@ mod tests {
             Command::UpdateSession { client: 1, patch: Bytes::from_static(b"{\"b\":null}") },
             Command::WriteBackSession {
                 client: 1,
+                seq: 2,
                 changed: Bytes::from_static(b"{\"c\":[1]}"),
                 removed: vec!["d".into()],
             },
@@ -481,6 +489,7 @@ mod tests {
                 kind,
                 info: Some(info()),
                 session: Some(Bytes::from_static(b"{\"k\":1}")),
+                session_writes: 9,
                 redelivered: true,
             }));
         }
