@@ -6,6 +6,7 @@
 //! that workers and gateway clients send over the internal listener. It announces its internal
 //! address to every register.
 
+mod accept;
 mod announce;
 mod client;
 mod fds;
@@ -66,36 +67,16 @@ impl Listeners {
         let mut public = Vec::new();
         for l in config.effective_listeners() {
             let url = gw_config::parse_listener_url(&l.url).map_err(GatewayError::Config)?;
-            let socket = listen(&url.addr.to_string())
+            let socket = accept::listen(&url.addr.to_string())
                 .await
                 .map_err(|e| GatewayError::Config(format!("cannot listen on {} ({}): {e}", url.addr, l.url)))?;
             public.push(socket);
         }
-        let internal = listen(&config.internal_listen).await.map_err(|e| {
+        let internal = accept::listen(&config.internal_listen).await.map_err(|e| {
             GatewayError::Config(format!("cannot listen on {} (internal_listen): {e}", config.internal_listen))
         })?;
         Ok(Self { public, internal })
     }
-}
-
-/// Pending connections the kernel may queue per listener (capped by `net.core.somaxconn`):
-/// room for a reconnect storm, where tokio's default is 1024.
-const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds `addr` (host:port; the first address that binds wins) with [`LISTEN_BACKLOG`].
-async fn listen(addr: &str) -> std::io::Result<TcpListener> {
-    let mut last = None;
-    for a in tokio::net::lookup_host(addr).await? {
-        let socket = if a.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-        // As std and tokio do on Unix: restart without waiting out TIME_WAIT.
-        #[cfg(unix)]
-        socket.set_reuseaddr(true)?;
-        match socket.bind(a).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
-            Ok(listener) => return Ok(listener),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "resolves to no address")))
 }
 
 /// A running gateway's shared state.
@@ -253,7 +234,7 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     let links = TaskTracker::new();
 
     announce::spawn_all(&gw, &links_down, &links);
-    let internal = accept_loop(listeners.internal, shutdown.clone(), None, {
+    let internal = accept::accept_loop(listeners.internal, shutdown.clone(), None, {
         let gw = gw.clone();
         let links_down = links_down.clone();
         let links = links.clone();
@@ -270,8 +251,8 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     let mut public = Vec::new();
     for (socket, spec) in listeners.public.into_iter().zip(gw.listeners.clone()) {
         let (gw, clients_down, clients) = (gw.clone(), clients_down.clone(), clients.clone());
-        let shed = Some(Shedding { gw: gw.clone(), spec: spec.clone() });
-        public.push(accept_loop(socket, shutdown.clone(), shed, move |stream, addr| {
+        let shed = Some(accept::Shedding { gw: gw.clone(), spec: spec.clone() });
+        public.push(accept::accept_loop(socket, shutdown.clone(), shed, move |stream, addr| {
             let slot = match gw.limits.acquire(addr.ip()) {
                 Ok(slot) => slot,
                 Err(refusal) => {
@@ -281,7 +262,7 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
                     };
                     Metrics::inc(counter);
                     tracing::debug!(peer = %addr, ?refusal, "connection refused: limit reached");
-                    refuse(&spec, &stream);
+                    accept::refuse(&spec, &stream);
                     return;
                 }
             };
@@ -306,109 +287,4 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     let _ = tokio::time::timeout(Duration::from_secs(3), links.wait()).await;
     tracing::info!("gateway stopped");
     Ok(())
-}
-
-/// Best effort, never blocking: tells a plain HTTP (WebSocket) client why it is refused.
-fn refuse(spec: &listener::ListenerSpec, stream: &tokio::net::TcpStream) {
-    if spec.protocol == gw_proto::Protocol::WebSocket && spec.tls.is_none() {
-        let _ = stream.try_write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    }
-}
-
-/// What a public accept loop needs to shed clients when the process is out of descriptors.
-struct Shedding {
-    gw: Arc<Gateway>,
-    spec: Arc<listener::ListenerSpec>,
-}
-
-impl Shedding {
-    /// Out of descriptors: frees the spare one, takes one pending client and closes it at once,
-    /// so clients get an answer instead of waiting in the backlog. False when that was not
-    /// possible (no spare, or still no descriptor), and the loop should back off.
-    fn shed_one(&self, listener: &TcpListener) -> bool {
-        use futures_util::FutureExt;
-        // The connection must be closed inside `spend`, before the spare is taken back.
-        let shed = self.gw.spare_fd.spend(|| match listener.accept().now_or_never() {
-            Some(Ok((stream, addr))) => {
-                refuse(&self.spec, &stream);
-                drop(stream);
-                Some(Ok(addr))
-            }
-            Some(Err(e)) => Some(Err(e)),
-            None => None,
-        });
-        match shed {
-            Some(Some(Ok(addr))) => {
-                Metrics::inc(&self.gw.state.metrics.rejected_fd_exhausted);
-                tracing::debug!(peer = %addr, "connection refused: out of file descriptors");
-                true
-            }
-            // Nothing pending after all.
-            Some(None) => true,
-            Some(Some(Err(_))) => false,
-            None => {
-                self.gw.spare_fd.refill();
-                false
-            }
-        }
-    }
-}
-
-/// Accepts until shutdown. Accept errors never end the loop: a reset connection is skipped, and
-/// when the process is out of descriptors (EMFILE, ENFILE) a public listener sheds pending
-/// clients while an internal one leaves its peers in the backlog; both back off (50 ms doubling
-/// to 1 s) instead of spinning, and resume by themselves once descriptors are free.
-async fn accept_loop(
-    listener: TcpListener,
-    shutdown: CancellationToken,
-    shed: Option<Shedding>,
-    mut on_conn: impl FnMut(tokio::net::TcpStream, SocketAddr),
-) {
-    const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-    let kind = if shed.is_some() { "public" } else { "internal" };
-    let mut backoff = FIRST_BACKOFF;
-    // Failures in the current episode of descriptor exhaustion, logged at its start and end.
-    let mut exhausted: u64 = 0;
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, addr)) => {
-                if exhausted > 0 {
-                    tracing::info!(
-                        listener = kind,
-                        failed_accepts = exhausted,
-                        "file descriptors available again; accepting"
-                    );
-                    exhausted = 0;
-                }
-                backoff = FIRST_BACKOFF;
-                on_conn(stream, addr);
-                continue;
-            }
-            Err(e) if fds::is_exhaustion(&e) => {
-                if exhausted == 0 {
-                    tracing::warn!(
-                        listener = kind,
-                        error = %e,
-                        open_files = fds::open_descriptors(),
-                        "out of file descriptors: {}",
-                        if shed.is_some() { "refusing new clients until some close" } else { "internal peers wait in the backlog" }
-                    );
-                }
-                exhausted += 1;
-                if shed.as_ref().is_some_and(|s| s.shed_one(&listener)) {
-                    continue;
-                }
-            }
-            Err(e) => tracing::warn!(listener = kind, error = %e, "accept failed; backing off"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(1));
-    }
 }
