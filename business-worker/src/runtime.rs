@@ -189,13 +189,14 @@ async fn client_task<E: Events>(
     mut rx: mpsc::Receiver<(Arc<GatewayLink>, Event)>,
     stats: Arc<WorkerStats>,
 ) {
-    let mut info: Option<ClientInfo> = None;
+    // The client's addresses, parsed once (they come with the first event on each link).
+    let mut server = server_data(None);
     // Set when on_websocket_connect closed the client: later messages are not handled.
     let mut rejected = false;
     let mut writes = PendingWrites::default();
     while let Some((link, event)) = rx.recv().await {
-        if event.info.is_some() {
-            info = event.info.clone();
+        if let Some(info) = &event.info {
+            server = server_data(Some(info));
         }
         stats.events.fetch_add(1, Ordering::Relaxed);
         if event.redelivered {
@@ -205,7 +206,7 @@ async fn client_task<E: Events>(
         let mut ctx = Context {
             client_id: client_id.clone(),
             session: original.clone(),
-            server: server_data(info.as_ref()),
+            server: server.clone(),
             redelivered: event.redelivered,
             gateway: gateway.clone(),
             link: link.clone(),
