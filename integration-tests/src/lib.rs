@@ -1,11 +1,11 @@
 //! Test harness: start real registers, gateways and business workers on `127.0.0.1:0`, talk to
 //! them with a real WebSocket client, and wait for conditions instead of sleeping.
 
+mod eventually;
 pub mod logs;
 pub mod process;
 pub mod ws;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,23 +17,8 @@ use gw_gateway_client::GatewayClient;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use eventually::eventually;
 pub use ws::WsClient;
-
-/// Polls `cond` until it returns true or `timeout` passes; panics with `what` on timeout.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// Fast link timings so tests notice failures in well under a second.
 pub fn fast_link() -> LinkConfig {

@@ -2,7 +2,6 @@
 //! client, and polling instead of sleeping.
 #![allow(dead_code)] // each test file uses a different part of this module
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -21,21 +20,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// checks send a later message that must arrive first instead).
 pub const QUIET: Duration = Duration::from_millis(300);
 
-/// Polls `cond` until it is true; panics with `what` after `timeout`.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+#[path = "../../../integration-tests/src/eventually.rs"]
+mod polling;
+pub use polling::eventually;
 
 /// The whole demo (register, gateway, chat worker, web backend) on `127.0.0.1:0`.
 pub struct Demo {
