@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use gw_gateway_client::GatewayClient;
-use gw_integration_tests::process::{Daemon, bin_path, http_get, temp_dir, write_config};
+use gw_integration_tests::process::{Daemon, bin_path, cpu_time, http_get, temp_dir, write_config};
 use gw_integration_tests::{
     GatewayHandle, NamedEcho, RegisterHandle, WorkerHandle, WsClient, eventually, fast_link, wait_for_workers,
 };
@@ -25,15 +25,6 @@ const RESERVE: usize = 24;
 fn open_fds(pid: u32) -> usize {
     let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<usize>().ok()).filter(|&fd| fd < NOFILE).count()
-}
-
-/// CPU time (user + system) the process `pid` has used, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 /// Opens a raw TCP connection to a WebSocket listener and reads what the gateway answers before
@@ -143,7 +134,7 @@ async fn a_gateway_out_of_descriptors_keeps_its_clients_and_workers_and_recovers
     );
     // One more backend waits in the internal listener's backlog.
     let waiting = tokio::spawn(link_backend(register.addr, Duration::from_secs(60)));
-    let before = cpu_ticks(pid);
+    let before = cpu_time(&pid.to_string());
     let started = std::time::Instant::now();
     for (i, c) in clients.iter_mut().enumerate().take(10) {
         c.send(&format!("still {i}")).await;
@@ -153,8 +144,7 @@ async fn a_gateway_out_of_descriptors_keeps_its_clients_and_workers_and_recovers
     // window a spinning loop burns a whole core.
     let window = Duration::from_secs(2);
     tokio::time::sleep(window.saturating_sub(started.elapsed())).await;
-    let ticks_per_second = 100.0; // USER_HZ on Linux
-    let cpu = (cpu_ticks(pid) - before) as f64 / ticks_per_second;
+    let cpu = (cpu_time(&pid.to_string()) - before).as_secs_f64();
     let elapsed = started.elapsed().as_secs_f64();
     eprintln!("gateway CPU while out of descriptors: {cpu:.2} s in {elapsed:.2} s");
     assert!(cpu < 0.5 * elapsed, "the gateway used {cpu:.2} s of CPU in {elapsed:.2} s while out of descriptors");

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use gw_integration_tests::process::cpu_time;
 use gw_integration_tests::ws::Received;
 use gw_integration_tests::*;
 use gw_proto::handshake::{ClientHello, Connector, HandshakeResult, MAGIC, ServerHello};
@@ -184,17 +185,6 @@ fn hello_prefix(role_index: u8, rest: &[u8]) -> Vec<u8> {
 fn rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
-}
-
-/// CPU time (user + system) this process has used so far.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    // Fields after the command name (which may contain spaces) start at field 3; utime and stime
-    // are fields 14 and 15, in USER_HZ (100 per second on Linux).
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -503,11 +493,11 @@ async fn a_thousand_failed_handshakes_a_second_on_the_gateway_are_rate_limited_a
     let c = cluster().await;
     let probe = EchoProbe::start(&c.gw).await;
     let failures_before = c.gw.metric("handshake_failures");
-    let cpu_before = cpu_time();
+    let cpu_before = cpu_time("self");
     let started = Instant::now();
     let refused = hammer(c.gw.internal, 1000, 8).await;
     let took = started.elapsed();
-    let cpu = cpu_time() - cpu_before;
+    let cpu = cpu_time("self") - cpu_before;
     let limited = c.gw.metric("handshakes_rate_limited");
     let failed = c.gw.metric("handshake_failures") - failures_before;
     eprintln!("gateway: 1000 attempts in {took:?}, {cpu:?} CPU; {failed} handshakes failed, {limited} refused unread");
@@ -554,11 +544,11 @@ async fn a_thousand_failed_handshakes_a_second_on_the_register_are_rate_limited_
     let c = cluster().await;
     let stats = &c.reg.registry.stats;
     let failures_before = stats.handshake_failures.load(Ordering::Relaxed);
-    let cpu_before = cpu_time();
+    let cpu_before = cpu_time("self");
     let started = Instant::now();
     let refused = hammer(c.reg.addr, 1000, 8).await;
     let took = started.elapsed();
-    let cpu = cpu_time() - cpu_before;
+    let cpu = cpu_time("self") - cpu_before;
     let limited = stats.rate_limited.load(Ordering::Relaxed);
     let failed = stats.handshake_failures.load(Ordering::Relaxed) - failures_before;
     eprintln!("register: 1000 attempts in {took:?}, {cpu:?} CPU; {failed} handshakes failed, {limited} refused unread");
