@@ -54,8 +54,11 @@ enum Taken {
 
 /// Why the connection loop ended.
 enum End {
-    /// The client closed or the socket failed.
+    /// The client closed cleanly (close frame, or end of stream on a TCP framing), or broke the
+    /// protocol and was told so.
     Client,
+    /// The client went away without closing: no close frame, a reset, a failed read or write.
+    Vanished,
     /// We closed it (worker command, shutdown, slow consumer, heartbeat).
     Server,
 }
@@ -147,6 +150,7 @@ fn run<T: Transport>(
         bound: None,
         info_sent: false,
         last_seq: 0,
+        unsettled: 0,
         shutdown: shutdown.clone(),
     };
     let body = async move {
@@ -160,8 +164,22 @@ fn run<T: Transport>(
             Ok(()) => conn.run().await,
             Err(()) => End::Server,
         };
-        conn.handle.tx.close();
-        tracing::debug!(by_client = matches!(end, End::Client), "client disconnected");
+        // Every message a worker sent this client ends as written or dropped: what waits in the
+        // queue and what was taken but not flushed is dropped here, as `client_gone`.
+        let unwritten = conn.handle.tx.close() + std::mem::take(&mut conn.unsettled);
+        let m = &gw.state.metrics;
+        m.dropped_client_gone.fetch_add(unwritten, Ordering::Relaxed);
+        Metrics::inc(match end {
+            End::Client => &m.disconnects_closed,
+            End::Vanished => &m.disconnects_vanished,
+            End::Server => &m.disconnects_server,
+        });
+        tracing::debug!(
+            by_client = !matches!(end, End::Server),
+            vanished = matches!(end, End::Vanished),
+            unwritten,
+            "client disconnected"
+        );
         // The close event carries the final session; deliver it even though the socket is gone.
         let _ = conn.dispatch(EventKind::Close).await;
         conn.unbind();
@@ -185,6 +203,9 @@ struct Connection<T> {
     info_sent: bool,
     /// Sequence number of the last event queued on the bound link.
     last_seq: u64,
+    /// Messages taken from the send queue and not yet flushed to the socket. A flush counts them
+    /// as written (`messages_out`); if the connection ends first they are dropped (`client_gone`).
+    unsettled: u64,
     /// The gateway is stopping.
     shutdown: CancellationToken,
 }
@@ -238,9 +259,9 @@ impl<T: Transport> Connection<T> {
                         }
                         Ok(Incoming::Activity) => {}
                         Err(TransportError::Closed) => return End::Client,
-                        Err(TransportError::Io(e)) => {
-                            tracing::debug!(error = %e, "client read failed");
-                            return End::Client;
+                        Err(TransportError::Vanished(e)) => {
+                            tracing::debug!(error = %e, "client vanished");
+                            return End::Vanished;
                         }
                         Err(TransportError::Violation { code, reason }) => {
                             Metrics::inc(&self.gw.state.metrics.protocol_violations);
@@ -274,7 +295,7 @@ impl<T: Transport> Connection<T> {
                 return;
             }
         }
-        let _ = self.transport.flush().await;
+        let _ = self.flush().await;
     }
 
     async fn on_message(&mut self, payload: Payload) -> Result<(), ()> {
@@ -299,44 +320,59 @@ impl<T: Transport> Connection<T> {
             };
             if let Err(e) = self.feed(msg, counted).await {
                 tracing::debug!(error = ?e, "client write failed");
-                return Some(End::Client);
+                return Some(End::Vanished);
             }
         }
-        if let Err(e) = self.transport.flush().await {
+        if let Err(e) = self.flush().await {
             tracing::debug!(error = ?e, "client flush failed");
-            return Some(End::Client);
+            return Some(End::Vanished);
         }
         None
     }
 
-    /// The next queued item, its bytes taken off the queue's byte count.
-    fn take(&self) -> Taken {
+    /// Flushes what was fed; on success the messages taken so far were written to the socket.
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        self.transport.flush().await?;
+        let written = std::mem::take(&mut self.unsettled);
+        self.gw.state.metrics.messages_out.fetch_add(written, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The next queued item, its bytes taken off the queue's byte count; a message is unsettled
+    /// from here until it is flushed or the connection ends.
+    fn take(&mut self) -> Taken {
         match self.handle.tx.try_recv() {
             None => Taken::Empty,
             Some(Outbound::Msg(msg)) => {
                 self.handle.queued_bytes.fetch_sub(msg.len(), Ordering::Relaxed);
+                self.unsettled += 1;
                 Taken::Send(msg, true)
             }
             Some(Outbound::Control(msg)) => Taken::Send(msg, false),
-            Some(Outbound::Close { last, close }) => Taken::Close(last, close),
+            Some(Outbound::Close { last, close }) => {
+                self.unsettled += u64::from(last.is_some());
+                Taken::Close(last, close)
+            }
         }
     }
 
-    /// Feeds one frame; `counted` ones (not heartbeats) go into the client's and the gateway's
-    /// counters.
+    /// Feeds one frame; `counted` ones (not heartbeats) go into the client's byte counter (the
+    /// gateway counts messages when they are flushed).
     async fn feed(&mut self, msg: Message, counted: bool) -> Result<(), TransportError> {
         let written = self.transport.feed(msg).await?;
         if counted {
             self.handle.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
-            Metrics::inc(&self.gw.state.metrics.messages_out);
         }
         Ok(())
     }
 
-    /// Writes a worker's last message, then closes.
+    /// Writes what was fed before and a worker's last message, then closes.
     async fn close_with(&mut self, last: Option<Message>, close: Option<CloseReason>) {
         if let Some(msg) = last {
-            let _ = self.transport.feed(msg).await;
+            let _ = self.feed(msg, true).await;
+        }
+        if self.flush().await.is_err() {
+            return;
         }
         let (code, reason) = close.map(|c| (c.code, c.reason)).unwrap_or((1000, String::new()));
         self.transport.close(code, &reason).await;

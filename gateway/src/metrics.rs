@@ -10,13 +10,16 @@ pub struct Metrics {
     pub messages_in: AtomicU64,
     pub messages_in_text: AtomicU64,
     pub messages_in_binary: AtomicU64,
+    /// Messages flushed to a client's socket. With the drops below it accounts for every message
+    /// a worker or gateway client sent to a client: each ends as exactly one of them.
     pub messages_out: AtomicU64,
     pub events_sent: AtomicU64,
     pub commands: AtomicU64,
     pub queries: AtomicU64,
     /// A client's send queue was full: the message was dropped and the client disconnected.
     pub dropped_slow_consumer: AtomicU64,
-    /// The target client had already gone (or never existed here).
+    /// The target client had already gone (or never existed here), or its connection ended
+    /// (closed by either side, reset, failed write) before the message was flushed to it.
     pub dropped_client_gone: AtomicU64,
     /// A client event could not reach any worker within the hold time.
     pub dropped_no_worker: AtomicU64,
@@ -28,6 +31,14 @@ pub struct Metrics {
     pub link_errors: AtomicU64,
     /// Clients closed for breaking their protocol (bad frames, invalid UTF-8, oversize).
     pub protocol_violations: AtomicU64,
+    /// Clients that closed cleanly: a close frame (WebSocket) or end of stream (TCP framings).
+    /// Protocol violations end here too, after the gateway's close frame.
+    pub disconnects_closed: AtomicU64,
+    /// Clients that went away without closing: end of stream without a close frame, reset, or a
+    /// failed read or write (a phone that lost signal).
+    pub disconnects_vanished: AtomicU64,
+    /// Clients the gateway closed (worker command, slow consumer, heartbeat, no worker, shutdown).
+    pub disconnects_server: AtomicU64,
     /// Sockets refused at accept because `max_connections` was reached.
     pub rejected_total_limit: AtomicU64,
     /// Sockets refused at accept because `max_connections_per_ip` was reached.
@@ -66,6 +77,9 @@ impl Metrics {
             ("handshake_failures", g(&self.handshake_failures)),
             ("link_errors", g(&self.link_errors)),
             ("protocol_violations", g(&self.protocol_violations)),
+            ("disconnects_closed", g(&self.disconnects_closed)),
+            ("disconnects_vanished", g(&self.disconnects_vanished)),
+            ("disconnects_server", g(&self.disconnects_server)),
             ("rejected_total_limit", g(&self.rejected_total_limit)),
             ("rejected_ip_limit", g(&self.rejected_ip_limit)),
             ("handshakes_rate_limited", g(&self.handshakes_rate_limited)),

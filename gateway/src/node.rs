@@ -51,7 +51,11 @@ impl Node for GatewayNode {
             MetricFamily::new("gw_messages_in_total", "counter", "Messages received from clients, by frame type.")
                 .sample("kind=\"text\"", g(&m.messages_in_text) as f64)
                 .sample("kind=\"binary\"", g(&m.messages_in_binary) as f64),
-            MetricFamily::counter("gw_messages_out_total", "Messages written to clients.", g(&m.messages_out)),
+            MetricFamily::counter(
+                "gw_messages_out_total",
+                "Messages flushed to client sockets (with gw_dropped_total, every message sent to a client).",
+                g(&m.messages_out),
+            ),
             MetricFamily::counter("gw_events_sent_total", "Client events sent to business workers.", g(&m.events_sent)),
             MetricFamily::counter(
                 "gw_commands_total",
@@ -122,6 +126,10 @@ impl Node for GatewayNode {
                 "Clients closed for breaking their protocol.",
                 g(&m.protocol_violations),
             ),
+            MetricFamily::new("gw_disconnects_total", "counter", "Client disconnects, by who ended them and how.")
+                .sample("reason=\"client_closed\"", g(&m.disconnects_closed) as f64)
+                .sample("reason=\"client_vanished\"", g(&m.disconnects_vanished) as f64)
+                .sample("reason=\"server\"", g(&m.disconnects_server) as f64),
             MetricFamily::counter(
                 "gw_links_rejected_busy_total",
                 "Internal connections closed because too many handshakes were pending.",

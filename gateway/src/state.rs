@@ -104,13 +104,15 @@ impl SendQueue {
         }
     }
 
-    /// Refuses further items and drops what waits.
-    pub fn close(&self) {
+    /// Refuses further items and drops what waits; returns how many messages (not heartbeats or
+    /// close requests) were dropped, for the caller to count.
+    pub fn close(&self) -> u64 {
         let mut s = self.state.lock().expect("send queue lock");
         s.closed = true;
-        s.items = VecDeque::new();
+        let items = std::mem::take(&mut s.items);
         drop(s);
         self.ready.notify_one();
+        items.iter().filter(|i| matches!(i, Outbound::Msg(_) | Outbound::Close { last: Some(_), .. })).count() as u64
     }
 
     pub fn len(&self) -> usize {

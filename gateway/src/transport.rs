@@ -11,6 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use gw_proto::Payload;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -32,15 +33,15 @@ pub(crate) enum Incoming {
 /// Why reading stopped.
 #[derive(Debug)]
 pub(crate) enum TransportError {
-    /// The client closed (close frame or end of stream).
+    /// The client closed cleanly: a close frame (WebSocket) or end of stream (TCP framings,
+    /// where that is the normal way to close).
     Closed,
-    Io(std::io::Error),
+    /// The client went away without closing: a WebSocket ended without a close frame, a reset,
+    /// or a failed read or write. A disconnect, not a protocol violation, and nothing to wait for.
+    Vanished(std::io::Error),
     /// The client broke the protocol; it is told with this close code (1002 protocol error,
     /// 1007 invalid UTF-8, 1009 too big).
-    Violation {
-        code: u16,
-        reason: String,
-    },
+    Violation { code: u16, reason: String },
 }
 
 /// A client connection's protocol.
@@ -63,8 +64,20 @@ pub(crate) struct WsTransport {
 fn ws_error(e: WsError) -> TransportError {
     match e {
         WsError::ConnectionClosed | WsError::AlreadyClosed => TransportError::Closed,
-        WsError::Io(e) => TransportError::Io(e),
+        WsError::Io(e) => TransportError::Vanished(e),
+        // End of stream without a close frame: a phone that lost signal, not a broken protocol.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => TransportError::Vanished(
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed without a close frame"),
+        ),
         WsError::Utf8 => TransportError::Violation { code: 1007, reason: "invalid UTF-8 in a text message".into() },
+        // RFC 6455 5.2: the most significant bit of a 64-bit length must be 0. tungstenite
+        // reports such a length as merely too big; it is a broken frame, not a large one.
+        WsError::Capacity(CapacityError::MessageTooLong { size, .. }) if size as u64 > i64::MAX as u64 => {
+            TransportError::Violation {
+                code: 1002,
+                reason: "protocol error: payload length with its top bit set".into(),
+            }
+        }
         WsError::Capacity(e) => TransportError::Violation { code: 1009, reason: format!("message too big: {e}") },
         WsError::Protocol(e) => TransportError::Violation { code: 1002, reason: format!("protocol error: {e}") },
         other => TransportError::Violation { code: 1002, reason: other.to_string() },
@@ -167,7 +180,7 @@ impl Transport for StreamTransport {
             match self.stream.read_buf(&mut self.inbuf).await {
                 Ok(0) => return Err(TransportError::Closed),
                 Ok(_) => {}
-                Err(e) => return Err(TransportError::Io(e)),
+                Err(e) => return Err(TransportError::Vanished(e)),
             }
         }
     }
@@ -185,13 +198,13 @@ impl Transport for StreamTransport {
 
     async fn flush(&mut self) -> Result<(), TransportError> {
         if !self.outbuf.is_empty() {
-            self.stream.write_all(&self.outbuf).await.map_err(TransportError::Io)?;
+            self.stream.write_all(&self.outbuf).await.map_err(TransportError::Vanished)?;
             self.outbuf.clear();
             if self.outbuf.capacity() > 64 * 1024 {
                 self.outbuf = BytesMut::new();
             }
         }
-        self.stream.flush().await.map_err(TransportError::Io)
+        self.stream.flush().await.map_err(TransportError::Vanished)
     }
 
     async fn close(&mut self, _code: u16, _reason: &str) {

@@ -75,11 +75,15 @@ pub(crate) async fn accept(
 ) -> Result<(WebSocketStream<ClientStream>, HandshakeRequest), UpgradeError> {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let head_len = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(refuse(&mut stream, 431, "request head too large", "").await);
+        // Checked after every read, on what was read: the head may end in the last chunk, but
+        // not past the limit.
+        match buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(i) if i + 4 <= MAX_HEAD => break i + 4,
+            Some(_) => return Err(refuse(&mut stream, 431, "request head too large", "").await),
+            None if buf.len() >= MAX_HEAD => {
+                return Err(refuse(&mut stream, 431, "request head too large", "").await);
+            }
+            None => {}
         }
         let mut chunk = [0u8; 1024];
         let n = stream.read(&mut chunk).await?;
