@@ -286,6 +286,44 @@ async fn hostile_websocket_input_gets_the_right_close_code_or_http_status_and_is
     .await;
 }
 
+/// Two limits checked exactly: a request head over 8 KiB is refused with 431 even when it arrives
+/// in the read that crosses the limit, and a 64-bit payload length with its top bit set (which
+/// RFC 6455 forbids) is a protocol error, not merely a big message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_over_8_kib_gets_431_and_a_length_with_its_top_bit_set_gets_1002() {
+    let reg = RegisterHandle::start(SECRET).await;
+    let gw = GatewayHandle::start(&[reg.addr], SECRET).await;
+    let _w = WorkerHandle::start("w", &[reg.addr], SECRET, Bench);
+    wait_for_workers(&gw, 1).await;
+    let addr = addr_of(&gw, "websocket");
+    tokio::task::spawn_blocking(move || {
+        // 9,000 bytes of headers in one write: the whole head is there after a few reads.
+        let padding = "a".repeat(9000);
+        let mut r = Raw::connect(&addr);
+        r.send(format!("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-Padding: {padding}\r\n\r\n").as_bytes());
+        let resp = String::from_utf8_lossy(&r.read_all()).to_string();
+        assert!(resp.starts_with("HTTP/1.1 431"), "a 9,000-byte head: {}", resp.lines().next().unwrap_or(""));
+        // Exactly at the limit is still served.
+        let head = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-Padding: ";
+        let fill = 8 * 1024 - head.len() - "\r\n\r\n".len();
+        let mut r = Raw::connect(&addr);
+        r.send(format!("{head}{}\r\n\r\n", "b".repeat(fill)).as_bytes());
+        let mut status = [0u8; 12];
+        r.0.read_exact(&mut status).unwrap();
+        assert_eq!(&status, b"HTTP/1.1 101", "a head of exactly 8 KiB");
+
+        // Length 2^63 (127, then 0x80 00 .. 00), masked.
+        let mut r = Raw::upgrade(&addr);
+        let mut frame = vec![0x82u8, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 0];
+        frame.extend_from_slice(&[1, 2, 3, 4]);
+        r.send(&frame);
+        assert_eq!(r.close_code(), Some(1002), "a length with its top bit set");
+    })
+    .await
+    .unwrap();
+    assert_eq!(gw.metric("protocol_violations"), 1);
+}
+
 #[tokio::test]
 async fn origin_and_path_allow_lists_refuse_with_403_and_404() {
     let reg = RegisterHandle::start(SECRET).await;
