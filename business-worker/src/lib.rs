@@ -11,6 +11,7 @@ pub mod master;
 mod node;
 mod runtime;
 mod session_writes;
+mod totals;
 
 pub use events::{Context, Events, HandlerResult, Message, ServerData, WebSocketRequest, WorkerContext};
 pub use gw_gateway_client::{Answer, ClientError, CloseReason, GatewayClient, Payload, Session};

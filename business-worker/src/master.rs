@@ -19,6 +19,8 @@ use gw_daemon::{BoxFuture, MetricFamily, Node, ProcessStatus, RunContext};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
+use crate::totals::Totals;
+
 /// Line a worker process prints on stdout once it is linked to every gateway.
 pub const READY_LINE: &str = "GW-WORKER-READY";
 
@@ -53,6 +55,36 @@ pub struct MasterNode {
     shared: Arc<Mutex<Shared>>,
     reloads: AtomicU64,
     restarts: AtomicU64,
+    /// What every process generation counted, so counters survive reloads and restarts.
+    totals: Totals,
+}
+
+/// How often the master samples its processes' counters (what a crashed process counted since
+/// its last sample is lost).
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+impl MasterNode {
+    fn label(&self, slot: &Slot) -> String {
+        format!("{}-{}", self.name, slot.index)
+    }
+
+    /// Asks one process for its metrics and records them; false if it did not answer.
+    async fn sample(&self, slot: &Slot) -> bool {
+        match control::ask(&slot.socket, Request::Metrics, Duration::from_secs(2)).await {
+            Ok(Response::Metrics(families)) => {
+                self.totals.record(&self.label(slot), slot.generation, families);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Samples a retiring process until it is gone, so the work it finishes while draining counts.
+    async fn follow(self: Arc<Self>, slot: Slot) {
+        while self.sample(&slot).await {
+            tokio::time::sleep(SAMPLE_EVERY / 5).await;
+        }
+    }
 }
 
 impl Node for MasterNode {
@@ -103,12 +135,11 @@ impl Node for MasterNode {
                 ),
             ];
             for slot in slots {
-                if let Ok(Response::Metrics(mut child)) =
-                    control::ask(&slot.socket, Request::Metrics, Duration::from_secs(2)).await
-                {
-                    with_label(&mut child, &format!("process=\"{}-{}\"", self.name, slot.index));
-                    families.extend(child);
-                }
+                // A process that does not answer keeps its last totals rather than vanishing.
+                self.sample(&slot).await;
+                let mut child = self.totals.report(&self.label(&slot));
+                with_label(&mut child, &format!("process=\"{}\"", self.label(&slot)));
+                families.extend(child);
             }
             families
         })
@@ -142,8 +173,18 @@ pub async fn run_master(config: WorkerConfig, ctx: RunContext) -> anyhow::Result
         shared: Arc::new(Mutex::new(Shared { slots: Vec::new(), state: "starting".into() })),
         reloads: AtomicU64::new(0),
         restarts: AtomicU64::new(0),
+        totals: Totals::default(),
     });
     ctx.publish(node.clone());
+    let sampler = tokio::spawn({
+        let node = node.clone();
+        async move {
+            loop {
+                tokio::time::sleep(SAMPLE_EVERY).await;
+                let _ = node.metrics().await;
+            }
+        }
+    });
     let mut master = Master {
         exe,
         config_path: ctx.config_path.clone(),
@@ -188,6 +229,7 @@ pub async fn run_master(config: WorkerConfig, ctx: RunContext) -> anyhow::Result
         }
     };
     master.set_state("stopping");
+    sampler.abort();
     master.stop_all().await;
     result
 }
@@ -326,7 +368,9 @@ impl Master {
             // Swap, then retire the old one: it drains, finishes what it has and exits.
             self.node.shared.lock().expect("master lock").slots[i] = new;
             self.retiring.push((old.index, old.generation));
+            let follow = tokio::spawn(self.node.clone().follow(old.clone()));
             self.stop_child(&old).await;
+            follow.abort();
         }
         Ok(())
     }
