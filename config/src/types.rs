@@ -53,7 +53,9 @@ pub struct LinkConfig {
     #[serde(with = "humantime_serde")]
     pub heartbeat_timeout: Duration,
     /// Failed (or unfinished) handshakes one address may have on an internal listener before
-    /// its connections are closed unread; it earns them back over `failed_handshake_window`.
+    /// its connections are served lean (2 s to answer the challenge, failures not logged one by
+    /// one; a peer that proves the secret still gets in); it earns them back over
+    /// `failed_handshake_window`.
     pub failed_handshakes: u32,
     #[serde(with = "humantime_serde")]
     pub failed_handshake_window: Duration,

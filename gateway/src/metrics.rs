@@ -43,8 +43,8 @@ pub struct Metrics {
     pub rejected_total_limit: AtomicU64,
     /// Sockets refused at accept because `max_connections_per_ip` was reached.
     pub rejected_ip_limit: AtomicU64,
-    /// Internal connections closed before the handshake: their address had too many failed
-    /// handshakes (see `gw_link::HandshakeLimiter`).
+    /// Failed internal handshakes from an address over its failed-handshake budget: served with
+    /// a short deadline and not logged one by one (see `gw_link::HandshakeLimiter`).
     pub handshakes_rate_limited: AtomicU64,
     /// Client sockets accepted and closed at once because the process was out of file
     /// descriptors (see `fd_reserve`).

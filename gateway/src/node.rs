@@ -104,7 +104,7 @@ impl Node for GatewayNode {
             MetricFamily::counter("gw_link_errors_total", "Internal links dropped for errors.", g(&m.link_errors)),
             MetricFamily::counter(
                 "gw_handshakes_rate_limited_total",
-                "Internal connections closed before the handshake: their address had too many failed or unfinished handshakes.",
+                "Failed internal handshakes from an address over its failed-handshake budget (served with a short deadline, not logged one by one).",
                 g(&m.handshakes_rate_limited),
             ),
             MetricFamily::new(

@@ -26,18 +26,23 @@ pub(crate) async fn serve(
     links_down: CancellationToken,
     pending: crate::listener::ConnSlot,
 ) {
-    // Before any handshake work: an address with too many recent failures is closed at once
-    // (the limiter logs that once per window, not per connection).
-    let Some(permit) = gw.limiter.admit(peer_addr.ip()) else {
-        Metrics::inc(&gw.state.metrics.handshakes_rate_limited);
-        return;
-    };
-    let link = gw_link::accept(stream, &gw.handshake, &[Role::Worker, Role::Client]).await;
+    // Every connection gets the challenge, so garbage from a shared address never keeps out a
+    // peer that proves the secret; an address with too many recent failures is served lean
+    // (short deadline, failures counted but logged once per window by the limiter).
+    let permit = gw.limiter.admit(peer_addr.ip());
+    let timeout = permit.timeout(gw.handshake.timeout);
+    let link = gw_link::accept_within(stream, &gw.handshake, &[Role::Worker, Role::Client], timeout).await;
     drop(pending);
     let link = match link {
         Ok(link) => {
             permit.succeeded();
             link
+        }
+        // Over budget: counted, and logged by the limiter once per window, not here.
+        Err(_) if permit.over_budget() => {
+            permit.failed();
+            Metrics::inc(&gw.state.metrics.handshakes_rate_limited);
+            return;
         }
         Err(e) => {
             permit.failed();

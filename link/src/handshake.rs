@@ -42,6 +42,17 @@ async fn next_frame(r: &mut FrameReader<OwnedReadHalf>) -> Result<bytes::BytesMu
 /// Runs the accepting side. On a failed verification the peer is told why (never the secret or a
 /// proof) before the error is returned; the caller logs it and drops the stream.
 pub async fn accept(stream: TcpStream, opts: &HandshakeOptions, allowed: &[Role]) -> Result<Link, LinkError> {
+    accept_within(stream, opts, allowed, opts.timeout).await
+}
+
+/// [`accept`] with its own deadline instead of `opts.timeout` (shorter for an address over its
+/// failed-handshake budget, see [`Permit::timeout`](crate::Permit::timeout)).
+pub async fn accept_within(
+    stream: TcpStream,
+    opts: &HandshakeOptions,
+    allowed: &[Role],
+    timeout: Duration,
+) -> Result<Link, LinkError> {
     stream.set_nodelay(true).ok();
     let (r, mut w) = stream.into_split();
     // Handshake frames are tiny; a peer cannot make us buffer more than this before it has
@@ -64,7 +75,7 @@ pub async fn accept(stream: TcpStream, opts: &HandshakeOptions, allowed: &[Role]
             }
         }
     };
-    let peer = tokio::time::timeout(opts.timeout, fut).await.map_err(|_| LinkError::HandshakeTimeout)??;
+    let peer = tokio::time::timeout(timeout, fut).await.map_err(|_| LinkError::HandshakeTimeout)??;
     let (r, rest) = reader.into_parts();
     Ok(Link { reader: FrameReader::with_buffer(r, opts.max_frame, rest), writer: w, peer })
 }

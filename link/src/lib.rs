@@ -14,8 +14,8 @@ mod writer;
 
 pub use backoff::Backoff;
 pub use framed::FrameReader;
-pub use handshake::{HandshakeOptions, Link, accept, connect};
-pub use limiter::{HandshakeLimiter, LimiterConfig, Permit};
+pub use handshake::{HandshakeOptions, Link, accept, accept_within, connect};
+pub use limiter::{HandshakeLimiter, LEAN_TIMEOUT, LimiterConfig, Permit};
 pub use register_link::{RegisterEvent, RegisterLink, keep_register_link};
 pub use writer::{WriterStats, write_loop};
 

@@ -53,7 +53,7 @@ impl Node for RegisterNode {
             ),
             MetricFamily::counter(
                 "gw_handshakes_rate_limited_total",
-                "Connections closed before the handshake: their address had too many failed or unfinished handshakes.",
+                "Failed handshakes from an address over its failed-handshake budget (served with a short deadline, not logged one by one).",
                 g(&s.rate_limited),
             ),
             MetricFamily::counter("gw_link_errors_total", "Links dropped for protocol errors.", g(&s.protocol_errors)),

@@ -24,16 +24,22 @@ pub(crate) async fn serve(
     limiter: Arc<HandshakeLimiter>,
     shutdown: CancellationToken,
 ) {
-    // Before any handshake work: an address with too many recent failures is closed at once
-    // (the limiter logs that once per window, not per connection).
-    let Some(permit) = limiter.admit(peer_addr.ip()) else {
-        registry.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
-    let link = match gw_link::accept(stream, &opts, &[Role::Gateway, Role::Worker, Role::Client]).await {
+    // Every connection gets the challenge, so garbage from a shared address never keeps out a
+    // peer that proves the secret; an address with too many recent failures is served lean
+    // (short deadline, failures counted but logged once per window by the limiter).
+    let permit = limiter.admit(peer_addr.ip());
+    let timeout = permit.timeout(opts.timeout);
+    let roles = [Role::Gateway, Role::Worker, Role::Client];
+    let link = match gw_link::accept_within(stream, &opts, &roles, timeout).await {
         Ok(link) => {
             permit.succeeded();
             link
+        }
+        // Over budget: counted, and logged by the limiter once per window, not here.
+        Err(_) if permit.over_budget() => {
+            permit.failed();
+            registry.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return;
         }
         Err(e) => {
             permit.failed();

@@ -13,7 +13,8 @@ pub struct RegistryStats {
     pub gateways: AtomicU64,
     pub subscribers: AtomicU64,
     pub handshake_failures: AtomicU64,
-    /// Connections closed unread because their address had too many failed handshakes.
+    /// Failed handshakes from an address over its failed-handshake budget (served lean, not
+    /// logged one by one).
     pub rate_limited: AtomicU64,
     pub protocol_errors: AtomicU64,
     /// Messages received from peers (announcements, subscriptions, heartbeats).
