@@ -219,6 +219,26 @@ pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// Writes `<name>.toml` in `dir` for a business-worker master of `count` echo processes named
+/// `name`, linked to `register` with fast reconnects, logging JSON to `dir`, with `/metrics` on
+/// `admin` (`""`: none). Returns the config path as a string, for the command line.
+pub fn echo_worker_config(
+    dir: &Path,
+    name: &str,
+    count: usize,
+    secret: &str,
+    register: std::net::SocketAddr,
+    admin: &str,
+) -> String {
+    let text = format!(
+        "name = \"{name}\"\napp = \"echo\"\ncount = {count}\nsecret = \"{secret}\"\nregisters = [\"{register}\"]\n\
+         grace_period = \"5s\"\n[link]\nreconnect_min = \"20ms\"\nreconnect_max = \"200ms\"\n[log]\nformat = \"json\"\n\
+         [process]\nrun_dir = \"{}\"\nadmin = \"{admin}\"\n",
+        dir.display()
+    );
+    write_config(dir, &format!("{name}.toml"), &text).to_str().unwrap().to_string()
+}
+
 /// A fresh, unique temporary directory for one test.
 pub fn temp_dir(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gwrs-{test}-{}-{}", std::process::id(), rand_suffix()));

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use gw_integration_tests::process::{bin_path, cli, http_get, signal_pid, temp_dir, wait_for_file_line, write_config};
+use gw_integration_tests::process::{
+    bin_path, cli, echo_worker_config, http_get, signal_pid, temp_dir, wait_for_file_line,
+};
 use gw_integration_tests::*;
 
 const SECRET: &str = "totals-secret-0123456789";
@@ -41,18 +43,7 @@ async fn the_masters_counters_only_grow_across_a_reload_and_a_crash() {
     let reg = RegisterHandle::start(SECRET).await;
     let gw = GatewayHandle::start(&[reg.addr], SECRET).await;
     let dir = temp_dir("master-totals");
-    let cfg = write_config(
-        &dir,
-        "mt.toml",
-        &format!(
-            "name = \"mt\"\napp = \"echo\"\ncount = 1\nsecret = \"{SECRET}\"\nregisters = [\"{}\"]\ngrace_period = \"5s\"\n\
-             [link]\nreconnect_min = \"20ms\"\nreconnect_max = \"200ms\"\n[log]\nformat = \"json\"\n\
-             [process]\nrun_dir = \"{}\"\nadmin = \"127.0.0.1:0\"\n",
-            reg.addr,
-            dir.display()
-        ),
-    );
-    let cfg = cfg.to_str().unwrap().to_string();
+    let cfg = echo_worker_config(&dir, "mt", 1, SECRET, reg.addr, "127.0.0.1:0");
     let bin = bin_path("business-worker");
     let out = cli(&bin, &["--config", &cfg, "start", "-d"]);
     assert_eq!(out.code, Some(0), "{}", out.text());

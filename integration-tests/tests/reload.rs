@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use gw_integration_tests::process::{bin_path, cli, temp_dir, write_config};
+use gw_integration_tests::process::{bin_path, cli, echo_worker_config, temp_dir};
 use gw_integration_tests::*;
 
 const SECRET: &str = "reload-test-secret-0123456789";
@@ -59,18 +59,7 @@ async fn reloading_the_workers_twice_under_load_loses_repeats_and_reorders_nothi
     let dir = temp_dir("reload");
     let bin = dir.join("business-worker");
     install_binary(&bin);
-    let cfg = write_config(
-        &dir,
-        "worker.toml",
-        &format!(
-            "name = \"rw\"\napp = \"echo\"\ncount = 2\nsecret = \"{SECRET}\"\nregisters = [\"{}\"]\ngrace_period = \"5s\"\n\
-             [link]\nreconnect_min = \"20ms\"\nreconnect_max = \"200ms\"\n[log]\nformat = \"json\"\n\
-             [process]\nrun_dir = \"{}\"\nadmin = \"\"\n",
-            reg.addr,
-            dir.display()
-        ),
-    );
-    let cfg = cfg.to_str().unwrap().to_string();
+    let cfg = echo_worker_config(&dir, "rw", 2, SECRET, reg.addr, "");
     let out = cli(&bin, &["--config", &cfg, "start", "-d"]);
     assert_eq!(out.code, Some(0), "{}", out.text());
     wait_for_workers(&gw, 2).await;
