@@ -273,8 +273,14 @@ async fn hostile_websocket_input_gets_the_right_close_code_or_http_status_and_is
         assert!(r.read_all().is_empty());
     });
     cases.await.unwrap();
-    assert!(gw.metric("protocol_violations") >= 3, "violations counted");
-    assert!(gw.metric("handshake_failures") >= 5, "handshake failures counted");
+    // A refusal is counted just after its socket closes: on a loaded machine, a moment later.
+    let g = gw.gw.clone();
+    eventually(Duration::from_secs(5), "violations and handshake failures counted", || {
+        let m = &g.state.metrics;
+        let counted = m.get("protocol_violations").unwrap() >= 3 && m.get("handshake_failures").unwrap() >= 5;
+        async move { counted }
+    })
+    .await;
     // Everyone else is unaffected and nothing is left open.
     bystander.send("still fine").await;
     assert_eq!(bystander.recv().await, "still fine");
