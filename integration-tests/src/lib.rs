@@ -3,6 +3,7 @@
 
 mod eventually;
 pub mod logs;
+pub mod numbered;
 pub mod process;
 pub mod ws;
 

@@ -198,6 +198,23 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The pids of the worker processes of the business-worker master `name`, from its `status`.
+pub fn worker_pids(exe: &Path, config: &str, name: &str) -> Vec<u32> {
+    let row = format!(" {name}-");
+    cli(exe, &["--config", config, "status"])
+        .stdout
+        .lines()
+        .filter(|l| l.contains(&row))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// A string field of a JSON log line (`fields.KEY`).
+pub fn log_field(json_line: &str, key: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(json_line).unwrap_or_else(|e| panic!("{e}: {json_line}"));
+    v["fields"][key].as_str().unwrap_or_else(|| panic!("no {key} in {json_line}")).to_string()
+}
+
 /// Waits for a line containing `needle` in a file (a daemon's log); returns the line.
 pub fn wait_for_file_line(path: &Path, needle: &str, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
