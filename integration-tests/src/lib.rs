@@ -19,6 +19,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use eventually::eventually;
+
+/// Every Rust snippet of the README, compiled by `cargo test` as a doctest of this crate (whose
+/// dependencies include every crate the snippets use; `tests/readme.rs` checks that each snippet
+/// shows the dependency lines a reader must add).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
 pub use ws::WsClient;
 
 /// Fast link timings so tests notice failures in well under a second.
