@@ -167,3 +167,30 @@ fn a_bad_app_config_section_is_reported_with_the_rest_and_exits_64() {
     assert!(out.stderr.contains("app_config.greeting: must not be empty"), "{}", out.stderr);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn the_template_pins_the_workspace_dependency_versions() {
+    // Then building it reuses what the workspace built, and it runs what the tests ran.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let packages = |lock: &str| -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(root.join(lock)).unwrap();
+        text.split("[[package]]")
+            .filter_map(|p| {
+                let field =
+                    |k: &str| p.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim_matches('"').to_string());
+                Some((field("name = ")?, field("version = ")?))
+            })
+            .collect()
+    };
+    let workspace = packages("Cargo.lock");
+    for (name, version) in packages("app-template/Cargo.lock") {
+        if name == "my-app" {
+            continue;
+        }
+        assert!(
+            workspace.contains(&(name.clone(), version.clone())),
+            "app-template/Cargo.lock has {name} {version}, which the workspace's Cargo.lock does not \
+             (copy the workspace's Cargo.lock there and build the template again)"
+        );
+    }
+}
