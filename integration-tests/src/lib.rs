@@ -173,6 +173,16 @@ impl GatewayHandle {
     pub fn metric(&self, name: &str) -> u64 {
         self.gw.state.metrics.get(name).unwrap()
     }
+
+    /// Waits until this gateway has received `more` client messages beyond those it had now.
+    pub async fn wait_for_more_messages(&self, more: u64, what: &str) {
+        let mark = self.metric("messages_in");
+        eventually(Duration::from_secs(30), what, || {
+            let n = self.metric("messages_in");
+            async move { n > mark + more }
+        })
+        .await;
+    }
 }
 
 /// A business worker on its own runtime and thread, so [`kill`](WorkerHandle::kill) can drop it

@@ -209,6 +209,19 @@ pub fn worker_pids(exe: &Path, config: &str, name: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Runs `reload` of the business-worker master `name` and checks it replaced every worker process;
+/// returns the new processes' pids.
+pub fn reload_every_process(exe: &Path, config: &str, name: &str) -> Vec<u32> {
+    let old = worker_pids(exe, config, name);
+    let out = cli(exe, &["--config", config, "reload"]);
+    assert_eq!(out.code, Some(0), "reload: {}", out.text());
+    assert!(out.stdout.contains("reload complete"), "{}", out.stdout);
+    let new = worker_pids(exe, config, name);
+    assert_eq!(new.len(), old.len(), "as many worker processes as before: {old:?} -> {new:?}");
+    assert!(new.iter().all(|p| !old.contains(p)), "reload replaced every process: {old:?} -> {new:?}");
+    new
+}
+
 /// A string field of a JSON log line (`fields.KEY`).
 pub fn log_field(json_line: &str, key: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(json_line).unwrap_or_else(|e| panic!("{e}: {json_line}"));
@@ -234,6 +247,30 @@ pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// Writes the config of a business-worker master that a test runs as a daemon (fast links, JSON
+/// logs, its files in `dir`), starts it with `start -d` and returns the config's path. `top` holds
+/// top-level keys (`name`, `app`, …), `sections` whole sections appended at the end.
+pub fn start_worker_master(
+    exe: &Path,
+    dir: &Path,
+    top: &str,
+    registers: std::net::SocketAddr,
+    secret: &str,
+    admin: &str,
+    sections: &str,
+) -> String {
+    let text = format!(
+        "{top}\ncount = 2\nsecret = \"{secret}\"\nregisters = [\"{registers}\"]\ngrace_period = \"5s\"\n\
+         [link]\nreconnect_min = \"20ms\"\nreconnect_max = \"200ms\"\n[log]\nformat = \"json\"\n\
+         [process]\nrun_dir = \"{}\"\nadmin = \"{admin}\"\n{sections}",
+        dir.display()
+    );
+    let config = write_config(dir, "worker.toml", &text).to_str().expect("utf-8 path").to_string();
+    let out = cli(exe, &["--config", &config, "start", "-d"]);
+    assert_eq!(out.code, Some(0), "{}", out.text());
+    config
 }
 
 /// A fresh, unique temporary directory for one test.

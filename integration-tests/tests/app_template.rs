@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use gw_integration_tests::numbered::numbered_traffic;
 use gw_integration_tests::process::{
-    cli, http_get, log_field, temp_dir, wait_for_file_line, worker_pids, write_config,
+    cli, http_get, log_field, reload_every_process, start_worker_master, temp_dir, wait_for_file_line, worker_pids,
+    write_config,
 };
 use gw_integration_tests::*;
 
@@ -50,22 +51,8 @@ async fn the_template_runs_as_a_daemon_and_reloads_its_rebuilt_binary_without_lo
     let reg = RegisterHandle::start(SECRET).await;
     let gw = GatewayHandle::start(&[reg.addr], SECRET).await;
     let dir = temp_dir("template");
-    let cfg = write_config(
-        &dir,
-        "my-app.toml",
-        &format!(
-            "name = \"tpl\"\ncount = 2\nsecret = \"{SECRET}\"\nregisters = [\"{}\"]\ngrace_period = \"5s\"\n\
-             [link]\nreconnect_min = \"20ms\"\nreconnect_max = \"200ms\"\n[log]\nformat = \"json\"\n\
-             [process]\nrun_dir = \"{}\"\nadmin = \"127.0.0.1:0\"\n\
-             [app_config]\ngreeting = \"hi from the template\"\nreply_prefix = \"you said: \"\n",
-            reg.addr,
-            dir.display()
-        ),
-    );
-    let cfg = cfg.to_str().unwrap().to_string();
-    let out = cli(&bin, &["--config", &cfg, "start", "-d"]);
-    assert_eq!(out.code, Some(0), "{}", out.text());
-    assert!(out.stdout.contains("my-app \"tpl\" started as a daemon"), "{}", out.stdout);
+    let sections = "[app_config]\ngreeting = \"hi from the template\"\nreply_prefix = \"you said: \"\n";
+    let cfg = start_worker_master(&bin, &dir, "name = \"tpl\"", reg.addr, SECRET, "127.0.0.1:0", sections);
     wait_for_workers(&gw, 2).await;
 
     // The handlers and the [app_config] section are the template's.
@@ -82,12 +69,7 @@ async fn the_template_runs_as_a_daemon_and_reloads_its_rebuilt_binary_without_lo
         assert!(ws.recv().await.starts_with("hi from the template "));
         tasks.push(tokio::spawn(numbered_traffic(ws, c, stop.clone(), "you said: ".into())));
     }
-    let before_traffic = gw.metric("messages_in");
-    eventually(T, "traffic flowing", || {
-        let n = gw.metric("messages_in");
-        async move { n > before_traffic + 300 }
-    })
-    .await;
+    gw.wait_for_more_messages(300, "traffic flowing").await;
 
     // Rebuild after a "code change" (the source file is newer), under traffic: cargo links a new
     // binary, a different file from the one the processes run.
@@ -102,21 +84,11 @@ async fn the_template_runs_as_a_daemon_and_reloads_its_rebuilt_binary_without_lo
     assert_ne!(new_inode, old_inode, "cargo build wrote a new binary");
 
     let (bin2, cfg2) = (bin.clone(), cfg.clone());
-    let out = tokio::task::spawn_blocking(move || cli(&bin2, &["--config", &cfg2, "reload"])).await.unwrap();
-    assert_eq!(out.code, Some(0), "reload: {}", out.text());
-    assert!(out.stdout.contains("reload complete"), "{}", out.stdout);
-    let new = worker_pids(&bin, &cfg, "tpl");
-    assert_eq!(new.len(), 2);
-    assert!(new.iter().all(|p| !old.contains(p)), "reload replaced every process: {old:?} -> {new:?}");
+    let new = tokio::task::spawn_blocking(move || reload_every_process(&bin2, &cfg2, "tpl")).await.unwrap();
     for pid in &new {
         assert_eq!(inode(Path::new(&format!("/proc/{pid}/exe"))), new_inode, "process {pid} runs the rebuilt binary");
     }
-    let mark = gw.metric("messages_in");
-    eventually(T, "traffic after the reload", || {
-        let n = gw.metric("messages_in");
-        async move { n > mark + 300 }
-    })
-    .await;
+    gw.wait_for_more_messages(300, "traffic after the reload").await;
 
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;

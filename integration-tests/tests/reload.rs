@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use gw_integration_tests::numbered::numbered_traffic;
-use gw_integration_tests::process::{bin_path, cli, temp_dir, worker_pids, write_config};
+use gw_integration_tests::process::{bin_path, cli, reload_every_process, start_worker_master, temp_dir, worker_pids};
 use gw_integration_tests::*;
 
 const SECRET: &str = "reload-test-secret-0123456789";
@@ -28,20 +28,7 @@ async fn reloading_the_workers_twice_under_load_loses_repeats_and_reorders_nothi
     let dir = temp_dir("reload");
     let bin = dir.join("business-worker");
     install_binary(&bin);
-    let cfg = write_config(
-        &dir,
-        "worker.toml",
-        &format!(
-            "name = \"rw\"\napp = \"echo\"\ncount = 2\nsecret = \"{SECRET}\"\nregisters = [\"{}\"]\ngrace_period = \"5s\"\n\
-             [link]\nreconnect_min = \"20ms\"\nreconnect_max = \"200ms\"\n[log]\nformat = \"json\"\n\
-             [process]\nrun_dir = \"{}\"\nadmin = \"\"\n",
-            reg.addr,
-            dir.display()
-        ),
-    );
-    let cfg = cfg.to_str().unwrap().to_string();
-    let out = cli(&bin, &["--config", &cfg, "start", "-d"]);
-    assert_eq!(out.code, Some(0), "{}", out.text());
+    let cfg = start_worker_master(&bin, &dir, "name = \"rw\"\napp = \"echo\"", reg.addr, SECRET, "", "");
     wait_for_workers(&gw, 2).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -51,12 +38,7 @@ async fn reloading_the_workers_twice_under_load_loses_repeats_and_reorders_nothi
             tokio::spawn(async move { numbered_traffic(WsClient::connect(&url).await, c, stop, String::new()).await })
         })
         .collect();
-    let before_traffic = gw.metric("messages_in");
-    eventually(Duration::from_secs(10), "traffic flowing", || {
-        let n = gw.metric("messages_in");
-        async move { n > before_traffic + 500 }
-    })
-    .await;
+    gw.wait_for_more_messages(500, "traffic flowing").await;
 
     let mut durations = Vec::new();
     for round in 1..=2 {
@@ -65,24 +47,14 @@ async fn reloading_the_workers_twice_under_load_loses_repeats_and_reorders_nothi
         install_binary(&bin); // the binary on disk is now a different file
         let (bin2, cfg2) = (bin.clone(), cfg.clone());
         let started = Instant::now();
-        let out = tokio::task::spawn_blocking(move || cli(&bin2, &["--config", &cfg2, "reload"])).await.unwrap();
+        let new = tokio::task::spawn_blocking(move || reload_every_process(&bin2, &cfg2, "rw")).await.unwrap();
         durations.push(started.elapsed());
-        assert_eq!(out.code, Some(0), "reload {round}: {}", out.text());
-        assert!(out.stdout.contains("reload complete"), "{}", out.stdout);
-        let new = worker_pids(&bin, &cfg, "rw");
-        assert_eq!(new.len(), 2);
-        assert!(new.iter().all(|p| !old.contains(p)), "reload {round} replaced every process: {old:?} -> {new:?}");
         for pid in &new {
             let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
             assert!(!exe.to_string_lossy().contains("(deleted)"), "process {pid} runs the new binary, not {exe:?}");
         }
         // Keep the load on between and after reloads.
-        let mark = gw.metric("messages_in");
-        eventually(Duration::from_secs(10), "traffic after reload", || {
-            let n = gw.metric("messages_in");
-            async move { n > mark + 300 }
-        })
-        .await;
+        gw.wait_for_more_messages(300, "traffic after reload").await;
     }
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;
