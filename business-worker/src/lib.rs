@@ -4,7 +4,14 @@
 //!
 //! A handler that returns an error or panics is logged with the client id and the worker goes on
 //! serving everyone else (PHP's worker process dies instead).
+//!
+//! An application binary is its [`Events`] plus one line of `main`: [`main`]`(MyApp)`, or
+//! [`App::new`] when the application is built from its typed `[app_config]` section. Either gets
+//! the whole command line, configuration and process model of the stock `business-worker` binary,
+//! which is itself built that way.
 
+mod app;
+mod app_config;
 pub mod apps;
 mod events;
 pub mod master;
@@ -13,7 +20,10 @@ mod runtime;
 mod session_writes;
 mod totals;
 
+pub use app::{App, Application, main};
+pub use app_config::{APP_SECTION, AppConfig, Config, NoConfig};
 pub use events::{Context, Events, HandlerResult, Message, ServerData, WebSocketRequest, WorkerContext};
+pub use gw_config::{Problem, WorkerConfig};
 pub use gw_gateway_client::{Answer, ClientError, CloseReason, GatewayClient, Payload, Session};
 pub use node::WorkerNode;
 pub use runtime::{WorkerError, WorkerStats, run, run_with, run_with_stats};

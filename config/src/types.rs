@@ -314,7 +314,7 @@ impl GatewayConfig {
 }
 
 /// `business-worker.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
     pub name: String,
@@ -343,6 +343,11 @@ pub struct WorkerConfig {
     pub link: LinkConfig,
     pub log: LogConfig,
     pub process: ProcessConfig,
+    /// The `[app_config]` section: the settings of the application binary, kept as raw TOML here
+    /// and checked by that binary's own typed config (`gw_business_worker::App`), which rejects
+    /// unknown keys like the rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_config: Option<toml::Table>,
 }
 
 impl Default for WorkerConfig {
@@ -361,6 +366,7 @@ impl Default for WorkerConfig {
             link: LinkConfig::default(),
             log: LogConfig::default(),
             process: ProcessConfig::default(),
+            app_config: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod eventually;
 pub mod logs;
+pub mod numbered;
 pub mod process;
 pub mod ws;
 
@@ -18,6 +19,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use eventually::eventually;
+
+/// Every Rust snippet of the README, compiled by `cargo test` as a doctest of this crate (whose
+/// dependencies include every crate the snippets use; `tests/readme.rs` checks that each snippet
+/// shows the dependency lines a reader must add).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
 pub use ws::WsClient;
 
 /// Fast link timings so tests notice failures in well under a second.
@@ -164,6 +172,16 @@ impl GatewayHandle {
 
     pub fn metric(&self, name: &str) -> u64 {
         self.gw.state.metrics.get(name).unwrap()
+    }
+
+    /// Waits until this gateway has received `more` client messages beyond those it had now.
+    pub async fn wait_for_more_messages(&self, more: u64, what: &str) {
+        let mark = self.metric("messages_in");
+        eventually(Duration::from_secs(30), what, || {
+            let n = self.metric("messages_in");
+            async move { n > mark + more }
+        })
+        .await;
     }
 }
 

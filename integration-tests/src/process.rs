@@ -198,6 +198,36 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The pids of the worker processes of the business-worker master `name`, from its `status`.
+pub fn worker_pids(exe: &Path, config: &str, name: &str) -> Vec<u32> {
+    let row = format!(" {name}-");
+    cli(exe, &["--config", config, "status"])
+        .stdout
+        .lines()
+        .filter(|l| l.contains(&row))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Runs `reload` of the business-worker master `name` and checks it replaced every worker process;
+/// returns the new processes' pids.
+pub fn reload_every_process(exe: &Path, config: &str, name: &str) -> Vec<u32> {
+    let old = worker_pids(exe, config, name);
+    let out = cli(exe, &["--config", config, "reload"]);
+    assert_eq!(out.code, Some(0), "reload: {}", out.text());
+    assert!(out.stdout.contains("reload complete"), "{}", out.stdout);
+    let new = worker_pids(exe, config, name);
+    assert_eq!(new.len(), old.len(), "as many worker processes as before: {old:?} -> {new:?}");
+    assert!(new.iter().all(|p| !old.contains(p)), "reload replaced every process: {old:?} -> {new:?}");
+    new
+}
+
+/// A string field of a JSON log line (`fields.KEY`).
+pub fn log_field(json_line: &str, key: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(json_line).unwrap_or_else(|e| panic!("{e}: {json_line}"));
+    v["fields"][key].as_str().unwrap_or_else(|| panic!("no {key} in {json_line}")).to_string()
+}
+
 /// Waits for a line containing `needle` in a file (a daemon's log); returns the line.
 pub fn wait_for_file_line(path: &Path, needle: &str, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
@@ -237,6 +267,30 @@ pub fn echo_worker_config(
         dir.display()
     );
     write_config(dir, &format!("{name}.toml"), &text).to_str().unwrap().to_string()
+}
+
+/// Writes the config of a business-worker master that a test runs as a daemon (fast links, JSON
+/// logs, its files in `dir`), starts it with `start -d` and returns the config's path. `top` holds
+/// top-level keys (`name`, `app`, …), `sections` whole sections appended at the end.
+pub fn start_worker_master(
+    exe: &Path,
+    dir: &Path,
+    top: &str,
+    registers: std::net::SocketAddr,
+    secret: &str,
+    admin: &str,
+    sections: &str,
+) -> String {
+    let text = format!(
+        "{top}\ncount = 2\nsecret = \"{secret}\"\nregisters = [\"{registers}\"]\ngrace_period = \"5s\"\n\
+         [link]\nreconnect_min = \"20ms\"\nreconnect_max = \"200ms\"\n[log]\nformat = \"json\"\n\
+         [process]\nrun_dir = \"{}\"\nadmin = \"{admin}\"\n{sections}",
+        dir.display()
+    );
+    let config = write_config(dir, "worker.toml", &text).to_str().expect("utf-8 path").to_string();
+    let out = cli(exe, &["--config", &config, "start", "-d"]);
+    assert_eq!(out.code, Some(0), "{}", out.text());
+    config
 }
 
 /// A fresh, unique temporary directory for one test.

@@ -3,15 +3,12 @@
 
 use std::time::Duration;
 
-use gw_integration_tests::process::{bin_path, cli, http_get, temp_dir, wait_for_file_line, write_config};
+use gw_integration_tests::process::{
+    bin_path, cli, http_get, log_field as field, temp_dir, wait_for_file_line, worker_pids, write_config,
+};
 use gw_integration_tests::{RegisterHandle, WsClient, eventually};
 
 const T: Duration = Duration::from_secs(20);
-
-fn field(json_line: &str, key: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(json_line).unwrap_or_else(|e| panic!("{e}: {json_line}"));
-    v["fields"][key].as_str().unwrap_or_else(|| panic!("no {key} in {json_line}")).to_string()
-}
 
 #[tokio::test]
 async fn gateway_daemon_lifecycle_status_connections_and_refusals() {
@@ -167,14 +164,7 @@ async fn worker_master_runs_count_processes_and_restarts_a_crashed_one() {
     let worker = bin_path("business-worker");
     let out = cli(&worker, &["--config", cfg, "start", "-d"]);
     assert_eq!(out.code, Some(0), "{}", out.text());
-    let rows = || {
-        let out = cli(&worker, &["--config", cfg, "status"]);
-        out.stdout
-            .lines()
-            .filter(|l| l.contains(" wm-"))
-            .map(|l| l.split_whitespace().next().unwrap().parse::<u32>().unwrap())
-            .collect::<Vec<_>>()
-    };
+    let rows = || worker_pids(&worker, cfg, "wm");
     eventually(T, "two worker processes in status", || {
         let n = rows().len();
         async move { n == 2 }

@@ -5,51 +5,20 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use gw_integration_tests::process::{bin_path, cli, echo_worker_config, temp_dir};
+use gw_integration_tests::numbered::numbered_traffic;
+use gw_integration_tests::process::{bin_path, cli, reload_every_process, start_worker_master, temp_dir, worker_pids};
 use gw_integration_tests::*;
 
 const SECRET: &str = "reload-test-secret-0123456789";
 const CLIENTS: usize = 20;
-const IN_FLIGHT: usize = 4;
 
 /// Puts a fresh copy of the worker binary at `path` (a new inode, as a deploy would).
 fn install_binary(path: &Path) {
     let tmp = path.with_extension("new");
     std::fs::copy(bin_path("business-worker"), &tmp).unwrap();
     std::fs::rename(&tmp, path).unwrap();
-}
-
-fn worker_pids(bin: &Path, cfg: &str) -> Vec<u32> {
-    let out = cli(bin, &["--config", cfg, "status"]);
-    out.stdout
-        .lines()
-        .filter(|l| l.contains(" rw-"))
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect()
-}
-
-async fn traffic(url: String, client: usize, stop: Arc<AtomicBool>) -> (usize, WsClient) {
-    let mut ws = WsClient::connect(&url).await;
-    let (mut sent, mut received) = (0usize, 0usize);
-    loop {
-        let stopping = stop.load(Ordering::Relaxed);
-        while !stopping && sent - received < IN_FLIGHT {
-            ws.send(&format!("c{client}-{sent}")).await;
-            sent += 1;
-        }
-        if stopping && received == sent {
-            return (sent, ws);
-        }
-        let reply = ws.recv().await;
-        assert_eq!(
-            reply,
-            format!("c{client}-{received}"),
-            "client {client}: a message was lost, repeated or reordered"
-        );
-        received += 1;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,45 +28,33 @@ async fn reloading_the_workers_twice_under_load_loses_repeats_and_reorders_nothi
     let dir = temp_dir("reload");
     let bin = dir.join("business-worker");
     install_binary(&bin);
-    let cfg = echo_worker_config(&dir, "rw", 2, SECRET, reg.addr, "");
-    let out = cli(&bin, &["--config", &cfg, "start", "-d"]);
-    assert_eq!(out.code, Some(0), "{}", out.text());
+    let cfg = start_worker_master(&bin, &dir, "name = \"rw\"\napp = \"echo\"", reg.addr, SECRET, "", "");
     wait_for_workers(&gw, 2).await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = (0..CLIENTS).map(|c| tokio::spawn(traffic(gw.ws_url.clone(), c, stop.clone()))).collect();
-    let before_traffic = gw.metric("messages_in");
-    eventually(Duration::from_secs(10), "traffic flowing", || {
-        let n = gw.metric("messages_in");
-        async move { n > before_traffic + 500 }
-    })
-    .await;
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (url, stop) = (gw.ws_url.clone(), stop.clone());
+            tokio::spawn(async move { numbered_traffic(WsClient::connect(&url).await, c, stop, String::new()).await })
+        })
+        .collect();
+    gw.wait_for_more_messages(500, "traffic flowing").await;
 
     let mut durations = Vec::new();
     for round in 1..=2 {
-        let old = worker_pids(&bin, &cfg);
+        let old = worker_pids(&bin, &cfg, "rw");
         assert_eq!(old.len(), 2, "two worker processes before reload {round}");
         install_binary(&bin); // the binary on disk is now a different file
         let (bin2, cfg2) = (bin.clone(), cfg.clone());
         let started = Instant::now();
-        let out = tokio::task::spawn_blocking(move || cli(&bin2, &["--config", &cfg2, "reload"])).await.unwrap();
+        let new = tokio::task::spawn_blocking(move || reload_every_process(&bin2, &cfg2, "rw")).await.unwrap();
         durations.push(started.elapsed());
-        assert_eq!(out.code, Some(0), "reload {round}: {}", out.text());
-        assert!(out.stdout.contains("reload complete"), "{}", out.stdout);
-        let new = worker_pids(&bin, &cfg);
-        assert_eq!(new.len(), 2);
-        assert!(new.iter().all(|p| !old.contains(p)), "reload {round} replaced every process: {old:?} -> {new:?}");
         for pid in &new {
             let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
             assert!(!exe.to_string_lossy().contains("(deleted)"), "process {pid} runs the new binary, not {exe:?}");
         }
         // Keep the load on between and after reloads.
-        let mark = gw.metric("messages_in");
-        eventually(Duration::from_secs(10), "traffic after reload", || {
-            let n = gw.metric("messages_in");
-            async move { n > mark + 300 }
-        })
-        .await;
+        gw.wait_for_more_messages(300, "traffic after reload").await;
     }
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;
