@@ -7,6 +7,7 @@ use clap::Parser;
 
 /// Chat demo: register, gateway, business worker and the chat page in one process.
 #[derive(Debug, Parser)]
+#[command(version = gw_daemon::VERSION)]
 struct Args {
     /// Address to bind every listener on (use 0.0.0.0 to reach the demo from other machines).
     #[arg(long, default_value = "127.0.0.1")]

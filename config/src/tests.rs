@@ -187,7 +187,8 @@ fn a_log_level_that_is_no_level_is_rejected_in_the_file_and_the_environment() {
     for good in ["info", "DEBUG", "off", "info,gw_gateway=debug", "warn, gw_link=trace", "gw_gateway[conn]=debug"] {
         assert_eq!(check_log_level(good), Ok(()), "{good:?} rejected");
     }
-    let ok: WorkerConfig = load(None, |k| (k == "GW_LOG_LEVEL").then(|| "info,gw_business_worker=debug".into())).unwrap();
+    let ok: WorkerConfig =
+        load(None, |k| (k == "GW_LOG_LEVEL").then(|| "info,gw_business_worker=debug".into())).unwrap();
     assert_eq!(ok.log.level, "info,gw_business_worker=debug");
     let _ = std::fs::remove_dir_all(dir);
 }
