@@ -1,7 +1,8 @@
 //! The demo's web backend: serves the chat page and shows the second way to build on the system,
 //! a web application pushing through `gateway-client` (GatewayWorker's "GatewayClient in your PHP
 //! framework" pattern): the page posts its client id to `/api/bind`, the backend binds a uid and
-//! joins the room's group; `/api/announce` pushes to a room, a uid or everyone.
+//! joins the room's group; `/api/announce` pushes to a room, a uid or everyone and says how many
+//! connections that target had.
 
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
