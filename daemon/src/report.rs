@@ -233,12 +233,12 @@ mod tests {
         let t = status_table("gateway", &rows);
         assert!(t.contains("1 process(es), 3 connection(s)"), "{t}");
         assert!(t.contains("metrics: off"), "{t}");
+        assert!(t.contains("4.0M"), "{t}");
         let rows = vec![ProcessStatus { pid: 7, admin: Some("127.0.0.1:9100".into()), ..Default::default() }];
         let t = status_table("gateway", &rows);
         assert!(
             t.contains("metrics: http://127.0.0.1:9100/metrics  health: http://127.0.0.1:9100/health  (pid 7)"),
             "{t}"
         );
-        assert!(t.contains("4.0M"), "{t}");
     }
 }
