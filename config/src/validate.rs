@@ -145,8 +145,9 @@ pub fn check_log_level(filter: &str) -> Result<(), String> {
             None => is_level(directive),
         };
         if !ok {
+            let within = if directive == filter.trim() { String::new() } else { format!(" (in {filter:?})") };
             return Err(format!(
-                "{filter:?}: {directive:?} is not a log level; use one of {} or directives like \"info,gw_gateway=debug\"",
+                "{directive:?}{within} is not a log level; use one of {} or directives like \"info,gw_gateway=debug\"",
                 LOG_LEVELS.join(", ")
             ));
         }
