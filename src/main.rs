@@ -7,8 +7,11 @@ use clap::Parser;
 
 /// Chat demo: register, gateway, business worker and the chat page in one process.
 #[derive(Debug, Parser)]
+#[command(version = gw_daemon::VERSION)]
 struct Args {
-    /// Address to bind every listener on (use 0.0.0.0 to reach the demo from other machines).
+    /// Address of the chat page and the WebSocket listener (0.0.0.0 to reach the demo from other
+    /// machines). The register and the gateway's internal listener have no secret in the demo, so
+    /// they stay on 127.0.0.1 whatever this says.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     /// Port of the chat page.
@@ -44,6 +47,15 @@ fn main() -> ExitCode {
         println!("  chat page:  http://{}/", addrs.web);
         println!("  websocket:  ws://{}/", addrs.websocket);
         println!("  register:   {}", addrs.register);
+        if gw_chat_demo::internal_host(&args.host) != args.host {
+            println!();
+            println!(
+                "  note: the register and the gateway's internal listeners stay on {}: the demo has no",
+                gw_chat_demo::internal_host(&args.host)
+            );
+            println!("  secret, so only the page and the WebSocket listen on {}. For a cluster across", args.host);
+            println!("  machines, run the daemons with a `secret` (see README, \"Running the daemons separately\").");
+        }
         println!();
         println!("  open the page in two browser tabs, or: websocat ws://{}/", addrs.websocket);
         println!("  push from the web backend: curl -X POST http://{}/api/announce -H 'content-type: application/json' -d '{{\"content\":\"hello\"}}'", addrs.web);

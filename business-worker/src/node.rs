@@ -52,6 +52,7 @@ impl Node for WorkerNode {
             messages_out: 0,
             dropped: 0,
             requests_per_sec: 0.0,
+            admin: None,
             state: if s.draining.load(Ordering::Relaxed) { "draining".into() } else { "running".into() },
         };
         Box::pin(async move { vec![row] })

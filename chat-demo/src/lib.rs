@@ -23,19 +23,31 @@ pub struct DemoListeners {
 }
 
 impl DemoListeners {
-    /// Binds every listener on `host` with the given ports (0 for any).
+    /// Binds the chat page and the WebSocket listener on `host`, and the register and the
+    /// gateway's internal listener on [`internal_host`]`(host)`, with the given ports (0 for any).
     pub async fn bind(host: &str, register: u16, ws: u16, internal: u16, web: u16) -> anyhow::Result<Self> {
-        let bind = |port: u16, what: &'static str| {
-            let addr = format!("{host}:{port}");
+        let bind = |host: &str, port: u16, what: &'static str| {
+            let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
             async move { TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr} ({what})")) }
         };
+        let inside = internal_host(host);
         Ok(Self {
-            register: bind(register, "register").await?,
-            gateway_public: bind(ws, "websocket").await?,
-            gateway_internal: bind(internal, "gateway internal").await?,
-            web: bind(web, "web page").await?,
+            register: bind(inside, register, "register").await?,
+            gateway_public: bind(host, ws, "websocket").await?,
+            gateway_internal: bind(inside, internal, "gateway internal").await?,
+            web: bind(host, web, "web page").await?,
         })
     }
+}
+
+/// Where the demo's register and gateway-internal listener bind for a `--host`: the host itself
+/// if it is a loopback address, else `127.0.0.1`. The demo runs without a secret, and the daemons
+/// refuse to listen for internal peers on any other address without one; everything internal to
+/// the demo is in its own process anyway.
+pub fn internal_host(host: &str) -> &str {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback { host } else { "127.0.0.1" }
 }
 
 /// Where the running demo can be reached.

@@ -1,7 +1,8 @@
 //! The demo's web backend: serves the chat page and shows the second way to build on the system,
 //! a web application pushing through `gateway-client` (GatewayWorker's "GatewayClient in your PHP
 //! framework" pattern): the page posts its client id to `/api/bind`, the backend binds a uid and
-//! joins the room's group; `/api/announce` pushes to a room, a uid or everyone.
+//! joins the room's group; `/api/announce` pushes to a room, a uid or everyone and says how many
+//! connections that target had.
 
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
@@ -26,11 +27,24 @@ struct AppState {
 pub fn router(gateway: GatewayClient, ws_url: String) -> Router {
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
+        // Browsers ask for /favicon.ico whatever the page says; both names get the same icon.
+        .route("/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon))
         .route("/api/config", get(config))
         .route("/api/bind", post(bind))
         .route("/api/announce", post(announce))
         .route("/api/online", get(online))
         .with_state(AppState { gateway, ws_url })
+}
+
+/// A speech bubble in the page's header colour.
+const FAVICON: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><path d="M8 10h48a6 6 0 0 1 6 6v26a6 6 0 0 1-6 6H28L14 60V48H8a6 6 0 0 1-6-6V16a6 6 0 0 1 6-6z" fill="#2d3e50"/><circle cx="20" cy="29" r="4" fill="#9fd3ff"/><circle cx="32" cy="29" r="4" fill="#9fd3ff"/><circle cx="44" cy="29" r="4" fill="#9fd3ff"/></svg>"##;
+
+async fn favicon() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "image/svg+xml"), (axum::http::header::CACHE_CONTROL, "max-age=86400")],
+        FAVICON,
+    )
 }
 
 async fn config(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -114,14 +128,34 @@ async fn announce(State(s): State<AppState>, req: Result<Json<Announce>, JsonRej
         None => None,
     };
     let msg = json!({ "type": "announce", "content": req.content, "time": now_string() }).to_string();
-    let (target, result) = match (&room, &req.uid) {
-        (Some(room), _) => (format!("room {room}"), s.gateway.send_to_group(room, msg).await),
-        (None, Some(uid)) => (format!("uid {uid}"), s.gateway.send_to_uid(uid, msg).await),
-        (None, None) => ("everyone".to_string(), s.gateway.send_to_all(msg).await),
+    // The sends themselves report nothing per connection (as in GatewayWorker): count the
+    // target's connections just before sending, so a caller learns that a uid reached nobody.
+    let g = &s.gateway;
+    let (target, reached, result) = match (&room, &req.uid) {
+        (Some(room), _) => {
+            (format!("room {room}"), g.get_client_count_by_group(room).await, g.send_to_group(room, msg).await)
+        }
+        (None, Some(uid)) => {
+            let ids = g
+                .get_client_ids_by_uid(uid)
+                .await
+                .map(|a| gw_gateway_client::Answer { value: a.value.len() as u64, missing: a.missing });
+            (format!("uid {uid}"), ids, g.send_to_uid(uid, msg).await)
+        }
+        (None, None) => ("everyone".to_string(), g.get_all_client_count().await, g.send_to_all(msg).await),
     };
-    match result {
-        Ok(()) => Json(json!({ "ok": true, "sent_to": target })).into_response(),
-        Err(e) => failed(e),
+    match (result, reached) {
+        (Ok(()), Ok(reached)) => {
+            let mut answer = json!({
+                "ok": true, "sent_to": target, "connections": reached.value,
+                "complete": reached.is_complete(), "missing": reached.missing,
+            });
+            if reached.value == 0 {
+                answer["note"] = json!(format!("{target} has no connection: nobody got the announcement"));
+            }
+            Json(answer).into_response()
+        }
+        (Err(e), _) | (_, Err(e)) => failed(e),
     }
 }
 

@@ -373,6 +373,36 @@ async fn scenario(url: String, web: std::net::SocketAddr, ann: Client, bob: Clie
     std::fs::write(&file, &png).unwrap();
     println!("screenshot: {}", file.display());
 
+    // ---- narrow and wide layouts, with more messages than fit ----
+    layouts(&ann, &cid, web).await;
+
+    // ---- the emoji picker inserts shortcodes ----
+    let p: Value = cid.execute("return document.querySelector('#emoji-picker').hidden", vec![]).await.unwrap();
+    assert_eq!(p, json!(true), "the picker starts closed");
+    click(&cid, "#emoji-button").await;
+    let hint: Value = cid
+        .execute("const p = document.querySelector('#emoji-picker'); return p.hidden ? '' : p.textContent", vec![])
+        .await
+        .unwrap();
+    assert!(hint.as_str().is_some_and(|h| h.contains(":smile:") && h.contains("🎉")), "visible hint and emoji: {hint}");
+    fill(&cid, "#input", "party").await;
+    click(&cid, "#emoji-picker button[data-code='tada']").await;
+    let typed = cid.find(Locator::Css("#input")).await.unwrap().prop("value").await.unwrap();
+    assert_eq!(typed.as_deref(), Some("party :tada: "), "the picker inserts the shortcode");
+    click(&cid, "#send").await;
+    wait_for(&ann, "Ann", "Cid's picked emoji", |p| p.has("say", "party 🎉")).await;
+    click(&cid, "#emoji-button").await;
+
+    // ---- a favicon, so no load of the page ends in a 404 ----
+    for path in ["/favicon.ico", "/favicon.svg"] {
+        let (status, body) = common::http(web, "GET", path, None).await.unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body.starts_with("<svg"), "{path}: {body}");
+    }
+    let icon: Value =
+        ann.execute("return document.querySelector('link[rel=icon]').getAttribute('href')", vec![]).await.unwrap();
+    assert_eq!(icon, json!("/favicon.svg"));
+
     // ---- switching rooms ----
     fill(&cid, "#new-room", "pond").await;
     click(&cid, "#switch-room").await;
@@ -480,10 +510,76 @@ async fn heartbeat_and_reconnect(c: &Client, page_url: &str) {
     drop(ws);
     let p = wait_for(c, "Cid", "the reconnecting status", |p| p.status().contains("reconnecting")).await;
     assert_eq!(p.state["statusClass"], "wait");
+    assert!(p.has("notice", "Disconnected from the server"), "the transcript says so too: {:?}", p.texts());
     let listener = common_bind_again(addr).await;
     let _ws = accept_login(&listener, "fake-2").await;
     wait_for(c, "Cid", "reconnected with a new client id", |p| p.status() == "connected" && p.client_id() == "fake-2")
         .await;
+}
+
+/// Where the parts of the page are, and whether the transcript scrolls inside its pane.
+const LAYOUT_JS: &str = r#"
+const box = (s) => { const b = document.querySelector(s).getBoundingClientRect();
+  return { top: b.top, bottom: b.bottom, left: b.left, right: b.right, height: b.height }; };
+const m = document.querySelector('#messages');
+const header = box('header');
+const atHeader = document.elementFromPoint(8, header.top + header.height / 2);
+const aside = box('aside');
+const atMembers = document.elementFromPoint(aside.left + 10, aside.top + 10);
+return {
+  vw: window.innerWidth, vh: window.innerHeight, header, aside, main: box('#main'), messages: box('#messages'),
+  composer: box('#composer'), pageHeight: document.documentElement.scrollHeight,
+  scrollHeight: m.scrollHeight, clientHeight: m.clientHeight,
+  headerOnTop: !!(atHeader && atHeader.closest('header')),
+  membersOnTop: !!(atMembers && atMembers.closest('aside')),
+  count: m.querySelectorAll('.msg').length,
+};
+"#;
+
+/// Fills the room with 25 announcements, then checks the page at 420×600 (stacked: header, member
+/// strip and composer visible, the transcript scrolls in its pane) and at 1100×720 (side by side).
+async fn layouts(ann: &Client, cid: &Client, web: std::net::SocketAddr) {
+    for n in 1..=25 {
+        let body =
+            json!({"room": "garden", "content": format!("filler {n} of 25, long enough to wrap on a phone screen")});
+        let (status, answer) = common::http(web, "POST", "/api/announce", Some(&body.to_string())).await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
+    wait_for(cid, "Cid", "the 25 announcements", |p| p.has("announce", "filler 25 of 25")).await;
+    wait_for(ann, "Ann", "the 25 announcements", |p| p.has("announce", "filler 25 of 25")).await;
+    for (width, height) in [(420u32, 600u32), (1100, 720)] {
+        cid.set_window_size(width, height).await.unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        let l = loop {
+            let l: Value = cid.execute(LAYOUT_JS, vec![]).await.unwrap();
+            let narrow = l["vw"].as_f64().unwrap() < 700.0;
+            if narrow == (width < 700) || Instant::now() > deadline {
+                break l;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let f = |path: &str| -> f64 {
+            path.split('.').fold(&l, |v, k| &v[k]).as_f64().unwrap_or_else(|| panic!("{path} in {l}"))
+        };
+        let what = format!("{width}x{height}: {l}");
+        assert!(f("header.top") >= 0.0 && f("header.height") > 0.0, "header on screen, {what}");
+        assert_eq!(l["headerOnTop"], true, "nothing covers the header, {what}");
+        assert_eq!(l["membersOnTop"], true, "nothing covers the member list, {what}");
+        assert!(f("aside.height") > 20.0 && f("aside.bottom") <= f("vh") + 0.5, "member list visible, {what}");
+        assert!(f("messages.top") >= f("header.bottom") - 0.5, "transcript below the header, {what}");
+        assert!(f("composer.bottom") <= f("vh") + 0.5, "composer on screen, {what}");
+        assert!(f("pageHeight") <= f("vh") + 1.0, "the page itself does not grow past the window, {what}");
+        assert!(f("scrollHeight") > f("clientHeight"), "the transcript scrolls inside its pane, {what}");
+        if width < 700 {
+            assert!(f("aside.bottom") <= f("main.top") + 0.5, "stacked: members above the transcript, {what}");
+        } else {
+            assert!(f("aside.left") >= f("main.right") - 0.5, "side by side: members right of the transcript, {what}");
+        }
+        if width < 700 {
+            let png = cid.screenshot().await.expect("screenshot");
+            std::fs::write(artifacts_dir().join("chat-browser-420x600.png"), &png).unwrap();
+        }
+    }
 }
 
 async fn common_bind_again(addr: std::net::SocketAddr) -> TcpListener {

@@ -334,10 +334,17 @@ async fn web_backend_binds_a_uid_and_joins_the_room() {
     let (status, body) = demo.post("/api/announce", &json!({"uid": "user:Wendy", "content": "just for Wendy"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["sent_to"], "uid user:Wendy");
+    assert_eq!(body["connections"], 1, "{body}");
     expect_announce(&mut web, "just for Wendy").await;
+    // A uid nobody is bound to: still 200 (nothing failed), but the answer says it reached no one.
+    let (status, body) = demo.post("/api/announce", &json!({"uid": "user:Nobody", "content": "anyone?"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["connections"], 0, "{body}");
+    assert_eq!(body["note"], "uid user:Nobody has no connection: nobody got the announcement", "{body}");
     let announce = json!({"room": "webroom", "content": "webroom only"});
     let (status, body) = demo.post("/api/announce", &announce).await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!((body["connections"].clone(), body["complete"].clone()), (json!(2), json!(true)), "{body}");
     // Vic's first announcement is this one.
     expect_announce(&mut web, "webroom only").await;
     expect_announce(&mut vic, "webroom only").await;

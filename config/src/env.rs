@@ -2,7 +2,7 @@
 //! Everything else belongs in the TOML file.
 
 use crate::types::*;
-use crate::validate::Problem;
+use crate::validate::{Problem, check_log_level};
 
 /// The variables read, and what they override.
 pub const ENV_VARS: &[(&str, &str)] = &[
@@ -47,21 +47,22 @@ fn process(process: &mut ProcessConfig, env: &dyn Fn(&str) -> Option<String>) {
 }
 
 fn log(log: &mut LogConfig, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
-    set(&mut log.level, env, "GW_LOG_LEVEL");
-    match env("GW_LOG_FORMAT").as_deref() {
-        None => vec![],
-        Some("plain") => {
-            log.format = LogFormat::Plain;
-            vec![]
-        }
-        Some("json") => {
-            log.format = LogFormat::Json;
-            vec![]
-        }
-        Some(other) => {
-            vec![Problem { key: "GW_LOG_FORMAT".into(), reason: format!("{other:?} is not `plain` or `json`") }]
+    let mut problems = Vec::new();
+    if let Some(level) = env("GW_LOG_LEVEL") {
+        // Named after the variable, not log.level, so the operator looks in the right place.
+        match check_log_level(&level) {
+            Ok(()) => log.level = level,
+            Err(reason) => problems.push(Problem { key: "GW_LOG_LEVEL".into(), reason }),
         }
     }
+    match env("GW_LOG_FORMAT").as_deref() {
+        None => {}
+        Some("plain") => log.format = LogFormat::Plain,
+        Some("json") => log.format = LogFormat::Json,
+        Some(other) => problems
+            .push(Problem { key: "GW_LOG_FORMAT".into(), reason: format!("{other:?} is not `plain` or `json`") }),
+    }
+    problems
 }
 
 impl EnvOverride for RegisterConfig {

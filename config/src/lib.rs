@@ -11,7 +11,7 @@ mod validate;
 
 pub use env::{ENV_VARS, EnvOverride, apply_env};
 pub use types::*;
-pub use validate::{ListenerUrl, Problem, Validate, parse_listener_url};
+pub use validate::{LOG_LEVELS, ListenerUrl, Problem, Validate, check_log_level, parse_listener_url};
 
 /// What every daemon's configuration offers to the shared daemon runner.
 pub trait DaemonConfig: serde::de::DeserializeOwned + Default + Validate + EnvOverride + Send + 'static {
@@ -50,6 +50,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// The file is not valid TOML, or values have the wrong type or unknown keys. `message` holds
+    /// every such error found (a syntax error ends the reading, so it comes alone).
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid configuration{}:\n{}", origin(.path), .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -60,10 +62,46 @@ fn origin(path: &Option<PathBuf>) -> String {
     path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default()
 }
 
-/// Parses TOML text into a config (no environment, no validation).
+/// At most this many wrong values or unknown keys are collected from one file.
+const MAX_TOML_ERRORS: usize = 32;
+
+/// Parses TOML text into a config (no environment, no validation), reporting every wrong type
+/// and unknown key at once.
+///
+/// serde stops at the first error, so each error's line is set aside (commented out) and the
+/// text read again, until it reads or an error has no line to set aside. A syntax error ends the
+/// search: past it the parser cannot tell what the rest of the file means.
 pub fn parse<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
-    toml::from_str(text)
-        .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string().trim_end().to_string() })
+    let fail = |errors: Vec<String>| {
+        let message = match errors.len() {
+            1 => errors.join(""),
+            n => format!("{n} errors:\n{}", errors.join("\n")),
+        };
+        ConfigError::Parse { path: path.to_path_buf(), message }
+    };
+    if let Err(e) = text.parse::<toml::Table>() {
+        return Err(fail(vec![e.to_string().trim_end().to_string()]));
+    }
+    let mut text = text.to_string();
+    let mut errors = Vec::new();
+    loop {
+        let e = match toml::from_str::<T>(&text) {
+            Ok(config) if errors.is_empty() => return Ok(config),
+            Ok(_) => return Err(fail(errors)),
+            Err(e) => e,
+        };
+        errors.push(e.to_string().trim_end().to_string());
+        let line_start = e.span().map(|span| text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1));
+        // An error without a line, a line already set aside, or a line whose removal breaks the
+        // syntax (a value spanning lines): stop with what was found.
+        // A table header is not set aside either: its keys would land in the table above.
+        let settable = |&s: &usize| !text[s..].starts_with('#') && !text[s..].trim_start().starts_with('[');
+        let Some(start) = line_start.filter(settable) else { return Err(fail(errors)) };
+        text.insert(start, '#');
+        if errors.len() >= MAX_TOML_ERRORS || text.parse::<toml::Table>().is_err() {
+            return Err(fail(errors));
+        }
+    }
 }
 
 /// Loads a daemon's configuration: the file if given (defaults otherwise), then environment

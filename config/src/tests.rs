@@ -163,3 +163,65 @@ fn durations_are_human_readable() {
     let w: WorkerConfig = parse("grace_period = \"1m 30s\"\n", Path::new("w.toml")).unwrap();
     assert_eq!(w.grace_period, std::time::Duration::from_secs(90));
 }
+
+#[test]
+fn a_log_level_that_is_no_level_is_rejected_in_the_file_and_the_environment() {
+    // tracing reads a lone word as a target name: "verbose" would enable a target that does not
+    // exist and log nothing at all, errors included.
+    let dir = std::env::temp_dir().join(format!("gw-config-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("register.toml");
+    std::fs::write(&path, "[log]\nlevel = \"verbose\"\n").unwrap();
+    let err = load::<RegisterConfig>(Some(&path), no_env).unwrap_err().to_string();
+    assert!(err.contains("log.level: \"verbose\""), "{err}");
+    assert!(err.contains("trace, debug, info, warn, error, off"), "{err}");
+
+    let err = load::<GatewayConfig>(None, |k| (k == "GW_LOG_LEVEL").then(|| "loud".to_string())).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("GW_LOG_LEVEL: \"loud\""), "{text}");
+    assert!(!text.contains("log.level"), "the variable is named, not the key it overrides: {text}");
+
+    for bad in ["", "info,gw_gateway", "=debug", "info,gw_gateway=loud"] {
+        assert!(check_log_level(bad).is_err(), "{bad:?} accepted");
+    }
+    for good in ["info", "DEBUG", "off", "info,gw_gateway=debug", "warn, gw_link=trace", "gw_gateway[conn]=debug"] {
+        assert_eq!(check_log_level(good), Ok(()), "{good:?} rejected");
+    }
+    let ok: WorkerConfig =
+        load(None, |k| (k == "GW_LOG_LEVEL").then(|| "info,gw_business_worker=debug".into())).unwrap();
+    assert_eq!(ok.log.level, "info,gw_business_worker=debug");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn every_wrong_type_and_unknown_key_of_a_file_is_reported_at_once() {
+    let dir = std::env::temp_dir().join(format!("gw-config-many-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.toml");
+    let text = "name = \"gw\"\nmax_connections = \"lots\"\nlistn = \"127.0.0.1:7272\"\n\n[link]\nmax_frme = 10\nqueue = -1\n\n[log]\nlevel = \"info\"\nformat = \"xml\"\n";
+    std::fs::write(&path, text).unwrap();
+    let err = load::<GatewayConfig>(Some(&path), no_env).unwrap_err().to_string();
+    for needle in [
+        "gateway.toml: 5 errors:",
+        "line 2",
+        "invalid type: string \"lots\"",
+        "line 3",
+        "unknown field `listn`",
+        "line 6",
+        "unknown field `max_frme`",
+        "line 7",
+        "line 11",
+        "unknown variant `xml`",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    // A syntax error ends the reading: reported alone, with its line.
+    std::fs::write(&path, "name = \"gw\"\nmax_connections = = 3\nlistn = 1\n").unwrap();
+    let err = load::<GatewayConfig>(Some(&path), no_env).unwrap_err().to_string();
+    assert!(err.contains("line 2") && !err.contains("listn"), "{err}");
+    // A value spanning lines cannot be set aside alone: what was found so far is reported.
+    std::fs::write(&path, "max_connections = \"x\"\nregisters = [\n  1,\n]\nlistn = 1\n").unwrap();
+    let err = load::<GatewayConfig>(Some(&path), no_env).unwrap_err().to_string();
+    assert!(err.contains("invalid type: string \"x\""), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

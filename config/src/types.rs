@@ -19,7 +19,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// A tracing filter: `info`, `debug`, `gw_gateway=debug,info`, …
+    /// A level (`trace`, `debug`, `info`, `warn`, `error`, `off`) or tracing directives each
+    /// ending in one: `info,gw_gateway=debug`. Checked by validation.
     pub level: String,
     pub format: LogFormat,
 }

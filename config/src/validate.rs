@@ -122,10 +122,37 @@ impl Problems {
     }
 
     fn log(&mut self, log: &LogConfig) {
-        if log.level.trim().is_empty() {
-            self.add("log.level", "must not be empty (try \"info\")");
+        if let Err(reason) = check_log_level(&log.level) {
+            self.add("log.level", reason);
         }
     }
+}
+
+/// The level names a log filter takes.
+pub const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks a log filter: a level (`info`), or comma-separated directives each ending in a level
+/// (`info,gw_gateway=debug`). tracing would take any word as a target name and enable that
+/// target alone, so `verbose` or `loud` would silently log nothing at all, errors included.
+pub fn check_log_level(filter: &str) -> Result<(), String> {
+    let is_level = |s: &str| LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(s.trim()));
+    if filter.trim().is_empty() {
+        return Err(format!("must not be empty: use one of {} (e.g. \"info\")", LOG_LEVELS.join(", ")));
+    }
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let ok = match directive.rsplit_once('=') {
+            Some((target, level)) => !target.trim().is_empty() && is_level(level),
+            None => is_level(directive),
+        };
+        if !ok {
+            let within = if directive == filter.trim() { String::new() } else { format!(" (in {filter:?})") };
+            return Err(format!(
+                "{directive:?}{within} is not a log level; use one of {} or directives like \"info,gw_gateway=debug\"",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn is_loopback(ip: IpAddr) -> bool {

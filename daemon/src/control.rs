@@ -50,8 +50,26 @@ pub async fn bind(path: &Path) -> std::io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
+/// Removes a control socket this process bound when dropped, however start-up or the run ends.
+#[derive(Debug)]
+pub struct RemoveOnDrop(pub std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Serves requests until `shutdown`.
-pub async fn serve(listener: UnixListener, node: Arc<dyn Node>, rates: Arc<Rates>, shutdown: CancellationToken) {
+///
+/// `admin` is the address of this process's `/metrics` endpoint, reported by `status`.
+pub async fn serve(
+    listener: UnixListener,
+    node: Arc<dyn Node>,
+    rates: Arc<Rates>,
+    admin: Option<String>,
+    shutdown: CancellationToken,
+) {
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -64,16 +82,21 @@ pub async fn serve(listener: UnixListener, node: Arc<dyn Node>, rates: Arc<Rates
                 }
             },
         };
-        let (node, rates) = (node.clone(), rates.clone());
+        let (node, rates, admin) = (node.clone(), rates.clone(), admin.clone());
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, node, rates).await {
+            if let Err(e) = answer(stream, node, rates, admin).await {
                 tracing::debug!(error = %e, "control request failed");
             }
         });
     }
 }
 
-async fn answer(stream: UnixStream, node: Arc<dyn Node>, rates: Arc<Rates>) -> anyhow::Result<()> {
+async fn answer(
+    stream: UnixStream,
+    node: Arc<dyn Node>,
+    rates: Arc<Rates>,
+    admin: Option<String>,
+) -> anyhow::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     tokio::time::timeout(Duration::from_secs(5), BufReader::new(r).read_line(&mut line)).await??;
@@ -84,6 +107,7 @@ async fn answer(stream: UnixStream, node: Arc<dyn Node>, rates: Arc<Rates>) -> a
             let me = std::process::id();
             for row in rows.iter_mut().filter(|r| r.pid == me) {
                 row.requests_per_sec = rates.per_second();
+                row.admin = admin.clone();
             }
             Response::Status(rows)
         }

@@ -31,6 +31,9 @@ pub const EXIT_CONFIG: u8 = 64;
 /// Exit code for everything else that failed (not running, already running, cannot bind, …).
 pub const EXIT_FAILURE: u8 = 1;
 
+/// What `--version` prints after the binary's name: the gatewayrs release it is built from.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// Environment variable marking the process that `start -d` detached.
 const DETACHED_ENV: &str = "GW_DETACHED";
 
@@ -121,7 +124,7 @@ where
     F: FnOnce(C, RunContext) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let matches = Cli::command().name(spec.binary).about(spec.about).get_matches();
+    let matches = Cli::command().name(spec.binary).about(spec.about).version(VERSION).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -256,9 +259,22 @@ impl Control {
 
     fn reload(&self) -> ExitCode {
         if !self.spec.reloadable {
+            let why = if self.spec.has_connections {
+                format!(
+                    "it holds the client connections, and restarting it closes them (clients must reconnect). \
+                     Use `{} restart` only when that is acceptable.",
+                    self.spec.binary
+                )
+            } else {
+                format!(
+                    "it runs no application code, so there is nothing to reload. `{} restart` is safe: \
+                     clients stay connected and the gateways announce themselves again within a second or two.",
+                    self.spec.binary
+                )
+            };
             eprintln!(
-                "{} is not reloadable: restarting it would drop its connections. Nothing was changed. \
-                 Reload the business workers (`business-worker reload`), or use `restart` to restart this node.",
+                "{} is not reloadable: {why} Nothing was changed. \
+                 To deploy new application code, reload the business workers (`business-worker reload`).",
                 self.spec.binary
             );
             return ExitCode::from(EXIT_FAILURE);
@@ -344,6 +360,8 @@ where
     let result = runtime.block_on(async {
         let control =
             control::bind(&socket).await.map_err(|e| anyhow::anyhow!("control socket {}: {e}", socket.display()))?;
+        // Ours from here on: whatever fails next, no stale socket is left behind.
+        let _socket = control::RemoveOnDrop(socket.clone());
         let admin = if admin_addr.is_empty() {
             None
         } else {

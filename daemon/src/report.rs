@@ -22,6 +22,10 @@ pub struct ProcessStatus {
     /// last few seconds.
     pub requests_per_sec: f64,
     pub state: String,
+    /// Address of this process's `/metrics` and `/health` endpoint, if it serves one (filled in
+    /// by the daemon runner; worker processes are measured through their master's).
+    #[serde(default)]
+    pub admin: Option<String>,
 }
 
 /// One client connection in `connections`.
@@ -148,6 +152,13 @@ pub fn status_table(title: &str, rows: &[ProcessStatus]) -> String {
         );
     }
     let _ = writeln!(out, "{:-^110}", "");
+    let mut admins = rows.iter().filter_map(|r| r.admin.as_ref().map(|a| (r.pid, a))).peekable();
+    if admins.peek().is_none() {
+        let _ = writeln!(out, "metrics: off (process.admin is empty)");
+    }
+    for (pid, addr) in admins {
+        let _ = writeln!(out, "metrics: http://{addr}/metrics  health: http://{addr}/health  (pid {pid})");
+    }
     let conns: u64 = rows.iter().map(|r| r.connections).sum();
     let rps: f64 = rows.iter().map(|r| r.requests_per_sec).sum();
     let mem: u64 = rows.iter().map(|r| r.memory).sum();
@@ -221,6 +232,13 @@ mod tests {
             vec![ProcessStatus { pid: 7, name: "gw".into(), connections: 3, memory: 4 << 20, ..Default::default() }];
         let t = status_table("gateway", &rows);
         assert!(t.contains("1 process(es), 3 connection(s)"), "{t}");
+        assert!(t.contains("metrics: off"), "{t}");
         assert!(t.contains("4.0M"), "{t}");
+        let rows = vec![ProcessStatus { pid: 7, admin: Some("127.0.0.1:9100".into()), ..Default::default() }];
+        let t = status_table("gateway", &rows);
+        assert!(
+            t.contains("metrics: http://127.0.0.1:9100/metrics  health: http://127.0.0.1:9100/health  (pid 7)"),
+            "{t}"
+        );
     }
 }

@@ -126,9 +126,11 @@ where
                     Err(_) => return,
                 },
             };
+            let mut admin_addr = None;
             if let Some(admin) = admin {
                 if let Ok(addr) = admin.local_addr() {
                     tracing::info!(admin = %addr, "serving /metrics and /health");
+                    admin_addr = Some(addr.to_string());
                 }
                 tokio::spawn(crate::admin::serve(admin, node.clone(), servers_stop.clone()));
             }
@@ -144,7 +146,7 @@ where
                     }
                 }
             };
-            tokio::join!(crate::control::serve(control, node, rates, servers_stop.clone()), sampler);
+            tokio::join!(crate::control::serve(control, node, rates, admin_addr, servers_stop.clone()), sampler);
         }
     });
 

@@ -95,8 +95,9 @@ impl GatewayClientBuilder {
     }
 
     /// Starts the client and waits until a register has answered and every listed gateway is
-    /// connected, or the connect timeout passes. Fails with [`ClientError::NoGateways`] only if no
-    /// register answered at all; gateways that are still unreachable are retried in the
+    /// connected, or the connect timeout passes. Fails at once with
+    /// [`ClientError::AuthenticationFailed`] when every register refuses the handshake (a wrong
+    /// secret), and with [`ClientError::NoGateways`] only if no register answered at all; gateways that are still unreachable are retried in the
     /// background and reported by the calls that need them.
     pub async fn connect(self) -> Result<GatewayClient, ClientError> {
         let timeout = self.connect_timeout;
@@ -112,8 +113,20 @@ impl GatewayClientBuilder {
             None,
         );
         let mut heard = client.core.heard_register.subscribe();
-        if tokio::time::timeout(timeout, heard.wait_for(|h| *h)).await.is_err() {
-            return Err(ClientError::NoGateways);
+        let mut refusals = client.core.refusals.subscribe();
+        let registers = client.core.opts.registers.len();
+        // A refusal by every register is final (the secret is wrong): say so at once instead of
+        // waiting out the timeout and blaming the network.
+        tokio::select! {
+            heard = tokio::time::timeout(timeout, heard.wait_for(|h| *h)) => {
+                if heard.is_err() {
+                    return Err(ClientError::NoGateways);
+                }
+            }
+            Ok(refused) = refusals.wait_for(|r| registers > 0 && r.len() >= registers) => {
+                let (register, reason) = refused.values().next().cloned().unwrap_or_default();
+                return Err(ClientError::AuthenticationFailed { register, reason });
+            }
         }
         client.core.wait_until(timeout, |connected, known| connected >= known).await;
         Ok(client)
@@ -343,10 +356,14 @@ impl GatewayClient {
     }
 
     /// Every linked gateway; [`ClientError::NoGateways`] if there is none and no register has sent
-    /// a list yet (so it is too early to tell).
+    /// a list yet (so it is too early to tell), [`ClientError::AuthenticationFailed`] if a register
+    /// refused us meanwhile.
     fn linked(&self) -> Result<Vec<Arc<GatewayLink>>, ClientError> {
         let links = self.core.links();
         if links.is_empty() && !*self.core.heard_register.borrow() {
+            if let Some((register, reason)) = self.core.refusals.borrow().values().next().cloned() {
+                return Err(ClientError::AuthenticationFailed { register, reason });
+            }
             return Err(ClientError::NoGateways);
         }
         Ok(links)

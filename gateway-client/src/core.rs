@@ -2,7 +2,7 @@
 //! and keeps one authenticated link to each, reconnecting with backoff. Workers additionally get
 //! the events gateways send and acknowledge them.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -67,6 +67,9 @@ pub(crate) struct Core {
     changed: watch::Sender<u64>,
     /// At least one register has sent a list.
     pub heard_register: watch::Sender<bool>,
+    /// Registers whose last handshake refused us, by index: (address, why). Cleared when that
+    /// register accepts a handshake again.
+    pub refusals: watch::Sender<BTreeMap<usize, (String, String)>>,
     events: Option<mpsc::Sender<LinkEvent>>,
     next_link: AtomicU64,
     /// The worker asked the gateways to route nothing new to it (it is stopping).
@@ -93,6 +96,7 @@ impl Core {
             known: Mutex::new(Known::default()),
             changed: watch::channel(0).0,
             heard_register: watch::channel(false).0,
+            refusals: watch::channel(BTreeMap::new()).0,
             events,
             next_link: AtomicU64::new(1),
             draining: AtomicBool::new(false),
@@ -190,7 +194,15 @@ async fn register_driver(core: Arc<Core>, index: usize, address: String) {
         hello: ToRegister::Subscribe,
     };
     gw_link::keep_register_link(target, &core.cancel, &core.closing, |event| match event {
-        RegisterEvent::Up => tracing::debug!("subscribed to register"),
+        RegisterEvent::Up => {
+            tracing::debug!("subscribed to register");
+            core.refusals.send_if_modified(|r| r.remove(&index).is_some());
+        }
+        RegisterEvent::Refused(reason) => {
+            core.refusals.send_modify(|r| {
+                r.insert(index, (address.clone(), reason));
+            });
+        }
         RegisterEvent::Gateways(list) => {
             tracing::debug!(gateways = list.len(), "gateway list");
             core.set_register_list(index, list.into_iter().map(|g| g.address).collect());

@@ -40,4 +40,10 @@ pub enum ClientError {
     /// A session value was not a JSON object.
     #[error("session must be a JSON object: {0}")]
     InvalidSession(String),
+    /// Every register refused this client's handshake: almost always a secret that differs from
+    /// the cluster's (or a peer of another protocol version).
+    #[error(
+        "authentication failed: register {register} refused this client ({reason}); check that the secret is the cluster's (`secret`, GW_SECRET)"
+    )]
+    AuthenticationFailed { register: String, reason: String },
 }

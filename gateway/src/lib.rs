@@ -281,6 +281,17 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     if tokio::time::timeout_at(deadline, clients.wait()).await.is_err() {
         tracing::warn!("grace period over with clients still closing; dropping them");
     }
+    // The clients' close events are on their way to the workers, whose on_close handlers
+    // usually answer through this gateway (a "left the room" to the others): keep the links up
+    // until every event is acknowledged, i.e. its handler returned and its commands arrived.
+    let acknowledged = async {
+        while gw.unacknowledged() > 0 && gw.worker_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout_at(deadline, acknowledged).await.is_err() {
+        tracing::warn!(events = gw.unacknowledged(), "grace period over with events not acknowledged by workers");
+    }
     heartbeat.abort();
     links_down.cancel();
     links.close();

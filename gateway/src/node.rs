@@ -37,6 +37,7 @@ impl Node for GatewayNode {
             messages_out: g(&m.messages_out),
             dropped: m.dropped_total(),
             requests_per_sec: 0.0,
+            admin: None,
             state: format!("running, {} worker(s)", self.gateway.worker_count()),
         };
         Box::pin(async move { vec![row] })

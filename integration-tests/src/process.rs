@@ -22,6 +22,8 @@ pub fn bin_path(name: &str) -> PathBuf {
             "register" => "gw-register",
             "gateway" => "gw-gateway",
             "business-worker" => "gw-business-worker",
+            "gatewayrs" => "gatewayrs",
+            "chat-web" => "gw-chat-demo",
             other => panic!("unknown binary {other}"),
         };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

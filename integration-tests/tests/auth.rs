@@ -19,13 +19,20 @@ async fn peers_with_the_wrong_secret_are_refused_with_a_log_line_and_no_secret_i
     let reg = RegisterHandle::start(SECRET).await;
     let gw = GatewayHandle::start(&[reg.addr], SECRET).await;
 
-    // A gateway client with the wrong secret never gets past the register.
-    let refused = GatewayClient::builder([reg.addr.to_string()])
-        .secret(WRONG)
-        .connect_timeout(Duration::from_millis(800))
-        .connect()
-        .await;
-    assert!(matches!(refused, Err(ClientError::NoGateways)), "{refused:?}");
+    // A gateway client with the wrong secret never gets past the register, and says so at once
+    // (not after its 5 s connect timeout, not as "no gateway is known").
+    let started = std::time::Instant::now();
+    let refused = GatewayClient::builder([reg.addr.to_string()]).secret(WRONG).connect().await;
+    let waited = started.elapsed();
+    match &refused {
+        Err(e @ ClientError::AuthenticationFailed { register, reason }) => {
+            assert_eq!(register, &reg.addr.to_string());
+            assert!(reason.contains("authentication failed"), "{reason}");
+            assert!(e.to_string().starts_with("authentication failed: register"), "{e}");
+        }
+        other => panic!("expected AuthenticationFailed, got {other:?}"),
+    }
+    assert!(waited < Duration::from_secs(3), "took {waited:?}: the refusal must not wait out the connect timeout");
     assert!(reg.registry.stats.handshake_failures.load(std::sync::atomic::Ordering::Relaxed) >= 1);
 
     // A worker-role peer with the wrong secret on the gateway's internal port is told why.

@@ -51,6 +51,12 @@ async fn gateway_daemon_lifecycle_status_connections_and_refusals() {
         "{}",
         out.stdout
     );
+    // The admin port is random by default: `status` is where an operator finds it.
+    assert!(
+        out.stdout.contains(&format!("metrics: http://{admin}/metrics  health: http://{admin}/health  (pid {pid})")),
+        "status must show the admin address {admin}:\n{}",
+        out.stdout
+    );
     let out = cli(&gateway, &["--config", cfg, "connections"]);
     assert_eq!(out.code, Some(0), "{}", out.text());
     assert!(out.stdout.contains("1 connection(s)") && out.stdout.contains("127.0.0.1:"), "{}", out.stdout);
@@ -68,6 +74,7 @@ async fn gateway_daemon_lifecycle_status_connections_and_refusals() {
     let out = cli(&gateway, &["--config", cfg, "reload"]);
     assert_eq!(out.code, Some(1));
     assert!(out.stderr.contains("not reloadable") && out.stderr.contains("Nothing was changed"), "{}", out.text());
+    assert!(out.stderr.contains("restarting it closes them"), "{}", out.text());
     assert!(gw_daemon_alive(pid), "reload must not touch the gateway");
 
     let out = cli(&gateway, &["--config", cfg, "stop"]);
@@ -118,6 +125,13 @@ async fn register_restart_keeps_daemon_mode_and_gets_a_new_pid() {
     assert!(!gw_daemon_alive(first));
     let out = cli(&register, &["--config", cfg, "status"]);
     assert!(out.stdout.contains(&second.to_string()), "{}", out.text());
+    assert!(out.stdout.contains("metrics: off (process.admin is empty)"), "{}", out.text());
+    // A register holds no clients: its refusal to reload must not claim restarting it drops any.
+    let out = cli(&register, &["--config", cfg, "reload"]);
+    assert_eq!(out.code, Some(1), "{}", out.text());
+    assert!(out.stderr.contains("register is not reloadable: it runs no application code"), "{}", out.text());
+    assert!(out.stderr.contains("`register restart` is safe: clients stay connected"), "{}", out.text());
+    assert!(!out.stderr.contains("drop"), "{}", out.text());
     assert_eq!(cli(&register, &["--config", cfg, "stop"]).code, Some(0));
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -133,6 +147,77 @@ fn help_explains_each_subcommand() {
         let out = cli(&bin_path(bin), &["start", "--help"]);
         assert!(out.stdout.contains("--daemon"), "{}", out.stdout);
     }
+}
+
+#[test]
+fn every_binary_tells_its_version() {
+    for bin in ["register", "gateway", "business-worker", "gatewayrs", "chat-web"] {
+        let out = cli(&bin_path(bin), &["--version"]);
+        assert_eq!(out.code, Some(0), "{bin}: {}", out.text());
+        assert_eq!(out.stdout.trim(), format!("{bin} {}", env!("CARGO_PKG_VERSION")), "{bin}");
+    }
+}
+
+#[test]
+fn a_log_level_that_is_no_level_is_refused_at_start_naming_the_key_and_the_levels() {
+    let dir = temp_dir("cli-log");
+    let cfg = write_config(
+        &dir,
+        "r.toml",
+        &format!("[log]\nlevel = \"verbose\"\n[process]\nrun_dir = \"{}\"\n", dir.display()),
+    );
+    let out = cli(&bin_path("register"), &["--config", cfg.to_str().unwrap(), "start"]);
+    assert_eq!(out.code, Some(64), "{}", out.text());
+    assert!(out.stderr.contains("log.level: \"verbose\""), "{}", out.stderr);
+    assert!(out.stderr.contains("trace, debug, info, warn, error, off"), "{}", out.stderr);
+
+    let out = std::process::Command::new(bin_path("gateway"))
+        .args(["start", "-d"])
+        .env("GW_LOG_LEVEL", "loud")
+        .env("GW_RUN_DIR", &dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("GW_LOG_LEVEL: \"loud\""), "{stderr}");
+    assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().path().to_string_lossy().ends_with(".pid")));
+
+    let out = std::process::Command::new(bin_path("chat-web")).env("GW_LOG_LEVEL", "loud").output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_failed_start_leaves_no_control_socket_or_pid_file_behind() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = busy.local_addr().unwrap();
+    let dir = temp_dir("cli-stale");
+    let cases = [
+        ("public", format!("listen = \"{busy}\"\n[process]\nrun_dir = \"{}\"\n", dir.display()), "cannot listen"),
+        (
+            "admin",
+            format!("listen = \"127.0.0.1:0\"\n[process]\nrun_dir = \"{}\"\nadmin = \"{busy}\"\n", dir.display()),
+            "(process.admin)",
+        ),
+    ];
+    for (name, body, why) in cases {
+        let cfg = write_config(
+            &dir,
+            &format!("{name}.toml"),
+            &format!("name = \"{name}\"\ninternal_listen = \"127.0.0.1:0\"\n{body}"),
+        );
+        for daemon in [true, false] {
+            let args: &[&str] = if daemon { &["start", "-d"] } else { &["start"] };
+            let out = cli(&bin_path("gateway"), &[&["--config", cfg.to_str().unwrap()][..], args].concat());
+            assert_eq!(out.code, Some(1), "{name} {args:?}: {}", out.text());
+            assert!(out.stderr.contains(why), "{name} {args:?}: {}", out.text());
+            for ext in ["sock", "pid"] {
+                let file = dir.join(format!("{name}.{ext}"));
+                assert!(!file.exists(), "{name} {args:?}: stale {} left behind", file.display());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

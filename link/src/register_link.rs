@@ -32,6 +32,10 @@ pub enum RegisterEvent {
     Up,
     /// The register's complete current gateway list (not a delta).
     Gateways(Vec<GatewayInfo>),
+    /// The register refused the handshake (wrong secret, protocol version or role). Retrying
+    /// cannot help until the configuration changes, so owners that wait for a register give up
+    /// on this instead of waiting out their timeout.
+    Refused(String),
 }
 
 /// Keeps a link to one register until `stop` or `leave` is cancelled.
@@ -73,6 +77,9 @@ pub async fn keep_register_link(
             r = link_once(&target, &mut backoff, &mut on_event) => r,
         };
         if let Err(e) = result {
+            if let LinkError::Handshake(refusal) = &e {
+                on_event(RegisterEvent::Refused(refusal.to_string()));
+            }
             failures += 1;
             // Say it loudly once, then quietly while the register stays away.
             if failures == 1 {

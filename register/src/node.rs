@@ -30,6 +30,7 @@ impl Node for RegisterNode {
             messages_out: 0,
             dropped: 0,
             requests_per_sec: 0.0,
+            admin: None,
             state: format!("running, {} gateway(s)", s.gateways.load(Ordering::Relaxed)),
         };
         Box::pin(async move { vec![row] })

@@ -49,6 +49,7 @@ impl Settings {
         anyhow::ensure!(!registers.is_empty(), "GW_REGISTERS names no register");
         let mut log = LogConfig::default();
         if let Some(level) = var("GW_LOG_LEVEL") {
+            gw_config::check_log_level(&level).map_err(|reason| anyhow::anyhow!("GW_LOG_LEVEL: {reason}"))?;
             log.level = level;
         }
         log.format = match var("GW_LOG_FORMAT").as_deref() {
@@ -78,8 +79,12 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         None | Some("start") => {}
         Some("healthcheck") => return healthcheck(&settings.listen),
+        Some("-V" | "--version") => {
+            println!("chat-web {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
         Some("-h" | "--help" | "help") => {
-            println!("usage: chat-web [start | healthcheck]\n");
+            println!("usage: chat-web [start | healthcheck | --version]\n");
             println!("The chat demo's web backend. Settings from the environment: GW_REGISTERS, GW_SECRET,");
             println!("CHAT_WEB_LISTEN, CHAT_WS_URL, GW_LOG_LEVEL, GW_LOG_FORMAT.");
             return ExitCode::SUCCESS;
@@ -123,6 +128,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             _ = shutdown.cancelled() => return Ok(()),
             r = connect => match r {
                 Ok(c) => break c,
+                // A wrong secret does not get better by retrying.
+                Err(e @ gw_gateway_client::ClientError::AuthenticationFailed { .. }) => return Err(e.into()),
                 Err(e) => {
                     tracing::warn!(registers = ?settings.registers, error = %e, retry_in = ?delay, "no register answered yet");
                 }
