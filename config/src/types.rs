@@ -362,3 +362,87 @@ impl Default for WorkerConfig {
         }
     }
 }
+
+/// What an API key of the HTTP push API may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiAccess {
+    /// Every call.
+    #[default]
+    All,
+    /// Queries only (`is_online`, counts, lists, sessions): nothing that changes the cluster.
+    Read,
+    /// The `send_to_*` calls only: push messages, change nothing else, read nothing.
+    Send,
+}
+
+/// One API key of the HTTP push API (`[[keys]]`), sent as `Authorization: Bearer <key>`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Shown in logs and metrics instead of the key.
+    pub name: String,
+    /// The secret itself: at least 16 characters.
+    pub key: String,
+    #[serde(default)]
+    pub access: ApiAccess,
+}
+
+impl std::fmt::Debug for ApiKeyConfig {
+    // Keys never reach a log, not even through a `{:?}` of the whole config.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyConfig").field("name", &self.name).field("access", &self.access).finish_non_exhaustive()
+    }
+}
+
+/// `http-api.toml`: the HTTP push API daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpApiConfig {
+    pub name: String,
+    /// HTTP (or HTTPS, with `tls_cert` and `tls_key`) address of the API.
+    pub listen: String,
+    /// Every register to learn gateways from.
+    pub registers: Vec<String>,
+    /// Shared cluster secret.
+    pub secret: String,
+    /// API keys. Empty means no authentication, allowed only while `listen` is a loopback address.
+    pub keys: Vec<ApiKeyConfig>,
+    /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// Largest request body in bytes (413 above it).
+    pub max_body: usize,
+    /// Most calls in one `/v1/batch` request.
+    pub max_batch: usize,
+    /// Deadline of each query to each gateway.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// On stop: time to finish requests in flight.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    pub link: LinkConfig,
+    pub log: LogConfig,
+    pub process: ProcessConfig,
+}
+
+impl Default for HttpApiConfig {
+    fn default() -> Self {
+        Self {
+            name: "http-api".into(),
+            listen: "127.0.0.1:8090".into(),
+            registers: vec![DEFAULT_REGISTER.into()],
+            secret: String::new(),
+            keys: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            max_body: 1024 * 1024,
+            max_batch: 1000,
+            query_timeout: Duration::from_secs(5),
+            grace_period: Duration::from_secs(10),
+            link: LinkConfig::default(),
+            log: LogConfig::default(),
+            process: ProcessConfig::default(),
+        }
+    }
+}

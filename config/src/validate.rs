@@ -314,3 +314,53 @@ impl Validate for WorkerConfig {
         p.0
     }
 }
+
+impl Validate for HttpApiConfig {
+    fn validate(&self) -> Vec<Problem> {
+        let mut p = Problems::default();
+        p.name(&self.name);
+        let listen = p.bind_addr("listen", &self.listen);
+        p.registers(&self.registers);
+        if self.keys.is_empty()
+            && let Some(addr) = listen.filter(|a| !is_loopback(a.ip()))
+        {
+            p.add(
+                "keys",
+                format!(
+                    "at least one API key is required because `listen` is the non-loopback address {addr}; add [[keys]] or set GW_API_KEY"
+                ),
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            if k.name.trim().is_empty() {
+                p.add(format!("keys[{i}].name"), "must not be empty");
+            } else if !names.insert(k.name.as_str()) {
+                p.add(format!("keys[{i}].name"), format!("{:?} is used by another key", k.name));
+            }
+            // The key itself is never echoed back, only its length.
+            if k.key.chars().count() < 16 {
+                p.add(format!("keys[{i}].key"), format!("is {} characters; use at least 16", k.key.chars().count()));
+            }
+            if k.key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                p.add(format!("keys[{i}].key"), "must not contain spaces or control characters");
+            }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            p.add("tls_cert", "HTTPS needs both tls_cert and tls_key (PEM files)");
+        }
+        if !(64..=64 * 1024 * 1024).contains(&self.max_body) {
+            p.add("max_body", format!("{} is outside 64..=67108864 bytes", self.max_body));
+        }
+        if self.max_batch == 0 || self.max_batch > 100_000 {
+            p.add("max_batch", format!("{} is outside 1..=100000 calls", self.max_batch));
+        }
+        if self.query_timeout.is_zero() {
+            p.add("query_timeout", "must be greater than zero");
+        }
+        p.link(&self.link);
+        p.log(&self.log);
+        p.process(&self.process);
+        p.0
+    }
+}
