@@ -189,8 +189,11 @@ fn http_api_keys_are_checked_and_never_shown() {
     assert_eq!(keys, vec!["keys[0].key", "keys[1].name", "keys[1].key", "tls_cert", "max_body"], "{problems:?}");
     let shown = format!("{problems:?} {config:?}");
     assert!(!shown.contains("short") && !shown.contains("has spaces"), "a key leaked: {shown}");
-    let err = parse::<HttpApiConfig>("[[keys]]\nname = \"a\"\nkey = \"0123456789abcdef\"\naccess = \"write\"\n", Path::new("h.toml"))
-        .unwrap_err();
+    let err = parse::<HttpApiConfig>(
+        "[[keys]]\nname = \"a\"\nkey = \"0123456789abcdef\"\naccess = \"write\"\n",
+        Path::new("h.toml"),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("write"), "{err}");
 }
 
