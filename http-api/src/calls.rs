@@ -138,6 +138,15 @@ macro_rules! calls {
                 match self { $(Call::$ty(_) => $ty::KIND),* }
             }
 
+            /// The call `name` with its arguments; `None` if there is no such call. Errors
+            /// name the field within `args`.
+            pub fn from_parts(name: &str, args: Value) -> Option<Result<Call, crate::ApiError>> {
+                match name {
+                    $(stringify!($name) => Some(crate::error::parse_value::<$ty>(args).map(Call::$ty)),)*
+                    _ => None,
+                }
+            }
+
             /// Runs the call; the value comes back as JSON.
             pub async fn run(self, gateway: &GatewayClient) -> Result<Reply<Value>, ClientError> {
                 match self { $(Call::$ty(c) => c.run(gateway).await.map(Reply::into_json)),* }

@@ -100,6 +100,14 @@ pub fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiErr
     Ok(value)
 }
 
+/// Like [`parse_json`], from an already parsed value.
+pub fn parse_value<T: for<'de> Deserialize<'de>>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        bad_json(&path, &e.into_inner().to_string())
+    })
+}
+
 fn bad_json(path: &str, message: &str) -> ApiError {
     let path = if path == "." { "" } else { path };
     // "missing field `uid`" and "unknown field `x`, expected ..." name the field in the message.

@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::Api;
 use crate::calls::{ApiCall, Call, Reply, for_each_call};
-use crate::error::{ApiError, parse_json};
+use crate::error::{ApiError, parse_json, parse_value};
 
 /// The router of the API.
 pub fn router(api: Arc<Api>) -> Router {
@@ -106,7 +106,7 @@ async fn batch(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     api.keys.authenticate(&headers)?;
-    let request: BatchRequest = parse_json(&body(raw)?)?;
+    let request: BatchRequest = parse_batch(&body(raw)?)?;
     if request.calls.len() > api.max_batch {
         return Err(ApiError::bad_field(
             "calls",
@@ -127,6 +127,52 @@ async fn batch(
         });
     }
     Ok(Json(BatchResponse { results }))
+}
+
+/// Parses a batch call by call, so an error names its place (`calls[3].args.uid`); a call
+/// without arguments may leave out `args`.
+fn parse_batch(body: &[u8]) -> Result<BatchRequest, ApiError> {
+    let value: Value = parse_json(body)?;
+    let Some(items) = value.get("calls").and_then(Value::as_array) else {
+        // Not the expected shape at all: let serde say what is wrong with it.
+        return parse_value(value);
+    };
+    if let Some(other) = value.as_object().and_then(|o| o.keys().find(|k| *k != "calls")) {
+        return Err(ApiError::bad_field(other.clone(), format!("unknown field `{other}`; a batch has only `calls`")));
+    }
+    let mut calls = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = |field: &str| format!("calls[{i}]{field}");
+        let Some(item) = item.as_object() else {
+            return Err(ApiError::bad_field(at(""), "a call is an object: {\"call\": \"<name>\", \"args\": {...}}"));
+        };
+        if let Some(other) = item.keys().find(|k| *k != "call" && *k != "args") {
+            return Err(ApiError::bad_field(
+                at(&format!(".{other}")),
+                format!("unknown field `{other}`; a call has `call` and `args`"),
+            ));
+        }
+        let Some(name) = item.get("call").and_then(Value::as_str) else {
+            return Err(ApiError::bad_field(at(".call"), "missing or not a string: the call's name"));
+        };
+        let args = item.get("args").cloned().unwrap_or_else(|| Value::Object(Default::default()));
+        match Call::from_parts(name, args) {
+            Some(Ok(call)) => calls.push(call),
+            Some(Err(mut e)) => {
+                let field = at(&format!(".args{}", e.field.as_deref().map(|f| format!(".{f}")).unwrap_or_default()));
+                e.message = format!("{field}: {}", e.message.trim_start_matches("invalid request body: "));
+                e.field = Some(field);
+                return Err(e);
+            }
+            None => {
+                return Err(ApiError::bad_field(
+                    at(".call"),
+                    format!("unknown call {name:?}; GET /openapi.json lists every call"),
+                ));
+            }
+        }
+    }
+    Ok(BatchRequest { calls })
 }
 
 async fn openapi(State(api): State<Arc<Api>>) -> Response {
