@@ -58,7 +58,10 @@ impl Keys {
                 found = Some(key);
             }
         }
-        let key = found.ok_or_else(|| unauthorized("invalid API key"))?;
+        let Some(key) = found else {
+            tracing::debug!("request with an invalid API key refused");
+            return Err(unauthorized("invalid API key"));
+        };
         Ok((key.name.clone(), key.access))
     }
 

@@ -68,7 +68,10 @@ async fn handle<C: ApiCall>(
     api.stats.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let span = tracing::debug_span!("call", call = C::NAME, key = %key);
     match call.run(&api.gateway).instrument(span).await {
-        Ok(reply) => Ok(Json(reply)),
+        Ok(reply) => {
+            tracing::debug!(call = C::NAME, key = %key, missing = reply.missing.len(), "call done");
+            Ok(Json(reply))
+        }
         Err(e) => {
             tracing::debug!(call = C::NAME, key = %key, error = %e, "call failed");
             Err(e.into())
@@ -126,6 +129,7 @@ async fn batch(
             Err(e) => BatchResult::Err { error: e.into() },
         });
     }
+    tracing::debug!(key = %key, calls = results.len(), "batch done");
     Ok(Json(BatchResponse { results }))
 }
 
