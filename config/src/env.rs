@@ -106,7 +106,8 @@ impl EnvOverride for HttpApiConfig {
         set(&mut self.secret, env, "GW_SECRET");
         set(&mut self.listen, env, "GW_LISTEN");
         registers(&mut self.registers, env);
-        if let Some(key) = env("GW_API_KEY") {
+        // Empty counts as unset, so a compose file can pass `${GW_API_KEY:-}` through.
+        if let Some(key) = env("GW_API_KEY").filter(|k| !k.is_empty()) {
             self.keys.push(ApiKeyConfig { name: "env".into(), key, access: ApiAccess::All });
         }
         process(&mut self.process, env);
