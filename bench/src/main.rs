@@ -11,6 +11,7 @@ mod hist;
 mod idle;
 mod net;
 mod procfs;
+mod push;
 mod storm;
 
 use std::process::ExitCode;
@@ -49,6 +50,8 @@ enum Cmd {
     Idle(idle::IdleArgs),
     /// N clients connect at once and each sends one message: time until all are answered.
     Storm(storm::StormArgs),
+    /// `send_to_uid` through the HTTP API vs directly through gateway-client, in the same run.
+    Push(push::PushArgs),
 }
 
 /// Options every load scenario shares.
@@ -114,6 +117,7 @@ fn main() -> ExitCode {
         Cmd::Group(a) => fanout::main(a, fanout::Kind::Group),
         Cmd::Idle(a) => idle::main(a),
         Cmd::Storm(a) => storm::main(a),
+        Cmd::Push(a) => push::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
