@@ -57,7 +57,8 @@ async fn run(a: PushArgs) -> anyhow::Result<()> {
     for i in 0..a.concurrency {
         sockets.push(targets.connect(i, 4096).await?);
     }
-    // The new connections are the ids that were not there before; bind each to a uid.
+    // The new connections are among the ids that were not there before (a probe connection that
+    // is closing may be listed too): each new id is told its id, and each socket learns its own.
     let deadline = Instant::now() + Duration::from_secs(10);
     let ids = loop {
         let ids: Vec<String> =
@@ -70,9 +71,19 @@ async fn run(a: PushArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let uids: Arc<Vec<String>> = Arc::new((0..ids.len()).map(|i| format!("push-{i}")).collect());
-    for (id, uid) in ids.iter().zip(uids.iter()) {
-        gateway.bind_uid(id, uid).await?;
+    for id in &ids {
+        gateway.send_to_client(id, id.as_str()).await?;
+    }
+    let uids: Vec<String> = (0..a.concurrency).map(|i| format!("push-{i}")).collect();
+    for (ws, uid) in sockets.iter_mut().zip(&uids) {
+        let own = loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                Ok(Some(Ok(m))) if m.is_text() => break m.into_text()?.to_string(),
+                Ok(Some(Ok(_))) => continue,
+                _ => bail!("a connection did not learn its client id"),
+            }
+        };
+        gateway.bind_uid(&own, uid).await?;
     }
     // Connection i is bound to uid i; its reader tells pusher i that a push arrived.
     let mut arrivals = Vec::new();
