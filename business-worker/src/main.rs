@@ -1,9 +1,9 @@
 //! `business-worker`: a master running `count` worker processes of a built-in application (the
-//! chat demo by default, or `app = "echo"`).
+//! chat demo by default, `app = "echo"`, or `app = "http"`: an HTTP endpoint in any language).
 
 use std::sync::Arc;
 
-use gw_business_worker::apps::{bench::Bench, chat::Chat};
+use gw_business_worker::apps::{bench::Bench, chat::Chat, http::HttpApp};
 use gw_business_worker::{Events, master};
 use gw_config::WorkerConfig;
 use gw_daemon::{ProcessRole, RunContext, Spec};
@@ -22,6 +22,10 @@ fn main() -> std::process::ExitCode {
             ProcessRole::Main => master::run_master(config, ctx).await,
             ProcessRole::Child { index, .. } => match config.app.as_str() {
                 "echo" => child(config, index, ctx, Bench).await,
+                "http" => {
+                    let app = HttpApp::new(config.http_app.clone())?;
+                    child(config, index, ctx, app).await
+                }
                 _ => child(config, index, ctx, Chat::default()).await,
             },
         }

@@ -316,8 +316,9 @@ impl GatewayConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
     pub name: String,
-    /// Which built-in application the stock `business-worker` binary runs: `chat` or `echo`
-    /// (the benchmark contract). Binaries with their own `Events` ignore it.
+    /// Which built-in application the stock `business-worker` binary runs: `chat`, `echo` (the
+    /// benchmark contract) or `http` (business logic served by an HTTP endpoint, configured in
+    /// `[http_app]`). Binaries with their own `Events` ignore it.
     pub app: String,
     /// Every register to learn gateways from.
     pub registers: Vec<String>,
@@ -338,9 +339,63 @@ pub struct WorkerConfig {
     pub restart_limit: usize,
     #[serde(with = "humantime_serde")]
     pub restart_window: Duration,
+    /// The `http` application's endpoint (used when `app = "http"`).
+    pub http_app: HttpAppConfig,
     pub link: LinkConfig,
     pub log: LogConfig,
     pub process: ProcessConfig,
+}
+
+/// `[http_app]` of `business-worker.toml`: where the `http` application posts client events.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpAppConfig {
+    /// The endpoint every event is POSTed to: `http://host:port/path`.
+    pub url: String,
+    /// How long one event may take in all, retries included; then it is given up (logged and
+    /// counted as a handler error) and acknowledged, so a dead endpoint never stalls the worker.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Requests to the endpoint in flight at once, per worker process.
+    pub concurrency: usize,
+    /// First wait before a retry; doubles up to `retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Sent as `Authorization: Bearer <api_key>` when not empty.
+    pub api_key: String,
+    /// Extra request headers.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Largest answer accepted from the endpoint, in bytes.
+    pub max_answer: usize,
+}
+
+impl std::fmt::Debug for HttpAppConfig {
+    // The API key and header values (which may hold credentials) never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpAppConfig")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .field("concurrency", &self.concurrency)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for HttpAppConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8000/events".into(),
+            timeout: Duration::from_secs(10),
+            concurrency: 64,
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(2),
+            api_key: String::new(),
+            headers: Default::default(),
+            max_answer: 4 * 1024 * 1024,
+        }
+    }
 }
 
 impl Default for WorkerConfig {
@@ -356,6 +411,7 @@ impl Default for WorkerConfig {
             count: 2,
             restart_limit: 5,
             restart_window: Duration::from_secs(60),
+            http_app: HttpAppConfig::default(),
             link: LinkConfig::default(),
             log: LogConfig::default(),
             process: ProcessConfig::default(),

@@ -121,6 +121,38 @@ impl Problems {
         }
     }
 
+    fn http_app(&mut self, h: &HttpAppConfig) {
+        match h.url.strip_prefix("http://") {
+            Some(rest) => {
+                let authority = rest.split('/').next().unwrap_or_default();
+                if let Err(reason) = check_host_port(authority) {
+                    self.add("http_app.url", format!("{:?}: {reason}", h.url));
+                }
+            }
+            None => self.add(
+                "http_app.url",
+                format!("{:?} is not an http:// URL (for HTTPS, put a TLS-terminating proxy on the same host)", h.url),
+            ),
+        }
+        if h.timeout.is_zero() {
+            self.add("http_app.timeout", "must be greater than zero");
+        }
+        if h.concurrency == 0 {
+            self.add("http_app.concurrency", "must be at least 1");
+        }
+        if h.retry_min.is_zero() || h.retry_max < h.retry_min {
+            self.add("http_app.retry_min", "must be above zero and at most http_app.retry_max");
+        }
+        if h.max_answer < 1024 {
+            self.add("http_app.max_answer", "must be at least 1024 bytes");
+        }
+        for name in h.headers.keys() {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                self.add(format!("http_app.headers.{name}"), "is not a valid header name");
+            }
+        }
+    }
+
     fn log(&mut self, log: &LogConfig) {
         if log.level.trim().is_empty() {
             self.add("log.level", "must not be empty (try \"info\")");
@@ -296,8 +328,11 @@ impl Validate for WorkerConfig {
         let mut p = Problems::default();
         p.name(&self.name);
         p.registers(&self.registers);
-        if !["chat", "echo"].contains(&self.app.as_str()) {
-            p.add("app", format!("{:?} is not a built-in application (chat, echo)", self.app));
+        if !["chat", "echo", "http"].contains(&self.app.as_str()) {
+            p.add("app", format!("{:?} is not a built-in application (chat, echo, http)", self.app));
+        }
+        if self.app == "http" {
+            p.http_app(&self.http_app);
         }
         if self.client_queue == 0 {
             p.add("client_queue", "must be at least 1");
