@@ -110,8 +110,8 @@ impl HttpApp {
         let mut headers = Vec::new();
         for (name, value) in &config.headers {
             let name = HeaderName::try_from(name.as_str()).map_err(|e| HttpAppError::Header(format!("{name}: {e}")))?;
-            let value =
-                HeaderValue::try_from(value.as_str()).map_err(|_| HttpAppError::Header(format!("{name}: invalid value")))?;
+            let value = HeaderValue::try_from(value.as_str())
+                .map_err(|_| HttpAppError::Header(format!("{name}: invalid value")))?;
             headers.push((name, value));
         }
         if !config.api_key.is_empty() {
@@ -170,7 +170,8 @@ impl HttpApp {
             req = req.header(name, value);
         }
         let req = req.body(Full::new(body)).map_err(|e| Attempt::Retry(format!("request: {e}")))?;
-        let response = self.client.request(req).await.map_err(|e| Attempt::Retry(format!("endpoint unreachable: {e}")))?;
+        let response =
+            self.client.request(req).await.map_err(|e| Attempt::Retry(format!("endpoint unreachable: {e}")))?;
         let status = response.status();
         let bytes = Limited::new(response.into_body(), self.config.max_answer)
             .collect()
@@ -187,7 +188,8 @@ impl HttpApp {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Answer::default());
         }
-        serde_json::from_slice(&bytes).map_err(|e| Attempt::Retry(format!("endpoint answered garbage ({e}): {}", text())))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Attempt::Retry(format!("endpoint answered garbage ({e}): {}", text())))
     }
 
     async fn apply(&self, ctx: &mut Context, answer: Answer) -> HandlerResult {
