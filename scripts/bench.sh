@@ -74,7 +74,7 @@ trap 'exit 130' INT TERM
 # (comma-separated), GW_PIDS (comma-separated) and SERVER_PIDS, and waits for an echo round trip
 # through every gateway.
 start_cluster() {
-    local name=$1 ngw=$2 i
+    local name=$1 ngw=$2 app=${3:-echo} i
     local ports
     read -r -a ports <<<"$("$BENCH" ports $((1 + 2 * ngw)))"
     local reg="127.0.0.1:${ports[0]}"
@@ -108,12 +108,24 @@ EOF
     done
     # One business-worker master running $WORKERS worker processes (its children are measured
     # with it).
+    local app_section=""
+    if [ "$app" = http ]; then
+        # The http application posts every event to gw-bench's echo endpoint.
+        local ep
+        ep="127.0.0.1:$("$BENCH" ports 1)"
+        "$BENCH" endpoint --listen "$ep" >"$TMP/$name-endpoint.log" 2>&1 &
+        PIDS+=($!)
+        server+=($!)
+        app_section="[http_app]
+url = \"http://$ep/events\""
+    fi
     cat >"$TMP/$name-worker.toml" <<EOF
 name = "worker"
-app = "echo"
+app = "$app"
 count = $WORKERS
 registers = ["$reg"]
 $common
+$app_section
 EOF
     "$BIN/business-worker" --config "$TMP/$name-worker.toml" >"$TMP/$name-worker.log" 2>&1 &
     PIDS+=($!)
@@ -197,6 +209,12 @@ if wanted push; then
 fi
 stop_all
 
+if wanted echo-http; then
+    start_cluster h 1 http
+    run echo-http echo --url "$URLS" $ECHO --size 64 --source-net 7
+    stop_all
+fi
+
 if wanted idle-3gw; then
     start_cluster b 3
     run idle-3gw idle --url "$URLS" --conns "$IDLE3_N" --procs 4 --gateway-pid "$GW_PIDS" --source-net 6
@@ -225,6 +243,8 @@ row() { # row NAME
     local cpu
     cpu="$(field server_cores "$l") / $(field gen_cores "$l") / $(field machine_cores "$l")"
     case "$1" in
+        echo-http)
+            echo "| echo through app = \"http\" | the same load; every event POSTed to gw-bench's echo endpoint (Rust, keep-alive) | $(field rtt_per_sec "$l") round trips/s | - | - | $(lat "$l") | $cpu |" ;;
         echo)
             local v; v=$(field rtt_per_sec "$l")
             echo "| echo | $(field conns "$l") conns × $(field inflight "$l") in flight, $(field size "$l") B | $v round trips/s | ≥ 100000 | $(met "$(cmp "$v" 100000 '>=')") | $(lat "$l") | $cpu |" ;;
@@ -269,7 +289,7 @@ row() { # row NAME
     echo
     echo "| scenario | load | result | target | met | latency p50 / p99 / p99.9 (ms) | CPU cores: server / generator / machine |"
     echo "|---|---|---|---|---|---|---|"
-    for s in idle echo broadcast group storm push idle-3gw; do row "$s"; done
+    for s in idle echo echo-http broadcast group storm push idle-3gw; do row "$s"; done
     echo
     echo "Raw results:"
     echo

@@ -6,6 +6,7 @@
 
 mod coord;
 mod echo;
+mod endpoint;
 mod fanout;
 mod hist;
 mod idle;
@@ -52,6 +53,8 @@ enum Cmd {
     Storm(storm::StormArgs),
     /// `send_to_uid` through the HTTP API vs directly through gateway-client, in the same run.
     Push(push::PushArgs),
+    /// Serve an echo endpoint for business workers running `app = "http"`.
+    Endpoint(endpoint::EndpointArgs),
 }
 
 /// Options every load scenario shares.
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
         Cmd::Idle(a) => idle::main(a),
         Cmd::Storm(a) => storm::main(a),
         Cmd::Push(a) => push::main(a),
+        Cmd::Endpoint(a) => endpoint::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
