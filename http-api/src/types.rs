@@ -110,27 +110,22 @@ impl<'de> Deserialize<'de> for Message {
     }
 }
 
-impl Serialize for Id {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
+/// String newtypes serialize as their string.
+macro_rules! serialize_as_str {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+    )*};
 }
 
-impl Serialize for Name {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
+serialize_as_str!(Id, Name, CloseText);
 
 impl Serialize for CloseCode {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u16(self.0)
-    }
-}
-
-impl Serialize for CloseText {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
     }
 }
 
@@ -148,48 +143,33 @@ impl Serialize for Message {
     }
 }
 
-impl JsonSchema for Id {
-    fn schema_name() -> Cow<'static, str> {
-        "ClientId".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "description": "A client id as the gateways hand them out (opaque; never reused).",
-            "examples": ["MTI3LjAuMC4xOjI5MDA.1f.1"]
-        })
-    }
+/// `impl JsonSchema` with a fixed name and schema.
+macro_rules! schema {
+    ($($t:ty => $name:literal $schema:tt;)*) => {$(
+        impl JsonSchema for $t {
+            fn schema_name() -> Cow<'static, str> {
+                $name.into()
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!($schema)
+            }
+        }
+    )*};
 }
 
-impl JsonSchema for Name {
-    fn schema_name() -> Cow<'static, str> {
-        "Name".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "minLength": 1, "description": "A uid or group name." })
-    }
-}
-
-impl JsonSchema for CloseCode {
-    fn schema_name() -> Cow<'static, str> {
-        "CloseCode".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "integer",
-            "description": "WebSocket close code: 1000 or 3000..=4999.",
-            "oneOf": [{ "const": 1000 }, { "minimum": 3000, "maximum": 4999 }]
-        })
-    }
-}
-
-impl JsonSchema for CloseText {
-    fn schema_name() -> Cow<'static, str> {
-        "CloseText".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "maxLength": 123, "description": "Close reason (at most 123 bytes)." })
-    }
+schema! {
+    Id => "ClientId" {
+        "type": "string",
+        "description": "A client id as the gateways hand them out (opaque; never reused).",
+        "examples": ["MTI3LjAuMC4xOjI5MDA.1f.1"]
+    };
+    Name => "Name" { "type": "string", "minLength": 1, "description": "A uid or group name." };
+    CloseCode => "CloseCode" {
+        "type": "integer",
+        "description": "WebSocket close code: 1000 or 3000..=4999.",
+        "oneOf": [{ "const": 1000 }, { "minimum": 3000, "maximum": 4999 }]
+    };
+    CloseText => "CloseText" { "type": "string", "maxLength": 123, "description": "Close reason (at most 123 bytes)." };
 }
 
 impl JsonSchema for Message {

@@ -165,6 +165,30 @@ impl GatewayHandle {
     pub fn metric(&self, name: &str) -> u64 {
         self.gw.state.metrics.get(name).unwrap()
     }
+
+    /// Waits until the gateway has taken in `more` client messages than now (traffic flows).
+    pub async fn wait_for_traffic(&self, more: u64, what: &str) {
+        let mark = self.metric("messages_in");
+        let gw = self.gw.clone();
+        eventually(Duration::from_secs(20), what, || {
+            let n = gw.state.metrics.get("messages_in").unwrap();
+            async move { n > mark + more }
+        })
+        .await;
+    }
+}
+
+/// Waits for traffic tasks that return (messages sent, client); the total and the clients (kept
+/// open so the caller can check that none was disconnected).
+pub async fn join_traffic(tasks: Vec<tokio::task::JoinHandle<(usize, WsClient)>>) -> (usize, Vec<WsClient>) {
+    let mut total = 0;
+    let mut clients = Vec::new();
+    for t in tasks {
+        let (sent, ws) = t.await.unwrap();
+        total += sent;
+        clients.push(ws);
+    }
+    (total, clients)
 }
 
 /// A business worker on its own runtime and thread, so [`kill`](WorkerHandle::kill) can drop it

@@ -5,7 +5,6 @@
 //! traffic loses nothing. Skips, saying so, without python3 unless `GW_REQUIRE_PYTHON=1`.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +12,7 @@ use std::time::Duration;
 
 use gw_business_worker::apps::http::HttpApp;
 use gw_config::{HttpAppConfig, WorkerConfig};
-use gw_integration_tests::process::{bin_path, cli, http_get, temp_dir, write_config};
+use gw_integration_tests::process::{cli, http_get, install_binary, start_reloadable_workers};
 use gw_integration_tests::*;
 use serde_json::{Value, json};
 
@@ -178,37 +177,19 @@ async fn a_python_endpoint_runs_the_chat_and_survives_its_own_failures() {
     gw.stop().await;
 }
 
-/// Puts a fresh copy of the worker binary at `path` (a new inode, as a deploy would).
-fn install_binary(path: &Path) {
-    let tmp = path.with_extension("new");
-    std::fs::copy(bin_path("business-worker"), &tmp).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloading_http_workers_under_numbered_traffic_loses_nothing() {
     const CLIENTS: usize = 10;
     let Some(endpoint) = Endpoint::start() else { return };
     let reg = RegisterHandle::start(SECRET).await;
     let gw = GatewayHandle::start(&[reg.addr], SECRET).await;
-    let dir = temp_dir("http-reload");
-    let bin = dir.join("business-worker");
-    install_binary(&bin);
-    let cfg = write_config(
-        &dir,
-        "worker.toml",
-        &format!(
-            "name = \"hw\"\napp = \"http\"\ncount = 2\nsecret = \"{SECRET}\"\nregisters = [\"{}\"]\ngrace_period = \"5s\"\n\
-             [http_app]\nurl = \"{}\"\n[link]\nreconnect_min = \"20ms\"\nreconnect_max = \"200ms\"\n[log]\nformat = \"json\"\n\
-             [process]\nrun_dir = \"{}\"\nadmin = \"\"\n",
-            reg.addr,
-            endpoint.url(),
-            dir.display()
-        ),
+    let (dir, bin, cfg) = start_reloadable_workers(
+        "http-reload",
+        "http",
+        &reg.addr.to_string(),
+        SECRET,
+        &format!("[http_app]\nurl = \"{}\"", endpoint.url()),
     );
-    let cfg = cfg.to_str().unwrap().to_string();
-    let out = cli(&bin, &["--config", &cfg, "start", "-d"]);
-    assert_eq!(out.code, Some(0), "{}", out.text());
     wait_for_workers(&gw, 2).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -228,30 +209,14 @@ async fn reloading_http_workers_under_numbered_traffic_loses_nothing() {
             })
         })
         .collect();
-    let mark = gw.metric("messages_in");
-    eventually(Duration::from_secs(20), "traffic flowing", || {
-        let n = gw.metric("messages_in");
-        async move { n > mark + 200 }
-    })
-    .await;
+    gw.wait_for_traffic(200, "traffic flowing").await;
     install_binary(&bin);
     let (bin2, cfg2) = (bin.clone(), cfg.clone());
     let out = tokio::task::spawn_blocking(move || cli(&bin2, &["--config", &cfg2, "reload"])).await.unwrap();
     assert_eq!(out.code, Some(0), "reload: {}", out.text());
-    let mark = gw.metric("messages_in");
-    eventually(Duration::from_secs(20), "traffic after the reload", || {
-        let n = gw.metric("messages_in");
-        async move { n > mark + 200 }
-    })
-    .await;
+    gw.wait_for_traffic(200, "traffic after the reload").await;
     stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
-    let mut clients = Vec::new();
-    for t in tasks {
-        let (n, ws) = t.await.unwrap();
-        total += n;
-        clients.push(ws);
-    }
+    let (total, _clients) = join_traffic(tasks).await;
     assert_eq!(gw.metric("connections"), CLIENTS as u64, "no client was disconnected");
     assert_eq!(gw.metric("redelivered"), 0);
     assert_eq!(gw.metric("dropped_no_worker"), 0);

@@ -5,21 +5,14 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use gw_integration_tests::process::{bin_path, cli, temp_dir, write_config};
+use gw_integration_tests::process::{cli, install_binary, start_reloadable_workers};
 use gw_integration_tests::*;
 
 const SECRET: &str = "reload-test-secret-0123456789";
 const CLIENTS: usize = 20;
 const IN_FLIGHT: usize = 4;
-
-/// Puts a fresh copy of the worker binary at `path` (a new inode, as a deploy would).
-fn install_binary(path: &Path) {
-    let tmp = path.with_extension("new");
-    std::fs::copy(bin_path("business-worker"), &tmp).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 fn worker_pids(bin: &Path, cfg: &str) -> Vec<u32> {
     let out = cli(bin, &["--config", cfg, "status"]);
@@ -56,33 +49,12 @@ async fn traffic(url: String, client: usize, stop: Arc<AtomicBool>) -> (usize, W
 async fn reloading_the_workers_twice_under_load_loses_repeats_and_reorders_nothing() {
     let reg = RegisterHandle::start(SECRET).await;
     let gw = GatewayHandle::start(&[reg.addr], SECRET).await;
-    let dir = temp_dir("reload");
-    let bin = dir.join("business-worker");
-    install_binary(&bin);
-    let cfg = write_config(
-        &dir,
-        "worker.toml",
-        &format!(
-            "name = \"rw\"\napp = \"echo\"\ncount = 2\nsecret = \"{SECRET}\"\nregisters = [\"{}\"]\ngrace_period = \"5s\"\n\
-             [link]\nreconnect_min = \"20ms\"\nreconnect_max = \"200ms\"\n[log]\nformat = \"json\"\n\
-             [process]\nrun_dir = \"{}\"\nadmin = \"\"\n",
-            reg.addr,
-            dir.display()
-        ),
-    );
-    let cfg = cfg.to_str().unwrap().to_string();
-    let out = cli(&bin, &["--config", &cfg, "start", "-d"]);
-    assert_eq!(out.code, Some(0), "{}", out.text());
+    let (dir, bin, cfg) = start_reloadable_workers("reload", "echo", &reg.addr.to_string(), SECRET, "");
     wait_for_workers(&gw, 2).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..CLIENTS).map(|c| tokio::spawn(traffic(gw.ws_url.clone(), c, stop.clone()))).collect();
-    let before_traffic = gw.metric("messages_in");
-    eventually(Duration::from_secs(10), "traffic flowing", || {
-        let n = gw.metric("messages_in");
-        async move { n > before_traffic + 500 }
-    })
-    .await;
+    gw.wait_for_traffic(500, "traffic flowing").await;
 
     let mut durations = Vec::new();
     for round in 1..=2 {
@@ -103,21 +75,10 @@ async fn reloading_the_workers_twice_under_load_loses_repeats_and_reorders_nothi
             assert!(!exe.to_string_lossy().contains("(deleted)"), "process {pid} runs the new binary, not {exe:?}");
         }
         // Keep the load on between and after reloads.
-        let mark = gw.metric("messages_in");
-        eventually(Duration::from_secs(10), "traffic after reload", || {
-            let n = gw.metric("messages_in");
-            async move { n > mark + 300 }
-        })
-        .await;
+        gw.wait_for_traffic(300, "traffic after reload").await;
     }
     stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
-    let mut clients = Vec::new();
-    for t in tasks {
-        let (sent, ws) = t.await.unwrap();
-        total += sent;
-        clients.push(ws);
-    }
+    let (total, _clients) = join_traffic(tasks).await;
     assert_eq!(gw.metric("connections"), CLIENTS as u64, "no client was disconnected");
     assert_eq!(gw.metric("redelivered"), 0, "nothing was delivered twice");
     assert_eq!(gw.metric("dropped_no_worker"), 0);
