@@ -23,7 +23,7 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
 #[tokio::test]
 async fn openapi_document_matches_the_real_routes() {
     let cluster = Cluster::start(1).await;
-    let api = ApiHandle::start(&[cluster.register.addr], |_| {}).await;
+    let api = ApiHandle::start(&[cluster.register.addr], |_| {}).await.linked(1).await;
     let doc = get(api.addr, "/openapi.json").await.json();
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
@@ -75,7 +75,7 @@ async fn openapi_document_matches_the_real_routes() {
 #[tokio::test]
 async fn hostile_input_gets_precise_errors() {
     let cluster = Cluster::start(1).await;
-    let api = ApiHandle::start(&[cluster.register.addr], |c| c.max_body = 4096).await;
+    let api = ApiHandle::start(&[cluster.register.addr], |c| c.max_body = 4096).await.linked(1).await;
     let a = api.addr;
     let body = r#"{"uid":"u1","message":"hi"}"#;
     // Keys.
@@ -132,7 +132,7 @@ async fn hostile_input_gets_precise_errors() {
         assert_eq!(r.status, 400, "{body}: {:?}", r.json());
     }
     let many = format!(r#"{{"calls":[{}]}}"#, vec![r#"{"call":"get_all_uids"}"#; 1001].join(","));
-    let api_big = ApiHandle::start(&[cluster.register.addr], |c| c.max_body = 1 << 20).await;
+    let api_big = ApiHandle::start(&[cluster.register.addr], |c| c.max_body = 1 << 20).await.linked(1).await;
     let r = post(api_big.addr, "/v1/batch", Some(KEY_ALL), &many).await;
     assert_eq!((r.status, r.json()["error"]["field"].as_str()), (400, Some("calls")));
     // Routes and methods.
@@ -170,4 +170,39 @@ async fn no_gateway_is_503_and_calls_work_once_one_is_up() {
     assert_eq!(r.json(), json!({"value": 0, "missing": []}));
     api.stop().await;
     gateway.stop().await;
+}
+
+#[tokio::test]
+async fn https_with_the_configured_certificate() {
+    let dir = gw_integration_tests::process::temp_dir("http-api-tls");
+    let (cert, key, der) = gw_integration_tests::self_signed(&dir);
+    let cluster = Cluster::start(1).await;
+    let api = ApiHandle::start(&[cluster.register.addr], |c| {
+        c.tls_cert = Some(cert.clone());
+        c.tls_key = Some(key.clone());
+    })
+    .await
+    .linked(1)
+    .await;
+    let stream = gw_integration_tests::tls_connect(&api.addr.to_string(), der).await;
+    let auth = format!("POST /v1/get_all_client_count HTTP/1.1\r\nAuthorization: Bearer {KEY_ALL}");
+    let r = raw_on(stream, &auth, b"").await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["missing"], json!([]));
+    // Plain HTTP on the HTTPS port gets no HTTP answer.
+    let mut plain = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    plain.write_all(b"POST /v1/get_all_client_count HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), plain.read_to_end(&mut buf)).await;
+    assert!(!buf.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&buf));
+    // A missing certificate file is a startup error naming it.
+    let config = gw_config::HttpApiConfig {
+        tls_cert: Some("/nonexistent/cert.pem".into()),
+        tls_key: Some(key),
+        ..gw_config::HttpApiConfig::default()
+    };
+    let err = gw_http_api::Api::start(&config).err().expect("a missing file is an error");
+    assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+    api.stop().await;
 }

@@ -27,11 +27,8 @@ async fn python_drives_every_push_endpoint() {
         return;
     }
     let cluster = Cluster::start(2).await;
-    let api = ApiHandle::start(&[cluster.register.addr], |_| {}).await;
-    let api2 = ApiHandle::start(&[cluster.register.addr], |_| {}).await;
-    for a in [&api, &api2] {
-        assert!(a.api.gateway.wait_for_gateways(2, std::time::Duration::from_secs(10)).await);
-    }
+    let api = ApiHandle::start(&[cluster.register.addr], |_| {}).await.linked(2).await;
+    let api2 = ApiHandle::start(&[cluster.register.addr], |_| {}).await.linked(2).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/push_api.py");
     let args = [
         script.to_string(),

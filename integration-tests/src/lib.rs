@@ -4,6 +4,7 @@
 mod eventually;
 pub mod logs;
 pub mod process;
+pub mod tls;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use eventually::eventually;
+pub use tls::{self_signed, tls_connect};
 pub use ws::WsClient;
 
 /// Fast link timings so tests notice failures in well under a second.

@@ -69,6 +69,15 @@ impl ApiHandle {
         Self { addr, api, stop, task }
     }
 
+    /// Waits until the API has linked `n` gateways.
+    pub async fn linked(self, n: usize) -> Self {
+        assert!(
+            self.api.gateway.wait_for_gateways(n, Duration::from_secs(10)).await,
+            "the API did not link {n} gateways"
+        );
+        self
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -123,7 +132,15 @@ impl Response {
 /// Sends `head` (request line and headers, without the blank line) and `body` as written, with
 /// `Connection: close`, and reads the whole response.
 pub async fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> Response {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    raw_on(TcpStream::connect(addr).await.unwrap(), head, body).await
+}
+
+/// [`raw`] over a connection already made (TLS, for example).
+pub async fn raw_on<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    head: &str,
+    body: &[u8],
+) -> Response {
     let req = format!("{head}\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len());
     s.write_all(req.as_bytes()).await.unwrap();
     // The server may answer (413) and close before reading everything.
