@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream as StdTcpStream;
-use std::sync::Arc;
 use std::time::Duration;
 
 use gw_business_worker::apps::bench::Bench;
