@@ -163,8 +163,11 @@ fn parse_batch(body: &[u8]) -> Result<BatchRequest, ApiError> {
         match Call::from_parts(name, args) {
             Some(Ok(call)) => calls.push(call),
             Some(Err(mut e)) => {
-                let field = at(&format!(".args{}", e.field.as_deref().map(|f| format!(".{f}")).unwrap_or_default()));
-                e.message = format!("{field}: {}", e.message.trim_start_matches("invalid request body: "));
+                let inner = e.field.as_deref().map(|f| format!(".{f}")).unwrap_or_default();
+                let field = at(&format!(".args{inner}"));
+                let what = e.message.trim_start_matches("invalid request body: ");
+                let what = e.field.as_deref().and_then(|f| what.strip_prefix(&format!("{f}: "))).unwrap_or(what);
+                e.message = format!("{field}: {what}");
                 e.field = Some(field);
                 return Err(e);
             }
