@@ -168,6 +168,8 @@ async fn a_python_endpoint_runs_the_chat_and_survives_its_own_failures() {
         assert_eq!(ws.recv_json().await["content"], "back", "the given-up message was not delivered later either");
     }
     assert_eq!(stats.failures.load(Ordering::Relaxed), 2, "the refusal and the dead spell: {stats:?}");
+    // Counted where every handler error is (gw_worker_handler_errors_total).
+    assert_eq!(worker.stats.handler_errors.load(Ordering::Relaxed), 2);
 
     // Logout: close event, the endpoint tells the room.
     ann.close().await;
