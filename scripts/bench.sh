@@ -36,7 +36,7 @@ fi
 mkdir -p "$(dirname "$OUT")"
 
 echo "== building (release)" >&2
-cargo build --release -q -p gw-register -p gw-gateway -p gw-business-worker -p gw-bench
+cargo build --release -q -p gw-register -p gw-gateway -p gw-business-worker -p gw-http-api -p gw-bench
 BIN="${CARGO_TARGET_DIR:-target}/release"
 BENCH="$BIN/gw-bench"
 
@@ -74,7 +74,7 @@ trap 'exit 130' INT TERM
 # (comma-separated), GW_PIDS (comma-separated) and SERVER_PIDS, and waits for an echo round trip
 # through every gateway.
 start_cluster() {
-    local name=$1 ngw=$2 i
+    local name=$1 ngw=$2 app=${3:-echo} i
     local ports
     read -r -a ports <<<"$("$BENCH" ports $((1 + 2 * ngw)))"
     local reg="127.0.0.1:${ports[0]}"
@@ -108,21 +108,58 @@ EOF
     done
     # One business-worker master running $WORKERS worker processes (its children are measured
     # with it).
+    local app_section=""
+    if [ "$app" = http ]; then
+        # The http application posts every event to gw-bench's echo endpoint.
+        local ep
+        ep="127.0.0.1:$("$BENCH" ports 1)"
+        "$BENCH" endpoint --listen "$ep" >"$TMP/$name-endpoint.log" 2>&1 &
+        PIDS+=($!)
+        server+=($!)
+        app_section="[http_app]
+url = \"http://$ep/events\""
+    fi
     cat >"$TMP/$name-worker.toml" <<EOF
 name = "worker"
-app = "echo"
+app = "$app"
 count = $WORKERS
 registers = ["$reg"]
 $common
+$app_section
 EOF
     "$BIN/business-worker" --config "$TMP/$name-worker.toml" >"$TMP/$name-worker.log" 2>&1 &
     PIDS+=($!)
     server+=($!)
+    REG=$reg
     URLS=$(IFS=,; echo "${urls[*]}")
     GW_PIDS=$(IFS=,; echo "${gws[*]}")
     SERVER_PIDS=$(IFS=,; echo "${server[*]}")
     "$BENCH" wait --url "$URLS" --timeout 60
     echo "== cluster $name: register, $ngw gateway(s), $WORKERS worker(s); server pids $SERVER_PIDS" >&2
+}
+
+# start_api NAME: an HTTP push API (bin/http-api) on the cluster's register; sets API (ip:port)
+# and adds its pid to SERVER_PIDS.
+API_KEY=bench-api-key-0123456789abcdef
+start_api() {
+    local name=$1 port
+    port=$("$BENCH" ports 1)
+    API="127.0.0.1:$port"
+    cat >"$TMP/$name-http-api.toml" <<EOF
+name = "http-api"
+listen = "$API"
+registers = ["$REG"]
+[[keys]]
+name = "bench"
+key = "$API_KEY"
+[log]
+level = "warn"
+[process]
+run_dir = "$TMP/$name-run"
+EOF
+    "$BIN/http-api" --config "$TMP/$name-http-api.toml" >"$TMP/$name-http-api.log" 2>&1 &
+    PIDS+=($!)
+    SERVER_PIDS="$SERVER_PIDS,$!"
 }
 
 RESULTS="$TMP/results.txt"
@@ -149,9 +186,11 @@ run() {
 if [ "$MODE" = quick ]; then
     IDLE_N=500; IDLE3_N=1500; ECHO="--conns 20 --inflight 4 --warmup 0.5 --duration 2"
     FAN="--conns 50 --senders 2 --rate 40 --step-secs 1"; STORM_N=500
+    PUSH="--concurrency 8 --duration 1"
 else
     IDLE_N=19000; IDLE3_N=50000; ECHO="--conns 200 --inflight 8 --warmup 3 --duration 15"
     FAN="--conns 1000 --senders 4 --start-rate 100 --growth 1.5 --refine 3 --step-secs 5"; STORM_N=15000
+    PUSH="--concurrency 32 --duration 10"
 fi
 
 start_cluster a 1
@@ -163,7 +202,18 @@ run broadcast broadcast --url "$URLS" $FAN --source-net 3
 # shellcheck disable=SC2086
 run group group --url "$URLS" $FAN --source-net 4
 run storm storm --url "$URLS" --conns "$STORM_N" --procs 1 --source-net 5
+if wanted push; then
+    start_api a
+    # shellcheck disable=SC2086
+    run push push --url "$URLS" --register "$REG" --api "http://$API" --key "$API_KEY" $PUSH
+fi
 stop_all
+
+if wanted echo-http; then
+    start_cluster h 1 http
+    run echo-http echo --url "$URLS" $ECHO --size 64 --source-net 7
+    stop_all
+fi
 
 if wanted idle-3gw; then
     start_cluster b 3
@@ -193,6 +243,8 @@ row() { # row NAME
     local cpu
     cpu="$(field server_cores "$l") / $(field gen_cores "$l") / $(field machine_cores "$l")"
     case "$1" in
+        echo-http)
+            echo "| echo through app = \"http\" | the same load; every event POSTed to gw-bench's echo endpoint (Rust, keep-alive) | $(field rtt_per_sec "$l") round trips/s | - | - | $(lat "$l") | $cpu |" ;;
         echo)
             local v; v=$(field rtt_per_sec "$l")
             echo "| echo | $(field conns "$l") conns × $(field inflight "$l") in flight, $(field size "$l") B | $v round trips/s | ≥ 100000 | $(met "$(cmp "$v" 100000 '>=')") | $(lat "$l") | $cpu |" ;;
@@ -209,6 +261,10 @@ row() { # row NAME
             ok=$(cmp "$v" 5 '<')
             [ "$(field answered "$l")" = "$(field conns "$l")" ] || ok=0
             echo "| storm | $(field conns "$l") clients at once; $(field answered "$l") answered | $v s until all answered | < 5 s | $(met "$ok") | $(lat "$l") | $cpu |" ;;
+        push)
+            local ok=1; [ "$(field missing "$l")" = 0 ] || ok=0
+            echo "| push (gateway-client) | send_to_uid, $(field concurrency "$l") pushers, each waiting for its push to arrive (end to end) | $(field direct_per_sec "$l") calls/s | - | $(met "$ok") | $(ms "$(field direct_p50_us "$l")") / $(ms "$(field direct_p99_us "$l")") / - | - |"
+            echo "| push (HTTP API) | the same calls as POST /v1/send_to_uid over $(field concurrency "$l") keep-alive connections; missing $(field missing "$l") of $(field sent "$l") | $(field http_per_sec "$l") requests/s (direct/HTTP = $(field overhead "$l")) | - | $(met "$ok") | $(ms "$(field http_p50_us "$l")") / $(ms "$(field http_p99_us "$l")") / - | $cpu |" ;;
     esac
 }
 
@@ -233,7 +289,7 @@ row() { # row NAME
     echo
     echo "| scenario | load | result | target | met | latency p50 / p99 / p99.9 (ms) | CPU cores: server / generator / machine |"
     echo "|---|---|---|---|---|---|---|"
-    for s in idle echo broadcast group storm idle-3gw; do row "$s"; done
+    for s in idle echo echo-http broadcast group storm push idle-3gw; do row "$s"; done
     echo
     echo "Raw results:"
     echo

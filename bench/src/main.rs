@@ -6,11 +6,13 @@
 
 mod coord;
 mod echo;
+mod endpoint;
 mod fanout;
 mod hist;
 mod idle;
 mod net;
 mod procfs;
+mod push;
 mod storm;
 
 use std::process::ExitCode;
@@ -49,6 +51,10 @@ enum Cmd {
     Idle(idle::IdleArgs),
     /// N clients connect at once and each sends one message: time until all are answered.
     Storm(storm::StormArgs),
+    /// `send_to_uid` through the HTTP API vs directly through gateway-client, in the same run.
+    Push(push::PushArgs),
+    /// Serve an echo endpoint for business workers running `app = "http"`.
+    Endpoint(endpoint::EndpointArgs),
 }
 
 /// Options every load scenario shares.
@@ -114,6 +120,8 @@ fn main() -> ExitCode {
         Cmd::Group(a) => fanout::main(a, fanout::Kind::Group),
         Cmd::Idle(a) => idle::main(a),
         Cmd::Storm(a) => storm::main(a),
+        Cmd::Push(a) => push::main(a),
+        Cmd::Endpoint(a) => endpoint::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -59,7 +59,7 @@ impl<E: Events> From<E> for Application {
     }
 }
 
-type Factory<C> = Box<dyn FnOnce(&C, &WorkerConfig) -> Application>;
+type Factory<C> = Box<dyn FnOnce(&C, &WorkerConfig) -> anyhow::Result<Application>>;
 
 /// An application binary whose application is built from its `[app_config]` section `C`.
 ///
@@ -107,7 +107,24 @@ impl<C: AppConfig> App<C> {
 
     /// Like [`new`](Self::new), with the worker's own configuration too (its `name`, `app`, …).
     pub fn with_worker_config<A: Into<Application>>(factory: impl FnOnce(&C, &WorkerConfig) -> A + 'static) -> Self {
-        Self { factory: Box::new(move |settings, worker| factory(settings, worker).into()), name: None, about: None }
+        Self::try_with_worker_config(move |settings, worker| Ok::<_, std::convert::Infallible>(factory(settings, worker)))
+    }
+
+    /// Like [`with_worker_config`](Self::with_worker_config), for an application whose construction
+    /// can fail: the error is logged by the worker process, which exits non-zero (and its master
+    /// restarts it, up to `restart_limit`).
+    pub fn try_with_worker_config<A, E>(
+        factory: impl FnOnce(&C, &WorkerConfig) -> Result<A, E> + 'static,
+    ) -> Self
+    where
+        A: Into<Application>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Self {
+            factory: Box::new(move |settings, worker| Ok(factory(settings, worker)?.into())),
+            name: None,
+            about: None,
+        }
     }
 
     /// The program name in `--help` and messages (default: the executable's file name).
@@ -139,7 +156,7 @@ impl<C: AppConfig> App<C> {
             match ctx.role {
                 ProcessRole::Main => master::run_master(config.worker, ctx).await,
                 ProcessRole::Child { index, .. } => {
-                    let app = factory(&config.app, &config.worker);
+                    let app = factory(&config.app, &config.worker)?;
                     (app.serve)(config.worker, index, ctx).await
                 }
             }

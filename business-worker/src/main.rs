@@ -1,15 +1,17 @@
 //! `business-worker`: a master running `count` worker processes of a built-in application (the
-//! chat demo by default, or `app = "echo"`), built on the same entry point as any application.
+//! chat demo by default, `app = "echo"`, or `app = "http"`: an HTTP endpoint in any language), built
+//! on the same entry point as any application.
 
-use gw_business_worker::apps::{bench::Bench, chat::Chat};
+use gw_business_worker::apps::{bench::Bench, chat::Chat, http::{HttpApp, HttpAppError}};
 use gw_business_worker::{App, Application, NoConfig};
 
 fn main() -> std::process::ExitCode {
-    App::with_worker_config(|_: &NoConfig, worker| -> Application {
-        match worker.app.as_str() {
+    App::try_with_worker_config(|_: &NoConfig, worker| -> Result<Application, HttpAppError> {
+        Ok(match worker.app.as_str() {
             "echo" => Bench.into(),
+            "http" => HttpApp::new(worker.http_app.clone())?.into(),
             _ => Chat::default().into(),
-        }
+        })
     })
     .name("business-worker")
     .about(

@@ -8,10 +8,11 @@ use crate::validate::{Problem, check_log_level};
 pub const ENV_VARS: &[(&str, &str)] = &[
     ("GW_NAME", "name"),
     ("GW_SECRET", "secret"),
-    ("GW_LISTEN", "listen (register, gateway)"),
+    ("GW_LISTEN", "listen (register, gateway, http-api)"),
     ("GW_INTERNAL_LISTEN", "internal_listen (gateway)"),
     ("GW_ADVERTISE", "advertise (gateway)"),
-    ("GW_REGISTERS", "registers, comma-separated (gateway, worker)"),
+    ("GW_REGISTERS", "registers, comma-separated (gateway, worker, http-api)"),
+    ("GW_API_KEY", "http-api: adds a key named `env` with access to every call"),
     ("GW_RUN_DIR", "process.run_dir (pid file, log file, control socket)"),
     ("GW_ADMIN", "process.admin (/metrics and /health address; empty disables)"),
     ("GW_LOG_LEVEL", "log.level"),
@@ -95,6 +96,21 @@ impl EnvOverride for WorkerConfig {
         set(&mut self.name, env, "GW_NAME");
         set(&mut self.secret, env, "GW_SECRET");
         registers(&mut self.registers, env);
+        process(&mut self.process, env);
+        log(&mut self.log, env)
+    }
+}
+
+impl EnvOverride for HttpApiConfig {
+    fn apply(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
+        set(&mut self.name, env, "GW_NAME");
+        set(&mut self.secret, env, "GW_SECRET");
+        set(&mut self.listen, env, "GW_LISTEN");
+        registers(&mut self.registers, env);
+        // Empty counts as unset, so a compose file can pass `${GW_API_KEY:-}` through.
+        if let Some(key) = env("GW_API_KEY").filter(|k| !k.is_empty()) {
+            self.keys.push(ApiKeyConfig { name: "env".into(), key, access: ApiAccess::All });
+        }
         process(&mut self.process, env);
         log(&mut self.log, env)
     }

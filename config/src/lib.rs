@@ -1,4 +1,4 @@
-//! Typed TOML configuration of the three daemons.
+//! Typed TOML configuration of the daemons (register, gateway, business worker, HTTP API).
 //!
 //! Defaults live in code ([`Default`] impls), unknown keys are errors (`deny_unknown_fields`, so a
 //! typo is reported rather than ignored), [`validate`](Validate::validate) reports every problem at
@@ -35,7 +35,8 @@ macro_rules! daemon_config {
 daemon_config!(
     RegisterConfig => |_: &RegisterConfig| std::time::Duration::from_secs(3),
     GatewayConfig => |c: &GatewayConfig| c.grace_period,
-    WorkerConfig => |c: &WorkerConfig| c.grace_period
+    WorkerConfig => |c: &WorkerConfig| c.grace_period,
+    HttpApiConfig => |c: &HttpApiConfig| c.grace_period
 );
 
 use std::path::{Path, PathBuf};

@@ -27,6 +27,8 @@ fn every_shipped_config_file_parses_and_validates() {
             load::<RegisterConfig>(Some(&path), no_env).map(|_| ())
         } else if name.starts_with("gateway") {
             load::<GatewayConfig>(Some(&path), no_env).map(|_| ())
+        } else if name.starts_with("http-api") {
+            load::<HttpApiConfig>(Some(&path), no_env).map(|_| ())
         } else if name.starts_with("business-worker") || name.starts_with("worker") {
             load::<WorkerConfig>(Some(&path), no_env).map(|_| ())
         } else {
@@ -50,6 +52,8 @@ fn shipped_examples_equal_the_defaults() {
     assert_eq!(g, GatewayConfig::default());
     let w: WorkerConfig = load(Some(&shipped("business-worker.toml")), no_env).unwrap();
     assert_eq!(w, WorkerConfig::default());
+    let h: HttpApiConfig = load(Some(&shipped("http-api.toml")), no_env).unwrap();
+    assert_eq!(h, HttpApiConfig::default());
 }
 
 #[test]
@@ -57,6 +61,7 @@ fn defaults_are_valid_without_a_file() {
     assert!(load::<RegisterConfig>(None, no_env).is_ok());
     assert!(load::<GatewayConfig>(None, no_env).is_ok());
     assert!(load::<WorkerConfig>(None, no_env).is_ok());
+    assert!(load::<HttpApiConfig>(None, no_env).is_ok());
 }
 
 #[test]
@@ -224,4 +229,44 @@ fn every_wrong_type_and_unknown_key_of_a_file_is_reported_at_once() {
     let err = load::<GatewayConfig>(Some(&path), no_env).unwrap_err().to_string();
     assert!(err.contains("invalid type: string \"x\""), "{err}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn http_api_keys_are_checked_and_never_shown() {
+    let text = r#"
+        listen = "0.0.0.0:8090"
+        max_body = 10
+        tls_cert = "/x.pem"
+        [[keys]]
+        name = "a"
+        key = "short"
+        [[keys]]
+        name = "a"
+        key = "long enough but has spaces"
+        access = "read"
+    "#;
+    let config: HttpApiConfig = parse(text, Path::new("h.toml")).unwrap();
+    let problems = config.validate();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, vec!["keys[0].key", "keys[1].name", "keys[1].key", "tls_cert", "max_body"], "{problems:?}");
+    let shown = format!("{problems:?} {config:?}");
+    assert!(!shown.contains("short") && !shown.contains("has spaces"), "a key leaked: {shown}");
+    let err = parse::<HttpApiConfig>(
+        "[[keys]]\nname = \"a\"\nkey = \"0123456789abcdef\"\naccess = \"write\"\n",
+        Path::new("h.toml"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("write"), "{err}");
+}
+
+#[test]
+fn http_api_on_a_public_address_needs_a_key_which_the_environment_can_give() {
+    let vars: HashMap<&str, &str> = [("GW_LISTEN", "0.0.0.0:8090")].into_iter().collect();
+    let err = load::<HttpApiConfig>(None, |k| vars.get(k).map(|v| v.to_string())).unwrap_err();
+    assert!(err.to_string().contains("keys: at least one API key is required"), "{err}");
+    let vars: HashMap<&str, &str> =
+        [("GW_LISTEN", "0.0.0.0:8090"), ("GW_API_KEY", "0123456789abcdef0123")].into_iter().collect();
+    let h: HttpApiConfig = load(None, |k| vars.get(k).map(|v| v.to_string())).unwrap();
+    assert_eq!(h.keys.len(), 1);
+    assert_eq!((h.keys[0].name.as_str(), h.keys[0].access), ("env", ApiAccess::All));
 }

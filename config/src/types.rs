@@ -319,8 +319,9 @@ impl GatewayConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
     pub name: String,
-    /// Which built-in application the stock `business-worker` binary runs: `chat` or `echo`
-    /// (the benchmark contract). Binaries with their own `Events` ignore it.
+    /// Which built-in application the stock `business-worker` binary runs: `chat`, `echo` (the
+    /// benchmark contract) or `http` (business logic served by an HTTP endpoint, configured in
+    /// `[http_app]`). Binaries with their own `Events` ignore it.
     pub app: String,
     /// Every register to learn gateways from.
     pub registers: Vec<String>,
@@ -341,6 +342,8 @@ pub struct WorkerConfig {
     pub restart_limit: usize,
     #[serde(with = "humantime_serde")]
     pub restart_window: Duration,
+    /// The `http` application's endpoint (used when `app = "http"`).
+    pub http_app: HttpAppConfig,
     pub link: LinkConfig,
     pub log: LogConfig,
     pub process: ProcessConfig,
@@ -349,6 +352,58 @@ pub struct WorkerConfig {
     /// unknown keys like the rest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app_config: Option<toml::Table>,
+}
+
+/// `[http_app]` of `business-worker.toml`: where the `http` application posts client events.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpAppConfig {
+    /// The endpoint every event is POSTed to: `http://host:port/path`.
+    pub url: String,
+    /// How long one event may take in all, retries included; then it is given up (logged and
+    /// counted as a handler error) and acknowledged, so a dead endpoint never stalls the worker.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Requests to the endpoint in flight at once, per worker process.
+    pub concurrency: usize,
+    /// First wait before a retry; doubles up to `retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Sent as `Authorization: Bearer <api_key>` when not empty.
+    pub api_key: String,
+    /// Extra request headers.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Largest answer accepted from the endpoint, in bytes.
+    pub max_answer: usize,
+}
+
+impl std::fmt::Debug for HttpAppConfig {
+    // The API key and header values (which may hold credentials) never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpAppConfig")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .field("concurrency", &self.concurrency)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for HttpAppConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8000/events".into(),
+            timeout: Duration::from_secs(10),
+            concurrency: 64,
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(2),
+            api_key: String::new(),
+            headers: Default::default(),
+            max_answer: 4 * 1024 * 1024,
+        }
+    }
 }
 
 impl Default for WorkerConfig {
@@ -364,10 +419,95 @@ impl Default for WorkerConfig {
             count: 2,
             restart_limit: 5,
             restart_window: Duration::from_secs(60),
+            http_app: HttpAppConfig::default(),
             link: LinkConfig::default(),
             log: LogConfig::default(),
             process: ProcessConfig::default(),
             app_config: None,
+        }
+    }
+}
+
+/// What an API key of the HTTP push API may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiAccess {
+    /// Every call.
+    #[default]
+    All,
+    /// Queries only (`is_online`, counts, lists, sessions): nothing that changes the cluster.
+    Read,
+    /// The `send_to_*` calls only: push messages, change nothing else, read nothing.
+    Send,
+}
+
+/// One API key of the HTTP push API (`[[keys]]`), sent as `Authorization: Bearer <key>`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Shown in logs and metrics instead of the key.
+    pub name: String,
+    /// The secret itself: at least 16 characters.
+    pub key: String,
+    #[serde(default)]
+    pub access: ApiAccess,
+}
+
+impl std::fmt::Debug for ApiKeyConfig {
+    // Keys never reach a log, not even through a `{:?}` of the whole config.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyConfig").field("name", &self.name).field("access", &self.access).finish_non_exhaustive()
+    }
+}
+
+/// `http-api.toml`: the HTTP push API daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpApiConfig {
+    pub name: String,
+    /// HTTP (or HTTPS, with `tls_cert` and `tls_key`) address of the API.
+    pub listen: String,
+    /// Every register to learn gateways from.
+    pub registers: Vec<String>,
+    /// Shared cluster secret.
+    pub secret: String,
+    /// API keys. Empty means no authentication, allowed only while `listen` is a loopback address.
+    pub keys: Vec<ApiKeyConfig>,
+    /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// Largest request body in bytes (413 above it).
+    pub max_body: usize,
+    /// Most calls in one `/v1/batch` request.
+    pub max_batch: usize,
+    /// Deadline of each query to each gateway.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// On stop: time to finish requests in flight.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    pub link: LinkConfig,
+    pub log: LogConfig,
+    pub process: ProcessConfig,
+}
+
+impl Default for HttpApiConfig {
+    fn default() -> Self {
+        Self {
+            name: "http-api".into(),
+            listen: "127.0.0.1:8090".into(),
+            registers: vec![DEFAULT_REGISTER.into()],
+            secret: String::new(),
+            keys: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            max_body: 1024 * 1024,
+            max_batch: 1000,
+            query_timeout: Duration::from_secs(5),
+            grace_period: Duration::from_secs(10),
+            link: LinkConfig::default(),
+            log: LogConfig::default(),
+            process: ProcessConfig::default(),
         }
     }
 }

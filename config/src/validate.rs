@@ -121,6 +121,38 @@ impl Problems {
         }
     }
 
+    fn http_app(&mut self, h: &HttpAppConfig) {
+        match h.url.strip_prefix("http://") {
+            Some(rest) => {
+                let authority = rest.split('/').next().unwrap_or_default();
+                if let Err(reason) = check_host_port(authority) {
+                    self.add("http_app.url", format!("{:?}: {reason}", h.url));
+                }
+            }
+            None => self.add(
+                "http_app.url",
+                format!("{:?} is not an http:// URL (for HTTPS, put a TLS-terminating proxy on the same host)", h.url),
+            ),
+        }
+        if h.timeout.is_zero() {
+            self.add("http_app.timeout", "must be greater than zero");
+        }
+        if h.concurrency == 0 {
+            self.add("http_app.concurrency", "must be at least 1");
+        }
+        if h.retry_min.is_zero() || h.retry_max < h.retry_min {
+            self.add("http_app.retry_min", "must be above zero and at most http_app.retry_max");
+        }
+        if h.max_answer < 1024 {
+            self.add("http_app.max_answer", "must be at least 1024 bytes");
+        }
+        for name in h.headers.keys() {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                self.add(format!("http_app.headers.{name}"), "is not a valid header name");
+            }
+        }
+    }
+
     fn log(&mut self, log: &LogConfig) {
         if let Err(reason) = check_log_level(&log.level) {
             self.add("log.level", reason);
@@ -323,8 +355,11 @@ impl Validate for WorkerConfig {
         let mut p = Problems::default();
         p.name(&self.name);
         p.registers(&self.registers);
-        if !["chat", "echo"].contains(&self.app.as_str()) {
-            p.add("app", format!("{:?} is not a built-in application (chat, echo)", self.app));
+        if !["chat", "echo", "http"].contains(&self.app.as_str()) {
+            p.add("app", format!("{:?} is not a built-in application (chat, echo, http)", self.app));
+        }
+        if self.app == "http" {
+            p.http_app(&self.http_app);
         }
         if self.client_queue == 0 {
             p.add("client_queue", "must be at least 1");
@@ -334,6 +369,56 @@ impl Validate for WorkerConfig {
         }
         if self.restart_limit == 0 {
             p.add("restart_limit", "must be at least 1");
+        }
+        p.link(&self.link);
+        p.log(&self.log);
+        p.process(&self.process);
+        p.0
+    }
+}
+
+impl Validate for HttpApiConfig {
+    fn validate(&self) -> Vec<Problem> {
+        let mut p = Problems::default();
+        p.name(&self.name);
+        let listen = p.bind_addr("listen", &self.listen);
+        p.registers(&self.registers);
+        if self.keys.is_empty()
+            && let Some(addr) = listen.filter(|a| !is_loopback(a.ip()))
+        {
+            p.add(
+                "keys",
+                format!(
+                    "at least one API key is required because `listen` is the non-loopback address {addr}; add [[keys]] or set GW_API_KEY"
+                ),
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            if k.name.trim().is_empty() {
+                p.add(format!("keys[{i}].name"), "must not be empty");
+            } else if !names.insert(k.name.as_str()) {
+                p.add(format!("keys[{i}].name"), format!("{:?} is used by another key", k.name));
+            }
+            // The key itself is never echoed back, only its length.
+            if k.key.chars().count() < 16 {
+                p.add(format!("keys[{i}].key"), format!("is {} characters; use at least 16", k.key.chars().count()));
+            }
+            if k.key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                p.add(format!("keys[{i}].key"), "must not contain spaces or control characters");
+            }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            p.add("tls_cert", "HTTPS needs both tls_cert and tls_key (PEM files)");
+        }
+        if !(64..=64 * 1024 * 1024).contains(&self.max_body) {
+            p.add("max_body", format!("{} is outside 64..=67108864 bytes", self.max_body));
+        }
+        if self.max_batch == 0 || self.max_batch > 100_000 {
+            p.add("max_batch", format!("{} is outside 1..=100000 calls", self.max_batch));
+        }
+        if self.query_timeout.is_zero() {
+            p.add("query_timeout", "must be greater than zero");
         }
         p.link(&self.link);
         p.log(&self.log);

@@ -94,14 +94,18 @@ impl GatewayClientBuilder {
         self
     }
 
-    /// Starts the client and waits until a register has answered and every listed gateway is
-    /// connected, or the connect timeout passes. Fails at once with
-    /// [`ClientError::AuthenticationFailed`] when every register refuses the handshake (a wrong
-    /// secret), and with [`ClientError::NoGateways`] only if no register answered at all; gateways that are still unreachable are retried in the
-    /// background and reported by the calls that need them.
-    pub async fn connect(self) -> Result<GatewayClient, ClientError> {
-        let timeout = self.connect_timeout;
-        let client = GatewayClient::start(
+    /// Starts the client without waiting: calls fail with [`ClientError::NoGateways`] until a
+    /// register has answered, and reach each gateway once it is linked. For daemons that must
+    /// come up while the cluster is still starting (the HTTP API).
+    ///
+    /// ```no_run
+    /// # async fn f() {
+    /// let g = gw_gateway_client::GatewayClient::builder(["127.0.0.1:1236"]).start();
+    /// let ready = g.wait_ready(std::time::Duration::from_secs(5)).await;
+    /// # let _ = ready; }
+    /// ```
+    pub fn start(self) -> GatewayClient {
+        GatewayClient::start(
             CoreOptions {
                 registers: self.registers,
                 secret: self.secret,
@@ -111,7 +115,17 @@ impl GatewayClientBuilder {
                 query_timeout: self.query_timeout,
             },
             None,
-        );
+        )
+    }
+
+    /// Starts the client and waits until a register has answered and every listed gateway is
+    /// connected, or the connect timeout passes. Fails at once with
+    /// [`ClientError::AuthenticationFailed`] when every register refuses the handshake (a wrong
+    /// secret), and with [`ClientError::NoGateways`] only if no register answered at all; gateways that are still unreachable are retried in the
+    /// background and reported by the calls that need them.
+    pub async fn connect(self) -> Result<GatewayClient, ClientError> {
+        let timeout = self.connect_timeout;
+        let client = self.start();
         let mut heard = client.core.heard_register.subscribe();
         let mut refusals = client.core.refusals.subscribe();
         let registers = client.core.opts.registers.len();

@@ -95,23 +95,7 @@ fn spec(config: &GatewayConfig, l: &ListenerConfig, addr: SocketAddr) -> Result<
 
 /// Loads a PEM certificate chain and key into a TLS acceptor; errors name the file.
 pub(crate) fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, GatewayError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| GatewayError::Config(format!("tls_cert {cert}: {e}")))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| GatewayError::Config(format!("tls_cert {cert}: {e}")))?;
-    if certs.is_empty() {
-        return Err(GatewayError::Config(format!("tls_cert {cert}: no certificate found")));
-    }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| GatewayError::Config(format!("tls_key {key}: {e}")))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| GatewayError::Config(format!("TLS: {e}")))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| GatewayError::Config(format!("tls_cert {cert} / tls_key: {e}")))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    gw_link::tls_acceptor(cert, key).map_err(GatewayError::Config)
 }
 
 /// Caps on open client sockets, in total and per IP address.

@@ -5,6 +5,7 @@ mod eventually;
 pub mod logs;
 pub mod numbered;
 pub mod process;
+pub mod tls;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ pub use eventually::eventually;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+pub use tls::{self_signed, tls_connect};
 pub use ws::WsClient;
 
 /// Fast link timings so tests notice failures in well under a second.
@@ -183,6 +185,19 @@ impl GatewayHandle {
         })
         .await;
     }
+}
+
+/// Waits for traffic tasks that return (messages sent, client); the total and the clients (kept
+/// open so the caller can check that none was disconnected).
+pub async fn join_traffic(tasks: Vec<tokio::task::JoinHandle<(usize, WsClient)>>) -> (usize, Vec<WsClient>) {
+    let mut total = 0;
+    let mut clients = Vec::new();
+    for t in tasks {
+        let (sent, ws) = t.await.unwrap();
+        total += sent;
+        clients.push(ws);
+    }
+    (total, clients)
 }
 
 /// A business worker on its own runtime and thread, so [`kill`](WorkerHandle::kill) can drop it

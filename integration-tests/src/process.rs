@@ -243,6 +243,32 @@ pub fn wait_for_file_line(path: &Path, needle: &str, timeout: Duration) -> Strin
     }
 }
 
+/// Puts a fresh copy of the worker binary at `path` (a new inode, as a deploy would), for the
+/// reload tests.
+pub fn install_binary(path: &Path) {
+    let tmp = path.with_extension("new");
+    std::fs::copy(bin_path("business-worker"), &tmp).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A business-worker master started with `start -d` from its own copy of the binary (so a test
+/// can replace it and reload), running 2 processes of `app`: `(directory, binary, config path)`.
+/// `extra` is more TOML appended to the config (such as an `[http_app]` section).
+pub fn start_reloadable_workers(
+    test: &str,
+    app: &str,
+    register: std::net::SocketAddr,
+    secret: &str,
+    extra: &str,
+) -> (PathBuf, PathBuf, String) {
+    let dir = temp_dir(test);
+    let bin = dir.join("business-worker");
+    install_binary(&bin);
+    let top = format!("name = \"rw\"\napp = \"{app}\"");
+    let cfg = start_worker_master(&bin, &dir, &top, register, secret, "", extra);
+    (dir, bin, cfg)
+}
+
 /// Writes a config file into a fresh temporary directory and returns its path.
 pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();

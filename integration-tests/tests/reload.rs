@@ -2,24 +2,16 @@
 //! while `business-worker reload` replaces the worker processes twice with the binary on disk.
 //! Every message must be answered exactly once, in order, and no socket may close.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use gw_integration_tests::numbered::numbered_traffic;
-use gw_integration_tests::process::{bin_path, cli, reload_every_process, start_worker_master, temp_dir, worker_pids};
+use gw_integration_tests::process::{cli, install_binary, reload_every_process, start_worker_master, temp_dir, worker_pids};
 use gw_integration_tests::*;
 
 const SECRET: &str = "reload-test-secret-0123456789";
 const CLIENTS: usize = 20;
-
-/// Puts a fresh copy of the worker binary at `path` (a new inode, as a deploy would).
-fn install_binary(path: &Path) {
-    let tmp = path.with_extension("new");
-    std::fs::copy(bin_path("business-worker"), &tmp).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloading_the_workers_twice_under_load_loses_repeats_and_reorders_nothing() {
@@ -57,13 +49,7 @@ async fn reloading_the_workers_twice_under_load_loses_repeats_and_reorders_nothi
         gw.wait_for_more_messages(300, "traffic after reload").await;
     }
     stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
-    let mut clients = Vec::new();
-    for t in tasks {
-        let (sent, ws) = t.await.unwrap();
-        total += sent;
-        clients.push(ws);
-    }
+    let (total, _clients) = join_traffic(tasks).await;
     assert_eq!(gw.metric("connections"), CLIENTS as u64, "no client was disconnected");
     assert_eq!(gw.metric("redelivered"), 0, "nothing was delivered twice");
     assert_eq!(gw.metric("dropped_no_worker"), 0);

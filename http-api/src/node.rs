@@ -1,0 +1,55 @@
+//! What a running HTTP API shows to `status`, `/metrics` and `/health`.
+
+use std::sync::Arc;
+
+use gw_daemon::report::own_rss;
+use gw_daemon::{BoxFuture, MetricFamily, Node, ProcessStatus};
+
+use crate::Api;
+
+/// The HTTP API as a [`Node`].
+pub struct HttpApiNode {
+    pub api: Arc<Api>,
+    pub name: String,
+    pub listen: String,
+}
+
+impl Node for HttpApiNode {
+    fn status(&self) -> BoxFuture<'_, Vec<ProcessStatus>> {
+        let gateways = self.api.gateway.gateway_count();
+        let row = ProcessStatus {
+            pid: std::process::id(),
+            role: "http-api".into(),
+            name: self.name.clone(),
+            memory: own_rss(),
+            listen: vec![self.listen.clone()],
+            connections: gateways as u64,
+            messages_in: self.api.stats.total(),
+            messages_out: 0,
+            dropped: 0,
+            requests_per_sec: 0.0,
+            admin: None,
+            state: format!("running, {gateways} gateway(s)"),
+        };
+        Box::pin(async move { vec![row] })
+    }
+
+    fn metrics(&self) -> BoxFuture<'_, Vec<MetricFamily>> {
+        let mut families = self.api.stats.families();
+        families.push(MetricFamily::gauge(
+            "gw_http_gateways",
+            "Gateways linked now.",
+            self.api.gateway.gateway_count() as f64,
+        ));
+        Box::pin(async move { families })
+    }
+
+    fn requests_total(&self) -> u64 {
+        self.api.stats.total()
+    }
+
+    /// Unhealthy while no gateway is linked: a load balancer sends requests elsewhere.
+    fn healthy(&self) -> bool {
+        self.api.gateway.gateway_count() > 0
+    }
+}

@@ -1,0 +1,204 @@
+//! The HTTP routes: `POST /v1/<call>` per call, `POST /v1/batch`, `GET /openapi.json`; JSON
+//! errors for everything else; every request counted by route and status.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::Api;
+use crate::calls::{ApiCall, Call, Reply, for_each_call};
+use crate::error::{ApiError, parse_json, parse_value};
+
+/// The router of the API.
+pub fn router(api: Arc<Api>) -> Router {
+    let router = for_each_call!(Router::new(), handle);
+    router
+        .route("/v1/batch", axum::routing::post(batch))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(api.clone(), track))
+        .layer(DefaultBodyLimit::max(api.max_body))
+        .with_state(api)
+}
+
+/// Counts and times every request by its route pattern.
+async fn track(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_string();
+    let started = Instant::now();
+    let span = tracing::debug_span!("request", route = %route);
+    let response = next.run(req).instrument(span).await;
+    api.stats.record(&route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// The body, or the JSON error for one that could not be read (413 when over `max_body`).
+fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(status, "too_large", "request body is larger than max_body")
+        } else {
+            ApiError::new(status, "bad_request", format!("cannot read the request body: {}", e.body_text()))
+        }
+    })
+}
+
+/// One call: authorize, parse, run, answer `{"value", "missing"}`.
+async fn handle<C: ApiCall>(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Reply<C::Output>>, ApiError> {
+    let key = api.keys.authorize(&headers, &[(0, C::KIND)])?;
+    let call: C = parse_json(&body(raw)?)?;
+    api.ready()?;
+    api.stats.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let span = tracing::debug_span!("call", call = C::NAME, key = %key);
+    match call.run(&api.gateway).instrument(span).await {
+        Ok(reply) => {
+            tracing::debug!(call = C::NAME, key = %key, missing = reply.missing.len(), "call done");
+            Ok(Json(reply))
+        }
+        Err(e) => {
+            tracing::debug!(call = C::NAME, key = %key, error = %e, "call failed");
+            Err(e.into())
+        }
+    }
+}
+
+/// `POST /v1/batch`: several calls, run in order.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// The calls, run one after the other in this order.
+    pub calls: Vec<Call>,
+}
+
+/// One call's outcome in a batch: `{"value", "missing"}` or `{"error"}`.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum BatchResult {
+    Ok(Reply<Value>),
+    Err { error: ApiError },
+}
+
+/// The answer to a batch: one result per call, in order.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct BatchResponse {
+    pub results: Vec<BatchResult>,
+}
+
+/// The whole batch is parsed and authorized before anything runs; then every call runs in order
+/// and a failed call does not stop the ones after it (each has its own result).
+async fn batch(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    api.keys.authenticate(&headers)?;
+    let request: BatchRequest = parse_batch(&body(raw)?)?;
+    if request.calls.len() > api.max_batch {
+        return Err(ApiError::bad_field(
+            "calls",
+            format!("{} calls; a batch has at most {} (max_batch)", request.calls.len(), api.max_batch),
+        ));
+    }
+    let kinds: Vec<_> = request.calls.iter().map(Call::kind).enumerate().collect();
+    let key = api.keys.authorize(&headers, &kinds)?;
+    api.ready()?;
+    let mut results = Vec::with_capacity(request.calls.len());
+    for call in request.calls {
+        api.stats.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = call.name();
+        let span = tracing::debug_span!("call", call = name, key = %key, batch = true);
+        results.push(match call.run(&api.gateway).instrument(span).await {
+            Ok(reply) => BatchResult::Ok(reply),
+            Err(e) => BatchResult::Err { error: e.into() },
+        });
+    }
+    tracing::debug!(key = %key, calls = results.len(), "batch done");
+    Ok(Json(BatchResponse { results }))
+}
+
+/// Parses a batch call by call, so an error names its place (`calls[3].args.uid`); a call
+/// without arguments may leave out `args`.
+fn parse_batch(body: &[u8]) -> Result<BatchRequest, ApiError> {
+    let value: Value = parse_json(body)?;
+    let Some(items) = value.get("calls").and_then(Value::as_array) else {
+        // Not the expected shape at all: let serde say what is wrong with it.
+        return parse_value(value);
+    };
+    if let Some(other) = value.as_object().and_then(|o| o.keys().find(|k| *k != "calls")) {
+        return Err(ApiError::bad_field(other.clone(), format!("unknown field `{other}`; a batch has only `calls`")));
+    }
+    let mut calls = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = |field: &str| format!("calls[{i}]{field}");
+        let Some(item) = item.as_object() else {
+            return Err(ApiError::bad_field(at(""), "a call is an object: {\"call\": \"<name>\", \"args\": {...}}"));
+        };
+        if let Some(other) = item.keys().find(|k| *k != "call" && *k != "args") {
+            return Err(ApiError::bad_field(
+                at(&format!(".{other}")),
+                format!("unknown field `{other}`; a call has `call` and `args`"),
+            ));
+        }
+        let Some(name) = item.get("call").and_then(Value::as_str) else {
+            return Err(ApiError::bad_field(at(".call"), "missing or not a string: the call's name"));
+        };
+        let args = item.get("args").cloned().unwrap_or_else(|| Value::Object(Default::default()));
+        match Call::from_parts(name, args) {
+            Some(Ok(call)) => calls.push(call),
+            Some(Err(mut e)) => {
+                let inner = e.field.as_deref().map(|f| format!(".{f}")).unwrap_or_default();
+                let field = at(&format!(".args{inner}"));
+                let what = e.message.trim_start_matches("invalid request body: ");
+                let what = e.field.as_deref().and_then(|f| what.strip_prefix(&format!("{f}: "))).unwrap_or(what);
+                e.message = format!("{field}: {what}");
+                e.field = Some(field);
+                return Err(e);
+            }
+            None => {
+                return Err(ApiError::bad_field(
+                    at(".call"),
+                    format!("unknown call {name:?}; GET /openapi.json lists every call"),
+                ));
+            }
+        }
+    }
+    Ok(BatchRequest { calls })
+}
+
+async fn openapi(State(api): State<Arc<Api>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], api.openapi.clone()).into_response()
+}
+
+async fn not_found(req: Request) -> ApiError {
+    let path = req.uri().path();
+    let message = match path.strip_prefix("/v1/") {
+        Some(call) => format!("unknown call {call:?}; GET /openapi.json lists every call"),
+        None => format!("no route {path:?}; the API is under /v1/ (GET /openapi.json describes it)"),
+    };
+    ApiError::new(StatusCode::NOT_FOUND, "unknown_call", message)
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed here: calls are POST with a JSON body", req.method()),
+    )
+}
