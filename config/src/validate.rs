@@ -162,6 +162,7 @@ impl Validate for RegisterConfig {
         p.link(&self.link);
         p.log(&self.log);
         p.process(&self.process);
+        p.0.extend(self.gatewayworker.iter().flat_map(Validate::validate));
         p.0
     }
 }
@@ -287,6 +288,7 @@ impl Validate for GatewayConfig {
         p.link(&self.link);
         p.log(&self.log);
         p.process(&self.process);
+        p.0.extend(self.gatewayworker.iter().flat_map(Validate::validate));
         p.0
     }
 }
