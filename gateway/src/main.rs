@@ -17,11 +17,23 @@ const SPEC: Spec = Spec {
 fn main() -> std::process::ExitCode {
     gw_daemon::main(SPEC, |config: GatewayConfig, ctx| async move {
         let listeners = gw_gateway::Listeners::bind(&config).await?;
+        let php = gw_gateway::gatewayworker::bind(&config).await?;
+        let php_config = config.gatewayworker.clone();
         let gateway = gw_gateway::build(config, &listeners)?;
         let mut listen = gateway.listener_urls();
         listen.push(listeners.internal.local_addr().context("internal listener")?.to_string());
         ctx.publish(Arc::new(gw_gateway::GatewayNode { gateway: gateway.clone(), listen }));
+        // PHP GatewayWorker's protocol, when configured, on its own internal listener.
+        let php = match (php, php_config) {
+            (Some(socket), Some(cfg)) => {
+                Some(tokio::spawn(gw_gateway::gatewayworker::serve(gateway.clone(), cfg, socket, ctx.shutdown.clone())))
+            }
+            _ => None,
+        };
         gw_gateway::serve(gateway, listeners, ctx.shutdown.clone()).await?;
+        if let Some(php) = php {
+            php.await.context("GatewayWorker listener")??;
+        }
         Ok(())
     })
 }

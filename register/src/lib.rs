@@ -5,6 +5,7 @@
 //! on every change. The register holds no client data; a restarted register is repopulated by the
 //! gateways' re-announcements within their reconnect backoff.
 
+pub mod gatewayworker;
 mod node;
 mod peer;
 mod registry;
