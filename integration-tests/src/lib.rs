@@ -3,6 +3,7 @@
 
 mod eventually;
 pub mod logs;
+pub mod php;
 pub mod process;
 pub mod ws;
 
