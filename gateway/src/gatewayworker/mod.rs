@@ -60,7 +60,39 @@ pub async fn bind(config: &gw_config::GatewayConfig) -> Result<Option<TcpListene
 
 /// Serves PHP peers on `listener` and announces it to the GatewayWorker-protocol registers, until
 /// `shutdown`. The advertised address defaults to the listener's real address (port 0 in tests).
+///
+/// Runs on a thread of its own with a single-threaded runtime, as PHP's gateway does: a web
+/// backend's `GatewayClient` opens a new connection per call, so `bindUid` then `sendToUid` are two
+/// connections, and only a single-threaded loop handles them in the order they arrived (tokio's
+/// multi-threaded scheduler may run the second first, and the message would miss the binding).
 pub async fn serve(
+    gw: Arc<Gateway>,
+    config: GatewayGatewayWorker,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), crate::GatewayError> {
+    let std_listener = listener.into_std().map_err(crate::GatewayError::Listener)?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("gatewayworker".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(crate::GatewayError::Listener)
+                .and_then(|rt| {
+                    rt.block_on(async move {
+                        let listener = TcpListener::from_std(std_listener).map_err(crate::GatewayError::Listener)?;
+                        serve_here(gw, config, listener, shutdown).await
+                    })
+                });
+            let _ = done_tx.send(result);
+        })
+        .map_err(crate::GatewayError::Listener)?;
+    done_rx.await.unwrap_or(Ok(()))
+}
+
+async fn serve_here(
     gw: Arc<Gateway>,
     config: GatewayGatewayWorker,
     listener: TcpListener,
