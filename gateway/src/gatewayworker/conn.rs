@@ -38,13 +38,22 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, side: Arc<PhpSide
     };
     let decoder = PacketDecoder::new(side.config.max_packet);
     let mut buf = BytesMut::with_capacity(4096);
+    // A peer must send one whole packet within the handshake timeout, so a stalled or silent
+    // connection cannot hold a socket forever (PHP's gateway has no such limit).
+    let timeout = side.gw.config.link.handshake_timeout;
+    let first_deadline = tokio::time::Instant::now() + timeout;
+    let mut heard = false;
     let result: Result<(), String> = async {
         loop {
             while let Some(packet) = decoder.decode(&mut buf).map_err(|e| e.to_string())? {
+                heard = true;
                 conn.handle(packet, peer).await?;
             }
             let n = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep_until(first_deadline), if !heard => {
+                    return Err(format!("no complete packet within {timeout:?}"));
+                }
                 n = r.read_buf(&mut buf) => n.map_err(|e| format!("read failed: {e}"))?,
             };
             if n == 0 {
