@@ -105,3 +105,42 @@ impl Validate for GatewayGatewayWorker {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{GatewayConfig, RegisterConfig};
+
+    #[test]
+    fn sections_parse_and_default() {
+        let c: GatewayConfig = toml::from_str("[gatewayworker]\nlisten = \"10.0.0.5:2901\"\n").unwrap();
+        let php = c.gatewayworker.unwrap();
+        assert_eq!(php.advertised().unwrap().to_string(), "10.0.0.5:2901");
+        assert_eq!(php.registers, ["127.0.0.1:1236"]);
+        let r: RegisterConfig = toml::from_str("[gatewayworker]\nsecret_key = \"k\"\n").unwrap();
+        assert_eq!(r.gatewayworker.unwrap().listen, "127.0.0.1:1236");
+        assert!(toml::from_str::<GatewayConfig>("[gatewayworker]\nlan_ip = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn advertised_address_must_be_a_reachable_ipv4() {
+        let check = |listen: &str, advertise: Option<&str>| {
+            let g = GatewayGatewayWorker {
+                listen: listen.into(),
+                advertise: advertise.map(String::from),
+                ..GatewayGatewayWorker::default()
+            };
+            g.validate().into_iter().map(|p| p.to_string()).collect::<Vec<_>>()
+        };
+        assert!(check("127.0.0.1:2901", None).is_empty());
+        assert!(check("0.0.0.0:2901", Some("10.0.0.5:2901")).is_empty());
+        let wildcard = check("0.0.0.0:2901", None);
+        assert!(wildcard[0].starts_with("gatewayworker.advertise:") && wildcard[0].contains("wildcard"), "{wildcard:?}");
+        let v6 = check("[::1]:2901", None);
+        assert!(v6[0].contains("IPv4"), "{v6:?}");
+        assert!(check("127.0.0.1:2901", Some("gw-1:2901"))[0].contains("IPv4"));
+        let mut bad = GatewayGatewayWorker { registers: vec![], max_packet: 10, ..GatewayGatewayWorker::default() };
+        bad.listen = "nope".into();
+        assert_eq!(bad.validate().len(), 4);
+    }
+}
