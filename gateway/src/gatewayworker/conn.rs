@@ -120,9 +120,34 @@ impl Conn {
             _ => {}
         }
         let local = self.side.local(p.header.connection_id);
+        match self.command(cmd, &p, local) {
+            Ok(Some(command)) => {
+                self.side.gw.state.execute(command);
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                // A command PHP sent with parameters we cannot take (a session JSON cannot hold,
+                // ext data that is not JSON): refused and counted, the connection stays up, as a
+                // worker link carries every other client's traffic.
+                Metrics::inc(&self.side.gw.state.metrics.rejected_commands);
+                tracing::warn!(peer = %peer, command = ?cmd, "refused GatewayWorker command: {reason}");
+                return Ok(());
+            }
+        }
+        // A query that cannot be answered closes the connection: PHP's caller then fails with
+        // "connection close" instead of taking an empty answer for a true one.
+        let reply = self.answer(cmd, &p, local)?;
+        if self.raw.send(encode_reply(&reply)).await.is_err() {
+            return Err("writer gone".into());
+        }
+        Ok(())
+    }
+
+    /// The internal command a PHP command packet stands for; `None` for queries.
+    fn command(&self, cmd: Cmd, p: &Packet, local: u64) -> Result<Option<Command>, String> {
         let ext = || String::from_utf8_lossy(&p.ext_data).into_owned();
-        let state = &self.side.gw.state;
-        let command = match cmd {
+        Ok(match cmd {
             Cmd::SendToOne => Some(Command::SendToClients { clients: vec![local], msg: payload(&p.body) }),
             Cmd::SendToAll => {
                 let ext: Json = if p.ext_data.is_empty() { Json::Null } else { json(&p.ext_data)? };
@@ -154,18 +179,12 @@ impl Conn {
                 })
             }
             // PHP ignores empty uids and groups (with a notice); so do we.
-            Cmd::BindUid | Cmd::JoinGroup | Cmd::LeaveGroup | Cmd::Ungroup => return Ok(()),
+            Cmd::BindUid | Cmd::JoinGroup | Cmd::LeaveGroup | Cmd::Ungroup => {
+                tracing::debug!(command = ?cmd, "empty uid or group ignored");
+                None
+            }
             _ => None,
-        };
-        if let Some(command) = command {
-            state.execute(command);
-            return Ok(());
-        }
-        let reply = self.answer(cmd, &p, local)?;
-        if self.raw.send(encode_reply(&reply)).await.is_err() {
-            return Err("writer gone".into());
-        }
-        Ok(())
+        })
     }
 
     /// PHP connection ids (a JSON list, or an object whose keys or values are ids) as local ids.
