@@ -135,7 +135,10 @@ mod tests {
         assert!(check("127.0.0.1:2901", None).is_empty());
         assert!(check("0.0.0.0:2901", Some("10.0.0.5:2901")).is_empty());
         let wildcard = check("0.0.0.0:2901", None);
-        assert!(wildcard[0].starts_with("gatewayworker.advertise:") && wildcard[0].contains("wildcard"), "{wildcard:?}");
+        assert!(
+            wildcard[0].starts_with("gatewayworker.advertise:") && wildcard[0].contains("wildcard"),
+            "{wildcard:?}"
+        );
         let v6 = check("[::1]:2901", None);
         assert!(v6[0].contains("IPv4"), "{v6:?}");
         assert!(check("127.0.0.1:2901", Some("gw-1:2901"))[0].contains("IPv4"));

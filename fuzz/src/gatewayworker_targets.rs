@@ -102,9 +102,17 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let session = br#"a:2:{s:7:"room_id";s:1:"1";s:11:"client_name";s:3:"Ann";}"#;
     [
         ("gatewayworker", "send_to_one", packet(Cmd::SendToOne, b"", b"hello", 1)),
-        ("gatewayworker", "worker_connect", packet(Cmd::WorkerConnect, b"", br#"{"worker_key":"w:0","secret_key":""}"#, 1)),
+        (
+            "gatewayworker",
+            "worker_connect",
+            packet(Cmd::WorkerConnect, b"", br#"{"worker_key":"w:0","secret_key":""}"#, 1),
+        ),
         ("gatewayworker", "set_session", packet(Cmd::SetSession, session, b"", 1)),
-        ("gatewayworker", "ws_connect", packet(Cmd::OnWebSocketConnect, session, br#"a:1:{s:3:"get";a:1:{i:0;d:1.5;}}"#, 0)),
+        (
+            "gatewayworker",
+            "ws_connect",
+            packet(Cmd::OnWebSocketConnect, session, br#"a:1:{s:3:"get";a:1:{i:0;d:1.5;}}"#, 0),
+        ),
         ("gatewayworker", "select", packet(Cmd::Select, br#"{"fields":["uid"],"where":{"groups":["g"]}}"#, b"", 1)),
         ("gatewayworker", "bomb", b"a:999999999:{a:1:{i:0;a:1:{".to_vec()),
         ("gatewayworker", "register_line", br#"{"event":"worker_connect","secret_key":"k"}"#.to_vec()),

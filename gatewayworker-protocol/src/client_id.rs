@@ -58,7 +58,8 @@ mod tests {
 
     #[test]
     fn rejects_other_lengths_and_non_hex() {
-        for bad in ["", "7f0000010b540000000", "7f0000010b54000000011", "7f0000010b540000000g", "+f0000010b5400000001"] {
+        for bad in ["", "7f0000010b540000000", "7f0000010b54000000011", "7f0000010b540000000g", "+f0000010b5400000001"]
+        {
             assert!(bad.parse::<PhpClientId>().is_err(), "{bad}");
         }
     }

@@ -137,7 +137,8 @@ impl Packet {
     /// Appends the encoded packet to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), PacketError> {
         let len = HEAD_LEN + self.ext_data.len() + self.body.len();
-        let pack_len = u32::try_from(len).map_err(|_| PacketError::TooLarge { len: len as u64, max: u32::MAX as usize })?;
+        let pack_len =
+            u32::try_from(len).map_err(|_| PacketError::TooLarge { len: len as u64, max: u32::MAX as usize })?;
         let h = &self.header;
         out.reserve(len);
         out.put_u32(pack_len);

@@ -198,7 +198,11 @@ impl Parser<'_> {
         // Numbers are short; a run of 32 bytes without the terminator is garbage.
         let window = &self.input[start..self.input.len().min(start + 32)];
         let Some(i) = window.iter().position(|&b| b == end) else {
-            return Err(if window.len() < 32 { PhpError::Truncated(self.input.len()) } else { PhpError::BadNumber(start) });
+            return Err(if window.len() < 32 {
+                PhpError::Truncated(self.input.len())
+            } else {
+                PhpError::BadNumber(start)
+            });
         };
         self.pos = start + i + 1;
         Ok(&self.input[start..start + i])
@@ -224,7 +228,8 @@ impl Parser<'_> {
     fn string(&mut self) -> Result<Vec<u8>, PhpError> {
         let n = self.len()?;
         self.expect(b'"', "'\"'")?;
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.input.len()).ok_or(PhpError::Truncated(self.input.len()))?;
+        let end =
+            self.pos.checked_add(n).filter(|e| *e <= self.input.len()).ok_or(PhpError::Truncated(self.input.len()))?;
         let s = self.input[self.pos..end].to_vec();
         self.pos = end;
         self.expect(b'"', "'\"'")?;
@@ -377,7 +382,8 @@ mod tests {
 
     /// Made with PHP 8.2:
     /// `serialize(["a"=>1,"b"=>[1.5,true,null],"7"=>"x\"y", -3=>"é"])`.
-    const PHP_ARRAY: &[u8] = b"a:4:{s:1:\"a\";i:1;s:1:\"b\";a:3:{i:0;d:1.5;i:1;b:1;i:2;N;}i:7;s:3:\"x\"y\";i:-3;s:2:\"\xc3\xa9\";}";
+    const PHP_ARRAY: &[u8] =
+        b"a:4:{s:1:\"a\";i:1;s:1:\"b\";a:3:{i:0;d:1.5;i:1;b:1;i:2;N;}i:7;s:3:\"x\"y\";i:-3;s:2:\"\xc3\xa9\";}";
 
     fn php_array() -> Value {
         Value::map([

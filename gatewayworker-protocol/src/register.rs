@@ -10,9 +10,14 @@ pub const MAX_LINE: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToRegister {
     /// A gateway announces its GatewayWorker-protocol address (`ip:port`).
-    GatewayConnect { address: String, secret_key: String },
+    GatewayConnect {
+        address: String,
+        secret_key: String,
+    },
     /// A BusinessWorker or GatewayClient asks for the gateway addresses.
-    WorkerConnect { secret_key: String },
+    WorkerConnect {
+        secret_key: String,
+    },
     Ping,
 }
 
@@ -65,15 +70,18 @@ struct Broadcast<'a> {
 
 /// The register's `broadcast_addresses` line, newline included.
 pub fn broadcast_addresses(addresses: &[String]) -> Vec<u8> {
-    let mut line = serde_json::to_vec(&Broadcast { event: "broadcast_addresses", addresses }).expect("strings serialize");
+    let mut line =
+        serde_json::to_vec(&Broadcast { event: "broadcast_addresses", addresses }).expect("strings serialize");
     line.push(b'\n');
     line
 }
 
 /// A gateway's `gateway_connect` line as `Gateway::registerAddress` sends it, newline included.
 pub fn gateway_connect(address: &str, secret_key: &str) -> Vec<u8> {
-    let mut line = serde_json::to_vec(&serde_json::json!({"event": "gateway_connect", "address": address, "secret_key": secret_key}))
-        .expect("strings serialize");
+    let mut line = serde_json::to_vec(
+        &serde_json::json!({"event": "gateway_connect", "address": address, "secret_key": secret_key}),
+    )
+    .expect("strings serialize");
     line.push(b'\n');
     line
 }

@@ -111,7 +111,10 @@ async fn php_gateway_client_calls_all_work_against_our_gateways() {
         v
     };
     let a = collect(clients.get_mut("a").unwrap(), 8).await;
-    assert_eq!(a, want(&["to-u1", "to-u1-u2", "to-g1", "to-g1-g2", "to-g1-but-b", "to-all", "to-a-c", "commands-done"]));
+    assert_eq!(
+        a,
+        want(&["to-u1", "to-u1-u2", "to-g1", "to-g1-g2", "to-g1-but-b", "to-all", "to-a-c", "commands-done"])
+    );
     let b = collect(clients.get_mut("b").unwrap(), 6).await;
     assert_eq!(b, want(&["to-b", "to-g1", "to-g1-g2", "to-all", "to-all-but-a", "commands-done"]));
     // c is in g1 and g2: one copy of the message to both groups (PHP's gateway sends two).

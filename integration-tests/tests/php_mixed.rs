@@ -51,7 +51,8 @@ async fn php_and_rust_workers_and_backends_serve_the_same_clients() {
 
     // One PHP worker process (Events.php copied next to a start file) and one Rust worker.
     let dir = php.app_dir("php-mixed");
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/php/mixed_events.php"), dir.join("Events.php")).unwrap();
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/php/mixed_events.php"), dir.join("Events.php"))
+        .unwrap();
     gw_integration_tests::process::write_config(
         &dir,
         "start.php",

@@ -104,7 +104,13 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
 }
 
-async fn serve_one(stream: TcpStream, peer: SocketAddr, key: Arc<str>, registry: Arc<PhpRegistry>, shutdown: CancellationToken) {
+async fn serve_one(
+    stream: TcpStream,
+    peer: SocketAddr,
+    key: Arc<str>,
+    registry: Arc<PhpRegistry>,
+    shutdown: CancellationToken,
+) {
     let mut conn = Conn { registry: &registry, announced: None };
     let result = conn.run(stream, &key, &shutdown).await;
     if let Some(k) = conn.announced {

@@ -153,7 +153,10 @@ impl Conn {
                 let ext: Json = if p.ext_data.is_empty() { Json::Null } else { json(&p.ext_data)? };
                 Some(match ext.get("connections") {
                     Some(c) => Command::SendToClients { clients: self.ids(c), msg: payload(&p.body) },
-                    None => Command::SendToAll { msg: payload(&p.body), exclude: self.ids(ext.get("exclude").unwrap_or(&Json::Null)) },
+                    None => Command::SendToAll {
+                        msg: payload(&p.body),
+                        exclude: self.ids(ext.get("exclude").unwrap_or(&Json::Null)),
+                    },
                 })
             }
             Cmd::Kick => Some(Command::CloseClient {
@@ -214,7 +217,8 @@ impl Conn {
             Reply::Sessions(list) => list,
             _ => Vec::new(),
         };
-        let session_value = |s: &Option<Bytes>| Value::Str(s.as_deref().map(session_bytes).unwrap_or_default().to_vec());
+        let session_value =
+            |s: &Option<Bytes>| Value::Str(s.as_deref().map(session_bytes).unwrap_or_default().to_vec());
         let value = match cmd {
             Cmd::IsOnline => match state.answer(Query::IsOnline { clients: vec![local] }) {
                 Reply::Flags(f) => Value::Int(f.first().copied().unwrap_or(false) as i64),
@@ -245,7 +249,8 @@ impl Conn {
                 });
             }
             Cmd::GetClientCountByGroup => {
-                let q = if ext.is_empty() { Query::ClientCount } else { Query::ClientCountByGroups { groups: vec![ext] } };
+                let q =
+                    if ext.is_empty() { Query::ClientCount } else { Query::ClientCountByGroups { groups: vec![ext] } };
                 match state.answer(q) {
                     Reply::Counts(c) => Value::Int(c.first().copied().unwrap_or(0) as i64),
                     _ => Value::Int(0),
@@ -258,7 +263,9 @@ impl Conn {
             Cmd::BatchGetClientIdByUid => {
                 let uids = strings(&json(&p.ext_data)?);
                 match state.answer(Query::ClientsByUids { uids: uids.clone() }) {
-                    Reply::ClientLists(l) => Value::map(uids.iter().map(String::as_str).zip(l.iter().map(|ids| self.id_list(ids)))),
+                    Reply::ClientLists(l) => {
+                        Value::map(uids.iter().map(String::as_str).zip(l.iter().map(|ids| self.id_list(ids))))
+                    }
                     _ => Value::list([]),
                 }
             }
@@ -269,7 +276,9 @@ impl Conn {
             Cmd::BatchGetClientCountByGroup => {
                 let groups = strings(&json(&p.ext_data)?);
                 match state.answer(Query::ClientCountByGroups { groups: groups.clone() }) {
-                    Reply::Counts(c) => Value::map(groups.iter().map(String::as_str).zip(c.iter().map(|n| Value::Int(*n as i64)))),
+                    Reply::Counts(c) => {
+                        Value::map(groups.iter().map(String::as_str).zip(c.iter().map(|n| Value::Int(*n as i64))))
+                    }
                     _ => Value::list([]),
                 }
             }
@@ -302,7 +311,9 @@ impl Conn {
                         let hit = match key.as_str() {
                             "groups" => row.groups.iter().any(|g| items.contains(g)),
                             "uid" => row.uid.as_ref().is_some_and(|u| items.contains(u)),
-                            "connection_id" => items.iter().any(|c| c.parse::<u32>().ok().map(|c| self.side.local(c)) == Some(row.client)),
+                            "connection_id" => items
+                                .iter()
+                                .any(|c| c.parse::<u32>().ok().map(|c| self.side.local(c)) == Some(row.client)),
                             _ => false,
                         };
                         if hit && !ids.contains(&row.client) {
@@ -330,7 +341,16 @@ impl Conn {
                     "uid" => row.uid.clone().map_or(Value::Null, Value::from),
                     "groups" if row.groups.is_empty() => Value::Null,
                     "groups" => Value::map(row.groups.iter().map(|g| (g.as_str(), Value::from(g.as_str())))),
-                    "session" => Value::Str(sessions.get(&row.client).cloned().flatten().as_deref().map(session_bytes).unwrap_or_default().to_vec()),
+                    "session" => Value::Str(
+                        sessions
+                            .get(&row.client)
+                            .cloned()
+                            .flatten()
+                            .as_deref()
+                            .map(session_bytes)
+                            .unwrap_or_default()
+                            .to_vec(),
+                    ),
                     _ => Value::Null,
                 };
                 info.push((f.as_str(), v));

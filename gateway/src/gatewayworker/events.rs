@@ -46,7 +46,8 @@ impl EventEncoder {
             self.infos.remove(&event.client);
         }
         let client = info.as_deref().and_then(|i| i.client_addr.parse::<SocketAddr>().ok());
-        let gateway_port = info.as_deref().and_then(|i| i.gateway_addr.parse::<SocketAddr>().ok()).map_or(0, |a| a.port());
+        let gateway_port =
+            info.as_deref().and_then(|i| i.gateway_addr.parse::<SocketAddr>().ok()).map_or(0, |a| a.port());
         let packet = Packet {
             header: Header {
                 cmd: cmd as u8,
@@ -87,7 +88,8 @@ fn websocket_body(path: &str, query: &str, headers: &[(String, String)], info: O
     let gateway = info.and_then(|i| i.gateway_addr.parse::<SocketAddr>().ok());
     let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
     let host = header("host").unwrap_or_default();
-    let server_name = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    let server_name =
+        host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
     let uri = if query.is_empty() { path.to_string() } else { format!("{path}?{query}") };
     let mut server: Vec<(String, Value)> = vec![
         ("QUERY_STRING".into(), Value::from(query)),
@@ -171,7 +173,8 @@ mod tests {
 
     #[test]
     fn websocket_body_has_get_server_and_cookie() {
-        let headers = vec![("Host".to_string(), "example.com:7272".to_string()), ("Cookie".into(), "sid=abc; t=x%20y".into())];
+        let headers =
+            vec![("Host".to_string(), "example.com:7272".to_string()), ("Cookie".into(), "sid=abc; t=x%20y".into())];
         let body = websocket_body("/chat", "room=1&name=A+B", &headers, None);
         let v = php::to_json(&php::unserialize(&body, php::Limits::default()).unwrap()).unwrap();
         assert_eq!(v["get"], serde_json::json!({"room": "1", "name": "A B"}));

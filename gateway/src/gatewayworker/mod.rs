@@ -52,9 +52,9 @@ impl PhpSide {
 /// Binds the `[gatewayworker]` listener, if the configuration has one.
 pub async fn bind(config: &gw_config::GatewayConfig) -> Result<Option<TcpListener>, crate::GatewayError> {
     let Some(php) = &config.gatewayworker else { return Ok(None) };
-    let socket = TcpListener::bind(&php.listen)
-        .await
-        .map_err(|e| crate::GatewayError::Config(format!("cannot listen on {} (gatewayworker.listen): {e}", php.listen)))?;
+    let socket = TcpListener::bind(&php.listen).await.map_err(|e| {
+        crate::GatewayError::Config(format!("cannot listen on {} (gatewayworker.listen): {e}", php.listen))
+    })?;
     Ok(Some(socket))
 }
 
