@@ -145,7 +145,7 @@ impl Drop for PhpProcess {
 /// A register's GatewayWorker-protocol listener on `127.0.0.1:0`, with its own registry.
 pub struct PhpRegister {
     pub addr: SocketAddr,
-    pub registry: Arc<gw_register::gatewayworker::PhpRegistry>,
+    pub registry: Arc<gw_register::Registry>,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -153,11 +153,21 @@ impl PhpRegister {
     pub async fn start(secret_key: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let registry = Arc::new(gw_register::gatewayworker::PhpRegistry::default());
+        let registry = Arc::new(gw_register::Registry::default());
         let stop = CancellationToken::new();
         let config = RegisterGatewayWorker { listen: addr.to_string(), secret_key: secret_key.into() };
         tokio::spawn(gw_register::gatewayworker::serve(config, listener, stop.clone(), registry.clone()));
         Self { addr, registry, _stop: stop.drop_guard() }
+    }
+
+    /// Waits until `n` gateways announced themselves here.
+    pub async fn wait_for_gateways(&self, n: usize) {
+        let registry = self.registry.clone();
+        crate::eventually(Duration::from_secs(10), &format!("{n} gateways listed for PHP"), || {
+            let listed = registry.gateways().len();
+            async move { listed == n }
+        })
+        .await;
     }
 }
 

@@ -131,5 +131,5 @@ async fn hostile_php_peers_are_logged_and_closed_and_good_ones_still_served() {
     let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
     let line: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
     assert_eq!(line, serde_json::json!({"event": "broadcast_addresses", "addresses": [addr.to_string()]}));
-    assert!(php_register.registry.refused.load(std::sync::atomic::Ordering::Relaxed) >= 4);
+    assert!(php_register.registry.stats.protocol_errors.load(std::sync::atomic::Ordering::Relaxed) >= 4);
 }

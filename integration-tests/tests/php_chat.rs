@@ -20,11 +20,7 @@ async fn workerman_chat_runs_unmodified_behind_our_register_and_two_gateways() {
     let php_register = PhpRegister::start("").await;
     let gw1 = PhpGateway::start(&[register.addr], "s", php_register.addr, "").await;
     let gw2 = PhpGateway::start(&[register.addr], "s", php_register.addr, "").await;
-    eventually(Duration::from_secs(10), "both gateways listed for PHP", || {
-        let n = php_register.registry.addresses().len();
-        async move { n == 2 }
-    })
-    .await;
+    php_register.wait_for_gateways(2).await;
 
     let workers = php.start_chat_workers("php-chat", php_register.addr);
     // start_businessworker.php says count = 4: four PHP processes, each linked to both gateways.

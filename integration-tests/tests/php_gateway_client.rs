@@ -69,11 +69,7 @@ async fn php_gateway_client_calls_all_work_against_our_gateways() {
     let php_register = PhpRegister::start(key).await;
     let gw1 = PhpGateway::start(&[register.addr], "s", php_register.addr, key).await;
     let gw2 = PhpGateway::start(&[register.addr], "s", php_register.addr, key).await;
-    eventually(Duration::from_secs(10), "both gateways listed for PHP", || {
-        let n = php_register.registry.addresses().len();
-        async move { n == 2 }
-    })
-    .await;
+    php_register.wait_for_gateways(2).await;
     let _worker = WorkerHandle::start("rust-worker", &[register.addr], "s", SayId);
     gw_integration_tests::wait_for_workers(&gw1.gateway, 1).await;
     gw_integration_tests::wait_for_workers(&gw2.gateway, 1).await;

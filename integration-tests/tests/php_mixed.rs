@@ -9,7 +9,7 @@ use std::time::Duration;
 use gw_business_worker::{Context, Events, HandlerResult, Message};
 use gw_integration_tests::php::{Php, PhpGateway, PhpRegister};
 use gw_integration_tests::ws::Received;
-use gw_integration_tests::{RegisterHandle, WorkerHandle, WsClient, eventually, gateway_client};
+use gw_integration_tests::{RegisterHandle, WorkerHandle, WsClient, gateway_client};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// The Rust counterpart of `mixed_events.php`.
@@ -43,11 +43,7 @@ async fn php_and_rust_workers_and_backends_serve_the_same_clients() {
     let register = RegisterHandle::start("s").await;
     let php_register = PhpRegister::start("").await;
     let gw = PhpGateway::start(&[register.addr], "s", php_register.addr, "").await;
-    eventually(Duration::from_secs(10), "gateway listed for PHP", || {
-        let n = php_register.registry.addresses().len();
-        async move { n == 1 }
-    })
-    .await;
+    php_register.wait_for_gateways(1).await;
 
     // One PHP worker process (Events.php copied next to a start file) and one Rust worker.
     let dir = php.app_dir("php-mixed");

@@ -2,17 +2,17 @@
 //! (`Register.php`): newline-delimited JSON with a plain-text `secret_key`. PHP BusinessWorkers and
 //! GatewayClients send `worker_connect` and get `broadcast_addresses` now and on every change;
 //! gateways (ours with a `[gatewayworker]` listener, or PHP ones) send `gateway_connect` and stay
-//! listed while their connection lives. These are GatewayWorker-protocol addresses, a list of its
-//! own: Rust peers never see them, PHP peers never see ours.
+//! listed while their connection lives. These are GatewayWorker-protocol addresses, kept in a
+//! [`Registry`] of their own: Rust peers never see them, PHP peers never see ours.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gw_config::RegisterGatewayWorker;
 use gw_gatewayworker_protocol::register::{self, MAX_LINE, ToRegister};
+use gw_proto::GatewayInfo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -20,65 +20,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::Registry;
+
 /// A peer that sends nothing this long after connecting is closed, as `Register.php` does.
 const FIRST_MESSAGE: Duration = Duration::from_secs(10);
-
-/// GatewayWorker-protocol gateway addresses, keyed by the connection that announced them.
-#[derive(Debug)]
-pub struct PhpRegistry {
-    links: Mutex<BTreeMap<u64, String>>,
-    next: AtomicU64,
-    list: watch::Sender<Arc<Vec<String>>>,
-    /// Connections closed for a wrong `secret_key`, bad JSON or an unknown event.
-    pub refused: AtomicU64,
-}
-
-impl Default for PhpRegistry {
-    fn default() -> Self {
-        Self {
-            links: Mutex::new(BTreeMap::new()),
-            next: AtomicU64::new(1),
-            list: watch::channel(Arc::new(Vec::new())).0,
-            refused: AtomicU64::new(0),
-        }
-    }
-}
-
-impl PhpRegistry {
-    fn announce(&self, address: String) -> u64 {
-        let key = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut links = self.links.lock().expect("registry lock");
-        links.insert(key, address);
-        self.publish(&links);
-        key
-    }
-
-    fn remove(&self, key: u64) {
-        let mut links = self.links.lock().expect("registry lock");
-        if links.remove(&key).is_some() {
-            self.publish(&links);
-        }
-    }
-
-    fn publish(&self, links: &BTreeMap<u64, String>) {
-        let mut list: Vec<String> = links.values().cloned().collect();
-        list.sort();
-        list.dedup();
-        self.list.send_replace(Arc::new(list));
-    }
-
-    /// The GatewayWorker-protocol addresses now listed.
-    pub fn addresses(&self) -> Arc<Vec<String>> {
-        self.list.borrow().clone()
-    }
-}
 
 /// Serves the GatewayWorker register protocol on `listener` until `shutdown`.
 pub async fn serve(
     config: RegisterGatewayWorker,
     listener: TcpListener,
     shutdown: CancellationToken,
-    registry: Arc<PhpRegistry>,
+    registry: Arc<Registry>,
 ) {
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(listen = %local, "register listening for GatewayWorker (PHP) peers");
@@ -92,8 +44,7 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                crate::gw_link_accept_backoff(&e).await;
                 continue;
             }
         };
@@ -108,7 +59,7 @@ async fn serve_one(
     stream: TcpStream,
     peer: SocketAddr,
     key: Arc<str>,
-    registry: Arc<PhpRegistry>,
+    registry: Arc<Registry>,
     shutdown: CancellationToken,
 ) {
     let mut conn = Conn { registry: &registry, announced: None };
@@ -118,13 +69,13 @@ async fn serve_one(
         tracing::info!("GatewayWorker gateway left");
     }
     if let Err(reason) = result {
-        registry.refused.fetch_add(1, Ordering::Relaxed);
+        registry.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(peer = %peer, "closed GatewayWorker register connection: {reason}");
     }
 }
 
 struct Conn<'a> {
-    registry: &'a PhpRegistry,
+    registry: &'a Registry,
     announced: Option<u64>,
 }
 
@@ -134,7 +85,7 @@ impl Conn<'_> {
         let (mut r, mut w) = stream.into_split();
         let mut buf: Vec<u8> = Vec::new();
         let mut chunk = [0u8; 4096];
-        let mut subscription: Option<watch::Receiver<Arc<Vec<String>>>> = None;
+        let mut subscription: Option<watch::Receiver<Arc<Vec<GatewayInfo>>>> = None;
         let first_deadline = tokio::time::Instant::now() + FIRST_MESSAGE;
         let mut heard = false;
         loop {
@@ -155,15 +106,16 @@ impl Conn<'_> {
                             self.registry.remove(old);
                         }
                         tracing::info!(address = %address, "GatewayWorker gateway announced");
-                        self.announced = Some(self.registry.announce(address));
+                        let name = "gatewayworker".to_string();
+                        self.announced = Some(self.registry.announce(GatewayInfo { address, name }));
                     }
                     ToRegister::WorkerConnect { secret_key } => {
                         if secret_key != key {
                             return Err("secret_key does not match".into());
                         }
-                        let mut rx = self.registry.list.subscribe();
+                        let mut rx = self.registry.subscribe();
                         let list = rx.borrow_and_update().clone();
-                        if w.write_all(&register::broadcast_addresses(&list)).await.is_err() {
+                        if w.write_all(&broadcast(&list)).await.is_err() {
                             return Ok(());
                         }
                         subscription = Some(rx);
@@ -187,7 +139,7 @@ impl Conn<'_> {
                 } => {
                     let Some(()) = changed else { return Ok(()) };
                     let list = subscription.as_mut().map(|rx| rx.borrow_and_update().clone()).unwrap_or_default();
-                    if w.write_all(&register::broadcast_addresses(&list)).await.is_err() {
+                    if w.write_all(&broadcast(&list)).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -198,4 +150,9 @@ impl Conn<'_> {
             }
         }
     }
+}
+
+/// The `broadcast_addresses` line for the listed gateways.
+fn broadcast(list: &[GatewayInfo]) -> Vec<u8> {
+    register::broadcast_addresses(&list.iter().map(|g| g.address.clone()).collect::<Vec<_>>())
 }

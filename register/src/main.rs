@@ -31,7 +31,7 @@ fn main() -> std::process::ExitCode {
                 let socket = tokio::net::TcpListener::bind(&php.listen)
                     .await
                     .with_context(|| format!("cannot listen on {} (gatewayworker.listen)", php.listen))?;
-                let registry = Arc::new(gw_register::gatewayworker::PhpRegistry::default());
+                let registry = Arc::new(gw_register::Registry::default());
                 Some(tokio::spawn(gw_register::gatewayworker::serve(php, socket, ctx.shutdown.clone(), registry)))
             }
             None => None,

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use gw_gatewayworker_protocol::packet::FLAG_BODY_IS_SCALAR;
 use gw_gatewayworker_protocol::php::{self, Value};
 use gw_gatewayworker_protocol::{Cmd, Header, Packet};
-use gw_proto::{ClientInfo, Event, EventKind};
+use gw_proto::{ClientInfo, Event, EventKind, urlencoded};
 
 use super::PhpSide;
 
@@ -105,16 +105,11 @@ fn websocket_body(path: &str, query: &str, headers: &[(String, String)], info: O
     for (k, v) in headers {
         server.push((format!("HTTP_{}", k.to_ascii_uppercase().replace('-', "_")), Value::from(v.as_str())));
     }
-    let get = pairs(query.split('&').filter(|p| !p.is_empty()).map(|p| match p.split_once('=') {
-        Some((k, v)) => (url_decode(k), url_decode(v)),
-        None => (url_decode(p), String::new()),
-    }));
+    let get = pairs(urlencoded::query_pairs(query).into_iter());
     let cookie = pairs(
-        headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case("cookie"))
-            .flat_map(|(_, v)| v.split(';'))
-            .filter_map(|c| c.trim().split_once('=').map(|(k, v)| (k.trim().to_string(), url_decode(v.trim())))),
+        headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("cookie")).flat_map(|(_, v)| v.split(';')).filter_map(
+            |c| c.trim().split_once('=').map(|(k, v)| (k.trim().to_string(), urlencoded::decode(v.trim()))),
+        ),
     );
     Value::map([
         ("get", get),
@@ -136,40 +131,9 @@ fn pairs(items: impl Iterator<Item = (String, String)>) -> Value {
     Value::map(out.iter().map(|(k, v)| (k.as_str(), v.clone())))
 }
 
-/// `urldecode`: `+` is a space, `%XX` a byte.
-fn url_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(byte) => {
-                        out.push(byte);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn url_decoding_as_php() {
-        assert_eq!(url_decode("a+b%20c%2"), "a b c%2");
-        assert_eq!(url_decode("%e4%bd%a0"), "你");
-        assert_eq!(url_decode("%"), "%");
-    }
 
     #[test]
     fn websocket_body_has_get_server_and_cookie() {

@@ -71,24 +71,21 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), crate::GatewayError> {
-    let std_listener = listener.into_std().map_err(crate::GatewayError::Listener)?;
+    use crate::GatewayError::Listener as Io;
+    let std_listener = listener.into_std().map_err(Io)?;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let thread = move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Io)?;
+        rt.block_on(
+            async move { serve_here(gw, config, TcpListener::from_std(std_listener).map_err(Io)?, shutdown).await },
+        )
+    };
     std::thread::Builder::new()
         .name("gatewayworker".into())
         .spawn(move || {
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(crate::GatewayError::Listener)
-                .and_then(|rt| {
-                    rt.block_on(async move {
-                        let listener = TcpListener::from_std(std_listener).map_err(crate::GatewayError::Listener)?;
-                        serve_here(gw, config, listener, shutdown).await
-                    })
-                });
-            let _ = done_tx.send(result);
+            let _ = done_tx.send(thread());
         })
-        .map_err(crate::GatewayError::Listener)?;
+        .map_err(Io)?;
     done_rx.await.unwrap_or(Ok(()))
 }
 
@@ -111,23 +108,12 @@ async fn serve_here(
         tasks.spawn(announce::keep_announcing(register, side.clone(), shutdown.clone()));
     }
     let mut next = 0u64;
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed on the GatewayWorker listener");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    crate::accept::accept_loop(listener, shutdown.clone(), None, |stream, peer| {
         next += 1;
         let span = tracing::info_span!("php_link", peer = %peer, link = next);
         tasks.spawn(conn::serve(stream, peer, side.clone(), shutdown.clone()).instrument(span));
-    }
+    })
+    .await;
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(3), tasks.wait()).await;
     Ok(())
