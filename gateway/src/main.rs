@@ -24,16 +24,21 @@ fn main() -> std::process::ExitCode {
         listen.push(listeners.internal.local_addr().context("internal listener")?.to_string());
         ctx.publish(Arc::new(gw_gateway::GatewayNode { gateway: gateway.clone(), listen }));
         // PHP GatewayWorker's protocol, when configured, on its own internal listener.
+        // Its links stay up until the gateway has closed its clients, so PHP workers get their
+        // close events too.
+        let php_down = tokio_util::sync::CancellationToken::new();
         let php = match (php, php_config) {
             (Some(socket), Some(cfg)) => {
-                Some(tokio::spawn(gw_gateway::gatewayworker::serve(gateway.clone(), cfg, socket, ctx.shutdown.clone())))
+                Some(tokio::spawn(gw_gateway::gatewayworker::serve(gateway.clone(), cfg, socket, php_down.clone())))
             }
             _ => None,
         };
-        gw_gateway::serve(gateway, listeners, ctx.shutdown.clone()).await?;
+        let served = gw_gateway::serve(gateway, listeners, ctx.shutdown.clone()).await;
+        php_down.cancel();
         if let Some(php) = php {
             php.await.context("GatewayWorker listener")??;
         }
+        served?;
         Ok(())
     })
 }

@@ -177,7 +177,8 @@ pub struct PhpGateway {
     pub gateway: GatewayHandle,
     /// The GatewayWorker-protocol address (what PHP client ids embed).
     pub php_addr: SocketAddr,
-    _stop: tokio_util::sync::DropGuard,
+    stop: Option<tokio_util::sync::DropGuard>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl PhpGateway {
@@ -194,7 +195,16 @@ impl PhpGateway {
         let stop = CancellationToken::new();
         let gw = gateway.gw.clone();
         let token = stop.clone();
-        tokio::spawn(async move { gw_gateway::gatewayworker::serve(gw, config, listener, token).await.unwrap() });
-        Self { gateway, php_addr, _stop: stop.drop_guard() }
+        let task =
+            tokio::spawn(async move { gw_gateway::gatewayworker::serve(gw, config, listener, token).await.unwrap() });
+        Self { gateway, php_addr, stop: Some(stop.drop_guard()), task }
+    }
+
+    /// Graceful stop in the `gateway` binary's order: clients are closed and their close events
+    /// queued first, then the GatewayWorker links flush them and close.
+    pub async fn stop(mut self) {
+        self.gateway.stop().await;
+        drop(self.stop.take());
+        (&mut self.task).await.unwrap();
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use gw_business_worker::{Context, Events, HandlerResult, Message};
 use gw_integration_tests::php::{Php, PhpGateway, PhpRegister};
 use gw_integration_tests::ws::Received;
-use gw_integration_tests::{RegisterHandle, WorkerHandle, WsClient, gateway_client};
+use gw_integration_tests::{RegisterHandle, WorkerHandle, WsClient, eventually, gateway_client};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// The Rust counterpart of `mixed_events.php`.
@@ -37,20 +37,16 @@ async fn text(c: &mut WsClient) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn php_and_rust_workers_and_backends_serve_the_same_clients() {
-    let Some(php) = Php::find("php_and_rust_workers_and_backends_serve_the_same_clients") else { return };
-    let register = RegisterHandle::start("s").await;
-    let php_register = PhpRegister::start("").await;
-    let gw = PhpGateway::start(&[register.addr], "s", php_register.addr, "").await;
-    php_register.wait_for_gateways(1).await;
-
-    // One PHP worker process (Events.php copied next to a start file) and one Rust worker.
-    let dir = php.app_dir("php-mixed");
+/// One PHP worker process running `mixed_events.php` (copied into `dir` as `Events.php`).
+fn start_php_worker(
+    php: &Php,
+    dir: &Path,
+    php_register: std::net::SocketAddr,
+) -> gw_integration_tests::php::PhpProcess {
     std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/php/mixed_events.php"), dir.join("Events.php"))
         .unwrap();
     gw_integration_tests::process::write_config(
-        &dir,
+        dir,
         "start.php",
         &format!(
             r#"<?php
@@ -62,16 +58,27 @@ Worker::$logFile = __DIR__ . '/workerman.log';
 $worker = new GatewayWorker\BusinessWorker();
 $worker->name = 'MixedWorker';
 $worker->count = 1;
-$worker->registerAddress = '{}';
+$worker->registerAddress = '{php_register}';
 $worker->onWorkerStart = function () {{
     \Workerman\Timer::add(1, function () {{ if (posix_getppid() === 1) {{ exit(0); }} }});
 }};
 Worker::runAll();
-"#,
-            php_register.addr
+"#
         ),
     );
-    let php_worker = php.run(&dir, &["start.php", "start"]);
+    php.run(dir, &["start.php", "start"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_and_rust_workers_and_backends_serve_the_same_clients() {
+    let Some(php) = Php::find("php_and_rust_workers_and_backends_serve_the_same_clients") else { return };
+    let register = RegisterHandle::start("s").await;
+    let php_register = PhpRegister::start("").await;
+    let gw = PhpGateway::start(&[register.addr], "s", php_register.addr, "").await;
+    php_register.wait_for_gateways(1).await;
+
+    let dir = php.app_dir("php-mixed");
+    let php_worker = start_php_worker(&php, &dir, php_register.addr);
     let _rust_worker = WorkerHandle::start("rust-worker", &[register.addr], "s", RustLogin);
     gw_integration_tests::wait_for_workers(&gw.gateway, 2).await;
 
@@ -146,5 +153,42 @@ echo count(GatewayClient\Gateway::getAllClientSessions());"#,
         assert_eq!(got, want, "client {i}");
         c.expect_silence(Duration::from_millis(100)).await;
     }
+    php_worker.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_workers_get_close_events_when_a_gateway_stops() {
+    let Some(php) = Php::find("php_workers_get_close_events_when_a_gateway_stops") else { return };
+    let register = RegisterHandle::start("s").await;
+    let php_register = PhpRegister::start("").await;
+    let gw = PhpGateway::start(&[register.addr], "s", php_register.addr, "").await;
+    php_register.wait_for_gateways(1).await;
+    let dir = php.app_dir("php-close");
+    let php_worker = start_php_worker(&php, &dir, php_register.addr);
+    gw_integration_tests::wait_for_workers(&gw.gateway, 1).await;
+
+    let mut ids = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let mut c = gw.gateway.client().await;
+        c.send(&format!("user-{i}")).await;
+        let reply = loop {
+            let t = text(&mut c).await;
+            if t.starts_with("php:") {
+                break t;
+            }
+        };
+        ids.push(reply.rsplit(':').next().unwrap().to_string());
+        clients.push(c);
+    }
+    // The gateway stops: every client is closed and the PHP worker hears of each, with its session.
+    gw.stop().await;
+    let log = dir.join("closes.log");
+    eventually(Duration::from_secs(10), "PHP onClose for every client", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let all = ids.iter().enumerate().all(|(i, id)| text.contains(&format!("close {id} user-{i}")));
+        async move { all }
+    })
+    .await;
     php_worker.stop();
 }

@@ -1,6 +1,8 @@
 //! One connection on the GatewayWorker listener: a PHP BusinessWorker's persistent link (events
 //! out, commands in), or a `Lib\Gateway` / `GatewayClient` connection (commands and synchronous
-//! queries in, `pack('N', len) . serialize(answer)` out). Any bad packet closes it with a log line.
+//! queries in, `pack('N', len) . serialize(answer)` out). Bad framing, an unknown command or a
+//! failed authentication closes it with a log line; a command whose parameters we cannot take is
+//! refused, logged and counted (`rejected_commands`), and the connection stays up.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,7 +30,8 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, side: Arc<PhpSide
     let (mut r, w) = stream.into_split();
     let (raw_tx, raw_rx) = mpsc::channel::<Vec<u8>>(64);
     let (feed_tx, feed_rx) = oneshot::channel::<WorkerFeed>();
-    let writer = tokio::spawn(write_loop(w, raw_rx, feed_rx, side.clone()));
+    let finish = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(w, raw_rx, feed_rx, side.clone(), finish.clone()));
     let mut conn = Conn {
         side: side.clone(),
         authorized: side.config.secret_key.is_empty(),
@@ -72,7 +75,9 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, side: Arc<PhpSide
         tracing::warn!(peer = %peer, "closed GatewayWorker connection: {reason}");
     }
     drop(conn);
-    writer.abort();
+    // Let the writer flush what is queued (at a gateway stop: the clients' close events).
+    finish.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
 }
 
 /// A worker link's events, handed to the writer when the connection says `CMD_WORKER_CONNECT`.
@@ -399,20 +404,45 @@ async fn write_loop(
     mut raw: mpsc::Receiver<Vec<u8>>,
     feed_rx: oneshot::Receiver<WorkerFeed>,
     side: Arc<PhpSide>,
+    finish: CancellationToken,
 ) {
     let mut feed_rx = Some(feed_rx);
     let mut feed: Option<WorkerFeed> = None;
     let mut encoder = EventEncoder::new(side);
     let mut out = Vec::with_capacity(4096);
+    let mut raw_closed = false;
     loop {
         tokio::select! {
             f = async { feed_rx.as_mut().expect("guarded").await }, if feed_rx.is_some() => {
                 feed_rx = None;
                 feed = f.ok();
             }
-            bytes = raw.recv() => match bytes {
+            _ = finish.cancelled() => {
+                while let Ok(bytes) = raw.try_recv() {
+                    if w.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                let Some(f) = feed.as_mut() else { return };
+                out.clear();
+                let mut last = None;
+                while let Ok(msg) = f.events.try_recv() {
+                    if let FromGateway::Event(e) = msg {
+                        encoder.encode(&e, &mut out);
+                        last = Some(e.seq);
+                    }
+                }
+                if w.write_all(&out).await.is_ok()
+                    && let Some(seq) = last
+                {
+                    f.link.ack(seq);
+                }
+                return;
+            }
+            bytes = raw.recv(), if !raw_closed => match bytes {
                 Some(bytes) => if w.write_all(&bytes).await.is_err() { return },
-                None => return,
+                // The connection is ending: `finish` follows, and drains the events.
+                None => raw_closed = true,
             },
             first = async { feed.as_mut().expect("guarded").events.recv().await }, if feed.is_some() => {
                 let Some(f) = feed.as_mut() else { return };
