@@ -84,5 +84,11 @@ async fn workerman_chat_runs_unmodified_behind_our_register_and_two_gateways() {
 
     let out = workers.stop();
     assert!(out.contains("onMessage:{\"type\":\"login\""), "Events.php's own debug line is missing:\n{out}");
+    // $_SERVER as PHP's BusinessWorker builds it from our header: the client's address and the
+    // public address and port of the gateway it connected to.
+    let gw1_port = gw1.gateway.ws_url.trim_end_matches('/').rsplit(':').next().unwrap().to_string();
+    let server = format!("gateway:127.0.0.1:{gw1_port}  client_id:{ann_id}");
+    assert!(out.contains(&server), "no Events.php line with {server:?}:\n{out}");
+    assert!(out.contains("client:127.0.0.1:"), "$_SERVER['REMOTE_ADDR'] missing:\n{out}");
     ann.close().await;
 }
