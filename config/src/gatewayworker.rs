@@ -32,7 +32,8 @@ pub struct GatewayGatewayWorker {
     /// Where PHP BusinessWorkers and GatewayClients connect (GatewayWorker's `startPort`).
     pub listen: String,
     /// `ip:port` PHP peers use to reach `listen` (GatewayWorker's `lanIp`): IPv4 only, because
-    /// PHP client ids embed it as four bytes. Defaults to `listen`.
+    /// PHP client ids embed it as four bytes. Defaults to `listen` (with the port the OS picked
+    /// when that is 0).
     pub advertise: Option<String>,
     /// GatewayWorker-protocol registers (`[gatewayworker] listen` of our register, or a PHP
     /// register) to announce `advertise` to (`registerAddress`).
@@ -90,10 +91,14 @@ impl Validate for GatewayGatewayWorker {
                 "advertise",
                 format!("{value:?} (from {key}) is not an IPv4 ip:port; PHP client ids can only hold an IPv4 address"),
             )),
-            Ok(a) if a.ip().is_unspecified() || a.port() == 0 => out.push(problem(
+            Ok(a) if a.ip().is_unspecified() => out.push(problem(
                 "advertise",
                 format!("{value:?} (from {key}) is a wildcard; set advertise to the address PHP peers reach"),
             )),
+            // Listening on port 0 advertises the port the OS picked; an advertised port 0 is wrong.
+            Ok(a) if a.port() == 0 && self.advertise.is_some() => {
+                out.push(problem("advertise", format!("{value:?} has port 0; PHP peers cannot reach it")))
+            }
             Ok(_) => {}
         }
         if self.registers.is_empty() {
@@ -134,6 +139,8 @@ mod tests {
         };
         assert!(check("127.0.0.1:2901", None).is_empty());
         assert!(check("0.0.0.0:2901", Some("10.0.0.5:2901")).is_empty());
+        assert!(check("127.0.0.1:0", None).is_empty(), "port 0 advertises the port the OS picked");
+        assert!(check("127.0.0.1:0", Some("10.0.0.5:0"))[0].contains("port 0"));
         let wildcard = check("0.0.0.0:2901", None);
         assert!(
             wildcard[0].starts_with("gatewayworker.advertise:") && wildcard[0].contains("wildcard"),
