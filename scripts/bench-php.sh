@@ -149,29 +149,20 @@ scenarios php "ws://127.0.0.1:${P[1]}/" "$(gateway_children "${PHP_MASTERS[0]}")
 stop_all
 
 # ---- B: our register + gateway, PHP business workers ----
-cat >"$TMP/register.toml" <<TOML
-listen = "127.0.0.1:${P[3]}"
-[log]
-level = "warn"
-[process]
-run_dir = "$TMP/run"
-admin = ""
-[gatewayworker]
-listen = "127.0.0.1:${P[4]}"
-TOML
-cat >"$TMP/gateway.toml" <<TOML
-listen = "127.0.0.1:${P[5]}"
-internal_listen = "127.0.0.1:${P[6]}"
-registers = ["127.0.0.1:${P[3]}"]
-[log]
-level = "warn"
-[process]
-run_dir = "$TMP/run"
-admin = ""
-[gatewayworker]
-listen = "127.0.0.1:${P[7]}"
-registers = ["127.0.0.1:${P[4]}"]
-TOML
+# Quiet logs, run files in $TMP, no admin listener: shared by both daemons' files.
+common_toml() {
+    printf '[log]\nlevel = "warn"\n[process]\nrun_dir = "%s"\nadmin = ""\n' "$TMP/run"
+}
+{
+    echo "listen = \"127.0.0.1:${P[3]}\""
+    common_toml
+    printf '[gatewayworker]\nlisten = "127.0.0.1:%s"\n' "${P[4]}"
+} >"$TMP/register.toml"
+{
+    printf 'listen = "127.0.0.1:%s"\ninternal_listen = "127.0.0.1:%s"\nregisters = ["127.0.0.1:%s"]\n' "${P[5]}" "${P[6]}" "${P[3]}"
+    common_toml
+    printf '[gatewayworker]\nlisten = "127.0.0.1:%s"\nregisters = ["127.0.0.1:%s"]\n' "${P[7]}" "${P[4]}"
+} >"$TMP/gateway.toml"
 "$BIN/register" start --config "$TMP/register.toml" >"$TMP/register.out" 2>&1 &
 OUR_PIDS+=($!)
 "$BIN/gateway" start --config "$TMP/gateway.toml" >"$TMP/gateway.out" 2>&1 &
