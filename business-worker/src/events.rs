@@ -112,14 +112,7 @@ impl WebSocketRequest {
 
     /// Decoded query parameters, in order.
     pub fn query_params(&self) -> Vec<(String, String)> {
-        self.query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| match p.split_once('=') {
-                Some((k, v)) => (percent_decode(k), percent_decode(v)),
-                None => (percent_decode(p), String::new()),
-            })
-            .collect()
+        gw_proto::urlencoded::query_pairs(&self.query)
     }
 
     /// One decoded query parameter.
@@ -144,30 +137,6 @@ impl WebSocketRequest {
     pub fn cookie(&self, name: &str) -> Option<String> {
         self.cookies().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 3 <= bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Everything a handler gets for one event.
@@ -229,7 +198,5 @@ mod tests {
         assert_eq!(r.cookie("sid").as_deref(), Some("abc"));
         assert_eq!(r.cookie("theme").as_deref(), Some("dark"));
         assert_eq!(r.header("X-A"), Some("1"));
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }
 }

@@ -6,10 +6,12 @@
 //! the secret, the node name and the log format (see [`env`]).
 
 mod env;
+mod gatewayworker;
 mod types;
 mod validate;
 
 pub use env::{ENV_VARS, EnvOverride, apply_env};
+pub use gatewayworker::{GatewayGatewayWorker, RegisterGatewayWorker};
 pub use types::*;
 pub use validate::{LOG_LEVELS, ListenerUrl, Problem, Validate, check_log_level, parse_listener_url};
 

@@ -142,6 +142,8 @@ pub struct RegisterConfig {
     pub link: LinkConfig,
     pub log: LogConfig,
     pub process: ProcessConfig,
+    /// PHP GatewayWorker's register protocol on a second listener (see `config/src/gatewayworker.rs`).
+    pub gatewayworker: Option<crate::RegisterGatewayWorker>,
 }
 
 impl Default for RegisterConfig {
@@ -153,6 +155,7 @@ impl Default for RegisterConfig {
             link: LinkConfig::default(),
             log: LogConfig::default(),
             process: ProcessConfig::default(),
+            gatewayworker: None,
         }
     }
 }
@@ -257,6 +260,8 @@ pub struct GatewayConfig {
     pub link: LinkConfig,
     pub log: LogConfig,
     pub process: ProcessConfig,
+    /// PHP GatewayWorker's protocol on a second internal listener (see `config/src/gatewayworker.rs`).
+    pub gatewayworker: Option<crate::GatewayGatewayWorker>,
 }
 
 impl Default for GatewayConfig {
@@ -288,6 +293,7 @@ impl Default for GatewayConfig {
             link: LinkConfig::default(),
             log: LogConfig::default(),
             process: ProcessConfig::default(),
+            gatewayworker: None,
         }
     }
 }

@@ -221,6 +221,7 @@ impl Validate for RegisterConfig {
         p.link(&self.link);
         p.log(&self.log);
         p.process(&self.process);
+        p.0.extend(self.gatewayworker.iter().flat_map(Validate::validate));
         p.0
     }
 }
@@ -346,6 +347,7 @@ impl Validate for GatewayConfig {
         p.link(&self.link);
         p.log(&self.log);
         p.process(&self.process);
+        p.0.extend(self.gatewayworker.iter().flat_map(Validate::validate));
         p.0
     }
 }

@@ -5,6 +5,7 @@
 //! and the allocation check of [`heap`].
 
 pub mod gateway_targets;
+pub mod gatewayworker_targets;
 pub mod proto_targets;
 
 /// A counting allocator: the fuzz targets measure the peak heap one input makes the code hold.

@@ -11,6 +11,7 @@ mod announce;
 mod client;
 mod fds;
 pub mod framing;
+pub mod gatewayworker;
 mod heartbeat;
 mod listener;
 pub mod metrics;

@@ -17,11 +17,28 @@ const SPEC: Spec = Spec {
 fn main() -> std::process::ExitCode {
     gw_daemon::main(SPEC, |config: GatewayConfig, ctx| async move {
         let listeners = gw_gateway::Listeners::bind(&config).await?;
+        let php = gw_gateway::gatewayworker::bind(&config).await?;
+        let php_config = config.gatewayworker.clone();
         let gateway = gw_gateway::build(config, &listeners)?;
         let mut listen = gateway.listener_urls();
         listen.push(listeners.internal.local_addr().context("internal listener")?.to_string());
         ctx.publish(Arc::new(gw_gateway::GatewayNode { gateway: gateway.clone(), listen }));
-        gw_gateway::serve(gateway, listeners, ctx.shutdown.clone()).await?;
+        // PHP GatewayWorker's protocol, when configured, on its own internal listener.
+        // Its links stay up until the gateway has closed its clients, so PHP workers get their
+        // close events too.
+        let php_down = tokio_util::sync::CancellationToken::new();
+        let php = match (php, php_config) {
+            (Some(socket), Some(cfg)) => {
+                Some(tokio::spawn(gw_gateway::gatewayworker::serve(gateway.clone(), cfg, socket, php_down.clone())))
+            }
+            _ => None,
+        };
+        let served = gw_gateway::serve(gateway, listeners, ctx.shutdown.clone()).await;
+        php_down.cancel();
+        if let Some(php) = php {
+            php.await.context("GatewayWorker listener")??;
+        }
+        served?;
         Ok(())
     })
 }

@@ -4,6 +4,7 @@
 mod eventually;
 pub mod logs;
 pub mod numbered;
+pub mod php;
 pub mod process;
 pub mod tls;
 pub mod ws;

@@ -64,6 +64,17 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::from_command(cmd, &binary)
+    }
+
+    /// Starts the executable at `exe` in the working directory `dir`.
+    pub fn spawn_exe_in(exe: &Path, args: &[&str], dir: &Path) -> Self {
+        let mut cmd = Command::new(exe);
+        cmd.args(args).current_dir(dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        Self::from_command(cmd, &exe.display().to_string())
+    }
+
+    fn from_command(mut cmd: Command, binary: &str) -> Self {
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
         let output = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let mut readers = Vec::new();

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod urlencoded;
 
 pub use client_id::{ClientId, ClientIdError};
 pub use codec::{CodecError, decode, encode_frame};

@@ -16,7 +16,10 @@ mod replay;
 use replay::fuzz_dir;
 
 /// Corpus directories replayed by other packages' tests (their checks need those packages).
-const REPLAYED_ELSEWHERE: [(&str, &str); 1] = [("client_framing", "gateway/tests/fuzz_corpus.rs")];
+const REPLAYED_ELSEWHERE: [(&str, &str); 2] = [
+    ("client_framing", "gateway/tests/fuzz_corpus.rs"),
+    ("gatewayworker", "gatewayworker-protocol/tests/fuzz_corpus.rs"),
+];
 
 #[test]
 fn every_corpus_and_crash_input_passes_the_fuzz_checks() {

@@ -5,6 +5,7 @@
 //! on every change. The register holds no client data; a restarted register is repopulated by the
 //! gateways' re-announcements within their reconnect backoff.
 
+pub mod gatewayworker;
 mod node;
 mod peer;
 mod registry;
@@ -95,7 +96,7 @@ pub async fn run_with(
 
 /// Accept errors are per-connection (reset before accept) or resource exhaustion (EMFILE): never
 /// fatal. On exhaustion, pause briefly so the loop does not spin.
-async fn gw_link_accept_backoff(e: &std::io::Error) {
+pub(crate) async fn gw_link_accept_backoff(e: &std::io::Error) {
     tracing::warn!(error = %e, "accept failed");
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }

@@ -25,7 +25,21 @@ fn main() -> std::process::ExitCode {
             name: config.name.clone(),
             listen: listener.local_addr()?.to_string(),
         }));
+        // PHP GatewayWorker's register protocol, when configured, on its own listener.
+        let php = match config.gatewayworker.clone() {
+            Some(php) => {
+                let socket = tokio::net::TcpListener::bind(&php.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {} (gatewayworker.listen)", php.listen))?;
+                let registry = Arc::new(gw_register::Registry::default());
+                Some(tokio::spawn(gw_register::gatewayworker::serve(php, socket, ctx.shutdown.clone(), registry)))
+            }
+            None => None,
+        };
         gw_register::run_with(config, listener, ctx.shutdown.clone(), registry).await?;
+        if let Some(php) = php {
+            let _ = php.await;
+        }
         Ok(())
     })
 }

@@ -1,0 +1,156 @@
+//! `[gatewayworker]` sections: the listeners that speak PHP GatewayWorker's own protocols, so an
+//! unmodified PHP `BusinessWorker` and `GatewayClient` work against our register and gateways.
+//! Absent sections mean the daemons speak only our protocol.
+
+use std::net::{SocketAddr, SocketAddrV4};
+
+use serde::{Deserialize, Serialize};
+
+use crate::validate::{Problem, Validate};
+
+/// `[gatewayworker]` in `register.toml`: a second listener speaking `Register.php`'s JSON lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegisterGatewayWorker {
+    /// Where PHP BusinessWorkers, GatewayClients (and gateways) find the register: their
+    /// `registerAddress`.
+    pub listen: String,
+    /// GatewayWorker's `secretKey`; PHP peers send it in plain text, so it is not our `secret`.
+    pub secret_key: String,
+}
+
+impl Default for RegisterGatewayWorker {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:1236".into(), secret_key: String::new() }
+    }
+}
+
+/// `[gatewayworker]` in `gateway.toml`: a second internal listener speaking `GatewayProtocol.php`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayGatewayWorker {
+    /// Where PHP BusinessWorkers and GatewayClients connect (GatewayWorker's `startPort`).
+    pub listen: String,
+    /// `ip:port` PHP peers use to reach `listen` (GatewayWorker's `lanIp`): IPv4 only, because
+    /// PHP client ids embed it as four bytes. Defaults to `listen` (with the port the OS picked
+    /// when that is 0).
+    pub advertise: Option<String>,
+    /// GatewayWorker-protocol registers (`[gatewayworker] listen` of our register, or a PHP
+    /// register) to announce `advertise` to (`registerAddress`).
+    pub registers: Vec<String>,
+    /// GatewayWorker's `secretKey`, sent by PHP peers in plain text.
+    pub secret_key: String,
+    /// Largest packet accepted from a PHP peer, header included.
+    pub max_packet: usize,
+}
+
+impl Default for GatewayGatewayWorker {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:2901".into(),
+            advertise: None,
+            registers: vec!["127.0.0.1:1236".into()],
+            secret_key: String::new(),
+            max_packet: 10 * 1024 * 1024,
+        }
+    }
+}
+
+impl GatewayGatewayWorker {
+    /// The advertised IPv4 address, if valid.
+    pub fn advertised(&self) -> Option<SocketAddrV4> {
+        self.advertise.as_deref().unwrap_or(&self.listen).parse().ok()
+    }
+}
+
+fn problem(key: &str, reason: String) -> Problem {
+    Problem { key: format!("gatewayworker.{key}"), reason }
+}
+
+impl Validate for RegisterGatewayWorker {
+    fn validate(&self) -> Vec<Problem> {
+        match self.listen.parse::<SocketAddr>() {
+            Ok(_) => Vec::new(),
+            Err(_) => vec![problem("listen", format!("{:?} is not an IP:port address to listen on", self.listen))],
+        }
+    }
+}
+
+impl Validate for GatewayGatewayWorker {
+    fn validate(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        if self.listen.parse::<SocketAddr>().is_err() {
+            out.push(problem("listen", format!("{:?} is not an IP:port address to listen on", self.listen)));
+        }
+        let (key, value) = match &self.advertise {
+            Some(a) => ("advertise", a.as_str()),
+            None => ("listen", self.listen.as_str()),
+        };
+        match value.parse::<SocketAddrV4>() {
+            Err(_) => out.push(problem(
+                "advertise",
+                format!("{value:?} (from {key}) is not an IPv4 ip:port; PHP client ids can only hold an IPv4 address"),
+            )),
+            Ok(a) if a.ip().is_unspecified() => out.push(problem(
+                "advertise",
+                format!("{value:?} (from {key}) is a wildcard; set advertise to the address PHP peers reach"),
+            )),
+            // Listening on port 0 advertises the port the OS picked; an advertised port 0 is wrong.
+            Ok(a) if a.port() == 0 && self.advertise.is_some() => {
+                out.push(problem("advertise", format!("{value:?} has port 0; PHP peers cannot reach it")))
+            }
+            Ok(_) => {}
+        }
+        if self.registers.is_empty() {
+            out.push(problem("registers", "name at least one GatewayWorker-protocol register".into()));
+        }
+        if self.max_packet < 1024 {
+            out.push(problem("max_packet", "must be at least 1024 bytes".into()));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{GatewayConfig, RegisterConfig};
+
+    #[test]
+    fn sections_parse_and_default() {
+        let c: GatewayConfig = toml::from_str("[gatewayworker]\nlisten = \"10.0.0.5:2901\"\n").unwrap();
+        let php = c.gatewayworker.unwrap();
+        assert_eq!(php.advertised().unwrap().to_string(), "10.0.0.5:2901");
+        assert_eq!(php.registers, ["127.0.0.1:1236"]);
+        let r: RegisterConfig = toml::from_str("[gatewayworker]\nsecret_key = \"k\"\n").unwrap();
+        assert_eq!(r.gatewayworker.unwrap().listen, "127.0.0.1:1236");
+        assert!(toml::from_str::<GatewayConfig>("[gatewayworker]\nlan_ip = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn advertised_address_must_be_a_reachable_ipv4() {
+        let check = |listen: &str, advertise: Option<&str>| {
+            let g = GatewayGatewayWorker {
+                listen: listen.into(),
+                advertise: advertise.map(String::from),
+                ..GatewayGatewayWorker::default()
+            };
+            g.validate().into_iter().map(|p| p.to_string()).collect::<Vec<_>>()
+        };
+        assert!(check("127.0.0.1:2901", None).is_empty());
+        assert!(check("0.0.0.0:2901", Some("10.0.0.5:2901")).is_empty());
+        assert!(check("127.0.0.1:0", None).is_empty(), "port 0 advertises the port the OS picked");
+        assert!(check("127.0.0.1:0", Some("10.0.0.5:0"))[0].contains("port 0"));
+        let wildcard = check("0.0.0.0:2901", None);
+        assert!(
+            wildcard[0].starts_with("gatewayworker.advertise:") && wildcard[0].contains("wildcard"),
+            "{wildcard:?}"
+        );
+        let v6 = check("[::1]:2901", None);
+        assert!(v6[0].contains("IPv4"), "{v6:?}");
+        assert!(check("127.0.0.1:2901", Some("gw-1:2901"))[0].contains("IPv4"));
+        let mut bad = GatewayGatewayWorker { registers: vec![], max_packet: 10, ..GatewayGatewayWorker::default() };
+        bad.listen = "nope".into();
+        assert_eq!(bad.validate().len(), 4);
+    }
+}

@@ -1,0 +1,120 @@
+//! The gateway's GatewayWorker-protocol listener: unmodified PHP `BusinessWorker`s,
+//! `Lib\Gateway` calls and web backends' `GatewayClient`s talk to this gateway in
+//! `GatewayProtocol.php`'s packets. Every command is adapted to the same internal operation our
+//! own protocol uses ([`crate::State::execute`] / [`crate::State::answer`]), and a PHP worker is a
+//! [`crate::router::WorkerLink`] like a Rust one, so routing, sessions and groups exist once.
+//!
+//! What PHP's protocol cannot carry: a PHP worker never acknowledges events, so its link
+//! acknowledges each event once it is written to the worker's socket. A PHP worker that dies or
+//! is reloaded loses the events it had read but not handled (at most once, as in GatewayWorker);
+//! events not yet written go to another worker like any unacknowledged event.
+
+mod announce;
+mod conn;
+mod events;
+
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gw_config::GatewayGatewayWorker;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::Gateway;
+
+/// What every PHP connection of this gateway shares.
+#[derive(Debug)]
+pub(crate) struct PhpSide {
+    pub gw: Arc<Gateway>,
+    pub config: GatewayGatewayWorker,
+    /// The advertised address, embedded in the client ids PHP code gets.
+    pub advertise: SocketAddrV4,
+    /// Added to local client numbers (mod 2^32) in PHP client ids, so ids of an earlier run of
+    /// this gateway do not name this run's clients (PHP ids have only 32 bits for the connection).
+    pub offset: u32,
+}
+
+impl PhpSide {
+    /// The PHP `connection_id` of local client `local`.
+    pub fn connection_id(&self, local: u64) -> u32 {
+        (local as u32).wrapping_add(self.offset)
+    }
+
+    /// The local client number a PHP `connection_id` names.
+    pub fn local(&self, connection_id: u32) -> u64 {
+        connection_id.wrapping_sub(self.offset) as u64
+    }
+}
+
+/// Binds the `[gatewayworker]` listener, if the configuration has one.
+pub async fn bind(config: &gw_config::GatewayConfig) -> Result<Option<TcpListener>, crate::GatewayError> {
+    let Some(php) = &config.gatewayworker else { return Ok(None) };
+    let socket = TcpListener::bind(&php.listen).await.map_err(|e| {
+        crate::GatewayError::Config(format!("cannot listen on {} (gatewayworker.listen): {e}", php.listen))
+    })?;
+    Ok(Some(socket))
+}
+
+/// Serves PHP peers on `listener` and announces it to the GatewayWorker-protocol registers, until
+/// `shutdown`. The advertised address defaults to the listener's real address (port 0 in tests).
+///
+/// Runs on a thread of its own with a single-threaded runtime, as PHP's gateway does: a web
+/// backend's `GatewayClient` opens a new connection per call, so `bindUid` then `sendToUid` are two
+/// connections, and only a single-threaded loop handles them in the order they arrived (tokio's
+/// multi-threaded scheduler may run the second first, and the message would miss the binding).
+pub async fn serve(
+    gw: Arc<Gateway>,
+    config: GatewayGatewayWorker,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), crate::GatewayError> {
+    use crate::GatewayError::Listener as Io;
+    let std_listener = listener.into_std().map_err(Io)?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let thread = move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Io)?;
+        rt.block_on(
+            async move { serve_here(gw, config, TcpListener::from_std(std_listener).map_err(Io)?, shutdown).await },
+        )
+    };
+    std::thread::Builder::new()
+        .name("gatewayworker".into())
+        .spawn(move || {
+            let _ = done_tx.send(thread());
+        })
+        .map_err(Io)?;
+    done_rx.await.unwrap_or(Ok(()))
+}
+
+async fn serve_here(
+    gw: Arc<Gateway>,
+    config: GatewayGatewayWorker,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), crate::GatewayError> {
+    let local = listener.local_addr().map_err(crate::GatewayError::Listener)?;
+    let advertise = match &config.advertise {
+        Some(a) => a.parse::<SocketAddrV4>(),
+        None => local.to_string().parse::<SocketAddrV4>(),
+    }
+    .map_err(|_| crate::GatewayError::Config("gatewayworker.advertise must be an IPv4 ip:port".into()))?;
+    let side = Arc::new(PhpSide { gw, config, advertise, offset: (rand::random::<u32>() >> 8) << 8 });
+    tracing::info!(listen = %local, advertise = %advertise, "gateway listening for GatewayWorker (PHP) workers and clients");
+    let tasks = TaskTracker::new();
+    for register in side.config.registers.clone() {
+        tasks.spawn(announce::keep_announcing(register, side.clone(), shutdown.clone()));
+    }
+    let mut next = 0u64;
+    crate::accept::accept_loop(listener, shutdown.clone(), None, |stream, peer| {
+        next += 1;
+        let span = tracing::info_span!("php_link", peer = %peer, link = next);
+        tasks.spawn(conn::serve(stream, peer, side.clone(), shutdown.clone()).instrument(span));
+    })
+    .await;
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(3), tasks.wait()).await;
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! Real PHP GatewayWorker processes against our register and gateways: finds `php` and the
+//! unmodified upstream sources in `../shared/peers/php`, lays out an application directory the way
+//! a PHP shop has it (Composer's `vendor/autoload.php` replaced by a small autoloader, since there
+//! is no Composer here), and runs PHP scripts as child processes.
+//!
+//! Without PHP or the sources a test says plainly that it skips, unless `GW_REQUIRE_PHP=1` (set
+//! by `.ci/run`) makes that a failure.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gw_config::{GatewayGatewayWorker, RegisterGatewayWorker};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::GatewayHandle;
+use crate::process::Daemon;
+
+/// `php` and the PHP GatewayWorker sources.
+#[derive(Debug, Clone)]
+pub struct Php {
+    pub php: PathBuf,
+    /// `shared/peers/php`: `workerman/`, `gateway-worker/`, `gateway-client/`, `workerman-chat/`.
+    pub peers: PathBuf,
+}
+
+impl Php {
+    /// PHP and its sources, or `None` after printing why the calling test skips. Panics instead
+    /// when `GW_REQUIRE_PHP=1`.
+    pub fn find(test: &str) -> Option<Php> {
+        let peers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/php");
+        let php = std::env::var_os("PATH")
+            .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("php")).find(|p| p.is_file()));
+        let missing = match (&php, peers.join("gateway-worker/src/BusinessWorker.php").is_file()) {
+            (None, _) => Some("no `php` on PATH (scripts/install-php.sh installs Debian's php-cli)".to_string()),
+            (_, false) => Some(format!("PHP GatewayWorker sources not found at {}", peers.display())),
+            _ => None,
+        };
+        if let Some(why) = missing {
+            assert!(std::env::var("GW_REQUIRE_PHP").as_deref() != Ok("1"), "{test}: GW_REQUIRE_PHP=1 but {why}");
+            eprintln!("SKIPPED {test}: {why}");
+            return None;
+        }
+        Some(Php { php: php.expect("checked"), peers: peers.canonicalize().expect("peers path") })
+    }
+
+    /// A fresh application directory with `vendor/autoload.php` mapping `Workerman\` and
+    /// `GatewayWorker\` to the unmodified sources.
+    pub fn app_dir(&self, test: &str) -> PathBuf {
+        let dir = crate::process::temp_dir(test);
+        let p = self.peers.display();
+        let autoload = format!(
+            r#"<?php
+// Stands in for Composer's autoloader: the unmodified GatewayWorker sources.
+spl_autoload_register(function ($class) {{
+    foreach (['Workerman\\' => '{p}/workerman/', 'GatewayWorker\\' => '{p}/gateway-worker/src/'] as $prefix => $dir) {{
+        if (strncmp($class, $prefix, strlen($prefix)) === 0) {{
+            $file = $dir . str_replace('\\', '/', substr($class, strlen($prefix))) . '.php';
+            if (is_file($file)) {{ require $file; }}
+            return;
+        }}
+    }}
+}});
+"#
+        );
+        crate::process::write_config(&dir.join("vendor"), "autoload.php", &autoload);
+        dir
+    }
+
+    /// workerman-chat's `Events.php` and `start_businessworker.php`, copied unchanged except the
+    /// register address, behind a `start.php` like workerman-chat's own; returns the running
+    /// Workerman master (4 worker processes, as the file says).
+    pub fn start_chat_workers(&self, test: &str, php_register: SocketAddr) -> PhpProcess {
+        let dir = self.app_dir(test);
+        let chat = self.peers.join("workerman-chat/Applications/Chat");
+        let app = dir.join("Applications/Chat");
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::copy(chat.join("Events.php"), app.join("Events.php")).unwrap();
+        let start = std::fs::read_to_string(chat.join("start_businessworker.php")).unwrap();
+        assert!(start.contains("'127.0.0.1:1236'"), "workerman-chat's start_businessworker.php changed upstream");
+        let start = start.replace("'127.0.0.1:1236'", &format!("'{php_register}'"));
+        std::fs::write(app.join("start_businessworker.php"), start).unwrap();
+        crate::process::write_config(
+            &dir,
+            "start.php",
+            r#"<?php
+// workerman-chat's start.php, with Workerman's pid and log files kept in this directory.
+use Workerman\Worker;
+define('GLOBAL_START', 1);
+require_once __DIR__ . '/vendor/autoload.php';
+Worker::$pidFile = __DIR__ . '/workerman.pid';
+Worker::$logFile = __DIR__ . '/workerman.log';
+require_once __DIR__ . '/Applications/Chat/Events.php';
+require_once __DIR__ . '/Applications/Chat/start_businessworker.php';
+// Test harness only: a worker whose master is gone (the test was killed) exits too.
+$worker->onWorkerStart = function () {
+    \Workerman\Timer::add(1, function () { if (posix_getppid() === 1) { exit(0); } });
+};
+Worker::runAll();
+"#,
+        );
+        self.run(&dir, &["start.php", "start"])
+    }
+
+    /// Runs `php ARGS` in `dir`.
+    pub fn run(&self, dir: &Path, args: &[&str]) -> PhpProcess {
+        let mut full = vec!["-d", "display_errors=stderr"];
+        full.extend_from_slice(args);
+        let daemon = Daemon::spawn_exe_in(&self.php, &full, dir);
+        PhpProcess { daemon }
+    }
+}
+
+/// A running PHP process; stopped with SIGINT (Workerman's Ctrl+C: the master stops its workers)
+/// when dropped.
+pub struct PhpProcess {
+    pub daemon: Daemon,
+}
+
+impl PhpProcess {
+    /// Stops it as Ctrl+C does and waits for it to exit.
+    pub fn stop(mut self) -> String {
+        if self.daemon.child.try_wait().ok().flatten().is_none() {
+            self.daemon.signal("INT");
+            self.daemon.wait_exit(Duration::from_secs(15));
+        }
+        self.daemon.output()
+    }
+}
+
+impl Drop for PhpProcess {
+    fn drop(&mut self) {
+        if self.daemon.child.try_wait().ok().flatten().is_none() {
+            let _ = std::process::Command::new("kill").arg("-INT").arg(self.daemon.pid().to_string()).status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while self.daemon.child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A register's GatewayWorker-protocol listener on `127.0.0.1:0`, with its own registry.
+pub struct PhpRegister {
+    pub addr: SocketAddr,
+    pub registry: Arc<gw_register::Registry>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl PhpRegister {
+    pub async fn start(secret_key: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let registry = Arc::new(gw_register::Registry::default());
+        let stop = CancellationToken::new();
+        let config = RegisterGatewayWorker { listen: addr.to_string(), secret_key: secret_key.into() };
+        tokio::spawn(gw_register::gatewayworker::serve(config, listener, stop.clone(), registry.clone()));
+        Self { addr, registry, _stop: stop.drop_guard() }
+    }
+
+    /// Waits until `n` gateways announced themselves here.
+    pub async fn wait_for_gateways(&self, n: usize) {
+        let registry = self.registry.clone();
+        crate::eventually(Duration::from_secs(10), &format!("{n} gateways listed for PHP"), || {
+            let listed = registry.gateways().len();
+            async move { listed == n }
+        })
+        .await;
+    }
+}
+
+/// A gateway (ours) that also serves PHP peers on a GatewayWorker-protocol listener announced to
+/// `php_register`.
+pub struct PhpGateway {
+    pub gateway: GatewayHandle,
+    /// The GatewayWorker-protocol address (what PHP client ids embed).
+    pub php_addr: SocketAddr,
+    stop: Option<tokio_util::sync::DropGuard>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PhpGateway {
+    pub async fn start(registers: &[SocketAddr], secret: &str, php_register: SocketAddr, secret_key: &str) -> Self {
+        let gateway = GatewayHandle::start(registers, secret).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let php_addr = listener.local_addr().unwrap();
+        let config = GatewayGatewayWorker {
+            listen: php_addr.to_string(),
+            registers: vec![php_register.to_string()],
+            secret_key: secret_key.into(),
+            ..GatewayGatewayWorker::default()
+        };
+        let stop = CancellationToken::new();
+        let gw = gateway.gw.clone();
+        let token = stop.clone();
+        let task =
+            tokio::spawn(async move { gw_gateway::gatewayworker::serve(gw, config, listener, token).await.unwrap() });
+        Self { gateway, php_addr, stop: Some(stop.drop_guard()), task }
+    }
+
+    /// Graceful stop in the `gateway` binary's order: clients are closed and their close events
+    /// queued first, then the GatewayWorker links flush them and close.
+    pub async fn stop(mut self) {
+        self.gateway.stop().await;
+        drop(self.stop.take());
+        (&mut self.task).await.unwrap();
+    }
+}

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# PHP GatewayWorker against our register + gateway with the same PHP Events.php behind it, under the
+# same load generator (gw-bench) on the same machine, one run each:
+#
+#   A. all PHP: Register, Gateway (2 processes) and BusinessWorker (2 processes), GatewayWorker's
+#      unmodified sources from ../shared/peers/php (PEERS=… to point elsewhere);
+#   B. ours: register + gateway (with [gatewayworker] listeners), PHP BusinessWorker (2 processes)
+#      running the same Events.php.
+#
+# Events.php implements the benchmark contract of business-worker/src/apps/bench.rs (echo; `b:` to
+# everyone; `j` joins group g). Scenarios: idle (gateway RSS per connection), echo (round trips/s),
+# broadcast (deliveries/s sustained with nothing missing). Prints the RESULT lines of both.
+#
+#   scripts/bench-php.sh [--quick]      (--quick: tiny sizes, proves it runs; about a minute)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+PEERS=$(cd "${PEERS:-../shared/peers/php}" && pwd)
+command -v php >/dev/null || { echo "bench-php: php not found (scripts/install-php.sh)" >&2; exit 1; }
+
+echo "== building (release)" >&2
+cargo build --release -q -p gw-register -p gw-gateway -p gw-bench
+BIN="${CARGO_TARGET_DIR:-target}/release"
+BENCH="$BIN/gw-bench"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/gw-bench-php.XXXXXX")
+PHP_MASTERS=()
+OUR_PIDS=()
+
+stop_all() {
+    local pid
+    # Workerman's Ctrl+C: the master stops its worker processes.
+    for pid in "${PHP_MASTERS[@]:-}"; do [ -n "$pid" ] && kill -INT "$pid" 2>/dev/null || true; done
+    for pid in "${OUR_PIDS[@]:-}"; do [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PHP_MASTERS[@]:-}" "${OUR_PIDS[@]:-}"; do
+        [ -z "$pid" ] && continue
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        wait "$pid" 2>/dev/null || true
+    done
+    PHP_MASTERS=()
+    OUR_PIDS=()
+}
+trap 'stop_all; rm -rf "$TMP"' EXIT
+
+if [ "$QUICK" = 1 ]; then
+    IDLE_N=200; ECHO="--conns 20 --inflight 4 --warmup 0.5 --duration 2"
+    FAN="--conns 50 --senders 2 --rate 20 --step-secs 1"
+else
+    IDLE_N=900; ECHO="--conns 100 --inflight 8 --warmup 2 --duration 10"
+    FAN="--conns 500 --senders 4 --start-rate 20 --growth 1.5 --refine 2 --step-secs 4 --retries 1"
+fi
+
+read -r -a P <<<"$("$BENCH" ports 8)"
+APP="$TMP/app"
+mkdir -p "$APP/vendor"
+cat >"$APP/vendor/autoload.php" <<PHP
+<?php
+spl_autoload_register(function (\$class) {
+    foreach (['Workerman\\\\' => '$PEERS/workerman/', 'GatewayWorker\\\\' => '$PEERS/gateway-worker/src/'] as \$prefix => \$dir) {
+        if (strncmp(\$class, \$prefix, strlen(\$prefix)) === 0) {
+            \$file = \$dir . str_replace('\\\\', '/', substr(\$class, strlen(\$prefix))) . '.php';
+            if (is_file(\$file)) { require \$file; }
+            return;
+        }
+    }
+});
+PHP
+cat >"$APP/Events.php" <<'PHP'
+<?php
+use GatewayWorker\Lib\Gateway;
+
+class Events
+{
+    public static function onMessage($client_id, $message)
+    {
+        if (strncmp($message, 'b:', 2) === 0) {
+            Gateway::sendToAll($message);
+        } elseif (strncmp($message, 'g:', 2) === 0) {
+            Gateway::sendToGroup('g', $message);
+        } elseif ($message === 'j') {
+            Gateway::joinGroup($client_id, 'g');
+            Gateway::sendToCurrentClient('joined');
+        } else {
+            Gateway::sendToCurrentClient($message);
+        }
+    }
+}
+PHP
+# $1: file, $2: register address, $3: 1 to run Register and Gateway too.
+write_start() {
+    cat >"$1" <<PHP
+<?php
+use Workerman\Worker;
+require_once __DIR__ . '/vendor/autoload.php';
+require_once __DIR__ . '/Events.php';
+Worker::\$pidFile = __FILE__ . '.pid';
+Worker::\$logFile = __FILE__ . '.log';
+if ($3) {
+    new GatewayWorker\Register('text://$2');
+    \$gateway = new GatewayWorker\Gateway('websocket://127.0.0.1:${P[1]}');
+    \$gateway->name = 'BenchGateway';
+    \$gateway->count = 2;
+    \$gateway->lanIp = '127.0.0.1';
+    \$gateway->startPort = ${P[2]};
+    \$gateway->registerAddress = '$2';
+}
+\$worker = new GatewayWorker\BusinessWorker();
+\$worker->name = 'BenchWorker';
+\$worker->count = 2;
+\$worker->registerAddress = '$2';
+Worker::runAll();
+PHP
+}
+
+RESULTS="$TMP/results.txt"
+: >"$RESULTS"
+# run SYSTEM NAME gw-bench-args…
+run() {
+    local system="$1" name="$2"
+    shift 2
+    echo "== $system $name: gw-bench $*" >&2
+    if "$BENCH" "$@" --server-pids "$SERVER_PIDS" >"$TMP/out"; then :; else echo "ERROR system=$system name=$name" >>"$RESULTS"; fi
+    grep '^RESULT' "$TMP/out" | sed "s/^RESULT /RESULT system=$system name=$name /" | tee -a "$RESULTS" || true
+}
+children() { pgrep -P "$1" | paste -sd, -; }
+gateway_children() {
+    local c out=""
+    for c in $(pgrep -P "$1"); do grep -q BenchGateway "/proc/$c/cmdline" 2>/dev/null && out="$out${out:+,}$c"; done
+    echo "$out"
+}
+scenarios() {
+    local system="$1" url="$2" gw_pids="$3"
+    "$BENCH" wait --url "$url" --timeout 60
+    run "$system" idle idle --url "$url" --conns "$IDLE_N" --gateway-pid "$gw_pids" --source-net 11
+    # shellcheck disable=SC2086
+    run "$system" echo echo --url "$url" $ECHO --size 64 --source-net 12
+    # shellcheck disable=SC2086
+    run "$system" broadcast broadcast --url "$url" $FAN --source-net 13
+}
+
+# ---- A: all PHP ----
+write_start "$APP/all.php" "127.0.0.1:${P[0]}" 1
+(cd "$APP" && exec php all.php start >"$TMP/php-all.out" 2>&1) &
+PHP_MASTERS+=($!)
+sleep 2
+SERVER_PIDS="${PHP_MASTERS[0]},$(children "${PHP_MASTERS[0]}")"
+scenarios php "ws://127.0.0.1:${P[1]}/" "$(gateway_children "${PHP_MASTERS[0]}")"
+stop_all
+
+# ---- B: our register + gateway, PHP business workers ----
+# Quiet logs, run files in $TMP, no admin listener: shared by both daemons' files.
+common_toml() {
+    printf '[log]\nlevel = "warn"\n[process]\nrun_dir = "%s"\nadmin = ""\n' "$TMP/run"
+}
+{
+    echo "listen = \"127.0.0.1:${P[3]}\""
+    common_toml
+    printf '[gatewayworker]\nlisten = "127.0.0.1:%s"\n' "${P[4]}"
+} >"$TMP/register.toml"
+{
+    printf 'listen = "127.0.0.1:%s"\ninternal_listen = "127.0.0.1:%s"\nregisters = ["127.0.0.1:%s"]\n' "${P[5]}" "${P[6]}" "${P[3]}"
+    common_toml
+    printf '[gatewayworker]\nlisten = "127.0.0.1:%s"\nregisters = ["127.0.0.1:%s"]\n' "${P[7]}" "${P[4]}"
+} >"$TMP/gateway.toml"
+"$BIN/register" start --config "$TMP/register.toml" >"$TMP/register.out" 2>&1 &
+OUR_PIDS+=($!)
+"$BIN/gateway" start --config "$TMP/gateway.toml" >"$TMP/gateway.out" 2>&1 &
+OUR_PIDS+=($!)
+write_start "$APP/workers.php" "127.0.0.1:${P[4]}" 0
+(cd "$APP" && exec php workers.php start >"$TMP/php-workers.out" 2>&1) &
+PHP_MASTERS+=($!)
+sleep 2
+SERVER_PIDS="${OUR_PIDS[0]},${OUR_PIDS[1]},${PHP_MASTERS[0]},$(children "${PHP_MASTERS[0]}")"
+scenarios ours "ws://127.0.0.1:${P[5]}/" "${OUR_PIDS[1]}"
+stop_all
+
+echo "== results" >&2
+cat "$RESULTS"
