@@ -107,15 +107,15 @@ impl<C: AppConfig> App<C> {
 
     /// Like [`new`](Self::new), with the worker's own configuration too (its `name`, `app`, …).
     pub fn with_worker_config<A: Into<Application>>(factory: impl FnOnce(&C, &WorkerConfig) -> A + 'static) -> Self {
-        Self::try_with_worker_config(move |settings, worker| Ok::<_, std::convert::Infallible>(factory(settings, worker)))
+        Self::try_with_worker_config(move |settings, worker| {
+            Ok::<_, std::convert::Infallible>(factory(settings, worker))
+        })
     }
 
     /// Like [`with_worker_config`](Self::with_worker_config), for an application whose construction
     /// can fail: the error is logged by the worker process, which exits non-zero (and its master
     /// restarts it, up to `restart_limit`).
-    pub fn try_with_worker_config<A, E>(
-        factory: impl FnOnce(&C, &WorkerConfig) -> Result<A, E> + 'static,
-    ) -> Self
+    pub fn try_with_worker_config<A, E>(factory: impl FnOnce(&C, &WorkerConfig) -> Result<A, E> + 'static) -> Self
     where
         A: Into<Application>,
         E: std::error::Error + Send + Sync + 'static,

@@ -2,7 +2,11 @@
 //! chat demo by default, `app = "echo"`, or `app = "http"`: an HTTP endpoint in any language), built
 //! on the same entry point as any application.
 
-use gw_business_worker::apps::{bench::Bench, chat::Chat, http::{HttpApp, HttpAppError}};
+use gw_business_worker::apps::{
+    bench::Bench,
+    chat::Chat,
+    http::{HttpApp, HttpAppError},
+};
 use gw_business_worker::{App, Application, NoConfig};
 
 fn main() -> std::process::ExitCode {

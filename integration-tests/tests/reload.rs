@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use gw_integration_tests::numbered::numbered_traffic;
-use gw_integration_tests::process::{cli, install_binary, reload_every_process, start_worker_master, temp_dir, worker_pids};
+use gw_integration_tests::process::{
+    cli, install_binary, reload_every_process, start_worker_master, temp_dir, worker_pids,
+};
 use gw_integration_tests::*;
 
 const SECRET: &str = "reload-test-secret-0123456789";
