@@ -202,6 +202,6 @@ async fn worker_process<E: Events>(
     crate::run_with(config, events, ctx.shutdown.clone(), stats, |_| {
         println!("{}", master::READY_LINE);
     })
-    .await?;
+    .await;
     Ok(())
 }

@@ -166,7 +166,7 @@ impl Context {
 
     /// Sends a message to the current client (GatewayWorker's `sendToCurrentClient`).
     pub async fn send(&self, msg: impl Into<Payload>) -> Result<(), ClientError> {
-        self.gateway.command_on(&self.link, Command::SendToClients { clients: vec![self.local], msg: msg.into() }).await
+        self.link.command(Command::SendToClients { clients: vec![self.local], msg: msg.into() }).await
     }
 
     /// Closes the current client (GatewayWorker's `closeCurrentClient`).
@@ -177,7 +177,7 @@ impl Context {
     /// Closes the current client, optionally after a last message, with a close code and reason.
     pub async fn close_with(&mut self, last: Option<Payload>, close: Option<CloseReason>) -> Result<(), ClientError> {
         self.closed = true;
-        self.gateway.command_on(&self.link, Command::CloseClient { client: self.local, last, close }).await
+        self.link.command(Command::CloseClient { client: self.local, last, close }).await
     }
 }
 

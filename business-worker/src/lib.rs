@@ -10,9 +10,12 @@
 //! the whole command line, configuration and process model of the stock `business-worker` binary,
 //! which is itself built that way.
 
+mod acks;
 mod app;
 mod app_config;
 pub mod apps;
+mod client_task;
+mod dispatch;
 mod events;
 pub mod master;
 mod node;
@@ -26,4 +29,4 @@ pub use events::{Context, Events, HandlerResult, Message, ServerData, WebSocketR
 pub use gw_config::{Problem, WorkerConfig};
 pub use gw_gateway_client::{Answer, ClientError, CloseReason, GatewayClient, Payload, Session};
 pub use node::WorkerNode;
-pub use runtime::{WorkerError, WorkerStats, run, run_with, run_with_stats};
+pub use runtime::{WorkerStats, run, run_with, run_with_stats};

@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use gw_config::{LinkConfig, WorkerConfig};
-use gw_proto::{ClientId, CloseReason, Command, Payload, Query, Reply, Role, ToGateway};
+use gw_config::LinkConfig;
+use gw_proto::{ClientId, CloseReason, Command, Payload, Query, Reply, Role};
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
 
-use crate::core::{Core, CoreOptions, LinkEvent};
 use crate::link::GatewayLink;
+use crate::links::{GatewayLinks, LinksOptions, NoEvents};
 use crate::{Answer, ClientError};
 
 /// Client ids local to one gateway, with the link to it.
@@ -21,13 +20,13 @@ type LocalIds = (Arc<GatewayLink>, Vec<u64>);
 /// A client's session: a JSON object.
 pub type Session = Map<String, Value>;
 
-/// Cancels the engine when the last handle is dropped.
+/// Stops the links when the last handle of a client that owns them is dropped.
 #[derive(Debug)]
-struct Guard(Arc<Core>);
+struct Guard(Arc<GatewayLinks>);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.0.cancel.cancel();
+        self.0.stop();
     }
 }
 
@@ -48,8 +47,10 @@ impl Drop for Guard {
 /// - After [`shutdown`](Self::shutdown): [`ClientError::Shutdown`].
 #[derive(Debug, Clone)]
 pub struct GatewayClient {
-    core: Arc<Core>,
-    _guard: Arc<Guard>,
+    links: Arc<GatewayLinks>,
+    query_timeout: Duration,
+    /// Set when this client started its links itself (not for [`GatewayClient::over`]).
+    _guard: Option<Arc<Guard>>,
 }
 
 /// Options for [`GatewayClient`]; start with [`GatewayClient::builder`].
@@ -105,17 +106,17 @@ impl GatewayClientBuilder {
     /// # let _ = ready; }
     /// ```
     pub fn start(self) -> GatewayClient {
-        GatewayClient::start(
-            CoreOptions {
+        let links = GatewayLinks::start(
+            LinksOptions {
                 registers: self.registers,
                 secret: self.secret,
                 name: self.name,
                 role: Role::Client,
                 link: self.link,
-                query_timeout: self.query_timeout,
             },
-            None,
-        )
+            NoEvents,
+        );
+        GatewayClient { _guard: Some(Arc::new(Guard(links.clone()))), links, query_timeout: self.query_timeout }
     }
 
     /// Starts the client and waits until a register has answered and every listed gateway is
@@ -126,9 +127,9 @@ impl GatewayClientBuilder {
     pub async fn connect(self) -> Result<GatewayClient, ClientError> {
         let timeout = self.connect_timeout;
         let client = self.start();
-        let mut heard = client.core.heard_register.subscribe();
-        let mut refusals = client.core.refusals.subscribe();
-        let registers = client.core.opts.registers.len();
+        let mut heard = client.links.heard_register.subscribe();
+        let mut refusals = client.links.refusals.subscribe();
+        let registers = client.links.options().registers.len();
         // A refusal by every register is final (the secret is wrong): say so at once instead of
         // waiting out the timeout and blaming the network.
         tokio::select! {
@@ -142,7 +143,7 @@ impl GatewayClientBuilder {
                 return Err(ClientError::AuthenticationFailed { register, reason });
             }
         }
-        client.core.wait_until(timeout, |connected, known| connected >= known).await;
+        client.links.wait_until(timeout, |connected, known| connected >= known).await;
         Ok(client)
     }
 }
@@ -175,33 +176,17 @@ impl GatewayClient {
         }
     }
 
-    fn start(opts: CoreOptions, events: Option<mpsc::Sender<LinkEvent>>) -> Self {
-        let core = Core::start(opts, events);
-        Self { _guard: Arc::new(Guard(core.clone())), core }
-    }
-
-    /// Starts the engine of a business worker: like a gateway client, but the links announce the
-    /// worker role and deliver client events to `events`. Used by `gw-business-worker`.
+    /// The Gateway API over links the caller keeps itself: a business worker's own links (which
+    /// also take client events), so its handlers reach the cluster through the same links.
+    /// Dropping this handle does not stop the links; their owner does.
     ///
     /// ```no_run
-    /// # fn f(config: &gw_config::WorkerConfig) {
-    /// let (tx, mut events) = tokio::sync::mpsc::channel(1024);
-    /// let gateway = gw_gateway_client::GatewayClient::start_worker(config, tx);
-    /// // `events` yields `LinkEvent::Up`, `Event` and `Down` from every gateway.
-    /// # let _ = (gateway, events.try_recv()); }
+    /// # fn f(links: std::sync::Arc<gw_gateway_client::GatewayLinks>) {
+    /// let gateway = gw_gateway_client::GatewayClient::over(links, std::time::Duration::from_secs(5));
+    /// # let _ = gateway; }
     /// ```
-    pub fn start_worker(config: &WorkerConfig, events: mpsc::Sender<LinkEvent>) -> Self {
-        Self::start(
-            CoreOptions {
-                registers: config.registers.clone(),
-                secret: config.secret.clone(),
-                name: config.name.clone(),
-                role: Role::Worker,
-                link: config.link.clone(),
-                query_timeout: config.query_timeout,
-            },
-            Some(events),
-        )
+    pub fn over(links: Arc<GatewayLinks>, query_timeout: Duration) -> Self {
+        Self { links, query_timeout, _guard: None }
     }
 
     /// Advertised addresses of the gateways connected now.
@@ -212,7 +197,7 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub fn connected_gateways(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.core.links().iter().map(|l| l.address.clone()).collect();
+        let mut v: Vec<String> = self.links.links().iter().map(|l| l.address.clone()).collect();
         v.sort();
         v
     }
@@ -228,13 +213,7 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
-        let mut heard = self.core.heard_register.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        if tokio::time::timeout_at(deadline, heard.wait_for(|h| *h)).await.is_err() {
-            return false;
-        }
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        self.core.wait_until(left, |connected, known| connected >= known).await
+        self.links.wait_ready(timeout).await
     }
 
     /// Number of gateways connected now.
@@ -245,7 +224,7 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub fn gateway_count(&self) -> usize {
-        self.core.links().len()
+        self.links.links().len()
     }
 
     /// Waits until at least `n` gateways are connected; false on timeout.
@@ -257,18 +236,7 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub async fn wait_for_gateways(&self, n: usize, timeout: Duration) -> bool {
-        self.core.wait_until(timeout, |connected, _| connected >= n).await
-    }
-
-    /// Asks every gateway to route no new events to this worker (used when a worker stops).
-    ///
-    /// ```no_run
-    /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
-    /// g.drain().await; // before a worker stops: its clients move to other workers
-    /// # Ok(()) }
-    /// ```
-    pub async fn drain(&self) {
-        self.core.drain_all().await;
+        self.links.wait_until(timeout, |connected, _| connected >= n).await
     }
 
     /// Stops every link. Other clones stop working too.
@@ -280,11 +248,8 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub async fn shutdown(&self) {
-        // Graceful first: links stop reading, send a worker's final acknowledgements and flush.
-        self.core.closing.cancel();
-        self.core.tracker.close();
-        let _ = tokio::time::timeout(Duration::from_secs(3), self.core.tracker.wait()).await;
-        self.core.cancel.cancel();
+        // Graceful first: links stop reading, send their final messages and flush.
+        self.links.close().await;
     }
 
     // ----- plumbing -------------------------------------------------------------------------
@@ -292,7 +257,7 @@ impl GatewayClient {
     fn resolve(&self, client_id: &str) -> Result<(Arc<GatewayLink>, u64), ClientError> {
         let id: ClientId = client_id.parse()?;
         self.live()?;
-        let link = self.core.link(&id.gateway).ok_or_else(|| ClientError::GatewayUnavailable(id.gateway.clone()))?;
+        let link = self.links.link(&id.gateway).ok_or_else(|| ClientError::GatewayUnavailable(id.gateway.clone()))?;
         if link.instance != id.instance {
             return Err(ClientError::ClientGone(client_id.to_string()));
         }
@@ -356,11 +321,11 @@ impl GatewayClient {
     /// [`ClientError::Shutdown`] once [`shutdown`](Self::shutdown) was called, so callers are not
     /// told that every gateway is unreachable instead.
     fn live(&self) -> Result<(), ClientError> {
-        if self.core.cancel.is_cancelled() { Err(ClientError::Shutdown) } else { Ok(()) }
+        if self.links.is_stopped() { Err(ClientError::Shutdown) } else { Ok(()) }
     }
 
     async fn command(&self, link: &GatewayLink, cmd: Command) -> Result<(), ClientError> {
-        link.send(ToGateway::Command(cmd)).await
+        link.command(cmd).await
     }
 
     /// Sends the command `make` builds, given the client's local id, to the client's gateway.
@@ -373,9 +338,9 @@ impl GatewayClient {
     /// a list yet (so it is too early to tell), [`ClientError::AuthenticationFailed`] if a register
     /// refused us meanwhile.
     fn linked(&self) -> Result<Vec<Arc<GatewayLink>>, ClientError> {
-        let links = self.core.links();
-        if links.is_empty() && !*self.core.heard_register.borrow() {
-            if let Some((register, reason)) = self.core.refusals.borrow().values().next().cloned() {
+        let links = self.links.links();
+        if links.is_empty() && !*self.links.heard_register.borrow() {
+            if let Some((register, reason)) = self.links.refusals.borrow().values().next().cloned() {
                 return Err(ClientError::AuthenticationFailed { register, reason });
             }
             return Err(ClientError::NoGateways);
@@ -393,7 +358,7 @@ impl GatewayClient {
     /// not get theirs.
     async fn fan_out_with(&self, mut make: impl FnMut(&GatewayLink) -> Command) -> Result<(), ClientError> {
         let links = self.linked()?;
-        let mut missing: BTreeSet<String> = self.core.unreachable().into_iter().collect();
+        let mut missing: BTreeSet<String> = self.links.unreachable().into_iter().collect();
         for link in links {
             if self.command(&link, make(&link)).await.is_err() {
                 missing.insert(link.address.clone());
@@ -410,10 +375,10 @@ impl GatewayClient {
     async fn gather(&self, query: Query) -> Result<(Vec<(Arc<GatewayLink>, Reply)>, Vec<String>), ClientError> {
         self.live()?;
         let links = self.linked()?;
-        let deadline = self.core.opts.query_timeout;
+        let deadline = self.query_timeout;
         let results = join_all(links.iter().map(|l| l.request(query.clone(), deadline))).await;
         let mut replies = Vec::new();
-        let mut missing: BTreeSet<String> = self.core.unreachable().into_iter().collect();
+        let mut missing: BTreeSet<String> = self.links.unreachable().into_iter().collect();
         for (link, result) in links.into_iter().zip(results) {
             match result {
                 Ok(Reply::Error(reason)) => {
@@ -441,7 +406,7 @@ impl GatewayClient {
     }
 
     async fn ask(&self, link: &GatewayLink, query: Query) -> Result<Reply, ClientError> {
-        match link.request(query, self.core.opts.query_timeout).await? {
+        match link.request(query, self.query_timeout).await? {
             Reply::Error(reason) => Err(ClientError::Refused { gateway: link.address.clone(), reason }),
             reply => Ok(reply),
         }
@@ -1143,14 +1108,6 @@ impl GatewayClient {
             Reply::Sessions(rows) => Ok(rows.into_iter().next().map(|(_, b)| parse_session(b.as_deref()))),
             _ => Err(Self::unexpected(&link)),
         }
-    }
-
-    // ----- for the worker runtime -----------------------------------------------------------
-
-    /// Sends a command on a given link (the worker's fast path to the current client).
-    #[doc(hidden)]
-    pub async fn command_on(&self, link: &GatewayLink, cmd: Command) -> Result<(), ClientError> {
-        self.command(link, cmd).await
     }
 }
 

@@ -1,6 +1,10 @@
 //! `gw-gateway-client`: push to WebSocket clients from anywhere — a web backend, a cron job, or a
 //! business worker's handler (whose Gateway API is this same type).
 //!
+//! Under the API sits [`GatewayLinks`], the building block that learns gateways from the
+//! registers and keeps a link to each; a business worker runs its own over the same block, with an
+//! [`Inbound`] that takes the client events, and hands its handlers [`GatewayClient::over`] it.
+//!
 //! The client learns the gateway list from every register, keeps an authenticated link to every
 //! gateway, and offers GatewayWorker's `Gateway` / GatewayClient calls under Rust names. Commands
 //! aimed at one client go straight to the gateway named in its client id; uid, group and broadcast
@@ -29,13 +33,13 @@
 
 mod answer;
 mod api;
-mod core;
 mod error;
 mod link;
+mod links;
 
 pub use answer::Answer;
 pub use api::{GatewayClient, GatewayClientBuilder, Session};
-pub use core::LinkEvent;
 pub use error::ClientError;
 pub use gw_proto::{ClientId, CloseReason, Payload};
 pub use link::GatewayLink;
+pub use links::{GatewayLinks, Inbound, LinkInbound, LinksOptions, NoEvents};

@@ -1,14 +1,15 @@
 //! A link from a business worker or gateway client on the internal listener: handshake, welcome,
-//! then commands, queries, acknowledgements and heartbeats in; events and replies out.
+//! then commands, queries, acknowledgements and drains in; events, replies and drain answers
+//! out. The link itself (heartbeat, writer, graceful flush) is `gw_link`'s engine.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
-use gw_link::{FrameReader, LinkError, WriterStats};
+use gw_link::wire::GatewaySide;
+use gw_link::{Ended, Handler, LinkEngine, LinkError, LinkOptions};
 use gw_proto::{FromGateway, Role, ToGateway};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -55,39 +56,24 @@ pub(crate) async fn serve(
     let node = link.peer.node.clone();
     let span = tracing::info_span!("link", role = %role, node = %node, peer = %peer_addr);
     async move {
-        let (tx, mut rx) = mpsc::channel(gw.config.link.queue);
+        let engine = LinkEngine::<GatewaySide>::new(LinkOptions::from(&gw.config.link), gw.config.link.queue);
+        let tx = engine.sender();
         let _ = tx.try_send(FromGateway::Welcome { instance: gw.instance, address: gw.address.clone() });
         let worker = (role == Role::Worker).then(|| gw.router.add(node.clone(), tx.clone()));
         tracing::info!("{role} connected");
-        let stats = WriterStats::default();
-        let finish = CancellationToken::new();
-        let result = {
-            let writer = gw_link::write_loop(link.writer, &mut rx, gw.config.link.max_frame, &stats, &finish, |_| {});
-            tokio::pin!(writer);
-            let reader = read_loop(link.reader, tx.clone(), &gw, worker.as_deref());
-            tokio::select! {
-                r = reader => Some(r),
-                r = &mut writer => Some(r),
-                _ = links_down.cancelled() => {
-                    // Gateway stopping: every client is closed and its close event queued. Stop
-                    // routing here and let the writer flush what is queued.
-                    if let Some(w) = &worker {
-                        gw.router.remove(w);
-                    }
-                    finish.cancel();
-                    let flushed = tokio::time::timeout(std::time::Duration::from_secs(2), &mut writer).await;
-                    tracing::debug!(flushed = flushed.is_ok(), "link closed by shutdown");
-                    None
-                }
-            }
-        };
-        let Some(result) = result else { return };
+        let mut peer = Peer { gw: &gw, tx, worker: worker.as_deref() };
+        let result = engine.run(link.reader, link.writer, &mut peer, &links_down).await;
+        if let Ok(Ended::Closed { flushed }) = result {
+            // Gateway stopping: every client is closed and its close event was queued.
+            tracing::debug!(flushed, "link closed by shutdown");
+            return;
+        }
         if let Some(w) = &worker {
             gw.router.remove(w);
             crate::redeliver::hand_back(&gw, w);
         }
         match result {
-            Ok(()) => tracing::info!("{role} disconnected"),
+            Ok(_) => tracing::info!("{role} disconnected"),
             Err(e) if e.is_disconnect() => tracing::info!(error = %e, "{role} disconnected"),
             Err(e) => {
                 Metrics::inc(&gw.state.metrics.link_errors);
@@ -99,56 +85,50 @@ pub(crate) async fn serve(
     .await
 }
 
-async fn read_loop(
-    mut reader: FrameReader<OwnedReadHalf>,
+/// What a worker's or gateway client's messages do here.
+struct Peer<'a> {
+    gw: &'a Gateway,
     tx: mpsc::Sender<FromGateway>,
-    gw: &Gateway,
-    worker: Option<&WorkerLink>,
-) -> Result<(), LinkError> {
-    let mut ping = tokio::time::interval(gw.config.link.heartbeat_interval);
-    let timeout = gw.config.link.heartbeat_timeout;
-    let last_heard = AtomicU64::new(0);
-    let start = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = ping.tick() => {
-                let heard = start + std::time::Duration::from_millis(last_heard.load(Ordering::Relaxed));
-                if heard.elapsed() > timeout {
-                    return Err(LinkError::HeartbeatTimeout(timeout));
-                }
-                // A full queue already proves the link is busy; never wait here.
-                let _ = tx.try_send(FromGateway::Ping);
+    /// Set for a business worker: the router's view of it.
+    worker: Option<&'a WorkerLink>,
+}
+
+impl Handler<GatewaySide> for Peer<'_> {
+    async fn on_message(&mut self, msg: ToGateway) -> Result<(), LinkError> {
+        match msg {
+            ToGateway::Command(cmd) => self.gw.state.execute(cmd),
+            ToGateway::Request { id, query } => {
+                let reply = self.gw.state.answer(query);
+                // The link's own writer drains the queue, so this wait ends.
+                let _ = self.tx.send(FromGateway::Reply { id, reply }).await;
             }
-            msg = reader.read::<ToGateway>() => {
-                let Some(msg) = msg? else { return Ok(()) };
-                last_heard.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-                match msg {
-                    ToGateway::Command(cmd) => gw.state.execute(cmd),
-                    ToGateway::Request { id, query } => {
-                        let reply = gw.state.answer(query);
-                        if tx.send(FromGateway::Reply { id, reply }).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                    ToGateway::Ack { seq } => {
-                        if let Some(w) = worker {
-                            w.ack(seq);
-                        }
-                    }
-                    ToGateway::Drain => match worker {
-                        Some(w) => {
-                            w.draining.store(true, Ordering::Release);
-                            gw.router.refresh();
-                            tracing::info!("worker draining: its clients move to other workers");
-                        }
-                        None => return Err(LinkError::Unexpected("drain from a non-worker".into())),
-                    },
-                    ToGateway::Ping => {
-                        let _ = tx.try_send(FromGateway::Pong);
-                    }
-                    ToGateway::Pong => {}
+            ToGateway::Ack { seq } => {
+                if let Some(w) = self.worker {
+                    w.ack(seq);
                 }
             }
+            ToGateway::Drain => match self.worker {
+                Some(w) => {
+                    w.draining.store(true, Ordering::Release);
+                    self.gw.router.refresh();
+                    tracing::info!("worker draining: its clients move to other workers");
+                    // Every event routed here before the drain is queued ahead of this answer
+                    // (`seal` waits for one being queued right now), and none is routed after it.
+                    w.seal();
+                    let _ = self.tx.send(FromGateway::Drained).await;
+                }
+                None => return Err(LinkError::Unexpected("drain from a non-worker".into())),
+            },
+            // The engine answers heartbeats.
+            ToGateway::Ping | ToGateway::Pong => {}
+        }
+        Ok(())
+    }
+
+    fn on_close(&mut self) {
+        // Stop routing here; the engine flushes what is queued.
+        if let Some(w) = self.worker {
+            self.gw.router.remove(w);
         }
     }
 }

@@ -83,7 +83,8 @@ impl EventSlot<'_> {
         // Checked under the lock the hand-back takes (after `gone` is set): an event is either
         // retained before the hand-back, and handed back with the rest, or refused here. Without
         // this, an event retained just after the hand-back was never sent anywhere.
-        if self.link.gone.is_cancelled() {
+        // Likewise for a drain: once `seal` returned, nothing more is queued here.
+        if self.link.gone.is_cancelled() || self.link.draining.load(Ordering::Acquire) {
             return Err(LinkGone(event));
         }
         r.next_seq += 1;
@@ -107,6 +108,12 @@ impl WorkerLink {
             *a = (*a).max(seq);
             moved
         });
+    }
+
+    /// Waits out an event being queued right now (queueing holds this lock). Called after
+    /// `draining` is set: from then on every event routed here is already in the link's queue.
+    pub fn seal(&self) {
+        drop(self.retained.lock().expect("retained lock"));
     }
 
     /// Highest acknowledged sequence number, and its changes.

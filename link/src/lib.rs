@@ -1,19 +1,25 @@
-//! Async plumbing shared by every internal link: reading frames, the handshake over TCP, a
-//! coalescing writer (many frames per syscall), reconnect backoff, a per-address limit on
-//! failed handshakes, and the link gateways, clients and workers keep to each register.
+//! Async plumbing shared by every internal link: the one link engine ([`LinkEngine`]: framed
+//! reader, coalescing writer, heartbeat, graceful flush) with the dialing side's reconnect loop
+//! ([`keep_dialing`]), the handshake over TCP, a per-address limit on failed handshakes, and the
+//! link gateways, clients and workers keep to each register.
 //!
 //! The protocol itself (frames, messages, handshake logic) is sans-IO in `gw-proto`; this crate
 //! is the thin layer that moves its bytes over tokio sockets.
 
 mod backoff;
+mod dial;
+mod engine;
 mod framed;
 mod handshake;
 mod limiter;
 mod register_link;
 mod tls;
+pub mod wire;
 mod writer;
 
 pub use backoff::Backoff;
+pub use dial::{Attempt, keep_dialing};
+pub use engine::{Ended, FLUSH_TIMEOUT, Handler, LinkEngine, LinkOptions};
 pub use framed::FrameReader;
 pub use handshake::{HandshakeOptions, Link, accept, accept_within, connect};
 pub use limiter::{HandshakeLimiter, LEAN_TIMEOUT, LimiterConfig, Permit};

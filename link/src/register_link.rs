@@ -2,21 +2,20 @@
 //! `Announce`, a client's `Subscribe`), answer heartbeats, hand gateway lists to the owner, and on
 //! any failure reconnect with backoff. Gateways, gateway clients and business workers all run it.
 
-use std::time::Duration;
-
 use gw_config::LinkConfig;
 use gw_proto::{FromRegister, GatewayInfo, ToRegister};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Backoff, HandshakeOptions, LinkError};
+use crate::engine::{Ended, Handler, LinkEngine, LinkOptions};
+use crate::wire::RegisterPeerSide;
+use crate::{Attempt, HandshakeOptions, LinkError, keep_dialing};
 
 /// Which register to keep a link to, and what to say to it.
 #[derive(Debug)]
 pub struct RegisterLink<'a> {
     /// The register's address.
     pub address: &'a str,
+    /// Secret, role and node name of this end.
     pub handshake: &'a HandshakeOptions,
     /// Frame limit, heartbeats and reconnect backoff.
     pub link: &'a LinkConfig,
@@ -40,9 +39,8 @@ pub enum RegisterEvent {
 
 /// Keeps a link to one register until `stop` or `leave` is cancelled.
 ///
-/// `stop` ends the loop at once, wherever it is. `leave` ends a link or a connection attempt, but
-/// not a backoff wait in progress: the loop ends when that wait is over. An owner with one token
-/// passes it as both.
+/// `stop` ends the loop at once, wherever it is. `leave` ends a link or a connection attempt
+/// (a link is closed gracefully) and then the loop. An owner with one token passes it as both.
 ///
 /// Failures are logged (a warning for the first of a run, then debug), within the caller's span:
 /// instrument the future with the peer's identity.
@@ -66,85 +64,69 @@ pub async fn keep_register_link(
     target: RegisterLink<'_>,
     stop: &CancellationToken,
     leave: &CancellationToken,
-    mut on_event: impl FnMut(RegisterEvent),
+    on_event: impl FnMut(RegisterEvent) + Send,
 ) {
-    let mut backoff = Backoff::new(target.link.reconnect_min, target.link.reconnect_max);
-    let mut failures = 0u32;
-    loop {
-        let result = tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = leave.cancelled() => return,
-            r = link_once(&target, &mut backoff, &mut on_event) => r,
-        };
-        if let Err(e) = result {
-            if let LinkError::Handshake(refusal) = &e {
-                on_event(RegisterEvent::Refused(refusal.to_string()));
+    let on_event = std::sync::Mutex::new(on_event);
+    keep_dialing(
+        "register",
+        target.link,
+        stop,
+        || async {
+            let mut connected = false;
+            let result = link_once(&target, leave, &mut connected, &on_event).await;
+            if let Err(LinkError::Handshake(refusal)) = &result {
+                (on_event.lock().expect("event callback lock"))(RegisterEvent::Refused(refusal.to_string()));
             }
-            failures += 1;
-            // Say it loudly once, then quietly while the register stays away.
-            if failures == 1 {
-                tracing::warn!(error = %e, "register link failed; retrying with backoff");
-            } else {
-                tracing::debug!(error = %e, failures, "register still unreachable");
-            }
+            Attempt { connected, result }
+        },
+        || !leave.is_cancelled(),
+    )
+    .await;
+}
+
+/// Hands what the register says to the owner.
+struct Listener<'a, F> {
+    on_event: &'a std::sync::Mutex<F>,
+}
+
+impl<F: FnMut(RegisterEvent) + Send> Handler<RegisterPeerSide> for Listener<'_, F> {
+    async fn on_message(&mut self, msg: FromRegister) -> Result<(), LinkError> {
+        if let FromRegister::Gateways { list } = msg {
+            (self.on_event.lock().expect("event callback lock"))(RegisterEvent::Gateways(list));
         }
-        let delay = backoff.next_delay();
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
+        Ok(())
     }
 }
 
-/// One link, from connect until it fails.
-async fn link_once(
+/// One link, from connect until it fails or `leave` is cancelled.
+async fn link_once<F: FnMut(RegisterEvent) + Send>(
     target: &RegisterLink<'_>,
-    backoff: &mut Backoff,
-    on_event: &mut impl FnMut(RegisterEvent),
+    leave: &CancellationToken,
+    connected: &mut bool,
+    on_event: &std::sync::Mutex<F>,
 ) -> Result<(), LinkError> {
-    let max_frame = target.link.max_frame;
-    let mut link = crate::connect(target.address, target.handshake).await?;
-    send(&mut link.writer, &target.hello, max_frame).await?;
-    on_event(RegisterEvent::Up);
-    backoff.reset();
-    let mut ping = tokio::time::interval(target.link.heartbeat_interval);
-    let timeout = target.link.heartbeat_timeout;
-    let mut last_heard = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = ping.tick() => {
-                if last_heard.elapsed() > timeout {
-                    return Err(LinkError::HeartbeatTimeout(timeout));
-                }
-                send(&mut link.writer, &ToRegister::Ping, max_frame).await?;
-            }
-            msg = link.reader.read::<FromRegister>() => {
-                last_heard = tokio::time::Instant::now();
-                match msg? {
-                    None => return Err(LinkError::Io(std::io::ErrorKind::UnexpectedEof.into())),
-                    Some(FromRegister::Gateways { list }) => on_event(RegisterEvent::Gateways(list)),
-                    Some(FromRegister::Ping) => send(&mut link.writer, &ToRegister::Pong, max_frame).await?,
-                    Some(FromRegister::Pong) => {}
-                }
-            }
-        }
+    let link = tokio::select! {
+        _ = leave.cancelled() => return Ok(()),
+        link = crate::connect(target.address, target.handshake) => link?,
+    };
+    *connected = true;
+    let engine = LinkEngine::<RegisterPeerSide>::new(LinkOptions::from(target.link), 16);
+    // The hello goes first, ahead of any ping.
+    let _ = engine.sender().try_send(target.hello.clone());
+    (on_event.lock().expect("event callback lock"))(RegisterEvent::Up);
+    match engine.run(link.reader, link.writer, &mut Listener { on_event }, leave).await? {
+        // A register never closes a healthy link: its leaving is a failure to retry.
+        Ended::Finished => Err(LinkError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+        Ended::Closed { .. } => Ok(()),
     }
-}
-
-/// Writes one frame; a register that stops reading for 5 s counts as gone.
-async fn send(w: &mut OwnedWriteHalf, msg: &ToRegister, max: usize) -> Result<(), LinkError> {
-    let mut out = Vec::with_capacity(16);
-    gw_proto::encode_frame(msg, &mut out, max)?;
-    tokio::time::timeout(Duration::from_secs(5), w.write_all(&out))
-        .await
-        .map_err(|_| LinkError::Io(std::io::ErrorKind::TimedOut.into()))??;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use gw_proto::Role;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 
     fn options(role: Role, node: &str) -> HandshakeOptions {

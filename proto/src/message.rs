@@ -338,6 +338,10 @@ pub enum FromGateway {
     },
     Ping,
     Pong,
+    /// Answer to a worker's `Drain`: this gateway routes no new events to that worker, and every
+    /// event it routed there before is already on the link, ahead of this message. A worker that
+    /// has this from every gateway has received all it will get.
+    Drained,
 }
 
 #[cfg(test)]
@@ -498,6 +502,18 @@ mod tests {
         }
         round_trip(FromGateway::Ping);
         round_trip(FromGateway::Pong);
+    }
+
+    #[test]
+    fn the_drained_answer_round_trips_and_keeps_the_older_variants_tags() {
+        round_trip(FromGateway::Drained);
+        // New variants go at the end: the ones before keep their bincode tag.
+        let mut out = Vec::new();
+        crate::codec::encode_frame(&FromGateway::Pong, &mut out, 1 << 16).unwrap();
+        let mut drained = Vec::new();
+        crate::codec::encode_frame(&FromGateway::Drained, &mut drained, 1 << 16).unwrap();
+        assert_eq!(out[4..], [5], "Pong is the sixth variant");
+        assert_eq!(drained[4..], [6], "Drained comes after it");
     }
 
     #[test]

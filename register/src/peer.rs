@@ -1,16 +1,16 @@
-//! One peer link: handshake, then either a gateway's announcement or a subscriber's list feed,
-//! with heartbeats both ways.
+//! One peer link: handshake, then either a gateway's announcement or a subscriber's list feed.
+//! The link itself (heartbeat, writer, graceful close) is `gw_link`'s engine.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use gw_config::RegisterConfig;
-use gw_link::{FrameReader, HandshakeLimiter, HandshakeOptions, LinkError, WriterStats};
-use gw_proto::{FromRegister, Role, ToRegister};
+use gw_link::wire::RegisterSide;
+use gw_link::{HandshakeLimiter, HandshakeOptions, LinkEngine, LinkError, LinkOptions};
+use gw_proto::{FromRegister, GatewayInfo, Role, ToRegister};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::Registry;
@@ -54,25 +54,18 @@ pub(crate) async fn serve(
     tracing::debug!("peer authenticated");
     drop(_enter);
 
-    let (tx, mut rx) = mpsc::channel::<FromRegister>(64);
-    let stats = WriterStats::default();
-    let finish = CancellationToken::new();
-    let writer = gw_link::write_loop(link.writer, &mut rx, config.link.max_frame, &stats, &finish, |_| {});
-    let mut state = PeerState { role, registry: &registry, announced: None, subscription: None };
-    let reader = state.read_loop(link.reader, &tx, &config, &shutdown);
-    let result = tokio::select! {
-        r = reader => r,
-        r = writer => r,
-    };
-    if let Some(key) = state.announced {
+    let engine = LinkEngine::<RegisterSide>::new(LinkOptions::from(&config.link), 64);
+    let mut peer = Peer { role, registry: &registry, tx: engine.sender(), announced: None, subscription: None };
+    let result = engine.run(link.reader, link.writer, &mut peer, &shutdown).await;
+    if let Some(key) = peer.announced {
         registry.remove(key);
         tracing::info!(role = %role, node = %link.peer.node, "gateway left");
     }
-    if state.subscription.is_some() {
+    if peer.subscription.is_some() {
         registry.stats.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
     match result {
-        Ok(()) => tracing::debug!(node = %link.peer.node, "link closed"),
+        Ok(_) => tracing::debug!(node = %link.peer.node, "link closed"),
         Err(e) if e.is_disconnect() => tracing::debug!(node = %link.peer.node, error = %e, "link closed"),
         Err(e) => {
             registry.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
@@ -81,58 +74,21 @@ pub(crate) async fn serve(
     }
 }
 
-struct PeerState<'a> {
+/// What one peer is to the registry: the gateway it announced, or a subscription to the list.
+struct Peer<'a> {
     role: Role,
     registry: &'a Registry,
+    tx: mpsc::Sender<FromRegister>,
     announced: Option<u64>,
-    subscription: Option<tokio::sync::watch::Receiver<Arc<Vec<gw_proto::GatewayInfo>>>>,
+    subscription: Option<watch::Receiver<Arc<Vec<GatewayInfo>>>>,
 }
 
-impl PeerState<'_> {
-    async fn read_loop(
-        &mut self,
-        mut reader: FrameReader<OwnedReadHalf>,
-        tx: &mpsc::Sender<FromRegister>,
-        config: &RegisterConfig,
-        shutdown: &CancellationToken,
-    ) -> Result<(), LinkError> {
-        let mut ping = tokio::time::interval(config.link.heartbeat_interval);
-        let timeout = config.link.heartbeat_timeout;
-        let mut last_heard = tokio::time::Instant::now();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = ping.tick() => {
-                    if last_heard.elapsed() > timeout {
-                        return Err(LinkError::HeartbeatTimeout(timeout));
-                    }
-                    if tx.send(FromRegister::Ping).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                changed = async {
-                    match self.subscription.as_mut() {
-                        Some(rx) => rx.changed().await.ok(),
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    let Some(()) = changed else { return Ok(()) };
-                    let list = self.subscription.as_mut().map(|rx| rx.borrow_and_update().clone()).unwrap_or_default();
-                    if tx.send(FromRegister::Gateways { list: list.to_vec() }).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                msg = reader.read::<ToRegister>() => {
-                    let Some(msg) = msg? else { return Ok(()) };
-                    last_heard = tokio::time::Instant::now();
-                    self.registry.stats.messages.fetch_add(1, Ordering::Relaxed);
-                    self.handle(msg, tx).await?;
-                }
-            }
-        }
+impl gw_link::Handler<RegisterSide> for Peer<'_> {
+    fn on_received(&mut self) {
+        self.registry.stats.messages.fetch_add(1, Ordering::Relaxed);
     }
 
-    async fn handle(&mut self, msg: ToRegister, tx: &mpsc::Sender<FromRegister>) -> Result<(), LinkError> {
+    async fn on_message(&mut self, msg: ToRegister) -> Result<(), LinkError> {
         match msg {
             ToRegister::Announce { .. } if self.role != Role::Gateway => {
                 return Err(LinkError::Unexpected(format!("a {} may not announce a gateway", self.role)));
@@ -154,13 +110,19 @@ impl PeerState<'_> {
                 let mut rx = self.registry.subscribe();
                 let list = rx.borrow_and_update().clone();
                 self.subscription = Some(rx);
-                tx.send(FromRegister::Gateways { list: list.to_vec() }).await.ok();
+                self.tx.send(FromRegister::Gateways { list: list.to_vec() }).await.ok();
             }
-            ToRegister::Ping => {
-                tx.send(FromRegister::Pong).await.ok();
-            }
-            ToRegister::Pong => {}
+            // The engine answers heartbeats.
+            ToRegister::Ping | ToRegister::Pong => {}
         }
         Ok(())
+    }
+
+    /// The list again on every change, for a subscriber; nothing for anyone else.
+    async fn outgoing(&mut self) -> Option<FromRegister> {
+        let Some(rx) = self.subscription.as_mut() else { return std::future::pending().await };
+        rx.changed().await.ok()?;
+        let list = rx.borrow_and_update().clone();
+        Some(FromRegister::Gateways { list: list.to_vec() })
     }
 }

@@ -1,0 +1,215 @@
+//! From a gateway link straight to a client's task: the worker's side of its links.
+//!
+//! Each link reads its gateway's events in order and hands each one to the task of its client
+//! (one task per client per link, spawned on the client's first event), waiting while that
+//! client's queue is full; the link meanwhile reads nothing more but keeps its heartbeat. A
+//! client's events therefore reach its handlers in the order the gateway sent them, while
+//! different clients run concurrently. Beside each link runs its acknowledgement sender.
+//!
+//! Stopping: [`Dispatch::drain`] asks every gateway to route nothing new here and waits for each
+//! one's `Drained` answer, after which that link carries no more events and its clients' tasks
+//! finish what they hold.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use gw_gateway_client::{ClientId, GatewayClient, GatewayLink, GatewayLinks, Inbound, LinkInbound};
+use gw_link::LinkError;
+use gw_proto::{Event, EventKind, ToGateway};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::WorkerStats;
+use crate::acks::{Acks, send_acks};
+use crate::client_task::{ClientTask, client_task};
+use crate::events::Events;
+
+/// The worker's [`Inbound`]: what every link does with its events. Cheap to clone.
+pub(crate) struct Dispatch<E> {
+    shared: Arc<Shared<E>>,
+}
+
+impl<E> Clone for Dispatch<E> {
+    fn clone(&self) -> Self {
+        Self { shared: self.shared.clone() }
+    }
+}
+
+struct Shared<E> {
+    events: Arc<E>,
+    /// The handlers' Gateway API; `None` until the worker is ready, and events wait until then.
+    gateway: watch::Sender<Option<GatewayClient>>,
+    /// Every client task.
+    tracker: TaskTracker,
+    /// Events queued per client before its link waits.
+    queue: usize,
+    stats: Arc<WorkerStats>,
+    /// The worker asked the gateways to route nothing new to it.
+    draining: AtomicBool,
+    /// Links (by id) whose gateway answered the drain.
+    drained: Mutex<HashSet<u64>>,
+    /// Bumped when a link answers the drain or goes down.
+    drain_progress: watch::Sender<u64>,
+}
+
+impl<E: Events> Dispatch<E> {
+    pub fn new(events: Arc<E>, tracker: TaskTracker, queue: usize, stats: Arc<WorkerStats>) -> Self {
+        let shared = Shared {
+            events,
+            gateway: watch::channel(None).0,
+            tracker,
+            queue,
+            stats,
+            draining: AtomicBool::new(false),
+            drained: Mutex::new(HashSet::new()),
+            drain_progress: watch::channel(0).0,
+        };
+        Self { shared: Arc::new(shared) }
+    }
+
+    /// Lets events through to the handlers, which reach the cluster through `gateway`.
+    pub fn open(&self, gateway: GatewayClient) {
+        self.shared.gateway.send_replace(Some(gateway));
+    }
+
+    /// Asks every gateway, including any linked from now on, to route no new events here, then
+    /// waits until each linked gateway has answered that everything it routed here has been sent
+    /// (a gateway whose link goes away counts as answered), or `deadline` passes.
+    pub async fn drain(&self, links: &GatewayLinks, deadline: Instant) {
+        // Set before taking the list: a link added after the list was taken sees the flag.
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let mut progress = self.shared.drain_progress.subscribe();
+        for link in links.links() {
+            let _ = tokio::time::timeout_at(deadline, link.send(ToGateway::Drain)).await;
+        }
+        loop {
+            progress.borrow_and_update();
+            let waiting: Vec<String> = {
+                let drained = self.shared.drained.lock().expect("drained lock");
+                links
+                    .links()
+                    .into_iter()
+                    .filter(|l| !drained.contains(&l.link_id()))
+                    .map(|l| l.address.clone())
+                    .collect()
+            };
+            if waiting.is_empty() {
+                tracing::debug!("every gateway answered the drain");
+                return;
+            }
+            tokio::select! {
+                _ = progress.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(gateways = ?waiting, "grace period over before these gateways answered the drain");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl<E: Events> Inbound for Dispatch<E> {
+    type Link = LinkDispatch<E>;
+
+    fn link_up(&self, link: &Arc<GatewayLink>) -> LinkDispatch<E> {
+        self.shared.stats.gateway_links.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(gateway = %link.address, "gateway link up");
+        if self.shared.draining.load(Ordering::SeqCst) {
+            // A stopping worker that links to a gateway (one restarted, or back from a stall)
+            // during its drain tells it at once, or that gateway would bind clients to a worker
+            // about to exit. Nothing was sent on the link yet, so there is room.
+            let _ = link.try_send(ToGateway::Drain);
+        }
+        LinkDispatch {
+            shared: self.shared.clone(),
+            link: link.clone(),
+            gateway: None,
+            clients: HashMap::new(),
+            acks: Arc::default(),
+        }
+    }
+}
+
+/// One link's clients: the queue of each client's task.
+pub(crate) struct LinkDispatch<E> {
+    shared: Arc<Shared<E>>,
+    link: Arc<GatewayLink>,
+    gateway: Option<GatewayClient>,
+    clients: HashMap<u64, mpsc::Sender<Event>>,
+    acks: Arc<Acks>,
+}
+
+impl<E: Events> LinkDispatch<E> {
+    /// The handlers' Gateway API, once the worker is ready.
+    async fn gateway(&mut self) -> Option<GatewayClient> {
+        if self.gateway.is_none() {
+            let mut ready = self.shared.gateway.subscribe();
+            self.gateway = ready.wait_for(Option::is_some).await.ok()?.clone();
+        }
+        self.gateway.clone()
+    }
+
+    fn spawn_client(&self, gateway: GatewayClient, client: u64) -> mpsc::Sender<Event> {
+        let (tx, rx) = mpsc::channel(self.shared.queue);
+        let client_id = ClientId::new(self.link.address.clone(), self.link.instance, client).to_string();
+        let span = tracing::info_span!("client", client_id = %client_id);
+        let task = ClientTask {
+            events: self.shared.events.clone(),
+            gateway,
+            link: self.link.clone(),
+            acks: self.acks.clone(),
+            stats: self.shared.stats.clone(),
+            client_id,
+        };
+        self.shared.tracker.spawn(client_task(task, rx).instrument(span));
+        tx
+    }
+}
+
+impl<E: Events> LinkInbound for LinkDispatch<E> {
+    async fn event(&mut self, event: Event) -> Result<(), LinkError> {
+        // Handle nothing before the worker is ready (linked to every listed gateway, after
+        // `on_worker_start`): the link waits, and the gateway keeps the events meanwhile.
+        let Some(gateway) = self.gateway().await else { return Ok(()) };
+        let client = event.client;
+        let closing = matches!(event.kind, EventKind::Close);
+        if !self.clients.contains_key(&client) {
+            let queue = self.spawn_client(gateway, client);
+            self.clients.insert(client, queue);
+        }
+        let Some(queue) = self.clients.get(&client) else { return Ok(()) };
+        // Waits while this client's queue is full: backpressure onto the gateway link.
+        let _ = queue.send(event).await;
+        if closing {
+            self.clients.remove(&client);
+        }
+        Ok(())
+    }
+
+    fn drained(&mut self) {
+        // Nothing more comes on this link: its clients' tasks end once they finish what they hold.
+        self.clients.clear();
+        self.shared.drained.lock().expect("drained lock").insert(self.link.link_id());
+        self.shared.drain_progress.send_modify(|n| *n += 1);
+    }
+
+    fn closing(&mut self) {
+        // Acknowledge what was handled so the gateway does not redeliver it.
+        if let Some(seq) = self.acks.take() {
+            let _ = self.link.try_send(ToGateway::Ack { seq });
+        }
+    }
+
+    fn alongside(&mut self) -> impl Future<Output = ()> + Send + 'static {
+        send_acks(self.acks.clone(), self.link.clone())
+    }
+
+    fn down(self) {
+        // The gateway re-routes these clients; their tasks finish what they hold.
+        self.shared.stats.gateway_links.fetch_sub(1, Ordering::Relaxed);
+        self.shared.drain_progress.send_modify(|n| *n += 1);
+    }
+}
