@@ -512,8 +512,8 @@ mod tests {
         crate::codec::encode_frame(&FromGateway::Pong, &mut out, 1 << 16).unwrap();
         let mut drained = Vec::new();
         crate::codec::encode_frame(&FromGateway::Drained, &mut drained, 1 << 16).unwrap();
-        assert_eq!(out[4..], [5], "Pong is the sixth variant");
-        assert_eq!(drained[4..], [6], "Drained comes after it");
+        assert_eq!(out[4..], [4], "Pong keeps tag 4 (Welcome, Event, Reply, Ping come first)");
+        assert_eq!(drained[4..], [5], "Drained comes after it");
     }
 
     #[test]
