@@ -91,12 +91,14 @@ pub struct ServerData {
     pub gateway_addr: Option<SocketAddr>,
     /// Listener URL, e.g. `websocket://0.0.0.0:7272`.
     pub listener: String,
+    /// The transport the client came through.
     pub protocol: Option<Protocol>,
 }
 
 /// The WebSocket handshake request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WebSocketRequest {
+    /// Request path, e.g. `/chat`.
     pub path: String,
     /// Raw query string (without `?`).
     pub query: String,

@@ -11,7 +11,9 @@ use crate::WorkerStats;
 /// One worker process as a [`Node`].
 #[derive(Debug)]
 pub struct WorkerNode {
+    /// The worker process's name (`<name>-<index>` under a master).
     pub name: String,
+    /// Its counters.
     pub stats: Arc<WorkerStats>,
 }
 

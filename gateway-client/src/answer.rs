@@ -7,6 +7,7 @@ use crate::ClientError;
 /// [`complete`](Answer::complete) to treat that as an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer<T> {
+    /// The merged answer of the gateways that replied.
     pub value: T,
     /// Advertised addresses of gateways whose part is missing.
     pub missing: Vec<String>,

@@ -21,7 +21,10 @@ pub enum ClientError {
     ClientGone(String),
     /// A fan-out command reached every connected gateway except these, which did not get it.
     #[error("not delivered to gateways {gateways:?} (not connected)")]
-    Unreachable { gateways: Vec<String> },
+    Unreachable {
+        /// Advertised addresses of the gateways that did not get it.
+        gateways: Vec<String>,
+    },
     /// No gateway is known yet: the registers have not answered or list none.
     #[error("no gateway is known (registers unreachable or no gateway announced)")]
     NoGateways,
@@ -30,7 +33,12 @@ pub enum ClientError {
     Timeout(String),
     /// The gateway answered with an error.
     #[error("gateway {gateway} refused the query: {reason}")]
-    Refused { gateway: String, reason: String },
+    Refused {
+        /// The gateway's advertised address.
+        gateway: String,
+        /// What it said.
+        reason: String,
+    },
     /// The gateway's answer did not match the query (a protocol bug).
     #[error("gateway {0} sent an unexpected reply")]
     UnexpectedReply(String),
@@ -45,5 +53,10 @@ pub enum ClientError {
     #[error(
         "authentication failed: register {register} refused this client ({reason}); check that the secret is the cluster's (`secret`, GW_SECRET)"
     )]
-    AuthenticationFailed { register: String, reason: String },
+    AuthenticationFailed {
+        /// The register's address.
+        register: String,
+        /// Why it refused.
+        reason: String,
+    },
 }

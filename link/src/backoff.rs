@@ -12,6 +12,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Starts at `min`; `max` below `min` counts as `min`.
     pub fn new(min: Duration, max: Duration) -> Self {
         Self { min, max: max.max(min), next: min }
     }

@@ -16,6 +16,7 @@ pub struct FrameReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Reads frames of at most `max_frame` bytes from `inner`.
     pub fn new(inner: R, max_frame: usize) -> Self {
         Self { inner, buf: BytesMut::with_capacity(4096), decoder: FrameDecoder::new(max_frame) }
     }

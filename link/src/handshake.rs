@@ -13,18 +13,26 @@ use crate::{FrameReader, LinkError, random_nonce};
 /// What both sides need to run a handshake.
 #[derive(Debug, Clone)]
 pub struct HandshakeOptions {
+    /// The shared cluster secret (never sent).
     pub secret: Vec<u8>,
+    /// This end's role.
     pub role: Role,
+    /// This end's node name, shown in the peer's logs.
     pub node: String,
+    /// Frame limit for the link once authenticated.
     pub max_frame: usize,
+    /// Time allowed for the whole handshake.
     pub timeout: Duration,
 }
 
 /// An authenticated link, ready for messages.
 #[derive(Debug)]
 pub struct Link {
+    /// Frames from the peer (bytes already read past the handshake included).
     pub reader: FrameReader<OwnedReadHalf>,
+    /// The socket's writing half.
     pub writer: OwnedWriteHalf,
+    /// Who the peer proved to be.
     pub peer: PeerIdentity,
 }
 

@@ -33,22 +33,31 @@ use gw_proto::{CodecError, FrameError, HandshakeError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LinkError {
+    /// The socket failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// A frame header was invalid (too large).
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// A frame did not decode as the expected message (or could not be encoded).
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// The handshake failed: wrong secret, version or role, or a malformed handshake frame.
     #[error("handshake: {0}")]
     Handshake(#[from] HandshakeError),
+    /// The peer closed the connection in the middle of a frame.
     #[error("connection closed in the middle of a frame ({0} bytes buffered)")]
     Truncated(usize),
+    /// The peer closed the connection before the handshake finished.
     #[error("connection closed during the handshake")]
     ClosedDuringHandshake,
+    /// The handshake took longer than allowed.
     #[error("handshake timed out")]
     HandshakeTimeout,
+    /// The peer was silent for longer than the heartbeat timeout.
     #[error("no data from the peer for {0:?} (heartbeat timeout)")]
     HeartbeatTimeout(std::time::Duration),
+    /// The peer sent a message this end does not accept at this point.
     #[error("unexpected message: {0}")]
     Unexpected(String),
 }

@@ -134,12 +134,14 @@ impl Permit<'_> {
 }
 
 impl HandshakeLimiter {
+    /// A limiter with no address tracked yet.
     pub fn new(config: LimiterConfig) -> Self {
         let config = LimiterConfig { max_failures: config.max_failures.max(1), window: config.window };
         let interval = config.window / config.max_failures;
         Self { config, interval, entries: Mutex::new(HashMap::new()) }
     }
 
+    /// The budget it enforces (`max_failures` at least 1).
     pub fn config(&self) -> LimiterConfig {
         self.config
     }

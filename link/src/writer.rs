@@ -18,8 +18,11 @@ const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Counters a link exposes for metrics.
 #[derive(Debug, Default)]
 pub struct WriterStats {
+    /// Frames written.
     pub frames: AtomicU64,
+    /// Write calls (each carries one or more frames).
     pub writes: AtomicU64,
+    /// Bytes written.
     pub bytes: AtomicU64,
 }
 
