@@ -95,7 +95,7 @@ fn spec(config: &GatewayConfig, l: &ListenerConfig, addr: SocketAddr) -> Result<
 
 /// Loads a PEM certificate chain and key into a TLS acceptor; errors name the file.
 pub(crate) fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, GatewayError> {
-    gw_link::tls_acceptor(cert, key).map_err(GatewayError::Config)
+    gw_link::tls_acceptor(cert, key).map_err(|e| GatewayError::Config(e.to_string()))
 }
 
 /// Caps on open client sockets, in total and per IP address.

@@ -57,7 +57,9 @@ impl Api {
     /// 503) and loads the TLS files if any.
     pub fn start(config: &HttpApiConfig) -> Result<Arc<Self>, HttpApiError> {
         let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(gw_link::tls_acceptor(cert, key).map_err(HttpApiError::Tls)?),
+            (Some(cert), Some(key)) => {
+                Some(gw_link::tls_acceptor(cert, key).map_err(|e| HttpApiError::Tls(e.to_string()))?)
+            }
             _ => None,
         };
         let gateway = GatewayClient::builder(config.registers.iter().cloned())

@@ -24,7 +24,7 @@ pub use framed::FrameReader;
 pub use handshake::{HandshakeOptions, Link, accept, accept_within, connect};
 pub use limiter::{HandshakeLimiter, LEAN_TIMEOUT, LimiterConfig, Permit};
 pub use register_link::{RegisterEvent, RegisterLink, keep_register_link};
-pub use tls::tls_acceptor;
+pub use tls::{TlsError, tls_acceptor};
 pub use writer::{WriterStats, write_loop};
 
 use gw_proto::{CodecError, FrameError, HandshakeError};
