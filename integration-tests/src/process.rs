@@ -21,7 +21,8 @@ pub fn bin_path(name: &str) -> PathBuf {
         let package = match name {
             "register" => "gw-register",
             "gateway" => "gw-gateway",
-            "business-worker" => "gw-business-worker",
+            // The stock worker ships the chat app, so it is built by the chat demo's package.
+            "business-worker" => "gw-chat-demo",
             "gatewayrs" => "gatewayrs",
             "chat-web" => "gw-chat-demo",
             other => panic!("unknown binary {other}"),

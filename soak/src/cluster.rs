@@ -120,7 +120,7 @@ impl Cluster {
             let p = bin.join(b);
             anyhow::ensure!(
                 p.is_file(),
-                "{} not found: build with `cargo build --release -p gw-register -p gw-gateway -p gw-business-worker` or pass --bin-dir",
+                "{} not found: build with `cargo build --release -p gw-register -p gw-gateway -p gw-chat-demo` or pass --bin-dir",
                 p.display()
             );
         }
