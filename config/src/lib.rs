@@ -111,7 +111,7 @@ pub fn parse<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<
 /// overrides from `env_lookup`, then validation reporting every problem at once.
 pub fn load<T>(path: Option<&Path>, env_lookup: impl Fn(&str) -> Option<String>) -> Result<T, ConfigError>
 where
-    T: serde::de::DeserializeOwned + Default + Validate + env::EnvOverride,
+    T: serde::de::DeserializeOwned + Default + Validate + EnvOverride,
 {
     let mut config: T = match path {
         Some(path) => {
@@ -133,7 +133,7 @@ where
 /// [`load`] with the process environment.
 pub fn load_from_process_env<T>(path: Option<&Path>) -> Result<T, ConfigError>
 where
-    T: serde::de::DeserializeOwned + Default + Validate + env::EnvOverride,
+    T: serde::de::DeserializeOwned + Default + Validate + EnvOverride,
 {
     load(path, |k| std::env::var(k).ok())
 }

@@ -119,7 +119,7 @@ pub async fn serve(api: Arc<Api>, listener: TcpListener, shutdown: CancellationT
 
 /// Runs the server; once `shutdown` fires, gives it `grace` to finish requests in flight.
 async fn drain(
-    server: impl std::future::Future<Output = std::io::Result<()>>,
+    server: impl Future<Output = std::io::Result<()>>,
     shutdown: &CancellationToken,
     grace: Duration,
 ) -> Result<(), HttpApiError> {

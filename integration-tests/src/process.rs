@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// rebuild other packages' binaries, so the first use in a test process runs `cargo build` for it
 /// (a no-op when it is up to date).
 pub fn bin_path(name: &str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
@@ -38,6 +38,20 @@ pub fn bin_path(name: &str) -> PathBuf {
         built.push(name.to_string());
     }
     path
+}
+
+/// A thread appending each line of `pipe` to `output` and waking its waiters.
+fn collect_lines(
+    pipe: impl std::io::Read + Send + 'static,
+    output: Arc<(Mutex<Vec<String>>, Condvar)>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let (lock, cv) = &*output;
+            lock.lock().unwrap().push(line);
+            cv.notify_all();
+        }
+    })
 }
 
 /// A running daemon and everything it printed (stdout and stderr, line by line).
@@ -79,21 +93,11 @@ impl Daemon {
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
         let output = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let mut readers = Vec::new();
-        for pipe in [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let output = output.clone();
-            readers.push(std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let (lock, cv) = &*output;
-                    lock.lock().unwrap().push(line);
-                    cv.notify_all();
-                }
-            }));
+        if let Some(pipe) = child.stdout.take() {
+            readers.push(collect_lines(pipe, output.clone()));
+        }
+        if let Some(pipe) = child.stderr.take() {
+            readers.push(collect_lines(pipe, output.clone()));
         }
         Self { child, output, readers }
     }

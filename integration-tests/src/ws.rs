@@ -81,7 +81,7 @@ impl WsClient {
         loop {
             match self.next(RECV_TIMEOUT).await {
                 Some(Received::Closed(c)) => return c,
-                Some(_) => continue,
+                Some(_) => {}
                 None => panic!("the server did not close the connection"),
             }
         }
