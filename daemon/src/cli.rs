@@ -21,6 +21,7 @@ pub struct Cli {
     /// override addresses, the secret and logging either way.
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// What to do; `start` when none is given.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -40,6 +41,7 @@ pub enum Command {
     Stop,
     /// Stop, then start again (keeps -d).
     Restart {
+        /// Detach and run in the background.
         #[arg(short = 'd', long = "daemon")]
         daemon: bool,
     },
@@ -54,8 +56,10 @@ pub enum Command {
     /// Internal: a worker process run by the master.
     #[command(hide = true)]
     Child {
+        /// Which process of the master this is.
         #[arg(long)]
         index: usize,
+        /// Which reload generation it belongs to.
         #[arg(long)]
         generation: u64,
     },
@@ -64,7 +68,9 @@ pub enum Command {
 /// What differs between the three binaries.
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
+    /// Name in `--help`, `--version` and messages.
     pub binary: &'static str,
+    /// What `--help` says the binary is.
     pub about: &'static str,
     /// Whether `reload` means anything (business worker).
     pub reloadable: bool,

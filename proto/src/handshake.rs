@@ -107,33 +107,33 @@ struct HelloPrefix {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandshakeError {
-    #[error("not a gatewayrs peer (bad magic bytes)")]
     /// The first bytes are not [`MAGIC`]: not a peer of ours.
+    #[error("not a gatewayrs peer (bad magic bytes)")]
     BadMagic,
-    #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
     /// The peer speaks another protocol version.
+    #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
     Version {
         /// Our [`PROTOCOL_VERSION`].
         ours: u16,
         /// The peer's.
         theirs: u16,
     },
-    #[error("authentication failed: the peer's proof does not match our secret")]
     /// The proof does not match the shared secret.
+    #[error("authentication failed: the peer's proof does not match our secret")]
     BadProof,
-    #[error("role {role} is not allowed on this link (expected one of {expected})")]
     /// The peer's role may not use this listener.
+    #[error("role {role} is not allowed on this link (expected one of {expected})")]
     RoleNotAllowed {
         /// The role the peer claimed.
         role: Role,
         /// The roles this listener accepts.
         expected: String,
     },
-    #[error("the peer refused us: {0}")]
     /// The acceptor refused us; its reason.
+    #[error("the peer refused us: {0}")]
     Rejected(String),
-    #[error("malformed handshake frame: {0}")]
     /// A handshake frame that does not decode.
+    #[error("malformed handshake frame: {0}")]
     Malformed(#[from] CodecError),
 }
 
