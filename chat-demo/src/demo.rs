@@ -14,9 +14,13 @@ use tokio_util::sync::CancellationToken;
 /// The sockets of an all-in-one demo, bound by the caller (port 0 in tests).
 #[derive(Debug)]
 pub struct DemoListeners {
+    /// The register's listener (internal).
     pub register: TcpListener,
+    /// The gateway's WebSocket listener.
     pub gateway_public: TcpListener,
+    /// The gateway's internal listener, for workers.
     pub gateway_internal: TcpListener,
+    /// The chat page and `/api/*`.
     pub web: TcpListener,
 }
 
@@ -51,8 +55,11 @@ pub fn internal_host(host: &str) -> &str {
 /// Where the running demo can be reached.
 #[derive(Debug, Clone)]
 pub struct DemoAddrs {
+    /// The register.
     pub register: SocketAddr,
+    /// The gateway's WebSocket listener.
     pub websocket: SocketAddr,
+    /// The chat page.
     pub web: SocketAddr,
 }
 

@@ -36,13 +36,16 @@ pub enum HttpApiError {
     /// The TLS certificate or key could not be loaded (the message names the file).
     #[error("{0}")]
     Tls(String),
+    /// The HTTP server failed.
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
 }
 
 /// The running API: the cluster client and what every request needs.
 pub struct Api {
+    /// The cluster client every call goes through.
     pub gateway: GatewayClient,
+    /// Request counters and latencies.
     pub stats: Stats,
     keys: auth::Keys,
     max_body: usize,

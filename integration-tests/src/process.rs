@@ -56,6 +56,7 @@ fn collect_lines(
 
 /// A running daemon and everything it printed (stdout and stderr, line by line).
 pub struct Daemon {
+    /// The process.
     pub child: Child,
     output: Arc<(Mutex<Vec<String>>, Condvar)>,
     readers: Vec<std::thread::JoinHandle<()>>,
@@ -130,6 +131,7 @@ impl Daemon {
         self.output.0.lock().unwrap().join("\n")
     }
 
+    /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -177,8 +179,11 @@ pub fn signal_pid(pid: u32, sig: &str) {
 /// What a CLI invocation printed and how it exited.
 #[derive(Debug)]
 pub struct CliOutput {
+    /// Exit code; `None` if killed by a signal.
     pub code: Option<i32>,
+    /// Everything it printed on stdout.
     pub stdout: String,
+    /// Everything it printed on stderr.
     pub stderr: String,
 }
 
