@@ -66,7 +66,7 @@ pub struct Common {
     /// Number of connections (in total, over all generator processes).
     #[arg(long)]
     pub conns: usize,
-    /// Client sockets bind to this many source addresses 127.0.<net>.<first>…, round-robin, so
+    /// Client sockets bind to this many source addresses `127.0.<net>.<first>`…, round-robin, so
     /// one generator can exceed the ephemeral ports of a single address and no address exceeds
     /// the gateway's per-IP connection cap (default: one address per 800 connections, at least
     /// 4; 0: let the kernel pick).

@@ -79,7 +79,7 @@ pub struct Spec {
 }
 
 /// The whole `main` of a daemon. `run` gets the validated config and the run context; it binds
-/// its sockets, publishes its [`Node`] and runs until the context's shutdown token is cancelled.
+/// its sockets, publishes its [`Node`](crate::Node) and runs until the context's shutdown token is cancelled.
 pub fn main<C, F, Fut>(spec: Spec, run: F) -> ExitCode
 where
     C: DaemonConfig,
