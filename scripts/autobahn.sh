@@ -115,9 +115,9 @@ fi
 if [ -z "$BIN_DIR" ]; then
     echo "== building ($PROFILE)" >&2
     if [ "$PROFILE" = release ]; then
-        cargo build --release -q -p gw-register -p gw-gateway -p gw-business-worker
+        cargo build --release -q -p gw-register -p gw-gateway -p gw-business-worker -p gw-chat-demo
     else
-        cargo build -q -p gw-register -p gw-gateway -p gw-business-worker
+        cargo build -q -p gw-register -p gw-gateway -p gw-business-worker -p gw-chat-demo
     fi
     BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE"
 fi

@@ -36,7 +36,7 @@ fi
 mkdir -p "$(dirname "$OUT")"
 
 echo "== building (release)" >&2
-cargo build --release -q -p gw-register -p gw-gateway -p gw-business-worker -p gw-http-api -p gw-bench
+cargo build --release -q -p gw-register -p gw-gateway -p gw-business-worker -p gw-chat-demo -p gw-http-api -p gw-bench
 BIN="${CARGO_TARGET_DIR:-target}/release"
 BENCH="$BIN/gw-bench"
 

@@ -24,7 +24,7 @@ suite() {
 }
 
 # Release binaries shared by the benchmark, the soak and the compose test.
-cargo build --release -q -p gw-register -p gw-gateway -p gw-business-worker
+cargo build --release -q -p gw-register -p gw-gateway -p gw-business-worker -p gw-chat-demo
 
 suite "benchmark (quick)" bash scripts/bench.sh --quick
 suite "chaos soak (short)" bash scripts/soak.sh --short

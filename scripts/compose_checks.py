@@ -3,7 +3,7 @@
 of a running compose project. Run by that script (it starts the cluster and tears it down); reads
 GW_COMPOSE (the compose command line as a JSON list, with -p and -f) and GW_PROJECT.
 
-The clients speak the chat demo's protocol (business-worker/src/apps/chat.rs): `welcome` with the
+The clients speak the chat demo's protocol (chat-demo/src/app.rs): `welcome` with the
 client id on connect, `login {name, room}`, `say {to, content}`; `say` to "all" is sent to the
 whole room, the sender included, which is how a sender sees its message answered.
 

@@ -40,7 +40,7 @@ else
 fi
 
 echo "== building (release)" >&2
-cargo build --release -q -p gw-register -p gw-gateway -p gw-business-worker -p gw-soak
+cargo build --release -q -p gw-register -p gw-gateway -p gw-business-worker -p gw-chat-demo -p gw-soak
 BIN="${CARGO_TARGET_DIR:-target}/release"
 
 # gw-soak makes itself a process group leader (setsid); killing the group ends every daemon and

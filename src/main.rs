@@ -1,5 +1,5 @@
 //! `cargo run --release`: the chat demo with register, gateway, business worker and web page in
-//! one process.
+//! one process. The demo itself is `chat-demo/` ([`gw_chat_demo::start`]); this is its command line.
 
 use std::process::ExitCode;
 
@@ -39,28 +39,17 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let listeners =
-            gw_chat_demo::DemoListeners::bind(&args.host, args.register_port, args.ws_port, args.internal_port, args.web_port).await?;
+        let listeners = gw_chat_demo::DemoListeners::bind(
+            &args.host,
+            args.register_port,
+            args.ws_port,
+            args.internal_port,
+            args.web_port,
+        )
+        .await?;
         let shutdown = gw_daemon::shutdown_on_signals();
         let (addrs, done) = gw_chat_demo::start(listeners, shutdown).await?;
-        println!();
-        println!("  chat page:  http://{}/", addrs.web);
-        println!("  websocket:  ws://{}/", addrs.websocket);
-        println!("  register:   {}", addrs.register);
-        if gw_chat_demo::internal_host(&args.host) != args.host {
-            println!();
-            println!(
-                "  note: the register and the gateway's internal listeners stay on {}: the demo has no",
-                gw_chat_demo::internal_host(&args.host)
-            );
-            println!("  secret, so only the page and the WebSocket listen on {}. For a cluster across", args.host);
-            println!("  machines, run the daemons with a `secret` (see README, \"Running the daemons separately\").");
-        }
-        println!();
-        println!("  open the page in two browser tabs, or: websocat ws://{}/", addrs.websocket);
-        println!("  push from the web backend: curl -X POST http://{}/api/announce -H 'content-type: application/json' -d '{{\"content\":\"hello\"}}'", addrs.web);
-        println!("  Ctrl-C stops everything gracefully.");
-        println!();
+        print!("{}", addrs.banner(&args.host));
         done.await?;
         anyhow::Ok(())
     });

@@ -379,7 +379,7 @@ async fn plan_changed(rx: &mut Option<watch::Receiver<Option<Plan>>>) {
     {
         return;
     }
-    std::future::pending().await
+    std::future::pending::<()>().await;
 }
 
 async fn conn_task(mut ws: Ws, idx: u64, shared: Arc<Shared>, mut plan_rx: Option<watch::Receiver<Option<Plan>>>) {

@@ -66,14 +66,16 @@ pub struct Common {
     /// Number of connections (in total, over all generator processes).
     #[arg(long)]
     pub conns: usize,
-    /// Client sockets bind to this many source addresses 127.0.<net>.<first>…, round-robin, so
+    /// Client sockets bind to this many source addresses `127.0.<net>.<first>`…, round-robin, so
     /// one generator can exceed the ephemeral ports of a single address and no address exceeds
     /// the gateway's per-IP connection cap (default: one address per 800 connections, at least
     /// 4; 0: let the kernel pick).
     #[arg(long)]
     pub sources: Option<u8>,
+    /// The `<net>` of the source addresses.
     #[arg(long, default_value_t = 0)]
     pub source_net: u8,
+    /// The `<first>` of the source addresses.
     #[arg(long, default_value_t = 2)]
     pub source_first: u8,
     /// Server pids whose CPU time is reported as `server_cores` (comma-separated).
@@ -91,16 +93,19 @@ pub struct Common {
 }
 
 impl Common {
+    /// Where the connections go and from which source addresses.
     pub fn targets(&self) -> anyhow::Result<Targets> {
         let room = 255u16.saturating_sub(self.source_first as u16) as usize;
         let auto = self.conns.div_ceil(800).clamp(4, room.max(1));
         Targets::new(&self.url, self.source_net, self.source_first, self.sources.unwrap_or(auto as u8))
     }
 
+    /// Which shard of a multi-process run this process is, if it is one.
     pub fn shard(&self) -> anyhow::Result<Option<coord::Shard>> {
         self.shard.as_deref().map(coord::Shard::parse).transpose()
     }
 
+    /// The runtime `threads` asks for.
     pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
         Ok(if self.threads <= 1 {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?

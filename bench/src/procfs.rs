@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-/// Linux's USER_HZ: the unit of utime/stime in /proc/<pid>/stat (100 on every mainstream kernel).
+/// Linux's USER_HZ: the unit of utime/stime in `/proc/<pid>/stat` (100 on every mainstream kernel).
 const TICKS_PER_SEC: f64 = 100.0;
 
 /// User plus system CPU time of a process (all its threads), in seconds; `None` if it is gone.

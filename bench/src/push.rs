@@ -79,7 +79,7 @@ async fn run(a: PushArgs) -> anyhow::Result<()> {
         let own = loop {
             match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
                 Ok(Some(Ok(m))) if m.is_text() => break m.into_text()?.to_string(),
-                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Ok(_))) => {}
                 _ => bail!("a connection did not learn its client id"),
             }
         };

@@ -1,129 +1,13 @@
-//! The chat demo in one process: a register, a gateway, a business worker running the chat
-//! handler, and the web backend serving the page — the same library entry points the three
-//! daemons use, started side by side.
+//! The chat application, all in one place: the handler ([`app`], workerman-chat's `Events.php`),
+//! the web backend and its page ([`web`], `static/index.html`), the one-process demo that runs them
+//! next to a register and a gateway ([`start`]), and the binaries that ship them:
+//! `business-worker` (the stock worker: `app = "chat"`, `"echo"` or `"http"`), `chat-web` (the web
+//! backend alone, for a cluster) and, at the repository root, `gatewayrs` (`cargo run`).
+//! The chat protocol's tests are in `tests/`.
 
+pub mod app;
+mod demo;
 pub mod web;
 
-use std::net::SocketAddr;
-
-use anyhow::Context;
-use gw_business_worker::apps::chat::Chat;
-use gw_config::{GatewayConfig, RegisterConfig, WorkerConfig};
-use gw_gateway_client::GatewayClient;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-/// The sockets of an all-in-one demo, bound by the caller (port 0 in tests).
-#[derive(Debug)]
-pub struct DemoListeners {
-    pub register: TcpListener,
-    pub gateway_public: TcpListener,
-    pub gateway_internal: TcpListener,
-    pub web: TcpListener,
-}
-
-impl DemoListeners {
-    /// Binds the chat page and the WebSocket listener on `host`, and the register and the
-    /// gateway's internal listener on [`internal_host`]`(host)`, with the given ports (0 for any).
-    pub async fn bind(host: &str, register: u16, ws: u16, internal: u16, web: u16) -> anyhow::Result<Self> {
-        let bind = |host: &str, port: u16, what: &'static str| {
-            let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-            async move { TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr} ({what})")) }
-        };
-        let inside = internal_host(host);
-        Ok(Self {
-            register: bind(inside, register, "register").await?,
-            gateway_public: bind(host, ws, "websocket").await?,
-            gateway_internal: bind(inside, internal, "gateway internal").await?,
-            web: bind(host, web, "web page").await?,
-        })
-    }
-}
-
-/// Where the demo's register and gateway-internal listener bind for a `--host`: the host itself
-/// if it is a loopback address, else `127.0.0.1`. The demo runs without a secret, and the daemons
-/// refuse to listen for internal peers on any other address without one; everything internal to
-/// the demo is in its own process anyway.
-pub fn internal_host(host: &str) -> &str {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if loopback { host } else { "127.0.0.1" }
-}
-
-/// Where the running demo can be reached.
-#[derive(Debug, Clone)]
-pub struct DemoAddrs {
-    pub register: SocketAddr,
-    pub websocket: SocketAddr,
-    pub web: SocketAddr,
-}
-
-/// Starts everything and returns once the worker is connected to the gateway; the components run
-/// until `shutdown` is cancelled. Joining the returned handle waits for their graceful stop.
-pub async fn start(
-    listeners: DemoListeners,
-    shutdown: CancellationToken,
-) -> anyhow::Result<(DemoAddrs, tokio::task::JoinHandle<()>)> {
-    let addrs = DemoAddrs {
-        register: listeners.register.local_addr()?,
-        websocket: listeners.gateway_public.local_addr()?,
-        web: listeners.web.local_addr()?,
-    };
-    let register_addr = addrs.register.to_string();
-    let gateway_config =
-        GatewayConfig { name: "gateway-1".into(), registers: vec![register_addr.clone()], ..GatewayConfig::default() };
-    let worker_config =
-        WorkerConfig { name: "worker-1".into(), registers: vec![register_addr.clone()], ..WorkerConfig::default() };
-    let register_stop = CancellationToken::new();
-    let register = tokio::spawn(gw_register::run(
-        RegisterConfig { name: "register".into(), ..RegisterConfig::default() },
-        listeners.register,
-        register_stop.clone(),
-    ));
-    let gateway_listeners =
-        gw_gateway::Listeners { public: vec![listeners.gateway_public], internal: listeners.gateway_internal };
-    let gateway_stop = CancellationToken::new();
-    let gateway = gw_gateway::build(gateway_config, &gateway_listeners)?;
-    let gateway_task = tokio::spawn(gw_gateway::serve(gateway.clone(), gateway_listeners, gateway_stop.clone()));
-    let worker_stop = CancellationToken::new();
-    let worker = tokio::spawn(gw_business_worker::run(worker_config, Chat::default(), worker_stop.clone()));
-
-    let client = GatewayClient::builder([register_addr])
-        .name("chat-web-backend")
-        .connect()
-        .await
-        .context("the web backend could not reach the register")?;
-    let ws_url = format!("ws://{}/", addrs.websocket);
-    let app = web::router(client, ws_url);
-    let web_stop = shutdown.clone();
-    let web = tokio::spawn(async move {
-        let serve = axum::serve(listeners.web, app).with_graceful_shutdown(async move { web_stop.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "web backend failed");
-        }
-    });
-
-    // Ready when the worker is linked to the gateway.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while gateway.worker_count() == 0 {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the worker did not connect to the gateway within 10 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-
-    let all = tokio::spawn(async move {
-        shutdown.cancelled().await;
-        // Gateway first, so clients get their close frames and the worker their on_close events;
-        // then the worker, then the register.
-        gateway_stop.cancel();
-        let _ = gateway_task.await;
-        worker_stop.cancel();
-        let _ = worker.await;
-        register_stop.cancel();
-        let _ = register.await;
-        let _ = web.await;
-    });
-    Ok((addrs, all))
-}
+pub use app::Chat;
+pub use demo::{DemoAddrs, DemoListeners, internal_host, start};

@@ -4,13 +4,13 @@
 //! joins the room's group; `/api/announce` pushes to a room, a uid or everyone and says how many
 //! connections that target had.
 
+use crate::app::{MAX_CONTENT, check_name, check_room, now_string};
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use gw_business_worker::apps::chat::{MAX_CONTENT, check_name, check_room, now_string};
 use gw_gateway_client::{ClientError, GatewayClient};
 use serde::Deserialize;
 use serde_json::json;

@@ -493,7 +493,7 @@ async fn heartbeat_and_reconnect(c: &Client, page_url: &str) {
             match tokio::time::timeout(TIMEOUT, ws.next()).await.expect("the page answers") {
                 Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
                 Some(Ok(Message::Close(_))) | None => panic!("the page closed the connection"),
-                Some(Ok(_)) => continue,
+                Some(Ok(_)) => {}
                 Some(Err(e)) => panic!("{e}"),
             }
         }

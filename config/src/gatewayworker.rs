@@ -97,7 +97,7 @@ impl Validate for GatewayGatewayWorker {
             )),
             // Listening on port 0 advertises the port the OS picked; an advertised port 0 is wrong.
             Ok(a) if a.port() == 0 && self.advertise.is_some() => {
-                out.push(problem("advertise", format!("{value:?} has port 0; PHP peers cannot reach it")))
+                out.push(problem("advertise", format!("{value:?} has port 0; PHP peers cannot reach it")));
             }
             Ok(_) => {}
         }

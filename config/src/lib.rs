@@ -17,8 +17,11 @@ pub use validate::{LOG_LEVELS, ListenerUrl, Problem, Validate, check_log_level, 
 
 /// What every daemon's configuration offers to the shared daemon runner.
 pub trait DaemonConfig: serde::de::DeserializeOwned + Default + Validate + EnvOverride + Send + 'static {
+    /// Its logging settings.
     fn log(&self) -> &LogConfig;
+    /// Its node name: in logs, and in its pid file, log file and control socket names.
     fn node_name(&self) -> &str;
+    /// Its process settings (pid file, log file, control socket, admin endpoint).
     fn process(&self) -> &ProcessConfig;
     /// How long a graceful stop may take before `stop` forces it.
     fn grace(&self) -> std::time::Duration;
@@ -47,18 +50,32 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
     /// The file is not valid TOML, or values have the wrong type or unknown keys. `message` holds
     /// every such error found (a syntax error ends the reading, so it comes alone).
     #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Every error found, one per line.
+        message: String,
+    },
+    /// The values parsed but break rules; every problem found.
     #[error("invalid configuration{}:\n{}", origin(.path), .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
-    Invalid { path: Option<PathBuf>, problems: Vec<Problem> },
+    Invalid {
+        /// The file, if the configuration came from one.
+        path: Option<PathBuf>,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
 }
 
 fn origin(path: &Option<PathBuf>) -> String {
@@ -111,7 +128,7 @@ pub fn parse<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<
 /// overrides from `env_lookup`, then validation reporting every problem at once.
 pub fn load<T>(path: Option<&Path>, env_lookup: impl Fn(&str) -> Option<String>) -> Result<T, ConfigError>
 where
-    T: serde::de::DeserializeOwned + Default + Validate + env::EnvOverride,
+    T: serde::de::DeserializeOwned + Default + Validate + EnvOverride,
 {
     let mut config: T = match path {
         Some(path) => {
@@ -133,7 +150,7 @@ where
 /// [`load`] with the process environment.
 pub fn load_from_process_env<T>(path: Option<&Path>) -> Result<T, ConfigError>
 where
-    T: serde::de::DeserializeOwned + Default + Validate + env::EnvOverride,
+    T: serde::de::DeserializeOwned + Default + Validate + EnvOverride,
 {
     load(path, |k| std::env::var(k).ok())
 }

@@ -8,7 +8,7 @@ fn no_env(_: &str) -> Option<String> {
     None
 }
 
-fn shipped(name: &str) -> std::path::PathBuf {
+fn shipped(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs").join(name)
 }
 

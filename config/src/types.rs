@@ -10,8 +10,10 @@ pub const DEFAULT_REGISTER: &str = "127.0.0.1:1236";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable lines.
     #[default]
     Plain,
+    /// One JSON object per line.
     Json,
 }
 
@@ -22,6 +24,7 @@ pub struct LogConfig {
     /// A level (`trace`, `debug`, `info`, `warn`, `error`, `off`) or tracing directives each
     /// ending in one: `info,gw_gateway=debug`. Checked by validation.
     pub level: String,
+    /// Plain or JSON lines.
     pub format: LogFormat,
 }
 
@@ -43,6 +46,7 @@ pub struct LinkConfig {
     /// First reconnect delay; doubles up to `reconnect_max`.
     #[serde(with = "humantime_serde")]
     pub reconnect_min: Duration,
+    /// Longest wait between reconnection attempts (the wait doubles from `reconnect_min`).
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
     /// Outbound frames queued per link before senders wait.
@@ -58,6 +62,7 @@ pub struct LinkConfig {
     /// one; a peer that proves the secret still gets in); it earns them back over
     /// `failed_handshake_window`.
     pub failed_handshakes: u32,
+    /// The window `failed_handshakes` counts over.
     #[serde(with = "humantime_serde")]
     pub failed_handshake_window: Duration,
 }
@@ -84,9 +89,13 @@ impl Default for LinkConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProcessConfig {
+    /// Folder of the default pid file, log file and control socket.
     pub run_dir: String,
+    /// Pid file; `<run_dir>/<name>.pid` when not set.
     pub pid_file: Option<String>,
+    /// Log file in daemon mode; `<run_dir>/<name>.log` when not set.
     pub log_file: Option<String>,
+    /// Control socket; `<run_dir>/<name>.sock` when not set.
     pub control_socket: Option<String>,
     /// HTTP address for `/metrics` (Prometheus text) and `/health`; `127.0.0.1:0` picks a free
     /// port (reported by `status`); empty disables it.
@@ -139,8 +148,11 @@ pub struct RegisterConfig {
     pub listen: String,
     /// Shared cluster secret. Required when `listen` is not a loopback address.
     pub secret: String,
+    /// Internal link timings and limits (`[link]`).
     pub link: LinkConfig,
+    /// Logging (`[log]`).
     pub log: LogConfig,
+    /// Where this daemon keeps its pid file, log file and control socket, and its admin endpoint (`[process]`).
     pub process: ProcessConfig,
     /// PHP GatewayWorker's register protocol on a second listener (see `config/src/gatewayworker.rs`).
     pub gatewayworker: Option<crate::RegisterGatewayWorker>,
@@ -186,6 +198,7 @@ pub struct ListenerConfig {
     /// PEM certificate chain and private key, required for TLS listeners.
     #[serde(default)]
     pub tls_cert: Option<String>,
+    /// PEM private key for `tls_cert`.
     #[serde(default)]
     pub tls_key: Option<String>,
     /// WebSocket only: accepted `Origin` header values; empty accepts any.
@@ -200,6 +213,7 @@ pub struct ListenerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
+    /// Node name (logs, the files in `[process]`).
     pub name: String,
     /// Public WebSocket listener for clients.
     pub listen: String,
@@ -254,11 +268,15 @@ pub struct GatewayConfig {
     pub fd_reserve: usize,
     /// Bytes queued toward one client at most (with `send_queue` messages).
     pub send_queue_bytes: usize,
+    /// What to do with a client whose send queue is full.
     pub slow_consumer: SlowConsumerPolicy,
     /// Close code for a disconnected slow consumer: 1008 (policy) or 1013 (try again later).
     pub slow_consumer_close_code: u16,
+    /// Internal link timings and limits (`[link]`).
     pub link: LinkConfig,
+    /// Logging (`[log]`).
     pub log: LogConfig,
+    /// Where this daemon keeps its pid file, log file and control socket, and its admin endpoint (`[process]`).
     pub process: ProcessConfig,
     /// PHP GatewayWorker's protocol on a second internal listener (see `config/src/gatewayworker.rs`).
     pub gatewayworker: Option<crate::GatewayGatewayWorker>,
@@ -324,6 +342,7 @@ impl GatewayConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
+    /// Node name (logs, the files in `[process]`).
     pub name: String,
     /// Which built-in application the stock `business-worker` binary runs: `chat`, `echo` (the
     /// benchmark contract) or `http` (business logic served by an HTTP endpoint, configured in
@@ -346,12 +365,16 @@ pub struct WorkerConfig {
     /// The master gives up (exits non-zero) when processes crash more than `restart_limit` times
     /// within `restart_window`.
     pub restart_limit: usize,
+    /// The window `restart_limit` counts over.
     #[serde(with = "humantime_serde")]
     pub restart_window: Duration,
     /// The `http` application's endpoint (used when `app = "http"`).
     pub http_app: HttpAppConfig,
+    /// Internal link timings and limits (`[link]`).
     pub link: LinkConfig,
+    /// Logging (`[log]`).
     pub log: LogConfig,
+    /// Where this daemon keeps its pid file, log file and control socket, and its admin endpoint (`[process]`).
     pub process: ProcessConfig,
     /// The `[app_config]` section: the settings of the application binary, kept as raw TOML here
     /// and checked by that binary's own typed config (`gw_business_worker::App`), which rejects
@@ -375,6 +398,7 @@ pub struct HttpAppConfig {
     /// First wait before a retry; doubles up to `retry_max`.
     #[serde(with = "humantime_serde")]
     pub retry_min: Duration,
+    /// Longest wait before a retry.
     #[serde(with = "humantime_serde")]
     pub retry_max: Duration,
     /// Sent as `Authorization: Bearer <api_key>` when not empty.
@@ -455,6 +479,7 @@ pub struct ApiKeyConfig {
     pub name: String,
     /// The secret itself: at least 16 characters.
     pub key: String,
+    /// What the key may call.
     #[serde(default)]
     pub access: ApiAccess,
 }
@@ -470,6 +495,7 @@ impl std::fmt::Debug for ApiKeyConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpApiConfig {
+    /// Node name (logs, the files in `[process]`).
     pub name: String,
     /// HTTP (or HTTPS, with `tls_cert` and `tls_key`) address of the API.
     pub listen: String,
@@ -481,6 +507,7 @@ pub struct HttpApiConfig {
     pub keys: Vec<ApiKeyConfig>,
     /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
     pub tls_cert: Option<String>,
+    /// PEM private key for `tls_cert`.
     pub tls_key: Option<String>,
     /// Largest request body in bytes (413 above it).
     pub max_body: usize,
@@ -492,8 +519,11 @@ pub struct HttpApiConfig {
     /// On stop: time to finish requests in flight.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
+    /// Internal link timings and limits (`[link]`).
     pub link: LinkConfig,
+    /// Logging (`[log]`).
     pub log: LogConfig,
+    /// Where this daemon keeps its pid file, log file and control socket, and its admin endpoint (`[process]`).
     pub process: ProcessConfig,
 }
 

@@ -9,6 +9,7 @@ use crate::types::*;
 pub struct Problem {
     /// Dotted key path, e.g. `link.max_frame`.
     pub key: String,
+    /// What is wrong with its value.
     pub reason: String,
 }
 
@@ -231,7 +232,9 @@ impl Validate for RegisterConfig {
 pub struct ListenerUrl {
     /// `websocket`, `text`, `frame` or `tcp`.
     pub protocol: &'static str,
+    /// Whether it serves TLS (`wss://`, `tls+...`).
     pub tls: bool,
+    /// The address to bind.
     pub addr: SocketAddr,
 }
 

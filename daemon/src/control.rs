@@ -18,8 +18,11 @@ use crate::runner::Rates;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Request {
+    /// The `status` rows of the process (and of a master's workers).
     Status,
+    /// The gateway's client connections.
     Connections,
+    /// The process's metrics, for the admin endpoint.
     Metrics,
 }
 
@@ -27,8 +30,11 @@ pub enum Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Response {
+    /// Answer to `Status`.
     Status(Vec<ProcessStatus>),
+    /// Answer to `Connections`; `None` from nodes without clients.
     Connections(Option<Vec<ConnectionRow>>),
+    /// Answer to `Metrics`.
     Metrics(Vec<MetricFamily>),
 }
 

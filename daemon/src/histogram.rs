@@ -17,6 +17,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Counts one duration.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         if let Some(i) = BOUNDS.iter().position(|b| secs <= *b) {
@@ -26,6 +27,7 @@ impl Histogram {
         self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// How many durations were counted.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }

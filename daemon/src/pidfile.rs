@@ -40,6 +40,7 @@ pub struct PidFile {
 pub enum PidFileError {
     /// Another live process holds it.
     Running(u32),
+    /// The pid file could not be read or written.
     Io(PathBuf, std::io::Error),
 }
 

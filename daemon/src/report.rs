@@ -8,19 +8,28 @@ use serde::{Deserialize, Serialize};
 /// One process in `status`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProcessStatus {
+    /// Process id.
     pub pid: u32,
+    /// `register`, `gateway`, `master`, `worker`, ...
     pub role: String,
+    /// Node name.
     pub name: String,
     /// Resident memory in bytes.
     pub memory: u64,
+    /// Addresses it listens on.
     pub listen: Vec<String>,
+    /// Open connections (clients for a gateway, peers otherwise).
     pub connections: u64,
+    /// Messages received since start.
     pub messages_in: u64,
+    /// Messages sent since start.
     pub messages_out: u64,
+    /// Messages dropped since start (slow clients, gone clients, ...).
     pub dropped: u64,
     /// Client messages (gateway), events (worker) or peer requests (register) per second over the
     /// last few seconds.
     pub requests_per_sec: f64,
+    /// `running`, `draining`, `reloading ...`, ...
     pub state: String,
     /// Address of this process's `/metrics` and `/health` endpoint, if it serves one (filled in
     /// by the daemon runner; worker processes are measured through their master's).
@@ -31,19 +40,28 @@ pub struct ProcessStatus {
 /// One client connection in `connections`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionRow {
+    /// The client's id.
     pub client_id: String,
+    /// Its socket address.
     pub peer: String,
+    /// The uid it is bound to, if any.
     pub uid: Option<String>,
+    /// Groups it is a member of.
     pub groups: Vec<String>,
+    /// Bytes received from it.
     pub bytes_in: u64,
+    /// Bytes sent to it.
     pub bytes_out: u64,
+    /// Messages waiting in its send queue.
     pub queue_len: u64,
 }
 
 /// A Prometheus metric family.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricFamily {
+    /// Metric name, e.g. `gw_messages_in_total`.
     pub name: String,
+    /// The `# HELP` text.
     pub help: String,
     /// `counter`, `gauge` or `histogram`.
     pub kind: String,
@@ -58,11 +76,14 @@ pub struct MetricFamily {
 pub struct Sample {
     /// Suffix appended to the family name (`""`, `_bucket`, `_sum`, `_count`).
     pub suffix: String,
+    /// Labels as `key="value",…` without braces.
     pub labels: String,
+    /// The value.
     pub value: f64,
 }
 
 impl MetricFamily {
+    /// An empty family of `kind` (`counter`, `gauge` or `histogram`).
     pub fn new(name: &str, kind: &str, help: &str) -> Self {
         Self { name: name.into(), help: help.into(), kind: kind.into(), samples: Vec::new() }
     }
@@ -73,10 +94,12 @@ impl MetricFamily {
         self
     }
 
+    /// A counter family with one label-less sample.
     pub fn counter(name: &str, help: &str, value: u64) -> Self {
         Self::new(name, "counter", help).sample("", value as f64)
     }
 
+    /// A gauge family with one label-less sample.
     pub fn gauge(name: &str, help: &str, value: f64) -> Self {
         Self::new(name, "gauge", help).sample("", value)
     }

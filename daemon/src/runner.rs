@@ -18,7 +18,12 @@ pub enum ProcessRole {
     /// The process started by `start` (for the business worker: the master).
     Main,
     /// A business-worker process run by the master.
-    Child { index: usize, generation: u64 },
+    Child {
+        /// Its slot among the master's `count` processes.
+        index: usize,
+        /// The reload generation that started it.
+        generation: u64,
+    },
 }
 
 /// What a daemon's `run` gets from the runner.
@@ -28,6 +33,7 @@ pub struct RunContext {
     pub shutdown: CancellationToken,
     /// Notified on SIGUSR1 (reload).
     pub reload: Arc<Notify>,
+    /// Which process of the node this is.
     pub role: ProcessRole,
     /// This process's control socket.
     pub control_socket: PathBuf,

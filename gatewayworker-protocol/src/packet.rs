@@ -99,10 +99,13 @@ pub struct Header {
     pub local_ip: u32,
     /// The gateway's advertised internal port.
     pub local_port: u16,
+    /// The client's IPv4 address as a big-endian integer (`ip2long`).
     pub client_ip: u32,
+    /// The client's port.
     pub client_port: u16,
     /// The client's number on its gateway.
     pub connection_id: u32,
+    /// Bit flags of the payload (`FLAG_BODY_IS_SCALAR`, `FLAG_NOT_CALL_ENCODE`).
     pub flag: u8,
     /// The public port the client connected to.
     pub gateway_port: u16,
@@ -111,6 +114,7 @@ pub struct Header {
 /// One packet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Packet {
+    /// The 28-byte header.
     pub header: Header,
     /// Session, uid, group or JSON parameters, depending on the command.
     pub ext_data: Bytes,
@@ -161,12 +165,25 @@ impl Packet {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PacketError {
+    /// `pack_len` is below the header size.
     #[error("pack_len {0} is shorter than the 28-byte header")]
     TooShort(u32),
+    /// `pack_len` is above the limit.
     #[error("pack_len {len} exceeds the limit of {max} bytes")]
-    TooLarge { len: u64, max: usize },
+    TooLarge {
+        /// Announced length.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// `ext_len` does not fit in the packet.
     #[error("ext_len {ext_len} exceeds the {room} bytes after the header")]
-    ExtTooLong { ext_len: u32, room: usize },
+    ExtTooLong {
+        /// Announced length.
+        ext_len: u32,
+        /// Bytes there are.
+        room: usize,
+    },
 }
 
 /// Splits a byte stream into packets, refusing any longer than `max` before buffering it.

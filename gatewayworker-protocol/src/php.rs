@@ -12,9 +12,13 @@ use std::fmt::Write as _;
 /// A PHP value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// `N;`
     Null,
+    /// `b:0;` / `b:1;`
     Bool(bool),
+    /// `i:42;`
     Int(i64),
+    /// `d:0.5;`
     Float(f64),
     /// PHP strings are bytes, not necessarily UTF-8.
     Str(Vec<u8>),
@@ -25,7 +29,9 @@ pub enum Value {
 /// An array key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
+    /// An integer key.
     Int(i64),
+    /// A string key (bytes).
     Str(Vec<u8>),
 }
 
@@ -137,26 +143,51 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PhpError {
+    /// The input ends inside a value.
     #[error("serialized value ends early at byte {0}")]
     Truncated(usize),
+    /// A byte that has no place there.
     #[error("unexpected byte {found:?} at {at}, expected {expected}")]
-    Unexpected { at: usize, found: char, expected: &'static str },
+    Unexpected {
+        /// Its offset.
+        at: usize,
+        /// The byte.
+        found: char,
+        /// What may stand there.
+        expected: &'static str,
+    },
+    /// An object, enum or reference, which is never unserialized.
     #[error("PHP type {0:?} is refused (objects, enums and references are not accepted)")]
     Refused(char),
+    /// A number that does not parse.
     #[error("bad number at byte {0}")]
     BadNumber(usize),
+    /// A string or array length beyond the input.
     #[error("declared length {declared} at byte {at} exceeds the {left} bytes left")]
-    LengthPastEnd { at: usize, declared: u64, left: usize },
+    LengthPastEnd {
+        /// Offset of the length.
+        at: usize,
+        /// The length.
+        declared: u64,
+        /// Bytes left.
+        left: usize,
+    },
+    /// Arrays nested too deep.
     #[error("arrays nested deeper than {0}")]
     TooDeep(usize),
+    /// An array with too many elements.
     #[error("more than {0} elements")]
     TooManyElements(usize),
+    /// Bytes after the value.
     #[error("{0} trailing bytes after the value")]
     Trailing(usize),
+    /// An array key that is neither an int nor a string.
     #[error("array key must be an int or a string")]
     BadKey,
+    /// A string that is not UTF-8 where JSON needs text.
     #[error("string is not UTF-8, which a JSON session cannot hold")]
     NotUtf8,
+    /// A session that is not an array; the PHP type found.
     #[error("a session must be an array, not {0}")]
     SessionNotArray(&'static str),
 }

@@ -11,13 +11,17 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub enum ToRegister {
     /// A gateway announces its GatewayWorker-protocol address (`ip:port`).
     GatewayConnect {
+        /// `ip:port` of its GatewayWorker-protocol listener.
         address: String,
+        /// The register's `secretKey`, or empty.
         secret_key: String,
     },
     /// A BusinessWorker or GatewayClient asks for the gateway addresses.
     WorkerConnect {
+        /// The register's `secretKey`, or empty.
         secret_key: String,
     },
+    /// Heartbeat.
     Ping,
 }
 
@@ -25,10 +29,13 @@ pub enum ToRegister {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegisterLineError {
+    /// Not a JSON object with an `event` key.
     #[error("not a JSON object with an \"event\": {0}")]
     BadJson(String),
+    /// An event name the register does not know.
     #[error("unknown event {0:?}")]
     UnknownEvent(String),
+    /// `gateway_connect` without an address.
     #[error("gateway_connect without an address")]
     NoAddress,
 }

@@ -26,6 +26,7 @@ pub struct Keys {
 pub type KeyName = String;
 
 impl Keys {
+    /// The keys of the config's `[[keys]]`.
     pub fn new(config: &[ApiKeyConfig]) -> Self {
         Self {
             keys: config

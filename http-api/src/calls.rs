@@ -39,6 +39,7 @@ impl Kind {
 /// (exactly like [`Answer`]: non-empty `missing` means the value may be partial).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Reply<T> {
+    /// The call's result.
     pub value: T,
     /// Advertised addresses of gateways whose part is missing.
     pub missing: Vec<String>,
@@ -81,9 +82,11 @@ fn names(list: &[Name]) -> Vec<&str> {
 pub trait ApiCall: for<'de> Deserialize<'de> + JsonSchema + Send + 'static {
     /// The call's name: its route is `/v1/<NAME>`.
     const NAME: &'static str;
+    /// Whether the call sends, writes or reads (what an API key's `access` may call).
     const KIND: Kind;
     /// One line for the OpenAPI document.
     const SUMMARY: &'static str;
+    /// The type of the call's result.
     type Output: Serialize + JsonSchema + Send;
     /// Runs the call.
     fn run(self, gateway: &GatewayClient) -> impl Future<Output = Result<Reply<Self::Output>, ClientError>> + Send;
@@ -91,10 +94,15 @@ pub trait ApiCall: for<'de> Deserialize<'de> + JsonSchema + Send + 'static {
 
 /// What the OpenAPI document needs to know of each call.
 pub struct CallDoc {
+    /// The call's name (its route is `/v1/<name>`).
     pub name: &'static str,
+    /// Send, write or read.
     pub kind: Kind,
+    /// One line for the documentation.
     pub summary: &'static str,
+    /// The JSON schema of its arguments.
     pub args: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+    /// The JSON schema of its result.
     pub output: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
 }
 
@@ -108,6 +116,7 @@ macro_rules! calls {
             $(#[doc = $doc])+
             #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
             #[serde(deny_unknown_fields)]
+            #[allow(missing_docs, reason = "each argument is described by its type's schema (Id, Name, Message, ...)")]
             pub struct $ty { $($(#[$fattr])* pub $field: $fty),* }
 
             impl ApiCall for $ty {
@@ -134,6 +143,7 @@ macro_rules! calls {
                 match self { $(Call::$ty(_) => $ty::NAME),* }
             }
 
+            /// Whether the call sends, writes or reads.
             pub fn kind(&self) -> Kind {
                 match self { $(Call::$ty(_) => $ty::KIND),* }
             }

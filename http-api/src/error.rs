@@ -16,6 +16,7 @@ pub struct ApiError {
     /// `method_not_allowed`, `too_large`, `client_gone`, `no_gateways`, `gateway_unavailable`,
     /// `timeout`, `refused`, `internal`.
     pub code: String,
+    /// Human-readable explanation.
     pub message: String,
     /// The request field at fault, as a path (`uids[2]`, `calls[0].args.message.base64`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -28,10 +29,12 @@ pub struct ApiError {
 /// The body of every error response.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
+    /// The error.
     pub error: ApiError,
 }
 
 impl ApiError {
+    /// An error with this status, code and message.
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self { status: status.as_u16(), code: code.into(), message: message.into(), field: None, missing: vec![] }
     }
@@ -44,6 +47,7 @@ impl ApiError {
         e
     }
 
+    /// The HTTP status to answer with.
     pub fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }

@@ -36,13 +36,16 @@ pub enum HttpApiError {
     /// The TLS certificate or key could not be loaded (the message names the file).
     #[error("{0}")]
     Tls(String),
+    /// The HTTP server failed.
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
 }
 
 /// The running API: the cluster client and what every request needs.
 pub struct Api {
+    /// The cluster client every call goes through.
     pub gateway: GatewayClient,
+    /// Request counters and latencies.
     pub stats: Stats,
     keys: auth::Keys,
     max_body: usize,
@@ -121,7 +124,7 @@ pub async fn serve(api: Arc<Api>, listener: TcpListener, shutdown: CancellationT
 
 /// Runs the server; once `shutdown` fires, gives it `grace` to finish requests in flight.
 async fn drain(
-    server: impl std::future::Future<Output = std::io::Result<()>>,
+    server: impl Future<Output = std::io::Result<()>>,
     shutdown: &CancellationToken,
     grace: Duration,
 ) -> Result<(), HttpApiError> {

@@ -9,8 +9,11 @@ use crate::Api;
 
 /// The HTTP API as a [`Node`].
 pub struct HttpApiNode {
+    /// The running API.
     pub api: Arc<Api>,
+    /// Node name.
     pub name: String,
+    /// The address it serves on.
     pub listen: String,
 }
 

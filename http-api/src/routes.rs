@@ -91,13 +91,19 @@ pub struct BatchRequest {
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum BatchResult {
+    /// The call's value and missing gateways.
     Ok(Reply<Value>),
-    Err { error: ApiError },
+    /// The call failed.
+    Err {
+        /// Why.
+        error: ApiError,
+    },
 }
 
 /// The answer to a batch: one result per call, in order.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub struct BatchResponse {
+    /// One result per call, in order.
     pub results: Vec<BatchResult>,
 }
 

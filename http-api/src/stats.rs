@@ -19,6 +19,7 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Counts one request of `route` answered with `status` after `took`.
     pub fn record(&self, route: &str, status: u16, took: Duration) {
         self.total.fetch_add(1, Ordering::Relaxed);
         self.requests.entry((route.to_string(), status)).or_default().fetch_add(1, Ordering::Relaxed);
@@ -35,6 +36,7 @@ impl Stats {
         self.requests.get(&(route.to_string(), status)).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
+    /// The counters and latencies as metric families.
     pub fn families(&self) -> Vec<MetricFamily> {
         let mut requests = MetricFamily::new(
             "gw_http_requests_total",

@@ -81,7 +81,7 @@ impl<'de> Deserialize<'de> for Message {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = Message;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string (text frame) or {\"base64\": \"...\"} (binary frame)")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Message, E> {

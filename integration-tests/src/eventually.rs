@@ -1,5 +1,4 @@
-//! Waiting for a condition instead of sleeping. Also compiled into the chat demo's tests (by
-//! `#[path]`: chat-demo cannot depend on this crate, which depends on it).
+//! Waiting for a condition instead of sleeping.
 
 use std::future::Future;
 use std::time::Duration;

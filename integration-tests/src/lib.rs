@@ -44,7 +44,9 @@ pub fn fast_link() -> LinkConfig {
 
 /// A register running in this process.
 pub struct RegisterHandle {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Its gateway list.
     pub registry: Arc<gw_register::Registry>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -52,6 +54,7 @@ pub struct RegisterHandle {
 }
 
 impl RegisterHandle {
+    /// A register on `127.0.0.1:0` with this secret.
     pub async fn start(secret: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         Self::start_on(listener, secret)
@@ -76,6 +79,7 @@ impl RegisterHandle {
         Self { addr, registry, stop, task, secret: secret.into() }
     }
 
+    /// Stops it; returns its address and secret, to start another on the same port.
     pub async fn stop(self) -> (SocketAddr, String) {
         self.stop.cancel();
         self.task.await.unwrap();
@@ -103,18 +107,23 @@ pub async fn bind_again(addr: SocketAddr) -> TcpListener {
 
 /// A gateway running in this process.
 pub struct GatewayHandle {
+    /// The gateway.
     pub gw: Arc<Gateway>,
+    /// `ws://` URL of its public listener.
     pub ws_url: String,
+    /// Its internal listener.
     pub internal: SocketAddr,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl GatewayHandle {
+    /// A gateway on `127.0.0.1:0` announcing to `registers`.
     pub async fn start(registers: &[SocketAddr], secret: &str) -> Self {
         Self::start_with(registers, secret, |_| {}).await
     }
 
+    /// Like `start`, with `tweak` applied to the config first.
     pub async fn start_with(registers: &[SocketAddr], secret: &str, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
         let internal = TcpListener::bind("127.0.0.1:0").await.unwrap();
         Self::start_on(internal, registers, secret, tweak).await
@@ -173,6 +182,7 @@ impl GatewayHandle {
         self.task.await.unwrap();
     }
 
+    /// The value of one of its counters, by metric name.
     pub fn metric(&self, name: &str) -> u64 {
         self.gw.state.metrics.get(name).unwrap()
     }
@@ -205,7 +215,9 @@ pub async fn join_traffic(tasks: Vec<tokio::task::JoinHandle<(usize, WsClient)>>
 /// abruptly like `kill -9` (every socket closed, nothing flushed), while
 /// [`stop`](WorkerHandle::stop) is the graceful path.
 pub struct WorkerHandle {
+    /// Its node name.
     pub name: String,
+    /// Its counters.
     pub stats: Arc<gw_business_worker::WorkerStats>,
     stop: CancellationToken,
     kill: Option<tokio::sync::oneshot::Sender<()>>,
@@ -213,6 +225,7 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// A worker running `events`, linked to `registers`.
     pub fn start<E: Events>(name: &str, registers: &[SocketAddr], secret: &str, events: E) -> Self {
         let config = WorkerConfig {
             name: name.into(),
@@ -225,6 +238,7 @@ impl WorkerHandle {
         Self::start_config(config, events)
     }
 
+    /// A worker with a config of the test's own.
     pub fn start_config<E: Events>(config: WorkerConfig, events: E) -> Self {
         let name = config.name.clone();
         let stats = Arc::new(gw_business_worker::WorkerStats::default());

@@ -21,6 +21,7 @@ use crate::process::Daemon;
 /// `php` and the PHP GatewayWorker sources.
 #[derive(Debug, Clone)]
 pub struct Php {
+    /// The `php` executable.
     pub php: PathBuf,
     /// `shared/peers/php`: `workerman/`, `gateway-worker/`, `gateway-client/`, `workerman-chat/`.
     pub peers: PathBuf,
@@ -116,6 +117,7 @@ Worker::runAll();
 /// A running PHP process; stopped with SIGINT (Workerman's Ctrl+C: the master stops its workers)
 /// when dropped.
 pub struct PhpProcess {
+    /// The PHP process.
     pub daemon: Daemon,
 }
 
@@ -144,12 +146,15 @@ impl Drop for PhpProcess {
 
 /// A register's GatewayWorker-protocol listener on `127.0.0.1:0`, with its own registry.
 pub struct PhpRegister {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Its gateway list.
     pub registry: Arc<gw_register::Registry>,
     _stop: tokio_util::sync::DropGuard,
 }
 
 impl PhpRegister {
+    /// A PHP-protocol register on `127.0.0.1:0` with this `secretKey`.
     pub async fn start(secret_key: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -174,6 +179,7 @@ impl PhpRegister {
 /// A gateway (ours) that also serves PHP peers on a GatewayWorker-protocol listener announced to
 /// `php_register`.
 pub struct PhpGateway {
+    /// The gateway.
     pub gateway: GatewayHandle,
     /// The GatewayWorker-protocol address (what PHP client ids embed).
     pub php_addr: SocketAddr,
@@ -182,6 +188,7 @@ pub struct PhpGateway {
 }
 
 impl PhpGateway {
+    /// A gateway announcing to `registers`, plus its GatewayWorker-protocol listener announcing to the PHP register `php_register`.
     pub async fn start(registers: &[SocketAddr], secret: &str, php_register: SocketAddr, secret_key: &str) -> Self {
         let gateway = GatewayHandle::start(registers, secret).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// rebuild other packages' binaries, so the first use in a test process runs `cargo build` for it
 /// (a no-op when it is up to date).
 pub fn bin_path(name: &str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
@@ -21,7 +21,8 @@ pub fn bin_path(name: &str) -> PathBuf {
         let package = match name {
             "register" => "gw-register",
             "gateway" => "gw-gateway",
-            "business-worker" => "gw-business-worker",
+            // The stock worker ships the chat app, so it is built by the chat demo's package.
+            "business-worker" => "gw-chat-demo",
             "gatewayrs" => "gatewayrs",
             "chat-web" => "gw-chat-demo",
             other => panic!("unknown binary {other}"),
@@ -39,8 +40,23 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+/// A thread appending each line of `pipe` to `output` and waking its waiters.
+fn collect_lines(
+    pipe: impl std::io::Read + Send + 'static,
+    output: Arc<(Mutex<Vec<String>>, Condvar)>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let (lock, cv) = &*output;
+            lock.lock().unwrap().push(line);
+            cv.notify_all();
+        }
+    })
+}
+
 /// A running daemon and everything it printed (stdout and stderr, line by line).
 pub struct Daemon {
+    /// The process.
     pub child: Child,
     output: Arc<(Mutex<Vec<String>>, Condvar)>,
     readers: Vec<std::thread::JoinHandle<()>>,
@@ -78,21 +94,11 @@ impl Daemon {
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
         let output = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let mut readers = Vec::new();
-        for pipe in [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let output = output.clone();
-            readers.push(std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let (lock, cv) = &*output;
-                    lock.lock().unwrap().push(line);
-                    cv.notify_all();
-                }
-            }));
+        if let Some(pipe) = child.stdout.take() {
+            readers.push(collect_lines(pipe, output.clone()));
+        }
+        if let Some(pipe) = child.stderr.take() {
+            readers.push(collect_lines(pipe, output.clone()));
         }
         Self { child, output, readers }
     }
@@ -125,6 +131,7 @@ impl Daemon {
         self.output.0.lock().unwrap().join("\n")
     }
 
+    /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -172,8 +179,11 @@ pub fn signal_pid(pid: u32, sig: &str) {
 /// What a CLI invocation printed and how it exited.
 #[derive(Debug)]
 pub struct CliOutput {
+    /// Exit code; `None` if killed by a signal.
     pub code: Option<i32>,
+    /// Everything it printed on stdout.
     pub stdout: String,
+    /// Everything it printed on stderr.
     pub stderr: String,
 }
 

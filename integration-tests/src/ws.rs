@@ -19,21 +19,27 @@ pub struct WsClient {
 /// What the server did when we waited for a message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Received {
+    /// A text message.
     Text(String),
+    /// A binary message.
     Binary(Vec<u8>),
+    /// The connection closed, with the close code and reason if a close frame came.
     Closed(Option<(u16, String)>),
 }
 
 impl WsClient {
+    /// Connects, panicking if it cannot.
     pub async fn connect(url: &str) -> Self {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
         Self { ws }
     }
 
+    /// Sends a text message.
     pub async fn send(&mut self, text: &str) {
         self.ws.send(Message::text(text)).await.unwrap();
     }
 
+    /// Sends a binary message.
     pub async fn send_binary(&mut self, data: &[u8]) {
         self.ws.send(Message::binary(data.to_vec())).await.unwrap();
     }
@@ -81,12 +87,13 @@ impl WsClient {
         loop {
             match self.next(RECV_TIMEOUT).await {
                 Some(Received::Closed(c)) => return c,
-                Some(_) => continue,
+                Some(_) => {}
                 None => panic!("the server did not close the connection"),
             }
         }
     }
 
+    /// Closes the connection and waits for the server's side.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
         while let Some(Ok(_)) = self.ws.next().await {}

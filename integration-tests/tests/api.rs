@@ -140,7 +140,7 @@ impl Events for App {
             "close" => ctx.close().await?,
             "close_with" => {
                 ctx.close_with(Some("last words".into()), Some(CloseReason { code: 4001, reason: "bye".into() }))
-                    .await?
+                    .await?;
             }
             "bind" => {
                 g.bind_uid(&ctx.client_id, arg).await?;
@@ -336,7 +336,7 @@ async fn send_to_clients_delivers_once_to_each_listed_client_on_both_gateways() 
     assert!(matches!(r, Err(ClientError::InvalidClientId(_))), "{r:?}");
     expect_exactly(&c.api, &mut a1, &[]).await;
     // An empty list is a no-op.
-    c.api.send_to_clients(&[] as &[&str], "none").await.unwrap();
+    c.api.send_to_clients(&[""; 0], "none").await.unwrap();
 }
 
 #[tokio::test]
@@ -1166,9 +1166,9 @@ async fn empty_uids_and_group_names_are_a_typed_error_for_every_call() {
     expect_exactly(&c.api, &mut a1, &[]).await;
     expect_exactly(&c.api, &mut b1, &[]).await;
     // Empty lists are no-ops with empty answers.
-    c.api.send_to_uids(&[] as &[&str], "x").await.unwrap();
-    c.api.send_to_groups(&[] as &[&str], "x").await.unwrap();
-    assert!(c.api.get_client_ids_by_uids(&[] as &[&str]).await.unwrap().complete().unwrap().is_empty());
+    c.api.send_to_uids(&[""; 0], "x").await.unwrap();
+    c.api.send_to_groups(&[""; 0], "x").await.unwrap();
+    assert!(c.api.get_client_ids_by_uids(&[""; 0]).await.unwrap().complete().unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -91,7 +91,7 @@ async fn text_frame_and_tcp_listeners_serve_clients_and_workers_see_which_one() 
 
 #[tokio::test]
 async fn wss_and_text_over_tls_work_and_a_bad_certificate_path_is_named() {
-    let dir = gw_integration_tests::process::temp_dir("tls");
+    let dir = process::temp_dir("tls");
     let (cert, key, der) = self_signed(&dir);
     let reg = RegisterHandle::start(SECRET).await;
     let tls = |url: &str| ListenerConfig { tls_cert: Some(cert.clone()), tls_key: Some(key.clone()), ..listener(url) };
@@ -472,7 +472,7 @@ async fn slow_consumer_policy_drop_keeps_the_client_and_counts_the_drops() {
     .await;
     // Still connected: once it has read what was queued, it gets later messages.
     let mut read = 0;
-    while let Some(gw_integration_tests::ws::Received::Text(_)) = c.next(Duration::from_millis(500)).await {
+    while let Some(ws::Received::Text(_)) = c.next(Duration::from_millis(500)).await {
         read += 1;
     }
     assert!(read < 2000, "some messages were dropped, not queued without bound");

@@ -34,7 +34,7 @@ async fn expect_closed(addr: std::net::SocketAddr, bytes: &[u8], what: &str) {
     s.write_all(bytes).await.unwrap();
     let mut buf = [0u8; 64];
     match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
-        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(0) | Err(_)) => {}
         Ok(Ok(n)) => panic!("{what}: expected a closed connection, got {n} bytes"),
         Err(_) => panic!("{what}: the connection was left open"),
     }

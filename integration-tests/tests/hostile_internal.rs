@@ -376,12 +376,9 @@ async fn hostile_peers_on_the_gateways_internal_port_are_closed_counted_and_harm
     let mut good = Raw::authenticated(addr, Role::Client).await;
     good.send(&frame_of!(ToGateway::Request { id: 7, query: Query::ClientCount })).await;
     loop {
-        match decoded!(good.frame().await.expect("reply")) {
-            FromGateway::Reply { id: 7, reply } => {
-                assert_eq!(reply, Reply::Counts(vec![2]), "the probe and the watcher");
-                break;
-            }
-            _ => continue,
+        if let FromGateway::Reply { id: 7, reply } = decoded!(good.frame().await.expect("reply")) {
+            assert_eq!(reply, Reply::Counts(vec![2]), "the probe and the watcher");
+            break;
         }
     }
     let round_trips = probe.finish().await;
@@ -514,7 +511,7 @@ async fn a_thousand_failed_handshakes_a_second_on_the_gateway_are_rate_limited_a
         (c.gw.metric("handshake_failures") - failures_before, c.gw.metric("handshakes_rate_limited"))
     })
     .await;
-    let cpu = cpu_time("self") - cpu_before;
+    let cpu = cpu_time("self").saturating_sub(cpu_before);
     eprintln!("gateway: 1000 attempts in {took:?}, {cpu:?} CPU; {failed} handshakes failed, {limited} over budget");
 
     assert_eq!(unchallenged, 0, "every connection gets the challenge, also over budget");
@@ -576,7 +573,7 @@ async fn a_thousand_failed_handshakes_a_second_on_the_register_are_rate_limited_
         (stats.handshake_failures.load(Ordering::Relaxed) - failures_before, stats.rate_limited.load(Ordering::Relaxed))
     })
     .await;
-    let cpu = cpu_time("self") - cpu_before;
+    let cpu = cpu_time("self").saturating_sub(cpu_before);
     eprintln!("register: 1000 attempts in {took:?}, {cpu:?} CPU; {failed} handshakes failed, {limited} over budget");
 
     assert_eq!(unchallenged, 0, "every connection gets the challenge, also over budget");

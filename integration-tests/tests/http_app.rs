@@ -132,8 +132,7 @@ async fn a_python_endpoint_runs_the_chat_and_survives_its_own_failures() {
     for ws in [&mut ann, &mut bob] {
         assert_eq!(ws.recv_json().await, json!({"type": "say", "from": "Ann", "content": "hello"}));
     }
-    let session =
-        gw_integration_tests::gateway_client(&[reg.addr], SECRET, 1).await.get_session(&ann_id).await.unwrap();
+    let session = gateway_client(&[reg.addr], SECRET, 1).await.get_session(&ann_id).await.unwrap();
     assert_eq!(session.unwrap().get("room"), Some(&json!("lobby")));
 
     // Mid-run failures: 500s, garbage and dropped connections are retried until they pass.

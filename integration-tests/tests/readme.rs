@@ -26,7 +26,7 @@ fn blocks(markdown: &str) -> Vec<Block> {
     for line in markdown.lines() {
         match (&mut open, line.strip_prefix("```")) {
             (None, Some(lang)) => {
-                open = Some(Block { lang: lang.trim().to_string(), text: String::new(), section: section.clone() })
+                open = Some(Block { lang: lang.trim().to_string(), text: String::new(), section: section.clone() });
             }
             (Some(_), Some(_)) => out.extend(open.take()),
             (Some(block), None) => {

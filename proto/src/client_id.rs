@@ -25,11 +25,14 @@ pub struct ClientId {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid client id {id:?}: {reason}")]
 pub struct ClientIdError {
+    /// The string that failed to parse.
     pub id: String,
+    /// What is wrong with it.
     pub reason: &'static str,
 }
 
 impl ClientId {
+    /// The id of connection `local` of gateway instance `instance` at internal address `gateway`.
     pub fn new(gateway: impl Into<String>, instance: u64, local: u64) -> Self {
         Self { gateway: gateway.into(), instance, local }
     }

@@ -38,7 +38,12 @@ pub enum CodecError {
     Trailing(usize),
     /// The message does not fit in one frame.
     #[error("message of {len} bytes exceeds the frame limit of {max} bytes")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Encoded size in bytes.
+        len: usize,
+        /// The frame limit.
+        max: usize,
+    },
     /// Encoding failed (a type that serde cannot express in this format).
     #[error("cannot encode message: {0}")]
     Encode(String),

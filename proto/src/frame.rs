@@ -18,7 +18,12 @@ pub const HEADER_LEN: usize = 4;
 pub enum FrameError {
     /// The peer announced a frame larger than the configured maximum.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Announced payload length.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
     /// A frame with an empty payload, which no message encodes to.
     #[error("empty frame")]
     Empty,

@@ -28,9 +28,13 @@ type HmacSha256 = Hmac<Sha256>;
 /// What a node is. A listener accepts only the roles that may talk to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {
+    /// Service discovery: keeps the gateway list.
     Register,
+    /// Holds client connections.
     Gateway,
+    /// A business worker: receives client events, sends commands.
     Worker,
+    /// A gateway client (web backend, HTTP API): sends commands and queries only.
     Client,
 }
 
@@ -48,29 +52,48 @@ impl std::fmt::Display for Role {
 /// First frame, sent by the accepting side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerHello {
+    /// Always [`MAGIC`].
     pub magic: [u8; 4],
+    /// The sender's [`PROTOCOL_VERSION`].
     pub version: u16,
+    /// The acceptor's role.
     pub role: Role,
+    /// The acceptor's node name, for logs.
     pub node: String,
+    /// Fresh random challenge the connecting side must answer.
     pub nonce: [u8; 32],
 }
 
 /// Second frame, sent by the connecting side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientHello {
+    /// Always [`MAGIC`].
     pub magic: [u8; 4],
+    /// The sender's [`PROTOCOL_VERSION`].
     pub version: u16,
+    /// The connecting side's role, checked against what the listener allows.
     pub role: Role,
+    /// The connecting side's node name, for logs.
     pub node: String,
+    /// Fresh random challenge the acceptor must answer in [`HandshakeResult::Accepted`].
     pub nonce: [u8; 32],
+    /// HMAC-SHA256 with the shared secret over both nonces and this side's role and name.
     pub proof: [u8; 32],
 }
 
 /// Third frame: the acceptor's verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HandshakeResult {
-    Accepted { proof: [u8; 32] },
-    Rejected { reason: String },
+    /// The peer is in; the acceptor's answer to the connecting side's nonce.
+    Accepted {
+        /// HMAC-SHA256 with the shared secret over both nonces and the connecting side's proof.
+        proof: [u8; 32],
+    },
+    /// The peer is refused and the connection closes.
+    Rejected {
+        /// Why, for the peer's log (never a secret).
+        reason: String,
+    },
 }
 
 /// The stable prefix of both hellos.
@@ -84,16 +107,32 @@ struct HelloPrefix {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandshakeError {
+    /// The first bytes are not [`MAGIC`]: not a peer of ours.
     #[error("not a gatewayrs peer (bad magic bytes)")]
     BadMagic,
+    /// The peer speaks another protocol version.
     #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
-    Version { ours: u16, theirs: u16 },
+    Version {
+        /// Our [`PROTOCOL_VERSION`].
+        ours: u16,
+        /// The peer's.
+        theirs: u16,
+    },
+    /// The proof does not match the shared secret.
     #[error("authentication failed: the peer's proof does not match our secret")]
     BadProof,
+    /// The peer's role may not use this listener.
     #[error("role {role} is not allowed on this link (expected one of {expected})")]
-    RoleNotAllowed { role: Role, expected: String },
+    RoleNotAllowed {
+        /// The role the peer claimed.
+        role: Role,
+        /// The roles this listener accepts.
+        expected: String,
+    },
+    /// The acceptor refused us; its reason.
     #[error("the peer refused us: {0}")]
     Rejected(String),
+    /// A handshake frame that does not decode.
     #[error("malformed handshake frame: {0}")]
     Malformed(#[from] CodecError),
 }
@@ -111,7 +150,9 @@ impl HandshakeError {
 /// Who the peer said it is, after a successful handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerIdentity {
+    /// The role it proved.
     pub role: Role,
+    /// Its node name, for logs.
     pub node: String,
 }
 

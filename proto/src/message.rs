@@ -17,7 +17,10 @@ pub struct GatewayInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToRegister {
     /// A gateway announces its internal address; it stays listed while this link lives.
-    Announce { gateway: GatewayInfo },
+    Announce {
+        /// Its address and name.
+        gateway: GatewayInfo,
+    },
     /// A worker or gateway client asks for the gateway list now and on every change.
     Subscribe,
     /// Liveness probe; answered with `Pong`.
@@ -31,15 +34,19 @@ pub enum ToRegister {
 pub enum FromRegister {
     /// The complete current gateway list (not a delta).
     Gateways {
+        /// Every gateway now announced to this register.
         list: Vec<GatewayInfo>,
     },
+    /// Liveness probe; answered with `Pong`.
     Ping,
+    /// Answer to a `Ping`.
     Pong,
 }
 
 /// The transport a client came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Protocol {
+    /// WebSocket (RFC 6455), optionally over TLS.
     WebSocket,
     /// Newline-delimited text.
     Text,
@@ -58,13 +65,16 @@ pub struct ClientInfo {
     pub gateway_addr: String,
     /// The listener's URL, e.g. `websocket://0.0.0.0:7272`.
     pub listener: String,
+    /// The transport of that listener.
     pub protocol: Protocol,
 }
 
 /// A client message's content; `binary` selects the WebSocket frame type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payload {
+    /// The bytes of the message.
     pub data: Bytes,
+    /// Whether it is a binary (not text) message.
     pub binary: bool,
 }
 
@@ -74,10 +84,12 @@ impl Payload {
         std::str::from_utf8(&self.data).ok()
     }
 
+    /// A text message.
     pub fn text(s: impl Into<String>) -> Self {
         Self { data: Bytes::from(s.into()), binary: false }
     }
 
+    /// A binary message.
     pub fn binary(data: impl Into<Bytes>) -> Self {
         Self { data: data.into(), binary: true }
     }
@@ -120,9 +132,11 @@ pub enum EventKind {
     Connect,
     /// The WebSocket handshake completed.
     WebSocketConnect {
+        /// The request path, e.g. `/chat`.
         path: String,
         /// Raw query string without the `?`.
         query: String,
+        /// Request headers in arrival order, names lower-cased.
         headers: Vec<(String, String)>,
     },
     /// A message from the client.
@@ -138,6 +152,7 @@ pub struct Event {
     pub seq: u64,
     /// The client's id local to this gateway instance.
     pub client: u64,
+    /// What happened.
     pub kind: EventKind,
     /// Client info; sent with the first event of a client on each link.
     pub info: Option<ClientInfo>,
@@ -155,7 +170,9 @@ pub struct Event {
 /// Optional close frame for `Command::CloseClient`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloseReason {
+    /// WebSocket close code (1000 normal, 1001 going away, ...).
     pub code: u16,
+    /// Close reason text.
     pub reason: String,
 }
 
@@ -164,79 +181,111 @@ pub struct CloseReason {
 pub enum Command {
     /// Send to each listed client.
     SendToClients {
+        /// Local ids of the recipients.
         clients: Vec<u64>,
+        /// The message.
         msg: Payload,
     },
     /// Send to every client of this gateway except the excluded ones.
     SendToAll {
+        /// The message.
         msg: Payload,
+        /// Local ids of clients that do not get it.
         exclude: Vec<u64>,
     },
     /// Send to every client bound to any of these uids (once per client).
     SendToUids {
+        /// The uids.
         uids: Vec<String>,
+        /// The message.
         msg: Payload,
     },
     /// Send to every member of any of these groups (once per client), except the excluded.
     SendToGroups {
+        /// The groups.
         groups: Vec<String>,
+        /// The message.
         msg: Payload,
+        /// Local ids of clients that do not get it.
         exclude: Vec<u64>,
     },
     /// Bind a client to a uid, replacing any previous binding of that client.
     BindUid {
+        /// Local id of the client.
         client: u64,
+        /// The uid to bind it to.
         uid: String,
     },
     /// Remove a client's binding if it is bound to exactly this uid.
     UnbindUid {
+        /// Local id of the client.
         client: u64,
+        /// The uid it must be bound to for the binding to go.
         uid: String,
     },
+    /// Add a client to a group (created on first join).
     JoinGroup {
+        /// Local id of the client.
         client: u64,
+        /// The group.
         group: String,
     },
+    /// Remove a client from a group (gone when empty).
     LeaveGroup {
+        /// Local id of the client.
         client: u64,
+        /// The group.
         group: String,
     },
     /// Dissolve a group; its members stay connected.
     Ungroup {
+        /// The group.
         group: String,
     },
     /// Close a client gracefully, optionally after a last message and with a close code.
     CloseClient {
+        /// Local id of the client.
         client: u64,
+        /// Sent before the close frame, if given.
         last: Option<Payload>,
+        /// Close code and reason; 1000 without one.
         close: Option<CloseReason>,
     },
     /// Drop a client's connection at once, without a close frame.
     DestroyClient {
+        /// Local id of the client.
         client: u64,
     },
     /// Close every client bound to this uid.
     CloseUid {
+        /// The uid.
         uid: String,
     },
     /// Replace a client's session (a JSON object).
     SetSession {
+        /// Local id of the client.
         client: u64,
+        /// The new session, a JSON object.
         session: Bytes,
     },
     /// Deep-merge a JSON object into a client's session; `null` values delete keys.
     UpdateSession {
+        /// Local id of the client.
         client: u64,
+        /// A JSON object to merge in.
         patch: Bytes,
     },
     /// A handler's write-back: replace the top-level keys in `changed` (a JSON object) and delete
     /// the `removed` keys, leaving keys the handler did not touch as they are now.
     WriteBackSession {
+        /// Local id of the client.
         client: u64,
         /// Per client, above every `session_writes` the writing worker has seen and above its
         /// own earlier write-backs.
         seq: u64,
+        /// A JSON object of the keys the handler set.
         changed: Bytes,
+        /// Keys the handler deleted.
         removed: Vec<String>,
     },
 }
@@ -245,17 +294,35 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Query {
     /// → `Flags`: which of these clients are connected here.
-    IsOnline { clients: Vec<u64> },
+    IsOnline {
+        /// Local ids.
+        clients: Vec<u64>,
+    },
     /// → `ClientLists`: clients bound to each uid, in order.
-    ClientsByUids { uids: Vec<String> },
+    ClientsByUids {
+        /// The uids.
+        uids: Vec<String>,
+    },
     /// → `Text`: the uid a client is bound to.
-    UidOf { client: u64 },
+    UidOf {
+        /// Local id.
+        client: u64,
+    },
     /// → `ClientLists`: members of each group, in order.
-    ClientsByGroups { groups: Vec<String> },
+    ClientsByGroups {
+        /// The groups.
+        groups: Vec<String>,
+    },
     /// → `Counts`: member count of each group, in order.
-    ClientCountByGroups { groups: Vec<String> },
+    ClientCountByGroups {
+        /// The groups.
+        groups: Vec<String>,
+    },
     /// → `Strings`: distinct uids of a group's members.
-    UidsByGroup { group: String },
+    UidsByGroup {
+        /// The group.
+        group: String,
+    },
     /// → `Strings`: every non-empty group.
     GroupIds,
     /// → `NamedClients`: every group with its members.
@@ -269,7 +336,12 @@ pub enum Query {
     /// → `Strings`: every bound uid.
     Uids,
     /// → `Sessions`: sessions of the listed clients, of a group's members, or of everyone.
-    Sessions { clients: Option<Vec<u64>>, group: Option<String> },
+    Sessions {
+        /// These clients only, if given.
+        clients: Option<Vec<u64>>,
+        /// Members of this group only, if given.
+        group: Option<String>,
+    },
     /// → `Connections`: per-connection details for operators.
     Connections,
 }
@@ -277,16 +349,25 @@ pub enum Query {
 /// A gateway's answer to one `Query`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
+    /// Answer to `IsOnline`, one flag per asked client.
     Flags(Vec<bool>),
+    /// Answer to `ClientsByUids` and `ClientsByGroups`, one list per asked name.
     ClientLists(Vec<Vec<u64>>),
+    /// Answer to `UidOf`.
     Text(Option<String>),
+    /// Answer to `ClientCountByGroups` and `ClientCount`.
     Counts(Vec<u64>),
+    /// Answer to `UidsByGroup`, `GroupIds` and `Uids`.
     Strings(Vec<String>),
+    /// Answer to `GroupClients`: `(group, members)`.
     NamedClients(Vec<(String, Vec<u64>)>),
+    /// Answer to `GroupUids`: `(group, uids)`.
     NamedStrings(Vec<(String, Vec<String>)>),
+    /// Answer to `ClientIds`.
     Clients(Vec<u64>),
     /// `(client, session JSON)`; clients without a session are listed with `None`.
     Sessions(Vec<(u64, Option<Bytes>)>),
+    /// Answer to `Connections`.
     Connections(Vec<ConnectionInfo>),
     /// The query could not be answered (for example: unknown client).
     Error(String),
@@ -295,30 +376,44 @@ pub enum Reply {
 /// One row of `gateway connections`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionInfo {
+    /// Local id of the client.
     pub client: u64,
+    /// Its socket address.
     pub client_addr: String,
+    /// The uid it is bound to, if any.
     pub uid: Option<String>,
+    /// Groups it is a member of.
     pub groups: Vec<String>,
+    /// Bytes received from it.
     pub bytes_in: u64,
+    /// Bytes sent to it.
     pub bytes_out: u64,
+    /// Messages waiting in its send queue.
     pub queue_len: u64,
 }
 
 /// Worker or gateway client → gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToGateway {
+    /// Act on clients of this gateway.
     Command(Command),
+    /// Ask about clients of this gateway; answered by a `FromGateway::Reply` with the same id.
     Request {
+        /// Chosen by the asker, unique among its open requests on this link.
         id: u64,
+        /// The question.
         query: Query,
     },
     /// Worker: every event up to and including `seq` on this link is handled.
     Ack {
+        /// The highest handled sequence number.
         seq: u64,
     },
     /// Worker: route no new events to me; re-bind my clients to other workers.
     Drain,
+    /// Liveness probe; answered with `Pong`.
     Ping,
+    /// Answer to a `Ping`.
     Pong,
 }
 
@@ -328,15 +423,23 @@ pub enum FromGateway {
     /// First message after the handshake: identifies this gateway instance, which client ids
     /// embed so ids are never reused across restarts.
     Welcome {
+        /// This run of the gateway, new at every start.
         instance: u64,
+        /// The gateway's advertised internal address, which client ids embed.
         address: String,
     },
+    /// A client event (workers only).
     Event(Event),
+    /// The answer to a `ToGateway::Request`.
     Reply {
+        /// The request's id.
         id: u64,
+        /// The answer.
         reply: Reply,
     },
+    /// Liveness probe; answered with `Pong`.
     Ping,
+    /// Answer to a `Ping`.
     Pong,
     /// Answer to a worker's `Drain`: this gateway routes no new events to that worker, and every
     /// event it routed there before is already on the link, ahead of this message. A worker that

@@ -27,6 +27,7 @@ pub use registry::{Registry, RegistryStats};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegisterError {
+    /// The listener failed.
     #[error("listener failed: {0}")]
     Listener(#[source] std::io::Error),
 }

@@ -11,8 +11,11 @@ use crate::Registry;
 /// The register as a [`Node`].
 #[derive(Debug)]
 pub struct RegisterNode {
+    /// The gateway list.
     pub registry: Arc<Registry>,
+    /// Node name.
     pub name: String,
+    /// The address it listens on.
     pub listen: String,
 }
 

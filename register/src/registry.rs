@@ -10,12 +10,16 @@ use tokio::sync::watch;
 /// Counters for `status` and metrics.
 #[derive(Debug, Default)]
 pub struct RegistryStats {
+    /// Gateways announced now.
     pub gateways: AtomicU64,
+    /// Workers and clients subscribed now.
     pub subscribers: AtomicU64,
+    /// Handshakes that failed.
     pub handshake_failures: AtomicU64,
     /// Failed handshakes from an address over its failed-handshake budget (served lean, not
     /// logged one by one).
     pub rate_limited: AtomicU64,
+    /// Peers dropped for a protocol error.
     pub protocol_errors: AtomicU64,
     /// Messages received from peers (announcements, subscriptions, heartbeats).
     pub messages: AtomicU64,
@@ -28,6 +32,7 @@ pub struct Registry {
     links: Mutex<BTreeMap<u64, GatewayInfo>>,
     next_link: AtomicU64,
     list: watch::Sender<Arc<Vec<GatewayInfo>>>,
+    /// Counters.
     pub stats: RegistryStats,
 }
 

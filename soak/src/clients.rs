@@ -123,16 +123,13 @@ pub async fn run(id: usize, shared: Arc<Shared>) {
             r = attempt => r,
             _ = phase.wait_for(|p| *p == Phase::Done) => return,
         };
-        let ws = match ws {
-            Ok(Ok(ws)) => ws,
-            _ => {
-                shared.counters.connect_failures.fetch_add(1, Ordering::Relaxed);
-                gateway = (gateway + 1) % g;
-                let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
-                tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
+        let Ok(Ok(ws)) = ws else {
+            shared.counters.connect_failures.fetch_add(1, Ordering::Relaxed);
+            gateway = (gateway + 1) % g;
+            let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
+            tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
         };
         backoff = Duration::from_millis(100);
         if let Some(t) = broken_at.take() {

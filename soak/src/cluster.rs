@@ -120,7 +120,7 @@ impl Cluster {
             let p = bin.join(b);
             anyhow::ensure!(
                 p.is_file(),
-                "{} not found: build with `cargo build --release -p gw-register -p gw-gateway -p gw-business-worker` or pass --bin-dir",
+                "{} not found: build with `cargo build --release -p gw-register -p gw-gateway -p gw-chat-demo` or pass --bin-dir",
                 p.display()
             );
         }
@@ -296,6 +296,7 @@ impl Cluster {
     }
 
     /// Sends `sig` to the node's main process.
+    #[expect(clippy::unused_self, reason = "the cluster is what tests act through, even where it needs no state")]
     pub fn signal(&self, node: &Node, sig: Signal) -> anyhow::Result<()> {
         signal(node.info().pid, sig)
     }
@@ -327,6 +328,7 @@ impl Cluster {
     }
 
     /// Whether the node's main process has exited on its own; reaps it.
+    #[expect(clippy::unused_self, reason = "the cluster is what tests act through, even where it needs no state")]
     pub fn exited(&self, proc: &mut Proc) -> Option<ExitStatus> {
         let status = proc.child.as_mut()?.try_wait().ok().flatten()?;
         proc.child = None;
@@ -396,6 +398,7 @@ fn read_lines(path: &Path, from: u64, partial: &mut String) -> (Vec<String>, u64
         return (Vec::new(), from);
     }
     let mut buf = Vec::new();
+    #[expect(clippy::verbose_file_reads, reason = "reads on from an offset, which fs::read cannot")]
     let n = f.read_to_end(&mut buf).unwrap_or(0) as u64;
     partial.push_str(&String::from_utf8_lossy(&buf));
     let mut lines: Vec<String> = partial.split('\n').map(str::to_string).collect();

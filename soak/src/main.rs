@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
+/// The command line.
 #[derive(Debug, Parser)]
 #[command(version, about = "Chaos soak of a gateway cluster: real processes, random faults, delivery checks")]
 pub struct Cli {
@@ -47,8 +48,10 @@ pub struct Cli {
     /// Most unanswered messages per client.
     #[arg(long, default_value_t = 3)]
     pub window: usize,
+    /// Gateways in the cluster.
     #[arg(long, default_value_t = 3)]
     pub gateways: usize,
+    /// Business-worker processes in the cluster.
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
     /// Seed of the fault schedule [default: random, printed].
@@ -60,6 +63,7 @@ pub struct Cli {
     /// Shortest and longest pause between two faults.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub fault_min: Duration,
+    /// Longest pause between two faults.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub fault_max: Duration,
     /// Faults alternate between calm segments of this length (only faults that cannot cause a
@@ -70,11 +74,13 @@ pub struct Cli {
     /// Shortest and longest SIGSTOP.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub stop_min: Duration,
+    /// Longest SIGSTOP.
     #[arg(long, default_value = "4s", value_parser = parse_duration)]
     pub stop_max: Duration,
     /// `[link] heartbeat_interval` and `heartbeat_timeout` of every node.
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
+    /// How long a silent link lives on.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub heartbeat_timeout: Duration,
     /// `grace_period` of gateways and workers.

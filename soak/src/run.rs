@@ -514,7 +514,7 @@ fn check_records(
     for r in records {
         match r {
             Record::Violation { client, at, what } => {
-                verdict.fail(format!("client {client} at {:.1}s: {what}", since_start(*at)))
+                verdict.fail(format!("client {client} at {:.1}s: {what}", since_start(*at)));
             }
             Record::Duplicate { client, seq, gateway, at } => {
                 if explains_dup(*at) {

@@ -48,10 +48,13 @@ pub struct HttpAppStats {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HttpAppError {
+    /// `http_app.url` does not parse; the URL and why.
     #[error("http_app.url {0:?} is not a valid URL: {1}")]
     Url(String, String),
+    /// `http_app.headers` holds a name or value that is not a valid header.
     #[error("http_app.headers: {0}")]
     Header(String),
+    /// `http_app.api_key` is not a valid header value.
     #[error("http_app.api_key is not a valid header value")]
     ApiKey,
 }

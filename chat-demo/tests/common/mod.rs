@@ -20,9 +20,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// checks send a later message that must arrive first instead).
 pub const QUIET: Duration = Duration::from_millis(300);
 
-#[path = "../../../integration-tests/src/eventually.rs"]
-mod polling;
-pub use polling::eventually;
+pub use gw_integration_tests::eventually;
 
 /// The whole demo (register, gateway, chat worker, web backend) on `127.0.0.1:0`.
 pub struct Demo {
@@ -278,7 +276,7 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(heartbeat: Duration) -> Self {
-        use gw_business_worker::apps::chat::Chat;
+        use gw_chat_demo::Chat;
         use gw_config::{GatewayConfig, RegisterConfig, WorkerConfig};
         use tokio::net::TcpListener;
 
@@ -298,7 +296,7 @@ impl Cluster {
         let gateway_config = GatewayConfig {
             registers: vec![register_addr.clone()],
             ping_interval: heartbeat,
-            ping_data: gw_business_worker::apps::chat::PING_DATA.into(),
+            ping_data: gw_chat_demo::app::PING_DATA.into(),
             ping_not_response_limit: 0,
             ..GatewayConfig::default()
         };

@@ -7,6 +7,9 @@
 //! time}`, `history {messages}`, `announce {content, time}`, `error {message}`, `ping`.
 //! Anything invalid is answered with an `error` to that client only.
 //!
+//! The stock `business-worker` binary runs this handler for `app = "chat"` (its default), the
+//! one-process demo runs it next to a register, a gateway and the [web backend](crate::web).
+//!
 //! Heartbeat: as in workerman-chat, the gateway sends `{"type":"ping"}` (its `ping_data`) every
 //! `ping_interval`; clients answer `{"type":"pong"}`, which the gateway counts as activity and
 //! this handler accepts and otherwise ignores. [`PING_DATA`] is the value to configure.
@@ -18,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{Context, Events, HandlerResult, Message};
+use gw_business_worker::{Context, Events, HandlerResult, Message};
 
 /// Longest nickname, in characters.
 pub const MAX_NAME: usize = 32;

@@ -1,13 +1,17 @@
 //! `business-worker`: a master running `count` worker processes of a built-in application (the
 //! chat demo by default, `app = "echo"`, or `app = "http"`: an HTTP endpoint in any language), built
 //! on the same entry point as any application.
+//!
+//! It lives here rather than in `business-worker/` because it ships the chat app: the chat
+//! handler implements the business worker's `Events`, so `gw-business-worker` cannot depend on
+//! it, and this binary, like any application's, sits above both.
 
 use gw_business_worker::apps::{
     bench::Bench,
-    chat::Chat,
     http::{HttpApp, HttpAppError},
 };
 use gw_business_worker::{App, Application, NoConfig};
+use gw_chat_demo::Chat;
 
 fn main() -> std::process::ExitCode {
     App::try_with_worker_config(|_: &NoConfig, worker| -> Result<Application, HttpAppError> {
