@@ -465,7 +465,7 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub async fn send_to_all(&self, msg: impl Into<Payload>) -> Result<(), ClientError> {
-        self.send_to_all_except(msg, &[] as &[&str]).await
+        self.send_to_all_except::<&str>(msg, &[]).await
     }
 
     /// Sends a message to every connected client except the listed ones.
@@ -520,7 +520,7 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub async fn send_to_group(&self, group: &str, msg: impl Into<Payload>) -> Result<(), ClientError> {
-        self.send_to_groups_except(&[group], msg, &[] as &[&str]).await
+        self.send_to_groups_except::<_, &str>(&[group], msg, &[]).await
     }
 
     /// Sends a message to the members of several groups; a client in two of them receives it once.
@@ -535,7 +535,7 @@ impl GatewayClient {
         groups: &[S],
         msg: impl Into<Payload>,
     ) -> Result<(), ClientError> {
-        self.send_to_groups_except(groups, msg, &[] as &[&str]).await
+        self.send_to_groups_except::<_, &str>(groups, msg, &[]).await
     }
 
     /// [`send_to_groups`](Self::send_to_groups) except the listed clients.

@@ -69,7 +69,7 @@ impl GatewayLink {
 
     /// Resolves once the link is down.
     pub async fn closed(&self) {
-        self.down.cancelled().await
+        self.down.cancelled().await;
     }
 
     /// Sends a query and waits for its reply, at most `deadline`.
