@@ -14,10 +14,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::Gateway;
+use crate::client_handle::{ClientHandle, KillReason};
 use crate::listener::{ConnSlot, ListenerSpec};
 use crate::metrics::Metrics;
 use crate::router::{LinkGone, WorkerLink};
-use crate::state::{ClientHandle, KillReason, Outbound, SendQueue};
+use crate::send_queue::{Outbound, SendQueue};
 use crate::stream::ClientStream;
 use crate::transport::{Incoming, StreamTransport, Transport, TransportError, WsTransport};
 use crate::upgrade::HandshakeRequest;
@@ -527,7 +528,7 @@ impl<T: Transport> Connection<T> {
                 self.bind(l.clone());
                 return Ok(l);
             }
-            let wait = if closing { Duration::from_millis(500) } else { self.gw.config_worker_wait() };
+            let wait = if closing { Duration::from_millis(500) } else { self.gw.config.worker_wait };
             let waited = tokio::select! {
                 r = tokio::time::timeout(wait, self.gw.router.wait_for_worker()) => r.is_ok(),
                 _ = self.shutdown.cancelled(), if !closing => {

@@ -1,7 +1,7 @@
 //! The gateway's GatewayWorker-protocol listener: unmodified PHP `BusinessWorker`s,
 //! `Lib\Gateway` calls and web backends' `GatewayClient`s talk to this gateway in
 //! `GatewayProtocol.php`'s packets. Every command is adapted to the same internal operation our
-//! own protocol uses ([`crate::State::execute`] / [`crate::State::answer`]), and a PHP worker is a
+//! own protocol uses (`Clients::execute` in `commands.rs`, `Clients::answer` in `queries.rs`), and a PHP worker is a
 //! [`crate::router::WorkerLink`] like a Rust one, so routing, sessions and groups exist once.
 //!
 //! What PHP's protocol cannot carry: a PHP worker never acknowledges events, so its link
