@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use gw_proto::{ClientInfo, Event};
-use tokio::sync::Notify;
+use gw_proto::ClientInfo;
 use tokio_util::sync::CancellationToken;
 
+use crate::binding::Redelivery;
 use crate::send_queue::SendQueue;
 
 /// Why a client was killed out of band.
@@ -39,11 +39,7 @@ pub(crate) struct ClientHandle {
     /// When the client last sent something, in ms of the gateway clock.
     pub last_active: AtomicU64,
     /// Events a dead worker link handed back, to be sent to another worker before anything new.
-    redelivery: Mutex<Redelivery>,
-    /// Set while `redelivery` holds events; checked on every dispatch without taking the lock.
-    pub redelivery_pending: AtomicBool,
-    /// Wakes the client task when events were handed back.
-    pub redeliver: Notify,
+    pub redelivery: Redelivery,
 }
 
 /// A client's session, and the sequence number of the last worker write-back applied to it: an
@@ -53,13 +49,6 @@ pub(crate) struct ClientHandle {
 pub(crate) struct SessionSlot {
     pub data: Option<Bytes>,
     pub writes: u64,
-}
-
-#[derive(Debug, Default)]
-struct Redelivery {
-    events: Vec<Event>,
-    /// The client task has finished: hand-backs must be delivered without it.
-    closed: bool,
 }
 
 impl ClientHandle {
@@ -75,38 +64,8 @@ impl ClientHandle {
             bytes_out: AtomicU64::new(0),
             queued_bytes: AtomicUsize::new(0),
             last_active: AtomicU64::new(now_ms),
-            redelivery: Mutex::new(Redelivery::default()),
-            redelivery_pending: AtomicBool::new(false),
-            redeliver: Notify::new(),
+            redelivery: Redelivery::default(),
         }
-    }
-
-    /// Queues handed-back events for the client task; gives them back if the task has finished.
-    pub fn hand_back(&self, events: Vec<Event>) -> Result<(), Vec<Event>> {
-        let mut r = self.redelivery.lock().expect("redelivery lock");
-        if r.closed {
-            return Err(events);
-        }
-        r.events.extend(events);
-        self.redelivery_pending.store(true, Ordering::Release);
-        drop(r);
-        self.redeliver.notify_one();
-        Ok(())
-    }
-
-    /// Takes the handed-back events, in order.
-    pub fn take_redelivery(&self) -> Vec<Event> {
-        let mut r = self.redelivery.lock().expect("redelivery lock");
-        self.redelivery_pending.store(false, Ordering::Release);
-        std::mem::take(&mut r.events)
-    }
-
-    /// Marks the client task finished and returns what is still waiting.
-    pub fn close_redelivery(&self) -> Vec<Event> {
-        let mut r = self.redelivery.lock().expect("redelivery lock");
-        r.closed = true;
-        self.redelivery_pending.store(false, Ordering::Release);
-        std::mem::take(&mut r.events)
     }
 
     pub fn kill(&self, reason: KillReason) {

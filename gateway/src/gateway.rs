@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU64;
 use gw_config::GatewayConfig;
 use gw_link::HandshakeOptions;
 use gw_proto::{ClientId, Role};
+use tokio_util::task::TaskTracker;
 
 use crate::clients::Clients;
 use crate::clock::Clock;
@@ -49,6 +50,9 @@ pub struct Gateway {
     pub(crate) handshake: HandshakeOptions,
     /// How this gateway introduces itself to registers.
     pub(crate) register_handshake: HandshakeOptions,
+    /// Background tasks the gateway waits for when it stops, before it takes the worker links
+    /// down: the delivery of closed clients' leftover events.
+    pub(crate) tasks: TaskTracker,
 }
 
 impl Gateway {
@@ -146,6 +150,7 @@ pub fn build(config: GatewayConfig, listeners: &Listeners) -> Result<Arc<Gateway
             config.slow_consumer == gw_config::SlowConsumerPolicy::Drop,
         )),
         router: Router::new(),
+        tasks: TaskTracker::new(),
         config,
     }))
 }

@@ -12,6 +12,7 @@
 
 mod accept;
 mod announce;
+mod binding;
 mod client;
 mod client_handle;
 mod clients;

@@ -127,7 +127,10 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     // The clients' close events are on their way to the workers, whose on_close handlers
     // usually answer through this gateway (a "left the room" to the others): keep the links up
     // until every event is acknowledged, i.e. its handler returned and its commands arrived.
+    // Closed clients' leftover events (handed back by a worker that died) are on their way too.
+    gw.tasks.close();
     let acknowledged = async {
+        gw.tasks.wait().await;
         while gw.unacknowledged() > 0 && gw.worker_count() > 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
