@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::send_queue::{Outbound, SendQueue};
 use crate::stream::ClientStream;
 use crate::transport::{Incoming, StreamTransport, Transport, TransportError, WsTransport};
-use crate::upgrade::HandshakeRequest;
+use crate::upgrade::{HandshakeRequest, UpgradeError};
 
 /// Most queued messages written before one flush.
 const WRITE_BATCH: usize = 64;
@@ -89,9 +89,9 @@ pub(crate) fn serve(
     let handshake = Box::pin(async move {
         match tls {
             Some(acceptor) => {
-                Ok(ClientStream::Tls(Box::new(acceptor.accept(stream).await.map_err(|e| format!("TLS: {e}"))?)))
+                Ok(ClientStream::Tls(Box::new(acceptor.accept(stream).await.map_err(HandshakeError::Tls)?)))
             }
-            None => Ok::<_, String>(ClientStream::Plain(stream)),
+            None => Ok::<_, HandshakeError>(ClientStream::Plain(stream)),
         }
     });
     let slot = Box::new(slot);
@@ -101,7 +101,7 @@ pub(crate) fn serve(
         let stream = match tokio::time::timeout_at(deadline, handshake).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return handshake_failed(&gw, &e),
-            Err(_) => return handshake_failed(&gw, "timed out"),
+            Err(_) => return handshake_failed(&gw, &HandshakeError::TimedOut),
         };
         match listener.framing() {
             None => {
@@ -111,8 +111,8 @@ pub(crate) fn serve(
                     let upgrade = crate::upgrade::accept(stream, &listener.policy, tuned(listener.ws_config));
                     match tokio::time::timeout_at(deadline, Box::pin(upgrade)).await {
                         Ok(Ok(upgraded)) => upgraded,
-                        Ok(Err(e)) => return handshake_failed(&gw, &e.to_string()),
-                        Err(_) => return handshake_failed(&gw, "timed out"),
+                        Ok(Err(e)) => return handshake_failed(&gw, &HandshakeError::Upgrade(e)),
+                        Err(_) => return handshake_failed(&gw, &HandshakeError::TimedOut),
                     }
                 };
                 let transport = WsTransport { ws, pong_is_activity: gw.config.pong_is_activity };
@@ -124,9 +124,20 @@ pub(crate) fn serve(
     }
 }
 
-fn handshake_failed(gw: &Gateway, why: &str) {
+/// Why a client's handshake (TLS, then the WebSocket upgrade) failed.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("TLS: {0}")]
+    Tls(#[source] std::io::Error),
+    #[error(transparent)]
+    Upgrade(#[from] UpgradeError),
+    #[error("timed out")]
+    TimedOut,
+}
+
+fn handshake_failed(gw: &Gateway, why: &HandshakeError) {
     Metrics::inc(&gw.state.metrics.handshake_failures);
-    tracing::debug!(reason = why, "client handshake failed");
+    tracing::debug!(reason = %why, "client handshake failed");
 }
 
 /// Registers the client and returns its connection loop. Not an `async fn`: the arguments are

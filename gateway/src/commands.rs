@@ -157,7 +157,7 @@ impl Clients {
         tracing::debug!(client, "{what}: unknown client or empty name; ignored");
     }
 
-    fn refuse_session(&self, what: &str, client: u64, error: &dyn std::fmt::Display) {
+    fn refuse_session(&self, what: &str, client: u64, error: &session::SessionError) {
         Metrics::inc(&self.metrics.rejected_commands);
         tracing::warn!(client, error = %error, "{what}: not a JSON object");
     }

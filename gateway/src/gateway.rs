@@ -111,7 +111,7 @@ pub fn build(config: GatewayConfig, listeners: &Listeners) -> Result<Arc<Gateway
         listeners.public.iter().map(|l| l.local_addr()).collect::<Result<_, _>>().map_err(GatewayError::Listener)?;
     let specs = listener::specs(&config, &bound)?.into_iter().map(Arc::new).collect();
     let address = config.advertise.clone().unwrap_or_else(|| internal.to_string());
-    let fds = FdBudget::compute(config.max_connections, config.fd_reserve).map_err(GatewayError::Config)?;
+    let fds = FdBudget::compute(config.max_connections, config.fd_reserve)?;
     if fds.client_capacity < config.max_connections {
         tracing::warn!(
             max_connections = config.max_connections,

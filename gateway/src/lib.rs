@@ -41,7 +41,7 @@ mod upgrade;
 
 pub use clients::Clients;
 pub use error::GatewayError;
-pub use fds::FdBudget;
+pub use fds::{FdBudget, FdBudgetError};
 pub use gateway::{Gateway, build};
 pub use metrics::Metrics;
 pub use node::GatewayNode;

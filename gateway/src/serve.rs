@@ -30,14 +30,20 @@ impl Listeners {
     pub async fn bind(config: &GatewayConfig) -> Result<Self, GatewayError> {
         let mut public = Vec::new();
         for l in config.effective_listeners() {
-            let url = gw_config::parse_listener_url(&l.url).map_err(GatewayError::Config)?;
-            let socket = accept::listen(&url.addr.to_string())
-                .await
-                .map_err(|e| GatewayError::Config(format!("cannot listen on {} ({}): {e}", url.addr, l.url)))?;
+            let url = gw_config::parse_listener_url(&l.url)
+                .map_err(|reason| GatewayError::ListenerUrl { url: l.url.clone(), reason })?;
+            let addr = url.addr.to_string();
+            let socket = accept::listen(&addr).await.map_err(|source| GatewayError::Bind {
+                addr,
+                setting: l.url.clone(),
+                source,
+            })?;
             public.push(socket);
         }
-        let internal = accept::listen(&config.internal_listen).await.map_err(|e| {
-            GatewayError::Config(format!("cannot listen on {} (internal_listen): {e}", config.internal_listen))
+        let internal = accept::listen(&config.internal_listen).await.map_err(|source| GatewayError::Bind {
+            addr: config.internal_listen.clone(),
+            setting: "internal_listen".into(),
+            source,
         })?;
         Ok(Self { public, internal })
     }
