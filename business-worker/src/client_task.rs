@@ -63,7 +63,7 @@ pub(crate) async fn client_task<E: Events>(task: ClientTask<E>, mut rx: mpsc::Re
                 guarded("on_websocket_connect", &stats, events.on_websocket_connect(&mut ctx, &request)).await;
             }
             EventKind::Message(msg) if !ctx.closed => {
-                guarded("on_message", &stats, events.on_message(&mut ctx, msg)).await
+                guarded("on_message", &stats, events.on_message(&mut ctx, msg)).await;
             }
             EventKind::Message(_) => tracing::debug!("message after the client was closed by a handler; skipped"),
             EventKind::Close => guarded("on_close", &stats, events.on_close(&mut ctx)).await,
@@ -78,7 +78,7 @@ pub(crate) async fn client_task<E: Events>(task: ClientTask<E>, mut rx: mpsc::Re
     }
 }
 
-async fn guarded(what: &str, stats: &WorkerStats, handler: impl std::future::Future<Output = HandlerResult>) {
+async fn guarded(what: &str, stats: &WorkerStats, handler: impl Future<Output = HandlerResult>) {
     let started = std::time::Instant::now();
     let outcome = AssertUnwindSafe(handler).catch_unwind().await;
     stats.latency.observe(started.elapsed());

@@ -41,7 +41,7 @@ pub struct WorkerStats {
 ///
 /// There is no error to stop with: links are retried, handler failures contained.
 pub async fn run<E: Events>(config: WorkerConfig, events: E, shutdown: CancellationToken) {
-    run_with_stats(config, events, shutdown, Arc::new(WorkerStats::default())).await
+    run_with_stats(config, events, shutdown, Arc::new(WorkerStats::default())).await;
 }
 
 /// [`run`] with counters owned by the caller.
@@ -51,7 +51,7 @@ pub async fn run_with_stats<E: Events>(
     shutdown: CancellationToken,
     stats: Arc<WorkerStats>,
 ) {
-    run_with(config, events, shutdown, stats, |_| {}).await
+    run_with(config, events, shutdown, stats, |_| {}).await;
 }
 
 /// [`run_with_stats`], calling `on_ready` once a register has answered and every gateway it lists

@@ -3,13 +3,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::fds::{self, SpareFd};
+use crate::listener;
 use crate::metrics::Metrics;
-use crate::{Gateway, fds, listener};
 
 /// Pending connections the kernel may queue per listener (capped by `net.core.somaxconn`):
 /// room for a reconnect storm, where tokio's default is 1024.
@@ -39,19 +41,23 @@ pub(crate) fn refuse(spec: &listener::ListenerSpec, stream: &tokio::net::TcpStre
 }
 
 /// What a public accept loop needs to shed clients when the process is out of descriptors.
-pub(crate) struct Shedding {
-    pub gw: Arc<Gateway>,
+pub(crate) struct Shedding<'a> {
+    /// The descriptor held back for this.
+    pub spare: &'a SpareFd,
+    /// Counts the clients refused this way.
+    pub refused: &'a AtomicU64,
+    /// The listener, to tell its clients why they are refused.
     pub spec: Arc<listener::ListenerSpec>,
 }
 
-impl Shedding {
+impl Shedding<'_> {
     /// Out of descriptors: frees the spare one, takes one pending client and closes it at once,
     /// so clients get an answer instead of waiting in the backlog. False when that was not
     /// possible (no spare, or still no descriptor), and the loop should back off.
     fn shed_one(&self, listener: &TcpListener) -> bool {
         use futures_util::FutureExt;
         // The connection must be closed inside `spend`, before the spare is taken back.
-        let shed = self.gw.spare_fd.spend(|| match listener.accept().now_or_never() {
+        let shed = self.spare.spend(|| match listener.accept().now_or_never() {
             Some(Ok((stream, addr))) => {
                 refuse(&self.spec, &stream);
                 drop(stream);
@@ -62,7 +68,7 @@ impl Shedding {
         });
         match shed {
             Some(Some(Ok(addr))) => {
-                Metrics::inc(&self.gw.state.metrics.rejected_fd_exhausted);
+                Metrics::inc(self.refused);
                 tracing::debug!(peer = %addr, "connection refused: out of file descriptors");
                 true
             }
@@ -70,7 +76,7 @@ impl Shedding {
             Some(None) => true,
             Some(Some(Err(_))) => false,
             None => {
-                self.gw.spare_fd.refill();
+                self.spare.refill();
                 false
             }
         }
@@ -84,7 +90,7 @@ impl Shedding {
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shutdown: CancellationToken,
-    shed: Option<Shedding>,
+    shed: Option<Shedding<'_>>,
     mut on_conn: impl FnMut(tokio::net::TcpStream, SocketAddr),
 ) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(50);

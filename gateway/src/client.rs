@@ -7,20 +7,21 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use gw_proto::{ClientInfo, CloseReason, Event, EventKind, Payload, Protocol};
+use gw_proto::{ClientInfo, CloseReason, EventKind, Payload, Protocol};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::Gateway;
+use crate::binding::{Binding, ClientCx, Unrouted};
+use crate::client_handle::{ClientHandle, KillReason};
 use crate::listener::{ConnSlot, ListenerSpec};
 use crate::metrics::Metrics;
-use crate::router::{LinkGone, WorkerLink};
-use crate::state::{ClientHandle, KillReason, Outbound, SendQueue};
+use crate::send_queue::{Outbound, SendQueue};
 use crate::stream::ClientStream;
 use crate::transport::{Incoming, StreamTransport, Transport, TransportError, WsTransport};
-use crate::upgrade::HandshakeRequest;
+use crate::upgrade::{HandshakeRequest, UpgradeError};
 
 /// Most queued messages written before one flush.
 const WRITE_BATCH: usize = 64;
@@ -72,7 +73,7 @@ pub(crate) fn serve(
     gw: Arc<Gateway>,
     shutdown: CancellationToken,
     slot: ConnSlot,
-) -> impl std::future::Future<Output = ()> {
+) -> impl Future<Output = ()> {
     stream.set_nodelay(true).ok();
     let info = Box::new(ClientInfo {
         client_addr: peer.to_string(),
@@ -88,9 +89,9 @@ pub(crate) fn serve(
     let handshake = Box::pin(async move {
         match tls {
             Some(acceptor) => {
-                Ok(ClientStream::Tls(Box::new(acceptor.accept(stream).await.map_err(|e| format!("TLS: {e}"))?)))
+                Ok(ClientStream::Tls(Box::new(acceptor.accept(stream).await.map_err(HandshakeError::Tls)?)))
             }
-            None => Ok::<_, String>(ClientStream::Plain(stream)),
+            None => Ok::<_, HandshakeError>(ClientStream::Plain(stream)),
         }
     });
     let slot = Box::new(slot);
@@ -100,7 +101,7 @@ pub(crate) fn serve(
         let stream = match tokio::time::timeout_at(deadline, handshake).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return handshake_failed(&gw, &e),
-            Err(_) => return handshake_failed(&gw, "timed out"),
+            Err(_) => return handshake_failed(&gw, &HandshakeError::TimedOut),
         };
         match listener.framing() {
             None => {
@@ -110,12 +111,12 @@ pub(crate) fn serve(
                     let upgrade = crate::upgrade::accept(stream, &listener.policy, tuned(listener.ws_config));
                     match tokio::time::timeout_at(deadline, Box::pin(upgrade)).await {
                         Ok(Ok(upgraded)) => upgraded,
-                        Ok(Err(e)) => return handshake_failed(&gw, &e.to_string()),
-                        Err(_) => return handshake_failed(&gw, "timed out"),
+                        Ok(Err(e)) => return handshake_failed(&gw, &HandshakeError::Upgrade(e)),
+                        Err(_) => return handshake_failed(&gw, &HandshakeError::TimedOut),
                     }
                 };
                 let transport = WsTransport { ws, pong_is_activity: gw.config.pong_is_activity };
-                run(transport, *info, Some(Box::new(request)), gw, shutdown).await
+                run(transport, *info, Some(Box::new(request)), gw, shutdown).await;
             }
             Some(framing) => run(StreamTransport::new(stream, framing), *info, None, gw, shutdown).await,
         }
@@ -123,9 +124,20 @@ pub(crate) fn serve(
     }
 }
 
-fn handshake_failed(gw: &Gateway, why: &str) {
+/// Why a client's handshake (TLS, then the WebSocket upgrade) failed.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("TLS: {0}")]
+    Tls(#[source] std::io::Error),
+    #[error(transparent)]
+    Upgrade(#[from] UpgradeError),
+    #[error("timed out")]
+    TimedOut,
+}
+
+fn handshake_failed(gw: &Gateway, why: &HandshakeError) {
     Metrics::inc(&gw.state.metrics.handshake_failures);
-    tracing::debug!(reason = why, "client handshake failed");
+    tracing::debug!(reason = %why, "client handshake failed");
 }
 
 /// Registers the client and returns its connection loop. Not an `async fn`: the arguments are
@@ -136,7 +148,7 @@ fn run<T: Transport>(
     request: Option<Box<HandshakeRequest>>,
     gw: Arc<Gateway>,
     shutdown: CancellationToken,
-) -> impl std::future::Future<Output = ()> {
+) -> impl Future<Output = ()> {
     let id = gw.next_client.fetch_add(1, Ordering::Relaxed);
     let client_id = gw.client_id(id);
     let span = tracing::debug_span!("client", client_id = %client_id);
@@ -145,24 +157,24 @@ fn run<T: Transport>(
     gw.state.insert(handle.clone());
     let mut conn = Connection {
         gw: gw.clone(),
+        binding: Binding::new(handle.info.clone()),
         handle,
         transport,
-        bound: None,
-        info_sent: false,
-        last_seq: 0,
         unsettled: 0,
         shutdown: shutdown.clone(),
     };
     let body = async move {
         tracing::debug!(peer = %conn.handle.info.client_addr, listener = %conn.handle.info.listener, "client connected");
-        let mut opened = conn.dispatch(EventKind::Connect).await;
+        let sent = conn.dispatch(EventKind::Connect).await;
+        let mut opened = conn.routed(sent).await;
         if opened.is_ok() && protocol == Protocol::WebSocket {
             let HandshakeRequest { path, query, headers } = request.map(|r| *r).unwrap_or_default();
-            opened = conn.dispatch(EventKind::WebSocketConnect { path, query, headers }).await;
+            let sent = conn.dispatch(EventKind::WebSocketConnect { path, query, headers }).await;
+            opened = conn.routed(sent).await;
         }
         let end = match opened {
             Ok(()) => conn.run().await,
-            Err(()) => End::Server,
+            Err(_) => End::Server,
         };
         // Every message a worker sent this client ends as written or dropped: what waits in the
         // queue and what was taken but not flushed is dropped here, as `client_gone`.
@@ -180,15 +192,17 @@ fn run<T: Transport>(
             unwritten,
             "client disconnected"
         );
-        // The close event carries the final session; deliver it even though the socket is gone.
+        // The close event carries the final session; deliver it even though the socket is gone
+        // (a closing client waits briefly for a worker and is not interrupted, so there is
+        // nothing to close when it cannot be routed).
         let _ = conn.dispatch(EventKind::Close).await;
-        conn.unbind();
+        conn.binding.unbind();
         gw.state.remove(id);
         // A worker that dies from now on hands this client's events to no task: deliver what is
         // already waiting here, and let later hand-backs go the orphan way.
-        let leftovers = conn.handle.close_redelivery();
+        let leftovers = conn.handle.redelivery.close();
         if !leftovers.is_empty() {
-            tokio::spawn(crate::redeliver::deliver_orphans(gw.clone(), leftovers));
+            crate::redeliver::spawn_orphans(&gw, conn.handle.info.clone(), leftovers);
         }
     };
     tracing::Instrument::instrument(body, span)
@@ -198,11 +212,8 @@ struct Connection<T> {
     gw: Arc<Gateway>,
     handle: Arc<ClientHandle>,
     transport: T,
-    bound: Option<Arc<WorkerLink>>,
-    /// Whether the bound worker already has this client's info.
-    info_sent: bool,
-    /// Sequence number of the last event queued on the bound link.
-    last_seq: u64,
+    /// Which worker this client's events go to.
+    binding: Binding,
     /// Messages taken from the send queue and not yet flushed to the socket. A flush counts them
     /// as written (`messages_out`); if the connection ends first they are dropped (`client_gone`).
     unsettled: u64,
@@ -233,9 +244,9 @@ impl<T: Transport> Connection<T> {
                     Box::pin(self.transport.close(1008, "no message in time")).await;
                     return End::Server;
                 }
-                _ = self.handle.redeliver.notified() => {
+                _ = self.handle.redelivery.notified() => {
                     // A worker died holding our events: send them on now, even if the client is idle.
-                    if self.ensure_bound(false).await.is_err() {
+                    if self.redeliver().await.is_err() {
                         return End::Server;
                     }
                 }
@@ -281,11 +292,7 @@ impl<T: Transport> Connection<T> {
     /// Waits (briefly) until the worker acknowledged this client's events, then writes what is
     /// queued for the client. Handlers acknowledge after their sends, so the replies are queued.
     async fn settle(&mut self) {
-        if let Some(link) = self.bound.clone() {
-            let mut acked = link.acked();
-            let last = self.last_seq;
-            let _ = tokio::time::timeout(Duration::from_secs(1), acked.wait_for(|a| *a >= last)).await;
-        }
+        self.binding.acknowledged(Duration::from_secs(1)).await;
         loop {
             let (msg, counted) = match self.take() {
                 Taken::Send(msg, counted) => (msg, counted),
@@ -298,12 +305,13 @@ impl<T: Transport> Connection<T> {
         let _ = self.flush().await;
     }
 
-    async fn on_message(&mut self, payload: Payload) -> Result<(), ()> {
+    async fn on_message(&mut self, payload: Payload) -> Result<(), Unrouted> {
         let m = &self.gw.state.metrics;
         Metrics::inc(&m.messages_in);
         Metrics::inc(if payload.binary { &m.messages_in_binary } else { &m.messages_in_text });
         self.handle.bytes_in.fetch_add(payload.data.len() as u64, Ordering::Relaxed);
-        self.dispatch(EventKind::Message(payload)).await
+        let sent = self.dispatch(EventKind::Message(payload)).await;
+        self.routed(sent).await
     }
 
     /// Writes what is queued (up to a batch), then flushes once. Items are taken from the queue
@@ -396,172 +404,40 @@ impl<T: Transport> Connection<T> {
         self.transport.close(code, &reason).await;
     }
 
-    /// Sends one event to this client's worker, binding or re-binding as needed. Waits (without
-    /// reading more from the client) while no worker is connected, up to the configured hold time;
-    /// past it the client is told with close code 1013 and the event is counted as dropped.
-    async fn dispatch(&mut self, kind: EventKind) -> Result<(), ()> {
-        let closing = matches!(kind, EventKind::Close);
-        let mut kind = kind;
-        loop {
-            let link = self.ensure_bound(closing).await?;
-            // Room first, then the event: the event is never held across the wait, which keeps
-            // this future (part of every connection's task) small.
-            let Some(slot) = link.reserve().await else { continue };
-            let (session, session_writes) = self.handle.session_snapshot();
-            let event = Event {
-                seq: 0, // numbered when queued on the link
-                client: self.handle.id,
-                kind,
-                info: (!self.info_sent).then(|| (*self.handle.info).clone()),
-                session,
-                session_writes,
-                redelivered: false,
-            };
-            match slot.send(event, &self.handle.info) {
-                Ok(seq) => {
-                    self.last_seq = seq;
-                    self.info_sent = true;
-                    Metrics::inc(&self.gw.state.metrics.events_sent);
-                    return Ok(());
-                }
-                // The link died while we waited for room: try the next worker.
-                Err(LinkGone(event)) => kind = event.kind,
-            }
-        }
+    /// Sends one event of this client's to its worker (see [`Binding::dispatch`]). A plain
+    /// function handing out the binding's future: another `async` layer would keep `kind` again
+    /// in every connection's task. Callers pass the result to [`routed`](Self::routed).
+    fn dispatch(&mut self, kind: EventKind) -> impl Future<Output = Result<(), Unrouted>> + '_ {
+        let cx = ClientCx { gw: &self.gw, handle: &self.handle, shutdown: &self.shutdown };
+        self.binding.dispatch(cx, kind)
     }
 
-    /// The link to send on: the bound one while it is usable and nothing awaits redelivery;
-    /// otherwise switch workers. A switch keeps this client's events in order: first wait until
-    /// the old worker acknowledged what it was given (a draining worker finishes its events) or
-    /// its link is gone and has handed the rest back; then send the handed-back events, then new
-    /// ones.
-    async fn ensure_bound(&mut self, closing: bool) -> Result<Arc<WorkerLink>, ()> {
-        let pending = self.handle.redelivery_pending.load(std::sync::atomic::Ordering::Acquire);
-        if let Some(l) = self.bound.as_ref().filter(|l| l.usable())
-            && !pending
-        {
-            return Ok(l.clone());
+    /// Closes the client, the way the reason calls for, if its event could not be routed.
+    async fn routed(&mut self, sent: Result<(), Unrouted>) -> Result<(), Unrouted> {
+        if let Err(e) = &sent {
+            Box::pin(self.unrouted(e)).await;
         }
-        // Switching workers is rare: boxed, it does not enlarge every connection's task.
-        Box::pin(self.switch_worker(closing)).await
+        sent
     }
 
-    async fn switch_worker(&mut self, closing: bool) -> Result<Arc<WorkerLink>, ()> {
-        loop {
-            let pending = self.handle.redelivery_pending.load(std::sync::atomic::Ordering::Acquire);
-            if let Some(l) = self.bound.as_ref().filter(|l| l.usable())
-                && !pending
-            {
-                return Ok(l.clone());
-            }
-            if let Some(old) = self.bound.clone()
-                && !old.usable()
-            {
-                self.wait_for_previous(&old).await;
-                self.unbind();
-            }
-            let link = match self.bound.clone() {
-                Some(l) => l,
-                None => self.pick_worker(closing).await?,
-            };
-            let events = self.handle.take_redelivery();
-            let mut events = events.into_iter();
-            let mut moved_on = false;
-            while let Some(mut event) = events.next() {
-                if !self.info_sent {
-                    event.info = Some((*self.handle.info).clone());
-                }
-                match link.send_event(event, &self.handle.info).await {
-                    Ok(seq) => {
-                        self.last_seq = seq;
-                        self.info_sent = true;
-                        Metrics::inc(&self.gw.state.metrics.events_sent);
-                    }
-                    Err(LinkGone(event)) => {
-                        // The new worker went away too. What we already sent it comes back with
-                        // its hand-back; the rest is newer, so it goes behind that.
-                        let mut rest = vec![event];
-                        rest.extend(events);
-                        let _ = tokio::time::timeout(Duration::from_secs(5), link.handed_off.cancelled()).await;
-                        if let Err(rest) = self.handle.hand_back(rest) {
-                            tokio::spawn(crate::redeliver::deliver_orphans(self.gw.clone(), rest));
-                        }
-                        moved_on = true;
-                        break;
-                    }
-                }
-            }
-            if !moved_on {
-                return Ok(link);
-            }
-        }
+    /// Sends on the events a dead worker handed back, even while the client is idle.
+    async fn redeliver(&mut self) -> Result<(), Unrouted> {
+        let cx = ClientCx { gw: &self.gw, handle: &self.handle, shutdown: &self.shutdown };
+        let bound = self.binding.ensure_bound(&cx, false).await.map(drop);
+        self.routed(bound).await
     }
 
-    /// Waits until the previous worker acknowledged this client's last event, or its link is gone
-    /// and has handed unacknowledged events back.
-    async fn wait_for_previous(&self, old: &WorkerLink) {
-        let mut acked = old.acked();
-        let limit = tokio::time::Instant::now() + self.gw.config.grace_period + Duration::from_secs(10);
-        loop {
-            if old.gone.is_cancelled() {
-                let _ = tokio::time::timeout(Duration::from_secs(5), old.handed_off.cancelled()).await;
+    /// Closes the client after its event could not be routed.
+    async fn unrouted(&mut self, why: &Unrouted) {
+        tracing::debug!(reason = %why, "client event not routed");
+        let (code, reason) = match why {
+            Unrouted::ShuttingDown => (1001, "server shutting down"),
+            Unrouted::NoWorker(_) => (1013, "no business worker available"),
+            Unrouted::Closed => {
+                self.killed().await;
                 return;
             }
-            if *acked.borrow_and_update() >= self.last_seq {
-                return;
-            }
-            tokio::select! {
-                _ = acked.changed() => {}
-                _ = old.gone.cancelled() => {}
-                _ = tokio::time::sleep_until(limit) => {
-                    tracing::warn!(worker = %old.name, "previous worker never acknowledged; moving on");
-                    return;
-                }
-            }
-        }
-    }
-
-    async fn pick_worker(&mut self, closing: bool) -> Result<Arc<WorkerLink>, ()> {
-        loop {
-            if let Some(l) = self.gw.router.pick() {
-                self.bind(l.clone());
-                return Ok(l);
-            }
-            let wait = if closing { Duration::from_millis(500) } else { self.gw.config_worker_wait() };
-            let waited = tokio::select! {
-                r = tokio::time::timeout(wait, self.gw.router.wait_for_worker()) => r.is_ok(),
-                _ = self.shutdown.cancelled(), if !closing => {
-                    self.close(Some(CloseReason { code: 1001, reason: "server shutting down".into() })).await;
-                    return Err(());
-                }
-                _ = self.handle.kill.cancelled(), if !closing => {
-                    self.killed().await;
-                    return Err(());
-                }
-            };
-            if !waited {
-                Metrics::inc(&self.gw.state.metrics.dropped_no_worker);
-                tracing::warn!("no business worker available; event dropped");
-                if !closing {
-                    self.close(Some(CloseReason { code: 1013, reason: "no business worker available".into() })).await;
-                }
-                return Err(());
-            }
-        }
-    }
-
-    fn bind(&mut self, link: Arc<WorkerLink>) {
-        self.unbind();
-        link.load.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(worker = %link.name, "client bound to worker");
-        self.bound = Some(link);
-        self.info_sent = false;
-        self.last_seq = 0;
-    }
-
-    fn unbind(&mut self) {
-        if let Some(old) = self.bound.take() {
-            old.load.fetch_sub(1, Ordering::Relaxed);
-        }
+        };
+        self.close(Some(CloseReason { code, reason: reason.into() })).await;
     }
 }

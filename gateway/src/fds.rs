@@ -29,7 +29,7 @@ pub struct FdBudget {
 impl FdBudget {
     /// Raises the soft descriptor limit to the hard one (as nginx's `worker_rlimit_nofile` and
     /// Go's runtime do), then sizes client capacity. Errors when nothing is left for clients.
-    pub fn compute(max_connections: usize, reserve: usize) -> Result<Self, String> {
+    pub fn compute(max_connections: usize, reserve: usize) -> Result<Self, FdBudgetError> {
         let limit = raise_nofile();
         let open_at_start = open_descriptors().unwrap_or(32);
         let client_capacity = match limit {
@@ -38,17 +38,33 @@ impl FdBudget {
                 let spare = 1; // the shedding descriptor
                 let usable = (limit as usize).saturating_sub(open_at_start + reserve + spare);
                 if usable == 0 {
-                    return Err(format!(
-                        "the open-files limit (RLIMIT_NOFILE) is {limit}: after the {open_at_start} descriptors open at \
-                         start and fd_reserve = {reserve} kept for internal links, none are left for clients; raise \
-                         the limit (`ulimit -n`, LimitNOFILE=, docker `--ulimit nofile=`) or lower fd_reserve"
-                    ));
+                    return Err(FdBudgetError::NoneLeft { limit, open_at_start, reserve });
                 }
                 usable.min(max_connections)
             }
         };
         Ok(Self { limit, open_at_start, reserve, client_capacity })
     }
+}
+
+/// The open-files limit leaves no descriptor for clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FdBudgetError {
+    /// Everything under the limit is open already or kept for internal links.
+    #[error(
+        "the open-files limit (RLIMIT_NOFILE) is {limit}: after the {open_at_start} descriptors open at start and \
+         fd_reserve = {reserve} kept for internal links, none are left for clients; raise the limit (`ulimit -n`, \
+         LimitNOFILE=, docker `--ulimit nofile=`) or lower fd_reserve"
+    )]
+    NoneLeft {
+        /// The soft limit in force.
+        limit: u64,
+        /// Descriptors open when the gateway was built.
+        open_at_start: usize,
+        /// `fd_reserve`.
+        reserve: usize,
+    },
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the soft limit in force.

@@ -8,17 +8,30 @@ use bytes::{Buf, Bytes, BytesMut};
 /// Why a client's bytes were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FramingError {
+    /// A `text` line grew past the limit without its newline.
     #[error("line longer than {max} bytes")]
-    LineTooLong { max: usize },
+    LineTooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// A `frame` prefix announced more than the limit.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
-    FrameTooLarge { len: usize, max: usize },
+    FrameTooLarge {
+        /// The announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// The client protocol of a TCP listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamProtocol {
+    /// `text`: newline-delimited messages.
     Text,
+    /// `frame`: each message after its length as 4 bytes, big-endian.
     Frame,
+    /// `tcp`: whatever each read returns is a message.
     Raw,
 }
 
@@ -30,13 +43,16 @@ pub enum StreamProtocol {
 /// read.
 #[derive(Debug, Clone)]
 pub struct Framing {
+    /// The protocol spoken.
     pub protocol: StreamProtocol,
+    /// The largest message taken, in bytes.
     pub max: usize,
     /// Bytes at the front of the buffer known to hold no newline.
     scanned: usize,
 }
 
 impl Framing {
+    /// A fresh decoder of `protocol` refusing messages over `max` bytes.
     pub fn new(protocol: StreamProtocol, max: usize) -> Self {
         Self { protocol, max, scanned: 0 }
     }

@@ -5,22 +5,43 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
+use gw_config::GatewayConfig;
 use gw_proto::Protocol;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::Gateway;
-use crate::state::{KillReason, Outbound};
+use crate::client_handle::KillReason;
+use crate::clients::Clients;
+use crate::clock::Clock;
+use crate::send_queue::Outbound;
 
-pub(crate) async fn run(gw: Arc<Gateway>, stop: CancellationToken) {
-    let interval = gw.config.ping_interval;
+/// The heartbeat part of the gateway's configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Time between two pings; zero turns the heartbeat off.
+    pub interval: Duration,
+    /// Silent intervals after which a client is closed; zero never closes one.
+    pub limit: u32,
+    /// What a ping carries; empty sends WebSocket ping frames.
+    pub data: String,
+}
+
+impl From<&GatewayConfig> for Settings {
+    fn from(config: &GatewayConfig) -> Self {
+        Self { interval: config.ping_interval, limit: config.ping_not_response_limit, data: config.ping_data.clone() }
+    }
+}
+
+/// Pings and sweeps `clients` every interval until `stop`.
+pub(crate) async fn run(clients: Arc<Clients>, clock: Clock, settings: Settings, stop: CancellationToken) {
+    let Settings { interval, limit, data } = settings;
     if interval.is_zero() {
         return;
     }
-    let limit_ms = interval.as_millis() as u64 * u64::from(gw.config.ping_not_response_limit);
-    let data = gw.config.ping_data.clone();
+    let limit_ms = interval.as_millis() as u64 * u64::from(limit);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate
@@ -29,9 +50,9 @@ pub(crate) async fn run(gw: Arc<Gateway>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = gw.clock_ms();
+        let now = clock.ms();
         let mut closed = 0;
-        for h in gw.state.handles() {
+        for h in clients.handles() {
             if h.kill.is_cancelled() {
                 continue; // already closing: neither pinged nor counted again
             }
@@ -59,25 +80,29 @@ pub(crate) async fn run(gw: Arc<Gateway>, stop: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::ClientHandle;
-    use crate::state::SendQueue;
+    use crate::client_handle::ClientHandle;
+    use crate::send_queue::SendQueue;
     use gw_proto::ClientInfo;
-    use std::time::Duration;
 
-    async fn gateway(limit: u32, ping_data: &str) -> Arc<Gateway> {
-        let config = gw_config::GatewayConfig {
-            listen: "127.0.0.1:0".into(),
-            internal_listen: "127.0.0.1:0".into(),
-            ping_interval: Duration::from_secs(10),
-            ping_not_response_limit: limit,
-            ping_data: ping_data.into(),
-            ..Default::default()
-        };
-        let listeners = crate::Listeners::bind(&config).await.unwrap();
-        crate::build(config, &listeners).unwrap()
+    /// The clients, the clock and the heartbeat settings a test sweeps.
+    struct Gw {
+        state: Arc<Clients>,
+        clock: Clock,
+        settings: Settings,
     }
 
-    fn client(gw: &Gateway, id: u64, protocol: Protocol) -> (Arc<ClientHandle>, Arc<ClientHandle>) {
+    impl Gw {
+        fn clock_ms(&self) -> u64 {
+            self.clock.ms()
+        }
+    }
+
+    async fn gateway(limit: u32, ping_data: &str) -> Gw {
+        let settings = Settings { interval: Duration::from_secs(10), limit, data: ping_data.into() };
+        Gw { state: Arc::new(Clients::new(1 << 20, false)), clock: Clock::start(), settings }
+    }
+
+    fn client(gw: &Gw, id: u64, protocol: Protocol) -> (Arc<ClientHandle>, Arc<ClientHandle>) {
         let info = ClientInfo {
             client_addr: "127.0.0.1:1".into(),
             gateway_addr: "127.0.0.1:2".into(),
@@ -114,7 +139,7 @@ mod tests {
         let (silent, mut silent_rx) = client(&gw, 1, Protocol::WebSocket);
         let (talker, mut talker_rx) = client(&gw, 2, Protocol::Text);
         let stop = CancellationToken::new();
-        tokio::spawn(run(gw.clone(), stop.clone()));
+        tokio::spawn(run(gw.state.clone(), gw.clock, gw.settings.clone(), stop.clone()));
         tokio::task::yield_now().await;
         for interval in 1..=2 {
             step().await;
@@ -140,7 +165,7 @@ mod tests {
         let (_ws, mut ws_rx) = client(&gw, 1, Protocol::WebSocket);
         let (tcp, mut tcp_rx) = client(&gw, 2, Protocol::Frame);
         let stop = CancellationToken::new();
-        tokio::spawn(run(gw.clone(), stop.clone()));
+        tokio::spawn(run(gw.state.clone(), gw.clock, gw.settings.clone(), stop.clone()));
         tokio::task::yield_now().await;
         for _ in 0..5 {
             step().await;

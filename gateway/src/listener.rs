@@ -50,17 +50,13 @@ impl ListenerSpec {
 pub(crate) fn specs(config: &GatewayConfig, bound: &[SocketAddr]) -> Result<Vec<ListenerSpec>, GatewayError> {
     let listeners = config.effective_listeners();
     if listeners.len() != bound.len() {
-        return Err(GatewayError::Config(format!(
-            "{} listeners configured but {} sockets bound",
-            listeners.len(),
-            bound.len()
-        )));
+        return Err(GatewayError::ListenerCount { configured: listeners.len(), bound: bound.len() });
     }
     listeners.iter().zip(bound).map(|(l, addr)| spec(config, l, *addr)).collect()
 }
 
 fn spec(config: &GatewayConfig, l: &ListenerConfig, addr: SocketAddr) -> Result<ListenerSpec, GatewayError> {
-    let url = parse_listener_url(&l.url).map_err(|e| GatewayError::Config(format!("listener {}: {e}", l.url)))?;
+    let url = parse_listener_url(&l.url).map_err(|reason| GatewayError::ListenerUrl { url: l.url.clone(), reason })?;
     let protocol = match url.protocol {
         "websocket" => Protocol::WebSocket,
         "text" => Protocol::Text,
@@ -69,7 +65,7 @@ fn spec(config: &GatewayConfig, l: &ListenerConfig, addr: SocketAddr) -> Result<
     };
     let tls = if url.tls {
         let (Some(cert), Some(key)) = (&l.tls_cert, &l.tls_key) else {
-            return Err(GatewayError::Config(format!("listener {}: tls_cert and tls_key are required", l.url)));
+            return Err(GatewayError::TlsFilesMissing { url: l.url.clone() });
         };
         Some(tls_acceptor(cert, key)?)
     } else {
@@ -95,7 +91,7 @@ fn spec(config: &GatewayConfig, l: &ListenerConfig, addr: SocketAddr) -> Result<
 
 /// Loads a PEM certificate chain and key into a TLS acceptor; errors name the file.
 pub(crate) fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, GatewayError> {
-    gw_link::tls_acceptor(cert, key).map_err(|e| GatewayError::Config(e.to_string()))
+    gw_link::tls_acceptor(cert, key).map_err(GatewayError::Tls)
 }
 
 /// Caps on open client sockets, in total and per IP address.

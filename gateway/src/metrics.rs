@@ -5,16 +5,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Every counter is monotonic except `connections`.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Client connections open now.
     pub connections: AtomicU64,
+    /// Client connections accepted (handshake done and registered).
     pub connections_total: AtomicU64,
+    /// Messages received from clients.
     pub messages_in: AtomicU64,
+    /// Of `messages_in`, WebSocket text frames and `text` listener lines.
     pub messages_in_text: AtomicU64,
+    /// Of `messages_in`, WebSocket binary frames and `frame`/`tcp` listener messages.
     pub messages_in_binary: AtomicU64,
     /// Messages flushed to a client's socket. With the drops below it accounts for every message
     /// a worker or gateway client sent to a client: each ends as exactly one of them.
     pub messages_out: AtomicU64,
+    /// Client events queued on worker links (redeliveries included).
     pub events_sent: AtomicU64,
+    /// Commands executed for workers and gateway clients.
     pub commands: AtomicU64,
+    /// Queries answered for workers and gateway clients.
     pub queries: AtomicU64,
     /// A client's send queue was full: the message was dropped and the client disconnected.
     pub dropped_slow_consumer: AtomicU64,
@@ -27,7 +35,9 @@ pub struct Metrics {
     pub rejected_commands: AtomicU64,
     /// Events re-sent to another worker because theirs died before acknowledging them.
     pub redelivered: AtomicU64,
+    /// Client (TLS, WebSocket) and internal handshakes that failed.
     pub handshake_failures: AtomicU64,
+    /// Internal links dropped for an error (not a clean disconnect).
     pub link_errors: AtomicU64,
     /// Clients closed for breaking their protocol (bad frames, invalid UTF-8, oversize).
     pub protocol_violations: AtomicU64,

@@ -12,6 +12,7 @@ use crate::Gateway;
 /// The gateway as a [`Node`].
 #[derive(Debug)]
 pub struct GatewayNode {
+    /// The gateway reported on.
     pub gateway: Arc<Gateway>,
     /// Public and internal listener addresses.
     pub listen: Vec<String>,

@@ -82,7 +82,7 @@ pub(crate) async fn serve(
         }
     }
     .instrument(span)
-    .await
+    .await;
 }
 
 /// What a worker's or gateway client's messages do here.

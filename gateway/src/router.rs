@@ -49,17 +49,6 @@ impl WorkerLink {
         !self.draining.load(Ordering::Acquire) && !self.gone.is_cancelled() && !self.tx.is_closed()
     }
 
-    /// Numbers, retains and queues an event; returns its sequence number. Waits for room in the
-    /// link's queue (backpressure on the client) without holding any lock.
-    // The event comes back only when the link is gone; boxing it would add an allocation there.
-    #[allow(clippy::result_large_err)]
-    pub async fn send_event(&self, event: Event, info: &Arc<ClientInfo>) -> Result<u64, LinkGone> {
-        match self.reserve().await {
-            Some(slot) => slot.send(event, info),
-            None => Err(LinkGone(event)),
-        }
-    }
-
     /// Waits for room for one event in the link's queue; `None` once the link is gone. A caller
     /// that builds its event only after this returns keeps the event out of the waiting future,
     /// which is part of every client connection's task (see BENCHMARKS.md).
@@ -76,8 +65,9 @@ pub(crate) struct EventSlot<'a> {
 
 impl EventSlot<'_> {
     /// Numbers, retains and queues the event; returns its sequence number, or the event back if
-    /// the link is gone.
-    #[allow(clippy::result_large_err)] // as for `send_event`
+    /// the link is gone. Called only by `Binding::send`, which introduces the client first.
+    // The event comes back only when the link is gone; boxing it would add an allocation there.
+    #[allow(clippy::result_large_err)]
     pub fn send(self, mut event: Event, info: &Arc<ClientInfo>) -> Result<u64, LinkGone> {
         let mut r = self.link.retained.lock().expect("retained lock");
         // Checked under the lock the hand-back takes (after `gone` is set): an event is either

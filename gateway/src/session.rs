@@ -3,12 +3,22 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+/// Why a session (or a change to one) was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    /// The bytes are not JSON at all.
+    #[error("not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    /// JSON, but not an object (what it is instead).
+    #[error("expected a JSON object, got {0}")]
+    NotAnObject(&'static str),
+}
+
 /// Parses a session, which must be a JSON object.
-pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(format!("expected a JSON object, got {}", kind(&other))),
-        Err(e) => Err(e.to_string()),
+pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, SessionError> {
+    match serde_json::from_slice::<Value>(bytes)? {
+        Value::Object(m) => Ok(m),
+        other => Err(SessionError::NotAnObject(kind(&other))),
     }
 }
 
@@ -25,7 +35,7 @@ fn kind(v: &Value) -> &'static str {
 
 /// Deep-merges `patch` into `current`: objects merge key by key, `null` deletes a key, anything
 /// else replaces.
-pub(crate) fn merge(current: Option<&[u8]>, patch: &[u8]) -> Result<Bytes, String> {
+pub(crate) fn merge(current: Option<&[u8]>, patch: &[u8]) -> Result<Bytes, SessionError> {
     let patch = parse_object(patch)?;
     let mut base = match current {
         Some(bytes) => parse_object(bytes).unwrap_or_default(),
@@ -36,7 +46,7 @@ pub(crate) fn merge(current: Option<&[u8]>, patch: &[u8]) -> Result<Bytes, Strin
 }
 
 /// Applies a handler's write-back: top-level keys in `changed` replace, `removed` keys go.
-pub(crate) fn write_back(current: Option<&[u8]>, changed: &[u8], removed: &[String]) -> Result<Bytes, String> {
+pub(crate) fn write_back(current: Option<&[u8]>, changed: &[u8], removed: &[String]) -> Result<Bytes, SessionError> {
     let changed = parse_object(changed)?;
     let mut base = match current {
         Some(bytes) => parse_object(bytes).unwrap_or_default(),
@@ -94,6 +104,7 @@ mod tests {
     fn non_objects_are_refused() {
         assert!(merge(None, b"[1]").is_err());
         assert!(merge(None, b"not json").is_err());
-        assert!(parse_object(b"42").unwrap_err().contains("a number"));
+        assert!(parse_object(b"42").unwrap_err().to_string().contains("a number"));
+        assert!(matches!(parse_object(b"{").unwrap_err(), SessionError::NotJson(_)));
     }
 }

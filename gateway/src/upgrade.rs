@@ -39,7 +39,7 @@ pub(crate) enum UpgradeError {
     Refused(u16, &'static str),
 }
 
-fn header<'a>(req: &'a httparse::Request, name: &str) -> Option<&'a str> {
+fn header<'a>(req: &'a httparse::Request<'_, '_>, name: &str) -> Option<&'a str> {
     req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok())
 }
 

@@ -612,9 +612,9 @@ mod tests {
         round_trip(FromGateway::Drained);
         // New variants go at the end: the ones before keep their bincode tag.
         let mut out = Vec::new();
-        crate::codec::encode_frame(&FromGateway::Pong, &mut out, 1 << 16).unwrap();
+        encode_frame(&FromGateway::Pong, &mut out, 1 << 16).unwrap();
         let mut drained = Vec::new();
-        crate::codec::encode_frame(&FromGateway::Drained, &mut drained, 1 << 16).unwrap();
+        encode_frame(&FromGateway::Drained, &mut drained, 1 << 16).unwrap();
         assert_eq!(out[4..], [4], "Pong keeps tag 4 (Welcome, Event, Reply, Ping come first)");
         assert_eq!(drained[4..], [5], "Drained comes after it");
     }

@@ -69,7 +69,7 @@ pub(crate) async fn serve(
         Err(e) if e.is_disconnect() => tracing::debug!(node = %link.peer.node, error = %e, "link closed"),
         Err(e) => {
             registry.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(node = %link.peer.node, error = %e, "link dropped")
+            tracing::warn!(node = %link.peer.node, error = %e, "link dropped");
         }
     }
 }

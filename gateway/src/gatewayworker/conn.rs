@@ -7,11 +7,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use gw_gatewayworker_protocol::packet::encode_reply;
-use gw_gatewayworker_protocol::php::{self, Key, Limits, Value};
-use gw_gatewayworker_protocol::{Cmd, Packet, PacketDecoder};
+use gw_gatewayworker_protocol::php::{self, Key, Limits, PhpError, Value};
+use gw_gatewayworker_protocol::{Cmd, Packet, PacketDecoder, PacketError};
 use gw_proto::{Command, FromGateway, Payload, Query, Reply};
 use serde_json::Value as Json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,18 +47,18 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, side: Arc<PhpSide
     let timeout = side.gw.config.link.handshake_timeout;
     let first_deadline = tokio::time::Instant::now() + timeout;
     let mut heard = false;
-    let result: Result<(), String> = async {
+    let result: Result<(), ConnError> = async {
         loop {
-            while let Some(packet) = decoder.decode(&mut buf).map_err(|e| e.to_string())? {
+            while let Some(packet) = decoder.decode(&mut buf)? {
                 heard = true;
                 conn.handle(packet, peer).await?;
             }
             let n = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep_until(first_deadline), if !heard => {
-                    return Err(format!("no complete packet within {timeout:?}"));
+                    return Err(ConnError::Silent(timeout));
                 }
-                n = r.read_buf(&mut buf) => n.map_err(|e| format!("read failed: {e}"))?,
+                n = r.read_buf(&mut buf) => n.map_err(ConnError::Read)?,
             };
             if n == 0 {
                 return Ok(());
@@ -77,7 +78,43 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, side: Arc<PhpSide
     drop(conn);
     // Let the writer flush what is queued (at a gateway stop: the clients' close events).
     finish.cancel();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+/// Why a GatewayWorker connection was closed.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error(transparent)]
+    Packet(#[from] PacketError),
+    #[error("no complete packet within {0:?}")]
+    Silent(Duration),
+    #[error("read failed: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("unknown command {0}")]
+    UnknownCommand(u8),
+    #[error("{0:?} body is not JSON")]
+    HelloNotJson(Cmd),
+    #[error("{0:?}: secret_key does not match")]
+    WrongSecret(Cmd),
+    #[error("{0:?} before authentication")]
+    Unauthenticated(Cmd),
+    #[error("{0:?} is not a command a gateway accepts")]
+    NotForAGateway(Cmd),
+    /// A query whose parameters cannot be taken: closing tells PHP's caller ("connection
+    /// close") instead of handing it an empty answer it would take for a true one.
+    #[error(transparent)]
+    Query(#[from] ParamError),
+    #[error("writer gone")]
+    WriterGone,
+}
+
+/// Parameters of a command or query that this gateway cannot take.
+#[derive(Debug, thiserror::Error)]
+enum ParamError {
+    #[error("ext_data is not JSON: {0}")]
+    ExtNotJson(#[source] serde_json::Error),
+    #[error("session: {0}")]
+    Session(#[from] PhpError),
 }
 
 /// A worker link's events, handed to the writer when the connection says `CMD_WORKER_CONNECT`.
@@ -97,14 +134,14 @@ struct Conn {
 
 impl Conn {
     /// Handles one packet; `Err` closes the connection with that log reason.
-    async fn handle(&mut self, p: Packet, peer: SocketAddr) -> Result<(), String> {
-        let Some(cmd) = p.cmd() else { return Err(format!("unknown command {}", p.header.cmd)) };
+    async fn handle(&mut self, p: Packet, peer: SocketAddr) -> Result<(), ConnError> {
+        let Some(cmd) = p.cmd() else { return Err(ConnError::UnknownCommand(p.header.cmd)) };
         match cmd {
             Cmd::WorkerConnect | Cmd::GatewayClientConnect => {
-                let hello: Json = serde_json::from_slice(&p.body).map_err(|_| format!("{cmd:?} body is not JSON"))?;
+                let hello: Json = serde_json::from_slice(&p.body).map_err(|_| ConnError::HelloNotJson(cmd))?;
                 if hello.get("secret_key").and_then(Json::as_str).unwrap_or_default() != self.side.config.secret_key {
                     Metrics::inc(&self.side.gw.state.metrics.handshake_failures);
-                    return Err(format!("{cmd:?}: secret_key does not match"));
+                    return Err(ConnError::WrongSecret(cmd));
                 }
                 self.authorized = true;
                 if cmd == Cmd::WorkerConnect
@@ -120,7 +157,7 @@ impl Conn {
                 }
                 return Ok(());
             }
-            _ if !self.authorized => return Err(format!("{cmd:?} before authentication")),
+            _ if !self.authorized => return Err(ConnError::Unauthenticated(cmd)),
             Cmd::Ping => return Ok(()),
             _ => {}
         }
@@ -144,13 +181,13 @@ impl Conn {
         // "connection close" instead of taking an empty answer for a true one.
         let reply = self.answer(cmd, &p, local)?;
         if self.raw.send(encode_reply(&reply)).await.is_err() {
-            return Err("writer gone".into());
+            return Err(ConnError::WriterGone);
         }
         Ok(())
     }
 
     /// The internal command a PHP command packet stands for; `None` for queries.
-    fn command(&self, cmd: Cmd, p: &Packet, local: u64) -> Result<Option<Command>, String> {
+    fn command(&self, cmd: Cmd, p: &Packet, local: u64) -> Result<Option<Command>, ParamError> {
         let ext = || String::from_utf8_lossy(&p.ext_data).into_owned();
         Ok(match cmd {
             Cmd::SendToOne => Some(Command::SendToClients { clients: vec![local], msg: payload(&p.body) }),
@@ -215,7 +252,7 @@ impl Conn {
     }
 
     /// A synchronous query's answer, serialized as PHP's gateway does.
-    fn answer(&self, cmd: Cmd, p: &Packet, local: u64) -> Result<Vec<u8>, String> {
+    fn answer(&self, cmd: Cmd, p: &Packet, local: u64) -> Result<Vec<u8>, ConnError> {
         let state = &self.side.gw.state;
         let ext = String::from_utf8_lossy(&p.ext_data).into_owned();
         let sessions = |query| match state.answer(query) {
@@ -288,7 +325,7 @@ impl Conn {
                 }
             }
             Cmd::Select => self.select(&p.ext_data)?,
-            other => return Err(format!("{other:?} is not a command a gateway accepts")),
+            other => return Err(ConnError::NotForAGateway(other)),
         };
         Ok(value.serialize())
     }
@@ -299,7 +336,7 @@ impl Conn {
 
     /// `CMD_SELECT`: `{fields: [...], where: {groups|uid|connection_id: [...]}}` → per matching
     /// connection id the requested fields (`uid`, `groups`, `session`), as PHP's gateway answers.
-    fn select(&self, ext: &[u8]) -> Result<Value, String> {
+    fn select(&self, ext: &[u8]) -> Result<Value, ParamError> {
         let state = &self.side.gw.state;
         let Ok(q) = serde_json::from_slice::<Json>(ext) else { return Ok(Value::list([])) };
         let fields = strings(q.get("fields").unwrap_or(&Json::Null));
@@ -372,8 +409,8 @@ fn payload(body: &Bytes) -> Payload {
     Payload { data: body.clone(), binary: std::str::from_utf8(body).is_err() }
 }
 
-fn json(bytes: &[u8]) -> Result<Json, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("ext_data is not JSON: {e}"))
+fn json(bytes: &[u8]) -> Result<Json, ParamError> {
+    serde_json::from_slice(bytes).map_err(ParamError::ExtNotJson)
 }
 
 /// Strings (or numbers, as PHP's `json_encode` writes int uids and groups) of a JSON list, object
@@ -392,8 +429,8 @@ fn strings(v: &Json) -> Vec<String> {
 }
 
 /// A serialized `$_SESSION` as our JSON session (`{}` for none).
-fn session_json(ext: &[u8]) -> Result<Bytes, String> {
-    let map = php::session_to_json(ext, Limits::default()).map_err(|e| format!("session: {e}"))?.unwrap_or_default();
+fn session_json(ext: &[u8]) -> Result<Bytes, ParamError> {
+    let map = php::session_to_json(ext, Limits::default())?.unwrap_or_default();
     Ok(Bytes::from(serde_json::to_vec(&map).expect("a JSON map serializes")))
 }
 

@@ -1,8 +1,9 @@
 //! The gateway's GatewayWorker-protocol listener: unmodified PHP `BusinessWorker`s,
 //! `Lib\Gateway` calls and web backends' `GatewayClient`s talk to this gateway in
 //! `GatewayProtocol.php`'s packets. Every command is adapted to the same internal operation our
-//! own protocol uses ([`crate::State::execute`] / [`crate::State::answer`]), and a PHP worker is a
-//! [`crate::router::WorkerLink`] like a Rust one, so routing, sessions and groups exist once.
+//! own protocol uses (`Clients::execute` in `commands.rs`, `Clients::answer` in `queries.rs`),
+//! and a PHP worker is a `WorkerLink` (`router.rs`) like a Rust one, so routing, sessions and
+//! groups exist once.
 //!
 //! What PHP's protocol cannot carry: a PHP worker never acknowledges events, so its link
 //! acknowledges each event once it is written to the worker's socket. A PHP worker that dies or
@@ -52,8 +53,10 @@ impl PhpSide {
 /// Binds the `[gatewayworker]` listener, if the configuration has one.
 pub async fn bind(config: &gw_config::GatewayConfig) -> Result<Option<TcpListener>, crate::GatewayError> {
     let Some(php) = &config.gatewayworker else { return Ok(None) };
-    let socket = TcpListener::bind(&php.listen).await.map_err(|e| {
-        crate::GatewayError::Config(format!("cannot listen on {} (gatewayworker.listen): {e}", php.listen))
+    let socket = TcpListener::bind(&php.listen).await.map_err(|source| crate::GatewayError::Bind {
+        addr: php.listen.clone(),
+        setting: "gatewayworker.listen".into(),
+        source,
     })?;
     Ok(Some(socket))
 }
@@ -96,11 +99,9 @@ async fn serve_here(
     shutdown: CancellationToken,
 ) -> Result<(), crate::GatewayError> {
     let local = listener.local_addr().map_err(crate::GatewayError::Listener)?;
-    let advertise = match &config.advertise {
-        Some(a) => a.parse::<SocketAddrV4>(),
-        None => local.to_string().parse::<SocketAddrV4>(),
-    }
-    .map_err(|_| crate::GatewayError::Config("gatewayworker.advertise must be an IPv4 ip:port".into()))?;
+    let advertise = config.advertise.clone().unwrap_or_else(|| local.to_string());
+    let advertise =
+        advertise.parse::<SocketAddrV4>().map_err(|_| crate::GatewayError::GatewayWorkerAdvertise(advertise))?;
     let side = Arc::new(PhpSide { gw, config, advertise, offset: (rand::random::<u32>() >> 8) << 8 });
     tracing::info!(listen = %local, advertise = %advertise, "gateway listening for GatewayWorker (PHP) workers and clients");
     let tasks = TaskTracker::new();

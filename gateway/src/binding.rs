@@ -1,0 +1,357 @@
+//! Which worker a client's events go to, and the one path that puts them there.
+//!
+//! Every client has a [`Binding`]: the worker link it is bound to (sticky, least-loaded first),
+//! whether that worker has met the client yet, and the sequence number of the last event queued
+//! there. An event reaches a worker link only through [`Binding::send`], which introduces the
+//! client to a worker that has not seen it (its info rides on the first event) and numbers the
+//! event. Three callers use it: the client task for its own events ([`Binding::dispatch`]), the
+//! client task again for events a dead worker handed back ([`Binding::ensure_bound`]), and the
+//! delivery of a closed client's leftover events (`redeliver.rs`).
+//!
+//! When the bound worker goes away or drains, the client switches workers without reordering its
+//! events: it waits until the old worker acknowledged what it was given, or its link is gone and
+//! has handed the unacknowledged events back ([`Redelivery`]); then it sends the handed-back
+//! events, then new ones.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use gw_proto::{ClientInfo, Event, EventKind};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::client_handle::ClientHandle;
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::router::{EventSlot, LinkGone, Router, WorkerLink};
+
+/// How long a closing client's last event waits for a worker (its socket is already gone).
+const CLOSING_WAIT: Duration = Duration::from_millis(500);
+/// How long a client waits for a dead link to hand its events back before it moves on.
+const HAND_BACK_WAIT: Duration = Duration::from_secs(5);
+
+/// Why a client's event could not be routed to a worker.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Unrouted {
+    /// No worker was usable within the hold time; the event was dropped and counted.
+    #[error("no business worker became available within {0:?}")]
+    NoWorker(Duration),
+    /// The gateway began to stop while the client waited for a worker.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    /// The gateway closed the client (command, slow consumer, heartbeat) while it waited.
+    #[error("the client was closed while waiting for a worker")]
+    Closed,
+}
+
+/// What the client-task side of a binding works with.
+pub(crate) struct ClientCx<'a> {
+    pub gw: &'a Arc<Gateway>,
+    pub handle: &'a ClientHandle,
+    /// The gateway is stopping.
+    pub shutdown: &'a CancellationToken,
+}
+
+/// One client's route to a business worker.
+#[derive(Debug)]
+pub(crate) struct Binding {
+    info: Arc<ClientInfo>,
+    link: Option<Arc<WorkerLink>>,
+    /// Whether the bound worker already has this client's info.
+    introduced: bool,
+    /// Sequence number of the last event queued on the bound link.
+    last_seq: u64,
+}
+
+impl Binding {
+    /// An unbound client.
+    pub fn new(info: Arc<ClientInfo>) -> Self {
+        Self { info, link: None, introduced: false, last_seq: 0 }
+    }
+
+    fn bind(&mut self, link: Arc<WorkerLink>) {
+        self.unbind();
+        link.load.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(worker = %link.name, "client bound to worker");
+        self.link = Some(link);
+        self.introduced = false;
+        self.last_seq = 0;
+    }
+
+    /// Leaves the bound worker, if any (it stops counting this client in its load).
+    pub fn unbind(&mut self) {
+        if let Some(old) = self.link.take() {
+            old.load.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The bound link while it takes new events.
+    fn usable(&self) -> Option<&Arc<WorkerLink>> {
+        self.link.as_ref().filter(|l| l.usable())
+    }
+
+    /// Binds to the least-loaded usable worker, waiting for one until `deadline`.
+    async fn bind_any(&mut self, router: &Router, deadline: Instant) -> Option<Arc<WorkerLink>> {
+        loop {
+            if let Some(link) = router.pick() {
+                self.bind(link.clone());
+                return Some(link);
+            }
+            tokio::time::timeout_at(deadline, router.wait_for_worker()).await.ok()?;
+        }
+    }
+
+    /// Queues `event` in `slot`, a slot of the bound link: the only place an event is put on a
+    /// worker link. A worker that has not met the client gets its info with the event.
+    // The event comes back only when the link is gone; boxing it would add an allocation there.
+    #[allow(clippy::result_large_err)]
+    fn send(&mut self, slot: EventSlot<'_>, mut event: Event, metrics: &Metrics) -> Result<u64, LinkGone> {
+        if !self.introduced {
+            event.info = Some((*self.info).clone());
+        }
+        let seq = slot.send(event, &self.info)?;
+        self.last_seq = seq;
+        self.introduced = true;
+        Metrics::inc(&metrics.events_sent);
+        Ok(seq)
+    }
+
+    /// Sends `events` in order on `link` (the bound one), waiting for room for each. If the link
+    /// goes away, returns the events from the first one it refused on, in order.
+    async fn send_all(&mut self, link: &WorkerLink, events: Vec<Event>, metrics: &Metrics) -> Result<(), Vec<Event>> {
+        let mut events = events.into_iter();
+        while let Some(event) = events.next() {
+            let sent = match link.reserve().await {
+                Some(slot) => self.send(slot, event, metrics),
+                None => Err(LinkGone(event)),
+            };
+            if let Err(LinkGone(refused)) = sent {
+                let mut rest = vec![refused];
+                rest.extend(events);
+                return Err(rest);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `events` of a client whose task has finished to any worker, re-introducing the
+    /// client whenever a link dies under it and the rest goes to another; waits for a worker
+    /// until `deadline`. Returns the events no worker took by then.
+    pub async fn deliver(
+        &mut self,
+        router: &Router,
+        metrics: &Metrics,
+        mut events: Vec<Event>,
+        deadline: Instant,
+    ) -> Result<(), Vec<Event>> {
+        while !events.is_empty() {
+            let Some(link) = self.bind_any(router, deadline).await else { return Err(events) };
+            match self.send_all(&link, events, metrics).await {
+                Ok(()) => return Ok(()),
+                Err(rest) => events = rest,
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the bound worker acknowledged every event this client sent it, at most
+    /// `within` (handlers acknowledge after their sends, so their replies are queued by then).
+    pub async fn acknowledged(&self, within: Duration) {
+        if let Some(link) = &self.link {
+            let mut acked = link.acked();
+            let last = self.last_seq;
+            let _ = tokio::time::timeout(within, acked.wait_for(|a| *a >= last)).await;
+        }
+    }
+
+    /// Sends one event of the client's own to its worker, binding or re-binding as needed. Waits
+    /// (the client is not read meanwhile) while no worker is usable, up to the configured hold
+    /// time; past it the event is dropped and counted.
+    ///
+    /// Not an `async fn`, which would keep `kind` twice in every connection's task (as argument
+    /// and as local); `cx` is taken by value for the same reason.
+    #[allow(clippy::manual_async_fn)] // see above: the `async fn` form is 72 bytes larger
+    pub fn dispatch<'a>(
+        &'a mut self,
+        cx: ClientCx<'a>,
+        mut kind: EventKind,
+    ) -> impl Future<Output = Result<(), Unrouted>> + 'a {
+        async move {
+            let closing = matches!(kind, EventKind::Close);
+            loop {
+                let link = self.ensure_bound(&cx, closing).await?;
+                // Room first, then the event: the event is never held across the wait, which
+                // keeps this future (part of every connection's task) small.
+                let Some(slot) = link.reserve().await else { continue };
+                let (session, session_writes) = cx.handle.session_snapshot();
+                let event = Event {
+                    seq: 0, // numbered when queued on the link
+                    client: cx.handle.id,
+                    kind,
+                    info: None, // added by `send` for a worker that has not met the client
+                    session,
+                    session_writes,
+                    redelivered: false,
+                };
+                match self.send(slot, event, &cx.gw.state.metrics) {
+                    Ok(_) => return Ok(()),
+                    // The link died while we waited for room: try the next worker.
+                    Err(LinkGone(event)) => kind = event.kind,
+                }
+            }
+        }
+    }
+
+    /// The link to send on: the bound one while it is usable and nothing awaits redelivery;
+    /// otherwise switch workers first (see the module docs), sending the handed-back events.
+    pub async fn ensure_bound(&mut self, cx: &ClientCx<'_>, closing: bool) -> Result<Arc<WorkerLink>, Unrouted> {
+        if let Some(l) = self.usable()
+            && !cx.handle.redelivery.pending()
+        {
+            return Ok(l.clone());
+        }
+        // Switching workers is rare: boxed, it does not enlarge every connection's task.
+        Box::pin(self.switch_worker(cx, closing)).await
+    }
+
+    async fn switch_worker(&mut self, cx: &ClientCx<'_>, closing: bool) -> Result<Arc<WorkerLink>, Unrouted> {
+        let metrics = &cx.gw.state.metrics;
+        loop {
+            if let Some(l) = self.usable()
+                && !cx.handle.redelivery.pending()
+            {
+                return Ok(l.clone());
+            }
+            if let Some(old) = self.link.clone()
+                && !old.usable()
+            {
+                self.wait_for_previous(&old, cx.gw.config.grace_period + Duration::from_secs(10)).await;
+                self.unbind();
+            }
+            let link = match self.link.clone() {
+                Some(l) => l,
+                None => self.pick_worker(cx, closing).await?,
+            };
+            let Err(rest) = self.send_all(&link, cx.handle.redelivery.take(), metrics).await else {
+                return Ok(link);
+            };
+            // The new worker went away too. What we already sent it comes back with its
+            // hand-back; the rest is newer, so it goes behind that.
+            let _ = tokio::time::timeout(HAND_BACK_WAIT, link.handed_off.cancelled()).await;
+            if let Err(rest) = cx.handle.redelivery.hand_back(rest) {
+                crate::redeliver::spawn_orphans(cx.gw, self.info.clone(), rest);
+            }
+        }
+    }
+
+    /// Binds to a usable worker, waiting for one up to the hold time (shorter for a closing
+    /// client). The wait ends early when the gateway stops or the client is closed, except for a
+    /// closing client, whose close event still deserves its short wait.
+    async fn pick_worker(&mut self, cx: &ClientCx<'_>, closing: bool) -> Result<Arc<WorkerLink>, Unrouted> {
+        let wait = if closing { CLOSING_WAIT } else { cx.gw.config.worker_wait };
+        let deadline = Instant::now() + wait;
+        let picked = tokio::select! {
+            l = self.bind_any(&cx.gw.router, deadline) => l,
+            _ = cx.shutdown.cancelled(), if !closing => return Err(Unrouted::ShuttingDown),
+            _ = cx.handle.kill.cancelled(), if !closing => return Err(Unrouted::Closed),
+        };
+        picked.ok_or_else(|| {
+            Metrics::inc(&cx.gw.state.metrics.dropped_no_worker);
+            tracing::warn!("no business worker available; event dropped");
+            Unrouted::NoWorker(wait)
+        })
+    }
+
+    /// Waits until the previous worker acknowledged this client's last event, or its link is gone
+    /// and has handed unacknowledged events back; at most `limit`.
+    async fn wait_for_previous(&self, old: &WorkerLink, limit: Duration) {
+        let mut acked = old.acked();
+        let limit = Instant::now() + limit;
+        loop {
+            if old.gone.is_cancelled() {
+                let _ = tokio::time::timeout(HAND_BACK_WAIT, old.handed_off.cancelled()).await;
+                return;
+            }
+            if *acked.borrow_and_update() >= self.last_seq {
+                return;
+            }
+            tokio::select! {
+                _ = acked.changed() => {}
+                _ = old.gone.cancelled() => {}
+                _ = tokio::time::sleep_until(limit) => {
+                    tracing::warn!(worker = %old.name, "previous worker never acknowledged; moving on");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Binding {
+    fn drop(&mut self) {
+        self.unbind();
+    }
+}
+
+/// Events a dead worker link handed back to a client, waiting to go to its next worker before
+/// anything newer. Link tasks hand back and the client task takes, so it lives in the client's
+/// handle; once the client task has finished, hand-backs are refused and go the orphan way.
+#[derive(Debug, Default)]
+pub(crate) struct Redelivery {
+    state: Mutex<RedeliveryState>,
+    /// Set while events wait; checked on every dispatch without taking the lock.
+    pending: AtomicBool,
+    /// Wakes the client task when events were handed back.
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct RedeliveryState {
+    events: Vec<Event>,
+    /// The client task has finished: hand-backs must be delivered without it.
+    closed: bool,
+}
+
+impl Redelivery {
+    /// Queues handed-back events for the client task; gives them back if the task has finished.
+    pub fn hand_back(&self, events: Vec<Event>) -> Result<(), Vec<Event>> {
+        let mut r = self.state.lock().expect("redelivery lock");
+        if r.closed {
+            return Err(events);
+        }
+        r.events.extend(events);
+        self.pending.store(true, Ordering::Release);
+        drop(r);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Whether handed-back events wait.
+    pub fn pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Resolves when events were handed back (cancel-safe).
+    pub async fn notified(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Takes the handed-back events, in order.
+    pub fn take(&self) -> Vec<Event> {
+        let mut r = self.state.lock().expect("redelivery lock");
+        self.pending.store(false, Ordering::Release);
+        std::mem::take(&mut r.events)
+    }
+
+    /// Marks the client task finished and returns what is still waiting.
+    pub fn close(&self) -> Vec<Event> {
+        let mut r = self.state.lock().expect("redelivery lock");
+        r.closed = true;
+        self.pending.store(false, Ordering::Release);
+        std::mem::take(&mut r.events)
+    }
+}

@@ -1,0 +1,94 @@
+//! The registry of one gateway's connected clients: their handles, their uid and group indexes,
+//! and the counters. Commands ([`crate::commands`]) and queries ([`crate::queries`]) run on it.
+//!
+//! Client handles live in a sharded map (lookups on every send); uid and group indexes live under
+//! one `RwLock` so a bind or join updates both directions atomically. No lock is held across an
+//! `.await`; delivery to a client is a non-blocking `try_send` into its bounded queue.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use dashmap::DashMap;
+
+use crate::client_handle::ClientHandle;
+use crate::index::Indexes;
+use crate::metrics::Metrics;
+
+/// The connected clients of one gateway, their uid and group indexes, and the gateway's counters.
+#[derive(Debug)]
+pub struct Clients {
+    clients: DashMap<u64, Arc<ClientHandle>>,
+    index: RwLock<Indexes>,
+    /// What the gateway did and dropped.
+    pub metrics: Metrics,
+    /// Bytes a client's send queue may hold.
+    pub(crate) queue_bytes: usize,
+    /// A full send queue drops the message and keeps the client (`slow_consumer = "drop"`)
+    /// instead of disconnecting it.
+    pub(crate) drop_slow: bool,
+}
+
+impl Clients {
+    pub(crate) fn new(queue_bytes: usize, drop_slow: bool) -> Self {
+        Self {
+            clients: DashMap::new(),
+            index: RwLock::new(Indexes::default()),
+            metrics: Metrics::default(),
+            queue_bytes,
+            drop_slow,
+        }
+    }
+
+    /// Every client handle (for the heartbeat walk and broadcasts).
+    pub(crate) fn handles(&self) -> Vec<Arc<ClientHandle>> {
+        self.clients.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// The local numbers of every connected client, in no particular order.
+    pub(crate) fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.clients.iter().map(|e| *e.key())
+    }
+
+    /// Whether client `id` is connected here.
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        self.clients.contains_key(&id)
+    }
+
+    pub(crate) fn insert(&self, handle: Arc<ClientHandle>) {
+        self.clients.insert(handle.id, handle);
+        self.metrics.connections.fetch_add(1, Ordering::Relaxed);
+        Metrics::inc(&self.metrics.connections_total);
+    }
+
+    /// Removes a closed client from the map and every index.
+    pub(crate) fn remove(&self, id: u64) {
+        if self.clients.remove(&id).is_some() {
+            self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.index_mut().forget(id);
+    }
+
+    /// Messages waiting in every client's send queue.
+    pub fn queued_total(&self) -> usize {
+        self.clients.iter().map(|e| e.value().tx.len()).sum()
+    }
+
+    /// Number of connected clients.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Option<Arc<ClientHandle>> {
+        self.clients.get(&id).map(|e| e.value().clone())
+    }
+
+    /// The uid and group indexes, for reading.
+    pub(crate) fn index(&self) -> RwLockReadGuard<'_, Indexes> {
+        self.index.read().expect("index lock")
+    }
+
+    /// The uid and group indexes, for changing.
+    pub(crate) fn index_mut(&self) -> RwLockWriteGuard<'_, Indexes> {
+        self.index.write().expect("index lock")
+    }
+}

@@ -1,0 +1,156 @@
+//! A running gateway's shared state, built once from its configuration and the bound listeners,
+//! and shared by every connection and link task.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use gw_config::GatewayConfig;
+use gw_link::HandshakeOptions;
+use gw_proto::{ClientId, Role};
+use tokio_util::task::TaskTracker;
+
+use crate::clients::Clients;
+use crate::clock::Clock;
+use crate::error::GatewayError;
+use crate::fds::{self, FdBudget};
+use crate::listener;
+use crate::router::Router;
+use crate::serve::Listeners;
+
+/// A running gateway's shared state.
+#[derive(Debug)]
+pub struct Gateway {
+    pub(crate) config: GatewayConfig,
+    /// Clients, their uid and group indexes, and the counters.
+    pub state: Arc<Clients>,
+    /// The worker links and which of them gets a new client.
+    pub(crate) router: Router,
+    /// Random per start: client ids of an earlier run never match this one.
+    pub(crate) instance: u64,
+    /// Advertised internal address, embedded in client ids.
+    pub(crate) address: String,
+    pub(crate) listeners: Vec<Arc<listener::ListenerSpec>>,
+    /// Caps on open client sockets, in all and per address.
+    pub(crate) limits: Arc<listener::ConnLimits>,
+    /// Client capacity as the open-files limit allows it.
+    pub(crate) fds: FdBudget,
+    /// Held back to shed pending clients when the process is out of descriptors.
+    pub(crate) spare_fd: fds::SpareFd,
+    /// Internal connections still in their handshake, capped in all and per address so that
+    /// unauthenticated peers cannot use up the descriptors kept for workers.
+    pub(crate) pending_links: Arc<listener::ConnLimits>,
+    /// Failed internal handshakes per address (`[link] failed_handshakes`).
+    pub(crate) limiter: gw_link::HandshakeLimiter,
+    /// The local number the next client gets.
+    pub(crate) next_client: AtomicU64,
+    /// The gateway's monotonic clock (heartbeat bookkeeping in ms).
+    pub(crate) clock: Clock,
+    /// How this gateway introduces itself to workers and gateway clients.
+    pub(crate) handshake: HandshakeOptions,
+    /// How this gateway introduces itself to registers.
+    pub(crate) register_handshake: HandshakeOptions,
+    /// Background tasks the gateway waits for when it stops, before it takes the worker links
+    /// down: the delivery of closed clients' leftover events.
+    pub(crate) tasks: TaskTracker,
+}
+
+impl Gateway {
+    /// The id clients of this gateway get for local number `local`.
+    pub fn client_id(&self, local: u64) -> ClientId {
+        ClientId::new(self.address.clone(), self.instance, local)
+    }
+
+    /// The advertised internal address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Number of workers currently accepting events.
+    pub fn worker_count(&self) -> usize {
+        self.router.worker_count()
+    }
+
+    /// Client events sent to workers and not yet acknowledged.
+    pub fn unacknowledged(&self) -> usize {
+        self.router.retained_total()
+    }
+
+    /// Names of connected workers.
+    pub fn worker_names(&self) -> Vec<String> {
+        self.router.names()
+    }
+
+    /// Milliseconds since the gateway started (monotonic; unaffected by wall-clock jumps).
+    pub(crate) fn clock_ms(&self) -> u64 {
+        self.clock.ms()
+    }
+
+    /// The public listener URLs with their bound addresses.
+    pub fn listener_urls(&self) -> Vec<String> {
+        self.listeners.iter().map(|l| l.url.clone()).collect()
+    }
+
+    /// Open client sockets (handshakes included).
+    pub fn open_sockets(&self) -> usize {
+        self.limits.open()
+    }
+
+    /// How many client sockets the gateway takes, as `max_connections` and the open-files limit
+    /// allow.
+    pub fn fd_budget(&self) -> FdBudget {
+        self.fds
+    }
+}
+
+/// Builds the gateway state for the given listeners (the advertised address defaults to the
+/// internal listener's real address, so port 0 works in tests).
+pub fn build(config: GatewayConfig, listeners: &Listeners) -> Result<Arc<Gateway>, GatewayError> {
+    let internal = listeners.internal.local_addr().map_err(GatewayError::Listener)?;
+    let bound: Vec<SocketAddr> =
+        listeners.public.iter().map(|l| l.local_addr()).collect::<Result<_, _>>().map_err(GatewayError::Listener)?;
+    let specs = listener::specs(&config, &bound)?.into_iter().map(Arc::new).collect();
+    let address = config.advertise.clone().unwrap_or_else(|| internal.to_string());
+    let fds = FdBudget::compute(config.max_connections, config.fd_reserve)?;
+    if fds.client_capacity < config.max_connections {
+        tracing::warn!(
+            max_connections = config.max_connections,
+            open_files_limit = fds.limit,
+            open_at_start = fds.open_at_start,
+            fd_reserve = fds.reserve,
+            client_capacity = fds.client_capacity,
+            "the open-files limit caps clients below max_connections; raise it (ulimit -n) for more"
+        );
+    }
+    let handshake = HandshakeOptions {
+        secret: config.secret.clone().into_bytes(),
+        role: Role::Gateway,
+        node: config.name.clone(),
+        max_frame: config.link.max_frame,
+        timeout: config.link.handshake_timeout,
+    };
+    Ok(Arc::new(Gateway {
+        register_handshake: handshake.clone(),
+        handshake,
+        instance: rand::random(),
+        address,
+        listeners: specs,
+        limits: Arc::new(listener::ConnLimits::new(fds.client_capacity, config.max_connections_per_ip)),
+        fds,
+        spare_fd: fds::SpareFd::new(),
+        limiter: gw_link::HandshakeLimiter::new(gw_link::LimiterConfig::from(&config.link)),
+        pending_links: Arc::new(listener::ConnLimits::new(
+            (config.fd_reserve / 2).max(8),
+            (config.fd_reserve / 8).max(4),
+        )),
+        next_client: AtomicU64::new(1),
+        clock: Clock::start(),
+        state: Arc::new(Clients::new(
+            config.send_queue_bytes,
+            config.slow_consumer == gw_config::SlowConsumerPolicy::Drop,
+        )),
+        router: Router::new(),
+        tasks: TaskTracker::new(),
+        config,
+    }))
+}

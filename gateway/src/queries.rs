@@ -1,0 +1,90 @@
+//! Answering the queries workers and gateway clients send about this gateway's clients (online
+//! flags, uid and group listings and counts, sessions, connection rows). Listings are sorted, so
+//! answers from several gateways merge the same way every time.
+
+use std::sync::atomic::Ordering;
+
+use gw_proto::{ConnectionInfo, Query, Reply};
+
+use crate::clients::Clients;
+use crate::metrics::Metrics;
+
+impl Clients {
+    /// Answers one query about this gateway's clients.
+    pub(crate) fn answer(&self, query: Query) -> Reply {
+        Metrics::inc(&self.metrics.queries);
+        match query {
+            Query::IsOnline { clients } => Reply::Flags(clients.iter().map(|c| self.contains(*c)).collect()),
+            Query::ClientsByUids { uids } => {
+                let ix = self.index();
+                Reply::ClientLists(uids.iter().map(|u| sorted(ix.uid_clients(u))).collect())
+            }
+            Query::UidOf { client } => Reply::Text(self.index().uid_of(client).cloned()),
+            Query::ClientsByGroups { groups } => {
+                let ix = self.index();
+                Reply::ClientLists(groups.iter().map(|g| sorted(ix.group_clients(g))).collect())
+            }
+            Query::ClientCountByGroups { groups } => {
+                let ix = self.index();
+                Reply::Counts(groups.iter().map(|g| ix.group_size(g) as u64).collect())
+            }
+            Query::UidsByGroup { group } => Reply::Strings(self.index().distinct_uids(&group)),
+            Query::GroupIds => Reply::Strings(sorted_strings(self.index().groups())),
+            Query::GroupClients => {
+                let ix = self.index();
+                let mut all: Vec<(String, Vec<u64>)> =
+                    ix.groups().map(|g| (g.clone(), sorted(ix.group_clients(g)))).collect();
+                all.sort();
+                Reply::NamedClients(all)
+            }
+            Query::GroupUids => {
+                let ix = self.index();
+                let mut all: Vec<(String, Vec<String>)> =
+                    ix.groups().map(|g| (g.clone(), ix.distinct_uids(g))).collect();
+                all.sort();
+                Reply::NamedStrings(all)
+            }
+            Query::ClientIds => Reply::Clients(sorted(self.ids())),
+            Query::ClientCount => Reply::Counts(vec![self.client_count() as u64]),
+            Query::Uids => Reply::Strings(sorted_strings(self.index().uids())),
+            Query::Sessions { clients, group } => {
+                let ids: Vec<u64> = match (clients, group) {
+                    (Some(list), _) => list,
+                    (None, Some(g)) => sorted(self.index().group_clients(&g)),
+                    (None, None) => sorted(self.ids()),
+                };
+                Reply::Sessions(ids.into_iter().filter_map(|id| self.get(id).map(|h| (id, h.session()))).collect())
+            }
+            Query::Connections => {
+                let handles = self.handles();
+                let ix = self.index();
+                let mut rows: Vec<ConnectionInfo> = handles
+                    .iter()
+                    .map(|h| ConnectionInfo {
+                        client: h.id,
+                        client_addr: h.info.client_addr.clone(),
+                        uid: ix.uid_of(h.id).cloned(),
+                        groups: sorted_strings(ix.groups_of(h.id)),
+                        bytes_in: h.bytes_in.load(Ordering::Relaxed),
+                        bytes_out: h.bytes_out.load(Ordering::Relaxed),
+                        queue_len: h.tx.len() as u64,
+                    })
+                    .collect();
+                rows.sort_by_key(|r| r.client);
+                Reply::Connections(rows)
+            }
+        }
+    }
+}
+
+fn sorted(it: impl Iterator<Item = u64>) -> Vec<u64> {
+    let mut v: Vec<u64> = it.collect();
+    v.sort_unstable();
+    v
+}
+
+fn sorted_strings<'a>(it: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut v: Vec<String> = it.cloned().collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,153 @@
+//! Running a gateway: the sockets it serves, the accept loops and background tasks it starts, and
+//! the order in which it stops (clients first, then the worker links once their events are
+//! acknowledged).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gw_config::GatewayConfig;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::error::GatewayError;
+use crate::gateway::{Gateway, build};
+use crate::metrics::Metrics;
+use crate::{accept, announce, client, heartbeat, listener, peer};
+
+/// The sockets a gateway serves, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Public listeners for clients, in the order of `GatewayConfig::effective_listeners`.
+    pub public: Vec<TcpListener>,
+    /// Internal listener for business workers and gateway clients.
+    pub internal: TcpListener,
+}
+
+impl Listeners {
+    /// Binds every listener the configuration names.
+    pub async fn bind(config: &GatewayConfig) -> Result<Self, GatewayError> {
+        let mut public = Vec::new();
+        for l in config.effective_listeners() {
+            let url = gw_config::parse_listener_url(&l.url)
+                .map_err(|reason| GatewayError::ListenerUrl { url: l.url.clone(), reason })?;
+            let addr = url.addr.to_string();
+            let socket = accept::listen(&addr).await.map_err(|source| GatewayError::Bind {
+                addr,
+                setting: l.url.clone(),
+                source,
+            })?;
+            public.push(socket);
+        }
+        let internal = accept::listen(&config.internal_listen).await.map_err(|source| GatewayError::Bind {
+            addr: config.internal_listen.clone(),
+            setting: "internal_listen".into(),
+            source,
+        })?;
+        Ok(Self { public, internal })
+    }
+}
+
+/// Runs a gateway until `shutdown` is cancelled, then stops gracefully: stop accepting, close
+/// every client with a close frame (1001), deliver their close events to the workers, flush the
+/// worker links, all within the grace period.
+pub async fn run(config: GatewayConfig, listeners: Listeners, shutdown: CancellationToken) -> Result<(), GatewayError> {
+    let gw = build(config, &listeners)?;
+    serve(gw, listeners, shutdown).await
+}
+
+/// [`run`] with state built by [`build`], so callers can observe it.
+pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: CancellationToken) -> Result<(), GatewayError> {
+    let first_public =
+        listeners.public.first().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(
+        name = %gw.config.name,
+        public = %first_public,
+        listeners = ?gw.listener_urls(),
+        internal = %listeners.internal.local_addr().map_err(GatewayError::Listener)?,
+        advertise = %gw.address,
+        "gateway listening"
+    );
+    let clients_down = CancellationToken::new();
+    let links_down = CancellationToken::new();
+    let clients = TaskTracker::new();
+    let links = TaskTracker::new();
+
+    announce::spawn_all(&gw, &links_down, &links);
+    let internal = accept::accept_loop(listeners.internal, shutdown.clone(), None, {
+        let gw = gw.clone();
+        let links_down = links_down.clone();
+        let links = links.clone();
+        move |stream, addr| {
+            let Ok(pending) = gw.pending_links.acquire(addr.ip()) else {
+                Metrics::inc(&gw.state.metrics.rejected_links_busy);
+                tracing::debug!(peer = %addr, "internal connection refused: too many handshakes pending");
+                return;
+            };
+            links.spawn(peer::serve(stream, addr, gw.clone(), links_down.clone(), pending));
+        }
+    });
+    let heartbeat = tokio::spawn(
+        heartbeat::run(gw.state.clone(), gw.clock, heartbeat::Settings::from(&gw.config), clients_down.clone())
+            .instrument(tracing::debug_span!("heartbeat")),
+    );
+    let mut public = Vec::new();
+    for (socket, spec) in listeners.public.into_iter().zip(gw.listeners.clone()) {
+        let (gw2, clients_down, clients) = (gw.clone(), clients_down.clone(), clients.clone());
+        let shed = accept::Shedding {
+            spare: &gw.spare_fd,
+            refused: &gw.state.metrics.rejected_fd_exhausted,
+            spec: spec.clone(),
+        };
+        public.push(accept::accept_loop(socket, shutdown.clone(), Some(shed), move |stream, addr| {
+            let gw = &gw2;
+            let slot = match gw.limits.acquire(addr.ip()) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    let counter = match refusal {
+                        listener::Refusal::Total => &gw.state.metrics.rejected_total_limit,
+                        listener::Refusal::PerIp => &gw.state.metrics.rejected_ip_limit,
+                    };
+                    Metrics::inc(counter);
+                    tracing::debug!(peer = %addr, ?refusal, "connection refused: limit reached");
+                    accept::refuse(&spec, &stream);
+                    return;
+                }
+            };
+            let span = tracing::debug_span!("conn", peer = %addr);
+            clients.spawn(
+                client::serve(stream, addr, spec.clone(), gw.clone(), clients_down.clone(), slot).instrument(span),
+            );
+        }));
+    }
+    tokio::join!(internal, futures_util::future::join_all(public));
+
+    tracing::info!(clients = gw.state.client_count(), "gateway stopping: closing clients");
+    let deadline = tokio::time::Instant::now() + gw.config.grace_period;
+    clients_down.cancel();
+    clients.close();
+    if tokio::time::timeout_at(deadline, clients.wait()).await.is_err() {
+        tracing::warn!("grace period over with clients still closing; dropping them");
+    }
+    // The clients' close events are on their way to the workers, whose on_close handlers
+    // usually answer through this gateway (a "left the room" to the others): keep the links up
+    // until every event is acknowledged, i.e. its handler returned and its commands arrived.
+    // Closed clients' leftover events (handed back by a worker that died) are on their way too.
+    gw.tasks.close();
+    let acknowledged = async {
+        gw.tasks.wait().await;
+        while gw.unacknowledged() > 0 && gw.worker_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout_at(deadline, acknowledged).await.is_err() {
+        tracing::warn!(events = gw.unacknowledged(), "grace period over with events not acknowledged by workers");
+    }
+    heartbeat.abort();
+    links_down.cancel();
+    links.close();
+    let _ = tokio::time::timeout(Duration::from_secs(3), links.wait()).await;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
