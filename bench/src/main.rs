@@ -10,9 +10,11 @@ mod endpoint;
 mod fanout;
 mod hist;
 mod idle;
+mod lean_ws;
 mod net;
 mod procfs;
 mod push;
+mod scale;
 mod storm;
 
 use std::process::ExitCode;
@@ -55,6 +57,9 @@ enum Cmd {
     Push(push::PushArgs),
     /// Serve an echo endpoint for business workers running `app = "http"`.
     Endpoint(endpoint::EndpointArgs),
+    /// Up to a million idle WebSocket clients with heartbeats from generator processes: memory
+    /// and CPU per connection, `send_to_all` and `send_to_uid` at that scale, and what limited it.
+    Scale(scale::ScaleArgs),
 }
 
 /// Options every load scenario shares.
@@ -122,6 +127,7 @@ fn main() -> ExitCode {
         Cmd::Storm(a) => storm::main(a),
         Cmd::Push(a) => push::main(a),
         Cmd::Endpoint(a) => endpoint::main(a),
+        Cmd::Scale(a) => scale::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
