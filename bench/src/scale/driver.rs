@@ -343,6 +343,8 @@ struct Step {
     got: u64,
     hist: Hist,
     pass: bool,
+    /// Everything arrived, in time, at the right clients; only the latency limit failed.
+    slow_only: bool,
 }
 
 struct Search {
@@ -365,7 +367,13 @@ fn uid_search(run: &mut Run<'_>, uids: u64) -> anyhow::Result<Search> {
     let (mut steps, mut refined, mut down) = (0, 0, 0);
     loop {
         steps += 1;
-        let s = uid_step(run, steps as u64, rate, uids, &mut rng)?;
+        let mut s = uid_step(run, steps as u64, rate, uids, &mut rng)?;
+        if s.slow_only {
+            // The machine is shared: a step that failed on latency alone runs once more before
+            // its rate counts as too high. Missing or misrouted messages are never retried away.
+            steps += 1;
+            s = uid_step(run, steps as u64, rate, uids, &mut rng)?;
+        }
         if s.pass {
             lo = Some(lo.map_or(rate, |l: f64| l.max(rate)));
         } else {
@@ -439,7 +447,8 @@ fn uid_step(run: &mut Run<'_>, step: u64, rate: f64, uids: u64, rng: &mut SplitM
     let wrong = t.wrong - wrong_before;
     let p99_ms = hist.quantile(0.99) as f64 / 1000.0;
     let on_time = send_secs <= a.step_secs * 1.1 + 0.1;
-    let pass = t.step_got == sent && wrong == 0 && on_time && p99_ms <= a.p99_limit_ms;
+    let complete = t.step_got == sent && wrong == 0 && on_time;
+    let pass = complete && p99_ms <= a.p99_limit_ms;
     let line = format!(
         "STEP scenario=scale-uid index={} rate={rate:.0} sent={sent} got={} missing={} wrong={wrong} \
          send_secs={send_secs:.2} on_time={on_time} {} pass={pass} {}",
@@ -451,7 +460,7 @@ fn uid_step(run: &mut Run<'_>, step: u64, rate: f64, uids: u64, rng: &mut SplitM
     );
     println!("{line}");
     eprintln!("{line}");
-    Ok(Step { rate, sent, got: t.step_got, hist, pass })
+    Ok(Step { rate, sent, got: t.step_got, hist, pass, slow_only: complete && !pass })
 }
 
 /// A small, fast PRNG for picking uids (quality is plenty for spreading load).
