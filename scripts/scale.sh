@@ -15,6 +15,9 @@
 #   options: --conns N  --per-gateway N (clients per gateway, default 17,000 full / 7,000 short)
 #            --ping SECS  --idle SECS  --step SECS  --out FILE (default target/scale/<mode>.txt)
 #            --debug (debug binaries: for trying the script itself at a small scale)
+#            --raise-conntrack (root only: raise net.netfilter.nf_conntrack_max to fit the run, since
+#                loopback connections are tracked too, and put the old value back on exit; without
+#                it the table is reported as the limit when it fills)
 #
 # Builds the release binaries first. Every process it starts is stopped on exit, failure included.
 set -euo pipefail
@@ -28,6 +31,7 @@ IDLE=""
 STEP=""
 OUT=""
 PROFILE=release
+RAISE_CONNTRACK=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --short) MODE=short ;;
@@ -38,7 +42,8 @@ while [ $# -gt 0 ]; do
         --step) STEP="$2"; shift ;;
         --out) OUT="$2"; shift ;;
         --debug) PROFILE=debug ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --raise-conntrack) RAISE_CONNTRACK=1 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 64 ;;
     esac
     shift
@@ -88,9 +93,14 @@ stop_all() {
     done
     PIDS=()
 }
+CONNTRACK_MAX=/proc/sys/net/netfilter/nf_conntrack_max
+CONNTRACK_OLD=""
 cleanup() {
     local rc=$?
     stop_all
+    if [ -n "$CONNTRACK_OLD" ]; then
+        echo "$CONNTRACK_OLD" >"$CONNTRACK_MAX" && echo "== nf_conntrack_max back to $CONNTRACK_OLD" >&2
+    fi
     if [ "$rc" -ne 0 ]; then
         echo "== server logs kept in $TMP" >&2
         tail -n 3 "$TMP"/*.log >&2 2>/dev/null || true
@@ -100,6 +110,15 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+if [ "$RAISE_CONNTRACK" = 1 ] && [ -w "$CONNTRACK_MAX" ]; then
+    want=$(( $(cat /proc/sys/net/netfilter/nf_conntrack_count) + CONNS + CONNS / 10 + 10000 ))
+    if [ "$(cat "$CONNTRACK_MAX")" -lt "$want" ]; then
+        CONNTRACK_OLD=$(cat "$CONNTRACK_MAX")
+        echo "$want" >"$CONNTRACK_MAX"
+        echo "== nf_conntrack_max raised from $CONNTRACK_OLD to $want for this run" >&2
+    fi
+fi
 
 # ---- the cluster ----------------------------------------------------------------------------
 read -r -a PORTS <<<"$("$BENCH" ports $((1 + 2 * NGW)))"

@@ -77,8 +77,10 @@ pub struct Common {
     /// 4; 0: let the kernel pick).
     #[arg(long)]
     pub sources: Option<u8>,
+    /// Third octet of the source addresses (127.0.<net>.x).
     #[arg(long, default_value_t = 0)]
     pub source_net: u8,
+    /// Last octet of the first source address.
     #[arg(long, default_value_t = 2)]
     pub source_first: u8,
     /// Server pids whose CPU time is reported as `server_cores` (comma-separated).
@@ -96,16 +98,19 @@ pub struct Common {
 }
 
 impl Common {
+    /// Where each connection goes and which source address it binds.
     pub fn targets(&self) -> anyhow::Result<Targets> {
         let room = 255u16.saturating_sub(self.source_first as u16) as usize;
         let auto = self.conns.div_ceil(800).clamp(4, room.max(1));
         Targets::new(&self.url, self.source_net, self.source_first, self.sources.unwrap_or(auto as u8))
     }
 
+    /// `--shard i/n` when this process is a generator started by a parent.
     pub fn shard(&self) -> anyhow::Result<Option<coord::Shard>> {
         self.shard.as_deref().map(coord::Shard::parse).transpose()
     }
 
+    /// The tokio runtime of one generator process (`--threads`).
     pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
         Ok(if self.threads <= 1 {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?
