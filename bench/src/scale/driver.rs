@@ -138,17 +138,18 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
     let parts = shards.collect("PART")?;
     let wall_connect = t_connect.elapsed().as_secs_f64();
     let m_peak = Machine::read();
-    let (mut connected, mut not_attempted, mut secs) = (0u64, 0u64, 0f64);
+    let (mut connected, mut not_attempted, mut secs, mut low_memory) = (0u64, 0u64, 0f64, false);
     let mut failures = Failures::default();
     for p in &parts {
         connected += coord::get::<u64>(p, "connected")?;
         not_attempted += coord::get::<u64>(p, "not_attempted")?;
         secs = secs.max(coord::get::<f64>(p, "secs")?);
+        low_memory |= coord::get::<bool>(p, "low_memory")?;
         failures.merge(p);
     }
     let conn_rate = connected as f64 / secs.max(1e-3);
     eprintln!(
-        "PHASE connect connected={connected} failed={} not_attempted={not_attempted} secs={secs:.1} \
+        "PHASE connect connected={connected} failed={} not_attempted={not_attempted} low_memory={low_memory} secs={secs:.1} \
          wall_secs={wall_connect:.1} conn_per_sec={conn_rate:.0} {}",
         failures.total(),
         failures.fields()
@@ -190,7 +191,7 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
     let gw_per = per_conn(gw_rss as i64 - gw_rss0 as i64, held);
     let other_per = per_conn(other_rss as i64 - other_rss0 as i64, held);
     let sock_mem_kib = m_held.tcp_mem_pages.0 * 4;
-    let sock_per = per_conn((m_held.tcp_mem_pages.0 as i64 - m0.tcp_mem_pages.0 as i64) * 4, held);
+    let sock_per = per_conn((m_held.tcp_mem_pages.0 as i64 - m0.tcp_mem_pages.0 as i64) * 4, held).max(0);
     let slab_per = per_conn(m_held.slab_kib as i64 - m0.slab_kib as i64, held);
     let gen_per = per_conn(t_held.gen_rss_kib as i64, held);
     let machine_per = per_conn(m0.mem_kib.0 as i64 - m_held.mem_kib.0 as i64, held);
@@ -261,7 +262,14 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
     }
     run.shards.finish()?;
 
-    let limit = limits::name_limit(a.conns as u64, held, &failures, &m_peak, nofile);
+    let limit = if low_memory && held < a.conns as u64 {
+        format!(
+            "memory: MemAvailable {} KiB, below the {} MiB floor, at {held} clients (generators stopped connecting)",
+            m_peak.mem_kib.0, a.min_mem_available_mib
+        )
+    } else {
+        limits::name_limit(a.conns as u64, held, &failures, &m_peak, nofile)
+    };
     let next = if limit == "none" {
         let per_kib = machine_per.max(1) as f64 / 1024.0;
         let room = Machine::read().headroom(per_kib);

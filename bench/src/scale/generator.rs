@@ -111,13 +111,19 @@ async fn run(a: &ScaleArgs, shard: Shard, nofile: u64) -> anyhow::Result<()> {
             async move { lean_ws::connect(*addr, Some(source), path, timeout).await }
         })
         .buffer_unordered(a.connect_limit.max(1));
-    let (mut connected, mut failures, mut first_error) = (0u64, Failures::default(), None);
+    let (mut connected, mut failures, mut first_error, mut low_memory) = (0u64, Failures::default(), None, false);
     let ping_every = a.ping_every();
     let mut phase = Phase::new(shard.index as u64);
     while let Some(result) = attempts.next().await {
         match result {
             Ok((stream, rest)) => {
                 connected += 1;
+                if connected % 256 == 0
+                    && procfs::meminfo_kib("MemAvailable").is_some_and(|kib| kib < a.min_mem_available_mib * 1024)
+                {
+                    low_memory = true;
+                    stop.store(true, Ordering::Relaxed);
+                }
                 counters.alive.fetch_add(1, Ordering::Relaxed);
                 let first_ping = Instant::now() + ping_every.mul_f64(phase.next());
                 tokio::spawn(client(stream, rest, counters.clone(), first_ping, ping_every));
@@ -139,7 +145,8 @@ async fn run(a: &ScaleArgs, shard: Shard, nofile: u64) -> anyhow::Result<()> {
         eprintln!("generator {}: {} connects failed, the first: {e}", shard.index, failures.total());
     }
     ctl.say(&format!(
-        "PART connected={connected} not_attempted={} secs={secs:.3} {} nofile={nofile} gen_rss_kib={}",
+        "PART connected={connected} not_attempted={} low_memory={low_memory} secs={secs:.3} {} nofile={nofile} \
+         gen_rss_kib={}",
         planned - attempted,
         failures.fields(),
         procfs::rss_kib("self").unwrap_or(0)
@@ -183,7 +190,13 @@ impl Phase {
 struct Gone;
 
 /// One client: reads what the gateway sends and pings on its own schedule.
-async fn client(stream: TcpStream, mut pending: Vec<u8>, counters: Arc<Counters>, first_ping: Instant, every: Duration) {
+async fn client(
+    stream: TcpStream,
+    mut pending: Vec<u8>,
+    counters: Arc<Counters>,
+    first_ping: Instant,
+    every: Duration,
+) {
     let mut uid = NO_UID;
     let mut next_ping = tokio::time::Instant::from_std(first_ping);
     let mut replies = Vec::new();

@@ -174,7 +174,13 @@ pub fn name_limit(target: u64, held: u64, failures: &Failures, m: &Machine, per_
     let conntrack_full = m.conntrack.1 > 0 && m.conntrack.0 * 100 >= m.conntrack.1 * 98;
     let f = failures;
     let by_count = [
-        (f.fds, format!("fds: EMFILE/ENFILE after {held} clients (RLIMIT_NOFILE {per_proc_nofile}, files {}/{})", m.files.0, m.files.1)),
+        (
+            f.fds,
+            format!(
+                "fds: EMFILE/ENFILE after {held} clients (RLIMIT_NOFILE {per_proc_nofile}, files {}/{})",
+                m.files.0, m.files.1
+            ),
+        ),
         (f.ports, format!("ports: no free port for a source address ({} per address)", m.ports_per_source)),
         (f.memory, format!("memory: ENOMEM/ENOBUFS at {held} clients (MemAvailable {} KiB)", m.mem_kib.0)),
         (
@@ -220,7 +226,9 @@ mod tests {
     fn the_limit_is_named_with_its_figure() {
         let machine = Machine { conntrack: (262_100, 262_144), ..Machine::default() };
         let f = Failures { timeout: 300, ..Failures::default() };
-        assert!(name_limit(1_000_000, 250_000, &f, &machine, 20_000).starts_with("conntrack: table full (262100/262144)"));
+        assert!(
+            name_limit(1_000_000, 250_000, &f, &machine, 20_000).starts_with("conntrack: table full (262100/262144)")
+        );
         assert_eq!(name_limit(10, 10, &f, &machine, 20_000), "none");
         let f = Failures { ports: 5, timeout: 1, ..Failures::default() };
         assert!(name_limit(10, 5, &f, &machine, 20_000).starts_with("ports"));

@@ -86,6 +86,11 @@ pub struct ScaleArgs {
     /// A generator process stops opening connections after this many failures.
     #[arg(long, default_value_t = 200)]
     pub max_failures: usize,
+    /// Generators stop opening connections when the machine's MemAvailable falls below this
+    /// (MiB): the run then names memory as its limit instead of waking the OOM killer on a
+    /// shared machine.
+    #[arg(long, default_value_t = 4096)]
+    pub min_mem_available_mib: u64,
     /// Which gateways uid sends go to.
     #[arg(long, value_enum, default_value_t = Index::Off)]
     pub index: Index,
@@ -195,7 +200,8 @@ mod tests {
     }
 
     fn args(extra: &[&str]) -> ScaleArgs {
-        let mut argv = vec!["x", "--url", "ws://127.0.0.1:1/,ws://127.0.0.1:2/chat", "--register", "r", "--gateway-pid", "1"];
+        let mut argv =
+            vec!["x", "--url", "ws://127.0.0.1:1/,ws://127.0.0.1:2/chat", "--register", "r", "--gateway-pid", "1"];
         argv.extend_from_slice(extra);
         Cli::parse_from(argv).a
     }
