@@ -224,25 +224,40 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
     );
 
     // ---- uids -------------------------------------------------------------------------------
+    // Bound first and measured, then each client is told its uid and measured again: the two
+    // figures separate the uid index from what one delivered message leaves behind per client.
     let t_bind = Instant::now();
     let ids = run.rt.block_on(run.gateway().get_all_client_ids())?.complete().context("listing client ids")?;
+    let n_ids = ids.len() as u64;
     run.rt.block_on(async {
         let g = run.gateway();
         for (k, id) in ids.iter().enumerate() {
             g.bind_uid(id, &k.to_string()).await?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while g.get_all_uid_count().await?.value < n_ids && Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+        }
+        anyhow::Ok(())
+    })?;
+    let bind_secs = t_bind.elapsed().as_secs_f64();
+    let gw_rss_bound = rss_sum(gw_pids);
+    run.rt.block_on(async {
+        let g = run.gateway();
+        for (k, id) in ids.iter().enumerate() {
             g.send_to_client(id, text(IDENTIFY, &[k as u64])).await?;
         }
         anyhow::Ok(())
     })?;
-    let n_ids = ids.len() as u64;
     drop(ids);
     let t = run.poll_until(Duration::from_secs(120), |t| t.identified >= n_ids)?;
-    let bind_secs = t_bind.elapsed().as_secs_f64();
-    let gw_rss_bound = rss_sum(gw_pids);
+    let gw_rss_msg = rss_sum(gw_pids);
+    let bound_per = per_conn(gw_rss_bound as i64 - gw_rss0 as i64, held);
+    let msg_per = per_conn(gw_rss_msg as i64 - gw_rss0 as i64, held);
     eprintln!(
-        "PHASE bind uids={n_ids} identified={} secs={bind_secs:.1} gw_rss_per_conn_bound_bytes={}",
+        "PHASE bind uids={n_ids} identified={} bind_secs={bind_secs:.1} gw_rss_per_conn_bound_bytes={bound_per} \
+         gw_rss_per_conn_after_message_bytes={msg_per}",
         t.identified,
-        per_conn(gw_rss_bound as i64 - gw_rss0 as i64, held)
     );
 
     // ---- send_to_all ------------------------------------------------------------------------
@@ -285,7 +300,7 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
         "RESULT scenario=scale target={} gateways={gateways} procs={procs} held={held} failed={} \
          not_attempted={not_attempted} connect_secs={secs:.1} conn_per_sec={conn_rate:.0} {} \
          gw_rss_before_kib={gw_rss0} gw_rss_kib={gw_rss} gw_rss_per_conn_bytes={gw_per} \
-         gw_rss_per_conn_bound_bytes={} other_rss_kib={other_rss} other_rss_per_conn_bytes={other_per} \
+         gw_rss_per_conn_bound_bytes={bound_per} gw_rss_per_conn_after_message_bytes={msg_per} other_rss_kib={other_rss} other_rss_per_conn_bytes={other_per} \
          sock_mem_kib={sock_mem_kib} sock_mem_per_conn_bytes={sock_per} slab_per_conn_bytes={slab_per} \
          gen_rss_kib={} gen_rss_per_conn_bytes={gen_per} machine_per_conn_bytes={machine_per} \
          idle_secs={idle_secs:.0} idle_server_cores={:.2} idle_gen_cores={gen_cores:.2} idle_machine_cores={:.2} \
@@ -297,7 +312,6 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
         a.conns,
         failures.total(),
         failures.fields(),
-        per_conn(gw_rss_bound as i64 - gw_rss0 as i64, held),
         t_held.gen_rss_kib,
         cpu.server,
         cpu.machine,
