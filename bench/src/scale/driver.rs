@@ -138,20 +138,25 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
     let parts = shards.collect("PART")?;
     let wall_connect = t_connect.elapsed().as_secs_f64();
     let m_peak = Machine::read();
-    let (mut connected, mut not_attempted, mut secs, mut low_memory) = (0u64, 0u64, 0f64, false);
+    let (mut connected, mut not_attempted, mut secs) = (0u64, 0u64, 0f64);
+    let mut stopped: Vec<String> = Vec::new();
     let mut failures = Failures::default();
     for p in &parts {
         connected += coord::get::<u64>(p, "connected")?;
         not_attempted += coord::get::<u64>(p, "not_attempted")?;
         secs = secs.max(coord::get::<f64>(p, "secs")?);
-        low_memory |= coord::get::<bool>(p, "low_memory")?;
+        let why: String = coord::get(p, "stopped")?;
+        if why != "no" && !stopped.contains(&why) {
+            stopped.push(why);
+        }
         failures.merge(p);
     }
     let conn_rate = connected as f64 / secs.max(1e-3);
     eprintln!(
-        "PHASE connect connected={connected} failed={} not_attempted={not_attempted} low_memory={low_memory} secs={secs:.1} \
+        "PHASE connect connected={connected} failed={} not_attempted={not_attempted} stopped={} secs={secs:.1} \
          wall_secs={wall_connect:.1} conn_per_sec={conn_rate:.0} {}",
         failures.total(),
+        if stopped.is_empty() { "no".to_string() } else { stopped.join(",") },
         failures.fields()
     );
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -277,14 +282,7 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
     }
     run.shards.finish()?;
 
-    let limit = if low_memory && held < a.conns as u64 {
-        format!(
-            "memory: MemAvailable {} KiB, below the {} MiB floor, at {held} clients (generators stopped connecting)",
-            m_peak.mem_kib.0, a.min_mem_available_mib
-        )
-    } else {
-        limits::name_limit(a.conns as u64, held, &failures, &m_peak, nofile)
-    };
+    let limit = limits::name_limit(a.conns as u64, held, &failures, &stopped, &m_peak, a.min_mem_available_mib, nofile);
     let next = if limit == "none" {
         let per_kib = machine_per.max(1) as f64 / 1024.0;
         let room = Machine::read().headroom(per_kib);

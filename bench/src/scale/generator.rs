@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tokio::net::TcpStream;
 
-use super::limits::{self, Failures};
+use super::limits::{self, Failures, Stop};
 use super::{ALL, IDENTIFY, ScaleArgs, UID, wall_us};
 use crate::coord::{Ctl, Shard};
 use crate::hist::Hist;
@@ -111,7 +111,7 @@ async fn run(a: &ScaleArgs, shard: Shard, nofile: u64) -> anyhow::Result<()> {
             async move { lean_ws::connect(*addr, Some(source), path, timeout).await }
         })
         .buffer_unordered(a.connect_limit.max(1));
-    let (mut connected, mut failures, mut first_error, mut low_memory) = (0u64, Failures::default(), None, false);
+    let (mut connected, mut failures, mut first_error, mut stopped) = (0u64, Failures::default(), None, None);
     let ping_every = a.ping_every();
     let mut phase = Phase::new(shard.index as u64);
     while let Some(result) = attempts.next().await {
@@ -119,12 +119,11 @@ async fn run(a: &ScaleArgs, shard: Shard, nofile: u64) -> anyhow::Result<()> {
             Ok((stream, rest)) => {
                 connected += 1;
                 if connected % 256 == 0
-                    && procfs::meminfo_kib("MemAvailable").is_some_and(|kib| kib < a.min_mem_available_mib * 1024)
+                    && let Some(why) = limits::guard(a.min_mem_available_mib * 1024)
                 {
-                    low_memory = true;
+                    stopped.get_or_insert(why);
                     stop.store(true, Ordering::Relaxed);
                 }
-                counters.alive.fetch_add(1, Ordering::Relaxed);
                 let first_ping = Instant::now() + ping_every.mul_f64(phase.next());
                 tokio::spawn(client(stream, rest, counters.clone(), first_ping, ping_every));
             }
@@ -132,6 +131,7 @@ async fn run(a: &ScaleArgs, shard: Shard, nofile: u64) -> anyhow::Result<()> {
                 failures.add(&e);
                 first_error.get_or_insert_with(|| e.to_string());
                 if failures.total() as usize >= a.max_failures {
+                    stopped.get_or_insert(Stop::Failures);
                     stop.store(true, Ordering::Relaxed);
                 }
             }
@@ -145,9 +145,10 @@ async fn run(a: &ScaleArgs, shard: Shard, nofile: u64) -> anyhow::Result<()> {
         eprintln!("generator {}: {} connects failed, the first: {e}", shard.index, failures.total());
     }
     ctl.say(&format!(
-        "PART connected={connected} not_attempted={} low_memory={low_memory} secs={secs:.3} {} nofile={nofile} \
+        "PART connected={connected} not_attempted={} stopped={} secs={secs:.3} {} nofile={nofile} \
          gen_rss_kib={}",
         planned - attempted,
+        stopped.map_or("no", Stop::name),
         failures.fields(),
         procfs::rss_kib("self").unwrap_or(0)
     ))

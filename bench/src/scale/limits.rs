@@ -23,6 +23,43 @@ pub fn raise_nofile() -> u64 {
     }
 }
 
+/// Why a generator stopped opening connections before its share was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// MemAvailable fell under the floor.
+    Memory,
+    /// The conntrack table is nearly full: a full table drops every new connection of the
+    /// machine, other tenants' and the session's own included, so the run stops short of it.
+    Conntrack,
+    /// Too many connects failed.
+    Failures,
+}
+
+impl Stop {
+    /// The name reported in `stopped=`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stop::Memory => "memory",
+            Stop::Conntrack => "conntrack",
+            Stop::Failures => "failures",
+        }
+    }
+}
+
+/// Checked every few hundred connections: is a machine-wide resource about to run out?
+pub fn guard(min_mem_available_kib: u64) -> Option<Stop> {
+    if procfs::meminfo_kib("MemAvailable").is_some_and(|kib| kib < min_mem_available_kib) {
+        return Some(Stop::Memory);
+    }
+    let count = procfs::numbers("/proc/sys/net/netfilter/nf_conntrack_count");
+    let max = procfs::numbers("/proc/sys/net/netfilter/nf_conntrack_max");
+    match (count.first(), max.first()) {
+        // 5 % stays free for everything else on the machine.
+        (Some(&c), Some(&m)) if m > 0 && c * 100 >= m * 95 => Some(Stop::Conntrack),
+        _ => None,
+    }
+}
+
 /// What failed connects ran into, by kind (the order of [`Failures::KINDS`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Failures {
@@ -167,9 +204,31 @@ impl Machine {
 }
 
 /// The resource that stopped a run short of its target, with its figure.
-pub fn name_limit(target: u64, held: u64, failures: &Failures, m: &Machine, per_proc_nofile: u64) -> String {
+pub fn name_limit(
+    target: u64,
+    held: u64,
+    failures: &Failures,
+    stopped: &[String],
+    m: &Machine,
+    floor_mib: u64,
+    per_proc_nofile: u64,
+) -> String {
     if held >= target {
         return "none".into();
+    }
+    if stopped.iter().any(|s| s == Stop::Memory.name()) {
+        return format!(
+            "memory: MemAvailable {} KiB of {} KiB, under the {floor_mib} MiB floor, at {held} clients (generators \
+             stopped connecting)",
+            m.mem_kib.0, m.mem_kib.1
+        );
+    }
+    if stopped.iter().any(|s| s == Stop::Conntrack.name()) {
+        return format!(
+            "conntrack: table at {}/{} (95 % or more) at {held} clients (generators stopped connecting; \
+             --raise-conntrack lifts it)",
+            m.conntrack.0, m.conntrack.1
+        );
     }
     let conntrack_full = m.conntrack.1 > 0 && m.conntrack.0 * 100 >= m.conntrack.1 * 98;
     let f = failures;
@@ -226,11 +285,15 @@ mod tests {
     fn the_limit_is_named_with_its_figure() {
         let machine = Machine { conntrack: (262_100, 262_144), ..Machine::default() };
         let f = Failures { timeout: 300, ..Failures::default() };
-        assert!(
-            name_limit(1_000_000, 250_000, &f, &machine, 20_000).starts_with("conntrack: table full (262100/262144)")
-        );
-        assert_eq!(name_limit(10, 10, &f, &machine, 20_000), "none");
+        let name = |target, held, f: &Failures, stopped: &[&str]| {
+            let stopped: Vec<String> = stopped.iter().map(|s| s.to_string()).collect();
+            name_limit(target, held, f, &stopped, &machine, 4096, 20_000)
+        };
+        assert!(name(1_000_000, 250_000, &f, &[]).starts_with("conntrack: table full (262100/262144)"));
+        assert_eq!(name(10, 10, &f, &[]), "none");
         let f = Failures { ports: 5, timeout: 1, ..Failures::default() };
-        assert!(name_limit(10, 5, &f, &machine, 20_000).starts_with("ports"));
+        assert!(name(10, 5, &f, &[]).starts_with("ports"));
+        assert!(name(10, 5, &f, &["failures", "memory"]).starts_with("memory: MemAvailable"));
+        assert!(name(10, 5, &f, &["conntrack"]).starts_with("conntrack: table at 262100/262144"));
     }
 }
