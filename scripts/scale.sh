@@ -79,20 +79,8 @@ BIN="${CARGO_TARGET_DIR:-target}/$PROFILE"
 BENCH="$BIN/gw-bench"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/gw-scale.XXXXXX")
-PIDS=()
-stop_all() {
-    local pid
-    for pid in "${PIDS[@]:-}"; do
-        [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]:-}"; do
-        [ -z "$pid" ] && continue
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    PIDS=()
-}
+# shellcheck source=scripts/lib/procs.sh
+. scripts/lib/procs.sh
 CONNTRACK_MAX=/proc/sys/net/netfilter/nf_conntrack_max
 CONNTRACK_OLD=""
 cleanup() {
