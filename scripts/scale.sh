@@ -109,7 +109,8 @@ if [ "$RAISE_CONNTRACK" = 1 ] && [ -w "$CONNTRACK_MAX" ]; then
 fi
 
 # ---- the cluster ----------------------------------------------------------------------------
-read -r -a PORTS <<<"$("$BENCH" ports $((1 + 2 * NGW)))"
+# Below the ephemeral range: the gateways and workers connecting meanwhile cannot take them.
+read -r -a PORTS <<<"$("$BENCH" ports --outside-ephemeral $((1 + 2 * NGW)))"
 REG="127.0.0.1:${PORTS[0]}"
 mkdir -p "$TMP/run"
 COMMON="[log]

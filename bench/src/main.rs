@@ -33,8 +33,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Print N free TCP ports on 127.0.0.1 (bound together on port 0, then released).
-    Ports { n: usize },
+    /// Print N free TCP ports on 127.0.0.1 (bound together, then released).
+    Ports {
+        n: usize,
+        /// Pick them below the ephemeral range (`ip_local_port_range`), so the outgoing
+        /// connections of the processes started meanwhile cannot take one before its listener
+        /// binds it (with dozens of daemons starting, that race is real).
+        #[arg(long)]
+        outside_ephemeral: bool,
+    },
     /// Wait until a WebSocket echo round trip succeeds on every URL.
     Wait {
         #[arg(long, value_delimiter = ',', required = true)]
@@ -123,7 +130,7 @@ impl Common {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Ports { n } => ports(n),
+        Cmd::Ports { n, outside_ephemeral } => ports(n, outside_ephemeral),
         Cmd::Wait { url, timeout } => wait(url, timeout),
         Cmd::Echo(a) => echo::main(a),
         Cmd::Broadcast(a) => fanout::main(a, fanout::Kind::Broadcast),
@@ -143,8 +150,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn ports(n: usize) -> anyhow::Result<()> {
-    let listeners = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
+fn ports(n: usize, outside_ephemeral: bool) -> anyhow::Result<()> {
+    let listeners = if outside_ephemeral {
+        let range = procfs::numbers("/proc/sys/net/ipv4/ip_local_port_range");
+        let below = range.first().copied().unwrap_or(32768).min(65535) as u16;
+        anyhow::ensure!(below > 1024, "no ports below the ephemeral range {range:?}");
+        // Start at a different place each time so concurrent scripts rarely probe the same ports.
+        let span = below - 1024;
+        let start = (std::process::id() as u64 ^ scale::wall_us()) % span as u64;
+        let mut found = Vec::new();
+        for i in 0..span {
+            if found.len() == n {
+                break;
+            }
+            let port = 1024 + ((start + i as u64) % span as u64) as u16;
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                found.push(l);
+            }
+        }
+        anyhow::ensure!(found.len() == n, "only {} free ports below {below}", found.len());
+        found
+    } else {
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?
+    };
     let ports: Vec<String> =
         listeners.iter().map(|l| l.local_addr().map(|a| a.port().to_string())).collect::<Result<_, _>>()?;
     println!("{}", ports.join(" "));
