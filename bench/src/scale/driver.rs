@@ -132,7 +132,7 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
     let other_rss0 = rss_sum(&others);
 
     // ---- connect ----------------------------------------------------------------------------
-    let mut shards = Shards::start(procs, SHARD_TIMEOUT)?;
+    let mut shards = Shards::start_niced(procs, SHARD_TIMEOUT, a.generator_nice)?;
     let t_connect = Instant::now();
     shards.send("GO")?;
     let parts = shards.collect("PART")?;

@@ -77,6 +77,11 @@ pub struct ScaleArgs {
     /// Seconds of the idle window over which CPU is measured (at least one ping interval).
     #[arg(long, default_value_t = 60.0)]
     pub idle_secs: f64,
+    /// Scheduling niceness of the generator processes: dozens of them connecting at once would
+    /// otherwise take CPU from the servers they measure (a starved worker misses its link
+    /// heartbeats, and the gateways then close clients for want of a worker).
+    #[arg(long, default_value_t = 10)]
+    pub generator_nice: u8,
     /// WebSocket handshakes in progress at once per generator process.
     #[arg(long, default_value_t = 64)]
     pub connect_limit: usize,
