@@ -13,6 +13,8 @@
 #   scripts/scale.sh              full: 1,000,000 clients (goes as far as the machine allows and
 #                                 names the limit; the invariants hold for what was held)
 #   options: --conns N  --per-gateway N (clients per gateway, default 17,000 full / 7,000 short)
+#            --workers N (business worker processes, default 4 full / 1 short: one worker process
+#                cannot take the connect events of a million clients on this machine)
 #            --ping SECS  --idle SECS  --step SECS  --out FILE (default target/scale/<mode>.txt)
 #            --debug (debug binaries: for trying the script itself at a small scale)
 #            --raise-conntrack (root only: raise net.netfilter.nf_conntrack_max to fit the run, since
@@ -29,6 +31,7 @@ PER_GW=""
 PING=""
 IDLE=""
 STEP=""
+WORKERS=""
 OUT=""
 PROFILE=release
 RAISE_CONNTRACK=0
@@ -40,6 +43,7 @@ while [ $# -gt 0 ]; do
         --ping) PING="$2"; shift ;;
         --idle) IDLE="$2"; shift ;;
         --step) STEP="$2"; shift ;;
+        --workers) WORKERS="$2"; shift ;;
         --out) OUT="$2"; shift ;;
         --debug) PROFILE=debug ;;
         --raise-conntrack) RAISE_CONNTRACK=1 ;;
@@ -49,11 +53,13 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ "$MODE" = short ]; then
-    : "${CONNS:=20000}" "${PER_GW:=7000}" "${PING:=5}" "${IDLE:=12}" "${STEP:=2}"
+    : "${CONNS:=20000}" "${PER_GW:=7000}" "${PING:=5}" "${IDLE:=12}" "${STEP:=2}" "${WORKERS:=1}"
     EXTRA=(--start-rate 500 --refine 2)
 else
-    : "${CONNS:=1000000}" "${PER_GW:=17000}" "${PING:=25}" "${IDLE:=60}" "${STEP:=5}"
-    EXTRA=(--start-rate 250 --refine 3 --allow-short)
+    : "${CONNS:=1000000}" "${PER_GW:=17000}" "${PING:=25}" "${IDLE:=60}" "${STEP:=5}" "${WORKERS:=4}"
+    # 16 handshakes in flight per generator process (848 for 53): a gentler storm the workers
+    # can follow.
+    EXTRA=(--start-rate 250 --refine 3 --allow-short --connect-limit 16)
 fi
 : "${OUT:=target/scale/$MODE.txt}"
 mkdir -p "$(dirname "$OUT")"
@@ -152,7 +158,7 @@ done
 cat >"$TMP/worker.toml" <<EOF
 name = "worker"
 app = "echo"
-count = 1
+count = $WORKERS
 registers = ["$REG"]
 $COMMON
 EOF
@@ -164,7 +170,7 @@ GW_PIDS=$(IFS=,; echo "${GWS[*]}")
 SERVER_PIDS=$(IFS=,; echo "${SERVERS[*]}")
 "$BENCH" wait --url "$URL_LIST" --timeout 120 2>/dev/null
 echo "== $MODE: $CONNS clients, register + $NGW gateways (max_connections $MAX_CONNS, fd_reserve $FD_RESERVE," \
-     "open-files limit $HARD, ping every ${PING}s) + 1 worker; server pids $SERVER_PIDS" >&2
+     "open-files limit $HARD, ping every ${PING}s) + $WORKERS worker process(es); server pids $SERVER_PIDS" >&2
 
 # ---- the scenario ---------------------------------------------------------------------------
 STATUS=0
