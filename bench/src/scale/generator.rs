@@ -118,6 +118,7 @@ async fn run(a: &ScaleArgs, shard: Shard, nofile: u64) -> anyhow::Result<()> {
         match result {
             Ok((stream, rest)) => {
                 connected += 1;
+                counters.alive.fetch_add(1, Ordering::Relaxed);
                 if connected % 256 == 0
                     && let Some(why) = limits::guard(a.min_mem_available_mib * 1024)
                 {
