@@ -11,15 +11,19 @@
 #                                 all are held, none dropped while idle, and send_to_all and
 #                                 send_to_uid miss nothing
 #   scripts/scale.sh              full: 1,000,000 clients (goes as far as the machine allows and
-#                                 names the limit; the invariants hold for what was held)
+#                                 names the limit; the invariants hold for what was held). On
+#                                 2 cores CPU gives out first; the largest run that held there:
+#                                 --conns 600000 --ping 60 --raise-conntrack (BENCHMARKS.md)
 #   options: --conns N  --per-gateway N (clients per gateway, default 17,000 full / 7,000 short)
 #            --workers N (business worker processes, default 4 full / 1 short: one worker process
 #                cannot take the connect events of a million clients on this machine)
 #            --ping SECS  --idle SECS  --step SECS  --out FILE (default target/scale/<mode>.txt)
+#            --index off|on (which gateways uid sends go to; only `off`, every gateway, exists
+#                until the routing index of issue 16 part 1 is merged)
 #            --debug (debug binaries: for trying the script itself at a small scale)
 #            --raise-conntrack (root only: raise net.netfilter.nf_conntrack_max to fit the run, since
 #                loopback connections are tracked too, and put the old value back on exit; without
-#                it the table is reported as the limit when it fills)
+#                it the generators stop at 95 % of the table and report it as the limit)
 #
 # Builds the release binaries first. Every process it starts is stopped on exit, failure included.
 set -euo pipefail
@@ -32,6 +36,7 @@ PING=""
 IDLE=""
 STEP=""
 WORKERS=""
+INDEX=off
 OUT=""
 PROFILE=release
 RAISE_CONNTRACK=0
@@ -44,10 +49,11 @@ while [ $# -gt 0 ]; do
         --idle) IDLE="$2"; shift ;;
         --step) STEP="$2"; shift ;;
         --workers) WORKERS="$2"; shift ;;
+        --index) INDEX="$2"; shift ;;
         --out) OUT="$2"; shift ;;
         --debug) PROFILE=debug ;;
         --raise-conntrack) RAISE_CONNTRACK=1 ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 64 ;;
     esac
     shift
@@ -175,7 +181,7 @@ echo "== $MODE: $CONNS clients, register + $NGW gateways (max_connections $MAX_C
 # ---- the scenario ---------------------------------------------------------------------------
 STATUS=0
 "$BENCH" scale --url "$URL_LIST" --register "$REG" --conns "$CONNS" --gateway-pid "$GW_PIDS" \
-    --server-pids "$SERVER_PIDS" --ping-secs "$PING" --idle-secs "$IDLE" --step-secs "$STEP" \
+    --server-pids "$SERVER_PIDS" --ping-secs "$PING" --idle-secs "$IDLE" --step-secs "$STEP" --index "$INDEX" \
     "${EXTRA[@]}" >"$TMP/scale.out" 2>"$TMP/scale.err" || STATUS=$?
 {
     echo "# scripts/scale.sh --$MODE, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
