@@ -41,22 +41,9 @@ BIN="${CARGO_TARGET_DIR:-target}/release"
 BENCH="$BIN/gw-bench"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/gw-bench.XXXXXX")
-PIDS=()
 STATUS=0
-
-stop_all() {
-    local pid
-    for pid in "${PIDS[@]:-}"; do
-        [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]:-}"; do
-        [ -z "$pid" ] && continue
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    PIDS=()
-}
+# shellcheck source=scripts/lib/procs.sh
+. scripts/lib/procs.sh
 cleanup() {
     local rc=$?
     stop_all

@@ -28,6 +28,7 @@ cargo build --release -q -p gw-register -p gw-gateway -p gw-business-worker -p g
 
 suite "benchmark (quick)" bash scripts/bench.sh --quick
 suite "chaos soak (short)" bash scripts/soak.sh --short
+suite "scale (short)" bash scripts/scale.sh --short
 suite "autobahn conformance" bash scripts/autobahn.sh
 suite "docker compose cluster" bash scripts/compose-test.sh
 

@@ -76,13 +76,26 @@ impl Shards {
     /// Starts `n` copies of this binary with the current arguments plus `--shard i/n` and waits
     /// until every one is `READY`.
     pub fn start(n: usize, timeout: Duration) -> anyhow::Result<Self> {
+        Self::start_niced(n, timeout, 0)
+    }
+
+    /// [`start`](Self::start) with the children at `nice` (through `nice(1)` when above 0), so a
+    /// generator that needs most of the machine cannot starve the servers it measures.
+    pub fn start_niced(n: usize, timeout: Duration, nice: u8) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
         let args: Vec<String> = std::env::args().skip(1).collect();
         let (tx, rx) = mpsc::channel();
         let mut children = Vec::new();
         let mut stdins = Vec::new();
         for i in 0..n {
-            let mut child = Command::new(&exe)
+            let mut command = if nice > 0 {
+                let mut c = Command::new("nice");
+                c.arg("-n").arg(nice.to_string()).arg(&exe);
+                c
+            } else {
+                Command::new(&exe)
+            };
+            let mut child = command
                 .args(&args)
                 .arg("--shard")
                 .arg(format!("{i}/{n}"))

@@ -10,9 +10,11 @@ mod endpoint;
 mod fanout;
 mod hist;
 mod idle;
+mod lean_ws;
 mod net;
 mod procfs;
 mod push;
+mod scale;
 mod storm;
 
 use std::process::ExitCode;
@@ -31,8 +33,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Print N free TCP ports on 127.0.0.1 (bound together on port 0, then released).
-    Ports { n: usize },
+    /// Print N free TCP ports on 127.0.0.1 (bound together, then released).
+    Ports {
+        n: usize,
+        /// Pick them below the ephemeral range (`ip_local_port_range`), so the outgoing
+        /// connections of the processes started meanwhile cannot take one before its listener
+        /// binds it (with dozens of daemons starting, that race is real).
+        #[arg(long)]
+        outside_ephemeral: bool,
+    },
     /// Wait until a WebSocket echo round trip succeeds on every URL.
     Wait {
         #[arg(long, value_delimiter = ',', required = true)]
@@ -55,6 +64,9 @@ enum Cmd {
     Push(push::PushArgs),
     /// Serve an echo endpoint for business workers running `app = "http"`.
     Endpoint(endpoint::EndpointArgs),
+    /// Up to a million idle WebSocket clients with heartbeats from generator processes: memory
+    /// and CPU per connection, `send_to_all` and `send_to_uid` at that scale, and what limited it.
+    Scale(scale::ScaleArgs),
 }
 
 /// Options every load scenario shares.
@@ -72,10 +84,10 @@ pub struct Common {
     /// 4; 0: let the kernel pick).
     #[arg(long)]
     pub sources: Option<u8>,
-    /// The `<net>` of the source addresses.
+    /// Third octet of the source addresses (127.0.<net>.x).
     #[arg(long, default_value_t = 0)]
     pub source_net: u8,
-    /// The `<first>` of the source addresses.
+    /// Last octet of the first source address.
     #[arg(long, default_value_t = 2)]
     pub source_first: u8,
     /// Server pids whose CPU time is reported as `server_cores` (comma-separated).
@@ -93,19 +105,19 @@ pub struct Common {
 }
 
 impl Common {
-    /// Where the connections go and from which source addresses.
+    /// Where each connection goes and which source address it binds.
     pub fn targets(&self) -> anyhow::Result<Targets> {
         let room = 255u16.saturating_sub(self.source_first as u16) as usize;
         let auto = self.conns.div_ceil(800).clamp(4, room.max(1));
         Targets::new(&self.url, self.source_net, self.source_first, self.sources.unwrap_or(auto as u8))
     }
 
-    /// Which shard of a multi-process run this process is, if it is one.
+    /// `--shard i/n` when this process is a generator started by a parent.
     pub fn shard(&self) -> anyhow::Result<Option<coord::Shard>> {
         self.shard.as_deref().map(coord::Shard::parse).transpose()
     }
 
-    /// The runtime `threads` asks for.
+    /// The tokio runtime of one generator process (`--threads`).
     pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
         Ok(if self.threads <= 1 {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?
@@ -118,7 +130,7 @@ impl Common {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Ports { n } => ports(n),
+        Cmd::Ports { n, outside_ephemeral } => ports(n, outside_ephemeral),
         Cmd::Wait { url, timeout } => wait(url, timeout),
         Cmd::Echo(a) => echo::main(a),
         Cmd::Broadcast(a) => fanout::main(a, fanout::Kind::Broadcast),
@@ -127,6 +139,7 @@ fn main() -> ExitCode {
         Cmd::Storm(a) => storm::main(a),
         Cmd::Push(a) => push::main(a),
         Cmd::Endpoint(a) => endpoint::main(a),
+        Cmd::Scale(a) => scale::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -137,8 +150,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn ports(n: usize) -> anyhow::Result<()> {
-    let listeners = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
+fn ports(n: usize, outside_ephemeral: bool) -> anyhow::Result<()> {
+    let listeners = if outside_ephemeral {
+        let range = procfs::numbers("/proc/sys/net/ipv4/ip_local_port_range");
+        let below = range.first().copied().unwrap_or(32768).min(65535) as u16;
+        anyhow::ensure!(below > 1024, "no ports below the ephemeral range {range:?}");
+        // Start at a different place each time so concurrent scripts rarely probe the same ports.
+        let span = below - 1024;
+        let start = (std::process::id() as u64 ^ scale::wall_us()) % span as u64;
+        let mut found = Vec::new();
+        for i in 0..span {
+            if found.len() == n {
+                break;
+            }
+            let port = 1024 + ((start + i as u64) % span as u64) as u16;
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                found.push(l);
+            }
+        }
+        anyhow::ensure!(found.len() == n, "only {} free ports below {below}", found.len());
+        found
+    } else {
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?
+    };
     let ports: Vec<String> =
         listeners.iter().map(|l| l.local_addr().map(|a| a.port().to_string())).collect::<Result<_, _>>()?;
     println!("{}", ports.join(" "));

@@ -34,6 +34,27 @@ pub fn machine_busy_secs() -> Option<f64> {
     Some(busy / TICKS_PER_SEC)
 }
 
+/// The whitespace-separated numbers of a /proc or /sys file (empty if it cannot be read).
+pub fn numbers(path: &str) -> Vec<u64> {
+    std::fs::read_to_string(path).unwrap_or_default().split_whitespace().filter_map(|v| v.parse().ok()).collect()
+}
+
+/// A field of /proc/meminfo in KiB (`MemAvailable`, `Slab`, …).
+pub fn meminfo_kib(key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.split(':').next() == Some(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// From /proc/net/sockstat's `TCP:` line: sockets in use and buffer memory in pages.
+pub fn sockstat_tcp() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    let Some(line) = text.lines().find(|l| l.starts_with("TCP:")) else { return (0, 0) };
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let after = |key: &str| f.iter().position(|k| *k == key).and_then(|i| f.get(i + 1)?.parse().ok()).unwrap_or(0);
+    (after("inuse"), after("mem"))
+}
+
 /// TCP counters of the whole machine from /proc/net/netstat (`TcpExt: ListenOverflows` …).
 pub fn tcp_ext(names: &[&str]) -> Vec<u64> {
     let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();

@@ -1,0 +1,497 @@
+//! The parent of `scale`: starts the generator processes, takes the readings between phases,
+//! sends through `gateway-client` like a web backend would, and prints the report:
+//! `PHASE …` lines as it goes (stderr), `STEP …` lines for the uid rate search, one
+//! `RESULT scenario=scale …` line and one `LIMIT …` line (stdout).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use gw_gateway_client::GatewayClient;
+
+use super::limits::{self, Failures, Machine};
+use super::{ALL, IDENTIFY, Index, ScaleArgs, UID, text, wall_us};
+use crate::coord::{self, Part, Shards};
+use crate::hist::Hist;
+use crate::procfs::{self, CpuWindow};
+
+/// How long one generator answer may take (the connect phase of a million clients included).
+const SHARD_TIMEOUT: Duration = Duration::from_secs(1200);
+/// Between two `COUNT` polls.
+const POLL: Duration = Duration::from_millis(100);
+/// After a uid step's last send, how long its messages may still arrive.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// The sum of every generator's counters at one moment.
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    alive: u64,
+    lost: u64,
+    identified: u64,
+    all_got: u64,
+    all_last_us: u64,
+    step_got: u64,
+    wrong: u64,
+    stale: u64,
+    other: u64,
+    pings_sent: u64,
+    pongs_got: u64,
+    server_pings: u64,
+    cpu_s: f64,
+    gen_rss_kib: u64,
+}
+
+impl Totals {
+    fn sum(parts: &[Part]) -> anyhow::Result<Self> {
+        let mut t = Self::default();
+        for p in parts {
+            let n = |k: &str| coord::get::<u64>(p, k);
+            t.alive += n("alive")?;
+            t.lost += n("lost")?;
+            t.identified += n("identified")?;
+            t.all_got += n("all_got")?;
+            t.all_last_us = t.all_last_us.max(n("all_last_us")?);
+            t.step_got += n("step_got")?;
+            t.wrong += n("wrong")?;
+            t.stale += n("stale")?;
+            t.other += n("other")?;
+            t.pings_sent += n("pings_sent")?;
+            t.pongs_got += n("pongs_got")?;
+            t.server_pings += n("server_pings")?;
+            t.cpu_s += coord::get::<f64>(p, "cpu_s")?;
+            t.gen_rss_kib += n("gen_rss_kib")?;
+        }
+        Ok(t)
+    }
+}
+
+/// What the parent works with between phases.
+struct Run<'a> {
+    a: &'a ScaleArgs,
+    rt: tokio::runtime::Runtime,
+    shards: Shards,
+    client: Option<GatewayClient>,
+}
+
+impl Run<'_> {
+    fn counts(&mut self) -> anyhow::Result<Totals> {
+        self.shards.send("COUNT")?;
+        Totals::sum(&self.shards.collect("PART")?)
+    }
+
+    /// Polls the counters until `done` holds or `limit` passes (or nothing changed for `stall`).
+    fn poll_until(&mut self, limit: Duration, done: impl Fn(&Totals) -> bool) -> anyhow::Result<Totals> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let t = self.counts()?;
+            if done(&t) || Instant::now() >= deadline {
+                return Ok(t);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn gateway(&self) -> &GatewayClient {
+        self.client.as_ref().expect("connected before use")
+    }
+}
+
+fn rss_sum(pids: &[String]) -> u64 {
+    pids.iter().filter_map(|p| procfs::rss_kib(p)).sum()
+}
+
+fn per_conn(kib: i64, conns: u64) -> i64 {
+    kib * 1024 / conns.max(1) as i64
+}
+
+pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
+    let nofile = limits::raise_nofile();
+    let procs = a.procs();
+    let gateways = a.gateways()?.len();
+    let gw_pids = &a.gateway_pid;
+    let others: Vec<String> =
+        procfs::with_descendants(&a.server_pids).into_iter().filter(|p| !gw_pids.contains(p)).collect();
+    let m0 = Machine::read();
+    eprintln!(
+        "PHASE start target={} gateways={gateways} procs={procs} sources={} per_source={} index={} nofile={nofile} {}",
+        a.conns,
+        a.sources(),
+        a.per_source,
+        index_name(a.index),
+        m0.fields()
+    );
+    if m0.conntrack.1 > 0 && (m0.conntrack.1 - m0.conntrack.0.min(m0.conntrack.1)) < a.conns as u64 {
+        eprintln!(
+            "PHASE warning: the conntrack table has room for {} more connections (nf_conntrack_max {}), fewer than \
+             the {} clients asked for: expect it to be the limit",
+            m0.conntrack.1.saturating_sub(m0.conntrack.0),
+            m0.conntrack.1,
+            a.conns
+        );
+    }
+    let gw_rss0 = rss_sum(gw_pids);
+    let other_rss0 = rss_sum(&others);
+
+    // ---- connect ----------------------------------------------------------------------------
+    let mut shards = Shards::start_niced(procs, SHARD_TIMEOUT, a.generator_nice)?;
+    let t_connect = Instant::now();
+    shards.send("GO")?;
+    let parts = shards.collect("PART")?;
+    let wall_connect = t_connect.elapsed().as_secs_f64();
+    let m_peak = Machine::read();
+    let (mut connected, mut not_attempted, mut secs) = (0u64, 0u64, 0f64);
+    let mut stopped: Vec<String> = Vec::new();
+    let mut failures = Failures::default();
+    for p in &parts {
+        connected += coord::get::<u64>(p, "connected")?;
+        not_attempted += coord::get::<u64>(p, "not_attempted")?;
+        secs = secs.max(coord::get::<f64>(p, "secs")?);
+        let why: String = coord::get(p, "stopped")?;
+        if why != "no" && !stopped.contains(&why) {
+            stopped.push(why);
+        }
+        failures.merge(p);
+    }
+    let conn_rate = connected as f64 / secs.max(1e-3);
+    eprintln!(
+        "PHASE connect connected={connected} failed={} not_attempted={not_attempted} stopped={} secs={secs:.1} \
+         wall_secs={wall_connect:.1} conn_per_sec={conn_rate:.0} {}",
+        failures.total(),
+        if stopped.is_empty() { "no".to_string() } else { stopped.join(",") },
+        failures.fields()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut run = Run { a, rt, shards, client: None };
+    let client = run.rt.block_on(async {
+        let g = GatewayClient::builder([a.register.clone()])
+            .name("scale-bench")
+            .query_timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .context("gateway client")?;
+        anyhow::ensure!(
+            g.wait_for_gateways(gateways, Duration::from_secs(30)).await,
+            "the gateway client linked only {} of {gateways} gateways",
+            g.gateway_count()
+        );
+        anyhow::Ok(g)
+    })?;
+    run.client = Some(client);
+
+    // ---- held and memory -------------------------------------------------------------------
+    // Settled when every gateway counts exactly the clients the generators hold.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (held, counted) = loop {
+        let t = run.counts()?;
+        let counted = run.rt.block_on(run.gateway().get_all_client_count())?;
+        if (counted.is_complete() && counted.value == t.alive) || Instant::now() > deadline {
+            break (t.alive, counted.value);
+        }
+        std::thread::sleep(POLL);
+    };
+    let m_held = Machine::read();
+    let gw_rss = rss_sum(gw_pids);
+    let other_rss = rss_sum(&others);
+    let t_held = run.counts()?;
+    let gw_per = per_conn(gw_rss as i64 - gw_rss0 as i64, held);
+    let other_per = per_conn(other_rss as i64 - other_rss0 as i64, held);
+    let sock_mem_kib = m_held.tcp_mem_pages.0 * 4;
+    let sock_per = per_conn((m_held.tcp_mem_pages.0 as i64 - m0.tcp_mem_pages.0 as i64) * 4, held).max(0);
+    let slab_per = per_conn(m_held.slab_kib as i64 - m0.slab_kib as i64, held);
+    let gen_per = per_conn(t_held.gen_rss_kib as i64, held);
+    let machine_per = per_conn(m0.mem_kib.0 as i64 - m_held.mem_kib.0 as i64, held);
+    eprintln!(
+        "PHASE held held={held} gateways_count={counted} gw_rss_kib={gw_rss} gw_rss_per_conn_bytes={gw_per} \
+         other_rss_kib={other_rss} other_rss_per_conn_bytes={other_per} sock_mem_kib={sock_mem_kib} \
+         slab_per_conn_bytes={slab_per} gen_rss_kib={} gen_rss_per_conn_bytes={gen_per} \
+         machine_per_conn_bytes={machine_per}",
+        t_held.gen_rss_kib
+    );
+
+    // ---- idle with heartbeats --------------------------------------------------------------
+    let idle = Duration::from_secs_f64(a.idle_secs);
+    let before = run.counts()?;
+    let cpu = CpuWindow::start(&a.server_pids);
+    std::thread::sleep(idle); // a measurement window, not a wait for a condition
+    let cpu = cpu.finish();
+    let after = run.counts()?;
+    let idle_secs = idle.as_secs_f64();
+    let gen_cores = (after.cpu_s - before.cpu_s) / idle_secs;
+    let lost_idle = after.lost - before.lost;
+    let client_pings = (after.pings_sent - before.pings_sent) as f64 / idle_secs;
+    let server_pings = (after.server_pings - before.server_pings) as f64 / idle_secs;
+    eprintln!(
+        "PHASE idle secs={idle_secs:.0} server_cores={:.2} gen_cores={gen_cores:.2} machine_cores={:.2} \
+         client_pings_per_sec={client_pings:.0} server_pings_per_sec={server_pings:.0} pongs={} lost={lost_idle}",
+        cpu.server,
+        cpu.machine,
+        after.pongs_got - before.pongs_got
+    );
+
+    // ---- uids -------------------------------------------------------------------------------
+    // Bound first and measured, then each client is told its uid and measured again: the two
+    // figures separate the uid index from what one delivered message leaves behind per client.
+    let t_bind = Instant::now();
+    let ids = run.rt.block_on(run.gateway().get_all_client_ids())?.complete().context("listing client ids")?;
+    let n_ids = ids.len() as u64;
+    run.rt.block_on(async {
+        let g = run.gateway();
+        for (k, id) in ids.iter().enumerate() {
+            g.bind_uid(id, &k.to_string()).await?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while g.get_all_uid_count().await?.value < n_ids && Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+        }
+        anyhow::Ok(())
+    })?;
+    let bind_secs = t_bind.elapsed().as_secs_f64();
+    let gw_rss_bound = rss_sum(gw_pids);
+    run.rt.block_on(async {
+        let g = run.gateway();
+        for (k, id) in ids.iter().enumerate() {
+            g.send_to_client(id, text(IDENTIFY, &[k as u64])).await?;
+        }
+        anyhow::Ok(())
+    })?;
+    drop(ids);
+    let t = run.poll_until(Duration::from_secs(120), |t| t.identified >= n_ids)?;
+    let gw_rss_msg = rss_sum(gw_pids);
+    let bound_per = per_conn(gw_rss_bound as i64 - gw_rss0 as i64, held);
+    let msg_per = per_conn(gw_rss_msg as i64 - gw_rss0 as i64, held);
+    eprintln!(
+        "PHASE bind uids={n_ids} identified={} bind_secs={bind_secs:.1} gw_rss_per_conn_bound_bytes={bound_per} \
+         gw_rss_per_conn_after_message_bytes={msg_per}",
+        t.identified,
+    );
+
+    // ---- send_to_all ------------------------------------------------------------------------
+    let alive = t.alive;
+    let t0 = wall_us();
+    run.rt.block_on(run.gateway().send_to_all(text(ALL, &[t0])))?;
+    let t = run.poll_until(Duration::from_secs(120), |t| t.all_got >= alive)?;
+    let all_secs = t.all_last_us.saturating_sub(t0) as f64 / 1e6;
+    let all_missing = alive.saturating_sub(t.all_got);
+    eprintln!("PHASE send_to_all clients={alive} got={} missing={all_missing} last_secs={all_secs:.3}", t.all_got);
+
+    // ---- send_to_uid --------------------------------------------------------------------------
+    let search = uid_search(&mut run, n_ids)?;
+    let end = run.counts()?;
+    if let Some(g) = run.client.take() {
+        run.rt.block_on(g.shutdown());
+    }
+    run.shards.finish()?;
+
+    let limit = limits::name_limit(a.conns as u64, held, &failures, &stopped, &m_peak, a.min_mem_available_mib, nofile);
+    let next = if limit == "none" {
+        let per_kib = machine_per.max(1) as f64 / 1024.0;
+        let room = Machine::read().headroom(per_kib);
+        room.first().map_or("-".into(), |(what, n)| format!("{what}:{n}"))
+    } else {
+        "-".into()
+    };
+    let (c, uid_rate, p50, p99, uid_missing) = match &search.confirmed {
+        Some(s) => (s.pass, s.rate, s.hist.quantile(0.5), s.hist.quantile(0.99), s.sent - s.got.min(s.sent)),
+        None => (false, 0.0, 0, 0, 0),
+    };
+    println!(
+        "RESULT scenario=scale target={} gateways={gateways} procs={procs} held={held} failed={} \
+         not_attempted={not_attempted} connect_secs={secs:.1} conn_per_sec={conn_rate:.0} {} \
+         gw_rss_before_kib={gw_rss0} gw_rss_kib={gw_rss} gw_rss_per_conn_bytes={gw_per} \
+         gw_rss_per_conn_bound_bytes={bound_per} gw_rss_per_conn_after_message_bytes={msg_per} other_rss_kib={other_rss} other_rss_per_conn_bytes={other_per} \
+         sock_mem_kib={sock_mem_kib} sock_mem_per_conn_bytes={sock_per} slab_per_conn_bytes={slab_per} \
+         gen_rss_kib={} gen_rss_per_conn_bytes={gen_per} machine_per_conn_bytes={machine_per} \
+         idle_secs={idle_secs:.0} idle_server_cores={:.2} idle_gen_cores={gen_cores:.2} idle_machine_cores={:.2} \
+         client_pings_per_sec={client_pings:.0} server_pings_per_sec={server_pings:.0} lost_idle={lost_idle} \
+         all_clients={alive} all_missing={all_missing} all_last_secs={all_secs:.3} \
+         index={} uid_rate={uid_rate:.0} uid_confirmed={c} uid_p50_us={p50} uid_p99_us={p99} \
+         uid_missing={uid_missing} uid_wrong={} uid_steps={} uid_first_failing_rate={:.0} \
+         lost_total={} limit={}",
+        a.conns,
+        failures.total(),
+        failures.fields(),
+        t_held.gen_rss_kib,
+        cpu.server,
+        cpu.machine,
+        index_name(a.index),
+        end.wrong,
+        search.steps,
+        search.first_failing.unwrap_or(0.0),
+        end.lost,
+        if limit == "none" { "none".to_string() } else { limit.split(':').next().unwrap_or("?").to_string() },
+    );
+    println!("LIMIT {limit}; next limit (room left): {next}; at the peak: {}", m_peak.fields());
+
+    let mut broken = Vec::new();
+    if held < a.conns as u64 && !a.allow_short {
+        broken.push(format!("held {held} of {} clients ({limit})", a.conns));
+    }
+    if end.lost > 0 {
+        broken.push(format!("{} clients dropped after connecting ({lost_idle} while idle)", end.lost));
+    }
+    if t.identified < n_ids {
+        broken.push(format!("{} of {n_ids} clients never got their uid", n_ids - t.identified));
+    }
+    if all_missing > 0 {
+        broken.push(format!("send_to_all: {all_missing} of {alive} clients missing"));
+    }
+    if end.wrong > 0 {
+        broken.push(format!("send_to_uid: {} messages reached a client of another uid", end.wrong));
+    }
+    match &search.confirmed {
+        None => broken.push("send_to_uid: no rate passed".into()),
+        Some(s) if s.got < s.sent => broken.push(format!("send_to_uid: {} of {} missing", s.sent - s.got, s.sent)),
+        Some(_) => {}
+    }
+    if !broken.is_empty() {
+        bail!("scale: {}", broken.join("; "));
+    }
+    Ok(())
+}
+
+fn index_name(i: Index) -> &'static str {
+    match i {
+        Index::Off => "off(all-gateways)",
+        Index::On => "on",
+    }
+}
+
+/// One `send_to_uid` step at a fixed rate.
+struct Step {
+    rate: f64,
+    sent: u64,
+    got: u64,
+    hist: Hist,
+    pass: bool,
+    /// Everything arrived, in time, at the right clients; only the latency limit failed.
+    slow_only: bool,
+}
+
+struct Search {
+    /// The best passing rate, run once more.
+    confirmed: Option<Step>,
+    first_failing: Option<f64>,
+    steps: usize,
+}
+
+/// Finds the highest `send_to_uid` rate at which every message arrives, at the right client, with
+/// p99 latency under the limit: the rate grows by `--growth` while steps pass, is bisected
+/// `--refine` times between the last passing and the first failing rate, and the best one is run
+/// again to confirm it.
+fn uid_search(run: &mut Run<'_>, uids: u64) -> anyhow::Result<Search> {
+    let a = run.a;
+    anyhow::ensure!(uids > 0, "no uid bound");
+    let mut rng = SplitMix(wall_us());
+    let (mut lo, mut hi): (Option<f64>, Option<f64>) = (None, None);
+    let mut rate = a.start_rate;
+    let (mut steps, mut refined, mut down) = (0, 0, 0);
+    loop {
+        steps += 1;
+        let mut s = uid_step(run, steps as u64, rate, uids, &mut rng)?;
+        if s.slow_only {
+            // The machine is shared: a step that failed on latency alone runs once more before
+            // its rate counts as too high. Missing or misrouted messages are never retried away.
+            steps += 1;
+            s = uid_step(run, steps as u64, rate, uids, &mut rng)?;
+        }
+        if s.pass {
+            lo = Some(lo.map_or(rate, |l: f64| l.max(rate)));
+        } else {
+            hi = Some(hi.map_or(rate, |h: f64| h.min(rate)));
+        }
+        rate = match (lo, hi) {
+            (_, None) if rate * a.growth <= a.max_rate => rate * a.growth,
+            (_, None) => break,
+            (None, Some(h)) if down < 4 => {
+                down += 1;
+                h / a.growth
+            }
+            (None, Some(_)) => break,
+            (Some(l), Some(h)) if refined < a.refine => {
+                refined += 1;
+                (l + h) / 2.0
+            }
+            (Some(_), Some(_)) => break,
+        };
+    }
+    let confirmed = match lo {
+        Some(best) => {
+            steps += 1;
+            Some(uid_step(run, steps as u64, best, uids, &mut rng)?)
+        }
+        None => None,
+    };
+    Ok(Search { confirmed, first_failing: hi, steps })
+}
+
+fn uid_step(run: &mut Run<'_>, step: u64, rate: f64, uids: u64, rng: &mut SplitMix) -> anyhow::Result<Step> {
+    let a = run.a;
+    run.shards.send(&format!("STEP {step}"))?;
+    run.shards.collect("PART")?;
+    let wrong_before = run.counts()?.wrong;
+    let count = (rate * a.step_secs).ceil().max(1.0) as u64;
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let cpu = CpuWindow::start(&a.server_pids);
+    let targets: Vec<u64> = (0..count).map(|_| rng.next() % uids).collect();
+    let (sent, send_secs) = run.rt.block_on(async {
+        let g = run.gateway();
+        let lead = Duration::from_millis(20);
+        let start = tokio::time::Instant::now() + lead;
+        let wall0 = wall_us() + lead.as_micros() as u64;
+        let mut i = 0u64;
+        while i < count {
+            tokio::time::sleep_until(start + period.mul_f64(i as f64)).await;
+            let now = tokio::time::Instant::now();
+            // Everything due by now goes out (the intended time stays in the message, so a sender
+            // that falls behind shows up as latency).
+            while i < count {
+                let due = period.mul_f64(i as f64);
+                if start + due > now {
+                    break;
+                }
+                let k = targets[i as usize];
+                let msg = text(UID, &[k, step, wall0 + due.as_micros() as u64]);
+                g.send_to_uid(&k.to_string(), msg).await?;
+                i += 1;
+            }
+        }
+        anyhow::Ok((i, start.elapsed().as_secs_f64()))
+    })?;
+    let t = run.poll_until(DRAIN, |t| t.step_got >= sent)?;
+    let cpu = cpu.finish();
+    run.shards.send("HIST")?;
+    let hist = Hist::new();
+    for p in run.shards.collect("PART")? {
+        hist.merge_encoded(p.get("hist").map_or("-", String::as_str))?;
+    }
+    let wrong = t.wrong - wrong_before;
+    let p99_ms = hist.quantile(0.99) as f64 / 1000.0;
+    let on_time = send_secs <= a.step_secs * 1.1 + 0.1;
+    let complete = t.step_got == sent && wrong == 0 && on_time;
+    let pass = complete && p99_ms <= a.p99_limit_ms;
+    let line = format!(
+        "STEP scenario=scale-uid index={} rate={rate:.0} sent={sent} got={} missing={} wrong={wrong} \
+         send_secs={send_secs:.2} on_time={on_time} {} pass={pass} {}",
+        index_name(a.index),
+        t.step_got,
+        sent.saturating_sub(t.step_got),
+        hist.summary(),
+        cpu.fields()
+    );
+    println!("{line}");
+    eprintln!("{line}");
+    Ok(Step { rate, sent, got: t.step_got, hist, pass, slow_only: complete && !pass })
+}
+
+/// A small, fast PRNG for picking uids (quality is plenty for spreading load).
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
