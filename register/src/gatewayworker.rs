@@ -25,6 +25,19 @@ use crate::Registry;
 /// A peer that sends nothing this long after connecting is closed, as `Register.php` does.
 const FIRST_MESSAGE: Duration = Duration::from_secs(10);
 
+/// Why a GatewayWorker peer of the register was refused (logged with its address).
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error(transparent)]
+    Line(#[from] register::RegisterLineError),
+    #[error("secret_key does not match")]
+    WrongSecret,
+    #[error("line longer than {MAX_LINE} bytes")]
+    LineTooLong,
+    #[error("nothing received within {FIRST_MESSAGE:?}")]
+    Silent,
+}
+
 /// Serves the GatewayWorker register protocol on `listener` until `shutdown`.
 pub async fn serve(
     config: RegisterGatewayWorker,
@@ -81,7 +94,7 @@ struct Conn<'a> {
 
 impl Conn<'_> {
     /// `Err` carries the log reason for a refused peer; a plain disconnect is `Ok`.
-    async fn run(&mut self, stream: TcpStream, key: &str, shutdown: &CancellationToken) -> Result<(), String> {
+    async fn run(&mut self, stream: TcpStream, key: &str, shutdown: &CancellationToken) -> Result<(), Refused> {
         let (mut r, mut w) = stream.into_split();
         let mut buf: Vec<u8> = Vec::new();
         let mut chunk = [0u8; 4096];
@@ -97,10 +110,10 @@ impl Conn<'_> {
                 if line.trim_ascii().is_empty() {
                     continue;
                 }
-                match register::parse(line).map_err(|e| e.to_string())? {
+                match register::parse(line)? {
                     ToRegister::GatewayConnect { address, secret_key } => {
                         if secret_key != key {
-                            return Err("secret_key does not match".into());
+                            return Err(Refused::WrongSecret);
                         }
                         if let Some(old) = self.announced.take() {
                             self.registry.remove(old);
@@ -111,7 +124,7 @@ impl Conn<'_> {
                     }
                     ToRegister::WorkerConnect { secret_key } => {
                         if secret_key != key {
-                            return Err("secret_key does not match".into());
+                            return Err(Refused::WrongSecret);
                         }
                         let mut rx = self.registry.subscribe();
                         let list = rx.borrow_and_update().clone();
@@ -124,12 +137,12 @@ impl Conn<'_> {
                 }
             }
             if buf.len() > MAX_LINE {
-                return Err(format!("line longer than {MAX_LINE} bytes"));
+                return Err(Refused::LineTooLong);
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep_until(first_deadline), if !heard => {
-                    return Err(format!("nothing received within {FIRST_MESSAGE:?}"));
+                    return Err(Refused::Silent);
                 }
                 changed = async {
                     match subscription.as_mut() {

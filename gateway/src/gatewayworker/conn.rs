@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::PhpSide;
 use super::events::{EventEncoder, session_bytes};
+use tracing::Instrument;
+
 use crate::metrics::Metrics;
 use crate::router::WorkerLink;
 
@@ -32,7 +34,9 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, side: Arc<PhpSide
     let (raw_tx, raw_rx) = mpsc::channel::<Vec<u8>>(64);
     let (feed_tx, feed_rx) = oneshot::channel::<WorkerFeed>();
     let finish = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(w, raw_rx, feed_rx, side.clone(), finish.clone()));
+    // The writer runs in the connection's span (the caller's, which names the PHP peer).
+    let writer =
+        tokio::spawn(write_loop(w, raw_rx, feed_rx, side.clone(), finish.clone()).instrument(tracing::Span::current()));
     let mut conn = Conn {
         side: side.clone(),
         authorized: side.config.secret_key.is_empty(),
