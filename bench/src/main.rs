@@ -84,7 +84,7 @@ pub struct Common {
     /// 4; 0: let the kernel pick).
     #[arg(long)]
     pub sources: Option<u8>,
-    /// Third octet of the source addresses (127.0.<net>.x).
+    /// Third octet of the source addresses (`127.0.<net>.x`).
     #[arg(long, default_value_t = 0)]
     pub source_net: u8,
     /// Last octet of the first source address.

@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use gw_gateway_client::{GatewayClient, GatewayLink, Session};
 use gw_proto::{ClientInfo, Command, Event, EventKind};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::WorkerStats;
 use crate::acks::Acks;
@@ -21,7 +21,8 @@ use crate::session_writes::PendingWrites;
 /// Where one client's task runs: the handlers, the Gateway API, and the link its events came on.
 pub(crate) struct ClientTask<E> {
     pub events: Arc<E>,
-    pub gateway: GatewayClient,
+    /// The handlers' Gateway API, `Some` once the worker is ready; events wait until then.
+    pub ready: watch::Receiver<Option<GatewayClient>>,
     pub link: Arc<GatewayLink>,
     pub acks: Arc<Acks>,
     pub stats: Arc<WorkerStats>,
@@ -30,7 +31,13 @@ pub(crate) struct ClientTask<E> {
 
 /// Handles the client's events until its queue is closed (it closed, or its link went down).
 pub(crate) async fn client_task<E: Events>(task: ClientTask<E>, mut rx: mpsc::Receiver<Event>) {
-    let ClientTask { events, gateway, link, acks, stats, client_id } = task;
+    let ClientTask { events, mut ready, link, acks, stats, client_id } = task;
+    // Handle nothing before the worker is ready: the events wait in this task's queue (the
+    // gateway keeps them until acknowledged). A worker stopped before it was ready handles none.
+    let Some(gateway) = ready.wait_for(Option::is_some).await.ok().and_then(|g| g.clone()) else {
+        return;
+    };
+    drop(ready);
     // The client's addresses, parsed once (they come with the first event on each link).
     let mut server = server_data(None);
     // Set when on_websocket_connect closed the client: later messages are not handled.

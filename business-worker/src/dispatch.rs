@@ -75,6 +75,12 @@ impl<E: Events> Dispatch<E> {
         self.shared.gateway.send_replace(Some(gateway));
     }
 
+    /// Drops the handlers' Gateway API once the links are closed: it holds the links, whose
+    /// driver holds this dispatch, and the application would otherwise never be dropped.
+    pub fn close(&self) {
+        self.shared.gateway.send_replace(None);
+    }
+
     /// Asks every gateway, including any linked from now on, to route no new events here, then
     /// waits until each linked gateway has answered that everything it routed here has been sent
     /// (a gateway whose link goes away counts as answered), or `deadline` passes.
@@ -123,13 +129,7 @@ impl<E: Events> Inbound for Dispatch<E> {
             // about to exit. Nothing was sent on the link yet, so there is room.
             let _ = link.try_send(ToGateway::Drain);
         }
-        LinkDispatch {
-            shared: self.shared.clone(),
-            link: link.clone(),
-            gateway: None,
-            clients: HashMap::new(),
-            acks: Arc::default(),
-        }
+        LinkDispatch { shared: self.shared.clone(), link: link.clone(), clients: HashMap::new(), acks: Arc::default() }
     }
 }
 
@@ -137,28 +137,18 @@ impl<E: Events> Inbound for Dispatch<E> {
 pub(crate) struct LinkDispatch<E> {
     shared: Arc<Shared<E>>,
     link: Arc<GatewayLink>,
-    gateway: Option<GatewayClient>,
     clients: HashMap<u64, mpsc::Sender<Event>>,
     acks: Arc<Acks>,
 }
 
 impl<E: Events> LinkDispatch<E> {
-    /// The handlers' Gateway API, once the worker is ready.
-    async fn gateway(&mut self) -> Option<GatewayClient> {
-        if self.gateway.is_none() {
-            let mut ready = self.shared.gateway.subscribe();
-            self.gateway = ready.wait_for(Option::is_some).await.ok()?.clone();
-        }
-        self.gateway.clone()
-    }
-
-    fn spawn_client(&self, gateway: GatewayClient, client: u64) -> mpsc::Sender<Event> {
+    fn spawn_client(&self, client: u64) -> mpsc::Sender<Event> {
         let (tx, rx) = mpsc::channel(self.shared.queue);
         let client_id = ClientId::new(self.link.address.clone(), self.link.instance, client).to_string();
         let span = tracing::info_span!("client", client_id = %client_id);
         let task = ClientTask {
             events: self.shared.events.clone(),
-            gateway,
+            ready: self.shared.gateway.subscribe(),
             link: self.link.clone(),
             acks: self.acks.clone(),
             stats: self.shared.stats.clone(),
@@ -171,13 +161,13 @@ impl<E: Events> LinkDispatch<E> {
 
 impl<E: Events> LinkInbound for LinkDispatch<E> {
     async fn event(&mut self, event: Event) -> Result<(), LinkError> {
-        // Handle nothing before the worker is ready (linked to every listed gateway, after
-        // `on_worker_start`): the link waits, and the gateway keeps the events meanwhile.
-        let Some(gateway) = self.gateway().await else { return Ok(()) };
+        // Before the worker is ready (linked to every listed gateway, after `on_worker_start`)
+        // events wait in their clients' queues, not here: the link keeps reading, so replies to
+        // queries made meanwhile (in `on_worker_start`, say) are not stuck behind them.
         let client = event.client;
         let closing = matches!(event.kind, EventKind::Close);
         if !self.clients.contains_key(&client) {
-            let queue = self.spawn_client(gateway, client);
+            let queue = self.spawn_client(client);
             self.clients.insert(client, queue);
         }
         let Some(queue) = self.clients.get(&client) else { return Ok(()) };

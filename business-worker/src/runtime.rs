@@ -105,5 +105,6 @@ pub async fn run_with<E: Events>(
     }
     events.on_worker_stop(&worker_ctx).await;
     links.close().await;
+    dispatch.close();
     tracing::info!("business worker stopped");
 }

@@ -239,9 +239,12 @@ impl Binding {
             let Err(rest) = self.send_all(&link, cx.handle.redelivery.take(), metrics).await else {
                 return Ok(link);
             };
-            // The new worker went away too. What we already sent it comes back with its
-            // hand-back; the rest is newer, so it goes behind that.
-            let _ = tokio::time::timeout(HAND_BACK_WAIT, link.handed_off.cancelled()).await;
+            // The new worker went away too (or started draining). A worker that went away hands
+            // back what we already sent it; the rest is newer, so it goes behind that. A draining
+            // worker keeps and handles what it was sent: nothing comes back, nothing to wait for.
+            if link.gone.is_cancelled() {
+                let _ = tokio::time::timeout(HAND_BACK_WAIT, link.handed_off.cancelled()).await;
+            }
             if let Err(rest) = cx.handle.redelivery.hand_back(rest) {
                 crate::redeliver::spawn_orphans(cx.gw, self.info.clone(), rest);
             }

@@ -19,7 +19,13 @@ use sha2::Sha256;
 use crate::codec::{self, CodecError};
 
 /// Version of this protocol; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// - 1: the first release.
+/// - 2: `FromGateway::Drained` answers a worker's `Drain`. A version-1 worker cannot decode it
+///   (its link would drop mid-drain and the gateway would redeliver what it was still handling),
+///   and a version-1 gateway never sends it (a version-2 worker would wait out its grace period),
+///   so the two refuse each other at the handshake with a message naming both versions.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// First bytes of every hello: tells a stray HTTP client or port scanner from a peer.
 pub const MAGIC: [u8; 4] = *b"GWRS";
 
@@ -397,12 +403,16 @@ mod tests {
             proof: [0; 32],
         };
         let err = acc.verify(&payload(&hello), &[Role::Worker]).unwrap_err();
-        assert!(matches!(err, HandshakeError::Version { ours: 1, theirs: 2 }), "{err}");
+        assert!(matches!(err, HandshakeError::Version { ours: 2, theirs: 3 }), "{err}");
+        // A peer of the first release (no `Drained`) is refused, naming both versions.
+        hello.version = 1;
+        let err = acc.verify(&payload(&hello), &[Role::Worker]).unwrap_err();
+        assert_eq!(err.to_string(), "protocol version mismatch: we speak 2, the peer speaks 1");
         // A future version whose hello has a different shape after the prefix is still recognised.
         let mut future = payload(&(MAGIC, PROTOCOL_VERSION + 7));
         future.extend_from_slice(b"anything at all");
         let err = acc.verify(&future, &[Role::Worker]).unwrap_err();
-        assert!(matches!(err, HandshakeError::Version { theirs: 8, .. }), "{err}");
+        assert!(matches!(err, HandshakeError::Version { theirs: 9, .. }), "{err}");
         hello.version = PROTOCOL_VERSION;
         hello.magic = *b"HTTP";
         assert!(matches!(acc.verify(&payload(&hello), &[Role::Worker]), Err(HandshakeError::BadMagic)));

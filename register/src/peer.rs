@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use tracing::Instrument;
+
 use crate::Registry;
 
 pub(crate) async fn serve(
@@ -50,13 +52,11 @@ pub(crate) async fn serve(
     };
     let role = link.peer.role;
     let span = tracing::info_span!("link", role = %role, node = %link.peer.node);
-    let _enter = span.enter();
-    tracing::debug!("peer authenticated");
-    drop(_enter);
+    span.in_scope(|| tracing::debug!("peer authenticated"));
 
     let engine = LinkEngine::<RegisterSide>::new(LinkOptions::from(&config.link), 64);
     let mut peer = Peer { role, registry: &registry, tx: engine.sender(), announced: None, subscription: None };
-    let result = engine.run(link.reader, link.writer, &mut peer, &shutdown).await;
+    let result = engine.run(link.reader, link.writer, &mut peer, &shutdown).instrument(span).await;
     if let Some(key) = peer.announced {
         registry.remove(key);
         tracing::info!(role = %role, node = %link.peer.node, "gateway left");

@@ -63,11 +63,11 @@ pub struct ScaleArgs {
     /// of a process is 20,000 here).
     #[arg(long, default_value_t = 19_000)]
     pub per_proc: usize,
-    /// Clients per source address (127.<net>.<y>.<z>, z in 1..=254): below the gateway's
+    /// Clients per source address (`127.<net>.<y>.<z>`, z in 1..=254): below the gateway's
     /// per-IP cap and far below the ~28,000 ephemeral ports of one address.
     #[arg(long, default_value_t = 500)]
     pub per_source: usize,
-    /// Second octet of the first source address (127.<net>.0.1).
+    /// Second octet of the first source address (`127.<net>.0.1`).
     #[arg(long, default_value_t = 16)]
     pub source_net: u8,
     /// Each client sends a WebSocket ping this often (the gateways' `ping_interval`), and answers
