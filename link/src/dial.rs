@@ -19,7 +19,8 @@ pub struct Attempt {
 
 /// Dials one peer again and again, with the `[link]` reconnect backoff, until `stop` is cancelled
 /// or `again` says not to retry. Failures are logged (a warning for the first of a run, then
-/// debug) as `"{what} link failed; retrying with backoff"`; ordinary disconnects at info.
+/// debug) as `"{what} link failed; retrying with backoff"`; ordinary disconnects at info, and so
+/// is the first failure after the peer closed the link cleanly (it stopped gracefully).
 ///
 /// Logs go to the caller's span: instrument the future with the peer's identity.
 ///
@@ -44,6 +45,8 @@ pub async fn keep_dialing<F, Fut>(
 {
     let mut backoff = Backoff::new(link.reconnect_min, link.reconnect_max);
     let mut failures = 0u32;
+    // The peer closed the last link cleanly (a graceful stop): its absence is expected, not news.
+    let mut peer_closed = false;
     loop {
         let Attempt { connected, result } = tokio::select! {
             _ = stop.cancelled() => return,
@@ -52,14 +55,21 @@ pub async fn keep_dialing<F, Fut>(
         if connected {
             backoff.reset();
             failures = 0;
+            peer_closed = false;
         }
         match result {
-            Ok(()) => tracing::info!("{what} link closed"),
+            Ok(()) => {
+                peer_closed = connected;
+                tracing::info!("{what} link closed");
+            }
             Err(e) if e.is_disconnect() => tracing::info!(error = %e, "{what} link closed"),
             Err(e) => {
                 failures += 1;
-                // Say it loudly once, then quietly while the peer stays away.
-                if failures == 1 {
+                // Say it loudly once, then quietly while the peer stays away; a peer that said
+                // goodbye first (stopped gracefully) is not a failure worth a warning.
+                if failures == 1 && peer_closed {
+                    tracing::info!(error = %e, "{what} stopped after closing the link; retrying with backoff");
+                } else if failures == 1 {
                     tracing::warn!(error = %e, "{what} link failed; retrying with backoff");
                 } else {
                     tracing::debug!(error = %e, failures, "{what} still unreachable");
