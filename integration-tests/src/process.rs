@@ -342,6 +342,29 @@ pub fn start_worker_master(
     config
 }
 
+/// Stops a detached daemon (`<exe> --config <config> stop`) if the test panics before stopping it
+/// itself, so a failed test leaves no master and workers running. Hold it for the test's length.
+pub struct StopOnPanic {
+    exe: PathBuf,
+    config: String,
+}
+
+impl StopOnPanic {
+    /// Guards the daemon started from `exe` with `config`.
+    pub fn new(exe: &Path, config: &str) -> Self {
+        Self { exe: exe.to_path_buf(), config: config.to_string() }
+    }
+}
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let out = cli(&self.exe, &["--config", &self.config, "stop"]);
+            eprintln!("test failed: stopped its daemon ({}): {}", self.config, out.text());
+        }
+    }
+}
+
 /// A fresh, unique temporary directory for one test.
 pub fn temp_dir(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gwrs-{test}-{}-{}", std::process::id(), rand_suffix()));

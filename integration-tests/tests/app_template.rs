@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use gw_integration_tests::numbered::numbered_traffic;
 use gw_integration_tests::process::{
-    cli, http_get, log_field, reload_every_process, start_worker_master, temp_dir, wait_for_file_line, worker_pids,
-    write_config,
+    StopOnPanic, cli, http_get, log_field, reload_every_process, start_worker_master, temp_dir, wait_for_file_line,
+    worker_pids, write_config,
 };
 use gw_integration_tests::*;
 
@@ -53,6 +53,7 @@ async fn the_template_runs_as_a_daemon_and_reloads_its_rebuilt_binary_without_lo
     let dir = temp_dir("template");
     let sections = "[app_config]\ngreeting = \"hi from the template\"\nreply_prefix = \"you said: \"\n";
     let cfg = start_worker_master(&bin, &dir, "name = \"tpl\"", reg.addr, SECRET, "127.0.0.1:0", sections);
+    let _stop_on_panic = StopOnPanic::new(&bin, &cfg);
     wait_for_workers(&gw, 2).await;
 
     // The handlers and the [app_config] section are the template's.

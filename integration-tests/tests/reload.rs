@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use gw_integration_tests::numbered::numbered_traffic;
 use gw_integration_tests::process::{
-    cli, install_binary, reload_every_process, start_worker_master, temp_dir, worker_pids,
+    StopOnPanic, cli, install_binary, reload_every_process, start_worker_master, temp_dir, worker_pids,
 };
 use gw_integration_tests::*;
 
@@ -23,6 +23,7 @@ async fn reloading_the_workers_twice_under_load_loses_repeats_and_reorders_nothi
     let bin = dir.join("business-worker");
     install_binary(&bin);
     let cfg = start_worker_master(&bin, &dir, "name = \"rw\"\napp = \"echo\"", reg.addr, SECRET, "", "");
+    let _stop_on_panic = StopOnPanic::new(&bin, &cfg);
     wait_for_workers(&gw, 2).await;
 
     let stop = Arc::new(AtomicBool::new(false));
