@@ -65,6 +65,11 @@ pub struct LinkConfig {
     /// The window `failed_handshakes` counts over.
     #[serde(with = "humantime_serde")]
     pub failed_handshake_window: Duration,
+    /// Workers and gateway clients: route uid and group calls only to the gateways that hold
+    /// those uids and groups, as the gateways report them (the routing index). Off sends every
+    /// uid and group call to every gateway, as GatewayWorker does. Ignored by registers and
+    /// gateways.
+    pub routing_index: bool,
 }
 
 impl Default for LinkConfig {
@@ -79,6 +84,7 @@ impl Default for LinkConfig {
             heartbeat_timeout: Duration::from_secs(5),
             failed_handshakes: 32,
             failed_handshake_window: Duration::from_secs(10),
+            routing_index: true,
         }
     }
 }

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::link::GatewayLink;
 use crate::links::{GatewayLinks, LinksOptions, NoEvents};
+use crate::routing::{Kind, RoutingStats};
 use crate::{Answer, ClientError};
 
 /// Client ids local to one gateway, with the link to it.
@@ -89,9 +90,16 @@ impl GatewayClientBuilder {
         self
     }
 
-    /// Link tuning (frame size, reconnect backoff, heartbeats).
+    /// Link tuning (frame size, reconnect backoff, heartbeats, the routing index).
     pub fn link_config(mut self, link: LinkConfig) -> Self {
         self.link = link;
+        self
+    }
+
+    /// Route uid and group calls only to the gateways that hold those uids and groups (default
+    /// on; see the crate docs, "Routing index"). Off sends each of them to every gateway.
+    pub fn routing_index(mut self, on: bool) -> Self {
+        self.link.routing_index = on;
         self
     }
 
@@ -214,6 +222,19 @@ impl GatewayClient {
     /// ```
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         self.links.wait_ready(timeout).await
+    }
+
+    /// What the routing index holds and did: uid and group calls routed, gateway messages
+    /// saved, calls that went nowhere because no gateway holds their uids or groups.
+    ///
+    /// ```no_run
+    /// # fn f(g: gw_gateway_client::GatewayClient) {
+    /// let stats = g.routing_stats();
+    /// println!("{} routed calls skipped {} gateway messages", stats.routed, stats.skipped);
+    /// # }
+    /// ```
+    pub fn routing_stats(&self) -> RoutingStats {
+        self.links.routing_stats()
     }
 
     /// Number of gateways connected now.
@@ -348,16 +369,25 @@ impl GatewayClient {
         Ok(links)
     }
 
-    /// Sends a command to every gateway; reports the ones that did not get it.
-    async fn fan_out(&self, cmd: Command) -> Result<(), ClientError> {
+    /// The linked gateways a call about these uids or groups must reach: by the routing index,
+    /// only those that hold one of them (or might: see [`crate::RoutingStats`]).
+    fn holders(&self, kind: Kind, names: &[String]) -> Result<Vec<Arc<GatewayLink>>, ClientError> {
         self.live()?;
-        self.fan_out_with(|_| cmd.clone()).await
+        Ok(self.links.routing.route(self.linked()?, kind, names))
     }
 
-    /// Sends each gateway the command `make` builds for its link; reports the gateways that did
-    /// not get theirs.
-    async fn fan_out_with(&self, mut make: impl FnMut(&GatewayLink) -> Command) -> Result<(), ClientError> {
-        let links = self.linked()?;
+    /// Sends a command to each of `links`; reports the gateways that did not get it.
+    async fn fan_out(&self, links: Vec<Arc<GatewayLink>>, cmd: Command) -> Result<(), ClientError> {
+        self.fan_out_with(links, |_| cmd.clone()).await
+    }
+
+    /// Sends each of `links` the command `make` builds for it; reports the gateways that did not
+    /// get theirs, and the gateways listed by registers but not linked (they may hold a target).
+    async fn fan_out_with(
+        &self,
+        links: Vec<Arc<GatewayLink>>,
+        mut make: impl FnMut(&GatewayLink) -> Command,
+    ) -> Result<(), ClientError> {
         let mut missing: BTreeSet<String> = self.links.unreachable().into_iter().collect();
         for link in links {
             if self.command(&link, make(&link)).await.is_err() {
@@ -374,7 +404,16 @@ impl GatewayClient {
     /// Asks every gateway concurrently; returns the replies and the gateways that did not answer.
     async fn gather(&self, query: Query) -> Result<(Vec<(Arc<GatewayLink>, Reply)>, Vec<String>), ClientError> {
         self.live()?;
-        let links = self.linked()?;
+        self.gather_from(self.linked()?, query).await
+    }
+
+    /// Asks each of `links` concurrently; returns the replies and the gateways that did not
+    /// answer (unlinked ones included).
+    async fn gather_from(
+        &self,
+        links: Vec<Arc<GatewayLink>>,
+        query: Query,
+    ) -> Result<(Vec<(Arc<GatewayLink>, Reply)>, Vec<String>), ClientError> {
         let deadline = self.query_timeout;
         let results = join_all(links.iter().map(|l| l.request(query.clone(), deadline))).await;
         let mut replies = Vec::new();
@@ -397,6 +436,14 @@ impl GatewayClient {
     /// Asks every gateway for a list of strings; answers the distinct strings of all, sorted.
     async fn gather_strings(&self, query: Query) -> Result<Answer<Vec<String>>, ClientError> {
         let (replies, missing) = self.gather(query).await?;
+        Self::merge_strings(replies, missing)
+    }
+
+    /// The distinct strings of every reply, sorted.
+    fn merge_strings(
+        replies: Vec<(Arc<GatewayLink>, Reply)>,
+        missing: Vec<String>,
+    ) -> Result<Answer<Vec<String>>, ClientError> {
         let mut all = BTreeSet::new();
         for (link, reply) in replies {
             let Reply::Strings(strings) = reply else { return Err(Self::unexpected(&link)) };
@@ -482,14 +529,14 @@ impl GatewayClient {
     ) -> Result<(), ClientError> {
         let msg = msg.into();
         let mut excluded = self.exclusions(exclude)?;
-        self.fan_out_with(|link| {
+        self.fan_out_with(self.linked()?, |link| {
             let exclude = excluded.remove(&link.id).unwrap_or_default();
             Command::SendToAll { msg: msg.clone(), exclude }
         })
         .await
     }
 
-    /// Sends a message to every connection bound to `uid`, on every gateway.
+    /// Sends a message to every connection bound to `uid`, on every gateway that has one.
     ///
     /// ```no_run
     /// # async fn f(g: gw_gateway_client::GatewayClient, id: &str) -> Result<(), gw_gateway_client::ClientError> {
@@ -509,7 +556,8 @@ impl GatewayClient {
     /// ```
     pub async fn send_to_uids<S: AsRef<str>>(&self, uids: &[S], msg: impl Into<Payload>) -> Result<(), ClientError> {
         let uids = names(uids, "uid")?;
-        self.fan_out(Command::SendToUids { uids, msg: msg.into() }).await
+        let links = self.holders(Kind::Uid, &uids)?;
+        self.fan_out(links, Command::SendToUids { uids, msg: msg.into() }).await
     }
 
     /// Sends a message to every member of `group`, on every gateway.
@@ -554,7 +602,7 @@ impl GatewayClient {
         let groups = names(groups, "group")?;
         let msg = msg.into();
         let mut excluded = self.exclusions(exclude)?;
-        self.fan_out_with(|link| {
+        self.fan_out_with(self.holders(Kind::Group, &groups)?, |link| {
             let exclude = excluded.remove(&link.id).unwrap_or_default();
             Command::SendToGroups { groups: groups.clone(), msg: msg.clone(), exclude }
         })
@@ -649,7 +697,8 @@ impl GatewayClient {
         uids: &[S],
     ) -> Result<Answer<BTreeMap<String, Vec<String>>>, ClientError> {
         let uids = names(uids, "uid")?;
-        let (replies, missing) = self.gather(Query::ClientsByUids { uids: uids.clone() }).await?;
+        let links = self.holders(Kind::Uid, &uids)?;
+        let (replies, missing) = self.gather_from(links, Query::ClientsByUids { uids: uids.clone() }).await?;
         let mut out: BTreeMap<String, Vec<String>> = uids.iter().map(|u| (u.clone(), Vec::new())).collect();
         for (link, reply) in replies {
             let Reply::ClientLists(lists) = reply else { return Err(Self::unexpected(&link)) };
@@ -690,7 +739,8 @@ impl GatewayClient {
     /// ```
     pub async fn close_uid(&self, uid: &str) -> Result<(), ClientError> {
         let uid = name(uid, "uid")?;
-        self.fan_out(Command::CloseUid { uid }).await
+        let links = self.holders(Kind::Uid, std::slice::from_ref(&uid))?;
+        self.fan_out(links, Command::CloseUid { uid }).await
     }
 
     /// Every uid bound to at least one connection.
@@ -752,7 +802,8 @@ impl GatewayClient {
     /// ```
     pub async fn ungroup(&self, group: &str) -> Result<(), ClientError> {
         let group = name(group, "group")?;
-        self.fan_out(Command::Ungroup { group }).await
+        let links = self.holders(Kind::Group, std::slice::from_ref(&group))?;
+        self.fan_out(links, Command::Ungroup { group }).await
     }
 
     /// Every member of a group, across the cluster.
@@ -765,7 +816,8 @@ impl GatewayClient {
     /// ```
     pub async fn get_client_ids_by_group(&self, group: &str) -> Result<Answer<Vec<String>>, ClientError> {
         let group = name(group, "group")?;
-        let (replies, missing) = self.gather(Query::ClientsByGroups { groups: vec![group] }).await?;
+        let links = self.holders(Kind::Group, std::slice::from_ref(&group))?;
+        let (replies, missing) = self.gather_from(links, Query::ClientsByGroups { groups: vec![group] }).await?;
         let mut ids = Vec::new();
         for (link, reply) in replies {
             let Reply::ClientLists(mut lists) = reply else { return Err(Self::unexpected(&link)) };
@@ -801,7 +853,8 @@ impl GatewayClient {
         groups: &[S],
     ) -> Result<Answer<BTreeMap<String, u64>>, ClientError> {
         let groups = names(groups, "group")?;
-        let (replies, missing) = self.gather(Query::ClientCountByGroups { groups: groups.clone() }).await?;
+        let links = self.holders(Kind::Group, &groups)?;
+        let (replies, missing) = self.gather_from(links, Query::ClientCountByGroups { groups: groups.clone() }).await?;
         let mut out: BTreeMap<String, u64> = groups.iter().map(|g| (g.clone(), 0)).collect();
         for (link, reply) in replies {
             let Reply::Counts(counts) = reply else { return Err(Self::unexpected(&link)) };
@@ -822,7 +875,9 @@ impl GatewayClient {
     /// ```
     pub async fn get_uids_by_group(&self, group: &str) -> Result<Answer<Vec<String>>, ClientError> {
         let group = name(group, "group")?;
-        self.gather_strings(Query::UidsByGroup { group }).await
+        let links = self.holders(Kind::Group, std::slice::from_ref(&group))?;
+        let (replies, missing) = self.gather_from(links, Query::UidsByGroup { group }).await?;
+        Self::merge_strings(replies, missing)
     }
 
     /// Number of distinct uids among a group's members.
@@ -988,7 +1043,8 @@ impl GatewayClient {
     /// # Ok(()) }
     /// ```
     pub async fn get_all_client_sessions(&self) -> Result<Answer<BTreeMap<String, Session>>, ClientError> {
-        self.sessions(Query::Sessions { clients: None, group: None }).await
+        self.live()?;
+        self.sessions(self.linked()?, Query::Sessions { clients: None, group: None }).await
     }
 
     /// The sessions of a group's members.
@@ -1004,11 +1060,16 @@ impl GatewayClient {
         group: &str,
     ) -> Result<Answer<BTreeMap<String, Session>>, ClientError> {
         let group = name(group, "group")?;
-        self.sessions(Query::Sessions { clients: None, group: Some(group) }).await
+        let links = self.holders(Kind::Group, std::slice::from_ref(&group))?;
+        self.sessions(links, Query::Sessions { clients: None, group: Some(group) }).await
     }
 
-    async fn sessions(&self, query: Query) -> Result<Answer<BTreeMap<String, Session>>, ClientError> {
-        let (replies, missing) = self.gather(query).await?;
+    async fn sessions(
+        &self,
+        links: Vec<Arc<GatewayLink>>,
+        query: Query,
+    ) -> Result<Answer<BTreeMap<String, Session>>, ClientError> {
+        let (replies, missing) = self.gather_from(links, query).await?;
         let mut out = BTreeMap::new();
         for (link, reply) in replies {
             let Reply::Sessions(rows) = reply else { return Err(Self::unexpected(&link)) };

@@ -36,6 +36,7 @@ mod api;
 mod error;
 mod link;
 mod links;
+mod routing;
 
 pub use answer::Answer;
 pub use api::{GatewayClient, GatewayClientBuilder, Session};
@@ -43,3 +44,4 @@ pub use error::ClientError;
 pub use gw_proto::{ClientId, CloseReason, Payload};
 pub use link::GatewayLink;
 pub use links::{GatewayLinks, Inbound, LinkInbound, LinksOptions, NoEvents};
+pub use routing::RoutingStats;

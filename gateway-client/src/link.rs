@@ -2,8 +2,8 @@
 //! replies.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gw_proto::{Command, Query, Reply, ToGateway};
@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::ClientError;
+use crate::routing::Routing;
 
 /// A live link to a gateway. Cheap to share (`Arc`); dropped from the table of
 /// [`GatewayLinks`](crate::GatewayLinks) when the link goes down, after which sends on it fail.
@@ -25,6 +26,8 @@ pub struct GatewayLink {
     /// The gateway's node name.
     pub node: String,
     tx: mpsc::Sender<ToGateway>,
+    /// Numbers the index writes queued here (see [`Routing::write`]).
+    routing: Arc<Routing>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_request: AtomicU64,
     /// Cancelled when the link goes down.
@@ -32,13 +35,21 @@ pub struct GatewayLink {
 }
 
 impl GatewayLink {
-    pub(crate) fn new(id: u64, address: String, instance: u64, node: String, tx: mpsc::Sender<ToGateway>) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        address: String,
+        instance: u64,
+        node: String,
+        tx: mpsc::Sender<ToGateway>,
+        routing: Arc<Routing>,
+    ) -> Self {
         Self {
             id,
             address,
             instance,
             node,
             tx,
+            routing,
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             down: CancellationToken::new(),
@@ -53,11 +64,40 @@ impl GatewayLink {
     /// Queues a message on this link, behind everything queued before, waiting while the queue
     /// is full. [`ClientError::GatewayUnavailable`] once the link is down.
     pub async fn send(&self, msg: ToGateway) -> Result<(), ClientError> {
-        self.tx.send(msg).await.map_err(|_| ClientError::GatewayUnavailable(self.address.clone()))
+        let permit = self.tx.reserve().await.map_err(|_| ClientError::GatewayUnavailable(self.address.clone()))?;
+        self.queue(permit, msg);
+        Ok(())
     }
 
     /// Queues a message only if there is room now; false if the queue is full or the link down.
     pub fn try_send(&self, msg: ToGateway) -> bool {
+        match self.tx.try_reserve() {
+            Ok(permit) => {
+                self.queue(permit, msg);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Queues `msg` in the place `permit` holds; an index write is numbered as it is queued, so
+    /// the routing index can tell when the gateway has applied it.
+    fn queue(&self, permit: mpsc::Permit<'_, ToGateway>, msg: ToGateway) {
+        match &msg {
+            ToGateway::Command(cmd) if cmd.is_index_write() => {
+                let own = Routing::own_write(cmd);
+                self.routing.write(self.id, own, || permit.send(msg));
+            }
+            _ => permit.send(msg),
+        }
+    }
+
+    pub(crate) fn routing(&self) -> &Routing {
+        &self.routing
+    }
+
+    /// Queues a message of the link's own (a watch request) if there is room, without numbering.
+    pub(crate) fn try_queue(&self, msg: ToGateway) -> bool {
         self.tx.try_send(msg).is_ok()
     }
 

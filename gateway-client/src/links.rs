@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::link::GatewayLink;
+use crate::routing::{Routing, RoutingStats};
 
 /// What a process does with what gateways send besides answers to its queries: the client events
 /// a business worker receives. One [`LinkInbound`] per link incarnation.
@@ -158,6 +159,8 @@ pub struct GatewayLinks {
     /// register accepts a handshake again.
     pub(crate) refusals: watch::Sender<BTreeMap<usize, (String, String)>>,
     next_link: AtomicU64,
+    /// Which gateways hold which uids and groups.
+    pub(crate) routing: Arc<Routing>,
     spawner: Spawner,
     /// Graceful close: links stop reading, queue their final messages, flush, disconnect.
     closing: CancellationToken,
@@ -188,6 +191,7 @@ impl GatewayLinks {
             heard_register: watch::channel(false).0,
             refusals: watch::channel(BTreeMap::new()).0,
             next_link: AtomicU64::new(1),
+            routing: Arc::new(Routing::new(options.link.routing_index)),
             spawner,
             closing: CancellationToken::new(),
             cancel: CancellationToken::new(),
@@ -204,6 +208,11 @@ impl GatewayLinks {
     /// What these links were started with.
     pub fn options(&self) -> &LinksOptions {
         &self.options
+    }
+
+    /// What the routing index holds and did (see [`RoutingStats`]).
+    pub fn routing_stats(&self) -> RoutingStats {
+        self.routing.stats()
     }
 
     /// The link to the gateway at `address`, if connected.
@@ -387,7 +396,10 @@ async fn gateway_once<I: Inbound>(
         instance,
         conn.peer.node.clone(),
         engine.sender(),
+        links.routing.clone(),
     ));
+    // Before anyone can queue on it, so the index writes on it are numbered from the first.
+    links.routing.link_up(&link);
     links.links.write().expect("links lock").insert(address.to_string(), link.clone());
     let mut reader = Reader { link: link.clone(), inbound: inbound.link_up(&link) };
     links.bump();
@@ -413,6 +425,7 @@ async fn gateway_once<I: Inbound>(
         }
     }
     link.fail_pending();
+    links.routing.link_down(link.id);
     links.bump();
     reader.inbound.down();
     result.map(|_: Ended| ())
@@ -430,6 +443,7 @@ impl<L: LinkInbound> Handler<GatewayPeerSide> for Reader<L> {
             FromGateway::Event(event) => return self.inbound.event(event).await,
             FromGateway::Reply { id, reply } => self.link.resolve(id, reply),
             FromGateway::Drained => self.inbound.drained(),
+            FromGateway::Index(update) => self.link.routing().update(self.link.id, update),
             FromGateway::Welcome { .. } => return Err(LinkError::Unexpected("second welcome".into())),
             // The engine answers heartbeats.
             FromGateway::Ping | FromGateway::Pong => {}

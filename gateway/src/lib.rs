@@ -25,6 +25,7 @@ mod gateway;
 pub mod gatewayworker;
 mod heartbeat;
 mod index;
+mod index_feed;
 mod listener;
 pub mod metrics;
 mod node;

@@ -61,6 +61,11 @@ pub struct Metrics {
     pub rejected_fd_exhausted: AtomicU64,
     /// Internal connections closed at once because too many handshakes were already pending.
     pub rejected_links_busy: AtomicU64,
+    /// Routing index updates (snapshots and batches of changes) sent to watching links.
+    pub index_updates: AtomicU64,
+    /// A watching link fell so far behind that its backlog of index changes was replaced by a
+    /// fresh snapshot.
+    pub index_resyncs: AtomicU64,
 }
 
 impl Metrics {
@@ -95,6 +100,8 @@ impl Metrics {
             ("handshakes_rate_limited", g(&self.handshakes_rate_limited)),
             ("rejected_fd_exhausted", g(&self.rejected_fd_exhausted)),
             ("rejected_links_busy", g(&self.rejected_links_busy)),
+            ("index_updates", g(&self.index_updates)),
+            ("index_resyncs", g(&self.index_resyncs)),
         ]
     }
 

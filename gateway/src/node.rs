@@ -137,6 +137,16 @@ impl Node for GatewayNode {
                 "Internal connections closed because too many handshakes were pending.",
                 g(&m.rejected_links_busy),
             ),
+            MetricFamily::counter(
+                "gw_index_updates_total",
+                "Routing index updates (snapshots and batches of uid/group changes) sent to watching workers and gateway clients.",
+                g(&m.index_updates),
+            ),
+            MetricFamily::counter(
+                "gw_index_resyncs_total",
+                "Watching links that fell behind on routing index changes and got a fresh snapshot instead.",
+                g(&m.index_resyncs),
+            ),
         ];
         Box::pin(async move { families })
     }

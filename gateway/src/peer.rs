@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::Gateway;
+use crate::index_feed::Watcher;
 use crate::metrics::Metrics;
 use crate::router::WorkerLink;
 
@@ -61,8 +62,9 @@ pub(crate) async fn serve(
         let _ = tx.try_send(FromGateway::Welcome { instance: gw.instance, address: gw.address.clone() });
         let worker = (role == Role::Worker).then(|| gw.router.add(node.clone(), tx.clone()));
         tracing::info!("{role} connected");
-        let mut peer = Peer { gw: &gw, tx, worker: worker.as_deref() };
+        let mut peer = Peer { gw: &gw, tx, worker: worker.as_deref(), index: IndexFeed::default() };
         let result = engine.run(link.reader, link.writer, &mut peer, &links_down).await;
+        peer.index.stop(&gw);
         if let Ok(Ended::Closed { flushed }) = result {
             // Gateway stopping: every client is closed and its close event was queued.
             tracing::debug!(flushed, "link closed by shutdown");
@@ -87,16 +89,61 @@ pub(crate) async fn serve(
 
 /// What a worker's or gateway client's messages do here.
 struct Peer<'a> {
-    gw: &'a Gateway,
+    gw: &'a Arc<Gateway>,
     tx: mpsc::Sender<FromGateway>,
     /// Set for a business worker: the router's view of it.
     worker: Option<&'a WorkerLink>,
+    index: IndexFeed,
+}
+
+/// This link's routing index feed: its count of applied index writes (kept from the start, so
+/// it is right whenever the peer starts watching) and the task writing the feed once it does.
+#[derive(Default)]
+struct IndexFeed {
+    watcher: Arc<Watcher>,
+    task: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
+}
+
+impl IndexFeed {
+    fn start(&mut self, gw: &Arc<Gateway>, tx: &mpsc::Sender<FromGateway>) {
+        if self.task.is_some() {
+            return;
+        }
+        let stop = CancellationToken::new();
+        let (gw, tx, watcher, until) = (gw.clone(), tx.clone(), self.watcher.clone(), stop.clone());
+        // A part of a snapshot stays well under the frame limit.
+        let part_bytes = (gw.config.link.max_frame / 4).clamp(1024, 1 << 20);
+        let feed = async move {
+            tokio::select! {
+                () = crate::index_feed::run(watcher, &gw.state, tx, part_bytes) => {}
+                () = until.cancelled() => {}
+            }
+        };
+        let task = tokio::spawn(feed.instrument(tracing::debug_span!("index_feed")));
+        tracing::debug!("peer watches the routing index");
+        self.task = Some((task, stop));
+    }
+
+    fn stop(&mut self, gw: &Gateway) {
+        if let Some((task, stop)) = self.task.take() {
+            stop.cancel();
+            task.abort();
+            gw.state.index_mut().unwatch(&self.watcher);
+        }
+    }
 }
 
 impl Handler<GatewaySide> for Peer<'_> {
     async fn on_message(&mut self, msg: ToGateway) -> Result<(), LinkError> {
         match msg {
-            ToGateway::Command(cmd) => self.gw.state.execute(cmd),
+            ToGateway::Command(cmd) => {
+                let index_write = cmd.is_index_write();
+                self.gw.state.execute(cmd);
+                if index_write {
+                    self.index.watcher.applied_one();
+                }
+            }
+            ToGateway::WatchIndex => self.index.start(self.gw, &self.tx),
             ToGateway::Request { id, query } => {
                 let reply = self.gw.state.answer(query);
                 // The link's own writer drains the queue, so this wait ends.

@@ -19,7 +19,7 @@ impl Clients {
                 let ix = self.index();
                 Reply::ClientLists(uids.iter().map(|u| sorted(ix.uid_clients(u))).collect())
             }
-            Query::UidOf { client } => Reply::Text(self.index().uid_of(client).cloned()),
+            Query::UidOf { client } => Reply::Text(self.index().uid_of(client).map(str::to_string)),
             Query::ClientsByGroups { groups } => {
                 let ix = self.index();
                 Reply::ClientLists(groups.iter().map(|g| sorted(ix.group_clients(g))).collect())
@@ -33,14 +33,14 @@ impl Clients {
             Query::GroupClients => {
                 let ix = self.index();
                 let mut all: Vec<(String, Vec<u64>)> =
-                    ix.groups().map(|g| (g.clone(), sorted(ix.group_clients(g)))).collect();
+                    ix.groups().map(|g| (g.to_string(), sorted(ix.group_clients(g)))).collect();
                 all.sort();
                 Reply::NamedClients(all)
             }
             Query::GroupUids => {
                 let ix = self.index();
                 let mut all: Vec<(String, Vec<String>)> =
-                    ix.groups().map(|g| (g.clone(), ix.distinct_uids(g))).collect();
+                    ix.groups().map(|g| (g.to_string(), ix.distinct_uids(g))).collect();
                 all.sort();
                 Reply::NamedStrings(all)
             }
@@ -63,7 +63,7 @@ impl Clients {
                     .map(|h| ConnectionInfo {
                         client: h.id,
                         client_addr: h.info.client_addr.clone(),
-                        uid: ix.uid_of(h.id).cloned(),
+                        uid: ix.uid_of(h.id).map(str::to_string),
                         groups: sorted_strings(ix.groups_of(h.id)),
                         bytes_in: h.bytes_in.load(Ordering::Relaxed),
                         bytes_out: h.bytes_out.load(Ordering::Relaxed),
@@ -83,8 +83,8 @@ fn sorted(it: impl Iterator<Item = u64>) -> Vec<u64> {
     v
 }
 
-fn sorted_strings<'a>(it: impl Iterator<Item = &'a String>) -> Vec<String> {
-    let mut v: Vec<String> = it.cloned().collect();
+fn sorted_strings<'a>(it: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut v: Vec<String> = it.map(str::to_string).collect();
     v.sort();
     v
 }

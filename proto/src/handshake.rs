@@ -25,7 +25,9 @@ use crate::codec::{self, CodecError};
 ///   (its link would drop mid-drain and the gateway would redeliver what it was still handling),
 ///   and a version-1 gateway never sends it (a version-2 worker would wait out its grace period),
 ///   so the two refuse each other at the handshake with a message naming both versions.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// - 3: the routing index (`ToGateway::WatchIndex`, `FromGateway::Index`): a version-2 gateway
+///   cannot decode the watch request and would drop the link of every version-3 sender.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// First bytes of every hello: tells a stray HTTP client or port scanner from a peer.
 pub const MAGIC: [u8; 4] = *b"GWRS";
 

@@ -290,6 +290,22 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether this command can change which uids and groups a gateway holds: bind, unbind,
+    /// join, leave and ungroup. Gateways count these per link and report the count in
+    /// [`IndexUpdate::applied`], so a sender can tell when its own writes are in the index.
+    pub fn is_index_write(&self) -> bool {
+        matches!(
+            self,
+            Command::BindUid { .. }
+                | Command::UnbindUid { .. }
+                | Command::JoinGroup { .. }
+                | Command::LeaveGroup { .. }
+                | Command::Ungroup { .. }
+        )
+    }
+}
+
 /// Worker or gateway client → gateway: ask about this gateway's clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Query {
@@ -415,6 +431,10 @@ pub enum ToGateway {
     Ping,
     /// Answer to a `Ping`.
     Pong,
+    /// Send me which uids and groups you hold: a snapshot now, then every change, as
+    /// `FromGateway::Index` (the routing index: senders route uid and group calls only to the
+    /// gateways that hold them).
+    WatchIndex,
 }
 
 /// Gateway → worker or gateway client.
@@ -445,6 +465,50 @@ pub enum FromGateway {
     /// event it routed there before is already on the link, ahead of this message. A worker that
     /// has this from every gateway has received all it will get.
     Drained,
+    /// Which uids and groups this gateway holds (after a `ToGateway::WatchIndex`).
+    Index(IndexUpdate),
+}
+
+/// A uid or group that appeared on or disappeared from a gateway (its first client bound or
+/// joined, its last one left).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum IndexChange {
+    /// The gateway now has a client bound to this uid.
+    UidOn(String),
+    /// The gateway no longer has a client bound to this uid.
+    UidOff(String),
+    /// The gateway now has a member of this group.
+    GroupOn(String),
+    /// The gateway no longer has a member of this group.
+    GroupOff(String),
+}
+
+impl IndexChange {
+    /// Bytes this change adds to a frame, roughly (for splitting large updates).
+    pub fn weight(&self) -> usize {
+        match self {
+            IndexChange::UidOn(s) | IndexChange::UidOff(s) | IndexChange::GroupOn(s) | IndexChange::GroupOff(s) => {
+                s.len() + 10
+            }
+        }
+    }
+}
+
+/// Part of a gateway's routing index, for one link: a snapshot (split over several updates when
+/// large) or the changes since the last update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexUpdate {
+    /// Index writes (see [`Command::is_index_write`]) received on this link that the gateway had
+    /// applied when it sent this: a sender's own bind or join numbered up to here is in this
+    /// update or an earlier one.
+    pub applied: u64,
+    /// Forget everything this gateway said before: a snapshot starts here.
+    pub reset: bool,
+    /// After applying this, the receiver knows every uid and group of this gateway (false on
+    /// every part of a snapshot but the last).
+    pub complete: bool,
+    /// `On` entries of a snapshot, or the changes in the order they happened.
+    pub changes: Vec<IndexChange>,
 }
 
 #[cfg(test)]
@@ -575,6 +639,7 @@ mod tests {
         }
         round_trip(ToGateway::Ack { seq: u64::MAX });
         round_trip(ToGateway::Drain);
+        round_trip(ToGateway::WatchIndex);
         round_trip(ToGateway::Ping);
         round_trip(ToGateway::Pong);
         round_trip(FromGateway::Welcome { instance: 42, address: "gw:2900".into() });
@@ -617,6 +682,37 @@ mod tests {
         encode_frame(&FromGateway::Drained, &mut drained, 1 << 16).unwrap();
         assert_eq!(out[4..], [4], "Pong keeps tag 4 (Welcome, Event, Reply, Ping come first)");
         assert_eq!(drained[4..], [5], "Drained comes after it");
+    }
+
+    #[test]
+    fn index_updates_round_trip_after_the_older_variants() {
+        round_trip(FromGateway::Index(IndexUpdate {
+            applied: 7,
+            reset: true,
+            complete: false,
+            changes: vec![
+                IndexChange::UidOn("u".into()),
+                IndexChange::UidOff("ü".into()),
+                IndexChange::GroupOn("g".into()),
+                IndexChange::GroupOff(String::new()),
+            ],
+        }));
+        let mut out = Vec::new();
+        encode_frame(&FromGateway::Index(IndexUpdate::default_for_test()), &mut out, 1 << 16).unwrap();
+        assert_eq!(out[4], 6, "Index comes after Drained (5)");
+        let mut watch = Vec::new();
+        encode_frame(&ToGateway::WatchIndex, &mut watch, 1 << 16).unwrap();
+        assert_eq!(watch[4..], [6], "WatchIndex comes after Pong (5)");
+        assert!(Command::BindUid { client: 1, uid: "u".into() }.is_index_write());
+        assert!(Command::Ungroup { group: "g".into() }.is_index_write());
+        assert!(!Command::CloseUid { uid: "u".into() }.is_index_write());
+        assert!(!Command::SendToUids { uids: vec![], msg: Payload::text("") }.is_index_write());
+    }
+
+    impl IndexUpdate {
+        fn default_for_test() -> Self {
+            IndexUpdate { applied: 0, reset: false, complete: true, changes: vec![] }
+        }
     }
 
     #[test]
