@@ -2,6 +2,7 @@
 //! them with a real WebSocket client, and wait for conditions instead of sleeping.
 
 mod eventually;
+pub mod fake_gateway;
 pub mod logs;
 pub mod numbered;
 pub mod php;
