@@ -7,9 +7,11 @@
 //!
 //! The client learns the gateway list from every register, keeps an authenticated link to every
 //! gateway, and offers GatewayWorker's `Gateway` / GatewayClient calls under Rust names. Commands
-//! aimed at one client go straight to the gateway named in its client id; uid, group and broadcast
-//! commands go to every gateway. Queries are asynchronous, multiplexed over the same links, bounded
-//! by a deadline, and report which gateways did not answer ([`Answer`]).
+//! aimed at one client go straight to the gateway named in its client id; uid and group calls go
+//! only to the gateways that hold those uids and groups (the routing index: each gateway reports
+//! what it holds; see [`RoutingStats`] and the README's "Routing index" for the rules), broadcasts
+//! to every gateway. Queries are asynchronous, multiplexed over the same links, bounded by a
+//! deadline, and report which gateways did not answer ([`Answer`]).
 //!
 //! # Examples
 //!

@@ -88,18 +88,23 @@ struct LinkRoutes {
     own: VecDeque<(u64, Kind, Box<str>)>,
 }
 
+/// The gateways (link ids) that hold each name.
+type Held = HashMap<Box<str>, Holders>;
+/// This process's unconfirmed writes of each name: (link, write number).
+type Own = HashMap<Box<str>, Vec<(u64, u64)>>;
+
 #[derive(Debug, Default)]
 struct Table {
-    uids: HashMap<Box<str>, Holders>,
-    groups: HashMap<Box<str>, Holders>,
-    /// Own writes not yet confirmed, by name: (link, write number).
-    own_uids: HashMap<Box<str>, Vec<(u64, u64)>>,
-    own_groups: HashMap<Box<str>, Vec<(u64, u64)>>,
+    uids: Held,
+    groups: Held,
+    /// Own writes not yet confirmed, by name.
+    own_uids: Own,
+    own_groups: Own,
     links: HashMap<u64, LinkRoutes>,
 }
 
 impl Table {
-    fn names(&mut self, kind: Kind) -> (&mut HashMap<Box<str>, Holders>, &mut HashMap<Box<str>, Vec<(u64, u64)>>) {
+    fn names(&mut self, kind: Kind) -> (&mut Held, &mut Own) {
         match kind {
             Kind::Uid => (&mut self.uids, &mut self.own_uids),
             Kind::Group => (&mut self.groups, &mut self.own_groups),
@@ -422,7 +427,7 @@ mod tests {
         assert_eq!(routes_of(&r.table(), Kind::Group, "g"), Vec::<u64>::new());
         r.link_down(2);
         let t = r.table();
-        assert!(t.uids.get("a").is_none(), "no holder left");
+        assert!(!t.uids.contains_key("a"), "no holder left");
         assert_eq!(t.uids.len(), 1);
     }
 

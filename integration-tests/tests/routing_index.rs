@@ -261,18 +261,11 @@ async fn a_gateway_whose_index_has_not_arrived_gets_every_call_again_after_its_l
     let reg = RegisterHandle::start(SECRET).await;
     let real = GatewayHandle::start(&[reg.addr], SECRET).await;
     let fake = FakeGateway::start(reg.addr, SECRET).await;
-    let api = GatewayClient::builder([reg.addr.to_string()])
-        .secret(SECRET)
-        .link_config(fast_link())
-        .connect()
-        .await
-        .unwrap();
+    let api =
+        GatewayClient::builder([reg.addr.to_string()]).secret(SECRET).link_config(fast_link()).connect().await.unwrap();
     assert!(api.wait_for_gateways(2, WAIT).await);
     let uid_sends = |link: usize| {
-        fake.commands()
-            .into_iter()
-            .filter(|(l, c)| *l == link && matches!(c, Command::SendToUids { .. }))
-            .count()
+        fake.commands().into_iter().filter(|(l, c)| *l == link && matches!(c, Command::SendToUids { .. })).count()
     };
 
     // The first uid call asks for the index; the fake holds its answer, so it gets the call.
@@ -319,7 +312,8 @@ async fn a_gateway_whose_index_has_not_arrived_gets_every_call_again_after_its_l
     eventually(WAIT, "the send at the fake's new link", || async { uid_sends(1) == 1 }).await;
 
     // Its new index says it holds zed now: the uid calls go there, and not as misses.
-    let update = IndexUpdate { applied: 0, reset: true, complete: true, changes: vec![IndexChange::UidOn("zed".into())] };
+    let update =
+        IndexUpdate { applied: 0, reset: true, complete: true, changes: vec![IndexChange::UidOn("zed".into())] };
     fake.send_index(1, update).await;
     eventually(WAIT, "the fake's new index", || {
         let s = api.routing_stats();
