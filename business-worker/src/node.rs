@@ -21,7 +21,23 @@ impl WorkerNode {
     pub(crate) fn families(&self) -> Vec<MetricFamily> {
         let s = &self.stats;
         let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let routing = s.links.get().and_then(std::sync::Weak::upgrade).map(|l| l.routing_stats()).unwrap_or_default();
         vec![
+            MetricFamily::counter(
+                "gw_worker_routed_calls_total",
+                "Uid and group calls routed by the routing index.",
+                routing.routed,
+            ),
+            MetricFamily::counter(
+                "gw_worker_routing_skipped_total",
+                "Gateway messages the routing index saved (gateways a routed call skipped).",
+                routing.skipped,
+            ),
+            MetricFamily::counter(
+                "gw_worker_routing_misses_total",
+                "Routed calls that went to no gateway: no gateway holds their uids or groups.",
+                routing.misses,
+            ),
             MetricFamily::counter("gw_worker_events_total", "Client events handled.", g(&s.events)),
             MetricFamily::counter(
                 "gw_worker_redelivered_total",

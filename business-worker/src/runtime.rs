@@ -33,6 +33,9 @@ pub struct WorkerStats {
     pub draining: AtomicBool,
     /// Time spent in handlers.
     pub latency: Histogram,
+    /// The worker's gateway links, for their routing index counters (weak: the links own what
+    /// owns these stats).
+    pub links: std::sync::OnceLock<std::sync::Weak<GatewayLinks>>,
 }
 
 /// Runs the worker until `shutdown`, then stops gracefully: asks every gateway to route no new
@@ -74,6 +77,7 @@ pub async fn run_with<E: Events>(
         link: config.link.clone(),
     };
     let links = GatewayLinks::start(options, dispatch.clone());
+    let _ = stats.links.set(Arc::downgrade(&links));
     // Dropping this future (an aborted task) must not leave the links running.
     let _stop_links = links.stop_on_drop();
     let gateway = GatewayClient::over(links.clone(), config.query_timeout);

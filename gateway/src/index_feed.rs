@@ -183,6 +183,74 @@ mod tests {
         assert_eq!(w.take(), (vec![IndexChange::UidOn("after".into())], false), "taking resets it");
     }
 
+    /// Applies updates as a sender does: the uids the gateway holds, as far as it said.
+    fn apply(held: &mut std::collections::BTreeSet<String>, update: IndexUpdate) {
+        if update.reset {
+            held.clear();
+        }
+        for change in update.changes {
+            match change {
+                IndexChange::UidOn(u) => {
+                    held.insert(u);
+                }
+                IndexChange::UidOff(u) => {
+                    held.remove(&u);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_link_that_fell_behind_gets_a_snapshot_and_ends_up_with_the_truth() {
+        let clients = Clients::new(1 << 20, false);
+        let watcher = std::sync::Arc::new(Watcher::default());
+        let (tx, mut rx) = mpsc::channel(1);
+        let feed = run(watcher.clone(), &clients, tx, 1 << 16);
+        tokio::pin!(feed);
+        let mut held = std::collections::BTreeSet::new();
+        // The snapshot of an empty index.
+        let first = tokio::select! {
+            () = &mut feed => panic!("the feed ended"),
+            m = rx.recv() => m.unwrap(),
+        };
+        let FromGateway::Index(first) = first else { panic!("not an index update: {first:?}") };
+        assert!(first.reset && first.complete && first.changes.is_empty());
+        // While nobody reads, one client rebinds through uids with long names: every rebind is
+        // an Off and an On, far past the backlog limit.
+        let long = |i: usize| format!("{i}{}", "x".repeat(1 << 16));
+        for i in 0..(BACKLOG_BYTES >> 16) + 8 {
+            clients.index_mut().bind_uid(1, long(i));
+            watcher.applied_one();
+            // Let the feed take what it can (it blocks on the full channel after one update).
+            tokio::select! {
+                biased;
+                () = &mut feed => panic!("the feed ended"),
+                () = tokio::task::yield_now() => {}
+            }
+        }
+        // Now read everything: what the reader ends with is exactly what the index holds.
+        let truth: std::collections::BTreeSet<String> = clients.index().uids().map(str::to_string).collect();
+        let mut saw_reset = false;
+        loop {
+            let update = tokio::select! {
+                () = &mut feed => panic!("the feed ended"),
+                m = rx.recv() => m.unwrap(),
+                () = tokio::time::sleep(std::time::Duration::from_secs(10)) => panic!("the reader never caught up: it holds {} uids", held.len()),
+            };
+            let FromGateway::Index(update) = update else { panic!("not an index update") };
+            saw_reset |= update.reset;
+            let (complete, applied) = (update.complete, update.applied);
+            apply(&mut held, update);
+            if complete && held == truth && applied == watcher.applied.load(Ordering::Acquire) {
+                break;
+            }
+        }
+        assert!(saw_reset, "the backlog was replaced by a snapshot");
+        assert_eq!(clients.metrics.index_resyncs.load(Ordering::Relaxed), 1);
+        assert_eq!(held, [long((BACKLOG_BYTES >> 16) + 7)].into_iter().collect());
+    }
+
     #[tokio::test]
     async fn large_updates_are_split_and_only_the_last_part_carries_the_new_count() {
         let (tx, mut rx) = mpsc::channel(16);

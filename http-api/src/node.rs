@@ -44,6 +44,22 @@ impl Node for HttpApiNode {
             "Gateways linked now.",
             self.api.gateway.gateway_count() as f64,
         ));
+        let routing = self.api.gateway.routing_stats();
+        families.push(MetricFamily::counter(
+            "gw_http_routed_calls_total",
+            "Uid and group calls routed by the routing index.",
+            routing.routed,
+        ));
+        families.push(MetricFamily::counter(
+            "gw_http_routing_skipped_total",
+            "Gateway messages the routing index saved (gateways a routed call skipped).",
+            routing.skipped,
+        ));
+        families.push(MetricFamily::counter(
+            "gw_http_routing_misses_total",
+            "Routed calls that went to no gateway: no gateway holds their uids or groups.",
+            routing.misses,
+        ));
         Box::pin(async move { families })
     }
 

@@ -405,11 +405,11 @@ mod tests {
             proof: [0; 32],
         };
         let err = acc.verify(&payload(&hello), &[Role::Worker]).unwrap_err();
-        assert!(matches!(err, HandshakeError::Version { ours: 2, theirs: 3 }), "{err}");
-        // A peer of the first release (no `Drained`) is refused, naming both versions.
-        hello.version = 1;
+        assert!(matches!(err, HandshakeError::Version { ours: 3, theirs: 4 }), "{err}");
+        // A peer of the previous release (no routing index) is refused, naming both versions.
+        hello.version = 2;
         let err = acc.verify(&payload(&hello), &[Role::Worker]).unwrap_err();
-        assert_eq!(err.to_string(), "protocol version mismatch: we speak 2, the peer speaks 1");
+        assert_eq!(err.to_string(), "protocol version mismatch: we speak 3, the peer speaks 2");
         // A future version whose hello has a different shape after the prefix is still recognised.
         let mut future = payload(&(MAGIC, PROTOCOL_VERSION + 7));
         future.extend_from_slice(b"anything at all");
