@@ -140,6 +140,21 @@ pub struct ScaleArgs {
     /// A step fails when p99 latency is above this many milliseconds.
     #[arg(long, default_value_t = 100.0)]
     pub p99_limit_ms: f64,
+    /// A step fails when median latency is above this many milliseconds: messages queue up
+    /// (a rate the cluster does not sustain shows here first; a stall shows in p99).
+    #[arg(long, default_value_t = 25.0)]
+    pub p50_limit_ms: f64,
+    /// A step that failed on latency alone (everything arrived, at the right clients, sent on
+    /// time) runs again up to this many times before its rate counts as too high: the machine
+    /// is shared, and another tenant's burst is not the cluster's limit.
+    #[arg(long, default_value_t = 2)]
+    pub latency_retries: usize,
+    /// Scheduling niceness of the generator processes (every thread) during the `send_to_uid`
+    /// searches: they receive and time the messages, and at `--generator-nice` another tenant's
+    /// build on this shared machine starves them for hundreds of milliseconds, which the
+    /// latency would then measure.
+    #[arg(long, default_value_t = 0)]
+    pub search_nice: i32,
     /// Report the clients held instead of failing when fewer than `--conns` could be opened
     /// (the full run: it goes as far as the machine allows and names the limit).
     #[arg(long)]
