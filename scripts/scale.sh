@@ -30,6 +30,8 @@
 #            --index off|on|both (default both: one send_to_uid search with a gateway client whose
 #                routing index is off, then one with a second client whose index is on and
 #                complete, over the same cluster and clients; prints both and the ratio on/off)
+#            -- ARGS (the rest goes to `gw-bench scale` after the script's own options, and wins over
+#                them: e.g. -- --start-rate 16000 --max-rate 16000 --refine 0 for one fixed rate)
 #            --debug (debug binaries: for trying the script itself at a small scale)
 #            --raise-conntrack (root only: raise net.netfilter.nf_conntrack_max to fit the run, since
 #                loopback connections are tracked too, and put the old value back on exit; without
@@ -56,6 +58,7 @@ IDLE=""
 STEP=""
 WORKERS=""
 INDEX=both
+PASS=()
 GATEWAYS=""
 LINK_TIMEOUT=""
 OUT=""
@@ -76,7 +79,8 @@ while [ $# -gt 0 ]; do
         --raise-conntrack) RAISE_CONNTRACK=1 ;;
         --gateways) GATEWAYS="$2"; shift ;;
         --link-timeout) LINK_TIMEOUT="$2"; shift ;;
-        -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
+        --) shift; PASS=("$@"); break ;;
+        -h|--help) sed -n '2,49p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 64 ;;
     esac
     shift
@@ -226,7 +230,7 @@ echo "== $MODE: $CONNS clients, register + $NGW gateways (max_connections $MAX_C
 STATUS=0
 "$BENCH" scale --url "$URL_LIST" --register "$REG" --conns "$CONNS" --gateway-pid "$GW_PIDS" \
     --server-pids "$SERVER_PIDS" --ping-secs "$PING" --idle-secs "$IDLE" --step-secs "$STEP" --index "$INDEX" \
-    "${BENCH_LINK[@]}" "${EXTRA[@]}" >"$TMP/scale.out" 2>"$TMP/scale.err" || STATUS=$?
+    "${BENCH_LINK[@]}" "${EXTRA[@]}" "${PASS[@]}" >"$TMP/scale.out" 2>"$TMP/scale.err" || STATUS=$?
 {
     echo "# scripts/scale.sh --$MODE (conns $CONNS, gateways $NGW, index $INDEX, link timeout ${LINK_TIMEOUT:-default}), $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
     echo "# machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r), open files $HARD"

@@ -642,6 +642,7 @@ fn uid_step(
     // Who works for it: the servers (gateways separately), this sender, the receiving generators.
     let cpu = CpuWindow::start(&a.server_pids);
     let gw_cpu = CpuWindow::start(&a.gateway_pid);
+    let gw_sleeps0 = procfs::sleeps(&a.gateway_pid);
     let t_cpu = Instant::now();
     let (sent, send_secs) = run.rt.block_on(async {
         let lead = Duration::from_millis(20);
@@ -669,6 +670,7 @@ fn uid_step(
     let t = run.poll_until(DRAIN, |t| t.step_got >= sent)?;
     let cpu = cpu.finish();
     let gw_cores = gw_cpu.finish().server;
+    let gw_sleeps = procfs::sleeps(&a.gateway_pid).saturating_sub(gw_sleeps0);
     let recv_cores = (t.cpu_s - before.cpu_s) / t_cpu.elapsed().as_secs_f64().max(1e-3);
     run.shards.send("HIST")?;
     let hist = Hist::new();
@@ -684,13 +686,15 @@ fn uid_step(
     let line = format!(
         "STEP scenario=scale-uid index={} step={step} rate={rate:.0} sent={sent} got={} missing={} wrong={wrong} \
          send_secs={send_secs:.2} on_time={on_time} {} pass={pass} {} gw_cores={gw_cores:.2} sender_cores={:.2} \
-         recv_cores={recv_cores:.2}",
+         recv_cores={recv_cores:.2} gw_cpu_us_per_msg={:.1} gw_sleeps_per_msg={:.2}",
         index_name(on),
         t.step_got,
         sent.saturating_sub(t.step_got),
         hist.summary(),
         cpu.fields(),
         cpu.generator,
+        gw_cores * t_cpu.elapsed().as_secs_f64() * 1e6 / sent.max(1) as f64,
+        gw_sleeps as f64 / sent.max(1) as f64,
     );
     println!("{line}");
     eprintln!("{line}");
