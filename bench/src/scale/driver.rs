@@ -442,7 +442,7 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
         match &r.search.confirmed {
             None => broken.push(format!("send_to_uid, index {name}: no rate passed")),
             Some(s) if s.got < s.sent => {
-                broken.push(format!("send_to_uid, index {name}: {} of {} missing", s.sent - s.got, s.sent))
+                broken.push(format!("send_to_uid, index {name}: {} of {} missing", s.sent - s.got, s.sent));
             }
             Some(_) => {}
         }
