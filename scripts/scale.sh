@@ -88,7 +88,7 @@ done
 if [ "$MODE" = short ]; then
     : "${CONNS:=20000}" "${PER_GW:=7000}" "${PING:=5}" "${IDLE:=12}" "${STEP:=2}" "${WORKERS:=1}"
     # Two searches (index off, then on) in about the time one took: rates ×4 per step.
-    EXTRA=(--start-rate 1000 --growth 4 --refine 1)
+    EXTRA=(--start-rate 1000 --growth 4 --refine 1 --latency-retries 1)
 else
     : "${CONNS:=1000000}" "${PER_GW:=17000}" "${PING:=25}" "${IDLE:=60}" "${STEP:=5}" "${WORKERS:=4}"
     : "${LINK_TIMEOUT:=30}"
