@@ -4,26 +4,47 @@
 # holding idle WebSocket clients with heartbeats, spread over 127.0.0.0/8 source addresses.
 # gw-bench scale reports connections held and connect rate, memory per connection (gateway RSS,
 # kernel socket memory, generators separately), idle CPU with heartbeats, send_to_all to every
-# client, send_to_uid at the highest rate with nothing missing (index off: every gateway; the
-# routing index of part 1 does not exist yet), and the resource that limited the run.
+# client, send_to_uid at the highest rate with nothing missing with the routing index off (every
+# uid send to every gateway) and on (only to the gateway holding the uid), both in the same run
+# by default, with the ratio on/off, and the resource that limited the run.
 #
 #   scripts/scale.sh --short      3 gateways, 20,000 clients, about a minute (CI): fails unless
-#                                 all are held, none dropped while idle, and send_to_all and
-#                                 send_to_uid miss nothing
+#                                 all are held, none dropped while idle, send_to_all and both
+#                                 send_to_uid searches miss nothing, and the index-on client's
+#                                 index is complete with no miss for a bound uid
 #   scripts/scale.sh              full: 1,000,000 clients (goes as far as the machine allows and
 #                                 names the limit; the invariants hold for what was held). On
 #                                 2 cores CPU gives out first; the largest run that held there:
 #                                 --conns 600000 --ping 60 --raise-conntrack (BENCHMARKS.md)
+#   scripts/scale.sh --conns 120000 --gateways 60
+#                                 60 gateways with 2,000 clients each: the index on/off ratio at
+#                                 60 gateways without a million clients
+#   scripts/scale.sh --conns 17000 --gateways 1
+#                                 the one-gateway baseline of the same scenario
 #   options: --conns N  --per-gateway N (clients per gateway, default 17,000 full / 7,000 short)
+#            --gateways N (gateway count; overrides --per-gateway, which becomes conns / N: each
+#                gateway may open 20,000 files, so at most about 19,000 clients each)
 #            --workers N (business worker processes, default 4 full / 1 short: one worker process
 #                cannot take the connect events of a million clients on this machine)
 #            --ping SECS  --idle SECS  --step SECS  --out FILE (default target/scale/<mode>.txt)
-#            --index off|on (which gateways uid sends go to; only `off`, every gateway, exists
-#                until the routing index of issue 16 part 1 is merged)
+#            --index off|on|both (default both: one send_to_uid search with a gateway client whose
+#                routing index is off, then one with a second client whose index is on and
+#                complete, over the same cluster and clients; prints both and the ratio on/off)
+#            -- ARGS (the rest goes to `gw-bench scale` after the script's own options, and wins over
+#                them: e.g. -- --start-rate 16000 --max-rate 16000 --refine 0 for one fixed rate)
 #            --debug (debug binaries: for trying the script itself at a small scale)
 #            --raise-conntrack (root only: raise net.netfilter.nf_conntrack_max to fit the run, since
 #                loopback connections are tracked too, and put the old value back on exit; without
 #                it the generators stop at 95 % of the table and report it as the limit)
+#            --link-timeout SECS (internal links' heartbeat and handshake timeout, and the gateways'
+#                worker_wait is 4x it; default 30 full / library default 5 short)
+#
+# Scale-run setting (full mode only; config/ defaults are unchanged): with ~115 processes on
+# 2 cores a process can go 5 s without CPU while clients connect, and the default 5 s
+# `[link] heartbeat_timeout` then cuts worker and gateway links; a gateway without a worker closes
+# its clients after `worker_wait`. So the full mode writes `[link] heartbeat_timeout` and
+# `handshake_timeout` = 30 s into every config (register, gateways, worker, and the bench's own
+# gateway clients) and `worker_wait` = 120 s into the gateways'.
 #
 # Builds the release binaries first. Every process it starts is stopped on exit, failure included.
 set -euo pipefail
@@ -36,7 +57,10 @@ PING=""
 IDLE=""
 STEP=""
 WORKERS=""
-INDEX=off
+INDEX=both
+PASS=()
+GATEWAYS=""
+LINK_TIMEOUT=""
 OUT=""
 PROFILE=release
 RAISE_CONNTRACK=0
@@ -53,16 +77,21 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2"; shift ;;
         --debug) PROFILE=debug ;;
         --raise-conntrack) RAISE_CONNTRACK=1 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        --gateways) GATEWAYS="$2"; shift ;;
+        --link-timeout) LINK_TIMEOUT="$2"; shift ;;
+        --) shift; PASS=("$@"); break ;;
+        -h|--help) sed -n '2,49p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 64 ;;
     esac
     shift
 done
 if [ "$MODE" = short ]; then
     : "${CONNS:=20000}" "${PER_GW:=7000}" "${PING:=5}" "${IDLE:=12}" "${STEP:=2}" "${WORKERS:=1}"
-    EXTRA=(--start-rate 500 --refine 2)
+    # Two searches (index off, then on) in about the time one took: rates ×4 per step.
+    EXTRA=(--start-rate 1000 --growth 4 --refine 1 --latency-retries 1)
 else
     : "${CONNS:=1000000}" "${PER_GW:=17000}" "${PING:=25}" "${IDLE:=60}" "${STEP:=5}" "${WORKERS:=4}"
+    : "${LINK_TIMEOUT:=30}"
     # 16 handshakes in flight per generator process (848 for 53): a gentler storm the workers
     # can follow.
     EXTRA=(--start-rate 250 --refine 3 --allow-short --connect-limit 16)
@@ -74,13 +103,19 @@ mkdir -p "$(dirname "$OUT")"
 # do so themselves, the shell does it for everything else it starts.
 HARD=$(ulimit -Hn)
 ulimit -Sn "$HARD"
-NGW=$(( (CONNS + PER_GW - 1) / PER_GW ))
+if [ -n "$GATEWAYS" ]; then
+    [ "$GATEWAYS" -ge 1 ] || { echo "--gateways must be at least 1" >&2; exit 64; }
+    NGW=$GATEWAYS
+    PER_GW=$(( (CONNS + NGW - 1) / NGW ))
+else
+    NGW=$(( (CONNS + PER_GW - 1) / PER_GW ))
+fi
 FD_RESERVE=256
 # Clients per gateway, with room for uneven spreading; must fit the descriptors left after the
 # reserve for internal links.
 MAX_CONNS=$(( PER_GW + PER_GW / 20 + 100 ))
 if [ "$HARD" != unlimited ] && [ "$MAX_CONNS" -gt $(( HARD - FD_RESERVE - 64 )) ]; then
-    echo "--per-gateway $PER_GW does not fit the open-files limit $HARD (reserve $FD_RESERVE)" >&2
+    echo "$PER_GW clients per gateway do not fit the open-files limit $HARD (reserve $FD_RESERVE): more gateways" >&2
     exit 64
 fi
 
@@ -129,6 +164,17 @@ COMMON="[log]
 level = \"warn\"
 [process]
 run_dir = \"$TMP/run\""
+GW_EXTRA=""
+BENCH_LINK=()
+if [ -n "$LINK_TIMEOUT" ]; then
+    # The scale-run setting above: links survive a process starved of CPU for LINK_TIMEOUT s.
+    COMMON="$COMMON
+[link]
+heartbeat_timeout = \"${LINK_TIMEOUT}s\"
+handshake_timeout = \"${LINK_TIMEOUT}s\""
+    GW_EXTRA="worker_wait = \"$(( 4 * LINK_TIMEOUT ))s\""
+    BENCH_LINK=(--link-timeout-secs "$LINK_TIMEOUT")
+fi
 cat >"$TMP/register.toml" <<EOF
 name = "register"
 listen = "$REG"
@@ -153,6 +199,7 @@ fd_reserve = $FD_RESERVE
 ping_interval = "${PING}s"
 ping_not_response_limit = 2
 grace_period = "3s"
+$GW_EXTRA
 $COMMON
 EOF
     "$BIN/gateway" --config "$TMP/gateway-$i.toml" >"$TMP/gateway-$i.log" 2>&1 &
@@ -176,15 +223,16 @@ GW_PIDS=$(IFS=,; echo "${GWS[*]}")
 SERVER_PIDS=$(IFS=,; echo "${SERVERS[*]}")
 "$BENCH" wait --url "$URL_LIST" --timeout 120 2>/dev/null
 echo "== $MODE: $CONNS clients, register + $NGW gateways (max_connections $MAX_CONNS, fd_reserve $FD_RESERVE," \
-     "open-files limit $HARD, ping every ${PING}s) + $WORKERS worker process(es); server pids $SERVER_PIDS" >&2
+     "open-files limit $HARD, ping every ${PING}s) + $WORKERS worker process(es), index $INDEX," \
+     "link timeout ${LINK_TIMEOUT:-default}; server pids $SERVER_PIDS" >&2
 
 # ---- the scenario ---------------------------------------------------------------------------
 STATUS=0
 "$BENCH" scale --url "$URL_LIST" --register "$REG" --conns "$CONNS" --gateway-pid "$GW_PIDS" \
     --server-pids "$SERVER_PIDS" --ping-secs "$PING" --idle-secs "$IDLE" --step-secs "$STEP" --index "$INDEX" \
-    "${EXTRA[@]}" >"$TMP/scale.out" 2>"$TMP/scale.err" || STATUS=$?
+    "${BENCH_LINK[@]}" "${EXTRA[@]}" "${PASS[@]}" >"$TMP/scale.out" 2>"$TMP/scale.err" || STATUS=$?
 {
-    echo "# scripts/scale.sh --$MODE, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo "# scripts/scale.sh --$MODE (conns $CONNS, gateways $NGW, index $INDEX, link timeout ${LINK_TIMEOUT:-default}), $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
     echo "# machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r), open files $HARD"
     grep -E '^PHASE' "$TMP/scale.err" || true
     cat "$TMP/scale.out"

@@ -150,6 +150,11 @@ impl Shards {
         Ok(got.into_iter().map(|p| p.expect("all present")).collect())
     }
 
+    /// The children's process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
     /// Closes every child's stdin and waits for the children to exit.
     pub fn finish(mut self) -> anyhow::Result<()> {
         self.stdins.clear();

@@ -66,6 +66,8 @@ enum Cmd {
     Endpoint(endpoint::EndpointArgs),
     /// Up to a million idle WebSocket clients with heartbeats from generator processes: memory
     /// and CPU per connection, `send_to_all` and `send_to_uid` at that scale, and what limited it.
+    /// An option given twice takes its last value (scripts/scale.sh passes its own, then yours).
+    #[command(args_override_self = true)]
     Scale(scale::ScaleArgs),
 }
 

@@ -24,6 +24,24 @@ pub fn rss_kib(pid: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Voluntary context switches of every thread of these processes: each is a thread that ran out
+/// of work and slept, so their growth over a window counts wake-ups.
+pub fn sleeps(pids: &[String]) -> u64 {
+    let mut n = 0;
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            n += status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    n
+}
+
 /// Busy CPU time of the whole machine (every process, kernel included) in seconds.
 pub fn machine_busy_secs() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;

@@ -1,15 +1,18 @@
 //! The parent of `scale`: starts the generator processes, takes the readings between phases,
 //! sends through `gateway-client` like a web backend would, and prints the report:
-//! `PHASE …` lines as it goes (stderr), `STEP …` lines for the uid rate search, one
-//! `RESULT scenario=scale …` line and one `LIMIT …` line (stdout).
+//! `PHASE …` lines as it goes (stderr), `STEP …` lines for the uid rate searches, one
+//! `RESULT scenario=scale-uid …` line per search (index off / on), one
+//! `RESULT scenario=scale-uid-ratio …` line when both ran, one `RESULT scenario=scale …` line and
+//! one `LIMIT …` line (stdout).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use gw_gateway_client::GatewayClient;
+use gw_config::LinkConfig;
+use gw_gateway_client::{GatewayClient, RoutingStats};
 
 use super::limits::{self, Failures, Machine};
-use super::{ALL, IDENTIFY, Index, ScaleArgs, UID, text, wall_us};
+use super::{ALL, IDENTIFY, ScaleArgs, UID, text, wall_us};
 use crate::coord::{self, Part, Shards};
 use crate::hist::Hist;
 use crate::procfs::{self, CpuWindow};
@@ -20,6 +23,8 @@ const SHARD_TIMEOUT: Duration = Duration::from_secs(1200);
 const POLL: Duration = Duration::from_millis(100);
 /// After a uid step's last send, how long its messages may still arrive.
 const DRAIN: Duration = Duration::from_secs(10);
+/// How long the index-on client's index may take to arrive from every gateway.
+const INDEX_WAIT: Duration = Duration::from_secs(180);
 
 /// The sum of every generator's counters at one moment.
 #[derive(Debug, Default, Clone, Copy)]
@@ -69,7 +74,11 @@ struct Run<'a> {
     a: &'a ScaleArgs,
     rt: tokio::runtime::Runtime,
     shards: Shards,
+    /// The parent's gateway client with the routing index off: counts, binds, `send_to_all`,
+    /// and the index-off uid search.
     client: Option<GatewayClient>,
+    /// uid steps run so far (over every search: step numbers stay distinct).
+    steps: u64,
 }
 
 impl Run<'_> {
@@ -93,6 +102,72 @@ impl Run<'_> {
     fn gateway(&self) -> &GatewayClient {
         self.client.as_ref().expect("connected before use")
     }
+
+    /// A gateway client of the cluster, linked to all of its gateways.
+    fn connect(&self, name: &str, routing_index: bool, gateways: usize) -> anyhow::Result<GatewayClient> {
+        let mut link = LinkConfig { routing_index, ..LinkConfig::default() };
+        if let Some(secs) = self.a.link_timeout_secs {
+            link.heartbeat_timeout = Duration::from_secs_f64(secs);
+            link.handshake_timeout = Duration::from_secs_f64(secs);
+        }
+        self.rt.block_on(async {
+            let g = GatewayClient::builder([self.a.register.clone()])
+                .name(name)
+                .link_config(link)
+                .query_timeout(Duration::from_secs(60))
+                .connect_timeout(Duration::from_secs(30))
+                .connect()
+                .await
+                .with_context(|| format!("gateway client {name}"))?;
+            anyhow::ensure!(
+                g.wait_for_gateways(gateways, Duration::from_secs(30)).await,
+                "the gateway client {name} linked only {} of {gateways} gateways",
+                g.gateway_count()
+            );
+            anyhow::Ok(g)
+        })
+    }
+
+    /// A gateway client with the routing index on, whose index is complete: its first uid call
+    /// asks every gateway for its index (and, while a gateway's has not arrived, goes to it
+    /// anyway), then this waits until every link's snapshot has arrived. Returns the client,
+    /// the seconds it took and whether it completed in time.
+    fn indexed_client(&self, gateways: usize, uids: u64) -> anyhow::Result<(GatewayClient, f64, bool)> {
+        let g = self.connect("scale-bench-index", true, gateways)?;
+        let t0 = Instant::now();
+        let complete = self.rt.block_on(async {
+            g.is_uid_online("0").await?;
+            let deadline = Instant::now() + INDEX_WAIT;
+            loop {
+                let s = g.routing_stats();
+                if s.complete_links >= gateways as u64 && s.uids >= uids {
+                    return anyhow::Ok(true);
+                }
+                if Instant::now() >= deadline {
+                    return anyhow::Ok(false);
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        })?;
+        let secs = t0.elapsed().as_secs_f64();
+        let s = g.routing_stats();
+        eprintln!(
+            "PHASE index complete={complete} secs={secs:.1} complete_links={}/{gateways} uids={}/{uids} {}",
+            s.complete_links,
+            s.uids,
+            stats_fields(&s)
+        );
+        Ok((g, secs, complete))
+    }
+}
+
+/// The routing counters as `key=value` fields.
+fn stats_fields(s: &RoutingStats) -> String {
+    format!(
+        "routing_enabled={} routing_complete_links={} routing_uids={} routing_groups={} routing_routed={} \
+         routing_skipped={} routing_misses={} routing_updates={}",
+        s.enabled, s.complete_links, s.uids, s.groups, s.routed, s.skipped, s.misses, s.updates
+    )
 }
 
 fn rss_sum(pids: &[String]) -> u64 {
@@ -112,11 +187,13 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
         procfs::with_descendants(&a.server_pids).into_iter().filter(|p| !gw_pids.contains(p)).collect();
     let m0 = Machine::read();
     eprintln!(
-        "PHASE start target={} gateways={gateways} procs={procs} sources={} per_source={} index={} nofile={nofile} {}",
+        "PHASE start target={} gateways={gateways} procs={procs} sources={} per_source={} index={:?} \
+         link_timeout_secs={} nofile={nofile} {}",
         a.conns,
         a.sources(),
         a.per_source,
-        index_name(a.index),
+        a.index,
+        a.link_timeout_secs.map_or("default".into(), |s| format!("{s}")),
         m0.fields()
     );
     if m0.conntrack.1 > 0 && (m0.conntrack.1 - m0.conntrack.0.min(m0.conntrack.1)) < a.conns as u64 {
@@ -160,23 +237,8 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
         failures.fields()
     );
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let mut run = Run { a, rt, shards, client: None };
-    let client = run.rt.block_on(async {
-        let g = GatewayClient::builder([a.register.clone()])
-            .name("scale-bench")
-            .query_timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(30))
-            .connect()
-            .await
-            .context("gateway client")?;
-        anyhow::ensure!(
-            g.wait_for_gateways(gateways, Duration::from_secs(30)).await,
-            "the gateway client linked only {} of {gateways} gateways",
-            g.gateway_count()
-        );
-        anyhow::Ok(g)
-    })?;
-    run.client = Some(client);
+    let mut run = Run { a, rt, shards, client: None, steps: 0 };
+    run.client = Some(run.connect("scale-bench", false, gateways)?);
 
     // ---- held and memory -------------------------------------------------------------------
     // Settled when every gateway counts exactly the clients the generators hold.
@@ -275,9 +337,48 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
     eprintln!("PHASE send_to_all clients={alive} got={} missing={all_missing} last_secs={all_secs:.3}", t.all_got);
 
     // ---- send_to_uid --------------------------------------------------------------------------
-    let search = uid_search(&mut run, n_ids)?;
+    // The generators receive and time these messages: they run at --search-nice from here on.
+    let reniced = renice(&run.shards.pids(), a.search_nice);
+    eprintln!("PHASE renice generators={} threads={reniced} nice={}", run.shards.pids().len(), a.search_nice);
+    // Index off: the parent's client (every uid send to every gateway). Index on: a second client
+    // over the same links' gateways and the same clients, with a complete index.
+    let mut searches: Vec<UidSearch> = Vec::new();
+    let mut indexed: Option<GatewayClient> = None;
+    let mut index_incomplete = false;
+    for &on in a.index.searches() {
+        let g = if on {
+            let (g, _, complete) = run.indexed_client(gateways, n_ids)?;
+            index_incomplete |= !complete;
+            indexed = Some(g.clone());
+            g
+        } else {
+            run.gateway().clone()
+        };
+        let search = uid_search(&mut run, &g, on, n_ids)?;
+        let stats = on.then(|| g.routing_stats());
+        let r = UidSearch { on, search, stats };
+        println!("{}", r.result_line(gateways, held));
+        searches.push(r);
+    }
+    let ratio = match (searches.iter().find(|s| !s.on), searches.iter().find(|s| s.on)) {
+        (Some(off), Some(on)) => {
+            let ratio = on.rate() / off.rate().max(1e-9);
+            println!(
+                "RESULT scenario=scale-uid-ratio gateways={gateways} held={held} off_rate={:.0} on_rate={:.0} \
+                 on_over_off={ratio:.2} off_p50_us={} on_p50_us={} off_p99_us={} on_p99_us={}",
+                off.rate(),
+                on.rate(),
+                off.quantile(0.5),
+                on.quantile(0.5),
+                off.quantile(0.99),
+                on.quantile(0.99),
+            );
+            Some(ratio)
+        }
+        _ => None,
+    };
     let end = run.counts()?;
-    if let Some(g) = run.client.take() {
+    for g in indexed.iter().chain(run.client.take().as_ref()) {
         run.rt.block_on(g.shutdown());
     }
     run.shards.finish()?;
@@ -290,10 +391,7 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
     } else {
         "-".into()
     };
-    let (c, uid_rate, p50, p99, uid_missing) = match &search.confirmed {
-        Some(s) => (s.pass, s.rate, s.hist.quantile(0.5), s.hist.quantile(0.99), s.sent - s.got.min(s.sent)),
-        None => (false, 0.0, 0, 0, 0),
-    };
+    let uid_fields: Vec<String> = searches.iter().map(UidSearch::summary_fields).collect();
     println!(
         "RESULT scenario=scale target={} gateways={gateways} procs={procs} held={held} failed={} \
          not_attempted={not_attempted} connect_secs={secs:.1} conn_per_sec={conn_rate:.0} {} \
@@ -304,19 +402,17 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
          idle_secs={idle_secs:.0} idle_server_cores={:.2} idle_gen_cores={gen_cores:.2} idle_machine_cores={:.2} \
          client_pings_per_sec={client_pings:.0} server_pings_per_sec={server_pings:.0} lost_idle={lost_idle} \
          all_clients={alive} all_missing={all_missing} all_last_secs={all_secs:.3} \
-         index={} uid_rate={uid_rate:.0} uid_confirmed={c} uid_p50_us={p50} uid_p99_us={p99} \
-         uid_missing={uid_missing} uid_wrong={} uid_steps={} uid_first_failing_rate={:.0} \
-         lost_total={} limit={}",
+         index={:?} {} uid_on_over_off={} uid_wrong={} lost_total={} limit={}",
         a.conns,
         failures.total(),
         failures.fields(),
         t_held.gen_rss_kib,
         cpu.server,
         cpu.machine,
-        index_name(a.index),
+        a.index,
+        uid_fields.join(" "),
+        ratio.map_or("-".into(), |r| format!("{r:.2}")),
         end.wrong,
-        search.steps,
-        search.first_failing.unwrap_or(0.0),
         end.lost,
         if limit == "none" { "none".to_string() } else { limit.split(':').next().unwrap_or("?").to_string() },
     );
@@ -338,10 +434,21 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
     if end.wrong > 0 {
         broken.push(format!("send_to_uid: {} messages reached a client of another uid", end.wrong));
     }
-    match &search.confirmed {
-        None => broken.push("send_to_uid: no rate passed".into()),
-        Some(s) if s.got < s.sent => broken.push(format!("send_to_uid: {} of {} missing", s.sent - s.got, s.sent)),
-        Some(_) => {}
+    if index_incomplete {
+        broken.push(format!("the index-on client's index was not complete after {} s", INDEX_WAIT.as_secs()));
+    }
+    for r in &searches {
+        let name = r.name();
+        match &r.search.confirmed {
+            None => broken.push(format!("send_to_uid, index {name}: no rate passed")),
+            Some(s) if s.got < s.sent => {
+                broken.push(format!("send_to_uid, index {name}: {} of {} missing", s.sent - s.got, s.sent));
+            }
+            Some(_) => {}
+        }
+        if let Some(st) = r.stats.filter(|st| st.misses > 0) {
+            broken.push(format!("send_to_uid, index {name}: {} calls found no gateway for a bound uid", st.misses));
+        }
     }
     if !broken.is_empty() {
         bail!("scale: {}", broken.join("; "));
@@ -349,10 +456,99 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn index_name(i: Index) -> &'static str {
-    match i {
-        Index::Off => "off(all-gateways)",
-        Index::On => "on",
+/// Sets the niceness of every thread of `pids` (niceness is per thread on Linux, and the
+/// generators' threads inherited `--generator-nice`); returns how many threads were changed.
+fn renice(pids: &[u32], nice: i32) -> usize {
+    let tids: Vec<String> = pids
+        .iter()
+        .filter_map(|p| std::fs::read_dir(format!("/proc/{p}/task")).ok())
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    if tids.is_empty() {
+        return 0;
+    }
+    let ok = std::process::Command::new("renice")
+        .arg("-n")
+        .arg(nice.to_string())
+        .arg("-p")
+        .args(&tids)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        tids.len()
+    } else {
+        eprintln!("PHASE warning: renice -n {nice} of the generator threads failed (lowering niceness needs root)");
+        0
+    }
+}
+
+/// `on` or `off(all-gateways)`.
+fn index_name(on: bool) -> &'static str {
+    if on { "on" } else { "off(all-gateways)" }
+}
+
+/// One uid rate search and, with the index on, the client's routing counters after it.
+struct UidSearch {
+    on: bool,
+    search: Search,
+    stats: Option<RoutingStats>,
+}
+
+impl UidSearch {
+    fn name(&self) -> &'static str {
+        if self.on { "on" } else { "off" }
+    }
+
+    /// The confirmed rate (0 when no rate passed or the confirmation missed messages).
+    fn rate(&self) -> f64 {
+        self.search.confirmed.as_ref().filter(|s| s.got >= s.sent).map_or(0.0, |s| s.rate)
+    }
+
+    fn quantile(&self, q: f64) -> u64 {
+        self.search.confirmed.as_ref().map_or(0, |s| s.hist.quantile(q))
+    }
+
+    fn missing(&self) -> u64 {
+        self.search.confirmed.as_ref().map_or(0, |s| s.sent.saturating_sub(s.got))
+    }
+
+    fn confirmed(&self) -> bool {
+        self.search.confirmed.as_ref().is_some_and(|s| s.pass)
+    }
+
+    /// `RESULT scenario=scale-uid index=… rate=… …`.
+    fn result_line(&self, gateways: usize, held: u64) -> String {
+        let stats = self.stats.as_ref().map_or(String::new(), |s| format!(" {}", stats_fields(s)));
+        format!(
+            "RESULT scenario=scale-uid index={} gateways={gateways} held={held} rate={:.0} confirmed={} p50_us={} \
+             p99_us={} missing={} steps={} first_failing_rate={:.0}{stats}",
+            index_name(self.on),
+            self.rate(),
+            self.confirmed(),
+            self.quantile(0.5),
+            self.quantile(0.99),
+            self.missing(),
+            self.search.steps,
+            self.search.first_failing.unwrap_or(0.0),
+        )
+    }
+
+    /// `uid_<name>_rate=… …` for the summary line.
+    fn summary_fields(&self) -> String {
+        let n = self.name();
+        format!(
+            "uid_{n}_rate={:.0} uid_{n}_confirmed={} uid_{n}_p50_us={} uid_{n}_p99_us={} uid_{n}_missing={} \
+             uid_{n}_steps={} uid_{n}_first_failing_rate={:.0}",
+            self.rate(),
+            self.confirmed(),
+            self.quantile(0.5),
+            self.quantile(0.99),
+            self.missing(),
+            self.search.steps,
+            self.search.first_failing.unwrap_or(0.0),
+        )
     }
 }
 
@@ -374,11 +570,11 @@ struct Search {
     steps: usize,
 }
 
-/// Finds the highest `send_to_uid` rate at which every message arrives, at the right client, with
-/// p99 latency under the limit: the rate grows by `--growth` while steps pass, is bisected
-/// `--refine` times between the last passing and the first failing rate, and the best one is run
-/// again to confirm it.
-fn uid_search(run: &mut Run<'_>, uids: u64) -> anyhow::Result<Search> {
+/// Finds the highest `send_to_uid` rate at which every message arrives, at the right client, sent
+/// on time, with p50 and p99 latency under their limits: the rate grows by `--growth` while steps
+/// pass, is bisected `--refine` times between the last passing and the first failing rate, and the
+/// best one is run again to confirm it.
+fn uid_search(run: &mut Run<'_>, g: &GatewayClient, on: bool, uids: u64) -> anyhow::Result<Search> {
     let a = run.a;
     anyhow::ensure!(uids > 0, "no uid bound");
     let mut rng = SplitMix(wall_us());
@@ -387,12 +583,14 @@ fn uid_search(run: &mut Run<'_>, uids: u64) -> anyhow::Result<Search> {
     let (mut steps, mut refined, mut down) = (0, 0, 0);
     loop {
         steps += 1;
-        let mut s = uid_step(run, steps as u64, rate, uids, &mut rng)?;
-        if s.slow_only {
-            // The machine is shared: a step that failed on latency alone runs once more before
-            // its rate counts as too high. Missing or misrouted messages are never retried away.
+        let mut s = uid_step(run, g, on, rate, uids, &mut rng)?;
+        let mut retries = 0;
+        while s.slow_only && retries < a.latency_retries {
+            // The machine is shared: a step that failed on latency alone runs again before its
+            // rate counts as too high. Missing or misrouted messages are never retried away.
+            retries += 1;
             steps += 1;
-            s = uid_step(run, steps as u64, rate, uids, &mut rng)?;
+            s = uid_step(run, g, on, rate, uids, &mut rng)?;
         }
         if s.pass {
             lo = Some(lo.map_or(rate, |l: f64| l.max(rate)));
@@ -417,24 +615,36 @@ fn uid_search(run: &mut Run<'_>, uids: u64) -> anyhow::Result<Search> {
     let confirmed = match lo {
         Some(best) => {
             steps += 1;
-            Some(uid_step(run, steps as u64, best, uids, &mut rng)?)
+            Some(uid_step(run, g, on, best, uids, &mut rng)?)
         }
         None => None,
     };
     Ok(Search { confirmed, first_failing: hi, steps })
 }
 
-fn uid_step(run: &mut Run<'_>, step: u64, rate: f64, uids: u64, rng: &mut SplitMix) -> anyhow::Result<Step> {
+fn uid_step(
+    run: &mut Run<'_>,
+    g: &GatewayClient,
+    on: bool,
+    rate: f64,
+    uids: u64,
+    rng: &mut SplitMix,
+) -> anyhow::Result<Step> {
     let a = run.a;
+    run.steps += 1;
+    let step = run.steps;
     run.shards.send(&format!("STEP {step}"))?;
     run.shards.collect("PART")?;
-    let wrong_before = run.counts()?.wrong;
+    let before = run.counts()?;
     let count = (rate * a.step_secs).ceil().max(1.0) as u64;
     let period = Duration::from_secs_f64(1.0 / rate);
-    let cpu = CpuWindow::start(&a.server_pids);
     let targets: Vec<u64> = (0..count).map(|_| rng.next() % uids).collect();
+    // Who works for it: the servers (gateways separately), this sender, the receiving generators.
+    let cpu = CpuWindow::start(&a.server_pids);
+    let gw_cpu = CpuWindow::start(&a.gateway_pid);
+    let gw_sleeps0 = procfs::sleeps(&a.gateway_pid);
+    let t_cpu = Instant::now();
     let (sent, send_secs) = run.rt.block_on(async {
-        let g = run.gateway();
         let lead = Duration::from_millis(20);
         let start = tokio::time::Instant::now() + lead;
         let wall0 = wall_us() + lead.as_micros() as u64;
@@ -459,24 +669,32 @@ fn uid_step(run: &mut Run<'_>, step: u64, rate: f64, uids: u64, rng: &mut SplitM
     })?;
     let t = run.poll_until(DRAIN, |t| t.step_got >= sent)?;
     let cpu = cpu.finish();
+    let gw_cores = gw_cpu.finish().server;
+    let gw_sleeps = procfs::sleeps(&a.gateway_pid).saturating_sub(gw_sleeps0);
+    let recv_cores = (t.cpu_s - before.cpu_s) / t_cpu.elapsed().as_secs_f64().max(1e-3);
     run.shards.send("HIST")?;
     let hist = Hist::new();
     for p in run.shards.collect("PART")? {
         hist.merge_encoded(p.get("hist").map_or("-", String::as_str))?;
     }
-    let wrong = t.wrong - wrong_before;
+    let wrong = t.wrong - before.wrong;
     let p99_ms = hist.quantile(0.99) as f64 / 1000.0;
+    let p50_ms = hist.quantile(0.5) as f64 / 1000.0;
     let on_time = send_secs <= a.step_secs * 1.1 + 0.1;
     let complete = t.step_got == sent && wrong == 0 && on_time;
-    let pass = complete && p99_ms <= a.p99_limit_ms;
+    let pass = complete && p99_ms <= a.p99_limit_ms && p50_ms <= a.p50_limit_ms;
     let line = format!(
-        "STEP scenario=scale-uid index={} rate={rate:.0} sent={sent} got={} missing={} wrong={wrong} \
-         send_secs={send_secs:.2} on_time={on_time} {} pass={pass} {}",
-        index_name(a.index),
+        "STEP scenario=scale-uid index={} step={step} rate={rate:.0} sent={sent} got={} missing={} wrong={wrong} \
+         send_secs={send_secs:.2} on_time={on_time} {} pass={pass} {} gw_cores={gw_cores:.2} sender_cores={:.2} \
+         recv_cores={recv_cores:.2} gw_cpu_us_per_msg={:.1} gw_sleeps_per_msg={:.2}",
+        index_name(on),
         t.step_got,
         sent.saturating_sub(t.step_got),
         hist.summary(),
-        cpu.fields()
+        cpu.fields(),
+        cpu.generator,
+        gw_cores * t_cpu.elapsed().as_secs_f64() * 1e6 / sent.max(1) as f64,
+        gw_sleeps as f64 / sent.max(1) as f64,
     );
     println!("{line}");
     eprintln!("{line}");

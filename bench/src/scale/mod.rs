@@ -6,7 +6,9 @@
 //! measures, in this order: connections held and connect rate; memory per connection (gateway
 //! RSS, the kernel's socket memory, the generators separately); CPU while idle with heartbeats
 //! running; `send_to_all` to every client; `send_to_uid` to random uids at the highest rate with
-//! nothing missing. Finally it names what limited the run ([`limits`]).
+//! nothing missing, through a gateway client with the routing index off (every uid send goes to
+//! every gateway), on (only to the gateway that holds the uid), or both in the same run over the
+//! same clients, with the ratio on/off. Finally it names what limited the run ([`limits`]).
 //!
 //! Messages the clients receive are short text frames made by [`text`]: a two-byte head and
 //! 16-hex-digit fields. Times in them are wall-clock microseconds, so a message sent by the parent
@@ -32,10 +34,25 @@ pub const UID: &[u8] = b"u:";
 /// Which gateways a uid send goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Index {
-    /// Every gateway (GatewayWorker's behaviour and the only one that exists today).
+    /// Every gateway (GatewayWorker's behaviour): a gateway client with `routing_index(false)`.
     Off,
-    /// Only the gateways holding the uid, by the routing index of issue 16 part 1 (not built yet).
+    /// Only the gateways holding the uid: a gateway client with `routing_index(true)` whose
+    /// index is complete before the search starts.
     On,
+    /// Both searches in one run, over the same cluster and clients (off first, then on), and
+    /// the ratio of their rates.
+    Both,
+}
+
+impl Index {
+    /// The searches to run, in order: `false` is index off, `true` index on.
+    pub fn searches(self) -> &'static [bool] {
+        match self {
+            Index::Off => &[false],
+            Index::On => &[true],
+            Index::Both => &[false, true],
+        }
+    }
 }
 
 /// Options of the scale scenario.
@@ -96,9 +113,15 @@ pub struct ScaleArgs {
     /// shared machine.
     #[arg(long, default_value_t = 4096)]
     pub min_mem_available_mib: u64,
-    /// Which gateways uid sends go to.
-    #[arg(long, value_enum, default_value_t = Index::Off)]
+    /// Which gateways uid sends go to: `off` every gateway, `on` by the routing index, `both`
+    /// one search each in the same run.
+    #[arg(long, value_enum, default_value_t = Index::Both)]
     pub index: Index,
+    /// Seconds the parent's gateway-client links may stay silent before they count as dead
+    /// (`[link] heartbeat_timeout`; also their handshake timeout). Default: the library's (5 s).
+    /// The full run raises it, as it does for the servers, so CPU starvation does not cut links.
+    #[arg(long)]
+    pub link_timeout_secs: Option<f64>,
     /// Seconds each `send_to_uid` rate step sends.
     #[arg(long, default_value_t = 5.0)]
     pub step_secs: f64,
@@ -117,6 +140,21 @@ pub struct ScaleArgs {
     /// A step fails when p99 latency is above this many milliseconds.
     #[arg(long, default_value_t = 100.0)]
     pub p99_limit_ms: f64,
+    /// A step fails when median latency is above this many milliseconds: messages queue up
+    /// (a rate the cluster does not sustain shows here first; a stall shows in p99).
+    #[arg(long, default_value_t = 25.0)]
+    pub p50_limit_ms: f64,
+    /// A step that failed on latency alone (everything arrived, at the right clients, sent on
+    /// time) runs again up to this many times before its rate counts as too high: the machine
+    /// is shared, and another tenant's burst is not the cluster's limit.
+    #[arg(long, default_value_t = 2)]
+    pub latency_retries: usize,
+    /// Scheduling niceness of the generator processes (every thread) during the `send_to_uid`
+    /// searches: they receive and time the messages, and at `--generator-nice` another tenant's
+    /// build on this shared machine starves them for hundreds of milliseconds, which the
+    /// latency would then measure.
+    #[arg(long, default_value_t = 0)]
+    pub search_nice: i32,
     /// Report the clients held instead of failing when fewer than `--conns` could be opened
     /// (the full run: it goes as far as the machine allows and names the limit).
     #[arg(long)]
@@ -166,12 +204,6 @@ impl ScaleArgs {
 /// Runs the scenario: the parent, or a generator when `--shard` is given.
 pub fn main(a: ScaleArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.conns > 0, "--conns must be positive");
-    if a.index == Index::On {
-        anyhow::bail!(
-            "--index on: the routing index (issue 16 part 1) does not exist yet; uid sends go to every gateway \
-             (--index off)"
-        );
-    }
     match a.shard.as_deref() {
         Some(s) => generator::main(&a, crate::coord::Shard::parse(s)?),
         None => driver::main(&a),
