@@ -21,17 +21,18 @@ use crate::metrics::Metrics;
 use crate::send_queue::{Outbound, SendQueue};
 use crate::stream::ClientStream;
 use crate::transport::{Incoming, StreamTransport, Transport, TransportError, WsTransport};
-use crate::upgrade::{HandshakeRequest, UpgradeError};
+use crate::upgrade::{HandshakeRequest, UpgradeError, Upgraded};
 
 /// Most queued messages written before one flush.
 const WRITE_BATCH: usize = 64;
 
-/// Read buffer of a WebSocket client. tungstenite allocates it up front and zero-fills it on every
-/// read, so it is resident for every idle client; 4 KiB of it were a third of a client's memory.
-/// Not below 1 KiB: the buffer is shared with each received payload, and `BytesMut` replaces a
-/// shared buffer of less than 1 KiB by one just large enough for the next header, so every frame
-/// would then take several reads.
-const READ_BUFFER: usize = 1024;
+/// Read buffer tungstenite starts a WebSocket client with: none. Its codec reads through
+/// [`SyncIo`](crate::stream::SyncIo), which serves the codec's small reads from one socket read
+/// into a stack buffer, so the codec only ever holds a frame-sized buffer (none at all before the
+/// client's first frame) and a burst of frames still costs one system call. tungstenite's own
+/// buffer (the default 128 KiB, or the 1 KiB this used to be) is allocated up front and zero-filled
+/// on every read; it was a quarter of an idle client's memory (see BENCHMARKS.md, idle).
+const READ_BUFFER: usize = 0;
 /// Outgoing frames collected before tungstenite writes them to the socket.
 const WRITE_BUFFER: usize = 16 * 1024;
 
@@ -107,15 +108,16 @@ pub(crate) fn serve(
             None => {
                 // The result is taken apart in this block, so it is not kept in the task for the
                 // connection's life.
-                let (ws, request) = {
-                    let upgrade = crate::upgrade::accept(stream, &listener.policy, tuned(listener.ws_config));
+                let Upgraded { stream, leftover, request } = {
+                    let upgrade = crate::upgrade::accept(stream, &listener.policy);
                     match tokio::time::timeout_at(deadline, Box::pin(upgrade)).await {
                         Ok(Ok(upgraded)) => upgraded,
                         Ok(Err(e)) => return handshake_failed(&gw, &HandshakeError::Upgrade(e)),
                         Err(_) => return handshake_failed(&gw, &HandshakeError::TimedOut),
                     }
                 };
-                let transport = WsTransport { ws, pong_is_activity: gw.config.pong_is_activity };
+                let config = tuned(listener.ws_config);
+                let transport = WsTransport::new(stream, leftover, config, gw.config.pong_is_activity);
                 run(transport, *info, Some(Box::new(request)), gw, shutdown).await;
             }
             Some(framing) => run(StreamTransport::new(stream, framing), *info, None, gw, shutdown).await,
@@ -223,7 +225,8 @@ struct Connection<T> {
 
 impl<T: Transport> Connection<T> {
     async fn run(&mut self) -> End {
-        let kill = self.handle.kill.clone();
+        let handle = self.handle.clone();
+        let kill = &handle.kill;
         let shutdown = self.shutdown.clone();
         // Only until the first message, so a per-connection timer is cheap here.
         let first_message = self.gw.config.first_message_timeout;
@@ -294,11 +297,14 @@ impl<T: Transport> Connection<T> {
     async fn settle(&mut self) {
         self.binding.acknowledged(Duration::from_secs(1)).await;
         loop {
+            if self.transport.ready().await.is_err() {
+                return;
+            }
             let (msg, counted) = match self.take() {
                 Taken::Send(msg, counted) => (msg, counted),
                 Taken::Empty | Taken::Close(..) => break,
             };
-            if self.feed(msg, counted).await.is_err() {
+            if self.feed(msg, counted).is_err() {
                 return;
             }
         }
@@ -315,9 +321,14 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Writes what is queued (up to a batch), then flushes once. Items are taken from the queue
-    /// here rather than handed in, which keeps them out of the waiting futures.
+    /// here rather than handed in, and only once the transport takes them without waiting, which
+    /// keeps them out of the waiting futures.
     async fn write(&mut self) -> Option<End> {
         for _ in 0..WRITE_BATCH {
+            if let Err(e) = self.transport.ready().await {
+                tracing::debug!(error = ?e, "client write failed");
+                return Some(End::Vanished);
+            }
             let (msg, counted) = match self.take() {
                 Taken::Empty => break,
                 Taken::Send(msg, counted) => (msg, counted),
@@ -326,7 +337,7 @@ impl<T: Transport> Connection<T> {
                     return Some(End::Server);
                 }
             };
-            if let Err(e) = self.feed(msg, counted).await {
+            if let Err(e) = self.feed(msg, counted) {
                 tracing::debug!(error = ?e, "client write failed");
                 return Some(End::Vanished);
             }
@@ -364,10 +375,10 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    /// Feeds one frame; `counted` ones (not heartbeats) go into the client's byte counter (the
-    /// gateway counts messages when they are flushed).
-    async fn feed(&mut self, msg: Message, counted: bool) -> Result<(), TransportError> {
-        let written = self.transport.feed(msg).await?;
+    /// Feeds one frame (after [`Transport::ready`]); `counted` ones (not heartbeats) go into the
+    /// client's byte counter (the gateway counts messages when they are flushed).
+    fn feed(&mut self, msg: Message, counted: bool) -> Result<(), TransportError> {
+        let written = self.transport.feed(msg)?;
         if counted {
             self.handle.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
         }
@@ -376,8 +387,10 @@ impl<T: Transport> Connection<T> {
 
     /// Writes what was fed before and a worker's last message, then closes.
     async fn close_with(&mut self, last: Option<Message>, close: Option<CloseReason>) {
-        if let Some(msg) = last {
-            let _ = self.feed(msg, true).await;
+        if let Some(msg) = last
+            && self.transport.ready().await.is_ok()
+        {
+            let _ = self.feed(msg, true);
         }
         if self.flush().await.is_err() {
             return;

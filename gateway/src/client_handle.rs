@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use gw_proto::ClientInfo;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use crate::binding::Redelivery;
 use crate::send_queue::SendQueue;
@@ -23,13 +23,43 @@ pub(crate) enum KillReason {
     Heartbeat = 3,
 }
 
+/// Closes a client out of band: set once, with the reason, and never reset. A `Notify` and a
+/// byte inline in the handle, where a `CancellationToken` is a separate 112-byte allocation per
+/// client (it supports trees of tokens, which a client does not need).
+#[derive(Debug)]
+pub(crate) struct KillSwitch {
+    reason: AtomicU8,
+    notify: Notify,
+}
+
+impl KillSwitch {
+    fn new() -> Self {
+        Self { reason: AtomicU8::new(KillReason::None as u8), notify: Notify::new() }
+    }
+
+    /// Whether the client was killed.
+    pub fn is_cancelled(&self) -> bool {
+        self.reason.load(Ordering::Acquire) != KillReason::None as u8
+    }
+
+    /// Resolves once the client is killed (at once if it already was).
+    pub async fn cancelled(&self) {
+        let mut notified = std::pin::pin!(self.notify.notified());
+        // Registered before the check, so a kill after it wakes this waiter; the switch is
+        // only ever woken by a kill (`notify_waiters`), and a kill is never undone.
+        notified.as_mut().enable();
+        if !self.is_cancelled() {
+            notified.await;
+        }
+    }
+}
+
 /// A connected client as the rest of the gateway sees it.
 #[derive(Debug)]
 pub(crate) struct ClientHandle {
     pub id: u64,
     pub tx: SendQueue,
-    pub kill: CancellationToken,
-    kill_reason: AtomicU8,
+    pub kill: KillSwitch,
     pub info: Arc<ClientInfo>,
     pub session: Mutex<SessionSlot>,
     pub bytes_in: AtomicU64,
@@ -56,8 +86,7 @@ impl ClientHandle {
         Self {
             id,
             tx,
-            kill: CancellationToken::new(),
-            kill_reason: AtomicU8::new(KillReason::None as u8),
+            kill: KillSwitch::new(),
             info: Arc::new(info),
             session: Mutex::new(SessionSlot::default()),
             bytes_in: AtomicU64::new(0),
@@ -68,18 +97,20 @@ impl ClientHandle {
         }
     }
 
+    /// Kills the client; the first reason given is kept (`None` counts as `Destroy`).
     pub fn kill(&self, reason: KillReason) {
-        let _ = self.kill_reason.compare_exchange(
+        let reason = if reason == KillReason::None { KillReason::Destroy } else { reason };
+        let _ = self.kill.reason.compare_exchange(
             KillReason::None as u8,
             reason as u8,
             Ordering::AcqRel,
             Ordering::Acquire,
         );
-        self.kill.cancel();
+        self.kill.notify.notify_waiters();
     }
 
     pub fn kill_reason(&self) -> KillReason {
-        match self.kill_reason.load(Ordering::Acquire) {
+        match self.kill.reason.load(Ordering::Acquire) {
             1 => KillReason::SlowConsumer,
             2 => KillReason::Destroy,
             3 => KillReason::Heartbeat,

@@ -7,17 +7,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
 use gw_proto::Payload;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::framing::Framing;
-use crate::stream::ClientStream;
+use crate::stream::{ClientStream, ReadAhead, SyncIo};
 
 /// How long a close handshake may take before the socket is just dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,17 +46,33 @@ pub(crate) enum TransportError {
 pub(crate) trait Transport: Send + 'static {
     /// The next message. Cancel-safe.
     fn recv(&mut self) -> impl Future<Output = Result<Incoming, TransportError>> + Send;
-    /// Buffers one outgoing message; returns its size in bytes.
-    fn feed(&mut self, msg: Message) -> impl Future<Output = Result<usize, TransportError>> + Send;
+    /// Resolves once [`feed`](Self::feed) can take a message (a WebSocket first writes out what
+    /// a full socket left in its buffer). Cancel-safe. Callers take a message from the queue only
+    /// after this, so no message waits inside a future (it would take room in every
+    /// connection's task).
+    fn ready(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// Buffers one outgoing message without waiting; returns its size in bytes.
+    fn feed(&mut self, msg: Message) -> Result<usize, TransportError>;
     fn flush(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
     /// Closes gracefully: a close frame (WebSocket) or a flushed shutdown (TCP), bounded in time.
     fn close(&mut self, code: u16, reason: &str) -> impl Future<Output = ()> + Send;
 }
 
-/// A WebSocket client.
+/// A WebSocket client: tungstenite's sans-IO codec over the client socket, polled by the
+/// connection task itself. No `tokio_tungstenite::WebSocketStream`: its two waker proxies (128
+/// bytes per client) are not needed when one task does all the reading and writing, and here the
+/// codec reads through [`SyncIo`], which lets its read buffer stay frame-sized (see
+/// BENCHMARKS.md, idle).
 pub(crate) struct WsTransport {
-    pub ws: WebSocketStream<ClientStream>,
-    pub pong_is_activity: bool,
+    stream: ClientStream,
+    ahead: ReadAhead,
+    ctx: WebSocketContext,
+    pong_is_activity: bool,
+    /// A write found the socket full; the frame is buffered in the codec, and the next write
+    /// flushes first (as `tokio_tungstenite`'s `Sink::poll_ready` does).
+    blocked: bool,
+    /// The stream ended or failed; reading returns nothing more.
+    ended: bool,
 }
 
 fn ws_error(e: WsError) -> TransportError {
@@ -84,11 +98,61 @@ fn ws_error(e: WsError) -> TransportError {
     }
 }
 
+/// `WouldBlock` from the socket means "not yet".
+fn pending_on_block<T>(r: Result<T, WsError>) -> Poll<Result<T, WsError>> {
+    match r {
+        Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => Poll::Pending,
+        other => Poll::Ready(other),
+    }
+}
+
 impl WsTransport {
+    /// A server-side WebSocket over `stream`, whose client already sent `leftover` (bytes after
+    /// its upgrade request, usually none).
+    pub fn new(stream: ClientStream, leftover: Vec<u8>, config: WebSocketConfig, pong_is_activity: bool) -> Self {
+        Self {
+            stream,
+            ahead: ReadAhead::new(leftover),
+            ctx: WebSocketContext::new(Role::Server, Some(config)),
+            pong_is_activity,
+            blocked: false,
+            ended: false,
+        }
+    }
+
+    /// Runs `f` with the codec and the socket as seen from this poll.
+    fn with_io<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut WebSocketContext, &mut SyncIo<'_, '_>) -> R,
+    ) -> R {
+        let mut io = SyncIo { stream: &mut self.stream, ahead: &mut self.ahead, cx };
+        f(&mut self.ctx, &mut io)
+    }
+
+    /// The next frame the codec hands out; `None` once the stream ended or was closed.
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, WsError>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match pending_on_block(self.with_io(cx, |ctx, io| ctx.read(io))) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(msg)) => Poll::Ready(Some(Ok(msg))),
+            Poll::Ready(Err(e)) => {
+                self.ended = true;
+                if matches!(e, WsError::AlreadyClosed | WsError::ConnectionClosed) {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Err(e)))
+                }
+            }
+        }
+    }
+
     /// The next message or sign of life; `None` when the client sent a close frame.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Incoming, TransportError>>> {
         loop {
-            let item = match self.ws.poll_next_unpin(cx) {
+            let item = match self.poll_message(cx) {
                 Poll::Ready(item) => item,
                 Poll::Pending => return Poll::Pending,
             };
@@ -107,6 +171,43 @@ impl WsTransport {
             }));
         }
     }
+
+    /// Writes out what the codec holds and flushes the socket; a connection the close handshake
+    /// just ended counts as flushed.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        let r = std::task::ready!(pending_on_block(self.with_io(cx, |ctx, io| ctx.flush(io))));
+        self.blocked = false;
+        Poll::Ready(match r {
+            Err(WsError::ConnectionClosed) => Ok(()),
+            other => other,
+        })
+    }
+
+    /// Writes out what a full socket left in the codec, if anything.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        if !self.blocked {
+            return Poll::Ready(Ok(()));
+        }
+        let r = std::task::ready!(pending_on_block(self.with_io(cx, |ctx, io| ctx.flush(io))));
+        self.blocked = false;
+        Poll::Ready(r)
+    }
+
+    /// Hands one message to the codec without waiting. The socket is polled with a no-op
+    /// waker: a socket that cannot take the frame now leaves it in the codec's buffer, and the
+    /// next `ready` or `flush`, which every caller awaits before the task sleeps, writes it with
+    /// the task's waker.
+    fn start_send(&mut self, msg: Message) -> Result<(), WsError> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.with_io(&mut cx, |ctx, io| ctx.write(io, msg)) {
+            Ok(()) => Ok(()),
+            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.blocked = true;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl Transport for WsTransport {
@@ -118,28 +219,35 @@ impl Transport for WsTransport {
             Some(incoming) => incoming,
             None => {
                 // tungstenite queued the close reply; send it so the close is clean.
-                let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, self.ws.flush())).await;
+                let _ =
+                    Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, std::future::poll_fn(|cx| self.poll_flush(cx)))).await;
                 Err(TransportError::Closed)
             }
         }
     }
 
-    async fn feed(&mut self, msg: Message) -> Result<usize, TransportError> {
+    async fn ready(&mut self) -> Result<(), TransportError> {
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await.map_err(ws_error)
+    }
+
+    fn feed(&mut self, msg: Message) -> Result<usize, TransportError> {
         let len = msg.len();
-        self.ws.feed(msg).await.map_err(ws_error)?;
+        self.start_send(msg).map_err(ws_error)?;
         Ok(len)
     }
 
     async fn flush(&mut self) -> Result<(), TransportError> {
-        self.ws.flush().await.map_err(ws_error)
+        std::future::poll_fn(|cx| self.poll_flush(cx)).await.map_err(ws_error)
     }
 
     async fn close(&mut self, code: u16, reason: &str) {
         let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            self.ws.close(Some(frame)).await?;
+            std::future::poll_fn(|cx| self.poll_ready(cx)).await?;
+            self.start_send(Message::Close(Some(frame)))?;
+            std::future::poll_fn(|cx| self.poll_flush(cx)).await?;
             // Wait for the client's close frame (or its end of stream).
-            while let Some(msg) = self.ws.next().await {
+            while let Some(msg) = std::future::poll_fn(|cx| self.poll_message(cx)).await {
                 msg?;
             }
             Ok::<_, WsError>(())
@@ -185,7 +293,11 @@ impl Transport for StreamTransport {
         }
     }
 
-    async fn feed(&mut self, msg: Message) -> Result<usize, TransportError> {
+    async fn ready(&mut self) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    fn feed(&mut self, msg: Message) -> Result<usize, TransportError> {
         let data: &[u8] = match &msg {
             Message::Text(t) => t.as_bytes(),
             Message::Binary(b) => b,
@@ -213,5 +325,111 @@ impl Transport for StreamTransport {
             let _ = self.stream.shutdown().await;
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A client frame as a browser sends it: masked, FIN set.
+    fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut f = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    async fn expect_text(t: &mut WsTransport, want: &str) {
+        match t.recv().await {
+            Ok(Incoming::Message(p)) => {
+                assert!(!p.binary);
+                assert_eq!(p.data, want.as_bytes());
+            }
+            other => panic!("expected text {want:?}, got {other:?}"),
+        }
+    }
+
+    /// Frames arriving with the upgrade request, many in one segment, one split across writes
+    /// and one larger than the stack buffer all arrive whole; nothing stays buffered once they
+    /// are taken; a reply is written and a close is answered.
+    #[tokio::test]
+    async fn frames_in_any_split_arrive_whole_and_leave_no_buffer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut hello = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            .to_vec();
+        hello.extend(client_frame(1, b"first"));
+        client.write_all(&hello).await.unwrap();
+        let up = crate::upgrade::accept(ClientStream::Plain(server), &crate::upgrade::Policy::default()).await.unwrap();
+        assert_eq!(up.request.path, "/ws");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(client.read_u8().await.unwrap());
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&head));
+        let config = WebSocketConfig::default().read_buffer_size(0).write_buffer_size(16 * 1024);
+        let mut t = WsTransport::new(up.stream, up.leftover, config, false);
+        expect_text(&mut t, "first").await;
+
+        let mut burst = Vec::new();
+        for i in 0..200 {
+            burst.extend(client_frame(1, format!("burst {i}").as_bytes()));
+        }
+        client.write_all(&burst).await.unwrap();
+        for i in 0..200 {
+            expect_text(&mut t, &format!("burst {i}")).await;
+        }
+        assert_eq!(t.ahead.held(), 0, "a burst taken whole leaves no read-ahead");
+
+        let split = client_frame(1, b"split across two writes");
+        client.write_all(&split[..3]).await.unwrap();
+        client.flush().await.unwrap();
+        let writer = tokio::spawn(async move {
+            client.write_all(&split[3..]).await.unwrap();
+            let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+            client.write_all(&client_frame(2, &big)).await.unwrap();
+            client
+        });
+        expect_text(&mut t, "split across two writes").await;
+        match t.recv().await {
+            Ok(Incoming::Message(p)) => {
+                assert!(p.binary);
+                assert_eq!(p.data.len(), 100_000);
+                assert!(p.data.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+            }
+            other => panic!("expected the large binary message, got {other:?}"),
+        }
+        assert_eq!(t.ahead.held(), 0);
+        let mut client = writer.await.unwrap();
+
+        t.ready().await.unwrap();
+        assert_eq!(t.feed(Message::text("reply")).unwrap(), 5);
+        t.flush().await.unwrap();
+        let mut got = [0u8; 7];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"\x81\x05reply");
+
+        client.write_all(&client_frame(8, &1000u16.to_be_bytes())).await.unwrap();
+        assert!(matches!(t.recv().await, Err(TransportError::Closed)));
+        let mut close = [0u8; 4];
+        client.read_exact(&mut close).await.unwrap();
+        assert_eq!(close, [0x88, 0x02, 0x03, 0xe8], "the close is answered with its code");
     }
 }
