@@ -26,13 +26,6 @@ use crate::upgrade::{HandshakeRequest, UpgradeError, Upgraded};
 /// Most queued messages written before one flush.
 const WRITE_BATCH: usize = 64;
 
-/// Read buffer tungstenite starts a WebSocket client with: none. Its codec reads through
-/// [`SyncIo`](crate::stream::SyncIo), which serves the codec's small reads from one socket read
-/// into a stack buffer, so the codec only ever holds a frame-sized buffer (none at all before the
-/// client's first frame) and a burst of frames still costs one system call. tungstenite's own
-/// buffer (the default 128 KiB, or the 1 KiB this used to be) is allocated up front and zero-filled
-/// on every read; it was a quarter of an idle client's memory (see BENCHMARKS.md, idle).
-const READ_BUFFER: usize = 0;
 /// Outgoing frames collected before tungstenite writes them to the socket.
 const WRITE_BUFFER: usize = 16 * 1024;
 
@@ -40,10 +33,9 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// BENCHMARKS.md). With a write buffer of 0 every frame is its own `send`, and those sends were
 /// most of the gateway's CPU time under load; the write buffer is only a threshold, so memory
 /// grows only while frames wait for `flush`.
+/// The read buffer is [`WsTransport`]'s own.
 fn tuned(config: WebSocketConfig) -> WebSocketConfig {
-    config
-        .read_buffer_size(READ_BUFFER.min(config.read_buffer_size))
-        .write_buffer_size(WRITE_BUFFER.min(config.max_write_buffer_size / 2))
+    config.write_buffer_size(WRITE_BUFFER.min(config.max_write_buffer_size / 2))
 }
 
 /// What the client task took from its send queue.
@@ -324,6 +316,7 @@ impl<T: Transport> Connection<T> {
     /// here rather than handed in, and only once the transport takes them without waiting, which
     /// keeps them out of the waiting futures.
     async fn write(&mut self) -> Option<End> {
+        let mut heartbeat = false;
         for _ in 0..WRITE_BATCH {
             if let Err(e) = self.transport.ready().await {
                 tracing::debug!(error = ?e, "client write failed");
@@ -331,7 +324,10 @@ impl<T: Transport> Connection<T> {
             }
             let (msg, counted) = match self.take() {
                 Taken::Empty => break,
-                Taken::Send(msg, counted) => (msg, counted),
+                Taken::Send(msg, counted) => {
+                    heartbeat |= !counted;
+                    (msg, counted)
+                }
                 Taken::Close(last, close) => {
                     Box::pin(self.close_with(last, close)).await;
                     return Some(End::Server);
@@ -345,6 +341,9 @@ impl<T: Transport> Connection<T> {
         if let Err(e) = self.flush().await {
             tracing::debug!(error = ?e, "client flush failed");
             return Some(End::Vanished);
+        }
+        if heartbeat {
+            self.transport.release_idle();
         }
         None
     }
