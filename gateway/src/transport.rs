@@ -135,6 +135,8 @@ fn pending_on_block<T>(r: Result<T, WsError>) -> Poll<Result<T, WsError>> {
     }
 }
 
+// The errors are tungstenite's own, passed on as they come.
+#[allow(clippy::result_large_err)]
 impl WsTransport {
     /// A server-side WebSocket over `stream`, whose client already sent `leftover` (bytes after
     /// its upgrade request, usually none). `config`'s read buffer size is replaced by
