@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use gw_proto::{ClientInfo, CloseReason, EventKind, Payload, Protocol};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -75,9 +77,11 @@ pub(crate) fn serve(
         listener: listener.url.clone(),
         protocol: listener.protocol,
     });
-    // Everything the connection needs only until it is established lives on the heap (the TLS
-    // handshake future holds the socket; `info` and `slot` are boxed): what the task captures
-    // stays in it for the connection's whole life, and the task is as large as its largest state.
+    // The task is as large as its largest state, and an `async` block keeps what it captures
+    // for its whole life. So the handshake (TLS, WebSocket upgrade) is one future and the
+    // connection another, chained with `then`: the task holds one or the other, and nothing of
+    // the handshake stays in it while the connection lives. The TLS handshake future (it holds
+    // the socket) is boxed.
     let tls = listener.tls.clone();
     let handshake = Box::pin(async move {
         match tls {
@@ -88,34 +92,46 @@ pub(crate) fn serve(
         }
     });
     let slot = Box::new(slot);
-    async move {
-        // The handshake (TLS and WebSocket) must finish in time: slow or silent handshakes are dropped.
-        let deadline = tokio::time::Instant::now() + gw.config.handshake_timeout;
-        let stream = match tokio::time::timeout_at(deadline, handshake).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return handshake_failed(&gw, &e),
-            Err(_) => return handshake_failed(&gw, &HandshakeError::TimedOut),
-        };
-        match listener.framing() {
-            None => {
-                // The result is taken apart in this block, so it is not kept in the task for the
-                // connection's life.
-                let Upgraded { stream, leftover, request } = {
-                    let upgrade = crate::upgrade::accept(stream, &listener.policy);
+    let opening = {
+        let gw = gw.clone();
+        async move {
+            // The handshake (TLS and WebSocket) must finish in time: slow or silent handshakes are dropped.
+            let deadline = tokio::time::Instant::now() + gw.config.handshake_timeout;
+            let stream = match tokio::time::timeout_at(deadline, handshake).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return handshake_failed(&gw, &e),
+                Err(_) => return handshake_failed(&gw, &HandshakeError::TimedOut),
+            };
+            let Some(framing) = listener.framing() else {
+                let upgrade = crate::upgrade::accept(stream, &listener.policy);
+                let Upgraded { stream, leftover, request } =
                     match tokio::time::timeout_at(deadline, Box::pin(upgrade)).await {
                         Ok(Ok(upgraded)) => upgraded,
                         Ok(Err(e)) => return handshake_failed(&gw, &HandshakeError::Upgrade(e)),
                         Err(_) => return handshake_failed(&gw, &HandshakeError::TimedOut),
-                    }
-                };
+                    };
                 let config = tuned(listener.ws_config);
                 let transport = WsTransport::new(stream, leftover, config, gw.config.pong_is_activity);
-                run(transport, *info, Some(Box::new(request)), gw, shutdown).await;
-            }
-            Some(framing) => run(StreamTransport::new(stream, framing), *info, None, gw, shutdown).await,
+                return Some(Opened::WebSocket(transport, Box::new(request)));
+            };
+            Some(Opened::Stream(StreamTransport::new(stream, framing)))
         }
-        drop(slot);
-    }
+    };
+    opening.then(move |opened| match opened {
+        None => Either::Left(std::future::ready(())),
+        Some(Opened::WebSocket(transport, request)) => {
+            Either::Right(Either::Left(run(transport, *info, Some(request), gw, shutdown, slot)))
+        }
+        Some(Opened::Stream(transport)) => {
+            Either::Right(Either::Right(run(transport, *info, None, gw, shutdown, slot)))
+        }
+    })
+}
+
+/// A client connection after its handshake.
+enum Opened {
+    WebSocket(WsTransport, Box<HandshakeRequest>),
+    Stream(StreamTransport),
 }
 
 /// Why a client's handshake (TLS, then the WebSocket upgrade) failed.
@@ -129,39 +145,36 @@ enum HandshakeError {
     TimedOut,
 }
 
-fn handshake_failed(gw: &Gateway, why: &HandshakeError) {
+fn handshake_failed(gw: &Gateway, why: &HandshakeError) -> Option<Opened> {
     Metrics::inc(&gw.state.metrics.handshake_failures);
     tracing::debug!(reason = %why, "client handshake failed");
+    None
 }
 
-/// Registers the client and returns its connection loop. Not an `async fn`: the arguments are
-/// moved into the connection here, while an `async fn` would keep their space in the task too.
+/// Registers the client and returns its connection loop, which releases `slot` when it ends.
+/// Not an `async fn`: the arguments are moved into the connection here, while an `async fn`
+/// would keep their space in the task too (and what the loop captures besides the connection
+/// is only what it cannot get from it).
 fn run<T: Transport>(
     transport: T,
     info: ClientInfo,
     request: Option<Box<HandshakeRequest>>,
     gw: Arc<Gateway>,
     shutdown: CancellationToken,
+    slot: Box<ConnSlot>,
 ) -> impl Future<Output = ()> {
     let id = gw.next_client.fetch_add(1, Ordering::Relaxed);
     let client_id = gw.client_id(id);
     let span = tracing::debug_span!("client", client_id = %client_id);
-    let protocol = info.protocol;
     let handle = Arc::new(ClientHandle::new(id, SendQueue::new(gw.config.send_queue), info, gw.clock_ms()));
     gw.state.insert(handle.clone());
-    let mut conn = Connection {
-        gw: gw.clone(),
-        binding: Binding::new(handle.info.clone()),
-        handle,
-        transport,
-        unsettled: 0,
-        shutdown: shutdown.clone(),
-    };
+    let mut conn =
+        Connection { gw, binding: Binding::new(handle.info.clone()), handle, transport, unsettled: 0, shutdown };
     let body = async move {
         tracing::debug!(peer = %conn.handle.info.client_addr, listener = %conn.handle.info.listener, "client connected");
         let sent = conn.dispatch(EventKind::Connect).await;
         let mut opened = conn.routed(sent).await;
-        if opened.is_ok() && protocol == Protocol::WebSocket {
+        if opened.is_ok() && conn.handle.info.protocol == Protocol::WebSocket {
             let HandshakeRequest { path, query, headers } = request.map(|r| *r).unwrap_or_default();
             let sent = conn.dispatch(EventKind::WebSocketConnect { path, query, headers }).await;
             opened = conn.routed(sent).await;
@@ -173,6 +186,7 @@ fn run<T: Transport>(
         // Every message a worker sent this client ends as written or dropped: what waits in the
         // queue and what was taken but not flushed is dropped here, as `client_gone`.
         let unwritten = conn.handle.tx.close() + std::mem::take(&mut conn.unsettled);
+        let gw = conn.gw.clone();
         let m = &gw.state.metrics;
         m.dropped_client_gone.fetch_add(unwritten, Ordering::Relaxed);
         Metrics::inc(match end {
@@ -191,13 +205,14 @@ fn run<T: Transport>(
         // nothing to close when it cannot be routed).
         let _ = conn.dispatch(EventKind::Close).await;
         conn.binding.unbind();
-        gw.state.remove(id);
+        gw.state.remove(conn.handle.id);
         // A worker that dies from now on hands this client's events to no task: deliver what is
         // already waiting here, and let later hand-backs go the orphan way.
         let leftovers = conn.handle.redelivery.close();
         if !leftovers.is_empty() {
             crate::redeliver::spawn_orphans(&gw, conn.handle.info.clone(), leftovers);
         }
+        drop(slot);
     };
     tracing::Instrument::instrument(body, span)
 }
@@ -344,6 +359,7 @@ impl<T: Transport> Connection<T> {
         }
         if heartbeat {
             self.transport.release_idle();
+            self.handle.tx.release_idle();
         }
         None
     }

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use gw_proto::ClientInfo;
 use tokio::sync::Notify;
 
@@ -42,15 +43,13 @@ impl KillSwitch {
         self.reason.load(Ordering::Acquire) != KillReason::None as u8
     }
 
-    /// Resolves once the client is killed (at once if it already was).
-    pub async fn cancelled(&self) {
-        let mut notified = std::pin::pin!(self.notify.notified());
-        // Registered before the check, so a kill after it wakes this waiter; the switch is
-        // only ever woken by a kill (`notify_waiters`), and a kill is never undone.
-        notified.as_mut().enable();
-        if !self.is_cancelled() {
-            notified.await;
-        }
+    /// Resolves once the client is killed (at once if it already was). Not an `async fn`: this
+    /// future waits in every connection's task, and is no larger than a `Notified` this way.
+    pub fn cancelled(&self) -> impl Future<Output = ()> + Send + '_ {
+        // Made before the check: `notify_waiters` (a kill) completes every `Notified` made
+        // before it, polled or not, and a kill is never undone.
+        let notified = self.notify.notified();
+        if self.is_cancelled() { Either::Left(std::future::ready(())) } else { Either::Right(notified) }
     }
 }
 
