@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use gw_proto::{ClientInfo, CloseReason, EventKind, Payload, Protocol};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -21,17 +23,11 @@ use crate::metrics::Metrics;
 use crate::send_queue::{Outbound, SendQueue};
 use crate::stream::ClientStream;
 use crate::transport::{Incoming, StreamTransport, Transport, TransportError, WsTransport};
-use crate::upgrade::{HandshakeRequest, UpgradeError};
+use crate::upgrade::{HandshakeRequest, UpgradeError, Upgraded};
 
 /// Most queued messages written before one flush.
 const WRITE_BATCH: usize = 64;
 
-/// Read buffer of a WebSocket client. tungstenite allocates it up front and zero-fills it on every
-/// read, so it is resident for every idle client; 4 KiB of it were a third of a client's memory.
-/// Not below 1 KiB: the buffer is shared with each received payload, and `BytesMut` replaces a
-/// shared buffer of less than 1 KiB by one just large enough for the next header, so every frame
-/// would then take several reads.
-const READ_BUFFER: usize = 1024;
 /// Outgoing frames collected before tungstenite writes them to the socket.
 const WRITE_BUFFER: usize = 16 * 1024;
 
@@ -39,10 +35,9 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// BENCHMARKS.md). With a write buffer of 0 every frame is its own `send`, and those sends were
 /// most of the gateway's CPU time under load; the write buffer is only a threshold, so memory
 /// grows only while frames wait for `flush`.
+/// The read buffer is [`WsTransport`]'s own.
 fn tuned(config: WebSocketConfig) -> WebSocketConfig {
-    config
-        .read_buffer_size(READ_BUFFER.min(config.read_buffer_size))
-        .write_buffer_size(WRITE_BUFFER.min(config.max_write_buffer_size / 2))
+    config.write_buffer_size(WRITE_BUFFER.min(config.max_write_buffer_size / 2))
 }
 
 /// What the client task took from its send queue.
@@ -82,9 +77,11 @@ pub(crate) fn serve(
         listener: listener.url.clone(),
         protocol: listener.protocol,
     });
-    // Everything the connection needs only until it is established lives on the heap (the TLS
-    // handshake future holds the socket; `info` and `slot` are boxed): what the task captures
-    // stays in it for the connection's whole life, and the task is as large as its largest state.
+    // The task is as large as its largest state, and an `async` block keeps what it captures
+    // for its whole life. So the handshake (TLS, WebSocket upgrade) is one future and the
+    // connection another, chained with `then`: the task holds one or the other, and nothing of
+    // the handshake stays in it while the connection lives. The TLS handshake future (it holds
+    // the socket) is boxed.
     let tls = listener.tls.clone();
     let handshake = Box::pin(async move {
         match tls {
@@ -95,33 +92,46 @@ pub(crate) fn serve(
         }
     });
     let slot = Box::new(slot);
-    async move {
-        // The handshake (TLS and WebSocket) must finish in time: slow or silent handshakes are dropped.
-        let deadline = tokio::time::Instant::now() + gw.config.handshake_timeout;
-        let stream = match tokio::time::timeout_at(deadline, handshake).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return handshake_failed(&gw, &e),
-            Err(_) => return handshake_failed(&gw, &HandshakeError::TimedOut),
-        };
-        match listener.framing() {
-            None => {
-                // The result is taken apart in this block, so it is not kept in the task for the
-                // connection's life.
-                let (ws, request) = {
-                    let upgrade = crate::upgrade::accept(stream, &listener.policy, tuned(listener.ws_config));
+    let opening = {
+        let gw = gw.clone();
+        async move {
+            // The handshake (TLS and WebSocket) must finish in time: slow or silent handshakes are dropped.
+            let deadline = tokio::time::Instant::now() + gw.config.handshake_timeout;
+            let stream = match tokio::time::timeout_at(deadline, handshake).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return handshake_failed(&gw, &e),
+                Err(_) => return handshake_failed(&gw, &HandshakeError::TimedOut),
+            };
+            let Some(framing) = listener.framing() else {
+                let upgrade = crate::upgrade::accept(stream, &listener.policy);
+                let Upgraded { stream, leftover, request } =
                     match tokio::time::timeout_at(deadline, Box::pin(upgrade)).await {
                         Ok(Ok(upgraded)) => upgraded,
                         Ok(Err(e)) => return handshake_failed(&gw, &HandshakeError::Upgrade(e)),
                         Err(_) => return handshake_failed(&gw, &HandshakeError::TimedOut),
-                    }
-                };
-                let transport = WsTransport { ws, pong_is_activity: gw.config.pong_is_activity };
-                run(transport, *info, Some(Box::new(request)), gw, shutdown).await;
-            }
-            Some(framing) => run(StreamTransport::new(stream, framing), *info, None, gw, shutdown).await,
+                    };
+                let config = tuned(listener.ws_config);
+                let transport = WsTransport::new(stream, leftover, config, gw.config.pong_is_activity);
+                return Some(Opened::WebSocket(transport, Box::new(request)));
+            };
+            Some(Opened::Stream(StreamTransport::new(stream, framing)))
         }
-        drop(slot);
-    }
+    };
+    opening.then(move |opened| match opened {
+        None => Either::Left(std::future::ready(())),
+        Some(Opened::WebSocket(transport, request)) => {
+            Either::Right(Either::Left(run(transport, *info, Some(request), gw, shutdown, slot)))
+        }
+        Some(Opened::Stream(transport)) => {
+            Either::Right(Either::Right(run(transport, *info, None, gw, shutdown, slot)))
+        }
+    })
+}
+
+/// A client connection after its handshake.
+enum Opened {
+    WebSocket(WsTransport, Box<HandshakeRequest>),
+    Stream(StreamTransport),
 }
 
 /// Why a client's handshake (TLS, then the WebSocket upgrade) failed.
@@ -135,39 +145,36 @@ enum HandshakeError {
     TimedOut,
 }
 
-fn handshake_failed(gw: &Gateway, why: &HandshakeError) {
+fn handshake_failed(gw: &Gateway, why: &HandshakeError) -> Option<Opened> {
     Metrics::inc(&gw.state.metrics.handshake_failures);
     tracing::debug!(reason = %why, "client handshake failed");
+    None
 }
 
-/// Registers the client and returns its connection loop. Not an `async fn`: the arguments are
-/// moved into the connection here, while an `async fn` would keep their space in the task too.
+/// Registers the client and returns its connection loop, which releases `slot` when it ends.
+/// Not an `async fn`: the arguments are moved into the connection here, while an `async fn`
+/// would keep their space in the task too (and what the loop captures besides the connection
+/// is only what it cannot get from it).
 fn run<T: Transport>(
     transport: T,
     info: ClientInfo,
     request: Option<Box<HandshakeRequest>>,
     gw: Arc<Gateway>,
     shutdown: CancellationToken,
+    slot: Box<ConnSlot>,
 ) -> impl Future<Output = ()> {
     let id = gw.next_client.fetch_add(1, Ordering::Relaxed);
     let client_id = gw.client_id(id);
     let span = tracing::debug_span!("client", client_id = %client_id);
-    let protocol = info.protocol;
     let handle = Arc::new(ClientHandle::new(id, SendQueue::new(gw.config.send_queue), info, gw.clock_ms()));
     gw.state.insert(handle.clone());
-    let mut conn = Connection {
-        gw: gw.clone(),
-        binding: Binding::new(handle.info.clone()),
-        handle,
-        transport,
-        unsettled: 0,
-        shutdown: shutdown.clone(),
-    };
+    let mut conn =
+        Connection { gw, binding: Binding::new(handle.info.clone()), handle, transport, unsettled: 0, shutdown };
     let body = async move {
         tracing::debug!(peer = %conn.handle.info.client_addr, listener = %conn.handle.info.listener, "client connected");
         let sent = conn.dispatch(EventKind::Connect).await;
         let mut opened = conn.routed(sent).await;
-        if opened.is_ok() && protocol == Protocol::WebSocket {
+        if opened.is_ok() && conn.handle.info.protocol == Protocol::WebSocket {
             let HandshakeRequest { path, query, headers } = request.map(|r| *r).unwrap_or_default();
             let sent = conn.dispatch(EventKind::WebSocketConnect { path, query, headers }).await;
             opened = conn.routed(sent).await;
@@ -179,6 +186,7 @@ fn run<T: Transport>(
         // Every message a worker sent this client ends as written or dropped: what waits in the
         // queue and what was taken but not flushed is dropped here, as `client_gone`.
         let unwritten = conn.handle.tx.close() + std::mem::take(&mut conn.unsettled);
+        let gw = conn.gw.clone();
         let m = &gw.state.metrics;
         m.dropped_client_gone.fetch_add(unwritten, Ordering::Relaxed);
         Metrics::inc(match end {
@@ -197,13 +205,14 @@ fn run<T: Transport>(
         // nothing to close when it cannot be routed).
         let _ = conn.dispatch(EventKind::Close).await;
         conn.binding.unbind();
-        gw.state.remove(id);
+        gw.state.remove(conn.handle.id);
         // A worker that dies from now on hands this client's events to no task: deliver what is
         // already waiting here, and let later hand-backs go the orphan way.
         let leftovers = conn.handle.redelivery.close();
         if !leftovers.is_empty() {
             crate::redeliver::spawn_orphans(&gw, conn.handle.info.clone(), leftovers);
         }
+        drop(slot);
     };
     tracing::Instrument::instrument(body, span)
 }
@@ -223,7 +232,8 @@ struct Connection<T> {
 
 impl<T: Transport> Connection<T> {
     async fn run(&mut self) -> End {
-        let kill = self.handle.kill.clone();
+        let handle = self.handle.clone();
+        let kill = &handle.kill;
         let shutdown = self.shutdown.clone();
         // Only until the first message, so a per-connection timer is cheap here.
         let first_message = self.gw.config.first_message_timeout;
@@ -294,11 +304,14 @@ impl<T: Transport> Connection<T> {
     async fn settle(&mut self) {
         self.binding.acknowledged(Duration::from_secs(1)).await;
         loop {
+            if self.transport.ready().await.is_err() {
+                return;
+            }
             let (msg, counted) = match self.take() {
                 Taken::Send(msg, counted) => (msg, counted),
                 Taken::Empty | Taken::Close(..) => break,
             };
-            if self.feed(msg, counted).await.is_err() {
+            if self.feed(msg, counted).is_err() {
                 return;
             }
         }
@@ -315,18 +328,27 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Writes what is queued (up to a batch), then flushes once. Items are taken from the queue
-    /// here rather than handed in, which keeps them out of the waiting futures.
+    /// here rather than handed in, and only once the transport takes them without waiting, which
+    /// keeps them out of the waiting futures.
     async fn write(&mut self) -> Option<End> {
+        let mut heartbeat = false;
         for _ in 0..WRITE_BATCH {
+            if let Err(e) = self.transport.ready().await {
+                tracing::debug!(error = ?e, "client write failed");
+                return Some(End::Vanished);
+            }
             let (msg, counted) = match self.take() {
                 Taken::Empty => break,
-                Taken::Send(msg, counted) => (msg, counted),
+                Taken::Send(msg, counted) => {
+                    heartbeat |= !counted;
+                    (msg, counted)
+                }
                 Taken::Close(last, close) => {
                     Box::pin(self.close_with(last, close)).await;
                     return Some(End::Server);
                 }
             };
-            if let Err(e) = self.feed(msg, counted).await {
+            if let Err(e) = self.feed(msg, counted) {
                 tracing::debug!(error = ?e, "client write failed");
                 return Some(End::Vanished);
             }
@@ -334,6 +356,10 @@ impl<T: Transport> Connection<T> {
         if let Err(e) = self.flush().await {
             tracing::debug!(error = ?e, "client flush failed");
             return Some(End::Vanished);
+        }
+        if heartbeat {
+            self.transport.release_idle();
+            self.handle.tx.release_idle();
         }
         None
     }
@@ -364,10 +390,10 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    /// Feeds one frame; `counted` ones (not heartbeats) go into the client's byte counter (the
-    /// gateway counts messages when they are flushed).
-    async fn feed(&mut self, msg: Message, counted: bool) -> Result<(), TransportError> {
-        let written = self.transport.feed(msg).await?;
+    /// Feeds one frame (after [`Transport::ready`]); `counted` ones (not heartbeats) go into the
+    /// client's byte counter (the gateway counts messages when they are flushed).
+    fn feed(&mut self, msg: Message, counted: bool) -> Result<(), TransportError> {
+        let written = self.transport.feed(msg)?;
         if counted {
             self.handle.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
         }
@@ -376,8 +402,10 @@ impl<T: Transport> Connection<T> {
 
     /// Writes what was fed before and a worker's last message, then closes.
     async fn close_with(&mut self, last: Option<Message>, close: Option<CloseReason>) {
-        if let Some(msg) = last {
-            let _ = self.feed(msg, true).await;
+        if let Some(msg) = last
+            && self.transport.ready().await.is_ok()
+        {
+            let _ = self.feed(msg, true);
         }
         if self.flush().await.is_err() {
             return;

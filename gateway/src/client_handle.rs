@@ -6,8 +6,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use gw_proto::ClientInfo;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use crate::binding::Redelivery;
 use crate::send_queue::SendQueue;
@@ -23,13 +24,41 @@ pub(crate) enum KillReason {
     Heartbeat = 3,
 }
 
+/// Closes a client out of band: set once, with the reason, and never reset. A `Notify` and a
+/// byte inline in the handle, where a `CancellationToken` is a separate 112-byte allocation per
+/// client (it supports trees of tokens, which a client does not need).
+#[derive(Debug)]
+pub(crate) struct KillSwitch {
+    reason: AtomicU8,
+    notify: Notify,
+}
+
+impl KillSwitch {
+    fn new() -> Self {
+        Self { reason: AtomicU8::new(KillReason::None as u8), notify: Notify::new() }
+    }
+
+    /// Whether the client was killed.
+    pub fn is_cancelled(&self) -> bool {
+        self.reason.load(Ordering::Acquire) != KillReason::None as u8
+    }
+
+    /// Resolves once the client is killed (at once if it already was). Not an `async fn`: this
+    /// future waits in every connection's task, and is no larger than a `Notified` this way.
+    pub fn cancelled(&self) -> impl Future<Output = ()> + Send + '_ {
+        // Made before the check: `notify_waiters` (a kill) completes every `Notified` made
+        // before it, polled or not, and a kill is never undone.
+        let notified = self.notify.notified();
+        if self.is_cancelled() { Either::Left(std::future::ready(())) } else { Either::Right(notified) }
+    }
+}
+
 /// A connected client as the rest of the gateway sees it.
 #[derive(Debug)]
 pub(crate) struct ClientHandle {
     pub id: u64,
     pub tx: SendQueue,
-    pub kill: CancellationToken,
-    kill_reason: AtomicU8,
+    pub kill: KillSwitch,
     pub info: Arc<ClientInfo>,
     pub session: Mutex<SessionSlot>,
     pub bytes_in: AtomicU64,
@@ -56,8 +85,7 @@ impl ClientHandle {
         Self {
             id,
             tx,
-            kill: CancellationToken::new(),
-            kill_reason: AtomicU8::new(KillReason::None as u8),
+            kill: KillSwitch::new(),
             info: Arc::new(info),
             session: Mutex::new(SessionSlot::default()),
             bytes_in: AtomicU64::new(0),
@@ -68,18 +96,20 @@ impl ClientHandle {
         }
     }
 
+    /// Kills the client; the first reason given is kept (`None` counts as `Destroy`).
     pub fn kill(&self, reason: KillReason) {
-        let _ = self.kill_reason.compare_exchange(
+        let reason = if reason == KillReason::None { KillReason::Destroy } else { reason };
+        let _ = self.kill.reason.compare_exchange(
             KillReason::None as u8,
             reason as u8,
             Ordering::AcqRel,
             Ordering::Acquire,
         );
-        self.kill.cancel();
+        self.kill.notify.notify_waiters();
     }
 
     pub fn kill_reason(&self) -> KillReason {
-        match self.kill_reason.load(Ordering::Acquire) {
+        match self.kill.reason.load(Ordering::Acquire) {
             1 => KillReason::SlowConsumer,
             2 => KillReason::Destroy,
             3 => KillReason::Heartbeat,

@@ -126,6 +126,76 @@ impl Framing {
     }
 }
 
+/// Where a WebSocket client's byte stream stands, frame by frame: whether the bytes seen so far
+/// end exactly after a frame that completes a message. tungstenite's codec does not say whether
+/// it holds part of a frame or of a fragmented message; this does, from the bytes the codec read,
+/// so the connection knows when the codec can be dropped and made anew without losing anything.
+#[derive(Debug, Default)]
+pub(crate) struct WsFrameTracker {
+    /// Header bytes of the frame being read (at most 14: 2, 8 of extended length, 4 of mask).
+    head: [u8; 14],
+    head_len: u8,
+    /// Payload bytes of the current frame still to come.
+    payload_left: u64,
+    /// Inside a fragmented message: a data frame without FIN, until the final continuation.
+    fragmented: bool,
+}
+
+impl WsFrameTracker {
+    /// Takes note of `bytes`, the next ones in the stream.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let n = bytes.len().min(usize::try_from(self.payload_left).unwrap_or(usize::MAX));
+                self.payload_left -= n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            // A whole header in `bytes` (the usual case) is taken at once, a split one byte by
+            // byte.
+            let take =
+                if self.head_len == 0 && bytes.len() >= 2 { Self::len_of_header(bytes[1]).min(bytes.len()) } else { 1 };
+            let at = usize::from(self.head_len);
+            self.head[at..at + take].copy_from_slice(&bytes[..take]);
+            self.head_len += take as u8;
+            bytes = &bytes[take..];
+            if self.head_len >= 2 && usize::from(self.head_len) == Self::len_of_header(self.head[1]) {
+                self.end_header();
+            }
+        }
+    }
+
+    /// The whole header's length, from its second byte (mask bit and length code).
+    fn len_of_header(second: u8) -> usize {
+        let ext = match second & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        2 + ext + if second & 0x80 != 0 { 4 } else { 0 }
+    }
+
+    fn end_header(&mut self) {
+        let (fin, opcode) = (self.head[0] & 0x80 != 0, self.head[0] & 0x0f);
+        self.payload_left = match self.head[1] & 0x7f {
+            126 => u64::from(u16::from_be_bytes([self.head[2], self.head[3]])),
+            127 => u64::from_be_bytes(self.head[2..10].try_into().expect("8 bytes")),
+            n => u64::from(n),
+        };
+        // Data and continuation frames (opcodes below 8) make up messages; control frames may
+        // come between the fragments of one and do not end it.
+        if opcode < 8 {
+            self.fragmented = !fin;
+        }
+        self.head_len = 0;
+    }
+
+    /// True when the bytes seen end a frame that is not followed by the rest of a message.
+    pub fn at_rest(&self) -> bool {
+        self.head_len == 0 && self.payload_left == 0 && !self.fragmented
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +262,37 @@ mod tests {
         buf.extend_from_slice(b"\n");
         assert_eq!(f.decode(&mut buf).unwrap().as_deref(), Some(&b"rest"[..]));
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn ws_tracker_knows_frame_and_message_boundaries() {
+        let mut t = WsFrameTracker::default();
+        assert!(t.at_rest());
+        // Masked text "hi" in two pieces.
+        let frame = [0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
+        t.feed(&frame[..3]);
+        assert!(!t.at_rest(), "inside a header");
+        t.feed(&frame[3..7]);
+        assert!(!t.at_rest(), "inside a payload");
+        t.feed(&frame[7..]);
+        assert!(t.at_rest());
+        // A fragmented message with a ping between its fragments, then a 16-bit and a 64-bit length.
+        t.feed(&[0x01, 0x81, 0, 0, 0, 0, b'a']);
+        assert!(!t.at_rest(), "first fragment without FIN");
+        t.feed(&[0x89, 0x80, 0, 0, 0, 0]);
+        assert!(!t.at_rest(), "a ping does not end the message");
+        t.feed(&[0x80, 0x81, 0, 0, 0, 0, b'b']);
+        assert!(t.at_rest(), "the final continuation ends it");
+        let mut long = vec![0x82, 0xfe, 0x01, 0x00, 0, 0, 0, 0];
+        long.extend(std::iter::repeat_n(7u8, 256));
+        t.feed(&long[..100]);
+        assert!(!t.at_rest());
+        t.feed(&long[100..]);
+        assert!(t.at_rest());
+        let mut huge = vec![0x82, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        huge.extend(std::iter::repeat_n(1u8, 65_536));
+        t.feed(&huge);
+        assert!(t.at_rest());
     }
 
     #[test]

@@ -104,6 +104,16 @@ impl SendQueue {
         items.iter().filter(|i| matches!(i, Outbound::Msg(_) | Outbound::Close { last: Some(_), .. })).count() as u64
     }
 
+    /// Frees the memory of an empty queue (a drained queue keeps up to [`QUEUE_KEEP`] slots
+    /// otherwise). Called after a heartbeat was written, so a client that receives nothing for
+    /// a heartbeat interval holds no queue memory.
+    pub fn release_idle(&self) {
+        let mut s = self.state.lock().expect("send queue lock");
+        if s.items.is_empty() && s.items.capacity() > 0 {
+            s.items = VecDeque::new();
+        }
+    }
+
     /// Items waiting now.
     pub fn len(&self) -> usize {
         self.state.lock().expect("send queue lock").items.len()

@@ -62,3 +62,45 @@ impl AsyncWrite for ClientStream {
         }
     }
 }
+
+/// The blocking `Read`/`Write` view of a client socket that tungstenite's codec wants, for the
+/// duration of one poll: `Pending` becomes `WouldBlock`, and the socket registers the polling
+/// task's waker. It also tells the connection what the codec did, so it can drop the codec's
+/// buffers while the client is idle: every byte read goes through `seen`, and `write_blocked`
+/// is set when the socket could not take a write.
+pub(crate) struct SyncIo<'a, 'b> {
+    pub stream: &'a mut ClientStream,
+    pub cx: &'a mut Context<'b>,
+    pub seen: &'a mut crate::framing::WsFrameTracker,
+    pub write_blocked: &'a mut bool,
+}
+
+fn would_block<T>(poll: Poll<std::io::Result<T>>) -> std::io::Result<T> {
+    match poll {
+        Poll::Ready(r) => r,
+        Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+    }
+}
+
+impl std::io::Read for SyncIo<'_, '_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let mut buf = ReadBuf::new(out);
+        would_block(Pin::new(&mut *self.stream).poll_read(self.cx, &mut buf))?;
+        self.seen.feed(buf.filled());
+        Ok(buf.filled().len())
+    }
+}
+
+impl std::io::Write for SyncIo<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = would_block(Pin::new(&mut *self.stream).poll_write(self.cx, buf));
+        *self.write_blocked |= r.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock);
+        r
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = would_block(Pin::new(&mut *self.stream).poll_flush(self.cx));
+        *self.write_blocked |= r.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock);
+        r
+    }
+}

@@ -7,17 +7,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
 use gw_proto::Payload;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::WebSocketStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::framing::Framing;
-use crate::stream::ClientStream;
+use crate::framing::{Framing, WsFrameTracker};
+use crate::stream::{ClientStream, SyncIo};
 
 /// How long a close handshake may take before the socket is just dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,17 +46,62 @@ pub(crate) enum TransportError {
 pub(crate) trait Transport: Send + 'static {
     /// The next message. Cancel-safe.
     fn recv(&mut self) -> impl Future<Output = Result<Incoming, TransportError>> + Send;
-    /// Buffers one outgoing message; returns its size in bytes.
-    fn feed(&mut self, msg: Message) -> impl Future<Output = Result<usize, TransportError>> + Send;
+    /// Resolves once [`feed`](Self::feed) can take a message (a WebSocket first writes out what
+    /// a full socket left in its buffer). Cancel-safe. Callers take a message from the queue only
+    /// after this, so no message waits inside a future (it would take room in every
+    /// connection's task).
+    fn ready(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// Buffers one outgoing message without waiting; returns its size in bytes.
+    fn feed(&mut self, msg: Message) -> Result<usize, TransportError>;
     fn flush(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// Frees the buffers of a client that is not at work, if they hold nothing. Called after a
+    /// heartbeat was written: a client that sends nothing for a heartbeat interval keeps no
+    /// buffers.
+    fn release_idle(&mut self);
     /// Closes gracefully: a close frame (WebSocket) or a flushed shutdown (TCP), bounded in time.
     fn close(&mut self, code: u16, reason: &str) -> impl Future<Output = ()> + Send;
 }
 
-/// A WebSocket client.
+/// Read buffer of an active WebSocket codec (as tungstenite's `read_buffer_size`). Not below
+/// 1 KiB: the buffer is shared with each received payload, and `BytesMut` replaces a shared buffer
+/// that started below 1 KiB by one just large enough for the next header, so every frame would
+/// then take several reads (see BENCHMARKS.md).
+const READ_BUFFER: usize = 1024;
+/// Stack buffer for the first read of an idle (parked) client.
+const SCRATCH: usize = 4 * 1024;
+
+/// A WebSocket client: tungstenite's sans-IO codec over the client socket, polled by the
+/// connection task itself (no `tokio_tungstenite::WebSocketStream`, whose two waker proxies cost
+/// 128 bytes per client and are not needed when one task does all the reading and writing).
+///
+/// An idle client holds no codec buffers. A codec that has taken every frame read so far, holds
+/// no part of a message and nothing to write can be replaced by a fresh one that has allocated
+/// nothing ("parked"); the next bytes the client sends are read into a stack buffer and handed to
+/// a new codec with a [`READ_BUFFER`] buffer. A codec is parked when it runs out of input after
+/// only pings and pongs (a heartbeat answer), and otherwise at the next heartbeat written (see
+/// [`Transport::release_idle`]), so a client sending messages keeps its buffers, and reads and
+/// allocates as before, between heartbeats. A [`WsFrameTracker`] follows the bytes the codec
+/// reads, because tungstenite does not say whether it holds part of a frame.
 pub(crate) struct WsTransport {
-    pub ws: WebSocketStream<ClientStream>,
-    pub pong_is_activity: bool,
+    stream: ClientStream,
+    ctx: WebSocketContext,
+    seen: WsFrameTracker,
+    pong_is_activity: bool,
+    /// A write found the socket full; the frame is buffered in the codec, and the next write
+    /// flushes first (as `tokio_tungstenite`'s `Sink::poll_ready` does).
+    blocked: bool,
+    /// Frames were handed to the codec since the last complete flush.
+    unflushed: bool,
+    /// The codec is a fresh one that has read nothing (see the type's documentation).
+    parked: bool,
+    /// The codec's last read ran out of input: it holds no complete frame.
+    drained: bool,
+    /// The codec's last read could not write its answer to a ping or close (it retries).
+    reply_blocked: bool,
+    /// A message (not a ping or pong) was read since the codec was made.
+    busy: bool,
+    /// The stream ended or failed; reading returns nothing more.
+    ended: bool,
 }
 
 fn ws_error(e: WsError) -> TransportError {
@@ -84,11 +127,143 @@ fn ws_error(e: WsError) -> TransportError {
     }
 }
 
+/// `WouldBlock` from the socket means "not yet".
+fn pending_on_block<T>(r: Result<T, WsError>) -> Poll<Result<T, WsError>> {
+    match r {
+        Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => Poll::Pending,
+        other => Poll::Ready(other),
+    }
+}
+
+// The errors are tungstenite's own, passed on as they come.
+#[allow(clippy::result_large_err)]
 impl WsTransport {
+    /// A server-side WebSocket over `stream`, whose client already sent `leftover` (bytes after
+    /// its upgrade request, usually none). `config`'s read buffer size is replaced by
+    /// [`READ_BUFFER`] (none while parked).
+    pub fn new(stream: ClientStream, leftover: Vec<u8>, config: WebSocketConfig, pong_is_activity: bool) -> Self {
+        let mut t = Self {
+            stream,
+            ctx: WebSocketContext::new(Role::Server, Some(config.read_buffer_size(0))),
+            seen: WsFrameTracker::default(),
+            pong_is_activity,
+            blocked: false,
+            unflushed: false,
+            parked: true,
+            drained: true,
+            reply_blocked: false,
+            busy: false,
+            ended: false,
+        };
+        if !leftover.is_empty() {
+            t.activate(&leftover);
+        }
+        t
+    }
+
+    /// Whether the codec holds nothing: no frame or part of one or of a message read, nothing
+    /// to write, and the connection open.
+    fn holds_nothing(&self) -> bool {
+        self.drained
+            && !self.reply_blocked
+            && !self.unflushed
+            && !self.blocked
+            && self.seen.at_rest()
+            && self.ctx.can_write()
+    }
+
+    /// Replaces the codec by a fresh one without buffers (only when it holds nothing).
+    fn park(&mut self) {
+        let config = self.ctx.get_config().read_buffer_size(0);
+        self.ctx = WebSocketContext::new(Role::Server, Some(config));
+        self.parked = true;
+        self.busy = false;
+    }
+
+    /// Gives a parked client a codec with a read buffer, starting with `data`.
+    fn activate(&mut self, data: &[u8]) {
+        // A buffer of at least READ_BUFFER from the start: `BytesMut` remembers the capacity it
+        // started with, and replaces a buffer shared with a payload by one of that size.
+        let mut part = Vec::with_capacity(READ_BUFFER.max(data.len()));
+        part.extend_from_slice(data);
+        self.seen.feed(data);
+        let config = self.ctx.get_config().read_buffer_size(READ_BUFFER);
+        self.ctx = WebSocketContext::from_partially_read(part, Role::Server, Some(config));
+        self.parked = false;
+        self.drained = false;
+    }
+
+    /// Runs `f` with the codec and the socket as seen from this poll; also returns whether the
+    /// socket refused a write.
+    fn with_io<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut WebSocketContext, &mut SyncIo<'_, '_>) -> R,
+    ) -> (R, bool) {
+        let mut write_blocked = false;
+        let mut io = SyncIo { stream: &mut self.stream, cx, seen: &mut self.seen, write_blocked: &mut write_blocked };
+        let r = f(&mut self.ctx, &mut io);
+        (r, write_blocked)
+    }
+
+    /// The next frame the codec hands out; `None` once the stream ended or was closed.
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, WsError>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if self.parked {
+            if self.unflushed || self.blocked || !self.ctx.can_write() {
+                // The parked codec holds output or a closing state: read through it, rather
+                // than replace it.
+                self.parked = false;
+                self.drained = false;
+            } else {
+                let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); SCRATCH];
+                let mut buf = ReadBuf::uninit(&mut scratch);
+                match std::pin::Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => {
+                        self.ended = true;
+                        return Poll::Ready(Some(Err(WsError::Io(e))));
+                    }
+                    // At the end of the stream (nothing read) the codec reads the end again and
+                    // reports it as it would have.
+                    Poll::Ready(Ok(())) => self.activate(buf.filled()),
+                }
+            }
+        }
+        let (read, write_blocked) = self.with_io(cx, |ctx, io| ctx.read(io));
+        self.reply_blocked = write_blocked;
+        match read {
+            Ok(msg) => {
+                self.drained = false;
+                self.busy |= matches!(msg, Message::Text(_) | Message::Binary(_));
+                Poll::Ready(Some(Ok(msg)))
+            }
+            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.drained = true;
+                // Only pings and pongs since the codec was made: a heartbeat answer, not a
+                // client at work.
+                if !self.busy && self.holds_nothing() {
+                    self.park();
+                }
+                Poll::Pending
+            }
+            Err(e) => {
+                self.ended = true;
+                if matches!(e, WsError::AlreadyClosed | WsError::ConnectionClosed) {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Err(e)))
+                }
+            }
+        }
+    }
+
     /// The next message or sign of life; `None` when the client sent a close frame.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Incoming, TransportError>>> {
         loop {
-            let item = match self.ws.poll_next_unpin(cx) {
+            let item = match self.poll_message(cx) {
                 Poll::Ready(item) => item,
                 Poll::Pending => return Poll::Pending,
             };
@@ -107,6 +282,59 @@ impl WsTransport {
             }));
         }
     }
+
+    /// Writes out what the codec holds and flushes the socket; a connection the close handshake
+    /// just ended counts as flushed.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        let r = std::task::ready!(pending_on_block(self.with_io(cx, |ctx, io| ctx.flush(io)).0));
+        self.flushed(&r);
+        Poll::Ready(match r {
+            Err(WsError::ConnectionClosed) => Ok(()),
+            other => other,
+        })
+    }
+
+    /// After a flush finished: nothing is blocked any more, and on success nothing is buffered,
+    /// so a parked client's codec is made anew (its write buffer keeps the capacity of the last
+    /// burst otherwise).
+    fn flushed(&mut self, r: &Result<(), WsError>) {
+        self.blocked = false;
+        if r.is_ok() {
+            self.unflushed = false;
+            // A flush also writes any answer to a ping that the last read could not.
+            self.reply_blocked = false;
+            if self.parked && self.ctx.can_write() {
+                self.park();
+            }
+        }
+    }
+
+    /// Writes out what a full socket left in the codec, if anything.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        if !self.blocked {
+            return Poll::Ready(Ok(()));
+        }
+        let r = std::task::ready!(pending_on_block(self.with_io(cx, |ctx, io| ctx.flush(io)).0));
+        self.flushed(&r);
+        Poll::Ready(r)
+    }
+
+    /// Hands one message to the codec without waiting. The socket is polled with a no-op
+    /// waker: a socket that cannot take the frame now leaves it in the codec's buffer, and the
+    /// next `ready` or `flush`, which every caller awaits before the task sleeps, writes it with
+    /// the task's waker.
+    fn start_send(&mut self, msg: Message) -> Result<(), WsError> {
+        self.unflushed = true;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.with_io(&mut cx, |ctx, io| ctx.write(io, msg)).0 {
+            Ok(()) => Ok(()),
+            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.blocked = true;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl Transport for WsTransport {
@@ -118,28 +346,41 @@ impl Transport for WsTransport {
             Some(incoming) => incoming,
             None => {
                 // tungstenite queued the close reply; send it so the close is clean.
-                let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, self.ws.flush())).await;
+                let _ =
+                    Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, std::future::poll_fn(|cx| self.poll_flush(cx)))).await;
                 Err(TransportError::Closed)
             }
         }
     }
 
-    async fn feed(&mut self, msg: Message) -> Result<usize, TransportError> {
+    async fn ready(&mut self) -> Result<(), TransportError> {
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await.map_err(ws_error)
+    }
+
+    fn feed(&mut self, msg: Message) -> Result<usize, TransportError> {
         let len = msg.len();
-        self.ws.feed(msg).await.map_err(ws_error)?;
+        self.start_send(msg).map_err(ws_error)?;
         Ok(len)
     }
 
     async fn flush(&mut self) -> Result<(), TransportError> {
-        self.ws.flush().await.map_err(ws_error)
+        std::future::poll_fn(|cx| self.poll_flush(cx)).await.map_err(ws_error)
+    }
+
+    fn release_idle(&mut self) {
+        if !self.parked && self.holds_nothing() {
+            self.park();
+        }
     }
 
     async fn close(&mut self, code: u16, reason: &str) {
         let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            self.ws.close(Some(frame)).await?;
+            std::future::poll_fn(|cx| self.poll_ready(cx)).await?;
+            self.start_send(Message::Close(Some(frame)))?;
+            std::future::poll_fn(|cx| self.poll_flush(cx)).await?;
             // Wait for the client's close frame (or its end of stream).
-            while let Some(msg) = self.ws.next().await {
+            while let Some(msg) = std::future::poll_fn(|cx| self.poll_message(cx)).await {
                 msg?;
             }
             Ok::<_, WsError>(())
@@ -185,7 +426,11 @@ impl Transport for StreamTransport {
         }
     }
 
-    async fn feed(&mut self, msg: Message) -> Result<usize, TransportError> {
+    async fn ready(&mut self) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    fn feed(&mut self, msg: Message) -> Result<usize, TransportError> {
         let data: &[u8] = match &msg {
             Message::Text(t) => t.as_bytes(),
             Message::Binary(b) => b,
@@ -207,11 +452,139 @@ impl Transport for StreamTransport {
         self.stream.flush().await.map_err(TransportError::Vanished)
     }
 
+    fn release_idle(&mut self) {
+        // Decoded messages may share the input buffer; an empty one is replaced, not kept.
+        if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
+            self.inbuf = BytesMut::new();
+        }
+        if self.outbuf.is_empty() && self.outbuf.capacity() > 0 {
+            self.outbuf = BytesMut::new();
+        }
+    }
+
     async fn close(&mut self, _code: u16, _reason: &str) {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
             let _ = self.flush().await;
             let _ = self.stream.shutdown().await;
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A client frame as a browser sends it: masked, FIN set.
+    fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut f = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    async fn expect_text(t: &mut WsTransport, want: &str) {
+        match t.recv().await {
+            Ok(Incoming::Message(p)) => {
+                assert!(!p.binary);
+                assert_eq!(p.data, want.as_bytes());
+            }
+            other => panic!("expected text {want:?}, got {other:?}"),
+        }
+    }
+
+    /// Frames arriving with the upgrade request, many in one segment, one split across writes
+    /// and one larger than the stack buffer all arrive whole; nothing stays buffered once they
+    /// are taken; a reply is written and a close is answered.
+    #[tokio::test]
+    async fn frames_in_any_split_arrive_whole_and_leave_no_buffer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut hello = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            .to_vec();
+        hello.extend(client_frame(1, b"first"));
+        client.write_all(&hello).await.unwrap();
+        let up = crate::upgrade::accept(ClientStream::Plain(server), &crate::upgrade::Policy::default()).await.unwrap();
+        assert_eq!(up.request.path, "/ws");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(client.read_u8().await.unwrap());
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&head));
+        let config = WebSocketConfig::default().read_buffer_size(0).write_buffer_size(16 * 1024);
+        let mut t = WsTransport::new(up.stream, up.leftover, config, false);
+        expect_text(&mut t, "first").await;
+
+        let mut burst = Vec::new();
+        for i in 0..200 {
+            burst.extend(client_frame(1, format!("burst {i}").as_bytes()));
+        }
+        client.write_all(&burst).await.unwrap();
+        for i in 0..200 {
+            expect_text(&mut t, &format!("burst {i}")).await;
+        }
+        assert!(matches!(t.poll_recv(&mut Context::from_waker(std::task::Waker::noop())), Poll::Pending));
+        assert!(!t.parked, "a client at work keeps its buffers");
+        t.release_idle();
+        assert!(t.parked, "a burst taken whole leaves nothing in the codec: it is released at the heartbeat");
+
+        let split = client_frame(1, b"split across two writes");
+        client.write_all(&split[..3]).await.unwrap();
+        client.flush().await.unwrap();
+        let writer = tokio::spawn(async move {
+            client.write_all(&split[3..]).await.unwrap();
+            let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+            client.write_all(&client_frame(2, &big)).await.unwrap();
+            client
+        });
+        expect_text(&mut t, "split across two writes").await;
+        match t.recv().await {
+            Ok(Incoming::Message(p)) => {
+                assert!(p.binary);
+                assert_eq!(p.data.len(), 100_000);
+                assert!(p.data.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+            }
+            other => panic!("expected the large binary message, got {other:?}"),
+        }
+        assert!(matches!(t.poll_recv(&mut Context::from_waker(std::task::Waker::noop())), Poll::Pending));
+        t.release_idle();
+        assert!(t.parked);
+        let mut client = writer.await.unwrap();
+        // A heartbeat answer alone leaves no buffer behind, without waiting for the next heartbeat.
+        t.pong_is_activity = true;
+        client.write_all(&client_frame(10, b"")).await.unwrap();
+        assert!(matches!(t.recv().await, Ok(Incoming::Activity)));
+        assert!(!t.parked, "the pong was read by a codec with a buffer");
+        assert!(matches!(t.poll_recv(&mut Context::from_waker(std::task::Waker::noop())), Poll::Pending));
+        assert!(t.parked, "and released as soon as it ran out of input");
+
+        t.ready().await.unwrap();
+        assert_eq!(t.feed(Message::text("reply")).unwrap(), 5);
+        t.flush().await.unwrap();
+        let mut got = [0u8; 7];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"\x81\x05reply");
+
+        client.write_all(&client_frame(8, &1000u16.to_be_bytes())).await.unwrap();
+        assert!(matches!(t.recv().await, Err(TransportError::Closed)));
+        let mut close = [0u8; 4];
+        client.read_exact(&mut close).await.unwrap();
+        assert_eq!(close, [0x88, 0x02, 0x03, 0xe8], "the close is answered with its code");
     }
 }

@@ -3,9 +3,7 @@
 //! foreign origin 403, an unknown path 404) and the request head is bounded in size and time.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::stream::ClientStream;
 
@@ -67,12 +65,18 @@ async fn refuse(stream: &mut ClientStream, status: u16, reason: &'static str, ex
     UpgradeError::Refused(status, reason)
 }
 
-/// Reads and checks the request, answers 101 or an error status, and returns the WebSocket.
-pub(crate) async fn accept(
-    mut stream: ClientStream,
-    policy: &Policy,
-    config: WebSocketConfig,
-) -> Result<(WebSocketStream<ClientStream>, HandshakeRequest), UpgradeError> {
+/// A client stream that completed the upgrade.
+#[derive(Debug)]
+pub(crate) struct Upgraded {
+    pub stream: ClientStream,
+    /// Bytes the client sent right after its request: the start of its first frame (usually
+    /// none, and then no allocation).
+    pub leftover: Vec<u8>,
+    pub request: HandshakeRequest,
+}
+
+/// Reads and checks the request, answers 101 or an error status, and returns the upgraded stream.
+pub(crate) async fn accept(mut stream: ClientStream, policy: &Policy) -> Result<Upgraded, UpgradeError> {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let head_len = loop {
         // Checked after every read, on what was read: the head may end in the last chunk, but
@@ -147,18 +151,6 @@ pub(crate) async fn accept(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
     stream.write_all(resp.as_bytes()).await?;
-    // Bytes the client sent right after its request are the start of the first frame. They go
-    // into a buffer of the configured read size: tungstenite's buffer is a `BytesMut` that
-    // remembers the capacity it started with and, once shared with a received payload, is
-    // replaced by one of that capacity, or of just the next header's size when it started
-    // below 1 KiB; a buffer started from a bare `split_off` (capacity 0 for the usual empty
-    // remainder) made every frame take two reads, header then payload (see BENCHMARKS.md).
-    let mut leftover = buf.split_off(head_len);
-    let ws = if leftover.is_empty() {
-        WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
-    } else {
-        leftover.reserve(config.read_buffer_size.saturating_sub(leftover.len()));
-        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await
-    };
-    Ok((ws, request))
+    let leftover = buf.split_off(head_len);
+    Ok(Upgraded { stream, leftover, request })
 }
