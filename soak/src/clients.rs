@@ -1,5 +1,5 @@
-//! Logical clients: each sends numbered messages (`<client>:<seq>`) to the echo application at a
-//! steady rate with at most `window` unanswered, checks every reply as it arrives, and when its
+//! Logical clients: each sends numbered messages (`<client>:<seq>`; odd clients `u:<client>:<seq>`,
+//! answered through the routing index by `send_to_uid`) to the echo application at a steady rate with at most `window` unanswered, checks every reply as it arrives, and when its
 //! connection breaks reconnects (with backoff) to another gateway and goes on numbering where it
 //! was. A new connection is a new session; the checks are per logical client across connections.
 //!
@@ -250,7 +250,10 @@ async fn connection_inner(
                 *next_seq += 1;
                 unreplied.push_back((seq, Instant::now()));
                 c.sent.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = tx.send(Message::Text(format!("{id}:{seq}").into())).await {
+                // Odd clients ask for their answers through the routing index (`u:`: the worker
+                // binds the connection to a uid of its own and answers with `send_to_uid`).
+                let text = if id % 2 == 1 { format!("u:{id}:{seq}") } else { format!("{id}:{seq}") };
+                if let Err(e) = tx.send(Message::Text(text.into())).await {
                     return broken(&unreplied, format!("send failed: {e}"));
                 }
             }
