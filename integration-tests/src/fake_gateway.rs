@@ -97,7 +97,8 @@ impl FakeGateway {
     }
 }
 
-fn handshake(secret: &str) -> HandshakeOptions {
+/// The handshake options of a gateway with this secret.
+pub fn handshake(secret: &str) -> HandshakeOptions {
     HandshakeOptions {
         secret: secret.as_bytes().to_vec(),
         role: Role::Gateway,
@@ -107,14 +108,15 @@ fn handshake(secret: &str) -> HandshakeOptions {
     }
 }
 
-async fn write<T: serde::Serialize>(w: &mut tokio::net::tcp::OwnedWriteHalf, msg: &T) -> bool {
+/// Writes one framed message; false once the peer is gone.
+pub async fn write<T: serde::Serialize>(w: &mut tokio::net::tcp::OwnedWriteHalf, msg: &T) -> bool {
     let mut buf = Vec::new();
     gw_proto::encode_frame(msg, &mut buf, 1 << 20).unwrap();
     w.write_all(&buf).await.is_ok()
 }
 
-/// Stays announced to `register` (with heartbeats) until `stop`.
-async fn announce(register: SocketAddr, address: String, handshake: HandshakeOptions, stop: CancellationToken) {
+/// Stays announced to `register` as a gateway at `address` (with heartbeats) until `stop`.
+pub async fn announce(register: SocketAddr, address: String, handshake: HandshakeOptions, stop: CancellationToken) {
     let mut link = gw_link::connect(&register.to_string(), &handshake).await.unwrap();
     let gateway = GatewayInfo { address, name: "fake-gateway".into() };
     assert!(write(&mut link.writer, &ToRegister::Announce { gateway }).await);

@@ -18,10 +18,8 @@ use gw_business_worker::{Context, Events, HandlerResult, Message, WebSocketReque
 use gw_gateway_client::{Answer, ClientError, ClientId, CloseReason, GatewayClient, Payload, Session};
 use gw_integration_tests::ws::Received;
 use gw_integration_tests::*;
-use gw_link::HandshakeOptions;
-use gw_proto::{FromGateway, FromRegister, GatewayInfo, Query, Reply, Role, ToGateway, ToRegister};
+use gw_proto::{FromGateway, Query, Reply, Role, ToGateway};
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -1362,7 +1360,7 @@ async fn a_slow_query_to_one_gateway_does_not_delay_events_for_other_clients() {
 
 // ----- a misbehaving gateway ------------------------------------------------------------------
 
-const FAKE_INSTANCE: u64 = 0xfa4e;
+use gw_integration_tests::fake_gateway::{self, FAKE_INSTANCE};
 
 /// A "gateway" announced to the register that misbehaves on purpose: [`held`](Self::held) accepts
 /// links but answers queries only after [`release`](Self::release) (in reverse order), and
@@ -1392,7 +1390,7 @@ impl FakeGateway {
         let address = listener.local_addr().unwrap().to_string();
         let stop = CancellationToken::new();
         let inner = Arc::new(FakeInner::default());
-        tokio::spawn(fake_announce(register, address.clone(), stop.clone()));
+        tokio::spawn(fake_gateway::announce(register, address.clone(), fake_gateway::handshake(SECRET), stop.clone()));
         tokio::spawn({
             let (inner, address, stop) = (inner.clone(), address.clone(), stop.clone());
             async move {
@@ -1415,7 +1413,7 @@ impl FakeGateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let stop = CancellationToken::new();
-        tokio::spawn(fake_announce(register, address.clone(), stop.clone()));
+        tokio::spawn(fake_gateway::announce(register, address.clone(), fake_gateway::handshake(SECRET), stop.clone()));
         Self { address, inner: Arc::default(), _listener: Some(listener), _stop: stop.drop_guard() }
     }
 
@@ -1450,56 +1448,11 @@ fn fake_answer(query: Query) -> Reply {
     }
 }
 
-fn fake_handshake() -> HandshakeOptions {
-    HandshakeOptions {
-        secret: SECRET.as_bytes().to_vec(),
-        role: Role::Gateway,
-        node: "fake-gateway".into(),
-        max_frame: 1 << 20,
-        timeout: Duration::from_secs(5),
-    }
-}
-
-async fn write_to_register(w: &mut tokio::net::tcp::OwnedWriteHalf, msg: &ToRegister) -> bool {
-    let mut buf = Vec::new();
-    gw_proto::encode_frame(msg, &mut buf, 1 << 20).unwrap();
-    w.write_all(&buf).await.is_ok()
-}
-
-async fn write_to_peer(w: &mut tokio::net::tcp::OwnedWriteHalf, msg: &FromGateway) -> bool {
-    let mut buf = Vec::new();
-    gw_proto::encode_frame(msg, &mut buf, 1 << 20).unwrap();
-    w.write_all(&buf).await.is_ok()
-}
-
-async fn fake_announce(register: SocketAddr, address: String, stop: CancellationToken) {
-    let mut link = gw_link::connect(&register.to_string(), &fake_handshake()).await.unwrap();
-    let gateway = GatewayInfo { address, name: "fake-gateway".into() };
-    assert!(write_to_register(&mut link.writer, &ToRegister::Announce { gateway }).await);
-    let mut ping = tokio::time::interval(Duration::from_millis(200));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ping.tick() => {
-                if !write_to_register(&mut link.writer, &ToRegister::Ping).await {
-                    return;
-                }
-            }
-            msg = link.reader.read::<FromRegister>() => match msg {
-                Ok(Some(FromRegister::Ping)) => {
-                    if !write_to_register(&mut link.writer, &ToRegister::Pong).await {
-                        return;
-                    }
-                }
-                Ok(Some(_)) => {}
-                _ => return,
-            },
-        }
-    }
-}
-
 async fn fake_link(stream: TcpStream, inner: Arc<FakeInner>, address: String, stop: CancellationToken) {
-    let Ok(link) = gw_link::accept(stream, &fake_handshake(), &[Role::Worker, Role::Client]).await else { return };
+    let Ok(link) = gw_link::accept(stream, &fake_gateway::handshake(SECRET), &[Role::Worker, Role::Client]).await
+    else {
+        return;
+    };
     if link.peer.role == Role::Worker {
         inner.workers.fetch_add(1, Ordering::SeqCst);
     }
@@ -1507,7 +1460,7 @@ async fn fake_link(stream: TcpStream, inner: Arc<FakeInner>, address: String, st
     let mut writer = link.writer;
     tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
-            if !write_to_peer(&mut writer, &msg).await {
+            if !fake_gateway::write(&mut writer, &msg).await {
                 return;
             }
         }
