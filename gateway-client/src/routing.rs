@@ -74,6 +74,11 @@ impl Holders {
     }
 }
 
+/// Own writes one link keeps unconfirmed at most. Gateways confirm every write in their next
+/// update, so this is reached only with a gateway that stopped sending them; past it the link
+/// gets every call (as before its index arrived) until an update confirms the writes.
+const OWN_LIMIT: usize = 65_536;
+
 /// What this process knows of one link's gateway.
 #[derive(Debug, Default)]
 struct LinkRoutes {
@@ -83,6 +88,11 @@ struct LinkRoutes {
     complete: bool,
     /// Index writes queued on this link since it started.
     written: u64,
+    /// The highest `applied` the gateway has reported.
+    applied: u64,
+    /// The last write not recorded in `own` because it was full: until the gateway reports it
+    /// applied, the index of this link cannot be trusted to route it.
+    unrecorded: u64,
     /// This process's binds and joins on this link that the gateway has not yet reported
     /// applied: (write number, kind, name), oldest first.
     own: VecDeque<(u64, Kind, Box<str>)>,
@@ -92,6 +102,14 @@ struct LinkRoutes {
 type Held = HashMap<Box<str>, Holders>;
 /// This process's unconfirmed writes of each name: (link, write number).
 type Own = HashMap<Box<str>, Vec<(u64, u64)>>;
+
+impl LinkRoutes {
+    /// Whether a name this gateway does not hold (and this process did not write there) can be
+    /// left out: its whole index has arrived and no write of ours is missing from `own`.
+    fn trusted(&self) -> bool {
+        self.complete && self.applied >= self.unrecorded
+    }
+}
 
 #[derive(Debug, Default)]
 struct Table {
@@ -140,6 +158,7 @@ impl Table {
     /// Drops `link`'s own writes numbered up to `applied`: the gateway's index has them now.
     fn confirm(&mut self, link: u64, applied: u64) {
         let Some(routes) = self.links.get_mut(&link) else { return };
+        routes.applied = routes.applied.max(applied);
         let mut confirmed = Vec::new();
         while routes.own.front().is_some_and(|(n, _, _)| *n <= applied) {
             confirmed.push(routes.own.pop_front().expect("front exists"));
@@ -268,6 +287,11 @@ impl Routing {
         let n = routes.written;
         // Before the link watches, the snapshot it will get covers this write.
         if let Some((kind, name)) = own.filter(|_| routes.watching) {
+            if routes.own.len() >= OWN_LIMIT {
+                routes.unrecorded = n;
+                enqueue();
+                return;
+            }
             routes.own.push_back((n, kind, name.clone()));
             let (_, own) = t.names(kind);
             own.entry(name).or_default().push((link, n));
@@ -317,7 +341,7 @@ impl Routing {
             links
                 .into_iter()
                 .filter(|l| match t.links.get(&l.id) {
-                    Some(r) if r.complete => holders.contains(&l.id),
+                    Some(r) if r.trusted() => holders.contains(&l.id),
                     Some(r) => {
                         unwatched |= !r.watching;
                         true
@@ -429,6 +453,25 @@ mod tests {
         let t = r.table();
         assert!(!t.uids.contains_key("a"), "no holder left");
         assert_eq!(t.uids.len(), 1);
+    }
+
+    #[test]
+    fn a_link_whose_own_writes_overflow_is_not_trusted_until_they_are_confirmed() {
+        let r = routing_with_links(&[1]);
+        r.update(1, update(0, true, vec![]));
+        assert!(r.table().links[&1].trusted());
+        for i in 0..=OWN_LIMIT {
+            r.write(1, Routing::own_write(&Command::BindUid { client: 1, uid: format!("u{i}") }), || {});
+        }
+        let t = r.table();
+        assert_eq!(t.links[&1].own.len(), OWN_LIMIT, "the list stops growing");
+        assert!(!t.links[&1].trusted(), "the unrecorded write makes the link get every call");
+        drop(t);
+        r.update(1, update(OWN_LIMIT as u64, false, vec![]));
+        assert!(!r.table().links[&1].trusted(), "not before the last write is confirmed");
+        r.update(1, update(OWN_LIMIT as u64 + 1, false, vec![]));
+        let t = r.table();
+        assert!(t.links[&1].trusted() && t.own_uids.is_empty());
     }
 
     #[test]

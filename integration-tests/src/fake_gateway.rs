@@ -142,6 +142,26 @@ pub async fn announce(register: SocketAddr, address: String, handshake: Handshak
     }
 }
 
+/// Writes what arrives on `rx` to `writer` until either ends or `stop`: a fake peer's outbox.
+pub fn spawn_writer(
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<FromGateway>,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = rx.recv() => m,
+            };
+            match msg {
+                Some(msg) if write(&mut writer, &msg).await => {}
+                _ => return,
+            }
+        }
+    });
+}
+
 /// An empty gateway's answers.
 fn answer(query: Query) -> Reply {
     match query {
@@ -162,27 +182,14 @@ async fn serve_link(
     stop: CancellationToken,
 ) {
     let Ok(link) = gw_link::accept(stream, &handshake, &[Role::Worker, Role::Client]).await else { return };
-    let (tx, mut rx) = mpsc::channel::<FromGateway>(64);
+    let (tx, rx) = mpsc::channel::<FromGateway>(64);
     let drop = stop.child_token();
     let number = {
         let mut s = shared.lock().unwrap();
         s.links.push(LinkRecord { tx: tx.clone(), watching: false, drop: drop.clone() });
         s.links.len() - 1
     };
-    let mut writer = link.writer;
-    let writer_stop = drop.clone();
-    tokio::spawn(async move {
-        loop {
-            let msg = tokio::select! {
-                _ = writer_stop.cancelled() => return,
-                m = rx.recv() => m,
-            };
-            match msg {
-                Some(msg) if write(&mut writer, &msg).await => {}
-                _ => return,
-            }
-        }
-    });
+    spawn_writer(link.writer, rx, drop.clone());
     let _ = tx.send(FromGateway::Welcome { instance: FAKE_INSTANCE, address }).await;
     let mut reader = link.reader;
     loop {

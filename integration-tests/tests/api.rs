@@ -1456,15 +1456,8 @@ async fn fake_link(stream: TcpStream, inner: Arc<FakeInner>, address: String, st
     if link.peer.role == Role::Worker {
         inner.workers.fetch_add(1, Ordering::SeqCst);
     }
-    let (tx, mut rx) = mpsc::channel::<FromGateway>(64);
-    let mut writer = link.writer;
-    tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            if !fake_gateway::write(&mut writer, &msg).await {
-                return;
-            }
-        }
-    });
+    let (tx, rx) = mpsc::channel::<FromGateway>(64);
+    fake_gateway::spawn_writer(link.writer, rx, stop.clone());
     let _ = tx.send(FromGateway::Welcome { instance: FAKE_INSTANCE, address }).await;
     let mut reader = link.reader;
     loop {
