@@ -270,3 +270,15 @@ fn http_api_on_a_public_address_needs_a_key_which_the_environment_can_give() {
     assert_eq!(h.keys.len(), 1);
     assert_eq!((h.keys[0].name.as_str(), h.keys[0].access), ("env", ApiAccess::All));
 }
+
+#[test]
+fn process_threads_is_bounded_and_says_what_zero_means() {
+    let config: GatewayConfig = parse("[process]\nthreads = 5000\n", Path::new("g.toml")).unwrap();
+    let problems = config.validate();
+    let p = problems.iter().find(|p| p.key == "process.threads").expect("process.threads reported");
+    assert_eq!(p.reason, "5000 is more than 1024; 0 runs one per CPU core");
+    for ok in [0, 1, 64] {
+        let config: GatewayConfig = parse(&format!("[process]\nthreads = {ok}\n"), Path::new("g.toml")).unwrap();
+        assert!(config.validate().is_empty(), "threads = {ok}");
+    }
+}

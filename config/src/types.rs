@@ -106,6 +106,10 @@ pub struct ProcessConfig {
     /// HTTP address for `/metrics` (Prometheus text) and `/health`; `127.0.0.1:0` picks a free
     /// port (reported by `status`); empty disables it.
     pub admin: String,
+    /// Threads of this process's async runtime: 0 (the default) runs one per CPU core; 1 runs
+    /// everything on one thread, which suits many daemons sharing few cores (dozens of gateways
+    /// on one host): no hand-offs between threads, fewer wake-ups per message.
+    pub threads: usize,
 }
 
 impl Default for ProcessConfig {
@@ -116,6 +120,7 @@ impl Default for ProcessConfig {
             log_file: None,
             control_socket: None,
             admin: "127.0.0.1:0".into(),
+            threads: 0,
         }
     }
 }

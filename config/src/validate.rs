@@ -120,6 +120,12 @@ impl Problems {
         if !process.admin.is_empty() {
             self.bind_addr("process.admin", &process.admin);
         }
+        if process.threads > MAX_THREADS {
+            self.add(
+                "process.threads",
+                format!("{} is more than {MAX_THREADS}; 0 runs one per CPU core", process.threads),
+            );
+        }
     }
 
     fn http_app(&mut self, h: &HttpAppConfig) {
@@ -160,6 +166,9 @@ impl Problems {
         }
     }
 }
+
+/// The most runtime threads `process.threads` may ask for.
+const MAX_THREADS: usize = 1024;
 
 /// The level names a log filter takes.
 pub const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];

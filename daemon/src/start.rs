@@ -35,6 +35,19 @@ pub fn init_tracing(log: &LogConfig) {
     };
 }
 
+/// The async runtime with `threads` threads (`process.threads`): 0 is one per CPU core; 1 runs
+/// the node on the calling thread alone.
+pub(crate) fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if threads > 1 {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build()
+}
+
 /// Runs the node in this process (`start`, `restart` and a master's `child`), or detaches first
 /// for `start -d`. Returns the exit code of the whole run.
 pub(crate) fn start<C, F, Fut>(spec: Spec, cli: &Cli, config: C, daemon: bool, role: ProcessRole, run: F) -> ExitCode
@@ -68,7 +81,7 @@ where
         Some(Ok(p)) => Some(p),
         None => None,
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match build_runtime(process.threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{}: cannot start the async runtime: {e}", spec.binary);

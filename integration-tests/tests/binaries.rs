@@ -116,3 +116,63 @@ async fn workers_started_before_the_register_converge() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The runtime threads (`/proc/<pid>/task`) of a process.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn process_threads_sets_the_runtime_threads_of_each_daemon() {
+    // `[process] threads = 1` runs a daemon on one thread (dozens of gateways on a few cores);
+    // every part of the cluster works that way: the register, the gateway, a worker master and
+    // its worker processes.
+    let dir = temp_dir("threads");
+    let process = |threads: usize| {
+        format!("[log]\nformat = \"json\"\n[process]\nrun_dir = \"{}\"\nthreads = {threads}\n", dir.display())
+    };
+    let register_cfg =
+        write_config(&dir, "register.toml", &format!("name = \"reg-t\"\nlisten = \"127.0.0.1:0\"\n{}", process(1)));
+    let mut register = Daemon::spawn("register", &["--config", register_cfg.to_str().unwrap(), "start"], &[]);
+    let register_addr = register.wait_for_log("register listening", T)["listen"].as_str().unwrap().to_string();
+    let gateway = |name: &str, threads: usize| {
+        let cfg = write_config(
+            &dir,
+            &format!("{name}.toml"),
+            &format!(
+                "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ninternal_listen = \"127.0.0.1:0\"\nregisters = [\"{register_addr}\"]\n{}",
+                process(threads)
+            ),
+        );
+        let gw = Daemon::spawn("gateway", &["--config", cfg.to_str().unwrap()], &[]);
+        let url = format!("ws://{}/", gw.wait_for_log("gateway listening", T)["public"].as_str().unwrap());
+        (gw, url)
+    };
+    let (mut one, one_url) = gateway("gw-one", 1);
+    let (mut three, three_url) = gateway("gw-three", 3);
+    let worker_cfg = write_config(
+        &dir,
+        "business-worker.toml",
+        &format!("name = \"w-t\"\napp = \"echo\"\ncount = 2\nregisters = [\"{register_addr}\"]\n{}", process(1)),
+    );
+    let mut worker = Daemon::spawn("business-worker", &["--config", worker_cfg.to_str().unwrap()], &[]);
+    one.wait_for_log("worker connected", T);
+    three.wait_for_log("worker connected", T);
+
+    for url in [&one_url, &three_url] {
+        let mut client = WsClient::connect(url).await;
+        client.send("one thread is enough").await;
+        assert_eq!(client.recv().await, "one thread is enough");
+    }
+    // One thread in the one-thread gateway and register; the three-thread gateway has its three
+    // and the main thread (blocked in `block_on`).
+    assert_eq!(threads(one.pid()), 1, "gw-one threads");
+    assert_eq!(threads(register.pid()), 1, "register threads");
+    assert!(threads(three.pid()) >= 4, "gw-three has {} threads", threads(three.pid()));
+
+    for d in [&mut one, &mut three, &mut worker, &mut register] {
+        d.signal("TERM");
+        assert_eq!(d.wait_exit(T), Some(0), "output:\n{}", d.output());
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
