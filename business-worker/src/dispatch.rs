@@ -1,10 +1,11 @@
 //! From a gateway link straight to a client's task: the worker's side of its links.
 //!
-//! Each link reads its gateway's events in order and hands each one to the task of its client
-//! (one task per client per link, spawned on the client's first event), waiting while that
-//! client's queue is full; the link meanwhile reads nothing more but keeps its heartbeat. A
-//! client's events therefore reach its handlers in the order the gateway sent them, while
-//! different clients run concurrently. Beside each link runs its acknowledgement sender.
+//! Each link reads its gateway's events in order and queues each one in the slot of its client
+//! (one [`ClientSlot`] per client per link, made on the client's first event), starting the
+//! client's task when none runs, and waiting while that client already has `queue` events
+//! waiting; the link meanwhile reads nothing more but keeps its heartbeat. A client's events
+//! therefore reach its handlers in the order the gateway sent them, while different clients run
+//! concurrently. Beside each link runs its acknowledgement sender.
 //!
 //! Stopping: [`Dispatch::drain`] asks every gateway to route nothing new here and waits for each
 //! one's `Drained` answer, after which that link carries no more events and its clients' tasks
@@ -17,14 +18,15 @@ use std::sync::{Arc, Mutex};
 use gw_gateway_client::{ClientId, GatewayClient, GatewayLink, GatewayLinks, Inbound, LinkInbound};
 use gw_link::LinkError;
 use gw_proto::{Event, EventKind, ToGateway};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::WorkerStats;
 use crate::acks::{Acks, send_acks};
-use crate::client_task::{ClientTask, client_task};
+use crate::client_task::{ClientSlot, ClientTask, Pushed, client_task};
 use crate::events::Events;
 
 /// The worker's [`Inbound`]: what every link does with its events. Cheap to clone.
@@ -129,21 +131,38 @@ impl<E: Events> Inbound for Dispatch<E> {
             // about to exit. Nothing was sent on the link yet, so there is room.
             let _ = link.try_send(ToGateway::Drain);
         }
-        LinkDispatch { shared: self.shared.clone(), link: link.clone(), clients: HashMap::new(), acks: Arc::default() }
+        LinkDispatch {
+            shared: self.shared.clone(),
+            link: link.clone(),
+            clients: HashMap::new(),
+            acks: Arc::default(),
+            space: Arc::default(),
+            done: CancellationToken::new(),
+        }
     }
 }
 
-/// One link's clients: the queue of each client's task.
+/// One link's clients: the slot of each.
 pub(crate) struct LinkDispatch<E> {
     shared: Arc<Shared<E>>,
     link: Arc<GatewayLink>,
-    clients: HashMap<u64, mpsc::Sender<Event>>,
+    clients: HashMap<u64, Arc<ClientSlot>>,
     acks: Arc<Acks>,
+    /// Notified when a client whose queue was full takes an event from it.
+    space: Arc<Notify>,
+    /// Cancelled when this link carries no more events (drained, or down).
+    done: CancellationToken,
 }
 
 impl<E: Events> LinkDispatch<E> {
-    fn spawn_client(&self, client: u64) -> mpsc::Sender<Event> {
-        let (tx, rx) = mpsc::channel(self.shared.queue);
+    /// No more events come on this link: its clients' tasks end once they finish what they hold.
+    fn forget_clients(&mut self) {
+        self.shared.stats.clients.fetch_sub(self.clients.len() as u64, Ordering::Relaxed);
+        self.clients.clear();
+        self.done.cancel();
+    }
+
+    fn spawn_client(&self, client: u64, slot: Arc<ClientSlot>) {
         let client_id = ClientId::new(self.link.address.clone(), self.link.instance, client).to_string();
         let span = tracing::info_span!("client", client_id = %client_id);
         let task = ClientTask {
@@ -153,9 +172,12 @@ impl<E: Events> LinkDispatch<E> {
             acks: self.acks.clone(),
             stats: self.shared.stats.clone(),
             client_id,
+            slot,
+            queue: self.shared.queue,
+            space: self.space.clone(),
+            link_done: self.done.clone(),
         };
-        self.shared.tracker.spawn(client_task(task, rx).instrument(span));
-        tx
+        self.shared.tracker.spawn(client_task(task).instrument(span));
     }
 }
 
@@ -166,22 +188,41 @@ impl<E: Events> LinkInbound for LinkDispatch<E> {
         // queries made meanwhile (in `on_worker_start`, say) are not stuck behind them.
         let client = event.client;
         let closing = matches!(event.kind, EventKind::Close);
-        if !self.clients.contains_key(&client) {
-            let queue = self.spawn_client(client);
-            self.clients.insert(client, queue);
+        let stats = &self.shared.stats;
+        let slot = self
+            .clients
+            .entry(client)
+            .or_insert_with(|| {
+                stats.clients.fetch_add(1, Ordering::Relaxed);
+                Arc::default()
+            })
+            .clone();
+        let mut event = event;
+        loop {
+            match slot.push(event, self.shared.queue) {
+                Pushed::Queued { start } => {
+                    if start {
+                        self.spawn_client(client, slot);
+                    }
+                    break;
+                }
+                // Waits while this client's queue is full: backpressure onto the gateway link.
+                // `space` keeps a notification sent between the push and this wait.
+                Pushed::Full(back) => {
+                    event = back;
+                    self.space.notified().await;
+                }
+            }
         }
-        let Some(queue) = self.clients.get(&client) else { return Ok(()) };
-        // Waits while this client's queue is full: backpressure onto the gateway link.
-        let _ = queue.send(event).await;
-        if closing {
-            self.clients.remove(&client);
+        if closing && self.clients.remove(&client).is_some() {
+            self.shared.stats.clients.fetch_sub(1, Ordering::Relaxed);
         }
         Ok(())
     }
 
     fn drained(&mut self) {
         // Nothing more comes on this link: its clients' tasks end once they finish what they hold.
-        self.clients.clear();
+        self.forget_clients();
         self.shared.drained.lock().expect("drained lock").insert(self.link.link_id());
         self.shared.drain_progress.send_modify(|n| *n += 1);
     }
@@ -197,8 +238,9 @@ impl<E: Events> LinkInbound for LinkDispatch<E> {
         send_acks(self.acks.clone(), self.link.clone())
     }
 
-    fn down(self) {
+    fn down(mut self) {
         // The gateway re-routes these clients; their tasks finish what they hold.
+        self.forget_clients();
         self.shared.stats.gateway_links.fetch_sub(1, Ordering::Relaxed);
         self.shared.drain_progress.send_modify(|n| *n += 1);
     }

@@ -51,6 +51,12 @@ impl WorkerNode {
             ),
             MetricFamily::counter("gw_worker_handler_panics_total", "Handlers that panicked.", g(&s.handler_panics)),
             MetricFamily::gauge("gw_worker_gateway_links", "Gateways linked.", g(&s.gateway_links) as f64),
+            MetricFamily::gauge("gw_worker_clients", "Clients whose events come to this worker.", g(&s.clients) as f64),
+            MetricFamily::gauge(
+                "gw_worker_client_tasks",
+                "Clients whose events are being handled (a task each; a quiet client has none).",
+                g(&s.client_tasks) as f64,
+            ),
             s.latency.family("gw_worker_handler_seconds", "Time spent in event handlers."),
         ]
     }

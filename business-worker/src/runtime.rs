@@ -29,6 +29,11 @@ pub struct WorkerStats {
     pub redelivered: AtomicU64,
     /// Gateways linked now.
     pub gateway_links: AtomicU64,
+    /// Clients whose events come here now, over all links (a slot each: their waiting events
+    /// and their handlers' state).
+    pub clients: AtomicU64,
+    /// Clients whose events are being handled now (a task each); a quiet client has none.
+    pub client_tasks: AtomicU64,
     /// Set once the worker started draining for a stop or reload.
     pub draining: AtomicBool,
     /// Time spent in handlers.

@@ -282,9 +282,13 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
     let lost_idle = after.lost - before.lost;
     let client_pings = (after.pings_sent - before.pings_sent) as f64 / idle_secs;
     let server_pings = (after.server_pings - before.server_pings) as f64 / idle_secs;
+    // The worker and register again once the connect burst is over: what a quiet client costs
+    // them (the figure at `held` includes the work of connecting still in progress).
+    let other_idle_per = per_conn(rss_sum(&others) as i64 - other_rss0 as i64, held);
     eprintln!(
         "PHASE idle secs={idle_secs:.0} server_cores={:.2} gen_cores={gen_cores:.2} machine_cores={:.2} \
-         client_pings_per_sec={client_pings:.0} server_pings_per_sec={server_pings:.0} pongs={} lost={lost_idle}",
+         client_pings_per_sec={client_pings:.0} server_pings_per_sec={server_pings:.0} pongs={} lost={lost_idle} \
+         other_rss_per_conn_bytes={other_idle_per}",
         cpu.server,
         cpu.machine,
         after.pongs_got - before.pongs_got
@@ -397,7 +401,7 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
          not_attempted={not_attempted} connect_secs={secs:.1} conn_per_sec={conn_rate:.0} {} \
          gw_rss_before_kib={gw_rss0} gw_rss_kib={gw_rss} gw_rss_per_conn_bytes={gw_per} \
          gw_rss_per_conn_bound_bytes={bound_per} gw_rss_per_conn_after_message_bytes={msg_per} other_rss_kib={other_rss} other_rss_per_conn_bytes={other_per} \
-         sock_mem_kib={sock_mem_kib} sock_mem_per_conn_bytes={sock_per} slab_per_conn_bytes={slab_per} \
+         other_rss_idle_per_conn_bytes={other_idle_per} sock_mem_kib={sock_mem_kib} sock_mem_per_conn_bytes={sock_per} slab_per_conn_bytes={slab_per} \
          gen_rss_kib={} gen_rss_per_conn_bytes={gen_per} machine_per_conn_bytes={machine_per} \
          idle_secs={idle_secs:.0} idle_server_cores={:.2} idle_gen_cores={gen_cores:.2} idle_machine_cores={:.2} \
          client_pings_per_sec={client_pings:.0} server_pings_per_sec={server_pings:.0} lost_idle={lost_idle} \
