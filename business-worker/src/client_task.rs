@@ -63,8 +63,9 @@ struct ClientState {
 pub(crate) enum Pushed {
     /// Queued; the client's task (running, or `start` to be spawned) will handle it.
     Queued { start: bool },
-    /// The client already has `queue` events waiting: the event comes back.
-    Full(Event),
+    /// The client already has `queue` events waiting: the event comes back (boxed: rare, and
+    /// it keeps `Pushed` small).
+    Full(Box<Event>),
 }
 
 impl ClientSlot {
@@ -76,7 +77,7 @@ impl ClientSlot {
     pub fn push(&self, event: Event, queue: usize) -> Pushed {
         let mut inner = self.lock();
         if inner.pending.len() >= queue {
-            return Pushed::Full(event);
+            return Pushed::Full(Box::new(event));
         }
         inner.pending.push_back(event);
         let start = !std::mem::replace(&mut inner.running, true);

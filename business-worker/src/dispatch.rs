@@ -209,7 +209,7 @@ impl<E: Events> LinkInbound for LinkDispatch<E> {
                 // Waits while this client's queue is full: backpressure onto the gateway link.
                 // `space` keeps a notification sent between the push and this wait.
                 Pushed::Full(back) => {
-                    event = back;
+                    event = *back;
                     self.space.notified().await;
                 }
             }
