@@ -38,6 +38,9 @@
 #                it the generators stop at 95 % of the table and report it as the limit)
 #            --link-timeout SECS (internal links' heartbeat and handshake timeout, and the gateways'
 #                worker_wait is 4x it; default 30 full / library default 5 short)
+#            --threads N (`[process] threads` of the register, gateways and workers: 1 runs each on
+#                one thread, 0 one per core; default 1 full (dozens of processes on few cores)
+#                / 0 short)
 #
 # Scale-run setting (full mode only; config/ defaults are unchanged): with ~115 processes on
 # 2 cores a process can go 5 s without CPU while clients connect, and the default 5 s
@@ -61,6 +64,7 @@ INDEX=both
 PASS=()
 GATEWAYS=""
 LINK_TIMEOUT=""
+THREADS=""
 OUT=""
 PROFILE=release
 RAISE_CONNTRACK=0
@@ -79,18 +83,19 @@ while [ $# -gt 0 ]; do
         --raise-conntrack) RAISE_CONNTRACK=1 ;;
         --gateways) GATEWAYS="$2"; shift ;;
         --link-timeout) LINK_TIMEOUT="$2"; shift ;;
+        --threads) THREADS="$2"; shift ;;
         --) shift; PASS=("$@"); break ;;
-        -h|--help) sed -n '2,49p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,52p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 64 ;;
     esac
     shift
 done
 if [ "$MODE" = short ]; then
-    : "${CONNS:=20000}" "${PER_GW:=7000}" "${PING:=5}" "${IDLE:=12}" "${STEP:=2}" "${WORKERS:=1}"
+    : "${CONNS:=20000}" "${PER_GW:=7000}" "${PING:=5}" "${IDLE:=12}" "${STEP:=2}" "${WORKERS:=1}" "${THREADS:=0}"
     # Two searches (index off, then on) in about the time one took: rates ×4 per step.
     EXTRA=(--start-rate 1000 --growth 4 --refine 1 --latency-retries 1)
 else
-    : "${CONNS:=1000000}" "${PER_GW:=17000}" "${PING:=25}" "${IDLE:=60}" "${STEP:=5}" "${WORKERS:=4}"
+    : "${CONNS:=1000000}" "${PER_GW:=17000}" "${PING:=25}" "${IDLE:=60}" "${STEP:=5}" "${WORKERS:=4}" "${THREADS:=1}"
     : "${LINK_TIMEOUT:=30}"
     # 16 handshakes in flight per generator process (848 for 53): a gentler storm the workers
     # can follow.
@@ -163,7 +168,8 @@ mkdir -p "$TMP/run"
 COMMON="[log]
 level = \"warn\"
 [process]
-run_dir = \"$TMP/run\""
+run_dir = \"$TMP/run\"
+threads = $THREADS"
 GW_EXTRA=""
 BENCH_LINK=()
 if [ -n "$LINK_TIMEOUT" ]; then
@@ -224,7 +230,7 @@ SERVER_PIDS=$(IFS=,; echo "${SERVERS[*]}")
 "$BENCH" wait --url "$URL_LIST" --timeout 120 2>/dev/null
 echo "== $MODE: $CONNS clients, register + $NGW gateways (max_connections $MAX_CONNS, fd_reserve $FD_RESERVE," \
      "open-files limit $HARD, ping every ${PING}s) + $WORKERS worker process(es), index $INDEX," \
-     "link timeout ${LINK_TIMEOUT:-default}; server pids $SERVER_PIDS" >&2
+     "link timeout ${LINK_TIMEOUT:-default}, threads $THREADS; server pids $SERVER_PIDS" >&2
 
 # ---- the scenario ---------------------------------------------------------------------------
 STATUS=0
@@ -232,7 +238,7 @@ STATUS=0
     --server-pids "$SERVER_PIDS" --ping-secs "$PING" --idle-secs "$IDLE" --step-secs "$STEP" --index "$INDEX" \
     "${BENCH_LINK[@]}" "${EXTRA[@]}" "${PASS[@]}" >"$TMP/scale.out" 2>"$TMP/scale.err" || STATUS=$?
 {
-    echo "# scripts/scale.sh --$MODE (conns $CONNS, gateways $NGW, index $INDEX, link timeout ${LINK_TIMEOUT:-default}), $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo "# scripts/scale.sh --$MODE (conns $CONNS, gateways $NGW, index $INDEX, link timeout ${LINK_TIMEOUT:-default}, threads $THREADS), $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
     echo "# machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r), open files $HARD"
     grep -E '^PHASE' "$TMP/scale.err" || true
     cat "$TMP/scale.out"

@@ -39,9 +39,15 @@ impl Clients {
         }
     }
 
-    /// Every client handle (for the heartbeat walk and broadcasts).
+    /// Every client handle (for broadcasts and queries).
     pub(crate) fn handles(&self) -> Vec<Arc<ClientHandle>> {
         self.clients.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// The handles of the clients whose local number is `slice` modulo `slices` (one slice of
+    /// the heartbeat walk).
+    pub(crate) fn handles_in_slice(&self, slice: u64, slices: u64) -> Vec<Arc<ClientHandle>> {
+        self.clients.iter().filter(|e| e.key() % slices == slice).map(|e| e.value().clone()).collect()
     }
 
     /// The local numbers of every connected client, in no particular order.

@@ -1,7 +1,14 @@
 //! GatewayWorker's heartbeat on one shared timer: every `ping_interval` the gateway sends
 //! `ping_data` to each client (a WebSocket ping frame when `ping_data` is empty; TCP clients get
 //! nothing then) and closes the clients that sent nothing for `ping_not_response_limit`
-//! intervals. One task walks all clients per tick, instead of a timer per connection.
+//! intervals. One task walks the clients, instead of a timer per connection.
+//!
+//! The walk is spread over the interval: the clients are split into slices by their local
+//! number, and one slice is pinged and checked every `interval / slices`, from a phase of its
+//! own per gateway. Each client still gets one ping per interval, but a gateway never pings all
+//! its clients in the same instant, and gateways started together (dozens on one host) do not
+//! all wake at once: GatewayWorker's one timer per interval pings every client of every gateway
+//! together, a burst of CPU and traffic that grows with the clients.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -35,24 +42,48 @@ impl From<&GatewayConfig> for Settings {
     }
 }
 
-/// Pings and sweeps `clients` every interval until `stop`.
+/// The most slices the walk is split into.
+const MAX_SLICES: u64 = 64;
+/// The shortest time between two slices.
+const MIN_SLICE_GAP: Duration = Duration::from_millis(100);
+
+/// Into how many slices a walk every `interval` is split: at most [`MAX_SLICES`], at least
+/// [`MIN_SLICE_GAP`] apart.
+pub(crate) fn slices(interval: Duration) -> u64 {
+    (interval.as_millis() / MIN_SLICE_GAP.as_millis()).clamp(1, u128::from(MAX_SLICES)) as u64
+}
+
+/// A phase in `0..gap`, different from one gateway process to the next.
+fn phase(gap: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let nanos = gap.as_nanos().max(1) as u64;
+    Duration::from_nanos(h.finish() % nanos)
+}
+
+/// Pings and sweeps `clients`, one slice every `interval / slices`, until `stop`.
 pub(crate) async fn run(clients: Arc<Clients>, clock: Clock, settings: Settings, stop: CancellationToken) {
     let Settings { interval, limit, data } = settings;
     if interval.is_zero() {
         return;
     }
     let limit_ms = interval.as_millis() as u64 * u64::from(limit);
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await; // the first tick is immediate
-    loop {
+    let slices = slices(interval);
+    let gap = interval / slices as u32;
+    let start = tokio::time::Instant::now() + gap + phase(gap);
+    let mut tick = tokio::time::interval_at(start, gap);
+    // A late tick (a busy runtime) does not shift the schedule, nor does it make up for missed
+    // ones with a burst.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    for slice in (0..slices).cycle() {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
         let now = clock.ms();
         let mut closed = 0;
-        for h in clients.handles() {
+        for h in clients.handles_in_slice(slice, slices) {
             if h.kill.is_cancelled() {
                 continue; // already closing: neither pinged nor counted again
             }
@@ -126,10 +157,17 @@ mod tests {
         out
     }
 
-    async fn step() {
-        tokio::time::advance(Duration::from_secs(10)).await;
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
+    /// Lets `d` of paused time pass in 50 ms steps, letting the walk run after each.
+    async fn pass(d: Duration) {
+        let step = Duration::from_millis(50);
+        let mut left = d;
+        while !left.is_zero() {
+            let now = step.min(left);
+            tokio::time::advance(now).await;
+            left -= now;
+            for _ in 0..5 {
+                tokio::task::yield_now().await;
+            }
         }
     }
 
@@ -141,21 +179,27 @@ mod tests {
         let stop = CancellationToken::new();
         tokio::spawn(run(gw.state.clone(), gw.clock, gw.settings.clone(), stop.clone()));
         tokio::task::yield_now().await;
-        for interval in 1..=2 {
-            step().await;
-            talker.last_active.store(gw.clock_ms(), Ordering::Relaxed);
-            assert_eq!(pings(&mut silent_rx), vec!["{\"type\":\"ping\"}"], "interval {interval}");
-            assert!(!silent.kill.is_cancelled(), "silent for {interval} interval(s) is within the limit");
+        // Talking keeps a client; silence for up to 2 intervals (20 s) does not close one.
+        let talk = |t: &Arc<ClientHandle>| t.last_active.store(gw.clock_ms(), Ordering::Relaxed);
+        for _ in 0..19 {
+            pass(Duration::from_secs(1)).await;
+            talk(&talker);
         }
-        step().await;
-        assert!(silent.kill.is_cancelled(), "silent for more than 2 intervals: closed");
+        assert_eq!(pings(&mut silent_rx), vec!["{\"type\":\"ping\"}"; 2], "one ping per interval");
+        assert!(!silent.kill.is_cancelled(), "silent for 19 s, within the limit of 2 × 10 s");
+        // More than 2 intervals silent: closed at its next check, within one more interval.
+        for _ in 0..12 {
+            pass(Duration::from_secs(1)).await;
+            talk(&talker);
+        }
+        assert!(silent.kill.is_cancelled(), "silent for 31 s: closed");
         assert_eq!(silent.kill_reason(), KillReason::Heartbeat);
-        for _ in 0..5 {
-            talker.last_active.store(gw.clock_ms(), Ordering::Relaxed);
-            step().await;
+        for _ in 0..49 {
+            pass(Duration::from_secs(1)).await;
+            talk(&talker);
         }
         assert!(!talker.kill.is_cancelled(), "a client that keeps talking stays");
-        assert_eq!(pings(&mut talker_rx).len(), 8, "text clients get ping_data too");
+        assert_eq!(pings(&mut talker_rx).len(), 8, "text clients get ping_data too, one per interval over 80 s");
         stop.cancel();
     }
 
@@ -167,12 +211,43 @@ mod tests {
         let stop = CancellationToken::new();
         tokio::spawn(run(gw.state.clone(), gw.clock, gw.settings.clone(), stop.clone()));
         tokio::task::yield_now().await;
-        for _ in 0..5 {
-            step().await;
-        }
+        pass(Duration::from_secs(50)).await;
         assert_eq!(pings(&mut ws_rx), vec!["<ping frame>"; 5]);
         assert!(pings(&mut tcp_rx).is_empty());
         assert!(!tcp.kill.is_cancelled(), "limit 0 never closes for silence");
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_walk_is_spread_over_the_interval() {
+        // 10 s in 64 slices: one every 156 ms, each with a 64th of the clients.
+        assert_eq!(slices(Duration::from_secs(10)), 64);
+        assert_eq!(slices(Duration::from_millis(300)), 3);
+        assert_eq!(slices(Duration::from_millis(50)), 1);
+        let gw = gateway(0, "").await;
+        let mut rxs: Vec<_> = (0..640).map(|id| client(&gw, id, Protocol::WebSocket).1).collect();
+        let stop = CancellationToken::new();
+        tokio::spawn(run(gw.state.clone(), gw.clock, gw.settings.clone(), stop.clone()));
+        tokio::task::yield_now().await;
+        let mut most_at_once = 0;
+        let mut counts = vec![0; rxs.len()];
+        let mut waited = Duration::ZERO;
+        while counts.contains(&0) && waited < Duration::from_secs(12) {
+            pass(Duration::from_millis(50)).await;
+            waited += Duration::from_millis(50);
+            let mut now = 0;
+            for (rx, count) in rxs.iter_mut().zip(&mut counts) {
+                let got = pings(rx).len();
+                *count += got;
+                now += got;
+            }
+            most_at_once = most_at_once.max(now);
+        }
+        // Every client once within one interval (and a phase of at most two slices), never
+        // more than one slice (10 clients) at a time.
+        assert!(waited <= Duration::from_millis(10_350), "every client pinged after {waited:?}");
+        assert!(counts.iter().all(|&c| c == 1), "each client once: {counts:?}");
+        assert_eq!(most_at_once, 10, "one slice at a time");
         stop.cancel();
     }
 }
