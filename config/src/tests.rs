@@ -282,3 +282,14 @@ fn process_threads_is_bounded_and_says_what_zero_means() {
         assert!(config.validate().is_empty(), "threads = {ok}");
     }
 }
+
+#[test]
+fn link_write_delay_is_a_duration_of_at_most_100ms() {
+    let config: WorkerConfig = parse("[link]\nwrite_delay = \"2ms\"\n", Path::new("w.toml")).unwrap();
+    assert_eq!(config.link.write_delay, std::time::Duration::from_millis(2));
+    assert!(config.validate().is_empty());
+    let config: WorkerConfig = parse("[link]\nwrite_delay = \"1s\"\n", Path::new("w.toml")).unwrap();
+    let problems = config.validate();
+    let p = problems.iter().find(|p| p.key == "link.write_delay").expect("link.write_delay reported");
+    assert_eq!(p.reason, "1s is more than 100ms: every internal message would wait that long");
+}

@@ -70,6 +70,12 @@ pub struct LinkConfig {
     /// uid and group call to every gateway, as GatewayWorker does. Ignored by registers and
     /// gateways.
     pub routing_index: bool,
+    /// How long a link's writer holds a message before writing it, gathering what else comes
+    /// for the same link meanwhile into the same write (0, the default, writes at once). A few
+    /// milliseconds let a sender spreading its calls over many gateways hand each gateway
+    /// several per wake-up instead of one, at that much latency.
+    #[serde(with = "humantime_serde")]
+    pub write_delay: Duration,
 }
 
 impl Default for LinkConfig {
@@ -85,6 +91,7 @@ impl Default for LinkConfig {
             failed_handshakes: 32,
             failed_handshake_window: Duration::from_secs(10),
             routing_index: true,
+            write_delay: Duration::ZERO,
         }
     }
 }

@@ -111,6 +111,12 @@ impl Problems {
         if link.queue == 0 {
             self.add("link.queue", "must be at least 1");
         }
+        if link.write_delay > MAX_WRITE_DELAY {
+            self.add(
+                "link.write_delay",
+                format!("{:?} is more than {MAX_WRITE_DELAY:?}: every internal message would wait that long", link.write_delay),
+            );
+        }
     }
 
     fn process(&mut self, process: &ProcessConfig) {
@@ -166,6 +172,9 @@ impl Problems {
         }
     }
 }
+
+/// The longest `link.write_delay`.
+const MAX_WRITE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The most runtime threads `process.threads` may ask for.
 const MAX_THREADS: usize = 1024;

@@ -44,6 +44,8 @@ pub struct LinkOptions {
     pub heartbeat_timeout: Duration,
     /// Longest a graceful close spends flushing.
     pub flush_timeout: Duration,
+    /// How long the writer holds a message to gather more into the same write.
+    pub write_delay: Duration,
 }
 
 impl From<&LinkConfig> for LinkOptions {
@@ -54,6 +56,7 @@ impl From<&LinkConfig> for LinkOptions {
             heartbeat_interval: link.heartbeat_interval,
             heartbeat_timeout: link.heartbeat_timeout,
             flush_timeout: FLUSH_TIMEOUT,
+            write_delay: link.write_delay,
         }
     }
 }
@@ -136,7 +139,7 @@ impl<W: Wire> LinkEngine<W> {
     {
         let LinkEngine { options, tx, mut rx, stats } = self;
         let finish = CancellationToken::new();
-        let writer = crate::write_loop(writer, &mut rx, options.max_frame, &stats, &finish, |_| {});
+        let writer = crate::write_loop(writer, &mut rx, options.max_frame, options.write_delay, &stats, &finish, |_| {});
         tokio::pin!(writer);
         let stop = {
             let reading = read_side::<W, R, H>(&mut reader, handler, &tx, &options);
@@ -246,6 +249,7 @@ mod tests {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(3),
             flush_timeout: Duration::from_secs(2),
+            write_delay: Duration::ZERO,
         }
     }
 

@@ -27,13 +27,15 @@ pub struct WriterStats {
 }
 
 /// Writes every message from `rx` until the channel closes or `finish` is cancelled (then writes
-/// what is still queued, flushes and returns `Ok`), or the socket fails. `before_encode` runs on
+/// what is still queued, flushes and returns `Ok`), or the socket fails. With a `delay`, the
+/// first message of each write waits that long for others to join it. `before_encode` runs on
 /// each message just before it is encoded, in send order. A message too large for a frame is
 /// logged and skipped: it is the sender's bug, not the link's.
 pub async fn write_loop<T, W, F>(
     mut out: W,
     rx: &mut mpsc::Receiver<T>,
     max_frame: usize,
+    delay: std::time::Duration,
     stats: &WriterStats,
     finish: &tokio_util::sync::CancellationToken,
     mut before_encode: F,
@@ -51,6 +53,12 @@ where
             _ = finish.cancelled() => rx.try_recv().ok(),
         };
         let Some(mut first) = next else { break };
+        if !delay.is_zero() && !finish.is_cancelled() {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = finish.cancelled() => {}
+            }
+        }
         before_encode(&mut first);
         encode(&first, &mut buf, max_frame);
         let mut frames = 1u64;
@@ -81,5 +89,44 @@ where
 fn encode<T: Serialize>(msg: &T, buf: &mut Vec<u8>, max_frame: usize) {
     if let Err(e) = codec::encode_frame(msg, buf, max_frame) {
         tracing::error!(error = %e, "dropping an outgoing internal message that cannot be framed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use gw_proto::ToGateway;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    /// Sends three messages 2 ms apart to a writer with `delay`; returns its (frames, writes).
+    async fn write_three(delay: Duration) -> (u64, u64) {
+        let (tx, mut rx) = mpsc::channel(16);
+        let (sink, mut peer) = tokio::io::duplex(1 << 16);
+        let stats = WriterStats::default();
+        let finish = CancellationToken::new();
+        let sending = async {
+            for _ in 0..3 {
+                tx.send(ToGateway::Ping).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            drop(tx);
+        };
+        let draining = async {
+            let mut all = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut peer, &mut all).await.unwrap();
+        };
+        let (written, (), ()) =
+            tokio::join!(write_loop(sink, &mut rx, 1 << 16, delay, &stats, &finish, |_| {}), sending, draining);
+        written.unwrap();
+        (stats.frames.load(Ordering::Relaxed), stats.writes.load(Ordering::Relaxed))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_delay_gathers_messages_into_one_write() {
+        assert_eq!(write_three(Duration::ZERO).await, (3, 3), "no delay: one write each");
+        assert_eq!(write_three(Duration::from_millis(10)).await, (3, 1), "10 ms: one write for all three");
     }
 }

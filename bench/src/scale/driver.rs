@@ -105,7 +105,11 @@ impl Run<'_> {
 
     /// A gateway client of the cluster, linked to all of its gateways.
     fn connect(&self, name: &str, routing_index: bool, gateways: usize) -> anyhow::Result<GatewayClient> {
-        let mut link = LinkConfig { routing_index, ..LinkConfig::default() };
+        let mut link = LinkConfig {
+            routing_index,
+            write_delay: Duration::from_secs_f64(self.a.write_delay_ms / 1000.0),
+            ..LinkConfig::default()
+        };
         if let Some(secs) = self.a.link_timeout_secs {
             link.heartbeat_timeout = Duration::from_secs_f64(secs);
             link.handshake_timeout = Duration::from_secs_f64(secs);
@@ -188,12 +192,13 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
     let m0 = Machine::read();
     eprintln!(
         "PHASE start target={} gateways={gateways} procs={procs} sources={} per_source={} index={:?} \
-         link_timeout_secs={} nofile={nofile} {}",
+         link_timeout_secs={} write_delay_ms={} nofile={nofile} {}",
         a.conns,
         a.sources(),
         a.per_source,
         a.index,
         a.link_timeout_secs.map_or("default".into(), |s| format!("{s}")),
+        a.write_delay_ms,
         m0.fields()
     );
     if m0.conntrack.1 > 0 && (m0.conntrack.1 - m0.conntrack.0.min(m0.conntrack.1)) < a.conns as u64 {

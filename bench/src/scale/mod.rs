@@ -122,6 +122,10 @@ pub struct ScaleArgs {
     /// The full run raises it, as it does for the servers, so CPU starvation does not cut links.
     #[arg(long)]
     pub link_timeout_secs: Option<f64>,
+    /// Milliseconds the parent's gateway-client links hold each write to gather more into it
+    /// (`[link] write_delay`; default 0: write at once).
+    #[arg(long, default_value_t = 0.0)]
+    pub write_delay_ms: f64,
     /// Seconds each `send_to_uid` rate step sends.
     #[arg(long, default_value_t = 5.0)]
     pub step_secs: f64,
