@@ -114,7 +114,10 @@ impl Problems {
         if link.write_delay > MAX_WRITE_DELAY {
             self.add(
                 "link.write_delay",
-                format!("{:?} is more than {MAX_WRITE_DELAY:?}: every internal message would wait that long", link.write_delay),
+                format!(
+                    "{:?} is more than {MAX_WRITE_DELAY:?}: every internal message would wait that long",
+                    link.write_delay
+                ),
             );
         }
     }

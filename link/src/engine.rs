@@ -139,7 +139,8 @@ impl<W: Wire> LinkEngine<W> {
     {
         let LinkEngine { options, tx, mut rx, stats } = self;
         let finish = CancellationToken::new();
-        let writer = crate::write_loop(writer, &mut rx, options.max_frame, options.write_delay, &stats, &finish, |_| {});
+        let writer =
+            crate::write_loop(writer, &mut rx, options.max_frame, options.write_delay, &stats, &finish, |_| {});
         tokio::pin!(writer);
         let stop = {
             let reading = read_side::<W, R, H>(&mut reader, handler, &tx, &options);
