@@ -251,7 +251,8 @@ pub enum Command {
         /// Close code and reason; 1000 without one.
         close: Option<CloseReason>,
     },
-    /// Drop a client's connection at once, without a close frame.
+    /// Drop a client's connection without a close frame, once what was sent to it before is
+    /// written (at most 2 s; at once if its send queue is full).
     DestroyClient {
         /// Local id of the client.
         client: u64,
