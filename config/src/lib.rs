@@ -13,7 +13,9 @@ mod validate;
 pub use env::{ENV_VARS, EnvOverride, apply_env};
 pub use gatewayworker::{GatewayGatewayWorker, RegisterGatewayWorker};
 pub use types::*;
-pub use validate::{LOG_LEVELS, ListenerUrl, Problem, Validate, check_log_level, parse_listener_url};
+pub use validate::{
+    EVENT_FRAME_OVERHEAD, LOG_LEVELS, ListenerUrl, Problem, Validate, check_log_level, parse_listener_url,
+};
 
 /// What every daemon's configuration offers to the shared daemon runner.
 pub trait DaemonConfig: serde::de::DeserializeOwned + Default + Validate + EnvOverride + Send + 'static {

@@ -293,3 +293,34 @@ fn link_write_delay_is_a_duration_of_at_most_100ms() {
     let p = problems.iter().find(|p| p.key == "link.write_delay").expect("link.write_delay reported");
     assert_eq!(p.reason, "1s is more than 100ms: every internal message would wait that long");
 }
+
+#[test]
+fn the_largest_client_event_must_fit_in_an_internal_frame() {
+    let problem = |text: &str| {
+        let config: GatewayConfig = parse(text, Path::new("g.toml")).unwrap();
+        config.validate().into_iter().find(|p| p.key == "link.max_frame").map(|p| p.reason)
+    };
+    // The defaults fit: 1 MiB message + 1 MiB session + 64 KiB in 8 MiB.
+    assert_eq!(problem(""), None);
+    let reason = problem("max_session_bytes = 8000000\n").expect("a session that cannot travel with an event");
+    assert!(
+        reason.starts_with("8388608 bytes cannot carry the largest client event: a message of 1048576 bytes (max_message_size) with a session of 8000000 bytes (max_session_bytes) and 65536 bytes for the rest needs 9114112"),
+        "{reason}"
+    );
+    // A listener's own larger message limit counts too, and a larger frame fixes it.
+    let big_listener = "[[listeners]]\nurl = \"websocket://127.0.0.1:0\"\nmax_message_size = 16777216\n";
+    assert!(problem(big_listener).is_some_and(|r| r.contains("a message of 16777216 bytes")));
+    assert_eq!(problem(&format!("{big_listener}[link]\nmax_frame = 33554432\n")), None);
+    let config: GatewayConfig =
+        parse("max_session_bytes = 1\nmax_groups_per_client = 0\n", Path::new("g.toml")).unwrap();
+    let keys: Vec<_> = config.validate().into_iter().map(|p| p.key).collect();
+    assert!(keys.contains(&"max_session_bytes".to_string()) && keys.contains(&"max_groups_per_client".into()));
+}
+
+#[test]
+fn http_api_max_response_has_a_floor() {
+    let config: HttpApiConfig = parse("max_response = 1000\n", Path::new("h.toml")).unwrap();
+    let problems = config.validate();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].to_string(), "max_response: 1000 is below 65536 bytes");
+}

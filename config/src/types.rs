@@ -286,6 +286,13 @@ pub struct GatewayConfig {
     pub fd_reserve: usize,
     /// Bytes queued toward one client at most (with `send_queue` messages).
     pub send_queue_bytes: usize,
+    /// Largest session of one client in bytes (as JSON). A `set_session`, `update_session` or
+    /// handler write-back that would make it larger is refused and the session kept; every
+    /// event carries the session, so this and the largest message must fit in `link.max_frame`
+    /// (checked at start).
+    pub max_session_bytes: usize,
+    /// Groups one client may be a member of at most; joining one more is refused.
+    pub max_groups_per_client: usize,
     /// What to do with a client whose send queue is full.
     pub slow_consumer: SlowConsumerPolicy,
     /// Close code for a disconnected slow consumer: 1008 (policy) or 1013 (try again later).
@@ -324,6 +331,8 @@ impl Default for GatewayConfig {
             max_connections_per_ip: 1_000,
             fd_reserve: 256,
             send_queue_bytes: 4 * 1024 * 1024,
+            max_session_bytes: 1024 * 1024,
+            max_groups_per_client: 1000,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             slow_consumer_close_code: 1008,
             link: LinkConfig::default(),
@@ -531,6 +540,10 @@ pub struct HttpApiConfig {
     pub max_body: usize,
     /// Most calls in one `/v1/batch` request.
     pub max_batch: usize,
+    /// Largest answer to one `/v1/batch` request in bytes: a call whose result would take the
+    /// answer past it gets an error (`answer_too_large`) in its place, and the calls after it
+    /// still run.
+    pub max_response: usize,
     /// Deadline of each query to each gateway.
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
@@ -557,6 +570,7 @@ impl Default for HttpApiConfig {
             tls_key: None,
             max_body: 1024 * 1024,
             max_batch: 1000,
+            max_response: 32 * 1024 * 1024,
             query_timeout: Duration::from_secs(5),
             grace_period: Duration::from_secs(10),
             link: LinkConfig::default(),

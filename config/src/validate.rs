@@ -176,6 +176,11 @@ impl Problems {
     }
 }
 
+/// What a client event needs besides its message and the client's session: the WebSocket
+/// handshake's path, query and headers (the gateway reads at most 8 KiB of request head), the
+/// client's addresses and the encoding, with room to spare.
+pub const EVENT_FRAME_OVERHEAD: usize = 64 * 1024;
+
 /// The longest `link.write_delay`.
 const MAX_WRITE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -338,6 +343,25 @@ impl Validate for GatewayConfig {
                 ),
             );
         }
+        if self.max_session_bytes < 2 {
+            p.add("max_session_bytes", "must be at least 2 bytes (an empty session is `{}`)");
+        }
+        if self.max_groups_per_client == 0 {
+            p.add("max_groups_per_client", "must be at least 1");
+        }
+        // Every client event carries the client's session, a message at most `largest` long (or
+        // the WebSocket handshake's fields), so the largest event must fit in one internal frame:
+        // one that does not could never be sent to a worker.
+        let event = largest.saturating_add(self.max_session_bytes).saturating_add(EVENT_FRAME_OVERHEAD);
+        if event > self.link.max_frame {
+            p.add(
+                "link.max_frame",
+                format!(
+                    "{} bytes cannot carry the largest client event: a message of {largest} bytes (max_message_size) with a session of {} bytes (max_session_bytes) and {EVENT_FRAME_OVERHEAD} bytes for the rest needs {event}; raise link.max_frame (on every node) or lower those",
+                    self.link.max_frame, self.max_session_bytes
+                ),
+            );
+        }
         if !(1000..=4999).contains(&self.slow_consumer_close_code) {
             p.add("slow_consumer_close_code", "must be a WebSocket close code (1008 or 1013 are usual)");
         }
@@ -442,6 +466,9 @@ impl Validate for HttpApiConfig {
         }
         if self.max_batch == 0 || self.max_batch > 100_000 {
             p.add("max_batch", format!("{} is outside 1..=100000 calls", self.max_batch));
+        }
+        if self.max_response < 64 * 1024 {
+            p.add("max_response", format!("{} is below 65536 bytes", self.max_response));
         }
         if self.query_timeout.is_zero() {
             p.add("query_timeout", "must be greater than zero");

@@ -19,13 +19,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use gw_proto::{ClientInfo, Event, EventKind};
+use gw_proto::{ClientInfo, Event, EventKind, codec};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::client_handle::ClientHandle;
 use crate::gateway::Gateway;
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::router::{EventSlot, LinkGone, Router, WorkerLink};
 
@@ -107,17 +108,36 @@ impl Binding {
 
     /// Queues `event` in `slot`, a slot of the bound link: the only place an event is put on a
     /// worker link. A worker that has not met the client gets its info with the event.
+    ///
+    /// An event too large for one frame of the link is dropped here and counted
+    /// (`dropped_event_too_large`), before it is numbered: numbered, the link's writer could
+    /// not send it, and the worker's acknowledgements (cumulative) would never pass it again.
+    /// The limits checked at start (message size, session cap, frame size) keep this from
+    /// happening; this is the guard for what they miss.
     // The event comes back only when the link is gone; boxing it would add an allocation there.
     #[allow(clippy::result_large_err)]
-    fn send(&mut self, slot: EventSlot<'_>, mut event: Event, metrics: &Metrics) -> Result<u64, LinkGone> {
+    fn send(&mut self, slot: EventSlot<'_>, mut event: Event, metrics: &Metrics) -> Result<(), LinkGone> {
         if !self.introduced {
             event.info = Some((*self.info).clone());
         }
-        let seq = slot.send(event, &self.info)?;
-        self.last_seq = seq;
+        let max_frame = slot.max_frame();
+        if let Some(len) = too_large(&event, max_frame) {
+            Metrics::inc(&metrics.dropped_event_too_large);
+            if let Some(unlogged) = OVERSIZE_LOGGED.admit() {
+                tracing::error!(
+                    client = event.client,
+                    len,
+                    max_frame,
+                    unlogged,
+                    "dropped a client event too large for an internal frame (check max_message_size, max_session_bytes and link.max_frame)"
+                );
+            }
+            return Ok(());
+        }
+        self.last_seq = slot.send(event, &self.info)?;
         self.introduced = true;
         Metrics::inc(&metrics.events_sent);
-        Ok(seq)
+        Ok(())
     }
 
     /// Sends `events` in order on `link` (the bound one), waiting for room for each. If the link
@@ -294,6 +314,46 @@ impl Binding {
     }
 }
 
+/// Oversize events are logged at most once per this window (each is counted).
+static OVERSIZE_LOGGED: LogLimit = LogLimit::new(Duration::from_secs(1));
+
+/// What an event frame holds besides the lengths of its strings and byte buffers, at most: its
+/// numbers, tags and the length prefixes of its fields (bincode varints, 9 bytes at most each).
+const EVENT_FIXED_BYTES: usize = 160;
+/// What each header adds besides its name and value: their two length prefixes.
+const HEADER_FIXED_BYTES: usize = 18;
+
+/// `Some(encoded length)` if `event` does not fit in a frame of `max_frame` bytes. An upper
+/// bound from the lengths of its parts settles it for every event of a sane configuration; only
+/// one near the limit is measured exactly.
+fn too_large(event: &Event, max_frame: usize) -> Option<usize> {
+    if upper_bound(event) <= max_frame {
+        return None;
+    }
+    let exact = framed_len(event);
+    (exact > max_frame).then_some(exact)
+}
+
+/// At least the length of `event`'s frame payload, from the lengths of its parts.
+fn upper_bound(event: &Event) -> usize {
+    let strings = |parts: &[&str]| parts.iter().map(|s| s.len()).sum::<usize>();
+    let kind = match &event.kind {
+        EventKind::Connect | EventKind::Close => 0,
+        EventKind::Message(p) => p.data.len(),
+        EventKind::WebSocketConnect { path, query, headers } => {
+            strings(&[path, query]) + headers.iter().map(|(n, v)| n.len() + v.len() + HEADER_FIXED_BYTES).sum::<usize>()
+        }
+    };
+    let info = event.info.as_ref().map_or(0, |i| strings(&[&i.client_addr, &i.gateway_addr, &i.listener]));
+    EVENT_FIXED_BYTES + kind + info + event.session.as_ref().map_or(0, |s| s.len())
+}
+
+/// The length of `event`'s frame payload, `FromGateway::Event(event)`: the event and a variant
+/// tag (counted as the longest a tag can be, 5 bytes; it takes 1).
+fn framed_len(event: &Event) -> usize {
+    codec::encoded_len(event).map_or(usize::MAX, |n| n.saturating_add(5))
+}
+
 impl Drop for Binding {
     fn drop(&mut self) {
         self.unbind();
@@ -356,5 +416,55 @@ impl Redelivery {
         r.closed = true;
         self.pending.store(false, Ordering::Release);
         std::mem::take(&mut r.events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use gw_proto::{FromGateway, Payload, Protocol};
+
+    fn event(kind: EventKind, session: usize, info: bool) -> Event {
+        Event {
+            seq: u64::MAX,
+            client: u64::MAX,
+            kind,
+            info: info.then(|| ClientInfo {
+                client_addr: "[2001:db8::1]:65535".into(),
+                gateway_addr: "[2001:db8::2]:7272".into(),
+                listener: "websocket://[::]:7272".into(),
+                protocol: Protocol::WebSocket,
+            }),
+            session: (session > 0).then(|| Bytes::from(vec![b'x'; session])),
+            session_writes: u64::MAX,
+            redelivered: true,
+        }
+    }
+
+    #[test]
+    fn the_cheap_bound_is_never_below_the_frame_an_event_takes() {
+        let headers = |n: usize, len: usize| (0..n).map(|i| (format!("h{i}"), "v".repeat(len))).collect::<Vec<_>>();
+        let kinds = [
+            EventKind::Connect,
+            EventKind::Close,
+            EventKind::Message(Payload::binary(vec![0u8; 70_000])),
+            EventKind::Message(Payload::text("")),
+            EventKind::WebSocketConnect { path: "/".repeat(300), query: "q".repeat(70_000), headers: headers(64, 100) },
+            EventKind::WebSocketConnect { path: String::new(), query: String::new(), headers: headers(64, 0) },
+        ];
+        for kind in kinds {
+            for (session, info) in [(0, false), (1, true), (250, true), (100_000, true)] {
+                let e = event(kind.clone(), session, info);
+                let mut frame = Vec::new();
+                gw_proto::encode_frame(&FromGateway::Event(e.clone()), &mut frame, 1 << 24).unwrap();
+                let payload = frame.len() - 4;
+                let measured = framed_len(&e);
+                assert!((payload..=payload + 4).contains(&measured), "{kind:?}: {measured} for {payload}");
+                assert!(upper_bound(&e) >= measured, "{kind:?} session {session}: {} < {measured}", upper_bound(&e));
+                assert_eq!(too_large(&e, measured), None, "fits");
+                assert_eq!(too_large(&e, measured - 1), Some(measured), "one byte short");
+            }
+        }
     }
 }

@@ -40,12 +40,16 @@ fn tuned(config: WebSocketConfig) -> WebSocketConfig {
     config.write_buffer_size(WRITE_BUFFER.min(config.max_write_buffer_size / 2))
 }
 
+/// How long a destroyed client's socket may take to take what was queued before the destroy.
+const DESTROY_FLUSH: Duration = Duration::from_secs(2);
+
 /// What the client task took from its send queue.
 enum Taken {
     Empty,
     /// A frame to write; `true` unless it is a heartbeat.
     Send(Message, bool),
     Close(Option<Message>, Option<CloseReason>),
+    Destroy,
 }
 
 /// Why the connection loop ended.
@@ -309,7 +313,7 @@ impl<T: Transport> Connection<T> {
             }
             let (msg, counted) = match self.take() {
                 Taken::Send(msg, counted) => (msg, counted),
-                Taken::Empty | Taken::Close(..) => break,
+                Taken::Empty | Taken::Close(..) | Taken::Destroy => break,
             };
             if self.feed(msg, counted).is_err() {
                 return;
@@ -345,6 +349,15 @@ impl<T: Transport> Connection<T> {
                 }
                 Taken::Close(last, close) => {
                     Box::pin(self.close_with(last, close)).await;
+                    return Some(End::Server);
+                }
+                Taken::Destroy => {
+                    // What was queued before goes out first (a bounded wait: the client may not
+                    // be reading); then the socket is dropped without a close frame. Frames not
+                    // flushed by then are counted as dropped when the connection ends.
+                    if tokio::time::timeout(DESTROY_FLUSH, self.flush()).await.is_err() {
+                        tracing::debug!("destroyed client did not take its last messages in time");
+                    }
                     return Some(End::Server);
                 }
             };
@@ -387,6 +400,7 @@ impl<T: Transport> Connection<T> {
                 self.unsettled += u64::from(last.is_some());
                 Taken::Close(last, close)
             }
+            Some(Outbound::Destroy) => Taken::Destroy,
         }
     }
 

@@ -26,6 +26,24 @@ pub struct Clients {
     /// A full send queue drops the message and keeps the client (`slow_consumer = "drop"`)
     /// instead of disconnecting it.
     pub(crate) drop_slow: bool,
+    /// How much state one client may have here.
+    pub(crate) limits: StateLimits,
+}
+
+/// How much state one client may have at this gateway (see the `max_session_bytes` and
+/// `max_groups_per_client` settings).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StateLimits {
+    /// Largest session, as JSON.
+    pub max_session_bytes: usize,
+    /// Most groups one client is a member of.
+    pub max_groups_per_client: usize,
+}
+
+impl From<&gw_config::GatewayConfig> for StateLimits {
+    fn from(c: &gw_config::GatewayConfig) -> Self {
+        Self { max_session_bytes: c.max_session_bytes, max_groups_per_client: c.max_groups_per_client }
+    }
 }
 
 impl Clients {
@@ -36,7 +54,14 @@ impl Clients {
             metrics: Metrics::default(),
             queue_bytes,
             drop_slow,
+            limits: StateLimits::from(&gw_config::GatewayConfig::default()),
         }
+    }
+
+    /// The same, with these limits on each client's state.
+    pub(crate) fn with_limits(mut self, limits: StateLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Every client handle (for broadcasts and queries).

@@ -2,39 +2,88 @@
 //! by uid, by group, all), uid and group changes, sessions, and closing clients.
 //!
 //! A command never waits: a message goes into each target's bounded send queue with `try_send`,
-//! and every message that cannot be queued is counted as dropped, with its reason.
+//! and every message that cannot be queued is counted as dropped, with its reason. A write that
+//! would break a limit (a session past `max_session_bytes`, a bad uid or group name, a client in
+//! `max_groups_per_client` groups) is refused whole: counted by reason, logged (at most once a
+//! second), and, for a session write asked as a query, answered with the [`Refusal`].
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use gw_proto::{CloseReason, Command, Payload};
+use bytes::Bytes;
+use gw_proto::limits::check_name;
+use gw_proto::{CloseReason, Command, Payload, Refusal, Reply};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::client_handle::{ClientHandle, KillReason};
 use crate::clients::Clients;
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::send_queue::Outbound;
 use crate::session;
 
+/// Refused writes are logged at most once per this window (each is counted).
+static REFUSALS_LOGGED: LogLimit = LogLimit::new(Duration::from_secs(1));
+
+/// A session write, as a command or asked as a query.
+pub(crate) enum SessionWrite {
+    /// Replace the session.
+    Set(Bytes),
+    /// Deep-merge a patch into it.
+    Update(Bytes),
+}
+
 impl Clients {
-    /// Executes one command from a worker or gateway client.
+    /// Executes one command from a worker or gateway client. A refused write is counted and
+    /// logged; the sender does not wait for an answer (see [`Self::write_session`] for one that
+    /// does).
     pub(crate) fn execute(&self, cmd: Command) {
         Metrics::inc(&self.metrics.commands);
+        let what = command_name(&cmd);
+        let client = command_client(&cmd);
+        if let Err(refusal) = self.apply(cmd) {
+            self.count_refusal(&refusal);
+            match refusal {
+                // A client that left meanwhile is routine: a worker races its clients' closing.
+                Refusal::ClientGone => tracing::debug!(client = ?client, "{what}: unknown client; ignored"),
+                refusal => {
+                    if let Some(unlogged) = REFUSALS_LOGGED.admit() {
+                        tracing::warn!(client = ?client, unlogged, "{what} refused: {refusal}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A session write asked as a query: applied, or refused with the reason.
+    pub(crate) fn write_session(&self, client: u64, write: SessionWrite) -> Reply {
+        match self.change_session(client, write) {
+            Ok(()) => Reply::Done,
+            Err(refusal) => {
+                self.count_refusal(&refusal);
+                tracing::debug!(client, "session write refused: {refusal}");
+                Reply::Refused(refusal)
+            }
+        }
+    }
+
+    fn apply(&self, cmd: Command) -> Result<(), Refusal> {
         match cmd {
             Command::SendToClients { clients, msg } => {
-                let Some(msg) = self.to_ws(msg) else { return };
+                let Some(msg) = self.to_ws(msg) else { return Ok(()) };
                 self.deliver_each(clients, &msg);
             }
             Command::SendToAll { msg, exclude } => {
-                let Some(msg) = self.to_ws(msg) else { return };
+                let Some(msg) = self.to_ws(msg) else { return Ok(()) };
                 let exclude: HashSet<u64> = exclude.into_iter().collect();
                 for h in self.handles().into_iter().filter(|h| !exclude.contains(&h.id)) {
                     self.deliver(&h, &msg);
                 }
             }
             Command::SendToUids { uids, msg } => {
-                let Some(msg) = self.to_ws(msg) else { return };
+                let Some(msg) = self.to_ws(msg) else { return Ok(()) };
                 let targets: HashSet<u64> = {
                     let ix = self.index();
                     uids.iter().flat_map(|u| ix.uid_clients(u)).collect()
@@ -42,22 +91,31 @@ impl Clients {
                 self.deliver_each(targets, &msg);
             }
             Command::SendToGroups { groups, msg, exclude } => {
-                let Some(msg) = self.to_ws(msg) else { return };
+                let Some(msg) = self.to_ws(msg) else { return Ok(()) };
                 let targets: HashSet<u64> = self.index().members(&groups).filter(|c| !exclude.contains(c)).collect();
                 self.deliver_each(targets, &msg);
             }
+            // A name that breaks the rule cannot be held here, so unbinding, leaving, ungrouping
+            // and sending to one are no-ops that need no check.
             Command::BindUid { client, uid } => {
-                if uid.is_empty() || !self.contains(client) {
-                    return self.reject("bind_uid", client);
+                check_name(&uid).map_err(|e| Refusal::BadName(format!("uid {e}")))?;
+                if !self.contains(client) {
+                    return Err(Refusal::ClientGone);
                 }
                 self.index_mut().bind_uid(client, uid);
             }
             Command::UnbindUid { client, uid } => self.index_mut().unbind_uid(client, &uid),
             Command::JoinGroup { client, group } => {
-                if group.is_empty() || !self.contains(client) {
-                    return self.reject("join_group", client);
+                check_name(&group).map_err(|e| Refusal::BadName(format!("group {e}")))?;
+                if !self.contains(client) {
+                    return Err(Refusal::ClientGone);
                 }
-                self.index_mut().join(client, group);
+                let mut ix = self.index_mut();
+                let limit = self.limits.max_groups_per_client;
+                if ix.group_count(client) >= limit && !ix.is_member(client, &group) {
+                    return Err(Refusal::TooManyGroups { limit: limit as u64 });
+                }
+                ix.join(client, group);
             }
             Command::LeaveGroup { client, group } => self.index_mut().leave(client, &group),
             Command::Ungroup { group } => self.index_mut().ungroup(&group),
@@ -65,7 +123,7 @@ impl Clients {
                 let last = match last {
                     Some(p) => match self.to_ws(p) {
                         Some(m) => Some(m),
-                        None => return,
+                        None => return Ok(()),
                     },
                     None => None,
                 };
@@ -76,7 +134,7 @@ impl Clients {
             }
             Command::DestroyClient { client } => {
                 if let Some(h) = self.get(client) {
-                    h.kill(KillReason::Destroy);
+                    Self::destroy(&h);
                 }
             }
             Command::CloseUid { uid } => {
@@ -85,29 +143,57 @@ impl Clients {
                     Self::close(&h, None, None);
                 }
             }
-            Command::SetSession { client, session } => match (self.get(client), session::parse_object(&session)) {
-                (Some(h), Ok(_)) => h.session.lock().expect("session lock").data = Some(session),
-                (None, _) => self.reject("set_session", client),
-                (_, Err(e)) => self.refuse_session("set_session", client, &e),
-            },
+            Command::SetSession { client, session } => self.change_session(client, SessionWrite::Set(session))?,
+            Command::UpdateSession { client, patch } => self.change_session(client, SessionWrite::Update(patch))?,
             Command::WriteBackSession { client, seq, changed, removed } => {
-                let Some(h) = self.get(client) else { return self.reject("session write-back", client) };
+                let h = self.get(client).ok_or(Refusal::ClientGone)?;
                 let mut slot = h.session.lock().expect("session lock");
                 // Counted as applied even when refused, or the worker would keep re-applying it.
                 slot.writes = slot.writes.max(seq);
-                match session::write_back(slot.data.as_deref(), &changed, &removed) {
-                    Ok(merged) => slot.data = Some(merged),
-                    Err(e) => self.refuse_session("session write-back", client, &e),
-                }
+                let merged = session::write_back(slot.data.as_deref(), &changed, &removed).map_err(not_an_object)?;
+                slot.data = Some(self.within_cap(merged)?);
             }
-            Command::UpdateSession { client, patch } => {
-                let Some(h) = self.get(client) else { return self.reject("update_session", client) };
+        }
+        Ok(())
+    }
+
+    /// Replaces or merges into a client's session, unless the result would be over the cap (the
+    /// session then stays as it was).
+    fn change_session(&self, client: u64, write: SessionWrite) -> Result<(), Refusal> {
+        let h = self.get(client).ok_or(Refusal::ClientGone)?;
+        match write {
+            SessionWrite::Set(session) => {
+                // Measured before it is parsed: an oversize one costs no parsing.
+                let session = self.within_cap(session)?;
+                session::parse_object(&session).map_err(not_an_object)?;
+                h.session.lock().expect("session lock").data = Some(session);
+            }
+            SessionWrite::Update(patch) => {
                 let mut slot = h.session.lock().expect("session lock");
-                match session::merge(slot.data.as_deref(), &patch) {
-                    Ok(merged) => slot.data = Some(merged),
-                    Err(e) => self.refuse_session("update_session", client, &e),
-                }
+                let merged = session::merge(slot.data.as_deref(), &patch).map_err(not_an_object)?;
+                slot.data = Some(self.within_cap(merged)?);
             }
+        }
+        Ok(())
+    }
+
+    /// The session, if it is within `max_session_bytes`.
+    fn within_cap(&self, session: Bytes) -> Result<Bytes, Refusal> {
+        let limit = self.limits.max_session_bytes;
+        if session.len() > limit {
+            return Err(Refusal::SessionTooLarge { size: session.len() as u64, limit: limit as u64 });
+        }
+        Ok(session)
+    }
+
+    fn count_refusal(&self, refusal: &Refusal) {
+        let m = &self.metrics;
+        Metrics::inc(&m.rejected_commands);
+        match refusal {
+            Refusal::SessionTooLarge { .. } => Metrics::inc(&m.refused_session_too_large),
+            Refusal::BadName(_) => Metrics::inc(&m.refused_bad_name),
+            Refusal::TooManyGroups { .. } => Metrics::inc(&m.refused_too_many_groups),
+            _ => {}
         }
     }
 
@@ -152,14 +238,13 @@ impl Clients {
         }
     }
 
-    fn reject(&self, what: &str, client: u64) {
-        Metrics::inc(&self.metrics.rejected_commands);
-        tracing::debug!(client, "{what}: unknown client or empty name; ignored");
-    }
-
-    fn refuse_session(&self, what: &str, client: u64, error: &session::SessionError) {
-        Metrics::inc(&self.metrics.rejected_commands);
-        tracing::warn!(client, error = %error, "{what}: not a JSON object");
+    /// Drops a client's connection without a close frame, after what was queued for it before
+    /// (PHP's gateway has written that to the socket by then, so it arrives): in queue order,
+    /// like a close. With its queue full the client is not reading anyway: dropped at once.
+    fn destroy(handle: &ClientHandle) {
+        if handle.tx.try_send(Outbound::Destroy).is_err() {
+            handle.kill(KillReason::Destroy);
+        }
     }
 
     /// Converts a payload to a WebSocket message once, so a broadcast shares one buffer. Text must
@@ -176,5 +261,46 @@ impl Clients {
                 None
             }
         }
+    }
+}
+
+fn not_an_object(e: session::SessionError) -> Refusal {
+    Refusal::NotAnObject(e.to_string())
+}
+
+/// The command's name, for log lines.
+fn command_name(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::SendToClients { .. } => "send_to_clients",
+        Command::SendToAll { .. } => "send_to_all",
+        Command::SendToUids { .. } => "send_to_uids",
+        Command::SendToGroups { .. } => "send_to_groups",
+        Command::BindUid { .. } => "bind_uid",
+        Command::UnbindUid { .. } => "unbind_uid",
+        Command::JoinGroup { .. } => "join_group",
+        Command::LeaveGroup { .. } => "leave_group",
+        Command::Ungroup { .. } => "ungroup",
+        Command::CloseClient { .. } => "close_client",
+        Command::DestroyClient { .. } => "destroy_client",
+        Command::CloseUid { .. } => "close_uid",
+        Command::SetSession { .. } => "set_session",
+        Command::UpdateSession { .. } => "update_session",
+        Command::WriteBackSession { .. } => "session write-back",
+    }
+}
+
+/// The client a command is about, if one, for log lines.
+fn command_client(cmd: &Command) -> Option<u64> {
+    match cmd {
+        Command::BindUid { client, .. }
+        | Command::UnbindUid { client, .. }
+        | Command::JoinGroup { client, .. }
+        | Command::LeaveGroup { client, .. }
+        | Command::CloseClient { client, .. }
+        | Command::DestroyClient { client }
+        | Command::SetSession { client, .. }
+        | Command::UpdateSession { client, .. }
+        | Command::WriteBackSession { client, .. } => Some(*client),
+        _ => None,
     }
 }

@@ -145,11 +145,11 @@ pub fn build(config: GatewayConfig, listeners: &Listeners) -> Result<Arc<Gateway
         )),
         next_client: AtomicU64::new(1),
         clock: Clock::start(),
-        state: Arc::new(Clients::new(
-            config.send_queue_bytes,
-            config.slow_consumer == gw_config::SlowConsumerPolicy::Drop,
-        )),
-        router: Router::new(),
+        state: Arc::new(
+            Clients::new(config.send_queue_bytes, config.slow_consumer == gw_config::SlowConsumerPolicy::Drop)
+                .with_limits(crate::clients::StateLimits::from(&config)),
+        ),
+        router: Router::new(config.link.max_frame),
         tasks: TaskTracker::new(),
         config,
     }))

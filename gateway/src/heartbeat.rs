@@ -1,14 +1,30 @@
-//! GatewayWorker's heartbeat on one shared timer: every `ping_interval` the gateway sends
-//! `ping_data` to each client (a WebSocket ping frame when `ping_data` is empty; TCP clients get
-//! nothing then) and closes the clients that sent nothing for `ping_not_response_limit`
-//! intervals. One task walks the clients, instead of a timer per connection.
+//! GatewayWorker's heartbeat on one shared timer: every `ping_interval` the gateway looks at each
+//! client once. It sends `ping_data` (a WebSocket ping frame when `ping_data` is empty; TCP
+//! clients get nothing then) only to a client that has sent nothing since the last look and is
+//! not new since then, as GatewayWorker does, and closes the clients that sent nothing for more
+//! than `ping_not_response_limit` intervals (and a half). One task walks the clients, instead of
+//! a timer per connection.
+//!
+//! GatewayWorker's rule, which this follows: a client that spoke since the last tick is alive,
+//! so it is not pinged (an active chat page would otherwise answer every ping with one more
+//! message to the workers), and neither is one that connected since. Its timer ticks every half
+//! interval when it closes silent clients, pinging on every other silent tick and closing at
+//! `2 × limit` silent ticks, so a client that answers every ping is pinged about every 1.5
+//! intervals and closed between `limit + ½` and `limit + 1` intervals of silence. Here each
+//! client is looked at once per interval, and:
+//! - it is pinged when it sent nothing since the previous look, or when it would be closed at
+//!   the next look unless it answers now (which matters only for a limit of 1);
+//! - it is closed at the first look after more than `limit + ½` intervals of silence.
+//!
+//! So a client that answers every ping is pinged every other interval and has at least half an
+//! interval to spare; one that keeps talking is never pinged.
 //!
 //! The walk is spread over the interval: the clients are split into slices by their local
-//! number, and one slice is pinged and checked every `interval / slices`, from a phase of its
-//! own per gateway. Each client still gets one ping per interval, but a gateway never pings all
-//! its clients in the same instant, and gateways started together (dozens on one host) do not
-//! all wake at once: GatewayWorker's one timer per interval pings every client of every gateway
-//! together, a burst of CPU and traffic that grows with the clients.
+//! number, and one slice is visited every `interval / slices`, from a phase of its own per
+//! gateway. Each client is still looked at once per interval, but a gateway never pings all its
+//! clients in the same instant, and gateways started together (dozens on one host) do not all
+//! wake at once: GatewayWorker's one timer pings every client of every gateway together, a burst
+//! of CPU and traffic that grows with the clients.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -62,16 +78,59 @@ fn phase(gap: Duration) -> Duration {
     Duration::from_nanos(h.finish() % nanos)
 }
 
+/// What the walk does with one client at a look (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// Alive (it spoke since the last look) or new: nothing to do.
+    Leave,
+    /// Silent since the last look (or about to pass the limit): ping it.
+    Ping,
+    /// Silent past the limit: close it.
+    Close,
+}
+
+/// The timing rule, for a client last active at `last_active`, looked at `now` (ms of the
+/// gateway clock) when its slice was last looked at `previous`.
+#[derive(Debug, Clone, Copy)]
+struct Rule {
+    interval_ms: u64,
+    /// Silence (ms) past which a client is closed; `None` never closes.
+    close_after_ms: Option<u64>,
+}
+
+impl Rule {
+    fn new(interval: Duration, limit: u32) -> Self {
+        let interval_ms = interval.as_millis() as u64;
+        // GatewayWorker closes between `limit + ½` and `limit + 1` intervals of silence.
+        let close_after_ms = (limit > 0).then(|| interval_ms * u64::from(limit) + interval_ms / 2);
+        Self { interval_ms, close_after_ms }
+    }
+
+    fn look(&self, now: u64, previous: u64, last_active: u64) -> Look {
+        let silence = now.saturating_sub(last_active);
+        match self.close_after_ms {
+            Some(limit) if silence > limit => Look::Close,
+            // It would be closed at the next look unless it answers a ping now.
+            Some(limit) if silence + self.interval_ms > limit => Look::Ping,
+            _ if last_active < previous => Look::Ping,
+            _ => Look::Leave,
+        }
+    }
+}
+
 /// Pings and sweeps `clients`, one slice every `interval / slices`, until `stop`.
 pub(crate) async fn run(clients: Arc<Clients>, clock: Clock, settings: Settings, stop: CancellationToken) {
     let Settings { interval, limit, data } = settings;
     if interval.is_zero() {
         return;
     }
-    let limit_ms = interval.as_millis() as u64 * u64::from(limit);
+    let rule = Rule::new(interval, limit);
     let slices = slices(interval);
     let gap = interval / slices as u32;
     let start = tokio::time::Instant::now() + gap + phase(gap);
+    // When each slice was looked at last; before its first look, when the walk began (a client
+    // that connected since is new at its first look).
+    let mut previous = vec![clock.ms(); slices as usize];
     let mut tick = tokio::time::interval_at(start, gap);
     // A late tick (a busy runtime) does not shift the schedule, nor does it make up for missed
     // ones with a burst.
@@ -82,24 +141,29 @@ pub(crate) async fn run(clients: Arc<Clients>, clock: Clock, settings: Settings,
             _ = tick.tick() => {}
         }
         let now = clock.ms();
+        let since = std::mem::replace(&mut previous[slice as usize], now);
         let mut closed = 0;
         for h in clients.handles_in_slice(slice, slices) {
             if h.kill.is_cancelled() {
                 continue; // already closing: neither pinged nor counted again
             }
-            if limit_ms > 0 && now.saturating_sub(h.last_active.load(Ordering::Relaxed)) > limit_ms {
-                h.kill(KillReason::Heartbeat);
-                closed += 1;
-                continue;
-            }
-            let ping = match (h.info.protocol, data.is_empty()) {
-                (Protocol::WebSocket, true) => Some(Message::Ping(Bytes::new())),
-                (_, true) => None,
-                (_, false) => Some(Message::text(data.clone())),
-            };
-            if let Some(m) = ping {
-                // A client whose queue is full is busy receiving anyway.
-                let _ = h.tx.try_send(Outbound::Control(m));
+            match rule.look(now, since, h.last_active.load(Ordering::Relaxed)) {
+                Look::Leave => {}
+                Look::Close => {
+                    h.kill(KillReason::Heartbeat);
+                    closed += 1;
+                }
+                Look::Ping => {
+                    let ping = match (h.info.protocol, data.is_empty()) {
+                        (Protocol::WebSocket, true) => Some(Message::Ping(Bytes::new())),
+                        (_, true) => None,
+                        (_, false) => Some(Message::text(data.clone())),
+                    };
+                    if let Some(m) = ping {
+                        // A client whose queue is full is busy receiving anyway.
+                        let _ = h.tx.try_send(Outbound::Control(m));
+                    }
+                }
             }
         }
         if closed > 0 {
@@ -171,35 +235,88 @@ mod tests {
         }
     }
 
+    /// Runs the walk for `secs` seconds of paused time in 50 ms steps; after each step, every
+    /// client in `answering` that got pings answers them at once (it becomes active). Returns the
+    /// pings each client got, in the order given.
+    async fn run_for(gw: &Gw, secs: u64, clients: &mut [(Arc<ClientHandle>, bool)]) -> Vec<usize> {
+        let mut got = vec![0; clients.len()];
+        for _ in 0..secs * 20 {
+            pass(Duration::from_millis(50)).await;
+            for ((h, answers), n) in clients.iter_mut().zip(&mut got) {
+                let pinged = pings(h).len();
+                *n += pinged;
+                if pinged > 0 && *answers {
+                    h.last_active.store(gw.clock_ms(), Ordering::Relaxed);
+                }
+            }
+        }
+        got
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn pings_every_interval_and_closes_after_the_limit_of_silent_intervals() {
-        let gw = gateway(2, "{\"type\":\"ping\"}").await;
-        let (silent, mut silent_rx) = client(&gw, 1, Protocol::WebSocket);
-        let (talker, mut talker_rx) = client(&gw, 2, Protocol::Text);
+    async fn no_ping_for_a_client_that_spoke_since_the_last_look_nor_on_its_first_look() {
+        let gw = gateway(0, "{\"type\":\"ping\"}").await;
+        let (talker, mut talker_rx) = client(&gw, 1, Protocol::WebSocket);
+        let (_silent, mut silent_rx) = client(&gw, 2, Protocol::WebSocket);
         let stop = CancellationToken::new();
         tokio::spawn(run(gw.state.clone(), gw.clock, gw.settings.clone(), stop.clone()));
         tokio::task::yield_now().await;
-        // Talking keeps a client; silence for up to 2 intervals (20 s) does not close one.
-        let talk = |t: &Arc<ClientHandle>| t.last_active.store(gw.clock_ms(), Ordering::Relaxed);
-        for _ in 0..19 {
+        let mut silent_pings = 0;
+        for _ in 0..50 {
             pass(Duration::from_secs(1)).await;
-            talk(&talker);
+            talker.last_active.store(gw.clock_ms(), Ordering::Relaxed);
+            silent_pings += pings(&mut silent_rx).len();
         }
-        assert_eq!(pings(&mut silent_rx), vec!["{\"type\":\"ping\"}"; 2], "one ping per interval");
-        assert!(!silent.kill.is_cancelled(), "silent for 19 s, within the limit of 2 × 10 s");
-        // More than 2 intervals silent: closed at its next check, within one more interval.
-        for _ in 0..12 {
-            pass(Duration::from_secs(1)).await;
-            talk(&talker);
-        }
-        assert!(silent.kill.is_cancelled(), "silent for 31 s: closed");
+        assert!(pings(&mut talker_rx).is_empty(), "a client talking every second is never pinged");
+        // Looked at first within the first interval (new: not pinged), then at 10, 20, 30, 40 s.
+        assert_eq!(silent_pings, 4, "one ping per interval from its second look");
+        // A client that connects later is not pinged at its first look either.
+        let (_late, mut late_rx) = client(&gw, 3, Protocol::WebSocket);
+        pass(Duration::from_secs(10)).await;
+        assert!(pings(&mut late_rx).is_empty(), "new since the last look");
+        pass(Duration::from_secs(10)).await;
+        assert_eq!(pings(&mut late_rx).len(), 1, "silent since its first look");
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_answering_pings_is_pinged_every_other_interval_and_a_silent_one_closed_past_the_limit() {
+        let gw = gateway(2, "{\"type\":\"ping\"}").await;
+        let (answerer, _) = client(&gw, 1, Protocol::WebSocket);
+        let (silent, _) = client(&gw, 2, Protocol::Text);
+        let stop = CancellationToken::new();
+        tokio::spawn(run(gw.state.clone(), gw.clock, gw.settings.clone(), stop.clone()));
+        tokio::task::yield_now().await;
+        let mut clients = [(answerer.clone(), true), (silent.clone(), false)];
+        let got = run_for(&gw, 25, &mut clients).await;
+        assert!(!silent.kill.is_cancelled(), "silent for 25 s: within 2 intervals and a half");
+        assert_eq!(got[1], 2, "the silent client was pinged at 10 and 20 s");
+        let got = run_for(&gw, 6, &mut clients).await;
+        assert!(silent.kill.is_cancelled(), "silent for 31 s: closed at its look after 25 s");
         assert_eq!(silent.kill_reason(), KillReason::Heartbeat);
-        for _ in 0..49 {
-            pass(Duration::from_secs(1)).await;
-            talk(&talker);
-        }
-        assert!(!talker.kill.is_cancelled(), "a client that keeps talking stays");
-        assert_eq!(pings(&mut talker_rx).len(), 8, "text clients get ping_data too, one per interval over 80 s");
+        assert_eq!(got[1], 0, "closed, not pinged");
+        // The answering client: pinged at 10 s, answered, left alone at 20 s, pinged at 30 s...
+        let got = run_for(&gw, 69, &mut clients).await;
+        assert!(!answerer.kill.is_cancelled(), "a client that answers every ping stays");
+        assert_eq!(got[0], 3, "pinged every other interval: at 50, 70 and 90 s");
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_a_limit_of_one_an_answering_client_is_pinged_every_interval_and_stays() {
+        // Silence for more than 1.5 intervals closes; a client that answered at the last look
+        // would pass that before the next-but-one: it is pinged at every look.
+        let gw = gateway(1, "").await;
+        let (answerer, _) = client(&gw, 1, Protocol::WebSocket);
+        let (silent, _) = client(&gw, 2, Protocol::WebSocket);
+        let stop = CancellationToken::new();
+        tokio::spawn(run(gw.state.clone(), gw.clock, gw.settings.clone(), stop.clone()));
+        tokio::task::yield_now().await;
+        let mut clients = [(answerer.clone(), true), (silent.clone(), false)];
+        let got = run_for(&gw, 60, &mut clients).await;
+        assert!(!answerer.kill.is_cancelled());
+        assert_eq!(got[0], 5, "pinged at every look from its second, at 10 to 50 s");
+        assert!(silent.kill.is_cancelled(), "silent for more than 15 s");
         stop.cancel();
     }
 
@@ -212,7 +329,7 @@ mod tests {
         tokio::spawn(run(gw.state.clone(), gw.clock, gw.settings.clone(), stop.clone()));
         tokio::task::yield_now().await;
         pass(Duration::from_secs(50)).await;
-        assert_eq!(pings(&mut ws_rx), vec!["<ping frame>"; 5]);
+        assert_eq!(pings(&mut ws_rx), vec!["<ping frame>"; 4], "from its second look, at 10 to 40 s");
         assert!(pings(&mut tcp_rx).is_empty());
         assert!(!tcp.kill.is_cancelled(), "limit 0 never closes for silence");
         stop.cancel();
@@ -232,7 +349,7 @@ mod tests {
         let mut most_at_once = 0;
         let mut counts = vec![0; rxs.len()];
         let mut waited = Duration::ZERO;
-        while counts.contains(&0) && waited < Duration::from_secs(12) {
+        while counts.contains(&0) && waited < Duration::from_secs(22) {
             pass(Duration::from_millis(50)).await;
             waited += Duration::from_millis(50);
             let mut now = 0;
@@ -243,9 +360,10 @@ mod tests {
             }
             most_at_once = most_at_once.max(now);
         }
-        // Every client once within one interval (and a phase of at most two slices), never
-        // more than one slice (10 clients) at a time.
-        assert!(waited <= Duration::from_millis(10_350), "every client pinged after {waited:?}");
+        // Every client once (at its second look: new at its first) within two intervals (and a
+        // phase of at most two slices), never more than one slice (10 clients) at a time.
+        assert!(waited <= Duration::from_millis(20_350), "every client pinged after {waited:?}");
+        assert!(waited > Duration::from_secs(10), "no client pinged at its first look");
         assert!(counts.iter().all(|&c| c == 1), "each client once: {counts:?}");
         assert_eq!(most_at_once, 10, "one slice at a time");
         stop.cancel();

@@ -225,6 +225,16 @@ impl Indexes {
         self.groups_of.get(&client).into_iter().flatten().map(|g| &**g)
     }
 
+    /// How many groups `client` is a member of.
+    pub fn group_count(&self, client: u64) -> usize {
+        self.groups_of.get(&client).map_or(0, Vec::len)
+    }
+
+    /// Whether `client` is a member of `group`.
+    pub fn is_member(&self, client: u64, group: &str) -> bool {
+        self.groups_of.get(&client).is_some_and(|mine| mine.iter().any(|g| **g == *group))
+    }
+
     /// The clients bound to `uid`.
     pub fn uid_clients(&self, uid: &str) -> impl Iterator<Item = u64> + '_ {
         self.uids.get(uid).into_iter().flat_map(Members::iter)

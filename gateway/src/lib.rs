@@ -27,6 +27,7 @@ mod heartbeat;
 mod index;
 mod index_feed;
 mod listener;
+mod log_limit;
 pub mod metrics;
 mod node;
 mod peer;

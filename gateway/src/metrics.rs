@@ -31,8 +31,21 @@ pub struct Metrics {
     pub dropped_client_gone: AtomicU64,
     /// A client event could not reach any worker within the hold time.
     pub dropped_no_worker: AtomicU64,
-    /// A command aimed at a client id of another gateway instance, or malformed.
+    /// A command aimed at a client id of another gateway instance, or malformed, or a write
+    /// refused for a limit (each of those also counted by its reason below).
     pub rejected_commands: AtomicU64,
+    /// Session writes refused because the session would exceed `max_session_bytes`.
+    pub refused_session_too_large: AtomicU64,
+    /// Binds and joins refused for a uid or group name that breaks the naming rule.
+    pub refused_bad_name: AtomicU64,
+    /// Joins refused because the client is in `max_groups_per_client` groups already.
+    pub refused_too_many_groups: AtomicU64,
+    /// Client events that could not be framed for their worker link (too large): counted and
+    /// dropped before they were numbered, so they hold back no acknowledgement. The limits
+    /// checked at start make this impossible; a non-zero value is a bug to report.
+    pub dropped_event_too_large: AtomicU64,
+    /// Answers to queries too large for one internal frame, answered with an error instead.
+    pub replies_too_large: AtomicU64,
     /// Events re-sent to another worker because theirs died before acknowledging them.
     pub redelivered: AtomicU64,
     /// Client (TLS, WebSocket) and internal handshakes that failed.
@@ -88,6 +101,11 @@ impl Metrics {
             ("dropped_client_gone", g(&self.dropped_client_gone)),
             ("dropped_no_worker", g(&self.dropped_no_worker)),
             ("rejected_commands", g(&self.rejected_commands)),
+            ("refused_session_too_large", g(&self.refused_session_too_large)),
+            ("refused_bad_name", g(&self.refused_bad_name)),
+            ("refused_too_many_groups", g(&self.refused_too_many_groups)),
+            ("dropped_event_too_large", g(&self.dropped_event_too_large)),
+            ("replies_too_large", g(&self.replies_too_large)),
             ("redelivered", g(&self.redelivered)),
             ("handshake_failures", g(&self.handshake_failures)),
             ("link_errors", g(&self.link_errors)),
@@ -110,6 +128,7 @@ impl Metrics {
         self.dropped_slow_consumer.load(Ordering::Relaxed)
             + self.dropped_client_gone.load(Ordering::Relaxed)
             + self.dropped_no_worker.load(Ordering::Relaxed)
+            + self.dropped_event_too_large.load(Ordering::Relaxed)
     }
 
     /// One counter by name.

@@ -72,11 +72,25 @@ impl Node for GatewayNode {
             MetricFamily::new("gw_dropped_total", "counter", "Messages dropped, by reason.")
                 .sample("reason=\"slow_consumer\"", g(&m.dropped_slow_consumer) as f64)
                 .sample("reason=\"client_gone\"", g(&m.dropped_client_gone) as f64)
-                .sample("reason=\"no_worker\"", g(&m.dropped_no_worker) as f64),
+                .sample("reason=\"no_worker\"", g(&m.dropped_no_worker) as f64)
+                .sample("reason=\"event_too_large\"", g(&m.dropped_event_too_large) as f64),
             MetricFamily::counter(
                 "gw_rejected_commands_total",
-                "Commands refused (unknown client, bad session JSON, …).",
+                "Commands refused (unknown client, bad session JSON, a limit, …).",
                 g(&m.rejected_commands),
+            ),
+            MetricFamily::new(
+                "gw_writes_refused_total",
+                "counter",
+                "Writes refused for a limit on a client's state, by limit.",
+            )
+            .sample("reason=\"session_too_large\"", g(&m.refused_session_too_large) as f64)
+            .sample("reason=\"bad_name\"", g(&m.refused_bad_name) as f64)
+            .sample("reason=\"too_many_groups\"", g(&m.refused_too_many_groups) as f64),
+            MetricFamily::counter(
+                "gw_replies_too_large_total",
+                "Query answers too large for one internal frame (link.max_frame), answered with an error instead.",
+                g(&m.replies_too_large),
             ),
             MetricFamily::gauge(
                 "gw_worker_links",

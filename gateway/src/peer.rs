@@ -145,7 +145,7 @@ impl Handler<GatewaySide> for Peer<'_> {
             }
             ToGateway::WatchIndex => self.index.start(self.gw, &self.tx),
             ToGateway::Request { id, query } => {
-                let reply = self.gw.state.answer(query);
+                let reply = self.gw.state.answer_within(query, self.gw.config.link.max_frame);
                 // The link's own writer drains the queue, so this wait ends.
                 let _ = self.tx.send(FromGateway::Reply { id, reply }).await;
             }

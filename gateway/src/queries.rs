@@ -1,15 +1,52 @@
 //! Answering the queries workers and gateway clients send about this gateway's clients (online
-//! flags, uid and group listings and counts, sessions, connection rows). Listings are sorted, so
-//! answers from several gateways merge the same way every time.
+//! flags, uid and group listings and counts, sessions, connection rows), and the session writes
+//! asked as queries. Listings are sorted, so answers from several gateways merge the same way
+//! every time. An answer too large for one internal frame is replaced by an error saying so,
+//! rather than left for the link's writer to drop (the asker would wait out its deadline).
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use gw_proto::{ConnectionInfo, Query, Reply};
+use gw_proto::{ConnectionInfo, Query, Reply, codec};
 
 use crate::clients::Clients;
+use crate::commands::SessionWrite;
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 
+/// Oversize answers are logged at most once per this window (each is counted).
+static OVERSIZE_LOGGED: LogLimit = LogLimit::new(Duration::from_secs(1));
+
+/// What a `FromGateway::Reply` frame adds around its answer (variant tag, request id), with room
+/// to spare.
+const REPLY_OVERHEAD: usize = 32;
+
 impl Clients {
+    /// Answers one query for a link whose frames hold at most `max_frame` bytes: the answer, or
+    /// an error naming its size and the limit if it would not fit in one frame.
+    pub(crate) fn answer_within(&self, query: Query, max_frame: usize) -> Reply {
+        let reply = self.answer(query);
+        let limit = max_frame.saturating_sub(REPLY_OVERHEAD);
+        match codec::encoded_len(&reply) {
+            Ok(len) if len <= limit => reply,
+            Ok(len) => {
+                Metrics::inc(&self.metrics.replies_too_large);
+                if let Some(unlogged) = OVERSIZE_LOGGED.admit() {
+                    tracing::warn!(
+                        len,
+                        max_frame,
+                        unlogged,
+                        "answer too large for one internal frame; answered with an error"
+                    );
+                }
+                Reply::Error(format!(
+                    "the answer is {len} bytes, more than one internal frame holds (link.max_frame {max_frame} bytes); ask about fewer clients (a group, a list)"
+                ))
+            }
+            Err(e) => Reply::Error(format!("the answer cannot be encoded: {e}")),
+        }
+    }
+
     /// Answers one query about this gateway's clients.
     pub(crate) fn answer(&self, query: Query) -> Reply {
         Metrics::inc(&self.metrics.queries);
@@ -73,6 +110,8 @@ impl Clients {
                 rows.sort_by_key(|r| r.client);
                 Reply::Connections(rows)
             }
+            Query::SetSession { client, session } => self.write_session(client, SessionWrite::Set(session)),
+            Query::UpdateSession { client, patch } => self.write_session(client, SessionWrite::Update(patch)),
         }
     }
 }

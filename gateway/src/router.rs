@@ -30,6 +30,8 @@ pub(crate) struct WorkerLink {
     retained: Mutex<Retained>,
     /// Highest sequence number the worker acknowledged.
     acked: watch::Sender<u64>,
+    /// Largest frame the link carries: an event must fit before it is numbered.
+    pub max_frame: usize,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +66,11 @@ pub(crate) struct EventSlot<'a> {
 }
 
 impl EventSlot<'_> {
+    /// Largest frame of the link this slot is on.
+    pub fn max_frame(&self) -> usize {
+        self.link.max_frame
+    }
+
     /// Numbers, retains and queues the event; returns its sequence number, or the event back if
     /// the link is gone. Called only by `Binding::send`, which introduces the client first.
     // The event comes back only when the link is gone; boxing it would add an allocation there.
@@ -128,11 +135,14 @@ pub(crate) struct Router {
     links: RwLock<Vec<Arc<WorkerLink>>>,
     next_id: AtomicU64,
     usable: watch::Sender<usize>,
+    /// Largest frame of every worker link (`link.max_frame`).
+    max_frame: usize,
 }
 
 impl Router {
-    pub fn new() -> Self {
-        Self { links: RwLock::new(Vec::new()), next_id: AtomicU64::new(1), usable: watch::channel(0).0 }
+    /// No links yet; each will carry frames of at most `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        Self { links: RwLock::new(Vec::new()), next_id: AtomicU64::new(1), usable: watch::channel(0).0, max_frame }
     }
 
     pub fn add(&self, name: String, tx: mpsc::Sender<FromGateway>) -> Arc<WorkerLink> {
@@ -146,6 +156,7 @@ impl Router {
             handed_off: CancellationToken::new(),
             retained: Mutex::new(Retained::default()),
             acked: watch::channel(0).0,
+            max_frame: self.max_frame,
         });
         self.links.write().expect("router lock").push(link.clone());
         self.refresh();

@@ -18,6 +18,8 @@ pub(crate) enum Outbound {
     Control(Message),
     /// Write `last` (if any), then close with `close` (1000 when `None`).
     Close { last: Option<Message>, close: Option<CloseReason> },
+    /// Write what was queued before, then drop the connection without a close frame.
+    Destroy,
 }
 
 /// A client's outgoing queue, bounded in messages. It holds no memory while empty: an idle client

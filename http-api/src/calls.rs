@@ -10,6 +10,7 @@ use gw_gateway_client::{Answer, ClientError, CloseReason, GatewayClient, Payload
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::types::{CloseCode, CloseText, Id, Message, Name};
 
@@ -60,6 +61,12 @@ fn done(result: Result<(), ClientError>) -> Result<Reply<()>, ClientError> {
         Err(ClientError::Unreachable { gateways }) => Ok(Reply { value: (), missing: gateways }),
         Err(e) => Err(e),
     }
+}
+
+/// `value` as JSON text.
+pub(crate) fn raw_json<T: Serialize>(value: &T) -> Box<RawValue> {
+    // Serializing plain data into JSON text does not fail (maps have string keys).
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::from_string("null".into()).expect("JSON"))
 }
 
 fn answer<T>(result: Result<Answer<T>, ClientError>) -> Result<Reply<T>, ClientError> {
@@ -161,6 +168,13 @@ macro_rules! calls {
             pub async fn run(self, gateway: &GatewayClient) -> Result<Reply<Value>, ClientError> {
                 match self { $(Call::$ty(c) => c.run(gateway).await.map(Reply::into_json)),* }
             }
+
+            /// Runs the call; the reply (`{"value", "missing"}`) comes back as JSON text, written
+            /// from the call's own result type (no `Value` tree in between: for a large answer
+            /// that tree takes several times the text's memory).
+            pub async fn run_to_json(self, gateway: &GatewayClient) -> Result<Box<RawValue>, ClientError> {
+                match self { $(Call::$ty(c) => c.run(gateway).await.map(|r| raw_json(&r))),* }
+            }
         }
 
         /// Every call, in the order of the API documentation.
@@ -235,7 +249,7 @@ calls! {
         let close = close_reason(a.code, a.reason);
         done(g.close_client_with(&a.client_id.0, a.message.map(Payload::from), close).await)
     };
-    /// Drops a client's connection at once, without a close frame.
+    /// Drops a client's connection without a close frame, right after the messages sent to it before.
     destroy_client => DestroyClient [Write] { client_id: Id }
         -> () = |g, a| done(g.destroy_client(&a.client_id.0).await);
     /// Replaces a client's session.

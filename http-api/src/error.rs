@@ -13,7 +13,7 @@ pub struct ApiError {
     /// HTTP status (also inside batch results, where the response itself is 200).
     pub status: u16,
     /// Stable machine-readable code: `bad_request`, `unauthorized`, `forbidden`, `unknown_call`,
-    /// `method_not_allowed`, `too_large`, `client_gone`, `no_gateways`, `gateway_unavailable`,
+    /// `method_not_allowed`, `too_large`, `answer_too_large`, `client_gone`, `no_gateways`, `gateway_unavailable`,
     /// `timeout`, `refused`, `internal`.
     pub code: String,
     /// Human-readable explanation.
@@ -89,10 +89,18 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Parses a request body; an empty body is `{}` (for calls without arguments). A bad one is a
-/// 400 naming the field: serde's path, plus the field a "missing/unknown field" message names.
+/// Arguments come by name: serde would also take a struct from a JSON array, its fields in
+/// order, which no caller means (and which breaks silently when a field is added).
+const NOT_AN_ARRAY: &str = "arguments are a JSON object of named fields, not an array";
+
+/// Parses a request body, a JSON object; an empty body is `{}` (for calls without arguments). A
+/// bad one is a 400 naming the field: serde's path, plus the field a "missing/unknown field"
+/// message names.
 pub fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::bad_field("", format!("invalid request body: {NOT_AN_ARRAY}")));
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -106,6 +114,9 @@ pub fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiErr
 
 /// Like [`parse_json`], from an already parsed value.
 pub fn parse_value<T: for<'de> Deserialize<'de>>(value: serde_json::Value) -> Result<T, ApiError> {
+    if value.is_array() {
+        return Err(ApiError::bad_field("", format!("invalid request body: {NOT_AN_ARRAY}")));
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         bad_json(&path, &e.into_inner().to_string())
@@ -113,7 +124,9 @@ pub fn parse_value<T: for<'de> Deserialize<'de>>(value: serde_json::Value) -> Re
 }
 
 fn bad_json(path: &str, message: &str) -> ApiError {
-    let path = if path == "." { "" } else { path };
+    // `?` marks a place serde could not name (the input ended inside an object, say): say
+    // nothing rather than name a field that does not exist.
+    let path = path.trim_end_matches('?').trim_end_matches('.');
     // "missing field `uid`" and "unknown field `x`, expected ..." name the field in the message.
     let named = ["missing field `", "unknown field `"]
         .iter()
@@ -153,6 +166,29 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         let e = parse_json::<SendToUid>(deep.as_bytes()).unwrap_err();
         assert_eq!(e.status, 400);
+    }
+
+    #[test]
+    fn arguments_are_named_never_positional() {
+        for body in [&br#"["u1","hi"]"#[..], b"  [\"u1\", \"hi\"]"] {
+            let e = parse_json::<SendToUid>(body).unwrap_err();
+            assert_eq!((e.status, e.field.as_deref()), (400, None), "{e:?}");
+            assert!(e.message.contains("not an array"), "{e:?}");
+        }
+        let e = parse_value::<SendToUid>(serde_json::json!(["u1", "hi"])).unwrap_err();
+        assert!(e.message.contains("not an array"), "{e:?}");
+        let e = Call::from_parts("send_to_uid", serde_json::json!(["u1", "hi"])).unwrap().unwrap_err();
+        assert_eq!(e.status, 400, "{e:?}");
+    }
+
+    #[test]
+    fn a_body_cut_short_names_no_field() {
+        for body in [&b"{"[..], b"{\"uid\"", b"{\"uid\":\"u\",", b"{\"uid\":"] {
+            let e = parse_json::<SendToUid>(body).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert!(e.field.as_deref().is_none_or(|f| !f.contains('?')), "{:?}: {e:?}", String::from_utf8_lossy(body));
+            assert!(e.message.contains("EOF"), "{e:?}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! can run behind a load balancer.
 
 pub mod auth;
+mod bare_errors;
 pub mod calls;
 pub mod error;
 mod node;
@@ -50,6 +51,7 @@ pub struct Api {
     keys: auth::Keys,
     max_body: usize,
     max_batch: usize,
+    max_response: usize,
     openapi: String,
     tls: Option<tokio_rustls::TlsAcceptor>,
     grace: Duration,
@@ -77,6 +79,7 @@ impl Api {
             keys: auth::Keys::new(&config.keys),
             max_body: config.max_body,
             max_batch: config.max_batch,
+            max_response: config.max_response,
             openapi: openapi::document().to_string(),
             tls,
             grace: config.grace_period,
@@ -109,12 +112,12 @@ pub async fn serve(api: Arc<Api>, listener: TcpListener, shutdown: CancellationT
         Some(acceptor) => {
             tracing::info!(listen = %local, "serving the HTTP API over TLS");
             let listener = tls::TlsListener::new(listener, acceptor, shutdown.clone())?;
-            let server = axum::serve(listener, app).with_graceful_shutdown(stopped);
+            let server = axum::serve(bare_errors::Listener(listener), app).with_graceful_shutdown(stopped);
             drain(server.into_future(), &shutdown, api.grace).await
         }
         None => {
             tracing::info!(listen = %local, "serving the HTTP API");
-            let server = axum::serve(listener, app).with_graceful_shutdown(stopped);
+            let server = axum::serve(bare_errors::Listener(listener), app).with_graceful_shutdown(stopped);
             drain(server.into_future(), &shutdown, api.grace).await
         }
     };

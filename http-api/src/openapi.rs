@@ -20,6 +20,7 @@ pub fn document() -> Value {
         m.insert("401".into(), err("Missing or invalid API key."));
         m.insert("403".into(), err("The API key's access does not allow this call."));
         m.insert("413".into(), err("The body is larger than max_body."));
+        m.insert("431".into(), err("The request head is larger than the server takes."));
         m.insert("503".into(), err("No gateway is connected (or the client's gateway is not)."));
         for (code, text) in extra {
             m.insert((*code).into(), err(text));
@@ -59,7 +60,7 @@ pub fn document() -> Value {
     responses.insert(
         "200".into(),
         json!({
-            "description": "Every call ran, in order; one result per call (a value or an error).",
+            "description": "Every call ran, in order; one result per call (a value or an error). The results hold at most max_response bytes: a result that would not fit is replaced by a 422 `answer_too_large` error.",
             "content": { "application/json": { "schema": batch_response } }
         }),
     );

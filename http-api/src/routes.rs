@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tracing::Instrument;
 
 use crate::Api;
@@ -108,12 +109,15 @@ pub struct BatchResponse {
 }
 
 /// The whole batch is parsed and authorized before anything runs; then every call runs in order
-/// and a failed call does not stop the ones after it (each has its own result).
+/// and a failed call does not stop the ones after it (each has its own result). The answer is
+/// written as the calls finish, each result as JSON text, and holds at most `max_response` bytes
+/// of results: a call whose result would not fit gets an `answer_too_large` error in its place
+/// (it ran; only its answer is left out).
 async fn batch(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
-) -> Result<Json<BatchResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     api.keys.authenticate(&headers)?;
     let request: BatchRequest = parse_batch(&body(raw)?)?;
     if request.calls.len() > api.max_batch {
@@ -125,18 +129,82 @@ async fn batch(
     let kinds: Vec<_> = request.calls.iter().map(Call::kind).enumerate().collect();
     let key = api.keys.authorize(&headers, &kinds)?;
     api.ready()?;
-    let mut results = Vec::with_capacity(request.calls.len());
-    for call in request.calls {
+    let mut answer = BatchAnswer::new(api.max_response);
+    for (i, call) in request.calls.into_iter().enumerate() {
         api.stats.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = call.name();
         let span = tracing::debug_span!("call", call = name, key = %key, batch = true);
-        results.push(match call.run(&api.gateway).instrument(span).await {
-            Ok(reply) => BatchResult::Ok(reply),
-            Err(e) => BatchResult::Err { error: e.into() },
-        });
+        match call.run_to_json(&api.gateway).instrument(span).await {
+            Ok(reply) => {
+                if !answer.push_reply(&reply) {
+                    api.stats.answers_too_large.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(key = %key, call = name, len = reply.get().len(), "batch answer full");
+                    answer.push_error(too_large(i, name, reply.get().len(), api.max_response));
+                }
+            }
+            Err(e) => answer.push_error(e.into()),
+        }
     }
-    tracing::debug!(key = %key, calls = results.len(), "batch done");
-    Ok(Json(BatchResponse { results }))
+    tracing::debug!(key = %key, calls = answer.results, bytes = answer.body.len(), "batch done");
+    Ok(answer.into_response())
+}
+
+/// The answer to a batch, `{"results": [...]}`, written result by result.
+struct BatchAnswer {
+    body: Vec<u8>,
+    results: usize,
+    /// Bytes of call results it takes at most.
+    limit: usize,
+    /// Bytes of call results it holds.
+    taken: usize,
+}
+
+impl BatchAnswer {
+    fn new(limit: usize) -> Self {
+        Self { body: br#"{"results":["#.to_vec(), results: 0, limit, taken: 0 }
+    }
+
+    fn separate(&mut self) {
+        if self.results > 0 {
+            self.body.push(b',');
+        }
+        self.results += 1;
+    }
+
+    /// Adds a call's reply if it fits; false (and nothing added) if it does not.
+    fn push_reply(&mut self, reply: &RawValue) -> bool {
+        let len = reply.get().len();
+        if self.taken + len > self.limit {
+            return false;
+        }
+        self.taken += len;
+        self.separate();
+        self.body.extend_from_slice(reply.get().as_bytes());
+        true
+    }
+
+    /// Adds a call's error (small; not held against the limit).
+    fn push_error(&mut self, error: ApiError) {
+        self.separate();
+        let result = BatchResult::Err { error };
+        serde_json::to_writer(&mut self.body, &result).expect("an error serializes");
+    }
+
+    fn into_response(mut self) -> Response {
+        self.body.extend_from_slice(b"]}");
+        ([(header::CONTENT_TYPE, "application/json")], self.body).into_response()
+    }
+}
+
+/// The error standing in for a batch call's result that would not fit in the answer.
+fn too_large(i: usize, name: &str, len: usize, limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "answer_too_large",
+        format!(
+            "calls[{i}] ({name}) ran, but its result ({len} bytes) would take this batch's answer past max_response ({limit} bytes); make the call on its own or ask for less"
+        ),
+    )
 }
 
 /// Parses a batch call by call, so an error names its place (`calls[3].args.uid`); a call

@@ -15,6 +15,9 @@ pub struct Stats {
     latency: DashMap<String, Histogram>,
     /// Calls run, including each call of a batch.
     pub calls: AtomicU64,
+    /// Batch calls whose result did not fit in the batch's answer (`max_response`): they ran,
+    /// and an `answer_too_large` error stands in their place.
+    pub answers_too_large: AtomicU64,
     total: AtomicU64,
 }
 
@@ -75,6 +78,11 @@ impl Stats {
                 "gw_http_calls_total",
                 "Gateway API calls run (each call of a batch counts).",
                 self.calls.load(Ordering::Relaxed),
+            ),
+            MetricFamily::counter(
+                "gw_http_answers_too_large_total",
+                "Batch calls whose result would have taken the batch's answer past max_response (answered with an error instead).",
+                self.answers_too_large.load(Ordering::Relaxed),
             ),
         ]
     }

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize, Serializer};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Id(pub String);
 
-/// A uid or group name: any non-empty string.
+/// A uid or group name: at most 1024 bytes, not blank, no control characters (the rule every
+/// gateway applies, [`gw_proto::limits::check_name`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Name(pub String);
 
@@ -50,7 +51,10 @@ impl<'de> Deserialize<'de> for Id {
 impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        if s.is_empty() { Err(de::Error::custom("must not be empty")) } else { Ok(Name(s)) }
+        match gw_proto::limits::check_name(&s) {
+            Ok(()) => Ok(Name(s)),
+            Err(e) => Err(de::Error::custom(e)),
+        }
     }
 }
 
@@ -163,7 +167,13 @@ schema! {
         "description": "A client id as the gateways hand them out (opaque; never reused).",
         "examples": ["MTI3LjAuMC4xOjI5MDA.1f.1"]
     };
-    Name => "Name" { "type": "string", "minLength": 1, "description": "A uid or group name." };
+    Name => "Name" {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 1024,
+        "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*\\S[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        "description": "A uid or group name: at most 1024 bytes (UTF-8), not only whitespace, no control characters."
+    };
     CloseCode => "CloseCode" {
         "type": "integer",
         "description": "WebSocket close code: 1000 or 3000..=4999.",

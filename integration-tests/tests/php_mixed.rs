@@ -192,3 +192,57 @@ async fn php_workers_get_close_events_when_a_gateway_stops() {
     .await;
     php_worker.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_php_workers_send_then_destroy_delivers_the_message_first() {
+    let Some(php) = Php::find("a_php_workers_send_then_destroy_delivers_the_message_first") else { return };
+    let register = RegisterHandle::start("s").await;
+    let php_register = PhpRegister::start("").await;
+    let gw = PhpGateway::start(&[register.addr], "s", php_register.addr, "").await;
+    php_register.wait_for_gateways(1).await;
+    let dir = php.app_dir("php-destroy");
+    let php_worker = start_php_worker(&php, &dir, php_register.addr);
+    gw_integration_tests::wait_for_workers(&gw.gateway, 1).await;
+    // sendToCurrentClient then destoryCurrentClient: PHP's own gateway delivered the message in
+    // 4 of 4 runs, ours lost it (the destroy overtook it). Ten rounds leave no room for luck.
+    for round in 0..10 {
+        let mut c = gw.gateway.client().await;
+        assert!(text(&mut c).await.starts_with('{'), "onWebSocketConnect's echo first");
+        c.send("bye").await;
+        assert_eq!(c.next(Duration::from_secs(10)).await, Some(Received::Text("bye".into())), "round {round}");
+        assert_eq!(c.next(Duration::from_secs(10)).await, Some(Received::Closed(None)), "round {round}");
+    }
+    php_worker.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_php_workers_session_past_the_cap_is_refused_and_counted() {
+    let Some(php) = Php::find("a_php_workers_session_past_the_cap_is_refused_and_counted") else { return };
+    let register = RegisterHandle::start("s").await;
+    let php_register = PhpRegister::start("").await;
+    let gw = PhpGateway::start(&[register.addr], "s", php_register.addr, "").await;
+    php_register.wait_for_gateways(1).await;
+    let dir = php.app_dir("php-big-session");
+    let php_worker = start_php_worker(&php, &dir, php_register.addr);
+    gw_integration_tests::wait_for_workers(&gw.gateway, 1).await;
+    let mut c = gw.gateway.client().await;
+    assert!(text(&mut c).await.starts_with('{'), "onWebSocketConnect's echo first");
+    c.send("ann").await;
+    assert!(text(&mut c).await.starts_with("php:ann:"));
+    // The worker writes back a session of 1.1 MB: over the 1 MiB default, so the gateway keeps
+    // the one it had, and counts the refusal.
+    c.send("big").await;
+    assert_eq!(text(&mut c).await, "big");
+    c.send("whoami").await;
+    let session = text(&mut c).await;
+    let keys: Vec<String> = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(
+        session.strip_prefix("php-session:").expect("the session"),
+    )
+    .unwrap()
+    .keys()
+    .cloned()
+    .collect();
+    assert_eq!(keys, ["name"], "the refused write-back left the session as it was");
+    assert_eq!(gw.gateway.metric("refused_session_too_large"), 1);
+    php_worker.stop();
+}

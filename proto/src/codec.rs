@@ -67,6 +67,16 @@ pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>, max: usize) -> Res
     Ok(())
 }
 
+/// The size of `msg`'s payload once encoded (without the frame's length prefix), computed
+/// without writing it anywhere: for checking that a message fits in a frame before committing to
+/// send it (a numbered event that could not be framed would hold back its worker's
+/// acknowledgements for good).
+pub fn encoded_len<T: Serialize>(msg: &T) -> Result<usize, CodecError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(msg, &mut size, config()).map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(size.bytes_written)
+}
+
 /// Decodes one message from a complete frame payload.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
     let (msg, used) = decode_prefix(payload)?;
@@ -119,6 +129,16 @@ mod tests {
         let mut payload = out[HEADER_LEN..].to_vec();
         payload.push(0);
         assert!(matches!(decode::<Blob>(&payload), Err(CodecError::Trailing(1))));
+    }
+
+    #[test]
+    fn encoded_len_is_what_a_frame_carries() {
+        for data in [vec![], vec![7; 10], vec![1; 300], vec![2; 70_000]] {
+            let blob = Blob { data };
+            let mut out = Vec::new();
+            encode_frame(&blob, &mut out, 1 << 20).unwrap();
+            assert_eq!(encoded_len(&blob).unwrap(), out.len() - HEADER_LEN);
+        }
     }
 
     #[test]

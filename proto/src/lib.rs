@@ -9,6 +9,7 @@ pub mod client_id;
 pub mod codec;
 pub mod frame;
 pub mod handshake;
+pub mod limits;
 pub mod message;
 pub mod urlencoded;
 

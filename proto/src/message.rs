@@ -251,7 +251,8 @@ pub enum Command {
         /// Close code and reason; 1000 without one.
         close: Option<CloseReason>,
     },
-    /// Drop a client's connection at once, without a close frame.
+    /// Drop a client's connection without a close frame, once what was sent to it before is
+    /// written (at most 2 s; at once if its send queue is full).
     DestroyClient {
         /// Local id of the client.
         client: u64,
@@ -360,6 +361,22 @@ pub enum Query {
     },
     /// → `Connections`: per-connection details for operators.
     Connections,
+    /// → `Done` or `Refused`: `Command::SetSession` asked as a question, so the asker learns
+    /// whether the gateway took it (a session over the gateway's `max_session_bytes` is refused).
+    SetSession {
+        /// Local id of the client.
+        client: u64,
+        /// The new session, a JSON object.
+        session: Bytes,
+    },
+    /// → `Done` or `Refused`: `Command::UpdateSession` asked as a question (a merge that would
+    /// grow the session past the gateway's `max_session_bytes` is refused, the session kept).
+    UpdateSession {
+        /// Local id of the client.
+        client: u64,
+        /// A JSON object to merge in.
+        patch: Bytes,
+    },
 }
 
 /// A gateway's answer to one `Query`.
@@ -387,6 +404,53 @@ pub enum Reply {
     Connections(Vec<ConnectionInfo>),
     /// The query could not be answered (for example: unknown client).
     Error(String),
+    /// Answer to a write asked as a question (`SetSession`, `UpdateSession`): it was applied.
+    Done,
+    /// Answer to a write asked as a question: it was not applied, for this reason.
+    Refused(Refusal),
+}
+
+/// Why a gateway refused a write: the answer to a write asked as a [`Query`], and what it counts
+/// and logs for the same write sent as a fire-and-forget [`Command`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// No such client on this gateway (any more).
+    ClientGone,
+    /// The session would have `size` bytes (as JSON), over the gateway's `max_session_bytes`
+    /// (`limit`); the session stays as it was.
+    SessionTooLarge {
+        /// The size it would have had.
+        size: u64,
+        /// The gateway's `max_session_bytes`.
+        limit: u64,
+    },
+    /// The session or patch is not a JSON object: what it is instead.
+    NotAnObject(String),
+    /// A uid or group name that breaks [`crate::limits::check_name`]: why.
+    BadName(String),
+    /// The client is a member of `limit` groups already (the gateway's `max_groups_per_client`).
+    TooManyGroups {
+        /// The gateway's `max_groups_per_client`.
+        limit: u64,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::ClientGone => f.write_str("the client is not connected"),
+            Refusal::SessionTooLarge { size, limit } => write!(
+                f,
+                "the session would be {size} bytes, over the gateway's limit of {limit} bytes (max_session_bytes)"
+            ),
+            Refusal::NotAnObject(what) => write!(f, "a session is a JSON object: {what}"),
+            Refusal::BadName(why) => write!(f, "bad uid or group name: {why}"),
+            Refusal::TooManyGroups { limit } => {
+                write!(f, "the client is in {limit} groups already, the gateway's limit (max_groups_per_client)")
+            }
+        }
+    }
 }
 
 /// One row of `gateway connections`.
@@ -590,6 +654,8 @@ mod tests {
             Query::Uids,
             Query::Sessions { clients: Some(vec![1]), group: None },
             Query::Connections,
+            Query::SetSession { client: 1, session: Bytes::from_static(b"{}") },
+            Query::UpdateSession { client: 2, patch: Bytes::from_static(b"{\"a\":null}") },
         ]
     }
 
@@ -614,6 +680,12 @@ mod tests {
                 queue_len: 0,
             }]),
             Reply::Error("unknown client".into()),
+            Reply::Done,
+            Reply::Refused(Refusal::ClientGone),
+            Reply::Refused(Refusal::SessionTooLarge { size: 9_000_000, limit: 1 << 20 }),
+            Reply::Refused(Refusal::NotAnObject("expected a JSON object, got an array".into())),
+            Reply::Refused(Refusal::BadName("must not be empty".into())),
+            Reply::Refused(Refusal::TooManyGroups { limit: 1000 }),
         ]
     }
 
@@ -713,6 +785,25 @@ mod tests {
         fn default_for_test() -> Self {
             IndexUpdate { applied: 0, reset: false, complete: true, changes: vec![] }
         }
+    }
+
+    #[test]
+    fn session_writes_asked_as_queries_come_after_the_older_variants() {
+        let bytes = |msg: &dyn Fn(&mut Vec<u8>)| {
+            let mut out = Vec::new();
+            msg(&mut out);
+            out[4..].to_vec()
+        };
+        let ask = |query| ToGateway::Request { id: 0, query };
+        // Request is tag 1, then the request id (0), then the query's tag: Connections is 13.
+        let connections = bytes(&|o| encode_frame(&ask(Query::Connections), o, 1 << 16).unwrap());
+        assert_eq!(connections, [1, 0, 13]);
+        let set =
+            bytes(&|o| encode_frame(&ask(Query::SetSession { client: 0, session: Bytes::new() }), o, 1 << 16).unwrap());
+        assert_eq!(set[..3], [1, 0, 14], "SetSession comes after Connections");
+        let done = bytes(&|o| encode_frame(&FromGateway::Reply { id: 0, reply: Reply::Done }, o, 1 << 16).unwrap());
+        assert_eq!(done, [2, 0, 11], "Done comes after Error (10)");
+        assert!(Refusal::SessionTooLarge { size: 9, limit: 8 }.to_string().contains("max_session_bytes"));
     }
 
     #[test]

@@ -114,6 +114,8 @@ if ($phase === 'teardown') {
     $r['after_uids'] = array_values(Gateway::getAllUidList());
     $r['after_session_c'] = Gateway::getSession($id['c']);
     Gateway::closeClient($id['a'], 'bye-a');
+    // A message right before destoryClient still arrives, as with PHP's own gateway.
+    Gateway::sendToClient($id['b'], 'bye-b');
     Gateway::destoryClient($id['b']);
 }
 

@@ -23,6 +23,18 @@ class Events
 
     public static function onMessage($client_id, $message)
     {
+        if ($message === 'bye') {
+            // Sent at once after each other: the message must still arrive (tests/php_mixed.rs).
+            Gateway::sendToCurrentClient('bye');
+            Gateway::destoryCurrentClient();
+            return;
+        }
+        if ($message === 'big') {
+            // Past the gateway's max_session_bytes: refused there (tests/php_mixed.rs).
+            $_SESSION['big'] = str_repeat('x', 1100000);
+            Gateway::sendToCurrentClient('big');
+            return;
+        }
         if ($message === 'whoami') {
             Gateway::sendToCurrentClient('php-session:' . json_encode($_SESSION));
             return;
