@@ -177,9 +177,9 @@ impl AckWatermark {
         self.above.len()
     }
 
-    /// Whether `seq` is done.
+    /// Whether event `seq` is done (never for 0, which no event has).
     pub fn is_done(&self, seq: u64) -> bool {
-        seq <= self.watermark || self.above.range(..=seq).next_back().is_some_and(|(_, &end)| end >= seq)
+        (1..=self.watermark).contains(&seq) || self.above.range(..=seq).next_back().is_some_and(|(_, &end)| end >= seq)
     }
 }
 
