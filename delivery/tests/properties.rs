@@ -36,8 +36,16 @@ fn queue_case() -> impl Strategy<Value = QueueCase> {
         3 => Just(QueueOp::ReleaseIdle),
         1 => Just(QueueOp::Close),
     ];
-    (prop::option::of(1usize..=8), prop::option::of(0usize..64), prop::collection::vec(op, OPS))
-        .prop_map(|(items, bytes, ops)| QueueCase { items, bytes, ops })
+    // Bursts of light pushes popped one by one, as a client's queue sees them: they grow the
+    // queue past what it keeps when it runs empty.
+    let burst = (10usize..40, 0usize..10).prop_map(|(n, extra)| {
+        let mut ops: Vec<QueueOp> = (0..n).map(|i| QueueOp::Push(i % 3)).collect();
+        ops.extend((0..n + extra).map(|_| QueueOp::Pop));
+        ops
+    });
+    let segment = prop_oneof![10 => op.prop_map(|op| vec![op]), 1 => burst];
+    (prop::option::of(1usize..=8), prop::option::of(0usize..64), prop::collection::vec(segment, OPS))
+        .prop_map(|(items, bytes, segments)| QueueCase { items, bytes, ops: segments.concat() })
 }
 
 fn log_case() -> impl Strategy<Value = LogCase> {

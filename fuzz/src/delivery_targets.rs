@@ -68,7 +68,7 @@ impl Input<'_> {
     /// `None` (no limit) for a multiple of 4, else `b / 4` (0 to 63).
     fn limit(&mut self) -> Option<usize> {
         let b = self.byte();
-        (b % 4 != 0).then_some(usize::from(b / 4))
+        (!b.is_multiple_of(4)).then_some(usize::from(b / 4))
     }
 }
 
