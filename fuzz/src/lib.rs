@@ -1,9 +1,13 @@
-//! Fuzz targets for the internal protocol and the gateway's client framings.
+//! Fuzz targets for the internal protocol, the gateway's client framings, PHP GatewayWorker's
+//! wire format and the delivery core.
 //!
-//! The checks live in plain modules ([`proto_targets`], [`gateway_targets`]) that the stable
-//! replay tests `proto/tests/fuzz_corpus.rs` and `gateway/tests/fuzz_corpus.rs` compile too; the `fuzz_targets/*.rs` binaries only add libFuzzer
-//! and the allocation check of [`heap`].
+//! The checks live in plain modules ([`proto_targets`], [`gateway_targets`],
+//! [`gatewayworker_targets`], [`delivery_targets`]) that the stable replay tests
+//! (`proto/tests/fuzz_corpus.rs`, `gateway/tests/fuzz_corpus.rs`,
+//! `gatewayworker-protocol/tests/fuzz_corpus.rs`, `delivery/tests/fuzz_corpus.rs`) compile too;
+//! the `fuzz_targets/*.rs` binaries only add libFuzzer and the allocation check of [`heap`].
 
+pub mod delivery_targets;
 pub mod gateway_targets;
 pub mod gatewayworker_targets;
 pub mod proto_targets;
