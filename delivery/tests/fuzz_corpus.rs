@@ -17,8 +17,8 @@ use replay::{files, fuzz_dir};
 
 #[test]
 fn every_corpus_and_crash_input_passes_the_fuzz_checks() {
-    let corpus = files(&fuzz_dir().join("delivery-corpus"));
-    assert!(!corpus.is_empty(), "fuzz/delivery-corpus is missing or empty: the replay would test nothing");
+    let corpus = files(&fuzz_dir().join("corpus").join("delivery"));
+    assert!(!corpus.is_empty(), "fuzz/corpus/delivery is missing or empty: the replay would test nothing");
     let inputs: Vec<_> = corpus.into_iter().chain(files(&fuzz_dir().join("artifacts").join("delivery"))).collect();
     let mut failures = Vec::new();
     for path in &inputs {

@@ -1,5 +1,5 @@
 //! Writes the seed inputs of every target to `corpus/<target>/` (the delivery target's to
-//! `delivery-corpus/`, see README.md) (run from `fuzz/`: `cargo run --example seeds`). Existing
+//! `corpus/delivery/`) (run from `fuzz/`: `cargo run --example seeds`). Existing
 //! files are left alone.
 
 fn main() -> std::io::Result<()> {
@@ -7,7 +7,7 @@ fn main() -> std::io::Result<()> {
     for (target, name, data) in gw_fuzz::proto_targets::seeds().into_iter().chain(gw_fuzz::gateway_targets::seeds())
         .chain(gw_fuzz::gatewayworker_targets::seeds()).chain(gw_fuzz::delivery_targets::seeds()) {
         let dir = match target {
-            "delivery" => fuzz.join("delivery-corpus"),
+            "delivery" => fuzz.join("corpus").join("delivery"),
             _ => fuzz.join("corpus").join(target),
         };
         std::fs::create_dir_all(&dir)?;

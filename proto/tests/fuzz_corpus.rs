@@ -16,8 +16,9 @@ mod replay;
 use replay::fuzz_dir;
 
 /// Corpus directories replayed by other packages' tests (their checks need those packages).
-const REPLAYED_ELSEWHERE: [(&str, &str); 2] = [
+const REPLAYED_ELSEWHERE: [(&str, &str); 3] = [
     ("client_framing", "gateway/tests/fuzz_corpus.rs"),
+    ("delivery", "delivery/tests/fuzz_corpus.rs"),
     ("gatewayworker", "gatewayworker-protocol/tests/fuzz_corpus.rs"),
 ];
 
