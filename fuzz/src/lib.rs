@@ -11,6 +11,7 @@ pub mod delivery_targets;
 pub mod gateway_targets;
 pub mod gatewayworker_targets;
 pub mod proto_targets;
+pub mod pusher_targets;
 
 /// A counting allocator: the fuzz targets measure the peak heap one input makes the code hold.
 pub mod heap {

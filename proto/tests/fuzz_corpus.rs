@@ -16,9 +16,10 @@ mod replay;
 use replay::fuzz_dir;
 
 /// Corpus directories replayed by other packages' tests (their checks need those packages).
-const REPLAYED_ELSEWHERE: [(&str, &str); 3] = [
+const REPLAYED_ELSEWHERE: [(&str, &str); 4] = [
     ("client_framing", "gateway/tests/fuzz_corpus.rs"),
     ("delivery", "delivery/tests/fuzz_corpus.rs"),
+    ("pusher", "pusher-protocol/tests/fuzz_corpus.rs"),
     ("gatewayworker", "gatewayworker-protocol/tests/fuzz_corpus.rs"),
 ];
 
