@@ -16,14 +16,17 @@ mod cli;
 pub mod control;
 mod control_client;
 mod detach;
+mod failure;
 pub mod histogram;
 pub mod node;
 pub mod pidfile;
 pub mod report;
 pub mod runner;
 mod start;
+mod table;
 
 pub use cli::{Cli, Command, Spec, main};
+pub use failure::{error_text, report_failure};
 pub use node::{BoxFuture, Node};
 pub use report::{ConnectionRow, MetricFamily, ProcessStatus};
 pub use runner::{ProcessRole, RunContext, shutdown_on_signals};

@@ -11,6 +11,7 @@ use gw_config::{DaemonConfig, LogConfig, LogFormat};
 
 use crate::cli::{Cli, Spec};
 use crate::detach::{DETACHED_ENV, detach};
+use crate::failure::report_failure;
 use crate::runner::{self, ProcessRole, RunContext};
 use crate::{EXIT_FAILURE, control, pidfile};
 
@@ -58,10 +59,11 @@ where
 {
     let name = config.node_name().to_string();
     let process = config.process().clone();
+    let log = config.log().clone();
     if daemon && std::env::var_os(DETACHED_ENV).is_none() {
         return detach(spec, cli, &config);
     }
-    init_tracing(config.log());
+    init_tracing(&log);
     let (pid_file, socket) = match role {
         ProcessRole::Main => (Some(process.pid_file(&name)), process.control_socket(&name)),
         // Named after the master too: a new master never collides with an orphan of an old one.
@@ -112,8 +114,7 @@ where
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "{} failed", spec.binary);
-            eprintln!("{}: {e:#}", spec.binary);
+            report_failure(spec.binary, &log, &e);
             ExitCode::from(EXIT_FAILURE)
         }
     }
