@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use gw_config::DaemonConfig;
 
 use crate::cli::{Cli, Spec};
+use crate::start::already_running;
 use crate::{EXIT_CONFIG, EXIT_FAILURE, control, pidfile};
 
 /// Environment variable marking the process that `start -d` detached.
@@ -19,8 +20,7 @@ pub(crate) fn detach<C: DaemonConfig>(spec: Spec, cli: &Cli, config: &C) -> Exit
     let process = config.process();
     let pid_file = process.pid_file(name);
     if let Some(pid) = pidfile::running(&pid_file) {
-        eprintln!("{} {name:?} is already running (pid {pid}); refusing to start a second one", spec.binary);
-        return ExitCode::from(EXIT_FAILURE);
+        return already_running(spec, name, pid, &pid_file);
     }
     let log_path = process.log_file(name);
     if let Some(dir) = log_path.parent() {

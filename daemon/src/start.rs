@@ -36,6 +36,19 @@ pub fn init_tracing(log: &LogConfig) {
     };
 }
 
+/// Refuses a second start of node `name`, and says how to run another node of the same kind
+/// beside it: a newcomer's second gateway with the default name lands here.
+pub(crate) fn already_running(spec: Spec, name: &str, pid: u32, pid_file: &Path) -> ExitCode {
+    eprintln!(
+        "{} {name:?} is already running (pid {pid}); refusing to start a second one. To run another {} on \
+         this host, give it its own `name`: its pid file ({}), log file and control socket are named after it.",
+        spec.binary,
+        spec.binary,
+        pid_file.display()
+    );
+    ExitCode::from(EXIT_FAILURE)
+}
+
 /// The async runtime with `threads` threads (`process.threads`): 0 is one per CPU core; 1 runs
 /// the node on the calling thread alone.
 pub(crate) fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
@@ -73,8 +86,7 @@ where
     };
     let _pid = match pid_file.as_deref().map(pidfile::PidFile::acquire) {
         Some(Err(pidfile::PidFileError::Running(pid))) => {
-            eprintln!("{} {name:?} is already running (pid {pid}); refusing to start a second one", spec.binary);
-            return ExitCode::from(EXIT_FAILURE);
+            return already_running(spec, &name, pid, pid_file.as_deref().unwrap_or(Path::new("")));
         }
         Some(Err(e)) => {
             eprintln!("{}: {e}", spec.binary);

@@ -36,6 +36,8 @@ async fn gateway_daemon_lifecycle_status_connections_and_refusals() {
         let out = cli(&gateway, args);
         assert_eq!(out.code, Some(1), "{}", out.text());
         assert!(out.text().contains(&format!("already running (pid {pid})")), "{}", out.text());
+        // A second gateway with the same (default) name lands here too: say how to run one.
+        assert!(out.stderr.contains("give it its own `name`"), "{}", out.text());
     }
 
     let line = wait_for_file_line(&dir.join("gw-cli.log"), "gateway listening", T);
