@@ -185,9 +185,8 @@ impl Control {
 
     /// The master's reload counters, from its metrics.
     fn reload_counts(&self) -> Result<ReloadCounts, ExitCode> {
-        let families = match self.ask(control::Request::Metrics)? {
-            control::Response::Metrics(f) => f,
-            _ => return Err(ExitCode::from(EXIT_FAILURE)),
+        let control::Response::Metrics(families) = self.ask(control::Request::Metrics)? else {
+            return Err(ExitCode::from(EXIT_FAILURE));
         };
         let value = |name: &str| {
             families.iter().find(|f| f.name == name).and_then(|f| f.samples.iter().find(|s| s.labels.is_empty()))
