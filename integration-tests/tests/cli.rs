@@ -492,3 +492,44 @@ async fn reload_reports_the_duration_the_master_measured() {
     assert_eq!(cli(&worker, &["--config", &cfg, "stop"]).code, Some(0));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_reload_onto_a_broken_binary_fails_at_once_says_why_and_keeps_the_old_process() {
+    let reg = RegisterHandle::start("").await;
+    let (dir, bin, cfg) =
+        gw_integration_tests::process::start_reloadable_workers("cli-reload-broken", "echo", reg.addr, "", "");
+    // The build's CLI, as the copy in `dir` gets broken below.
+    let _guard = gw_integration_tests::process::StopOnPanic::new(&bin_path("business-worker"), &cfg);
+    let mut before = Vec::new();
+    eventually(T, "two worker processes", || {
+        before = worker_pids(&bin, &cfg, "rw");
+        let n = before.len();
+        async move { n == 2 }
+    })
+    .await;
+    // A deploy that went wrong: the new binary exits at once.
+    let broken = dir.join("broken");
+    std::fs::write(&broken, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&broken, &bin).unwrap();
+    // Twice: the second failure is told apart from the first one's state.
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        // The CLI from the build, not the broken file it would run otherwise.
+        let (b, c) = (bin_path("business-worker"), cfg.clone());
+        let out = tokio::task::spawn_blocking(move || cli(&b, &["--config", &c, "reload"])).await.unwrap();
+        assert_eq!(out.code, Some(1), "{}", out.text());
+        assert!(
+            out.stderr.contains(
+                "reload failed: running (last reload failed: new worker process 0 exited before it was ready"
+            ),
+            "{}",
+            out.text()
+        );
+        assert!(started.elapsed() < T, "told at once, not after a deadline");
+    }
+    assert_eq!(worker_pids(&bin_path("business-worker"), &cfg, "rw"), before, "the old processes keep running");
+    gw_integration_tests::process::install_binary(&bin);
+    assert_eq!(cli(&bin, &["--config", &cfg, "stop"]).code, Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
