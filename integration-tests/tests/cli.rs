@@ -385,6 +385,7 @@ fn a_tls_file_that_cannot_be_used_is_a_config_error_said_once_before_anything_st
     // Real certificate files pass the check.
     let out = cli(&gateway, &["--config", good, "start", "-d"]);
     assert_eq!(out.code, Some(0), "{}", out.text());
+    let _guard = gw_integration_tests::process::StopOnPanic::new(&gateway, good);
     let pid = std::fs::read_to_string(dir.join("tls.pid")).unwrap().trim().to_string();
 
     let missing = write_config(&dir, "missing.toml", &gateway_config("/nonexistent/cert.pem", &key));
