@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gatewayrs: {e:#}");
+            eprintln!("gatewayrs: {}", gw_daemon::error_text(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -60,33 +60,76 @@ pub struct Config<C> {
     pub worker: WorkerConfig,
     /// The `[app_config]` section (its defaults when the file has none).
     pub app: C,
-    /// Why `[app_config]` could not be read as `C`; reported by `validate` together with every
-    /// other problem rather than alone.
-    app_error: Option<String>,
+    /// Why keys of `[app_config]` could not be read as `C` (unknown, or of the wrong type);
+    /// reported by `validate` together with every other problem rather than alone.
+    app_errors: Vec<Problem>,
 }
+
+/// At most this many unknown or mistyped keys are collected from `[app_config]`.
+const MAX_SECTION_ERRORS: usize = 32;
 
 impl<'de, C: AppConfig> Deserialize<'de> for Config<C> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         // The worker's keys are read straight from the file (so errors keep their line numbers);
         // the section arrives as raw TOML and is typed here.
         let mut worker = WorkerConfig::deserialize(deserializer)?;
-        let (app, app_error) = match worker.app_config.take() {
-            None => (C::default(), None),
-            Some(table) => match table.try_into::<C>() {
-                Ok(app) => (app, None),
-                Err(e) => (C::default(), Some(e.to_string().trim_end().to_string())),
-            },
+        let (app, app_errors) = match worker.app_config.take() {
+            None => (C::default(), Vec::new()),
+            Some(table) => typed(table),
         };
-        Ok(Self { worker, app, app_error })
+        Ok(Self { worker, app, app_errors })
+    }
+}
+
+/// Types the section, collecting every key that does not fit `C` at once: serde stops at the
+/// first, so each failing key is set aside and the rest read again, until it reads. What is left
+/// is then typed (the set-aside keys at their defaults), so `C::validate` checks the values in
+/// the same round as the unknown keys are reported.
+fn typed<C: AppConfig>(mut table: toml::Table) -> (C, Vec<Problem>) {
+    let mut errors = Vec::new();
+    loop {
+        let e = match serde_path_to_error::deserialize::<_, C>(toml::Value::Table(table.clone())) {
+            Ok(app) => return (app, errors),
+            Err(e) => e,
+        };
+        let keys = map_keys(e.path());
+        let key = std::iter::once(APP_SECTION).chain(keys.iter().map(String::as_str)).collect::<Vec<_>>().join(".");
+        errors.push(Problem { key, reason: e.inner().to_string().trim_end().to_string() });
+        // An error about the section as a whole (a missing key) cannot be set aside.
+        if errors.len() >= MAX_SECTION_ERRORS || !remove(&mut table, &keys) {
+            return (C::default(), errors);
+        }
+    }
+}
+
+/// The table keys leading to the failing value, up to the first list (a bad element sets its
+/// whole list aside).
+fn map_keys(path: &serde_path_to_error::Path) -> Vec<String> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .map_while(|s| match s {
+            Segment::Map { key } => Some(key.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Removes the value at `keys`; false if there is none.
+fn remove(table: &mut toml::Table, keys: &[String]) -> bool {
+    match keys {
+        [] => false,
+        [last] => table.remove(last).is_some(),
+        [first, rest @ ..] => match table.get_mut(first) {
+            Some(toml::Value::Table(inner)) => remove(inner, rest),
+            _ => table.remove(first).is_some(),
+        },
     }
 }
 
 impl<C: AppConfig> Validate for Config<C> {
     fn validate(&self) -> Vec<Problem> {
         let mut problems = self.worker.validate();
-        if let Some(reason) = &self.app_error {
-            problems.push(Problem { key: APP_SECTION.into(), reason: reason.clone() });
-        }
+        problems.extend(self.app_errors.iter().cloned());
         problems.extend(
             self.app
                 .validate()
@@ -172,15 +215,52 @@ mod tests {
         let err = load::<Settings>("count = 0\n[app_config]\nrepeat = 0\n").unwrap_err().to_string();
         assert!(err.contains("count: 0 is outside") && err.contains("app_config.repeat: must be at least 1"), "{err}");
         let err = load::<Settings>("count = 0\n[app_config]\ngretting = \"x\"\n").unwrap_err().to_string();
-        assert!(err.contains("count: 0 is outside") && err.contains("app_config: unknown field `gretting`"), "{err}");
+        assert!(
+            err.contains("count: 0 is outside") && err.contains("app_config.gretting: unknown field `gretting`"),
+            "{err}"
+        );
         let err = load::<Settings>("[app_config]\nrepeat = \"twice\"\n").unwrap_err().to_string();
-        assert!(err.contains("app_config: invalid type: string \"twice\""), "{err}");
+        assert!(err.contains("app_config.repeat: invalid type: string \"twice\""), "{err}");
     }
 
     #[test]
     fn an_application_without_settings_rejects_any_key_in_the_section() {
-        let err = load::<NoConfig>("[app_config]\ngreeting = \"x\"\n").unwrap_err().to_string();
-        assert!(err.contains("app_config: unknown field `greeting`"), "{err}");
+        let err = load::<NoConfig>("[app_config]\ngreeting = \"x\"\nfarewell = 1\n").unwrap_err().to_string();
+        assert!(err.contains("app_config.greeting: unknown field `greeting`"), "{err}");
+        assert!(err.contains("app_config.farewell: unknown field `farewell`"), "{err}");
         load::<NoConfig>("[app_config]\n").unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_wrong_types_and_bad_values_of_the_section_come_in_one_round() {
+        let text = "[app_config]\ncolour = \"red\"\nrepeat = 0\nshade = 3\n";
+        let err = load::<Settings>(text).unwrap_err().to_string();
+        for needle in [
+            "app_config.colour: unknown field `colour`",
+            "app_config.shade: unknown field `shade`",
+            "app_config.repeat: must be at least 1",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in\n{err}");
+        }
+        let err = load::<Settings>("[app_config]\nrepeat = \"twice\"\ngreeting = 5\ncolour = 1\n").unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("app_config.repeat: invalid type: string \"twice\""), "{err}");
+        assert!(err.contains("app_config.greeting: invalid type: integer `5`"), "{err}");
+        assert!(err.contains("app_config.colour: unknown field"), "{err}");
+    }
+
+    #[test]
+    fn a_nested_table_names_the_nested_key() {
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        struct Outer {
+            inner: Settings,
+            names: Vec<String>,
+        }
+        impl AppConfig for Outer {}
+        let err =
+            load::<Outer>("[app_config]\nnames = [\"a\", 2]\n[app_config.inner]\nrepat = 2\n").unwrap_err().to_string();
+        assert!(err.contains("app_config.inner.repat: unknown field `repat`"), "{err}");
+        assert!(err.contains("app_config.names: invalid type: integer `2`"), "{err}");
     }
 }

@@ -54,6 +54,10 @@ pub struct MasterNode {
     name: String,
     shared: Arc<Mutex<Shared>>,
     reloads: AtomicU64,
+    /// Reloads that stopped half-way (the remaining old processes kept running).
+    reload_failures: AtomicU64,
+    /// How long the last completed reload took, in microseconds (what `reload` reports).
+    last_reload_micros: AtomicU64,
     restarts: AtomicU64,
     /// What every process generation counted, so counters survive reloads and restarts.
     totals: Totals,
@@ -126,7 +130,17 @@ impl Node for MasterNode {
                 MetricFamily::counter(
                     "gw_worker_reloads_total",
                     "Completed reloads.",
-                    self.reloads.load(Ordering::Relaxed),
+                    self.reloads.load(Ordering::Acquire),
+                ),
+                MetricFamily::counter(
+                    "gw_worker_reload_failures_total",
+                    "Reloads that failed; the remaining old processes kept running.",
+                    self.reload_failures.load(Ordering::Acquire),
+                ),
+                MetricFamily::gauge(
+                    "gw_worker_last_reload_seconds",
+                    "How long the last completed reload took.",
+                    self.last_reload_micros.load(Ordering::Relaxed) as f64 / 1e6,
                 ),
                 MetricFamily::counter(
                     "gw_worker_restarts_total",
@@ -172,6 +186,8 @@ pub async fn run_master(config: WorkerConfig, ctx: RunContext) -> anyhow::Result
         name: config.name.clone(),
         shared: Arc::new(Mutex::new(Shared { slots: Vec::new(), state: "starting".into() })),
         reloads: AtomicU64::new(0),
+        reload_failures: AtomicU64::new(0),
+        last_reload_micros: AtomicU64::new(0),
         restarts: AtomicU64::new(0),
         totals: Totals::default(),
     });
@@ -210,13 +226,18 @@ pub async fn run_master(config: WorkerConfig, ctx: RunContext) -> anyhow::Result
                 let started = Instant::now();
                 match master.reload().await {
                     Ok(()) => {
-                        master.node.reloads.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(seconds = started.elapsed().as_secs_f64(), "reload complete");
+                        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        master.node.last_reload_micros.store(micros, Ordering::Relaxed);
+                        // Release: whoever sees the new count sees this reload's duration.
+                        master.node.reloads.fetch_add(1, Ordering::Release);
+                        tracing::info!(seconds = micros as f64 / 1e6, "reload complete");
                         master.set_state("running");
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "reload failed; the remaining old processes keep running");
                         master.set_state(&format!("running (last reload failed: {e})"));
+                        // After the state: whoever sees the count reads why in `status`.
+                        master.node.reload_failures.fetch_add(1, Ordering::Release);
                     }
                 }
             }

@@ -96,6 +96,24 @@ impl DemoAddrs {
     }
 }
 
+/// Descriptors left for what the process opens between sizing the demo's gateway and the
+/// gateway's own count (a handful: the demo has bound its sockets already).
+const FD_MARGIN: usize = 64;
+
+/// The demo gateway's `max_connections`: the default, or what the open-files limit leaves room
+/// for when that is less. The demo asks for no particular capacity, so a limit below the default
+/// is no reason for the warning a daemon configured with `max_connections` gets on its first
+/// screen.
+fn client_capacity(config: &GatewayConfig) -> usize {
+    match gw_gateway::FdBudget::compute(config.max_connections, config.fd_reserve) {
+        Ok(budget) if budget.client_capacity < config.max_connections => {
+            budget.client_capacity.saturating_sub(FD_MARGIN).max(1)
+        }
+        // Room enough, or none at all (which the gateway itself then reports).
+        _ => config.max_connections,
+    }
+}
+
 /// Starts everything and returns once the worker is connected to the gateway; the components run
 /// until `shutdown` is cancelled. Joining the returned handle waits for their graceful stop.
 pub async fn start(
@@ -108,8 +126,9 @@ pub async fn start(
         web: listeners.web.local_addr()?,
     };
     let register_addr = addrs.register.to_string();
-    let gateway_config =
+    let mut gateway_config =
         GatewayConfig { name: "gateway-1".into(), registers: vec![register_addr.clone()], ..GatewayConfig::default() };
+    gateway_config.max_connections = client_capacity(&gateway_config);
     let worker_config =
         WorkerConfig { name: "worker-1".into(), registers: vec![register_addr.clone()], ..WorkerConfig::default() };
     let register_stop = CancellationToken::new();

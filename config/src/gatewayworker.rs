@@ -13,7 +13,9 @@ use crate::validate::{Problem, Validate};
 #[serde(deny_unknown_fields, default)]
 pub struct RegisterGatewayWorker {
     /// Where PHP BusinessWorkers, GatewayClients (and gateways) find the register: their
-    /// `registerAddress`.
+    /// `registerAddress`. An `ip:port`, or written as `start_register.php` writes it:
+    /// `text://0.0.0.0:1236` (any case; the scheme is dropped, it is the only one that fits).
+    #[serde(deserialize_with = "text_address")]
     pub listen: String,
     /// GatewayWorker's `secretKey`; PHP peers send it in plain text, so it is not our `secret`.
     pub secret_key: String,
@@ -63,6 +65,16 @@ impl GatewayGatewayWorker {
     }
 }
 
+/// An address as `new Register('text://0.0.0.0:1236')` takes it: the `text://` scheme (any
+/// case) is dropped; any other stays, for validation to refuse.
+fn text_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let value = String::deserialize(d)?;
+    Ok(match value.split_once("://") {
+        Some((scheme, addr)) if scheme.eq_ignore_ascii_case("text") => addr.trim_end_matches('/').to_string(),
+        _ => value,
+    })
+}
+
 fn problem(key: &str, reason: String) -> Problem {
     Problem { key: format!("gatewayworker.{key}"), reason }
 }
@@ -71,6 +83,14 @@ impl Validate for RegisterGatewayWorker {
     fn validate(&self) -> Vec<Problem> {
         match self.listen.parse::<SocketAddr>() {
             Ok(_) => Vec::new(),
+            Err(_) if self.listen.contains("://") => vec![problem(
+                "listen",
+                format!(
+                    "{:?}: GatewayWorker's register speaks text:// only (new Register('text://0.0.0.0:1236')); \
+                     write the IP:port, or text://IP:port",
+                    self.listen
+                ),
+            )],
             Err(_) => vec![problem("listen", format!("{:?} is not an IP:port address to listen on", self.listen))],
         }
     }
@@ -124,6 +144,14 @@ mod tests {
         assert_eq!(php.registers, ["127.0.0.1:1236"]);
         let r: RegisterConfig = toml::from_str("[gatewayworker]\nsecret_key = \"k\"\n").unwrap();
         assert_eq!(r.gatewayworker.unwrap().listen, "127.0.0.1:1236");
+        // As start_register.php writes it.
+        let r: RegisterConfig = toml::from_str("[gatewayworker]\nlisten = \"Text://0.0.0.0:1236\"\n").unwrap();
+        let php = r.gatewayworker.unwrap();
+        assert_eq!(php.listen, "0.0.0.0:1236");
+        assert!(php.validate().is_empty());
+        let r: RegisterConfig = toml::from_str("[gatewayworker]\nlisten = \"websocket://0.0.0.0:1236\"\n").unwrap();
+        let refused = r.gatewayworker.unwrap().validate();
+        assert!(refused[0].to_string().contains("speaks text:// only"), "{refused:?}");
         assert!(toml::from_str::<GatewayConfig>("[gatewayworker]\nlan_ip = \"x\"\n").is_err());
     }
 

@@ -6,6 +6,7 @@
 //! the secret, the node name and the log format (see [`env`]).
 
 mod env;
+mod files;
 mod gatewayworker;
 mod types;
 mod validate;
@@ -27,23 +28,30 @@ pub trait DaemonConfig: serde::de::DeserializeOwned + Default + Validate + EnvOv
     fn process(&self) -> &ProcessConfig;
     /// How long a graceful stop may take before `stop` forces it.
     fn grace(&self) -> std::time::Duration;
+    /// Problems with the files the configuration names (TLS certificates and keys), checked by
+    /// `start` only: `stop` and `status` need not read them, and an operator running them may
+    /// not be allowed to.
+    fn check_files(&self) -> Vec<Problem> {
+        Vec::new()
+    }
 }
 
 macro_rules! daemon_config {
-    ($($t:ty => $grace:expr),*) => {$(
+    ($($t:ty => $grace:expr, $files:expr);*) => {$(
         impl DaemonConfig for $t {
             fn log(&self) -> &LogConfig { &self.log }
             fn node_name(&self) -> &str { &self.name }
             fn process(&self) -> &ProcessConfig { &self.process }
             fn grace(&self) -> std::time::Duration { $grace(self) }
+            fn check_files(&self) -> Vec<Problem> { $files(self) }
         }
     )*};
 }
 daemon_config!(
-    RegisterConfig => |_: &RegisterConfig| std::time::Duration::from_secs(3),
-    GatewayConfig => |c: &GatewayConfig| c.grace_period,
-    WorkerConfig => |c: &WorkerConfig| c.grace_period,
-    HttpApiConfig => |c: &HttpApiConfig| c.grace_period
+    RegisterConfig => |_: &RegisterConfig| std::time::Duration::from_secs(3), |_: &RegisterConfig| Vec::new();
+    GatewayConfig => |c: &GatewayConfig| c.grace_period, files::gateway;
+    WorkerConfig => |c: &WorkerConfig| c.grace_period, |_: &WorkerConfig| Vec::new();
+    HttpApiConfig => |c: &HttpApiConfig| c.grace_period, files::http_api
 );
 
 use std::path::{Path, PathBuf};

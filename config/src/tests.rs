@@ -324,3 +324,56 @@ fn http_api_max_response_has_a_floor() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].to_string(), "max_response: 1000 is below 65536 bytes");
 }
+
+#[test]
+fn what_a_php_user_writes_is_accepted() {
+    // start_gateway.php's `new Gateway("Websocket://0.0.0.0:7272")` and `$gateway->pingInterval = 0`,
+    // which turns the heartbeat off whatever pingNotResponseLimit says.
+    let text = "listen = \"Websocket://0.0.0.0:7272\"\nping_interval = \"0s\"\n";
+    let config: GatewayConfig = parse(text, Path::new("g.toml")).unwrap();
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    assert_eq!(config.effective_listeners()[0].url, "websocket://0.0.0.0:7272");
+    // Any protocol PHP's Gateway takes, any case, here or in [[listeners]].
+    let config: GatewayConfig = parse("listen = \"Text://127.0.0.1:7272\"\n", Path::new("g.toml")).unwrap();
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    assert_eq!(config.effective_listeners()[0].url, "text://127.0.0.1:7272");
+    let text = "[[listeners]]\nurl = \"WebSocket://127.0.0.1:7272\"\n[[listeners]]\nurl = \"FRAME://127.0.0.1:7273\"\n";
+    let config: GatewayConfig = parse(text, Path::new("g.toml")).unwrap();
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    let urls: Vec<String> = config.effective_listeners().into_iter().map(|l| l.url).collect();
+    assert_eq!(urls, ["websocket://127.0.0.1:7272", "frame://127.0.0.1:7273"]);
+    // TLS needs its files, which only [[listeners]] can name; an unknown scheme is named.
+    let config: GatewayConfig = parse("listen = \"wss://127.0.0.1:7272\"\n", Path::new("g.toml")).unwrap();
+    let problems: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("listen: \"wss://127.0.0.1:7272\" is a TLS listener"), "{problems:?}");
+    let config: GatewayConfig = parse("listen = \"http://127.0.0.1:7272\"\n", Path::new("g.toml")).unwrap();
+    let problems: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
+    assert!(problems[0].starts_with("listen: unknown scheme \"http\""), "{problems:?}");
+}
+
+/// The first ```toml block after `heading` in `text`.
+fn toml_block_after<'a>(text: &'a str, heading: &str) -> &'a str {
+    let from = text.find(heading).unwrap_or_else(|| panic!("no {heading:?}"));
+    let rest = &text[from..];
+    let start = rest.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = rest[start..].find("```").expect("the end of the block");
+    &rest[start..start + end]
+}
+
+#[test]
+fn the_migration_guide_shows_the_shipped_gatewayworker_configs() {
+    let guide = std::fs::read_to_string(shipped("../docs/migrating-from-gatewayworker.md")).unwrap();
+    let unindent = |block: &str| block.lines().map(str::trim_start).collect::<Vec<_>>().join("\n");
+    let register = unindent(toml_block_after(&guide, "2. Write `register.toml`"));
+    let shown: RegisterConfig = parse(&register, Path::new("guide")).unwrap();
+    let file: RegisterConfig = load(Some(&shipped("register-gatewayworker.toml")), no_env).unwrap();
+    assert_eq!(shown, file, "the guide's register.toml and configs/register-gatewayworker.toml differ");
+    let gateway = unindent(toml_block_after(&guide, "3. Write `gateway.toml`"));
+    let shown: GatewayConfig = parse(&gateway, Path::new("guide")).unwrap();
+    let file: GatewayConfig = load(Some(&shipped("gateway-gatewayworker.toml")), no_env).unwrap();
+    assert_eq!(shown, file, "the guide's gateway.toml and configs/gateway-gatewayworker.toml differ");
+    // Both follow workerman-chat's start_gateway.php.
+    assert_eq!(file.ping_interval, std::time::Duration::from_secs(10), "$gateway->pingInterval = 10");
+    assert_eq!(file.gatewayworker.expect("[gatewayworker]").listen, "127.0.0.1:2300", "lanIp:startPort");
+}

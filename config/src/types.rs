@@ -233,7 +233,9 @@ pub struct ListenerConfig {
 pub struct GatewayConfig {
     /// Node name (logs, the files in `[process]`).
     pub name: String,
-    /// Public WebSocket listener for clients.
+    /// Public listener for clients: `IP:port` for WebSocket, or a listener URL as PHP's
+    /// `new Gateway("Websocket://0.0.0.0:7272")` takes it (`websocket://`, `text://`, `frame://`,
+    /// `tcp://`, any case). Ignored when `listeners` is not empty.
     pub listen: String,
     /// Internal listener for business workers and gateway clients.
     pub internal_listen: String,
@@ -261,11 +263,13 @@ pub struct GatewayConfig {
     /// Public listeners. When empty, one WebSocket listener on `listen`.
     pub listeners: Vec<ListenerConfig>,
     /// GatewayWorker's `pingInterval`: every interval the gateway sends `ping_data` to each
-    /// client (a WebSocket ping frame when `ping_data` is empty); `0s` turns heartbeats off.
+    /// client (a WebSocket ping frame when `ping_data` is empty); `0s` turns heartbeats off, and
+    /// with them `ping_not_response_limit`, as in GatewayWorker.
     #[serde(with = "humantime_serde")]
     pub ping_interval: Duration,
     /// GatewayWorker's `pingNotResponseLimit`: a client that sent nothing for this many intervals
-    /// is closed (and its `on_close` delivered); 0 never closes for silence.
+    /// is closed (and its `on_close` delivered); 0 never closes for silence. Unlike
+    /// GatewayWorker's 0, the default is 2.
     pub ping_not_response_limit: u32,
     /// GatewayWorker's `pingData`.
     pub ping_data: String,
@@ -344,19 +348,30 @@ impl Default for GatewayConfig {
 }
 
 impl GatewayConfig {
-    /// The public listeners: `listeners`, or one WebSocket listener on `listen`.
+    /// The public listeners: `listeners`, or one listener on `listen` (WebSocket unless `listen`
+    /// is a URL naming another protocol).
+    /// Schemes come lowercase, however they were written (`Websocket://` as in PHP).
     pub fn effective_listeners(&self) -> Vec<ListenerConfig> {
-        if !self.listeners.is_empty() {
-            return self.listeners.clone();
+        let mut listeners = if self.listeners.is_empty() {
+            let url =
+                if self.listen.contains("://") { self.listen.clone() } else { format!("websocket://{}", self.listen) };
+            vec![ListenerConfig {
+                url,
+                max_message_size: None,
+                tls_cert: None,
+                tls_key: None,
+                origins: Vec::new(),
+                paths: Vec::new(),
+            }]
+        } else {
+            self.listeners.clone()
+        };
+        for l in &mut listeners {
+            if let Some((scheme, rest)) = l.url.split_once("://") {
+                l.url = format!("{}://{rest}", scheme.to_ascii_lowercase());
+            }
         }
-        vec![ListenerConfig {
-            url: format!("websocket://{}", self.listen),
-            max_message_size: None,
-            tls_cert: None,
-            tls_key: None,
-            origins: Vec::new(),
-            paths: Vec::new(),
-        }]
+        listeners
     }
 
     /// The address announced to registers.

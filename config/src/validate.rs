@@ -44,6 +44,24 @@ impl Problems {
         }
     }
 
+    /// The gateway's `listen`: an `IP:port` for WebSocket, or a listener URL without TLS the way
+    /// PHP's `new Gateway("Websocket://0.0.0.0:7272")` takes it (TLS needs `[[listeners]]`
+    /// for its certificate).
+    fn public_listen(&mut self, value: &str) {
+        if !value.contains("://") {
+            self.bind_addr("listen", value);
+            return;
+        }
+        match parse_listener_url(value) {
+            Ok(u) if u.tls => self.add(
+                "listen",
+                format!("{value:?} is a TLS listener: declare it in [[listeners]] with its tls_cert and tls_key"),
+            ),
+            Ok(_) => {}
+            Err(e) => self.add("listen", e),
+        }
+    }
+
     /// A peer address: a host name or IP, and a port.
     fn peer_addr(&mut self, key: &str, value: &str) {
         if let Err(reason) = check_host_port(value) {
@@ -265,10 +283,11 @@ pub struct ListenerUrl {
 }
 
 /// Parses `websocket://host:port`, `wss://…`, `text[+tls]://…`, `frame[+tls]://…`, `tcp[+tls]://…`.
+/// The scheme is read in any case, as Workerman does (`Websocket://0.0.0.0:7272`).
 pub fn parse_listener_url(url: &str) -> Result<ListenerUrl, String> {
     let (scheme, addr) =
         url.split_once("://").ok_or_else(|| format!("{url:?} has no scheme (e.g. websocket://0.0.0.0:7272)"))?;
-    let (protocol, tls) = match scheme {
+    let (protocol, tls) = match scheme.to_ascii_lowercase().as_str() {
         "websocket" | "ws" => ("websocket", false),
         "wss" | "websocket+tls" => ("websocket", true),
         "text" => ("text", false),
@@ -277,9 +296,9 @@ pub fn parse_listener_url(url: &str) -> Result<ListenerUrl, String> {
         "frame+tls" => ("frame", true),
         "tcp" => ("tcp", false),
         "tcp+tls" => ("tcp", true),
-        other => {
+        _ => {
             return Err(format!(
-                "unknown scheme {other:?}: use websocket, wss, text, frame or tcp (with +tls for TLS)"
+                "unknown scheme {scheme:?}: use websocket, wss, text, frame or tcp (with +tls for TLS)"
             ));
         }
     };
@@ -292,7 +311,7 @@ impl Validate for GatewayConfig {
     fn validate(&self) -> Vec<Problem> {
         let mut p = Problems::default();
         p.name(&self.name);
-        p.bind_addr("listen", &self.listen);
+        p.public_listen(&self.listen);
         for (i, l) in self.listeners.iter().enumerate() {
             let key = format!("listeners[{i}]");
             match parse_listener_url(&l.url) {
@@ -317,9 +336,6 @@ impl Validate for GatewayConfig {
             {
                 p.add(format!("{key}.max_message_size"), format!("{m} is outside 16..=67108864 bytes"));
             }
-        }
-        if self.ping_not_response_limit > 0 && self.ping_interval.is_zero() {
-            p.add("ping_not_response_limit", "needs a ping_interval above 0s");
         }
         if self.max_connections == 0 {
             p.add("max_connections", "must be at least 1");

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use gw_config::DaemonConfig;
+use gw_config::{ConfigError, DaemonConfig};
 
 use crate::control_client::Control;
 use crate::runner::{ProcessRole, RunContext};
@@ -100,6 +100,15 @@ where
     };
     let ctl = Control::new(spec, &config);
     let command = cli.command.clone().unwrap_or(Command::Start { daemon: false });
+    // Before anything stops or starts, so a `restart` with a bad certificate path leaves the
+    // running node alone.
+    if matches!(command, Command::Start { .. } | Command::Restart { .. }) {
+        let problems = config.check_files();
+        if !problems.is_empty() {
+            eprintln!("{}: {}", spec.binary, ConfigError::Invalid { path: cli.config.clone(), problems });
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     match command {
         Command::Start { daemon } => start(spec, &cli, config, daemon, ProcessRole::Main, run),
         Command::Child { index, generation } => {

@@ -133,39 +133,94 @@ impl Control {
             return ExitCode::from(EXIT_FAILURE);
         }
         let Some(pid) = pidfile::running(&self.pid_file) else { return self.not_running() };
+        // The master counts finished and failed reloads: their change says this reload ended,
+        // however fast it was (a state polled now and then can miss a short "reloading").
+        let before = match self.reload_counts() {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        let before_state = if before.failed.is_none() { self.master_state(pid) } else { None };
         let started = Instant::now();
         if let Err(e) = pidfile::signal(pid, pidfile::Sig::SIGUSR1) {
             eprintln!("cannot signal pid {pid}: {e}");
             return ExitCode::from(EXIT_FAILURE);
         }
         println!("reloading {} (master pid {pid}): replacing worker processes one at a time ...", self.what());
-        // Wait until the master reports the reload finished.
         let deadline = started + Duration::from_secs(600);
-        let mut seen_reloading = false;
         loop {
-            std::thread::sleep(Duration::from_millis(100));
-            match self.ask(control::Request::Status) {
-                Ok(control::Response::Status(rows)) => {
-                    let master = rows.iter().find(|r| r.pid == pid);
-                    let reloading = master.is_some_and(|m| m.state.starts_with("reloading"));
-                    seen_reloading |= reloading;
-                    if !reloading && (seen_reloading || started.elapsed() > Duration::from_secs(2)) {
-                        let state = master.map(|m| m.state.clone()).unwrap_or_default();
-                        if state.contains("failed") {
-                            eprintln!("reload failed: {state}");
-                            return ExitCode::from(EXIT_FAILURE);
-                        }
-                        println!("reload complete in {:.1}s", started.elapsed().as_secs_f64());
-                        return ExitCode::SUCCESS;
-                    }
-                }
-                Ok(_) => {}
+            std::thread::sleep(Duration::from_millis(50));
+            let now = match self.reload_counts() {
+                Ok(c) => c,
                 Err(code) => return code,
+            };
+            // A master older than the failure count says so in its state only.
+            let failed = match (before.failed, now.failed) {
+                (Some(b), Some(n)) => n > b,
+                _ => self.master_state(pid).is_some_and(|s| s.contains("failed") && Some(&s) != before_state.as_ref()),
+            };
+            if failed {
+                eprintln!("reload failed: {}", self.master_state(pid).unwrap_or_default());
+                return ExitCode::from(EXIT_FAILURE);
+            }
+            if now.done > before.done {
+                // The master's own measure; a master too old to report it is timed from here.
+                let took = now.last_seconds.unwrap_or_else(|| started.elapsed().as_secs_f64());
+                println!("reload complete in {}", seconds(took));
+                return ExitCode::SUCCESS;
             }
             if Instant::now() > deadline {
                 eprintln!("reload still running after 10 minutes; check the log");
                 return ExitCode::from(EXIT_FAILURE);
             }
         }
+    }
+
+    /// The state `status` shows for the master `pid`.
+    fn master_state(&self, pid: u32) -> Option<String> {
+        match self.ask(control::Request::Status) {
+            Ok(control::Response::Status(rows)) => rows.into_iter().find(|r| r.pid == pid).map(|m| m.state),
+            _ => None,
+        }
+    }
+
+    /// The master's reload counters, from its metrics.
+    fn reload_counts(&self) -> Result<ReloadCounts, ExitCode> {
+        let control::Response::Metrics(families) = self.ask(control::Request::Metrics)? else {
+            return Err(ExitCode::from(EXIT_FAILURE));
+        };
+        let value = |name: &str| {
+            families.iter().find(|f| f.name == name).and_then(|f| f.samples.iter().find(|s| s.labels.is_empty()))
+        };
+        let Some(done) = value("gw_worker_reloads_total") else {
+            eprintln!("{} does not report its reloads; is it a business-worker master?", self.what());
+            return Err(ExitCode::from(EXIT_FAILURE));
+        };
+        Ok(ReloadCounts {
+            done: done.value as u64,
+            failed: value("gw_worker_reload_failures_total").map(|s| s.value as u64),
+            last_seconds: value("gw_worker_last_reload_seconds").map(|s| s.value),
+        })
+    }
+}
+
+/// What a business-worker master has counted of its reloads.
+#[derive(Debug, Clone, Copy)]
+struct ReloadCounts {
+    /// Completed reloads.
+    done: u64,
+    /// Failed reloads, if the master counts them.
+    failed: Option<u64>,
+    /// How long the last completed one took, if the master says.
+    last_seconds: Option<f64>,
+}
+
+/// A duration for people: `0.012s`, `2.4s`, `95s`.
+fn seconds(s: f64) -> String {
+    if s < 1.0 {
+        format!("{s:.3}s")
+    } else if s < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{s:.0}s")
     }
 }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use gw_config::DaemonConfig;
 
 use crate::cli::{Cli, Spec};
-use crate::{EXIT_FAILURE, control, pidfile};
+use crate::start::already_running;
+use crate::{EXIT_CONFIG, EXIT_FAILURE, control, pidfile};
 
 /// Environment variable marking the process that `start -d` detached.
 pub(crate) const DETACHED_ENV: &str = "GW_DETACHED";
@@ -19,8 +20,7 @@ pub(crate) fn detach<C: DaemonConfig>(spec: Spec, cli: &Cli, config: &C) -> Exit
     let process = config.process();
     let pid_file = process.pid_file(name);
     if let Some(pid) = pidfile::running(&pid_file) {
-        eprintln!("{} {name:?} is already running (pid {pid}); refusing to start a second one", spec.binary);
-        return ExitCode::from(EXIT_FAILURE);
+        return already_running(spec, name, pid, &pid_file);
     }
     let log_path = process.log_file(name);
     if let Some(dir) = log_path.parent() {
@@ -33,6 +33,8 @@ pub(crate) fn detach<C: DaemonConfig>(spec: Spec, cli: &Cli, config: &C) -> Exit
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    // The log is appended to across starts: what this attempt wrote begins here.
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
@@ -73,13 +75,12 @@ pub(crate) fn detach<C: DaemonConfig>(spec: Spec, cli: &Cli, config: &C) -> Exit
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            eprintln!("{} {name:?} failed to start ({status}); last lines of {}:", spec.binary, log_path.display());
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            for l in &lines[lines.len().saturating_sub(15)..] {
-                eprintln!("  {l}");
-            }
-            return ExitCode::from(EXIT_FAILURE);
+            report_failed_start(spec, name, status, &log_path, log_start);
+            // A configuration error found by the daemon is still one (64).
+            return match status.code() {
+                Some(code) if code == i32::from(EXIT_CONFIG) => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::from(EXIT_FAILURE),
+            };
         }
         let answered = rt.block_on(control::ask(&socket, control::Request::Status, Duration::from_millis(500))).is_ok();
         if answered && pidfile::running(&pid_file) == Some(child.id()) {
@@ -97,5 +98,28 @@ pub(crate) fn detach<C: DaemonConfig>(spec: Spec, cli: &Cli, config: &C) -> Exit
             return ExitCode::from(EXIT_FAILURE);
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Lines of the log shown when a detached start fails.
+const SHOWN_LINES: usize = 15;
+
+/// Says that the detached daemon exited with `status`, with the last lines it wrote to the log:
+/// only this attempt's (from byte `from` on), never an earlier run's.
+fn report_failed_start(spec: Spec, name: &str, status: std::process::ExitStatus, log: &std::path::Path, from: u64) {
+    let text = std::fs::read(log).unwrap_or_default();
+    // Shorter than before: rotated or truncated meanwhile, so all of it is this attempt's.
+    let from = usize::try_from(from).ok().filter(|&f| f <= text.len()).unwrap_or(0);
+    let ours = String::from_utf8_lossy(&text[from..]);
+    let lines: Vec<&str> = ours.lines().collect();
+    if lines.is_empty() {
+        eprintln!("{} {name:?} failed to start ({status}) and wrote nothing to {}", spec.binary, log.display());
+        return;
+    }
+    let shown = &lines[lines.len().saturating_sub(SHOWN_LINES)..];
+    let which = if shown.len() < lines.len() { "last lines" } else { "what it wrote" };
+    eprintln!("{} {name:?} failed to start ({status}); {which} in {}:", spec.binary, log.display());
+    for l in shown {
+        eprintln!("  {l}");
     }
 }

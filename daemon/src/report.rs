@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::table::{Align, Table};
+
 /// One process in `status`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProcessStatus {
@@ -148,33 +150,45 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-/// The `status` table, Workerman style, with a summary line.
+/// The `status` table, Workerman style, with a summary line. Columns are as wide as their
+/// widest cell; a process listening on several addresses shows one per line.
 pub fn status_table(title: &str, rows: &[ProcessStatus]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "{:-^110}", format!(" {title} "));
-    let _ = writeln!(
-        out,
-        "{:<8} {:>7}  {:<22} {:<14} {:>8} {:>10} {:>10} {:>8} {:>8}  state",
-        "pid", "memory", "listen", "name", "conns", "msg_in", "msg_out", "dropped", "req/s"
-    );
+    use Align::{Left, Right};
+    let mut table = Table::new(&[
+        ("pid", Left),
+        ("memory", Right),
+        ("listen", Left),
+        ("name", Left),
+        ("conns", Right),
+        ("msg_in", Right),
+        ("msg_out", Right),
+        ("dropped", Right),
+        ("req/s", Right),
+        ("state", Left),
+    ]);
     for r in rows {
-        let listen = if r.listen.is_empty() { "-".to_string() } else { r.listen.join(",") };
-        let _ = writeln!(
-            out,
-            "{:<8} {:>7}  {:<22} {:<14} {:>8} {:>10} {:>10} {:>8} {:>8.1}  {}",
-            r.pid,
+        table.row(vec![
+            r.pid.to_string(),
             human_bytes(r.memory),
-            listen,
-            r.name,
-            r.connections,
-            r.messages_in,
-            r.messages_out,
-            r.dropped,
-            r.requests_per_sec,
-            r.state
-        );
+            if r.listen.is_empty() { "-".to_string() } else { r.listen.join("\n") },
+            r.name.clone(),
+            r.connections.to_string(),
+            r.messages_in.to_string(),
+            r.messages_out.to_string(),
+            r.dropped.to_string(),
+            format!("{:.1}", r.requests_per_sec),
+            r.state.clone(),
+        ]);
     }
-    let _ = writeln!(out, "{:-^110}", "");
+    let lines = table.lines();
+    // The rules span the table, and at least the title.
+    let rule = lines.iter().map(|l| l.chars().count()).max().unwrap_or(0).max(title.chars().count() + 4);
+    let mut out = String::new();
+    let _ = writeln!(out, "{:-^rule$}", format!(" {title} "));
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = writeln!(out, "{:-^rule$}", "");
     let mut admins = rows.iter().filter_map(|r| r.admin.as_ref().map(|a| (r.pid, a))).peekable();
     if admins.peek().is_none() {
         let _ = writeln!(out, "metrics: off (process.admin is empty)");
@@ -200,27 +214,39 @@ pub fn status_table(title: &str, rows: &[ProcessStatus]) -> String {
 
 /// The `connections` table.
 pub fn connections_table(rows: &[ConnectionRow]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<44} {:<24} {:<16} {:<24} {:>10} {:>10} {:>6}",
-        "client_id", "peer", "uid", "groups", "bytes_in", "bytes_out", "queue"
-    );
+    use Align::{Left, Right};
+    let mut table = Table::new(&[
+        ("client_id", Left),
+        ("peer", Left),
+        ("uid", Left),
+        ("groups", Left),
+        ("bytes_in", Right),
+        ("bytes_out", Right),
+        ("queue", Right),
+    ]);
     for r in rows {
-        let _ = writeln!(
-            out,
-            "{:<44} {:<24} {:<16} {:<24} {:>10} {:>10} {:>6}",
-            r.client_id,
-            r.peer,
-            r.uid.as_deref().unwrap_or("-"),
-            if r.groups.is_empty() { "-".to_string() } else { r.groups.join(",") },
-            r.bytes_in,
-            r.bytes_out,
-            r.queue_len
-        );
+        table.row(vec![
+            r.client_id.clone(),
+            r.peer.clone(),
+            r.uid.as_deref().map_or_else(|| "-".into(), printable),
+            if r.groups.is_empty() { "-".to_string() } else { printable(&r.groups.join(",")) },
+            r.bytes_in.to_string(),
+            r.bytes_out.to_string(),
+            r.queue_len.to_string(),
+        ]);
+    }
+    let mut out = String::new();
+    for line in table.lines() {
+        let _ = writeln!(out, "{line}");
     }
     let _ = writeln!(out, "{} connection(s)", rows.len());
     out
+}
+
+/// Control characters escaped: uids and groups come from applications and clients, and must
+/// neither break a row into lines nor reach the operator's terminal as escape sequences.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// Resident memory of this process, from `/proc/self/statm`.
@@ -263,5 +289,55 @@ mod tests {
             t.contains("metrics: http://127.0.0.1:9100/metrics  health: http://127.0.0.1:9100/health  (pid 7)"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn status_columns_stay_aligned_with_long_listen_lists_and_names() {
+        let rows = vec![
+            ProcessStatus {
+                pid: 4242,
+                name: "a-gateway-with-a-rather-long-name".into(),
+                listen: vec![
+                    "websocket://0.0.0.0:17272".into(),
+                    "text+tls://[2001:db8::1]:17273".into(),
+                    "127.0.0.1:12900".into(),
+                ],
+                connections: 123_456,
+                state: "running, 2 worker(s)".into(),
+                ..Default::default()
+            },
+            ProcessStatus { pid: 7, name: "w".into(), connections: 1, state: "running".into(), ..Default::default() },
+        ];
+        let t = status_table("gateway \"g\"", &rows);
+        let lines: Vec<&str> = t.lines().collect();
+        let header = lines[1];
+        // Where each right-aligned number column ends in the header, it ends in every row.
+        let end_of = |line: &str, word: &str| line.find(word).map(|i| i + word.len());
+        let conns = end_of(header, "conns").unwrap();
+        let state = header.find("state").unwrap();
+        assert_eq!(end_of(lines[2], "123456"), Some(conns), "{t}");
+        assert_eq!(lines[2].find("running, 2"), Some(state), "{t}");
+        let w = lines.iter().find(|l| l.starts_with("7 ")).expect("the second process");
+        assert_eq!(w.find("running"), Some(state), "{t}");
+        // One listen address per line, in the listen column.
+        let listen = header.find("listen").unwrap();
+        assert_eq!(lines[3].find("text+tls"), Some(listen), "{t}");
+        assert_eq!(lines[4].trim_end(), format!("{}127.0.0.1:12900", " ".repeat(listen)), "{t}");
+        // The rules span the widest line.
+        let widest = lines[1..lines.len() - 3].iter().map(|l| l.len()).max().unwrap();
+        assert_eq!(lines[0].len(), widest, "{t}");
+    }
+
+    #[test]
+    fn connection_rows_stay_one_line_whatever_the_uid_holds() {
+        let rows = vec![ConnectionRow {
+            client_id: "c1".into(),
+            uid: Some("evil\n\u{1b}[2Juid".into()),
+            groups: vec!["g\r1".into()],
+            ..Default::default()
+        }];
+        let t = connections_table(&rows);
+        assert_eq!(t.lines().count(), 3, "{t}");
+        assert!(t.contains("evil\\n\\u{1b}[2Juid") && t.contains("g\\r1"), "{t}");
     }
 }

@@ -164,8 +164,8 @@ where
             shutdown.cancelled().await;
             tokio::time::sleep(grace + Duration::from_secs(3)).await;
         } => {
-            tracing::error!(grace = ?grace, "graceful stop overran the grace period; exiting now");
-            Err(anyhow::anyhow!("graceful stop overran the grace period of {grace:?}"))
+            // Reported (once) by whoever handles the error.
+            Err(anyhow::anyhow!("graceful stop overran the grace period of {grace:?}; exiting now"))
         }
     };
     servers_stop.cancel();

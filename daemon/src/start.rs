@@ -11,6 +11,7 @@ use gw_config::{DaemonConfig, LogConfig, LogFormat};
 
 use crate::cli::{Cli, Spec};
 use crate::detach::{DETACHED_ENV, detach};
+use crate::failure::report_failure;
 use crate::runner::{self, ProcessRole, RunContext};
 use crate::{EXIT_FAILURE, control, pidfile};
 
@@ -33,6 +34,19 @@ pub fn init_tracing(log: &LogConfig) {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// Refuses a second start of node `name`, and says how to run another node of the same kind
+/// beside it: a newcomer's second gateway with the default name lands here.
+pub(crate) fn already_running(spec: Spec, name: &str, pid: u32, pid_file: &Path) -> ExitCode {
+    eprintln!(
+        "{} {name:?} is already running (pid {pid}); refusing to start a second one. To run another {} on \
+         this host, give it its own `name`: its pid file ({}), log file and control socket are named after it.",
+        spec.binary,
+        spec.binary,
+        pid_file.display()
+    );
+    ExitCode::from(EXIT_FAILURE)
 }
 
 /// The async runtime with `threads` threads (`process.threads`): 0 is one per CPU core; 1 runs
@@ -58,10 +72,11 @@ where
 {
     let name = config.node_name().to_string();
     let process = config.process().clone();
+    let log = config.log().clone();
     if daemon && std::env::var_os(DETACHED_ENV).is_none() {
         return detach(spec, cli, &config);
     }
-    init_tracing(config.log());
+    init_tracing(&log);
     let (pid_file, socket) = match role {
         ProcessRole::Main => (Some(process.pid_file(&name)), process.control_socket(&name)),
         // Named after the master too: a new master never collides with an orphan of an old one.
@@ -71,8 +86,7 @@ where
     };
     let _pid = match pid_file.as_deref().map(pidfile::PidFile::acquire) {
         Some(Err(pidfile::PidFileError::Running(pid))) => {
-            eprintln!("{} {name:?} is already running (pid {pid}); refusing to start a second one", spec.binary);
-            return ExitCode::from(EXIT_FAILURE);
+            return already_running(spec, &name, pid, pid_file.as_deref().unwrap_or(Path::new("")));
         }
         Some(Err(e)) => {
             eprintln!("{}: {e}", spec.binary);
@@ -112,8 +126,7 @@ where
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "{} failed", spec.binary);
-            eprintln!("{}: {e:#}", spec.binary);
+            report_failure(spec.binary, &log, &e);
             ExitCode::from(EXIT_FAILURE)
         }
     }

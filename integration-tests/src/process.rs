@@ -25,6 +25,7 @@ pub fn bin_path(name: &str) -> PathBuf {
             "business-worker" => "gw-chat-demo",
             "gatewayrs" => "gatewayrs",
             "chat-web" => "gw-chat-demo",
+            "http-api" => "gw-http-api",
             other => panic!("unknown binary {other}"),
         };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

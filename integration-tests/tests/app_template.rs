@@ -125,15 +125,17 @@ async fn the_template_runs_as_a_daemon_and_reloads_its_rebuilt_binary_without_lo
 fn a_bad_app_config_section_is_reported_with_the_rest_and_exits_64() {
     let bin = build_template();
     let dir = temp_dir("template-bad");
-    let cfg = write_config(&dir, "bad.toml", "count = 0\n[app_config]\ngreeting = \"hi\"\ncolour = \"red\"\n");
+    // Every problem in one round: the worker's, the section's unknown key and its bad value.
+    let cfg = write_config(&dir, "bad.toml", "count = 0\n[app_config]\ngreeting = \" \"\ncolour = \"red\"\n");
     let out = cli(&bin, &["--config", cfg.to_str().unwrap(), "start"]);
     assert_eq!(out.code, Some(64), "{}", out.text());
     assert!(out.stderr.contains("count: 0 is outside 1..=256"), "{}", out.stderr);
     assert!(
-        out.stderr.contains("app_config: unknown field `colour`, expected `greeting` or `reply_prefix`"),
+        out.stderr.contains("app_config.colour: unknown field `colour`, expected `greeting` or `reply_prefix`"),
         "{}",
         out.stderr
     );
+    assert!(out.stderr.contains("app_config.greeting: must not be empty"), "{}", out.stderr);
     let cfg = write_config(&dir, "empty.toml", "[app_config]\ngreeting = \" \"\n");
     let out = cli(&bin, &["--config", cfg.to_str().unwrap(), "status"]);
     assert_eq!(out.code, Some(64), "{}", out.text());

@@ -6,7 +6,7 @@ use std::time::Duration;
 use gw_integration_tests::process::{
     bin_path, cli, http_get, log_field as field, temp_dir, wait_for_file_line, worker_pids, write_config,
 };
-use gw_integration_tests::{RegisterHandle, WsClient, eventually};
+use gw_integration_tests::{GatewayHandle, RegisterHandle, WsClient, eventually, self_signed};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -36,6 +36,8 @@ async fn gateway_daemon_lifecycle_status_connections_and_refusals() {
         let out = cli(&gateway, args);
         assert_eq!(out.code, Some(1), "{}", out.text());
         assert!(out.text().contains(&format!("already running (pid {pid})")), "{}", out.text());
+        // A second gateway with the same (default) name lands here too: say how to run one.
+        assert!(out.stderr.contains("give it its own `name`"), "{}", out.text());
     }
 
     let line = wait_for_file_line(&dir.join("gw-cli.log"), "gateway listening", T);
@@ -211,6 +213,8 @@ fn a_failed_start_leaves_no_control_socket_or_pid_file_behind() {
             let out = cli(&bin_path("gateway"), &[&["--config", cfg.to_str().unwrap()][..], args].concat());
             assert_eq!(out.code, Some(1), "{name} {args:?}: {}", out.text());
             assert!(out.stderr.contains(why), "{name} {args:?}: {}", out.text());
+            // Said once: neither the cause repeated inside the message nor the message twice.
+            assert_eq!(out.stderr.matches("Address already in use").count(), 1, "{name} {args:?}: {}", out.text());
             for ext in ["sock", "pid"] {
                 let file = dir.join(format!("{name}.{ext}"));
                 assert!(!file.exists(), "{name} {args:?}: stale {} left behind", file.display());
@@ -361,5 +365,172 @@ async fn worker_processes_stop_when_their_master_is_killed() {
     for pid in children {
         eventually(T, "orphaned worker process stopped", || async move { !gw_daemon_alive(pid) }).await;
     }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_tls_file_that_cannot_be_used_is_a_config_error_said_once_before_anything_starts() {
+    let dir = temp_dir("cli-tls");
+    let (cert, key, _) = self_signed(&dir);
+    let gateway_config = |cert: &str, key: &str| {
+        format!(
+            "name = \"tls\"\ninternal_listen = \"127.0.0.1:0\"\n[[listeners]]\nurl = \"wss://127.0.0.1:0\"\n\
+             tls_cert = \"{cert}\"\ntls_key = \"{key}\"\n[process]\nrun_dir = \"{}\"\nadmin = \"\"\n",
+            dir.display()
+        )
+    };
+    let good = write_config(&dir, "good.toml", &gateway_config(&cert, &key));
+    let good = good.to_str().unwrap();
+    let gateway = bin_path("gateway");
+    // Real certificate files pass the check.
+    let out = cli(&gateway, &["--config", good, "start", "-d"]);
+    assert_eq!(out.code, Some(0), "{}", out.text());
+    let _guard = gw_integration_tests::process::StopOnPanic::new(&gateway, good);
+    let pid = std::fs::read_to_string(dir.join("tls.pid")).unwrap().trim().to_string();
+
+    let missing = write_config(&dir, "missing.toml", &gateway_config("/nonexistent/cert.pem", &key));
+    let swapped = write_config(&dir, "swapped.toml", &gateway_config(&key, &cert));
+    let cases = [
+        (missing.to_str().unwrap(), "listeners[0].tls_cert: cannot read /nonexistent/cert.pem: No such file"),
+        (swapped.to_str().unwrap(), "holds no PEM certificate"),
+    ];
+    for (cfg, why) in cases {
+        // `restart` checks before it stops anything: the running gateway is left alone.
+        for args in [&["start"][..], &["start", "-d"], &["restart", "-d"]] {
+            let out = cli(&gateway, &[&["--config", cfg][..], args].concat());
+            assert_eq!(out.code, Some(64), "{args:?}: {}", out.text());
+            assert_eq!(out.stderr.matches(why).count(), 1, "{args:?}: {}", out.text());
+            assert!(!out.stderr.contains("os error 2): "), "the cause is said once: {}", out.text());
+        }
+    }
+    assert!(gw_daemon_alive(pid.parse().unwrap()), "a refused restart left the running gateway alone");
+    assert_eq!(cli(&gateway, &["--config", good, "stop"]).code, Some(0));
+
+    let api = write_config(
+        &dir,
+        "api.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\ntls_cert = \"{cert}\"\ntls_key = \"/nonexistent/key.pem\"\n\
+             [process]\nrun_dir = \"{}\"\n",
+            dir.display()
+        ),
+    );
+    let out = cli(&bin_path("http-api"), &["--config", api.to_str().unwrap(), "start"]);
+    assert_eq!(out.code, Some(64), "{}", out.text());
+    assert!(out.stderr.contains("tls_key: cannot read /nonexistent/key.pem"), "{}", out.text());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_failed_detached_start_shows_only_what_this_attempt_logged() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let also_busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = temp_dir("cli-log-lines");
+    let config = |listen: std::net::SocketAddr| {
+        format!(
+            "name = \"again\"\nlisten = \"{listen}\"\ninternal_listen = \"127.0.0.1:0\"\n\
+             [process]\nrun_dir = \"{}\"\nadmin = \"\"\n",
+            dir.display()
+        )
+    };
+    let cfg = write_config(&dir, "g.toml", &config(busy.local_addr().unwrap()));
+    let cfg = cfg.to_str().unwrap();
+    let first = cli(&bin_path("gateway"), &["--config", cfg, "start", "-d"]);
+    assert_eq!(first.code, Some(1), "{}", first.text());
+    let first_port = busy.local_addr().unwrap().to_string();
+    assert!(first.stderr.contains(&first_port), "{}", first.text());
+
+    // The operator moves to another port, busy too: only the second failure is shown.
+    write_config(&dir, "g.toml", &config(also_busy.local_addr().unwrap()));
+    let second = cli(&bin_path("gateway"), &["--config", cfg, "start", "-d"]);
+    assert_eq!(second.code, Some(1), "{}", second.text());
+    assert!(second.stderr.contains(&also_busy.local_addr().unwrap().to_string()), "{}", second.text());
+    assert!(
+        !second.stderr.contains(&first_port),
+        "the first attempt's lines are not this attempt's:\n{}",
+        second.text()
+    );
+    let log = std::fs::read_to_string(dir.join("again.log")).unwrap();
+    assert!(log.contains(&first_port), "the log itself keeps both attempts:\n{log}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn reload_reports_the_duration_the_master_measured() {
+    let reg = RegisterHandle::start("").await;
+    // With a gateway to link to, as in use, a reload takes a few tens of milliseconds: shorter
+    // than the CLI's polling, which used to miss it and wait out a 2 s fallback.
+    let gw = GatewayHandle::start(&[reg.addr], "").await;
+    let dir = temp_dir("cli-reload-time");
+    let cfg = gw_integration_tests::process::echo_worker_config(&dir, "rt", 1, "", reg.addr, "");
+    let worker = bin_path("business-worker");
+    let out = cli(&worker, &["--config", &cfg, "start", "-d"]);
+    assert_eq!(out.code, Some(0), "{}", out.text());
+    let _guard = gw_integration_tests::process::StopOnPanic::new(&worker, &cfg);
+    gw_integration_tests::wait_for_workers(&gw, 1).await;
+    // Off the test's runtime, which runs the register and the gateway the new process links to.
+    let out = {
+        let (worker, cfg) = (worker.clone(), cfg.clone());
+        tokio::task::spawn_blocking(move || cli(&worker, &["--config", &cfg, "reload"])).await.unwrap()
+    };
+    assert_eq!(out.code, Some(0), "{}", out.text());
+    let said: f64 = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("reload complete in ")?.strip_suffix('s')?.parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {}", out.stdout));
+    let logged = wait_for_file_line(&dir.join("rt.log"), "\"reload complete\"", T);
+    let logged: serde_json::Value = serde_json::from_str(&logged).unwrap();
+    let logged = logged["fields"]["seconds"].as_f64().expect("seconds in the master's log line");
+    println!("reload said {said}s, the master measured {logged}s");
+    // Printed with 3 decimals under a second, 1 above.
+    let rounding = if logged < 1.0 { 0.0005 } else { 0.05 };
+    assert!(
+        (said - logged).abs() <= rounding + 1e-9,
+        "reload said {said}s, the master measured {logged}s:\n{}",
+        out.stdout
+    );
+    assert_eq!(cli(&worker, &["--config", &cfg, "stop"]).code, Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_reload_onto_a_broken_binary_fails_at_once_says_why_and_keeps_the_old_process() {
+    let reg = RegisterHandle::start("").await;
+    let (dir, bin, cfg) =
+        gw_integration_tests::process::start_reloadable_workers("cli-reload-broken", "echo", reg.addr, "", "");
+    // The build's CLI, as the copy in `dir` gets broken below.
+    let _guard = gw_integration_tests::process::StopOnPanic::new(&bin_path("business-worker"), &cfg);
+    let mut before = Vec::new();
+    eventually(T, "two worker processes", || {
+        before = worker_pids(&bin, &cfg, "rw");
+        let n = before.len();
+        async move { n == 2 }
+    })
+    .await;
+    // A deploy that went wrong: the new binary exits at once.
+    let broken = dir.join("broken");
+    std::fs::write(&broken, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&broken, &bin).unwrap();
+    // Twice: the second failure is told apart from the first one's state.
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        // The CLI from the build, not the broken file it would run otherwise.
+        let (b, c) = (bin_path("business-worker"), cfg.clone());
+        let out = tokio::task::spawn_blocking(move || cli(&b, &["--config", &c, "reload"])).await.unwrap();
+        assert_eq!(out.code, Some(1), "{}", out.text());
+        assert!(
+            out.stderr.contains(
+                "reload failed: running (last reload failed: new worker process 0 exited before it was ready"
+            ),
+            "{}",
+            out.text()
+        );
+        assert!(started.elapsed() < T, "told at once, not after a deadline");
+    }
+    assert_eq!(worker_pids(&bin_path("business-worker"), &cfg, "rw"), before, "the old processes keep running");
+    gw_integration_tests::process::install_binary(&bin);
+    assert_eq!(cli(&bin, &["--config", &cfg, "stop"]).code, Some(0));
     let _ = std::fs::remove_dir_all(dir);
 }

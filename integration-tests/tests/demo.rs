@@ -20,6 +20,35 @@ fn start_demo(host: &str) -> (Daemon, String) {
     (demo, url)
 }
 
+#[tokio::test]
+async fn the_first_screen_has_no_warning_under_a_low_open_files_limit() {
+    // 1,024 is the usual default; the demo's gateway would want 100,000 clients.
+    let mut demo = Daemon::spawn_exe(
+        std::path::Path::new("/bin/sh"),
+        &[
+            "-c",
+            "ulimit -n 1024 && exec \"$0\" \"$@\"",
+            gw_integration_tests::process::bin_path("gatewayrs").to_str().unwrap(),
+            "--web-port",
+            "0",
+            "--ws-port",
+            "0",
+            "--register-port",
+            "0",
+            "--internal-port",
+            "0",
+        ],
+        &[],
+    );
+    let line = demo.wait_for_line(T, "the websocket address", |l| l.trim_start().starts_with("websocket:"));
+    let url = line.split_whitespace().nth(1).unwrap().to_string();
+    let _ann = logged_in(&url, "Ann").await;
+    let output = demo.output();
+    assert!(!output.contains("WARN"), "the demo's first screen shows no warning:\n{output}");
+    demo.signal("TERM");
+    assert_eq!(demo.wait_exit(T), Some(0), "{}", demo.output());
+}
+
 /// Connects a chat client and logs it in; returns it once its own login is echoed.
 async fn logged_in(url: &str, name: &str) -> WsClient {
     let mut c = WsClient::connect(url).await;

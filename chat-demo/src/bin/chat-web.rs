@@ -102,11 +102,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let log = settings.log.clone();
     match runtime.block_on(serve(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "chat-web failed");
-            eprintln!("chat-web: {e:#}");
+            gw_daemon::report_failure("chat-web", &log, &e);
             ExitCode::FAILURE
         }
     }
