@@ -10,7 +10,6 @@
 //! client connection), `binding.rs` (which worker a client's events go to), `peer.rs` (one worker
 //! or gateway-client link), then `commands.rs` and `queries.rs` (what those links ask for).
 
-mod accept;
 mod announce;
 mod binding;
 mod client;
@@ -22,7 +21,7 @@ mod error;
 mod fds;
 pub mod framing;
 mod gateway;
-pub mod gatewayworker;
+mod gatewayworker;
 mod heartbeat;
 mod index;
 mod index_feed;
