@@ -12,8 +12,8 @@ pub mod error;
 mod node;
 pub mod openapi;
 pub mod routes;
+mod serve;
 mod stats;
-mod tls;
 pub mod types;
 
 use std::sync::Arc;
@@ -53,6 +53,17 @@ pub struct Api {
     openapi: String,
     tls: Option<tokio_rustls::TlsAcceptor>,
     grace: Duration,
+    limits: Limits,
+    throttles: serve::Throttles,
+}
+
+/// How much the server lets clients hold, and for how long.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    header_timeout: Duration,
+    body_timeout: Duration,
 }
 
 impl Api {
@@ -80,6 +91,13 @@ impl Api {
             openapi: openapi::document().to_string(),
             tls,
             grace: config.grace_period,
+            limits: Limits {
+                max_connections: config.max_connections,
+                max_connections_per_ip: config.max_connections_per_ip,
+                header_timeout: config.header_timeout,
+                body_timeout: config.body_timeout,
+            },
+            throttles: serve::Throttles::default(),
         }))
     }
 
@@ -97,49 +115,18 @@ impl Api {
 }
 
 /// Serves the API on `listener` (HTTPS if the config had TLS files) until `shutdown`, then lets
-/// requests in flight finish within the grace period.
+/// requests in flight finish within the grace period. Connections are capped and time-limited
+/// (`max_connections`, `header_timeout`, `body_timeout`); see `serve.rs`.
 pub async fn serve(api: Arc<Api>, listener: TcpListener, shutdown: CancellationToken) -> Result<(), HttpApiError> {
-    let app = routes::router(api.clone());
     let local = listener.local_addr()?;
-    let stopped = {
-        let shutdown = shutdown.clone();
-        async move { shutdown.cancelled().await }
-    };
-    let served = match api.tls.clone() {
-        Some(acceptor) => {
-            tracing::info!(listen = %local, "serving the HTTP API over TLS");
-            let listener = tls::TlsListener::new(listener, acceptor, shutdown.clone())?;
-            let server = axum::serve(listener, app).with_graceful_shutdown(stopped);
-            drain(server.into_future(), &shutdown, api.grace).await
-        }
-        None => {
-            tracing::info!(listen = %local, "serving the HTTP API");
-            let server = axum::serve(listener, app).with_graceful_shutdown(stopped);
-            drain(server.into_future(), &shutdown, api.grace).await
-        }
-    };
+    let max_connections = api.limits.max_connections;
+    match api.tls {
+        Some(_) => tracing::info!(listen = %local, max_connections, "serving the HTTP API over TLS"),
+        None => tracing::info!(listen = %local, max_connections, "serving the HTTP API"),
+    }
+    serve::serve(&api, listener, routes::router(api.clone()), &shutdown).await;
     api.gateway.shutdown().await;
-    served
-}
-
-/// Runs the server; once `shutdown` fires, gives it `grace` to finish requests in flight.
-async fn drain(
-    server: impl Future<Output = std::io::Result<()>>,
-    shutdown: &CancellationToken,
-    grace: Duration,
-) -> Result<(), HttpApiError> {
-    tokio::pin!(server);
-    tokio::select! {
-        r = &mut server => return Ok(r?),
-        _ = shutdown.cancelled() => {}
-    }
-    match tokio::time::timeout(grace, server).await {
-        Ok(r) => Ok(r?),
-        Err(_) => {
-            tracing::warn!(grace = ?grace, "requests still in flight after the grace period; stopping anyway");
-            Ok(())
-        }
-    }
+    Ok(())
 }
 
 /// Starts the API and serves it until `shutdown` (tests and embedding).

@@ -162,7 +162,11 @@ impl PhpRegister {
         let native = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let config = RegisterConfig {
             listen: native.local_addr().unwrap().to_string(),
-            gatewayworker: Some(RegisterGatewayWorker { listen: addr.to_string(), secret_key: secret_key.into() }),
+            gatewayworker: Some(RegisterGatewayWorker {
+                listen: addr.to_string(),
+                secret_key: secret_key.into(),
+                ..RegisterGatewayWorker::default()
+            }),
             ..RegisterConfig::default()
         };
         let registries = gw_register::Registries::default();
