@@ -22,7 +22,9 @@ async fn gateway_binary_announces_its_gatewayworker_listener_to_the_register_bin
             "listen = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n[process]\nrun_dir = \"{run_dir}\"\n[gatewayworker]\nlisten = \"127.0.0.1:0\"\nsecret_key = \"k\"\n"
         ),
     );
-    let mut register = Daemon::spawn("register", &["--config", register_cfg.to_str().unwrap(), "start"], &[]);
+    // Their run_dir is the config's, so that `status` (run below without the environment) finds them.
+    let env = [("GW_RUN_DIR", dir.to_str().unwrap())];
+    let mut register = Daemon::spawn("register", &["--config", register_cfg.to_str().unwrap(), "start"], &env);
     let ours = register.wait_for_log("register listening", T)["listen"].as_str().unwrap().to_string();
     let php = register.wait_for_log("register listening for GatewayWorker (PHP) peers", T)["listen"]
         .as_str()
@@ -36,7 +38,7 @@ async fn gateway_binary_announces_its_gatewayworker_listener_to_the_register_bin
             "listen = \"127.0.0.1:0\"\ninternal_listen = \"127.0.0.1:0\"\nregisters = [\"{ours}\"]\n[log]\nformat = \"json\"\n[process]\nrun_dir = \"{run_dir}\"\n[gatewayworker]\nlisten = \"127.0.0.1:0\"\nregisters = [\"{php}\"]\nsecret_key = \"k\"\n"
         ),
     );
-    let mut gateway = Daemon::spawn("gateway", &["--config", gateway_cfg.to_str().unwrap(), "start"], &[]);
+    let mut gateway = Daemon::spawn("gateway", &["--config", gateway_cfg.to_str().unwrap(), "start"], &env);
     let advertise =
         gateway.wait_for_log("gateway listening for GatewayWorker (PHP) workers and clients", T)["advertise"]
             .as_str()
