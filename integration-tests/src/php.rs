@@ -1,7 +1,8 @@
 //! Real PHP GatewayWorker processes against our register and gateways: finds `php` and the
 //! unmodified upstream sources in `../shared/peers/php`, lays out an application directory the way
-//! a PHP shop has it (Composer's `vendor/autoload.php` replaced by a small autoloader, since there
-//! is no Composer here), and runs PHP scripts as child processes.
+//! a PHP shop has it (Composer's `vendor/autoload.php` replaced by the autoloader shipped in
+//! `tests/php/autoload.php`, since workerman-chat has none and there is no Composer here), and runs
+//! PHP scripts as child processes.
 //!
 //! Without PHP or the sources a test says plainly that it skips, unless `GW_REQUIRE_PHP=1` (set
 //! by `.ci/run`) makes that a failure.
@@ -47,24 +48,16 @@ impl Php {
         Some(Php { php: php.expect("checked"), peers: peers.canonicalize().expect("peers path") })
     }
 
-    /// A fresh application directory with `vendor/autoload.php` mapping `Workerman\` and
-    /// `GatewayWorker\` to the unmodified sources.
+    /// A fresh application directory laid out as a Composer project: `vendor/autoload.php` is
+    /// the autoloader shipped with these tests (`tests/php/autoload.php`, mapping `Workerman\`,
+    /// `GatewayWorker\` and `GatewayClient\` to the unmodified sources), told where they are.
     pub fn app_dir(&self, test: &str) -> PathBuf {
         let dir = crate::process::temp_dir(test);
-        let p = self.peers.display();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/php/autoload.php");
         let autoload = format!(
-            r#"<?php
-// Stands in for Composer's autoloader: the unmodified GatewayWorker sources.
-spl_autoload_register(function ($class) {{
-    foreach (['Workerman\\' => '{p}/workerman/', 'GatewayWorker\\' => '{p}/gateway-worker/src/'] as $prefix => $dir) {{
-        if (strncmp($class, $prefix, strlen($prefix)) === 0) {{
-            $file = $dir . str_replace('\\', '/', substr($class, strlen($prefix))) . '.php';
-            if (is_file($file)) {{ require $file; }}
-            return;
-        }}
-    }}
-}});
-"#
+            "<?php\ndefine('GW_PHP_PEERS', '{}');\nrequire '{}';\n",
+            self.peers.display(),
+            shipped.canonicalize().expect("tests/php/autoload.php").display()
         );
         crate::process::write_config(&dir.join("vendor"), "autoload.php", &autoload);
         dir
