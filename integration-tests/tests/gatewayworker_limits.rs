@@ -14,6 +14,7 @@ use gw_gatewayworker_protocol::packet::FLAG_BODY_IS_SCALAR;
 use gw_gatewayworker_protocol::{Cmd, Packet};
 use gw_integration_tests::logs::CapturedLogs;
 use gw_integration_tests::php::PhpRegister;
+use gw_integration_tests::sockets::{closed_within, connect_from};
 use gw_integration_tests::{GatewayHandle, NamedEcho, RegisterHandle, WorkerHandle, eventually, wait_for_workers};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -41,25 +42,6 @@ async fn is_online_answered(addr: SocketAddr) -> bool {
     }
     let mut reply = [0u8; 8];
     matches!(tokio::time::timeout(T, s.read_exact(&mut reply)).await, Ok(Ok(_))) && &reply == b"\0\0\0\x04i:0;"
-}
-
-async fn connect_from(ip: &str, to: SocketAddr) -> TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
-    socket.connect(to).await.unwrap()
-}
-
-/// True once the server closed `s` within `within`.
-async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
-    let mut buf = [0u8; 256];
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) => {}
-            Err(_) => return false,
-        }
-    }
 }
 
 async fn php_gateway(register: &RegisterHandle, php_register: &PhpRegister, fd_reserve: usize) -> GatewayHandle {
