@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use gw_config::GatewayConfig;
-use gw_link::fds::SpareFd;
+use gw_link::fds::{FdBudget, SpareFd};
 use gw_link::{Admission, AdmissionConfig, ConnLimits, HandshakeOptions};
 use gw_proto::{ClientId, Role};
 use tokio_util::task::TaskTracker;
@@ -14,7 +14,6 @@ use tokio_util::task::TaskTracker;
 use crate::clients::Clients;
 use crate::clock::Clock;
 use crate::error::GatewayError;
-use crate::fds::FdBudget;
 use crate::listener;
 use crate::router::Router;
 use crate::serve::Listeners;

@@ -18,7 +18,6 @@ mod clients;
 mod clock;
 mod commands;
 mod error;
-mod fds;
 pub mod framing;
 mod gateway;
 mod gatewayworker;
@@ -41,8 +40,8 @@ mod upgrade;
 
 pub use clients::Clients;
 pub use error::GatewayError;
-pub use fds::{FdBudget, FdBudgetError};
 pub use gateway::{Gateway, build};
+pub use gw_link::fds::{FdBudget, FdBudgetError};
 pub use metrics::Metrics;
 pub use node::GatewayNode;
 pub use serve::{Listeners, run, serve};

@@ -39,7 +39,25 @@ pub enum HttpApiError {
     /// The HTTP server failed.
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
+    /// The open-files limit leaves no descriptor for client connections.
+    #[error(
+        "the open-files limit (RLIMIT_NOFILE) is {limit}: after the {open} descriptors open at start and the {reserve} \
+         kept for links to the cluster, none are left for HTTP connections; raise the limit (`ulimit -n`, \
+         LimitNOFILE=, docker `--ulimit nofile=`)"
+    )]
+    NoDescriptors {
+        /// The soft limit in force.
+        limit: u64,
+        /// Descriptors open at start.
+        open: usize,
+        /// Descriptors kept for links to registers and gateways, the admin endpoint and the control socket.
+        reserve: usize,
+    },
 }
+
+/// Descriptors kept out of `max_connections` for links to registers and gateways, the admin
+/// endpoint and the control socket.
+const FD_RESERVE: usize = 64;
 
 /// The running API: the cluster client and what every request needs.
 pub struct Api {
@@ -76,6 +94,25 @@ impl Api {
             }
             _ => None,
         };
+        // Connections are capped below the open-files limit too: out of descriptors, the API
+        // would answer no one (and lose its links to the cluster).
+        let max_connections = match gw_link::fds::FdBudget::compute(config.max_connections, FD_RESERVE) {
+            Ok(fds) => {
+                if fds.client_capacity < config.max_connections {
+                    tracing::warn!(
+                        max_connections = config.max_connections,
+                        open_files_limit = fds.limit,
+                        capacity = fds.client_capacity,
+                        "the open-files limit caps HTTP connections below max_connections; raise it (ulimit -n) for more"
+                    );
+                }
+                fds.client_capacity
+            }
+            Err(gw_link::fds::FdBudgetError::NoneLeft { limit, open_at_start, reserve }) => {
+                return Err(HttpApiError::NoDescriptors { limit, open: open_at_start, reserve });
+            }
+            Err(e) => return Err(HttpApiError::Io(std::io::Error::other(e))),
+        };
         let gateway = GatewayClient::builder(config.registers.iter().cloned())
             .secret(config.secret.clone())
             .name(config.name.clone())
@@ -92,7 +129,7 @@ impl Api {
             tls,
             grace: config.grace_period,
             limits: Limits {
-                max_connections: config.max_connections,
+                max_connections,
                 max_connections_per_ip: config.max_connections_per_ip,
                 header_timeout: config.header_timeout,
                 body_timeout: config.body_timeout,

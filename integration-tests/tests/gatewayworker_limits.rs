@@ -174,3 +174,49 @@ async fn pings_do_not_keep_an_unauthenticated_connection_on_the_php_register() {
         "an authenticated peer stays, past the handshake timeout"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_secret_key_large_first_packets_share_a_budget() {
+    let register = RegisterHandle::start(SECRET).await;
+    let php_register = PhpRegister::start("").await;
+    let gw = GatewayHandle::start_with(&[register.addr], SECRET, |c| {
+        c.gatewayworker = Some(gw_config::GatewayGatewayWorker {
+            listen: "127.0.0.1:0".into(),
+            registers: vec![php_register.addr.to_string()],
+            ..Default::default()
+        });
+    })
+    .await;
+    let php = gw.gw.gatewayworker_addr().unwrap();
+    // Without a key a first packet may be a command up to max_packet (10 MiB); announced and not
+    // sent, three such fit in the 32 MiB allowed before authentication, the fourth is refused.
+    let mut header = packet(Cmd::SendToAll, b"");
+    header[..4].copy_from_slice(&(10u32 << 20).to_be_bytes());
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(php).await.unwrap();
+        s.write_all(&header[..28]).await.unwrap();
+        held.push(s);
+    }
+    let g = gw.gw.clone();
+    let mut fourth = TcpStream::connect(php).await.unwrap();
+    fourth.write_all(&header[..28]).await.unwrap();
+    // At once, not at the 5 s handshake deadline.
+    assert!(closed_within(&mut fourth, Duration::from_secs(2)).await, "the fourth large first packet is refused");
+    eventually(T, "the refusal counted", || {
+        let n = g.state.metrics.get("handshake_failures").unwrap();
+        async move { n == 1 }
+    })
+    .await;
+    for s in &mut held {
+        assert!(!closed_within(s, Duration::from_millis(100)).await, "the first three are still arriving");
+    }
+    // Small commands are not held up: isOnline without a key.
+    let mut s = TcpStream::connect(php).await.unwrap();
+    s.write_all(&packet(Cmd::IsOnline, b"")).await.unwrap();
+    let mut reply = [0u8; 8];
+    tokio::time::timeout(T, s.read_exact(&mut reply)).await.unwrap().unwrap();
+    assert_eq!(&reply, b"\0\0\0\x04i:0;");
+    drop(held);
+    gw.stop().await;
+}

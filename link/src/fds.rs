@@ -1,10 +1,76 @@
-//! File descriptors as a resource an accept loop must survive running out of: how many are
-//! open, whether an accept error means there are none left, and the spare one a listener frees
-//! to answer a pending client instead of leaving it in the backlog.
+//! File descriptors as a resource a listener must survive running out of: how many clients fit
+//! under the open-files limit once a reserve for internal links is set aside ([`FdBudget`]), how
+//! many are open, whether an accept error means there are none left, and the spare one a listener
+//! frees to answer a pending client instead of leaving it in the backlog.
 
 use std::fs::File;
 use std::io;
 use std::sync::Mutex;
+
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
+/// How many client sockets fit, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdBudget {
+    /// The soft `RLIMIT_NOFILE` after raising it to the hard limit; `None` when unknown.
+    pub limit: Option<u64>,
+    /// Descriptors open when the budget was computed (at start).
+    pub open_at_start: usize,
+    /// Descriptors kept for internal links.
+    pub reserve: usize,
+    /// Client sockets at most: `max_connections`, or less when the limit leaves less.
+    pub client_capacity: usize,
+}
+
+impl FdBudget {
+    /// Raises the soft descriptor limit to the hard one (as nginx's `worker_rlimit_nofile` and
+    /// Go's runtime do), then sizes client capacity. Errors when nothing is left for clients.
+    pub fn compute(max_connections: usize, reserve: usize) -> Result<Self, FdBudgetError> {
+        let limit = raise_nofile();
+        let open_at_start = open_descriptors().unwrap_or(32);
+        let client_capacity = match limit {
+            None => max_connections,
+            Some(limit) => {
+                let spare = 1; // the shedding descriptor
+                let usable = (limit as usize).saturating_sub(open_at_start + reserve + spare);
+                if usable == 0 {
+                    return Err(FdBudgetError::NoneLeft { limit, open_at_start, reserve });
+                }
+                usable.min(max_connections)
+            }
+        };
+        Ok(Self { limit, open_at_start, reserve, client_capacity })
+    }
+}
+
+/// The open-files limit leaves no descriptor for clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FdBudgetError {
+    /// Everything under the limit is open already or kept for internal links.
+    #[error(
+        "the open-files limit (RLIMIT_NOFILE) is {limit}: after the {open_at_start} descriptors open at start and \
+         fd_reserve = {reserve} kept for internal links, none are left for clients; raise the limit (`ulimit -n`, \
+         LimitNOFILE=, docker `--ulimit nofile=`) or lower fd_reserve"
+    )]
+    NoneLeft {
+        /// The soft limit in force.
+        limit: u64,
+        /// Descriptors open at start.
+        open_at_start: usize,
+        /// Descriptors kept for internal links (a gateway's `fd_reserve`).
+        reserve: usize,
+    },
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the soft limit in force.
+fn raise_nofile() -> Option<u64> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Some(hard);
+    }
+    Some(soft)
+}
 
 /// Descriptors this process has open now (Linux `/proc`, or `/dev/fd` elsewhere).
 pub fn open_descriptors() -> Option<usize> {
@@ -80,6 +146,13 @@ mod tests {
         assert!(is_exhaustion(&io::Error::from_raw_os_error(nix::libc::EMFILE)));
         assert!(is_exhaustion(&io::Error::from_raw_os_error(nix::libc::ENFILE)));
         assert!(!is_exhaustion(&io::Error::from_raw_os_error(nix::libc::ECONNABORTED)));
+    }
+
+    #[test]
+    fn capacity_is_max_connections_when_the_limit_is_ample() {
+        let b = FdBudget::compute(10, 16).unwrap();
+        assert_eq!(b.client_capacity, 10);
+        assert!(b.open_at_start >= 3, "{b:?}");
     }
 
     #[test]

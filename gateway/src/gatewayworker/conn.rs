@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,6 +18,7 @@ use gw_link::gatewayworker::Packets;
 use gw_link::{FrameReader, Handler, LinkEngine, LinkError, LinkOptions, Pending};
 use gw_proto::{Command, FromGateway, Payload, Query, Reply};
 use serde_json::Value as Json;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
@@ -32,6 +34,11 @@ use crate::router::WorkerLink;
 /// the hello is a small JSON object, so an unauthenticated peer cannot make the gateway buffer
 /// `max_packet` (10 MiB by default).
 const UNAUTHENTICATED_MAX_PACKET: usize = 16 * 1024;
+
+/// Without a `secret_key` a first packet is already a command and may be up to `max_packet`; those
+/// larger than [`UNAUTHENTICATED_MAX_PACKET`] still arriving may hold this much at most, all
+/// connections together (more are refused), so unauthenticated peers cannot fill the memory.
+const UNAUTHENTICATED_BYTES: usize = 32 * 1024 * 1024;
 
 /// Serves one connection: its unauthenticated phase through the gateway's admission (the first
 /// packet within the handshake timeout: the hello with the right `secret_key`, or with an empty
@@ -99,7 +106,9 @@ enum Hello {
 }
 
 /// The unauthenticated phase: the first packet, within `deadline`. With a `secret_key` it must be
-/// a hello carrying it, and may be no larger than [`UNAUTHENTICATED_MAX_PACKET`].
+/// a hello carrying it, and may be no larger than [`UNAUTHENTICATED_MAX_PACKET`]; without one it
+/// may already be a command up to `max_packet`, and the larger ones of all connections together
+/// hold at most [`UNAUTHENTICATED_BYTES`].
 async fn authenticate(
     r: OwnedReadHalf,
     side: &PhpSide,
@@ -107,13 +116,26 @@ async fn authenticate(
 ) -> Result<(FrameReader<OwnedReadHalf, Packets>, Hello), ConnError> {
     let keyed = !side.config.secret_key.is_empty();
     let max = if keyed { UNAUTHENTICATED_MAX_PACKET } else { side.config.max_packet };
-    let mut reader = FrameReader::with_framing(r, Packets::new(max), BytesMut::with_capacity(1024));
-    let first = match tokio::time::timeout(deadline, reader.next()).await {
-        Err(_) => return Err(ConnError::Silent(deadline)),
-        Ok(Err(e)) => return Err(ConnError::Link(e)),
-        Ok(Ok(None)) => return Err(ConnError::ClosedFirst),
-        Ok(Ok(Some(p))) => p,
+    let first = async {
+        let mut r = r;
+        let mut len = [0u8; 4];
+        if let Err(e) = r.read_exact(&mut len).await {
+            return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                ConnError::ClosedFirst
+            } else {
+                ConnError::Link(e.into())
+            });
+        }
+        let announced = u32::from_be_bytes(len) as usize;
+        let _held = match announced {
+            n if n > UNAUTHENTICATED_MAX_PACKET && n <= max => Some(Held::take(side, n)?),
+            _ => None,
+        };
+        let mut reader = FrameReader::with_framing(r, Packets::new(max), BytesMut::from(&len[..]));
+        let first = reader.next().await.map_err(ConnError::Link)?.ok_or(ConnError::ClosedFirst)?;
+        Ok((reader, first))
     };
+    let (reader, first) = tokio::time::timeout(deadline, first).await.map_err(|_| ConnError::Silent(deadline))??;
     let hello = match first.cmd() {
         None => return Err(ConnError::UnknownCommand(first.header.cmd)),
         Some(cmd @ (Cmd::WorkerConnect | Cmd::GatewayClientConnect)) => {
@@ -124,6 +146,30 @@ async fn authenticate(
         Some(_) => Hello::Command(first),
     };
     Ok((reader, hello))
+}
+
+/// Bytes of first packets larger than [`UNAUTHENTICATED_MAX_PACKET`] that connections not in yet
+/// hold, counted against [`UNAUTHENTICATED_BYTES`] until the packet has arrived.
+struct Held<'a> {
+    side: &'a PhpSide,
+    bytes: usize,
+}
+
+impl<'a> Held<'a> {
+    fn take(side: &'a PhpSide, bytes: usize) -> Result<Self, ConnError> {
+        side.unauthenticated_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held + bytes <= UNAUTHENTICATED_BYTES).then_some(held + bytes)
+            })
+            .map_err(|_| ConnError::Busy(bytes))?;
+        Ok(Self { side, bytes })
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.side.unauthenticated_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// Checks a hello's `secret_key`; its `worker_key` (`?` if none).
@@ -144,6 +190,8 @@ enum ConnError {
     Silent(Duration),
     #[error("closed before its first packet")]
     ClosedFirst,
+    #[error("a first packet of {0} bytes while others still arriving hold the 32 MiB allowed before authentication")]
+    Busy(usize),
     #[error("unknown command {0}")]
     UnknownCommand(u8),
     #[error("{0:?} body is not JSON")]

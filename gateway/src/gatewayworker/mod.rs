@@ -22,6 +22,7 @@ mod wire;
 
 use std::net::SocketAddrV4;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use gw_config::GatewayGatewayWorker;
@@ -44,6 +45,8 @@ pub(crate) struct PhpSide {
     /// Added to local client numbers (mod 2^32) in PHP client ids, so ids of an earlier run of
     /// this gateway do not name this run's clients (PHP ids have only 32 bits for the connection).
     pub offset: u32,
+    /// Bytes of large first packets that connections not authenticated yet hold (`conn.rs`).
+    pub unauthenticated_bytes: AtomicUsize,
 }
 
 impl PhpSide {
@@ -104,7 +107,13 @@ async fn serve(
     let local = listener.local_addr().map_err(GatewayError::Listener)?;
     let advertise = config.advertise.clone().unwrap_or_else(|| local.to_string());
     let advertise = advertise.parse::<SocketAddrV4>().map_err(|_| GatewayError::GatewayWorkerAdvertise(advertise))?;
-    let side = Arc::new(PhpSide { gw, config, advertise, offset: (rand::random::<u32>() >> 8) << 8 });
+    let side = Arc::new(PhpSide {
+        gw,
+        config,
+        advertise,
+        offset: (rand::random::<u32>() >> 8) << 8,
+        unauthenticated_bytes: AtomicUsize::new(0),
+    });
     tracing::info!(listen = %local, advertise = %advertise, "gateway listening for GatewayWorker (PHP) workers and clients");
     let tasks = TaskTracker::new();
     for register in side.config.registers.clone() {
