@@ -81,7 +81,6 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     let clients = TaskTracker::new();
     let links = TaskTracker::new();
 
-    announce::spawn_all(&gw, &links_down, &links);
     // PHP GatewayWorker's protocol, on a thread of its own. Its links stay up until the
     // gateway has closed its clients, so PHP workers get their close events too.
     let php = match (listeners.gatewayworker, gw.config.gatewayworker.clone()) {
@@ -90,6 +89,7 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
         }
         _ => None,
     };
+    announce::spawn_all(&gw, &links_down, &links);
     let internal = accept_loop(listeners.internal, "internal", shutdown.clone(), None, {
         let gw = gw.clone();
         let links_down = links_down.clone();

@@ -388,4 +388,37 @@ mod tests {
         let r = engine.run(FrameReader::new(near_r, 1 << 16), near_w, &mut Quiet, &never).await;
         assert!(matches!(r, Ok(Ended::Finished) | Err(_)), "{r:?}");
     }
+
+    /// Has 100 messages of its own still due when the link closes.
+    struct Backlog(std::ops::Range<u16>);
+    impl Handler<RegisterSide> for Backlog {
+        async fn on_message(&mut self, _msg: ToRegister) -> Result<(), LinkError> {
+            Ok(())
+        }
+        fn closing_outgoing(&mut self) -> Option<FromRegister> {
+            let n = self.0.next()?;
+            Some(FromRegister::Gateways { list: vec![GatewayInfo { address: format!("a:{n}"), name: "a".into() }] })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closing_handlers_backlog_goes_out_in_order_through_a_small_outbox() {
+        let (near, far) = tokio::io::duplex(1 << 16);
+        let (near_r, near_w) = tokio::io::split(near);
+        let (far_r, _far_w) = tokio::io::split(far);
+        let engine = LinkEngine::<RegisterSide>::new(options(), 4);
+        let close = CancellationToken::new();
+        close.cancel();
+        let ended = engine.run(FrameReader::new(near_r, 1 << 16), near_w, &mut Backlog(0..100), &close).await;
+        assert_eq!(ended.unwrap(), Ended::Closed { flushed: true });
+        let mut far = FrameReader::new(far_r, 1 << 16);
+        let mut got = Vec::new();
+        while let Ok(Some(m)) = far.read::<FromRegister>().await {
+            if let FromRegister::Gateways { list } = m {
+                got.push(list[0].address.clone());
+            }
+        }
+        let want: Vec<String> = (0..100).map(|n| format!("a:{n}")).collect();
+        assert_eq!(got, want);
+    }
 }

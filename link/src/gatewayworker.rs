@@ -174,4 +174,43 @@ mod tests {
         framing.set_max(1024);
         assert_eq!(framing.decode(&mut BytesMut::from(&bytes[..])).unwrap(), Some(p));
     }
+
+    /// The register's end on the engine: sends the list once.
+    struct Register(bool);
+    impl crate::Handler<PhpRegisterSide> for Register {
+        async fn on_message(&mut self, _msg: ToRegister) -> Result<(), LinkError> {
+            Ok(())
+        }
+        async fn outgoing(&mut self) -> Option<Vec<String>> {
+            if std::mem::replace(&mut self.0, true) {
+                return std::future::pending().await;
+            }
+            Some(vec!["127.0.0.1:2900".into()])
+        }
+    }
+
+    #[tokio::test]
+    async fn the_register_protocol_runs_on_the_engine_in_lines() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let (near, far) = tokio::io::duplex(1 << 16);
+        let (near_r, near_w) = tokio::io::split(near);
+        let (far_r, mut far_w) = tokio::io::split(far);
+        let options = crate::LinkOptions {
+            max_frame: 1 << 16,
+            heartbeat_interval: std::time::Duration::from_secs(1),
+            heartbeat_timeout: std::time::Duration::MAX,
+            flush_timeout: std::time::Duration::from_secs(1),
+            write_delay: std::time::Duration::ZERO,
+        };
+        let engine = crate::LinkEngine::<PhpRegisterSide>::new(options, 4);
+        let reader = crate::FrameReader::with_framing(near_r, Lines::default(), BytesMut::new());
+        let close = tokio_util::sync::CancellationToken::new();
+        let run = tokio::spawn(async move { engine.run(reader, near_w, &mut Register(false), &close).await });
+        far_w.write_all(b"{\"event\":\"ping\"}\n").await.unwrap();
+        let mut lines = tokio::io::BufReader::new(far_r).lines();
+        let line = lines.next_line().await.unwrap().unwrap();
+        assert_eq!(line, r#"{"event":"broadcast_addresses","addresses":["127.0.0.1:2900"]}"#);
+        far_w.write_all(b"garbage\n").await.unwrap();
+        assert!(matches!(run.await.unwrap(), Err(LinkError::RegisterLine(_))));
+    }
 }
