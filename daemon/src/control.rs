@@ -76,7 +76,7 @@ pub async fn serve(
     admin: Option<String>,
     shutdown: CancellationToken,
 ) {
-    gw_link::accept::accept_loop(listener, "control", shutdown, None, |stream, _| {
+    gw_link::listener::accept_loop(listener, "control", shutdown, None, |stream, _| {
         let (node, rates, admin) = (node.clone(), rates.clone(), admin.clone());
         tokio::spawn(async move {
             if let Err(e) = answer(stream, node, rates, admin).await {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gw_config::GatewayConfig;
-use gw_link::accept::{Shedding, accept_loop, listen};
+use gw_link::listener::{Shedding, accept_loop, listen};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use gw_link::accept::{Shedding, accept_loop};
 use gw_link::fds::SpareFd;
+use gw_link::listener::{Shedding, accept_loop};
 use gw_link::{ConnLimits, ConnSlot, Refusal, Throttle};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;

@@ -1,6 +1,6 @@
 //! The network layer every daemon and the client library share.
 //!
-//! - **Listening** ([`accept`]): one accept loop for every listener (descriptor shedding,
+//! - **Listening** ([`listener`]): one accept loop for every listener (descriptor shedding,
 //!   backoff), caps on connections ([`ConnLimits`]) and a log line that cannot flood
 //!   ([`Throttle`]).
 //! - **Admission** ([`Admission`]): one path from accepted to authenticated for every listener
@@ -15,7 +15,6 @@
 //! `gw-gatewayworker-protocol`; this crate is the thin layer that moves their bytes over tokio
 //! sockets.
 
-pub mod accept;
 mod admission;
 mod backoff;
 mod dial;
@@ -26,6 +25,7 @@ pub mod gatewayworker;
 mod handshake;
 mod limiter;
 mod limits;
+pub mod listener;
 mod register_link;
 mod throttle;
 mod tls;

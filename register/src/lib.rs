@@ -17,7 +17,7 @@ mod registry;
 use std::sync::Arc;
 
 use gw_config::RegisterConfig;
-use gw_link::accept::{accept_loop, listen};
+use gw_link::listener::{accept_loop, listen};
 use gw_link::{Admission, AdmissionConfig, HandshakeOptions};
 use gw_proto::Role;
 use tokio::net::TcpListener;

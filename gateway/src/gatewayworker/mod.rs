@@ -26,7 +26,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use gw_config::GatewayGatewayWorker;
-use gw_link::accept::accept_loop;
+use gw_link::listener::accept_loop;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
