@@ -7,9 +7,10 @@
 //!   whose peers must prove a secret: a cap on pending connections, a deadline, and a
 //!   per-address budget of failed handshakes ([`HandshakeLimiter`]).
 //! - **Links**: the one link engine ([`LinkEngine`]: framed reader, coalescing writer,
-//!   heartbeat, graceful flush) for every wire format ([`wire`]: ours, and PHP GatewayWorker's
-//!   in [`gatewayworker`]), the dialing side's reconnect loop ([`keep_dialing`]), the handshake
-//!   over TCP, and the link gateways, clients and workers keep to each register.
+//!   heartbeat, graceful flush) for every wire format ([`wire`]: ours, and PHP GatewayWorker's in
+//!   `gatewayworker`, with the feature of that name), the dialing side's reconnect loop
+//!   ([`keep_dialing`]), the handshake over TCP, and the link gateways, clients and workers keep
+//!   to each register.
 //!
 //! The protocols themselves (frames, messages, handshake logic) are sans-IO in `gw-proto` and
 //! `gw-gatewayworker-protocol`; this crate is the thin layer that moves their bytes over tokio
@@ -21,6 +22,7 @@ mod dial;
 mod engine;
 pub mod fds;
 mod framed;
+#[cfg(feature = "gatewayworker")]
 pub mod gatewayworker;
 mod handshake;
 mod limiter;
@@ -45,8 +47,6 @@ pub use throttle::Throttle;
 pub use tls::{TlsError, tls_acceptor};
 pub use writer::WriterStats;
 
-use gw_gatewayworker_protocol::PacketError;
-use gw_gatewayworker_protocol::register::RegisterLineError;
 use gw_proto::{CodecError, FrameError, HandshakeError};
 
 /// Errors of an internal link.
@@ -81,11 +81,13 @@ pub enum LinkError {
     #[error("unexpected message: {0}")]
     Unexpected(String),
     /// A GatewayWorker-protocol packet had impossible lengths.
+    #[cfg(feature = "gatewayworker")]
     #[error(transparent)]
-    Packet(#[from] PacketError),
+    Packet(#[from] gw_gatewayworker_protocol::PacketError),
     /// A GatewayWorker-protocol register line was not a register message.
+    #[cfg(feature = "gatewayworker")]
     #[error(transparent)]
-    RegisterLine(#[from] RegisterLineError),
+    RegisterLine(#[from] gw_gatewayworker_protocol::register::RegisterLineError),
     /// A line (of a line-based protocol) ran past the limit without ending.
     #[error("line longer than {0} bytes")]
     LineTooLong(usize),

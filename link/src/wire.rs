@@ -2,7 +2,7 @@
 //! is written, how they are framed and encoded, and which of them are the heartbeat.
 //!
 //! A new kind of link is a new [`Wire`] (with its handshake); the loop is the engine's. Our own
-//! four ends are here; PHP GatewayWorker's are in [`gatewayworker`](crate::gatewayworker) and the
+//! four ends are here; PHP GatewayWorker's are in `gatewayworker` (feature `gatewayworker`) and the
 //! gateway.
 
 use gw_proto::{FromGateway, FromRegister, ToGateway, ToRegister, codec};
