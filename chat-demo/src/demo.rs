@@ -137,8 +137,7 @@ pub async fn start(
         listeners.register,
         register_stop.clone(),
     ));
-    let gateway_listeners =
-        gw_gateway::Listeners { public: vec![listeners.gateway_public], internal: listeners.gateway_internal };
+    let gateway_listeners = gw_gateway::Listeners::new(vec![listeners.gateway_public], listeners.gateway_internal);
     let gateway_stop = CancellationToken::new();
     let gateway = gw_gateway::build(gateway_config, &gateway_listeners)?;
     let gateway_task = tokio::spawn(gw_gateway::serve(gateway.clone(), gateway_listeners, gateway_stop.clone()));

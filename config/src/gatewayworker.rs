@@ -18,12 +18,16 @@ pub struct RegisterGatewayWorker {
     #[serde(deserialize_with = "text_address")]
     pub listen: String,
     /// GatewayWorker's `secretKey`; PHP peers send it in plain text, so it is not our `secret`.
+    /// Required when `listen` is not a loopback address, unless `allow_empty_secret_key`.
     pub secret_key: String,
+    /// Serve PHP peers without a `secret_key` on a non-loopback address (GatewayWorker's default,
+    /// for a private network where every host may list and announce gateways).
+    pub allow_empty_secret_key: bool,
 }
 
 impl Default for RegisterGatewayWorker {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:1236".into(), secret_key: String::new() }
+        Self { listen: "127.0.0.1:1236".into(), secret_key: String::new(), allow_empty_secret_key: false }
     }
 }
 
@@ -40,8 +44,12 @@ pub struct GatewayGatewayWorker {
     /// GatewayWorker-protocol registers (`[gatewayworker] listen` of our register, or a PHP
     /// register) to announce `advertise` to (`registerAddress`).
     pub registers: Vec<String>,
-    /// GatewayWorker's `secretKey`, sent by PHP peers in plain text.
+    /// GatewayWorker's `secretKey`, sent by PHP peers in plain text. Required when `listen` is
+    /// not a loopback address, unless `allow_empty_secret_key`.
     pub secret_key: String,
+    /// Serve PHP peers without a `secret_key` on a non-loopback address (GatewayWorker's default,
+    /// for a private network where every host may command every client).
+    pub allow_empty_secret_key: bool,
     /// Largest packet accepted from a PHP peer, header included.
     pub max_packet: usize,
 }
@@ -53,6 +61,7 @@ impl Default for GatewayGatewayWorker {
             advertise: None,
             registers: vec!["127.0.0.1:1236".into()],
             secret_key: String::new(),
+            allow_empty_secret_key: false,
             max_packet: 10 * 1024 * 1024,
         }
     }
@@ -79,29 +88,49 @@ fn problem(key: &str, reason: String) -> Problem {
     Problem { key: format!("gatewayworker.{key}"), reason }
 }
 
+/// `listen` as an address, and a problem if there is no `secret_key` where the network reaches
+/// it (PHP peers authenticate with nothing else), unless that is allowed explicitly.
+fn listen_and_key(listen: &str, secret_key: &str, allow_empty: bool, who: &str) -> Vec<Problem> {
+    let Ok(addr) = listen.parse::<SocketAddr>() else {
+        return vec![problem("listen", format!("{listen:?} is not an IP:port address to listen on"))];
+    };
+    if secret_key.is_empty() && !allow_empty && !crate::validate::is_loopback(addr.ip()) {
+        return vec![problem(
+            "secret_key",
+            format!(
+                "required because gatewayworker.listen is the non-loopback address {addr}: without it anyone who \
+                 reaches that address {who}; set secret_key (the PHP side's secretKey), or \
+                 allow_empty_secret_key = true on a private network"
+            ),
+        )];
+    }
+    Vec::new()
+}
+
 impl Validate for RegisterGatewayWorker {
     fn validate(&self) -> Vec<Problem> {
-        match self.listen.parse::<SocketAddr>() {
-            Ok(_) => Vec::new(),
-            Err(_) if self.listen.contains("://") => vec![problem(
+        if self.listen.contains("://") && self.listen.parse::<SocketAddr>().is_err() {
+            return vec![problem(
                 "listen",
                 format!(
                     "{:?}: GatewayWorker's register speaks text:// only (new Register('text://0.0.0.0:1236')); \
                      write the IP:port, or text://IP:port",
                     self.listen
                 ),
-            )],
-            Err(_) => vec![problem("listen", format!("{:?} is not an IP:port address to listen on", self.listen))],
+            )];
         }
+        listen_and_key(&self.listen, &self.secret_key, self.allow_empty_secret_key, "can list and announce gateways")
     }
 }
 
 impl Validate for GatewayGatewayWorker {
     fn validate(&self) -> Vec<Problem> {
-        let mut out = Vec::new();
-        if self.listen.parse::<SocketAddr>().is_err() {
-            out.push(problem("listen", format!("{:?} is not an IP:port address to listen on", self.listen)));
-        }
+        let mut out = listen_and_key(
+            &self.listen,
+            &self.secret_key,
+            self.allow_empty_secret_key,
+            "can send to, read and close every client",
+        );
         let (key, value) = match &self.advertise {
             Some(a) => ("advertise", a.as_str()),
             None => ("listen", self.listen.as_str()),
@@ -145,7 +174,8 @@ mod tests {
         let r: RegisterConfig = toml::from_str("[gatewayworker]\nsecret_key = \"k\"\n").unwrap();
         assert_eq!(r.gatewayworker.unwrap().listen, "127.0.0.1:1236");
         // As start_register.php writes it.
-        let r: RegisterConfig = toml::from_str("[gatewayworker]\nlisten = \"Text://0.0.0.0:1236\"\n").unwrap();
+        let r: RegisterConfig =
+            toml::from_str("[gatewayworker]\nlisten = \"Text://0.0.0.0:1236\"\nsecret_key = \"k\"\n").unwrap();
         let php = r.gatewayworker.unwrap();
         assert_eq!(php.listen, "0.0.0.0:1236");
         assert!(php.validate().is_empty());
@@ -161,6 +191,7 @@ mod tests {
             let g = GatewayGatewayWorker {
                 listen: listen.into(),
                 advertise: advertise.map(String::from),
+                secret_key: "k".into(),
                 ..GatewayGatewayWorker::default()
             };
             g.validate().into_iter().map(|p| p.to_string()).collect::<Vec<_>>()
@@ -180,5 +211,33 @@ mod tests {
         let mut bad = GatewayGatewayWorker { registers: vec![], max_packet: 10, ..GatewayGatewayWorker::default() };
         bad.listen = "nope".into();
         assert_eq!(bad.validate().len(), 4);
+    }
+
+    #[test]
+    fn an_empty_secret_key_off_loopback_needs_the_explicit_opt_in() {
+        let gateway = |listen: &str, key: &str, allow: bool| {
+            GatewayGatewayWorker {
+                listen: listen.into(),
+                advertise: Some("10.0.0.5:2901".into()),
+                secret_key: key.into(),
+                allow_empty_secret_key: allow,
+                ..GatewayGatewayWorker::default()
+            }
+            .validate()
+        };
+        let refused = gateway("0.0.0.0:2901", "", false);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].key, "gatewayworker.secret_key");
+        assert!(refused[0].reason.contains("allow_empty_secret_key"), "{refused:?}");
+        assert!(gateway("0.0.0.0:2901", "k", false).is_empty());
+        assert!(gateway("0.0.0.0:2901", "", true).is_empty());
+        assert!(gateway("127.0.0.1:2901", "", false).is_empty());
+        let register = |listen: &str, allow: bool| {
+            RegisterGatewayWorker { listen: listen.into(), secret_key: String::new(), allow_empty_secret_key: allow }
+                .validate()
+        };
+        assert_eq!(register("10.0.0.2:1236", false)[0].key, "gatewayworker.secret_key");
+        assert!(register("10.0.0.2:1236", true).is_empty());
+        assert!(register("[::1]:1236", false).is_empty());
     }
 }

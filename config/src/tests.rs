@@ -377,3 +377,19 @@ fn the_migration_guide_shows_the_shipped_gatewayworker_configs() {
     assert_eq!(file.ping_interval, std::time::Duration::from_secs(10), "$gateway->pingInterval = 10");
     assert_eq!(file.gatewayworker.expect("[gatewayworker]").listen, "127.0.0.1:2300", "lanIp:startPort");
 }
+
+#[test]
+fn http_api_connection_limits_and_timeouts_are_checked() {
+    let h = HttpApiConfig::default();
+    assert_eq!((h.max_connections, h.max_connections_per_ip), (1024, 256));
+    assert_eq!(
+        (h.header_timeout, h.body_timeout),
+        (std::time::Duration::from_secs(10), std::time::Duration::from_secs(10))
+    );
+    let text = "max_connections = 0\nmax_connections_per_ip = 0\nheader_timeout = \"0s\"\nbody_timeout = \"2h\"\n";
+    let config: HttpApiConfig = parse(text, Path::new("h.toml")).unwrap();
+    let problems = config.validate();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["max_connections", "max_connections_per_ip", "header_timeout", "body_timeout"], "{problems:?}");
+    assert!(problems[3].reason.contains("outside (0s, 1h]"), "{problems:?}");
+}

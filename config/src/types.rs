@@ -565,6 +565,17 @@ pub struct HttpApiConfig {
     /// On stop: time to finish requests in flight.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
+    /// Open connections at most; more are answered 503 and closed at once.
+    pub max_connections: usize,
+    /// Of those, from one IP address (raise it behind a load balancer, which is one address).
+    pub max_connections_per_ip: usize,
+    /// Time a connection has to send a whole request head (and a kept-alive connection may stay
+    /// idle before its next one); then it is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Time a request has to send its whole body once its head is in; then it is answered 408.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
     /// Internal link timings and limits (`[link]`).
     pub link: LinkConfig,
     /// Logging (`[log]`).
@@ -588,6 +599,10 @@ impl Default for HttpApiConfig {
             max_response: 32 * 1024 * 1024,
             query_timeout: Duration::from_secs(5),
             grace_period: Duration::from_secs(10),
+            max_connections: 1024,
+            max_connections_per_ip: 256,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
             link: LinkConfig::default(),
             log: LogConfig::default(),
             process: ProcessConfig::default(),

@@ -232,7 +232,7 @@ pub fn check_log_level(filter: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn is_loopback(ip: IpAddr) -> bool {
+pub(crate) fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
         IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
@@ -488,6 +488,17 @@ impl Validate for HttpApiConfig {
         }
         if self.query_timeout.is_zero() {
             p.add("query_timeout", "must be greater than zero");
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            p.add("max_connections", format!("{} is outside 1..=1000000 connections", self.max_connections));
+        }
+        if self.max_connections_per_ip == 0 {
+            p.add("max_connections_per_ip", "must be at least 1");
+        }
+        for (key, timeout) in [("header_timeout", self.header_timeout), ("body_timeout", self.body_timeout)] {
+            if timeout.is_zero() || timeout > std::time::Duration::from_secs(3600) {
+                p.add(key, format!("{timeout:?} is outside (0s, 1h]"));
+            }
         }
         p.link(&self.link);
         p.log(&self.log);

@@ -66,7 +66,7 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Serves requests until `shutdown`.
+/// Serves requests until `shutdown`, on the accept loop every listener runs (`gw_link::accept`).
 ///
 /// `admin` is the address of this process's `/metrics` endpoint, reported by `status`.
 pub async fn serve(
@@ -76,25 +76,15 @@ pub async fn serve(
     admin: Option<String>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            s = listener.accept() => match s {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "control socket accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    gw_link::listener::accept_loop(listener, "control", shutdown, None, |stream, _| {
         let (node, rates, admin) = (node.clone(), rates.clone(), admin.clone());
         tokio::spawn(async move {
             if let Err(e) = answer(stream, node, rates, admin).await {
                 tracing::debug!(error = %e, "control request failed");
             }
         });
-    }
+    })
+    .await;
 }
 
 async fn answer(

@@ -1,7 +1,7 @@
 //! Errors that stop the gateway: each names the setting or address at fault, so the one line
 //! a failed start prints says what to fix.
 
-use crate::fds::FdBudgetError;
+use gw_link::fds::FdBudgetError;
 
 /// Errors that stop the gateway.
 #[derive(Debug, thiserror::Error)]

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use gw_config::GatewayConfig;
-use gw_link::HandshakeOptions;
+use gw_link::fds::{FdBudget, SpareFd};
+use gw_link::{Admission, AdmissionConfig, ConnLimits, HandshakeOptions};
 use gw_proto::{ClientId, Role};
 use tokio_util::task::TaskTracker;
 
 use crate::clients::Clients;
 use crate::clock::Clock;
 use crate::error::GatewayError;
-use crate::fds::{self, FdBudget};
 use crate::listener;
 use crate::router::Router;
 use crate::serve::Listeners;
@@ -30,18 +30,22 @@ pub struct Gateway {
     pub(crate) instance: u64,
     /// Advertised internal address, embedded in client ids.
     pub(crate) address: String,
+    /// The internal listener's bound address.
+    pub(crate) internal: SocketAddr,
     pub(crate) listeners: Vec<Arc<listener::ListenerSpec>>,
+    /// The `[gatewayworker]` listener's bound address, if there is one.
+    pub(crate) gatewayworker: Option<SocketAddr>,
     /// Caps on open client sockets, in all and per address.
-    pub(crate) limits: Arc<listener::ConnLimits>,
+    pub(crate) limits: Arc<ConnLimits>,
     /// Client capacity as the open-files limit allows it.
     pub(crate) fds: FdBudget,
     /// Held back to shed pending clients when the process is out of descriptors.
-    pub(crate) spare_fd: fds::SpareFd,
-    /// Internal connections still in their handshake, capped in all and per address so that
-    /// unauthenticated peers cannot use up the descriptors kept for workers.
-    pub(crate) pending_links: Arc<listener::ConnLimits>,
-    /// Failed internal handshakes per address (`[link] failed_handshakes`).
-    pub(crate) limiter: gw_link::HandshakeLimiter,
+    pub(crate) spare_fd: SpareFd,
+    /// Admission on both internal listeners (ours and the GatewayWorker one): connections still
+    /// unauthenticated are capped in all and per address, so that they cannot use up the
+    /// descriptors kept for workers, and failed handshakes are budgeted per address
+    /// (`[link] failed_handshakes`).
+    pub(crate) admission: Admission,
     /// The local number the next client gets.
     pub(crate) next_client: AtomicU64,
     /// The gateway's monotonic clock (heartbeat bookkeeping in ms).
@@ -91,6 +95,20 @@ impl Gateway {
         self.listeners.iter().map(|l| l.url.clone()).collect()
     }
 
+    /// Every address the gateway listens on, as `status` shows them: the public listener URLs,
+    /// the internal listener, and the `[gatewayworker]` listener as `gatewayworker://ip:port`.
+    pub fn listen_addresses(&self) -> Vec<String> {
+        let mut all = self.listener_urls();
+        all.push(self.internal.to_string());
+        all.extend(self.gatewayworker.map(|a| format!("gatewayworker://{a}")));
+        all
+    }
+
+    /// The `[gatewayworker]` listener's bound address, if the gateway has one.
+    pub fn gatewayworker_addr(&self) -> Option<SocketAddr> {
+        self.gatewayworker
+    }
+
     /// Open client sockets (handshakes included).
     pub fn open_sockets(&self) -> usize {
         self.limits.open()
@@ -122,27 +140,27 @@ pub fn build(config: GatewayConfig, listeners: &Listeners) -> Result<Arc<Gateway
             "the open-files limit caps clients below max_connections; raise it (ulimit -n) for more"
         );
     }
-    let handshake = HandshakeOptions {
-        secret: config.secret.clone().into_bytes(),
-        role: Role::Gateway,
-        node: config.name.clone(),
-        max_frame: config.link.max_frame,
-        timeout: config.link.handshake_timeout,
+    let handshake = HandshakeOptions::new(&config.secret, Role::Gateway, &config.name, &config.link);
+    let gatewayworker = match &listeners.gatewayworker {
+        Some(l) => Some(l.local_addr().map_err(GatewayError::Listener)?),
+        None => None,
     };
+    // Half the descriptors kept for internal links may be pending handshakes, an eighth of them
+    // from one address.
+    let admission =
+        AdmissionConfig::from_link(&config.link, (config.fd_reserve / 2).max(8), (config.fd_reserve / 8).max(4));
     Ok(Arc::new(Gateway {
         register_handshake: handshake.clone(),
         handshake,
         instance: rand::random(),
         address,
+        internal,
+        gatewayworker,
         listeners: specs,
-        limits: Arc::new(listener::ConnLimits::new(fds.client_capacity, config.max_connections_per_ip)),
+        limits: Arc::new(ConnLimits::new(fds.client_capacity, config.max_connections_per_ip)),
         fds,
-        spare_fd: fds::SpareFd::new(),
-        limiter: gw_link::HandshakeLimiter::new(gw_link::LimiterConfig::from(&config.link)),
-        pending_links: Arc::new(listener::ConnLimits::new(
-            (config.fd_reserve / 2).max(8),
-            (config.fd_reserve / 8).max(4),
-        )),
+        spare_fd: SpareFd::new(),
+        admission: Admission::new(admission),
         next_client: AtomicU64::new(1),
         clock: Clock::start(),
         state: Arc::new(

@@ -10,7 +10,6 @@
 //! client connection), `binding.rs` (which worker a client's events go to), `peer.rs` (one worker
 //! or gateway-client link), then `commands.rs` and `queries.rs` (what those links ask for).
 
-mod accept;
 mod announce;
 mod binding;
 mod client;
@@ -19,10 +18,9 @@ mod clients;
 mod clock;
 mod commands;
 mod error;
-mod fds;
 pub mod framing;
 mod gateway;
-pub mod gatewayworker;
+mod gatewayworker;
 mod heartbeat;
 mod index;
 mod index_feed;
@@ -43,8 +41,8 @@ mod upgrade;
 
 pub use clients::Clients;
 pub use error::GatewayError;
-pub use fds::{FdBudget, FdBudgetError};
 pub use gateway::{Gateway, build};
+pub use gw_link::fds::{FdBudget, FdBudgetError};
 pub use metrics::Metrics;
 pub use node::GatewayNode;
 pub use serve::{Listeners, run, serve};

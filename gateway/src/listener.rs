@@ -1,11 +1,8 @@
 //! The gateway's public listeners: what each one speaks (WebSocket or a TCP framing, with or
-//! without TLS), its limits, and the connection caps shared by all of them.
+//! without TLS), its limits, and how a refused client is told.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::SocketAddr;
 
-use dashmap::DashMap;
 use gw_config::{GatewayConfig, ListenerConfig, parse_listener_url};
 use gw_proto::Protocol;
 use tokio_rustls::TlsAcceptor;
@@ -14,6 +11,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::GatewayError;
 use crate::framing::{Framing, StreamProtocol};
 use crate::upgrade::Policy;
+
+/// A client socket counted against the caps on clients (`gw_link::ConnLimits`).
+pub(crate) use gw_link::ConnSlot;
 
 /// One configured public listener.
 #[derive(Clone)]
@@ -94,67 +94,9 @@ pub(crate) fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, Gateway
     gw_link::tls_acceptor(cert, key).map_err(GatewayError::Tls)
 }
 
-/// Caps on open client sockets, in total and per IP address.
-#[derive(Debug)]
-pub(crate) struct ConnLimits {
-    total: AtomicUsize,
-    per_ip: DashMap<IpAddr, usize>,
-    max_total: usize,
-    max_per_ip: usize,
-}
-
-/// Why a connection was refused at accept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    Total,
-    PerIp,
-}
-
-impl ConnLimits {
-    pub fn new(max_total: usize, max_per_ip: usize) -> Self {
-        Self { total: AtomicUsize::new(0), per_ip: DashMap::new(), max_total, max_per_ip }
-    }
-
-    /// Takes a slot for a new socket from `ip`, released when the returned guard drops.
-    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, Refusal> {
-        if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
-            self.total.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refusal::Total);
-        }
-        let mut n = self.per_ip.entry(ip).or_insert(0);
-        if *n >= self.max_per_ip {
-            drop(n);
-            self.total.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refusal::PerIp);
-        }
-        *n += 1;
-        Ok(ConnSlot { limits: self.clone(), ip })
-    }
-
-    pub fn open(&self) -> usize {
-        self.total.load(Ordering::Relaxed)
-    }
-}
-
-/// An open client socket counted against the limits.
-#[derive(Debug)]
-pub(crate) struct ConnSlot {
-    limits: Arc<ConnLimits>,
-    ip: IpAddr,
-}
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        self.limits.total.fetch_sub(1, Ordering::AcqRel);
-        let remove = match self.limits.per_ip.get_mut(&self.ip) {
-            Some(mut n) => {
-                *n -= 1;
-                *n == 0
-            }
-            None => false,
-        };
-        if remove {
-            self.limits.per_ip.remove_if(&self.ip, |_, n| *n == 0);
-        }
+/// Best effort, never blocking: tells a plain HTTP (WebSocket) client why it is refused.
+pub(crate) fn refuse(spec: &ListenerSpec, stream: &tokio::net::TcpStream) {
+    if spec.protocol == Protocol::WebSocket && spec.tls.is_none() {
+        let _ = stream.try_write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     }
 }

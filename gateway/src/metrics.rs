@@ -86,6 +86,15 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// What the admission on the internal listeners counts here.
+    pub(crate) fn admission(&self) -> gw_link::Counters<'_> {
+        gw_link::Counters {
+            busy: &self.rejected_links_busy,
+            failed: &self.handshake_failures,
+            rate_limited: &self.handshakes_rate_limited,
+        }
+    }
+
     /// A snapshot as `(name, value)` pairs, for status output and tests.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);

@@ -14,13 +14,22 @@ use crate::Gateway;
 pub struct GatewayNode {
     /// The gateway reported on.
     pub gateway: Arc<Gateway>,
-    /// Public and internal listener addresses.
+    /// Every listener address (public, internal, `[gatewayworker]`), as `status` shows them.
     pub listen: Vec<String>,
+}
+
+impl GatewayNode {
+    /// The node of a running gateway, listing every address it listens on
+    /// ([`Gateway::listen_addresses`]).
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        let listen = gateway.listen_addresses();
+        Self { gateway, listen }
+    }
 }
 
 /// Descriptors open now; -1 where the platform does not tell.
 fn open_files() -> f64 {
-    crate::fds::open_descriptors().map_or(-1.0, |n| n as f64)
+    gw_link::fds::open_descriptors().map_or(-1.0, |n| n as f64)
 }
 
 impl Node for GatewayNode {

@@ -23,35 +23,15 @@ use crate::router::WorkerLink;
 /// (after every client has been closed and its close event queued), then flushes what is queued.
 pub(crate) async fn serve(
     stream: TcpStream,
+    pending: gw_link::Pending,
     peer_addr: SocketAddr,
     gw: Arc<Gateway>,
     links_down: CancellationToken,
-    pending: crate::listener::ConnSlot,
 ) {
-    // Every connection gets the challenge, so garbage from a shared address never keeps out a
-    // peer that proves the secret; an address with too many recent failures is served lean
-    // (short deadline, failures counted but logged once per window by the limiter).
-    let permit = gw.limiter.admit(peer_addr.ip());
-    let timeout = permit.timeout(gw.handshake.timeout);
-    let link = gw_link::accept_within(stream, &gw.handshake, &[Role::Worker, Role::Client], timeout).await;
-    drop(pending);
-    let link = match link {
-        Ok(link) => {
-            permit.succeeded();
-            link
-        }
-        // Over budget: counted, and logged by the limiter once per window, not here.
-        Err(_) if permit.over_budget() => {
-            permit.failed();
-            Metrics::inc(&gw.state.metrics.handshakes_rate_limited);
-            return;
-        }
-        Err(e) => {
-            permit.failed();
-            Metrics::inc(&gw.state.metrics.handshake_failures);
-            tracing::warn!(peer = %peer_addr, error = %e, "refused internal peer: handshake failed");
-            return;
-        }
+    let roles = [Role::Worker, Role::Client];
+    let handshake = |deadline| gw_link::accept_within(stream, &gw.handshake, &roles, deadline);
+    let Some(link) = gw.admission.admit(pending, "internal peer", gw.state.metrics.admission(), handshake).await else {
+        return;
     };
     let role = link.peer.role;
     let node = link.peer.node.clone();

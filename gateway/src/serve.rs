@@ -1,11 +1,13 @@
 //! Running a gateway: the sockets it serves, the accept loops and background tasks it starts, and
 //! the order in which it stops (clients first, then the worker links once their events are
-//! acknowledged).
+//! acknowledged). Every listener runs `gw_link`'s accept loop; the internal ones admit peers
+//! through the gateway's one [`Admission`](gw_link::Admission).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use gw_config::GatewayConfig;
+use gw_link::listener::{Shedding, accept_loop, listen};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,7 +16,7 @@ use tracing::Instrument;
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, build};
 use crate::metrics::Metrics;
-use crate::{accept, announce, client, heartbeat, listener, peer};
+use crate::{announce, client, gatewayworker, heartbeat, listener, peer};
 
 /// The sockets a gateway serves, bound by the caller.
 #[derive(Debug)]
@@ -23,29 +25,34 @@ pub struct Listeners {
     pub public: Vec<TcpListener>,
     /// Internal listener for business workers and gateway clients.
     pub internal: TcpListener,
+    /// The `[gatewayworker]` listener for PHP BusinessWorkers and GatewayClients, when the
+    /// configuration has that section.
+    pub gatewayworker: Option<TcpListener>,
 }
 
 impl Listeners {
+    /// Listeners for a gateway without a `[gatewayworker]` section.
+    pub fn new(public: Vec<TcpListener>, internal: TcpListener) -> Self {
+        Self { public, internal, gatewayworker: None }
+    }
+
     /// Binds every listener the configuration names.
     pub async fn bind(config: &GatewayConfig) -> Result<Self, GatewayError> {
+        let bind = |addr: String, setting: String| async move {
+            listen(&addr).await.map_err(|source| GatewayError::Bind { addr, setting, source })
+        };
         let mut public = Vec::new();
         for l in config.effective_listeners() {
             let url = gw_config::parse_listener_url(&l.url)
                 .map_err(|reason| GatewayError::ListenerUrl { url: l.url.clone(), reason })?;
-            let addr = url.addr.to_string();
-            let socket = accept::listen(&addr).await.map_err(|source| GatewayError::Bind {
-                addr,
-                setting: l.url.clone(),
-                source,
-            })?;
-            public.push(socket);
+            public.push(bind(url.addr.to_string(), l.url.clone()).await?);
         }
-        let internal = accept::listen(&config.internal_listen).await.map_err(|source| GatewayError::Bind {
-            addr: config.internal_listen.clone(),
-            setting: "internal_listen".into(),
-            source,
-        })?;
-        Ok(Self { public, internal })
+        let internal = bind(config.internal_listen.clone(), "internal_listen".into()).await?;
+        let gatewayworker = match &config.gatewayworker {
+            Some(php) => Some(bind(php.listen.clone(), "gatewayworker.listen".into()).await?),
+            None => None,
+        };
+        Ok(Self { public, internal, gatewayworker })
     }
 }
 
@@ -65,7 +72,7 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
         name = %gw.config.name,
         public = %first_public,
         listeners = ?gw.listener_urls(),
-        internal = %listeners.internal.local_addr().map_err(GatewayError::Listener)?,
+        internal = %gw.internal,
         advertise = %gw.address,
         "gateway listening"
     );
@@ -74,44 +81,53 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     let clients = TaskTracker::new();
     let links = TaskTracker::new();
 
+    // PHP GatewayWorker's protocol, on a thread of its own. Its links stay up until the
+    // gateway has closed its clients, so PHP workers get their close events too.
+    let php = match (listeners.gatewayworker, gw.config.gatewayworker.clone()) {
+        (Some(socket), Some(config)) => {
+            Some(gatewayworker::spawn(gw.clone(), config, socket, shutdown.clone(), links_down.clone())?)
+        }
+        _ => None,
+    };
     announce::spawn_all(&gw, &links_down, &links);
-    let internal = accept::accept_loop(listeners.internal, shutdown.clone(), None, {
+    let internal = accept_loop(listeners.internal, "internal", shutdown.clone(), None, {
         let gw = gw.clone();
         let links_down = links_down.clone();
         let links = links.clone();
         move |stream, addr| {
-            let Ok(pending) = gw.pending_links.acquire(addr.ip()) else {
-                Metrics::inc(&gw.state.metrics.rejected_links_busy);
-                tracing::debug!(peer = %addr, "internal connection refused: too many handshakes pending");
-                return;
-            };
-            links.spawn(peer::serve(stream, addr, gw.clone(), links_down.clone(), pending));
+            if let Some(pending) = gw.admission.enter(addr, &gw.state.metrics.rejected_links_busy) {
+                links.spawn(peer::serve(stream, pending, addr, gw.clone(), links_down.clone()));
+            }
         }
     });
     let heartbeat = tokio::spawn(
         heartbeat::run(gw.state.clone(), gw.clock, heartbeat::Settings::from(&gw.config), clients_down.clone())
             .instrument(tracing::debug_span!("heartbeat")),
     );
+    let refusers: Vec<_> = gw
+        .listeners
+        .iter()
+        .map(|spec| {
+            let spec = spec.clone();
+            move |stream: &tokio::net::TcpStream| listener::refuse(&spec, stream)
+        })
+        .collect();
     let mut public = Vec::new();
-    for (socket, spec) in listeners.public.into_iter().zip(gw.listeners.clone()) {
+    for ((socket, spec), refuse) in listeners.public.into_iter().zip(gw.listeners.clone()).zip(&refusers) {
         let (gw2, clients_down, clients) = (gw.clone(), clients_down.clone(), clients.clone());
-        let shed = accept::Shedding {
-            spare: &gw.spare_fd,
-            refused: &gw.state.metrics.rejected_fd_exhausted,
-            spec: spec.clone(),
-        };
-        public.push(accept::accept_loop(socket, shutdown.clone(), Some(shed), move |stream, addr| {
+        let shed = Shedding { spare: &gw.spare_fd, refused: &gw.state.metrics.rejected_fd_exhausted, refuse };
+        public.push(accept_loop(socket, "public", shutdown.clone(), Some(shed), move |stream, addr| {
             let gw = &gw2;
             let slot = match gw.limits.acquire(addr.ip()) {
                 Ok(slot) => slot,
                 Err(refusal) => {
                     let counter = match refusal {
-                        listener::Refusal::Total => &gw.state.metrics.rejected_total_limit,
-                        listener::Refusal::PerIp => &gw.state.metrics.rejected_ip_limit,
+                        gw_link::Refusal::Total => &gw.state.metrics.rejected_total_limit,
+                        gw_link::Refusal::PerIp => &gw.state.metrics.rejected_ip_limit,
                     };
                     Metrics::inc(counter);
                     tracing::debug!(peer = %addr, ?refusal, "connection refused: limit reached");
-                    accept::refuse(&spec, &stream);
+                    listener::refuse(&spec, &stream);
                     return;
                 }
             };
@@ -148,6 +164,9 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     links_down.cancel();
     links.close();
     let _ = tokio::time::timeout(Duration::from_secs(3), links.wait()).await;
+    if let Some(php) = php {
+        php.await.unwrap_or(Ok(()))?;
+    }
     tracing::info!("gateway stopped");
     Ok(())
 }

@@ -85,10 +85,21 @@ pub fn broadcast_addresses(addresses: &[String]) -> Vec<u8> {
 
 /// A gateway's `gateway_connect` line as `Gateway::registerAddress` sends it, newline included.
 pub fn gateway_connect(address: &str, secret_key: &str) -> Vec<u8> {
-    let mut line = serde_json::to_vec(
-        &serde_json::json!({"event": "gateway_connect", "address": address, "secret_key": secret_key}),
-    )
-    .expect("strings serialize");
+    encode(&ToRegister::GatewayConnect { address: address.into(), secret_key: secret_key.into() })
+}
+
+/// A message to the register as PHP peers send it: one JSON line, newline included.
+pub fn encode(msg: &ToRegister) -> Vec<u8> {
+    let value = match msg {
+        ToRegister::GatewayConnect { address, secret_key } => {
+            serde_json::json!({"event": "gateway_connect", "address": address, "secret_key": secret_key})
+        }
+        ToRegister::WorkerConnect { secret_key } => {
+            serde_json::json!({"event": "worker_connect", "secret_key": secret_key})
+        }
+        ToRegister::Ping => serde_json::json!({"event": "ping"}),
+    };
+    let mut line = serde_json::to_vec(&value).expect("strings serialize");
     line.push(b'\n');
     line
 }
@@ -122,6 +133,20 @@ mod tests {
             panic!()
         };
         assert_ne!(secret_key, "1");
+    }
+
+    #[test]
+    fn what_peers_send_parses_back() {
+        for msg in [
+            ToRegister::GatewayConnect { address: "127.0.0.1:2900".into(), secret_key: "k".into() },
+            ToRegister::WorkerConnect { secret_key: String::new() },
+            ToRegister::Ping,
+        ] {
+            let line = encode(&msg);
+            assert_eq!(line.last(), Some(&b'\n'));
+            assert_eq!(parse(&line[..line.len() - 1]), Ok(msg));
+        }
+        assert_eq!(encode(&ToRegister::Ping), b"{\"event\":\"ping\"}\n");
     }
 
     #[test]

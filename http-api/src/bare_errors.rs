@@ -5,8 +5,7 @@
 //!
 //! hyper has no hook for those answers, so [`JsonErrors`] sits between it and the socket and
 //! gives them a body on their way out: a 4xx head with `content-length: 0` is one of them (every
-//! answer of the application carries a JSON body). Apply it to each accepted connection, for
-//! example with [`Listener`] around the API's listener.
+//! answer of the application carries a JSON body). Each accepted connection is wrapped in it (`serve.rs`).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -134,24 +133,6 @@ fn with_body(buf: &[u8]) -> Option<Vec<u8>> {
     out.extend_from_slice(&buf[at + empty.len()..]);
     out.extend_from_slice(&body);
     Some(out)
-}
-
-/// An `axum::serve` listener whose connections are [`JsonErrors`].
-#[derive(Debug)]
-pub struct Listener<L>(pub L);
-
-impl<L: axum::serve::Listener> axum::serve::Listener for Listener<L> {
-    type Io = JsonErrors<L::Io>;
-    type Addr = L::Addr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = self.0.accept().await;
-        (JsonErrors::new(io), addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
 }
 
 #[cfg(test)]

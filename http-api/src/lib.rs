@@ -13,8 +13,8 @@ pub mod error;
 mod node;
 pub mod openapi;
 pub mod routes;
+mod serve;
 mod stats;
-mod tls;
 pub mod types;
 
 use std::sync::Arc;
@@ -40,7 +40,25 @@ pub enum HttpApiError {
     /// The HTTP server failed.
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
+    /// The open-files limit leaves no descriptor for client connections.
+    #[error(
+        "the open-files limit (RLIMIT_NOFILE) is {limit}: after the {open} descriptors open at start and the {reserve} \
+         kept for links to the cluster, none are left for HTTP connections; raise the limit (`ulimit -n`, \
+         LimitNOFILE=, docker `--ulimit nofile=`)"
+    )]
+    NoDescriptors {
+        /// The soft limit in force.
+        limit: u64,
+        /// Descriptors open at start.
+        open: usize,
+        /// Descriptors kept for links to registers and gateways, the admin endpoint and the control socket.
+        reserve: usize,
+    },
 }
+
+/// Descriptors kept out of `max_connections` for links to registers and gateways, the admin
+/// endpoint and the control socket.
+const FD_RESERVE: usize = 64;
 
 /// The running API: the cluster client and what every request needs.
 pub struct Api {
@@ -55,6 +73,17 @@ pub struct Api {
     openapi: String,
     tls: Option<tokio_rustls::TlsAcceptor>,
     grace: Duration,
+    limits: Limits,
+    throttles: serve::Throttles,
+}
+
+/// How much the server lets clients hold, and for how long.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    header_timeout: Duration,
+    body_timeout: Duration,
 }
 
 impl Api {
@@ -66,6 +95,25 @@ impl Api {
                 Some(gw_link::tls_acceptor(cert, key).map_err(|e| HttpApiError::Tls(e.to_string()))?)
             }
             _ => None,
+        };
+        // Connections are capped below the open-files limit too: out of descriptors, the API
+        // would answer no one (and lose its links to the cluster).
+        let max_connections = match gw_link::fds::FdBudget::compute(config.max_connections, FD_RESERVE) {
+            Ok(fds) => {
+                if fds.client_capacity < config.max_connections {
+                    tracing::warn!(
+                        max_connections = config.max_connections,
+                        open_files_limit = fds.limit,
+                        capacity = fds.client_capacity,
+                        "the open-files limit caps HTTP connections below max_connections; raise it (ulimit -n) for more"
+                    );
+                }
+                fds.client_capacity
+            }
+            Err(gw_link::fds::FdBudgetError::NoneLeft { limit, open_at_start, reserve }) => {
+                return Err(HttpApiError::NoDescriptors { limit, open: open_at_start, reserve });
+            }
+            Err(e) => return Err(HttpApiError::Io(std::io::Error::other(e))),
         };
         let gateway = GatewayClient::builder(config.registers.iter().cloned())
             .secret(config.secret.clone())
@@ -83,6 +131,13 @@ impl Api {
             openapi: openapi::document().to_string(),
             tls,
             grace: config.grace_period,
+            limits: Limits {
+                max_connections,
+                max_connections_per_ip: config.max_connections_per_ip,
+                header_timeout: config.header_timeout,
+                body_timeout: config.body_timeout,
+            },
+            throttles: serve::Throttles::default(),
         }))
     }
 
@@ -100,49 +155,18 @@ impl Api {
 }
 
 /// Serves the API on `listener` (HTTPS if the config had TLS files) until `shutdown`, then lets
-/// requests in flight finish within the grace period.
+/// requests in flight finish within the grace period. Connections are capped and time-limited
+/// (`max_connections`, `header_timeout`, `body_timeout`); see `serve.rs`.
 pub async fn serve(api: Arc<Api>, listener: TcpListener, shutdown: CancellationToken) -> Result<(), HttpApiError> {
-    let app = routes::router(api.clone());
     let local = listener.local_addr()?;
-    let stopped = {
-        let shutdown = shutdown.clone();
-        async move { shutdown.cancelled().await }
-    };
-    let served = match api.tls.clone() {
-        Some(acceptor) => {
-            tracing::info!(listen = %local, "serving the HTTP API over TLS");
-            let listener = tls::TlsListener::new(listener, acceptor, shutdown.clone())?;
-            let server = axum::serve(bare_errors::Listener(listener), app).with_graceful_shutdown(stopped);
-            drain(server.into_future(), &shutdown, api.grace).await
-        }
-        None => {
-            tracing::info!(listen = %local, "serving the HTTP API");
-            let server = axum::serve(bare_errors::Listener(listener), app).with_graceful_shutdown(stopped);
-            drain(server.into_future(), &shutdown, api.grace).await
-        }
-    };
+    let max_connections = api.limits.max_connections;
+    match api.tls {
+        Some(_) => tracing::info!(listen = %local, max_connections, "serving the HTTP API over TLS"),
+        None => tracing::info!(listen = %local, max_connections, "serving the HTTP API"),
+    }
+    serve::serve(&api, listener, routes::router(api.clone()), &shutdown).await;
     api.gateway.shutdown().await;
-    served
-}
-
-/// Runs the server; once `shutdown` fires, gives it `grace` to finish requests in flight.
-async fn drain(
-    server: impl Future<Output = std::io::Result<()>>,
-    shutdown: &CancellationToken,
-    grace: Duration,
-) -> Result<(), HttpApiError> {
-    tokio::pin!(server);
-    tokio::select! {
-        r = &mut server => return Ok(r?),
-        _ = shutdown.cancelled() => {}
-    }
-    match tokio::time::timeout(grace, server).await {
-        Ok(r) => Ok(r?),
-        Err(_) => {
-            tracing::warn!(grace = ?grace, "requests still in flight after the grace period; stopping anyway");
-            Ok(())
-        }
-    }
+    Ok(())
 }
 
 /// Starts the API and serves it until `shutdown` (tests and embedding).

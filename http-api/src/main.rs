@@ -16,7 +16,7 @@ const SPEC: Spec = Spec {
 
 fn main() -> std::process::ExitCode {
     gw_daemon::main(SPEC, |config: HttpApiConfig, ctx| async move {
-        let listener = tokio::net::TcpListener::bind(&config.listen)
+        let listener = gw_link::listener::listen(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
         let api = gw_http_api::Api::start(&config)?;

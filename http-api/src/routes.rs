@@ -30,9 +30,58 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(api.clone(), guard))
         .layer(middleware::from_fn_with_state(api.clone(), track))
         .layer(DefaultBodyLimit::max(api.max_body))
         .with_state(api)
+}
+
+/// Before any route: the API key of a call that has a body is checked from its headers, so a
+/// request without a valid key is answered 401 before a byte of its body is read (one without a
+/// body meets the same check in its route, after 404 and 405); then the body is read within
+/// `body_timeout` (408 after; the connection is closed) and `max_body` (413).
+async fn guard(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let has_body = declared.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
+    if has_body
+        && req.uri().path().starts_with("/v1/")
+        && let Err(e) = api.keys.authenticate(headers)
+    {
+        if let Some(n) = api.throttles.unauthorized.hit() {
+            tracing::info!(requests = n, "requests without a valid API key refused (401) before their body was read");
+        }
+        return e.into_response();
+    }
+    let (parts, body) = req.into_parts();
+    if declared.is_some_and(|n| n > api.max_body as u64) {
+        return body_too_large().into_response();
+    }
+    let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, api.max_body));
+    let bytes = match tokio::time::timeout(api.limits.body_timeout, read).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return body_too_large().into_response(),
+        Ok(Err(e)) => {
+            let e = ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("cannot read the request body: {e}"));
+            return e.into_response();
+        }
+        Err(_) => {
+            api.stats.body_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(n) = api.throttles.body_timeout.hit() {
+                tracing::warn!(requests = n, timeout = ?api.limits.body_timeout, "requests answered 408: body not received in time");
+            }
+            let message =
+                format!("the request body did not arrive within body_timeout ({:?})", api.limits.body_timeout);
+            let mut response = ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", message).into_response();
+            response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            return response;
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
+}
+
+fn body_too_large() -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body is larger than max_body")
 }
 
 /// Counts and times every request by its route pattern.
@@ -139,7 +188,7 @@ async fn batch(
                 if !answer.push_reply(&reply) {
                     api.stats.answers_too_large.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::debug!(key = %key, call = name, len = reply.get().len(), "batch answer full");
-                    answer.push_error(too_large(i, name, reply.get().len(), api.max_response));
+                    answer.push_error(answer_too_large(i, name, reply.get().len(), api.max_response));
                 }
             }
             Err(e) => answer.push_error(e.into()),
@@ -197,7 +246,7 @@ impl BatchAnswer {
 }
 
 /// The error standing in for a batch call's result that would not fit in the answer.
-fn too_large(i: usize, name: &str, len: usize, limit: usize) -> ApiError {
+fn answer_too_large(i: usize, name: &str, len: usize, limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "answer_too_large",

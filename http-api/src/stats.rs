@@ -19,6 +19,23 @@ pub struct Stats {
     /// and an `answer_too_large` error stands in their place.
     pub answers_too_large: AtomicU64,
     total: AtomicU64,
+    /// Connections open now.
+    pub connections: AtomicU64,
+    /// Connections refused at accept: `max_connections` reached.
+    pub rejected_capacity: AtomicU64,
+    /// Connections refused at accept: `max_connections_per_ip` reached.
+    pub rejected_per_ip: AtomicU64,
+    /// Connections accepted and closed at once: the process was out of file descriptors.
+    pub rejected_fd_exhausted: AtomicU64,
+    /// Connections closed for sending no complete request head within `header_timeout`
+    /// (stalled senders, and kept-alive connections idle that long).
+    pub head_timeouts: AtomicU64,
+    /// Requests answered 408 for not sending their body within `body_timeout`.
+    pub body_timeouts: AtomicU64,
+    /// TLS handshakes that failed.
+    pub tls_failures: AtomicU64,
+    /// TLS handshakes not done within `header_timeout`.
+    pub tls_timeouts: AtomicU64,
 }
 
 impl Stats {
@@ -71,19 +88,39 @@ impl Stats {
                 }
             }
         }
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         vec![
             requests,
             latency,
             MetricFamily::counter(
                 "gw_http_calls_total",
                 "Gateway API calls run (each call of a batch counts).",
-                self.calls.load(Ordering::Relaxed),
+                g(&self.calls),
             ),
             MetricFamily::counter(
                 "gw_http_answers_too_large_total",
                 "Batch calls whose result would have taken the batch's answer past max_response (answered with an error instead).",
-                self.answers_too_large.load(Ordering::Relaxed),
+                g(&self.answers_too_large),
             ),
+            MetricFamily::gauge("gw_http_connections", "HTTP connections open now.", g(&self.connections) as f64),
+            MetricFamily::new(
+                "gw_http_connections_rejected_total",
+                "counter",
+                "Connections refused at accept, by reason.",
+            )
+            .sample("reason=\"capacity\"", g(&self.rejected_capacity) as f64)
+            .sample("reason=\"per_ip\"", g(&self.rejected_per_ip) as f64)
+            .sample("reason=\"fd_exhausted\"", g(&self.rejected_fd_exhausted) as f64),
+            MetricFamily::new(
+                "gw_http_timeouts_total",
+                "counter",
+                "Connections and requests given up on, by what was late: the TLS handshake or a request head \
+                 (header_timeout; idle keep-alive connections included), or a body (body_timeout, answered 408).",
+            )
+            .sample("phase=\"tls\"", g(&self.tls_timeouts) as f64)
+            .sample("phase=\"head\"", g(&self.head_timeouts) as f64)
+            .sample("phase=\"body\"", g(&self.body_timeouts) as f64),
+            MetricFamily::counter("gw_http_tls_failures_total", "TLS handshakes that failed.", g(&self.tls_failures)),
         ]
     }
 }

@@ -99,13 +99,7 @@ impl FakeGateway {
 
 /// The handshake options of a gateway with this secret.
 pub fn handshake(secret: &str) -> HandshakeOptions {
-    HandshakeOptions {
-        secret: secret.as_bytes().to_vec(),
-        role: Role::Gateway,
-        node: "fake-gateway".into(),
-        max_frame: 1 << 20,
-        timeout: Duration::from_secs(5),
-    }
+    HandshakeOptions::new(secret, Role::Gateway, "fake-gateway", &gw_config::LinkConfig::default())
 }
 
 /// Writes one framed message; false once the peer is gone.

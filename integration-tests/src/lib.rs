@@ -7,6 +7,7 @@ pub mod logs;
 pub mod numbered;
 pub mod php;
 pub mod process;
+pub mod sockets;
 pub mod tls;
 pub mod ws;
 
@@ -74,7 +75,8 @@ impl RegisterHandle {
         let task = tokio::spawn({
             let (registry, stop) = (registry.clone(), stop.clone());
             async move {
-                gw_register::run_with(config, listener, stop, registry).await.unwrap();
+                let registries = gw_register::Registries { native: registry, ..Default::default() };
+                gw_register::run_with(config, listener, stop, registries).await.unwrap();
             }
         });
         Self { addr, registry, stop, task, secret: secret.into() }
@@ -131,8 +133,8 @@ impl GatewayHandle {
     }
 
     /// Starts a gateway whose internal listener is `internal` (to restart on the same address).
-    /// Public listeners are bound as configured (after `tweak`), on their configured ports (use
-    /// port 0).
+    /// Public listeners (and a `[gatewayworker]` one) are bound as configured (after `tweak`),
+    /// on their configured ports (use port 0).
     pub async fn start_on(
         internal: TcpListener,
         registers: &[SocketAddr],
@@ -155,7 +157,10 @@ impl GatewayHandle {
             let url = gw_config::parse_listener_url(&l.url).unwrap();
             public.push(TcpListener::bind(url.addr).await.unwrap());
         }
-        let listeners = gw_gateway::Listeners { public, internal };
+        let mut listeners = gw_gateway::Listeners::new(public, internal);
+        if let Some(php) = &config.gatewayworker {
+            listeners.gatewayworker = Some(TcpListener::bind(&php.listen).await.unwrap());
+        }
         let gw = gw_gateway::build(config, &listeners).unwrap();
         let ws_url = gw
             .listener_urls()

@@ -1,7 +1,8 @@
 //! Real PHP GatewayWorker processes against our register and gateways: finds `php` and the
 //! unmodified upstream sources in `../shared/peers/php`, lays out an application directory the way
-//! a PHP shop has it (Composer's `vendor/autoload.php` replaced by a small autoloader, since there
-//! is no Composer here), and runs PHP scripts as child processes.
+//! a PHP shop has it (Composer's `vendor/autoload.php` replaced by the autoloader shipped in
+//! `tests/php/autoload.php`, since workerman-chat has none and there is no Composer here), and runs
+//! PHP scripts as child processes.
 //!
 //! Without PHP or the sources a test says plainly that it skips, unless `GW_REQUIRE_PHP=1` (set
 //! by `.ci/run`) makes that a failure.
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gw_config::{GatewayGatewayWorker, RegisterGatewayWorker};
+use gw_config::{GatewayGatewayWorker, RegisterConfig, RegisterGatewayWorker};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -47,24 +48,16 @@ impl Php {
         Some(Php { php: php.expect("checked"), peers: peers.canonicalize().expect("peers path") })
     }
 
-    /// A fresh application directory with `vendor/autoload.php` mapping `Workerman\` and
-    /// `GatewayWorker\` to the unmodified sources.
+    /// A fresh application directory laid out as a Composer project: `vendor/autoload.php` is
+    /// the autoloader shipped with these tests (`tests/php/autoload.php`, mapping `Workerman\`,
+    /// `GatewayWorker\` and `GatewayClient\` to the unmodified sources), told where they are.
     pub fn app_dir(&self, test: &str) -> PathBuf {
         let dir = crate::process::temp_dir(test);
-        let p = self.peers.display();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/php/autoload.php");
         let autoload = format!(
-            r#"<?php
-// Stands in for Composer's autoloader: the unmodified GatewayWorker sources.
-spl_autoload_register(function ($class) {{
-    foreach (['Workerman\\' => '{p}/workerman/', 'GatewayWorker\\' => '{p}/gateway-worker/src/'] as $prefix => $dir) {{
-        if (strncmp($class, $prefix, strlen($prefix)) === 0) {{
-            $file = $dir . str_replace('\\', '/', substr($class, strlen($prefix))) . '.php';
-            if (is_file($file)) {{ require $file; }}
-            return;
-        }}
-    }}
-}});
-"#
+            "<?php\ndefine('GW_PHP_PEERS', '{}');\nrequire '{}';\n",
+            self.peers.display(),
+            shipped.canonicalize().expect("tests/php/autoload.php").display()
         );
         crate::process::write_config(&dir.join("vendor"), "autoload.php", &autoload);
         dir
@@ -144,24 +137,36 @@ impl Drop for PhpProcess {
     }
 }
 
-/// A register's GatewayWorker-protocol listener on `127.0.0.1:0`, with its own registry.
+/// A register with a GatewayWorker-protocol listener on `127.0.0.1:0` (its own listener for our
+/// peers is there too, unused).
 pub struct PhpRegister {
-    /// Where it listens.
+    /// Where its GatewayWorker-protocol listener is.
     pub addr: SocketAddr,
-    /// Its gateway list.
+    /// Its GatewayWorker-protocol gateway list.
     pub registry: Arc<gw_register::Registry>,
     _stop: tokio_util::sync::DropGuard,
 }
 
 impl PhpRegister {
-    /// A PHP-protocol register on `127.0.0.1:0` with this `secretKey`.
+    /// A register whose `[gatewayworker]` listener has this `secretKey`.
     pub async fn start(secret_key: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let registry = Arc::new(gw_register::Registry::default());
+        let php = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = php.local_addr().unwrap();
+        let native = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = RegisterConfig {
+            listen: native.local_addr().unwrap().to_string(),
+            gatewayworker: Some(RegisterGatewayWorker {
+                listen: addr.to_string(),
+                secret_key: secret_key.into(),
+                ..RegisterGatewayWorker::default()
+            }),
+            ..RegisterConfig::default()
+        };
+        let registries = gw_register::Registries::default();
+        let registry = registries.gatewayworker.clone();
         let stop = CancellationToken::new();
-        let config = RegisterGatewayWorker { listen: addr.to_string(), secret_key: secret_key.into() };
-        tokio::spawn(gw_register::gatewayworker::serve(config, listener, stop.clone(), registry.clone()));
+        let listeners = gw_register::Listeners { native, gatewayworker: Some(php) };
+        tokio::spawn(gw_register::run_with(config, listeners, stop.clone(), registries));
         Self { addr, registry, _stop: stop.drop_guard() }
     }
 
@@ -183,35 +188,28 @@ pub struct PhpGateway {
     pub gateway: GatewayHandle,
     /// The GatewayWorker-protocol address (what PHP client ids embed).
     pub php_addr: SocketAddr,
-    stop: Option<tokio_util::sync::DropGuard>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl PhpGateway {
-    /// A gateway announcing to `registers`, plus its GatewayWorker-protocol listener announcing to the PHP register `php_register`.
+    /// A gateway announcing to `registers`, whose `[gatewayworker]` listener announces itself to
+    /// the PHP register `php_register`.
     pub async fn start(registers: &[SocketAddr], secret: &str, php_register: SocketAddr, secret_key: &str) -> Self {
-        let gateway = GatewayHandle::start(registers, secret).await;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let php_addr = listener.local_addr().unwrap();
-        let config = GatewayGatewayWorker {
-            listen: php_addr.to_string(),
-            registers: vec![php_register.to_string()],
-            secret_key: secret_key.into(),
-            ..GatewayGatewayWorker::default()
-        };
-        let stop = CancellationToken::new();
-        let gw = gateway.gw.clone();
-        let token = stop.clone();
-        let task =
-            tokio::spawn(async move { gw_gateway::gatewayworker::serve(gw, config, listener, token).await.unwrap() });
-        Self { gateway, php_addr, stop: Some(stop.drop_guard()), task }
+        let gateway = GatewayHandle::start_with(registers, secret, |c| {
+            c.gatewayworker = Some(GatewayGatewayWorker {
+                listen: "127.0.0.1:0".into(),
+                registers: vec![php_register.to_string()],
+                secret_key: secret_key.into(),
+                ..GatewayGatewayWorker::default()
+            });
+        })
+        .await;
+        let php_addr = gateway.gw.gatewayworker_addr().expect("a [gatewayworker] listener");
+        Self { gateway, php_addr }
     }
 
-    /// Graceful stop in the `gateway` binary's order: clients are closed and their close events
+    /// Graceful stop, as the `gateway` binary stops: clients are closed and their close events
     /// queued first, then the GatewayWorker links flush them and close.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
         self.gateway.stop().await;
-        drop(self.stop.take());
-        (&mut self.task).await.unwrap();
     }
 }

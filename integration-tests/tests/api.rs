@@ -1029,7 +1029,7 @@ async fn ipv6_clients_and_gateways_work_and_their_addresses_reach_handlers() {
         link: fast_link(),
         ..gw_config::GatewayConfig::default()
     };
-    let listeners = gw_gateway::Listeners { public: vec![public], internal };
+    let listeners = gw_gateway::Listeners::new(vec![public], internal);
     let gw = gw_gateway::build(config, &listeners).unwrap();
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();

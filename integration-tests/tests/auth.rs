@@ -36,13 +36,7 @@ async fn peers_with_the_wrong_secret_are_refused_with_a_log_line_and_no_secret_i
     assert!(reg.registry.stats.handshake_failures.load(std::sync::atomic::Ordering::Relaxed) >= 1);
 
     // A worker-role peer with the wrong secret on the gateway's internal port is told why.
-    let opts = HandshakeOptions {
-        secret: WRONG.as_bytes().to_vec(),
-        role: Role::Worker,
-        node: "intruder".into(),
-        max_frame: 1 << 20,
-        timeout: Duration::from_secs(5),
-    };
+    let opts = HandshakeOptions::new(WRONG, Role::Worker, "intruder", &gw_config::LinkConfig::default());
     let err = gw_link::connect(&gw.internal.to_string(), &opts).await.unwrap_err();
     match err {
         LinkError::Handshake(HandshakeError::Rejected(reason)) => assert_eq!(reason, "authentication failed"),

@@ -1,10 +1,11 @@
 //! The `register` and `gateway` binaries with their `[gatewayworker]` sections, as processes: the
 //! gateway announces its GatewayWorker-protocol address to the register's GatewayWorker listener,
-//! which hands it to a PHP-style `worker_connect`; a bad section exits 64 naming the key.
+//! which hands it to a PHP-style `worker_connect`, and both list that listener in `status`; a bad
+//! section (an IPv6 address PHP cannot hold, no `secret_key` off loopback) exits 64 naming the key.
 
 use std::time::Duration;
 
-use gw_integration_tests::process::{Daemon, temp_dir, write_config};
+use gw_integration_tests::process::{Daemon, bin_path, cli, temp_dir, write_config};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -21,7 +22,9 @@ async fn gateway_binary_announces_its_gatewayworker_listener_to_the_register_bin
             "listen = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n[process]\nrun_dir = \"{run_dir}\"\n[gatewayworker]\nlisten = \"127.0.0.1:0\"\nsecret_key = \"k\"\n"
         ),
     );
-    let mut register = Daemon::spawn("register", &["--config", register_cfg.to_str().unwrap(), "start"], &[]);
+    // Their run_dir is the config's, so that `status` (run below without the environment) finds them.
+    let env = [("GW_RUN_DIR", dir.to_str().unwrap())];
+    let mut register = Daemon::spawn("register", &["--config", register_cfg.to_str().unwrap(), "start"], &env);
     let ours = register.wait_for_log("register listening", T)["listen"].as_str().unwrap().to_string();
     let php = register.wait_for_log("register listening for GatewayWorker (PHP) peers", T)["listen"]
         .as_str()
@@ -35,7 +38,7 @@ async fn gateway_binary_announces_its_gatewayworker_listener_to_the_register_bin
             "listen = \"127.0.0.1:0\"\ninternal_listen = \"127.0.0.1:0\"\nregisters = [\"{ours}\"]\n[log]\nformat = \"json\"\n[process]\nrun_dir = \"{run_dir}\"\n[gatewayworker]\nlisten = \"127.0.0.1:0\"\nregisters = [\"{php}\"]\nsecret_key = \"k\"\n"
         ),
     );
-    let mut gateway = Daemon::spawn("gateway", &["--config", gateway_cfg.to_str().unwrap(), "start"], &[]);
+    let mut gateway = Daemon::spawn("gateway", &["--config", gateway_cfg.to_str().unwrap(), "start"], &env);
     let advertise =
         gateway.wait_for_log("gateway listening for GatewayWorker (PHP) workers and clients", T)["advertise"]
             .as_str()
@@ -54,6 +57,12 @@ async fn gateway_binary_announces_its_gatewayworker_listener_to_the_register_bin
             break;
         }
     }
+
+    // `status` lists every listener, the GatewayWorker ones included.
+    let out = cli(&bin_path("gateway"), &["--config", gateway_cfg.to_str().unwrap(), "status"]);
+    assert!(out.stdout.contains(&format!("gatewayworker://{advertise}")), "{}", out.text());
+    let out = cli(&bin_path("register"), &["--config", register_cfg.to_str().unwrap(), "status"]);
+    assert!(out.stdout.contains(&format!("gatewayworker://{php}")), "{}", out.text());
 
     // The gateway leaves: the register tells the PHP worker at once.
     gateway.signal("TERM");
@@ -74,5 +83,21 @@ async fn a_gatewayworker_section_with_an_ipv6_advertise_exits_64() {
     assert_eq!(gateway.wait_exit(T), Some(64));
     let out = gateway.output();
     assert!(out.contains("gatewayworker.advertise") && out.contains("IPv4"), "{out}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_gatewayworker_listener_off_loopback_without_a_secret_key_exits_64_unless_allowed() {
+    let dir = temp_dir("gw-nokey");
+    for (binary, section) in [
+        ("gateway", "[gatewayworker]\nlisten = \"0.0.0.0:0\"\nadvertise = \"10.0.0.5:2901\"\n"),
+        ("register", "[gatewayworker]\nlisten = \"0.0.0.0:0\"\n"),
+    ] {
+        let cfg = write_config(&dir, &format!("{binary}.toml"), section);
+        let mut daemon = Daemon::spawn(binary, &["--config", cfg.to_str().unwrap()], &[]);
+        assert_eq!(daemon.wait_exit(T), Some(64), "{binary}: {}", daemon.output());
+        let out = daemon.output();
+        assert!(out.contains("gatewayworker.secret_key") && out.contains("allow_empty_secret_key"), "{binary}: {out}");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }

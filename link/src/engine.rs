@@ -5,15 +5,16 @@
 //! and which of them are ping and pong) and a [`Handler`] (what an arriving message means); the
 //! engine answers pings itself, so handlers only see real messages.
 //!
-//! - **Heartbeat.** A ping goes out every `heartbeat_interval`; a link that has heard nothing for
-//!   `heartbeat_timeout` fails with [`LinkError::HeartbeatTimeout`]. Pings never wait for room: a
-//!   full outbox already proves the link is busy.
+//! - **Heartbeat.** A ping goes out every `heartbeat_interval` (if the wire has one); a link that
+//!   has heard nothing for `heartbeat_timeout` fails with [`LinkError::HeartbeatTimeout`]. Pings
+//!   never wait for room: a full outbox already proves the link is busy.
 //! - **Backpressure.** While the handler is busy with a message (for a worker: waiting for room in
 //!   a client's queue), the engine reads nothing more but keeps pinging, and the silence it could
 //!   not hear through does not count against the peer: a slow handler is busy, not dead.
 //! - **Graceful close.** When the owner's `close` token is cancelled the engine stops reading,
 //!   lets the handler queue its final frames ([`Handler::on_close`], e.g. a worker's last
-//!   acknowledgement), flushes the outbox for at most `flush_timeout` and disconnects.
+//!   acknowledgement, then [`Handler::closing_outgoing`]), flushes the outbox for at most
+//!   `flush_timeout` and disconnects.
 //!
 //! Reconnecting is the dialing side's business: see [`keep_dialing`](crate::keep_dialing).
 
@@ -27,8 +28,9 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
+use crate::framed::FrameReader;
 use crate::wire::{Beat, Wire};
-use crate::{FrameReader, LinkError, WriterStats};
+use crate::{LinkError, WriterStats};
 
 /// How long a graceful close may spend flushing what is queued.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -40,7 +42,8 @@ pub struct LinkOptions {
     pub max_frame: usize,
     /// A ping goes out this often.
     pub heartbeat_interval: Duration,
-    /// A link silent for this long has failed.
+    /// A link silent for this long has failed (`Duration::MAX`: never, for a peer that sends no
+    /// heartbeat).
     pub heartbeat_timeout: Duration,
     /// Longest a graceful close spends flushing.
     pub flush_timeout: Duration,
@@ -80,6 +83,13 @@ pub trait Handler<W: Wire>: Send {
     /// The owner closes the link gracefully: reading has stopped; queue the final frames now
     /// (they are flushed before the link is dropped).
     fn on_close(&mut self) {}
+
+    /// After [`on_close`](Self::on_close): the owner's own outgoing messages that are due, taken
+    /// without waiting, until `None`. The engine queues each, waiting for room in the outbox
+    /// while its writer drains it (within the flush timeout). None by default.
+    fn closing_outgoing(&mut self) -> Option<W::Out> {
+        None
+    }
 }
 
 /// How a link ended without an error.
@@ -96,21 +106,29 @@ pub enum Ended {
     },
 }
 
-/// One link's engine, before it runs: its settings and its outbox. Take [`sender`](Self::sender)
-/// clones for everyone who sends on the link, then [`run`](Self::run) it.
+/// One link's engine, before it runs: its settings, its wire and its outbox. Take
+/// [`sender`](Self::sender) clones for everyone who sends on the link, then [`run`](Self::run) it.
 #[derive(Debug)]
 pub struct LinkEngine<W: Wire> {
     options: LinkOptions,
+    wire: W,
     tx: mpsc::Sender<W::Out>,
     rx: mpsc::Receiver<W::Out>,
     stats: Arc<WriterStats>,
 }
 
-impl<W: Wire> LinkEngine<W> {
+impl<W: Wire + Default> LinkEngine<W> {
     /// An engine whose outbox holds up to `queue` messages before senders wait.
     pub fn new(options: LinkOptions, queue: usize) -> Self {
+        Self::with_wire(W::default(), options, queue)
+    }
+}
+
+impl<W: Wire> LinkEngine<W> {
+    /// An engine writing through `wire` (a wire with encoder state of its own).
+    pub fn with_wire(wire: W, options: LinkOptions, queue: usize) -> Self {
         let (tx, rx) = mpsc::channel(queue.max(1));
-        Self { options, tx, rx, stats: Arc::default() }
+        Self { options, wire, tx, rx, stats: Arc::default() }
     }
 
     /// A handle that queues messages on this link, in order, behind everything queued before.
@@ -127,7 +145,7 @@ impl<W: Wire> LinkEngine<W> {
     /// gracefully). Cancel-safe only in the sense that dropping it drops the link.
     pub async fn run<R, O, H>(
         self,
-        mut reader: FrameReader<R>,
+        mut reader: FrameReader<R, W::Framing>,
         writer: O,
         handler: &mut H,
         close: &CancellationToken,
@@ -137,10 +155,17 @@ impl<W: Wire> LinkEngine<W> {
         O: AsyncWrite + Unpin + Send,
         H: Handler<W>,
     {
-        let LinkEngine { options, tx, mut rx, stats } = self;
+        let LinkEngine { options, mut wire, tx, mut rx, stats } = self;
         let finish = CancellationToken::new();
-        let writer =
-            crate::write_loop(writer, &mut rx, options.max_frame, options.write_delay, &stats, &finish, |_| {});
+        let writer = crate::writer::write_loop(
+            writer,
+            &mut rx,
+            &mut wire,
+            options.max_frame,
+            options.write_delay,
+            &stats,
+            &finish,
+        );
         tokio::pin!(writer);
         let stop = {
             let reading = read_side::<W, R, H>(&mut reader, handler, &tx, &options);
@@ -154,8 +179,16 @@ impl<W: Wire> LinkEngine<W> {
             Stop::Read(r) | Stop::Write(r) => r.map(|()| Ended::Finished),
             Stop::Close => {
                 handler.on_close();
-                finish.cancel();
-                let flushed = tokio::time::timeout(options.flush_timeout, &mut writer).await.is_ok();
+                let last = async {
+                    while let Some(msg) = handler.closing_outgoing() {
+                        if tx.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                    finish.cancel();
+                };
+                let flushing = async { tokio::join!(last, &mut writer).1 };
+                let flushed = tokio::time::timeout(options.flush_timeout, flushing).await.is_ok();
                 Ok(Ended::Closed { flushed })
             }
         }
@@ -170,7 +203,7 @@ enum Stop {
 
 /// Reads and handles messages, keeping the heartbeat, until the peer leaves or the link fails.
 async fn read_side<W: Wire, R: AsyncRead + Unpin + Send, H: Handler<W>>(
-    reader: &mut FrameReader<R>,
+    reader: &mut FrameReader<R, W::Framing>,
     handler: &mut H,
     tx: &mpsc::Sender<W::Out>,
     options: &LinkOptions,
@@ -185,7 +218,9 @@ async fn read_side<W: Wire, R: AsyncRead + Unpin + Send, H: Handler<W>>(
                     return Err(LinkError::HeartbeatTimeout(timeout));
                 }
                 // A full queue already proves the link is busy; never wait here.
-                let _ = tx.try_send(W::ping());
+                if let Some(ping) = W::ping() {
+                    let _ = tx.try_send(ping);
+                }
             }
             out = handler.outgoing() => {
                 let Some(out) = out else { return Ok(()) };
@@ -193,13 +228,16 @@ async fn read_side<W: Wire, R: AsyncRead + Unpin + Send, H: Handler<W>>(
                     return Ok(());
                 }
             }
-            msg = reader.read::<W::In>() => {
-                let Some(msg) = msg? else { return Ok(()) };
+            frame = reader.next() => {
+                let Some(frame) = frame? else { return Ok(()) };
+                let msg = W::decode(frame)?;
                 last_heard = Instant::now();
                 handler.on_received();
                 match W::beat(&msg) {
                     Some(Beat::Ping) => {
-                        let _ = tx.try_send(W::pong());
+                        if let Some(pong) = W::pong() {
+                            let _ = tx.try_send(pong);
+                        }
                     }
                     Some(Beat::Pong) => {}
                     None => {
@@ -231,7 +269,9 @@ async fn handle<W: Wire, H: Handler<W>>(
             r = &mut handling => return r.map(|()| waited),
             _ = ping.tick() => {
                 waited = true;
-                let _ = tx.try_send(W::ping());
+                if let Some(ping) = W::ping() {
+                    let _ = tx.try_send(ping);
+                }
             }
         }
     }
@@ -347,5 +387,38 @@ mod tests {
         let engine = LinkEngine::<RegisterSide>::new(options(), 16);
         let r = engine.run(FrameReader::new(near_r, 1 << 16), near_w, &mut Quiet, &never).await;
         assert!(matches!(r, Ok(Ended::Finished) | Err(_)), "{r:?}");
+    }
+
+    /// Has 100 messages of its own still due when the link closes.
+    struct Backlog(std::ops::Range<u16>);
+    impl Handler<RegisterSide> for Backlog {
+        async fn on_message(&mut self, _msg: ToRegister) -> Result<(), LinkError> {
+            Ok(())
+        }
+        fn closing_outgoing(&mut self) -> Option<FromRegister> {
+            let n = self.0.next()?;
+            Some(FromRegister::Gateways { list: vec![GatewayInfo { address: format!("a:{n}"), name: "a".into() }] })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closing_handlers_backlog_goes_out_in_order_through_a_small_outbox() {
+        let (near, far) = tokio::io::duplex(1 << 16);
+        let (near_r, near_w) = tokio::io::split(near);
+        let (far_r, _far_w) = tokio::io::split(far);
+        let engine = LinkEngine::<RegisterSide>::new(options(), 4);
+        let close = CancellationToken::new();
+        close.cancel();
+        let ended = engine.run(FrameReader::new(near_r, 1 << 16), near_w, &mut Backlog(0..100), &close).await;
+        assert_eq!(ended.unwrap(), Ended::Closed { flushed: true });
+        let mut far = FrameReader::new(far_r, 1 << 16);
+        let mut got = Vec::new();
+        while let Ok(Some(m)) = far.read::<FromRegister>().await {
+            if let FromRegister::Gateways { list } = m {
+                got.push(list[0].address.clone());
+            }
+        }
+        let want: Vec<String> = (0..100).map(|n| format!("a:{n}")).collect();
+        assert_eq!(got, want);
     }
 }

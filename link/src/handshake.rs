@@ -25,6 +25,20 @@ pub struct HandshakeOptions {
     pub timeout: Duration,
 }
 
+impl HandshakeOptions {
+    /// This end's options from its configuration: the cluster secret, its role and node name,
+    /// and the `[link]` frame limit and handshake timeout.
+    pub fn new(secret: &str, role: Role, node: &str, link: &gw_config::LinkConfig) -> Self {
+        Self {
+            secret: secret.as_bytes().to_vec(),
+            role,
+            node: node.to_string(),
+            max_frame: link.max_frame,
+            timeout: link.handshake_timeout,
+        }
+    }
+}
+
 /// An authenticated link, ready for messages.
 #[derive(Debug)]
 pub struct Link {

@@ -3,12 +3,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use gw_proto::codec;
-use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::LinkError;
+use crate::wire::Wire;
 
 /// Most frames drained into one write.
 const MAX_BATCH: usize = 512;
@@ -26,24 +25,23 @@ pub struct WriterStats {
     pub bytes: AtomicU64,
 }
 
-/// Writes every message from `rx` until the channel closes or `finish` is cancelled (then writes
-/// what is still queued, flushes and returns `Ok`), or the socket fails. With a `delay`, the
-/// first message of each write waits that long for others to join it. `before_encode` runs on
-/// each message just before it is encoded, in send order. A message too large for a frame is
-/// logged and skipped: it is the sender's bug, not the link's.
-pub async fn write_loop<T, W, F>(
-    mut out: W,
-    rx: &mut mpsc::Receiver<T>,
+/// Writes every message from `rx`, encoded by `wire`, until the channel closes or `finish` is
+/// cancelled (then writes what is still queued, flushes and returns `Ok`), or the socket fails.
+/// With a `delay`, the first message of each write waits that long for others to join it. After
+/// each successful write the wire hears [`written`](Wire::written). A message that cannot be
+/// encoded (too large for a frame) is logged and skipped: it is the sender's bug, not the link's.
+pub(crate) async fn write_loop<M, O>(
+    mut out: O,
+    rx: &mut mpsc::Receiver<M::Out>,
+    wire: &mut M,
     max_frame: usize,
     delay: std::time::Duration,
     stats: &WriterStats,
     finish: &tokio_util::sync::CancellationToken,
-    mut before_encode: F,
 ) -> Result<(), LinkError>
 where
-    T: Serialize,
-    W: AsyncWrite + Unpin,
-    F: FnMut(&mut T),
+    M: Wire,
+    O: AsyncWrite + Unpin,
 {
     let mut buf = Vec::with_capacity(8 * 1024);
     loop {
@@ -52,27 +50,26 @@ where
             m = rx.recv() => m,
             _ = finish.cancelled() => rx.try_recv().ok(),
         };
-        let Some(mut first) = next else { break };
+        let Some(first) = next else { break };
         if !delay.is_zero() && !finish.is_cancelled() {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = finish.cancelled() => {}
             }
         }
-        before_encode(&mut first);
-        encode(&first, &mut buf, max_frame);
+        encode(wire, first, &mut buf, max_frame);
         let mut frames = 1u64;
         while frames < MAX_BATCH as u64 && buf.len() < MAX_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(mut msg) => {
-                    before_encode(&mut msg);
-                    encode(&msg, &mut buf, max_frame);
+                Ok(msg) => {
+                    encode(wire, msg, &mut buf, max_frame);
                     frames += 1;
                 }
                 Err(_) => break,
             }
         }
         out.write_all(&buf).await?;
+        wire.written();
         stats.frames.fetch_add(frames, Ordering::Relaxed);
         stats.writes.fetch_add(1, Ordering::Relaxed);
         stats.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
@@ -86,8 +83,8 @@ where
     Ok(())
 }
 
-fn encode<T: Serialize>(msg: &T, buf: &mut Vec<u8>, max_frame: usize) {
-    if let Err(e) = codec::encode_frame(msg, buf, max_frame) {
+fn encode<M: Wire>(wire: &mut M, msg: M::Out, buf: &mut Vec<u8>, max_frame: usize) {
+    if let Err(e) = wire.encode(msg, buf, max_frame) {
         tracing::error!(error = %e, "dropping an outgoing internal message that cannot be framed");
     }
 }
@@ -97,6 +94,8 @@ mod tests {
     use std::time::Duration;
 
     use gw_proto::ToGateway;
+
+    use crate::wire::GatewayPeerSide;
     use tokio_util::sync::CancellationToken;
 
     use super::*;
@@ -118,8 +117,9 @@ mod tests {
             let mut all = Vec::new();
             tokio::io::AsyncReadExt::read_to_end(&mut peer, &mut all).await.unwrap();
         };
+        let mut wire = GatewayPeerSide;
         let (written, (), ()) =
-            tokio::join!(write_loop(sink, &mut rx, 1 << 16, delay, &stats, &finish, |_| {}), sending, draining);
+            tokio::join!(write_loop(sink, &mut rx, &mut wire, 1 << 16, delay, &stats, &finish), sending, draining);
         written.unwrap();
         (stats.frames.load(Ordering::Relaxed), stats.writes.load(Ordering::Relaxed))
     }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use gw_config::RegisterConfig;
 use gw_daemon::Spec;
 
@@ -16,30 +15,10 @@ const SPEC: Spec = Spec {
 
 fn main() -> std::process::ExitCode {
     gw_daemon::main(SPEC, |config: RegisterConfig, ctx| async move {
-        let listener = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let registry = Arc::new(gw_register::Registry::default());
-        ctx.publish(Arc::new(gw_register::RegisterNode {
-            registry: registry.clone(),
-            name: config.name.clone(),
-            listen: listener.local_addr()?.to_string(),
-        }));
-        // PHP GatewayWorker's register protocol, when configured, on its own listener.
-        let php = match config.gatewayworker.clone() {
-            Some(php) => {
-                let socket = tokio::net::TcpListener::bind(&php.listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {} (gatewayworker.listen)", php.listen))?;
-                let registry = Arc::new(gw_register::Registry::default());
-                Some(tokio::spawn(gw_register::gatewayworker::serve(php, socket, ctx.shutdown.clone(), registry)))
-            }
-            None => None,
-        };
-        gw_register::run_with(config, listener, ctx.shutdown.clone(), registry).await?;
-        if let Some(php) = php {
-            let _ = php.await;
-        }
+        let listeners = gw_register::Listeners::bind(&config).await?;
+        let registries = gw_register::Registries::default();
+        ctx.publish(Arc::new(gw_register::RegisterNode::new(&config, &listeners, registries.clone())));
+        gw_register::run_with(config, listeners, ctx.shutdown.clone(), registries).await?;
         Ok(())
     })
 }

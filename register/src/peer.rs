@@ -1,13 +1,12 @@
 //! One peer link: handshake, then either a gateway's announcement or a subscriber's list feed.
 //! The link itself (heartbeat, writer, graceful close) is `gw_link`'s engine.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use gw_config::RegisterConfig;
 use gw_link::wire::RegisterSide;
-use gw_link::{HandshakeLimiter, HandshakeOptions, LinkEngine, LinkError, LinkOptions};
+use gw_link::{Admission, HandshakeOptions, LinkEngine, LinkError, LinkOptions, Pending};
 use gw_proto::{FromRegister, GatewayInfo, Role, ToRegister};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -17,38 +16,21 @@ use tracing::Instrument;
 
 use crate::Registry;
 
+/// Serves one peer: its handshake through the register's admission, then its link until it
+/// leaves or `shutdown`.
 pub(crate) async fn serve(
     stream: TcpStream,
-    peer_addr: SocketAddr,
+    pending: Pending,
     opts: Arc<HandshakeOptions>,
     config: Arc<RegisterConfig>,
     registry: Arc<Registry>,
-    limiter: Arc<HandshakeLimiter>,
+    admission: Arc<Admission>,
     shutdown: CancellationToken,
 ) {
-    // Every connection gets the challenge, so garbage from a shared address never keeps out a
-    // peer that proves the secret; an address with too many recent failures is served lean
-    // (short deadline, failures counted but logged once per window by the limiter).
-    let permit = limiter.admit(peer_addr.ip());
-    let timeout = permit.timeout(opts.timeout);
     let roles = [Role::Gateway, Role::Worker, Role::Client];
-    let link = match gw_link::accept_within(stream, &opts, &roles, timeout).await {
-        Ok(link) => {
-            permit.succeeded();
-            link
-        }
-        // Over budget: counted, and logged by the limiter once per window, not here.
-        Err(_) if permit.over_budget() => {
-            permit.failed();
-            registry.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        Err(e) => {
-            permit.failed();
-            registry.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(peer = %peer_addr, error = %e, "refused peer: handshake failed");
-            return;
-        }
+    let handshake = |deadline| gw_link::accept_within(stream, &opts, &roles, deadline);
+    let Some(link) = admission.admit(pending, "peer", registry.stats.admission(), handshake).await else {
+        return;
     };
     let role = link.peer.role;
     let span = tracing::info_span!("link", role = %role, node = %link.peer.node);

@@ -23,6 +23,19 @@ pub struct RegistryStats {
     pub protocol_errors: AtomicU64,
     /// Messages received from peers (announcements, subscriptions, heartbeats).
     pub messages: AtomicU64,
+    /// Connections closed at accept because too many handshakes were pending.
+    pub rejected_busy: AtomicU64,
+}
+
+impl RegistryStats {
+    /// What the register's admission counts here.
+    pub(crate) fn admission(&self) -> gw_link::Counters<'_> {
+        gw_link::Counters {
+            busy: &self.rejected_busy,
+            failed: &self.handshake_failures,
+            rate_limited: &self.rate_limited,
+        }
+    }
 }
 
 /// Gateways currently announced, keyed by the link that announced them, and a watch channel

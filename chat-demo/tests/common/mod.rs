@@ -300,7 +300,7 @@ impl Cluster {
             ping_not_response_limit: 0,
             ..GatewayConfig::default()
         };
-        let listeners = gw_gateway::Listeners { public: vec![public], internal };
+        let listeners = gw_gateway::Listeners::new(vec![public], internal);
         let gateway = gw_gateway::build(gateway_config, &listeners).expect("build the gateway");
         let gateway_task = tokio::spawn({
             let (gateway, stop) = (gateway.clone(), gateway_stop.clone());

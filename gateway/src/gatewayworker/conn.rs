@@ -7,93 +7,191 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use gw_gatewayworker_protocol::packet::encode_reply;
 use gw_gatewayworker_protocol::php::{self, Key, Limits, PhpError, Value};
-use gw_gatewayworker_protocol::{Cmd, Packet, PacketDecoder, PacketError};
+use gw_gatewayworker_protocol::{Cmd, Packet};
+use gw_link::gatewayworker::Packets;
+use gw_link::{FrameReader, Handler, LinkEngine, LinkError, LinkOptions, Pending};
 use gw_proto::{Command, FromGateway, Payload, Query, Reply};
 use serde_json::Value as Json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{mpsc, oneshot};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::PhpSide;
-use super::events::{EventEncoder, session_bytes};
-use tracing::Instrument;
-
+use super::events::session_bytes;
+use super::wire::{PhpWire, ToPhp};
 use crate::metrics::Metrics;
 use crate::router::WorkerLink;
 
-pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, side: Arc<PhpSide>, shutdown: CancellationToken) {
+/// Largest packet read before a peer has authenticated, when there is a `secret_key` to prove:
+/// the hello is a small JSON object, so an unauthenticated peer cannot make the gateway buffer
+/// `max_packet` (10 MiB by default).
+const UNAUTHENTICATED_MAX_PACKET: usize = 16 * 1024;
+
+/// Without a `secret_key` a first packet is already a command and may be up to `max_packet`; those
+/// larger than [`UNAUTHENTICATED_MAX_PACKET`] still arriving may hold this much at most, all
+/// connections together (more are refused), so unauthenticated peers cannot fill the memory.
+const UNAUTHENTICATED_BYTES: usize = 32 * 1024 * 1024;
+
+/// Serves one connection: its unauthenticated phase through the gateway's admission (the first
+/// packet within the handshake timeout: the hello with the right `secret_key`, or with an empty
+/// key any packet), then a link on the engine until the peer leaves, it fails, or `links_down`
+/// is cancelled (after the gateway closed its clients; the events still queued are flushed).
+pub(super) async fn serve(
+    stream: TcpStream,
+    pending: Pending,
+    peer: SocketAddr,
+    side: Arc<PhpSide>,
+    links_down: CancellationToken,
+) {
     stream.set_nodelay(true).ok();
-    let (mut r, w) = stream.into_split();
-    let (raw_tx, raw_rx) = mpsc::channel::<Vec<u8>>(64);
-    let (feed_tx, feed_rx) = oneshot::channel::<WorkerFeed>();
-    let finish = CancellationToken::new();
-    // The writer runs in the connection's span (the caller's, which names the PHP peer).
-    let writer =
-        tokio::spawn(write_loop(w, raw_rx, feed_rx, side.clone(), finish.clone()).instrument(tracing::Span::current()));
-    let mut conn = Conn {
-        side: side.clone(),
-        authorized: side.config.secret_key.is_empty(),
-        worker: None,
-        feed: Some(feed_tx),
-        raw: raw_tx,
+    let (r, w) = stream.into_split();
+    let gw = side.gw.clone();
+    let handshake = |deadline| authenticate(r, &side, deadline);
+    let Some((mut reader, hello)) =
+        gw.admission.admit(pending, "GatewayWorker peer", gw.state.metrics.admission(), handshake).await
+    else {
+        return;
     };
-    let decoder = PacketDecoder::new(side.config.max_packet);
-    let mut buf = BytesMut::with_capacity(4096);
-    // A peer must send one whole packet within the handshake timeout, so a stalled or silent
-    // connection cannot hold a socket forever (PHP's gateway has no such limit).
-    let timeout = side.gw.config.link.handshake_timeout;
-    let first_deadline = tokio::time::Instant::now() + timeout;
-    let mut heard = false;
-    let result: Result<(), ConnError> = async {
-        loop {
-            while let Some(packet) = decoder.decode(&mut buf)? {
-                heard = true;
-                conn.handle(packet, peer).await?;
-            }
-            let n = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep_until(first_deadline), if !heard => {
-                    return Err(ConnError::Silent(timeout));
-                }
-                n = r.read_buf(&mut buf) => n.map_err(ConnError::Read)?,
-            };
-            if n == 0 {
-                return Ok(());
-            }
+    reader.framing_mut().set_max(side.config.max_packet);
+    let options = LinkOptions {
+        // PHP peers send no heartbeat (a BusinessWorker pings only its register).
+        heartbeat_timeout: Duration::MAX,
+        ..LinkOptions::from(&gw.config.link)
+    };
+    let engine = LinkEngine::with_wire(PhpWire::new(side.clone()), options, gw.config.link.queue);
+    let mut conn = Conn { side: side.clone(), peer, tx: engine.sender(), worker: None };
+    let result = match hello {
+        Hello::Worker { key } => {
+            conn.become_worker(&key);
+            Ok(())
         }
-    }
-    .await;
-    if let Some(w) = &conn.worker {
+        Hello::Client => Ok(()),
+        Hello::Command(packet) => conn.on_message(packet).await,
+    };
+    let result = match result {
+        Ok(()) => engine.run(reader, w, &mut conn, &links_down).await,
+        Err(e) => Err(e),
+    };
+    if let Some((w, _)) = &conn.worker {
         side.gw.router.remove(w);
         crate::redeliver::hand_back(&side.gw, w);
         tracing::info!(worker = %w.name, "PHP business worker disconnected");
     }
-    if let Err(reason) = result {
-        Metrics::inc(&side.gw.state.metrics.link_errors);
-        tracing::warn!(peer = %peer, "closed GatewayWorker connection: {reason}");
+    match result {
+        Ok(_) => {}
+        Err(e) if e.is_disconnect() => tracing::debug!(error = %e, "GatewayWorker connection closed"),
+        Err(reason) => {
+            Metrics::inc(&side.gw.state.metrics.link_errors);
+            tracing::warn!(peer = %peer, "closed GatewayWorker connection: {reason}");
+        }
     }
-    drop(conn);
-    // Let the writer flush what is queued (at a gateway stop: the clients' close events).
-    finish.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
 }
 
-/// Why a GatewayWorker connection was closed.
+/// What a connection said first.
+enum Hello {
+    /// `CMD_WORKER_CONNECT`: a PHP BusinessWorker's link, with its `worker_key`.
+    Worker { key: String },
+    /// `CMD_GATEWAY_CLIENT_CONNECT`: a `GatewayClient` or `Lib\Gateway` connection.
+    Client,
+    /// Without a `secret_key` to prove, a first packet that is already a command.
+    Command(Packet),
+}
+
+/// The unauthenticated phase: the first packet, within `deadline`. With a `secret_key` it must be
+/// a hello carrying it, and may be no larger than [`UNAUTHENTICATED_MAX_PACKET`]; without one it
+/// may already be a command up to `max_packet`, and the larger ones of all connections together
+/// hold at most [`UNAUTHENTICATED_BYTES`].
+async fn authenticate(
+    r: OwnedReadHalf,
+    side: &PhpSide,
+    deadline: Duration,
+) -> Result<(FrameReader<OwnedReadHalf, Packets>, Hello), ConnError> {
+    let keyed = !side.config.secret_key.is_empty();
+    let max = if keyed { UNAUTHENTICATED_MAX_PACKET } else { side.config.max_packet };
+    let first = async {
+        let mut r = r;
+        let mut len = [0u8; 4];
+        if let Err(e) = r.read_exact(&mut len).await {
+            return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                ConnError::ClosedFirst
+            } else {
+                ConnError::Link(e.into())
+            });
+        }
+        let announced = u32::from_be_bytes(len) as usize;
+        let _held = match announced {
+            n if n > UNAUTHENTICATED_MAX_PACKET && n <= max => Some(Held::take(side, n)?),
+            _ => None,
+        };
+        let mut reader = FrameReader::with_framing(r, Packets::new(max), BytesMut::from(&len[..]));
+        let first = reader.next().await.map_err(ConnError::Link)?.ok_or(ConnError::ClosedFirst)?;
+        Ok((reader, first))
+    };
+    let (reader, first) = tokio::time::timeout(deadline, first).await.map_err(|_| ConnError::Silent(deadline))??;
+    let hello = match first.cmd() {
+        None => return Err(ConnError::UnknownCommand(first.header.cmd)),
+        Some(cmd @ (Cmd::WorkerConnect | Cmd::GatewayClientConnect)) => {
+            let key = check_hello(cmd, &first, &side.config.secret_key)?;
+            if cmd == Cmd::WorkerConnect { Hello::Worker { key } } else { Hello::Client }
+        }
+        Some(cmd) if keyed => return Err(ConnError::Unauthenticated(cmd)),
+        Some(_) => Hello::Command(first),
+    };
+    Ok((reader, hello))
+}
+
+/// Bytes of first packets larger than [`UNAUTHENTICATED_MAX_PACKET`] that connections not in yet
+/// hold, counted against [`UNAUTHENTICATED_BYTES`] until the packet has arrived.
+struct Held<'a> {
+    side: &'a PhpSide,
+    bytes: usize,
+}
+
+impl<'a> Held<'a> {
+    fn take(side: &'a PhpSide, bytes: usize) -> Result<Self, ConnError> {
+        side.unauthenticated_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held + bytes <= UNAUTHENTICATED_BYTES).then_some(held + bytes)
+            })
+            .map_err(|_| ConnError::Busy(bytes))?;
+        Ok(Self { side, bytes })
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.side.unauthenticated_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Checks a hello's `secret_key`; its `worker_key` (`?` if none).
+fn check_hello(cmd: Cmd, p: &Packet, secret_key: &str) -> Result<String, ConnError> {
+    let hello: Json = serde_json::from_slice(&p.body).map_err(|_| ConnError::HelloNotJson(cmd))?;
+    if hello.get("secret_key").and_then(Json::as_str).unwrap_or_default() != secret_key {
+        return Err(ConnError::WrongSecret(cmd));
+    }
+    Ok(hello.get("worker_key").and_then(Json::as_str).unwrap_or("?").to_string())
+}
+
+/// Why a GatewayWorker connection was refused or closed.
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
     #[error(transparent)]
-    Packet(#[from] PacketError),
+    Link(LinkError),
     #[error("no complete packet within {0:?}")]
     Silent(Duration),
-    #[error("read failed: {0}")]
-    Read(#[source] std::io::Error),
+    #[error("closed before its first packet")]
+    ClosedFirst,
+    #[error("a first packet of {0} bytes while others still arriving hold the 32 MiB allowed before authentication")]
+    Busy(usize),
     #[error("unknown command {0}")]
     UnknownCommand(u8),
     #[error("{0:?} body is not JSON")]
@@ -108,8 +206,15 @@ enum ConnError {
     /// close") instead of handing it an empty answer it would take for a true one.
     #[error(transparent)]
     Query(#[from] ParamError),
-    #[error("writer gone")]
-    WriterGone,
+}
+
+impl From<ConnError> for LinkError {
+    fn from(e: ConnError) -> Self {
+        match e {
+            ConnError::Link(e) => e,
+            other => LinkError::Protocol(other.to_string()),
+        }
+    }
 }
 
 /// Parameters of a command or query that this gateway cannot take.
@@ -119,49 +224,80 @@ enum ParamError {
     ExtNotJson(#[source] serde_json::Error),
     #[error("session: {0}")]
     Session(#[from] PhpError),
+    #[error("the message is a serialized {0}, not a string")]
+    BodyNotAString(&'static str),
 }
 
-/// A worker link's events, handed to the writer when the connection says `CMD_WORKER_CONNECT`.
-struct WorkerFeed {
-    events: mpsc::Receiver<FromGateway>,
-    link: Arc<WorkerLink>,
-}
-
+/// One PHP connection's state: a GatewayClient's, or a BusinessWorker's link with its place in
+/// the router and the events the router queues for it.
 struct Conn {
     side: Arc<PhpSide>,
-    authorized: bool,
-    worker: Option<Arc<WorkerLink>>,
-    feed: Option<oneshot::Sender<WorkerFeed>>,
-    /// Replies, written in order by the writer task.
-    raw: mpsc::Sender<Vec<u8>>,
+    peer: SocketAddr,
+    /// The link's outbox: replies and events, written in order by the engine.
+    tx: mpsc::Sender<ToPhp>,
+    worker: Option<(Arc<WorkerLink>, mpsc::Receiver<FromGateway>)>,
+}
+
+impl Handler<PhpWire> for Conn {
+    async fn on_message(&mut self, p: Packet) -> Result<(), LinkError> {
+        Ok(self.handle(p).await?)
+    }
+
+    /// The events the router queued for this worker, on to the socket.
+    async fn outgoing(&mut self) -> Option<ToPhp> {
+        let Some((link, events)) = self.worker.as_mut() else { return std::future::pending().await };
+        loop {
+            if let FromGateway::Event(event) = events.recv().await? {
+                return Some(ToPhp::Event { event, link: link.clone() });
+            }
+        }
+    }
+
+    fn on_close(&mut self) {
+        // Stop routing here; the events already queued are flushed.
+        if let Some((w, _)) = &self.worker {
+            self.side.gw.router.remove(w);
+        }
+    }
+
+    fn closing_outgoing(&mut self) -> Option<ToPhp> {
+        let (link, events) = self.worker.as_mut()?;
+        while let Ok(msg) = events.try_recv() {
+            if let FromGateway::Event(event) = msg {
+                return Some(ToPhp::Event { event, link: link.clone() });
+            }
+        }
+        None
+    }
 }
 
 impl Conn {
-    /// Handles one packet; `Err` closes the connection with that log reason.
-    async fn handle(&mut self, p: Packet, peer: SocketAddr) -> Result<(), ConnError> {
+    /// The connection is a PHP BusinessWorker's link from now on: the router gives it clients.
+    fn become_worker(&mut self, key: &str) {
+        if self.worker.is_some() {
+            return;
+        }
+        let name = format!("php:{}:{key}", self.peer.ip());
+        let (tx, events) = mpsc::channel::<FromGateway>(self.side.gw.config.link.queue);
+        let link = self.side.gw.router.add(name.clone(), tx);
+        tracing::info!(worker = %name, "PHP business worker connected");
+        self.worker = Some((link, events));
+    }
+
+    /// Handles one packet after the first; `Err` closes the connection with that log reason.
+    async fn handle(&mut self, p: Packet) -> Result<(), ConnError> {
         let Some(cmd) = p.cmd() else { return Err(ConnError::UnknownCommand(p.header.cmd)) };
         match cmd {
+            // A hello again (PHP's gateway takes one at any time): checked like the first.
             Cmd::WorkerConnect | Cmd::GatewayClientConnect => {
-                let hello: Json = serde_json::from_slice(&p.body).map_err(|_| ConnError::HelloNotJson(cmd))?;
-                if hello.get("secret_key").and_then(Json::as_str).unwrap_or_default() != self.side.config.secret_key {
+                let key = check_hello(cmd, &p, &self.side.config.secret_key).inspect_err(|_| {
                     Metrics::inc(&self.side.gw.state.metrics.handshake_failures);
-                    return Err(ConnError::WrongSecret(cmd));
-                }
-                self.authorized = true;
-                if cmd == Cmd::WorkerConnect
-                    && let Some(feed) = self.feed.take()
-                {
-                    let key = hello.get("worker_key").and_then(Json::as_str).unwrap_or("?");
-                    let name = format!("php:{}:{key}", peer.ip());
-                    let (tx, events) = mpsc::channel::<FromGateway>(self.side.gw.config.link.queue);
-                    let link = self.side.gw.router.add(name.clone(), tx);
-                    tracing::info!(worker = %name, "PHP business worker connected");
-                    self.worker = Some(link.clone());
-                    let _ = feed.send(WorkerFeed { events, link });
+                })?;
+                if cmd == Cmd::WorkerConnect {
+                    self.become_worker(&key);
                 }
                 return Ok(());
             }
-            _ if !self.authorized => return Err(ConnError::Unauthenticated(cmd)),
             Cmd::Ping => return Ok(()),
             _ => {}
         }
@@ -177,16 +313,15 @@ impl Conn {
                 // ext data that is not JSON): refused and counted, the connection stays up, as a
                 // worker link carries every other client's traffic.
                 Metrics::inc(&self.side.gw.state.metrics.rejected_commands);
-                tracing::warn!(peer = %peer, command = ?cmd, "refused GatewayWorker command: {reason}");
+                tracing::warn!(peer = %self.peer, command = ?cmd, "refused GatewayWorker command: {reason}");
                 return Ok(());
             }
         }
         // A query that cannot be answered closes the connection: PHP's caller then fails with
         // "connection close" instead of taking an empty answer for a true one.
         let reply = self.answer(cmd, &p, local)?;
-        if self.raw.send(encode_reply(&reply)).await.is_err() {
-            return Err(ConnError::WriterGone);
-        }
+        // The link's own writer drains the outbox, so this wait ends.
+        let _ = self.tx.send(ToPhp::Reply(encode_reply(&reply))).await;
         Ok(())
     }
 
@@ -194,22 +329,20 @@ impl Conn {
     fn command(&self, cmd: Cmd, p: &Packet, local: u64) -> Result<Option<Command>, ParamError> {
         let ext = || String::from_utf8_lossy(&p.ext_data).into_owned();
         Ok(match cmd {
-            Cmd::SendToOne => Some(Command::SendToClients { clients: vec![local], msg: payload(&p.body) }),
+            Cmd::SendToOne => Some(Command::SendToClients { clients: vec![local], msg: sent(p)? }),
             Cmd::SendToAll => {
                 let ext: Json = if p.ext_data.is_empty() { Json::Null } else { json(&p.ext_data)? };
                 Some(match ext.get("connections") {
-                    Some(c) => Command::SendToClients { clients: self.ids(c), msg: payload(&p.body) },
+                    Some(c) => Command::SendToClients { clients: self.ids(c), msg: sent(p)? },
                     None => Command::SendToAll {
-                        msg: payload(&p.body),
+                        msg: sent(p)?,
                         exclude: self.ids(ext.get("exclude").unwrap_or(&Json::Null)),
                     },
                 })
             }
-            Cmd::Kick => Some(Command::CloseClient {
-                client: local,
-                last: (!p.body.is_empty()).then(|| payload(&p.body)),
-                close: None,
-            }),
+            // `closeClient($id, '')` sends an empty message first, as PHP does; without a message
+            // PHP sends `null`, and nothing is sent.
+            Cmd::Kick => Some(Command::CloseClient { client: local, last: message(p)?, close: None }),
             Cmd::Destroy => Some(Command::DestroyClient { client: local }),
             Cmd::SetSession => Some(Command::SetSession { client: local, session: session_json(&p.ext_data)? }),
             Cmd::UpdateSession => Some(Command::UpdateSession { client: local, patch: session_json(&p.ext_data)? }),
@@ -218,12 +351,12 @@ impl Conn {
             Cmd::JoinGroup if !p.ext_data.is_empty() => Some(Command::JoinGroup { client: local, group: ext() }),
             Cmd::LeaveGroup if !p.ext_data.is_empty() => Some(Command::LeaveGroup { client: local, group: ext() }),
             Cmd::Ungroup if !p.ext_data.is_empty() => Some(Command::Ungroup { group: ext() }),
-            Cmd::SendToUid => Some(Command::SendToUids { uids: strings(&json(&p.ext_data)?), msg: payload(&p.body) }),
+            Cmd::SendToUid => Some(Command::SendToUids { uids: strings(&json(&p.ext_data)?), msg: sent(p)? }),
             Cmd::SendToGroup => {
                 let ext = json(&p.ext_data)?;
                 Some(Command::SendToGroups {
                     groups: strings(ext.get("group").unwrap_or(&Json::Null)),
-                    msg: payload(&p.body),
+                    msg: sent(p)?,
                     exclude: self.ids(ext.get("exclude").unwrap_or(&Json::Null)),
                 })
             }
@@ -407,10 +540,34 @@ impl Conn {
     }
 }
 
-/// A message body as a client payload: text when it is UTF-8 (a WebSocket text frame, as
-/// Workerman's default `BINARY_TYPE_BLOB` sends), else binary.
-fn payload(body: &Bytes) -> Payload {
-    Payload { data: body.clone(), binary: std::str::from_utf8(body).is_err() }
+/// A packet's message as a client payload; `None` for PHP's `null`. The body is the message
+/// itself when the header says it is a scalar; otherwise it is `serialize($message)`, which PHP
+/// sends for `null` (`closeClient($id)` without a message): a serialized string is taken as that
+/// string, anything else is refused.
+fn message(p: &Packet) -> Result<Option<Payload>, ParamError> {
+    if p.body_is_scalar() {
+        return Ok(Some(payload(p.body.clone())));
+    }
+    match php::unserialize(&p.body, Limits::default())? {
+        Value::Null => Ok(None),
+        Value::Str(s) => Ok(Some(payload(Bytes::from(s)))),
+        Value::Array(_) => Err(ParamError::BodyNotAString("array")),
+        Value::Bool(_) | Value::Int(_) | Value::Float(_) => {
+            Err(ParamError::BodyNotAString("scalar without the scalar flag"))
+        }
+    }
+}
+
+/// A packet's message to send: PHP sends `null` as an empty message.
+fn sent(p: &Packet) -> Result<Payload, ParamError> {
+    Ok(message(p)?.unwrap_or_else(|| payload(Bytes::new())))
+}
+
+/// A message as a client payload: text when it is UTF-8 (a WebSocket text frame, as Workerman's
+/// default `BINARY_TYPE_BLOB` sends), else binary.
+fn payload(data: Bytes) -> Payload {
+    let binary = std::str::from_utf8(&data).is_err();
+    Payload { data, binary }
 }
 
 fn json(bytes: &[u8]) -> Result<Json, ParamError> {
@@ -436,77 +593,4 @@ fn strings(v: &Json) -> Vec<String> {
 fn session_json(ext: &[u8]) -> Result<Bytes, ParamError> {
     let map = php::session_to_json(ext, Limits::default())?.unwrap_or_default();
     Ok(Bytes::from(serde_json::to_vec(&map).expect("a JSON map serializes")))
-}
-
-/// Writes replies, and once the connection is a worker link its events, coalescing what is
-/// queued into one write. PHP cannot acknowledge, so each event counts as handled once written.
-async fn write_loop(
-    mut w: OwnedWriteHalf,
-    mut raw: mpsc::Receiver<Vec<u8>>,
-    feed_rx: oneshot::Receiver<WorkerFeed>,
-    side: Arc<PhpSide>,
-    finish: CancellationToken,
-) {
-    let mut feed_rx = Some(feed_rx);
-    let mut feed: Option<WorkerFeed> = None;
-    let mut encoder = EventEncoder::new(side);
-    let mut out = Vec::with_capacity(4096);
-    let mut raw_closed = false;
-    loop {
-        tokio::select! {
-            f = async { feed_rx.as_mut().expect("guarded").await }, if feed_rx.is_some() => {
-                feed_rx = None;
-                feed = f.ok();
-            }
-            _ = finish.cancelled() => {
-                while let Ok(bytes) = raw.try_recv() {
-                    if w.write_all(&bytes).await.is_err() {
-                        return;
-                    }
-                }
-                let Some(f) = feed.as_mut() else { return };
-                out.clear();
-                let mut last = None;
-                while let Ok(msg) = f.events.try_recv() {
-                    if let FromGateway::Event(e) = msg {
-                        encoder.encode(&e, &mut out);
-                        last = Some(e.seq);
-                    }
-                }
-                if w.write_all(&out).await.is_ok()
-                    && let Some(seq) = last
-                {
-                    f.link.ack(seq);
-                }
-                return;
-            }
-            bytes = raw.recv(), if !raw_closed => match bytes {
-                Some(bytes) => if w.write_all(&bytes).await.is_err() { return },
-                // The connection is ending: `finish` follows, and drains the events.
-                None => raw_closed = true,
-            },
-            first = async { feed.as_mut().expect("guarded").events.recv().await }, if feed.is_some() => {
-                let Some(f) = feed.as_mut() else { return };
-                let Some(first) = first else { return };
-                out.clear();
-                let mut last = None;
-                let mut next = Some(first);
-                while let Some(msg) = next.take() {
-                    if let FromGateway::Event(e) = msg {
-                        encoder.encode(&e, &mut out);
-                        last = Some(e.seq);
-                    }
-                    if out.len() < 256 * 1024 {
-                        next = f.events.try_recv().ok();
-                    }
-                }
-                if w.write_all(&out).await.is_err() {
-                    return;
-                }
-                if let Some(seq) = last {
-                    f.link.ack(seq);
-                }
-            }
-        }
-    }
 }

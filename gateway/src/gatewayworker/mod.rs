@@ -5,6 +5,11 @@
 //! and a PHP worker is a `WorkerLink` (`router.rs`) like a Rust one, so routing, sessions and
 //! groups exist once.
 //!
+//! Each connection is a link on `gw_link`'s engine with a wire of its own (`wire.rs`: PHP's
+//! packets, client events encoded for PHP), admitted like our own internal links (a cap on
+//! unauthenticated connections, a deadline, failures budgeted and logged per address), and the
+//! announcements to PHP-protocol registers run the same dial loop as ours.
+//!
 //! What PHP's protocol cannot carry: a PHP worker never acknowledges events, so its link
 //! acknowledges each event once it is written to the worker's socket. A PHP worker that dies or
 //! is reloaded loses the events it had read but not handled (at most once, as in GatewayWorker);
@@ -13,18 +18,22 @@
 mod announce;
 mod conn;
 mod events;
+mod wire;
 
 use std::net::SocketAddrV4;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use gw_config::GatewayGatewayWorker;
+use gw_link::listener::accept_loop;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::Gateway;
+use crate::{Gateway, GatewayError};
 
 /// What every PHP connection of this gateway shares.
 #[derive(Debug)]
@@ -36,6 +45,8 @@ pub(crate) struct PhpSide {
     /// Added to local client numbers (mod 2^32) in PHP client ids, so ids of an earlier run of
     /// this gateway do not name this run's clients (PHP ids have only 32 bits for the connection).
     pub offset: u32,
+    /// Bytes of large first packets that connections not authenticated yet hold (`conn.rs`).
+    pub unauthenticated_bytes: AtomicUsize,
 }
 
 impl PhpSide {
@@ -50,38 +61,32 @@ impl PhpSide {
     }
 }
 
-/// Binds the `[gatewayworker]` listener, if the configuration has one.
-pub async fn bind(config: &gw_config::GatewayConfig) -> Result<Option<TcpListener>, crate::GatewayError> {
-    let Some(php) = &config.gatewayworker else { return Ok(None) };
-    let socket = TcpListener::bind(&php.listen).await.map_err(|source| crate::GatewayError::Bind {
-        addr: php.listen.clone(),
-        setting: "gatewayworker.listen".into(),
-        source,
-    })?;
-    Ok(Some(socket))
-}
-
-/// Serves PHP peers on `listener` and announces it to the GatewayWorker-protocol registers, until
-/// `shutdown`. The advertised address defaults to the listener's real address (port 0 in tests).
+/// Serves PHP peers on `listener` and announces it to the GatewayWorker-protocol registers, on
+/// a thread of its own, until `shutdown` (accepting) and `links_down` (the links, after the
+/// gateway closed its clients and their close events are queued). The advertised address
+/// defaults to the listener's real address (port 0 in tests). The receiver says how it ended.
 ///
-/// Runs on a thread of its own with a single-threaded runtime, as PHP's gateway does: a web
-/// backend's `GatewayClient` opens a new connection per call, so `bindUid` then `sendToUid` are two
-/// connections, and only a single-threaded loop handles them in the order they arrived (tokio's
-/// multi-threaded scheduler may run the second first, and the message would miss the binding).
-pub async fn serve(
+/// The thread runs a single-threaded runtime, as PHP's gateway is one event loop: a web
+/// backend's `GatewayClient` opens a new connection per call, so `bindUid` then `sendToUid` are
+/// two connections, and only a single-threaded loop handles them in the order they arrived
+/// (tokio's multi-threaded scheduler may run the second first, and the message would miss the
+/// binding).
+pub(crate) fn spawn(
     gw: Arc<Gateway>,
     config: GatewayGatewayWorker,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> Result<(), crate::GatewayError> {
-    use crate::GatewayError::Listener as Io;
+    links_down: CancellationToken,
+) -> Result<oneshot::Receiver<Result<(), GatewayError>>, GatewayError> {
+    use GatewayError::Listener as Io;
     let std_listener = listener.into_std().map_err(Io)?;
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel();
     let thread = move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Io)?;
-        rt.block_on(
-            async move { serve_here(gw, config, TcpListener::from_std(std_listener).map_err(Io)?, shutdown).await },
-        )
+        rt.block_on(async move {
+            let listener = TcpListener::from_std(std_listener).map_err(Io)?;
+            serve(gw, config, listener, shutdown, links_down).await
+        })
     };
     std::thread::Builder::new()
         .name("gatewayworker".into())
@@ -89,32 +94,41 @@ pub async fn serve(
             let _ = done_tx.send(thread());
         })
         .map_err(Io)?;
-    done_rx.await.unwrap_or(Ok(()))
+    Ok(done_rx)
 }
 
-async fn serve_here(
+async fn serve(
     gw: Arc<Gateway>,
     config: GatewayGatewayWorker,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> Result<(), crate::GatewayError> {
-    let local = listener.local_addr().map_err(crate::GatewayError::Listener)?;
+    links_down: CancellationToken,
+) -> Result<(), GatewayError> {
+    let local = listener.local_addr().map_err(GatewayError::Listener)?;
     let advertise = config.advertise.clone().unwrap_or_else(|| local.to_string());
-    let advertise =
-        advertise.parse::<SocketAddrV4>().map_err(|_| crate::GatewayError::GatewayWorkerAdvertise(advertise))?;
-    let side = Arc::new(PhpSide { gw, config, advertise, offset: (rand::random::<u32>() >> 8) << 8 });
+    let advertise = advertise.parse::<SocketAddrV4>().map_err(|_| GatewayError::GatewayWorkerAdvertise(advertise))?;
+    let side = Arc::new(PhpSide {
+        gw,
+        config,
+        advertise,
+        offset: (rand::random::<u32>() >> 8) << 8,
+        unauthenticated_bytes: AtomicUsize::new(0),
+    });
     tracing::info!(listen = %local, advertise = %advertise, "gateway listening for GatewayWorker (PHP) workers and clients");
     let tasks = TaskTracker::new();
     for register in side.config.registers.clone() {
-        tasks.spawn(announce::keep_announcing(register, side.clone(), shutdown.clone()));
+        let span = tracing::info_span!("php_announce", register = %register);
+        tasks.spawn(announce::keep_announcing(register, side.clone(), links_down.clone()).instrument(span));
     }
     let mut next = 0u64;
-    crate::accept::accept_loop(listener, shutdown.clone(), None, |stream, peer| {
+    accept_loop(listener, "gatewayworker", shutdown, None, |stream, peer| {
+        let Some(pending) = side.gw.admission.enter(peer, &side.gw.state.metrics.rejected_links_busy) else { return };
         next += 1;
         let span = tracing::info_span!("php_link", peer = %peer, link = next);
-        tasks.spawn(conn::serve(stream, peer, side.clone(), shutdown.clone()).instrument(span));
+        tasks.spawn(conn::serve(stream, pending, peer, side.clone(), links_down.clone()).instrument(span));
     })
     .await;
+    links_down.cancelled().await;
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(3), tasks.wait()).await;
     Ok(())

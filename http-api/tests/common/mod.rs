@@ -150,6 +150,26 @@ pub async fn raw_on<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     parse(&buf)
 }
 
+/// Reads one response (head and `Content-Length` body) without waiting for the connection to
+/// close; `None` if it closes first.
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Response> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let r = parse(&buf);
+            let len: usize = r.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            if buf.len() >= split + 4 + len {
+                return Some(r);
+            }
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 fn parse(buf: &[u8]) -> Response {
     let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
     let head = String::from_utf8_lossy(&buf[..split]).to_string();

@@ -1,11 +1,7 @@
-//! The gateway's file-descriptor budget.
-//!
-//! A gateway that runs out of descriptors must not lose its workers: client sockets are capped
-//! at what `RLIMIT_NOFILE` allows once the descriptors open at start and a reserve for internal
-//! links (workers, gateway clients, registers, admin and control connections) are set aside. If
-//! the process runs out anyway, a spare descriptor lets the accept loop take one pending client
-//! connection and close it at once rather than leave clients hanging in the backlog, and the
-//! accept loop backs off instead of spinning.
+//! File descriptors as a resource a listener must survive running out of: how many clients fit
+//! under the open-files limit once a reserve for internal links is set aside ([`FdBudget`]), how
+//! many are open, whether an accept error means there are none left, and the spare one a listener
+//! frees to answer a pending client instead of leaving it in the backlog.
 
 use std::fs::File;
 use std::io;
@@ -18,7 +14,7 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 pub struct FdBudget {
     /// The soft `RLIMIT_NOFILE` after raising it to the hard limit; `None` when unknown.
     pub limit: Option<u64>,
-    /// Descriptors open when the gateway was built.
+    /// Descriptors open when the budget was computed (at start).
     pub open_at_start: usize,
     /// Descriptors kept for internal links.
     pub reserve: usize,
@@ -60,9 +56,9 @@ pub enum FdBudgetError {
     NoneLeft {
         /// The soft limit in force.
         limit: u64,
-        /// Descriptors open when the gateway was built.
+        /// Descriptors open at start.
         open_at_start: usize,
-        /// `fd_reserve`.
+        /// Descriptors kept for internal links (a gateway's `fd_reserve`).
         reserve: usize,
     },
 }
@@ -96,6 +92,7 @@ pub fn is_exhaustion(e: &io::Error) -> bool {
 pub struct SpareFd(Mutex<Option<File>>);
 
 impl SpareFd {
+    /// Opens the spare descriptor (on `/dev/null`).
     pub fn new() -> Self {
         Self(Mutex::new(File::open("/dev/null").ok()))
     }
@@ -130,13 +127,6 @@ impl Default for SpareFd {
 mod tests {
     use super::*;
 
-    #[test]
-    fn capacity_is_max_connections_when_the_limit_is_ample() {
-        let b = FdBudget::compute(10, 16).unwrap();
-        assert_eq!(b.client_capacity, 10);
-        assert!(b.open_at_start >= 3, "{b:?}");
-    }
-
     #[cfg(target_os = "linux")]
     #[test]
     fn the_spare_is_freed_for_the_closure_and_taken_back() {
@@ -156,5 +146,17 @@ mod tests {
         assert!(is_exhaustion(&io::Error::from_raw_os_error(nix::libc::EMFILE)));
         assert!(is_exhaustion(&io::Error::from_raw_os_error(nix::libc::ENFILE)));
         assert!(!is_exhaustion(&io::Error::from_raw_os_error(nix::libc::ECONNABORTED)));
+    }
+
+    #[test]
+    fn capacity_is_max_connections_when_the_limit_is_ample() {
+        let b = FdBudget::compute(10, 16).unwrap();
+        assert_eq!(b.client_capacity, 10);
+        assert!(b.open_at_start >= 3, "{b:?}");
+    }
+
+    #[test]
+    fn counts_open_descriptors() {
+        assert!(open_descriptors().is_some_and(|n| n >= 3));
     }
 }
