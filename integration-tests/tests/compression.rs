@@ -188,3 +188,38 @@ async fn broken_or_oversized_compressed_messages_close_the_client_with_the_right
     ok.expect_silence(Duration::from_millis(50)).await;
     gw.stop().await;
 }
+
+/// Whether `python3` can import `websockets`; `Err` says why not.
+fn python_websockets() -> Result<(), String> {
+    match std::process::Command::new("python3").args(["-c", "import websockets"]).output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!("python3 cannot import websockets: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Err(format!("python3 not found: {e}")),
+    }
+}
+
+/// Python's `websockets` (which offers compression by default) against the gateway. Skips,
+/// saying so, without it, unless `GW_REQUIRE_PYTHON=1` (`scripts/install-python-deps.sh`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_websockets_talks_to_the_gateway_compressed() {
+    if let Err(why) = python_websockets() {
+        assert!(std::env::var_os("GW_REQUIRE_PYTHON").is_none(), "GW_REQUIRE_PYTHON is set but {why}");
+        eprintln!("SKIP python_websockets_talks_to_the_gateway_compressed: {why} (run scripts/install-python-deps.sh)");
+        return;
+    }
+    let (_reg, gw, _w) = cluster(|_| {}).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/websockets_client.py");
+    let out = tokio::process::Command::new("python3").args([script, &gw.ws_url]).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "websockets_client.py failed ({}):\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("PASS"), "{stdout}");
+    eprintln!("{}", stdout.trim());
+    // What Python sent came compressed (it compresses every message), and what the gateway
+    // sent back above the threshold went compressed: the long texts, the binary message and the
+    // broadcast.
+    assert_eq!(gw.metric("deflate_connections"), 1);
+    assert!(gw.metric("deflate_messages_in") >= 4, "{}", gw.metric("deflate_messages_in"));
+    assert_eq!(gw.metric("deflate_messages_out"), 4);
+    assert_eq!(gw.metric("protocol_violations"), 0);
+    gw.stop().await;
+}
