@@ -626,4 +626,75 @@ mod tests {
         client.read_exact(&mut close).await.unwrap();
         assert_eq!(close, [0x88, 0x02, 0x03, 0xe8], "the close is answered with its code");
     }
+
+    /// A client that compresses: its compressed message is read through a rewriting state that
+    /// exists only while the codec is active and goes with the codec's buffers at the heartbeat,
+    /// and a long reply goes out compressed (RSV1) in the bytes RFC 7692 prescribes.
+    #[tokio::test]
+    async fn a_compressed_client_keeps_no_inflate_state_once_idle() {
+        use crate::deflate::{Compressed, Settings};
+        use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client
+            .write_all(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let policy =
+            crate::upgrade::Policy { deflate: Some(Settings { threshold: 16, level: 6 }), ..Default::default() };
+        let up = crate::upgrade::accept(ClientStream::Plain(server), &policy).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(client.read_u8().await.unwrap());
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(
+            head.contains("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"),
+            "{head}"
+        );
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+        let compressed = Compressed::new(up.deflate.expect("negotiated"), metrics.clone(), 1 << 20);
+        let config = WebSocketConfig::default().read_buffer_size(0).write_buffer_size(16 * 1024);
+        let mut t = WsTransport::new(up.stream, up.leftover, config, false, Some(Box::new(compressed)));
+        let has_state = |t: &WsTransport| t.compressed.as_ref().unwrap().has_state();
+        assert!(t.parked && !has_state(&t), "nothing before the first byte");
+
+        let text = "compress me, compress me, compress me, compress me";
+        let mut z = Compress::new(Compression::new(6), false);
+        let mut payload = Vec::with_capacity(256);
+        z.compress_vec(text.as_bytes(), &mut payload, FlushCompress::Sync).unwrap();
+        payload.truncate(payload.len() - 4);
+        let mut frame = client_frame(1, &payload);
+        frame[0] |= 0x40; // RSV1: compressed
+        client.write_all(&frame).await.unwrap();
+        expect_text(&mut t, text).await;
+        assert!(matches!(t.poll_recv(&mut Context::from_waker(std::task::Waker::noop())), Poll::Pending));
+        assert!(!t.parked && has_state(&t), "a client at work keeps its buffers until the heartbeat");
+        t.release_idle();
+        assert!(t.parked && !has_state(&t), "idle: no inflate state, as an uncompressed client has no buffers");
+        assert_eq!(metrics.deflate_messages_in.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+        t.ready().await.unwrap();
+        assert!(t.feed(Message::text(text).into()).unwrap() < text.len(), "written compressed");
+        assert_eq!(t.feed(Message::text("short").into()).unwrap(), 5, "below the threshold: as it is");
+        t.flush().await.unwrap();
+        let mut got = vec![0u8; 2 + payload.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got[0], 0xc1, "text, FIN, RSV1");
+        assert_eq!(&got[2..], &payload[..], "no context takeover: the client's own compressor gives the same bytes");
+        let mut short = [0u8; 7];
+        client.read_exact(&mut short).await.unwrap();
+        assert_eq!(&short, b"\x81\x05short");
+        let mut inflated = Vec::with_capacity(256);
+        let mut input = got[2..].to_vec();
+        input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        Decompress::new(false).decompress_vec(&input, &mut inflated, FlushDecompress::Sync).unwrap();
+        assert_eq!(inflated, text.as_bytes());
+    }
 }

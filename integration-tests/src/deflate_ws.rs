@@ -116,7 +116,8 @@ impl DeflateClient {
                 break i + 4;
             }
             let mut chunk = [0u8; 1024];
-            let n = tokio::time::timeout(RECV_TIMEOUT, stream.read(&mut chunk)).await.expect("handshake answer").unwrap();
+            let n =
+                tokio::time::timeout(RECV_TIMEOUT, stream.read(&mut chunk)).await.expect("handshake answer").unwrap();
             assert!(n > 0, "closed during the handshake");
             buf.extend_from_slice(&chunk[..n]);
         };
@@ -181,9 +182,7 @@ impl DeflateClient {
         match first.opcode {
             8 => {
                 let code = (first.payload.len() >= 2).then(|| u16::from_be_bytes([first.payload[0], first.payload[1]]));
-                return Got::Close(
-                    code.map(|c| (c, String::from_utf8_lossy(&first.payload[2..]).into_owned())),
-                );
+                return Got::Close(code.map(|c| (c, String::from_utf8_lossy(&first.payload[2..]).into_owned())));
             }
             9 => return Got::Ping(first.payload),
             10 => return Got::Pong(first.payload),

@@ -27,7 +27,14 @@ async fn cluster(tweak: impl FnOnce(&mut GatewayConfig)) -> (RegisterHandle, Gat
 /// A JSON message of about 1 KB, as a dashboard pushes.
 fn json_1k(n: usize) -> String {
     let rows: Vec<String> = (0..14)
-        .map(|i| format!(r#"{{"id":{i},"symbol":"SYM{i}","price":{}.{:02},"change":-0.{i}5,"volume":{}}}"#, 100 + i * n, i, 1000 * i))
+        .map(|i| {
+            format!(
+                r#"{{"id":{i},"symbol":"SYM{i}","price":{}.{:02},"change":-0.{i}5,"volume":{}}}"#,
+                100 + i * n,
+                i,
+                1000 * i
+            )
+        })
         .collect();
     format!(r#"{{"type":"prices","seq":{n},"rows":[{}]}}"#, rows.join(","))
 }
@@ -80,7 +87,8 @@ async fn a_message_to_a_group_is_compressed_once_for_all_its_clients() {
     for _ in 0..4 {
         browsers.push(DeflateClient::connect(&gw.ws_url, Some(BROWSER_OFFER)).await);
     }
-    let mut small_window = DeflateClient::connect(&gw.ws_url, Some("permessage-deflate; server_max_window_bits=10")).await;
+    let mut small_window =
+        DeflateClient::connect(&gw.ws_url, Some("permessage-deflate; server_max_window_bits=10")).await;
     assert_eq!(small_window.extensions.as_deref(), Some(format!("{ANSWER}; server_max_window_bits=10").as_str()));
     let mut plain = DeflateClient::connect(&gw.ws_url, None).await;
     assert_eq!(plain.extensions, None);
@@ -137,7 +145,8 @@ async fn compression_can_be_turned_off_and_offers_are_declined_or_limited_as_the
     assert!(matches!(off.recv_message().await, Got::Close(Some((1002, _)))));
 
     // Invalid offers are declined (the connection goes on uncompressed).
-    for bad in ["permessage-deflate; mystery", "permessage-deflate; server_max_window_bits=7", "x-webkit-deflate-frame"] {
+    for bad in ["permessage-deflate; mystery", "permessage-deflate; server_max_window_bits=7", "x-webkit-deflate-frame"]
+    {
         let c = DeflateClient::connect(&urls[1], Some(bad)).await;
         assert_eq!(c.extensions, None, "{bad}");
     }
@@ -211,7 +220,12 @@ async fn python_websockets_talks_to_the_gateway_compressed() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/websockets_client.py");
     let out = tokio::process::Command::new("python3").args([script, &gw.ws_url]).output().await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "websockets_client.py failed ({}):\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "websockets_client.py failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("PASS"), "{stdout}");
     eprintln!("{}", stdout.trim());
     // What Python sent came compressed (it compresses every message), and what the gateway

@@ -77,7 +77,8 @@ mod tests {
 
     #[test]
     fn messages_deflate_on_their_own_and_inflate_back() {
-        let json = br#"{"type":"say","from":"client-1","room":"lobby","content":"hello, hello, hello everyone"}"#.repeat(8);
+        let json =
+            br#"{"type":"say","from":"client-1","room":"lobby","content":"hello, hello, hello everyone"}"#.repeat(8);
         for bits in [9, 12, 15] {
             let a = deflate(&json, bits, 6).expect("repetitive JSON shrinks");
             assert!(a.len() < json.len() / 4, "{} of {}", a.len(), json.len());

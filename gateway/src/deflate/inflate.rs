@@ -267,7 +267,10 @@ impl Inflate {
         };
         let data = opcode == 1 || opcode == 2;
         if data && self.msg.is_some() {
-            return Err(InflateError::io(1002, "protocol error: a new message began inside a compressed fragmented one"));
+            return Err(InflateError::io(
+                1002,
+                "protocol error: a new message began inside a compressed fragmented one",
+            ));
         }
         let starts = data && rsv == 0x40 && masked;
         let continues = opcode == 0 && rsv == 0 && masked && self.msg.is_some();

@@ -108,6 +108,12 @@ impl Compressed {
         self.inflate.as_ref().is_none_or(|i| i.at_rest())
     }
 
+    /// Whether the rewriting state exists (it does only while the codec is active).
+    #[cfg(test)]
+    pub fn has_state(&self) -> bool {
+        self.inflate.is_some()
+    }
+
     /// Drops the rewriting state of an idle client (only when it holds nothing).
     pub fn release(&mut self) {
         if self.at_rest() {

@@ -63,9 +63,7 @@ fn parse_offer(extension: &str) -> Option<Agreed> {
             "server_max_window_bits" => server_bits.replace(window_bits(value?)?).is_some(),
             // A value is optional here: without one the client only says it understands the
             // parameter (the gateway never sends it, so the client keeps its default window).
-            "client_max_window_bits" => {
-                client_bits.replace(value.map(window_bits).unwrap_or(Some(15))?).is_some()
-            }
+            "client_max_window_bits" => client_bits.replace(value.map(window_bits).unwrap_or(Some(15))?).is_some(),
             _ => return None,
         };
         if seen {
@@ -178,10 +176,8 @@ mod tests {
         assert_eq!(a.server_window_bits(), 8);
         assert_eq!(a.response(), format!("{PLAIN}; server_max_window_bits=8"));
         // Autobahn 13.7: a later offer lets the gateway compress.
-        let a = negotiate([
-            "permessage-deflate; server_no_context_takeover; server_max_window_bits=8, \
-             permessage-deflate; server_no_context_takeover, permessage-deflate",
-        ]);
+        let a = negotiate(["permessage-deflate; server_no_context_takeover; server_max_window_bits=8, \
+             permessage-deflate; server_no_context_takeover, permessage-deflate"]);
         assert_eq!(a.unwrap().server_window_bits(), 15);
     }
 }
