@@ -132,6 +132,9 @@ pub(crate) fn serve(
 }
 
 /// A client connection after its handshake.
+// Lives only between the handshake and the connection, whose future it is moved into at once:
+// boxing the WebSocket side would cost every client an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Opened {
     WebSocket(WsTransport, Box<HandshakeRequest>),
     Stream(StreamTransport),

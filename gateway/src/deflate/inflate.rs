@@ -587,7 +587,7 @@ mod tests {
 
     #[test]
     fn nothing_is_held_between_messages() {
-        let z = compressed("some text some text some text".as_bytes());
+        let z = compressed(b"some text some text some text");
         let mut src = Trickle { data: frame(0xc1, &z), pos: 0, step: 5 };
         let mut inflate = Inflate::new(1 << 20);
         let mut buf = [0u8; 4096];
