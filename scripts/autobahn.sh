@@ -23,7 +23,8 @@
 # summary.txt (counts, violations grouped), violations.txt (every violating case: expected and
 # observed events and close codes), wstest.log, and logs/ (daemon logs, configs, spec.json).
 # Time on 2 cores: the environment is built once (~2.5 min); then, besides cargo build, --quick
-# runs ~15 s and the full suite ~35 s with release binaries (~60 s with --debug).
+# runs ~20 s; the full suite ~35 s before its 216 compression cases (12.x/13.x, 1,000 messages of
+# up to 128 KiB each), which take ~20 min on a busy machine, nearly all of it in wstest itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
