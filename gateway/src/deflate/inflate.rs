@@ -21,8 +21,13 @@ use super::compress::TAIL;
 const OUT_LIMIT: usize = 16 * 1024;
 /// Largest frame a compressed message is rewritten into; a longer message becomes several.
 const CHUNK: usize = 16 * 1024;
-/// Bytes read from the socket at once.
-const READ_SIZE: usize = 8 * 1024;
+/// Bytes read from the socket at once: the codec's own read size (a client at work keeps this
+/// buffer until its next heartbeat, as it keeps the codec's; 8 KiB here cost an active client
+/// 8 KiB more, see BENCHMARKS.md).
+const READ_SIZE: usize = 1024;
+/// Capacity the output buffer may keep once handed over; a larger one (left by a large message)
+/// is freed.
+const KEEP_OUT: usize = 4 * 1024;
 /// Compressed bytes unmasked and inflated per step.
 const STEP: usize = 2 * 1024;
 /// Inflaters kept per thread between messages (each about 40 KiB with its window).
@@ -156,7 +161,7 @@ impl Inflate {
                 if self.out_pos == self.out.len() {
                     self.out.clear();
                     self.out_pos = 0;
-                    if self.out.capacity() > 4 * OUT_LIMIT {
+                    if self.out.capacity() > KEEP_OUT {
                         self.out = Vec::new();
                     }
                 }
