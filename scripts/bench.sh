@@ -10,8 +10,11 @@
 #   options: --out FILE  --workers N (business worker processes, default 1)  --only "echo storm …"
 #
 # Cluster A (one register, one gateway, N workers) serves idle, echo, broadcast, group and storm,
-# in that order, so the idle memory figure is taken on a fresh gateway. Cluster B (one register,
-# three gateways, N workers) serves idle-3gw. Every process is stopped on exit, failure included.
+# in that order, so the idle memory figure is taken on a fresh gateway. Cluster D (the same shape,
+# fresh) serves idle-deflate (idle clients that negotiated permessage-deflate) and deflate (bytes
+# on the wire and gateway CPU per delivery with and without compression, alternating in one run).
+# Cluster B (one register, three gateways, N workers) serves idle-3gw. Every process is stopped on
+# exit, failure included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -174,10 +177,12 @@ if [ "$MODE" = quick ]; then
     IDLE_N=500; IDLE3_N=1500; ECHO="--conns 20 --inflight 4 --warmup 0.5 --duration 2"
     FAN="--conns 50 --senders 2 --rate 40 --step-secs 1"; STORM_N=500
     PUSH="--concurrency 8 --duration 1"
+    DEFL="--conns 20 --messages 20 --rounds 1"
 else
     IDLE_N=19000; IDLE3_N=50000; ECHO="--conns 200 --inflight 8 --warmup 3 --duration 15"
     FAN="--conns 1000 --senders 4 --start-rate 100 --growth 1.5 --refine 3 --step-secs 5"; STORM_N=15000
     PUSH="--concurrency 32 --duration 10"
+    DEFL="--conns 500 --messages 200 --rounds 3"
 fi
 
 start_cluster a 1
@@ -195,6 +200,14 @@ if wanted push; then
     run push push --url "$URLS" --register "$REG" --api "http://$API" --key "$API_KEY" $PUSH
 fi
 stop_all
+
+if wanted idle-deflate || wanted deflate; then
+    start_cluster d 1
+    run idle-deflate idle --url "$URLS" --conns "$IDLE_N" --procs 2 --gateway-pid "$GW_PIDS" --source-net 8 --deflate
+    # shellcheck disable=SC2086
+    run deflate deflate --url "$URLS" $DEFL --source-net 9
+    stop_all
+fi
 
 if wanted echo-http; then
     start_cluster h 1 http
@@ -238,7 +251,11 @@ row() { # row NAME
         broadcast|group)
             local v; v=$(field deliveries_per_sec "$l")
             echo "| $1 | $(field conns "$l") conns, $(field senders "$l") senders, $(field msg_rate "$l") msg/s; missing $(field missing "$l"); confirmed $(field confirmed "$l"), next step up failed at $(field lowest_failing_msg_rate "$l") msg/s | $v deliveries/s sustained | ≥ 600000 | $(met "$(cmp "$v" 600000 '>=')") | $(lat "$l") | $cpu |" ;;
-        idle|idle-3gw)
+        deflate)
+            echo "| deflate: the chat's messages | welcome, login (10 members), history (10), say short and 300 chars, logout, ping, echoed | $(field chat_deflate_bytes "$l") B on the wire compressed, $(field chat_plain_bytes "$l") B plain | - | - | - | - |"
+            echo "| deflate: 1 KB JSON broadcast | $(field conns "$l") receivers × $(field messages "$l") messages, $(field rounds "$l") plain/compressed round pairs | $(field json1k_deflate_wire "$l") B per delivery compressed, $(field json1k_plain_wire "$l") B plain | - | - | - | - |"
+            echo "| deflate: gateway CPU per delivery | the same broadcasts (median of the rounds; compressed/plain ratio of each pair: $(field cpu_ratios "$l")) | $(field server_us_per_delivery_deflate "$l") µs compressed, $(field server_us_per_delivery_plain "$l") µs plain | - | - | - | - |" ;;
+        idle|idle-3gw|idle-deflate)
             local v ok; v=$(field rss_per_conn_bytes "$l")
             ok=$(cmp "$v" 4097 '<')
             [ "$(field alive "$l")" = "$(field conns "$l")" ] || ok=0
@@ -265,7 +282,8 @@ row() { # row NAME
     echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'), mode: $MODE, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
     echo "- Machine: $cores cores ($cpu), $mem RAM, kernel $(uname -r); open-file limit $(ulimit -n)"
     echo "- Cluster A (idle, echo, broadcast, group, storm): 1 register, 1 gateway, 1 business-worker master running"
-    echo "  $WORKERS worker process(es) with app = \"echo\". Cluster B (idle-3gw): 1 register, 3 gateways, the same workers."
+    echo "  $WORKERS worker process(es) with app = \"echo\". Cluster D (idle-deflate, deflate): the same, fresh."
+    echo "  Cluster B (idle-3gw): 1 register, 3 gateways, the same workers."
     echo "  All on 127.0.0.1 with ports the OS picked, log level warn, every other setting at its default"
     echo "  (send_queue 1024, heartbeat 25 s, tokio runtime with one worker thread per core)."
     echo "- Generator: gw-bench on the same machine, one current-thread tokio runtime per process; client sockets"
@@ -276,7 +294,7 @@ row() { # row NAME
     echo
     echo "| scenario | load | result | target | met | latency p50 / p99 / p99.9 (ms) | CPU cores: server / generator / machine |"
     echo "|---|---|---|---|---|---|---|"
-    for s in idle echo echo-http broadcast group storm push idle-3gw; do row "$s"; done
+    for s in idle idle-deflate echo echo-http broadcast group storm push deflate idle-3gw; do row "$s"; done
     echo
     echo "Raw results:"
     echo

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Installs the Python modules the HTTP API's tests use: requests (HTTP client) and
-# websocket-client (module `websocket`), from Debian (python3-requests, python3-websocket), or
-# from PyPI with pip when apt-get is not available. Idempotent. Exits non-zero when it could not.
+# Installs the Python modules the tests use: requests (HTTP client) and websocket-client (module
+# `websocket`) for the HTTP API's tests, and websockets (asyncio client, compresses by default)
+# for the compressed WebSocket test, from Debian (python3-requests, python3-websocket,
+# python3-websockets), or from PyPI with pip when apt-get is not available or the `python3` on
+# PATH is not Debian's. Idempotent. Exits non-zero when it could not.
 set -euo pipefail
 
-have() { python3 -c 'import requests, websocket' >/dev/null 2>&1; }
+have() { python3 -c 'import requests, websocket, websockets' >/dev/null 2>&1; }
 if ! command -v python3 >/dev/null 2>&1; then
   echo "install-python-deps: python3 not found" >&2
   exit 1
 fi
 if have; then
-  echo "install-python-deps: requests and websocket-client already installed, nothing to do"
+  echo "install-python-deps: requests, websocket-client and websockets already installed, nothing to do"
   exit 0
 fi
 SUDO=""
@@ -18,14 +20,14 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 if command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq || true
-  $SUDO apt-get install -y -qq --no-install-recommends python3-requests python3-websocket >/dev/null || true
+  $SUDO apt-get install -y -qq --no-install-recommends python3-requests python3-websocket python3-websockets >/dev/null || true
 fi
 if ! have; then
-  python3 -m pip install --quiet requests websocket-client \
-    || python3 -m pip install --quiet --break-system-packages requests websocket-client
+  python3 -m pip install --quiet requests websocket-client websockets \
+    || python3 -m pip install --quiet --break-system-packages requests websocket-client websockets
 fi
 if ! have; then
-  echo "install-python-deps: requests / websocket-client still missing" >&2
+  echo "install-python-deps: requests / websocket-client / websockets still missing" >&2
   exit 1
 fi
-echo "install-python-deps: installed requests and websocket-client"
+echo "install-python-deps: installed requests, websocket-client and websockets"

@@ -5,6 +5,7 @@
 //! A nonzero exit means the scenario could not run or lost messages.
 
 mod coord;
+mod deflate;
 mod echo;
 mod endpoint;
 mod fanout;
@@ -58,6 +59,9 @@ enum Cmd {
     Group(fanout::FanoutArgs),
     /// N idle connections: gateway resident memory per connection and connection rate.
     Idle(idle::IdleArgs),
+    /// permessage-deflate: bytes on the wire for the chat's messages and a 1 KB JSON broadcast,
+    /// and the gateway's CPU per delivery, with and without it in the same run.
+    Deflate(deflate::DeflateArgs),
     /// N clients connect at once and each sends one message: time until all are answered.
     Storm(storm::StormArgs),
     /// `send_to_uid` through the HTTP API vs directly through gateway-client, in the same run.
@@ -101,6 +105,9 @@ pub struct Common {
     /// Runtime threads per generator process (1: a current-thread runtime).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Offer permessage-deflate in every handshake (idle: what a compressed idle client costs).
+    #[arg(long)]
+    pub deflate: bool,
     /// Internal: this process is shard i of n started by a parent `gw-bench`.
     #[arg(long, hide = true)]
     pub shard: Option<String>,
@@ -111,7 +118,9 @@ impl Common {
     pub fn targets(&self) -> anyhow::Result<Targets> {
         let room = 255u16.saturating_sub(self.source_first as u16) as usize;
         let auto = self.conns.div_ceil(800).clamp(4, room.max(1));
-        Targets::new(&self.url, self.source_net, self.source_first, self.sources.unwrap_or(auto as u8))
+        let mut t = Targets::new(&self.url, self.source_net, self.source_first, self.sources.unwrap_or(auto as u8))?;
+        t.deflate = self.deflate;
+        Ok(t)
     }
 
     /// `--shard i/n` when this process is a generator started by a parent.
@@ -138,6 +147,7 @@ fn main() -> ExitCode {
         Cmd::Broadcast(a) => fanout::main(a, fanout::Kind::Broadcast),
         Cmd::Group(a) => fanout::main(a, fanout::Kind::Group),
         Cmd::Idle(a) => idle::main(a),
+        Cmd::Deflate(a) => deflate::main(a),
         Cmd::Storm(a) => storm::main(a),
         Cmd::Push(a) => push::main(a),
         Cmd::Endpoint(a) => endpoint::main(a),

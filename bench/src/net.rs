@@ -8,6 +8,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
@@ -18,6 +19,8 @@ pub type Ws = WebSocketStream<TcpStream>;
 pub struct Targets {
     urls: Vec<(String, SocketAddr)>,
     sources: Vec<IpAddr>,
+    /// Offer permessage-deflate in the handshake (see `Common::deflate`).
+    pub deflate: bool,
 }
 
 impl Targets {
@@ -37,7 +40,7 @@ impl Targets {
             .collect::<anyhow::Result<Vec<_>>>()?;
         anyhow::ensure!(first as u16 + count as u16 <= 256, "too many source addresses");
         let sources = (0..count).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, net, first + i))).collect();
-        Ok(Self { urls, sources })
+        Ok(Self { urls, sources, deflate: false })
     }
 
     pub fn gateways(&self) -> usize {
@@ -46,7 +49,27 @@ impl Targets {
 
     /// Connects client number `g`: TCP from its source address, then the WebSocket handshake.
     pub async fn connect(&self, g: usize, read_buffer: usize) -> anyhow::Result<Ws> {
-        let (url, addr) = &self.urls[g % self.urls.len()];
+        let url = &self.urls[g % self.urls.len()].0;
+        let stream = self.tcp(g).await?;
+        let config = WebSocketConfig::default().read_buffer_size(read_buffer);
+        let mut request = url.as_str().into_client_request()?;
+        if self.deflate {
+            // Negotiated, never used by this client: the scenarios that offer it (idle) only
+            // exchange messages below the gateway's compression threshold.
+            request.headers_mut().insert(
+                "sec-websocket-extensions",
+                "permessage-deflate; client_max_window_bits".parse().expect("a header value"),
+            );
+        }
+        let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+            .await
+            .with_context(|| format!("websocket handshake with {url}"))?;
+        Ok(ws)
+    }
+
+    /// The TCP connection of client number `g`, from its source address.
+    pub async fn tcp(&self, g: usize) -> anyhow::Result<TcpStream> {
+        let addr = &self.urls[g % self.urls.len()].1;
         let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
         if !self.sources.is_empty() && addr.is_ipv4() {
             let src = self.sources[g % self.sources.len()];
@@ -57,11 +80,7 @@ impl Targets {
         // The benchmark tears connections down by the thousand: reset them instead of leaving
         // TIME_WAIT sockets that would hold source ports for a minute.
         stream.set_zero_linger()?;
-        let config = WebSocketConfig::default().read_buffer_size(read_buffer);
-        let (ws, _) = tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config))
-            .await
-            .with_context(|| format!("websocket handshake with {url}"))?;
-        Ok(ws)
+        Ok(stream)
     }
 }
 

@@ -85,6 +85,7 @@ const STATE_JS: &str = r#"
 const q = (s) => document.querySelector(s);
 return {
   status: q('#status').textContent,
+  extensions: q('#status').dataset.extensions || '',
   statusClass: q('#status').className,
   clientId: q('#client-id').textContent,
   room: q('#room-label').textContent,
@@ -298,6 +299,22 @@ async fn scenario(url: String, web: std::net::SocketAddr, ann: Client, bob: Clie
     }
     let p = page(&ann).await;
     assert!(p.has("notice", "Bob joined") && p.has("notice", "Cid joined"), "{:?}", p.texts());
+
+    // ---- compressed: Chromium negotiated permessage-deflate, and a long message (compressed by
+    // Chromium on the way in, by the gateway on the way out: over its 256-byte threshold) reads
+    // the same in every page ----
+    for (c, who) in [(&ann, "Ann"), (&bob, "Bob"), (&cid, "Cid")] {
+        let ext = page(c).await.state["extensions"].as_str().unwrap_or_default().to_string();
+        assert_eq!(
+            ext, "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+            "{who}: the extensions Chromium negotiated"
+        );
+    }
+    let long: String = (1..=40).map(|i| format!("line {i} of a long message; ")).collect();
+    say(&bob, &long).await;
+    for (c, who) in [(&ann, "Ann"), (&bob, "Bob"), (&cid, "Cid")] {
+        wait_for(c, who, "Bob's long message, whole", |p| p.has("say", long.trim_end())).await;
+    }
 
     // ---- a room message with an emoji shortcode and an image link ----
     let picture = picture_server().await;

@@ -123,12 +123,9 @@ mod tests {
 
         // A gateway's TLS listener names its index; plain listeners are not looked at.
         let listener = |url: &str, c: &str| ListenerConfig {
-            url: url.into(),
-            max_message_size: None,
             tls_cert: Some(c.into()),
             tls_key: Some(key.clone()),
-            origins: Vec::new(),
-            paths: Vec::new(),
+            ..ListenerConfig::new(url)
         };
         let gw = GatewayConfig {
             listeners: vec![listener("wss://127.0.0.1:0", &cert), listener("text+tls://127.0.0.1:0", "/nope.pem")],

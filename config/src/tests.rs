@@ -393,3 +393,27 @@ fn http_api_connection_limits_and_timeouts_are_checked() {
     assert_eq!(keys, ["max_connections", "max_connections_per_ip", "header_timeout", "body_timeout"], "{problems:?}");
     assert!(problems[3].reason.contains("outside (0s, 1h]"), "{problems:?}");
 }
+
+#[test]
+fn compression_is_per_listener_websocket_only_and_its_level_bounded() {
+    let text = "[compression]\nenabled = false\nthreshold = 64\nlevel = 1\n\
+        [[listeners]]\nurl = \"websocket://127.0.0.1:0\"\ncompression = true\n\
+        [[listeners]]\nurl = \"websocket://127.0.0.1:0\"\n";
+    let config: GatewayConfig = parse(text, Path::new("g.toml")).unwrap();
+    assert_eq!(config.compression, CompressionConfig { enabled: false, threshold: 64, level: 1 });
+    assert_eq!(config.listeners[0].compression, Some(true));
+    assert_eq!(config.listeners[1].compression, None, "unset: [compression] enabled decides");
+    assert!(config.validate().is_empty());
+
+    let text = "[compression]\nlevel = 0\n[[listeners]]\nurl = \"text://127.0.0.1:0\"\ncompression = true\n";
+    let config: GatewayConfig = parse(text, Path::new("g.toml")).unwrap();
+    let problems = config.validate();
+    let p = problems.iter().find(|p| p.key == "compression.level").expect("compression.level reported");
+    assert_eq!(p.reason, "0 is outside 1..=9 (zlib levels)");
+    let p = problems.iter().find(|p| p.key == "listeners[0].compression").expect("listener compression reported");
+    assert_eq!(p.reason, "permessage-deflate applies to WebSocket listeners only (remove the key)");
+    // Turning it off on a TCP listener says nothing wrong.
+    let text = "[[listeners]]\nurl = \"text://127.0.0.1:0\"\ncompression = false\n";
+    let config: GatewayConfig = parse(text, Path::new("g.toml")).unwrap();
+    assert!(config.validate().is_empty());
+}

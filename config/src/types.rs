@@ -225,6 +225,48 @@ pub struct ListenerConfig {
     /// WebSocket only: accepted request paths; empty accepts any.
     #[serde(default)]
     pub paths: Vec<String>,
+    /// WebSocket only: whether this listener offers permessage-deflate; defaults to
+    /// `[compression] enabled`.
+    #[serde(default)]
+    pub compression: Option<bool>,
+}
+
+impl ListenerConfig {
+    /// A listener on `url` with every other setting at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_message_size: None,
+            tls_cert: None,
+            tls_key: None,
+            origins: Vec::new(),
+            paths: Vec::new(),
+            compression: None,
+        }
+    }
+}
+
+/// Compressed WebSockets: RFC 7692 permessage-deflate on the gateway's WebSocket listeners
+/// (`[compression]`). The gateway always asks for no context takeover in both directions, so a
+/// connection keeps no compression state between messages: an idle client costs what it costs
+/// without compression, and a message to many clients is compressed once for all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionConfig {
+    /// Whether WebSocket listeners accept a client's permessage-deflate offer (a listener's own
+    /// `compression` overrides it). Clients that do not offer it are served uncompressed.
+    pub enabled: bool,
+    /// Messages to clients shorter than this many bytes are sent uncompressed (deflate gains
+    /// little on them and costs a few microseconds each).
+    pub threshold: usize,
+    /// zlib compression level, 1 (fastest) to 9 (smallest).
+    pub level: u32,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        Self { enabled: true, threshold: 256, level: 6 }
+    }
 }
 
 /// `gateway.toml`.
@@ -301,6 +343,8 @@ pub struct GatewayConfig {
     pub slow_consumer: SlowConsumerPolicy,
     /// Close code for a disconnected slow consumer: 1008 (policy) or 1013 (try again later).
     pub slow_consumer_close_code: u16,
+    /// permessage-deflate on the WebSocket listeners (`[compression]`).
+    pub compression: CompressionConfig,
     /// Internal link timings and limits (`[link]`).
     pub link: LinkConfig,
     /// Logging (`[log]`).
@@ -339,6 +383,7 @@ impl Default for GatewayConfig {
             max_groups_per_client: 1000,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             slow_consumer_close_code: 1008,
+            compression: CompressionConfig::default(),
             link: LinkConfig::default(),
             log: LogConfig::default(),
             process: ProcessConfig::default(),
@@ -355,14 +400,7 @@ impl GatewayConfig {
         let mut listeners = if self.listeners.is_empty() {
             let url =
                 if self.listen.contains("://") { self.listen.clone() } else { format!("websocket://{}", self.listen) };
-            vec![ListenerConfig {
-                url,
-                max_message_size: None,
-                tls_cert: None,
-                tls_key: None,
-                origins: Vec::new(),
-                paths: Vec::new(),
-            }]
+            vec![ListenerConfig::new(url)]
         } else {
             self.listeners.clone()
         };

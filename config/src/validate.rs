@@ -328,6 +328,12 @@ impl Validate for GatewayConfig {
                     if u.protocol != "websocket" && (!l.origins.is_empty() || !l.paths.is_empty()) {
                         p.add(format!("{key}.origins"), "origins and paths apply to WebSocket listeners only");
                     }
+                    if u.protocol != "websocket" && l.compression == Some(true) {
+                        p.add(
+                            format!("{key}.compression"),
+                            "permessage-deflate applies to WebSocket listeners only (remove the key)",
+                        );
+                    }
                 }
                 Err(e) => p.add(format!("{key}.url"), e),
             }
@@ -336,6 +342,9 @@ impl Validate for GatewayConfig {
             {
                 p.add(format!("{key}.max_message_size"), format!("{m} is outside 16..=67108864 bytes"));
             }
+        }
+        if !(1..=9).contains(&self.compression.level) {
+            p.add("compression.level", format!("{} is outside 1..=9 (zlib levels)", self.compression.level));
         }
         if self.max_connections == 0 {
             p.add("max_connections", "must be at least 1");

@@ -11,15 +11,16 @@ use futures_util::FutureExt;
 use futures_util::future::Either;
 use gw_proto::{ClientInfo, CloseReason, EventKind, Payload, Protocol};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::Gateway;
 use crate::binding::{Binding, ClientCx, Unrouted};
 use crate::client_handle::{ClientHandle, KillReason};
+use crate::deflate::Compressed;
 use crate::listener::{ConnSlot, ListenerSpec};
 use crate::metrics::Metrics;
+use crate::outgoing::OutMessage;
 use crate::send_queue::{Outbound, SendQueue};
 use crate::stream::ClientStream;
 use crate::transport::{Incoming, StreamTransport, Transport, TransportError, WsTransport};
@@ -47,8 +48,8 @@ const DESTROY_FLUSH: Duration = Duration::from_secs(2);
 enum Taken {
     Empty,
     /// A frame to write; `true` unless it is a heartbeat.
-    Send(Message, bool),
-    Close(Option<Message>, Option<CloseReason>),
+    Send(OutMessage, bool),
+    Close(Option<OutMessage>, Option<CloseReason>),
     Destroy,
 }
 
@@ -108,14 +109,16 @@ pub(crate) fn serve(
             };
             let Some(framing) = listener.framing() else {
                 let upgrade = crate::upgrade::accept(stream, &listener.policy);
-                let Upgraded { stream, leftover, request } =
+                let Upgraded { stream, leftover, request, deflate } =
                     match tokio::time::timeout_at(deadline, Box::pin(upgrade)).await {
                         Ok(Ok(upgraded)) => upgraded,
                         Ok(Err(e)) => return handshake_failed(&gw, &HandshakeError::Upgrade(e)),
                         Err(_) => return handshake_failed(&gw, &HandshakeError::TimedOut),
                     };
                 let config = tuned(listener.ws_config);
-                let transport = WsTransport::new(stream, leftover, config, gw.config.pong_is_activity);
+                let compressed =
+                    deflate.map(|d| Box::new(Compressed::new(d, gw.state.metrics.clone(), listener.max_message)));
+                let transport = WsTransport::new(stream, leftover, config, gw.config.pong_is_activity, compressed);
                 return Some(Opened::WebSocket(transport, Box::new(request)));
             };
             Some(Opened::Stream(StreamTransport::new(stream, framing)))
@@ -133,6 +136,9 @@ pub(crate) fn serve(
 }
 
 /// A client connection after its handshake.
+// Lives only between the handshake and the connection, whose future it is moved into at once:
+// boxing the WebSocket side would cost every client an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Opened {
     WebSocket(WsTransport, Box<HandshakeRequest>),
     Stream(StreamTransport),
@@ -395,7 +401,7 @@ impl<T: Transport> Connection<T> {
                 self.unsettled += 1;
                 Taken::Send(msg, true)
             }
-            Some(Outbound::Control(msg)) => Taken::Send(msg, false),
+            Some(Outbound::Control(msg)) => Taken::Send(OutMessage::new(msg), false),
             Some(Outbound::Close { last, close }) => {
                 self.unsettled += u64::from(last.is_some());
                 Taken::Close(last, close)
@@ -406,7 +412,7 @@ impl<T: Transport> Connection<T> {
 
     /// Feeds one frame (after [`Transport::ready`]); `counted` ones (not heartbeats) go into the
     /// client's byte counter (the gateway counts messages when they are flushed).
-    fn feed(&mut self, msg: Message, counted: bool) -> Result<(), TransportError> {
+    fn feed(&mut self, msg: OutMessage, counted: bool) -> Result<(), TransportError> {
         let written = self.transport.feed(msg)?;
         if counted {
             self.handle.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
@@ -415,7 +421,7 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Writes what was fed before and a worker's last message, then closes.
-    async fn close_with(&mut self, last: Option<Message>, close: Option<CloseReason>) {
+    async fn close_with(&mut self, last: Option<OutMessage>, close: Option<CloseReason>) {
         if let Some(msg) = last
             && self.transport.ready().await.is_ok()
         {

@@ -19,8 +19,9 @@ use crate::metrics::Metrics;
 pub struct Clients {
     clients: DashMap<u64, Arc<ClientHandle>>,
     index: RwLock<Indexes>,
-    /// What the gateway did and dropped.
-    pub metrics: Metrics,
+    /// What the gateway did and dropped (shared with the compressed connections, which count
+    /// what they inflate and deflate).
+    pub metrics: Arc<Metrics>,
     /// Bytes a client's send queue may hold.
     pub(crate) queue_bytes: usize,
     /// A full send queue drops the message and keeps the client (`slow_consumer = "drop"`)
@@ -51,7 +52,7 @@ impl Clients {
         Self {
             clients: DashMap::new(),
             index: RwLock::new(Indexes::default()),
-            metrics: Metrics::default(),
+            metrics: Arc::default(),
             queue_bytes,
             drop_slow,
             limits: StateLimits::from(&gw_config::GatewayConfig::default()),

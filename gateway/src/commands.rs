@@ -21,6 +21,7 @@ use crate::client_handle::{ClientHandle, KillReason};
 use crate::clients::Clients;
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
+use crate::outgoing::OutMessage;
 use crate::send_queue::Outbound;
 use crate::session;
 
@@ -199,7 +200,7 @@ impl Clients {
 
     /// Queues a message for a client without waiting. A full queue marks a slow consumer: the
     /// message is dropped, counted, and the client disconnected (close code 1008).
-    fn deliver(&self, handle: &ClientHandle, msg: &Message) {
+    fn deliver(&self, handle: &ClientHandle, msg: &OutMessage) {
         let len = msg.len();
         let over_bytes = handle.queued_bytes.load(Ordering::Relaxed) + len > self.queue_bytes;
         let result = if over_bytes {
@@ -222,7 +223,7 @@ impl Clients {
         }
     }
 
-    fn deliver_each(&self, ids: impl IntoIterator<Item = u64>, msg: &Message) {
+    fn deliver_each(&self, ids: impl IntoIterator<Item = u64>, msg: &OutMessage) {
         for id in ids {
             match self.get(id) {
                 Some(h) => self.deliver(&h, msg),
@@ -231,7 +232,7 @@ impl Clients {
         }
     }
 
-    fn close(handle: &ClientHandle, last: Option<Message>, close: Option<CloseReason>) {
+    fn close(handle: &ClientHandle, last: Option<OutMessage>, close: Option<CloseReason>) {
         if handle.tx.try_send(Outbound::Close { last, close }).is_err() {
             // Queue full or task gone: closing is what was asked, so do it the hard way.
             handle.kill(KillReason::Destroy);
@@ -247,14 +248,15 @@ impl Clients {
         }
     }
 
-    /// Converts a payload to a WebSocket message once, so a broadcast shares one buffer. Text must
-    /// be UTF-8: a worker sending invalid text is refused here rather than breaking every client.
-    fn to_ws(&self, p: Payload) -> Option<Message> {
+    /// Converts a payload to a WebSocket message once, so a broadcast shares one buffer (and one
+    /// compression). Text must be UTF-8: a worker sending invalid text is refused here rather
+    /// than breaking every client.
+    fn to_ws(&self, p: Payload) -> Option<OutMessage> {
         if p.binary {
-            return Some(Message::Binary(p.data));
+            return Some(OutMessage::new(Message::Binary(p.data)));
         }
         match Utf8Bytes::try_from(p.data) {
-            Ok(text) => Some(Message::Text(text)),
+            Ok(text) => Some(OutMessage::new(Message::Text(text))),
             Err(_) => {
                 Metrics::inc(&self.metrics.rejected_commands);
                 tracing::warn!("a text message that is not UTF-8 was refused; send it as binary");

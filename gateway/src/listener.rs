@@ -79,12 +79,18 @@ fn spec(config: &GatewayConfig, l: &ListenerConfig, addr: SocketAddr) -> Result<
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
     let scheme = l.url.split_once("://").map(|(s, _)| s).unwrap_or("websocket");
+    let compress = protocol == Protocol::WebSocket && l.compression.unwrap_or(config.compression.enabled);
+    let deflate = compress.then(|| crate::deflate::Settings {
+        threshold: config.compression.threshold,
+        // Validated to 1..=9.
+        level: config.compression.level.clamp(1, 9) as u8,
+    });
     Ok(ListenerSpec {
         url: format!("{scheme}://{addr}"),
         protocol,
         tls,
         max_message,
-        policy: Policy { origins: l.origins.clone(), paths: l.paths.clone() },
+        policy: Policy { origins: l.origins.clone(), paths: l.paths.clone(), deflate },
         ws_config,
     })
 }

@@ -79,6 +79,15 @@ pub struct Metrics {
     /// A watching link fell so far behind that its backlog of index changes was replaced by a
     /// fresh snapshot.
     pub index_resyncs: AtomicU64,
+    /// WebSocket clients that negotiated permessage-deflate.
+    pub deflate_connections: AtomicU64,
+    /// Compressed messages received (and inflated) from clients.
+    pub deflate_messages_in: AtomicU64,
+    /// Messages written to clients compressed (the others went uncompressed: below the
+    /// threshold, not smaller when deflated, or to clients that do not compress).
+    pub deflate_messages_out: AtomicU64,
+    /// Messages deflated: once per message and window size, however many clients it goes to.
+    pub deflate_compressions: AtomicU64,
 }
 
 impl Metrics {
@@ -129,6 +138,10 @@ impl Metrics {
             ("rejected_links_busy", g(&self.rejected_links_busy)),
             ("index_updates", g(&self.index_updates)),
             ("index_resyncs", g(&self.index_resyncs)),
+            ("deflate_connections", g(&self.deflate_connections)),
+            ("deflate_messages_in", g(&self.deflate_messages_in)),
+            ("deflate_messages_out", g(&self.deflate_messages_out)),
+            ("deflate_compressions", g(&self.deflate_compressions)),
         ]
     }
 

@@ -166,6 +166,23 @@ impl Node for GatewayNode {
                 g(&m.index_updates),
             ),
             MetricFamily::counter(
+                "gw_deflate_connections_total",
+                "WebSocket clients that negotiated permessage-deflate.",
+                g(&m.deflate_connections),
+            ),
+            MetricFamily::new(
+                "gw_deflate_messages_total",
+                "counter",
+                "Messages that crossed a WebSocket compressed, by direction.",
+            )
+            .sample("direction=\"in\"", g(&m.deflate_messages_in) as f64)
+            .sample("direction=\"out\"", g(&m.deflate_messages_out) as f64),
+            MetricFamily::counter(
+                "gw_deflate_compressions_total",
+                "Messages deflated: once per message and window size, however many clients it goes to.",
+                g(&m.deflate_compressions),
+            ),
+            MetricFamily::counter(
                 "gw_index_resyncs_total",
                 "Watching links that fell behind on routing index changes and got a fresh snapshot instead.",
                 g(&m.index_resyncs),

@@ -9,15 +9,17 @@ use tokio::sync::Notify;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::outgoing::OutMessage;
+
 /// What the client task is asked to do next.
 #[derive(Debug)]
 pub(crate) enum Outbound {
     /// A message from a worker or gateway client, counted and held against the byte budget.
-    Msg(Message),
+    Msg(OutMessage),
     /// A heartbeat ping: not counted as a message and not held against the byte budget.
     Control(Message),
     /// Write `last` (if any), then close with `close` (1000 when `None`).
-    Close { last: Option<Message>, close: Option<CloseReason> },
+    Close { last: Option<OutMessage>, close: Option<CloseReason> },
     /// Write what was queued before, then drop the connection without a close frame.
     Destroy,
 }

@@ -67,12 +67,28 @@ impl AsyncWrite for ClientStream {
 /// duration of one poll: `Pending` becomes `WouldBlock`, and the socket registers the polling
 /// task's waker. It also tells the connection what the codec did, so it can drop the codec's
 /// buffers while the client is idle: every byte read goes through `seen`, and `write_blocked`
-/// is set when the socket could not take a write.
+/// is set when the socket could not take a write. For a client that compresses, what is read
+/// goes through `compressed` first, which inflates its compressed messages into plain frames.
 pub(crate) struct SyncIo<'a, 'b> {
     pub stream: &'a mut ClientStream,
     pub cx: &'a mut Context<'b>,
     pub seen: &'a mut crate::framing::WsFrameTracker,
     pub write_blocked: &'a mut bool,
+    pub compressed: Option<&'a mut crate::deflate::Compressed>,
+}
+
+/// The socket's own bytes, for the rewriting of a compressed client's stream.
+struct RawRead<'a, 'b> {
+    stream: &'a mut ClientStream,
+    cx: &'a mut Context<'b>,
+}
+
+impl std::io::Read for RawRead<'_, '_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let mut buf = ReadBuf::new(out);
+        would_block(Pin::new(&mut *self.stream).poll_read(self.cx, &mut buf))?;
+        Ok(buf.filled().len())
+    }
 }
 
 fn would_block<T>(poll: Poll<std::io::Result<T>>) -> std::io::Result<T> {
@@ -84,10 +100,13 @@ fn would_block<T>(poll: Poll<std::io::Result<T>>) -> std::io::Result<T> {
 
 impl std::io::Read for SyncIo<'_, '_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let mut buf = ReadBuf::new(out);
-        would_block(Pin::new(&mut *self.stream).poll_read(self.cx, &mut buf))?;
-        self.seen.feed(buf.filled());
-        Ok(buf.filled().len())
+        let mut raw = RawRead { stream: &mut *self.stream, cx: &mut *self.cx };
+        let n = match self.compressed.as_deref_mut() {
+            Some(c) => c.read(&mut raw, out)?,
+            None => std::io::Read::read(&mut raw, out)?,
+        };
+        self.seen.feed(&out[..n]);
+        Ok(n)
     }
 }
 

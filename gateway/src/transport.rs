@@ -14,7 +14,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::deflate::{Compressed, InflateError};
 use crate::framing::{Framing, WsFrameTracker};
+use crate::outgoing::OutMessage;
 use crate::stream::{ClientStream, SyncIo};
 
 /// How long a close handshake may take before the socket is just dropped.
@@ -51,8 +53,9 @@ pub(crate) trait Transport: Send + 'static {
     /// after this, so no message waits inside a future (it would take room in every
     /// connection's task).
     fn ready(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
-    /// Buffers one outgoing message without waiting; returns its size in bytes.
-    fn feed(&mut self, msg: Message) -> Result<usize, TransportError>;
+    /// Buffers one outgoing message without waiting; returns the size of its payload as written
+    /// (compressed, when it was).
+    fn feed(&mut self, msg: OutMessage) -> Result<usize, TransportError>;
     fn flush(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
     /// Frees the buffers of a client that is not at work, if they hold nothing. Called after a
     /// heartbeat was written: a client that sends nothing for a heartbeat interval keeps no
@@ -82,6 +85,10 @@ const SCRATCH: usize = 4 * 1024;
 /// [`Transport::release_idle`]), so a client sending messages keeps its buffers, and reads and
 /// allocates as before, between heartbeats. A [`WsFrameTracker`] follows the bytes the codec
 /// reads, because tungstenite does not say whether it holds part of a frame.
+///
+/// A client that negotiated permessage-deflate has a [`Compressed`]: its bytes are inflated on
+/// their way to the codec (whose rewriting state is dropped with the codec's buffers when the
+/// client goes idle), and its messages compressed on their way out.
 pub(crate) struct WsTransport {
     stream: ClientStream,
     ctx: WebSocketContext,
@@ -102,12 +109,19 @@ pub(crate) struct WsTransport {
     busy: bool,
     /// The stream ended or failed; reading returns nothing more.
     ended: bool,
+    /// permessage-deflate, when the client negotiated it (boxed: a client that does not costs 8
+    /// bytes for it).
+    compressed: Option<Box<Compressed>>,
 }
 
 fn ws_error(e: WsError) -> TransportError {
     match e {
         WsError::ConnectionClosed | WsError::AlreadyClosed => TransportError::Closed,
-        WsError::Io(e) => TransportError::Vanished(e),
+        WsError::Io(e) => match InflateError::from_io(&e) {
+            // A compressed message that cannot be inflated, or inflates past the limit.
+            Some(v) => TransportError::Violation { code: v.code, reason: v.reason.clone() },
+            None => TransportError::Vanished(e),
+        },
         // End of stream without a close frame: a phone that lost signal, not a broken protocol.
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => TransportError::Vanished(
             std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed without a close frame"),
@@ -141,7 +155,13 @@ impl WsTransport {
     /// A server-side WebSocket over `stream`, whose client already sent `leftover` (bytes after
     /// its upgrade request, usually none). `config`'s read buffer size is replaced by
     /// [`READ_BUFFER`] (none while parked).
-    pub fn new(stream: ClientStream, leftover: Vec<u8>, config: WebSocketConfig, pong_is_activity: bool) -> Self {
+    pub fn new(
+        stream: ClientStream,
+        leftover: Vec<u8>,
+        config: WebSocketConfig,
+        pong_is_activity: bool,
+        compressed: Option<Box<Compressed>>,
+    ) -> Self {
         let mut t = Self {
             stream,
             ctx: WebSocketContext::new(Role::Server, Some(config.read_buffer_size(0))),
@@ -154,6 +174,7 @@ impl WsTransport {
             reply_blocked: false,
             busy: false,
             ended: false,
+            compressed,
         };
         if !leftover.is_empty() {
             t.activate(&leftover);
@@ -170,6 +191,7 @@ impl WsTransport {
             && !self.blocked
             && self.seen.at_rest()
             && self.ctx.can_write()
+            && self.compressed.as_ref().is_none_or(|c| c.at_rest())
     }
 
     /// Replaces the codec by a fresh one without buffers (only when it holds nothing).
@@ -178,6 +200,9 @@ impl WsTransport {
         self.ctx = WebSocketContext::new(Role::Server, Some(config));
         self.parked = true;
         self.busy = false;
+        if let Some(c) = &mut self.compressed {
+            c.release();
+        }
     }
 
     /// Gives a parked client a codec with a read buffer, starting with `data`.
@@ -185,8 +210,14 @@ impl WsTransport {
         // A buffer of at least READ_BUFFER from the start: `BytesMut` remembers the capacity it
         // started with, and replaces a buffer shared with a payload by one of that size.
         let mut part = Vec::with_capacity(READ_BUFFER.max(data.len()));
-        part.extend_from_slice(data);
-        self.seen.feed(data);
+        match &mut self.compressed {
+            // Rewritten first: the codec reads the plain frames through `SyncIo`.
+            Some(c) => c.push(data),
+            None => {
+                part.extend_from_slice(data);
+                self.seen.feed(data);
+            }
+        }
         let config = self.ctx.get_config().read_buffer_size(READ_BUFFER);
         self.ctx = WebSocketContext::from_partially_read(part, Role::Server, Some(config));
         self.parked = false;
@@ -201,7 +232,13 @@ impl WsTransport {
         f: impl FnOnce(&mut WebSocketContext, &mut SyncIo<'_, '_>) -> R,
     ) -> (R, bool) {
         let mut write_blocked = false;
-        let mut io = SyncIo { stream: &mut self.stream, cx, seen: &mut self.seen, write_blocked: &mut write_blocked };
+        let mut io = SyncIo {
+            stream: &mut self.stream,
+            cx,
+            seen: &mut self.seen,
+            write_blocked: &mut write_blocked,
+            compressed: self.compressed.as_deref_mut(),
+        };
         let r = f(&mut self.ctx, &mut io);
         (r, write_blocked)
     }
@@ -357,9 +394,12 @@ impl Transport for WsTransport {
         std::future::poll_fn(|cx| self.poll_ready(cx)).await.map_err(ws_error)
     }
 
-    fn feed(&mut self, msg: Message) -> Result<usize, TransportError> {
-        let len = msg.len();
-        self.start_send(msg).map_err(ws_error)?;
+    fn feed(&mut self, msg: OutMessage) -> Result<usize, TransportError> {
+        let (frame, len) = match &self.compressed {
+            Some(c) => c.frame_for(&msg),
+            None => (msg.message().clone(), msg.len()),
+        };
+        self.start_send(frame).map_err(ws_error)?;
         Ok(len)
     }
 
@@ -430,8 +470,8 @@ impl Transport for StreamTransport {
         Ok(())
     }
 
-    fn feed(&mut self, msg: Message) -> Result<usize, TransportError> {
-        let data: &[u8] = match &msg {
+    fn feed(&mut self, msg: OutMessage) -> Result<usize, TransportError> {
+        let data: &[u8] = match msg.message() {
             Message::Text(t) => t.as_bytes(),
             Message::Binary(b) => b,
             // WebSocket control frames have no meaning here.
@@ -528,7 +568,7 @@ mod tests {
         }
         assert!(head.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&head));
         let config = WebSocketConfig::default().read_buffer_size(0).write_buffer_size(16 * 1024);
-        let mut t = WsTransport::new(up.stream, up.leftover, config, false);
+        let mut t = WsTransport::new(up.stream, up.leftover, config, false, None);
         expect_text(&mut t, "first").await;
 
         let mut burst = Vec::new();
@@ -575,7 +615,7 @@ mod tests {
         assert!(t.parked, "and released as soon as it ran out of input");
 
         t.ready().await.unwrap();
-        assert_eq!(t.feed(Message::text("reply")).unwrap(), 5);
+        assert_eq!(t.feed(Message::text("reply").into()).unwrap(), 5);
         t.flush().await.unwrap();
         let mut got = [0u8; 7];
         client.read_exact(&mut got).await.unwrap();
@@ -586,5 +626,76 @@ mod tests {
         let mut close = [0u8; 4];
         client.read_exact(&mut close).await.unwrap();
         assert_eq!(close, [0x88, 0x02, 0x03, 0xe8], "the close is answered with its code");
+    }
+
+    /// A client that compresses: its compressed message is read through a rewriting state that
+    /// exists only while the codec is active and goes with the codec's buffers at the heartbeat,
+    /// and a long reply goes out compressed (RSV1) in the bytes RFC 7692 prescribes.
+    #[tokio::test]
+    async fn a_compressed_client_keeps_no_inflate_state_once_idle() {
+        use crate::deflate::{Compressed, Settings};
+        use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client
+            .write_all(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let policy =
+            crate::upgrade::Policy { deflate: Some(Settings { threshold: 16, level: 6 }), ..Default::default() };
+        let up = crate::upgrade::accept(ClientStream::Plain(server), &policy).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(client.read_u8().await.unwrap());
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(
+            head.contains("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"),
+            "{head}"
+        );
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+        let compressed = Compressed::new(up.deflate.expect("negotiated"), metrics.clone(), 1 << 20);
+        let config = WebSocketConfig::default().read_buffer_size(0).write_buffer_size(16 * 1024);
+        let mut t = WsTransport::new(up.stream, up.leftover, config, false, Some(Box::new(compressed)));
+        let has_state = |t: &WsTransport| t.compressed.as_ref().unwrap().has_state();
+        assert!(t.parked && !has_state(&t), "nothing before the first byte");
+
+        let text = "compress me, compress me, compress me, compress me";
+        let mut z = Compress::new(Compression::new(6), false);
+        let mut payload = Vec::with_capacity(256);
+        z.compress_vec(text.as_bytes(), &mut payload, FlushCompress::Sync).unwrap();
+        payload.truncate(payload.len() - 4);
+        let mut frame = client_frame(1, &payload);
+        frame[0] |= 0x40; // RSV1: compressed
+        client.write_all(&frame).await.unwrap();
+        expect_text(&mut t, text).await;
+        assert!(matches!(t.poll_recv(&mut Context::from_waker(std::task::Waker::noop())), Poll::Pending));
+        assert!(!t.parked && has_state(&t), "a client at work keeps its buffers until the heartbeat");
+        t.release_idle();
+        assert!(t.parked && !has_state(&t), "idle: no inflate state, as an uncompressed client has no buffers");
+        assert_eq!(metrics.deflate_messages_in.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+        t.ready().await.unwrap();
+        assert!(t.feed(Message::text(text).into()).unwrap() < text.len(), "written compressed");
+        assert_eq!(t.feed(Message::text("short").into()).unwrap(), 5, "below the threshold: as it is");
+        t.flush().await.unwrap();
+        let mut got = vec![0u8; 2 + payload.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got[0], 0xc1, "text, FIN, RSV1");
+        assert_eq!(&got[2..], &payload[..], "no context takeover: the client's own compressor gives the same bytes");
+        let mut short = [0u8; 7];
+        client.read_exact(&mut short).await.unwrap();
+        assert_eq!(&short, b"\x81\x05short");
+        let mut inflated = Vec::with_capacity(256);
+        let mut input = got[2..].to_vec();
+        input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        Decompress::new(false).decompress_vec(&input, &mut inflated, FlushDecompress::Sync).unwrap();
+        assert_eq!(inflated, text.as_bytes());
     }
 }

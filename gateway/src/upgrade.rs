@@ -1,10 +1,12 @@
 //! The WebSocket opening handshake, done here rather than inside tungstenite so that every bad
 //! request gets a clear HTTP status (a plain GET gets 426 with an explanation, a bad key 400, a
 //! foreign origin 403, an unknown path 404) and the request head is bounded in size and time.
+//! It also negotiates permessage-deflate (see [`crate::deflate`]).
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use crate::deflate::{self, Deflate};
 use crate::stream::ClientStream;
 
 /// Largest request head accepted.
@@ -19,11 +21,13 @@ pub(crate) struct HandshakeRequest {
     pub headers: Vec<(String, String)>,
 }
 
-/// Allow-lists of a listener.
+/// Allow-lists of a listener, and its compression.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Policy {
     pub origins: Vec<String>,
     pub paths: Vec<String>,
+    /// permessage-deflate for clients that offer it; `None`: never negotiated.
+    pub deflate: Option<deflate::Settings>,
 }
 
 /// Why an upgrade failed (the peer was already answered where HTTP allowed it).
@@ -73,6 +77,8 @@ pub(crate) struct Upgraded {
     /// none, and then no allocation).
     pub leftover: Vec<u8>,
     pub request: HandshakeRequest,
+    /// permessage-deflate, when the client offered it and the listener accepted.
+    pub deflate: Option<Deflate>,
 }
 
 /// Reads and checks the request, answers 101 or an error status, and returns the upgraded stream.
@@ -146,11 +152,23 @@ pub(crate) async fn accept(mut stream: ClientStream, policy: &Policy) -> Result<
             .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
             .collect(),
     };
+    let deflate = policy.deflate.and_then(|settings| {
+        let offers = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+            .filter_map(|h| std::str::from_utf8(h.value).ok());
+        deflate::negotiate::negotiate(offers).map(|agreed| Deflate { settings, agreed })
+    });
+    let extensions = match &deflate {
+        Some(d) => format!("Sec-WebSocket-Extensions: {}\r\n", d.agreed.response()),
+        None => String::new(),
+    };
     let accept = derive_accept_key(key.as_bytes());
     let resp = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extensions}\r\n"
     );
     stream.write_all(resp.as_bytes()).await?;
     let leftover = buf.split_off(head_len);
-    Ok(Upgraded { stream, leftover, request })
+    Ok(Upgraded { stream, leftover, request, deflate })
 }

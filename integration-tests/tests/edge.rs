@@ -14,14 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const SECRET: &str = "edge-secret-0123456789";
 
 fn listener(url: &str) -> ListenerConfig {
-    ListenerConfig {
-        url: url.into(),
-        max_message_size: None,
-        tls_cert: None,
-        tls_key: None,
-        origins: vec![],
-        paths: vec![],
-    }
+    ListenerConfig::new(url)
 }
 
 /// Replies `<protocol>|<listener>|<message>`.
