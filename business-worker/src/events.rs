@@ -3,7 +3,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use gw_gateway_client::{ClientError, CloseReason, GatewayClient, GatewayLink, Payload, Session};
+use gw_gateway_client::{ClientError, ClientId, CloseReason, GatewayClient, Payload, Session};
+use gw_gateway_links::GatewayLink;
 use gw_proto::{Command, Protocol};
 use std::sync::Arc;
 
@@ -145,7 +146,7 @@ impl WebSocketRequest {
 #[derive(Debug)]
 pub struct Context {
     /// The client's id.
-    pub client_id: String,
+    pub client_id: ClientId,
     /// The client's session. Changes are written back to the gateway after the handler returns:
     /// only the top-level keys the handler changed or removed, so keys written meanwhile by
     /// someone else (a web backend's `update_session`) survive.
@@ -167,11 +168,13 @@ impl Context {
     }
 
     /// Sends a message to the current client (GatewayWorker's `sendToCurrentClient`).
+    #[doc(alias = "sendToCurrentClient")]
     pub async fn send(&self, msg: impl Into<Payload>) -> Result<(), ClientError> {
-        self.link.command(Command::SendToClients { clients: vec![self.local], msg: msg.into() }).await
+        Ok(self.link.command(Command::SendToClients { clients: vec![self.local], msg: msg.into() }).await?)
     }
 
     /// Closes the current client (GatewayWorker's `closeCurrentClient`).
+    #[doc(alias = "closeCurrentClient")]
     pub async fn close(&mut self) -> Result<(), ClientError> {
         self.close_with(None, None).await
     }
@@ -179,7 +182,7 @@ impl Context {
     /// Closes the current client, optionally after a last message, with a close code and reason.
     pub async fn close_with(&mut self, last: Option<Payload>, close: Option<CloseReason>) -> Result<(), ClientError> {
         self.closed = true;
-        self.link.command(Command::CloseClient { client: self.local, last, close }).await
+        Ok(self.link.command(Command::CloseClient { client: self.local, last, close }).await?)
     }
 }
 

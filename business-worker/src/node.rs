@@ -9,19 +9,21 @@ use gw_daemon::{BoxFuture, MetricFamily, Node, ProcessStatus};
 use crate::WorkerStats;
 
 /// One worker process as a [`Node`].
-#[derive(Debug)]
-pub struct WorkerNode {
+pub(crate) struct WorkerNode {
     /// The worker process's name (`<name>-<index>` under a master).
-    pub name: String,
-    /// Its counters.
-    pub stats: Arc<WorkerStats>,
+    name: String,
+    stats: Arc<WorkerStats>,
 }
 
 impl WorkerNode {
+    pub(crate) fn new(name: String, stats: Arc<WorkerStats>) -> Self {
+        Self { name, stats }
+    }
+
     pub(crate) fn families(&self) -> Vec<MetricFamily> {
         let s = &self.stats;
         let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        let routing = s.links.get().and_then(std::sync::Weak::upgrade).map(|l| l.routing_stats()).unwrap_or_default();
+        let routing = s.links().map(|l| l.routing_stats()).unwrap_or_default();
         vec![
             MetricFamily::counter(
                 "gw_worker_routed_calls_total",

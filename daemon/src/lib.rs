@@ -9,7 +9,8 @@
 //! node in the foreground and `detach.rs` in the background (`start -d`); `control_client.rs`
 //! holds the subcommands that act on a running node (`stop`, `reload`, `status`,
 //! `connections`); [`control`] is the control socket both sides speak; [`runner`] drives a
-//! running node (signals, rates, graceful stop).
+//! running node (signals, rates, graceful stop); [`supervisor`] is a business worker's master,
+//! which runs its worker processes.
 
 pub mod admin;
 mod cli;
@@ -22,6 +23,8 @@ pub mod pidfile;
 pub mod report;
 pub mod runner;
 mod start;
+pub mod supervisor;
+mod totals;
 
 pub use cli::{Cli, Command, Spec, main};
 pub use node::{BoxFuture, Node};

@@ -7,14 +7,16 @@
 //! can run behind a load balancer.
 
 pub mod auth;
-pub mod calls;
 pub mod error;
 mod node;
 pub mod openapi;
 pub mod routes;
 mod stats;
 mod tls;
-pub mod types;
+
+/// The calls and their argument types live in `gw-http-calls`, shared with the stock worker's
+/// `http` application.
+pub use gw_http_calls::{calls, types};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use gw_business_worker::apps::http::HttpApp;
 use gw_config::{HttpAppConfig, WorkerConfig};
 use gw_integration_tests::process::{cli, http_get, install_binary, start_reloadable_workers};
 use gw_integration_tests::*;
+use gw_stock_apps::HttpApp;
 use serde_json::{Value, json};
 
 const SECRET: &str = "http-app-test-secret-0123456789";
@@ -132,7 +132,7 @@ async fn a_python_endpoint_runs_the_chat_and_survives_its_own_failures() {
     for ws in [&mut ann, &mut bob] {
         assert_eq!(ws.recv_json().await, json!({"type": "say", "from": "Ann", "content": "hello"}));
     }
-    let session = gateway_client(&[reg.addr], SECRET, 1).await.get_session(&ann_id).await.unwrap();
+    let session = gateway_client(&[reg.addr], SECRET, 1).await.session(&ann_id.parse().unwrap()).await.unwrap();
     assert_eq!(session.unwrap().get("room"), Some(&json!("lobby")));
 
     // Mid-run failures: 500s, garbage and dropped connections are retried until they pass.
@@ -168,7 +168,7 @@ async fn a_python_endpoint_runs_the_chat_and_survives_its_own_failures() {
     }
     assert_eq!(stats.failures.load(Ordering::Relaxed), 2, "the refusal and the dead spell: {stats:?}");
     // Counted where every handler error is (gw_worker_handler_errors_total).
-    assert_eq!(worker.stats.handler_errors.load(Ordering::Relaxed), 2);
+    assert_eq!(worker.stats.handler_errors(), 2);
 
     // Logout: close event, the endpoint tells the room.
     ann.close().await;

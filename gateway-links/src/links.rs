@@ -1,6 +1,6 @@
 //! Learn the gateways from every register and keep one authenticated link to each: the building
-//! block under both a web backend's [`GatewayClient`](crate::GatewayClient) and a business
-//! worker (which also receives client events, through an [`Inbound`] of its own).
+//! block under both a web backend's `GatewayClient` and a business worker (which also receives
+//! client events, through an [`Inbound`] of its own).
 //!
 //! Each link runs on `gw_link`'s engine (heartbeat, coalescing writer, graceful flush) and is
 //! redialed with backoff while any register lists its gateway.
@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::link::GatewayLink;
-use crate::routing::{Routing, RoutingStats};
+use crate::routing::{Kind, Routing, RoutingStats};
 
 /// What a process does with what gateways send besides answers to its queries: the client events
 /// a business worker receives. One [`LinkInbound`] per link incarnation.
@@ -97,6 +97,26 @@ pub struct LinksOptions {
     pub link: LinkConfig,
 }
 
+/// What the registers have told this process so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegisterState {
+    /// At least one register has sent a gateway list.
+    Heard,
+    /// No register has sent a list, and this one refused the handshake.
+    Refused(Refusal),
+    /// No register has answered yet.
+    Silent,
+}
+
+/// A peer that refused this process's handshake, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The register's or gateway's address.
+    pub peer: String,
+    /// What the handshake failed with (`the peer refused us: authentication failed`, ...).
+    pub reason: String,
+}
+
 #[derive(Debug, Default)]
 struct Known {
     /// Last list from each register (kept while that register is away, so a register restart does
@@ -129,7 +149,7 @@ impl fmt::Debug for Spawner {
 ///
 /// ```no_run
 /// # async fn f() {
-/// use gw_gateway_client::{GatewayLinks, LinksOptions, NoEvents};
+/// use gw_gateway_links::{GatewayLinks, LinksOptions, NoEvents};
 /// let links = GatewayLinks::start(
 ///     LinksOptions {
 ///         registers: vec!["127.0.0.1:1236".into()],
@@ -154,13 +174,13 @@ pub struct GatewayLinks {
     /// Bumped on every change of `links` or of the known gateways.
     changed: watch::Sender<u64>,
     /// At least one register has sent a list.
-    pub(crate) heard_register: watch::Sender<bool>,
+    heard_register: watch::Sender<bool>,
     /// Registers whose last handshake refused us, by index: (address, why). Cleared when that
     /// register accepts a handshake again.
-    pub(crate) refusals: watch::Sender<BTreeMap<usize, (String, String)>>,
+    refusals: watch::Sender<BTreeMap<usize, (String, String)>>,
     next_link: AtomicU64,
     /// Which gateways hold which uids and groups.
-    pub(crate) routing: Arc<Routing>,
+    routing: Arc<Routing>,
     spawner: Spawner,
     /// Graceful close: links stop reading, queue their final messages, flush, disconnect.
     closing: CancellationToken,
@@ -213,6 +233,41 @@ impl GatewayLinks {
     /// What the routing index holds and did (see [`RoutingStats`]).
     pub fn routing_stats(&self) -> RoutingStats {
         self.routing.stats()
+    }
+
+    /// The links among `links` a call about these uids or groups must reach: by the routing
+    /// index, only those whose gateway holds one of them (or might: see [`RoutingStats`]).
+    pub fn route(&self, links: Vec<Arc<GatewayLink>>, kind: Kind, names: &[String]) -> Vec<Arc<GatewayLink>> {
+        self.routing.route(links, kind, names)
+    }
+
+    /// What the registers have said so far: a list, a refusal, or nothing yet.
+    pub fn register_state(&self) -> RegisterState {
+        if *self.heard_register.borrow() {
+            return RegisterState::Heard;
+        }
+        match self.refusals.borrow().values().next() {
+            Some((peer, reason)) => RegisterState::Refused(Refusal { peer: peer.clone(), reason: reason.clone() }),
+            None => RegisterState::Silent,
+        }
+    }
+
+    /// Waits until a register has sent a list ([`RegisterState::Heard`]), every register has
+    /// refused the handshake (a refusal is final until the configuration changes:
+    /// [`RegisterState::Refused`]), or `timeout` passes ([`RegisterState::Silent`]).
+    pub async fn wait_for_register(&self, timeout: Duration) -> RegisterState {
+        let mut heard = self.heard_register.subscribe();
+        let mut refusals = self.refusals.subscribe();
+        let registers = self.options.registers.len();
+        tokio::select! {
+            heard = tokio::time::timeout(timeout, heard.wait_for(|h| *h)) => {
+                if heard.is_ok() { RegisterState::Heard } else { RegisterState::Silent }
+            }
+            Ok(refused) = refusals.wait_for(|r| registers > 0 && r.len() >= registers) => {
+                let (peer, reason) = refused.values().next().cloned().unwrap_or_default();
+                RegisterState::Refused(Refusal { peer, reason })
+            }
+        }
     }
 
     /// The link to the gateway at `address`, if connected.

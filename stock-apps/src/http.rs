@@ -16,9 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use gw_business_worker::{Context, Events, HandlerResult, Message, Session, WebSocketRequest};
 use gw_config::HttpAppConfig;
-use gw_http_api::calls::Call;
-use gw_http_api::types::Message as JsonMessage;
+use gw_http_calls::calls::Call;
+use gw_http_calls::types::Message as JsonMessage;
 use gw_proto::Protocol;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::Request;
@@ -30,8 +31,6 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-
-use crate::{Context, Events, HandlerResult, Message, Session, WebSocketRequest};
 
 /// Counters of the endpoint's behaviour.
 #[derive(Debug, Default)]
@@ -136,7 +135,7 @@ impl HttpApp {
 
     /// Posts one event; retries until the deadline; applies the answer.
     async fn deliver(&self, ctx: &mut Context, mut event: Map<String, Value>) -> HandlerResult {
-        event.insert("client_id".into(), ctx.client_id.clone().into());
+        event.insert("client_id".into(), ctx.client_id.to_string().into());
         event.insert("session".into(), Value::Object(ctx.session.clone()));
         event.insert("server".into(), server_json(ctx));
         event.insert("redelivered".into(), ctx.redelivered.into());
