@@ -32,13 +32,13 @@ impl Drop for Guard {
 ///
 /// - An empty uid or group name: [`ClientError::EmptyName`](crate::ClientError::EmptyName),
 ///   before anything is sent.
-/// - A client of an earlier run of its gateway:
+/// - A client of an earlier run of its gateway, or of a gateway no register lists any more:
 ///   [`ClientError::ClientGone`](crate::ClientError::ClientGone) for calls on that client,
 ///   `false` / `None` from [`is_online`](Self::is_online), [`session`](Self::session) and
 ///   [`uid_of`](Self::uid_of), skipped in id lists.
 /// - A client that is not connected (any more) on a live gateway: commands are no-ops (the
 ///   gateway counts them), questions answer `false` / `None`.
-/// - A gateway that is not connected:
+/// - A gateway that a register lists but that is not linked:
 ///   [`ClientError::GatewayUnavailable`](crate::ClientError::GatewayUnavailable) for calls on one
 ///   of its clients; cluster-wide calls still reach the others and name it
 ///   ([`Answer::missing`](crate::Answer::missing),

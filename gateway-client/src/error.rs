@@ -14,11 +14,13 @@ pub enum ClientError {
     /// A uid or group name was empty.
     #[error("{0} must not be empty")]
     EmptyName(&'static str),
-    /// No link to the gateway that holds this client (it is down, or not learned yet).
+    /// No link to the gateway that holds this client: a register lists it, but it is down or
+    /// not linked yet. Its address.
     #[error("gateway {0} is not connected")]
     GatewayUnavailable(String),
-    /// The client id belongs to an earlier run of its gateway: that client is gone.
-    #[error("client {0} is not connected (its gateway restarted)")]
+    /// The client is gone with its gateway: the id belongs to an earlier run of that gateway, or
+    /// to a gateway that no register lists.
+    #[error("client {0} is not connected (its gateway restarted or left the cluster)")]
     ClientGone(ClientId),
     /// A fan-out command reached every connected gateway except these, which did not get it.
     #[error("not delivered to gateways {gateways:?} (not connected)")]

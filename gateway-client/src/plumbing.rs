@@ -34,9 +34,19 @@ impl From<SendError> for ClientError {
 
 impl GatewayClient {
     /// The link to a client's gateway and the client's number there.
+    ///
+    /// A gateway that is not linked is [`ClientError::GatewayUnavailable`] while a register
+    /// lists it (it may come back with the client still connected) and [`ClientError::ClientGone`]
+    /// once no register does (it left the cluster, and its clients with it).
     pub(crate) fn resolve(&self, id: &ClientId) -> Result<(Arc<GatewayLink>, u64), ClientError> {
         self.live()?;
-        let link = self.links.link(&id.gateway).ok_or_else(|| ClientError::GatewayUnavailable(id.gateway.clone()))?;
+        let Some(link) = self.links.link(&id.gateway) else {
+            let heard = self.links.register_state() == RegisterState::Heard;
+            if heard && !self.links.known().contains(&id.gateway) {
+                return Err(ClientError::ClientGone(id.clone()));
+            }
+            return Err(ClientError::GatewayUnavailable(id.gateway.clone()));
+        };
         if link.instance != id.instance {
             return Err(ClientError::ClientGone(id.clone()));
         }

@@ -10,7 +10,8 @@ use crate::plumbing::{full_id, unexpected};
 use crate::{Answer, ClientError, GatewayClient};
 
 impl GatewayClient {
-    /// Whether a client is connected. A client of an earlier run of its gateway is not.
+    /// Whether a client is connected. A client of an earlier run of its gateway, or of a
+    /// gateway that left the cluster, is not.
     ///
     /// ```no_run
     /// # async fn f(g: gw_gateway_client::GatewayClient, id: gw_gateway_client::ClientId) -> Result<(), gw_gateway_client::ClientError> {

@@ -313,9 +313,11 @@ async fn send_to_client_reaches_a_client_on_either_gateway() {
     // A well-formed id nobody has on a live gateway: a documented no-op.
     c.api.send_to_client(&ghost(&pa.id), "nobody").await.unwrap();
     expect_exactly(&c.api, &mut pa, &[]).await;
-    // An id on a gateway that is not in the cluster: said so, not silently dropped.
+    // An id on a gateway that no register lists: that client is not connected; said so, not
+    // silently dropped.
     let elsewhere = ClientId::new("127.0.0.1:9", 1, 1);
-    assert_eq!(c.api.send_to_client(&elsewhere, "x").await, Err(ClientError::GatewayUnavailable("127.0.0.1:9".into())));
+    assert_eq!(c.api.send_to_client(&elsewhere, "x").await, Err(ClientError::ClientGone(elsewhere.clone())));
+    assert_eq!(c.api.is_online(&elsewhere).await, Ok(false));
 }
 
 #[tokio::test]
