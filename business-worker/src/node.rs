@@ -1,10 +1,12 @@
-//! What a worker process shows to `status` and `/metrics`.
+//! What a worker process shows to `status`, `/health` and `/metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use gw_daemon::report::own_rss;
+use gw_daemon::supervisor::NOT_LINKED;
 use gw_daemon::{BoxFuture, MetricFamily, Node, ProcessStatus};
+use gw_gateway_links::Refusal;
 
 use crate::WorkerStats;
 
@@ -15,9 +17,23 @@ pub(crate) struct WorkerNode {
     stats: Arc<WorkerStats>,
 }
 
+/// The state a worker that a peer refuses is in, for `status`, `/health` and its log.
+pub(crate) fn not_linked(refusal: &Refusal) -> String {
+    if refusal.is_authentication() {
+        format!("{NOT_LINKED}: authentication failed (check secret)")
+    } else {
+        format!("{NOT_LINKED}: {} refused this worker: {}", refusal.peer, refusal.reason)
+    }
+}
+
 impl WorkerNode {
     pub(crate) fn new(name: String, stats: Arc<WorkerStats>) -> Self {
         Self { name, stats }
+    }
+
+    /// Why the worker cannot serve: linked to no gateway because a register or gateway refuses it.
+    fn problem(&self) -> Option<String> {
+        self.stats.links()?.refusal().map(|r| not_linked(&r))
     }
 
     pub(crate) fn families(&self) -> Vec<MetricFamily> {
@@ -67,6 +83,11 @@ impl WorkerNode {
 impl Node for WorkerNode {
     fn status(&self) -> BoxFuture<'_, Vec<ProcessStatus>> {
         let s = &self.stats;
+        let state = match self.problem() {
+            Some(problem) => problem,
+            None if s.draining.load(Ordering::Relaxed) => "draining".into(),
+            None => "running".into(),
+        };
         let row = ProcessStatus {
             pid: std::process::id(),
             role: "worker".into(),
@@ -79,7 +100,7 @@ impl Node for WorkerNode {
             dropped: 0,
             requests_per_sec: 0.0,
             admin: None,
-            state: if s.draining.load(Ordering::Relaxed) { "draining".into() } else { "running".into() },
+            state,
         };
         Box::pin(async move { vec![row] })
     }
@@ -91,5 +112,13 @@ impl Node for WorkerNode {
 
     fn requests_total(&self) -> u64 {
         self.stats.events.load(Ordering::Relaxed)
+    }
+
+    fn healthy(&self) -> bool {
+        self.problem().is_none()
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.problem().map_or(Ok(()), Err)
     }
 }

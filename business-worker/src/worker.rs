@@ -19,6 +19,9 @@ use crate::dispatch::Dispatch;
 use crate::events::{Events, WorkerContext};
 use crate::node::WorkerNode;
 
+/// How often a worker that a peer refused says so again in its log.
+const REFUSAL_REMINDER: Duration = Duration::from_secs(30);
+
 /// A business worker to run in this process: the entry point of tests and of launchers that
 /// run several parts of the system in one process. An application binary uses [`App`](crate::App)
 /// instead, which runs workers as processes under a master.
@@ -104,6 +107,10 @@ impl<E: Events> Worker<E> {
         let gateway = GatewayClient::over(links.clone(), config.query_timeout);
         let worker_ctx = WorkerContext { name: config.name.clone(), gateway: gateway.clone() };
         tracing::info!(name = %config.name, registers = ?config.registers, "business worker starting");
+        // Ends with the shutdown, or with this future if it is dropped.
+        let reminder = shutdown.child_token();
+        let _stop_reminder = reminder.clone().drop_guard();
+        tokio::spawn(remind_of_refusals(links.clone(), reminder));
         events.on_worker_start(&worker_ctx).await;
         // Handle nothing until linked to every gateway the registers list: a handler's send to a
         // group or uid goes to every gateway, and one still connecting would miss it. Events wait
@@ -137,6 +144,22 @@ impl<E: Events> Worker<E> {
     }
 }
 
+/// While a register or gateway refuses this worker's handshake (a wrong secret, almost always)
+/// and nothing is linked, says so every [`REFUSAL_REMINDER`]: the refusal itself is logged once,
+/// and clients get no answer meanwhile.
+async fn remind_of_refusals(links: Arc<GatewayLinks>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + REFUSAL_REMINDER, REFUSAL_REMINDER);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Some(refusal) = links.refusal() {
+            tracing::warn!(peer = %refusal.peer, reason = %refusal.reason, "{}", crate::node::not_linked(&refusal));
+        }
+    }
+}
+
 /// Counters of a running worker (see [`Worker::stats`]).
 #[derive(Debug, Default)]
 pub struct WorkerStats {
@@ -150,8 +173,8 @@ pub struct WorkerStats {
     pub(crate) draining: AtomicBool,
     /// Time spent in handlers.
     pub(crate) latency: Histogram,
-    /// The worker's gateway links, for their routing index counters (weak: the links own what
-    /// owns these stats).
+    /// The worker's gateway links, for their routing index counters and refusals (weak: the
+    /// links own what owns these stats).
     pub(crate) links: OnceLock<Weak<GatewayLinks>>,
 }
 

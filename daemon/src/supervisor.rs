@@ -6,7 +6,8 @@
 //!
 //! A worker process (`child --index N --generation G`) tells the master it is ready by printing
 //! [`READY_LINE`] ([`announce_ready`]) and stops when the master is gone
-//! ([`stop_when_orphaned`]).
+//! ([`stop_when_orphaned`]). Its `status` row says whether it can serve: one whose state starts
+//! with [`NOT_LINKED`] makes the master's `/health` answer 503 with that state.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -28,6 +29,10 @@ use crate::{BoxFuture, MetricFamily, Node, ProcessStatus, RunContext};
 
 /// Line a worker process prints on stdout once it is linked to every gateway.
 pub const READY_LINE: &str = "GW-WORKER-READY";
+
+/// How the `status` state of a worker process that cannot serve begins (`not linked:
+/// authentication failed (check secret)`): the master is unhealthy while one says so.
+pub const NOT_LINKED: &str = "not linked";
 
 /// Why the master stopped, or a reload failed.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +144,9 @@ struct MasterNode {
     restarts: AtomicU64,
     /// What every process generation counted, so counters survive reloads and restarts.
     totals: Totals,
+    /// The states of the processes that said they cannot serve ([`NOT_LINKED`]), as last
+    /// sampled: `<name>-<index>: <state>`.
+    problems: Mutex<Vec<String>>,
 }
 
 /// How often the master samples its processes' counters (what a crashed process counted since
@@ -159,6 +167,24 @@ impl MasterNode {
             }
             _ => false,
         }
+    }
+
+    /// Asks every process for its `status` row and keeps the states of those that cannot serve.
+    async fn sample_health(&self) {
+        let slots = self.shared.lock().expect("master lock").slots.clone();
+        let mut problems = Vec::new();
+        for slot in slots {
+            if let Ok(Response::Status(rows)) =
+                control::ask(&slot.socket, Request::Status, Duration::from_secs(2)).await
+            {
+                problems.extend(
+                    rows.into_iter()
+                        .filter(|r| r.state.starts_with(NOT_LINKED))
+                        .map(|r| format!("{}: {}", r.name, r.state)),
+                );
+            }
+        }
+        *self.problems.lock().expect("problems lock") = problems;
     }
 
     /// Samples a retiring process until it is gone, so the work it finishes while draining counts.
@@ -230,6 +256,15 @@ impl Node for MasterNode {
     fn requests_total(&self) -> u64 {
         0
     }
+
+    fn healthy(&self) -> bool {
+        self.health().is_ok()
+    }
+
+    fn health(&self) -> Result<(), String> {
+        let problems = self.problems.lock().expect("problems lock");
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
 }
 
 struct Master {
@@ -256,6 +291,7 @@ pub async fn run(config: WorkerConfig, ctx: RunContext) -> Result<(), Supervisor
         reloads: AtomicU64::new(0),
         restarts: AtomicU64::new(0),
         totals: Totals::default(),
+        problems: Mutex::new(Vec::new()),
     });
     ctx.publish(node.clone());
     let sampler = tokio::spawn({
@@ -264,6 +300,7 @@ pub async fn run(config: WorkerConfig, ctx: RunContext) -> Result<(), Supervisor
             loop {
                 tokio::time::sleep(SAMPLE_EVERY).await;
                 let _ = node.metrics().await;
+                node.sample_health().await;
             }
         }
     });

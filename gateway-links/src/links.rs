@@ -117,6 +117,13 @@ pub struct Refusal {
     pub reason: String,
 }
 
+impl Refusal {
+    /// True when the secrets differ (the usual cause), rather than, say, the protocol version.
+    pub fn is_authentication(&self) -> bool {
+        self.reason.contains("authentication failed")
+    }
+}
+
 #[derive(Debug, Default)]
 struct Known {
     /// Last list from each register (kept while that register is away, so a register restart does
@@ -178,6 +185,8 @@ pub struct GatewayLinks {
     /// Registers whose last handshake refused us, by index: (address, why). Cleared when that
     /// register accepts a handshake again.
     refusals: watch::Sender<BTreeMap<usize, (String, String)>>,
+    /// Gateways whose last handshake refused us: address, why. Cleared when one accepts again.
+    gateway_refusals: Mutex<BTreeMap<String, String>>,
     next_link: AtomicU64,
     /// Which gateways hold which uids and groups.
     routing: Arc<Routing>,
@@ -210,6 +219,7 @@ impl GatewayLinks {
             changed: watch::channel(0).0,
             heard_register: watch::channel(false).0,
             refusals: watch::channel(BTreeMap::new()).0,
+            gateway_refusals: Mutex::new(BTreeMap::new()),
             next_link: AtomicU64::new(1),
             routing: Arc::new(Routing::new(options.link.routing_index)),
             spawner,
@@ -268,6 +278,20 @@ impl GatewayLinks {
                 RegisterState::Refused(Refusal { peer, reason })
             }
         }
+    }
+
+    /// Why this process is linked to no gateway when a peer refused its handshake: a register
+    /// (before any has sent a list) or a gateway. `None` while a gateway is linked, or when
+    /// nobody refused (the peers may just be unreachable).
+    pub fn refusal(&self) -> Option<Refusal> {
+        if !self.links.read().expect("links lock").is_empty() {
+            return None;
+        }
+        if let RegisterState::Refused(r) = self.register_state() {
+            return Some(r);
+        }
+        let gateways = self.gateway_refusals.lock().expect("gateway refusals lock");
+        gateways.iter().next().map(|(peer, reason)| Refusal { peer: peer.clone(), reason: reason.clone() })
     }
 
     /// The link to the gateway at `address`, if connected.
@@ -378,6 +402,7 @@ impl GatewayLinks {
         known.driving.remove(address);
         tracing::info!("gateway no longer listed; not reconnecting");
         drop(known);
+        self.gateway_refusals.lock().expect("gateway refusals lock").remove(address);
         self.bump();
         false
     }
@@ -420,6 +445,17 @@ async fn gateway_driver<I: Inbound>(links: Arc<GatewayLinks>, address: String, i
         || async {
             let mut connected = false;
             let result = gateway_once(&links, &address, &*inbound, &mut connected).await;
+            let mut refusals = links.gateway_refusals.lock().expect("gateway refusals lock");
+            match &result {
+                Err(LinkError::Handshake(refusal)) => {
+                    refusals.insert(address.clone(), refusal.to_string());
+                }
+                _ if connected => {
+                    refusals.remove(&address);
+                }
+                _ => {}
+            }
+            drop(refusals);
             Attempt { connected, result }
         },
         || !links.closing.is_cancelled() && links.still_listed(&address),
