@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
+use gw_daemon::MetricFamily;
 use gw_gateway_client::{ClientError, ClientId, CloseReason, GatewayClient, Payload, Session};
 use gw_gateway_links::GatewayLink;
 use gw_proto::{Command, Protocol};
@@ -71,6 +72,35 @@ pub trait Events: Send + Sync + 'static {
     fn on_worker_stop(&self, worker: &WorkerContext) -> impl Future<Output = ()> + Send {
         let _ = worker;
         async {}
+    }
+
+    /// The application's own metrics, shown in the worker's `/metrics` next to the worker's
+    /// (asked about once a second; counters carry over reloads and restarts like the worker's
+    /// own). Name them `<app>_...` so they do not collide with the worker's `gw_worker_...`.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use gw_business_worker::{Context, Events, HandlerResult, Message, MetricFamily};
+    ///
+    /// #[derive(Default)]
+    /// struct Counting {
+    ///     messages: AtomicU64,
+    /// }
+    ///
+    /// impl Events for Counting {
+    ///     async fn on_message(&self, _ctx: &mut Context, _msg: Message) -> HandlerResult {
+    ///         self.messages.fetch_add(1, Ordering::Relaxed);
+    ///         Ok(())
+    ///     }
+    ///
+    ///     fn metrics(&self) -> Vec<MetricFamily> {
+    ///         let n = self.messages.load(Ordering::Relaxed);
+    ///         vec![MetricFamily::counter("myapp_messages_total", "Messages counted.", n)]
+    ///     }
+    /// }
+    /// ```
+    fn metrics(&self) -> Vec<MetricFamily> {
+        Vec::new()
     }
 }
 

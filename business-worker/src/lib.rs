@@ -25,5 +25,6 @@ pub use app::{App, Application, main};
 pub use app_config::{AppConfig, NoConfig};
 pub use events::{Context, Events, HandlerResult, Message, ServerData, WebSocketRequest, WorkerContext};
 pub use gw_config::{Problem, WorkerConfig};
+pub use gw_daemon::MetricFamily;
 pub use gw_gateway_client::{Answer, ClientError, ClientId, CloseReason, GatewayClient, Payload, Session};
 pub use worker::{Worker, WorkerStats};

@@ -10,11 +10,15 @@ use gw_gateway_links::Refusal;
 
 use crate::WorkerStats;
 
+/// The application's own metric families ([`Events::metrics`](crate::Events::metrics)).
+pub(crate) type AppMetrics = Box<dyn Fn() -> Vec<MetricFamily> + Send + Sync>;
+
 /// One worker process as a [`Node`].
 pub(crate) struct WorkerNode {
     /// The worker process's name (`<name>-<index>` under a master).
     name: String,
     stats: Arc<WorkerStats>,
+    app_metrics: AppMetrics,
 }
 
 /// The state a worker that a peer refuses is in, for `status`, `/health` and its log.
@@ -27,8 +31,8 @@ pub(crate) fn not_linked(refusal: &Refusal) -> String {
 }
 
 impl WorkerNode {
-    pub(crate) fn new(name: String, stats: Arc<WorkerStats>) -> Self {
-        Self { name, stats }
+    pub(crate) fn new(name: String, stats: Arc<WorkerStats>, app_metrics: AppMetrics) -> Self {
+        Self { name, stats, app_metrics }
     }
 
     /// Why the worker cannot serve: linked to no gateway because a register or gateway refuses it.
@@ -40,7 +44,7 @@ impl WorkerNode {
         let s = &self.stats;
         let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         let routing = s.links().map(|l| l.routing_stats()).unwrap_or_default();
-        vec![
+        let mut families = vec![
             MetricFamily::counter(
                 "gw_worker_routed_calls_total",
                 "Uid and group calls routed by the routing index.",
@@ -76,7 +80,9 @@ impl WorkerNode {
                 g(&s.client_tasks) as f64,
             ),
             s.latency.family("gw_worker_handler_seconds", "Time spent in event handlers."),
-        ]
+        ];
+        families.extend((self.app_metrics)());
+        families
     }
 }
 

@@ -81,7 +81,8 @@ impl<E: Events> Worker<E> {
 
     /// What this worker shows to `status` and `/metrics` when it is a process of its own.
     pub(crate) fn node(&self) -> WorkerNode {
-        WorkerNode::new(self.config.name.clone(), self.stats.clone())
+        let events = self.events.clone();
+        WorkerNode::new(self.config.name.clone(), self.stats.clone(), Box::new(move || events.metrics()))
     }
 
     /// Runs the worker until `shutdown`, then stops gracefully: asks every gateway to route no
