@@ -27,4 +27,5 @@ pub use events::{Context, Events, HandlerResult, Message, ServerData, WebSocketR
 pub use gw_config::{Problem, WorkerConfig};
 pub use gw_daemon::MetricFamily;
 pub use gw_gateway_client::{Answer, ClientError, ClientId, CloseReason, GatewayClient, Payload, Session};
+pub use gw_proto::Protocol;
 pub use worker::{Worker, WorkerStats};
