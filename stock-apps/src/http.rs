@@ -18,9 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gw_business_worker::{
-    Context, Events, HandlerResult, Message, MetricFamily, Protocol, Session, WebSocketRequest,
-};
+use gw_business_worker::{Context, Events, HandlerResult, Message, MetricFamily, Protocol, Session, WebSocketRequest};
 use gw_config::HttpAppConfig;
 use gw_http_calls::calls::Call;
 use gw_http_calls::types::Message as JsonMessage;
