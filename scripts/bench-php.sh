@@ -7,7 +7,7 @@
 #   B. ours: register + gateway (with [gatewayworker] listeners), PHP BusinessWorker (2 processes)
 #      running the same Events.php.
 #
-# Events.php implements the benchmark contract of business-worker/src/apps/bench.rs (echo; `b:` to
+# Events.php implements the benchmark contract of stock-apps/src/echo.rs (echo; `b:` to
 # everyone; `j` joins group g). Scenarios: idle (gateway RSS per connection), echo (round trips/s),
 # broadcast (deliveries/s sustained with nothing missing). Prints the RESULT lines of both.
 #

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use futures_util::StreamExt;
-use gw_gateway_client::GatewayClient;
+use gw_gateway_client::{ClientId, GatewayClient};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -52,7 +52,7 @@ async fn run(a: PushArgs) -> anyhow::Result<()> {
     let gateway = GatewayClient::builder([a.register.clone()]).connect().await.context("gateway client")?;
     let targets = Targets::new(&a.url, 0, 0, 0)?;
     let received = Arc::new(AtomicU64::new(0));
-    let before: std::collections::BTreeSet<String> = gateway.get_all_client_ids().await?.value.into_iter().collect();
+    let before: std::collections::BTreeSet<ClientId> = gateway.client_ids().await?.value.into_iter().collect();
     let mut sockets = Vec::new();
     for i in 0..a.concurrency {
         sockets.push(targets.connect(i, 4096).await?);
@@ -61,8 +61,8 @@ async fn run(a: PushArgs) -> anyhow::Result<()> {
     // is closing may be listed too): each new id is told its id, and each socket learns its own.
     let deadline = Instant::now() + Duration::from_secs(10);
     let ids = loop {
-        let ids: Vec<String> =
-            gateway.get_all_client_ids().await?.value.into_iter().filter(|id| !before.contains(id)).collect();
+        let ids: Vec<ClientId> =
+            gateway.client_ids().await?.value.into_iter().filter(|id| !before.contains(id)).collect();
         if ids.len() >= a.concurrency {
             break ids;
         }
@@ -72,13 +72,13 @@ async fn run(a: PushArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     for id in &ids {
-        gateway.send_to_client(id, id.as_str()).await?;
+        gateway.send_to_client(id, id.to_string()).await?;
     }
     let uids: Vec<String> = (0..a.concurrency).map(|i| format!("push-{i}")).collect();
     for (ws, uid) in sockets.iter_mut().zip(&uids) {
-        let own = loop {
+        let own: ClientId = loop {
             match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-                Ok(Some(Ok(m))) if m.is_text() => break m.into_text()?.to_string(),
+                Ok(Some(Ok(m))) if m.is_text() => break m.into_text()?.parse()?,
                 Ok(Some(Ok(_))) => {}
                 _ => bail!("a connection did not learn its client id"),
             }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gw_gateway_client::GatewayLink;
+use gw_gateway_links::GatewayLink;
 use gw_proto::ToGateway;
 use tokio::sync::Notify;
 

@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use gw_config::WorkerConfig;
-use gw_daemon::{ProcessRole, RunContext, Spec};
+use gw_daemon::{ProcessRole, RunContext, Spec, supervisor};
 
 use crate::app_config::{AppConfig, Config, NoConfig};
-use crate::{Events, WorkerNode, WorkerStats, master};
+use crate::{Events, Worker};
 
 /// Runs `events` as a business-worker application: parses the command line, loads the config and
 /// runs the master or a worker process. The whole `main` of a binary whose application has no
@@ -45,6 +45,8 @@ pub struct Application {
     serve: Box<dyn FnOnce(WorkerConfig, usize, RunContext) -> LocalFuture>,
 }
 
+/// A worker process's run. `anyhow` only here, at the edge: this is what `gw_daemon::main`, the
+/// binary's `main`, runs.
 type LocalFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>>>>;
 
 impl std::fmt::Debug for Application {
@@ -154,7 +156,7 @@ impl<C: AppConfig> App<C> {
         let factory = self.factory;
         gw_daemon::main(spec, move |config: Config<C>, ctx: RunContext| async move {
             match ctx.role {
-                ProcessRole::Main => master::run_master(config.worker, ctx).await,
+                ProcessRole::Main => Ok(supervisor::run(config.worker, ctx).await?),
                 ProcessRole::Child { index, .. } => {
                     let app = factory(&config.app, &config.worker)?;
                     (app.serve)(config.worker, index, ctx).await
@@ -182,26 +184,10 @@ async fn worker_process<E: Events>(
     events: E,
 ) -> anyhow::Result<()> {
     config.name = format!("{}-{index}", config.name);
-    // A worker process lives only as long as its master: if the master dies (kill -9), stop
-    // gracefully instead of serving on unsupervised.
-    let master = nix::unistd::getppid();
-    let shutdown = ctx.shutdown.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-        loop {
-            tick.tick().await;
-            if nix::unistd::getppid() != master {
-                tracing::warn!("master process gone; stopping this worker process");
-                shutdown.cancel();
-                return;
-            }
-        }
-    });
-    let stats = Arc::new(WorkerStats::default());
-    ctx.publish(Arc::new(WorkerNode { name: config.name.clone(), stats: stats.clone() }));
-    crate::run_with(config, events, ctx.shutdown.clone(), stats, |_| {
-        println!("{}", master::READY_LINE);
-    })
-    .await;
+    // A worker process lives only as long as its master.
+    supervisor::stop_when_orphaned(ctx.shutdown.clone());
+    let worker = Worker::new(config, events).on_ready(supervisor::announce_ready);
+    ctx.publish(Arc::new(worker.node()));
+    worker.run(ctx.shutdown.clone()).await;
     Ok(())
 }

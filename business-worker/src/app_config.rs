@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 /// Name of the TOML section that holds the application's own settings.
-pub const APP_SECTION: &str = "app_config";
+const APP_SECTION: &str = "app_config";
 
 /// The type of an application's `[app_config]` section.
 ///
@@ -55,7 +55,7 @@ impl AppConfig for NoConfig {}
 
 /// A whole configuration file of an application binary.
 #[derive(Debug, Clone, Default)]
-pub struct Config<C> {
+pub(crate) struct Config<C> {
     /// Everything but `[app_config]`: registers, secret, `count`, logging, process files, ….
     pub worker: WorkerConfig,
     /// The `[app_config]` section (its defaults when the file has none).

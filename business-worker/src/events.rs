@@ -3,7 +3,9 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use gw_gateway_client::{ClientError, CloseReason, GatewayClient, GatewayLink, Payload, Session};
+use gw_daemon::MetricFamily;
+use gw_gateway_client::{ClientError, ClientId, CloseReason, GatewayClient, Payload, Session};
+use gw_gateway_links::GatewayLink;
 use gw_proto::{Command, Protocol};
 use std::sync::Arc;
 
@@ -70,6 +72,35 @@ pub trait Events: Send + Sync + 'static {
     fn on_worker_stop(&self, worker: &WorkerContext) -> impl Future<Output = ()> + Send {
         let _ = worker;
         async {}
+    }
+
+    /// The application's own metrics, shown in the worker's `/metrics` next to the worker's
+    /// (asked about once a second; counters carry over reloads and restarts like the worker's
+    /// own). Name them `<app>_...` so they do not collide with the worker's `gw_worker_...`.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use gw_business_worker::{Context, Events, HandlerResult, Message, MetricFamily};
+    ///
+    /// #[derive(Default)]
+    /// struct Counting {
+    ///     messages: AtomicU64,
+    /// }
+    ///
+    /// impl Events for Counting {
+    ///     async fn on_message(&self, _ctx: &mut Context, _msg: Message) -> HandlerResult {
+    ///         self.messages.fetch_add(1, Ordering::Relaxed);
+    ///         Ok(())
+    ///     }
+    ///
+    ///     fn metrics(&self) -> Vec<MetricFamily> {
+    ///         let n = self.messages.load(Ordering::Relaxed);
+    ///         vec![MetricFamily::counter("myapp_messages_total", "Messages counted.", n)]
+    ///     }
+    /// }
+    /// ```
+    fn metrics(&self) -> Vec<MetricFamily> {
+        Vec::new()
     }
 }
 
@@ -145,7 +176,7 @@ impl WebSocketRequest {
 #[derive(Debug)]
 pub struct Context {
     /// The client's id.
-    pub client_id: String,
+    pub client_id: ClientId,
     /// The client's session. Changes are written back to the gateway after the handler returns:
     /// only the top-level keys the handler changed or removed, so keys written meanwhile by
     /// someone else (a web backend's `update_session`) survive.
@@ -167,11 +198,13 @@ impl Context {
     }
 
     /// Sends a message to the current client (GatewayWorker's `sendToCurrentClient`).
+    #[doc(alias = "sendToCurrentClient")]
     pub async fn send(&self, msg: impl Into<Payload>) -> Result<(), ClientError> {
-        self.link.command(Command::SendToClients { clients: vec![self.local], msg: msg.into() }).await
+        Ok(self.link.command(Command::SendToClients { clients: vec![self.local], msg: msg.into() }).await?)
     }
 
     /// Closes the current client (GatewayWorker's `closeCurrentClient`).
+    #[doc(alias = "closeCurrentClient")]
     pub async fn close(&mut self) -> Result<(), ClientError> {
         self.close_with(None, None).await
     }
@@ -179,7 +212,7 @@ impl Context {
     /// Closes the current client, optionally after a last message, with a close code and reason.
     pub async fn close_with(&mut self, last: Option<Payload>, close: Option<CloseReason>) -> Result<(), ClientError> {
         self.closed = true;
-        self.link.command(Command::CloseClient { client: self.local, last, close }).await
+        Ok(self.link.command(Command::CloseClient { client: self.local, last, close }).await?)
     }
 }
 

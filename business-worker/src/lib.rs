@@ -8,25 +8,24 @@
 //! An application binary is its [`Events`] plus one line of `main`: [`main`]`(MyApp)`, or
 //! [`App::new`] when the application is built from its typed `[app_config]` section. Either gets
 //! the whole command line, configuration and process model of the stock `business-worker` binary,
-//! which is itself built that way.
+//! which is itself built that way. To run a worker inside a process of your own (tests, a
+//! one-process launcher), use [`Worker`].
 
 mod acks;
 mod app;
 mod app_config;
-pub mod apps;
 mod client_task;
 mod dispatch;
 mod events;
-pub mod master;
 mod node;
-mod runtime;
 mod session_writes;
-mod totals;
+mod worker;
 
 pub use app::{App, Application, main};
-pub use app_config::{APP_SECTION, AppConfig, Config, NoConfig};
+pub use app_config::{AppConfig, NoConfig};
 pub use events::{Context, Events, HandlerResult, Message, ServerData, WebSocketRequest, WorkerContext};
 pub use gw_config::{Problem, WorkerConfig};
-pub use gw_gateway_client::{Answer, ClientError, CloseReason, GatewayClient, Payload, Session};
-pub use node::WorkerNode;
-pub use runtime::{WorkerStats, run, run_with, run_with_stats};
+pub use gw_daemon::MetricFamily;
+pub use gw_gateway_client::{Answer, ClientError, ClientId, CloseReason, GatewayClient, Payload, Session};
+pub use gw_proto::Protocol;
+pub use worker::{Worker, WorkerStats};

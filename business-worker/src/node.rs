@@ -1,28 +1,50 @@
-//! What a worker process shows to `status` and `/metrics`.
+//! What a worker process shows to `status`, `/health` and `/metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use gw_daemon::report::own_rss;
+use gw_daemon::supervisor::NOT_LINKED;
 use gw_daemon::{BoxFuture, MetricFamily, Node, ProcessStatus};
+use gw_gateway_links::Refusal;
 
 use crate::WorkerStats;
 
+/// The application's own metric families ([`Events::metrics`](crate::Events::metrics)).
+pub(crate) type AppMetrics = Box<dyn Fn() -> Vec<MetricFamily> + Send + Sync>;
+
 /// One worker process as a [`Node`].
-#[derive(Debug)]
-pub struct WorkerNode {
+pub(crate) struct WorkerNode {
     /// The worker process's name (`<name>-<index>` under a master).
-    pub name: String,
-    /// Its counters.
-    pub stats: Arc<WorkerStats>,
+    name: String,
+    stats: Arc<WorkerStats>,
+    app_metrics: AppMetrics,
+}
+
+/// The state a worker that a peer refuses is in, for `status`, `/health` and its log.
+pub(crate) fn not_linked(refusal: &Refusal) -> String {
+    if refusal.is_authentication() {
+        format!("{NOT_LINKED}: authentication failed (check secret)")
+    } else {
+        format!("{NOT_LINKED}: {} refused this worker: {}", refusal.peer, refusal.reason)
+    }
 }
 
 impl WorkerNode {
+    pub(crate) fn new(name: String, stats: Arc<WorkerStats>, app_metrics: AppMetrics) -> Self {
+        Self { name, stats, app_metrics }
+    }
+
+    /// Why the worker cannot serve: linked to no gateway because a register or gateway refuses it.
+    fn problem(&self) -> Option<String> {
+        self.stats.links()?.refusal().map(|r| not_linked(&r))
+    }
+
     pub(crate) fn families(&self) -> Vec<MetricFamily> {
         let s = &self.stats;
         let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        let routing = s.links.get().and_then(std::sync::Weak::upgrade).map(|l| l.routing_stats()).unwrap_or_default();
-        vec![
+        let routing = s.links().map(|l| l.routing_stats()).unwrap_or_default();
+        let mut families = vec![
             MetricFamily::counter(
                 "gw_worker_routed_calls_total",
                 "Uid and group calls routed by the routing index.",
@@ -58,13 +80,20 @@ impl WorkerNode {
                 g(&s.client_tasks) as f64,
             ),
             s.latency.family("gw_worker_handler_seconds", "Time spent in event handlers."),
-        ]
+        ];
+        families.extend((self.app_metrics)());
+        families
     }
 }
 
 impl Node for WorkerNode {
     fn status(&self) -> BoxFuture<'_, Vec<ProcessStatus>> {
         let s = &self.stats;
+        let state = match self.problem() {
+            Some(problem) => problem,
+            None if s.draining.load(Ordering::Relaxed) => "draining".into(),
+            None => "running".into(),
+        };
         let row = ProcessStatus {
             pid: std::process::id(),
             role: "worker".into(),
@@ -77,7 +106,7 @@ impl Node for WorkerNode {
             dropped: 0,
             requests_per_sec: 0.0,
             admin: None,
-            state: if s.draining.load(Ordering::Relaxed) { "draining".into() } else { "running".into() },
+            state,
         };
         Box::pin(async move { vec![row] })
     }
@@ -89,5 +118,13 @@ impl Node for WorkerNode {
 
     fn requests_total(&self) -> u64 {
         self.stats.events.load(Ordering::Relaxed)
+    }
+
+    fn healthy(&self) -> bool {
+        self.problem().is_none()
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.problem().map_or(Ok(()), Err)
     }
 }

@@ -21,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use gw_business_worker::{Context, Events, HandlerResult, Message};
+use gw_business_worker::{ClientId, Context, Events, HandlerResult, Message};
 
 /// Longest nickname, in characters.
 pub const MAX_NAME: usize = 32;
@@ -154,14 +154,14 @@ impl Chat {
         ctx.session.insert("room".into(), json!(room));
         gateway.join_group(&ctx.client_id, &room).await?;
         let mut members = serde_json::Map::new();
-        let sessions = gateway.get_client_sessions_by_group(&room).await?;
+        let sessions = gateway.sessions_by_group(&room).await?;
         for (id, session) in sessions.value {
             if let Some(n) = session.get("name").and_then(Value::as_str) {
-                members.insert(id, json!(n));
+                members.insert(id.to_string(), json!(n));
             }
         }
         // Our own session is written back after this handler; list ourselves now.
-        members.insert(ctx.client_id.clone(), json!(name));
+        members.insert(ctx.client_id.to_string(), json!(name));
         let msg = json!({
             "type": "login", "client_id": ctx.client_id, "name": name, "room": room,
             "time": now_string(), "members": members,
@@ -193,20 +193,19 @@ impl Chat {
             return Ok(());
         }
         // A private message: only to a member of the same room.
-        let target_room = match ctx.gateway().get_session(to).await {
-            Ok(Some(s)) => s.get("room").and_then(Value::as_str).map(str::to_string),
-            Ok(None) => None,
-            Err(gw_gateway_client::ClientError::InvalidClientId(_)) => {
-                ctx.send(error("unknown recipient")).await?;
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
+        let Ok(to) = to.parse::<ClientId>() else {
+            ctx.send(error("unknown recipient")).await?;
+            return Ok(());
+        };
+        let target_room = match ctx.gateway().session(&to).await? {
+            Some(s) => s.get("room").and_then(Value::as_str).map(str::to_string),
+            None => None,
         };
         if target_room.as_deref() != Some(room.as_str()) {
             ctx.send(error("that member is not in this room")).await?;
             return Ok(());
         }
-        ctx.gateway().send_to_client(to, msg.to_string()).await?;
+        ctx.gateway().send_to_client(&to, msg.to_string()).await?;
         if to != ctx.client_id {
             ctx.send(msg.to_string()).await?;
         }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use crate::app::Chat;
 use anyhow::Context;
+use gw_business_worker::Worker;
 use gw_config::{GatewayConfig, RegisterConfig, WorkerConfig};
 use gw_gateway_client::GatewayClient;
 use tokio::net::TcpListener;
@@ -142,7 +143,7 @@ pub async fn start(
     let gateway = gw_gateway::build(gateway_config, &gateway_listeners)?;
     let gateway_task = tokio::spawn(gw_gateway::serve(gateway.clone(), gateway_listeners, gateway_stop.clone()));
     let worker_stop = CancellationToken::new();
-    let worker = tokio::spawn(gw_business_worker::run(worker_config, Chat::default(), worker_stop.clone()));
+    let worker = tokio::spawn(Worker::new(worker_config, Chat::default()).run(worker_stop.clone()));
 
     let client = GatewayClient::builder([register_addr])
         .name("chat-web-backend")

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use gw_gateway_client::{ClientError, GatewayClient};
+use gw_gateway_client::{Answer, ClientError, ClientId, GatewayClient};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -88,14 +88,18 @@ async fn bind(State(s): State<AppState>, req: Result<Json<Bind>, JsonRejection>)
         (Err(e), _) | (_, Err(e)) => return bad(e),
     };
     let uid = format!("user:{name}");
-    match s.gateway.is_online(&req.client_id).await {
+    let client: ClientId = match req.client_id.parse() {
+        Ok(id) => id,
+        Err(e) => return failed(ClientError::InvalidClientId(e)),
+    };
+    match s.gateway.is_online(&client).await {
         Ok(true) => {}
         Ok(false) => return bad(format!("client {} is not connected", req.client_id)),
         Err(e) => return failed(e),
     }
     let result = async {
-        s.gateway.bind_uid(&req.client_id, &uid).await?;
-        s.gateway.join_group(&req.client_id, &room).await
+        s.gateway.bind_uid(&client, &uid).await?;
+        s.gateway.join_group(&client, &room).await
     }
     .await;
     match result {
@@ -133,16 +137,14 @@ async fn announce(State(s): State<AppState>, req: Result<Json<Announce>, JsonRej
     let g = &s.gateway;
     let (target, reached, result) = match (&room, &req.uid) {
         (Some(room), _) => {
-            (format!("room {room}"), g.get_client_count_by_group(room).await, g.send_to_group(room, msg).await)
+            (format!("room {room}"), g.client_count_by_group(room).await, g.send_to_group(room, msg).await)
         }
         (None, Some(uid)) => {
-            let ids = g
-                .get_client_ids_by_uid(uid)
-                .await
-                .map(|a| gw_gateway_client::Answer { value: a.value.len() as u64, missing: a.missing });
+            let ids =
+                g.client_ids_by_uid(uid).await.map(|a| Answer { value: a.value.len() as u64, missing: a.missing });
             (format!("uid {uid}"), ids, g.send_to_uid(uid, msg).await)
         }
-        (None, None) => ("everyone".to_string(), g.get_all_client_count().await, g.send_to_all(msg).await),
+        (None, None) => ("everyone".to_string(), g.client_count().await, g.send_to_all(msg).await),
     };
     match (result, reached) {
         (Ok(()), Ok(reached)) => {
@@ -160,7 +162,7 @@ async fn announce(State(s): State<AppState>, req: Result<Json<Announce>, JsonRej
 }
 
 async fn online(State(s): State<AppState>) -> Response {
-    match (s.gateway.get_all_client_count().await, s.gateway.get_all_uid_count().await) {
+    match (s.gateway.client_count().await, s.gateway.uid_count().await) {
         (Ok(c), Ok(u)) => Json(json!({
             "clients": c.value, "uids": u.value,
             "complete": c.is_complete() && u.is_complete(), "missing": c.missing,

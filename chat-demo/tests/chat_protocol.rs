@@ -406,10 +406,14 @@ async fn bad_web_requests_get_400_with_a_json_error() {
     let gone_id = gone.id.clone();
     gone.close().await;
 
+    // A well-formed id on a gateway that is not in the cluster: not connected either (issue 26,
+    // item 17: it was a 503 "gateway ... is not connected").
+    let elsewhere = gw_proto::ClientId::new("127.0.0.1:9", 1, 1).to_string();
     let bad_binds = [
         json!({"client_id": "nope", "name": "Ann", "room": "lobby"}),
         json!({"client_id": "", "name": "Ann", "room": "lobby"}),
         json!({"client_id": gone_id, "name": "Ann", "room": "lobby"}),
+        json!({"client_id": elsewhere, "name": "Ann", "room": "lobby"}),
         json!({"client_id": alive.id, "name": "", "room": "lobby"}),
         json!({"client_id": alive.id, "name": "x".repeat(33), "room": "lobby"}),
         json!({"client_id": alive.id, "name": "<i>Ann</i>", "room": "lobby"}),

@@ -28,5 +28,8 @@ async fn metrics(State(node): State<Arc<dyn Node>>) -> impl IntoResponse {
 }
 
 async fn health(State(node): State<Arc<dyn Node>>) -> impl IntoResponse {
-    if node.healthy() { (StatusCode::OK, "ok\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n") }
+    match node.health() {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
 }

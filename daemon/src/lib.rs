@@ -11,7 +11,8 @@
 //! holds the subcommands that act on a running node (`stop`, `reload`, `status`,
 //! `connections`); [`control`] is the control socket both sides speak; [`runner`] drives a
 //! running node (signals, rates, graceful stop); `failure.rs` says why a binary stopped (once);
-//! `table.rs` lays out the `status` and `connections` tables.
+//! `table.rs` lays out the `status` and `connections` tables; [`supervisor`] is a business
+//! worker's master, which runs its worker processes.
 
 pub mod admin;
 mod cli;
@@ -25,7 +26,9 @@ pub mod pidfile;
 pub mod report;
 pub mod runner;
 mod start;
+pub mod supervisor;
 mod table;
+mod totals;
 
 pub use cli::{Cli, Command, Spec, main};
 pub use failure::{error_text, report_failure};

@@ -25,4 +25,8 @@ pub trait Node: Send + Sync + 'static {
     fn healthy(&self) -> bool {
         true
     }
+    /// What `/health` answers: `Ok` for 200, or why not (one line, the body of the 503).
+    fn health(&self) -> Result<(), String> {
+        if self.healthy() { Ok(()) } else { Err("unhealthy".into()) }
+    }
 }

@@ -1,24 +1,27 @@
 //! Errors of the Gateway API.
 
-use gw_proto::ClientIdError;
+use gw_proto::{ClientId, ClientIdError};
 
 /// Why a call did not fully succeed. Variants that mean "partly done" say which gateways missed
 /// out, so nothing is lost silently.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The string is not a client id.
+    /// A string given as a client id is not one (from `str::parse::<ClientId>()`, so `?` works
+    /// on it in a function that returns this error).
     #[error(transparent)]
     InvalidClientId(#[from] ClientIdError),
     /// A uid or group name was empty.
     #[error("{0} must not be empty")]
     EmptyName(&'static str),
-    /// No link to the gateway that holds this client (it is down, or not learned yet).
+    /// No link to the gateway that holds this client: a register lists it, but it is down or
+    /// not linked yet. Its address.
     #[error("gateway {0} is not connected")]
     GatewayUnavailable(String),
-    /// The client id belongs to an earlier run of its gateway: that client is gone.
-    #[error("client {0} is not connected (its gateway restarted)")]
-    ClientGone(String),
+    /// The client is gone with its gateway: the id belongs to an earlier run of that gateway, or
+    /// to a gateway that no register lists.
+    #[error("client {0} is not connected (its gateway restarted or left the cluster)")]
+    ClientGone(ClientId),
     /// A fan-out command reached every connected gateway except these, which did not get it.
     #[error("not delivered to gateways {gateways:?} (not connected)")]
     Unreachable {

@@ -9,7 +9,7 @@
 //!
 //! Every update carries `applied`: how many index writes (bind, unbind, join, leave, ungroup)
 //! from this very link the gateway had applied, so the sender knows which of its own writes the
-//! index already reflects (read-your-writes, see `gw_gateway_client`'s routing index).
+//! index already reflects (read-your-writes, see `gw_gateway_links`'s routing index).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -177,7 +177,9 @@ mod tests {
         }
         let e = parse_value::<SendToUid>(serde_json::json!(["u1", "hi"])).unwrap_err();
         assert!(e.message.contains("not an array"), "{e:?}");
-        let e = Call::from_parts("send_to_uid", serde_json::json!(["u1", "hi"])).unwrap().unwrap_err();
+        let e = Call::from_parts("send_to_uid", serde_json::json!(["u1", "hi"]), &crate::routes::Args)
+            .unwrap()
+            .unwrap_err();
         assert_eq!(e.status, 400, "{e:?}");
     }
 

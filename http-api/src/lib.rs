@@ -8,14 +8,16 @@
 
 pub mod auth;
 mod bare_errors;
-pub mod calls;
 pub mod error;
 mod node;
 pub mod openapi;
 pub mod routes;
 mod serve;
 mod stats;
-pub mod types;
+
+/// The calls and their argument types live in `gw-http-calls`, shared with the stock worker's
+/// `http` application.
+pub use gw_http_calls::{calls, types};
 
 use std::sync::Arc;
 use std::time::Duration;

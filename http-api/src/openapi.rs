@@ -32,7 +32,7 @@ pub fn document() -> Value {
         let args = (call.args)(&mut generator);
         let output = (call.output)(&mut generator);
         let mut responses = errors(&[
-            ("404", "The client is gone (its gateway restarted)."),
+            ("404", "The client is gone (its gateway restarted or left the cluster)."),
             ("502", "A gateway refused the query."),
             ("504", "A gateway did not answer in time."),
         ]);

@@ -19,13 +19,15 @@ use serde_json::value::RawValue;
 use tracing::Instrument;
 
 use crate::Api;
-use crate::calls::{ApiCall, Call, Reply, for_each_call};
+use crate::calls::{ApiCall, ArgsParser, Call, CallVisitor, Reply, for_each_call};
 use crate::error::{ApiError, parse_json, parse_value};
 
 /// The router of the API.
 pub fn router(api: Arc<Api>) -> Router {
-    let router = for_each_call!(Router::new(), handle);
-    router
+    let mut routes = Routes(Router::new());
+    for_each_call(&mut routes);
+    routes
+        .0
         .route("/v1/batch", axum::routing::post(batch))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
@@ -82,6 +84,26 @@ async fn guard(State(api): State<Arc<Api>>, req: Request, next: Next) -> Respons
 
 fn body_too_large() -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body is larger than max_body")
+}
+
+/// `POST /v1/<call>` for every call, each handled by `handle::<ThatCall>`.
+struct Routes(Router<Arc<Api>>);
+
+impl CallVisitor for Routes {
+    fn visit<C: ApiCall>(&mut self) {
+        let router = std::mem::take(&mut self.0);
+        self.0 = router.route(&format!("/v1/{}", C::NAME), axum::routing::post(handle::<C>));
+    }
+}
+
+/// Parses a batch call's arguments so that an error names the field ([`parse_value`]).
+pub(crate) struct Args;
+
+impl ArgsParser for Args {
+    type Error = ApiError;
+    fn parse<T: serde::de::DeserializeOwned>(&self, args: Value) -> Result<T, ApiError> {
+        parse_value(args)
+    }
 }
 
 /// Counts and times every request by its route pattern.
@@ -283,7 +305,7 @@ fn parse_batch(body: &[u8]) -> Result<BatchRequest, ApiError> {
             return Err(ApiError::bad_field(at(".call"), "missing or not a string: the call's name"));
         };
         let args = item.get("args").cloned().unwrap_or_else(|| Value::Object(Default::default()));
-        match Call::from_parts(name, args) {
+        match Call::from_parts(name, args, &Args) {
             Some(Ok(call)) => calls.push(call),
             Some(Err(mut e)) => {
                 let inner = e.field.as_deref().map(|f| format!(".{f}")).unwrap_or_default();

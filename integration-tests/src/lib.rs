@@ -248,16 +248,17 @@ impl WorkerHandle {
     /// A worker with a config of the test's own.
     pub fn start_config<E: Events>(config: WorkerConfig, events: E) -> Self {
         let name = config.name.clone();
-        let stats = Arc::new(gw_business_worker::WorkerStats::default());
+        let worker = gw_business_worker::Worker::new(config, events);
+        let stats = worker.stats();
         let stop = CancellationToken::new();
         let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn({
-            let (stats, stop) = (stats.clone(), stop.clone());
+            let stop = stop.clone();
             move || {
                 let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
                 rt.block_on(async move {
                     tokio::select! {
-                        _ = gw_business_worker::run_with_stats(config, events, stop, stats) => {}
+                        _ = worker.run(stop) => {}
                         _ = kill_rx => {}
                     }
                 });

@@ -275,7 +275,8 @@ pub fn install_binary(path: &Path) {
 
 /// A business-worker master started with `start -d` from its own copy of the binary (so a test
 /// can replace it and reload), running 2 processes of `app`: `(directory, binary, config path)`.
-/// `extra` is more TOML appended to the config (such as an `[http_app]` section).
+/// `extra` is more TOML appended to the config (such as an `[http_app]` section). Its `/metrics`
+/// is on a port of its own, logged in `rw.log` ("serving /metrics").
 pub fn start_reloadable_workers(
     test: &str,
     app: &str,
@@ -287,7 +288,7 @@ pub fn start_reloadable_workers(
     let bin = dir.join("business-worker");
     install_binary(&bin);
     let top = format!("name = \"rw\"\napp = \"{app}\"");
-    let cfg = start_worker_master(&bin, &dir, &top, register, secret, "", extra);
+    let cfg = start_worker_master(&bin, &dir, &top, register, secret, "127.0.0.1:0", extra);
     (dir, bin, cfg)
 }
 

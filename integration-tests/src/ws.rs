@@ -69,6 +69,12 @@ impl WsClient {
         }
     }
 
+    /// The next message, a client id in its text form (an application told the client its id).
+    pub async fn recv_id(&mut self) -> gw_proto::ClientId {
+        let t = self.recv().await;
+        t.parse().unwrap_or_else(|e| panic!("not a client id ({e}): {t}"))
+    }
+
     /// The next message parsed as JSON.
     pub async fn recv_json(&mut self) -> serde_json::Value {
         let t = self.recv().await;

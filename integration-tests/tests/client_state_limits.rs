@@ -30,7 +30,7 @@ impl Events for App {
     async fn on_message(&self, ctx: &mut Context, msg: Message) -> HandlerResult {
         let text = msg.as_text().unwrap_or_default().to_string();
         match text.split_once(' ') {
-            _ if text == "id" => ctx.send(ctx.client_id.clone()).await?,
+            _ if text == "id" => ctx.send(ctx.client_id.to_string()).await?,
             _ if text == "keys" => {
                 let keys: Vec<&String> = ctx.session.keys().collect();
                 ctx.send(json!(keys).to_string()).await?;
@@ -64,10 +64,10 @@ impl Cluster {
     }
 
     /// A connected client and its id.
-    async fn client(&self) -> (WsClient, String) {
+    async fn client(&self) -> (WsClient, ClientId) {
         let mut ws = self.gw.client().await;
         ws.send("id").await;
-        let id = ws.recv().await;
+        let id = ws.recv_id().await;
         (ws, id)
     }
 
@@ -115,7 +115,7 @@ async fn update_session_cannot_grow_a_session_past_the_cap_and_the_clients_event
         c.api.update_session(&id, &obj(json!({ format!("k{i:02}"): chunk }))).await.unwrap();
     }
     // Two chunks fit in 256 KiB, the third is refused, and so is every one after it.
-    let session = c.api.get_session(&id).await.unwrap().expect("the client is connected");
+    let session = c.api.session(&id).await.unwrap().expect("the client is connected");
     let size = serde_json::to_vec(&session).unwrap().len();
     assert!(size <= 256 * 1024, "the session grew to {size} bytes");
     let mut keys: Vec<&String> = session.keys().collect();
@@ -132,7 +132,7 @@ async fn update_session_cannot_grow_a_session_past_the_cap_and_the_clients_event
     // Shrinking it is always allowed.
     c.api.update_session(&id, &obj(json!({"k00": null}))).await.unwrap();
     c.api.update_session(&id, &obj(json!({"small": 1}))).await.unwrap();
-    let session = c.api.get_session(&id).await.unwrap().unwrap();
+    let session = c.api.session(&id).await.unwrap().unwrap();
     let mut keys: Vec<&String> = session.keys().collect();
     keys.sort();
     assert_eq!(keys, ["k01", "small"]);
@@ -203,7 +203,7 @@ impl RawLink {
 async fn a_session_write_asked_as_a_query_is_answered_with_the_reason_it_was_refused() {
     let c = Cluster::start(|g| g.max_session_bytes = 1000).await;
     let (_ws, id) = c.client().await;
-    let local = id.parse::<ClientId>().unwrap().local;
+    let local = id.local;
     let mut raw = RawLink::connect(&c.gw).await;
     let bytes = |v: Value| bytes::Bytes::from(serde_json::to_vec(&v).unwrap());
     let set = |session| Query::SetSession { client: local, session };
@@ -221,7 +221,7 @@ async fn a_session_write_asked_as_a_query_is_answered_with_the_reason_it_was_ref
     assert!(matches!(raw.ask(update(bytes(json!([1])))).await, Reply::Refused(Refusal::NotAnObject(_))));
     let gone = Query::SetSession { client: local + 1000, session: bytes(json!({})) };
     assert_eq!(raw.ask(gone).await, Reply::Refused(Refusal::ClientGone));
-    assert_eq!(c.api.get_session(&id).await.unwrap(), Some(obj(json!({"b": 1}))));
+    assert_eq!(c.api.session(&id).await.unwrap(), Some(obj(json!({"b": 1}))));
     assert_eq!(c.gw.metric("refused_session_too_large"), 2);
 }
 
@@ -256,13 +256,13 @@ async fn an_answer_too_large_for_a_frame_is_an_error_at_once_not_a_timeout() {
     // client library reports it as a gateway that did not answer) instead of the writer
     // dropping the answer and the asker waiting out its 5 s deadline.
     let started = Instant::now();
-    let answer = c.api.get_all_client_sessions().await.unwrap();
+    let answer = c.api.sessions().await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     assert_eq!(answer.missing, [c.gw.gw.address().to_string()]);
     assert_eq!(c.gw.metric("replies_too_large"), 1);
     // One client's session still comes, and so does everything else.
-    assert_eq!(c.api.get_session(&clients[0].1).await.unwrap().unwrap()["s"].as_str().unwrap().len(), 180_000);
-    assert_eq!(c.api.get_all_client_count().await.unwrap().value, 8);
+    assert_eq!(c.api.session(&clients[0].1).await.unwrap().unwrap()["s"].as_str().unwrap().len(), 180_000);
+    assert_eq!(c.api.client_count().await.unwrap().value, 8);
 }
 
 #[tokio::test]
@@ -278,10 +278,10 @@ async fn uid_and_group_names_that_break_the_rule_are_refused_at_the_gateway() {
     for g in ["g1", "g2", "g3", "g4", "g5", "g1"] {
         c.api.join_group(&id, g).await.unwrap();
     }
-    let mut groups = c.api.get_all_group_ids().await.unwrap().value;
+    let mut groups = c.api.groups().await.unwrap().value;
     groups.sort();
     assert_eq!(groups, ["g1", "g2", "g3"], "three groups at most, rejoining one is fine");
-    assert_eq!(c.api.get_all_uids().await.unwrap().value, ["fine"]);
+    assert_eq!(c.api.uids().await.unwrap().value, ["fine"]);
     assert_eq!(c.gw.metric("refused_bad_name"), 8);
     assert_eq!(c.gw.metric("refused_too_many_groups"), 2);
 }

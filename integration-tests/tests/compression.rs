@@ -5,21 +5,21 @@
 
 use std::time::Duration;
 
-use gw_business_worker::apps::bench::Bench;
 use gw_config::{GatewayConfig, ListenerConfig};
 use gw_integration_tests::deflate_ws::{BROWSER_OFFER, DeflateClient, Got, deflate};
 use gw_integration_tests::*;
+use gw_stock_apps::Echo;
 
 const SECRET: &str = "compression-secret-0123456789";
 
 /// What the gateway answers to any offer it accepts (no context takeover either way).
 const ANSWER: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
-/// A register, a gateway (`tweak`ed) and an echo worker (`Bench`: echo, `j` joins group `g`).
+/// A register, a gateway (`tweak`ed) and an echo worker (`Echo`: echo, `j` joins group `g`).
 async fn cluster(tweak: impl FnOnce(&mut GatewayConfig)) -> (RegisterHandle, GatewayHandle, WorkerHandle) {
     let reg = RegisterHandle::start(SECRET).await;
     let gw = GatewayHandle::start_with(&[reg.addr], SECRET, tweak).await;
-    let w = WorkerHandle::start("w", &[reg.addr], SECRET, Bench);
+    let w = WorkerHandle::start("w", &[reg.addr], SECRET, Echo);
     wait_for_workers(&gw, 1).await;
     (reg, gw, w)
 }

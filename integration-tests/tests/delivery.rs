@@ -4,7 +4,6 @@
 //! causes neither loss nor duplicates.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gw_business_worker::{Context, Events, HandlerResult, Message};
@@ -46,7 +45,7 @@ async fn events_a_crashed_worker_did_not_acknowledge_are_redelivered_in_order_an
     eventually(Duration::from_secs(5), "w1 started hang-1 and the gateway sent m2, m3", || {
         let s = stats.clone();
         let sent = gw.metric("events_sent");
-        async move { s.events.load(Ordering::Relaxed) >= 4 && sent >= 6 }
+        async move { s.events() >= 4 && sent >= 6 }
     })
     .await;
     let _w2 = WorkerHandle::start("w2", &[reg.addr], SECRET, Recorder("w2".into()));
@@ -73,7 +72,7 @@ async fn the_close_event_of_a_client_that_left_is_redelivered_too() {
     let stats = w1.stats.clone();
     eventually(Duration::from_secs(5), "w1 is stuck", || {
         let s = stats.clone();
-        async move { s.events.load(Ordering::Relaxed) >= 3 }
+        async move { s.events() >= 3 }
     })
     .await;
     c.close().await; // its close event queues behind the stuck message
@@ -117,8 +116,8 @@ impl Events for CloseWatcher {
 async fn a_worker_stopped_gracefully_under_load_loses_and_repeats_nothing() {
     let reg = RegisterHandle::start(SECRET).await;
     let gw = GatewayHandle::start(&[reg.addr], SECRET).await;
-    let w1 = WorkerHandle::start("w1", &[reg.addr], SECRET, gw_business_worker::apps::bench::Bench);
-    let _w2 = WorkerHandle::start("w2", &[reg.addr], SECRET, gw_business_worker::apps::bench::Bench);
+    let w1 = WorkerHandle::start("w1", &[reg.addr], SECRET, gw_stock_apps::Echo);
+    let _w2 = WorkerHandle::start("w2", &[reg.addr], SECRET, gw_stock_apps::Echo);
     wait_for_workers(&gw, 2).await;
     let mut tasks = Vec::new();
     for n in 0..10 {
@@ -129,7 +128,7 @@ async fn a_worker_stopped_gracefully_under_load_loses_and_repeats_nothing() {
     let stats = w1.stats.clone();
     eventually(Duration::from_secs(10), "traffic reached w1", || {
         let s = stats.clone();
-        async move { s.events.load(Ordering::Relaxed) > 200 }
+        async move { s.events() > 200 }
     })
     .await;
     w1.stop().await;

@@ -21,7 +21,7 @@ impl gw_business_worker::Events for Ids {
         ctx: &mut gw_business_worker::Context,
         _msg: gw_business_worker::Message,
     ) -> gw_business_worker::HandlerResult {
-        ctx.send(ctx.client_id.clone()).await?;
+        ctx.send(ctx.client_id.to_string()).await?;
         Ok(())
     }
 }
@@ -37,7 +37,7 @@ async fn a_message_sent_just_before_destroy_client_is_delivered_before_the_drop(
     for round in 0..20 {
         let mut ws = gw.client().await;
         ws.send("id").await;
-        let id = ws.recv().await;
+        let id = ws.recv_id().await;
         let text = format!("last words {round}");
         api.send_to_client(&id, text.as_str()).await.unwrap();
         api.destroy_client(&id).await.unwrap();
@@ -58,7 +58,7 @@ async fn destroy_client_behind_messages_a_client_does_not_read_still_drops_it_so
     let api = gateway_client(&[reg.addr], SECRET, 1).await;
     let mut ws = gw.client().await;
     ws.send("id").await;
-    let id = ws.recv().await;
+    let id = ws.recv_id().await;
     // About 3 MB the client never reads: more than the socket buffers hold, less than its queue.
     let big = "x".repeat(100_000);
     for _ in 0..30 {

@@ -5,10 +5,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream as StdTcpStream;
 use std::time::Duration;
 
-use gw_business_worker::apps::bench::Bench;
 use gw_business_worker::{Context, Events, HandlerResult, Message};
 use gw_config::{ListenerConfig, SlowConsumerPolicy};
 use gw_integration_tests::*;
+use gw_stock_apps::Echo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "edge-secret-0123456789";
@@ -194,7 +194,7 @@ async fn hostile_websocket_input_gets_the_right_close_code_or_http_status_and_is
         c.handshake_timeout = Duration::from_millis(500);
     })
     .await;
-    let _w = WorkerHandle::start("w", &[reg.addr], SECRET, Bench);
+    let _w = WorkerHandle::start("w", &[reg.addr], SECRET, Echo);
     wait_for_workers(&gw, 1).await;
     let addr = addr_of(&gw, "websocket");
     let mut bystander = gw.client().await;
@@ -267,7 +267,7 @@ async fn hostile_websocket_input_gets_the_right_close_code_or_http_status_and_is
 async fn a_head_over_8_kib_gets_431_and_a_length_with_its_top_bit_set_gets_1002() {
     let reg = RegisterHandle::start(SECRET).await;
     let gw = GatewayHandle::start(&[reg.addr], SECRET).await;
-    let _w = WorkerHandle::start("w", &[reg.addr], SECRET, Bench);
+    let _w = WorkerHandle::start("w", &[reg.addr], SECRET, Echo);
     wait_for_workers(&gw, 1).await;
     let addr = addr_of(&gw, "websocket");
     tokio::task::spawn_blocking(move || {
@@ -343,7 +343,7 @@ async fn random_bytes_on_text_and_frame_listeners_close_the_offender_only() {
         ];
     })
     .await;
-    let _w = WorkerHandle::start("w", &[reg.addr], SECRET, Bench);
+    let _w = WorkerHandle::start("w", &[reg.addr], SECRET, Echo);
     wait_for_workers(&gw, 1).await;
     let mut good = tokio::net::TcpStream::connect(addr_of(&gw, "text")).await.unwrap();
     for scheme in ["text", "frame"] {
@@ -370,7 +370,7 @@ async fn random_bytes_on_text_and_frame_listeners_close_the_offender_only() {
 async fn connections_over_the_per_ip_limit_are_refused_and_counted() {
     let reg = RegisterHandle::start(SECRET).await;
     let gw = GatewayHandle::start_with(&[reg.addr], SECRET, |c| c.max_connections_per_ip = 50).await;
-    let _w = WorkerHandle::start("w", &[reg.addr], SECRET, Bench);
+    let _w = WorkerHandle::start("w", &[reg.addr], SECRET, Echo);
     wait_for_workers(&gw, 1).await;
     let mut clients = Vec::new();
     for _ in 0..50 {
@@ -404,7 +404,7 @@ async fn a_client_that_never_reads_is_disconnected_as_a_slow_consumer_and_counte
         c.max_message_size = 64 * 1024;
     })
     .await;
-    let _w = WorkerHandle::start("w", &[reg.addr], SECRET, Bench);
+    let _w = WorkerHandle::start("w", &[reg.addr], SECRET, Echo);
     wait_for_workers(&gw, 1).await;
     // The stalled client joins group g, then never reads again.
     let addr = addr_of(&gw, "websocket");
@@ -447,7 +447,7 @@ async fn slow_consumer_policy_drop_keeps_the_client_and_counts_the_drops() {
         c.slow_consumer = SlowConsumerPolicy::Drop;
     })
     .await;
-    let _w = WorkerHandle::start("w", &[reg.addr], SECRET, Bench);
+    let _w = WorkerHandle::start("w", &[reg.addr], SECRET, Echo);
     wait_for_workers(&gw, 1).await;
     let client = gateway_client(&[reg.addr], SECRET, 1).await;
     let mut c = gw.client().await;
@@ -480,7 +480,7 @@ async fn without_a_worker_events_are_held_then_delivered_or_the_client_is_told_1
     let gw = GatewayHandle::start_with(&[reg.addr], SECRET, |c| c.worker_wait = Duration::from_secs(20)).await;
     let mut c = gw.client().await;
     c.send("held").await;
-    let _w = WorkerHandle::start("w", &[reg.addr], SECRET, Bench);
+    let _w = WorkerHandle::start("w", &[reg.addr], SECRET, Echo);
     assert_eq!(c.recv().await, "held", "delivered once a worker arrived");
 
     let short = GatewayHandle::start_with(&[reg.addr], SECRET, |c| {

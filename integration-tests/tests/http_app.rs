@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use gw_business_worker::apps::http::HttpApp;
 use gw_config::{HttpAppConfig, WorkerConfig};
-use gw_integration_tests::process::{cli, http_get, install_binary, start_reloadable_workers};
+use gw_integration_tests::process::{
+    StopOnPanic, cli, http_get, install_binary, log_field, start_reloadable_workers, wait_for_file_line,
+};
 use gw_integration_tests::*;
+use gw_stock_apps::HttpApp;
 use serde_json::{Value, json};
 
 const SECRET: &str = "http-app-test-secret-0123456789";
@@ -132,7 +134,7 @@ async fn a_python_endpoint_runs_the_chat_and_survives_its_own_failures() {
     for ws in [&mut ann, &mut bob] {
         assert_eq!(ws.recv_json().await, json!({"type": "say", "from": "Ann", "content": "hello"}));
     }
-    let session = gateway_client(&[reg.addr], SECRET, 1).await.get_session(&ann_id).await.unwrap();
+    let session = gateway_client(&[reg.addr], SECRET, 1).await.session(&ann_id.parse().unwrap()).await.unwrap();
     assert_eq!(session.unwrap().get("room"), Some(&json!("lobby")));
 
     // Mid-run failures: 500s, garbage and dropped connections are retried until they pass.
@@ -144,6 +146,11 @@ async fn a_python_endpoint_runs_the_chat_and_survives_its_own_failures() {
         }
     }
     assert!(stats.retries.load(Ordering::Relaxed) >= 9, "retries: {stats:?}");
+    // The endpoint may have acted on an attempt that failed (it answered 500 or garbage, or
+    // dropped the connection after reading the event): every retry says so.
+    let c = endpoint.counters();
+    assert_eq!(c["failed"], 9, "{c}");
+    assert_eq!(c["redelivered"], 9, "each failed attempt's retry is flagged redelivered: {c}");
     // A refusal (400) is not retried; the event is given up and the client goes on.
     ann.send("poison").await;
     ann.send(r#"{"type":"say","content":"after poison"}"#).await;
@@ -168,12 +175,15 @@ async fn a_python_endpoint_runs_the_chat_and_survives_its_own_failures() {
     }
     assert_eq!(stats.failures.load(Ordering::Relaxed), 2, "the refusal and the dead spell: {stats:?}");
     // Counted where every handler error is (gw_worker_handler_errors_total).
-    assert_eq!(worker.stats.handler_errors.load(Ordering::Relaxed), 2);
+    assert_eq!(worker.stats.handler_errors(), 2);
+
+    // Every failed attempt but the last of the given-up event was retried, flagged.
+    let c = endpoint.counters();
+    assert_eq!(c["redelivered"].as_u64().unwrap() + 1, c["failed"].as_u64().unwrap(), "{c}");
 
     // Logout: close event, the endpoint tells the room.
     ann.close().await;
     assert_eq!(bob.recv_json().await, json!({"type": "logout", "name": "Ann"}));
-    assert_eq!(endpoint.counters()["redelivered"], 0);
     worker.stop().await;
     gw.stop().await;
 }
@@ -191,6 +201,7 @@ async fn reloading_http_workers_under_numbered_traffic_loses_nothing() {
         SECRET,
         &format!("[http_app]\nurl = \"{}\"", endpoint.url()),
     );
+    let _stop_on_panic = StopOnPanic::new(&bin, &cfg);
     wait_for_workers(&gw, 2).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -222,6 +233,23 @@ async fn reloading_http_workers_under_numbered_traffic_loses_nothing() {
     assert_eq!(gw.metric("redelivered"), 0);
     assert_eq!(gw.metric("dropped_no_worker"), 0);
     assert_eq!(endpoint.counters()["redelivered"], 0);
+    // The application's own counters are in the master's /metrics, and survive the reload: every
+    // numbered message was one request (connects and closes are more).
+    let line = wait_for_file_line(&dir.join("rw.log"), "serving /metrics", Duration::from_secs(10));
+    let (code, body) = http_get(&log_field(&line, "admin"), "/metrics");
+    assert_eq!(code, 200, "{body}");
+    let sum = |name: &str| -> f64 {
+        let series: Vec<f64> = body
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{process=\"rw-")))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+            .collect();
+        assert_eq!(series.len(), 2, "{name} of both processes in:\n{body}");
+        series.iter().sum()
+    };
+    assert!(sum("gw_worker_http_requests_total") >= total as f64, "{total} messages:\n{body}");
+    assert_eq!(sum("gw_worker_http_retries_total"), 0.0);
+    assert_eq!(sum("gw_worker_http_failures_total"), 0.0);
     println!(
         "HTTP RELOAD: {total} numbered messages from {CLIENTS} clients through the endpoint, all answered once and in order"
     );

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use gw_business_worker::{Context, Events, HandlerResult, Message};
+use gw_business_worker::{ClientId, Context, Events, HandlerResult, Message};
 use gw_integration_tests::php::{Php, PhpGateway, PhpRegister};
 use gw_integration_tests::ws::Received;
 use gw_integration_tests::{RegisterHandle, WorkerHandle, WsClient, eventually, gateway_client};
@@ -21,7 +21,7 @@ struct SayId;
 
 impl Events for SayId {
     async fn on_connect(&self, ctx: &mut Context) -> HandlerResult {
-        ctx.send(ctx.client_id.clone()).await?;
+        ctx.send(ctx.client_id.to_string()).await?;
         Ok(())
     }
 
@@ -79,7 +79,7 @@ async fn php_gateway_client_calls_all_work_against_our_gateways() {
     let mut rust_ids = BTreeMap::new();
     for (name, gw) in [("a", &gw1), ("b", &gw1), ("c", &gw2)] {
         let mut c = gw.gateway.client().await;
-        let id = c.recv().await;
+        let id = c.recv_id().await;
         let session = json!({ "name": name }).as_object().unwrap().clone();
         rust.set_session(&id, &session).await.unwrap();
         rust_ids.insert(name, id);
@@ -87,9 +87,9 @@ async fn php_gateway_client_calls_all_work_against_our_gateways() {
     }
     let reg = php_register.addr.to_string();
 
-    let name_of = |id: &str| rust_ids.iter().find(|(_, v)| v.as_str() == id).map(|(k, _)| k.to_string()).unwrap();
-    let names = |ids: Vec<String>| {
-        let mut n: Vec<String> = ids.iter().map(|i| name_of(i)).collect();
+    let name_of = |id: &ClientId| rust_ids.iter().find(|(_, v)| *v == id).map(|(k, _)| k.to_string()).unwrap();
+    let names = |ids: Vec<ClientId>| {
+        let mut n: Vec<String> = ids.iter().map(name_of).collect();
         n.sort();
         n
     };
@@ -146,16 +146,16 @@ async fn php_gateway_client_calls_all_work_against_our_gateways() {
         assert_eq!(&q[k], v, "PHP {k}");
     }
     let rid = |n: &str| rust_ids[n].clone();
-    assert_eq!(rust.get_all_client_count().await.unwrap().value, 3);
-    assert_eq!(names(rust.get_client_ids_by_group("g1").await.unwrap().value), ["a", "b", "c"]);
-    assert_eq!(names(rust.get_client_ids_by_uid("u1").await.unwrap().value), ["a"]);
-    assert_eq!(rust.get_uid_by_client_id(&rid("c")).await.unwrap().as_deref(), Some("u2"));
-    let mut uids = rust.get_all_uids().await.unwrap().value;
+    assert_eq!(rust.client_count().await.unwrap().value, 3);
+    assert_eq!(names(rust.client_ids_by_group("g1").await.unwrap().value), ["a", "b", "c"]);
+    assert_eq!(names(rust.client_ids_by_uid("u1").await.unwrap().value), ["a"]);
+    assert_eq!(rust.uid_of(&rid("c")).await.unwrap().as_deref(), Some("u2"));
+    let mut uids = rust.uids().await.unwrap().value;
     uids.sort();
     assert_eq!(uids, ["u1", "u2"]);
-    assert_eq!(rust.get_client_count_by_group("g2").await.unwrap().value, 1);
-    assert_eq!(Value::Object(rust.get_session(&rid("a")).await.unwrap().unwrap()), q["getSession_a"]);
-    assert_eq!(Value::Object(rust.get_session(&rid("b")).await.unwrap().unwrap()), json!({"name": "b", "x": 1}));
+    assert_eq!(rust.client_count_by_group("g2").await.unwrap().value, 1);
+    assert_eq!(Value::Object(rust.session(&rid("a")).await.unwrap().unwrap()), q["getSession_a"]);
+    assert_eq!(Value::Object(rust.session(&rid("b")).await.unwrap().unwrap()), json!({"name": "b", "x": 1}));
 
     // Leaving, unbinding (PHP's own gateway ignores the uid; ours honours it), dissolving,
     // a raw session write, then closing one client with a last message and destroying another.
@@ -174,7 +174,7 @@ async fn php_gateway_client_calls_all_work_against_our_gateways() {
     assert_eq!(b.next(Duration::from_secs(10)).await, Some(Received::Closed(None)));
     eventually(Duration::from_secs(10), "a and b gone", || {
         let rust = rust.clone();
-        async move { rust.get_all_client_count().await.unwrap().value == 1 }
+        async move { rust.client_count().await.unwrap().value == 1 }
     })
     .await;
     assert!(rust.is_online(&rid("c")).await.unwrap());

@@ -121,7 +121,7 @@ async fn php_and_rust_workers_and_backends_serve_the_same_clients() {
 
     // Sessions written by each kind of worker are visible to the other kind of backend.
     let rust = gateway_client(&[register.addr], "s", 1).await;
-    let sessions = rust.get_all_client_sessions().await.unwrap().value;
+    let sessions = rust.sessions().await.unwrap().value;
     let mut names: Vec<String> = sessions.values().filter_map(|s| s["name"].as_str().map(String::from)).collect();
     names.sort();
     assert_eq!(names, (0..6).map(|i| format!("user-{i}")).collect::<Vec<_>>());

@@ -3,7 +3,6 @@
 //! starts a new one that carries on where the last left off: the client's addresses (which the
 //! gateway sends only with a client's first event on a link) and its session.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gw_business_worker::{Context, Events, HandlerResult, Message};
@@ -44,15 +43,15 @@ async fn a_quiet_client_holds_no_task_and_its_next_event_carries_on() {
         addrs.push(addr);
         clients.push(c);
     }
-    assert_eq!(stats.clients.load(Ordering::Relaxed), CLIENTS as u64);
+    assert_eq!(stats.clients(), CLIENTS as u64);
 
     // Quiet: every task ends, every client stays known.
     eventually(Duration::from_secs(10), "every client task ended", || {
         let stats = stats.clone();
-        async move { stats.client_tasks.load(Ordering::Relaxed) == 0 }
+        async move { stats.client_tasks() == 0 }
     })
     .await;
-    assert_eq!(stats.clients.load(Ordering::Relaxed), CLIENTS as u64);
+    assert_eq!(stats.clients(), CLIENTS as u64);
 
     // The next message starts a new task that still knows the client's address and session.
     for (c, addr) in clients.iter_mut().zip(&addrs) {
@@ -65,7 +64,7 @@ async fn a_quiet_client_holds_no_task_and_its_next_event_carries_on() {
     drop(c);
     eventually(Duration::from_secs(10), "the closed client forgotten", || {
         let stats = stats.clone();
-        async move { stats.clients.load(Ordering::Relaxed) == CLIENTS as u64 - 1 }
+        async move { stats.clients() == CLIENTS as u64 - 1 }
     })
     .await;
     worker.stop().await;

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use gw_business_worker::{Context, Events, HandlerResult, Message};
-use gw_gateway_client::GatewayClient;
+use gw_gateway_client::{ClientId, GatewayClient};
 use gw_integration_tests::fake_gateway::FakeGateway;
 use gw_integration_tests::*;
 use gw_proto::{Command, IndexChange, IndexUpdate};
@@ -34,7 +34,7 @@ struct Ids;
 impl Events for Ids {
     async fn on_message(&self, ctx: &mut Context, msg: Message) -> HandlerResult {
         if msg.as_text() == Some("id") {
-            ctx.send(ctx.client_id.clone()).await?;
+            ctx.send(ctx.client_id.to_string()).await?;
         }
         Ok(())
     }
@@ -43,13 +43,13 @@ impl Events for Ids {
 /// A connected client and its id.
 struct Client {
     ws: WsClient,
-    id: String,
+    id: ClientId,
 }
 
 async fn client(gw: &GatewayHandle) -> Client {
     let mut ws = gw.client().await;
     ws.send("id").await;
-    let id = ws.recv().await;
+    let id = ws.recv_id().await;
     Client { ws, id }
 }
 
@@ -104,7 +104,7 @@ async fn index_ready(g: &GatewayClient, gateways: u64) {
 
 /// Sends a marker to every client through `g` and waits until each has it (with whatever came
 /// before on the same links): afterwards every earlier command of `g` has been executed.
-async fn settle(g: &GatewayClient, clients: &mut [&mut Client], expect_before: &[(&str, &str)]) {
+async fn settle(g: &GatewayClient, clients: &mut [&mut Client], expect_before: &[(&ClientId, &str)]) {
     g.send_to_all("marker").await.unwrap();
     for c in clients.iter_mut() {
         let mut got = Vec::new();
@@ -115,7 +115,7 @@ async fn settle(g: &GatewayClient, clients: &mut [&mut Client], expect_before: &
             }
             got.push(m);
         }
-        let want: Vec<&str> = expect_before.iter().filter(|(id, _)| *id == c.id).map(|(_, m)| *m).collect();
+        let want: Vec<&str> = expect_before.iter().filter(|(id, _)| **id == c.id).map(|(_, m)| *m).collect();
         assert_eq!(got, want, "what client {} got before the marker", c.id);
     }
 }
@@ -145,9 +145,9 @@ async fn uid_and_group_calls_reach_only_the_gateways_that_hold_them_and_misses_a
 
     // Queries too.
     let before_q: Vec<u64> = c.gws.iter().map(|g| g.metric("queries")).collect();
-    let ids = api.get_client_ids_by_uid("ann").await.unwrap().complete().unwrap();
+    let ids = api.client_ids_by_uid("ann").await.unwrap().complete().unwrap();
     assert_eq!(ids, vec![ca.id.clone()]);
-    let n = api.get_client_count_by_group("room").await.unwrap().complete().unwrap();
+    let n = api.client_count_by_group("room").await.unwrap().complete().unwrap();
     assert_eq!(n, 1);
     let after_q: Vec<u64> = c.gws.iter().map(|g| g.metric("queries")).collect();
     assert_eq!(delta(&after_q, &before_q), vec![1, 1, 0], "each query asked only the holder");
@@ -368,13 +368,13 @@ async fn after_any_churn_the_index_answers_what_asking_every_gateway_answers() {
     eventually(WAIT, "the indexed answers to match asking every gateway", || {
         let (indexed, everywhere, uids, groups) = (indexed.clone(), everywhere.clone(), uids.clone(), groups.clone());
         async move {
-            let a = indexed.get_client_ids_by_uids(&uids).await.unwrap().complete().unwrap();
-            let b = everywhere.get_client_ids_by_uids(&uids).await.unwrap().complete().unwrap();
+            let a = indexed.client_ids_by_uids(&uids).await.unwrap().complete().unwrap();
+            let b = everywhere.client_ids_by_uids(&uids).await.unwrap().complete().unwrap();
             let mut ga = BTreeMap::new();
             let mut gb = BTreeMap::new();
             for g in &groups {
-                ga.insert(g.clone(), indexed.get_client_ids_by_group(g).await.unwrap().complete().unwrap());
-                gb.insert(g.clone(), everywhere.get_client_ids_by_group(g).await.unwrap().complete().unwrap());
+                ga.insert(g.clone(), indexed.client_ids_by_group(g).await.unwrap().complete().unwrap());
+                gb.insert(g.clone(), everywhere.client_ids_by_group(g).await.unwrap().complete().unwrap());
             }
             a == b && ga == gb
         }

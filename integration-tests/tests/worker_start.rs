@@ -22,7 +22,7 @@ impl Events for CountAtStart {
         // bounded by the query timeout; the whole wait by the test's deadline below.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         let result = loop {
-            let last = match worker.gateway.get_all_client_count().await.map(|a| a.complete()) {
+            let last = match worker.gateway.client_count().await.map(|a| a.complete()) {
                 Ok(Ok(n)) if n >= 1 => break Ok(n),
                 Ok(Ok(n)) => format!("complete answer, but {n} clients"),
                 Ok(Err(e)) | Err(e) => e.to_string(),

@@ -250,7 +250,7 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let (held, counted) = loop {
         let t = run.counts()?;
-        let counted = run.rt.block_on(run.gateway().get_all_client_count())?;
+        let counted = run.rt.block_on(run.gateway().client_count())?;
         if (counted.is_complete() && counted.value == t.alive) || Instant::now() > deadline {
             break (t.alive, counted.value);
         }
@@ -303,7 +303,7 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
     // Bound first and measured, then each client is told its uid and measured again: the two
     // figures separate the uid index from what one delivered message leaves behind per client.
     let t_bind = Instant::now();
-    let ids = run.rt.block_on(run.gateway().get_all_client_ids())?.complete().context("listing client ids")?;
+    let ids = run.rt.block_on(run.gateway().client_ids())?.complete().context("listing client ids")?;
     let n_ids = ids.len() as u64;
     run.rt.block_on(async {
         let g = run.gateway();
@@ -311,7 +311,7 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
             g.bind_uid(id, &k.to_string()).await?;
         }
         let deadline = Instant::now() + Duration::from_secs(120);
-        while g.get_all_uid_count().await?.value < n_ids && Instant::now() < deadline {
+        while g.uid_count().await?.value < n_ids && Instant::now() < deadline {
             tokio::time::sleep(POLL).await;
         }
         anyhow::Ok(())

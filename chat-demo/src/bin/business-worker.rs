@@ -4,19 +4,17 @@
 //!
 //! It lives here rather than in `business-worker/` because it ships the chat app: the chat
 //! handler implements the business worker's `Events`, so `gw-business-worker` cannot depend on
-//! it, and this binary, like any application's, sits above both.
+//! it, and this binary, like any application's, sits above both (the echo and http apps are in
+//! `stock-apps/`).
 
-use gw_business_worker::apps::{
-    bench::Bench,
-    http::{HttpApp, HttpAppError},
-};
 use gw_business_worker::{App, Application, NoConfig};
 use gw_chat_demo::Chat;
+use gw_stock_apps::{Echo, HttpApp, HttpAppError};
 
 fn main() -> std::process::ExitCode {
     App::try_with_worker_config(|_: &NoConfig, worker| -> Result<Application, HttpAppError> {
         Ok(match worker.app.as_str() {
-            "echo" => Bench.into(),
+            "echo" => Echo.into(),
             "http" => HttpApp::new(worker.http_app.clone())?.into(),
             _ => Chat::default().into(),
         })

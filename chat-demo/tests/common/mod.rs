@@ -313,7 +313,7 @@ impl Cluster {
         let worker_task = tokio::spawn({
             let stop = worker_stop.clone();
             async move {
-                let _ = gw_business_worker::run(worker_config, chat, stop).await;
+                gw_business_worker::Worker::new(worker_config, chat).run(stop).await;
             }
         });
         eventually(TIMEOUT, "the worker links to the gateway", || {

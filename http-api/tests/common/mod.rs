@@ -25,7 +25,7 @@ pub struct Hello;
 
 impl Events for Hello {
     async fn on_connect(&self, ctx: &mut Context) -> HandlerResult {
-        let id = ctx.client_id.clone();
+        let id = ctx.client_id.to_string();
         ctx.send(id).await?;
         Ok(())
     }

@@ -10,7 +10,7 @@ use gw_proto::{Command, Query, Reply, ToGateway};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::ClientError;
+use crate::SendError;
 use crate::routing::Routing;
 
 /// A live link to a gateway. Cheap to share (`Arc`); dropped from the table of
@@ -62,9 +62,9 @@ impl GatewayLink {
     }
 
     /// Queues a message on this link, behind everything queued before, waiting while the queue
-    /// is full. [`ClientError::GatewayUnavailable`] once the link is down.
-    pub async fn send(&self, msg: ToGateway) -> Result<(), ClientError> {
-        let permit = self.tx.reserve().await.map_err(|_| ClientError::GatewayUnavailable(self.address.clone()))?;
+    /// is full. [`SendError::Down`] once the link is down.
+    pub async fn send(&self, msg: ToGateway) -> Result<(), SendError> {
+        let permit = self.tx.reserve().await.map_err(|_| SendError::Down(self.address.clone()))?;
         self.queue(permit, msg);
         Ok(())
     }
@@ -103,7 +103,7 @@ impl GatewayLink {
 
     /// Sends a command to this gateway (for a command about one of its clients, the fast path:
     /// no client id to parse or resolve).
-    pub async fn command(&self, cmd: Command) -> Result<(), ClientError> {
+    pub async fn command(&self, cmd: Command) -> Result<(), SendError> {
         self.send(ToGateway::Command(cmd)).await
     }
 
@@ -113,20 +113,20 @@ impl GatewayLink {
     }
 
     /// Sends a query and waits for its reply, at most `deadline`.
-    pub(crate) async fn request(&self, query: Query, deadline: Duration) -> Result<Reply, ClientError> {
+    pub async fn request(&self, query: Query, deadline: Duration) -> Result<Reply, SendError> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending lock").insert(id, tx);
         let result = tokio::time::timeout(deadline, async {
             self.send(ToGateway::Request { id, query }).await?;
-            rx.await.map_err(|_| ClientError::GatewayUnavailable(self.address.clone()))
+            rx.await.map_err(|_| SendError::Down(self.address.clone()))
         })
         .await;
         match result {
             Ok(r) => r,
             Err(_) => {
                 self.pending.lock().expect("pending lock").remove(&id);
-                Err(ClientError::Timeout(self.address.clone()))
+                Err(SendError::Timeout(self.address.clone()))
             }
         }
     }

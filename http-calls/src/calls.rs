@@ -1,13 +1,18 @@
 //! The Gateway API as JSON: one argument type per call, each run by one `GatewayClient` method.
 //!
-//! The same types serve the routes (`POST /v1/<call>` with the arguments as the body), the batch
-//! endpoint and the OpenAPI document, so the three cannot drift apart.
+//! The same types serve the HTTP API's routes (`POST /v1/<call>` with the arguments as the body),
+//! its batch endpoint and its OpenAPI document, so the three cannot drift apart; and the `calls`
+//! an HTTP application's endpoint answers with.
+//!
+//! The calls keep their wire names (`get_all_client_count`, ...), GatewayWorker's, which other
+//! languages know; each runs the `GatewayClient` method of the Rust name (`client_count`, ...).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use gw_gateway_client::{Answer, ClientError, CloseReason, GatewayClient, Payload, Session};
+use gw_gateway_client::{Answer, ClientError, ClientId, CloseReason, GatewayClient, Payload, Session};
 use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -77,8 +82,39 @@ fn plain<T>(result: Result<T, ClientError>) -> Result<Reply<T>, ClientError> {
     result.map(|value| Reply { value, missing: vec![] })
 }
 
-fn ids(list: &[Id]) -> Vec<&str> {
-    list.iter().map(|i| i.0.as_str()).collect()
+fn ids(list: &[Id]) -> Vec<&ClientId> {
+    list.iter().map(|i| &i.0).collect()
+}
+
+/// Client ids in an answer, as the strings the JSON carries.
+trait IdsAsStrings {
+    type Text;
+    fn into_strings(self) -> Self::Text;
+}
+
+impl IdsAsStrings for Vec<ClientId> {
+    type Text = Vec<String>;
+    fn into_strings(self) -> Vec<String> {
+        self.iter().map(ClientId::to_string).collect()
+    }
+}
+
+impl IdsAsStrings for BTreeMap<String, Vec<ClientId>> {
+    type Text = BTreeMap<String, Vec<String>>;
+    fn into_strings(self) -> Self::Text {
+        self.into_iter().map(|(k, v)| (k, v.into_strings())).collect()
+    }
+}
+
+impl IdsAsStrings for BTreeMap<ClientId, Session> {
+    type Text = BTreeMap<String, Session>;
+    fn into_strings(self) -> Self::Text {
+        self.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+}
+
+fn ids_answer<T: IdsAsStrings>(result: Result<Answer<T>, ClientError>) -> Result<Reply<T::Text>, ClientError> {
+    result.map(|a| Reply { value: a.value.into_strings(), missing: a.missing })
 }
 
 fn names(list: &[Name]) -> Vec<&str> {
@@ -97,6 +133,21 @@ pub trait ApiCall: for<'de> Deserialize<'de> + JsonSchema + Send + 'static {
     type Output: Serialize + JsonSchema + Send;
     /// Runs the call.
     fn run(self, gateway: &GatewayClient) -> impl Future<Output = Result<Reply<Self::Output>, ClientError>> + Send;
+}
+
+/// How an argument object becomes a call's argument type: the HTTP API's parser names the field
+/// at fault in its error.
+pub trait ArgsParser {
+    /// Why the arguments are not the call's.
+    type Error;
+    /// Parses `args` as `T`.
+    fn parse<T: DeserializeOwned>(&self, args: Value) -> Result<T, Self::Error>;
+}
+
+/// Something done with every call's type, in turn ([`for_each_call`]): adding its route, say.
+pub trait CallVisitor {
+    /// Called once per call type.
+    fn visit<C: ApiCall>(&mut self);
 }
 
 /// What the OpenAPI document needs to know of each call.
@@ -155,11 +206,11 @@ macro_rules! calls {
                 match self { $(Call::$ty(_) => $ty::KIND),* }
             }
 
-            /// The call `name` with its arguments; `None` if there is no such call. Errors
-            /// name the field within `args`.
-            pub fn from_parts(name: &str, args: Value) -> Option<Result<Call, crate::ApiError>> {
+            /// The call `name` with its arguments, parsed by `parser`; `None` if there is no
+            /// such call.
+            pub fn from_parts<P: ArgsParser>(name: &str, args: Value, parser: &P) -> Option<Result<Call, P::Error>> {
                 match name {
-                    $(stringify!($name) => Some(crate::error::parse_value::<$ty>(args).map(Call::$ty)),)*
+                    $(stringify!($name) => Some(parser.parse::<$ty>(args).map(Call::$ty)),)*
                     _ => None,
                 }
             }
@@ -188,13 +239,10 @@ macro_rules! calls {
             }),*]
         }
 
-        /// Adds `POST /v1/<call>` for every call, each handled by `handler::<ThatCall>`.
-        macro_rules! for_each_call {
-            ($router:expr, $handler:ident) => {
-                $router $(.route(concat!("/v1/", stringify!($name)), axum::routing::post($handler::<$crate::calls::$ty>)))*
-            };
+        /// Hands every call's type to `visitor`, in the order of the API documentation.
+        pub fn for_each_call<V: CallVisitor>(visitor: &mut V) {
+            $(visitor.visit::<$ty>();)*
         }
-        pub(crate) use for_each_call;
     };
 }
 
@@ -264,10 +312,10 @@ calls! {
         -> bool = |g, a| plain(g.is_online(&a.client_id.0).await);
     /// A client's session; null if the client is not connected.
     get_session => GetSession [Read] { client_id: Id }
-        -> Option<Session> = |g, a| plain(g.get_session(&a.client_id.0).await);
+        -> Option<Session> = |g, a| plain(g.session(&a.client_id.0).await);
     /// The uid a client is bound to, or null.
     get_uid_by_client_id => GetUidByClientId [Read] { client_id: Id }
-        -> Option<String> = |g, a| plain(g.get_uid_by_client_id(&a.client_id.0).await);
+        -> Option<String> = |g, a| plain(g.uid_of(&a.client_id.0).await);
     /// Whether any connection is bound to a uid.
     is_uid_online => IsUidOnline [Read] { uid: Name }
         -> bool = |g, a| answer(g.is_uid_online(&a.uid.0).await);
@@ -276,58 +324,58 @@ calls! {
         -> BTreeMap<String, bool> = |g, a| answer(g.are_uids_online(&names(&a.uids)).await);
     /// Every client id bound to a uid.
     get_client_ids_by_uid => GetClientIdsByUid [Read] { uid: Name }
-        -> Vec<String> = |g, a| answer(g.get_client_ids_by_uid(&a.uid.0).await);
+        -> Vec<String> = |g, a| ids_answer(g.client_ids_by_uid(&a.uid.0).await);
     /// For each uid, its client ids.
     get_client_ids_by_uids => GetClientIdsByUids [Read] { uids: Vec<Name> }
-        -> BTreeMap<String, Vec<String>> = |g, a| answer(g.get_client_ids_by_uids(&names(&a.uids)).await);
+        -> BTreeMap<String, Vec<String>> = |g, a| ids_answer(g.client_ids_by_uids(&names(&a.uids)).await);
     /// Every uid bound to at least one connection.
     get_all_uids => GetAllUids [Read] {}
-        -> Vec<String> = |g, _a| answer(g.get_all_uids().await);
+        -> Vec<String> = |g, _a| answer(g.uids().await);
     /// Number of distinct uids online.
     get_all_uid_count => GetAllUidCount [Read] {}
-        -> u64 = |g, _a| answer(g.get_all_uid_count().await);
+        -> u64 = |g, _a| answer(g.uid_count().await);
     /// Every member of a group.
     get_client_ids_by_group => GetClientIdsByGroup [Read] { group: Name }
-        -> Vec<String> = |g, a| answer(g.get_client_ids_by_group(&a.group.0).await);
+        -> Vec<String> = |g, a| ids_answer(g.client_ids_by_group(&a.group.0).await);
     /// Number of members of a group.
     get_client_count_by_group => GetClientCountByGroup [Read] { group: Name }
-        -> u64 = |g, a| answer(g.get_client_count_by_group(&a.group.0).await);
+        -> u64 = |g, a| answer(g.client_count_by_group(&a.group.0).await);
     /// Number of members of each group.
     get_client_count_by_groups => GetClientCountByGroups [Read] { groups: Vec<Name> }
-        -> BTreeMap<String, u64> = |g, a| answer(g.get_client_count_by_groups(&names(&a.groups)).await);
+        -> BTreeMap<String, u64> = |g, a| answer(g.client_count_by_groups(&names(&a.groups)).await);
     /// Distinct uids among a group's members.
     get_uids_by_group => GetUidsByGroup [Read] { group: Name }
-        -> Vec<String> = |g, a| answer(g.get_uids_by_group(&a.group.0).await);
+        -> Vec<String> = |g, a| answer(g.uids_by_group(&a.group.0).await);
     /// Number of distinct uids among a group's members.
     get_uid_count_by_group => GetUidCountByGroup [Read] { group: Name }
-        -> u64 = |g, a| answer(g.get_uid_count_by_group(&a.group.0).await);
+        -> u64 = |g, a| answer(g.uid_count_by_group(&a.group.0).await);
     /// Every group with at least one member.
     get_all_group_ids => GetAllGroupIds [Read] {}
-        -> Vec<String> = |g, _a| answer(g.get_all_group_ids().await);
+        -> Vec<String> = |g, _a| answer(g.groups().await);
     /// Every group with its members' client ids.
     get_all_group_client_id_lists => GetAllGroupClientIdLists [Read] {}
-        -> BTreeMap<String, Vec<String>> = |g, _a| answer(g.get_all_group_client_id_lists().await);
+        -> BTreeMap<String, Vec<String>> = |g, _a| ids_answer(g.group_client_ids().await);
     /// Every group with its member count.
     get_all_group_client_id_counts => GetAllGroupClientIdCounts [Read] {}
-        -> BTreeMap<String, u64> = |g, _a| answer(g.get_all_group_client_id_counts().await);
+        -> BTreeMap<String, u64> = |g, _a| answer(g.group_client_counts().await);
     /// Every group with the distinct uids of its members.
     get_all_group_uid_lists => GetAllGroupUidLists [Read] {}
-        -> BTreeMap<String, Vec<String>> = |g, _a| answer(g.get_all_group_uid_lists().await);
+        -> BTreeMap<String, Vec<String>> = |g, _a| answer(g.group_uids().await);
     /// Every group with its distinct uid count.
     get_all_group_uid_counts => GetAllGroupUidCounts [Read] {}
-        -> BTreeMap<String, u64> = |g, _a| answer(g.get_all_group_uid_counts().await);
+        -> BTreeMap<String, u64> = |g, _a| answer(g.group_uid_counts().await);
     /// Every connected client id.
     get_all_client_ids => GetAllClientIds [Read] {}
-        -> Vec<String> = |g, _a| answer(g.get_all_client_ids().await);
+        -> Vec<String> = |g, _a| ids_answer(g.client_ids().await);
     /// Number of connected clients.
     get_all_client_count => GetAllClientCount [Read] {}
-        -> u64 = |g, _a| answer(g.get_all_client_count().await);
+        -> u64 = |g, _a| answer(g.client_count().await);
     /// Every connected client with its session.
     get_all_client_sessions => GetAllClientSessions [Read] {}
-        -> BTreeMap<String, Session> = |g, _a| answer(g.get_all_client_sessions().await);
+        -> BTreeMap<String, Session> = |g, _a| ids_answer(g.sessions().await);
     /// The sessions of a group's members.
     get_client_sessions_by_group => GetClientSessionsByGroup [Read] { group: Name }
-        -> BTreeMap<String, Session> = |g, a| answer(g.get_client_sessions_by_group(&a.group.0).await);
+        -> BTreeMap<String, Session> = |g, a| ids_answer(g.sessions_by_group(&a.group.0).await);
 }
 
 /// The close frame to send: the code and reason given (both checked when parsed), 1000 if only a

@@ -1,8 +1,13 @@
-//! The master process of `business-worker start`: runs `count` worker processes, restarts one that
-//! crashes (within a restart budget), and on reload (SIGUSR1 / `business-worker reload`) replaces
-//! them one at a time with the binary now on disk: start the new process, wait until it is linked
-//! to every gateway, then stop the old one gracefully (it drains, finishes what it received and
-//! exits). Gateways keep every client connected throughout.
+//! The process supervisor of a business-worker application: the master process of `start`. It
+//! runs `count` worker processes, restarts one that crashes (within a restart budget), and on
+//! reload (SIGUSR1 / `reload`) replaces them one at a time with the binary now on disk: start the
+//! new process, wait until it is linked to every gateway, then stop the old one gracefully (it
+//! drains, finishes what it received and exits). Gateways keep every client connected throughout.
+//!
+//! A worker process (`child --index N --generation G`) tells the master it is ready by printing
+//! [`READY_LINE`] ([`announce_ready`]) and stops when the master is gone
+//! ([`stop_when_orphaned`]). Its `status` row says whether it can serve: one whose state starts
+//! with [`NOT_LINKED`] makes the master's `/health` answer 503 with that state.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -12,17 +17,99 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gw_config::WorkerConfig;
-use gw_daemon::control::{self, Request, Response};
-use gw_daemon::pidfile::{self, Sig};
-use gw_daemon::report::{own_rss, with_label};
-use gw_daemon::{BoxFuture, MetricFamily, Node, ProcessStatus, RunContext};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
+use crate::control::{self, Request, Response};
+use crate::pidfile::{self, Sig};
+use crate::report::{own_rss, with_label};
 use crate::totals::Totals;
+use crate::{BoxFuture, MetricFamily, Node, ProcessStatus, RunContext};
 
 /// Line a worker process prints on stdout once it is linked to every gateway.
 pub const READY_LINE: &str = "GW-WORKER-READY";
+
+/// How the `status` state of a worker process that cannot serve begins (`not linked:
+/// authentication failed (check secret)`): the master is unhealthy while one says so.
+pub const NOT_LINKED: &str = "not linked";
+
+/// Why the master stopped, or a reload failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SupervisorError {
+    /// The master cannot find its own executable, to start worker processes from.
+    #[error("cannot find this program's executable: {0}")]
+    Executable(#[source] std::io::Error),
+    /// A worker process could not be started.
+    #[error("cannot start worker process {index}: {source}")]
+    Spawn {
+        /// Its slot.
+        index: usize,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Worker processes crashed more often than the restart budget allows.
+    #[error(
+        "worker processes crashed {crashes} times within {window:?} (restart_limit = {limit}); giving up. Last: worker {index} exited with {status}"
+    )]
+    CrashLoop {
+        /// Crashes within the window.
+        crashes: usize,
+        /// `restart_window`.
+        window: Duration,
+        /// `restart_limit`.
+        limit: usize,
+        /// The slot of the last crashed process.
+        index: usize,
+        /// How it exited.
+        status: String,
+    },
+    /// A new process of a reload did not print its ready line in time (it was killed).
+    #[error("worker process {index} did not become ready within {timeout:?}")]
+    NotReady {
+        /// Its slot.
+        index: usize,
+        /// How long it had.
+        timeout: Duration,
+    },
+    /// A new process of a reload exited before it was ready.
+    #[error("new worker process {index} exited before it was ready ({status}); is the new binary broken?")]
+    ExitedBeforeReady {
+        /// Its slot.
+        index: usize,
+        /// How it exited.
+        status: String,
+    },
+    /// The master stopped watching its processes (it is shutting down).
+    #[error("the master stopped watching its worker processes")]
+    Stopped,
+}
+
+/// Prints [`READY_LINE`]: what a worker process does once it is linked to every gateway.
+pub fn announce_ready() {
+    println!("{READY_LINE}");
+}
+
+/// Cancels `shutdown` when this process's parent (the master) is gone, even killed with
+/// `kill -9`: a worker process stops gracefully instead of serving on unsupervised.
+pub fn stop_when_orphaned(shutdown: CancellationToken) {
+    let master = nix::unistd::getppid();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            if nix::unistd::getppid() != master {
+                tracing::warn!("master process gone; stopping this worker process");
+                shutdown.cancel();
+                return;
+            }
+        }
+    });
+}
 
 /// How long a new process may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,7 +137,7 @@ struct Shared {
 
 /// The master as a [`Node`].
 #[derive(Debug)]
-pub struct MasterNode {
+struct MasterNode {
     name: String,
     shared: Arc<Mutex<Shared>>,
     reloads: AtomicU64,
@@ -61,6 +148,9 @@ pub struct MasterNode {
     restarts: AtomicU64,
     /// What every process generation counted, so counters survive reloads and restarts.
     totals: Totals,
+    /// The states of the processes that said they cannot serve ([`NOT_LINKED`]), as last
+    /// sampled: `<name>-<index>: <state>`.
+    problems: Mutex<Vec<String>>,
 }
 
 /// How often the master samples its processes' counters (what a crashed process counted since
@@ -81,6 +171,24 @@ impl MasterNode {
             }
             _ => false,
         }
+    }
+
+    /// Asks every process for its `status` row and keeps the states of those that cannot serve.
+    async fn sample_health(&self) {
+        let slots = self.shared.lock().expect("master lock").slots.clone();
+        let mut problems = Vec::new();
+        for slot in slots {
+            if let Ok(Response::Status(rows)) =
+                control::ask(&slot.socket, Request::Status, Duration::from_secs(2)).await
+            {
+                problems.extend(
+                    rows.into_iter()
+                        .filter(|r| r.state.starts_with(NOT_LINKED))
+                        .map(|r| format!("{}: {}", r.name, r.state)),
+                );
+            }
+        }
+        *self.problems.lock().expect("problems lock") = problems;
     }
 
     /// Samples a retiring process until it is gone, so the work it finishes while draining counts.
@@ -162,6 +270,15 @@ impl Node for MasterNode {
     fn requests_total(&self) -> u64 {
         0
     }
+
+    fn healthy(&self) -> bool {
+        self.health().is_ok()
+    }
+
+    fn health(&self) -> Result<(), String> {
+        let problems = self.problems.lock().expect("problems lock");
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
 }
 
 struct Master {
@@ -178,9 +295,9 @@ struct Master {
 }
 
 /// Runs the master until shutdown; returns an error if the restart budget is exhausted.
-pub async fn run_master(config: WorkerConfig, ctx: RunContext) -> anyhow::Result<()> {
+pub async fn run(config: WorkerConfig, ctx: RunContext) -> Result<(), SupervisorError> {
     // The path now, before a reload replaces the file: re-running it later runs the new binary.
-    let exe = std::env::current_exe()?;
+    let exe = std::env::current_exe().map_err(SupervisorError::Executable)?;
     let (events_tx, events) = mpsc::unbounded_channel();
     let node = Arc::new(MasterNode {
         name: config.name.clone(),
@@ -190,6 +307,7 @@ pub async fn run_master(config: WorkerConfig, ctx: RunContext) -> anyhow::Result
         last_reload_micros: AtomicU64::new(0),
         restarts: AtomicU64::new(0),
         totals: Totals::default(),
+        problems: Mutex::new(Vec::new()),
     });
     ctx.publish(node.clone());
     let sampler = tokio::spawn({
@@ -198,6 +316,7 @@ pub async fn run_master(config: WorkerConfig, ctx: RunContext) -> anyhow::Result
             loop {
                 tokio::time::sleep(SAMPLE_EVERY).await;
                 let _ = node.metrics().await;
+                node.sample_health().await;
             }
         }
     });
@@ -269,7 +388,7 @@ impl Master {
         self.config.process.control_socket(&format!("{}-{index}.{}.{generation}", self.config.name, std::process::id()))
     }
 
-    fn spawn(&self, index: usize, generation: u64) -> anyhow::Result<Slot> {
+    fn spawn(&self, index: usize, generation: u64) -> Result<Slot, SupervisorError> {
         let mut cmd = tokio::process::Command::new(&self.exe);
         if let Some(p) = &self.config_path {
             cmd.arg("--config").arg(p);
@@ -279,7 +398,7 @@ impl Master {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(false);
-        let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start worker process {index}: {e}"))?;
+        let mut child = cmd.spawn().map_err(|source| SupervisorError::Spawn { index, source })?;
         let pid = child.id().unwrap_or(0);
         tracing::info!(index, generation, pid, "worker process started");
         let stdout = child.stdout.take();
@@ -303,7 +422,7 @@ impl Master {
     }
 
     /// Handles an event outside a reload: a crash is restarted unless the budget is spent.
-    fn on_event(&mut self, ev: ChildEvent) -> anyhow::Result<()> {
+    fn on_event(&mut self, ev: ChildEvent) -> Result<(), SupervisorError> {
         match ev {
             ChildEvent::Ready { index, generation } => {
                 tracing::info!(index, generation, "worker process ready");
@@ -331,12 +450,13 @@ impl Master {
                     self.crashes.pop_front();
                 }
                 if self.crashes.len() > self.config.restart_limit {
-                    anyhow::bail!(
-                        "worker processes crashed {} times within {:?} (restart_limit = {}); giving up. Last: worker {index} exited with {status}",
-                        self.crashes.len(),
-                        self.config.restart_window,
-                        self.config.restart_limit
-                    );
+                    return Err(SupervisorError::CrashLoop {
+                        crashes: self.crashes.len(),
+                        window: self.config.restart_window,
+                        limit: self.config.restart_limit,
+                        index,
+                        status,
+                    });
                 }
                 tracing::error!(index, generation, status = %status, "worker process died; restarting it");
                 self.node.restarts.fetch_add(1, Ordering::Relaxed);
@@ -352,7 +472,7 @@ impl Master {
     }
 
     /// Replaces every process, one at a time.
-    async fn reload(&mut self) -> anyhow::Result<()> {
+    async fn reload(&mut self) -> Result<(), SupervisorError> {
         let count = self.node.shared.lock().expect("master lock").slots.len();
         tracing::info!(count, binary = %self.exe.display(), "reload: replacing worker processes one at a time");
         for i in 0..count {
@@ -368,9 +488,9 @@ impl Master {
                     Err(_) => {
                         let _ = pidfile::signal(new.pid, Sig::SIGKILL);
                         self.retiring.push((new.index, new.generation));
-                        anyhow::bail!("worker process {} did not become ready within {READY_TIMEOUT:?}", new.index);
+                        return Err(SupervisorError::NotReady { index: new.index, timeout: READY_TIMEOUT });
                     }
-                    Ok(None) => anyhow::bail!("event channel closed"),
+                    Ok(None) => return Err(SupervisorError::Stopped),
                     Ok(Some(ChildEvent::Ready { index, generation }))
                         if index == new.index && generation == new.generation =>
                     {
@@ -379,9 +499,7 @@ impl Master {
                     Ok(Some(ChildEvent::Exited { index, generation, status }))
                         if index == new.index && generation == new.generation =>
                     {
-                        anyhow::bail!(
-                            "new worker process {index} exited before it was ready ({status}); is the new binary broken?"
-                        );
+                        return Err(SupervisorError::ExitedBeforeReady { index, status });
                     }
                     Ok(Some(other)) => self.on_event(other)?,
                 }

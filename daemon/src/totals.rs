@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use gw_daemon::MetricFamily;
+use crate::MetricFamily;
 
 /// Name, suffix and labels of one sample.
 type Key = (String, String, String);

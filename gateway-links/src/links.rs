@@ -1,6 +1,6 @@
 //! Learn the gateways from every register and keep one authenticated link to each: the building
-//! block under both a web backend's [`GatewayClient`](crate::GatewayClient) and a business
-//! worker (which also receives client events, through an [`Inbound`] of its own).
+//! block under both a web backend's `GatewayClient` and a business worker (which also receives
+//! client events, through an [`Inbound`] of its own).
 //!
 //! Each link runs on `gw_link`'s engine (heartbeat, coalescing writer, graceful flush) and is
 //! redialed with backoff while any register lists its gateway.
@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::link::GatewayLink;
-use crate::routing::{Routing, RoutingStats};
+use crate::routing::{Kind, Routing, RoutingStats};
 
 /// What a process does with what gateways send besides answers to its queries: the client events
 /// a business worker receives. One [`LinkInbound`] per link incarnation.
@@ -97,6 +97,33 @@ pub struct LinksOptions {
     pub link: LinkConfig,
 }
 
+/// What the registers have told this process so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegisterState {
+    /// At least one register has sent a gateway list.
+    Heard,
+    /// No register has sent a list, and this one refused the handshake.
+    Refused(Refusal),
+    /// No register has answered yet.
+    Silent,
+}
+
+/// A peer that refused this process's handshake, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The register's or gateway's address.
+    pub peer: String,
+    /// What the handshake failed with (`the peer refused us: authentication failed`, ...).
+    pub reason: String,
+}
+
+impl Refusal {
+    /// True when the secrets differ (the usual cause), rather than, say, the protocol version.
+    pub fn is_authentication(&self) -> bool {
+        self.reason.contains("authentication failed")
+    }
+}
+
 #[derive(Debug, Default)]
 struct Known {
     /// Last list from each register (kept while that register is away, so a register restart does
@@ -129,7 +156,7 @@ impl fmt::Debug for Spawner {
 ///
 /// ```no_run
 /// # async fn f() {
-/// use gw_gateway_client::{GatewayLinks, LinksOptions, NoEvents};
+/// use gw_gateway_links::{GatewayLinks, LinksOptions, NoEvents};
 /// let links = GatewayLinks::start(
 ///     LinksOptions {
 ///         registers: vec!["127.0.0.1:1236".into()],
@@ -154,13 +181,15 @@ pub struct GatewayLinks {
     /// Bumped on every change of `links` or of the known gateways.
     changed: watch::Sender<u64>,
     /// At least one register has sent a list.
-    pub(crate) heard_register: watch::Sender<bool>,
+    heard_register: watch::Sender<bool>,
     /// Registers whose last handshake refused us, by index: (address, why). Cleared when that
     /// register accepts a handshake again.
-    pub(crate) refusals: watch::Sender<BTreeMap<usize, (String, String)>>,
+    refusals: watch::Sender<BTreeMap<usize, (String, String)>>,
+    /// Gateways whose last handshake refused us: address, why. Cleared when one accepts again.
+    gateway_refusals: Mutex<BTreeMap<String, String>>,
     next_link: AtomicU64,
     /// Which gateways hold which uids and groups.
-    pub(crate) routing: Arc<Routing>,
+    routing: Arc<Routing>,
     spawner: Spawner,
     /// Graceful close: links stop reading, queue their final messages, flush, disconnect.
     closing: CancellationToken,
@@ -190,6 +219,7 @@ impl GatewayLinks {
             changed: watch::channel(0).0,
             heard_register: watch::channel(false).0,
             refusals: watch::channel(BTreeMap::new()).0,
+            gateway_refusals: Mutex::new(BTreeMap::new()),
             next_link: AtomicU64::new(1),
             routing: Arc::new(Routing::new(options.link.routing_index)),
             spawner,
@@ -213,6 +243,55 @@ impl GatewayLinks {
     /// What the routing index holds and did (see [`RoutingStats`]).
     pub fn routing_stats(&self) -> RoutingStats {
         self.routing.stats()
+    }
+
+    /// The links among `links` a call about these uids or groups must reach: by the routing
+    /// index, only those whose gateway holds one of them (or might: see [`RoutingStats`]).
+    pub fn route(&self, links: Vec<Arc<GatewayLink>>, kind: Kind, names: &[String]) -> Vec<Arc<GatewayLink>> {
+        self.routing.route(links, kind, names)
+    }
+
+    /// What the registers have said so far: a list, a refusal, or nothing yet.
+    pub fn register_state(&self) -> RegisterState {
+        if *self.heard_register.borrow() {
+            return RegisterState::Heard;
+        }
+        match self.refusals.borrow().values().next() {
+            Some((peer, reason)) => RegisterState::Refused(Refusal { peer: peer.clone(), reason: reason.clone() }),
+            None => RegisterState::Silent,
+        }
+    }
+
+    /// Waits until a register has sent a list ([`RegisterState::Heard`]), every register has
+    /// refused the handshake (a refusal is final until the configuration changes:
+    /// [`RegisterState::Refused`]), or `timeout` passes ([`RegisterState::Silent`]).
+    pub async fn wait_for_register(&self, timeout: Duration) -> RegisterState {
+        let mut heard = self.heard_register.subscribe();
+        let mut refusals = self.refusals.subscribe();
+        let registers = self.options.registers.len();
+        tokio::select! {
+            heard = tokio::time::timeout(timeout, heard.wait_for(|h| *h)) => {
+                if heard.is_ok() { RegisterState::Heard } else { RegisterState::Silent }
+            }
+            Ok(refused) = refusals.wait_for(|r| registers > 0 && r.len() >= registers) => {
+                let (peer, reason) = refused.values().next().cloned().unwrap_or_default();
+                RegisterState::Refused(Refusal { peer, reason })
+            }
+        }
+    }
+
+    /// Why this process is linked to no gateway when a peer refused its handshake: a register
+    /// (before any has sent a list) or a gateway. `None` while a gateway is linked, or when
+    /// nobody refused (the peers may just be unreachable).
+    pub fn refusal(&self) -> Option<Refusal> {
+        if !self.links.read().expect("links lock").is_empty() {
+            return None;
+        }
+        if let RegisterState::Refused(r) = self.register_state() {
+            return Some(r);
+        }
+        let gateways = self.gateway_refusals.lock().expect("gateway refusals lock");
+        gateways.iter().next().map(|(peer, reason)| Refusal { peer: peer.clone(), reason: reason.clone() })
     }
 
     /// The link to the gateway at `address`, if connected.
@@ -323,6 +402,7 @@ impl GatewayLinks {
         known.driving.remove(address);
         tracing::info!("gateway no longer listed; not reconnecting");
         drop(known);
+        self.gateway_refusals.lock().expect("gateway refusals lock").remove(address);
         self.bump();
         false
     }
@@ -365,6 +445,17 @@ async fn gateway_driver<I: Inbound>(links: Arc<GatewayLinks>, address: String, i
         || async {
             let mut connected = false;
             let result = gateway_once(&links, &address, &*inbound, &mut connected).await;
+            let mut refusals = links.gateway_refusals.lock().expect("gateway refusals lock");
+            match &result {
+                Err(LinkError::Handshake(refusal)) => {
+                    refusals.insert(address.clone(), refusal.to_string());
+                }
+                _ if connected => {
+                    refusals.remove(&address);
+                }
+                _ => {}
+            }
+            drop(refusals);
             Attempt { connected, result }
         },
         || !links.closing.is_cancelled() && links.still_listed(&address),

@@ -8,18 +8,20 @@
 //! An event is acknowledged when its handler returns, which is after the endpoint answered 2xx and
 //! the answer was applied, or after the event was given up: the endpoint answered 4xx (it
 //! refused the event; not retried), or it was down, slow, answered 5xx or garbage until
-//! `timeout` passed (retried with backoff until then). A given-up event is logged with the client
-//! id and counted as a handler error, and the worker goes on.
+//! `timeout` passed (retried with backoff until then). A retry is posted with `redelivered: true`:
+//! the endpoint may have acted on the attempt that failed. A given-up event is logged with the
+//! client id, the URL and the cause, and counted as a handler error, and the worker goes on. The
+//! requests, retries and given-up events are counted in the worker's `/metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use gw_business_worker::{Context, Events, HandlerResult, Message, MetricFamily, Protocol, Session, WebSocketRequest};
 use gw_config::HttpAppConfig;
-use gw_http_api::calls::Call;
-use gw_http_api::types::Message as JsonMessage;
-use gw_proto::Protocol;
+use gw_http_calls::calls::Call;
+use gw_http_calls::types::Message as JsonMessage;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::Request;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
@@ -30,8 +32,6 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-
-use crate::{Context, Events, HandlerResult, Message, Session, WebSocketRequest};
 
 /// Counters of the endpoint's behaviour.
 #[derive(Debug, Default)]
@@ -136,11 +136,12 @@ impl HttpApp {
 
     /// Posts one event; retries until the deadline; applies the answer.
     async fn deliver(&self, ctx: &mut Context, mut event: Map<String, Value>) -> HandlerResult {
-        event.insert("client_id".into(), ctx.client_id.clone().into());
+        event.insert("client_id".into(), ctx.client_id.to_string().into());
         event.insert("session".into(), Value::Object(ctx.session.clone()));
         event.insert("server".into(), server_json(ctx));
         event.insert("redelivered".into(), ctx.redelivered.into());
-        let body = Bytes::from(serde_json::to_vec(&event)?);
+        let mut body = Bytes::from(serde_json::to_vec(&event)?);
+        let mut flagged = ctx.redelivered;
         let deadline = Instant::now() + self.config.timeout;
         let mut backoff = self.config.retry_min;
         let answer = loop {
@@ -155,10 +156,18 @@ impl HttpApp {
             };
             if Instant::now() + backoff >= deadline {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                return Err(format!("endpoint failed for {:?}; event given up: {err}", self.config.timeout).into());
+                let (url, timeout) = (&self.config.url, self.config.timeout);
+                return Err(format!("endpoint {url} failed for {timeout:?}; event given up: {err}").into());
             }
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(client_id = %ctx.client_id, error = %err, retry_in = ?backoff, "endpoint failed; retrying");
+            if !flagged {
+                // The endpoint may have acted on the attempt that failed (it timed out, or
+                // answered 5xx after acting): the retry says so, as a redelivery does.
+                event.insert("redelivered".into(), true.into());
+                body = Bytes::from(serde_json::to_vec(&event)?);
+                flagged = true;
+            }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(self.config.retry_max);
         };
@@ -174,7 +183,9 @@ impl HttpApp {
         }
         let req = req.body(Full::new(body)).map_err(|e| Attempt::Retry(format!("request: {e}")))?;
         let response =
-            self.client.request(req).await.map_err(|e| Attempt::Retry(format!("endpoint unreachable: {e}")))?;
+            self.client.request(req).await.map_err(|e| {
+                Attempt::Retry(format!("endpoint {} unreachable: {}", self.config.url, with_causes(&e)))
+            })?;
         let status = response.status();
         let bytes = Limited::new(response.into_body(), self.config.max_answer)
             .collect()
@@ -221,6 +232,22 @@ impl HttpApp {
     }
 }
 
+/// An error with the errors that caused it, `outer: inner: ...`: hyper's own text ("client error
+/// (Connect)") names neither what failed nor why.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = e.source();
+    }
+    text
+}
+
 fn server_json(ctx: &Context) -> Value {
     let s = &ctx.server;
     json!({
@@ -263,5 +290,45 @@ impl Events for HttpApp {
 
     async fn on_close(&self, ctx: &mut Context) -> HandlerResult {
         self.deliver(ctx, event("close")).await
+    }
+
+    fn metrics(&self) -> Vec<MetricFamily> {
+        let s = &self.stats;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            MetricFamily::counter(
+                "gw_worker_http_requests_total",
+                "Requests the http application sent to its endpoint, retries included.",
+                n(&s.requests),
+            ),
+            MetricFamily::counter(
+                "gw_worker_http_retries_total",
+                "Attempts at the endpoint that failed and were retried.",
+                n(&s.retries),
+            ),
+            MetricFamily::counter(
+                "gw_worker_http_failures_total",
+                "Events the http application gave up (the endpoint answered 4xx, or kept failing until the timeout).",
+                n(&s.failures),
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_named_with_the_cause() {
+        // A port nobody listens on any more.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{port}/events");
+        let app = HttpApp::new(HttpAppConfig { url: url.clone(), ..HttpAppConfig::default() }).unwrap();
+        let Err(Attempt::Retry(why)) = app.attempt(Bytes::from_static(b"{}")).await else {
+            panic!("an unreachable endpoint is a failure to retry");
+        };
+        assert!(why.contains(&url), "names the URL: {why}");
+        assert!(why.contains("Connection refused"), "names the cause: {why}");
     }
 }

@@ -10,9 +10,9 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-/// A client id (as the gateways hand them out).
+/// A client id (as the gateways hand them out), parsed once here.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Id(pub String);
+pub struct Id(pub ClientId);
 
 /// A uid or group name: at most 1024 bytes, not blank, no control characters (the rule every
 /// gateway applies, [`gw_proto::limits::check_name`]).
@@ -41,10 +41,7 @@ impl From<Message> for Payload {
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        match s.parse::<ClientId>() {
-            Ok(_) => Ok(Id(s)),
-            Err(e) => Err(de::Error::custom(e)),
-        }
+        s.parse::<ClientId>().map(Id).map_err(de::Error::custom)
     }
 }
 
@@ -125,7 +122,13 @@ macro_rules! serialize_as_str {
     )*};
 }
 
-serialize_as_str!(Id, Name, CloseText);
+serialize_as_str!(Name, CloseText);
+
+impl Serialize for Id {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
 
 impl Serialize for CloseCode {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -28,10 +28,12 @@ use gw_proto::{Command, IndexChange, IndexUpdate, ToGateway};
 
 use crate::link::GatewayLink;
 
-/// What a name is: a uid or a group.
+/// What a name the index routes by is: a uid or a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
+    /// A uid (`bind_uid`, `send_to_uid`, ...).
     Uid,
+    /// A group (`join_group`, `send_to_group`, ...).
     Group,
 }
 
