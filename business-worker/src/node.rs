@@ -46,6 +46,11 @@ impl WorkerNode {
         let routing = s.links().map(|l| l.routing_stats()).unwrap_or_default();
         let mut families = vec![
             MetricFamily::counter(
+                "gw_link_unframeable_dropped_total",
+                "Internal messages this process's link writers dropped as too large for a frame (stays 0: every path checks first).",
+                gw_link::unframeable_dropped(),
+            ),
+            MetricFamily::counter(
                 "gw_worker_routed_calls_total",
                 "Uid and group calls routed by the routing index.",
                 routing.routed,

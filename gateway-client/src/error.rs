@@ -1,6 +1,6 @@
 //! Errors of the Gateway API.
 
-use gw_proto::{ClientId, ClientIdError};
+use gw_proto::{ClientId, ClientIdError, Refusal};
 
 /// Why a call did not fully succeed. Variants that mean "partly done" say which gateways missed
 /// out, so nothing is lost silently.
@@ -41,6 +41,15 @@ pub enum ClientError {
         gateway: String,
         /// What it said.
         reason: String,
+    },
+    /// The client's gateway refused a write to its state (a session over the gateway's
+    /// `max_session_bytes`, a session that is not a JSON object, ...); nothing was changed.
+    #[error("gateway {gateway} refused the write: {refusal}")]
+    WriteRefused {
+        /// The gateway's advertised address.
+        gateway: String,
+        /// Why.
+        refusal: Refusal,
     },
     /// The gateway's answer did not match the query (a protocol bug).
     #[error("gateway {0} sent an unexpected reply")]

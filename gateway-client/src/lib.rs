@@ -56,5 +56,5 @@ pub use builder::GatewayClientBuilder;
 pub use client::GatewayClient;
 pub use error::ClientError;
 pub use gw_gateway_links::RoutingStats;
-pub use gw_proto::{ClientId, ClientIdError, CloseReason, Payload};
+pub use gw_proto::{ClientId, ClientIdError, CloseReason, Payload, Refusal};
 pub use session::Session;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use gw_gateway_links::IndexKind;
-use gw_proto::{ClientId, Command, Query, Reply};
+use gw_proto::{ClientId, Query, Refusal, Reply};
 use serde_json::{Map, Value};
 
 use crate::plumbing::{name, parse_session, session_bytes, unexpected};
@@ -15,7 +15,8 @@ use crate::{Answer, ClientError, GatewayClient};
 pub type Session = Map<String, Value>;
 
 impl GatewayClient {
-    /// Replaces a client's session.
+    /// Replaces a client's session. The gateway answers: a session over its
+    /// `max_session_bytes` is [`ClientError::WriteRefused`] and the session stays as it was.
     ///
     /// ```no_run
     /// # async fn f(g: gw_gateway_client::GatewayClient, id: gw_gateway_client::ClientId) -> Result<(), gw_gateway_client::ClientError> {
@@ -27,10 +28,12 @@ impl GatewayClient {
     #[doc(alias = "setSession")]
     pub async fn set_session(&self, client: &ClientId, session: &Session) -> Result<(), ClientError> {
         let session = session_bytes(session);
-        self.command_to_client(client, |client| Command::SetSession { client, session }).await
+        self.write_session(client, |client| Query::SetSession { client, session }).await
     }
 
-    /// Deep-merges `patch` into a client's session (`null` values delete keys).
+    /// Deep-merges `patch` into a client's session (`null` values delete keys). The gateway
+    /// answers: a merge that would grow the session past its `max_session_bytes` is
+    /// [`ClientError::WriteRefused`] and the session stays as it was.
     ///
     /// ```no_run
     /// # async fn f(g: gw_gateway_client::GatewayClient, id: gw_gateway_client::ClientId) -> Result<(), gw_gateway_client::ClientError> {
@@ -43,7 +46,19 @@ impl GatewayClient {
     #[doc(alias = "updateSession")]
     pub async fn update_session(&self, client: &ClientId, patch: &Session) -> Result<(), ClientError> {
         let patch = session_bytes(patch);
-        self.command_to_client(client, |client| Command::UpdateSession { client, patch }).await
+        self.write_session(client, |client| Query::UpdateSession { client, patch }).await
+    }
+
+    /// A session write asked as a question: `Done`, or the gateway's refusal as a typed error.
+    async fn write_session(&self, client: &ClientId, make: impl FnOnce(u64) -> Query) -> Result<(), ClientError> {
+        let (link, local) = self.resolve(client)?;
+        match self.ask(&link, make(local)).await? {
+            Reply::Done => Ok(()),
+            // Like every write, one to a client that has just left does nothing (documented).
+            Reply::Refused(Refusal::ClientGone) => Ok(()),
+            Reply::Refused(refusal) => Err(ClientError::WriteRefused { gateway: link.address.clone(), refusal }),
+            _ => Err(unexpected(&link)),
+        }
     }
 
     /// A client's session; `None` if the client is not connected.

@@ -84,6 +84,11 @@ impl Node for GatewayNode {
                 .sample("reason=\"no_worker\"", g(&m.dropped_no_worker) as f64)
                 .sample("reason=\"event_too_large\"", g(&m.dropped_event_too_large) as f64),
             MetricFamily::counter(
+                "gw_link_unframeable_dropped_total",
+                "Internal messages this process's link writers dropped as too large for a frame (stays 0: every path checks first).",
+                gw_link::unframeable_dropped(),
+            ),
+            MetricFamily::counter(
                 "gw_rejected_commands_total",
                 "Commands refused (unknown client, bad session JSON, a limit, …).",
                 g(&m.rejected_commands),

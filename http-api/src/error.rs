@@ -4,6 +4,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gw_gateway_client::ClientError;
+use gw_proto::Refusal;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +14,7 @@ pub struct ApiError {
     /// HTTP status (also inside batch results, where the response itself is 200).
     pub status: u16,
     /// Stable machine-readable code: `bad_request`, `unauthorized`, `forbidden`, `unknown_call`,
-    /// `method_not_allowed`, `too_large`, `answer_too_large`, `client_gone`, `no_gateways`, `gateway_unavailable`,
+    /// `method_not_allowed`, `too_large`, `answer_too_large`, `limit_reached`, `client_gone`, `no_gateways`, `gateway_unavailable`,
     /// `timeout`, `refused`, `internal`.
     pub code: String,
     /// Human-readable explanation.
@@ -66,6 +67,12 @@ impl From<ClientError> for ApiError {
             ClientError::Unreachable { gateways } => (StatusCode::SERVICE_UNAVAILABLE, "gateway_unavailable", gateways),
             ClientError::Shutdown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", vec![]),
             ClientError::Timeout(g) => (StatusCode::GATEWAY_TIMEOUT, "timeout", vec![g]),
+            ClientError::WriteRefused { refusal, .. } => match refusal {
+                Refusal::SessionTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", vec![]),
+                Refusal::TooManyGroups { .. } => (StatusCode::CONFLICT, "limit_reached", vec![]),
+                Refusal::ClientGone => (StatusCode::NOT_FOUND, "client_gone", vec![]),
+                _ => (StatusCode::BAD_REQUEST, "bad_request", vec![]),
+            },
             ClientError::Refused { gateway, .. } | ClientError::UnexpectedReply(gateway) => {
                 (StatusCode::BAD_GATEWAY, "refused", vec![gateway])
             }

@@ -152,3 +152,29 @@ async fn answers_from_below_the_application_have_json_bodies_too() {
     .await;
     api.stop().await;
 }
+
+#[tokio::test]
+async fn a_session_write_over_the_gateways_cap_is_a_413_naming_the_limit_and_changes_nothing() {
+    let cluster = Cluster::start(1).await;
+    let api = ApiHandle::start(&[cluster.register.addr], |_| {}).await.linked(1).await;
+    let (_ws, id) = clients(&cluster, 1).await.pop().unwrap();
+    // Each patch is well under the API's max_body (1 MiB); two of them pass the gateway's
+    // max_session_bytes (1 MiB): the second is refused by the gateway, and the caller hears it.
+    let patch = |key: &str| json!({"client_id": id, "session": {key: "p".repeat(600_000)}}).to_string();
+    assert_eq!(post(api.addr, "/v1/update_session", Some(KEY_ALL), &patch("a")).await.status, 200);
+    let r = post(api.addr, "/v1/update_session", Some(KEY_ALL), &patch("b")).await;
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (413, Some("too_large")), "{}", r.json());
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("max_session_bytes") && message.contains("1048576"), "{message}");
+    // The refused write changed nothing: the session is what the accepted one made it.
+    let r = post(api.addr, "/v1/get_session", Some(KEY_ALL), &json!({"client_id": id}).to_string()).await;
+    let session = r.json()["value"].clone();
+    let keys: Vec<&String> = session.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+    assert_eq!(keys, ["a"]);
+    // A session that fits is still written.
+    let small = json!({"client_id": id, "session": {"c": 1}}).to_string();
+    assert_eq!(post(api.addr, "/v1/set_session", Some(KEY_ALL), &small).await.status, 200);
+    let r = post(api.addr, "/v1/get_session", Some(KEY_ALL), &json!({"client_id": id}).to_string()).await;
+    assert_eq!(r.json()["value"], json!({"c": 1}));
+    api.stop().await;
+}

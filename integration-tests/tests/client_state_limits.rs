@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use gw_business_worker::{Context, Events, HandlerResult, Message};
 use gw_config::GatewayConfig;
+use gw_gateway_client::ClientError;
 use gw_integration_tests::*;
 use gw_proto::{ClientId, FromGateway, Query, Refusal, Reply, Role, ToGateway};
 use serde_json::{Value, json};
@@ -112,7 +113,19 @@ async fn update_session_cannot_grow_a_session_past_the_cap_and_the_clients_event
     // internal frame holds.
     let chunk = "x".repeat(100_000);
     for i in 0..15 {
-        c.api.update_session(&id, &obj(json!({ format!("k{i:02}"): chunk }))).await.unwrap();
+        let written = c.api.update_session(&id, &obj(json!({ format!("k{i:02}"): chunk }))).await;
+        if i < 2 {
+            written.unwrap();
+        } else {
+            // The caller is told, with the gateway's reason.
+            match written {
+                Err(ClientError::WriteRefused { refusal: Refusal::SessionTooLarge { size, limit }, .. }) => {
+                    assert_eq!(limit, 256 * 1024);
+                    assert!(size > limit, "{size}");
+                }
+                other => panic!("patch {i}: expected a refusal, got {other:?}"),
+            }
+        }
     }
     // Two chunks fit in 256 KiB, the third is refused, and so is every one after it.
     let session = c.api.session(&id).await.unwrap().expect("the client is connected");
@@ -142,7 +155,12 @@ async fn update_session_cannot_grow_a_session_past_the_cap_and_the_clients_event
 async fn set_session_and_a_handlers_write_back_are_capped_too() {
     let c = Cluster::start(|g| g.max_session_bytes = 64 * 1024).await;
     let (mut ws, id) = c.client().await;
-    c.api.set_session(&id, &obj(json!({"big": "x".repeat(70_000)}))).await.unwrap();
+    let refused = c.api.set_session(&id, &obj(json!({"big": "x".repeat(70_000)}))).await.unwrap_err();
+    assert!(
+        matches!(refused, ClientError::WriteRefused { refusal: Refusal::SessionTooLarge { .. }, .. }),
+        "{refused:?}"
+    );
+    assert!(refused.to_string().contains("max_session_bytes"), "{refused}");
     c.api.set_session(&id, &obj(json!({"fits": "x".repeat(60_000)}))).await.unwrap();
     // The handler adds 10 KB: refused at the gateway, and the next event shows the session
     // without it (the write-back counts as applied, so the worker does not lay it on again).

@@ -45,7 +45,7 @@ pub use limits::{ConnLimits, ConnSlot, Refusal};
 pub use register_link::{RegisterEvent, RegisterLink, keep_register_link};
 pub use throttle::Throttle;
 pub use tls::{TlsError, tls_acceptor};
-pub use writer::WriterStats;
+pub use writer::{WriterStats, unframeable_dropped};
 
 use gw_proto::{CodecError, FrameError, HandshakeError};
 

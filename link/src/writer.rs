@@ -23,6 +23,19 @@ pub struct WriterStats {
     pub writes: AtomicU64,
     /// Bytes written.
     pub bytes: AtomicU64,
+    /// Messages dropped because they could not be framed (see [`unframeable_dropped`]).
+    pub unframeable: AtomicU64,
+}
+
+/// Every outgoing internal message this process's link writers dropped because it could not be
+/// framed (over `max_frame`), over all links. Each path that could build such a message checks
+/// its size first and counts its own refusal, so this stays 0; it is exported in `/metrics`
+/// so that a path that does not is seen, not silent.
+static UNFRAMEABLE_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// How many outgoing internal messages the link writers of this process dropped as unframeable.
+pub fn unframeable_dropped() -> u64 {
+    UNFRAMEABLE_DROPPED.load(Ordering::Relaxed)
 }
 
 /// Writes every message from `rx`, encoded by `wire`, until the channel closes or `finish` is
@@ -57,12 +70,12 @@ where
                 _ = finish.cancelled() => {}
             }
         }
-        encode(wire, first, &mut buf, max_frame);
+        encode(wire, first, &mut buf, max_frame, stats);
         let mut frames = 1u64;
         while frames < MAX_BATCH as u64 && buf.len() < MAX_BATCH_BYTES {
             match rx.try_recv() {
                 Ok(msg) => {
-                    encode(wire, msg, &mut buf, max_frame);
+                    encode(wire, msg, &mut buf, max_frame, stats);
                     frames += 1;
                 }
                 Err(_) => break,
@@ -83,9 +96,11 @@ where
     Ok(())
 }
 
-fn encode<M: Wire>(wire: &mut M, msg: M::Out, buf: &mut Vec<u8>, max_frame: usize) {
+fn encode<M: Wire>(wire: &mut M, msg: M::Out, buf: &mut Vec<u8>, max_frame: usize, stats: &WriterStats) {
     if let Err(e) = wire.encode(msg, buf, max_frame) {
-        tracing::error!(error = %e, "dropping an outgoing internal message that cannot be framed");
+        stats.unframeable.fetch_add(1, Ordering::Relaxed);
+        UNFRAMEABLE_DROPPED.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %e, "dropping an outgoing internal message that cannot be framed (counted in gw_link_unframeable_dropped_total)");
     }
 }
 
@@ -128,5 +143,30 @@ mod tests {
     async fn a_write_delay_gathers_messages_into_one_write() {
         assert_eq!(write_three(Duration::ZERO).await, (3, 3), "no delay: one write each");
         assert_eq!(write_three(Duration::from_millis(10)).await, (3, 1), "10 ms: one write for all three");
+    }
+
+    #[tokio::test]
+    async fn a_message_too_large_for_a_frame_is_dropped_counted_and_the_next_one_written() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let (sink, mut peer) = tokio::io::duplex(1 << 16);
+        let stats = WriterStats::default();
+        let finish = CancellationToken::new();
+        let big = ToGateway::Request {
+            id: 1,
+            query: gw_proto::Query::Sessions { clients: None, group: Some("g".repeat(2000)) },
+        };
+        tx.send(big).await.unwrap();
+        tx.send(ToGateway::Ping).await.unwrap();
+        drop(tx);
+        let before = unframeable_dropped();
+        let mut wire = GatewayPeerSide;
+        write_loop(sink, &mut rx, &mut wire, 1024, Duration::ZERO, &stats, &finish).await.unwrap();
+        let mut all = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut peer, &mut all).await.unwrap();
+        assert_eq!(stats.unframeable.load(Ordering::Relaxed), 1);
+        assert!(unframeable_dropped() > before, "the process-wide counter moved too");
+        let mut expected = Vec::new();
+        gw_proto::encode_frame(&ToGateway::Ping, &mut expected, 1024).unwrap();
+        assert_eq!(all, expected, "only the ping was written");
     }
 }
