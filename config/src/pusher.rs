@@ -322,4 +322,25 @@ mod tests {
         let empty: HttpApiConfig = parse("[pusher]\n", Path::new("h.toml")).unwrap();
         assert_eq!(keys(&empty.validate()), vec!["pusher.apps"]);
     }
+
+    /// The toml blocks of the README's section `heading`, in order.
+    fn readme_toml_blocks(heading: &str) -> Vec<String> {
+        let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+        let start = readme.find(heading).unwrap_or_else(|| panic!("README has no {heading:?}"));
+        let section = &readme[start + heading.len()..];
+        let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+        section.split("```toml\n").skip(1).map(|b| b[..b.find("```").unwrap()].to_string()).collect()
+    }
+
+    #[test]
+    fn the_readme_pusher_snippets_are_valid_configs() {
+        let blocks = readme_toml_blocks("## Pusher / Laravel Echo");
+        assert_eq!(blocks.len(), 2, "the gateway and the http-api snippets");
+        let gateway: GatewayConfig = parse(&blocks[0], Path::new("README gateway")).unwrap();
+        assert_eq!(gateway.validate(), vec![], "the README's gateway.toml");
+        assert!(gateway.listeners[0].pusher);
+        let api: HttpApiConfig = parse(&blocks[1], Path::new("README http-api")).unwrap();
+        assert_eq!(api.validate(), vec![], "the README's http-api.toml");
+        assert_eq!(gateway.pusher.unwrap().apps, api.pusher.unwrap().apps, "the same apps on both sides");
+    }
 }
