@@ -28,7 +28,9 @@ fn python_with(modules: &[&str]) -> Result<(), String> {
 async fn the_pusher_sdk_publishes_and_pysher_clients_on_two_gateways_receive_once() {
     if let Err(why) = python_with(&["pusher", "pysher", "websocket"]) {
         assert!(std::env::var_os("GW_REQUIRE_PYTHON").is_none(), "GW_REQUIRE_PYTHON is set but {why}");
-        eprintln!("SKIP the_pusher_sdk_publishes_and_pysher_clients_on_two_gateways_receive_once: {why} (run scripts/install-python-deps.sh)");
+        eprintln!(
+            "SKIP the_pusher_sdk_publishes_and_pysher_clients_on_two_gateways_receive_once: {why} (run scripts/install-python-deps.sh)"
+        );
         return;
     }
     let reg = RegisterHandle::start(SECRET).await;
