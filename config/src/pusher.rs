@@ -62,9 +62,13 @@ pub struct PusherApp {
     /// Users in one presence channel at most.
     #[serde(default = "hundred")]
     pub max_presence_members: usize,
-    /// Require `pusher:signin` within a timeout: not supported yet (refused when true).
+    /// Require `pusher:signin` within `signin_timeout`; a connection that does not sign in is
+    /// closed with 4009.
     #[serde(default)]
     pub user_authentication: bool,
+    /// With `user_authentication`: how long a connection has to sign in.
+    #[serde(default = "thirty_seconds", with = "humantime_serde")]
+    pub signin_timeout: Duration,
     /// Route this app's clients to business workers: not supported yet (refused when true).
     #[serde(default)]
     pub workers: bool,
@@ -78,6 +82,9 @@ fn ten() -> u32 {
 }
 fn hundred() -> usize {
     100
+}
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl std::fmt::Debug for PusherApp {
@@ -109,6 +116,7 @@ impl PusherApp {
             allowed_origins: Vec::new(),
             max_presence_members: 100,
             user_authentication: false,
+            signin_timeout: thirty_seconds(),
             workers: false,
         }
     }
@@ -188,11 +196,10 @@ impl PusherConfig {
             if app.max_presence_members == 0 || app.max_presence_members > 10_000 {
                 add(key("max_presence_members"), format!("{} is outside 1..=10000", app.max_presence_members));
             }
-            if app.user_authentication {
-                add(
-                    key("user_authentication"),
-                    "is not supported yet (pusher:signin works without it); remove the key".into(),
-                );
+            if app.user_authentication
+                && (app.signin_timeout.is_zero() || app.signin_timeout > Duration::from_secs(3600))
+            {
+                add(key("signin_timeout"), format!("{:?} is outside (0s, 1h]", app.signin_timeout));
             }
             if app.workers {
                 add(

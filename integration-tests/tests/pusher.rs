@@ -246,3 +246,44 @@ async fn a_silent_client_is_closed_with_4201() {
     assert_eq!(close.map(|c| c.0), Some(4201));
     eventually(Duration::from_secs(5), "the silent client is gone", || async { gw.metric("connections") == 0 }).await;
 }
+
+#[tokio::test]
+async fn with_user_authentication_a_connection_must_sign_in_in_time() {
+    let reg = RegisterHandle::start(SECRET).await;
+    let gw = pusher_gateway(
+        &[reg.addr],
+        SECRET,
+        |app| {
+            app.user_authentication = true;
+            app.signin_timeout = Duration::from_millis(300);
+        },
+        |_| {},
+    )
+    .await;
+    let mut silent = PusherClient::connect(&app_url(&gw)).await;
+    let mut signed = PusherClient::connect(&app_url(&gw)).await;
+    let user_data = r#"{"id":"ann"}"#;
+    let auth = gw_pusher_protocol::auth::user_auth(
+        gw_integration_tests::pusher::APP_KEY,
+        gw_integration_tests::pusher::APP_SECRET,
+        &signed.socket_id,
+        user_data,
+    );
+    signed.send(&gw_pusher_protocol::ClientFrame::Signin { auth, user_data: user_data.into() }).await;
+    signed.expect("pusher:signin_success").await;
+
+    let error = silent.expect("pusher:error").await;
+    assert_eq!(error["data"]["code"], 4009, "{error}");
+    assert_eq!(silent.expect_close().await.map(|c| c.0), Some(4009));
+    // The signed-in one (connected just after the silent one) outlives its own timeout too.
+    signed.expect_silence(Duration::from_millis(300)).await;
+    signed.expect_alive().await;
+
+    // A wrong sign-in signature is 4009 at once.
+    let mut wrong = PusherClient::connect(&app_url(&gw)).await;
+    wrong
+        .send(&gw_pusher_protocol::ClientFrame::Signin { auth: "app-key:00".into(), user_data: user_data.into() })
+        .await;
+    assert_eq!(wrong.expect("pusher:error").await["data"]["code"], 4009);
+    assert_eq!(wrong.expect_close().await.map(|c| c.0), Some(4009));
+}

@@ -115,10 +115,24 @@ impl Conn<'_> {
             return End::Vanished;
         }
         let handle = self.handle.clone();
+        // `user_authentication`: one timer until the connection signs in (none otherwise).
+        let app = self.pusher.app(self.app.index);
+        let mut signin = app.user_authentication.then(|| Box::pin(tokio::time::sleep(app.signin_timeout)));
         loop {
+            if signin.is_some() && self.session.signed_in() {
+                signin = None;
+            }
             tokio::select! {
                 biased;
                 _ = handle.kill.cancelled() => return self.killed().await,
+                _ = async { signin.as_mut().expect("guarded").await }, if signin.is_some() => {
+                    let code = ErrorCode::Unauthorized;
+                    let reason = "Connection not authorized within timeout";
+                    self.pusher.count(Refusal::BadSignin);
+                    let _ = self.send_now(ServerFrame::Error { code: Some(code), message: reason }.encode()).await;
+                    self.transport.close(code.code(), reason).await;
+                    return End::Server;
+                }
                 _ = shutdown.cancelled() => {
                     let code = ErrorCode::ReconnectImmediately;
                     self.transport.close(code.code(), "server shutting down").await;

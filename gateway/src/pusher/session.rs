@@ -322,6 +322,11 @@ impl Session {
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
     }
+
+    /// Whether the connection signed in.
+    pub fn signed_in(&self) -> bool {
+        self.user.is_some()
+    }
 }
 
 #[cfg(test)]
