@@ -185,4 +185,22 @@ mod tests {
             "the slot was given back"
         );
     }
+
+    #[test]
+    fn refusals_are_counted_by_reason_for_metrics() {
+        let p = pusher();
+        p.count(Refusal::BadAuth);
+        p.count(Refusal::BadAuth);
+        p.count(Refusal::RateLimited);
+        p.count_connect_refused();
+        let families = p.families();
+        let refused = &families[0];
+        assert_eq!(refused.name, "gw_pusher_frames_refused_total");
+        let value = |label: &str| refused.samples.iter().find(|s| s.labels == label).map(|s| s.value);
+        assert_eq!(value("reason=\"bad_auth\""), Some(2.0));
+        assert_eq!(value("reason=\"rate_limited\""), Some(1.0));
+        assert_eq!(value("reason=\"bad_frame\""), Some(0.0));
+        assert_eq!(refused.samples.len(), Refusal::ALL.len(), "every reason shown, zero or not");
+        assert_eq!(families[1].samples[0].value, 1.0);
+    }
 }
