@@ -287,3 +287,12 @@ async fn with_user_authentication_a_connection_must_sign_in_in_time() {
     assert_eq!(wrong.expect("pusher:error").await["data"]["code"], 4009);
     assert_eq!(wrong.expect_close().await.map(|c| c.0), Some(4009));
 }
+
+#[tokio::test]
+async fn a_graceful_stop_asks_clients_to_reconnect_at_once_with_4200() {
+    let (_reg, gw) = gateway().await;
+    let mut c = PusherClient::connect(&app_url(&gw)).await;
+    let stopping = tokio::spawn(gw.stop());
+    assert_eq!(c.expect_close().await.map(|c| c.0), Some(4200));
+    stopping.await.unwrap();
+}

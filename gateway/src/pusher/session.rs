@@ -402,6 +402,11 @@ mod tests {
             assert_eq!(frames[0]["channel"], "news");
         }
         assert_eq!(s.subs.len(), 1);
+        // pusher-js sends `"auth": ""` for a public channel: ignored.
+        let actions =
+            run(&mut s, r#"{"event":"pusher:subscribe","data":{"auth":"","channel":"other"}}"#, Instant::now());
+        assert_eq!(actions[0], Action::Join("other".into()));
+        s.refused("other");
         assert_eq!(
             run(&mut s, r#"{"event":"pusher:unsubscribe","data":{"channel":"news"}}"#, Instant::now()),
             vec![Action::Leave("news".into())]
