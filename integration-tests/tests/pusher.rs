@@ -296,3 +296,11 @@ async fn a_graceful_stop_asks_clients_to_reconnect_at_once_with_4200() {
     assert_eq!(c.expect_close().await.map(|c| c.0), Some(4200));
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_long_bad_path_is_refused_cleanly() {
+    let (_reg, gw) = gateway().await;
+    // The detail (with the path) is in the error frame; the close reason stays within 123 bytes.
+    expect_refused(&format!("{}{}", gw.ws_url, "x".repeat(300)), 4005).await;
+    expect_refused(&format!("{}app/{}?protocol=7", gw.ws_url, "k".repeat(300)), 4005).await;
+}

@@ -61,7 +61,8 @@ pub(crate) async fn serve(
             if transport.ready().await.is_ok() && transport.feed(OutMessage::new(Message::text(frame))).is_ok() {
                 let _ = transport.flush().await;
             }
-            transport.close(refused.code.code(), &refused.reason).await;
+            // The detail went in the error frame; a close reason must fit in 123 bytes.
+            transport.close(refused.code.code(), refused.code.description()).await;
             drop(slot);
             return;
         }
