@@ -17,6 +17,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("GW_ADMIN", "process.admin (/metrics and /health address; empty disables)"),
     ("GW_LOG_LEVEL", "log.level"),
     ("GW_LOG_FORMAT", "log.format: plain or json"),
+    ("GW_PUSHER_SECRET_{ID}", "pusher.apps secret of the app with this id (upper-cased, other characters as _)"),
 ];
 
 /// A configuration that takes environment overrides.
@@ -86,6 +87,7 @@ impl EnvOverride for GatewayConfig {
             self.advertise = Some(v);
         }
         registers(&mut self.registers, env);
+        self.pusher.iter_mut().for_each(|p| p.apply_env(env));
         process(&mut self.process, env);
         log(&mut self.log, env)
     }
@@ -111,6 +113,7 @@ impl EnvOverride for HttpApiConfig {
         if let Some(key) = env("GW_API_KEY").filter(|k| !k.is_empty()) {
             self.keys.push(ApiKeyConfig { name: "env".into(), key, access: ApiAccess::All });
         }
+        self.pusher.iter_mut().for_each(|p| p.apply_env(env));
         process(&mut self.process, env);
         log(&mut self.log, env)
     }

@@ -8,11 +8,13 @@
 mod env;
 mod files;
 mod gatewayworker;
+mod pusher;
 mod types;
 mod validate;
 
 pub use env::{ENV_VARS, EnvOverride, apply_env};
 pub use gatewayworker::{GatewayGatewayWorker, RegisterGatewayWorker};
+pub use pusher::{MIN_PUSHER_SECRET, PusherApp, PusherConfig};
 pub use types::*;
 pub use validate::{
     EVENT_FRAME_OVERHEAD, LOG_LEVELS, ListenerUrl, Problem, Validate, check_log_level, parse_listener_url,

@@ -229,6 +229,9 @@ pub struct ListenerConfig {
     /// `[compression] enabled`.
     #[serde(default)]
     pub compression: Option<bool>,
+    /// WebSocket only: speak the Pusher Channels protocol (`/app/{key}`, the apps of `[pusher]`).
+    #[serde(default)]
+    pub pusher: bool,
 }
 
 impl ListenerConfig {
@@ -242,6 +245,7 @@ impl ListenerConfig {
             origins: Vec::new(),
             paths: Vec::new(),
             compression: None,
+            pusher: false,
         }
     }
 }
@@ -353,6 +357,8 @@ pub struct GatewayConfig {
     pub process: ProcessConfig,
     /// PHP GatewayWorker's protocol on a second internal listener (see `config/src/gatewayworker.rs`).
     pub gatewayworker: Option<crate::GatewayGatewayWorker>,
+    /// Pusher Channels apps for `pusher = true` listeners (see `config/src/pusher.rs`).
+    pub pusher: Option<crate::PusherConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -388,6 +394,7 @@ impl Default for GatewayConfig {
             log: LogConfig::default(),
             process: ProcessConfig::default(),
             gatewayworker: None,
+            pusher: None,
         }
     }
 }
@@ -620,6 +627,8 @@ pub struct HttpApiConfig {
     pub log: LogConfig,
     /// Where this daemon keeps its pid file, log file and control socket, and its admin endpoint (`[process]`).
     pub process: ProcessConfig,
+    /// Pusher's HTTP API for these apps (see `config/src/pusher.rs`).
+    pub pusher: Option<crate::PusherConfig>,
 }
 
 impl Default for HttpApiConfig {
@@ -644,6 +653,7 @@ impl Default for HttpApiConfig {
             link: LinkConfig::default(),
             log: LogConfig::default(),
             process: ProcessConfig::default(),
+            pusher: None,
         }
     }
 }

@@ -328,6 +328,9 @@ impl Validate for GatewayConfig {
                     if u.protocol != "websocket" && (!l.origins.is_empty() || !l.paths.is_empty()) {
                         p.add(format!("{key}.origins"), "origins and paths apply to WebSocket listeners only");
                     }
+                    if l.pusher && u.protocol != "websocket" {
+                        p.add(format!("{key}.pusher"), "the Pusher protocol runs on WebSocket listeners only");
+                    }
                     if u.protocol != "websocket" && l.compression == Some(true) {
                         p.add(
                             format!("{key}.compression"),
@@ -421,6 +424,7 @@ impl Validate for GatewayConfig {
         p.log(&self.log);
         p.process(&self.process);
         p.0.extend(self.gatewayworker.iter().flat_map(Validate::validate));
+        p.0.extend(crate::pusher::gateway_problems(self));
         p.0
     }
 }
@@ -512,6 +516,7 @@ impl Validate for HttpApiConfig {
         p.link(&self.link);
         p.log(&self.log);
         p.process(&self.process);
+        p.0.extend(self.pusher.iter().flat_map(|x| x.validate_exposed(crate::pusher::first_exposed(listen))));
         p.0
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use gw_gateway_links::GatewayLinks;
 
-use crate::{GatewayClientBuilder, RoutingStats};
+use crate::{ClientId, GatewayClientBuilder, RoutingStats};
 
 /// Stops the links when the last handle of a client that owns them is dropped.
 #[derive(Debug)]
@@ -94,6 +94,24 @@ impl GatewayClient {
         let mut v: Vec<String> = self.links.links().iter().map(|l| l.address.clone()).collect();
         v.sort();
         v
+    }
+
+    /// The id of connection `local` of the linked gateway whose instance is `instance`, if one
+    /// is linked: what a Pusher socket id (`{instance}.{local}`) names.
+    ///
+    /// ```no_run
+    /// # fn f(g: gw_gateway_client::GatewayClient) {
+    /// if let Some(id) = g.client_id_in_instance(1234, 5) {
+    ///     println!("socket 1234.5 is {id}");
+    /// }
+    /// # }
+    /// ```
+    pub fn client_id_in_instance(&self, instance: u64, local: u64) -> Option<ClientId> {
+        self.links
+            .links()
+            .iter()
+            .find(|l| l.instance == instance)
+            .map(|l| ClientId::new(l.address.clone(), instance, local))
     }
 
     /// Number of gateways connected now.

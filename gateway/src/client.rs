@@ -97,6 +97,7 @@ pub(crate) fn serve(
         }
     });
     let slot = Box::new(slot);
+    let pusher = listener.pusher.clone();
     let opening = {
         let gw = gw.clone();
         async move {
@@ -126,11 +127,15 @@ pub(crate) fn serve(
     };
     opening.then(move |opened| match opened {
         None => Either::Left(std::future::ready(())),
-        Some(Opened::WebSocket(transport, request)) => {
-            Either::Right(Either::Left(run(transport, *info, Some(request), gw, shutdown, slot)))
-        }
+        Some(Opened::WebSocket(transport, request)) => match pusher {
+            // A Pusher listener's connections are served by `pusher::conn` (boxed: a rare path).
+            Some(p) => Either::Right(Either::Right(Either::Right(Box::pin(crate::pusher::conn::serve(
+                transport, *info, request, gw, shutdown, slot, p,
+            ))))),
+            None => Either::Right(Either::Left(run(transport, *info, Some(request), gw, shutdown, slot))),
+        },
         Some(Opened::Stream(transport)) => {
-            Either::Right(Either::Right(run(transport, *info, None, gw, shutdown, slot)))
+            Either::Right(Either::Right(Either::Left(run(transport, *info, None, gw, shutdown, slot))))
         }
     })
 }

@@ -31,6 +31,7 @@ pub mod metrics;
 mod node;
 mod outgoing;
 mod peer;
+mod pusher;
 mod queries;
 mod redeliver;
 mod router;

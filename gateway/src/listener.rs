@@ -25,6 +25,8 @@ pub(crate) struct ListenerSpec {
     pub max_message: usize,
     pub policy: Policy,
     pub ws_config: WebSocketConfig,
+    /// A `pusher = true` listener: the Pusher apps (one state shared by every such listener).
+    pub pusher: Option<std::sync::Arc<crate::pusher::Pusher>>,
 }
 
 impl std::fmt::Debug for ListenerSpec {
@@ -52,7 +54,14 @@ pub(crate) fn specs(config: &GatewayConfig, bound: &[SocketAddr]) -> Result<Vec<
     if listeners.len() != bound.len() {
         return Err(GatewayError::ListenerCount { configured: listeners.len(), bound: bound.len() });
     }
-    listeners.iter().zip(bound).map(|(l, addr)| spec(config, l, *addr)).collect()
+    let pusher = config.pusher.clone().map(|p| std::sync::Arc::new(crate::pusher::Pusher::new(p)));
+    listeners
+        .iter()
+        .zip(bound)
+        .map(|(l, addr)| {
+            spec(config, l, *addr).map(|s| ListenerSpec { pusher: pusher.clone().filter(|_| l.pusher), ..s })
+        })
+        .collect()
 }
 
 fn spec(config: &GatewayConfig, l: &ListenerConfig, addr: SocketAddr) -> Result<ListenerSpec, GatewayError> {
@@ -92,6 +101,7 @@ fn spec(config: &GatewayConfig, l: &ListenerConfig, addr: SocketAddr) -> Result<
         max_message,
         policy: Policy { origins: l.origins.clone(), paths: l.paths.clone(), deflate },
         ws_config,
+        pusher: None,
     })
 }
 

@@ -56,7 +56,7 @@ impl Node for GatewayNode {
     fn metrics(&self) -> BoxFuture<'_, Vec<MetricFamily>> {
         let m = &self.gateway.state.metrics;
         let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        let families = vec![
+        let mut families = vec![
             MetricFamily::gauge("gw_connections", "Client connections open now.", g(&m.connections) as f64),
             MetricFamily::counter("gw_connections_total", "Client connections accepted.", g(&m.connections_total)),
             MetricFamily::new("gw_messages_in_total", "counter", "Messages received from clients, by frame type.")
@@ -193,6 +193,7 @@ impl Node for GatewayNode {
                 g(&m.index_resyncs),
             ),
         ];
+        families.extend(crate::pusher::metric_families(&self.gateway));
         Box::pin(async move { families })
     }
 

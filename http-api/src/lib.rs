@@ -11,6 +11,7 @@ mod bare_errors;
 pub mod error;
 mod node;
 pub mod openapi;
+mod pusher;
 pub mod routes;
 mod serve;
 mod stats;
@@ -77,6 +78,8 @@ pub struct Api {
     grace: Duration,
     limits: Limits,
     throttles: serve::Throttles,
+    /// The Pusher apps whose HTTP API this daemon serves (`[pusher]`), if any.
+    pusher: Option<gw_config::PusherConfig>,
 }
 
 /// How much the server lets clients hold, and for how long.
@@ -140,6 +143,7 @@ impl Api {
                 body_timeout: config.body_timeout,
             },
             throttles: serve::Throttles::default(),
+            pusher: config.pusher.clone(),
         }))
     }
 

@@ -26,8 +26,7 @@ use crate::error::{ApiError, parse_json, parse_value};
 pub fn router(api: Arc<Api>) -> Router {
     let mut routes = Routes(Router::new());
     for_each_call(&mut routes);
-    routes
-        .0
+    crate::pusher::routes(routes.0)
         .route("/v1/batch", axum::routing::post(batch))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)

@@ -1,0 +1,358 @@
+//! The task of one Pusher connection after its WebSocket upgrade: the connect checks (a refusal
+//! is a `pusher:error` with the code, then a close with the same code), then a loop that decodes
+//! the client's frames, hands them to its [`Session`] and carries out the actions, and writes
+//! what the cluster queued for the client (channel events, member events, closes). The client is
+//! registered like any other, so commands, queries and the routing index see it; it is never
+//! routed to a business worker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gw_proto::{ClientInfo, Command, Payload};
+use gw_pusher_protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame, SocketId};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::session::{Action, Refusal, Session};
+use super::{AppSlot, Pusher, channel_group, user_uid};
+use crate::Gateway;
+use crate::client_handle::{ClientHandle, KillReason};
+use crate::listener::ConnSlot;
+use crate::metrics::Metrics;
+use crate::outgoing::OutMessage;
+use crate::send_queue::{Outbound, SendQueue};
+use crate::transport::{Incoming, Transport, TransportError, WsTransport};
+use crate::upgrade::HandshakeRequest;
+
+/// Most queued messages written before one flush.
+const WRITE_BATCH: usize = 64;
+
+/// How long a destroyed client's socket may take to take what was queued before the destroy.
+const DESTROY_FLUSH: Duration = Duration::from_secs(2);
+
+/// Why the connection ended.
+enum End {
+    Client,
+    Vanished,
+    Server,
+}
+
+/// Serves one upgraded Pusher connection until it closes.
+pub(crate) async fn serve(
+    mut transport: WsTransport,
+    info: ClientInfo,
+    request: Box<HandshakeRequest>,
+    gw: Arc<Gateway>,
+    shutdown: CancellationToken,
+    slot: Box<ConnSlot>,
+    pusher: Arc<Pusher>,
+) {
+    let origin = request.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("origin")).map(|(_, v)| v.as_str());
+    let app = match pusher.admit(&request.path, &request.query, origin) {
+        Ok(app) => app,
+        Err(refused) => {
+            pusher.count_connect_refused();
+            tracing::debug!(peer = %info.client_addr, code = refused.code.code(), reason = %refused.reason, "pusher connection refused");
+            let frame = ServerFrame::Error { code: Some(refused.code), message: &refused.reason }.encode();
+            if transport.ready().await.is_ok() && transport.feed(OutMessage::new(Message::text(frame))).is_ok() {
+                let _ = transport.flush().await;
+            }
+            // The detail went in the error frame; a close reason must fit in 123 bytes.
+            transport.close(refused.code.code(), refused.code.description()).await;
+            drop(slot);
+            return;
+        }
+    };
+    drop(request);
+    let id = gw.next_client.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::debug_span!("pusher", client_id = %gw.client_id(id), app = %pusher.app(app.index).id);
+    let peer: Option<SocketAddr> = info.client_addr.parse().ok();
+    let handle = Arc::new(ClientHandle::new(id, SendQueue::new(gw.config.send_queue), info, gw.clock_ms()));
+    gw.state.insert(handle.clone());
+    let session = Session::new(SocketId::new(gw.instance, id));
+    let mut conn = Conn { gw: gw.clone(), pusher: &pusher, app, handle, transport, session, unsettled: 0 };
+    async move {
+        tracing::debug!(peer = ?peer, "pusher client connected");
+        let end = conn.run(&shutdown).await;
+        let unwritten = conn.handle.tx.close() + std::mem::take(&mut conn.unsettled);
+        let m = &gw.state.metrics;
+        m.dropped_client_gone.fetch_add(unwritten, Ordering::Relaxed);
+        Metrics::inc(match end {
+            End::Client => &m.disconnects_closed,
+            End::Vanished => &m.disconnects_vanished,
+            End::Server => &m.disconnects_server,
+        });
+        for action in conn.session.closing() {
+            conn.apply_silent(action);
+        }
+        gw.state.remove(conn.handle.id);
+        tracing::debug!(by_client = !matches!(end, End::Server), unwritten, "pusher client disconnected");
+        drop(slot);
+    }
+    .instrument(span)
+    .await;
+}
+
+struct Conn<'p> {
+    gw: Arc<Gateway>,
+    pusher: &'p Pusher,
+    app: AppSlot<'p>,
+    handle: Arc<ClientHandle>,
+    transport: WsTransport,
+    session: Session,
+    /// Messages taken from the send queue and not yet flushed.
+    unsettled: u64,
+}
+
+impl Conn<'_> {
+    async fn run(&mut self, shutdown: &CancellationToken) -> End {
+        let activity = u32::try_from(self.pusher.config.activity_timeout.as_secs()).unwrap_or(u32::MAX);
+        let established = self.session.established(activity);
+        if self.send_now(established).await.is_err() {
+            return End::Vanished;
+        }
+        let handle = self.handle.clone();
+        // `user_authentication`: one timer until the connection signs in (none otherwise).
+        let app = self.pusher.app(self.app.index);
+        let mut signin = app.user_authentication.then(|| Box::pin(tokio::time::sleep(app.signin_timeout)));
+        loop {
+            if signin.is_some() && self.session.signed_in() {
+                signin = None;
+            }
+            tokio::select! {
+                biased;
+                _ = handle.kill.cancelled() => return self.killed().await,
+                _ = async { signin.as_mut().expect("guarded").await }, if signin.is_some() => {
+                    let code = ErrorCode::Unauthorized;
+                    let reason = "Connection not authorized within timeout";
+                    self.pusher.count(Refusal::BadSignin);
+                    let _ = self.send_now(ServerFrame::Error { code: Some(code), message: reason }.encode()).await;
+                    self.transport.close(code.code(), reason).await;
+                    return End::Server;
+                }
+                _ = shutdown.cancelled() => {
+                    let code = ErrorCode::ReconnectImmediately;
+                    self.transport.close(code.code(), "server shutting down").await;
+                    return End::Server;
+                }
+                _ = handle.tx.ready() => {
+                    if let Some(end) = self.write().await {
+                        return end;
+                    }
+                }
+                incoming = self.transport.recv() => {
+                    handle.last_active.store(self.gw.clock_ms(), Ordering::Relaxed);
+                    match incoming {
+                        Ok(Incoming::Message(payload)) => {
+                            if let Some(end) = self.on_message(payload).await {
+                                return end;
+                            }
+                        }
+                        Ok(Incoming::Activity) => {}
+                        Err(TransportError::Closed) => return End::Client,
+                        Err(TransportError::Vanished(e)) => {
+                            tracing::debug!(error = %e, "pusher client vanished");
+                            return End::Vanished;
+                        }
+                        Err(TransportError::Violation { code, reason }) => {
+                            Metrics::inc(&self.gw.state.metrics.protocol_violations);
+                            tracing::debug!(code, reason = %reason, "pusher client broke the WebSocket protocol");
+                            self.transport.close(code, &reason).await;
+                            return End::Client;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_message(&mut self, payload: Payload) -> Option<End> {
+        let m = &self.gw.state.metrics;
+        Metrics::inc(&m.messages_in);
+        Metrics::inc(if payload.binary { &m.messages_in_binary } else { &m.messages_in_text });
+        self.handle.bytes_in.fetch_add(payload.data.len() as u64, Ordering::Relaxed);
+        let frame = match (payload.binary, std::str::from_utf8(&payload.data)) {
+            (false, Ok(text)) => ClientFrame::decode(text, &self.pusher.limits),
+            _ => Err(FrameError::Malformed("binary frames are not part of the Pusher protocol".into())),
+        };
+        let now = tokio::time::Instant::now().into_std();
+        let app = self.pusher.app(self.app.index);
+        let actions = self.session.handle(frame, app, &self.pusher.limits, now);
+        for action in actions {
+            match action {
+                Action::Send(text) => {
+                    if self.send_now(text).await.is_err() {
+                        return Some(End::Vanished);
+                    }
+                }
+                Action::PresenceJoin { channel, member } => {
+                    let answer = self.presence_join(&channel, member.0);
+                    if self.send_now(answer).await.is_err() {
+                        return Some(End::Vanished);
+                    }
+                }
+                Action::Close(code, reason) => {
+                    let _ = self.transport.flush().await;
+                    self.transport.close(code.code(), &reason).await;
+                    return Some(End::Server);
+                }
+                other => self.apply_silent(other),
+            }
+        }
+        None
+    }
+
+    /// Carries out an action that writes nothing to this client.
+    fn apply_silent(&self, action: Action) {
+        let app_id = &self.pusher.app(self.app.index).id;
+        let id = self.handle.id;
+        match action {
+            Action::Join(channel) => self.gw.state.index_mut().join(id, channel_group(app_id, &channel)),
+            Action::Leave(channel) => self.gw.state.index_mut().leave(id, &channel_group(app_id, &channel)),
+            Action::PresenceLeave { channel, user_id } => {
+                let mut presence = self.pusher.presence.lock().expect("presence lock");
+                if presence.leave(self.app.index, &channel, id, &user_id) {
+                    let frame = ServerFrame::MemberRemoved { channel: &channel, user_id: &user_id }.encode();
+                    self.publish(&channel, frame);
+                }
+            }
+            Action::Publish { channel, frame } => self.publish(&channel, frame),
+            Action::SignedIn(user) => self.gw.state.index_mut().bind_uid(id, user_uid(app_id, &user)),
+            Action::Count(refusal) => self.pusher.count(refusal),
+            Action::Send(_) | Action::PresenceJoin { .. } | Action::Close(..) => {}
+        }
+    }
+
+    /// Adds this connection to a presence channel: joins its group, tells the others when the
+    /// user is new here, and returns the frame for this client (the member list, or an error
+    /// when the channel is full). Under the presence lock, so the list and the member events
+    /// that follow it are consistent.
+    fn presence_join(&mut self, channel: &str, member: gw_pusher_protocol::presence::Member) -> String {
+        let pusher = self.pusher;
+        let app = pusher.app(self.app.index);
+        let id = self.handle.id;
+        let mut presence = pusher.presence.lock().expect("presence lock");
+        let user_id = member.user_id.clone();
+        match presence.join(self.app.index, channel, id, member, app.max_presence_members) {
+            Err(full) => {
+                drop(presence);
+                self.session.refused(channel);
+                pusher.count(Refusal::PresenceFull);
+                let message = format!(
+                    "Subscription to {channel:?} refused: the channel has {} members, the most allowed",
+                    full.max
+                );
+                ServerFrame::Error { code: None, message: &message }.encode()
+            }
+            Ok(joined) => {
+                self.gw.state.index_mut().join(id, channel_group(&app.id, channel));
+                if joined == super::presence::Joined::Added
+                    && let Some(m) = presence.member(self.app.index, channel, &user_id)
+                {
+                    let frame = ServerFrame::MemberAdded { channel, member: m }.encode();
+                    self.publish(channel, frame);
+                }
+                let members = presence.members(self.app.index, channel);
+                ServerFrame::PresenceSubscriptionSucceeded { channel, members: &members }.encode()
+            }
+        }
+    }
+
+    /// Delivers a frame to the channel's subscribers on this gateway, except this connection.
+    fn publish(&self, channel: &str, frame: String) {
+        let group = channel_group(&self.pusher.app(self.app.index).id, channel);
+        let msg = Payload { data: Bytes::from(frame), binary: false };
+        self.gw.state.execute(Command::SendToGroups { groups: vec![group], msg, exclude: vec![self.handle.id] });
+    }
+
+    /// Writes one frame to this client now, ahead of what is queued for it (answers to its own
+    /// frames: a subscription's success comes before the channel's events).
+    async fn send_now(&mut self, text: String) -> Result<(), TransportError> {
+        self.transport.ready().await?;
+        let written = self.transport.feed(OutMessage::new(Message::text(text)))?;
+        self.handle.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
+        self.transport.flush().await?;
+        self.settle();
+        Ok(())
+    }
+
+    /// Counts what was taken from the queue as written, after a flush.
+    fn settle(&mut self) {
+        let written = std::mem::take(&mut self.unsettled);
+        self.gw.state.metrics.messages_out.fetch_add(written, Ordering::Relaxed);
+    }
+
+    /// Writes what is queued (up to a batch), then flushes once.
+    async fn write(&mut self) -> Option<End> {
+        let mut heartbeat = false;
+        for _ in 0..WRITE_BATCH {
+            if self.transport.ready().await.is_err() {
+                return Some(End::Vanished);
+            }
+            let msg = match self.handle.tx.try_recv() {
+                None => break,
+                Some(Outbound::Msg(msg)) => {
+                    self.handle.queued_bytes.fetch_sub(msg.len(), Ordering::Relaxed);
+                    self.unsettled += 1;
+                    msg
+                }
+                Some(Outbound::Control(msg)) => {
+                    heartbeat = true;
+                    OutMessage::new(msg)
+                }
+                Some(Outbound::Close { last, close }) => {
+                    if let Some(msg) = last {
+                        self.unsettled += 1;
+                        let _ = self.transport.feed(msg);
+                    }
+                    if self.transport.flush().await.is_ok() {
+                        self.settle();
+                    }
+                    let (code, reason) = close.map(|c| (c.code, c.reason)).unwrap_or((1000, String::new()));
+                    self.transport.close(code, &reason).await;
+                    return Some(End::Server);
+                }
+                Some(Outbound::Destroy) => {
+                    if let Ok(Ok(())) = tokio::time::timeout(DESTROY_FLUSH, self.transport.flush()).await {
+                        self.settle();
+                    }
+                    return Some(End::Server);
+                }
+            };
+            match self.transport.feed(msg) {
+                Ok(n) => {
+                    self.handle.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(_) => return Some(End::Vanished),
+            }
+        }
+        if self.transport.flush().await.is_err() {
+            return Some(End::Vanished);
+        }
+        self.settle();
+        if heartbeat {
+            self.transport.release_idle();
+            self.handle.tx.release_idle();
+        }
+        None
+    }
+
+    async fn killed(&mut self) -> End {
+        match self.handle.kill_reason() {
+            KillReason::Heartbeat => {
+                let code = ErrorCode::PongNotReceived;
+                self.transport.close(code.code(), code.description()).await;
+            }
+            KillReason::SlowConsumer => {
+                let code = self.gw.config.slow_consumer_close_code;
+                self.transport.close(code, "slow consumer: send queue full").await;
+            }
+            KillReason::Destroy | KillReason::None => {}
+        }
+        End::Server
+    }
+}

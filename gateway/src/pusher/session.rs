@@ -1,0 +1,569 @@
+//! One Pusher connection's rules, sans-IO: [`Session::handle`] takes a decoded client frame and
+//! the current time and says what to do ([`Action`]s: frames for this client, groups to join or
+//! leave, presence joins and leaves, client events to publish, a close). The connection task
+//! (`conn.rs`) decodes, calls it and carries the actions out, so every rule is a unit test with
+//! time as an input (docs/pusher.md §2).
+
+use std::time::Instant;
+
+use gw_config::PusherApp;
+use gw_pusher_protocol::auth::{verify_channel_auth, verify_user_auth};
+use gw_pusher_protocol::client_frame::{ClientEvent, Subscribe};
+use gw_pusher_protocol::presence::{Member, parse_channel_data, parse_user_data};
+use gw_pusher_protocol::rate::TokenBucket;
+use gw_pusher_protocol::server_frame::EventData;
+use gw_pusher_protocol::{ChannelKind, ClientFrame, ErrorCode, FrameError, Limits, ServerFrame, SocketId};
+
+/// What the connection task does for a frame, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Write this frame to the client.
+    Send(String),
+    /// Join the channel's group (public, private and encrypted channels).
+    Join(String),
+    /// Leave the channel's group.
+    Leave(String),
+    /// Join a presence channel: the group and the gateway's member list; the task answers with
+    /// the member list (or refuses when the channel is full, then calls [`Session::refused`]).
+    PresenceJoin {
+        /// The channel.
+        channel: String,
+        /// Who joins.
+        member: MemberData,
+    },
+    /// Leave a presence channel's member list (the group is left with [`Action::Leave`]).
+    PresenceLeave {
+        /// The channel.
+        channel: String,
+        /// Who leaves.
+        user_id: String,
+    },
+    /// Deliver a client event to the channel's other subscribers (never to this connection).
+    Publish {
+        /// The channel.
+        channel: String,
+        /// The encoded frame.
+        frame: String,
+    },
+    /// The connection signed in as this user.
+    SignedIn(String),
+    /// Close the connection with this code (after what was sent before).
+    Close(ErrorCode, String),
+    /// Something refused or ignored, counted by this reason.
+    Count(Refusal),
+}
+
+/// A presence member, comparable in tests.
+#[derive(Debug)]
+pub(crate) struct MemberData(pub Member);
+
+impl PartialEq for MemberData {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.user_id == other.0.user_id
+            && self.0.user_info.as_ref().map(|r| r.get()) == other.0.user_info.as_ref().map(|r| r.get())
+    }
+}
+impl Eq for MemberData {}
+
+/// Why a frame was refused or ignored (the label of its counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Refusal {
+    /// The frame did not decode.
+    BadFrame,
+    /// A `pusher:` event we do not act on.
+    Ignored,
+    /// A subscription's signature, key or `channel_data` was wrong or missing.
+    BadAuth,
+    /// Over `max_subscriptions`.
+    TooManySubscriptions,
+    /// A `#server-to-user-` channel of another user (or not signed in).
+    NotSignedIn,
+    /// A client event the app does not allow, or on a channel not subscribed.
+    ClientEventRefused,
+    /// A client event over the rate limit (4301).
+    RateLimited,
+    /// A sign-in with a wrong signature or bad `user_data` (4009).
+    BadSignin,
+    /// A presence channel at `max_presence_members`.
+    PresenceFull,
+}
+
+impl Refusal {
+    /// Every reason, for the counters.
+    pub const ALL: [Refusal; 9] = [
+        Self::BadFrame,
+        Self::Ignored,
+        Self::BadAuth,
+        Self::TooManySubscriptions,
+        Self::NotSignedIn,
+        Self::ClientEventRefused,
+        Self::RateLimited,
+        Self::BadSignin,
+        Self::PresenceFull,
+    ];
+
+    /// The counter's label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::BadFrame => "bad_frame",
+            Self::Ignored => "ignored",
+            Self::BadAuth => "bad_auth",
+            Self::TooManySubscriptions => "too_many_subscriptions",
+            Self::NotSignedIn => "not_signed_in",
+            Self::ClientEventRefused => "client_event_refused",
+            Self::RateLimited => "rate_limited",
+            Self::BadSignin => "bad_signin",
+            Self::PresenceFull => "presence_full",
+        }
+    }
+}
+
+/// A subscribed channel.
+#[derive(Debug)]
+struct Sub {
+    channel: String,
+    /// Presence channels: the user this connection is a member as.
+    user_id: Option<String>,
+}
+
+/// One Pusher connection's state.
+#[derive(Debug)]
+pub(crate) struct Session {
+    socket_id: SocketId,
+    subs: Vec<Sub>,
+    /// The signed-in user.
+    user: Option<String>,
+    /// Created at the first client event.
+    bucket: Option<Box<TokenBucket>>,
+}
+
+fn error(code: Option<ErrorCode>, message: &str) -> Action {
+    Action::Send(ServerFrame::Error { code, message }.encode())
+}
+
+impl Session {
+    /// The session of the connection with this socket id.
+    pub fn new(socket_id: SocketId) -> Self {
+        Self { socket_id, subs: Vec::new(), user: None, bucket: None }
+    }
+
+    /// The first frame: `pusher:connection_established`.
+    pub fn established(&self, activity_timeout_secs: u32) -> String {
+        ServerFrame::ConnectionEstablished { socket_id: self.socket_id, activity_timeout: activity_timeout_secs }
+            .encode()
+    }
+
+    /// What to do for one frame from the client (or the reason it did not decode).
+    pub fn handle(
+        &mut self,
+        frame: Result<ClientFrame, FrameError>,
+        app: &PusherApp,
+        limits: &Limits,
+        now: Instant,
+    ) -> Vec<Action> {
+        match frame {
+            Ok(ClientFrame::Ping) => vec![Action::Send(ServerFrame::Pong.encode())],
+            Ok(ClientFrame::Pong) => Vec::new(),
+            Ok(ClientFrame::Ignored { .. }) => vec![Action::Count(Refusal::Ignored)],
+            Ok(ClientFrame::Subscribe(s)) => self.subscribe(s, app, limits),
+            Ok(ClientFrame::Unsubscribe { channel }) => self.unsubscribe(channel.as_str()),
+            Ok(ClientFrame::Signin { auth, user_data }) => self.signin(&auth, &user_data, app, limits),
+            Ok(ClientFrame::ClientEvent(ev)) => self.client_event(ev, app, now),
+            Err(e) => vec![error(None, &e.to_string()), Action::Count(Refusal::BadFrame)],
+        }
+    }
+
+    fn subscribed(&self, channel: &str) -> Option<&Sub> {
+        self.subs.iter().find(|s| s.channel == channel)
+    }
+
+    fn subscribe(&mut self, s: Subscribe, app: &PusherApp, limits: &Limits) -> Vec<Action> {
+        let channel = s.channel.as_str();
+        let kind = s.channel.kind();
+        let existing = self.subscribed(channel).map(|sub| sub.user_id.clone());
+        if existing.is_none() && self.subs.len() >= limits.max_subscriptions {
+            let message = format!(
+                "Subscription to {channel:?} refused: this connection has {} subscriptions, the most allowed",
+                limits.max_subscriptions
+            );
+            return vec![error(None, &message), Action::Count(Refusal::TooManySubscriptions)];
+        }
+        if kind == ChannelKind::ServerToUser {
+            let owner = s.channel.server_to_user();
+            if owner.is_none() || owner != self.user.as_deref() {
+                let message =
+                    format!("Subscription to {channel:?} refused: the connection is not signed in as its user");
+                return vec![error(None, &message), Action::Count(Refusal::NotSignedIn)];
+            }
+        }
+        if matches!(kind, ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence) {
+            let socket_id = self.socket_id.to_string();
+            let checked = verify_channel_auth(
+                &app.key,
+                &app.secret,
+                &socket_id,
+                channel,
+                s.channel_data.as_deref(),
+                s.auth.as_deref(),
+            );
+            if let Err(e) = checked {
+                return vec![error(None, &e.to_string()), Action::Count(Refusal::BadAuth)];
+            }
+        }
+        if kind != ChannelKind::Presence {
+            if existing.is_none() {
+                self.subs.push(Sub { channel: channel.to_string(), user_id: None });
+            }
+            return vec![
+                Action::Join(channel.to_string()),
+                Action::Send(ServerFrame::SubscriptionSucceeded { channel }.encode()),
+            ];
+        }
+        let Some(data) = s.channel_data.as_deref() else {
+            let message = format!("Subscription to {channel:?} refused: presence channels need channel_data");
+            return vec![error(None, &message), Action::Count(Refusal::BadAuth)];
+        };
+        let member = match parse_channel_data(data, limits) {
+            Ok(m) => m,
+            Err(e) => return vec![error(None, &e.to_string()), Action::Count(Refusal::BadAuth)],
+        };
+        match existing {
+            Some(Some(user)) if user != member.user_id => {
+                let message =
+                    format!("Subscription to {channel:?} refused: already subscribed as another user ({user:?})");
+                return vec![error(None, &message), Action::Count(Refusal::BadAuth)];
+            }
+            Some(_) => {}
+            None => self.subs.push(Sub { channel: channel.to_string(), user_id: Some(member.user_id.clone()) }),
+        }
+        vec![Action::PresenceJoin { channel: channel.to_string(), member: MemberData(member) }]
+    }
+
+    /// The task could not add the connection to a presence channel (full): forget it.
+    pub fn refused(&mut self, channel: &str) {
+        self.subs.retain(|s| s.channel != channel);
+    }
+
+    fn unsubscribe(&mut self, channel: &str) -> Vec<Action> {
+        let Some(at) = self.subs.iter().position(|s| s.channel == channel) else { return Vec::new() };
+        let sub = self.subs.swap_remove(at);
+        let mut actions = vec![Action::Leave(sub.channel.clone())];
+        if let Some(user_id) = sub.user_id {
+            actions.push(Action::PresenceLeave { channel: sub.channel, user_id });
+        }
+        actions
+    }
+
+    fn signin(&mut self, auth: &str, user_data: &str, app: &PusherApp, limits: &Limits) -> Vec<Action> {
+        let refuse = |message: String| {
+            vec![
+                error(Some(ErrorCode::Unauthorized), &message),
+                Action::Count(Refusal::BadSignin),
+                Action::Close(ErrorCode::Unauthorized, "Invalid signature".into()),
+            ]
+        };
+        if let Err(e) = verify_user_auth(&app.key, &app.secret, &self.socket_id.to_string(), user_data, auth) {
+            return refuse(e.to_string());
+        }
+        let user = match parse_user_data(user_data, limits) {
+            Ok(u) => u,
+            Err(e) => return refuse(e.to_string()),
+        };
+        let mut actions =
+            vec![Action::SignedIn(user.id.clone()), Action::Send(ServerFrame::SigninSuccess { user_data }.encode())];
+        if user.watchlist_truncated {
+            actions
+                .push(error(Some(ErrorCode::WatchlistLimitExceeded), ErrorCode::WatchlistLimitExceeded.description()));
+        }
+        self.user = Some(user.id);
+        actions
+    }
+
+    fn client_event(&mut self, ev: ClientEvent, app: &PusherApp, now: Instant) -> Vec<Action> {
+        let channel = ev.channel.as_str();
+        if !app.client_events {
+            let message = format!("Client event rejected - client events are not enabled for this app: {:?}", ev.event);
+            return vec![error(None, &message), Action::Count(Refusal::ClientEventRefused)];
+        }
+        let Some(sub) = self.subscribed(channel) else {
+            let message = format!("Client event rejected - not subscribed to channel {channel:?}");
+            return vec![error(None, &message), Action::Count(Refusal::ClientEventRefused)];
+        };
+        let user_id = sub.user_id.clone();
+        let rate = app.client_event_rate;
+        let bucket = self.bucket.get_or_insert_with(|| Box::new(TokenBucket::new(rate, rate, now)));
+        if !bucket.try_take(now) {
+            return vec![
+                error(Some(ErrorCode::ClientEventRateLimit), ErrorCode::ClientEventRateLimit.description()),
+                Action::Count(Refusal::RateLimited),
+            ];
+        }
+        let frame = ServerFrame::Event {
+            channel,
+            event: &ev.event,
+            data: ev.data.as_deref().map(EventData::Json),
+            user_id: user_id.as_deref(),
+        }
+        .encode();
+        vec![Action::Publish { channel: channel.to_string(), frame }]
+    }
+
+    /// What to do when the connection ends: leave every presence channel (the groups are left
+    /// with the connection).
+    pub fn closing(&mut self) -> Vec<Action> {
+        self.subs
+            .drain(..)
+            .filter_map(|s| s.user_id.map(|user_id| Action::PresenceLeave { channel: s.channel, user_id }))
+            .collect()
+    }
+
+    /// The signed-in user, if any.
+    #[cfg(test)]
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Whether the connection signed in.
+    pub fn signed_in(&self) -> bool {
+        self.user.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use gw_pusher_protocol::auth::{channel_auth, user_auth};
+
+    use super::*;
+
+    const SOCKET: SocketId = SocketId::new(1234, 5);
+
+    fn app() -> PusherApp {
+        PusherApp::new("1", "key", "secret")
+    }
+
+    fn run(s: &mut Session, text: &str, now: Instant) -> Vec<Action> {
+        let limits = Limits::default();
+        s.handle(ClientFrame::decode(text, &limits), &app(), &limits, now)
+    }
+
+    fn subscribe(channel: &str, auth: Option<&str>, data: Option<&str>) -> String {
+        serde_json::json!({"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth, "channel_data": data}})
+            .to_string()
+    }
+
+    fn sent(actions: &[Action]) -> Vec<serde_json::Value> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(t) => Some(serde_json::from_str(t).unwrap()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn connection_established_carries_the_socket_id_and_activity_timeout() {
+        let frame: serde_json::Value = serde_json::from_str(&Session::new(SOCKET).established(120)).unwrap();
+        assert_eq!(frame["event"], "pusher:connection_established");
+        let data: serde_json::Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data, serde_json::json!({"socket_id": "1234.5", "activity_timeout": 120}));
+    }
+
+    #[test]
+    fn ping_is_answered_with_pong_and_unknown_pusher_events_are_counted() {
+        let mut s = Session::new(SOCKET);
+        let now = Instant::now();
+        assert_eq!(sent(&run(&mut s, r#"{"event":"pusher:ping","data":{}}"#, now))[0]["event"], "pusher:pong");
+        assert!(run(&mut s, r#"{"event":"pusher:pong","data":{}}"#, now).is_empty());
+        assert_eq!(run(&mut s, r#"{"event":"pusher:whatever","data":{}}"#, now), vec![Action::Count(Refusal::Ignored)]);
+    }
+
+    #[test]
+    fn garbage_gets_an_error_without_code_and_the_connection_stays() {
+        let mut s = Session::new(SOCKET);
+        let actions = run(&mut s, "not json", Instant::now());
+        let frames = sent(&actions);
+        assert_eq!(frames[0]["event"], "pusher:error");
+        assert_eq!(frames[0]["data"]["code"], serde_json::Value::Null);
+        assert!(actions.contains(&Action::Count(Refusal::BadFrame)));
+        assert!(!actions.iter().any(|a| matches!(a, Action::Close(..))));
+    }
+
+    #[test]
+    fn public_subscribe_joins_and_succeeds_and_twice_is_answered_again() {
+        let mut s = Session::new(SOCKET);
+        for _ in 0..2 {
+            let actions = run(&mut s, &subscribe("news", None, None), Instant::now());
+            assert_eq!(actions[0], Action::Join("news".into()));
+            let frames = sent(&actions);
+            assert_eq!(frames[0]["event"], "pusher_internal:subscription_succeeded");
+            assert_eq!(frames[0]["channel"], "news");
+        }
+        assert_eq!(s.subs.len(), 1);
+        // pusher-js sends `"auth": ""` for a public channel: ignored.
+        let actions =
+            run(&mut s, r#"{"event":"pusher:subscribe","data":{"auth":"","channel":"other"}}"#, Instant::now());
+        assert_eq!(actions[0], Action::Join("other".into()));
+        s.refused("other");
+        assert_eq!(
+            run(&mut s, r#"{"event":"pusher:unsubscribe","data":{"channel":"news"}}"#, Instant::now()),
+            vec![Action::Leave("news".into())]
+        );
+        assert!(run(&mut s, r#"{"event":"pusher:unsubscribe","data":{"channel":"news"}}"#, Instant::now()).is_empty());
+    }
+
+    #[test]
+    fn private_subscribe_checks_the_signature_and_a_bad_one_is_an_error_without_code() {
+        let mut s = Session::new(SOCKET);
+        let good = channel_auth("key", "secret", "1234.5", "private-a", None);
+        let actions = run(&mut s, &subscribe("private-a", Some(&good), None), Instant::now());
+        assert_eq!(actions[0], Action::Join("private-a".into()));
+        let other_socket = channel_auth("key", "secret", "1234.6", "private-b", None);
+        for bad in [None, Some("key:00"), Some(other_socket.as_str()), Some("nokey")] {
+            let actions = run(&mut s, &subscribe("private-b", bad, None), Instant::now());
+            let frames = sent(&actions);
+            assert_eq!(frames[0]["event"], "pusher:error", "{bad:?}");
+            assert_eq!(frames[0]["data"]["code"], serde_json::Value::Null);
+            assert!(actions.contains(&Action::Count(Refusal::BadAuth)));
+            assert!(!actions.iter().any(|a| matches!(a, Action::Join(_) | Action::Close(..))));
+        }
+        let wrong_secret = channel_auth("key", "another", "1234.5", "private-encrypted-x", None);
+        let actions = run(&mut s, &subscribe("private-encrypted-x", Some(&wrong_secret), None), Instant::now());
+        assert!(actions.contains(&Action::Count(Refusal::BadAuth)));
+    }
+
+    #[test]
+    fn presence_subscribe_needs_signed_channel_data_and_asks_the_task_to_join() {
+        let mut s = Session::new(SOCKET);
+        let data = r#"{"user_id":"u1","user_info":{"name":"Ann"}}"#;
+        let auth = channel_auth("key", "secret", "1234.5", "presence-room", Some(data));
+        let actions = run(&mut s, &subscribe("presence-room", Some(&auth), Some(data)), Instant::now());
+        let [Action::PresenceJoin { channel, member }] = actions.as_slice() else { panic!("{actions:?}") };
+        assert_eq!((channel.as_str(), member.0.user_id.as_str()), ("presence-room", "u1"));
+        // Without channel_data the signature cannot match what the SDKs sign.
+        let no_data = channel_auth("key", "secret", "1234.5", "presence-other", None);
+        let actions = run(&mut s, &subscribe("presence-other", Some(&no_data), None), Instant::now());
+        assert!(actions.contains(&Action::Count(Refusal::BadAuth)), "{actions:?}");
+        // Not JSON, but signed.
+        let auth = channel_auth("key", "secret", "1234.5", "presence-x", Some("nope"));
+        let actions = run(&mut s, &subscribe("presence-x", Some(&auth), Some("nope")), Instant::now());
+        assert!(actions.contains(&Action::Count(Refusal::BadAuth)), "{actions:?}");
+        // A full channel: the task refuses, the session forgets it; leaving then does nothing.
+        s.refused("presence-room");
+        assert!(s.closing().is_empty());
+    }
+
+    #[test]
+    fn leaving_and_closing_leave_presence_channels_once() {
+        let mut s = Session::new(SOCKET);
+        let data = r#"{"user_id":7}"#;
+        for channel in ["presence-a", "presence-b"] {
+            let auth = channel_auth("key", "secret", "1234.5", channel, Some(data));
+            run(&mut s, &subscribe(channel, Some(&auth), Some(data)), Instant::now());
+        }
+        let actions = run(&mut s, r#"{"event":"pusher:unsubscribe","data":{"channel":"presence-a"}}"#, Instant::now());
+        assert_eq!(
+            actions,
+            vec![
+                Action::Leave("presence-a".into()),
+                Action::PresenceLeave { channel: "presence-a".into(), user_id: "7".into() }
+            ]
+        );
+        assert_eq!(s.closing(), vec![Action::PresenceLeave { channel: "presence-b".into(), user_id: "7".into() }]);
+        assert!(s.closing().is_empty());
+    }
+
+    #[test]
+    fn subscriptions_are_capped() {
+        let mut s = Session::new(SOCKET);
+        let max = Limits::default().max_subscriptions;
+        for i in 0..max {
+            assert_eq!(
+                run(&mut s, &subscribe(&format!("c{i}"), None, None), Instant::now())[0],
+                Action::Join(format!("c{i}"))
+            );
+        }
+        let actions = run(&mut s, &subscribe("one-more", None, None), Instant::now());
+        assert!(actions.contains(&Action::Count(Refusal::TooManySubscriptions)));
+        // Subscribing again to one already held is still fine.
+        assert_eq!(run(&mut s, &subscribe("c0", None, None), Instant::now())[0], Action::Join("c0".into()));
+    }
+
+    #[test]
+    fn signin_binds_the_user_and_a_bad_signature_closes_with_4009() {
+        let mut s = Session::new(SOCKET);
+        let user_data = r#"{"id":"ann","user_info":{"name":"Ann"}}"#;
+        let auth = user_auth("key", "secret", "1234.5", user_data);
+        let text =
+            serde_json::json!({"event":"pusher:signin","data":{"auth": auth, "user_data": user_data}}).to_string();
+        let actions = run(&mut s, &text, Instant::now());
+        assert_eq!(actions[0], Action::SignedIn("ann".into()));
+        assert_eq!(sent(&actions)[0]["event"], "pusher:signin_success");
+        assert_eq!(s.user(), Some("ann"));
+        // Now its own server-to-user channel is allowed, another user's is not.
+        assert_eq!(
+            run(&mut s, &subscribe("#server-to-user-ann", None, None), Instant::now())[0],
+            Action::Join("#server-to-user-ann".into())
+        );
+        let actions = run(&mut s, &subscribe("#server-to-user-bob", None, None), Instant::now());
+        assert!(actions.contains(&Action::Count(Refusal::NotSignedIn)));
+
+        let mut s = Session::new(SOCKET);
+        let text =
+            serde_json::json!({"event":"pusher:signin","data":{"auth": "key:bad", "user_data": user_data}}).to_string();
+        let actions = run(&mut s, &text, Instant::now());
+        assert_eq!(sent(&actions)[0]["data"]["code"], 4009);
+        assert!(matches!(actions.last(), Some(Action::Close(ErrorCode::Unauthorized, _))));
+        assert_eq!(s.user(), None);
+    }
+
+    fn client_event(channel: &str) -> String {
+        serde_json::json!({"event":"client-typing","channel": channel,"data":{"who":"me"}}).to_string()
+    }
+
+    #[test]
+    fn client_events_need_a_subscription_and_are_rate_limited_with_4301() {
+        let mut s = Session::new(SOCKET);
+        let start = Instant::now();
+        let actions = run(&mut s, &client_event("private-a"), start);
+        assert!(actions.contains(&Action::Count(Refusal::ClientEventRefused)), "not subscribed");
+        let auth = channel_auth("key", "secret", "1234.5", "private-a", None);
+        run(&mut s, &subscribe("private-a", Some(&auth), None), start);
+        for _ in 0..10 {
+            let actions = run(&mut s, &client_event("private-a"), start);
+            let [Action::Publish { channel, frame }] = actions.as_slice() else { panic!("{actions:?}") };
+            assert_eq!(channel, "private-a");
+            let frame: serde_json::Value = serde_json::from_str(frame).unwrap();
+            assert_eq!(frame, serde_json::json!({"event":"client-typing","channel":"private-a","data":{"who":"me"}}));
+        }
+        let actions = run(&mut s, &client_event("private-a"), start);
+        assert_eq!(sent(&actions)[0]["data"]["code"], 4301);
+        assert!(actions.contains(&Action::Count(Refusal::RateLimited)));
+        assert!(!actions.iter().any(|a| matches!(a, Action::Close(..) | Action::Publish { .. })));
+        // A tenth of a second later one more token is there.
+        let later = start + Duration::from_millis(100);
+        assert!(matches!(run(&mut s, &client_event("private-a"), later).as_slice(), [Action::Publish { .. }]));
+    }
+
+    #[test]
+    fn client_events_on_presence_carry_the_user_id_and_apps_may_forbid_them() {
+        let mut s = Session::new(SOCKET);
+        let data = r#"{"user_id":"u9"}"#;
+        let auth = channel_auth("key", "secret", "1234.5", "presence-p", Some(data));
+        run(&mut s, &subscribe("presence-p", Some(&auth), Some(data)), Instant::now());
+        let actions = run(&mut s, &client_event("presence-p"), Instant::now());
+        let [Action::Publish { frame, .. }] = actions.as_slice() else { panic!("{actions:?}") };
+        assert!(frame.contains(r#""user_id":"u9""#), "{frame}");
+        let mut no_events = app();
+        no_events.client_events = false;
+        let limits = Limits::default();
+        let actions =
+            s.handle(ClientFrame::decode(&client_event("presence-p"), &limits), &no_events, &limits, Instant::now());
+        assert!(actions.contains(&Action::Count(Refusal::ClientEventRefused)));
+        // On a public channel the decoder refuses it already.
+        run(&mut s, &subscribe("pub", None, None), Instant::now());
+        assert!(run(&mut s, &client_event("pub"), Instant::now()).contains(&Action::Count(Refusal::BadFrame)));
+    }
+}

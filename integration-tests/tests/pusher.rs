@@ -1,0 +1,306 @@
+//! The Pusher protocol on a gateway listener, driven by a raw Pusher client over a real
+//! WebSocket (tokio-tungstenite speaking `ClientFrame`s): refusals on connect, subscriptions of
+//! every kind, bad signatures, client events, presence member events, silence.
+
+use std::time::Duration;
+
+use gw_integration_tests::pusher::{APP_ID, PusherClient, app_url, data_of, expect_refused, pusher_gateway};
+use gw_integration_tests::{GatewayHandle, RegisterHandle, eventually};
+use serde_json::json;
+
+const SECRET: &str = "pusher-cluster-secret";
+/// Long enough for a frame that should not come to show up on loopback.
+const QUIET: Duration = Duration::from_millis(300);
+
+async fn gateway() -> (RegisterHandle, GatewayHandle) {
+    let reg = RegisterHandle::start(SECRET).await;
+    let gw = pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await;
+    (reg, gw)
+}
+
+#[tokio::test]
+async fn refused_connections_get_the_code_in_an_error_and_the_close() {
+    let (_reg, gw) = gateway().await;
+    let base = gw.ws_url.clone();
+    expect_refused(&format!("{base}app/no-such-key?protocol=7"), 4001).await;
+    expect_refused(&format!("{base}not/pusher"), 4005).await;
+    expect_refused(&format!("{base}app/app-key?protocol=8"), 4007).await;
+    expect_refused(&format!("{base}app/app-key?protocol=seven"), 4006).await;
+    assert_eq!(gw.metric("connections"), 0, "no refused connection was registered");
+    // The right URL is served, with the socket id made of the client id's two numbers.
+    let c = PusherClient::connect(&app_url(&gw)).await;
+    let (instance, local) = c.socket_id.split_once('.').unwrap();
+    assert!(instance.parse::<u64>().is_ok() && local.parse::<u64>().is_ok(), "{}", c.socket_id);
+    assert_eq!(gw.metric("connections"), 1);
+}
+
+#[tokio::test]
+async fn origins_and_the_app_connection_cap_are_enforced() {
+    let reg = RegisterHandle::start(SECRET).await;
+    let gw = pusher_gateway(
+        &[reg.addr],
+        SECRET,
+        |app| {
+            app.max_connections = 1;
+            app.allowed_origins = vec!["https://ok.example".into()];
+        },
+        |_| {},
+    )
+    .await;
+    // tungstenite sends no Origin: refused with 4009.
+    expect_refused(&app_url(&gw), 4009).await;
+    let request = |origin: &str| {
+        let mut r =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(app_url(&gw)).unwrap();
+        r.headers_mut().insert("Origin", origin.parse().unwrap());
+        r
+    };
+    let mut first = gw_integration_tests::ws::WsClient::connect_request(request("https://ok.example")).await;
+    assert_eq!(first.recv_json().await["event"], "pusher:connection_established");
+    let mut second = gw_integration_tests::ws::WsClient::connect_request(request("https://ok.example")).await;
+    let error = second.recv_json().await;
+    assert_eq!(error["data"]["code"], 4004, "{error}");
+}
+
+#[tokio::test]
+async fn public_private_and_encrypted_subscriptions_and_a_bad_signature_keeps_the_connection() {
+    let (reg, gw) = gateway().await;
+    let cluster = gw_integration_tests::gateway_client(&[reg.addr], SECRET, 1).await;
+    let members = |group: String| {
+        let cluster = &cluster;
+        async move { cluster.client_count_by_group(&group).await.unwrap().complete().unwrap() }
+    };
+    let mut c = PusherClient::connect(&app_url(&gw)).await;
+    c.subscribe("news", None, None).await;
+    let ok = c.expect("pusher_internal:subscription_succeeded").await;
+    assert_eq!(ok["channel"], "news");
+    c.subscribe_signed("private-orders", None).await;
+    assert_eq!(c.expect("pusher_internal:subscription_succeeded").await["channel"], "private-orders");
+    c.subscribe_signed("private-encrypted-secrets", None).await;
+    assert_eq!(c.expect("pusher_internal:subscription_succeeded").await["channel"], "private-encrypted-secrets");
+    // The channels are the groups `pusher:{app}:{channel}` on the gateway.
+    let group = format!("pusher:{APP_ID}:private-orders");
+    assert_eq!(members(group.clone()).await, 1);
+
+    // A signature made for another socket: an error without a code, and the connection stays.
+    let auth = gw_pusher_protocol::auth::channel_auth(
+        gw_integration_tests::pusher::APP_KEY,
+        gw_integration_tests::pusher::APP_SECRET,
+        "1.2",
+        "private-other",
+        None,
+    );
+    c.subscribe("private-other", Some(auth), None).await;
+    let error = c.expect("pusher:error").await;
+    assert_eq!(error["data"]["code"], serde_json::Value::Null, "{error}");
+    assert!(error["data"]["message"].as_str().unwrap().contains("Invalid signature"), "{error}");
+    c.subscribe("private-nosig", None, None).await;
+    assert_eq!(c.expect("pusher:error").await["data"]["code"], serde_json::Value::Null);
+    c.expect_alive().await;
+    // Garbage is answered the same way.
+    c.ws.send("{not json").await;
+    assert_eq!(c.expect("pusher:error").await["data"]["code"], serde_json::Value::Null);
+    c.expect_alive().await;
+    assert_eq!(members(format!("pusher:{APP_ID}:private-other")).await, 0);
+
+    // Unsubscribing leaves the group.
+    c.send(&gw_pusher_protocol::ClientFrame::Unsubscribe {
+        channel: gw_pusher_protocol::ChannelName::parse("private-orders", &Default::default()).unwrap(),
+    })
+    .await;
+    c.expect_alive().await;
+    assert_eq!(members(group).await, 0);
+}
+
+#[tokio::test]
+async fn client_events_reach_the_others_never_the_sender_and_are_rate_limited() {
+    let (_reg, gw) = gateway().await;
+    let mut a = PusherClient::connect(&app_url(&gw)).await;
+    let mut b = PusherClient::connect(&app_url(&gw)).await;
+    for c in [&mut a, &mut b] {
+        c.subscribe_signed("private-chat", None).await;
+        c.expect("pusher_internal:subscription_succeeded").await;
+    }
+    a.client_event("private-chat", "client-typing", r#"{"who":"a"}"#).await;
+    let got = b.expect("client-typing").await;
+    assert_eq!(got, json!({"event": "client-typing", "channel": "private-chat", "data": {"who": "a"}}));
+    a.expect_silence(QUIET).await;
+
+    // The default limit is 10 a second with a burst of 10: the 10 left of the first second
+    // pass, and some later one gets 4301 while the connection stays.
+    let mut limited = false;
+    for i in 0..30 {
+        a.client_event("private-chat", "client-n", &i.to_string()).await;
+    }
+    a.expect_alive_or_limited(&mut limited).await;
+    assert!(limited, "30 events at once: some over the limit");
+    a.expect_alive().await;
+    let mut delivered = 0;
+    while let Some(gw_integration_tests::ws::Received::Text(_)) = b.ws.next(QUIET).await {
+        delivered += 1;
+    }
+    assert!((9..30).contains(&delivered), "{delivered} of 30 delivered");
+}
+
+trait Limited {
+    async fn expect_alive_or_limited(&mut self, limited: &mut bool);
+}
+
+impl Limited for PusherClient {
+    /// Reads the answers to a burst: 4301 errors (counted in `limited`) until the pong of a
+    /// ping sent after the burst.
+    async fn expect_alive_or_limited(&mut self, limited: &mut bool) {
+        self.send(&gw_pusher_protocol::ClientFrame::Ping).await;
+        loop {
+            let frame = self.recv().await;
+            match frame["event"].as_str() {
+                Some("pusher:pong") => return,
+                Some("pusher:error") => {
+                    assert_eq!(frame["data"]["code"], 4301, "{frame}");
+                    *limited = true;
+                }
+                _ => panic!("unexpected {frame}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn presence_members_are_listed_and_a_user_with_two_connections_is_added_and_removed_once() {
+    let (_reg, gw) = gateway().await;
+    let url = app_url(&gw);
+    let ann = r#"{"user_id":"ann","user_info":{"name":"Ann"}}"#;
+    let bob = r#"{"user_id":"bob","user_info":{"name":"Bob"}}"#;
+    let mut a = PusherClient::connect(&url).await;
+    a.subscribe_signed("presence-room", Some(ann)).await;
+    let list = data_of(&a.expect("pusher_internal:subscription_succeeded").await);
+    assert_eq!(list["presence"]["ids"], json!(["ann"]));
+    assert_eq!(list["presence"]["count"], 1);
+
+    let mut b1 = PusherClient::connect(&url).await;
+    b1.subscribe_signed("presence-room", Some(bob)).await;
+    let list = data_of(&b1.expect("pusher_internal:subscription_succeeded").await);
+    assert_eq!(list["presence"]["ids"], json!(["ann", "bob"]));
+    assert_eq!(list["presence"]["hash"]["bob"], json!({"name": "Bob"}));
+    let added = a.expect("pusher_internal:member_added").await;
+    assert_eq!(data_of(&added), json!({"user_id": "bob", "user_info": {"name": "Bob"}}));
+
+    // Bob's second connection: listed, but no member_added for anyone.
+    let mut b2 = PusherClient::connect(&url).await;
+    b2.subscribe_signed("presence-room", Some(bob)).await;
+    assert_eq!(data_of(&b2.expect("pusher_internal:subscription_succeeded").await)["presence"]["count"], 2);
+    a.expect_silence(QUIET).await;
+
+    // Client events on presence carry the sender's user id.
+    b2.client_event("presence-room", "client-hi", "{}").await;
+    assert_eq!(a.expect("client-hi").await["user_id"], "bob");
+    assert_eq!(b1.expect("client-hi").await["user_id"], "bob");
+
+    // The first of Bob's connections goes: Bob is still there.
+    b1.ws.close().await;
+    a.expect_silence(QUIET).await;
+    // The last one goes: member_removed, once.
+    b2.ws.close().await;
+    let removed = a.expect("pusher_internal:member_removed").await;
+    assert_eq!(data_of(&removed), json!({"user_id": "bob"}));
+    a.expect_silence(QUIET).await;
+}
+
+#[tokio::test]
+async fn a_full_presence_channel_refuses_new_users_with_an_error_without_code() {
+    let reg = RegisterHandle::start(SECRET).await;
+    let gw = pusher_gateway(&[reg.addr], SECRET, |app| app.max_presence_members = 1, |_| {}).await;
+    let mut a = PusherClient::connect(&app_url(&gw)).await;
+    a.subscribe_signed("presence-small", Some(r#"{"user_id":1}"#)).await;
+    a.expect("pusher_internal:subscription_succeeded").await;
+    let mut b = PusherClient::connect(&app_url(&gw)).await;
+    b.subscribe_signed("presence-small", Some(r#"{"user_id":2}"#)).await;
+    assert_eq!(b.expect("pusher:error").await["data"]["code"], serde_json::Value::Null);
+    b.expect_alive().await;
+    a.expect_silence(QUIET).await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_with_4201() {
+    let reg = RegisterHandle::start(SECRET).await;
+    let gw = pusher_gateway(
+        &[reg.addr],
+        SECRET,
+        |_| {},
+        |c| {
+            c.ping_interval = Duration::from_millis(200);
+            c.ping_not_response_limit = 2;
+            // A Pusher server's own ping, which a silent client does not answer.
+            c.ping_data = r#"{"event":"pusher:ping","data":{}}"#.into();
+        },
+    )
+    .await;
+    let mut c = PusherClient::connect(&app_url(&gw)).await;
+    let close = loop {
+        match c.ws.next(Duration::from_secs(10)).await {
+            Some(gw_integration_tests::ws::Received::Text(t)) => assert!(t.contains("pusher:ping"), "{t}"),
+            Some(gw_integration_tests::ws::Received::Closed(close)) => break close,
+            other => panic!("expected pings then a close, got {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|c| c.0), Some(4201));
+    eventually(Duration::from_secs(5), "the silent client is gone", || async { gw.metric("connections") == 0 }).await;
+}
+
+#[tokio::test]
+async fn with_user_authentication_a_connection_must_sign_in_in_time() {
+    let reg = RegisterHandle::start(SECRET).await;
+    let gw = pusher_gateway(
+        &[reg.addr],
+        SECRET,
+        |app| {
+            app.user_authentication = true;
+            app.signin_timeout = Duration::from_millis(300);
+        },
+        |_| {},
+    )
+    .await;
+    let mut silent = PusherClient::connect(&app_url(&gw)).await;
+    let mut signed = PusherClient::connect(&app_url(&gw)).await;
+    let user_data = r#"{"id":"ann"}"#;
+    let auth = gw_pusher_protocol::auth::user_auth(
+        gw_integration_tests::pusher::APP_KEY,
+        gw_integration_tests::pusher::APP_SECRET,
+        &signed.socket_id,
+        user_data,
+    );
+    signed.send(&gw_pusher_protocol::ClientFrame::Signin { auth, user_data: user_data.into() }).await;
+    signed.expect("pusher:signin_success").await;
+
+    let error = silent.expect("pusher:error").await;
+    assert_eq!(error["data"]["code"], 4009, "{error}");
+    assert_eq!(silent.expect_close().await.map(|c| c.0), Some(4009));
+    // The signed-in one (connected just after the silent one) outlives its own timeout too.
+    signed.expect_silence(Duration::from_millis(300)).await;
+    signed.expect_alive().await;
+
+    // A wrong sign-in signature is 4009 at once.
+    let mut wrong = PusherClient::connect(&app_url(&gw)).await;
+    wrong
+        .send(&gw_pusher_protocol::ClientFrame::Signin { auth: "app-key:00".into(), user_data: user_data.into() })
+        .await;
+    assert_eq!(wrong.expect("pusher:error").await["data"]["code"], 4009);
+    assert_eq!(wrong.expect_close().await.map(|c| c.0), Some(4009));
+}
+
+#[tokio::test]
+async fn a_graceful_stop_asks_clients_to_reconnect_at_once_with_4200() {
+    let (_reg, gw) = gateway().await;
+    let mut c = PusherClient::connect(&app_url(&gw)).await;
+    let stopping = tokio::spawn(gw.stop());
+    assert_eq!(c.expect_close().await.map(|c| c.0), Some(4200));
+    stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_long_bad_path_is_refused_cleanly() {
+    let (_reg, gw) = gateway().await;
+    // The detail (with the path) is in the error frame; the close reason stays within 123 bytes.
+    expect_refused(&format!("{}{}", gw.ws_url, "x".repeat(300)), 4005).await;
+    expect_refused(&format!("{}app/{}?protocol=7", gw.ws_url, "k".repeat(300)), 4005).await;
+}
