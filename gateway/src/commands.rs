@@ -8,6 +8,7 @@
 //! second), and, for a session write asked as a query, answered with the [`Refusal`].
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use crate::clients::Clients;
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::outgoing::OutMessage;
+use crate::recovery::Recorded;
 use crate::send_queue::Outbound;
 use crate::session;
 
@@ -129,19 +131,24 @@ impl Clients {
                     None => None,
                 };
                 match self.get(client) {
+                    Some(h) if self.close_held(&h) => {}
                     Some(h) => Self::close(&h, last, close),
                     None => Metrics::inc(&self.metrics.dropped_client_gone),
                 }
             }
             Command::DestroyClient { client } => {
-                if let Some(h) = self.get(client) {
+                if let Some(h) = self.get(client)
+                    && !self.close_held(&h)
+                {
                     Self::destroy(&h);
                 }
             }
             Command::CloseUid { uid } => {
                 let ids: Vec<u64> = self.index().uid_clients(&uid).collect();
                 for h in ids.into_iter().filter_map(|id| self.get(id)) {
-                    Self::close(&h, None, None);
+                    if !self.close_held(&h) {
+                        Self::close(&h, None, None);
+                    }
                 }
             }
             Command::SetSession { client, session } => self.change_session(client, SessionWrite::Set(session))?,
@@ -198,15 +205,36 @@ impl Clients {
         }
     }
 
+    /// Delivers a message to a client: queued, or, for a client with recovery, recorded in its
+    /// replay buffer first and queued to its current connection (recorded only, while it is
+    /// held). Both under the client's recovery lock, so the numbering is the queue's order.
+    fn deliver(&self, handle: &ClientHandle, msg: &OutMessage) {
+        let (Some(cell), Some(hub)) = (&handle.recovery, &self.recovery) else {
+            return self.queue(handle, msg.clone());
+        };
+        let mut rec = cell.lock().expect("recovery lock");
+        match hub.record(&self.metrics, handle.id, &mut rec, msg.for_recovery()) {
+            Recorded::Queue(msg) => match self.get(handle.id) {
+                // A resume may have put a new connection in place since `handle` was looked up.
+                Some(current) if current.recovery.as_ref().is_some_and(|c| Arc::ptr_eq(c, cell)) => {
+                    self.queue(&current, msg);
+                }
+                _ => self.queue(handle, msg),
+            },
+            Recorded::Kept => {}
+            Recorded::Gone => Metrics::inc(&self.metrics.dropped_client_gone),
+        }
+    }
+
     /// Queues a message for a client without waiting. A full queue marks a slow consumer: the
     /// message is dropped, counted, and the client disconnected (close code 1008).
-    fn deliver(&self, handle: &ClientHandle, msg: &OutMessage) {
+    fn queue(&self, handle: &ClientHandle, msg: OutMessage) {
         let len = msg.len();
         let over_bytes = handle.queued_bytes.load(Ordering::Relaxed) + len > self.queue_bytes;
         let result = if over_bytes {
-            Err(TrySendError::Full(Outbound::Msg(msg.clone())))
+            Err(TrySendError::Full(Outbound::Msg(msg)))
         } else {
-            handle.tx.try_send(Outbound::Msg(msg.clone()))
+            handle.tx.try_send(Outbound::Msg(msg))
         };
         match result {
             Ok(()) => {
@@ -229,6 +257,15 @@ impl Clients {
                 Some(h) => self.deliver(&h, msg),
                 None => Metrics::inc(&self.metrics.dropped_client_gone),
             }
+        }
+    }
+
+    /// Closing a held client (recovery) ends its held state now, with its `on_close`; true if
+    /// it was held.
+    fn close_held(&self, handle: &ClientHandle) -> bool {
+        match (&handle.recovery, &self.recovery) {
+            (Some(cell), Some(hub)) => hub.close_held(handle.id, cell),
+            _ => false,
         }
     }
 

@@ -154,7 +154,8 @@ pub(crate) async fn run(clients: Arc<Clients>, clock: Clock, settings: Settings,
                     closed += 1;
                 }
                 Look::Ping => {
-                    let ping = match (h.info.protocol, data.is_empty()) {
+                    // A client with recovery counts text messages: it gets ping frames instead.
+                    let ping = match (h.info.protocol, data.is_empty() || h.recovery.is_some()) {
                         (Protocol::WebSocket, true) => Some(Message::Ping(Bytes::new())),
                         (_, true) => None,
                         (_, false) => Some(Message::text(data.clone())),

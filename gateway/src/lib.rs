@@ -32,6 +32,7 @@ mod node;
 mod outgoing;
 mod peer;
 mod queries;
+mod recovery;
 mod redeliver;
 mod router;
 mod send_queue;
