@@ -8,6 +8,7 @@ pub mod logs;
 pub mod numbered;
 pub mod php;
 pub mod process;
+pub mod recovering;
 pub mod sockets;
 pub mod tls;
 pub mod ws;
