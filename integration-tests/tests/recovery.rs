@@ -358,3 +358,78 @@ async fn with_recovery_off_a_resume_is_told_disabled() {
     c.backend.send_to_all("y").await.unwrap();
     assert_eq!(ws.recv().await, "y");
 }
+
+/// A minimal HTTP endpoint for the `http` application: records every event's JSON, answers 200
+/// with no body (nothing to do).
+async fn endpoint() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut socket = BufReader::new(socket);
+                loop {
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        if socket.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    socket.read_exact(&mut body).await.unwrap();
+                    seen.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                    socket.get_mut().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+                }
+            });
+        }
+    });
+    (url, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_app_posts_a_resume_event_and_no_close_connect_pair() {
+    let (url, events) = endpoint().await;
+    let register = RegisterHandle::start(SECRET).await;
+    let gateway = GatewayHandle::start_with(&[register.addr], SECRET, |c| {
+        c.recovery = RecoveryConfig { enabled: true, ..RecoveryConfig::default() };
+    })
+    .await;
+    let app = gw_stock_apps::HttpApp::new(gw_config::HttpAppConfig { url, ..Default::default() }).unwrap();
+    let _worker = WorkerHandle::start("http", &[register.addr], SECRET, app);
+    wait_for_workers(&gateway, 1).await;
+    let client = RecoveringClient::connect(&gateway.ws_url).await;
+    let cid = client.client_id.clone();
+    let kinds = |cid: &str| -> Vec<String> {
+        let events = events.lock().unwrap();
+        events.iter().filter(|e| e["client_id"] == cid).map(|e| e["event"].as_str().unwrap().to_owned()).collect()
+    };
+    eventually(Duration::from_secs(10), "connect posted", || {
+        let n = kinds(&cid).len();
+        async move { n == 1 }
+    })
+    .await;
+    let client = client.reconnect(&gateway.ws_url).await;
+    assert_eq!(client.outcome, Outcome::Resumed { replayed: 0 });
+    eventually(Duration::from_secs(10), "resume posted", || {
+        let n = kinds(&cid).len();
+        async move { n == 2 }
+    })
+    .await;
+    assert_eq!(kinds(&cid), ["connect", "resume"]);
+    let resume = events.lock().unwrap().iter().find(|e| e["event"] == "resume").cloned().unwrap();
+    assert_eq!(resume["replayed"], 0);
+    assert_eq!(resume["server"]["client_addr"], client.ws.local_addr().to_string(), "its new address");
+}
