@@ -433,3 +433,66 @@ async fn the_http_app_posts_a_resume_event_and_no_close_connect_pair() {
     assert_eq!(resume["replayed"], 0);
     assert_eq!(resume["server"]["client_addr"], client.ws.local_addr().to_string(), "its new address");
 }
+
+/// Whether `python3` can import `websocket` (websocket-client); `Err` says why not.
+fn python_websocket_client() -> Result<(), String> {
+    match std::process::Command::new("python3").args(["-c", "import websocket"]).output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!("python3 cannot import websocket: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Err(format!("python3 not found: {e}")),
+    }
+}
+
+/// The Python helper (`clients/python/gatewayrs_recovery.py`) through a reset: every message
+/// once, in order, same client id. Skips, saying so, without Python's websocket-client unless
+/// `GW_REQUIRE_PYTHON=1` (`scripts/install-python-deps.sh`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_helper_resumes_after_a_reset() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    if let Err(why) = python_websocket_client() {
+        assert!(std::env::var_os("GW_REQUIRE_PYTHON").is_none(), "GW_REQUIRE_PYTHON is set but {why}");
+        eprintln!("SKIP the_python_helper_resumes_after_a_reset: {why} (run scripts/install-python-deps.sh)");
+        return;
+    }
+    let c = cluster(|_| {}).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/recovery_client.py");
+    let mut child = tokio::process::Command::new("python3")
+        .args([script, &c.gateway.ws_url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut said = async || {
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("python answers")
+            .unwrap()
+            .unwrap()
+    };
+    let line = said().await;
+    let cid = line.strip_prefix("ID ").unwrap_or_else(|| panic!("{line}")).to_owned();
+    let numbers = |from: u64, to: u64| (from..=to).map(|n| format!("n{n}")).collect::<Vec<_>>().join(" ");
+    for n in 1..=50 {
+        c.backend.send_to_client(&id(&cid), format!("n{n}")).await.unwrap();
+    }
+    stdin.write_all(b"READ 20\n").await.unwrap();
+    assert_eq!(said().await, format!("GOT {}", numbers(1, 20)));
+    stdin.write_all(b"DROP\n").await.unwrap();
+    assert_eq!(said().await, "DROPPED");
+    c.held(1).await;
+    for n in 51..=80 {
+        c.backend.send_to_client(&id(&cid), format!("n{n}")).await.unwrap();
+    }
+    let _ = c.backend.client_count().await; // the sends before it were executed
+    stdin.write_all(b"RESUME\n").await.unwrap();
+    assert_eq!(said().await, format!("RESUMED {cid} 60"));
+    stdin.write_all(b"READ 60\n").await.unwrap();
+    assert_eq!(said().await, format!("GOT {}", numbers(21, 80)));
+    stdin.write_all(b"QUIT\n").await.unwrap();
+    assert!(child.wait().await.unwrap().success());
+    c.saw(&cid, "close").await;
+    assert_eq!(c.log.of(&cid), ["connect", "resume:60", "close"]);
+}
