@@ -231,7 +231,7 @@ async fn forged_expired_replayed_and_gap_are_told_counted_and_closed_once() {
     let (token, old) = (client.token.clone(), client.client_id.clone());
     client.ws.reset();
     c.held(1).await;
-    let forged = format!("{}AAAA", token.rsplit_once('.').unwrap().0.to_owned() + ".");
+    let forged = format!("{}.AAAA", token.rsplit_once('.').unwrap().0);
     not_recovered(&c, &forged, 0, "forged", &old).await.ws.close().await;
     // Expired: the window ends, on_close runs once, then the token is stale.
     c.saw(&old, "close").await;
