@@ -279,3 +279,29 @@ impl Hub {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_s_recovery_state_is_small() {
+        // Plus the Arc's two counts: what docs/recovery.md promises per client with recovery.
+        let size = size_of::<Mutex<ClientRecovery>>();
+        assert!(size <= 120, "{size} bytes");
+        // Every other client pays one pointer.
+        assert_eq!(size_of::<Option<Cell>>(), size_of::<usize>());
+    }
+
+    #[test]
+    fn tombstones_forget_the_oldest_past_their_cap() {
+        let mut t = Tombstones::default();
+        for id in 0..(TOMBSTONES as u64 + 10) {
+            t.insert(id, Reason::Gap, String::new());
+        }
+        assert_eq!(t.reasons.len(), TOMBSTONES);
+        assert!(!t.reasons.contains_key(&9) && t.reasons.contains_key(&10));
+        t.insert(10, Reason::Expired, "again".into());
+        assert_eq!(t.order.len(), TOMBSTONES, "a second insert of one id takes no second slot");
+    }
+}
