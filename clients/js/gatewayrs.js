@@ -8,8 +8,8 @@
 //
 //   const sock = new GatewayRsSocket("ws://127.0.0.1:7272/");
 //   sock.onmessage = (data) => show(data);              // data messages only, in order, once
-//   sock.onrecovery = ({ resumed, reason, clientId }) => {
-//     if (!resumed && reason) rejoin();                  // state lost: start over
+//   sock.onrecovery = ({ first, resumed, reason, clientId }) => {
+//     if (!first && !resumed) rejoin();                  // state lost: a new client id
 //   };
 //   sock.send("hello");
 //   sock.close();                                        // a clean close: no recovery
@@ -30,7 +30,10 @@
     this.token = null;
     this.received = 0;
     this.onmessage = null;   // function (data)
-    this.onrecovery = null;  // function ({resumed, replayed, reason, detail, clientId})
+    // function ({first, resumed, replayed, reason, detail, clientId}): each time a connection is
+    // ready. first: the very first one; resumed: the client came back with nothing lost; else
+    // (not first, not resumed) a new client id, reason and detail say why.
+    this.onrecovery = null;
     this.onopen = null;      // function ()
     this.onclose = null;     // function (event): only after close(), never on a drop
     this._acked = 0;
@@ -118,8 +121,10 @@
       this._acked = Math.min(this._acked, this.received);
       this.clientId = frame.client_id;
       this.token = frame.token;
-      if (this.onrecovery && (!first || p.reason)) {
-        this.onrecovery({ resumed: p.resumed, replayed: p.replayed, reason: p.reason, detail: p.detail, clientId: this.clientId });
+      if (this.onrecovery) {
+        this.onrecovery({
+          first: first, resumed: p.resumed, replayed: p.replayed, reason: p.reason, detail: p.detail, clientId: this.clientId
+        });
       }
     }
   };

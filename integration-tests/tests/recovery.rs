@@ -496,3 +496,116 @@ async fn the_python_helper_resumes_after_a_reset() {
     c.saw(&cid, "close").await;
     assert_eq!(c.log.of(&cid), ["connect", "resume:60", "close"]);
 }
+
+/// A TCP proxy in front of the gateway whose [`cut`](Proxy::cut) resets every connection through
+/// it on both sides, as a network that goes away does: the gateway sees a reset, the client a
+/// dead socket (a browser's WebSocket cannot be reset from inside).
+struct Proxy {
+    url: String,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(ws_url: &str) -> Self {
+        let upstream = ws_url.trim_start_matches("ws://").trim_end_matches('/').to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { continue };
+                // Deprecated because a non-zero linger blocks the thread on drop; zero does not.
+                #[allow(deprecated)]
+                for s in [&client, &server] {
+                    s.set_linger(Some(Duration::ZERO)).unwrap();
+                }
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cuts.changed() => {}
+                    }
+                    // Dropped with SO_LINGER 0: both sides get a reset.
+                });
+            }
+        });
+        Self { url, cut }
+    }
+
+    fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+/// Whether `node` has a WebSocket (`--experimental-websocket` on Node 20; built in from 22).
+fn node_websocket() -> Result<(), String> {
+    match std::process::Command::new("node")
+        .args(["--experimental-websocket", "-e", "if (typeof WebSocket !== 'function') process.exit(1)"])
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!("node has no WebSocket: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Err(format!("node not found: {e}")),
+    }
+}
+
+/// The browser helper (`clients/js/gatewayrs.js`) under Node's WebSocket, through a network cut:
+/// it reconnects by itself and resumes, every message once, in order, same client id. Skips,
+/// saying so, without Node 20+ unless `GW_REQUIRE_NODE=1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_js_helper_reconnects_by_itself_and_resumes() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    if let Err(why) = node_websocket() {
+        assert!(std::env::var_os("GW_REQUIRE_NODE").is_none(), "GW_REQUIRE_NODE is set but {why}");
+        eprintln!("SKIP the_js_helper_reconnects_by_itself_and_resumes: {why}");
+        return;
+    }
+    let c = cluster(|_| {}).await;
+    let proxy = Proxy::start(&c.gateway.ws_url).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/recovery_client.js");
+    let mut child = tokio::process::Command::new("node")
+        .args(["--experimental-websocket", "--no-warnings", script, &proxy.url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut said = async || {
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.expect("node answers").unwrap().unwrap()
+    };
+    let line = said().await;
+    let cid = line.strip_prefix("ID ").unwrap_or_else(|| panic!("{line}")).to_owned();
+    let numbers = |from: u64, to: u64| (from..=to).map(|n| format!("n{n}")).collect::<Vec<_>>().join(" ");
+    c.backend.bind_uid(&id(&cid), "alice").await.unwrap();
+    c.backend.join_group(&id(&cid), "room").await.unwrap();
+    for n in 1..=40 {
+        send_numbered(&c.backend, &id(&cid), n).await;
+    }
+    stdin.write_all(b"READ 40\n").await.unwrap();
+    assert_eq!(said().await, format!("GOT {}", numbers(1, 40)));
+    proxy.cut();
+    c.held(1).await;
+    for n in 41..=90 {
+        send_numbered(&c.backend, &id(&cid), n).await;
+    }
+    // It comes back by itself; what it missed since its last ack is replayed.
+    let line = said().await;
+    let replayed: u64 = line
+        .strip_prefix(&format!("RESUMED {cid} "))
+        .unwrap_or_else(|| panic!("expected a resume, got {line}"))
+        .parse()
+        .unwrap();
+    assert!(replayed >= 50, "at least the 50 sent while away: {replayed}");
+    for n in 91..=100 {
+        send_numbered(&c.backend, &id(&cid), n).await;
+    }
+    stdin.write_all(b"READ 60\n").await.unwrap();
+    assert_eq!(said().await, format!("GOT {}", numbers(41, 100)));
+    stdin.write_all(b"QUIT\n").await.unwrap();
+    assert!(child.wait().await.unwrap().success());
+    c.saw(&cid, "close").await;
+    assert_eq!(c.log.of(&cid), ["connect".to_owned(), format!("resume:{replayed}"), "close".to_owned()]);
+}
