@@ -562,6 +562,14 @@ impl<T: Transport> Connection<T> {
         }
         rec.phase = Phase::Released;
         rec.buffer = Default::default();
+        drop(rec);
+        if let Some(hub) = &gw.state.recovery {
+            hub.tombstone(
+                self.handle.id,
+                recovery::Reason::Expired,
+                "the client's connection was closed cleanly".into(),
+            );
+        }
         false
     }
 

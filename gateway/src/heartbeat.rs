@@ -147,6 +147,9 @@ pub(crate) async fn run(clients: Arc<Clients>, clock: Clock, settings: Settings,
             if h.kill.is_cancelled() {
                 continue; // already closing: neither pinged nor counted again
             }
+            if h.recovery.is_some() && h.tx.is_closed() {
+                continue; // held for recovery: no connection to ping
+            }
             match rule.look(now, since, h.last_active.load(Ordering::Relaxed)) {
                 Look::Leave => {}
                 Look::Close => {
