@@ -264,6 +264,23 @@ async fn forged_expired_replayed_and_gap_are_told_counted_and_closed_once() {
     assert_eq!(c.log.of(&old).iter().filter(|e| *e == "close").count(), 1);
     assert_eq!(c.gateway.metric("recovery_held_bytes"), 0);
 
+    // As /metrics shows them.
+    use gw_daemon::Node;
+    let node = gw_gateway::GatewayNode::new(c.gateway.gw.clone());
+    let text = gw_daemon::report::render_prometheus(node.metrics().await);
+    for line in [
+        "gw_recovery_failed_total{reason=\"forged\"} 1",
+        "gw_recovery_failed_total{reason=\"expired\"} 1",
+        "gw_recovery_failed_total{reason=\"replayed\"} 1",
+        "gw_recovery_failed_total{reason=\"gap\"} 1",
+        "gw_recovery_failed_total{reason=\"unknown\"} 0",
+        "gw_recovery_resumed_total 1",
+        "gw_recovery_held_clients 0",
+        "gw_recovery_held_bytes 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+
     // Malformed parameters and a wrong count are told too.
     let mut ws = WsClient::connect(&format!("{}?gw_resume=x", c.gateway.ws_url)).await;
     let frame = ws.recv().await;
