@@ -138,6 +138,14 @@ pub(crate) fn serve(
     })
 }
 
+/// What a client with recovery is told first: control frames, and for a resumed one the
+/// messages it missed. Boxed, so a connection without it carries one null pointer.
+struct Greeting {
+    control: Vec<String>,
+    replay: Vec<OutMessage>,
+    resumed: bool,
+}
+
 /// A client connection after its handshake.
 // Lives only between the handshake and the connection, whose future it is moved into at once:
 // boxing the WebSocket side would cost every client an allocation for nothing.
@@ -188,26 +196,28 @@ fn run<T: Transport>(
             ClientHandle::new(id, SendQueue::new(queue), info, now).with_recovery(Some(cell))
         })
     };
-    let (handle, resumed, greeting) = match opening {
+    let (handle, greeting) = match opening {
         Opening::Resumed(r) => {
             let client_id = gw.client_id(r.handle.id).to_string();
-            let greeting = vec![
+            let control = vec![
                 frames::resumed(&client_id, r.replay.len() as u64),
                 frames::recovery(&client_id, &r.token, r.received),
             ];
-            (r.handle, Some(r.replay), greeting)
+            (r.handle, Some(Box::new(Greeting { control, replay: r.replay, resumed: true })))
         }
         Opening::Fresh { recover, refusal } => {
             let id = gw.next_client.fetch_add(1, Ordering::Relaxed);
             let cell = recover.then(ClientRecovery::new_cell);
             let handle = Arc::new(ClientHandle::new(id, SendQueue::new(queue), info, now).with_recovery(cell));
             gw.state.insert(handle.clone());
-            let mut greeting: Vec<String> = refusal.into_iter().collect();
+            let mut control: Vec<String> = refusal.into_iter().collect();
             if let Some(hub) = gw.state.recovery.as_ref().filter(|_| recover) {
                 let client_id = gw.client_id(id);
-                greeting.push(frames::recovery(&client_id.to_string(), &hub.token(&client_id, 0), 0));
+                control.push(frames::recovery(&client_id.to_string(), &hub.token(&client_id, 0), 0));
             }
-            (handle, None, greeting)
+            let greeting =
+                (!control.is_empty()).then(|| Box::new(Greeting { control, replay: Vec::new(), resumed: false }));
+            (handle, greeting)
         }
     };
     let client_id = gw.client_id(handle.id);
@@ -215,18 +225,21 @@ fn run<T: Transport>(
     let mut conn =
         Connection { gw, binding: Binding::new(handle.info.clone()), handle, transport, unsettled: 0, shutdown };
     let body = async move {
-        tracing::debug!(peer = %conn.handle.info.client_addr, listener = %conn.handle.info.listener, resumed = resumed.is_some(), "client connected");
+        tracing::debug!(peer = %conn.handle.info.client_addr, listener = %conn.handle.info.listener, "client connected");
         let mut opened = Ok(());
-        if !greeting.is_empty() || resumed.is_some() {
-            let replay = resumed.as_deref().unwrap_or_default();
-            if Box::pin(conn.write_first(greeting, replay)).await.is_err() {
+        // Resumed: how many messages were replayed.
+        let mut resumed = None;
+        if let Some(g) = greeting {
+            let Greeting { control, replay, resumed: r } = *g;
+            resumed = r.then_some(replay.len() as u64);
+            if Box::pin(conn.write_first(control, replay)).await.is_err() {
                 opened = Err(End::Vanished);
             }
         }
         if opened.is_ok() {
-            opened = match &resumed {
-                Some(replay) => {
-                    let sent = conn.dispatch(EventKind::Resume { replayed: replay.len() as u64 }).await;
+            opened = match resumed {
+                Some(replayed) => {
+                    let sent = conn.dispatch(EventKind::Resume { replayed }).await;
                     conn.routed(sent).await.map_err(|_| End::Server)
                 }
                 None => {
@@ -241,7 +254,6 @@ fn run<T: Transport>(
                 }
             };
         }
-        drop(resumed);
         let end = match opened {
             Ok(()) => conn.run().await,
             Err(end) => end,
@@ -265,7 +277,7 @@ fn run<T: Transport>(
             "client disconnected"
         );
         let stays = match conn.handle.recovery.clone() {
-            Some(cell) => Box::pin(conn.end_recovery(&cell, &end)).await,
+            Some(cell) => conn.end_recovery(&cell, &end),
             None => false,
         };
         if !stays {
@@ -273,7 +285,6 @@ fn run<T: Transport>(
             // gone (a closing client waits briefly for a worker and is not interrupted, so there
             // is nothing to close when it cannot be routed).
             let _ = conn.dispatch(EventKind::Close).await;
-            conn.binding.unbind();
             match conn.handle.recovery {
                 Some(_) => gw.state.remove_closed(&conn.handle),
                 None => gw.state.remove(conn.handle.id),
@@ -524,15 +535,15 @@ impl<T: Transport> Connection<T> {
 
     /// Writes the recovery control frames and the messages a resumed client missed, before
     /// anything else.
-    async fn write_first(&mut self, greeting: Vec<String>, replay: &[OutMessage]) -> Result<(), TransportError> {
-        for frame in greeting {
+    async fn write_first(&mut self, control: Vec<String>, replay: Vec<OutMessage>) -> Result<(), TransportError> {
+        for frame in control {
             self.transport.ready().await?;
             self.feed(OutMessage::new(Message::text(frame)), false)?;
         }
         for msg in replay {
             self.transport.ready().await?;
             self.unsettled += 1;
-            self.feed(msg.clone(), true)?;
+            self.feed(msg, true)?;
         }
         self.flush().await
     }
@@ -541,7 +552,7 @@ impl<T: Transport> Connection<T> {
     /// no close event) when it went away without a clean close and recovery is on; nowhere
     /// (true) when a resume took it over on another connection; otherwise it ends as any
     /// client does (false).
-    async fn end_recovery(&mut self, cell: &recovery::Cell, end: &End) -> bool {
+    fn end_recovery(&mut self, cell: &recovery::Cell, end: &End) -> bool {
         let gw = &self.gw;
         let holdable = matches!(end, End::Vanished)
             || (matches!(end, End::Server) && self.handle.kill_reason() == KillReason::Heartbeat);
