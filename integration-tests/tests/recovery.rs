@@ -626,3 +626,58 @@ async fn the_js_helper_reconnects_by_itself_and_resumes() {
     c.saw(&cid, "close").await;
     assert_eq!(c.log.of(&cid), ["connect".to_owned(), format!("resume:{replayed}"), "close".to_owned()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_trim_and_bad_control_frames_are_counted_never_forwarded() {
+    let c = cluster(|_| {}).await;
+    let mut client = RecoveringClient::connect(&c.gateway.ws_url).await;
+    let cid = id(&client.client_id);
+    for n in 1..=3 {
+        c.backend.send_to_client(&cid, format!("n{n}")).await.unwrap();
+    }
+    expect_numbered(&mut client, 1, 3).await;
+    client.ack().await;
+    for bad in ["\0{\"type\":\"ack\",\"received\":99}", "\0garbage", "\0{\"type\":\"hello\"}"] {
+        client.ws.send(bad).await;
+    }
+    // In order after them: once the worker has this, the gateway has handled those.
+    client.ws.send("sync").await;
+    c.saw(&client.client_id, "message:sync").await;
+    assert_eq!(c.gateway.metric("recovery_bad_control"), 3);
+    assert_eq!(c.log.of(&client.client_id), ["connect", "message:sync"], "control frames never reach the worker");
+    // Everything was acknowledged: held, it keeps nothing.
+    let (token, old) = (client.token.clone(), client.client_id.clone());
+    client.ws.reset();
+    c.held(1).await;
+    assert_eq!(c.gateway.metric("recovery_held_bytes"), 0);
+    // A count below its own ack cannot be served: told `malformed`, and released at once.
+    not_recovered(&c, &token, 1, "malformed", &old).await.ws.close().await;
+    c.saw(&old, "close").await;
+    c.held(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_gateway_wide_cap_the_client_that_grows_is_released() {
+    let c = cluster(|g| {
+        g.recovery.max_bytes = 100;
+        g.recovery.max_held_bytes = 100;
+    })
+    .await;
+    let a = RecoveringClient::connect(&c.gateway.ws_url).await;
+    let b = RecoveringClient::connect(&c.gateway.ws_url).await;
+    let (a_token, a_id, b_token, b_id) = (a.token.clone(), a.client_id.clone(), b.token.clone(), b.client_id.clone());
+    a.ws.reset();
+    b.ws.reset();
+    c.held(2).await;
+    c.backend.send_to_client(&id(&a_id), "a".repeat(60)).await.unwrap();
+    c.until("60 bytes held", |c| c.gateway.metric("recovery_held_bytes") == 60).await;
+    c.backend.send_to_client(&id(&b_id), "b".repeat(60)).await.unwrap();
+    c.saw(&b_id, "close").await;
+    c.held(1).await;
+    assert_eq!(c.gateway.metric("recovery_held_bytes"), 60);
+    not_recovered(&c, &b_token, 0, "gap", &b_id).await;
+    let mut a = RecoveringClient::resume_with(&c.gateway.ws_url, &a_token, 0).await;
+    assert_eq!(a.outcome, Outcome::Resumed { replayed: 1 });
+    assert_eq!(a.recv().await, "a".repeat(60));
+    assert!(!c.log.of(&a_id).contains(&"close".to_owned()));
+}
