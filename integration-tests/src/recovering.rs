@@ -129,6 +129,13 @@ impl RecoveringClient {
         }
     }
 
+    /// Asserts no data message arrives within half a second (nothing duplicated at the end).
+    pub async fn expect_no_more(&mut self) {
+        if let Some(extra) = self.next(Duration::from_millis(500)).await {
+            panic!("unexpected message {extra:?} after {} received", self.received);
+        }
+    }
+
     /// Tells the gateway how many messages arrived, so it can trim its buffer.
     pub async fn ack(&mut self) {
         let ack = format!("\0{{\"type\":\"ack\",\"received\":{}}}", self.received);

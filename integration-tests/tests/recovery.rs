@@ -681,3 +681,47 @@ async fn past_the_gateway_wide_cap_the_client_that_grows_is_released() {
     assert_eq!(a.recv().await, "a".repeat(60));
     assert!(!c.log.of(&a_id).contains(&"close".to_owned()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_resets_under_a_running_stream_lose_and_repeat_nothing() {
+    let c = cluster(|_| {}).await;
+    let mut client = RecoveringClient::connect(&c.gateway.ws_url).await;
+    let cid = id(&client.client_id);
+    c.backend.bind_uid(&cid, "alice").await.unwrap();
+    c.backend.join_group(&cid, "room").await.unwrap();
+    let total = 1000u64;
+    // The backend sends all the while, resumes and resets included.
+    let sender = tokio::spawn({
+        let (backend, cid) = (c.backend.clone(), cid.clone());
+        async move {
+            for n in 1..=total {
+                send_numbered(&backend, &cid, n).await;
+                if n % 50 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    });
+    let mut next = 1;
+    for round in 0..10 {
+        for _ in 0..(37 + round * 7) {
+            assert_eq!(client.recv().await, format!("n{next}"), "round {round}");
+            next += 1;
+        }
+        if round % 3 == 0 {
+            client.ack().await;
+        }
+        client = client.reconnect(&c.gateway.ws_url).await;
+        assert!(matches!(client.outcome, Outcome::Resumed { .. }), "round {round}: {:?}", client.outcome);
+        assert_eq!(client.client_id, cid.to_string());
+    }
+    while next <= total {
+        assert_eq!(client.recv().await, format!("n{next}"));
+        next += 1;
+    }
+    sender.await.unwrap();
+    client.expect_no_more().await;
+    c.until("ten resumes seen by the worker", |c| c.log.of(&cid.to_string()).len() == 11).await;
+    assert!(c.log.of(&cid.to_string()).iter().skip(1).all(|e| e.starts_with("resume:")));
+    assert_eq!(c.gateway.metric("recovery_resumed"), 10);
+}
