@@ -226,33 +226,31 @@ fn run<T: Transport>(
         Connection { gw, binding: Binding::new(handle.info.clone()), handle, transport, unsettled: 0, shutdown };
     let body = async move {
         tracing::debug!(peer = %conn.handle.info.client_addr, listener = %conn.handle.info.listener, "client connected");
-        let mut opened = Ok(());
-        // Resumed: how many messages were replayed.
-        let mut resumed = None;
-        if let Some(g) = greeting {
-            let Greeting { control, replay, resumed: r } = *g;
-            resumed = r.then_some(replay.len() as u64);
+        // The workers hear of the client first (as before: its connect events, or its resume),
+        // then it gets its control frames and what it missed: so a client cannot come back
+        // with its new token before its worker heard of this connection.
+        let resumed = greeting.as_ref().filter(|g| g.resumed).map(|g| g.replay.len() as u64);
+        let mut opened = match resumed {
+            Some(replayed) => {
+                let sent = conn.dispatch(EventKind::Resume { replayed }).await;
+                conn.routed(sent).await.map_err(|_| End::Server)
+            }
+            None => {
+                let sent = conn.dispatch(EventKind::Connect).await;
+                let mut o = conn.routed(sent).await;
+                if o.is_ok() && conn.handle.info.protocol == Protocol::WebSocket {
+                    let HandshakeRequest { path, query, headers } = request.map(|r| *r).unwrap_or_default();
+                    let sent = conn.dispatch(EventKind::WebSocketConnect { path, query, headers }).await;
+                    o = conn.routed(sent).await;
+                }
+                o.map_err(|_| End::Server)
+            }
+        };
+        if let (Ok(()), Some(g)) = (&opened, greeting) {
+            let Greeting { control, replay, .. } = *g;
             if Box::pin(conn.write_first(control, replay)).await.is_err() {
                 opened = Err(End::Vanished);
             }
-        }
-        if opened.is_ok() {
-            opened = match resumed {
-                Some(replayed) => {
-                    let sent = conn.dispatch(EventKind::Resume { replayed }).await;
-                    conn.routed(sent).await.map_err(|_| End::Server)
-                }
-                None => {
-                    let sent = conn.dispatch(EventKind::Connect).await;
-                    let mut o = conn.routed(sent).await;
-                    if o.is_ok() && conn.handle.info.protocol == Protocol::WebSocket {
-                        let HandshakeRequest { path, query, headers } = request.map(|r| *r).unwrap_or_default();
-                        let sent = conn.dispatch(EventKind::WebSocketConnect { path, query, headers }).await;
-                        o = conn.routed(sent).await;
-                    }
-                    o.map_err(|_| End::Server)
-                }
-            };
         }
         let end = match opened {
             Ok(()) => conn.run().await,

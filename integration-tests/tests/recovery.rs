@@ -721,7 +721,15 @@ async fn ten_resets_under_a_running_stream_lose_and_repeat_nothing() {
     }
     sender.await.unwrap();
     client.expect_no_more().await;
-    c.until("ten resumes seen by the worker", |c| c.log.of(&cid.to_string()).len() == 11).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while c.log.of(&cid.to_string()).len() != 11 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ten resumes seen by the worker: {:?}",
+            c.log.of(&cid.to_string())
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(c.log.of(&cid.to_string()).iter().skip(1).all(|e| e.starts_with("resume:")));
     assert_eq!(c.gateway.metric("recovery_resumed"), 10);
 }
