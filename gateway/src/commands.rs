@@ -153,14 +153,13 @@ impl Clients {
             }
             Command::SetSession { client, session } => self.change_session(client, SessionWrite::Set(session))?,
             Command::UpdateSession { client, patch } => self.change_session(client, SessionWrite::Update(patch))?,
-            Command::WriteBackSession { client, seq, changed, removed } => {
-                let h = self.get(client).ok_or(Refusal::ClientGone)?;
-                let mut slot = h.session.lock().expect("session lock");
+            Command::WriteBackSession { client, seq, changed, removed } => self.with_session(client, |slot| {
                 // Counted as applied even when refused, or the worker would keep re-applying it.
                 slot.writes = slot.writes.max(seq);
                 let merged = session::write_back(slot.data.as_deref(), &changed, &removed).map_err(not_an_object)?;
                 slot.data = Some(self.within_cap(merged)?);
-            }
+                Ok(())
+            })?,
         }
         Ok(())
     }
@@ -168,21 +167,40 @@ impl Clients {
     /// Replaces or merges into a client's session, unless the result would be over the cap (the
     /// session then stays as it was).
     fn change_session(&self, client: u64, write: SessionWrite) -> Result<(), Refusal> {
-        let h = self.get(client).ok_or(Refusal::ClientGone)?;
         match write {
             SessionWrite::Set(session) => {
                 // Measured before it is parsed: an oversize one costs no parsing.
                 let session = self.within_cap(session)?;
                 session::parse_object(&session).map_err(not_an_object)?;
-                h.session.lock().expect("session lock").data = Some(session);
+                self.with_session(client, |slot| {
+                    slot.data = Some(session);
+                    Ok(())
+                })
             }
-            SessionWrite::Update(patch) => {
-                let mut slot = h.session.lock().expect("session lock");
+            SessionWrite::Update(patch) => self.with_session(client, |slot| {
                 let merged = session::merge(slot.data.as_deref(), &patch).map_err(not_an_object)?;
                 slot.data = Some(self.within_cap(merged)?);
-            }
+                Ok(())
+            }),
         }
-        Ok(())
+    }
+
+    /// Runs `write` on client `client`'s session, under its lock. A client with recovery may
+    /// have been taken over by a resume between the lookup and the lock (the resume copies the
+    /// session under the old connection's lock): then the write goes to the new connection's.
+    fn with_session(
+        &self,
+        client: u64,
+        write: impl FnOnce(&mut crate::client_handle::SessionSlot) -> Result<(), Refusal>,
+    ) -> Result<(), Refusal> {
+        loop {
+            let h = self.get(client).ok_or(Refusal::ClientGone)?;
+            let mut slot = h.session.lock().expect("session lock");
+            if h.recovery.is_some() && !self.is_current(&h) {
+                continue;
+            }
+            return write(&mut slot);
+        }
     }
 
     /// The session, if it is within `max_session_bytes`.

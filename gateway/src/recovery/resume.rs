@@ -8,6 +8,8 @@
 //! still looks connected (half-open TCP: the client saw it die, the gateway did not yet) takes
 //! the client over all the same: the old socket is closed (code 4001) and nothing of its ending
 //! reaches the workers.
+//!
+//! Locks, in order: the client's recovery state, the old connection's session, the client map.
 
 use std::sync::Arc;
 
@@ -90,14 +92,18 @@ pub(crate) fn resume(
     rec.phase = Phase::Live;
     rec.generation += 1;
     let generation = rec.generation;
+    // The session moves under the old connection's session lock, held until the new connection
+    // is in the map: a write that finds the old one after this sees it is no longer current and
+    // goes to the new one (see `Clients::with_session`).
+    let old_session = old.session.lock().expect("session lock");
     {
-        let old_session = old.session.lock().expect("session lock");
         let mut session = handle.session.lock().expect("session lock");
         session.data = old_session.data.clone();
         session.writes = old_session.writes;
     }
     // Under the client's lock: a message recorded from here on goes to the new connection.
     gw.state.replace(handle.clone());
+    drop(old_session);
     drop(rec);
     Ok(Resumed { handle, replay, received, token: hub.token(&token.client, generation) })
 }
