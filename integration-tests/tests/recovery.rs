@@ -733,3 +733,27 @@ async fn ten_resets_under_a_running_stream_lose_and_repeat_nothing() {
     assert!(c.log.of(&cid.to_string()).iter().skip(1).all(|e| e.starts_with("resume:")));
     assert_eq!(c.gateway.metric("recovery_resumed"), 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_writes_racing_resumes_are_all_kept() {
+    let c = cluster(|_| {}).await;
+    let mut client = RecoveringClient::connect(&c.gateway.ws_url).await;
+    let cid = id(&client.client_id);
+    let keys = 300;
+    let writer = tokio::spawn({
+        let (backend, cid) = (c.backend.clone(), cid.clone());
+        async move {
+            for k in 0..keys {
+                let patch: gw_gateway_client::Session = serde_json::from_str(&format!(r#"{{"k{k}":{k}}}"#)).unwrap();
+                backend.update_session(&cid, &patch).await.unwrap();
+            }
+        }
+    });
+    for _ in 0..10 {
+        client = client.reconnect(&c.gateway.ws_url).await;
+        assert!(matches!(client.outcome, Outcome::Resumed { .. }), "{:?}", client.outcome);
+    }
+    writer.await.unwrap();
+    let session = c.backend.session(&cid).await.unwrap().expect("a session");
+    assert_eq!(session.len(), keys, "every write kept: {session:?}");
+}
