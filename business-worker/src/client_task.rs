@@ -224,6 +224,7 @@ async fn handle<E: Events>(
         }
         EventKind::Message(_) => tracing::debug!("message after the client was closed by a handler; skipped"),
         EventKind::Close => guarded("on_close", stats, events.on_close(&mut ctx)).await,
+        EventKind::Resume { replayed } => guarded("on_resume", stats, events.on_resume(&mut ctx, replayed)).await,
     }
     state.rejected = ctx.closed;
     if !closing && ctx.session != original {

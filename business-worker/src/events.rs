@@ -62,7 +62,19 @@ pub trait Events: Send + Sync + 'static {
     /// A message from the client.
     fn on_message(&self, ctx: &mut Context, msg: Message) -> impl Future<Output = HandlerResult> + Send;
 
-    /// The client is gone. Its session and server data are still readable.
+    /// The client dropped without closing and came back within its gateway's recovery window
+    /// (`docs/recovery.md`): same client id, uid, groups and session, and the `replayed`
+    /// messages it missed were sent again. It got no `on_close` and gets no `on_connect`; its
+    /// server data is its new address. Recovery is opt-in per gateway and per client, so an
+    /// application that does not use it never sees this.
+    fn on_resume(&self, ctx: &mut Context, replayed: u64) -> impl Future<Output = HandlerResult> + Send {
+        let _ = (ctx, replayed);
+        async { Ok(()) }
+    }
+
+    /// The client is gone. Its session and server data are still readable. With recovery, a
+    /// client that dropped without closing gets this once, when its recovery window ends
+    /// without a resume (or its held state was lost), not when the socket dropped.
     fn on_close(&self, ctx: &mut Context) -> impl Future<Output = HandlerResult> + Send {
         let _ = ctx;
         async { Ok(()) }

@@ -417,3 +417,42 @@ fn compression_is_per_listener_websocket_only_and_its_level_bounded() {
     let config: GatewayConfig = parse(text, Path::new("g.toml")).unwrap();
     assert!(config.validate().is_empty());
 }
+
+#[test]
+fn recovery_is_off_by_default_and_its_caps_are_checked() {
+    let config: GatewayConfig = parse("", Path::new("g.toml")).unwrap();
+    assert_eq!(config.recovery, RecoveryConfig::default());
+    assert!(!config.recovery.enabled);
+    assert_eq!(config.recovery.window, std::time::Duration::from_secs(120));
+    assert_eq!((config.recovery.max_messages, config.recovery.max_bytes), (1000, 1 << 20));
+    assert_eq!(config.recovery.max_held_bytes, 256 << 20);
+
+    let text =
+        "[recovery]\nenabled = true\nwindow = \"30s\"\nmax_messages = 10\nmax_bytes = 4096\nmax_held_bytes = 65536\n";
+    let config: GatewayConfig = parse(text, Path::new("g.toml")).unwrap();
+    assert_eq!(
+        config.recovery,
+        RecoveryConfig {
+            enabled: true,
+            window: std::time::Duration::from_secs(30),
+            max_messages: 10,
+            max_bytes: 4096,
+            max_held_bytes: 65536
+        }
+    );
+    assert!(config.validate().is_empty());
+
+    let typo = parse::<GatewayConfig>("[recovery]\nenable = true\n", Path::new("g.toml")).unwrap_err().to_string();
+    assert!(typo.contains("enable"), "{typo}");
+
+    let text = "[recovery]\nwindow = \"0s\"\nmax_messages = 0\nmax_bytes = 100\nmax_held_bytes = 99\n";
+    let config: GatewayConfig = parse(text, Path::new("g.toml")).unwrap();
+    let problems = config.validate();
+    let reason = |key: &str| problems.iter().find(|p| p.key == key).map(|p| p.reason.clone()).unwrap_or_default();
+    assert_eq!(reason("recovery.window"), "must be greater than zero (turn recovery off with enabled = false)");
+    assert_eq!(reason("recovery.max_messages"), "must be at least 1");
+    assert_eq!(
+        reason("recovery.max_held_bytes"),
+        "99 is less than recovery.max_bytes 100: not even one held client would fit"
+    );
+}

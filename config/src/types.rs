@@ -273,6 +273,41 @@ impl Default for CompressionConfig {
     }
 }
 
+/// Connection state recovery (`[recovery]`, docs/recovery.md): a WebSocket client that asked
+/// for it (`gw_recover=1`) and goes away without a clean close is *held* for `window`: it keeps
+/// its client id, uid, groups and session, and what is sent to it is kept, within the caps, for
+/// it to resume with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    /// Whether clients may ask for recovery here. Off, `gw_recover` is ignored and a resume is
+    /// answered `not_recovered` with reason `disabled`.
+    pub enabled: bool,
+    /// How long a dropped client is held before its `on_close` runs.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Messages kept per client, unacknowledged or written while it is away; past it the client
+    /// cannot be recovered (reason `gap`).
+    pub max_messages: usize,
+    /// Bytes of messages kept per client, likewise.
+    pub max_bytes: usize,
+    /// Bytes of messages kept for every held client of this gateway together; past it held
+    /// clients are released (their `on_close` runs) until it fits.
+    pub max_held_bytes: usize,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            window: Duration::from_secs(120),
+            max_messages: 1000,
+            max_bytes: 1024 * 1024,
+            max_held_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
 /// `gateway.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -349,6 +384,9 @@ pub struct GatewayConfig {
     pub slow_consumer_close_code: u16,
     /// permessage-deflate on the WebSocket listeners (`[compression]`).
     pub compression: CompressionConfig,
+    /// Connection state recovery for clients that drop without closing (`[recovery]`, see
+    /// `docs/recovery.md`).
+    pub recovery: RecoveryConfig,
     /// Internal link timings and limits (`[link]`).
     pub link: LinkConfig,
     /// Logging (`[log]`).
@@ -390,6 +428,7 @@ impl Default for GatewayConfig {
             slow_consumer: SlowConsumerPolicy::Disconnect,
             slow_consumer_close_code: 1008,
             compression: CompressionConfig::default(),
+            recovery: RecoveryConfig::default(),
             link: LinkConfig::default(),
             log: LogConfig::default(),
             process: ProcessConfig::default(),

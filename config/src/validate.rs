@@ -33,6 +33,30 @@ impl Problems {
         self.0.push(Problem { key: key.into(), reason: reason.into() });
     }
 
+    /// `[recovery]`: checked whether enabled or not, so a typo shows before it is turned on.
+    fn recovery(&mut self, r: &RecoveryConfig) {
+        if r.window.is_zero() {
+            self.add("recovery.window", "must be greater than zero (turn recovery off with enabled = false)");
+        } else if r.window > std::time::Duration::from_secs(24 * 3600) {
+            self.add("recovery.window", "is over 24h: a dropped client's state would be held that long");
+        }
+        if r.max_messages == 0 {
+            self.add("recovery.max_messages", "must be at least 1");
+        }
+        if r.max_bytes == 0 {
+            self.add("recovery.max_bytes", "must be at least 1");
+        }
+        if r.max_held_bytes < r.max_bytes {
+            self.add(
+                "recovery.max_held_bytes",
+                format!(
+                    "{} is less than recovery.max_bytes {}: not even one held client would fit",
+                    r.max_held_bytes, r.max_bytes
+                ),
+            );
+        }
+    }
+
     /// A bind address: an IP literal and a port.
     fn bind_addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
         match value.parse::<SocketAddr>() {
@@ -349,6 +373,7 @@ impl Validate for GatewayConfig {
         if !(1..=9).contains(&self.compression.level) {
             p.add("compression.level", format!("{} is outside 1..=9 (zlib levels)", self.compression.level));
         }
+        p.recovery(&self.recovery);
         if self.max_connections == 0 {
             p.add("max_connections", "must be at least 1");
         }

@@ -338,7 +338,7 @@ fn too_large(event: &Event, max_frame: usize) -> Option<usize> {
 fn upper_bound(event: &Event) -> usize {
     let strings = |parts: &[&str]| parts.iter().map(|s| s.len()).sum::<usize>();
     let kind = match &event.kind {
-        EventKind::Connect | EventKind::Close => 0,
+        EventKind::Connect | EventKind::Close | EventKind::Resume { .. } => 0,
         EventKind::Message(p) => p.data.len(),
         EventKind::WebSocketConnect { path, query, headers } => {
             strings(&[path, query]) + headers.iter().map(|(n, v)| n.len() + v.len() + HEADER_FIXED_BYTES).sum::<usize>()

@@ -11,6 +11,7 @@ use futures_util::FutureExt;
 use futures_util::future::Either;
 use gw_proto::{ClientInfo, CloseReason, EventKind, Payload, Protocol};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +22,8 @@ use crate::deflate::Compressed;
 use crate::listener::{ConnSlot, ListenerSpec};
 use crate::metrics::Metrics;
 use crate::outgoing::OutMessage;
+use crate::recovery::frames::{self, Ask};
+use crate::recovery::{self, ClientRecovery, Opening, Phase};
 use crate::send_queue::{Outbound, SendQueue};
 use crate::stream::ClientStream;
 use crate::transport::{Incoming, StreamTransport, Transport, TransportError, WsTransport};
@@ -140,6 +143,14 @@ pub(crate) fn serve(
     })
 }
 
+/// What a client with recovery is told first: control frames, and for a resumed one the
+/// messages it missed. Boxed, so a connection without it carries one null pointer.
+struct Greeting {
+    control: Vec<String>,
+    replay: Vec<OutMessage>,
+    resumed: bool,
+}
+
 /// A client connection after its handshake.
 // Lives only between the handshake and the connection, whose future it is moved into at once:
 // boxing the WebSocket side would cost every client an allocation for nothing.
@@ -178,28 +189,81 @@ fn run<T: Transport>(
     shutdown: CancellationToken,
     slot: Box<ConnSlot>,
 ) -> impl Future<Output = ()> {
-    let id = gw.next_client.fetch_add(1, Ordering::Relaxed);
-    let client_id = gw.client_id(id);
+    let ask = request.as_deref().map_or(Ask::Nothing, |r| frames::ask(&r.query));
+    let queue = gw.config.send_queue;
+    let now = gw.clock_ms();
+    // Only a client that asks for recovery pays for it here.
+    let opening = if ask == Ask::Nothing {
+        Opening::Fresh { recover: false, refusal: None }
+    } else {
+        let info = info.clone();
+        recovery::open(&gw, ask, move |id, cell| {
+            ClientHandle::new(id, SendQueue::new(queue), info, now).with_recovery(Some(cell))
+        })
+    };
+    let (handle, greeting) = match opening {
+        Opening::Resumed(r) => {
+            let client_id = gw.client_id(r.handle.id).to_string();
+            let control = vec![
+                frames::resumed(&client_id, r.replay.len() as u64),
+                frames::recovery(&client_id, &r.token, r.received),
+            ];
+            (r.handle, Some(Box::new(Greeting { control, replay: r.replay, resumed: true })))
+        }
+        Opening::Fresh { recover, refusal } => {
+            let id = gw.next_client.fetch_add(1, Ordering::Relaxed);
+            let cell = recover.then(ClientRecovery::new_cell);
+            let handle = Arc::new(ClientHandle::new(id, SendQueue::new(queue), info, now).with_recovery(cell));
+            gw.state.insert(handle.clone());
+            let mut control: Vec<String> = refusal.into_iter().collect();
+            if let Some(hub) = gw.state.recovery.as_ref().filter(|_| recover) {
+                let client_id = gw.client_id(id);
+                control.push(frames::recovery(&client_id.to_string(), &hub.token(&client_id, 0), 0));
+            }
+            let greeting =
+                (!control.is_empty()).then(|| Box::new(Greeting { control, replay: Vec::new(), resumed: false }));
+            (handle, greeting)
+        }
+    };
+    let client_id = gw.client_id(handle.id);
     let span = tracing::debug_span!("client", client_id = %client_id);
-    let handle = Arc::new(ClientHandle::new(id, SendQueue::new(gw.config.send_queue), info, gw.clock_ms()));
-    gw.state.insert(handle.clone());
     let mut conn =
         Connection { gw, binding: Binding::new(handle.info.clone()), handle, transport, unsettled: 0, shutdown };
     let body = async move {
         tracing::debug!(peer = %conn.handle.info.client_addr, listener = %conn.handle.info.listener, "client connected");
-        let sent = conn.dispatch(EventKind::Connect).await;
-        let mut opened = conn.routed(sent).await;
-        if opened.is_ok() && conn.handle.info.protocol == Protocol::WebSocket {
-            let HandshakeRequest { path, query, headers } = request.map(|r| *r).unwrap_or_default();
-            let sent = conn.dispatch(EventKind::WebSocketConnect { path, query, headers }).await;
-            opened = conn.routed(sent).await;
+        // The workers hear of the client first (as before: its connect events, or its resume),
+        // then it gets its control frames and what it missed: so a client cannot come back
+        // with its new token before its worker heard of this connection.
+        let resumed = greeting.as_ref().filter(|g| g.resumed).map(|g| g.replay.len() as u64);
+        let mut opened = match resumed {
+            Some(replayed) => {
+                let sent = conn.dispatch(EventKind::Resume { replayed }).await;
+                conn.routed(sent).await.map_err(|_| End::Server)
+            }
+            None => {
+                let sent = conn.dispatch(EventKind::Connect).await;
+                let mut o = conn.routed(sent).await;
+                if o.is_ok() && conn.handle.info.protocol == Protocol::WebSocket {
+                    let HandshakeRequest { path, query, headers } = request.map(|r| *r).unwrap_or_default();
+                    let sent = conn.dispatch(EventKind::WebSocketConnect { path, query, headers }).await;
+                    o = conn.routed(sent).await;
+                }
+                o.map_err(|_| End::Server)
+            }
+        };
+        if let (Ok(()), Some(g)) = (&opened, greeting) {
+            let Greeting { control, replay, .. } = *g;
+            if Box::pin(conn.write_first(control, replay)).await.is_err() {
+                opened = Err(End::Vanished);
+            }
         }
         let end = match opened {
             Ok(()) => conn.run().await,
-            Err(_) => End::Server,
+            Err(end) => end,
         };
         // Every message a worker sent this client ends as written or dropped: what waits in the
-        // queue and what was taken but not flushed is dropped here, as `client_gone`.
+        // queue and what was taken but not flushed is dropped here, as `client_gone` (for a
+        // client with recovery they stay in its replay buffer, for its resume).
         let unwritten = conn.handle.tx.close() + std::mem::take(&mut conn.unsettled);
         let gw = conn.gw.clone();
         let m = &gw.state.metrics;
@@ -215,12 +279,21 @@ fn run<T: Transport>(
             unwritten,
             "client disconnected"
         );
-        // The close event carries the final session; deliver it even though the socket is gone
-        // (a closing client waits briefly for a worker and is not interrupted, so there is
-        // nothing to close when it cannot be routed).
-        let _ = conn.dispatch(EventKind::Close).await;
+        let stays = match conn.handle.recovery.clone() {
+            Some(cell) => conn.end_recovery(&cell, &end),
+            None => false,
+        };
+        if !stays {
+            // The close event carries the final session; deliver it even though the socket is
+            // gone (a closing client waits briefly for a worker and is not interrupted, so there
+            // is nothing to close when it cannot be routed).
+            let _ = conn.dispatch(EventKind::Close).await;
+            match conn.handle.recovery {
+                Some(_) => gw.state.remove_closed(&conn.handle),
+                None => gw.state.remove(conn.handle.id),
+            }
+        }
         conn.binding.unbind();
-        gw.state.remove(conn.handle.id);
         // A worker that dies from now on hands this client's events to no task: deliver what is
         // already waiting here, and let later hand-backs go the orphan way.
         let leftovers = conn.handle.redelivery.close();
@@ -333,7 +406,17 @@ impl<T: Transport> Connection<T> {
         let _ = self.flush().await;
     }
 
-    async fn on_message(&mut self, payload: Payload) -> Result<(), Unrouted> {
+    async fn on_message(&mut self, mut payload: Payload) -> Result<(), Unrouted> {
+        if let Some(cell) = &self.handle.recovery
+            && !payload.binary
+            && payload.data.first() == Some(&0)
+        {
+            // A control frame (an ack), or data escaped with one more NUL.
+            if !recovery::from_client(&self.gw.state.metrics, self.handle.id, cell, &payload.data) {
+                return Ok(());
+            }
+            payload.data = payload.data.slice(1..);
+        }
         let m = &self.gw.state.metrics;
         Metrics::inc(&m.messages_in);
         Metrics::inc(if payload.binary { &m.messages_in_binary } else { &m.messages_in_text });
@@ -447,9 +530,61 @@ impl<T: Transport> Connection<T> {
                 self.transport.close(code, "slow consumer: send queue full").await;
             }
             KillReason::Heartbeat => self.transport.close(1008, "no heartbeat").await,
+            KillReason::Superseded => self.transport.close(4001, "resumed on another connection").await,
             KillReason::Destroy | KillReason::None => {}
         }
         End::Server
+    }
+
+    /// Writes the recovery control frames and the messages a resumed client missed, before
+    /// anything else.
+    async fn write_first(&mut self, control: Vec<String>, replay: Vec<OutMessage>) -> Result<(), TransportError> {
+        for frame in control {
+            self.transport.ready().await?;
+            self.feed(OutMessage::new(Message::text(frame)), false)?;
+        }
+        for msg in replay {
+            self.transport.ready().await?;
+            self.unsettled += 1;
+            self.feed(msg, true)?;
+        }
+        self.flush().await
+    }
+
+    /// Where a client with recovery goes when its connection ends: held (true: it stays, with
+    /// no close event) when it went away without a clean close and recovery is on; nowhere
+    /// (true) when a resume took it over on another connection; otherwise it ends as any
+    /// client does (false).
+    fn end_recovery(&mut self, cell: &recovery::Cell, end: &End) -> bool {
+        let gw = &self.gw;
+        let holdable = matches!(end, End::Vanished)
+            || (matches!(end, End::Server) && self.handle.kill_reason() == KillReason::Heartbeat);
+        let mut rec = cell.lock().expect("recovery lock");
+        if !gw.state.is_current(&self.handle) {
+            drop(rec);
+            tracing::debug!("connection ended after a resume took its client over");
+            gw.state.detach();
+            return true;
+        }
+        if let Some(hub) = gw.state.recovery.as_ref().filter(|_| holdable && rec.phase == Phase::Live) {
+            hub.hold(&gw.state.metrics, self.handle.id, &mut rec);
+            let (kept, written) = (rec.buffer.len(), rec.buffer.written());
+            drop(rec);
+            tracing::debug!(kept, written, window = ?hub.window, "client held for recovery");
+            gw.state.detach();
+            return true;
+        }
+        rec.phase = Phase::Released;
+        rec.buffer = Default::default();
+        drop(rec);
+        if let Some(hub) = &gw.state.recovery {
+            hub.tombstone(
+                self.handle.id,
+                recovery::Reason::Expired,
+                "the client's connection was closed cleanly".into(),
+            );
+        }
+        false
     }
 
     async fn close(&mut self, reason: Option<CloseReason>) {

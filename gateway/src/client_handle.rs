@@ -22,6 +22,8 @@ pub(crate) enum KillReason {
     Destroy = 2,
     /// Silent for `ping_not_response_limit` intervals.
     Heartbeat = 3,
+    /// A resume took the client over on a new connection (this one was half-open).
+    Superseded = 4,
 }
 
 /// Closes a client out of band: set once, with the reason, and never reset. A `Notify` and a
@@ -69,6 +71,9 @@ pub(crate) struct ClientHandle {
     pub last_active: AtomicU64,
     /// Events a dead worker link handed back, to be sent to another worker before anything new.
     pub redelivery: Redelivery,
+    /// Connection state recovery, for a client that asked for it (shared by its successive
+    /// connections' handles).
+    pub recovery: Option<crate::recovery::Cell>,
 }
 
 /// A client's session, and the sequence number of the last worker write-back applied to it: an
@@ -93,7 +98,14 @@ impl ClientHandle {
             queued_bytes: AtomicUsize::new(0),
             last_active: AtomicU64::new(now_ms),
             redelivery: Redelivery::default(),
+            recovery: None,
         }
+    }
+
+    /// The same, with recovery state.
+    pub fn with_recovery(mut self, cell: Option<crate::recovery::Cell>) -> Self {
+        self.recovery = cell;
+        self
     }
 
     /// Kills the client; the first reason given is kept (`None` counts as `Destroy`).
@@ -113,6 +125,7 @@ impl ClientHandle {
             1 => KillReason::SlowConsumer,
             2 => KillReason::Destroy,
             3 => KillReason::Heartbeat,
+            4 => KillReason::Superseded,
             _ => KillReason::None,
         }
     }

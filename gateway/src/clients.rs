@@ -22,6 +22,8 @@ pub struct Clients {
     /// What the gateway did and dropped (shared with the compressed connections, which count
     /// what they inflate and deflate).
     pub metrics: Arc<Metrics>,
+    /// Connection state recovery, when enabled (`[recovery]`).
+    pub(crate) recovery: Option<Arc<crate::recovery::Hub>>,
     /// Bytes a client's send queue may hold.
     pub(crate) queue_bytes: usize,
     /// A full send queue drops the message and keeps the client (`slow_consumer = "drop"`)
@@ -53,10 +55,17 @@ impl Clients {
             clients: DashMap::new(),
             index: RwLock::new(Indexes::default()),
             metrics: Arc::default(),
+            recovery: None,
             queue_bytes,
             drop_slow,
             limits: StateLimits::from(&gw_config::GatewayConfig::default()),
         }
+    }
+
+    /// The same, with recovery (`None`: off).
+    pub(crate) fn with_recovery(mut self, hub: Option<Arc<crate::recovery::Hub>>) -> Self {
+        self.recovery = hub;
+        self
     }
 
     /// The same, with these limits on each client's state.
@@ -98,6 +107,39 @@ impl Clients {
             self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
         }
         self.index_mut().forget(id);
+    }
+
+    /// Puts a resumed client's new connection in place of its held (or half-open) one: same id,
+    /// so its uid and group entries stand as they are.
+    pub(crate) fn replace(&self, handle: Arc<ClientHandle>) {
+        self.clients.insert(handle.id, handle);
+        self.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether `handle` is its client's current connection (not taken over by a resume).
+    pub(crate) fn is_current(&self, handle: &Arc<ClientHandle>) -> bool {
+        self.clients.get(&handle.id).is_some_and(|e| Arc::ptr_eq(e.value(), handle))
+    }
+
+    /// A client's connection ended while its state stays (held, or taken over by a resume).
+    pub(crate) fn detach(&self) {
+        self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Removes a client with recovery, if `handle` is still its current one, from the map and
+    /// every index; its connection was counted out by [`detach`](Self::detach) or
+    /// [`remove_closed`](Self::remove_closed).
+    pub(crate) fn remove_handle(&self, handle: &Arc<ClientHandle>) {
+        if self.clients.remove_if(&handle.id, |_, h| Arc::ptr_eq(h, handle)).is_some() {
+            self.index_mut().forget(handle.id);
+        }
+    }
+
+    /// A client with recovery closed for good: its connection is counted out, and it leaves the
+    /// map and the indexes unless a resume took its id over meanwhile.
+    pub(crate) fn remove_closed(&self, handle: &Arc<ClientHandle>) {
+        self.detach();
+        self.remove_handle(handle);
     }
 
     /// Messages waiting in every client's send queue.

@@ -8,6 +8,7 @@
 //! second), and, for a session write asked as a query, answered with the [`Refusal`].
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use crate::clients::Clients;
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::outgoing::OutMessage;
+use crate::recovery::Recorded;
 use crate::send_queue::Outbound;
 use crate::session;
 
@@ -129,31 +131,35 @@ impl Clients {
                     None => None,
                 };
                 match self.get(client) {
+                    Some(h) if self.close_held(&h) => {}
                     Some(h) => Self::close(&h, last, close),
                     None => Metrics::inc(&self.metrics.dropped_client_gone),
                 }
             }
             Command::DestroyClient { client } => {
-                if let Some(h) = self.get(client) {
+                if let Some(h) = self.get(client)
+                    && !self.close_held(&h)
+                {
                     Self::destroy(&h);
                 }
             }
             Command::CloseUid { uid } => {
                 let ids: Vec<u64> = self.index().uid_clients(&uid).collect();
                 for h in ids.into_iter().filter_map(|id| self.get(id)) {
-                    Self::close(&h, None, None);
+                    if !self.close_held(&h) {
+                        Self::close(&h, None, None);
+                    }
                 }
             }
             Command::SetSession { client, session } => self.change_session(client, SessionWrite::Set(session))?,
             Command::UpdateSession { client, patch } => self.change_session(client, SessionWrite::Update(patch))?,
-            Command::WriteBackSession { client, seq, changed, removed } => {
-                let h = self.get(client).ok_or(Refusal::ClientGone)?;
-                let mut slot = h.session.lock().expect("session lock");
+            Command::WriteBackSession { client, seq, changed, removed } => self.with_session(client, |slot| {
                 // Counted as applied even when refused, or the worker would keep re-applying it.
                 slot.writes = slot.writes.max(seq);
                 let merged = session::write_back(slot.data.as_deref(), &changed, &removed).map_err(not_an_object)?;
                 slot.data = Some(self.within_cap(merged)?);
-            }
+                Ok(())
+            })?,
         }
         Ok(())
     }
@@ -161,21 +167,40 @@ impl Clients {
     /// Replaces or merges into a client's session, unless the result would be over the cap (the
     /// session then stays as it was).
     fn change_session(&self, client: u64, write: SessionWrite) -> Result<(), Refusal> {
-        let h = self.get(client).ok_or(Refusal::ClientGone)?;
         match write {
             SessionWrite::Set(session) => {
                 // Measured before it is parsed: an oversize one costs no parsing.
                 let session = self.within_cap(session)?;
                 session::parse_object(&session).map_err(not_an_object)?;
-                h.session.lock().expect("session lock").data = Some(session);
+                self.with_session(client, |slot| {
+                    slot.data = Some(session);
+                    Ok(())
+                })
             }
-            SessionWrite::Update(patch) => {
-                let mut slot = h.session.lock().expect("session lock");
+            SessionWrite::Update(patch) => self.with_session(client, |slot| {
                 let merged = session::merge(slot.data.as_deref(), &patch).map_err(not_an_object)?;
                 slot.data = Some(self.within_cap(merged)?);
-            }
+                Ok(())
+            }),
         }
-        Ok(())
+    }
+
+    /// Runs `write` on client `client`'s session, under its lock. A client with recovery may
+    /// have been taken over by a resume between the lookup and the lock (the resume copies the
+    /// session under the old connection's lock): then the write goes to the new connection's.
+    fn with_session(
+        &self,
+        client: u64,
+        write: impl FnOnce(&mut crate::client_handle::SessionSlot) -> Result<(), Refusal>,
+    ) -> Result<(), Refusal> {
+        loop {
+            let h = self.get(client).ok_or(Refusal::ClientGone)?;
+            let mut slot = h.session.lock().expect("session lock");
+            if h.recovery.is_some() && !self.is_current(&h) {
+                continue;
+            }
+            return write(&mut slot);
+        }
     }
 
     /// The session, if it is within `max_session_bytes`.
@@ -198,15 +223,36 @@ impl Clients {
         }
     }
 
+    /// Delivers a message to a client: queued, or, for a client with recovery, recorded in its
+    /// replay buffer first and queued to its current connection (recorded only, while it is
+    /// held). Both under the client's recovery lock, so the numbering is the queue's order.
+    fn deliver(&self, handle: &ClientHandle, msg: &OutMessage) {
+        let (Some(cell), Some(hub)) = (&handle.recovery, &self.recovery) else {
+            return self.queue(handle, msg.clone());
+        };
+        let mut rec = cell.lock().expect("recovery lock");
+        match hub.record(&self.metrics, handle.id, &mut rec, msg.for_recovery()) {
+            Recorded::Queue(msg) => match self.get(handle.id) {
+                // A resume may have put a new connection in place since `handle` was looked up.
+                Some(current) if current.recovery.as_ref().is_some_and(|c| Arc::ptr_eq(c, cell)) => {
+                    self.queue(&current, msg);
+                }
+                _ => self.queue(handle, msg),
+            },
+            Recorded::Kept => {}
+            Recorded::Gone => Metrics::inc(&self.metrics.dropped_client_gone),
+        }
+    }
+
     /// Queues a message for a client without waiting. A full queue marks a slow consumer: the
     /// message is dropped, counted, and the client disconnected (close code 1008).
-    fn deliver(&self, handle: &ClientHandle, msg: &OutMessage) {
+    fn queue(&self, handle: &ClientHandle, msg: OutMessage) {
         let len = msg.len();
         let over_bytes = handle.queued_bytes.load(Ordering::Relaxed) + len > self.queue_bytes;
         let result = if over_bytes {
-            Err(TrySendError::Full(Outbound::Msg(msg.clone())))
+            Err(TrySendError::Full(Outbound::Msg(msg)))
         } else {
-            handle.tx.try_send(Outbound::Msg(msg.clone()))
+            handle.tx.try_send(Outbound::Msg(msg))
         };
         match result {
             Ok(()) => {
@@ -229,6 +275,15 @@ impl Clients {
                 Some(h) => self.deliver(&h, msg),
                 None => Metrics::inc(&self.metrics.dropped_client_gone),
             }
+        }
+    }
+
+    /// Closing a held client (recovery) ends its held state now, with its `on_close`; true if
+    /// it was held.
+    fn close_held(&self, handle: &ClientHandle) -> bool {
+        match (&handle.recovery, &self.recovery) {
+            (Some(cell), Some(hub)) => hub.close_held(handle.id, cell),
+            _ => false,
         }
     }
 

@@ -165,7 +165,8 @@ pub fn build(config: GatewayConfig, listeners: &Listeners) -> Result<Arc<Gateway
         clock: Clock::start(),
         state: Arc::new(
             Clients::new(config.send_queue_bytes, config.slow_consumer == gw_config::SlowConsumerPolicy::Drop)
-                .with_limits(crate::clients::StateLimits::from(&config)),
+                .with_limits(crate::clients::StateLimits::from(&config))
+                .with_recovery(crate::recovery::Hub::new(&config.recovery, &config.secret)),
         ),
         router: Router::new(config.link.max_frame),
         tasks: TaskTracker::new(),

@@ -147,6 +147,9 @@ pub(crate) async fn run(clients: Arc<Clients>, clock: Clock, settings: Settings,
             if h.kill.is_cancelled() {
                 continue; // already closing: neither pinged nor counted again
             }
+            if h.recovery.is_some() && h.tx.is_closed() {
+                continue; // held for recovery: no connection to ping
+            }
             match rule.look(now, since, h.last_active.load(Ordering::Relaxed)) {
                 Look::Leave => {}
                 Look::Close => {
@@ -154,7 +157,8 @@ pub(crate) async fn run(clients: Arc<Clients>, clock: Clock, settings: Settings,
                     closed += 1;
                 }
                 Look::Ping => {
-                    let ping = match (h.info.protocol, data.is_empty()) {
+                    // A client with recovery counts text messages: it gets ping frames instead.
+                    let ping = match (h.info.protocol, data.is_empty() || h.recovery.is_some()) {
                         (Protocol::WebSocket, true) => Some(Message::Ping(Bytes::new())),
                         (_, true) => None,
                         (_, false) => Some(Message::text(data.clone())),

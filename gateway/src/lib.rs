@@ -33,6 +33,7 @@ mod outgoing;
 mod peer;
 mod pusher;
 mod queries;
+mod recovery;
 mod redeliver;
 mod router;
 mod send_queue;

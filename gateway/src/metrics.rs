@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Every counter is monotonic except `connections`.
+/// Every counter is monotonic except `connections` and the `recovery_held_*` gauges.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Client connections open now.
@@ -88,6 +88,19 @@ pub struct Metrics {
     pub deflate_messages_out: AtomicU64,
     /// Messages deflated: once per message and window size, however many clients it goes to.
     pub deflate_compressions: AtomicU64,
+    /// Clients held for recovery now (gone without closing, within their window).
+    pub recovery_held_clients: AtomicU64,
+    /// Bytes of messages kept for the held clients now.
+    pub recovery_held_bytes: AtomicU64,
+    /// Clients that resumed.
+    pub recovery_resumed: AtomicU64,
+    /// Messages replayed to resuming clients.
+    pub recovery_replayed_messages: AtomicU64,
+    /// Clients that asked to resume and were not, by reason (in `recovery::Reason::ALL` order).
+    pub recovery_failed: [AtomicU64; 7],
+    /// Control frames from clients that the gateway did not understand or whose count was
+    /// wrong (an ack above what was written): counted and ignored.
+    pub recovery_bad_control: AtomicU64,
 }
 
 impl Metrics {
@@ -142,6 +155,18 @@ impl Metrics {
             ("deflate_messages_in", g(&self.deflate_messages_in)),
             ("deflate_messages_out", g(&self.deflate_messages_out)),
             ("deflate_compressions", g(&self.deflate_compressions)),
+            ("recovery_held_clients", g(&self.recovery_held_clients)),
+            ("recovery_held_bytes", g(&self.recovery_held_bytes)),
+            ("recovery_resumed", g(&self.recovery_resumed)),
+            ("recovery_replayed_messages", g(&self.recovery_replayed_messages)),
+            ("recovery_failed_forged", g(&self.recovery_failed[0])),
+            ("recovery_failed_expired", g(&self.recovery_failed[1])),
+            ("recovery_failed_replayed", g(&self.recovery_failed[2])),
+            ("recovery_failed_gap", g(&self.recovery_failed[3])),
+            ("recovery_failed_unknown", g(&self.recovery_failed[4])),
+            ("recovery_failed_disabled", g(&self.recovery_failed[5])),
+            ("recovery_failed_malformed", g(&self.recovery_failed[6])),
+            ("recovery_bad_control", g(&self.recovery_bad_control)),
         ]
     }
 

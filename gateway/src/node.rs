@@ -187,6 +187,35 @@ impl Node for GatewayNode {
                 "Messages deflated: once per message and window size, however many clients it goes to.",
                 g(&m.deflate_compressions),
             ),
+            MetricFamily::gauge(
+                "gw_recovery_held_clients",
+                "Clients gone without closing and held for recovery, within their window.",
+                g(&m.recovery_held_clients) as f64,
+            ),
+            MetricFamily::gauge(
+                "gw_recovery_held_bytes",
+                "Bytes of messages kept for the held clients.",
+                g(&m.recovery_held_bytes) as f64,
+            ),
+            MetricFamily::counter("gw_recovery_resumed_total", "Clients that resumed.", g(&m.recovery_resumed)),
+            MetricFamily::counter(
+                "gw_recovery_replayed_messages_total",
+                "Messages replayed to resuming clients.",
+                g(&m.recovery_replayed_messages),
+            ),
+            crate::recovery::frames::Reason::ALL.iter().zip(&m.recovery_failed).fold(
+                MetricFamily::new(
+                    "gw_recovery_failed_total",
+                    "counter",
+                    "Clients that asked to resume and got a new connection instead, by reason.",
+                ),
+                |f, (r, c)| f.sample(&format!("reason=\"{}\"", r.as_str()), g(c) as f64),
+            ),
+            MetricFamily::counter(
+                "gw_recovery_bad_control_total",
+                "Control frames from clients that were not understood, or acknowledged more than was written; ignored.",
+                g(&m.recovery_bad_control),
+            ),
             MetricFamily::counter(
                 "gw_index_resyncs_total",
                 "Watching links that fell behind on routing index changes and got a fresh snapshot instead.",

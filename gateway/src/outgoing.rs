@@ -2,7 +2,7 @@
 //! is a reference count), with its compressed forms made once, by the first client that needs
 //! each (see [`deflate`](crate::deflate)).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
@@ -20,11 +20,30 @@ struct Shared {
     /// deflate does not make the message smaller. Usually one entry: every browser leaves the
     /// window at its default.
     deflated: Mutex<Vec<(u8, u8, Option<Bytes>)>>,
+    /// For clients with recovery, a text message starting with NUL goes with one more NUL in
+    /// front (`docs/recovery.md`); made once, on first need, and shared like the message.
+    escaped: OnceLock<OutMessage>,
 }
 
 impl OutMessage {
     pub fn new(msg: Message) -> Self {
-        Self(Arc::new(Shared { msg, deflated: Mutex::new(Vec::new()) }))
+        Self(Arc::new(Shared { msg, deflated: Mutex::new(Vec::new()), escaped: OnceLock::new() }))
+    }
+
+    /// The message as it goes to a client with recovery: itself, or, for a text message that
+    /// starts with NUL (which such a client would take for a control frame), the same with one
+    /// more NUL in front. A clone of a shared handle either way.
+    pub fn for_recovery(&self) -> OutMessage {
+        match &self.0.msg {
+            Message::Text(t) if crate::recovery::frames::needs_escape(t) => self
+                .0
+                .escaped
+                .get_or_init(|| {
+                    OutMessage::new(Message::text(format!("{}{}", crate::recovery::frames::NUL, t.as_str())))
+                })
+                .clone(),
+            _ => self.clone(),
+        }
     }
 
     /// The message as it goes to a client that does not compress.
@@ -63,9 +82,31 @@ impl From<Message> for OutMessage {
     }
 }
 
+/// A message counts for its payload's length against the recovery caps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PayloadLen;
+
+impl gw_delivery::Weigher<OutMessage> for PayloadLen {
+    fn weight(m: &OutMessage) -> usize {
+        m.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_starting_with_nul_is_escaped_once_for_every_recovering_client() {
+        let plain = OutMessage::new(Message::text("hello"));
+        assert!(Arc::ptr_eq(&plain.0, &plain.for_recovery().0), "no escape, same handle");
+        let nul = OutMessage::new(Message::text("\0x"));
+        let (a, b) = (nul.for_recovery(), nul.for_recovery());
+        assert_eq!(a.message(), &Message::text("\0\0x"));
+        assert!(Arc::ptr_eq(&a.0, &b.0), "made once");
+        let bin = OutMessage::new(Message::binary(vec![0u8, 1]));
+        assert_eq!(bin.for_recovery().message(), bin.message(), "binary frames are never control frames");
+    }
 
     #[test]
     fn each_compressed_form_is_made_once_and_shared_by_every_clone() {

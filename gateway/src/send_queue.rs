@@ -118,6 +118,11 @@ impl SendQueue {
         }
     }
 
+    /// Whether the client task has finished (a held client's queue, with recovery).
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().expect("send queue lock").closed
+    }
+
     /// Items waiting now.
     pub fn len(&self) -> usize {
         self.state.lock().expect("send queue lock").items.len()

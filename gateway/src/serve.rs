@@ -104,6 +104,12 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
         heartbeat::run(gw.state.clone(), gw.clock, heartbeat::Settings::from(&gw.config), clients_down.clone())
             .instrument(tracing::debug_span!("heartbeat")),
     );
+    let recovery = gw.state.recovery.clone().map(|hub| {
+        tokio::spawn(
+            crate::recovery::release::run_timer(gw.clone(), hub, clients_down.clone())
+                .instrument(tracing::debug_span!("recovery")),
+        )
+    });
     let refusers: Vec<_> = gw
         .listeners
         .iter()
@@ -145,6 +151,11 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     clients.close();
     if tokio::time::timeout_at(deadline, clients.wait()).await.is_err() {
         tracing::warn!("grace period over with clients still closing; dropping them");
+    }
+    // Held clients' state does not outlive this process (phase R1): their close events go now.
+    if let (Some(timer), Some(hub)) = (recovery, gw.state.recovery.clone()) {
+        let _ = timer.await;
+        crate::recovery::release::release_all(&gw, &hub);
     }
     // The clients' close events are on their way to the workers, whose on_close handlers
     // usually answer through this gateway (a "left the room" to the others): keep the links up

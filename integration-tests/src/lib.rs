@@ -9,6 +9,7 @@ pub mod numbered;
 pub mod php;
 pub mod process;
 pub mod pusher;
+pub mod recovering;
 pub mod sockets;
 pub mod tls;
 pub mod ws;

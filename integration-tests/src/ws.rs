@@ -114,6 +114,22 @@ impl WsClient {
         Self { ws }
     }
 
+    /// Drops the connection abruptly: SO_LINGER 0 then close, so the kernel sends a reset and no
+    /// close frame goes out (a phone that lost its network, as the gateway sees it).
+    pub fn reset(self) {
+        if let MaybeTlsStream::Plain(s) = self.ws.get_ref() {
+            // Deprecated because a non-zero linger blocks the thread on drop; zero does not.
+            #[allow(deprecated)]
+            s.set_linger(Some(Duration::ZERO)).unwrap();
+        }
+        drop(self);
+    }
+
+    /// Sends a raw frame (a control frame of the recovery protocol, for instance).
+    pub async fn send_message(&mut self, msg: Message) {
+        self.ws.send(msg).await.unwrap();
+    }
+
     /// This end's socket address, as the gateway sees the client.
     pub fn local_addr(&self) -> std::net::SocketAddr {
         match self.ws.get_ref() {

@@ -166,3 +166,31 @@ fn the_readme_build_command_builds_every_binary() {
     let build = text.find("cargo build --release\n").expect("the README's build command");
     assert!(text[build..].contains("target/release/register"), "the README runs what it built");
 }
+
+#[test]
+fn the_recovery_config_snippets_are_valid_gateway_configs() {
+    use gw_config::Validate;
+    let snippets: Vec<String> = blocks(&readme())
+        .into_iter()
+        .filter(|b| b.section == "Recovery" && b.lang == "toml")
+        .map(|b| b.text)
+        .chain(
+            blocks(&std::fs::read_to_string(root().join("docs/recovery.md")).expect("docs/recovery.md"))
+                .into_iter()
+                .filter(|b| b.lang == "toml")
+                .map(|b| b.text),
+        )
+        .collect();
+    assert_eq!(snippets.len(), 2, "the README's and docs/recovery.md's [recovery] snippets");
+    for text in snippets {
+        let config: gw_config::GatewayConfig =
+            gw_config::parse(&text, Path::new("README.md")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(config.recovery.enabled, "{text}");
+        assert_eq!(
+            config.recovery,
+            gw_config::RecoveryConfig { enabled: true, ..Default::default() },
+            "the defaults, shown"
+        );
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+    }
+}

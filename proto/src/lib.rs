@@ -11,6 +11,7 @@ pub mod frame;
 pub mod handshake;
 pub mod limits;
 pub mod message;
+pub mod resume_token;
 pub mod urlencoded;
 
 pub use client_id::{ClientId, ClientIdError};
@@ -18,3 +19,4 @@ pub use codec::{CodecError, decode, encode_frame};
 pub use frame::{DEFAULT_MAX_FRAME, FrameDecoder, FrameError, HARD_MAX_FRAME};
 pub use handshake::{Acceptor, Connector, HandshakeError, PROTOCOL_VERSION, Role};
 pub use message::*;
+pub use resume_token::{ResumeToken, TokenError};

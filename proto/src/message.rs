@@ -143,6 +143,13 @@ pub enum EventKind {
     Message(Payload),
     /// The client is gone; its session and info travel with this event.
     Close,
+    /// The client dropped without closing and came back within the recovery window (issue 25,
+    /// `docs/recovery.md`): same client id, uid, groups and session; the messages it missed
+    /// were replayed. It had no `Close` and gets no `Connect`; `info` carries its new address.
+    Resume {
+        /// Messages replayed to it on this resume.
+        replayed: u64,
+    },
 }
 
 /// One client event, gateway → worker.
@@ -725,6 +732,7 @@ mod tests {
             EventKind::Message(Payload::text("héllo")),
             EventKind::Message(Payload::binary(vec![0u8; 300])),
             EventKind::Close,
+            EventKind::Resume { replayed: 12 },
         ];
         for kind in kinds {
             round_trip(FromGateway::Event(Event {

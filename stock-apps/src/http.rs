@@ -292,6 +292,14 @@ impl Events for HttpApp {
         self.deliver(ctx, event("close")).await
     }
 
+    /// A client that dropped without closing came back (connection state recovery): same
+    /// client id, uid, groups and session; no `close`/`connect` pair is posted for it.
+    async fn on_resume(&self, ctx: &mut Context, replayed: u64) -> HandlerResult {
+        let mut e = event("resume");
+        e.insert("replayed".into(), replayed.into());
+        self.deliver(ctx, e).await
+    }
+
     fn metrics(&self) -> Vec<MetricFamily> {
         let s = &self.stats;
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);

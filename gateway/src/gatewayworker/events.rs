@@ -32,11 +32,16 @@ impl EventEncoder {
         if let Some(info) = &event.info {
             self.infos.insert(event.client, Arc::new(info.clone()));
         }
+        // A resumed client keeps its client id, so Events.php's state for it stays right: PHP
+        // workers get nothing on a resume, and its onClose once, when the held state ends.
+        if matches!(event.kind, EventKind::Resume { .. }) {
+            return;
+        }
         let info = self.infos.get(&event.client).cloned();
         let (cmd, body, flag) = match &event.kind {
             EventKind::Connect => (Cmd::OnConnect, Bytes::new(), FLAG_BODY_IS_SCALAR),
             EventKind::Message(p) => (Cmd::OnMessage, p.data.clone(), FLAG_BODY_IS_SCALAR),
-            EventKind::Close => (Cmd::OnClose, Bytes::new(), FLAG_BODY_IS_SCALAR),
+            EventKind::Close | EventKind::Resume { .. } => (Cmd::OnClose, Bytes::new(), FLAG_BODY_IS_SCALAR),
             EventKind::WebSocketConnect { path, query, headers } => {
                 let body = websocket_body(path, query, headers, info.as_deref());
                 (Cmd::OnWebSocketConnect, Bytes::from(body), 0)

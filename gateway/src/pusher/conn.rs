@@ -351,7 +351,8 @@ impl Conn<'_> {
                 let code = self.gw.config.slow_consumer_close_code;
                 self.transport.close(code, "slow consumer: send queue full").await;
             }
-            KillReason::Destroy | KillReason::None => {}
+            // Pusher connections do not opt in to recovery, so none is superseded by a resume.
+            KillReason::Destroy | KillReason::None | KillReason::Superseded => {}
         }
         End::Server
     }

@@ -1,0 +1,109 @@
+//! Taking a held client back: a new connection presents the client's token and its count of
+//! messages received; it gets the client's id, uid, groups and session, and exactly the
+//! messages after its count, or the reason why that is impossible.
+//!
+//! The held entry is taken under the client's lock, and the token's generation must be the
+//! current one, which the resume then moves on: of two connections racing with one token,
+//! exactly one resumes and the other is told `replayed`. A token for a client whose old socket
+//! still looks connected (half-open TCP: the client saw it die, the gateway did not yet) takes
+//! the client over all the same: the old socket is closed (code 4001) and nothing of its ending
+//! reaches the workers.
+//!
+//! Locks, in order: the client's recovery state, the old connection's session, the client map.
+
+use std::sync::Arc;
+
+use gw_delivery::ReplayError;
+use tokio::time::Instant;
+
+use super::{Cell, Hub, Phase, Reason};
+use crate::client_handle::{ClientHandle, KillReason};
+use crate::gateway::Gateway;
+use crate::outgoing::OutMessage;
+
+/// A client taken back.
+pub(crate) struct Resumed {
+    /// Its new connection's handle, in the client map already.
+    pub handle: Arc<ClientHandle>,
+    /// What it missed, in order, to write before anything queued.
+    pub replay: Vec<OutMessage>,
+    /// Its count, which the numbering continues from.
+    pub received: u64,
+    /// Its new token.
+    pub token: String,
+}
+
+/// Why a resume failed: the reason and a detail for the client.
+pub(crate) type Failed = (Reason, String);
+
+/// Takes the client `token` names back for a new connection, whose handle `make` builds from
+/// the client's local id and recovery state.
+pub(crate) fn resume(
+    gw: &Arc<Gateway>,
+    hub: &Hub,
+    token: &str,
+    received: u64,
+    make: impl FnOnce(u64, Cell) -> ClientHandle,
+) -> Result<Resumed, Failed> {
+    let token = hub.verify(token).map_err(|e| match e {
+        gw_proto::TokenError::Forged => (Reason::Forged, e.to_string()),
+        gw_proto::TokenError::Malformed(_) => (Reason::Malformed, e.to_string()),
+    })?;
+    if token.client.gateway != gw.address || token.client.instance != gw.instance {
+        return Err((
+            Reason::Unknown,
+            "the token names a client of another gateway, or of an earlier run of this one".into(),
+        ));
+    }
+    let id = token.client.local;
+    let gone = || hub.why_lost(id).unwrap_or((Reason::Expired, "the client's recovery window ended".into()));
+    let Some(old) = gw.state.get(id) else { return Err(gone()) };
+    let Some(cell) = old.recovery.clone() else {
+        return Err((Reason::Unknown, "the client did not ask for recovery".into()));
+    };
+    let handle = Arc::new(make(id, cell.clone()));
+    let mut rec = cell.lock().expect("recovery lock");
+    if rec.phase == Phase::Released {
+        return Err(gone());
+    }
+    if let Some(lost) = &rec.lost {
+        return Err(lost.clone());
+    }
+    if rec.generation != token.generation {
+        return Err((Reason::Replayed, format!("this token was used already (generation {})", token.generation)));
+    }
+    let replay: Vec<OutMessage> = match rec.buffer.replay_after(received) {
+        Ok(missed) => missed.cloned().collect(),
+        Err(e) => {
+            let reason = if matches!(e, ReplayError::Gap { .. }) { Reason::Gap } else { Reason::Malformed };
+            if rec.phase == Phase::Held {
+                // The owner came back and its state cannot serve it: let it go now.
+                rec.lost = Some((reason, e.to_string()));
+                hub.set_deadline(id, Instant::now());
+            }
+            return Err((reason, e.to_string()));
+        }
+    };
+    match rec.phase {
+        Phase::Held => hub.unhold(&gw.state.metrics, id, &rec),
+        // Half-open: the old connection ends without a trace (see the module docs).
+        _ => old.kill(KillReason::Superseded),
+    }
+    rec.phase = Phase::Live;
+    rec.generation += 1;
+    let generation = rec.generation;
+    // The session moves under the old connection's session lock, held until the new connection
+    // is in the map: a write that finds the old one after this sees it is no longer current and
+    // goes to the new one (see `Clients::with_session`).
+    let old_session = old.session.lock().expect("session lock");
+    {
+        let mut session = handle.session.lock().expect("session lock");
+        session.data = old_session.data.clone();
+        session.writes = old_session.writes;
+    }
+    // Under the client's lock: a message recorded from here on goes to the new connection.
+    gw.state.replace(handle.clone());
+    drop(old_session);
+    drop(rec);
+    Ok(Resumed { handle, replay, received, token: hub.token(&token.client, generation) })
+}
