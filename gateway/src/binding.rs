@@ -15,8 +15,8 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use gw_delivery::{BoundedQueue, Limits, Weightless};

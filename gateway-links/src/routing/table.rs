@@ -95,7 +95,6 @@ pub(super) struct Table {
     links: HashMap<u64, LinkRoutes>,
 }
 
-
 /// The links a call must go to, as [`Table::select`] chose them.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Selected<L> {
