@@ -212,6 +212,7 @@ impl<T, W: Weigher<T>> BoundedQueue<T, W> {
     // The item comes back on refusal (that is the point); boxing it would allocate on the
     // slow-consumer path.
     #[allow(clippy::result_large_err)]
+    #[inline]
     pub fn push(&mut self, item: T) -> Result<Pushed, Refused<T>> {
         let weight = W::weight(&item);
         if let Err(reason) = self.admit(1, weight) {
@@ -237,6 +238,7 @@ impl<T, W: Weigher<T>> BoundedQueue<T, W> {
     }
 
     /// Whether `count` more items weighing `weight` in all may be queued now.
+    #[inline]
     fn admit(&mut self, count: usize, weight: usize) -> Result<(), Refusal> {
         let limits = self.limits;
         if self.closed {
@@ -261,6 +263,7 @@ impl<T, W: Weigher<T>> BoundedQueue<T, W> {
     }
 
     /// Takes the oldest item. A queue that runs empty frees a capacity above [`KEEP_CAPACITY`].
+    #[inline]
     pub fn pop(&mut self) -> Option<Popped<T>> {
         let item = self.items.pop_front()?;
         self.bytes -= W::weight(&item);

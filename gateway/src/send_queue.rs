@@ -44,11 +44,13 @@ impl SendQueue {
         Self { items: Mutex::new(BoundedQueue::new(Limits::items(limit))), ready: Notify::new() }
     }
 
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, BoundedQueue<Outbound, Weightless>> {
         self.items.lock().expect("send queue lock")
     }
 
     /// Queues without waiting; refuses when `limit` items wait or the client task has finished.
+    #[inline]
     pub fn try_send(&self, item: Outbound) -> Result<(), TrySendError<Outbound>> {
         let pushed = self.lock().push(item);
         match pushed {
@@ -66,6 +68,7 @@ impl SendQueue {
 
     /// The next item without waiting. A queue that runs empty frees a capacity left by a burst
     /// (above `gw_delivery::KEEP_CAPACITY`).
+    #[inline]
     pub fn try_recv(&self) -> Option<Outbound> {
         self.lock().pop().map(|p| p.item)
     }
