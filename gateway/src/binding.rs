@@ -365,41 +365,53 @@ impl Drop for Binding {
 /// anything newer. Link tasks hand back and the client task takes, so it lives in the client's
 /// handle; once the client task has finished, hand-backs are refused and go the orphan way.
 ///
-/// The queue is a `gw_delivery::BoundedQueue` without limits: what comes back is what a dead
-/// worker link held, already bounded by that link.
-#[derive(Debug)]
+/// The queue is a `gw_delivery::BoundedQueue` without limits (what comes back is what a dead
+/// worker link held, already bounded by that link), made on the first hand-back: a client whose
+/// worker never died, nearly every one, keeps a pointer here and no queue.
+#[derive(Debug, Default)]
 pub(crate) struct Redelivery {
-    events: Mutex<BoundedQueue<Event, Weightless>>,
+    state: Mutex<Handed>,
     /// Set while events wait; checked on every dispatch without taking the lock.
     pending: AtomicBool,
     /// Wakes the client task when events were handed back.
     ready: Notify,
 }
 
-impl Default for Redelivery {
-    fn default() -> Self {
-        Self {
-            events: Mutex::new(BoundedQueue::new(Limits::UNBOUNDED)),
-            pending: AtomicBool::new(false),
-            ready: Notify::new(),
-        }
-    }
+/// What was handed back to one client.
+#[derive(Debug, Default)]
+enum Handed {
+    /// Nothing yet, and the client task runs.
+    #[default]
+    Nothing,
+    /// The client task finished before anything was handed back.
+    Closed,
+    /// The queue, open until the client task finishes.
+    Queue(Box<BoundedQueue<Event, Weightless>>),
 }
 
 impl Redelivery {
-    fn lock(&self) -> MutexGuard<'_, BoundedQueue<Event, Weightless>> {
-        self.events.lock().expect("redelivery lock")
+    fn lock(&self) -> MutexGuard<'_, Handed> {
+        self.state.lock().expect("redelivery lock")
     }
 
     /// Queues handed-back events for the client task, behind any still waiting; gives them back
     /// if the task has finished.
     pub fn hand_back(&self, events: Vec<Event>) -> Result<(), Vec<Event>> {
-        let mut q = self.lock();
+        let mut state = self.lock();
+        let queue = match &mut *state {
+            Handed::Closed => return Err(events),
+            Handed::Queue(queue) => queue,
+            Handed::Nothing => {
+                *state = Handed::Queue(Box::new(BoundedQueue::new(Limits::UNBOUNDED)));
+                let Handed::Queue(queue) = &mut *state else { unreachable!("just set") };
+                queue
+            }
+        };
         // Unbounded, so only a closed queue refuses.
-        q.append(events).map_err(|refused| refused.item)?;
+        queue.append(events).map_err(|refused| refused.item)?;
         // Set even for an empty batch, as before: the client task then finds nothing to take.
         self.pending.store(true, Ordering::Release);
-        drop(q);
+        drop(state);
         self.ready.notify_one();
         Ok(())
     }
@@ -416,16 +428,25 @@ impl Redelivery {
 
     /// Takes the handed-back events, in order.
     pub fn take(&self) -> Vec<Event> {
-        let mut q = self.lock();
+        let mut state = self.lock();
         self.pending.store(false, Ordering::Release);
-        Vec::from(q.drain().items)
+        match &mut *state {
+            Handed::Queue(queue) => Vec::from(queue.drain().items),
+            Handed::Nothing | Handed::Closed => Vec::new(),
+        }
     }
 
     /// Marks the client task finished and returns what is still waiting.
     pub fn close(&self) -> Vec<Event> {
-        let mut q = self.lock();
+        let mut state = self.lock();
         self.pending.store(false, Ordering::Release);
-        Vec::from(q.close())
+        match &mut *state {
+            Handed::Queue(queue) => Vec::from(queue.close()),
+            Handed::Nothing | Handed::Closed => {
+                *state = Handed::Closed;
+                Vec::new()
+            }
+        }
     }
 }
 
@@ -497,6 +518,14 @@ mod tests {
         assert_eq!(seqs(&r.take()), [3, 4, 1], "a later hand-back goes behind the earlier one");
         assert!(!r.pending());
         assert!(r.take().is_empty());
+    }
+
+    #[test]
+    fn a_client_task_that_finished_before_any_hand_back_refuses_them() {
+        let r = Redelivery::default();
+        assert!(r.take().is_empty() && r.close().is_empty());
+        assert_eq!(seqs(&r.hand_back(numbered([1])).unwrap_err()), [1]);
+        assert!(!r.pending());
     }
 
     #[test]
