@@ -5,54 +5,34 @@
 //! highest `seq` such that every event up to it is handled. The gateway keeps every event above
 //! it and hands those to another worker if this one dies.
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gw_delivery::{AckWatermark, Marked};
 use gw_gateway_links::GatewayLink;
 use gw_proto::ToGateway;
 use tokio::sync::Notify;
 
-/// Handled events of one link.
+/// Handled events of one link (the rule: `gw_delivery::AckWatermark`), and the wake-up of the
+/// task that acknowledges them.
 #[derive(Debug, Default)]
 pub(crate) struct Acks {
-    state: Mutex<AckState>,
+    state: Mutex<AckWatermark>,
     moved: Notify,
-}
-
-#[derive(Debug, Default)]
-struct AckState {
-    watermark: u64,
-    done_above: BTreeSet<u64>,
-    sent: u64,
 }
 
 impl Acks {
     /// Records that event `seq` is handled.
     pub fn handled(&self, seq: u64) {
-        let mut a = self.state.lock().expect("ack lock");
-        if seq <= a.watermark {
-            return;
-        }
-        a.done_above.insert(seq);
-        let before = a.watermark;
-        while a.done_above.first() == Some(&(a.watermark + 1)) {
-            a.done_above.pop_first();
-            a.watermark += 1;
-        }
-        if a.watermark > before {
-            drop(a);
+        let marked = self.state.lock().expect("ack lock").handled(seq);
+        if marked == Marked::Advanced {
             self.moved.notify_one();
         }
     }
 
     /// The watermark to acknowledge, if it moved since the last call.
     pub fn take(&self) -> Option<u64> {
-        let mut a = self.state.lock().expect("ack lock");
-        (a.watermark > a.sent).then(|| {
-            a.sent = a.watermark;
-            a.watermark
-        })
+        self.state.lock().expect("ack lock").take()
     }
 }
 
@@ -98,5 +78,18 @@ mod tests {
         assert_eq!(a.take(), Some(5));
         a.handled(2); // stale duplicate is ignored
         assert_eq!(a.take(), None);
+    }
+
+    #[tokio::test]
+    async fn the_sender_is_woken_only_when_the_watermark_moves() {
+        let a = Acks::default();
+        a.handled(2);
+        let woken = || async { tokio::time::timeout(Duration::ZERO, a.moved.notified()).await.is_ok() };
+        // A `Notify` keeps one permit: none was stored for an event above a gap.
+        assert!(!woken().await, "woken while 1 holds the watermark back");
+        a.handled(1);
+        assert!(woken().await, "not woken when the watermark moved");
+        a.handled(1);
+        assert!(!woken().await, "woken by a repeat");
     }
 }

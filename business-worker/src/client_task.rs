@@ -8,7 +8,6 @@
 //! chatty client keeps its task) before it ends; the next event starts a new one. A million
 //! idle clients are a million slots of about 200 bytes, not a million tasks and queues.
 
-use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
+use gw_delivery::{BoundedQueue, Limits, Weightless};
 use gw_gateway_client::{ClientId, GatewayClient, Session};
 use gw_gateway_links::GatewayLink;
 use gw_proto::{ClientInfo, Command, Event, EventKind};
@@ -33,16 +33,15 @@ pub(crate) const LINGER: Duration = Duration::from_secs(1);
 
 /// One client on one link: the events waiting for its handlers, and its handlers' state between
 /// tasks.
-#[derive(Default)]
 pub(crate) struct ClientSlot {
     inner: Mutex<SlotInner>,
     /// Wakes a lingering task when an event comes.
     arrived: Notify,
 }
 
-#[derive(Default)]
 struct SlotInner {
-    pending: VecDeque<Event>,
+    /// At most the configured `queue` events (the rule: `gw_delivery::BoundedQueue`).
+    pending: BoundedQueue<Event, Weightless>,
     /// A task is handling (or waiting for) this client's events; the next event must not start
     /// another.
     running: bool,
@@ -70,23 +69,46 @@ pub(crate) enum Pushed {
 }
 
 impl ClientSlot {
+    /// An empty slot whose client may have `queue` events waiting (at least one).
+    pub fn new(queue: usize) -> Self {
+        Self {
+            inner: Mutex::new(SlotInner {
+                pending: BoundedQueue::new(Limits::items(queue)),
+                running: false,
+                state: ClientState::default(),
+            }),
+            arrived: Notify::new(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, SlotInner> {
         self.inner.lock().expect("client slot lock")
     }
 
-    /// Queues `event` unless `queue` events already wait.
-    pub fn push(&self, event: Event, queue: usize) -> Pushed {
+    /// Queues `event` unless the client's `queue` events already wait; then the link waits on
+    /// the `space` its client task notifies (see [`next`](Self::next)).
+    pub fn push(&self, event: Event) -> Pushed {
         let mut inner = self.lock();
-        if inner.pending.len() >= queue {
-            return Pushed::Full(Box::new(event));
+        if let Err(refused) = inner.pending.push(event) {
+            // The slot is never closed and an event weighs nothing: only full is possible.
+            return Pushed::Full(Box::new(refused.item));
         }
-        inner.pending.push_back(event);
         let start = !std::mem::replace(&mut inner.running, true);
         drop(inner);
         if !start {
             self.arrived.notify_one();
         }
         Pushed::Queued { start }
+    }
+
+    /// The next waiting event; notifies `space` when the link was refused room in this slot
+    /// since the last time (it waits on `space` to push again).
+    fn next(&self, space: &Notify) -> Option<Event> {
+        let popped = self.lock().pending.pop()?;
+        if popped.wake_producer {
+            space.notify_one();
+        }
+        Some(popped.item)
     }
 
     /// Events waiting.
@@ -106,8 +128,7 @@ pub(crate) struct ClientTask<E> {
     pub stats: Arc<WorkerStats>,
     pub client_id: ClientId,
     pub slot: Arc<ClientSlot>,
-    /// Events one client may have waiting; the link waits on `space` while they are full.
-    pub queue: usize,
+    /// The link waits on this while the client's slot is full.
     pub space: Arc<Notify>,
     /// Cancelled when the link carries no more events: nothing is worth lingering for.
     pub link_done: CancellationToken,
@@ -116,7 +137,7 @@ pub(crate) struct ClientTask<E> {
 /// Handles the client's events until none is left and none came for [`LINGER`] (or its link
 /// is done, or the client closed).
 pub(crate) async fn client_task<E: Events>(task: ClientTask<E>) {
-    let ClientTask { events, mut ready, link, acks, stats, client_id, slot, queue, space, link_done } = task;
+    let ClientTask { events, mut ready, link, acks, stats, client_id, slot, space, link_done } = task;
     let _running = Running::count(&stats);
     // Handle nothing before the worker is ready: the events wait in the slot (the gateway keeps
     // them until acknowledged). A worker stopped before it was ready handles none.
@@ -126,16 +147,7 @@ pub(crate) async fn client_task<E: Events>(task: ClientTask<E>) {
     drop(ready);
     let mut state = std::mem::take(&mut slot.lock().state);
     loop {
-        let next = {
-            let mut inner = slot.lock();
-            let was_full = inner.pending.len() >= queue;
-            let next = inner.pending.pop_front();
-            if was_full {
-                space.notify_one();
-            }
-            next
-        };
-        let Some(event) = next else {
+        let Some(event) = slot.next(&space) else {
             // Wait a little for the next event; `arrived` keeps a wake-up sent meanwhile.
             let woken = tokio::select! {
                 _ = slot.arrived.notified() => true,
@@ -148,7 +160,7 @@ pub(crate) async fn client_task<E: Events>(task: ClientTask<E>) {
             let mut inner = slot.lock();
             if inner.pending.is_empty() {
                 // A quiet client keeps no buffer for events.
-                inner.pending = VecDeque::new();
+                inner.pending.release_idle();
                 inner.state = state;
                 inner.running = false;
                 return;
@@ -313,14 +325,38 @@ mod tests {
     #[test]
     fn the_first_event_starts_a_task_and_a_full_slot_gives_the_event_back() {
         use super::{ClientSlot, Pushed};
-        let slot = ClientSlot::default();
-        assert!(matches!(slot.push(event(1), 2), Pushed::Queued { start: true }));
-        assert!(matches!(slot.push(event(2), 2), Pushed::Queued { start: false }));
-        match slot.push(event(3), 2) {
+        let slot = ClientSlot::new(2);
+        assert!(matches!(slot.push(event(1)), Pushed::Queued { start: true }));
+        assert!(matches!(slot.push(event(2)), Pushed::Queued { start: false }));
+        match slot.push(event(3)) {
             Pushed::Full(back) => assert_eq!(back.seq, 3),
             Pushed::Queued { .. } => panic!("queued past the limit"),
         }
         assert_eq!(slot.waiting(), 2);
+    }
+
+    /// The link waits on `space` after a refusal; the client task's next pop must wake it, or
+    /// the link stalls for good. A pop nobody waits for stores no wake-up.
+    #[tokio::test]
+    async fn a_pop_after_a_refusal_wakes_the_waiting_link_once() {
+        use super::{ClientSlot, Pushed};
+        use std::time::Duration;
+        use tokio::sync::Notify;
+        let space = Notify::new();
+        let woken = || async { tokio::time::timeout(Duration::ZERO, space.notified()).await.is_ok() };
+        let slot = ClientSlot::new(1);
+        assert!(matches!(slot.push(event(1)), Pushed::Queued { .. }));
+        assert_eq!(slot.next(&space).map(|e| e.seq), Some(1));
+        assert!(!woken().await, "woken with nobody refused");
+        assert!(matches!(slot.push(event(2)), Pushed::Queued { .. }));
+        assert!(matches!(slot.push(event(3)), Pushed::Full(_)));
+        assert!(!woken().await, "woken before there was room");
+        assert_eq!(slot.next(&space).map(|e| e.seq), Some(2));
+        assert!(woken().await, "the waiting link was not woken");
+        assert!(matches!(slot.push(event(3)), Pushed::Queued { .. }));
+        assert_eq!(slot.next(&space).map(|e| e.seq), Some(3));
+        assert!(!woken().await, "woken twice for one refusal");
+        assert!(slot.next(&space).is_none());
     }
 
     /// An application whose handlers hold something across an await, as real ones do.

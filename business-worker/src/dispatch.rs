@@ -149,7 +149,7 @@ pub(crate) struct LinkDispatch<E> {
     link: Arc<GatewayLink>,
     clients: HashMap<u64, Arc<ClientSlot>>,
     acks: Arc<Acks>,
-    /// Notified when a client whose queue was full takes an event from it.
+    /// Notified when a client whose slot refused an event takes one from it.
     space: Arc<Notify>,
     /// Cancelled when this link carries no more events (drained, or down).
     done: CancellationToken,
@@ -174,7 +174,6 @@ impl<E: Events> LinkDispatch<E> {
             stats: self.shared.stats.clone(),
             client_id,
             slot,
-            queue: self.shared.queue,
             space: self.space.clone(),
             link_done: self.done.clone(),
         };
@@ -189,18 +188,18 @@ impl<E: Events> LinkInbound for LinkDispatch<E> {
         // queries made meanwhile (in `on_worker_start`, say) are not stuck behind them.
         let client = event.client;
         let closing = matches!(event.kind, EventKind::Close);
-        let stats = &self.shared.stats;
+        let (stats, queue) = (&self.shared.stats, self.shared.queue);
         let slot = self
             .clients
             .entry(client)
             .or_insert_with(|| {
                 stats.clients.fetch_add(1, Ordering::Relaxed);
-                Arc::default()
+                Arc::new(ClientSlot::new(queue))
             })
             .clone();
         let mut event = event;
         loop {
-            match slot.push(event, self.shared.queue) {
+            match slot.push(event) {
                 Pushed::Queued { start } => {
                     if start {
                         self.spawn_client(client, slot);

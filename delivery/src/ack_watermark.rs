@@ -14,13 +14,18 @@
 //!
 //! # Wiring
 //!
-//! Replaces `AckState` in `business-worker/src/acks.rs`; `Acks` keeps its `Mutex` and the
-//! `moved` Notify (notified when a call returns [`Marked::Advanced`]), `send_acks` keeps calling
-//! [`take`](AckWatermark::take). The link's reader calls [`arrived`](AckWatermark::arrived) for
-//! each event in the order it reads them: the gateway numbers events in the order it writes them
-//! on the link, so a number skipped on arrival is an event the gateway dropped after numbering it
-//! (it could not frame it), which will never come and is settled at once (log and count it).
-//! An event the worker received but will not handle is [`settle`](AckWatermark::settle)d.
+//! Wired into `Acks` in `business-worker/src/acks.rs` (it replaced `AckState`): `Acks` keeps its
+//! `Mutex` and the `moved` Notify (notified when [`handled`](AckWatermark::handled) returns
+//! [`Marked::Advanced`]), `send_acks` and the link's last acknowledgement on close call
+//! [`take`](AckWatermark::take).
+//!
+//! Not wired yet: [`arrived`](AckWatermark::arrived) and [`settle`](AckWatermark::settle). The
+//! gateway drops an event too large for a frame before numbering it (`Binding::send`), so today no
+//! number is skipped and every event that arrives is handled; the worker's link reader would
+//! call `arrived` for each event in the order it reads them (a number skipped on arrival is an
+//! event the gateway dropped after numbering it, which will never come and is settled at once:
+//! log and count it), and an event the worker received but will not handle would be
+//! `settle`d.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;

@@ -11,25 +11,29 @@
 //! # Wiring
 //!
 //! The wrapper keeps a `Mutex<BoundedQueue<..>>` and its `Notify`s, and calls the queue under
-//! the lock, notifying after it is released:
+//! the lock, notifying after it is released. Wired into all three hand-written queues:
 //!
-//! - `SendQueue` (`gateway/src/send_queue.rs`): `Limits::items(send_queue).with_bytes(send_queue_bytes)`
-//!   with a weigher that counts a `Msg`'s bytes and nothing for heartbeats and close requests,
-//!   which replaces the `queued_bytes` atomic and the byte check in `commands.rs` (a refusal with
-//!   [`Refusal::FullItems`], [`Refusal::FullBytes`] or [`Refusal::Oversized`] is the slow-consumer
-//!   case, [`Refusal::Closed`] the client-gone case). `try_recv` is [`pop`](BoundedQueue::pop),
-//!   `ready` waits while [`is_empty`](BoundedQueue::is_empty), `close` counts what
-//!   [`close`](BoundedQueue::close) hands back, `release_idle` is
-//!   [`release_idle`](BoundedQueue::release_idle). Producers never wait there, so
-//!   `wake_producer` is ignored.
-//! - `ClientSlot` (`business-worker/src/client_task.rs`): `pending` becomes a
+//! - `SendQueue` (`gateway/src/send_queue.rs`): a `BoundedQueue<Outbound, Weightless>` with
+//!   `Limits::items(send_queue)`; `try_send` is [`push`](BoundedQueue::push) (notifying on
+//!   [`Pushed::Wake`]; [`Refusal::Closed`] is the client-gone case, the others the slow-consumer
+//!   case), `try_recv` is [`pop`](BoundedQueue::pop), `ready` waits while
+//!   [`is_empty`](BoundedQueue::is_empty), `close` counts what [`close`](BoundedQueue::close)
+//!   hands back, `release_idle` is [`release_idle`](BoundedQueue::release_idle). Producers never
+//!   wait there, so `wake_producer` is ignored. Not yet: the byte budget. It is still checked by
+//!   the producer against the client's `queued_bytes` atomic (`commands.rs`, `client.rs`); moving
+//!   it here (`with_bytes(send_queue_bytes)` and a weigher that counts a `Msg`'s bytes and nothing
+//!   for heartbeats and close requests) changes those files, which the recovery work is changing
+//!   at the same time.
+//! - `ClientSlot` (`business-worker/src/client_task.rs`): `pending` is a
 //!   `BoundedQueue<Event, Weightless>` with `Limits::items(queue)`; `running` and the handlers'
 //!   state stay beside it under the same lock. A refusal gives the event back to the link task,
 //!   which waits on `space`; the client task notifies `space` when a pop says `wake_producer`
-//!   (today it notifies whenever the queue was full, waiter or not). The lingering task's
+//!   (before, it notified whenever the queue had been full, waiter or not). The lingering task's
 //!   `pending = VecDeque::new()` is [`release_idle`](BoundedQueue::release_idle).
 //! - `Redelivery` (`gateway/src/binding.rs`): [`Limits::UNBOUNDED`] (what comes back is what a
-//!   dead worker held, already bounded by the link), [`append`](BoundedQueue::append) for
+//!   dead worker held, already bounded by the link), boxed and made on the first hand-back (a
+//!   queue inline in every client's handle cost 32 bytes per idle client more than the
+//!   `Vec` it replaced), [`append`](BoundedQueue::append) for
 //!   `hand_back` (refused as a whole once closed), [`drain`](BoundedQueue::drain) for `take`,
 //!   [`close`](BoundedQueue::close) for `close`; the `pending` atomic and the `ready` Notify stay.
 
@@ -210,6 +214,7 @@ impl<T, W: Weigher<T>> BoundedQueue<T, W> {
     // The item comes back on refusal (that is the point); boxing it would allocate on the
     // slow-consumer path.
     #[allow(clippy::result_large_err)]
+    #[inline]
     pub fn push(&mut self, item: T) -> Result<Pushed, Refused<T>> {
         let weight = W::weight(&item);
         if let Err(reason) = self.admit(1, weight) {
@@ -235,6 +240,7 @@ impl<T, W: Weigher<T>> BoundedQueue<T, W> {
     }
 
     /// Whether `count` more items weighing `weight` in all may be queued now.
+    #[inline]
     fn admit(&mut self, count: usize, weight: usize) -> Result<(), Refusal> {
         let limits = self.limits;
         if self.closed {
@@ -259,6 +265,7 @@ impl<T, W: Weigher<T>> BoundedQueue<T, W> {
     }
 
     /// Takes the oldest item. A queue that runs empty frees a capacity above [`KEEP_CAPACITY`].
+    #[inline]
     pub fn pop(&mut self) -> Option<Popped<T>> {
         let item = self.items.pop_front()?;
         self.bytes -= W::weight(&item);

@@ -9,13 +9,13 @@
 //! property tested over random operation sequences (`tests/properties.rs`), and fuzzed
 //! (`fuzz/fuzz_targets/delivery.rs`, replayed on stable by `tests/fuzz_corpus.rs`).
 //!
-//! | type | rule | replaces (not wired yet) | the IO wrapper keeps |
+//! | type | rule | wired into | the IO wrapper keeps |
 //! |---|---|---|---|
-//! | [`RetentionLog`] | number events, keep them until a cumulative ack, hand back the rest when the link dies | `Retained` and `WorkerLink::{ack, take_retained, seal}` in `gateway/src/router.rs` | the `Mutex`, the `acked` watch, the `gone`/`draining` flags, the mpsc permit |
-//! | [`AckWatermark`] | the highest seq with every seq below it handled or settled | `AckState` in `business-worker/src/acks.rs` | the `Mutex`, the `moved` Notify, the `send_acks` task |
+//! | [`RetentionLog`] | number events, keep them until a cumulative ack, hand back the rest when the link dies | `WorkerLink` in `gateway/src/router.rs` (was `Retained` and the bodies of `ack`, `seal`, `take_retained`) | the `Mutex`, the `acked` watch, the `gone`/`draining` flags, the mpsc permit |
+//! | [`AckWatermark`] | the highest seq with every seq below it handled or settled | `Acks` in `business-worker/src/acks.rs` (was `AckState`) | the `Mutex`, the `moved` Notify, the `send_acks` task |
 //! | [`BoundedQueue`] | FIFO bounded in items and bytes that refuses instead of waiting | `SendQueue` (`gateway/src/send_queue.rs`), the `pending` queue of `ClientSlot` (`business-worker/src/client_task.rs`), `Redelivery` (`gateway/src/binding.rs`) | the `Mutex`, the `Notify`s, the atomics read without the lock |
-//! | [`ReplayBuffer`] | per client, the messages written to it, replayable after a reconnect (issue 25) | new | the per-client lock, the gateway-wide caps and gauges |
-//! | [`Deadlines`] | when each held (disconnected) client expires | new | the timer task that sleeps until [`Deadlines::next_deadline`] |
+//! | [`ReplayBuffer`] | per client, the messages written to it, replayable after a reconnect (issue 25) | not yet (the recovery work) | the per-client lock, the gateway-wide caps and gauges |
+//! | [`Deadlines`] | when each held (disconnected) client expires | not yet (the recovery work) | the timer task that sleeps until [`Deadlines::next_deadline`] |
 //!
 //! Each module's documentation says how its wrapper drives it.
 

@@ -7,19 +7,21 @@
 //!
 //! # Wiring
 //!
-//! Replaces `Retained` and the bodies of `WorkerLink::{ack, seal, take_retained, retained_len}`
-//! in `gateway/src/router.rs`. The link keeps `Mutex<RetentionLog<(Event, Arc<ClientInfo>)>>`,
-//! the `acked` watch (sent when [`Acked::moved`]), the `gone`/`draining` flags read without the
-//! lock, and the mpsc permit:
+//! Wired into `WorkerLink` in `gateway/src/router.rs` (it replaced `Retained` and the bodies of
+//! `WorkerLink::{ack, seal, take_retained, retained_len}`). The link keeps
+//! `Mutex<RetentionLog<(Event, Arc<ClientInfo>)>>`, the `acked` watch (sent when
+//! [`Acked::moved`]), the `gone`/`draining` flags read without the lock, and the mpsc permit:
 //!
-//! - `EventSlot::send`: under the lock, `event.seq = log.next_seq()`, then
-//!   [`push`](RetentionLog::push) of the retained copy and `permit.send(event)` (queue order is
-//!   sequence order because both happen under the lock). A [`Sealed`] refusal is today's
-//!   `LinkGone`.
-//! - Draining: set `draining`, then [`seal`](RetentionLog::seal) (today's `seal` only waits out
-//!   a push in flight; the log now refuses every later one itself).
-//! - `Ack { seq }` from the worker: [`ack`](RetentionLog::ack); an [`AckAhead`] is logged as a
-//!   peer bug and changes nothing.
+//! - `EventSlot::send`: under the lock, refused (`LinkGone`) once the log is sealed or a flag is
+//!   set; otherwise `event.seq = log.next_seq()`, then [`push`](RetentionLog::push) of the
+//!   retained copy (without the client's info, which the `Arc` beside it carries) and
+//!   `permit.send(event)` (queue order is sequence order because both happen under the lock).
+//! - Draining: set `draining`, then [`seal`](RetentionLog::seal) (it also waits out a push in
+//!   flight, as the lock did before; the log now refuses every later one itself).
+//! - `Ack { seq }` from the worker (or, on a GatewayWorker link, the write of event `seq`):
+//!   [`ack`](RetentionLog::ack); an [`AckAhead`] is logged (rate-limited) as a peer bug and
+//!   changes nothing. (Before, such an ack released everything and moved the watch past what
+//!   was sent.)
 //! - Link gone: [`take_all`](RetentionLog::take_all), which also seals, so an event is either
 //!   handed back with the rest or refused, never stranded in between.
 

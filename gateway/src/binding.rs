@@ -15,10 +15,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use gw_delivery::{BoundedQueue, Limits, Weightless};
 use gw_proto::{ClientInfo, Event, EventKind, codec};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -363,32 +364,54 @@ impl Drop for Binding {
 /// Events a dead worker link handed back to a client, waiting to go to its next worker before
 /// anything newer. Link tasks hand back and the client task takes, so it lives in the client's
 /// handle; once the client task has finished, hand-backs are refused and go the orphan way.
+///
+/// The queue is a `gw_delivery::BoundedQueue` without limits (what comes back is what a dead
+/// worker link held, already bounded by that link), made on the first hand-back: a client whose
+/// worker never died, nearly every one, keeps a pointer here and no queue.
 #[derive(Debug, Default)]
 pub(crate) struct Redelivery {
-    state: Mutex<RedeliveryState>,
+    state: Mutex<Handed>,
     /// Set while events wait; checked on every dispatch without taking the lock.
     pending: AtomicBool,
     /// Wakes the client task when events were handed back.
     ready: Notify,
 }
 
+/// What was handed back to one client.
 #[derive(Debug, Default)]
-struct RedeliveryState {
-    events: Vec<Event>,
-    /// The client task has finished: hand-backs must be delivered without it.
-    closed: bool,
+enum Handed {
+    /// Nothing yet, and the client task runs.
+    #[default]
+    Nothing,
+    /// The client task finished before anything was handed back.
+    Closed,
+    /// The queue, open until the client task finishes.
+    Queue(Box<BoundedQueue<Event, Weightless>>),
 }
 
 impl Redelivery {
-    /// Queues handed-back events for the client task; gives them back if the task has finished.
+    fn lock(&self) -> MutexGuard<'_, Handed> {
+        self.state.lock().expect("redelivery lock")
+    }
+
+    /// Queues handed-back events for the client task, behind any still waiting; gives them back
+    /// if the task has finished.
     pub fn hand_back(&self, events: Vec<Event>) -> Result<(), Vec<Event>> {
-        let mut r = self.state.lock().expect("redelivery lock");
-        if r.closed {
-            return Err(events);
-        }
-        r.events.extend(events);
+        let mut state = self.lock();
+        let queue = match &mut *state {
+            Handed::Closed => return Err(events),
+            Handed::Queue(queue) => queue,
+            Handed::Nothing => {
+                *state = Handed::Queue(Box::new(BoundedQueue::new(Limits::UNBOUNDED)));
+                let Handed::Queue(queue) = &mut *state else { unreachable!("just set") };
+                queue
+            }
+        };
+        // Unbounded, so only a closed queue refuses.
+        queue.append(events).map_err(|refused| refused.item)?;
+        // Set even for an empty batch, as before: the client task then finds nothing to take.
         self.pending.store(true, Ordering::Release);
-        drop(r);
+        drop(state);
         self.ready.notify_one();
         Ok(())
     }
@@ -405,17 +428,25 @@ impl Redelivery {
 
     /// Takes the handed-back events, in order.
     pub fn take(&self) -> Vec<Event> {
-        let mut r = self.state.lock().expect("redelivery lock");
+        let mut state = self.lock();
         self.pending.store(false, Ordering::Release);
-        std::mem::take(&mut r.events)
+        match &mut *state {
+            Handed::Queue(queue) => Vec::from(queue.drain().items),
+            Handed::Nothing | Handed::Closed => Vec::new(),
+        }
     }
 
     /// Marks the client task finished and returns what is still waiting.
     pub fn close(&self) -> Vec<Event> {
-        let mut r = self.state.lock().expect("redelivery lock");
-        r.closed = true;
+        let mut state = self.lock();
         self.pending.store(false, Ordering::Release);
-        std::mem::take(&mut r.events)
+        match &mut *state {
+            Handed::Queue(queue) => Vec::from(queue.close()),
+            Handed::Nothing | Handed::Closed => {
+                *state = Handed::Closed;
+                Vec::new()
+            }
+        }
     }
 }
 
@@ -466,5 +497,45 @@ mod tests {
                 assert_eq!(too_large(&e, measured - 1), Some(measured), "one byte short");
             }
         }
+    }
+
+    fn numbered(seqs: impl IntoIterator<Item = u64>) -> Vec<Event> {
+        seqs.into_iter().map(|seq| Event { seq, ..event(EventKind::Connect, 0, false) }).collect()
+    }
+
+    fn seqs(events: &[Event]) -> Vec<u64> {
+        events.iter().map(|e| e.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn handed_back_events_wait_in_order_and_wake_the_client_task() {
+        let r = Redelivery::default();
+        assert!(!r.pending());
+        r.hand_back(numbered([3, 4])).unwrap();
+        r.hand_back(numbered([1])).unwrap();
+        assert!(r.pending());
+        tokio::time::timeout(Duration::ZERO, r.notified()).await.expect("the client task was not woken");
+        assert_eq!(seqs(&r.take()), [3, 4, 1], "a later hand-back goes behind the earlier one");
+        assert!(!r.pending());
+        assert!(r.take().is_empty());
+    }
+
+    #[test]
+    fn a_client_task_that_finished_before_any_hand_back_refuses_them() {
+        let r = Redelivery::default();
+        assert!(r.take().is_empty() && r.close().is_empty());
+        assert_eq!(seqs(&r.hand_back(numbered([1])).unwrap_err()), [1]);
+        assert!(!r.pending());
+    }
+
+    #[test]
+    fn a_finished_client_task_hands_back_what_waited_and_refuses_the_rest() {
+        let r = Redelivery::default();
+        r.hand_back(numbered([5, 6])).unwrap();
+        assert_eq!(seqs(&r.close()), [5, 6]);
+        assert!(!r.pending());
+        let refused = r.hand_back(numbered([7])).unwrap_err();
+        assert_eq!(seqs(&refused), [7], "refused events go the orphan way, not lost");
+        assert!(!r.pending() && r.close().is_empty());
     }
 }

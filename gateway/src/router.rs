@@ -3,13 +3,16 @@
 //! acknowledges them, so a worker that dies loses nothing: its unacknowledged events go back to
 //! their clients and on to another worker, in order, marked as redelivered.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
+use gw_delivery::{RetentionLog, Sealed};
 use gw_proto::{ClientInfo, Event, FromGateway};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+
+use crate::log_limit::LogLimit;
 
 /// A connected business worker.
 #[derive(Debug)]
@@ -25,22 +28,19 @@ pub(crate) struct WorkerLink {
     pub gone: CancellationToken,
     /// Cancelled once the unacknowledged events of a gone link were handed back to their clients.
     pub handed_off: CancellationToken,
-    /// Events sent and not yet acknowledged, in sequence order, and the next sequence number.
-    /// Held only for a push or a pop; the lock also makes sequence order equal queue order.
-    retained: Mutex<Retained>,
+    /// Events sent and not yet acknowledged, numbered, each with its client's info so a
+    /// redelivered batch can introduce the client to a worker that has never seen it (the rule:
+    /// `gw_delivery::RetentionLog`). Held only for a push, an ack or the hand-back; the lock
+    /// also makes sequence order equal queue order.
+    retained: Mutex<RetentionLog<(Event, Arc<ClientInfo>)>>,
     /// Highest sequence number the worker acknowledged.
     acked: watch::Sender<u64>,
     /// Largest frame the link carries: an event must fit before it is numbered.
     pub max_frame: usize,
 }
 
-#[derive(Debug, Default)]
-struct Retained {
-    next_seq: u64,
-    /// Each event with its client's info, so a redelivered batch can introduce the client to a
-    /// worker that has never seen it.
-    events: VecDeque<(Event, Arc<ClientInfo>)>,
-}
+/// Bad acknowledgements are logged at most once per this window.
+static BAD_ACK_LOGGED: LogLimit = LogLimit::new(Duration::from_secs(1));
 
 /// The link went away before the event could be queued.
 #[derive(Debug)]
@@ -76,41 +76,70 @@ impl EventSlot<'_> {
     // The event comes back only when the link is gone; boxing it would add an allocation there.
     #[allow(clippy::result_large_err)]
     pub fn send(self, mut event: Event, info: &Arc<ClientInfo>) -> Result<u64, LinkGone> {
-        let mut r = self.link.retained.lock().expect("retained lock");
+        let mut log = self.link.retained.lock().expect("retained lock");
         // Checked under the lock the hand-back takes (after `gone` is set): an event is either
         // retained before the hand-back, and handed back with the rest, or refused here. Without
         // this, an event retained just after the hand-back was never sent anywhere.
-        // Likewise for a drain: once `seal` returned, nothing more is queued here.
-        if self.link.gone.is_cancelled() || self.link.draining.load(Ordering::Acquire) {
+        // Likewise for a drain: once `seal` returned, nothing more is queued here. (The log
+        // refuses once sealed or taken; the flags refuse from the moment they are set.)
+        if log.is_sealed() || self.link.gone.is_cancelled() || self.link.draining.load(Ordering::Acquire) {
             return Err(LinkGone(event));
         }
-        r.next_seq += 1;
-        event.seq = r.next_seq;
-        r.events.push_back((event.clone(), info.clone()));
-        self.permit.send(FromGateway::Event(event));
-        Ok(r.next_seq)
+        event.seq = log.next_seq();
+        match log.push((retained_copy(&event), info.clone())) {
+            Ok(seq) => {
+                self.permit.send(FromGateway::Event(event));
+                Ok(seq)
+            }
+            // Not reached: checked above, under the same lock.
+            Err(Sealed(_)) => Err(LinkGone(event)),
+        }
+    }
+}
+
+/// What the log keeps of an event for redelivery: all of it but the client's info, which the
+/// log keeps once per event as the shared `Arc` (a hand-back re-introduces the client from it),
+/// so the first event of a client on a link copies no strings for the log. The rest is
+/// reference-counted (`Bytes`) but for a `WebSocketConnect`'s path, query and headers.
+fn retained_copy(event: &Event) -> Event {
+    Event {
+        seq: event.seq,
+        client: event.client,
+        kind: event.kind.clone(),
+        info: None,
+        session: event.session.clone(),
+        session_writes: event.session_writes,
+        redelivered: event.redelivered,
     }
 }
 
 impl WorkerLink {
-    /// The worker handled everything up to `seq`.
+    /// The worker handled everything up to `seq`. An acknowledgement of an event never sent is
+    /// the worker's bug: logged, and it changes nothing.
     pub fn ack(&self, seq: u64) {
-        let mut r = self.retained.lock().expect("retained lock");
-        while r.events.front().is_some_and(|(e, _)| e.seq <= seq) {
-            r.events.pop_front();
+        let acked = self.retained.lock().expect("retained lock").ack(seq);
+        match acked {
+            Ok(acked) if acked.moved => {
+                self.acked.send_if_modified(|a| {
+                    let moved = seq > *a;
+                    *a = (*a).max(seq);
+                    moved
+                });
+            }
+            Ok(_) => {}
+            Err(ahead) => {
+                if let Some(unlogged) = BAD_ACK_LOGGED.admit() {
+                    tracing::warn!(worker = %self.name, error = %ahead, unlogged, "bad acknowledgement from a worker");
+                }
+            }
         }
-        drop(r);
-        self.acked.send_if_modified(|a| {
-            let moved = seq > *a;
-            *a = (*a).max(seq);
-            moved
-        });
     }
 
-    /// Waits out an event being queued right now (queueing holds this lock). Called after
-    /// `draining` is set: from then on every event routed here is already in the link's queue.
+    /// Refuses every later event (called after `draining` is set) and waits out one being
+    /// queued right now (queueing holds this lock): from then on every event routed here is
+    /// already in the link's queue.
     pub fn seal(&self) {
-        drop(self.retained.lock().expect("retained lock"));
+        self.retained.lock().expect("retained lock").seal();
     }
 
     /// Highest acknowledged sequence number, and its changes.
@@ -118,14 +147,15 @@ impl WorkerLink {
         self.acked.subscribe()
     }
 
-    /// Takes every unacknowledged event (the link is gone).
+    /// Takes every unacknowledged event, in sequence order (the link is gone); refuses every
+    /// later one.
     pub fn take_retained(&self) -> Vec<(Event, Arc<ClientInfo>)> {
-        self.retained.lock().expect("retained lock").events.drain(..).collect()
+        Vec::from(self.retained.lock().expect("retained lock").take_all().events)
     }
 
     /// Events retained now (for metrics).
     pub fn retained_len(&self) -> usize {
-        self.retained.lock().expect("retained lock").events.len()
+        self.retained.lock().expect("retained lock").len()
     }
 }
 
@@ -154,7 +184,7 @@ impl Router {
             draining: AtomicBool::new(false),
             gone: CancellationToken::new(),
             handed_off: CancellationToken::new(),
-            retained: Mutex::new(Retained::default()),
+            retained: Mutex::new(RetentionLog::new()),
             acked: watch::channel(0).0,
             max_frame: self.max_frame,
         });
@@ -203,5 +233,96 @@ impl Router {
     /// Events waiting for acknowledgement on every link.
     pub fn retained_total(&self) -> usize {
         self.links.read().expect("router lock").iter().map(|l| l.retained_len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gw_proto::{EventKind, Protocol};
+
+    fn info() -> Arc<ClientInfo> {
+        Arc::new(ClientInfo {
+            client_addr: "127.0.0.1:1".into(),
+            gateway_addr: "127.0.0.1:2".into(),
+            listener: "websocket://127.0.0.1:2".into(),
+            protocol: Protocol::WebSocket,
+        })
+    }
+
+    fn event(client: u64, with_info: bool) -> Event {
+        Event {
+            seq: 0,
+            client,
+            kind: EventKind::Connect,
+            info: with_info.then(|| (*info()).clone()),
+            session: None,
+            session_writes: 0,
+            redelivered: false,
+        }
+    }
+
+    /// Sends one event on `link`; its sequence number, or `None` if the link refused it.
+    async fn send(link: &WorkerLink, client: u64) -> Option<u64> {
+        link.reserve().await.expect("room").send(event(client, true), &info()).ok()
+    }
+
+    fn queued(rx: &mut mpsc::Receiver<FromGateway>) -> Vec<(u64, u64)> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|m| match m {
+                FromGateway::Event(e) => (e.seq, e.client),
+                other => panic!("not an event: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn events_are_numbered_in_queue_order_and_kept_until_acknowledged() {
+        let router = Router::new(1 << 20);
+        let (tx, mut rx) = mpsc::channel(16);
+        let link = router.add("w".into(), tx);
+        for client in [7, 8, 7] {
+            send(&link, client).await.unwrap();
+        }
+        assert_eq!(queued(&mut rx), [(1, 7), (2, 8), (3, 7)]);
+        assert_eq!(router.retained_total(), 3);
+        let mut acked = link.acked();
+        link.ack(2);
+        assert_eq!((*acked.borrow_and_update(), link.retained_len()), (2, 1));
+        // Stale, repeated and impossible acknowledgements change nothing.
+        link.ack(1);
+        link.ack(2);
+        link.ack(9);
+        assert!(!acked.has_changed().unwrap());
+        assert_eq!(link.retained_len(), 1);
+        // The link dies: what is left comes back, in order, without the info the queued copy
+        // carried (the client's `Arc` comes with it instead).
+        router.remove(&link);
+        let back = link.take_retained();
+        assert_eq!(back.iter().map(|(e, _)| (e.seq, e.client, e.info.is_some())).collect::<Vec<_>>(), [(3, 7, false)]);
+        assert_eq!(back[0].1.listener, "websocket://127.0.0.1:2");
+        assert_eq!(link.retained_len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_sealed_or_emptied_link_refuses_every_later_event() {
+        let router = Router::new(1 << 20);
+        let (tx, mut rx) = mpsc::channel(16);
+        let draining = router.add("draining".into(), tx);
+        send(&draining, 1).await.unwrap();
+        draining.draining.store(true, Ordering::Release);
+        draining.seal();
+        assert_eq!(send(&draining, 1).await, None);
+        assert_eq!(queued(&mut rx), [(1, 1)], "a refused event is not queued");
+        // What a draining worker was given stays until acknowledged.
+        assert_eq!(draining.retained_len(), 1);
+
+        let (tx, mut rx) = mpsc::channel(16);
+        let dead = router.add("dead".into(), tx);
+        send(&dead, 1).await.unwrap();
+        // Taken before `gone` is set (the order does not matter: either one refuses).
+        assert_eq!(dead.take_retained().len(), 1);
+        assert_eq!(send(&dead, 2).await, None, "an event after the hand-back would be lost");
+        assert_eq!(queued(&mut rx), [(1, 1)]);
     }
 }

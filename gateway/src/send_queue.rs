@@ -1,9 +1,9 @@
 //! A client's outgoing queue: what workers and the heartbeat ask the client task to write, bounded
 //! in messages, holding no memory while empty.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
+use gw_delivery::{BoundedQueue, Limits, Pushed, Refusal, Refused, Weightless};
 use gw_proto::CloseReason;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::error::TrySendError;
@@ -24,62 +24,53 @@ pub(crate) enum Outbound {
     Destroy,
 }
 
-/// A client's outgoing queue, bounded in messages. It holds no memory while empty: an idle client
-/// costs nothing here, where a tokio channel allocates its first 32-slot block up front (about
-/// 2.8 KiB per client, plus 512 bytes of channel state; see BENCHMARKS.md). Producers never wait;
-/// the client task waits for [`ready`](Self::ready), then takes items one by one and writes what
-/// it finds with one flush.
+/// A client's outgoing queue, bounded in messages (the rule: `gw_delivery::BoundedQueue`). It
+/// holds no memory while empty: an idle client costs nothing here, where a tokio channel
+/// allocates its first 32-slot block up front (about 2.8 KiB per client, plus 512 bytes of
+/// channel state; see BENCHMARKS.md). Producers never wait; the client task waits for
+/// [`ready`](Self::ready), then takes items one by one and writes what it finds with one flush.
+///
+/// The byte budget (`send_queue_bytes`) is still checked by the producer against the client's
+/// `queued_bytes` (`commands.rs`), not here.
 #[derive(Debug)]
 pub(crate) struct SendQueue {
-    state: Mutex<QueueState>,
+    items: Mutex<BoundedQueue<Outbound, Weightless>>,
     ready: Notify,
-    limit: usize,
 }
-
-#[derive(Debug, Default)]
-struct QueueState {
-    items: VecDeque<Outbound>,
-    /// The client task has finished: nothing will be taken any more.
-    closed: bool,
-}
-
-/// Capacity a drained queue may keep; a larger one (left by a burst) is freed.
-const QUEUE_KEEP: usize = 16;
 
 impl SendQueue {
     /// An empty queue that takes at most `limit` items (at least one).
     pub fn new(limit: usize) -> Self {
-        Self { state: Mutex::new(QueueState::default()), ready: Notify::new(), limit: limit.max(1) }
+        Self { items: Mutex::new(BoundedQueue::new(Limits::items(limit))), ready: Notify::new() }
+    }
+
+    #[inline]
+    fn lock(&self) -> MutexGuard<'_, BoundedQueue<Outbound, Weightless>> {
+        self.items.lock().expect("send queue lock")
     }
 
     /// Queues without waiting; refuses when `limit` items wait or the client task has finished.
+    #[inline]
     pub fn try_send(&self, item: Outbound) -> Result<(), TrySendError<Outbound>> {
-        let mut s = self.state.lock().expect("send queue lock");
-        if s.closed {
-            return Err(TrySendError::Closed(item));
-        }
-        if s.items.len() >= self.limit {
-            return Err(TrySendError::Full(item));
-        }
-        let was_empty = s.items.is_empty();
-        s.items.push_back(item);
-        drop(s);
-        // While items wait, a wake-up is already pending: the task takes all it finds before it
-        // waits again.
-        if was_empty {
-            self.ready.notify_one();
+        let pushed = self.lock().push(item);
+        match pushed {
+            // While items wait, a wake-up is already pending: the task takes all it finds before
+            // it waits again.
+            Ok(Pushed::Wake) => self.ready.notify_one(),
+            Ok(Pushed::Quiet) => {}
+            Err(Refused { item, reason: Refusal::Closed }) => return Err(TrySendError::Closed(item)),
+            // Nobody waits for room here (producers never wait), so the queue's wake-up for a
+            // refused producer is ignored.
+            Err(Refused { item, .. }) => return Err(TrySendError::Full(item)),
         }
         Ok(())
     }
 
-    /// The next item without waiting.
+    /// The next item without waiting. A queue that runs empty frees a capacity left by a burst
+    /// (above `gw_delivery::KEEP_CAPACITY`).
+    #[inline]
     pub fn try_recv(&self) -> Option<Outbound> {
-        let mut s = self.state.lock().expect("send queue lock");
-        let item = s.items.pop_front();
-        if s.items.is_empty() && s.items.capacity() > QUEUE_KEEP {
-            s.items = VecDeque::new();
-        }
-        item
+        self.lock().pop().map(|p| p.item)
     }
 
     /// Resolves once an item waits (never after the queue was closed). Takes nothing, so it can
@@ -87,8 +78,8 @@ impl SendQueue {
     pub async fn ready(&self) {
         loop {
             {
-                let s = self.state.lock().expect("send queue lock");
-                if !s.items.is_empty() && !s.closed {
+                let q = self.lock();
+                if !q.is_empty() && !q.is_closed() {
                     return;
                 }
             }
@@ -100,22 +91,16 @@ impl SendQueue {
     /// Refuses further items and drops what waits; returns how many messages (not heartbeats or
     /// close requests) were dropped, for the caller to count.
     pub fn close(&self) -> u64 {
-        let mut s = self.state.lock().expect("send queue lock");
-        s.closed = true;
-        let items = std::mem::take(&mut s.items);
-        drop(s);
+        let items = self.lock().close();
         self.ready.notify_one();
         items.iter().filter(|i| matches!(i, Outbound::Msg(_) | Outbound::Close { last: Some(_), .. })).count() as u64
     }
 
-    /// Frees the memory of an empty queue (a drained queue keeps up to [`QUEUE_KEEP`] slots
-    /// otherwise). Called after a heartbeat was written, so a client that receives nothing for
-    /// a heartbeat interval holds no queue memory.
+    /// Frees the memory of an empty queue (a drained queue keeps up to
+    /// `gw_delivery::KEEP_CAPACITY` slots otherwise). Called after a heartbeat was written, so a
+    /// client that receives nothing for a heartbeat interval holds no queue memory.
     pub fn release_idle(&self) {
-        let mut s = self.state.lock().expect("send queue lock");
-        if s.items.is_empty() && s.items.capacity() > 0 {
-            s.items = VecDeque::new();
-        }
+        self.lock().release_idle();
     }
 
     /// Whether the client task has finished (a held client's queue, with recovery).
@@ -125,6 +110,68 @@ impl SendQueue {
 
     /// Items waiting now.
     pub fn len(&self) -> usize {
-        self.state.lock().expect("send queue lock").items.len()
+        self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn msg(text: &str) -> Outbound {
+        Outbound::Msg(OutMessage::new(Message::text(text)))
+    }
+
+    fn text(item: Option<Outbound>) -> String {
+        match item {
+            Some(Outbound::Msg(m)) => m.message().to_text().unwrap().to_owned(),
+            other => panic!("not a message: {other:?}"),
+        }
+    }
+
+    async fn is_ready(q: &SendQueue) -> bool {
+        tokio::time::timeout(Duration::ZERO, q.ready()).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn bounded_in_messages_in_order_and_ready_only_while_items_wait() {
+        let q = SendQueue::new(2);
+        assert!(!is_ready(&q).await);
+        q.try_send(msg("a")).unwrap();
+        q.try_send(msg("b")).unwrap();
+        assert!(matches!(q.try_send(msg("c")), Err(TrySendError::Full(Outbound::Msg(_)))));
+        assert!(is_ready(&q).await);
+        assert_eq!((text(q.try_recv()), text(q.try_recv())), ("a".into(), "b".into()));
+        assert!(q.try_recv().is_none());
+        assert!(!is_ready(&q).await, "ready with nothing to take");
+        q.try_send(msg("c")).unwrap();
+        assert!(is_ready(&q).await);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_client_task_is_woken_by_a_push() {
+        let q = std::sync::Arc::new(SendQueue::new(4));
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move { q.ready().await }
+        });
+        tokio::task::yield_now().await;
+        q.try_send(msg("a")).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("never woken").unwrap();
+    }
+
+    #[tokio::test]
+    async fn close_counts_the_dropped_messages_and_refuses_later_ones() {
+        let q = SendQueue::new(8);
+        q.try_send(msg("a")).unwrap();
+        q.try_send(Outbound::Control(Message::Ping(Default::default()))).unwrap();
+        q.try_send(Outbound::Close { last: Some(OutMessage::new(Message::text("bye"))), close: None }).unwrap();
+        q.try_send(Outbound::Destroy).unwrap();
+        assert_eq!(q.close(), 2, "a message and a close's last message; not the ping or destroy");
+        assert!(matches!(q.try_send(msg("b")), Err(TrySendError::Closed(_))));
+        assert_eq!(q.len(), 0);
+        assert!(!is_ready(&q).await, "a closed queue is never ready");
     }
 }
