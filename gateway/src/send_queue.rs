@@ -105,7 +105,7 @@ impl SendQueue {
 
     /// Whether the client task has finished (a held client's queue, with recovery).
     pub fn is_closed(&self) -> bool {
-        self.state.lock().expect("send queue lock").closed
+        self.lock().is_closed()
     }
 
     /// Items waiting now.
