@@ -196,12 +196,20 @@ impl CliOutput {
 }
 
 /// Runs a CLI command of a binary to completion.
+///
+/// A binary a test has just copied can be "busy" (ETXTBSY) for a moment: another test thread
+/// that forks between the copy's open and close hands the write descriptor to its child until
+/// that child execs. The spawn is retried for up to 5 s while that is the error.
 pub fn cli(exe: &Path, args: &[&str]) -> CliOutput {
-    let out = Command::new(exe)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let out = loop {
+        match Command::new(exe).args(args).stdin(Stdio::null()).output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => break result.unwrap_or_else(|e| panic!("run {}: {e}", exe.display())),
+        }
+    };
     CliOutput {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
