@@ -201,11 +201,11 @@ impl CliOutput {
 /// that forks between the copy's open and close hands the write descriptor to its child until
 /// that child execs. The spawn is retried for up to 5 s while that is the error.
 pub fn cli(exe: &Path, args: &[&str]) -> CliOutput {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(5);
     let out = loop {
         match Command::new(exe).args(args).stdin(Stdio::null()).output() {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
             }
             result => break result.unwrap_or_else(|e| panic!("run {}: {e}", exe.display())),
         }
