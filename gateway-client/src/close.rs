@@ -21,6 +21,7 @@ impl GatewayClient {
     }
 
     /// Closes a client, optionally sending a last message first and with a close code and reason.
+    /// A reason over 123 bytes (what a WebSocket close frame carries) is cut at a char boundary.
     ///
     /// ```no_run
     /// # async fn f(g: gw_gateway_client::GatewayClient, id: gw_gateway_client::ClientId) -> Result<(), gw_gateway_client::ClientError> {

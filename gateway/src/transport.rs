@@ -414,6 +414,7 @@ impl Transport for WsTransport {
     }
 
     async fn close(&mut self, code: u16, reason: &str) {
+        let reason = fit_close_reason(reason);
         let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
             std::future::poll_fn(|cx| self.poll_ready(cx)).await?;
@@ -427,6 +428,23 @@ impl Transport for WsTransport {
         })
         .await;
     }
+}
+
+/// The most bytes of reason a close frame carries: a control frame's payload is at most 125 bytes
+/// (RFC 6455 §5.5), two of them the code.
+pub(crate) const MAX_CLOSE_REASON: usize = 123;
+
+/// `reason` cut at a char boundary to fit in a close frame. A longer reason (a worker's
+/// `close_client_with`, say) would make a frame the client must refuse, losing the close code too.
+pub(crate) fn fit_close_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_CLOSE_REASON {
+        return reason;
+    }
+    let mut end = MAX_CLOSE_REASON;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 /// A client of a `text`, `frame` or `tcp` listener.
@@ -697,5 +715,15 @@ mod tests {
         input.extend_from_slice(&[0, 0, 0xff, 0xff]);
         Decompress::new(false).decompress_vec(&input, &mut inflated, FlushDecompress::Sync).unwrap();
         assert_eq!(inflated, text.as_bytes());
+    }
+
+    #[test]
+    fn a_close_reason_is_cut_at_a_char_boundary_to_fit_a_close_frame() {
+        assert_eq!(fit_close_reason("bye"), "bye");
+        let exact = "a".repeat(MAX_CLOSE_REASON);
+        assert_eq!(fit_close_reason(&exact), exact);
+        assert_eq!(fit_close_reason(&"a".repeat(300)), exact);
+        // 'é' is two bytes: 61 of them (122 bytes) fit, the 62nd would end at byte 124.
+        assert_eq!(fit_close_reason(&"é".repeat(150)), "é".repeat(61));
     }
 }

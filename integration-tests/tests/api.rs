@@ -778,6 +778,18 @@ async fn close_client_and_close_client_with_last_message_and_code() {
 }
 
 #[tokio::test]
+async fn a_close_reason_too_long_for_a_close_frame_is_cut_to_fit() {
+    let c = Cluster::start().await;
+    let mut b1 = c.peer(&c.b).await;
+    // 300 bytes of two-byte chars: a close frame carries 123 bytes of reason, so 61 chars (122
+    // bytes) arrive, with the code. Sent whole, the frame would be refused by the client.
+    let reason = CloseReason { code: 4003, reason: "é".repeat(150) };
+    c.api.close_client_with(&b1.id, None, Some(reason)).await.unwrap();
+    assert_eq!(b1.ws.next(WAIT).await, Some(Received::Closed(Some((4003, "é".repeat(61))))));
+    c.log.wait("close", &b1.id).await;
+}
+
+#[tokio::test]
 async fn a_handler_closes_its_current_client_with_and_without_a_last_message() {
     let c = Cluster::start().await;
     let (mut a1, mut b1) = (c.peer(&c.a).await, c.peer(&c.b).await);
