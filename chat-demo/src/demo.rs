@@ -130,6 +130,9 @@ pub async fn start(
     let mut gateway_config =
         GatewayConfig { name: "gateway-1".into(), registers: vec![register_addr.clone()], ..GatewayConfig::default() };
     gateway_config.max_connections = client_capacity(&gateway_config);
+    // The page reconnects through gatewayrs.js: a dropped connection comes back under the same
+    // client id with nothing lost (docs/recovery.md).
+    gateway_config.recovery.enabled = true;
     let worker_config =
         WorkerConfig { name: "worker-1".into(), registers: vec![register_addr.clone()], ..WorkerConfig::default() };
     let register_stop = CancellationToken::new();

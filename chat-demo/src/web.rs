@@ -16,6 +16,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 const PAGE: &str = include_str!("../static/index.html");
+/// The recovering WebSocket the page connects with: the one copy in `clients/js`.
+const GATEWAYRS_JS: &str = include_str!("../../clients/js/gatewayrs.js");
 
 #[derive(Clone)]
 struct AppState {
@@ -30,6 +32,7 @@ pub fn router(gateway: GatewayClient, ws_url: String) -> Router {
         // Browsers ask for /favicon.ico whatever the page says; both names get the same icon.
         .route("/favicon.svg", get(favicon))
         .route("/favicon.ico", get(favicon))
+        .route("/gatewayrs.js", get(gatewayrs_js))
         .route("/api/config", get(config))
         .route("/api/bind", post(bind))
         .route("/api/announce", post(announce))
@@ -39,6 +42,10 @@ pub fn router(gateway: GatewayClient, ws_url: String) -> Router {
 
 /// A speech bubble in the page's header colour.
 const FAVICON: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><path d="M8 10h48a6 6 0 0 1 6 6v26a6 6 0 0 1-6 6H28L14 60V48H8a6 6 0 0 1-6-6V16a6 6 0 0 1 6-6z" fill="#2d3e50"/><circle cx="20" cy="29" r="4" fill="#9fd3ff"/><circle cx="32" cy="29" r="4" fill="#9fd3ff"/><circle cx="44" cy="29" r="4" fill="#9fd3ff"/></svg>"##;
+
+async fn gatewayrs_js() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8")], GATEWAYRS_JS)
+}
 
 async fn favicon() -> impl IntoResponse {
     (

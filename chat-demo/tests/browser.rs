@@ -609,3 +609,133 @@ async fn common_bind_again(addr: std::net::SocketAddr) -> TcpListener {
         }
     }
 }
+
+/// A TCP proxy in front of the gateway whose connections the test can cut: both sides are reset
+/// (`SO_LINGER` 0, no close frame), as when a network path dies. While shut, it resets every new
+/// connection at once.
+struct CutProxy {
+    addr: std::net::SocketAddr,
+    open: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (open, watch) = tokio::sync::watch::channel(true);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    if !*watch.borrow_and_update() {
+                        reset(client);
+                        return;
+                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { return reset(client) };
+                    let (mut client, mut server) = (client, server);
+                    let (mut cr, mut cw) = client.split();
+                    let (mut sr, mut sw) = server.split();
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut cr, &mut sw) => {}
+                        _ = tokio::io::copy(&mut sr, &mut cw) => {}
+                        _ = watch.wait_for(|open| !open) => {}
+                    }
+                    reset(client);
+                    reset(server);
+                });
+            }
+        });
+        Self { addr, open, task }
+    }
+
+    /// Resets every connection through the proxy and refuses new ones until [`CutProxy::reopen`].
+    fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    fn reopen(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Closes with a reset rather than a FIN.
+fn reset(stream: tokio::net::TcpStream) {
+    stream.set_zero_linger().expect("SO_LINGER 0");
+    drop(stream);
+}
+
+/// The page's connection is cut mid-conversation; what Bob says meanwhile appears on the page
+/// exactly once after it reconnects, under the same client id (connection state recovery).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_recovers_a_cut_connection() {
+    let chromium = find_in_path(&["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]);
+    let chromedriver = find_in_path(&["chromedriver"]);
+    let (Some(chromium), Some(chromedriver)) = (chromium, chromedriver) else {
+        if std::env::var("GW_REQUIRE_BROWSER").as_deref() == Ok("1") {
+            panic!("GW_REQUIRE_BROWSER=1 but chromium/chromedriver not found (run scripts/install-browser.sh)");
+        }
+        println!("{SKIP}");
+        eprintln!("{SKIP}");
+        return;
+    };
+    let demo = Demo::start().await;
+    let proxy = CutProxy::start(demo.addrs.websocket).await;
+    let driver = Driver::start(&chromedriver).await;
+    let ann = match driver.session(&chromium).await {
+        Ok(c) => c,
+        Err(e) => {
+            driver.stop().await;
+            panic!("cannot open a Chromium session through chromedriver: {e}");
+        }
+    };
+    let url = format!("{}?ws=ws://{}/", demo.page_url(), proxy.addr);
+    let scenario = tokio::spawn({
+        let ann = ann.clone();
+        let ws_url = demo.ws_url();
+        async move {
+            let ann_id = join(&ann, &url, "Ann", "meadow").await;
+            let mut bob = common::Chatter::connect(&ws_url).await;
+            bob.login("Bob", "meadow").await;
+            wait_for(&ann, "Ann", "Bob listed", |p| p.member_names().contains(&"Bob".to_string())).await;
+            bob.say("before the cut").await;
+            wait_for(&ann, "Ann", "Bob's first message", |p| p.has("say", "before the cut")).await;
+
+            proxy.cut();
+            wait_for(&ann, "Ann", "the reconnecting status", |p| p.status().contains("reconnecting")).await;
+            let missed = ["while away 1", "while away 2", "while away 3"];
+            for text in missed {
+                bob.say(text).await;
+            }
+            proxy.reopen();
+
+            let p = wait_for(&ann, "Ann", "reconnected with Bob's messages", |p| {
+                p.status() == "connected" && missed.iter().all(|t| p.has("say", t))
+            })
+            .await;
+            assert_eq!(p.client_id(), ann_id, "the page keeps its client id: {:?}", p.texts());
+            assert!(p.has("notice", "nothing lost"), "the page says it resumed: {:?}", p.texts());
+            for text in missed.iter().chain(&["before the cut"]) {
+                assert_eq!(p.find("say", text).len(), 1, "{text:?} shown exactly once: {:?}", p.texts());
+            }
+            // Still one client to the server: Bob sees no leave and no second join of Ann.
+            bob.say("after").await;
+            let p = wait_for(&ann, "Ann", "the conversation goes on", |p| p.has("say", "after")).await;
+            assert_eq!(p.member_names().iter().filter(|n| *n == "Ann").count(), 1, "{:?}", p.member_names());
+            assert!(!p.has("notice", "Could not resume"), "{:?}", p.texts());
+        }
+    });
+    let result = scenario.await;
+    let _ = ann.close().await;
+    driver.stop().await;
+    demo.stop().await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}

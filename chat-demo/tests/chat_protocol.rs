@@ -486,6 +486,11 @@ async fn the_page_and_its_config_are_served() {
     assert_eq!(status, 200);
     let config: Value = serde_json::from_str(&config).unwrap();
     assert_eq!(config["ws_url"], demo.ws_url());
+    // The page's recovering WebSocket is the one copy in clients/js, served as is.
+    assert!(page.contains("<script src=\"/gatewayrs.js\"></script>"), "the page loads gatewayrs.js");
+    let (status, js) = demo.get("/gatewayrs.js").await;
+    assert_eq!(status, 200);
+    assert_eq!(js, include_str!("../../clients/js/gatewayrs.js"));
     demo.stop().await;
 }
 

@@ -36,6 +36,7 @@
     this.onrecovery = null;
     this.onopen = null;      // function ()
     this.onclose = null;     // function (event): only after close(), never on a drop
+    this.ondrop = null;      // function (event): the connection dropped; a reconnect follows
     this._acked = 0;
     this._backoff = this.minBackoffMs;
     this._closed = false;
@@ -82,6 +83,7 @@
         return;
       }
       // Dropped (or closed by the gateway): try again, with backoff and jitter.
+      if (self.ondrop) self.ondrop(ev);
       var wait = self._backoff * (0.5 + Math.random() / 2);
       self._backoff = Math.min(self._backoff * 2, self.maxBackoffMs);
       self._timer = setTimeout(function () { self._open(); }, wait);
@@ -144,6 +146,11 @@
     if (typeof data === "string" && data.charAt(0) === NUL) data = NUL + data;
     this._ws.send(data);
     return true;
+  };
+
+  // The extensions the current connection agreed on ("" when none or not connected).
+  GatewayRsSocket.prototype.extensions = function () {
+    return this._ws ? this._ws.extensions : "";
   };
 
   // A clean close: the gateway ends the client at once (its on_close runs; no recovery).
