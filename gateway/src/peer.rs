@@ -131,7 +131,9 @@ impl Handler<GatewaySide> for Peer<'_> {
             }
             ToGateway::Ack { seq } => {
                 if let Some(w) = self.worker {
-                    w.ack(seq);
+                    if w.ack(seq).is_err() {
+                        Metrics::inc(&self.gw.state.metrics.bad_acks);
+                    }
                 }
             }
             ToGateway::Drain => match self.worker {
