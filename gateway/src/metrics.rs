@@ -101,6 +101,9 @@ pub struct Metrics {
     /// Control frames from clients that the gateway did not understand or whose count was
     /// wrong (an ack above what was written): counted and ignored.
     pub recovery_bad_control: AtomicU64,
+    /// Acknowledgements from workers of a sequence number never sent on their link (the
+    /// worker's bug): logged, counted and ignored.
+    pub bad_acks: AtomicU64,
 }
 
 impl Metrics {
@@ -167,6 +170,7 @@ impl Metrics {
             ("recovery_failed_disabled", g(&self.recovery_failed[5])),
             ("recovery_failed_malformed", g(&self.recovery_failed[6])),
             ("recovery_bad_control", g(&self.recovery_bad_control)),
+            ("bad_acks", g(&self.bad_acks)),
         ]
     }
 

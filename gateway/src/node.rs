@@ -217,6 +217,11 @@ impl Node for GatewayNode {
                 g(&m.recovery_bad_control),
             ),
             MetricFamily::counter(
+                "gw_bad_acks_total",
+                "Acknowledgements from workers of events never sent to them; logged and ignored.",
+                g(&m.bad_acks),
+            ),
+            MetricFamily::counter(
                 "gw_index_resyncs_total",
                 "Watching links that fell behind on routing index changes and got a fresh snapshot instead.",
                 g(&m.index_resyncs),

@@ -130,8 +130,10 @@ impl Handler<GatewaySide> for Peer<'_> {
                 let _ = self.tx.send(FromGateway::Reply { id, reply }).await;
             }
             ToGateway::Ack { seq } => {
-                if let Some(w) = self.worker {
-                    w.ack(seq);
+                if let Some(w) = self.worker
+                    && w.ack(seq).is_err()
+                {
+                    Metrics::inc(&self.gw.state.metrics.bad_acks);
                 }
             }
             ToGateway::Drain => match self.worker {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use gw_delivery::{RetentionLog, Sealed};
+use gw_delivery::{AckAhead, RetentionLog, Sealed};
 use gw_proto::{ClientInfo, Event, FromGateway};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -115,22 +115,26 @@ fn retained_copy(event: &Event) -> Event {
 
 impl WorkerLink {
     /// The worker handled everything up to `seq`. An acknowledgement of an event never sent is
-    /// the worker's bug: logged, and it changes nothing.
-    pub fn ack(&self, seq: u64) {
+    /// the worker's bug: logged (rate-limited), it changes nothing, and it comes back as the
+    /// error for the caller to count (`Metrics::bad_acks`).
+    pub fn ack(&self, seq: u64) -> Result<(), AckAhead> {
         let acked = self.retained.lock().expect("retained lock").ack(seq);
         match acked {
-            Ok(acked) if acked.moved => {
-                self.acked.send_if_modified(|a| {
-                    let moved = seq > *a;
-                    *a = (*a).max(seq);
-                    moved
-                });
+            Ok(acked) => {
+                if acked.moved {
+                    self.acked.send_if_modified(|a| {
+                        let moved = seq > *a;
+                        *a = (*a).max(seq);
+                        moved
+                    });
+                }
+                Ok(())
             }
-            Ok(_) => {}
             Err(ahead) => {
                 if let Some(unlogged) = BAD_ACK_LOGGED.admit() {
                     tracing::warn!(worker = %self.name, error = %ahead, unlogged, "bad acknowledgement from a worker");
                 }
+                Err(ahead)
             }
         }
     }
@@ -287,12 +291,13 @@ mod tests {
         assert_eq!(queued(&mut rx), [(1, 7), (2, 8), (3, 7)]);
         assert_eq!(router.retained_total(), 3);
         let mut acked = link.acked();
-        link.ack(2);
+        link.ack(2).unwrap();
         assert_eq!((*acked.borrow_and_update(), link.retained_len()), (2, 1));
-        // Stale, repeated and impossible acknowledgements change nothing.
-        link.ack(1);
-        link.ack(2);
-        link.ack(9);
+        // Stale, repeated and impossible acknowledgements change nothing; the impossible one is
+        // an error for the caller to count.
+        link.ack(1).unwrap();
+        link.ack(2).unwrap();
+        assert!(link.ack(9).is_err());
         assert!(!acked.has_changed().unwrap());
         assert_eq!(link.retained_len(), 1);
         // The link dies: what is left comes back, in order, without the info the queued copy

@@ -640,3 +640,43 @@ async fn the_failed_handshake_budget_comes_from_the_config() {
     let mut other = Raw::connect(gw.internal).await;
     assert!(other.frame().await.is_some(), "another address is not affected");
 }
+
+/// A worker link acknowledging sequence numbers it was never sent: each is counted
+/// (`bad_acks`, `gw_bad_acks_total`) and ignored; the link stays up, nothing else is counted, and
+/// a real client's events keep flowing through the real worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_acknowledging_events_never_sent_is_counted_and_ignored() {
+    let c = cluster().await;
+    // Bound to the real worker before the raw one joins, so the probe's events never go to it.
+    let probe = EchoProbe::start(&c.gw).await;
+    let link_errors = c.gw.metric("link_errors");
+    let mut bad_acks = Counter::new(|| c.gw.metric("bad_acks"));
+    let mut raw = Raw::authenticated(c.gw.internal, Role::Worker).await;
+    wait_for_workers(&c.gw, 2).await;
+    for seq in [1, 7, u64::MAX] {
+        raw.send(&frame_of!(ToGateway::Ack { seq })).await;
+        bad_acks.one_more(&format!("ack of seq {seq} never sent")).await;
+    }
+    // The link is still up: it answers a query.
+    raw.send(&frame_of!(ToGateway::Request { id: 1, query: Query::ClientCount })).await;
+    let reply = loop {
+        // Anything else (a ping, say) is passed over.
+        if let FromGateway::Reply { id: 1, reply } =
+            decoded!(raw.frame().await.expect("the link stays up after bad acks"))
+        {
+            break reply;
+        }
+    };
+    assert!(matches!(reply, Reply::Counts(_)), "{reply:?}");
+    assert!(probe.finish().await > 0);
+    assert_eq!(c.gw.metric("link_errors"), link_errors, "a bad ack is not a link error");
+    assert_eq!(c.gw.metric("bad_acks"), 3);
+    // As /metrics shows it.
+    use gw_daemon::Node;
+    let text = gw_daemon::report::render_prometheus(gw_gateway::GatewayNode::new(c.gw.gw.clone()).metrics().await);
+    assert!(text.lines().any(|l| l == "gw_bad_acks_total 3"), "{text}");
+    assert!(text.contains("# HELP gw_bad_acks_total "), "{text}");
+    for reason in ["slow_consumer", "client_gone", "no_worker"] {
+        assert_eq!(c.gw.metric(&format!("dropped_{reason}")), 0, "{reason}");
+    }
+}
