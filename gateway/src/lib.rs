@@ -40,6 +40,8 @@ mod send_queue;
 mod serve;
 mod session;
 mod stream;
+#[cfg(test)]
+mod test_frames;
 mod transport;
 mod upgrade;
 
