@@ -76,9 +76,9 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
         advertise = %gw.address,
         "gateway listening"
     );
-    let clients_down = CancellationToken::new();
+    let clients_down = gw.clients_down.clone();
     let links_down = CancellationToken::new();
-    let clients = TaskTracker::new();
+    let clients = gw.client_tasks.clone();
     let links = TaskTracker::new();
 
     // PHP GatewayWorker's protocol, on a thread of its own. Its links stay up until the
@@ -178,6 +178,7 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     if let Some(php) = php {
         php.await.unwrap_or(Ok(()))?;
     }
+    gw.mesh.down.cancel();
     tracing::info!("gateway stopped");
     Ok(())
 }
