@@ -28,6 +28,23 @@ pub struct HandoverArgs {
     /// Seconds a resume may take before it counts as failed.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
+    /// The two gateways' pids (home, other): their resident memory per client is reported with
+    /// the clients live at home, held there, and relayed through the other.
+    #[arg(long, value_delimiter = ',')]
+    pub gateway_pid: Vec<String>,
+}
+
+/// Resident KiB of each pid given.
+fn rss(pids: &[String]) -> Vec<i64> {
+    pids.iter().map(|p| crate::procfs::rss_kib(p).unwrap_or(0) as i64).collect()
+}
+
+/// Bytes per client between two readings of one pid, as a field.
+fn per_client(name: &str, before: &[i64], after: &[i64], i: usize, n: usize) -> String {
+    match (before.get(i), after.get(i)) {
+        (Some(b), Some(a)) if n > 0 => format!("{name}={}", (a - b) * 1024 / n as i64),
+        _ => format!("{name}=-"),
+    }
 }
 
 pub fn main(a: HandoverArgs) -> anyhow::Result<()> {
@@ -62,6 +79,7 @@ async fn run(a: HandoverArgs) -> anyhow::Result<()> {
     // Clients 0, 2, 4, ... go to the first URL; 1, 3, 5, ... to the second.
     let home = |i: usize| 2 * i;
     let other = |i: usize| 2 * i + 1;
+    let base = rss(&a.gateway_pid);
     eprintln!("handover: connecting {} clients to {}", a.conns, a.url[0]);
     let tokens: Vec<anyhow::Result<(Ws, String)>> = futures_util::stream::iter(0..a.conns)
         .map(|i| {
@@ -87,6 +105,8 @@ async fn run(a: HandoverArgs) -> anyhow::Result<()> {
     }
     net::report_errors("handover connect", &errors);
     anyhow::ensure!(errors.is_empty(), "{} clients could not connect", errors.len());
+    // Every client has its token, so its connect events reached the workers: it is settled.
+    let live = rss(&a.gateway_pid);
     // Dropped abruptly: the sockets have zero linger, so closing them sends a reset.
     let tokens: Vec<String> = held
         .into_iter()
@@ -95,6 +115,9 @@ async fn run(a: HandoverArgs) -> anyhow::Result<()> {
             token
         })
         .collect();
+    // Time for the home to see every reset and hold its client (a held client's task is gone).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = rss(&a.gateway_pid);
     eprintln!("handover: {} clients reset; resuming on {}", tokens.len(), a.url[1]);
     let hist = Hist::new();
     let t0 = Instant::now();
@@ -118,6 +141,7 @@ async fn run(a: HandoverArgs) -> anyhow::Result<()> {
         .collect()
         .await;
     let all_secs = t0.elapsed().as_secs_f64();
+    let relayed = rss(&a.gateway_pid);
     let (mut resumed, mut refused, mut failed) = (0u64, 0u64, 0u64);
     let mut open_now = Vec::new();
     for o in outcomes {
@@ -135,10 +159,14 @@ async fn run(a: HandoverArgs) -> anyhow::Result<()> {
     }
     println!(
         "RESULT scenario=handover conns={} concurrency={} resumed={resumed} not_recovered={refused} failed={failed} \
-         all_resumed_secs={all_secs:.3} {}",
+         all_resumed_secs={all_secs:.3} {} {} {} {} {}",
         a.conns,
         a.concurrency,
         hist.summary(),
+        per_client("home_live_bytes_per_client", &base, &live, 0, a.conns),
+        per_client("home_held_bytes_per_client", &base, &held, 0, a.conns),
+        per_client("home_relayed_bytes_per_client", &base, &relayed, 0, a.conns),
+        per_client("edge_relay_bytes_per_client", &base, &relayed, 1, a.conns),
     );
     for mut ws in open_now {
         let _ = ws.close(None).await;

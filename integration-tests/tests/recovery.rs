@@ -9,6 +9,7 @@ use std::time::Duration;
 use gw_business_worker::{Context, Events, HandlerResult, Message};
 use gw_config::RecoveryConfig;
 use gw_gateway_client::{ClientId, GatewayClient};
+use gw_integration_tests::cut_proxy::{CutProxy, node_websocket};
 use gw_integration_tests::recovering::{Outcome, RecoveringClient};
 use gw_integration_tests::ws::Received;
 use gw_integration_tests::*;
@@ -514,59 +515,6 @@ async fn the_python_helper_resumes_after_a_reset() {
     assert_eq!(c.log.of(&cid), ["connect", "resume:60", "close"]);
 }
 
-/// A TCP proxy in front of the gateway whose [`cut`](Proxy::cut) resets every connection through
-/// it on both sides, as a network that goes away does: the gateway sees a reset, the client a
-/// dead socket (a browser's WebSocket cannot be reset from inside).
-struct Proxy {
-    url: String,
-    cut: tokio::sync::watch::Sender<u64>,
-}
-
-impl Proxy {
-    async fn start(ws_url: &str) -> Self {
-        let upstream = ws_url.trim_start_matches("ws://").trim_end_matches('/').to_owned();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}/", listener.local_addr().unwrap());
-        let (cut, cuts) = tokio::sync::watch::channel(0u64);
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { continue };
-                // Deprecated because a non-zero linger blocks the thread on drop; zero does not.
-                #[allow(deprecated)]
-                for s in [&client, &server] {
-                    s.set_linger(Some(Duration::ZERO)).unwrap();
-                }
-                let mut cuts = cuts.clone();
-                cuts.mark_unchanged();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cuts.changed() => {}
-                    }
-                    // Dropped with SO_LINGER 0: both sides get a reset.
-                });
-            }
-        });
-        Self { url, cut }
-    }
-
-    fn cut(&self) {
-        self.cut.send_modify(|n| *n += 1);
-    }
-}
-
-/// Whether `node` has a WebSocket (`--experimental-websocket` on Node 20; built in from 22).
-fn node_websocket() -> Result<(), String> {
-    match std::process::Command::new("node")
-        .args(["--experimental-websocket", "-e", "if (typeof WebSocket !== 'function') process.exit(1)"])
-        .output()
-    {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => Err(format!("node has no WebSocket: {}", String::from_utf8_lossy(&o.stderr).trim())),
-        Err(e) => Err(format!("node not found: {e}")),
-    }
-}
-
 /// The browser helper (`clients/js/gatewayrs.js`) under Node's WebSocket, through a network cut:
 /// it reconnects by itself and resumes, every message once, in order, same client id. Skips,
 /// saying so, without Node 20+ unless `GW_REQUIRE_NODE=1`.
@@ -579,7 +527,7 @@ async fn the_js_helper_reconnects_by_itself_and_resumes() {
         return;
     }
     let c = cluster(|_| {}).await;
-    let proxy = Proxy::start(&c.gateway.ws_url).await;
+    let proxy = CutProxy::start(&c.gateway.ws_url).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/recovery_client.js");
     let mut child = tokio::process::Command::new("node")
         .args(["--experimental-websocket", "--no-warnings", script, &proxy.url])

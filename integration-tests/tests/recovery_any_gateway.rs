@@ -318,3 +318,81 @@ async fn without_a_cluster_secret_a_token_of_another_gateway_is_refused_saying_w
     let home = RecoveringClient::resume_with(c.url(0), &token, 0).await;
     assert_eq!(home.outcome, Outcome::Resumed { replayed: 0 });
 }
+
+/// The browser helper (`clients/js/gatewayrs.js`, under Node's WebSocket) given two gateways:
+/// its path to the first is cut and stays down, so its next attempt fails and it moves on to
+/// the second, where it resumes (relayed to its home): every message once, in order, same id.
+/// Skips, saying so, without Node 20+ unless `GW_REQUIRE_NODE=1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_js_helper_fails_over_to_another_gateway_and_resumes_there() {
+    use gw_integration_tests::cut_proxy::{CutProxy, node_websocket};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    if let Err(why) = node_websocket() {
+        assert!(std::env::var_os("GW_REQUIRE_NODE").is_none(), "GW_REQUIRE_NODE is set but {why}");
+        eprintln!("SKIP the_js_helper_fails_over_to_another_gateway_and_resumes_there: {why}");
+        return;
+    }
+    let c = cluster(SECRET, |_| {}).await;
+    let proxy = CutProxy::start(c.url(0)).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/recovery_client.js");
+    let urls = format!("{},{}", proxy.url, c.url(1));
+    let mut child = tokio::process::Command::new("node")
+        .args(["--experimental-websocket", "--no-warnings", script, &urls])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut said = async || {
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.expect("node answers").unwrap().unwrap()
+    };
+    let line = said().await;
+    let cid = line.strip_prefix("ID ").unwrap_or_else(|| panic!("{line}")).to_owned();
+    let client = id(&cid);
+    c.backend.bind_uid(&client, "alice").await.unwrap();
+    c.backend.join_group(&client, "room").await.unwrap();
+    let send = async |n: u64| {
+        let text = format!("n{n}");
+        match n % 4 {
+            0 => c.backend.send_to_client(&client, text).await.unwrap(),
+            1 => c.backend.send_to_uid("alice", text).await.unwrap(),
+            2 => c.backend.send_to_group("room", text).await.unwrap(),
+            _ => c.backend.send_to_all(text).await.unwrap(),
+        }
+    };
+    let numbers = |from: u64, to: u64| (from..=to).map(|n| format!("n{n}")).collect::<Vec<_>>().join(" ");
+    for n in 1..=40 {
+        send(n).await;
+    }
+    stdin.write_all(b"READ 40\n").await.unwrap();
+    assert_eq!(said().await, format!("GOT {}", numbers(1, 40)));
+    // The first gateway becomes unreachable for this client (it keeps running: it is the home).
+    proxy.down();
+    c.until("held at its home", |c| c.gateways[0].metric("recovery_held_clients") == 1).await;
+    for n in 41..=90 {
+        send(n).await;
+    }
+    let line = said().await;
+    let replayed: u64 = line
+        .strip_prefix(&format!("RESUMED {cid} "))
+        .unwrap_or_else(|| panic!("expected a resume, got {line}"))
+        .parse()
+        .unwrap();
+    assert!(replayed >= 50, "at least the 50 sent while away: {replayed}");
+    assert_eq!(c.gateways[1].metric("relay_clients"), 1, "through the second gateway");
+    for n in 91..=100 {
+        send(n).await;
+    }
+    stdin.write_all(b"READ 60\n").await.unwrap();
+    assert_eq!(said().await, format!("GOT {}", numbers(41, 100)));
+    stdin.write_all(b"QUIT\n").await.unwrap();
+    assert!(child.wait().await.unwrap().success());
+    c.until("its close", |c| c.log.of(&cid).contains(&"close".to_string())).await;
+    assert_eq!(c.log.of(&cid).iter().filter(|e| !e.starts_with("message:")).cloned().collect::<Vec<_>>(), [
+        "connect".to_owned(),
+        format!("resume:{replayed}"),
+        "close".to_owned()
+    ]);
+}
