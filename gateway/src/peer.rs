@@ -45,7 +45,7 @@ pub(crate) async fn serve(
         let worker = (role == Role::Worker).then(|| gw.router.add(node.clone(), tx.clone()));
         tracing::info!("{role} connected");
         let mut peer =
-            Peer { gw: &gw, tx, worker: worker.as_deref(), index: IndexFeed::default(), relays: HashMap::new() };
+            Peer { gw: &gw, tx, worker: worker.as_deref(), role, index: IndexFeed::default(), relays: HashMap::new() };
         let result = engine.run(link.reader, link.writer, &mut peer, &links_down).await;
         peer.index.stop(&gw);
         if let Ok(Ended::Closed { flushed }) = result {
@@ -76,6 +76,7 @@ struct Peer<'a> {
     tx: mpsc::Sender<FromGateway>,
     /// Set for a business worker: the router's view of it.
     worker: Option<&'a WorkerLink>,
+    role: Role,
     index: IndexFeed,
     /// From another gateway: its relayed sockets of our clients, by its number for them, and
     /// where their frames go (dropped with the link: those clients vanish, and are held).
@@ -156,6 +157,9 @@ impl Handler<GatewaySide> for Peer<'_> {
             },
             // The engine answers heartbeats.
             ToGateway::Ping | ToGateway::Pong => {}
+            ToGateway::RelayOpen(_) | ToGateway::Relay { .. } if self.role != Role::Gateway => {
+                return Err(LinkError::Unexpected(format!("a relay frame from a {}", self.role)));
+            }
             ToGateway::RelayOpen(open) => {
                 let conn = open.conn;
                 if let Some(frames) = crate::relay::home::open(self.gw, *open, &self.tx).await {

@@ -390,9 +390,8 @@ async fn the_js_helper_fails_over_to_another_gateway_and_resumes_there() {
     stdin.write_all(b"QUIT\n").await.unwrap();
     assert!(child.wait().await.unwrap().success());
     c.until("its close", |c| c.log.of(&cid).contains(&"close".to_string())).await;
-    assert_eq!(c.log.of(&cid).iter().filter(|e| !e.starts_with("message:")).cloned().collect::<Vec<_>>(), [
-        "connect".to_owned(),
-        format!("resume:{replayed}"),
-        "close".to_owned()
-    ]);
+    assert_eq!(
+        c.log.of(&cid).iter().filter(|e| !e.starts_with("message:")).cloned().collect::<Vec<_>>(),
+        ["connect".to_owned(), format!("resume:{replayed}"), "close".to_owned()]
+    );
 }

@@ -134,6 +134,9 @@ pub(crate) async fn open(
         let _ = tx.send(FromGateway::RelayRefused { conn, control }).await;
         None
     };
+    if gw.clients_down.is_cancelled() {
+        return refused(frames::not_recovered(Reason::Unknown, "the client's gateway is stopping")).await;
+    }
     if !matches!(ask, Ask::Resume { .. }) {
         return refused(frames::not_recovered(Reason::Malformed, "a relayed connection must present a resume token"))
             .await;
