@@ -110,6 +110,11 @@ pub struct Metrics {
     pub relay_opened_total: AtomicU64,
     /// Clients of this gateway resumed through another gateway's relay since start.
     pub relay_homed_total: AtomicU64,
+    /// Commands for other gateways (Pusher client events) dropped: a peer's outbox was full or
+    /// the peer could not be reached.
+    pub mesh_dropped: AtomicU64,
+    /// Other gateways the registers list now (this gateway's peers).
+    pub peer_gateways: AtomicU64,
 }
 
 impl Metrics {
@@ -180,6 +185,8 @@ impl Metrics {
             ("relay_clients", g(&self.relay_clients)),
             ("relay_opened_total", g(&self.relay_opened_total)),
             ("relay_homed_total", g(&self.relay_homed_total)),
+            ("mesh_dropped", g(&self.mesh_dropped)),
+            ("peer_gateways", g(&self.peer_gateways)),
         ]
     }
 

@@ -208,6 +208,16 @@ impl Node for GatewayNode {
                 "Sockets relayed to a home gateway since start.",
                 g(&m.relay_opened_total),
             ),
+            MetricFamily::gauge(
+                "gw_peer_gateways",
+                "Other gateways the registers list now (this gateway's peers).",
+                g(&m.peer_gateways) as f64,
+            ),
+            MetricFamily::counter(
+                "gw_mesh_dropped_total",
+                "Commands for other gateways (Pusher client events) dropped: a peer's outbox was full or the peer could not be reached.",
+                g(&m.mesh_dropped),
+            ),
             MetricFamily::counter(
                 "gw_relay_homed_total",
                 "Clients of this gateway resumed through another gateway's relay since start.",

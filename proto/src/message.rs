@@ -16,7 +16,8 @@ pub struct GatewayInfo {
 /// Gateway, worker or client → register.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToRegister {
-    /// A gateway announces its internal address; it stays listed while this link lives.
+    /// A gateway announces its internal address; it stays listed while this link lives. The
+    /// register sends it the gateway list too, now and on every change (as to a subscriber).
     Announce {
         /// Its address and name.
         gateway: GatewayInfo,

@@ -220,7 +220,7 @@ impl Conn<'_> {
                     self.publish(&channel, frame);
                 }
             }
-            Action::Publish { channel, frame } => self.publish(&channel, frame),
+            Action::Publish { channel, frame } => self.publish_everywhere(&channel, frame),
             Action::SignedIn(user) => self.gw.state.index_mut().bind_uid(id, user_uid(app_id, &user)),
             Action::Count(refusal) => self.pusher.count(refusal),
             Action::Send(_) | Action::PresenceJoin { .. } | Action::Close(..) => {}
@@ -266,6 +266,16 @@ impl Conn<'_> {
     fn publish(&self, channel: &str, frame: String) {
         let group = channel_group(&self.pusher.app(self.app.index).id, channel);
         let msg = Payload { data: Bytes::from(frame), binary: false };
+        self.gw.state.execute(Command::SendToGroups { groups: vec![group], msg, exclude: vec![self.handle.id] });
+    }
+
+    /// A client event: to the channel's subscribers here (the sender excepted) and on every
+    /// other gateway of the cluster (in order, over the gateway-to-gateway links).
+    fn publish_everywhere(&self, channel: &str, frame: String) {
+        let group = channel_group(&self.pusher.app(self.app.index).id, channel);
+        let msg = Payload { data: Bytes::from(frame), binary: false };
+        let elsewhere = Command::SendToGroups { groups: vec![group.clone()], msg: msg.clone(), exclude: vec![] };
+        self.gw.mesh.to_peers(&self.gw.state.metrics, &elsewhere);
         self.gw.state.execute(Command::SendToGroups { groups: vec![group], msg, exclude: vec![self.handle.id] });
     }
 

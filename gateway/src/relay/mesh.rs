@@ -1,16 +1,20 @@
-//! Gateway-to-gateway links, from the gateway that dials: one link per home gateway, opened on
-//! first need and kept while it lives, carrying every relayed client of that home. A home that
-//! cannot be reached is not dialled again for [`RETRY_AFTER`], so a reconnect storm toward a
-//! dead gateway costs one dial, not one per client.
+//! Gateway-to-gateway links, from the gateway that dials: one link per other gateway, opened on
+//! first need and kept while it lives, carrying every relayed client of that gateway (its
+//! home) and the commands this gateway sends to all its peers (Pusher client events). A gateway
+//! that cannot be reached is not dialled again for [`RETRY_AFTER`], so a reconnect storm toward
+//! a dead gateway costs one dial, not one per client.
+//!
+//! The peers are the gateways the registers list (a gateway hears the list like a subscriber),
+//! this one excepted.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gw_link::wire::GatewayPeerSide;
 use gw_link::{Handler, LinkEngine, LinkError, LinkOptions};
-use gw_proto::{FromGateway, RelayFrame, ToGateway};
+use gw_proto::{Command, FromGateway, GatewayInfo, RelayFrame, ToGateway};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +25,9 @@ use crate::gateway::Gateway;
 
 /// How long a home that could not be reached is not dialled again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Commands queued for one peer gateway before more are dropped (and counted).
+const PEER_QUEUE: usize = 4096;
 
 /// What the home says about one relayed client.
 #[derive(Debug)]
@@ -51,6 +58,10 @@ pub(crate) struct Mesh {
     next_conn: AtomicU64,
     /// Cancelled when the gateway has stopped: every link closes.
     pub down: CancellationToken,
+    /// The other gateways, as each register lists them.
+    listed: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// An ordered outbox per peer gateway, drained by its own task onto the link to it.
+    peers: Mutex<HashMap<String, mpsc::Sender<Command>>>,
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +102,36 @@ impl HomeLink {
 }
 
 impl Mesh {
+    /// Register `register`'s current gateway list: the peers are every gateway some register
+    /// lists, this one excepted. A peer no register lists any more loses its outbox.
+    pub fn peers_from(&self, gw: &Arc<Gateway>, register: &str, list: Vec<GatewayInfo>) {
+        let mut listed = self.listed.lock().expect("mesh lock");
+        listed.insert(register.to_string(), list.into_iter().map(|g| g.address).filter(|a| *a != gw.address).collect());
+        let all: BTreeSet<String> = listed.values().flatten().cloned().collect();
+        drop(listed);
+        gw.state.metrics.peer_gateways.store(all.len() as u64, Ordering::Relaxed);
+        let mut peers = self.peers.lock().expect("mesh lock");
+        peers.retain(|address, _| all.contains(address));
+        for address in all {
+            peers.entry(address.clone()).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(PEER_QUEUE);
+                let span = tracing::debug_span!("peer_gateway", peer = %address);
+                tokio::spawn(drain_to_peer(gw.clone(), address, rx).instrument(span));
+                tx
+            });
+        }
+    }
+
+    /// Queues `cmd` for every peer gateway, in order behind what was queued before. A peer
+    /// whose outbox is full loses it, counted (`gw_mesh_dropped_total`).
+    pub fn to_peers(&self, metrics: &crate::metrics::Metrics, cmd: &Command) {
+        for tx in self.peers.lock().expect("mesh lock").values() {
+            if tx.try_send(cmd.clone()).is_err() {
+                crate::metrics::Metrics::inc(&metrics.mesh_dropped);
+            }
+        }
+    }
+
     /// The link to the gateway at `address`, dialled if there is none.
     pub async fn link(&self, gw: &Arc<Gateway>, address: &str) -> Result<Arc<HomeLink>, MeshError> {
         let entry = self.homes.lock().expect("mesh lock").entry(address.to_string()).or_default().clone();
@@ -150,6 +191,23 @@ impl Mesh {
             .instrument(span),
         );
         Ok(link)
+    }
+}
+
+/// Sends what is queued for the peer at `address`, in order, until the peer is no longer
+/// listed. A command that cannot be sent (the peer is unreachable) is dropped, counted.
+async fn drain_to_peer(gw: Arc<Gateway>, address: String, mut rx: mpsc::Receiver<Command>) {
+    while let Some(cmd) = rx.recv().await {
+        let sent = match gw.mesh.link(&gw, &address).await {
+            Ok(link) => link.send(ToGateway::Command(cmd)).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "peer gateway unreachable: command dropped");
+                false
+            }
+        };
+        if !sent {
+            crate::metrics::Metrics::inc(&gw.state.metrics.mesh_dropped);
+        }
     }
 }
 
