@@ -32,6 +32,9 @@ pub struct HandoverArgs {
     /// the clients live at home, held there, and relayed through the other.
     #[arg(long, value_delimiter = ',')]
     pub gateway_pid: Vec<String>,
+    /// Server pids whose CPU time during the resumes is reported as `server_cores`.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pids: Vec<String>,
 }
 
 /// Resident KiB of each pid given.
@@ -120,6 +123,7 @@ async fn run(a: HandoverArgs) -> anyhow::Result<()> {
     let held = rss(&a.gateway_pid);
     eprintln!("handover: {} clients reset; resuming on {}", tokens.len(), a.url[1]);
     let hist = Hist::new();
+    let cpu = crate::procfs::CpuWindow::start(&a.server_pids);
     let t0 = Instant::now();
     let outcomes: Vec<anyhow::Result<(bool, Ws)>> = futures_util::stream::iter(tokens.into_iter().enumerate())
         .map(|(i, token)| {
@@ -141,6 +145,7 @@ async fn run(a: HandoverArgs) -> anyhow::Result<()> {
         .collect()
         .await;
     let all_secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu.finish();
     let relayed = rss(&a.gateway_pid);
     let (mut resumed, mut refused, mut failed) = (0u64, 0u64, 0u64);
     let mut open_now = Vec::new();
@@ -159,10 +164,11 @@ async fn run(a: HandoverArgs) -> anyhow::Result<()> {
     }
     println!(
         "RESULT scenario=handover conns={} concurrency={} resumed={resumed} not_recovered={refused} failed={failed} \
-         all_resumed_secs={all_secs:.3} {} {} {} {} {}",
+         all_resumed_secs={all_secs:.3} {} {} {} {} {} {}",
         a.conns,
         a.concurrency,
         hist.summary(),
+        cpu.fields(),
         per_client("home_live_bytes_per_client", &base, &live, 0, a.conns),
         per_client("home_held_bytes_per_client", &base, &held, 0, a.conns),
         per_client("home_relayed_bytes_per_client", &base, &relayed, 0, a.conns),
