@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The docker-compose.yml cluster deployed as a Docker Swarm stack (with docker/stack.yml, and
 # docker/stack.test.yml for a local image and short health intervals), proven with real WebSocket
-# clients against the published ports (the swarm's ingress routing mesh):
+# clients against the published ports (mode: host, see docker/stack.yml):
 #
 #   1. clients on gateway-1 and gateway-2 chat across tasks; client ids name the tasks
 #      (each gateway task advertises its own task name, {{.Task.Name}}:2900)
-#   2. `docker service update --force` (rolling, order start-first) of gateway-1, then of
+#   2. `docker service update --force` (rolling, parallelism 1) of gateway-1, then of
 #      gateway-2, under numbered traffic from clients that ask for recovery (?gw_recover=1):
 #      the task is replaced, the new one is linked to both workers, every client of the replaced
 #      task reconnects (gw_resume) and is answered again, and the other gateway's clients get
@@ -20,8 +20,8 @@
 #
 # No image is pulled or built by Docker: the release binaries are built here and put in a local
 # image FROM scratch (with the shared libraries `ldd` lists), as scripts/compose-test.sh does.
-# Published ports are free ports picked at run time (the ingress mesh publishes on every
-# interface of the node; the secret is random). Prints one PASS/FAIL line per check with its
+# Published ports are free ports picked at run time (host mode publishes on every interface of
+# the node; the secret is random). Prints one PASS/FAIL line per check with its
 # duration; exits non-zero if any check fails.
 #
 # Environment: SWARM_TEST_SKIP_BUILD=1 uses the binaries already in target/release.
@@ -173,7 +173,7 @@ else
 fi
 
 # ---- the stack ----------------------------------------------------------------------------------
-# Free TCP ports of this node for the ingress mesh (picked now; nothing else should take them in
+# Free TCP ports of this node for the host-mode ports (picked now; nothing else should take them in
 # the seconds before the deploy).
 read -r P1 P2 PW < <(python3 -c '
 import socket

@@ -373,7 +373,7 @@ async def check_cross_gateway():
         got = {c.label: c.gateways[0].rsplit(":", 1)[0] for c in (ann, bob)}
         assert got == want, f"client ids name {got}, the running tasks are {want}"
         return (
-            f"group and private sends between the two gateway services through the ingress ports; client ids "
+            f"group and private sends between the two gateway services through their published ports; client ids "
             f"name the tasks: {got['Ann']}:2900, {got['Bob']}:2900"
         )
     finally:
