@@ -60,6 +60,10 @@ stack_gone() {
 cleanup() {
     local rc=$?
     set +e
+    if [[ -n "${CHECKS_PID:-}" ]]; then
+        kill "$CHECKS_PID" 2>/dev/null
+        wait "$CHECKS_PID" 2>/dev/null
+    fi
     if [[ "${SWARM_TEST_KEEP:-}" == 1 ]]; then
         echo "kept: stack $STACK, image $IMAGE; remove with:"
         echo "  docker stack rm $STACK; docker rmi $IMAGE${INITIALISED:+; docker swarm leave --force}"
@@ -209,9 +213,13 @@ echo "$out" | grep -i 'ignoring' | sed 's/^/   /' || true
 
 step "checks"
 set +e
+# In the background, so that a TERM (a CI timeout) runs the cleanup at once, not after the checks.
 GW_STACK="$STACK" GW_PORTS="{\"gateway-1\": $P1, \"gateway-2\": $P2, \"chat-web\": $PW}" \
-    "$PYTHON" "$ROOT/scripts/swarm_checks.py"
+    "$PYTHON" "$ROOT/scripts/swarm_checks.py" &
+CHECKS_PID=$!
+wait "$CHECKS_PID"
 rc=$?
+CHECKS_PID=""
 set -e
 step "done in $(($(date +%s) - T0))s"
 exit $rc

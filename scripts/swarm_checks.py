@@ -131,6 +131,8 @@ class Client:
         self.outcomes = []  # per reconnect: "resumed" or the not_recovered reason
         self.replayed = 0
         self.reconnected_at = None
+        self.dropped_at = None
+        self.gaps = []  # seconds from each drop to the reconnect (logged in again when not resumed)
         self.gateways = []  # advertised address of each connection's gateway
         self.errors = []
         self.life = None
@@ -198,6 +200,7 @@ class Client:
         finally:
             if ws is self.ws:
                 self.open = False
+                self.dropped_at = time.monotonic()
                 self.close_codes.append(ws.close_code)
                 if self._recovery and not self._recovery.done():
                     self._recovery.set_exception(ConnectionError(f"closed ({ws.close_code}) before the recovery frame"))
@@ -248,6 +251,7 @@ class Client:
                 except Exception as e:  # noqa: BLE001 - reported as the check's failure
                     self.errors.append(f"{self.label}: login after reconnect failed: {e}")
             self.reconnected_at = time.monotonic()
+            self.gaps.append(self.reconnected_at - self.dropped_at)
 
     async def wait(self, pred, timeout=15, since=0, what="the expected message"):
         loop = asyncio.get_running_loop()
@@ -480,7 +484,8 @@ async def check_rolling_update():
                 f"{victim}: update {update_took:.1f}s (task {old[1].split('.')[-1][:6]} -> {new[1].split('.')[-1][:6]}, "
                 f"linked to 2 workers {relinked:.1f}s after the start); {traffic.total()} msgs from {len(cs)} clients; "
                 f"{other}'s {len(spared)} clients: all {len(delivered)} delivered msgs exactly once, in order, 0 disconnects; "
-                f"{victim}'s {len(hit)} clients (close codes {dict(codes)}) all answered again: "
+                f"{victim}'s {len(hit)} clients (close codes {dict(codes)}) all answered again, "
+                f"{max(g for c in hit for g in c.gaps):.1f}s at most after their drop: "
                 f"recovered {recovered}, not recovered {sum(outcomes.values())} {dict(outcomes) or ''}, "
                 f"replayed {sum(c.replayed for c in hit)}, lost {lost} of {len(delivered) * len(hit)} deliveries, "
                 f"{dup} duplicated, {disorder} out of order; {never} of their sends never reached the cluster"
