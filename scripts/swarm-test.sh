@@ -27,7 +27,8 @@
 # Environment: SWARM_TEST_SKIP_BUILD=1 uses the binaries already in target/release.
 # SWARM_TEST_IMAGE=IMAGE runs on an existing image (not removed). SWARM_TEST_KEEP=1 keeps the
 # stack, image and swarm for inspection (prints how to remove them). SWARM_TEST_CLIENTS=N clients
-# per gateway in check 2 (default 4).
+# per gateway in check 2 (default 4). SWARM_TEST_RECONNECT=other: the replaced task's clients
+# reconnect to the other gateway's port (as through a balancer) instead of their own.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -191,11 +192,20 @@ export GW_SECRET GATEWAYRS_TEST_IMAGE="$IMAGE" GATEWAY_1_PORT="$P1" GATEWAY_2_PO
 export GW_REGISTERS="register:1236" GW_LOG_LEVEL="info" GW_LOG_FORMAT="plain"
 unset GATEWAYRS_IMAGE CHAT_WS_URL
 
-step "docker stack config (docker-compose.yml + docker/stack.yml + docker/stack.test.yml)"
+step "docker stack config (docker-compose.yml + docker/stack.yml + docker/stack.test.yml; also with the HTTP API file, and compose config)"
 if ! docker stack config "${FILES[@]}" >"$WORK/stack.yml" 2>"$WORK/config.err"; then
     sed 's/^/   /' "$WORK/config.err"
     echo "FAIL: docker stack config"
     exit 1
+fi
+# docker-compose.yml stays one file for compose and stack: with the HTTP API file as well, and
+# for compose (v2 or v1) too.
+docker stack config -c "$ROOT/docker-compose.yml" -c "$ROOT/docker/compose.http-api.yml" -c "$ROOT/docker/stack.yml" \
+    >/dev/null || { echo "FAIL: docker stack config with docker/compose.http-api.yml"; exit 1; }
+if docker compose version >/dev/null 2>&1; then COMPOSE_BIN=(docker compose); else COMPOSE_BIN=(docker-compose); fi
+if "${COMPOSE_BIN[@]}" version >/dev/null 2>&1; then
+    "${COMPOSE_BIN[@]}" -f "$ROOT/docker-compose.yml" -f "$ROOT/docker/compose.http-api.yml" config -q \
+        || { echo "FAIL: ${COMPOSE_BIN[*]} config no longer accepts docker-compose.yml"; exit 1; }
 fi
 grep -q 'GW_ADVERTISE: .{{.Task.Name}}:2900' "$WORK/stack.yml" \
     || { echo "FAIL: the merged stack does not advertise per-task names"; exit 1; }

@@ -13,6 +13,7 @@ Prints one line per check: PASS/FAIL, number, title, duration, details. Exits 1 
 """
 
 import asyncio
+import base64
 import collections
 import json
 import os
@@ -28,6 +29,10 @@ STACK = os.environ["GW_STACK"]
 PORTS = json.loads(os.environ["GW_PORTS"])
 HOST = os.environ.get("GW_HOST", "127.0.0.1")
 GATEWAYS = ["gateway-1", "gateway-2"]
+# Where a client of a replaced task reconnects: "same" (its gateway's published port, served by
+# the new task once it is up) or "other" (the other gateway's port, as a balancer in front of
+# both would send it; the old task may then hand the client over, once gateways can).
+RECONNECT = os.environ.get("SWARM_TEST_RECONNECT", "same")
 NUL = "\0"
 
 
@@ -74,6 +79,24 @@ async def gateway_workers(cid):
     return int(m.group(1)) if r.returncode == 0 and m else -1
 
 
+async def worker_links():
+    """Gateway links of every worker process of the stack's worker containers: {container: [links]}
+    (the `conns` column of `business-worker status` for the worker processes, not the master)."""
+    out = await ash("docker", "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={STACK}_worker")
+    links = {}
+    for cid in out.split():
+        r = await asyncio.to_thread(
+            subprocess.run,
+            ["docker", "exec", cid, "/usr/local/bin/business-worker", "--config",
+             "/etc/gatewayrs/business-worker.toml", "status"],
+            capture_output=True, text=True, timeout=30,
+        )
+        rows = [line.split() for line in r.stdout.splitlines()]
+        links[cid[:12]] = [int(f[4]) for f in rows if len(f) >= 10 and f[0].isdigit() and f[3] != "worker"
+                           and f[4].isdigit()]
+    return links
+
+
 async def wait_until(what, probe, timeout, interval=0.25):
     deadline = time.monotonic() + timeout
     last = None
@@ -101,8 +124,6 @@ async def linked_task(service, n=2, timeout=60):
 
 def gateway_of(client_id):
     """The advertised address inside a client id (base64url of it, then instance and number)."""
-    import base64
-
     part = client_id.split(".")[0]
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode()
 
@@ -136,6 +157,7 @@ class Client:
         self.gateways = []  # advertised address of each connection's gateway
         self.errors = []
         self.life = None
+        self.reconnect_to = None  # another service's port for reconnects
         self._pending = {}
         self._recovery = None
 
@@ -227,6 +249,8 @@ class Client:
             if self.stopping:
                 return
             deadline = time.monotonic() + 45
+            if self.reconnect_to:
+                self.base = f"ws://{HOST}:{PORTS[self.reconnect_to]}/"
             while not self.stopping:
                 try:
                     pending = await self._open(
@@ -395,6 +419,9 @@ async def check_rolling_update():
             await c.connect()
         hit = [c for c in cs if c.service == victim]
         spared = [c for c in cs if c.service == other]
+        if RECONNECT == "other":
+            for c in hit:
+                c.reconnect_to = other
         try:
             old = await running_task(victim)
             traffic = Traffic(cs, tag, 0.1)
@@ -406,6 +433,14 @@ async def check_rolling_update():
             update_took = time.monotonic() - t
             new = await linked_task(victim, 2, timeout=30)
             relinked = time.monotonic() - t
+
+            async def workers_relinked():
+                links = await worker_links()
+                ok = len(links) == 2 and all(v and all(n == 2 for n in v) for v in links.values())
+                return links if ok else None
+
+            # Each worker has dropped the old task and linked the new one: 2 gateway links each.
+            links = await wait_until("every worker linked to the 2 current gateway tasks", workers_relinked, 30)
             assert new[0] != old[0] and new[2] != old[2], f"{victim}: the task was not replaced ({old} -> {new})"
             still = (await ash("docker", "ps", "-q", "--no-trunc", "--filter", f"id={old[2]}")).strip()
             assert not still, f"{victim}: the old task's container {old[2][:12]} still runs"
@@ -479,13 +514,16 @@ async def check_rolling_update():
             recovered = outcomes.pop("resumed", 0)
             codes = collections.Counter(code for c in hit for code in c.close_codes)
             new_names = {c.gateways[-1].rsplit(":", 1)[0] for c in hit}
-            assert new_names == {new[1]}, f"reconnected clients are on {new_names}, the new task is {new[1]}"
+            want = new[1] if RECONNECT != "other" else (await running_task(other))[1]
+            assert new_names == {want}, f"reconnected clients are on {new_names}, expected {want} ({RECONNECT})"
             lines.append(
                 f"{victim}: update {update_took:.1f}s (task {old[1].split('.')[-1][:6]} -> {new[1].split('.')[-1][:6]}, "
-                f"linked to 2 workers {relinked:.1f}s after the start); {traffic.total()} msgs from {len(cs)} clients; "
+                f"linked to 2 workers {relinked:.1f}s after the start; gateway links per worker "
+                f"{sorted(n for v in links.values() for n in v)}); {traffic.total()} msgs from {len(cs)} clients; "
                 f"{other}'s {len(spared)} clients: all {len(delivered)} delivered msgs exactly once, in order, 0 disconnects; "
-                f"{victim}'s {len(hit)} clients (close codes {dict(codes)}) all answered again, "
-                f"{max(g for c in hit for g in c.gaps):.1f}s at most after their drop: "
+                f"{victim}'s {len(hit)} clients (close codes {dict(codes)}) all answered again "
+                f"({'on ' + other if RECONNECT == 'other' else 'on the new task'}), "
+                f"{max(g for c in hit for g in c.gaps):.2f}s at most after their drop: "
                 f"recovered {recovered}, not recovered {sum(outcomes.values())} {dict(outcomes) or ''}, "
                 f"replayed {sum(c.replayed for c in hit)}, lost {lost} of {len(delivered) * len(hit)} deliveries, "
                 f"{dup} duplicated, {disorder} out of order; {never} of their sends never reached the cluster"
