@@ -15,6 +15,7 @@
 pub(crate) mod conn;
 pub(crate) mod presence;
 pub(crate) mod session;
+pub(crate) mod webhook;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
