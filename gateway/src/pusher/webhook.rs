@@ -152,6 +152,17 @@ pub(crate) struct Transmit {
     pub retry: bool,
 }
 
+/// What [`Dispatcher::handle_result`] made of a request's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Delivered (or nothing was out).
+    Delivered,
+    /// Failed; tried again after this wait.
+    Retry { after: Duration },
+    /// Failed for `webhook_retry_for`: these many events were dropped.
+    GaveUp { events: usize },
+}
+
 #[derive(Debug)]
 enum Flight {
     Idle,
@@ -203,11 +214,6 @@ impl Dispatcher {
         let endpoints =
             endpoints.into_iter().map(|endpoint| EndpointState { endpoint, queue: VecDeque::new(), flight: Flight::Idle }).collect();
         Self { settings, endpoints, lingering: HashMap::new(), timers: VecDeque::new(), seq: 0, counters }
-    }
-
-    /// The endpoint at `index`.
-    pub fn endpoint(&self, index: usize) -> &Endpoint {
-        &self.endpoints[index].endpoint
     }
 
     /// An event of app `app` happened at `now`.
@@ -304,21 +310,24 @@ impl Dispatcher {
     }
 
     /// The outcome of the request to `endpoint`: `true` for a 2xx answer.
-    pub fn handle_result(&mut self, now: Instant, endpoint: usize, delivered: bool) {
-        let Some(ep) = self.endpoints.get_mut(endpoint) else { return };
+    pub fn handle_result(&mut self, now: Instant, endpoint: usize, delivered: bool) -> Outcome {
+        let Some(ep) = self.endpoints.get_mut(endpoint) else { return Outcome::Delivered };
         let Flight::Sending { batch, first, backoff } = std::mem::replace(&mut ep.flight, Flight::Idle) else {
-            return;
+            return Outcome::Delivered;
         };
         let app = ep.endpoint.app;
         if delivered {
             self.counters.sent(app, &batch);
+            Outcome::Delivered
         } else if now + backoff > first + self.settings.retry_for {
             for event in &batch {
                 self.counters.drop_event(app, event, DropReason::RetryExpired);
             }
+            Outcome::GaveUp { events: batch.len() }
         } else {
             let next = (backoff * 2).min(self.settings.backoff_max);
             ep.flight = Flight::Waiting { batch, first, backoff: next, at: now + backoff };
+            Outcome::Retry { after: backoff }
         }
     }
 
