@@ -109,11 +109,7 @@ impl Pusher {
                 });
             }
         }
-        let wanted = config
-            .apps
-            .iter()
-            .map(|a| gw_config::WEBHOOK_EVENTS.map(|name| a.wants_webhook(name)))
-            .collect();
+        let wanted = config.apps.iter().map(|a| gw_config::WEBHOOK_EVENTS.map(|name| a.wants_webhook(name))).collect();
         let (sink, driver) = if endpoints.is_empty() {
             (WebhookSink::new(None, wanted, counters.clone()), None)
         } else {

@@ -499,7 +499,10 @@ mod tests {
         );
         assert_eq!(
             s.closing(),
-            vec![Action::PresenceLeave { channel: "presence-b".into(), user_id: "7".into() }, Action::Leave("presence-b".into())]
+            vec![
+                Action::PresenceLeave { channel: "presence-b".into(), user_id: "7".into() },
+                Action::Leave("presence-b".into())
+            ]
         );
         assert!(s.closing().is_empty());
     }
@@ -619,7 +622,9 @@ mod tests {
         );
         let text = serde_json::json!({"event":"client-b","channel":"presence-p","data":"plain \"text\""}).to_string();
         let actions = s.handle(ClientFrame::decode(&text, &limits), &hooked, &limits, Instant::now());
-        let Some(Action::Webhook(WebhookEvent::ClientEvent { data, .. })) = actions.last() else { panic!("{actions:?}") };
+        let Some(Action::Webhook(WebhookEvent::ClientEvent { data, .. })) = actions.last() else {
+            panic!("{actions:?}")
+        };
         assert_eq!(data, "plain \"text\"", "a string is sent as the string, not its JSON");
         hooked.webhooks[0].events = vec!["channel_occupied".into()];
         let actions = s.handle(ClientFrame::decode(&text, &limits), &hooked, &limits, Instant::now());

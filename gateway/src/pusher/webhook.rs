@@ -167,9 +167,18 @@ pub(crate) enum Outcome {
 enum Flight {
     Idle,
     /// A request is out.
-    Sending { batch: Vec<WebhookEvent>, first: Instant, backoff: Duration },
+    Sending {
+        batch: Vec<WebhookEvent>,
+        first: Instant,
+        backoff: Duration,
+    },
     /// The last attempt failed; the next one is at `at`.
-    Waiting { batch: Vec<WebhookEvent>, first: Instant, backoff: Duration, at: Instant },
+    Waiting {
+        batch: Vec<WebhookEvent>,
+        first: Instant,
+        backoff: Duration,
+        at: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -211,8 +220,10 @@ fn linger_key(app: usize, event: &WebhookEvent) -> Option<LingerKey> {
 
 impl Dispatcher {
     pub fn new(settings: Settings, endpoints: Vec<Endpoint>, counters: std::sync::Arc<Counters>) -> Self {
-        let endpoints =
-            endpoints.into_iter().map(|endpoint| EndpointState { endpoint, queue: VecDeque::new(), flight: Flight::Idle }).collect();
+        let endpoints = endpoints
+            .into_iter()
+            .map(|endpoint| EndpointState { endpoint, queue: VecDeque::new(), flight: Flight::Idle })
+            .collect();
         Self { settings, endpoints, lingering: HashMap::new(), timers: VecDeque::new(), seq: 0, counters }
     }
 
@@ -343,7 +354,8 @@ impl Dispatcher {
 
     /// Whether nothing is queued, lingering or out.
     pub fn is_idle(&self) -> bool {
-        self.lingering.is_empty() && self.endpoints.iter().all(|ep| ep.queue.is_empty() && matches!(ep.flight, Flight::Idle))
+        self.lingering.is_empty()
+            && self.endpoints.iter().all(|ep| ep.queue.is_empty() && matches!(ep.flight, Flight::Idle))
     }
 
     /// Stopped for good: everything still held is dropped and counted.
