@@ -538,6 +538,10 @@ mod tests {
         assert!(gateway.listeners[0].pusher);
         let api: HttpApiConfig = parse(&blocks[1], Path::new("README http-api")).unwrap();
         assert_eq!(api.validate(), vec![], "the README's http-api.toml");
-        assert_eq!(gateway.pusher.unwrap().apps, api.pusher.unwrap().apps, "the same apps on both sides");
+        let mut apps = gateway.pusher.unwrap().apps;
+        assert!(!apps[0].webhooks.is_empty(), "the gateway's snippet shows webhooks");
+        // Webhooks are the gateways' business; the rest of the table is the same on both sides.
+        apps[0].webhooks.clear();
+        assert_eq!(apps, api.pusher.unwrap().apps, "the same apps on both sides");
     }
 }

@@ -480,7 +480,7 @@ mod tests {
         let first = d.poll_transmit(t0).unwrap();
         d.handle_result(t0, 0, false);
         assert_eq!(d.poll_timeout(), Some(t0 + BACKOFF_MIN));
-        assert_eq!(d.poll_transmit(t0 + BACKOFF_MIN - Duration::from_millis(1)), None);
+        assert_eq!(d.poll_transmit(t0 + Duration::from_millis(249)), None);
         let again = d.poll_transmit(t0 + BACKOFF_MIN).unwrap();
         assert_eq!((again.events, again.retry), (first.events.clone(), true), "the same events");
         d.handle_result(t0 + BACKOFF_MIN, 0, false);
