@@ -138,8 +138,17 @@ impl Pusher {
         self.driver.lock().expect("driver lock").take()
     }
 
+    /// Whether this gateway counts the subscribers of app `app`'s channels: only for occupancy
+    /// webhooks (a home deciding for the cluster will need the counts whatever the webhooks).
+    fn counts_occupancy(&self, app: usize) -> bool {
+        self.webhooks.wants(app, "channel_occupied") || self.webhooks.wants(app, "channel_vacated")
+    }
+
     /// Connection `client` subscribed to `channel` of app `app` (any kind).
     pub fn occupy(&self, app: usize, channel: &str, client: u64) {
+        if !self.counts_occupancy(app) {
+            return;
+        }
         let mut channels = self.channels.lock().expect("channels lock");
         if channels.subscribe(app, channel, client) {
             self.decider.transition(app, Transition::Occupied { channel }, &self.webhooks);
@@ -148,6 +157,9 @@ impl Pusher {
 
     /// Connection `client` left `channel` of app `app`.
     pub fn vacate(&self, app: usize, channel: &str, client: u64) {
+        if !self.counts_occupancy(app) {
+            return;
+        }
         let mut channels = self.channels.lock().expect("channels lock");
         if channels.unsubscribe(app, channel, client) {
             self.decider.transition(app, Transition::Vacant { channel }, &self.webhooks);
@@ -337,5 +349,40 @@ mod tests {
         assert_eq!(value("reason=\"bad_frame\""), Some(0.0));
         assert_eq!(refused.samples.len(), Refusal::ALL.len(), "every reason shown, zero or not");
         assert_eq!(families[1].samples[0].value, 1.0);
+    }
+
+    #[test]
+    fn occupancy_and_member_transitions_reach_the_webhook_input_of_apps_that_want_them() {
+        use gw_pusher_protocol::webhook::WebhookEvent;
+        let mut hooked = PusherApp::new("1", "key", "secret");
+        hooked.webhooks = vec![gw_config::PusherWebhook::new("http://127.0.0.1:1/hooks")];
+        let plain = PusherApp::new("2", "key2", "secret");
+        let p = Pusher::new(PusherConfig { apps: vec![hooked, plain], ..Default::default() }).unwrap();
+        let mut driver = p.take_webhook_driver().expect("an app has webhooks");
+        assert!(p.take_webhook_driver().is_none(), "started once");
+        p.occupy(0, "a", 1);
+        p.occupy(0, "a", 2);
+        p.vacate(0, "a", 1);
+        p.vacate(0, "a", 2);
+        p.occupy(1, "b", 3);
+        p.member_joined(0, "presence-x", "u");
+        p.member_left(1, "presence-x", "u");
+        let mut got = Vec::new();
+        while let Ok(e) = driver.events.try_recv() {
+            got.push(e);
+        }
+        assert_eq!(
+            got,
+            [
+                (0, WebhookEvent::ChannelOccupied { channel: "a".into() }),
+                (0, WebhookEvent::ChannelVacated { channel: "a".into() }),
+                (0, WebhookEvent::MemberAdded { channel: "presence-x".into(), user_id: "u".into() }),
+            ]
+        );
+        assert_eq!(p.channels.lock().unwrap().count(1, "b"), 0, "an app without webhooks is not counted");
+        let mut bad = PusherApp::new("1", "key", "secret");
+        bad.webhooks = vec![gw_config::PusherWebhook::new("https://example.com/")];
+        let err = Pusher::new(PusherConfig { apps: vec![bad], ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("only http://"), "{err}");
     }
 }
