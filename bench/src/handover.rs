@@ -58,12 +58,12 @@ pub fn main(a: HandoverArgs) -> anyhow::Result<()> {
 /// The control frame of type `kind` among the first frames, as JSON.
 async fn control(ws: &mut Ws, kinds: &[&str]) -> anyhow::Result<serde_json::Value> {
     while let Some(msg) = ws.next().await {
-        if let Message::Text(t) = msg? {
-            if let Some(json) = t.as_str().strip_prefix('\0').filter(|j| j.starts_with('{')) {
-                let v: serde_json::Value = serde_json::from_str(json)?;
-                if kinds.iter().any(|k| v["type"] == *k) {
-                    return Ok(v);
-                }
+        if let Message::Text(t) = msg?
+            && let Some(json) = t.as_str().strip_prefix('\0').filter(|j| j.starts_with('{'))
+        {
+            let v: serde_json::Value = serde_json::from_str(json)?;
+            if kinds.iter().any(|k| v["type"] == *k) {
+                return Ok(v);
             }
         }
     }
@@ -72,7 +72,7 @@ async fn control(ws: &mut Ws, kinds: &[&str]) -> anyhow::Result<serde_json::Valu
 
 async fn open(targets: &Targets, g: usize, url: String) -> anyhow::Result<Ws> {
     let stream = targets.tcp(g).await?;
-    let (ws, _) = tokio_tungstenite::client_async(url.as_str(), stream).await.with_context(|| format!("{url}"))?;
+    let (ws, _) = tokio_tungstenite::client_async(url.as_str(), stream).await.with_context(|| url.clone())?;
     Ok(ws)
 }
 
