@@ -4,56 +4,17 @@
 //! once, in order, under the same client id, and the worker sees `on_resume`. And the ways it
 //! fails there: a forged token (nothing dialled), a home that is gone, no cluster secret.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gw_business_worker::{Context, Events, HandlerResult, Message};
 use gw_config::RecoveryConfig;
 use gw_gateway_client::{ClientId, GatewayClient};
-use gw_integration_tests::recovering::{Outcome, RecoveringClient};
+use gw_integration_tests::recovering::{EventLog, Outcome, RecoveringClient};
 use gw_integration_tests::*;
 
 const SECRET: &str = "recovery-any-gateway-secret-0123";
 
-/// What the worker saw, as `(event, client id)`; it echoes `echo:` messages back.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<(String, String)>>>);
-
-impl Log {
-    fn push(&self, what: &str, ctx: &Context) {
-        self.0.lock().unwrap().push((what.into(), ctx.client_id.to_string()));
-    }
-
-    fn of(&self, client: &str) -> Vec<String> {
-        self.0.lock().unwrap().iter().filter(|(_, c)| c == client).map(|(e, _)| e.clone()).collect()
-    }
-}
-
-impl Events for Log {
-    async fn on_connect(&self, ctx: &mut Context) -> HandlerResult {
-        self.push("connect", ctx);
-        Ok(())
-    }
-
-    async fn on_message(&self, ctx: &mut Context, msg: Message) -> HandlerResult {
-        let text = msg.as_text().unwrap_or("<binary>").to_string();
-        self.push(&format!("message:{text}"), ctx);
-        if let Some(rest) = text.strip_prefix("echo:") {
-            ctx.send(format!("echoed:{rest}")).await?;
-        }
-        Ok(())
-    }
-
-    async fn on_resume(&self, ctx: &mut Context, replayed: u64) -> HandlerResult {
-        self.push(&format!("resume:{replayed}"), ctx);
-        Ok(())
-    }
-
-    async fn on_close(&self, ctx: &mut Context) -> HandlerResult {
-        self.push("close", ctx);
-        Ok(())
-    }
-}
+/// What the worker saw.
+type Log = EventLog;
 
 struct Cluster {
     _register: RegisterHandle,
@@ -326,7 +287,7 @@ async fn without_a_cluster_secret_a_token_of_another_gateway_is_refused_saying_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_js_helper_fails_over_to_another_gateway_and_resumes_there() {
     use gw_integration_tests::cut_proxy::{CutProxy, node_websocket};
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use gw_integration_tests::recovering::{ScriptedClient, numbers};
     if let Err(why) = node_websocket() {
         assert!(std::env::var_os("GW_REQUIRE_NODE").is_none(), "GW_REQUIRE_NODE is set but {why}");
         eprintln!("SKIP the_js_helper_fails_over_to_another_gateway_and_resumes_there: {why}");
@@ -336,19 +297,8 @@ async fn the_js_helper_fails_over_to_another_gateway_and_resumes_there() {
     let proxy = CutProxy::start(c.url(0)).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/recovery_client.js");
     let urls = format!("{},{}", proxy.url, c.url(1));
-    let mut child = tokio::process::Command::new("node")
-        .args(["--experimental-websocket", "--no-warnings", script, &urls])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut said = async || {
-        tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.expect("node answers").unwrap().unwrap()
-    };
-    let line = said().await;
+    let mut helper = ScriptedClient::spawn("node", &["--experimental-websocket", "--no-warnings", script, &urls]);
+    let line = helper.said().await;
     let cid = line.strip_prefix("ID ").unwrap_or_else(|| panic!("{line}")).to_owned();
     let client = id(&cid);
     c.backend.bind_uid(&client, "alice").await.unwrap();
@@ -362,19 +312,18 @@ async fn the_js_helper_fails_over_to_another_gateway_and_resumes_there() {
             _ => c.backend.send_to_all(text).await.unwrap(),
         }
     };
-    let numbers = |from: u64, to: u64| (from..=to).map(|n| format!("n{n}")).collect::<Vec<_>>().join(" ");
     for n in 1..=40 {
         send(n).await;
     }
-    stdin.write_all(b"READ 40\n").await.unwrap();
-    assert_eq!(said().await, format!("GOT {}", numbers(1, 40)));
+    helper.tell("READ 40").await;
+    assert_eq!(helper.said().await, format!("GOT {}", numbers(1, 40)));
     // The first gateway becomes unreachable for this client (it keeps running: it is the home).
     proxy.down();
     c.until("held at its home", |c| c.gateways[0].metric("recovery_held_clients") == 1).await;
     for n in 41..=90 {
         send(n).await;
     }
-    let line = said().await;
+    let line = helper.said().await;
     let replayed: u64 = line
         .strip_prefix(&format!("RESUMED {cid} "))
         .unwrap_or_else(|| panic!("expected a resume, got {line}"))
@@ -385,10 +334,9 @@ async fn the_js_helper_fails_over_to_another_gateway_and_resumes_there() {
     for n in 91..=100 {
         send(n).await;
     }
-    stdin.write_all(b"READ 60\n").await.unwrap();
-    assert_eq!(said().await, format!("GOT {}", numbers(41, 100)));
-    stdin.write_all(b"QUIT\n").await.unwrap();
-    assert!(child.wait().await.unwrap().success());
+    helper.tell("READ 60").await;
+    assert_eq!(helper.said().await, format!("GOT {}", numbers(41, 100)));
+    helper.quit().await;
     c.until("its close", |c| c.log.of(&cid).contains(&"close".to_string())).await;
     assert_eq!(
         c.log.of(&cid).iter().filter(|e| !e.starts_with("message:")).cloned().collect::<Vec<_>>(),
