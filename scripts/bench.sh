@@ -282,7 +282,7 @@ row() { # row NAME
         handover)
             local ok=1; [ "$(field resumed "$l")" = "$(field conns "$l")" ] || ok=0
             [ "$(cmp "$(field p99_us "$l")" 50000 '<')" = 1 ] || ok=0
-            echo "| handover | $(field conns "$l") clients reset on gateway 1, resumed on gateway 2 (relayed to their home), $(field concurrency "$l") at once; $(field resumed "$l") resumed, $(field not_recovered "$l") not recovered, $(field failed "$l") failed | all resumed in $(field all_resumed_secs "$l") s; gateway 1 RSS per client: live $(field home_live_bytes_per_client "$l") B, held $(field home_held_bytes_per_client "$l") B, relayed $(field home_relayed_bytes_per_client "$l") B; gateway 2 per relayed client: $(field edge_relay_bytes_per_client "$l") B | p99 < 50 ms | $(met "$ok") | $(lat "$l") | - |" ;;
+            echo "| handover | $(field conns "$l") clients reset on gateway 1, resumed on gateway 2 (relayed to their home), $(field concurrency "$l") at once; $(field resumed "$l") resumed, $(field not_recovered "$l") not recovered, $(field failed "$l") failed | all resumed in $(field all_resumed_secs "$l") s; gateway 1 RSS per client: live $(field home_live_bytes_per_client "$l") B, held plus a plain client reusing the freed memory $(field home_held_plus_plain_bytes_per_client "$l") B, relayed $(field home_relayed_extra_bytes_per_client "$l") B more than held; gateway 2 per relayed socket: $(field edge_relay_bytes_per_client "$l") B | p99 < 50 ms | $(met "$ok") | $(lat "$l") | - |" ;;
         idle|idle-3gw|idle-deflate|idle-plain|idle-recovery)
             local v ok; v=$(field rss_per_conn_bytes "$l")
             ok=$(cmp "$v" 4097 '<')

@@ -121,6 +121,25 @@ async fn run(a: HandoverArgs) -> anyhow::Result<()> {
     // Time for the home to see every reset and hold its client (a held client's task is gone).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let held = rss(&a.gateway_pid);
+    // What a held client costs: the memory its connection used is free again but not returned
+    // to the system, so N plain clients connect to the home now and reuse it. The growth over
+    // the start, per client, minus what a plain client costs (`idle-plain`), is a held client.
+    let plain: Vec<anyhow::Result<Ws>> = futures_util::stream::iter(0..a.conns)
+        .map(|i| {
+            let targets = &targets;
+            let url = a.url[0].clone();
+            async move {
+                let mut ws = open(targets, home(a.conns + i), url).await?;
+                net::round_trip(&mut ws, "plain", timeout, |t| t == "plain").await?;
+                Ok(ws)
+            }
+        })
+        .buffer_unordered(a.concurrency)
+        .collect()
+        .await;
+    let plain_failed = plain.iter().filter(|p| p.is_err()).count();
+    anyhow::ensure!(plain_failed == 0, "{plain_failed} plain clients could not connect");
+    let held_and_plain = rss(&a.gateway_pid);
     eprintln!("handover: {} clients reset; resuming on {}", tokens.len(), a.url[1]);
     let hist = Hist::new();
     let cpu = crate::procfs::CpuWindow::start(&a.server_pids);
@@ -164,16 +183,18 @@ async fn run(a: HandoverArgs) -> anyhow::Result<()> {
     }
     println!(
         "RESULT scenario=handover conns={} concurrency={} resumed={resumed} not_recovered={refused} failed={failed} \
-         all_resumed_secs={all_secs:.3} {} {} {} {} {} {}",
+         all_resumed_secs={all_secs:.3} {} {} {} {} {} {} {}",
         a.conns,
         a.concurrency,
         hist.summary(),
         cpu.fields(),
         per_client("home_live_bytes_per_client", &base, &live, 0, a.conns),
         per_client("home_held_bytes_per_client", &base, &held, 0, a.conns),
-        per_client("home_relayed_bytes_per_client", &base, &relayed, 0, a.conns),
+        per_client("home_held_plus_plain_bytes_per_client", &base, &held_and_plain, 0, a.conns),
+        per_client("home_relayed_extra_bytes_per_client", &held_and_plain, &relayed, 0, a.conns),
         per_client("edge_relay_bytes_per_client", &base, &relayed, 1, a.conns),
     );
+    drop(plain);
     for mut ws in open_now {
         let _ = ws.close(None).await;
     }

@@ -36,8 +36,9 @@ pub(crate) async fn serve(
     slot: Box<ConnSlot>,
 ) {
     let span = tracing::debug_span!("relay", client_id = %home, peer = %info.client_addr);
+    // The opening and the fallback are boxed: the relay task keeps neither while it pumps.
     async move {
-        match open(&gw, &home, &info, &request).await {
+        match Box::pin(open(&gw, &home, &info, &request)).await {
             Ok((link, conn, rx)) => {
                 let m = &gw.state.metrics;
                 m.relay_clients.fetch_add(1, Ordering::Relaxed);
@@ -51,7 +52,8 @@ pub(crate) async fn serve(
             Err(control) => {
                 // Served here as a new client, with recovery, after the `not_recovered` frame.
                 let opening = Opening::Fresh { recover: true, refusal: Some(control) };
-                crate::client::run(transport, info, Some(request), Some(opening), gw, shutdown, Some(slot)).await;
+                Box::pin(crate::client::run(transport, info, Some(request), Some(opening), gw, shutdown, Some(slot)))
+                    .await;
             }
         }
     }
@@ -197,6 +199,7 @@ async fn pump(
 /// `false` when the relay is over (closed by the home, or the socket failed).
 async fn write(socket: &mut WsTransport, first: FromHome, rx: &mut mpsc::Receiver<FromHome>) -> bool {
     let mut next = Some(first);
+    let mut pinged = false;
     for _ in 0..WRITE_BATCH {
         let Some(msg) = next.take() else { break };
         let frame = match msg {
@@ -208,7 +211,10 @@ async fn write(socket: &mut WsTransport, first: FromHome, rx: &mut mpsc::Receive
                 Some(m) => m,
                 None => continue,
             },
-            RelayFrame::Ping(p) => Message::Ping(p),
+            RelayFrame::Ping(p) => {
+                pinged = true;
+                Message::Ping(p)
+            }
             RelayFrame::Close { code, reason } => {
                 let _ = socket.flush().await;
                 socket.close(code, &reason).await;
@@ -225,7 +231,14 @@ async fn write(socket: &mut WsTransport, first: FromHome, rx: &mut mpsc::Receive
         }
         next = rx.try_recv().ok();
     }
-    socket.flush().await.is_ok()
+    if socket.flush().await.is_err() {
+        return false;
+    }
+    // As for a client served here: after the home's heartbeat, an idle socket keeps no buffers.
+    if pinged {
+        socket.release_idle();
+    }
+    true
 }
 
 fn to_message(p: Payload) -> Option<Message> {
