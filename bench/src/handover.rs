@@ -140,6 +140,10 @@ async fn run(a: HandoverArgs) -> anyhow::Result<()> {
     let plain_failed = plain.iter().filter(|p| p.is_err()).count();
     anyhow::ensure!(plain_failed == 0, "{plain_failed} plain clients could not connect");
     let held_and_plain = rss(&a.gateway_pid);
+    // Closed before the resumes: they would double this process's sockets, and their ends must
+    // not overlap the resumes.
+    drop(plain);
+    tokio::time::sleep(Duration::from_secs(2)).await;
     eprintln!("handover: {} clients reset; resuming on {}", tokens.len(), a.url[1]);
     let hist = Hist::new();
     let cpu = crate::procfs::CpuWindow::start(&a.server_pids);
@@ -194,7 +198,6 @@ async fn run(a: HandoverArgs) -> anyhow::Result<()> {
         per_client("home_relayed_extra_bytes_per_client", &held_and_plain, &relayed, 0, a.conns),
         per_client("edge_relay_bytes_per_client", &base, &relayed, 1, a.conns),
     );
-    drop(plain);
     for mut ws in open_now {
         let _ = ws.close(None).await;
     }
