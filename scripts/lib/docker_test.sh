@@ -32,9 +32,11 @@ on_exit() {
 }
 
 # `use_websockets WORK`: sets PYTHON to a python3 that imports websockets >= 13, installing it
-# (into a venv under WORK, else with pip --user) when the system's python3 lacks it.
+# (into a venv under WORK, else with pip --user) when the system's python3 lacks it. The checks
+# import scripts/cluster_clients.py: no __pycache__ is written into the tree.
 use_websockets() {
     local work="$1"
+    export PYTHONDONTWRITEBYTECODE=1
     PYTHON=python3
     if ! python3 -c 'import websockets, sys; sys.exit(int(websockets.__version__.split(".")[0]) < 13)' 2>/dev/null; then
         step "installing the Python websockets package"
