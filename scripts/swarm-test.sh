@@ -33,24 +33,17 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-T0=$(date +%s)
+# shellcheck source=lib/docker_test.sh
+source "$ROOT/scripts/lib/docker_test.sh"
 
-if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then
-    echo "SKIP: docker not available"
-    exit 0
-fi
-if ! command -v python3 >/dev/null 2>&1; then
-    echo "FAIL: python3 is needed for the WebSocket clients" >&2
-    exit 1
-fi
+skip_without_docker
+need_python3
 
 STACK="gwst$(date +%s)$$"
 IMAGE="${SWARM_TEST_IMAGE:-gatewayrs:local-$STACK}"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gw-swarm-test.XXXXXX")
 FILES=(-c "$ROOT/docker-compose.yml" -c "$ROOT/docker/stack.yml" -c "$ROOT/docker/stack.test.yml")
 INITIALISED=""
-
-step() { printf '%s [%3ss] %s\n' "==" "$(($(date +%s) - T0))" "$*"; }
 
 stack_gone() {
     [[ -z "$(docker service ls -q --filter "label=com.docker.stack.namespace=$STACK" 2>/dev/null)" ]] \
@@ -90,9 +83,7 @@ cleanup() {
     rm -rf "$WORK"
     exit $rc
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 # ---- the swarm ----------------------------------------------------------------------------------
 state=$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo unknown)
@@ -120,62 +111,11 @@ case "$state" in
         ;;
 esac
 
-# ---- WebSocket client library -------------------------------------------------------------------
-PYTHON=python3
-if ! python3 -c 'import websockets, sys; sys.exit(int(websockets.__version__.split(".")[0]) < 13)' 2>/dev/null; then
-    step "installing the Python websockets package"
-    if python3 -m venv "$WORK/venv" >/dev/null 2>&1 && "$WORK/venv/bin/pip" install -q 'websockets>=13' >/dev/null; then
-        PYTHON="$WORK/venv/bin/python"
-    else
-        python3 -m pip install -q --user 'websockets>=13' \
-            || python3 -m pip install -q --user --break-system-packages 'websockets>=13'
-    fi
-fi
-
-# ---- binaries and the local image (as scripts/compose-test.sh) -------------------------------------
-if [[ -n "${SWARM_TEST_IMAGE:-}" ]]; then
-    docker image inspect "$IMAGE" >/dev/null 2>&1 || { echo "FAIL: no image $IMAGE" >&2; exit 1; }
-    step "using the existing image $IMAGE"
-else
-    BINS=(register gateway business-worker chat-web)
-    if [[ "${SWARM_TEST_SKIP_BUILD:-}" != 1 ]]; then
-        step "cargo build --release (${BINS[*]})"
-        cargo build --release --locked --quiet -p gw-register -p gw-gateway -p gw-business-worker -p gw-chat-demo \
-            $(printf -- '--bin %s ' "${BINS[@]}")
-    fi
-    TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
-        | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo "$ROOT/target")
-
-    step "image $IMAGE (FROM scratch: the binaries and the libraries ldd lists)"
-    ROOTFS="$WORK/rootfs"
-    mkdir -p "$ROOTFS/usr/local/bin" "$ROOTFS/etc/gatewayrs" "$ROOTFS/tmp"
-    chmod 1777 "$ROOTFS/tmp"
-    for bin in "${BINS[@]}"; do
-        src="$TARGET_DIR/release/$bin"
-        [[ -x "$src" ]] || { echo "FAIL: $src was not built" >&2; exit 1; }
-        if command -v objcopy >/dev/null 2>&1; then
-            objcopy --strip-debug "$src" "$ROOTFS/usr/local/bin/$bin"
-        else
-            cp "$src" "$ROOTFS/usr/local/bin/$bin"
-        fi
-        for lib in $(ldd "$src" | grep -o '/[^ ]*'); do
-            [[ -e "$ROOTFS$lib" ]] || { mkdir -p "$ROOTFS$(dirname "$lib")"; cp -L "$lib" "$ROOTFS$lib"; }
-        done
-    done
-    # The swarm's DNS names (service and task names) are looked up through libc's resolver.
-    for lib in /lib/x86_64-linux-gnu/libnss_dns.so.2 /lib/x86_64-linux-gnu/libnss_files.so.2 \
-        /lib/x86_64-linux-gnu/libresolv.so.2; do
-        [[ -e "$lib" && ! -e "$ROOTFS$lib" ]] && { mkdir -p "$ROOTFS$(dirname "$lib")"; cp -L "$lib" "$ROOTFS$lib"; }
-    done
-    cp docker/register.toml docker/gateway.toml docker/business-worker.toml "$ROOTFS/etc/gatewayrs/"
-    printf 'root:x:0:0:root:/root:/sbin/nologin\ngatewayrs:x:10001:10001::/nonexistent:/sbin/nologin\n' >"$ROOTFS/etc/passwd"
-    printf 'root:x:0:\ngatewayrs:x:10001:\n' >"$ROOTFS/etc/group"
-    printf 'hosts: files dns\n' >"$ROOTFS/etc/nsswitch.conf"
-    tar -C "$ROOTFS" --numeric-owner --owner=0 --group=0 -cf - . \
-        | docker import --change 'USER 10001:10001' \
-            --change 'CMD ["/usr/local/bin/gateway", "--config", "/etc/gatewayrs/gateway.toml", "start"]' \
-            - "$IMAGE" >/dev/null
-fi
+# ---- WebSocket client library, binaries and the local image (as scripts/compose-test.sh) ----------
+use_websockets "$WORK"
+# The swarm's DNS names (service and task names) are looked up through libc's resolver.
+local_image "$IMAGE" "${SWARM_TEST_IMAGE:+1}" "${SWARM_TEST_SKIP_BUILD:-}" "$WORK" \
+    /lib/x86_64-linux-gnu/libnss_dns.so.2 /lib/x86_64-linux-gnu/libnss_files.so.2 /lib/x86_64-linux-gnu/libresolv.so.2
 
 # ---- the stack ----------------------------------------------------------------------------------
 # Free TCP ports of this node for the host-mode ports (picked now; nothing else should take them in
@@ -187,10 +127,7 @@ for s in ss:
     s.bind(("0.0.0.0", 0))
 print(*(s.getsockname()[1] for s in ss))
 ')
-GW_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-export GW_SECRET GATEWAYRS_TEST_IMAGE="$IMAGE" GATEWAY_1_PORT="$P1" GATEWAY_2_PORT="$P2" CHAT_WEB_PORT="$PW"
-export GW_REGISTERS="register:1236" GW_LOG_LEVEL="info" GW_LOG_FORMAT="plain"
-unset GATEWAYRS_IMAGE CHAT_WS_URL
+export_cluster_env "$IMAGE" "$P1" "$P2" "$PW"
 
 step "docker stack config (docker-compose.yml + docker/stack.yml + docker/stack.test.yml; also with the HTTP API file, and compose config)"
 if ! docker stack config "${FILES[@]}" >"$WORK/stack.yml" 2>"$WORK/config.err"; then

@@ -25,6 +25,9 @@ import urllib.parse
 
 import websockets
 
+from cluster_clients import MessageLog, Traffic as _Traffic, ash, close_all, decode, run_checks
+from cluster_clients import wait_until as _wait_until
+
 STACK = os.environ["GW_STACK"]
 PORTS = json.loads(os.environ["GW_PORTS"])
 HOST = os.environ.get("GW_HOST", "127.0.0.1")
@@ -37,17 +40,6 @@ NUL = "\0"
 
 
 # ---- docker ----------------------------------------------------------------------------------------
-
-
-def sh(*args, check=True, timeout=120):
-    r = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"`{' '.join(args)}` failed ({r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
-    return r.stdout
-
-
-async def ash(*args, check=True, timeout=120):
-    return await asyncio.to_thread(sh, *args, check=check, timeout=timeout)
 
 
 async def running_task(service):
@@ -98,18 +90,9 @@ async def worker_links():
 
 
 async def wait_until(what, probe, timeout, interval=0.25):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = await probe()
-        except (RuntimeError, subprocess.TimeoutExpired) as e:
-            last = str(e)
-        else:
-            if last:
-                return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    """cluster_clients.wait_until, a failed docker command counting as a false answer (a task may go
+    away between two commands)."""
+    return await _wait_until(what, probe, timeout, interval, retry_on=(RuntimeError, subprocess.TimeoutExpired))
 
 
 async def linked_task(service, n=2, timeout=60):
@@ -131,15 +114,14 @@ def gateway_of(client_id):
 # ---- WebSocket clients with recovery ----------------------------------------------------------------
 
 
-class Client:
+class Client(MessageLog):
     """One logical chat client on one gateway service's published port, across reconnects. Records
     every data message (pings aside) with the connection it came on."""
 
     def __init__(self, label, service, room):
-        self.label, self.service, self.room = label, service, room
+        super().__init__(label, service)
+        self.service, self.room = service, room
         self.base = f"ws://{HOST}:{PORTS[service]}/"
-        self.msgs = []
-        self.cond = asyncio.Condition()
         self.ws = None
         self.id = None
         self.token = None
@@ -203,20 +185,11 @@ class Client:
                 self.received += 1
                 if isinstance(raw, str) and raw.startswith(NUL + NUL):
                     raw = raw[1:]
-                try:
-                    m = json.loads(raw)
-                except ValueError:
-                    m = {"type": "?", "raw": raw}
+                m = decode(raw)
                 if self.received - self.acked >= 50:
                     self.acked = self.received
                     await ws.send(NUL + json.dumps({"type": "ack", "received": self.received}))
-                if m.get("type") == "ping":
-                    continue
-                m["_t"] = time.monotonic()
-                m["_conn"] = self.conn
-                async with self.cond:
-                    self.msgs.append(m)
-                    self.cond.notify_all()
+                await self.record(m, _conn=self.conn)
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -277,22 +250,6 @@ class Client:
             self.reconnected_at = time.monotonic()
             self.gaps.append(self.reconnected_at - self.dropped_at)
 
-    async def wait(self, pred, timeout=15, since=0, what="the expected message"):
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        async with self.cond:
-            while True:
-                for m in self.msgs[since:]:
-                    if pred(m):
-                        return m
-                left = deadline - loop.time()
-                if left <= 0:
-                    raise AssertionError(f"{self.label} ({self.service}): no {what} within {timeout}s")
-                try:
-                    await asyncio.wait_for(self.cond.wait(), left)
-                except asyncio.TimeoutError:
-                    pass
-
     async def say(self, content, to="all"):
         if not self.open:
             raise websockets.ConnectionClosed(None, None)
@@ -324,42 +281,18 @@ class Client:
                 pass
 
 
-class Traffic:
+class Traffic(_Traffic):
     """Every client sends "<tag>:<label>:<n>" to its room every `interval` while connected; the
-    numbers of the sends that were written to an open socket are kept."""
+    numbers of the sends that were written to an open socket are kept (by label)."""
 
-    def __init__(self, clients, tag, interval):
-        self.clients, self.tag, self.interval = clients, tag, interval
-        self.sent = {c.label: [] for c in clients}
-        self.sent_at = {c.label: [] for c in clients}
-        self.stop_flag = False
-        self.tasks = []
+    def key(self, c):
+        return c.label
 
-    def start(self):
-        self.tasks = [asyncio.create_task(self._run(c)) for c in self.clients]
+    def content(self, c, n):
+        return f"{self.tag}:{c.label}:{n}"
 
-    async def _run(self, c):
-        n = 0
-        while not self.stop_flag:
-            n += 1
-            try:
-                await c.say(f"{self.tag}:{c.label}:{n}")
-                self.sent[c.label].append(n)
-                self.sent_at[c.label].append(time.monotonic())
-            except websockets.ConnectionClosed:
-                pass
-            await asyncio.sleep(self.interval)
-
-    async def stop(self):
-        self.stop_flag = True
-        await asyncio.gather(*self.tasks)
-
-    def total(self):
-        return sum(len(v) for v in self.sent.values())
-
-
-async def close_all(cs):
-    await asyncio.gather(*(c.close() for c in cs))
+    def send_failed(self, c, e):
+        return False  # a drop: the client reconnects, the traffic goes on
 
 
 # ---- the checks ------------------------------------------------------------------------------------
@@ -574,26 +507,7 @@ async def main():
         f"({STATE['gateway-2'][1]})",
         flush=True,
     )
-    failed = 0
-    for num, title, fn, limit in CHECKS:
-        if num == 3 and os.environ.get("SWARM_TEST_KEEP") == "1":
-            print(f"SKIP  3  {title}  (SWARM_TEST_KEEP=1)", flush=True)
-            continue
-        t = time.monotonic()
-        try:
-            detail = await asyncio.wait_for(fn(), limit)
-            ok = True
-        except asyncio.TimeoutError:
-            ok, detail = False, f"did not finish within {limit}s"
-        except Exception as e:  # noqa: BLE001 - report any failure as the check's result
-            ok, detail = False, f"{type(e).__name__}: {e}"
-        took = time.monotonic() - t
-        failed += not ok
-        print(f"{'PASS' if ok else 'FAIL'}  {num}  {title}  ({took:.1f}s)  {detail}", flush=True)
-        if not ok and num != 3:
-            await dump_logs()
-    print(f"{len(CHECKS) - failed}/{len(CHECKS)} checks passed", flush=True)
-    return 1 if failed else 0
+    return await run_checks(CHECKS, 3, "SWARM_TEST_KEEP", dump_logs)
 
 
 if __name__ == "__main__":
