@@ -13,8 +13,11 @@
 # in that order, so the idle memory figure is taken on a fresh gateway. Cluster D (the same shape,
 # fresh) serves idle-deflate (idle clients that negotiated permessage-deflate) and deflate (bytes
 # on the wire and gateway CPU per delivery with and without compression, alternating in one run).
-# Cluster B (one register, three gateways, N workers) serves idle-3gw. Every process is stopped on
-# exit, failure included.
+# Cluster B (one register, three gateways, N workers) serves idle-3gw. Cluster R (one register,
+# two gateways with [recovery] on and a cluster secret, N workers) serves idle-plain and
+# idle-recovery (idle clients without and with gw_recover=1, each on a fresh gateway of the same
+# run); a second such cluster serves handover (clients dropped on one gateway resume on the
+# other, relayed to their home). Every process is stopped on exit, failure included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,7 +67,7 @@ trap 'exit 130' INT TERM
 # (comma-separated), GW_PIDS (comma-separated) and SERVER_PIDS, and waits for an echo round trip
 # through every gateway.
 start_cluster() {
-    local name=$1 ngw=$2 app=${3:-echo} i
+    local name=$1 ngw=$2 app=${3:-echo} recovery=${4:-} i
     local ports
     read -r -a ports <<<"$("$BENCH" ports $((1 + 2 * ngw)))"
     local reg="127.0.0.1:${ports[0]}"
@@ -73,6 +76,14 @@ start_cluster() {
 level = \"warn\"
 [process]
 run_dir = \"$TMP/$name-run\""
+    local gateway_extra=""
+    if [ -n "$recovery" ]; then
+        # Recovery on every gateway, with the cluster secret that signs and checks the tokens.
+        common="secret = \"bench-cluster-secret-0123456789abcdef\"
+$common"
+        gateway_extra="[recovery]
+enabled = true"
+    fi
     cat >"$TMP/$name-register.toml" <<EOF
 name = "register"
 listen = "$reg"
@@ -89,6 +100,7 @@ listen = "$ws"
 internal_listen = "$internal"
 registers = ["$reg"]
 $common
+$gateway_extra
 EOF
         "$BIN/gateway" --config "$TMP/$name-gateway-$i.toml" >"$TMP/$name-gateway-$i.log" 2>&1 &
         PIDS+=($!)
@@ -177,12 +189,12 @@ if [ "$MODE" = quick ]; then
     IDLE_N=500; IDLE3_N=1500; ECHO="--conns 20 --inflight 4 --warmup 0.5 --duration 2"
     FAN="--conns 50 --senders 2 --rate 40 --step-secs 1"; STORM_N=500
     PUSH="--concurrency 8 --duration 1"
-    DEFL="--conns 20 --messages 20 --rounds 1"
+    DEFL="--conns 20 --messages 20 --rounds 1"; HANDOVER_N=200
 else
     IDLE_N=19000; IDLE3_N=50000; ECHO="--conns 200 --inflight 8 --warmup 3 --duration 15"
     FAN="--conns 1000 --senders 4 --start-rate 100 --growth 1.5 --refine 3 --step-secs 5"; STORM_N=15000
     PUSH="--concurrency 32 --duration 10"
-    DEFL="--conns 500 --messages 200 --rounds 3"
+    DEFL="--conns 500 --messages 200 --rounds 3"; HANDOVER_N=10000
 fi
 
 start_cluster a 1
@@ -212,6 +224,18 @@ fi
 if wanted echo-http; then
     start_cluster h 1 http
     run echo-http echo --url "$URLS" $ECHO --size 64 --source-net 7
+    stop_all
+fi
+
+if wanted handover || wanted idle-recovery || wanted idle-plain; then
+    start_cluster r 2 echo recovery
+    IFS=, read -r -a R_URLS <<<"$URLS"
+    IFS=, read -r -a R_PIDS <<<"$GW_PIDS"
+    run idle-plain idle --url "${R_URLS[1]}" --conns "$IDLE_N" --procs 2 --gateway-pid "${R_PIDS[1]}" --source-net 10
+    run idle-recovery idle --url "${R_URLS[0]}?gw_recover=1" --conns "$IDLE_N" --procs 2 --gateway-pid "${R_PIDS[0]}" --source-net 11
+    stop_all
+    start_cluster r2 2 echo recovery
+    run handover handover --url "$URLS" --conns "$HANDOVER_N" --gateway-pid "$GW_PIDS"
     stop_all
 fi
 
@@ -255,7 +279,11 @@ row() { # row NAME
             echo "| deflate: the chat's messages | welcome, login (10 members), history (10), say short and 300 chars, logout, ping, echoed | $(field chat_deflate_bytes "$l") B on the wire compressed, $(field chat_plain_bytes "$l") B plain | - | - | - | - |"
             echo "| deflate: 1 KB JSON broadcast | $(field conns "$l") receivers × $(field messages "$l") messages, $(field rounds "$l") plain/compressed round pairs | $(field json1k_deflate_wire "$l") B per delivery compressed, $(field json1k_plain_wire "$l") B plain | - | - | - | - |"
             echo "| deflate: gateway CPU per delivery | the same broadcasts (median of the rounds; compressed/plain ratio of each pair: $(field cpu_ratios "$l")) | $(field server_us_per_delivery_deflate "$l") µs compressed, $(field server_us_per_delivery_plain "$l") µs plain | - | - | - | - |" ;;
-        idle|idle-3gw|idle-deflate)
+        handover)
+            local ok=1; [ "$(field resumed "$l")" = "$(field conns "$l")" ] || ok=0
+            [ "$(cmp "$(field p99_us "$l")" 50000 '<')" = 1 ] || ok=0
+            echo "| handover | $(field conns "$l") clients reset on gateway 1, resumed on gateway 2 (relayed to their home), $(field concurrency "$l") at once; $(field resumed "$l") resumed, $(field not_recovered "$l") not recovered, $(field failed "$l") failed | all resumed in $(field all_resumed_secs "$l") s; gateway 1 RSS per client: live $(field home_live_bytes_per_client "$l") B, held plus a plain client reusing the freed memory $(field home_held_plus_plain_bytes_per_client "$l") B, relayed $(field home_relayed_extra_bytes_per_client "$l") B more than held; gateway 2 per relayed socket: $(field edge_relay_bytes_per_client "$l") B | p99 < 50 ms | $(met "$ok") | $(lat "$l") | - |" ;;
+        idle|idle-3gw|idle-deflate|idle-plain|idle-recovery)
             local v ok; v=$(field rss_per_conn_bytes "$l")
             ok=$(cmp "$v" 4097 '<')
             [ "$(field alive "$l")" = "$(field conns "$l")" ] || ok=0
@@ -283,7 +311,8 @@ row() { # row NAME
     echo "- Machine: $cores cores ($cpu), $mem RAM, kernel $(uname -r); open-file limit $(ulimit -n)"
     echo "- Cluster A (idle, echo, broadcast, group, storm): 1 register, 1 gateway, 1 business-worker master running"
     echo "  $WORKERS worker process(es) with app = \"echo\". Cluster D (idle-deflate, deflate): the same, fresh."
-    echo "  Cluster B (idle-3gw): 1 register, 3 gateways, the same workers."
+    echo "  Cluster B (idle-3gw): 1 register, 3 gateways, the same workers. Clusters R (idle-plain, idle-recovery)"
+    echo "  and R2 (handover): 1 register, 2 gateways with [recovery] on and a cluster secret, the same workers."
     echo "  All on 127.0.0.1 with ports the OS picked, log level warn, every other setting at its default"
     echo "  (send_queue 1024, heartbeat 25 s, tokio runtime with one worker thread per core)."
     echo "- Generator: gw-bench on the same machine, one current-thread tokio runtime per process; client sockets"
@@ -294,7 +323,7 @@ row() { # row NAME
     echo
     echo "| scenario | load | result | target | met | latency p50 / p99 / p99.9 (ms) | CPU cores: server / generator / machine |"
     echo "|---|---|---|---|---|---|---|"
-    for s in idle idle-deflate echo echo-http broadcast group storm push deflate idle-3gw; do row "$s"; done
+    for s in idle idle-deflate echo echo-http broadcast group storm push deflate idle-3gw idle-plain idle-recovery handover; do row "$s"; done
     echo
     echo "Raw results:"
     echo

@@ -23,7 +23,7 @@ suite() {
   fi
 }
 
-# Release binaries shared by the benchmark, the soak and the compose test.
+# Release binaries shared by the benchmark, the soak, the compose and the swarm tests.
 cargo build --release -q -p gw-register -p gw-gateway -p gw-business-worker -p gw-chat-demo
 
 suite "benchmark (quick)" bash scripts/bench.sh --quick
@@ -31,6 +31,9 @@ suite "chaos soak (short)" bash scripts/soak.sh --short
 suite "scale (short)" bash scripts/scale.sh --short
 suite "autobahn conformance" bash scripts/autobahn.sh
 suite "docker compose cluster" bash scripts/compose-test.sh
+# The same file as a swarm stack (initialises a single-node swarm and leaves it again when this
+# Docker is in none); about a minute on the binaries built above.
+SWARM_TEST_SKIP_BUILD=1 suite "docker swarm stack" bash scripts/swarm-test.sh
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "extra suites failed: ${failed[*]}"

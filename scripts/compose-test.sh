@@ -31,12 +31,10 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-T0=$(date +%s)
+# shellcheck source=lib/docker_test.sh
+source "$ROOT/scripts/lib/docker_test.sh"
 
-if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then
-    echo "SKIP: docker not available"
-    exit 0
-fi
+skip_without_docker
 # Compose v2 (`docker compose`) or v1 (`docker-compose`); both read the same files.
 if docker compose version >/dev/null 2>&1; then
     COMPOSE_BIN=(docker compose)
@@ -46,10 +44,7 @@ else
     echo "SKIP: docker not available (neither \`docker compose\` nor \`docker-compose\` works)"
     exit 0
 fi
-if ! command -v python3 >/dev/null 2>&1; then
-    echo "FAIL: python3 is needed for the WebSocket clients" >&2
-    exit 1
-fi
+need_python3
 
 PROJECT="gwct$(date +%s)$$"
 IMAGE="${COMPOSE_TEST_IMAGE:-gatewayrs:local-$PROJECT}"
@@ -57,12 +52,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/gw-compose-test.XXXXXX")
 COMPOSE=("${COMPOSE_BIN[@]}" -p "$PROJECT" -f "$ROOT/docker-compose.yml" -f "$ROOT/docker/compose.test.yml")
 
 # What the compose files interpolate. Loopback-only ephemeral host ports; a fresh secret.
-GW_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-export GW_SECRET
-export GATEWAYRS_TEST_IMAGE="$IMAGE"
-export GATEWAY_1_PORT="127.0.0.1:" GATEWAY_2_PORT="127.0.0.1:" CHAT_WEB_PORT="127.0.0.1:"
-export GW_REGISTERS="register:1236" GW_LOG_LEVEL="info" GW_LOG_FORMAT="plain"
-unset GATEWAYRS_IMAGE CHAT_WS_URL
+export_cluster_env "$IMAGE" "127.0.0.1:" "127.0.0.1:" "127.0.0.1:"
 
 cleanup() {
     local rc=$?
@@ -85,64 +75,11 @@ cleanup() {
     rm -rf "$WORK"
     exit $rc
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
-step() { printf '%s [%3ss] %s\n' "==" "$(($(date +%s) - T0))" "$*"; }
-
-# ---- WebSocket client library -------------------------------------------------------------------
-PYTHON=python3
-if ! python3 -c 'import websockets, sys; sys.exit(int(websockets.__version__.split(".")[0]) < 13)' 2>/dev/null; then
-    step "installing the Python websockets package"
-    if python3 -m venv "$WORK/venv" >/dev/null 2>&1 && "$WORK/venv/bin/pip" install -q 'websockets>=13' >/dev/null; then
-        PYTHON="$WORK/venv/bin/python"
-    else
-        python3 -m pip install -q --user 'websockets>=13' \
-            || python3 -m pip install -q --user --break-system-packages 'websockets>=13'
-    fi
-fi
-
-# ---- binaries and the local image ---------------------------------------------------------------
-if [[ -n "${COMPOSE_TEST_IMAGE:-}" ]]; then
-    docker image inspect "$IMAGE" >/dev/null 2>&1 || { echo "FAIL: no image $IMAGE" >&2; exit 1; }
-    step "using the existing image $IMAGE"
-else
-    BINS=(register gateway business-worker chat-web)
-    if [[ "${COMPOSE_TEST_SKIP_BUILD:-}" != 1 ]]; then
-        step "cargo build --release (${BINS[*]})"
-        cargo build --release --locked --quiet -p gw-register -p gw-gateway -p gw-business-worker -p gw-chat-demo \
-            $(printf -- '--bin %s ' "${BINS[@]}")
-    fi
-    TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
-        | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo "$ROOT/target")
-
-    step "image $IMAGE (FROM scratch: the binaries and the libraries ldd lists)"
-    ROOTFS="$WORK/rootfs"
-    mkdir -p "$ROOTFS/usr/local/bin" "$ROOTFS/etc/gatewayrs" "$ROOTFS/tmp"
-    chmod 1777 "$ROOTFS/tmp"
-    for bin in "${BINS[@]}"; do
-        src="$TARGET_DIR/release/$bin"
-        [[ -x "$src" ]] || { echo "FAIL: $src was not built" >&2; exit 1; }
-        if command -v objcopy >/dev/null 2>&1; then
-            objcopy --strip-debug "$src" "$ROOTFS/usr/local/bin/$bin"
-        else
-            cp "$src" "$ROOTFS/usr/local/bin/$bin"
-        fi
-        # Every absolute path ldd names: the libraries and the dynamic loader.
-        for lib in $(ldd "$src" | grep -o '/[^ ]*'); do
-            [[ -e "$ROOTFS$lib" ]] || { mkdir -p "$ROOTFS$(dirname "$lib")"; cp -L "$lib" "$ROOTFS$lib"; }
-        done
-    done
-    cp docker/register.toml docker/gateway.toml docker/business-worker.toml "$ROOTFS/etc/gatewayrs/"
-    printf 'root:x:0:0:root:/root:/sbin/nologin\ngatewayrs:x:10001:10001::/nonexistent:/sbin/nologin\n' >"$ROOTFS/etc/passwd"
-    printf 'root:x:0:\ngatewayrs:x:10001:\n' >"$ROOTFS/etc/group"
-    printf 'hosts: files dns\n' >"$ROOTFS/etc/nsswitch.conf"
-    tar -C "$ROOTFS" --numeric-owner --owner=0 --group=0 -cf - . \
-        | docker import --change 'USER 10001:10001' \
-            --change 'CMD ["/usr/local/bin/gateway", "--config", "/etc/gatewayrs/gateway.toml", "start"]' \
-            - "$IMAGE" >/dev/null
-fi
+# ---- WebSocket client library, binaries and the local image --------------------------------------
+use_websockets "$WORK"
+local_image "$IMAGE" "${COMPOSE_TEST_IMAGE:+1}" "${COMPOSE_TEST_SKIP_BUILD:-}" "$WORK"
 
 # ---- the cluster --------------------------------------------------------------------------------
 step "docker compose up: register, gateway-1, gateway-2, 2 x worker, chat-web (project $PROJECT, ${COMPOSE_BIN[*]})"

@@ -22,6 +22,8 @@ import urllib.request
 
 import websockets
 
+from cluster_clients import MessageLog, Traffic as _Traffic, ash, close_all, decode, run_checks, wait_until
+
 COMPOSE = json.loads(os.environ["GW_COMPOSE"])
 PROJECT = os.environ["GW_PROJECT"]
 CONFIGS = {"register": "register.toml", "gateway": "gateway.toml", "business-worker": "business-worker.toml"}
@@ -29,17 +31,6 @@ VERBOSE = os.environ.get("COMPOSE_TEST_VERBOSE") == "1"
 
 
 # ---- docker and compose ----------------------------------------------------------------------------
-
-
-def sh(*args, check=True, timeout=120):
-    r = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"`{' '.join(args)}` failed ({r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
-    return r.stdout
-
-
-async def ash(*args, check=True, timeout=120):
-    return await asyncio.to_thread(sh, *args, check=check, timeout=timeout)
 
 
 async def compose(*args, check=True, timeout=120):
@@ -108,17 +99,6 @@ async def worker_rows(cid):
     return rows
 
 
-async def wait_until(what, probe, timeout, interval=0.25):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
 async def wait_workers(gateway_services, n, timeout=45):
     """Waits until every listed gateway routes to n workers."""
     cids = {s: await container(s) for s in gateway_services}
@@ -151,13 +131,12 @@ class Closed(Exception):
     pass
 
 
-class Client:
+class Client(MessageLog):
     """A chat client on one gateway; records every message (pings aside) with its arrival time."""
 
     def __init__(self, label, gateway, addr):
-        self.label, self.gateway, self.url = label, gateway, f"ws://{addr}/"
-        self.msgs = []
-        self.cond = asyncio.Condition()
+        super().__init__(label, gateway)
+        self.gateway, self.url = gateway, f"ws://{addr}/"
         self.closed = False
         self.close_code = None
         self.id = None
@@ -174,16 +153,7 @@ class Client:
     async def _read(self):
         try:
             async for raw in self.ws:
-                try:
-                    m = json.loads(raw)
-                except ValueError:
-                    m = {"type": "?", "raw": raw}
-                if m.get("type") == "ping":
-                    continue
-                m["_t"] = time.monotonic()
-                async with self.cond:
-                    self.msgs.append(m)
-                    self.cond.notify_all()
+                await self.record(decode(raw))
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -192,24 +162,14 @@ class Client:
                 self.closed = True
                 self.cond.notify_all()
 
-    async def wait(self, pred, timeout=15, since=0, what="the expected message"):
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        async with self.cond:
-            while True:
-                for m in self.msgs[since:]:
-                    if pred(m):
-                        return m
-                if self.closed:
-                    raise Closed(f"{self.label} ({self.gateway}) closed with code {self.close_code}")
-                left = deadline - loop.time()
-                if left <= 0:
-                    last = [{k: v for k, v in m.items() if k != "_t"} for m in self.msgs[-3:]]
-                    raise AssertionError(f"{self.label} ({self.gateway}): no {what} within {timeout}s; last: {last}")
-                try:
-                    await asyncio.wait_for(self.cond.wait(), left)
-                except asyncio.TimeoutError:
-                    pass
+    def closed_error(self):
+        if self.closed:
+            return Closed(f"{self.label} ({self.gateway}) closed with code {self.close_code}")
+        return None
+
+    def timeout_error(self, what, timeout):
+        last = [{k: v for k, v in m.items() if k != "_t"} for m in self.msgs[-3:]]
+        return AssertionError(f"{self.label} ({self.gateway}): no {what} within {timeout}s; last: {last}")
 
     async def wait_closed(self, timeout):
         try:
@@ -258,43 +218,9 @@ async def clients_on(spec, room):
     return cs
 
 
-async def close_all(cs):
-    await asyncio.gather(*(c.close() for c in cs))
-
-
-class Traffic:
-    """Every client sends "<tag>:<n>" to its room every `interval` until stopped."""
-
-    def __init__(self, clients, tag, interval):
-        self.clients, self.tag, self.interval = clients, tag, interval
-        self.sent = {c.id: [] for c in clients}
-        self.sent_at = {c.id: [] for c in clients}
-        self.stop_flag = False
-        self.errors = []
-        self.tasks = []
-
-    def start(self):
-        self.tasks = [asyncio.create_task(self._run(c)) for c in self.clients]
-
-    async def _run(self, c):
-        n = 0
-        while not self.stop_flag:
-            n += 1
-            try:
-                await c.say(f"{self.tag}:{n}")
-            except websockets.ConnectionClosed as e:
-                self.errors.append(f"{c.label}: send failed, connection closed ({e})")
-                return
-            self.sent[c.id].append(n)
-            self.sent_at[c.id].append(time.monotonic())
-            await asyncio.sleep(self.interval)
-
-    async def stop(self):
-        self.stop_flag = True
-        await asyncio.gather(*self.tasks)
-
-    def total(self):
-        return sum(len(v) for v in self.sent.values())
+class Traffic(_Traffic):
+    """Every client sends "<tag>:<n>" to its room every `interval` until stopped (a closed socket
+    stops it and is an error)."""
 
     async def settle(self, timeout=30):
         """Waits until every client has seen every message of every sender (or the timeout)."""
@@ -690,33 +616,17 @@ async def main():
         f"ws://{ADDR['gateway-1']}/ ws://{ADDR['gateway-2']}/ http://{ADDR['web']}/",
         flush=True,
     )
-    failed = 0
-    for num, title, fn, limit in CHECKS:
-        if num == 7 and os.environ.get("COMPOSE_TEST_KEEP") == "1":
-            print(f"SKIP  7  {title}  (COMPOSE_TEST_KEEP=1)", flush=True)
-            continue
-        if num == 7 and os.environ.get("COMPOSE_TEST_LOGS"):
+
+    async def save_logs():
+        if os.environ.get("COMPOSE_TEST_LOGS"):
             # Every container's full log, before `down` removes them.
             path = os.path.join(os.environ["COMPOSE_TEST_LOGS"], f"{PROJECT}.log")
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w") as f:
                 f.write(await compose("logs", "--no-color", "--timestamps", check=False, timeout=60))
             print(f"      logs of every container: {path}", flush=True)
-        t = time.monotonic()
-        try:
-            detail = await asyncio.wait_for(fn(), limit)
-            ok = True
-        except asyncio.TimeoutError:
-            ok, detail = False, f"did not finish within {limit}s"
-        except Exception as e:  # noqa: BLE001 - report any failure as the check's result
-            ok, detail = False, f"{type(e).__name__}: {e}"
-        took = time.monotonic() - t
-        failed += not ok
-        print(f"{'PASS' if ok else 'FAIL'}  {num}  {title}  ({took:.1f}s)  {detail}", flush=True)
-        if not ok and num != 7:
-            await dump_logs()
-    print(f"{len(CHECKS) - failed}/{len(CHECKS)} checks passed", flush=True)
-    return 1 if failed else 0
+
+    return await run_checks(CHECKS, 7, "COMPOSE_TEST_KEEP", dump_logs, before_teardown=save_logs)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ mod deflate;
 mod echo;
 mod endpoint;
 mod fanout;
+mod handover;
 mod hist;
 mod idle;
 mod lean_ws;
@@ -64,6 +65,9 @@ enum Cmd {
     Deflate(deflate::DeflateArgs),
     /// N clients connect at once and each sends one message: time until all are answered.
     Storm(storm::StormArgs),
+    /// N clients with recovery dropped on one gateway resume on another (relayed to their
+    /// home): time per resume and how many resumed.
+    Handover(handover::HandoverArgs),
     /// `send_to_uid` through the HTTP API vs directly through gateway-client, in the same run.
     Push(push::PushArgs),
     /// Serve an echo endpoint for business workers running `app = "http"`.
@@ -149,6 +153,7 @@ fn main() -> ExitCode {
         Cmd::Idle(a) => idle::main(a),
         Cmd::Deflate(a) => deflate::main(a),
         Cmd::Storm(a) => storm::main(a),
+        Cmd::Handover(a) => handover::main(a),
         Cmd::Push(a) => push::main(a),
         Cmd::Endpoint(a) => endpoint::main(a),
         Cmd::Scale(a) => scale::main(a),

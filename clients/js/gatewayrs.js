@@ -7,6 +7,9 @@
 // or says why it cannot (a fresh connection with a new client id follows).
 //
 //   const sock = new GatewayRsSocket("ws://127.0.0.1:7272/");
+//   // or several gateways of one cluster: a connection attempt that fails moves on to the next,
+//   // and the client resumes there (relayed to its home gateway, docs/recovery.md):
+//   // new GatewayRsSocket(["wss://gw-1.example.com/", "wss://gw-2.example.com/"])
 //   sock.onmessage = (data) => show(data);              // data messages only, in order, once
 //   sock.onrecovery = ({ first, resumed, reason, clientId }) => {
 //     if (!first && !resumed) rejoin();                  // state lost: a new client id
@@ -20,7 +23,8 @@
 
   function GatewayRsSocket(url, options) {
     options = options || {};
-    this.url = url;
+    this.urls = Array.isArray(url) ? url.slice() : [url];
+    this.url = this.urls[0]; // the URL of the current (or next) connection
     this.ackEvery = options.ackEvery || 50;
     this.ackIntervalMs = options.ackIntervalMs || 5000;
     this.minBackoffMs = options.minBackoffMs || 250;
@@ -69,25 +73,37 @@
     ws.binaryType = "arraybuffer";
     this._ws = ws;
     this._pending = { resumed: false, replayed: 0, reason: null, detail: null };
+    var opened = false;
     ws.onopen = function () {
+      opened = true;
       self._backoff = self.minBackoffMs;
       if (self.onopen) self.onopen();
     };
     ws.onmessage = function (ev) { self._receive(ev.data); };
-    ws.onclose = function (ev) {
-      if (self._ws !== ws) return;
+    var ended = false;
+    function end(ev) {
+      if (ended || self._ws !== ws) return;
+      ended = true;
       self._ws = null;
       clearInterval(self._ackTimer);
       if (self._closed) {
         if (self.onclose) self.onclose(ev);
         return;
       }
-      // Dropped (or closed by the gateway): try again, with backoff and jitter.
+      // Dropped (or closed by the gateway): try again, with backoff and jitter. An attempt that
+      // never opened moves on to the next gateway, if there are several.
+      if (!opened && self.urls.length > 1) {
+        self.url = self.urls[(self.urls.indexOf(self.url) + 1) % self.urls.length];
+      }
       if (self.ondrop) self.ondrop(ev);
       var wait = self._backoff * (0.5 + Math.random() / 2);
       self._backoff = Math.min(self._backoff * 2, self.maxBackoffMs);
       self._timer = setTimeout(function () { self._open(); }, wait);
-    };
+    }
+    ws.onclose = end;
+    // A connection that fails before it opens gets a close event after the error in browsers,
+    // but not from every WebSocket implementation (Node 20's): the error ends it too.
+    ws.onerror = function (ev) { if (!opened) end(ev); };
     this._ackTimer = setInterval(function () {
       if (self.received > self._acked) self.ack();
     }, this.ackIntervalMs);

@@ -14,7 +14,7 @@ mod validate;
 
 pub use env::{ENV_VARS, EnvOverride, apply_env};
 pub use gatewayworker::{GatewayGatewayWorker, RegisterGatewayWorker};
-pub use pusher::{MIN_PUSHER_SECRET, PusherApp, PusherConfig};
+pub use pusher::{MIN_PUSHER_SECRET, PusherApp, PusherConfig, PusherWebhook, WEBHOOK_EVENTS};
 pub use types::*;
 pub use validate::{
     EVENT_FRAME_OVERHEAD, LOG_LEVELS, ListenerUrl, Problem, Validate, check_log_level, parse_listener_url,

@@ -21,14 +21,107 @@ pub struct PusherConfig {
     pub activity_timeout: Duration,
     /// Refuse a connection without `protocol` in its query with 4008 instead of assuming 7.
     pub require_protocol: bool,
+    /// How long `channel_vacated` and `member_removed` webhooks wait, cancelled by a
+    /// re-occupation or a re-join within it (Pusher's linger, for page reloads); 0 sends at once.
+    #[serde(with = "humantime_serde")]
+    pub webhook_delay: Duration,
+    /// How long a webhook body is retried (exponential backoff) before its events are dropped.
+    #[serde(with = "humantime_serde")]
+    pub webhook_retry_for: Duration,
+    /// How long one webhook request may take before it counts as failed (and is retried).
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+    /// Most events in one webhook body.
+    pub webhook_batch_size: usize,
+    /// How long the first event of a body waits for others before the body is sent.
+    #[serde(with = "humantime_serde")]
+    pub webhook_batch_wait: Duration,
+    /// Most webhook events waiting per URL (and between connections and the dispatcher); past
+    /// it they are dropped and counted (`gw_pusher_webhooks_dropped_total{reason="queue_full"}`).
+    pub webhook_queue: usize,
     /// The apps (`[[pusher.apps]]`).
     pub apps: Vec<PusherApp>,
 }
 
 impl Default for PusherConfig {
     fn default() -> Self {
-        Self { activity_timeout: Duration::from_secs(120), require_protocol: false, apps: Vec::new() }
+        Self {
+            activity_timeout: Duration::from_secs(120),
+            require_protocol: false,
+            webhook_delay: Duration::from_secs(3),
+            webhook_retry_for: Duration::from_secs(300),
+            webhook_timeout: Duration::from_secs(10),
+            webhook_batch_size: 100,
+            webhook_batch_wait: Duration::from_millis(50),
+            webhook_queue: 10_000,
+            apps: Vec::new(),
+        }
     }
+}
+
+/// The webhook events an app may ask for (`[[pusher.apps.webhooks]] events`), all of them the
+/// default.
+pub const WEBHOOK_EVENTS: [&str; 5] =
+    ["channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event"];
+
+/// One webhook of an app (`[[pusher.apps.webhooks]]`): where its events are POSTed, signed with
+/// the app's secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PusherWebhook {
+    /// `http://host:port/path` (plain HTTP; put a TLS proxy in front for https).
+    pub url: String,
+    /// The events sent there (names of [`WEBHOOK_EVENTS`]); absent: all of them.
+    #[serde(default = "all_webhook_events")]
+    pub events: Vec<String>,
+}
+
+fn all_webhook_events() -> Vec<String> {
+    WEBHOOK_EVENTS.iter().map(|e| e.to_string()).collect()
+}
+
+impl PusherWebhook {
+    /// A webhook of every event to `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), events: all_webhook_events() }
+    }
+
+    /// Whether events named `name` go to this webhook.
+    pub fn wants(&self, name: &str) -> bool {
+        self.events.iter().any(|e| e == name)
+    }
+}
+
+/// Why `url` is not a webhook URL this gateway can POST to, if it is not.
+fn webhook_url_problem(url: &str) -> Option<String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Some(if url.starts_with("https://") {
+            format!("{url:?}: https is not supported yet; use http:// (a TLS proxy in front of the receiver if needed)")
+        } else {
+            format!("{url:?} is not an http:// URL")
+        });
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.rsplit_once(':') {
+        Some((host, _)) if !authority.ends_with(']') => host,
+        _ => authority,
+    };
+    if host.is_empty() {
+        return Some(format!("{url:?} has no host"));
+    }
+    if authority.contains('@') {
+        return Some(format!("{url:?}: credentials in the URL are not supported"));
+    }
+    if let Some((_, port)) = authority.rsplit_once(':')
+        && !authority.ends_with(']')
+        && port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Some(format!("{url:?} has an invalid port {port:?}"));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some(format!("{url:?} contains whitespace or control characters"));
+    }
+    None
 }
 
 /// One app (`[[pusher.apps]]`): what its clients connect with (`key`) and what its server signs
@@ -72,6 +165,9 @@ pub struct PusherApp {
     /// Route this app's clients to business workers: not supported yet (refused when true).
     #[serde(default)]
     pub workers: bool,
+    /// Where this app's webhooks go (`[[pusher.apps.webhooks]]`); read by gateways only.
+    #[serde(default)]
+    pub webhooks: Vec<PusherWebhook>,
 }
 
 fn yes() -> bool {
@@ -98,6 +194,7 @@ impl std::fmt::Debug for PusherApp {
             .field("client_events", &self.client_events)
             .field("client_event_rate", &self.client_event_rate)
             .field("allowed_origins", &self.allowed_origins)
+            .field("webhooks", &self.webhooks)
             .finish_non_exhaustive()
     }
 }
@@ -118,7 +215,13 @@ impl PusherApp {
             user_authentication: false,
             signin_timeout: thirty_seconds(),
             workers: false,
+            webhooks: Vec::new(),
         }
+    }
+
+    /// Whether some webhook of this app wants events named `name`.
+    pub fn wants_webhook(&self, name: &str) -> bool {
+        self.webhooks.iter().any(|w| w.wants(name))
     }
 
     /// The environment variable that overrides this app's secret.
@@ -156,6 +259,24 @@ impl PusherConfig {
         let mut add = |key: String, reason: String| problems.push(Problem { key, reason });
         if self.activity_timeout < Duration::from_secs(1) || self.activity_timeout > Duration::from_secs(3600) {
             add("pusher.activity_timeout".into(), format!("{:?} is outside [1s, 1h]", self.activity_timeout));
+        }
+        if self.webhook_delay > Duration::from_secs(60) {
+            add("pusher.webhook_delay".into(), format!("{:?} is outside [0s, 60s]", self.webhook_delay));
+        }
+        if self.webhook_retry_for > Duration::from_secs(24 * 3600) {
+            add("pusher.webhook_retry_for".into(), format!("{:?} is outside [0s, 24h]", self.webhook_retry_for));
+        }
+        if self.webhook_timeout.is_zero() || self.webhook_timeout > Duration::from_secs(300) {
+            add("pusher.webhook_timeout".into(), format!("{:?} is outside (0s, 5m]", self.webhook_timeout));
+        }
+        if self.webhook_batch_size == 0 || self.webhook_batch_size > 1000 {
+            add("pusher.webhook_batch_size".into(), format!("{} is outside 1..=1000", self.webhook_batch_size));
+        }
+        if self.webhook_batch_wait > Duration::from_secs(10) {
+            add("pusher.webhook_batch_wait".into(), format!("{:?} is outside [0s, 10s]", self.webhook_batch_wait));
+        }
+        if self.webhook_queue == 0 || self.webhook_queue > 1_000_000 {
+            add("pusher.webhook_queue".into(), format!("{} is outside 1..=1000000", self.webhook_queue));
         }
         if self.apps.is_empty() {
             add("pusher.apps".into(), "at least one [[pusher.apps]] is required in a [pusher] section".into());
@@ -206,6 +327,20 @@ impl PusherConfig {
                     key("workers"),
                     "routing Pusher clients to business workers is not supported yet; remove the key (Pusher apps are driven over the HTTP API)".into(),
                 );
+            }
+            for (w, hook) in app.webhooks.iter().enumerate() {
+                let key = |k: &str| format!("pusher.apps[{i}].webhooks[{w}].{k}");
+                if let Some(reason) = webhook_url_problem(&hook.url) {
+                    add(key("url"), reason);
+                }
+                for name in &hook.events {
+                    if !WEBHOOK_EVENTS.contains(&name.as_str()) {
+                        add(key("events"), format!("{name:?} is not one of {}", WEBHOOK_EVENTS.join(", ")));
+                    }
+                }
+                if hook.events.is_empty() {
+                    add(key("events"), "is empty; remove the webhook or name its events".into());
+                }
             }
         }
         problems
@@ -330,6 +465,61 @@ mod tests {
         assert_eq!(keys(&empty.validate()), vec!["pusher.apps"]);
     }
 
+    #[test]
+    fn webhooks_are_parsed_with_their_defaults_and_bad_ones_are_named() {
+        let text = r#"
+            [pusher]
+            webhook_delay = "1s"
+            webhook_retry_for = "2m"
+            webhook_batch_size = 0
+            [[pusher.apps]]
+            id = "1"
+            key = "k"
+            secret = "s"
+            [[pusher.apps.webhooks]]
+            url = "http://127.0.0.1:9000/hooks"
+            [[pusher.apps.webhooks]]
+            url = "https://backend.example/hooks"
+            events = ["client_event", "channel_created"]
+            [[pusher.apps.webhooks]]
+            url = "http://:80/x"
+            events = []
+            [[pusher.apps.webhooks]]
+            url = "http://h:99999/x"
+        "#;
+        let config: GatewayConfig = parse(text, Path::new("g.toml")).unwrap();
+        let pusher = config.pusher.as_ref().unwrap();
+        assert_eq!(pusher.webhook_delay, std::time::Duration::from_secs(1));
+        assert_eq!(pusher.webhook_retry_for, std::time::Duration::from_secs(120));
+        assert_eq!(pusher.webhook_batch_wait, std::time::Duration::from_millis(50), "default");
+        let hooks = &pusher.apps[0].webhooks;
+        assert_eq!(hooks[0].events, super::WEBHOOK_EVENTS, "every event by default");
+        assert!(pusher.apps[0].wants_webhook("member_added"));
+        let problems = pusher.validate();
+        assert_eq!(
+            keys(&problems),
+            vec![
+                "pusher.webhook_batch_size",
+                "pusher.apps[0].webhooks[1].url",
+                "pusher.apps[0].webhooks[1].events",
+                "pusher.apps[0].webhooks[2].url",
+                "pusher.apps[0].webhooks[2].events",
+                "pusher.apps[0].webhooks[3].url",
+            ],
+            "{problems:?}"
+        );
+        assert!(problems[1].reason.contains("https is not supported yet"), "{}", problems[1].reason);
+        assert!(problems[2].reason.contains("\"channel_created\" is not one of"), "{}", problems[2].reason);
+        assert!(problems[3].reason.contains("no host"), "{}", problems[3].reason);
+        assert!(problems[5].reason.contains("invalid port"), "{}", problems[5].reason);
+        let typo = parse::<GatewayConfig>(
+            "[pusher]\n[[pusher.apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[[pusher.apps.webhooks]]\nurl = \"http://h/\"\nevent = []\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err();
+        assert!(typo.to_string().contains("event"), "{typo}");
+    }
+
     /// The toml blocks of the README's section `heading`, in order.
     fn readme_toml_blocks(heading: &str) -> Vec<String> {
         let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
@@ -348,6 +538,10 @@ mod tests {
         assert!(gateway.listeners[0].pusher);
         let api: HttpApiConfig = parse(&blocks[1], Path::new("README http-api")).unwrap();
         assert_eq!(api.validate(), vec![], "the README's http-api.toml");
-        assert_eq!(gateway.pusher.unwrap().apps, api.pusher.unwrap().apps, "the same apps on both sides");
+        let mut apps = gateway.pusher.unwrap().apps;
+        assert!(!apps[0].webhooks.is_empty(), "the gateway's snippet shows webhooks");
+        // Webhooks are the gateways' business; the rest of the table is the same on both sides.
+        apps[0].webhooks.clear();
+        assert_eq!(apps, api.pusher.unwrap().apps, "the same apps on both sides");
     }
 }

@@ -536,6 +536,9 @@ impl<L: LinkInbound> Handler<GatewayPeerSide> for Reader<L> {
             FromGateway::Drained => self.inbound.drained(),
             FromGateway::Index(update) => self.link.routing().update(self.link.id, update),
             FromGateway::Welcome { .. } => return Err(LinkError::Unexpected("second welcome".into())),
+            FromGateway::RelayOpened { .. } | FromGateway::RelayRefused { .. } | FromGateway::Relay { .. } => {
+                return Err(LinkError::Unexpected("a relay frame on a worker or client link".into()));
+            }
             // The engine answers heartbeats.
             FromGateway::Ping | FromGateway::Pong => {}
         }

@@ -25,11 +25,11 @@ async fn announce_forever(gw: Arc<Gateway>, register: String, stop: Cancellation
         link: &gw.config.link,
         hello: ToRegister::Announce { gateway: info },
     };
-    // A gateway has no use for the lists a register may send.
-    gw_link::keep_register_link(target, &stop, &stop, |event| {
-        if let RegisterEvent::Up = event {
-            tracing::info!(address = %gw.address, "announced to register");
-        }
+    // The lists tell the gateway its peers (Pusher client events go to all of them).
+    gw_link::keep_register_link(target, &stop, &stop, |event| match event {
+        RegisterEvent::Up => tracing::info!(address = %gw.address, "announced to register"),
+        RegisterEvent::Gateways(list) => gw.mesh.peers_from(&gw, &register, list),
+        _ => {}
     })
     .await;
 }

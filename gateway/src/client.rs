@@ -132,15 +132,30 @@ pub(crate) fn serve(
         None => Either::Left(std::future::ready(())),
         Some(Opened::WebSocket(transport, request)) => match pusher {
             // A Pusher listener's connections are served by `pusher::conn` (boxed: a rare path).
-            Some(p) => Either::Right(Either::Right(Either::Right(Box::pin(crate::pusher::conn::serve(
+            Some(p) => Either::Right(Either::Right(Either::Right(rare(crate::pusher::conn::serve(
                 transport, *info, request, gw, shutdown, slot, p,
             ))))),
-            None => Either::Right(Either::Left(run(transport, *info, Some(request), gw, shutdown, slot))),
+            None => match crate::relay::home_of(&gw, &request) {
+                // A resume token naming another gateway: that gateway serves the client, through
+                // this one (boxed: a rare path).
+                Some(home) => Either::Right(Either::Right(Either::Right(rare(crate::relay::edge::serve(
+                    transport, *info, request, home, gw, shutdown, slot,
+                ))))),
+                None => {
+                    Either::Right(Either::Left(run(transport, *info, Some(request), None, gw, shutdown, Some(slot))))
+                }
+            },
         },
         Some(Opened::Stream(transport)) => {
-            Either::Right(Either::Right(Either::Left(run(transport, *info, None, gw, shutdown, slot))))
+            Either::Right(Either::Right(Either::Left(run(transport, *info, None, None, gw, shutdown, Some(slot)))))
         }
     })
+}
+
+/// A connection of a rare kind (Pusher, relayed), boxed so that its future does not enlarge
+/// every connection's task.
+fn rare(f: impl Future<Output = ()> + Send + 'static) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(f)
 }
 
 /// What a client with recovery is told first: control frames, and for a resumed one the
@@ -177,30 +192,41 @@ fn handshake_failed(gw: &Gateway, why: &HandshakeError) -> Option<Opened> {
     None
 }
 
-/// Registers the client and returns its connection loop, which releases `slot` when it ends.
-/// Not an `async fn`: the arguments are moved into the connection here, while an `async fn`
+/// What a WebSocket request asking `ask` opens (see [`recovery::open`]): a new client or a
+/// held one resumed, whose new handle (for `info`) is already in the client map.
+pub(crate) fn open(gw: &Arc<Gateway>, ask: Ask, info: &ClientInfo) -> Opening {
+    // Only a client that asks for recovery pays for it here.
+    if ask == Ask::Nothing {
+        return Opening::Fresh { recover: false, refusal: None };
+    }
+    let (queue, now, info) = (gw.config.send_queue, gw.clock_ms(), info.clone());
+    recovery::open(gw, ask, move |id, cell| {
+        ClientHandle::new(id, SendQueue::new(queue), info, now).with_recovery(Some(cell))
+    })
+}
+
+/// Registers the client and returns its connection loop, which releases `slot` when it ends
+/// (a relayed client has none at its home: its socket's slot is at the relaying gateway).
+/// `opening` is what [`open`] made of the request, when the caller asked already (a relayed
+/// client's home, or a relaying gateway that serves the client itself after all); `None`: ask
+/// now. Not an `async fn`: the arguments are moved into the connection here, while an `async fn`
 /// would keep their space in the task too (and what the loop captures besides the connection
 /// is only what it cannot get from it).
-fn run<T: Transport>(
+pub(crate) fn run<T: Transport>(
     transport: T,
     info: ClientInfo,
     request: Option<Box<HandshakeRequest>>,
+    opening: Option<Opening>,
     gw: Arc<Gateway>,
     shutdown: CancellationToken,
-    slot: Box<ConnSlot>,
+    slot: Option<Box<ConnSlot>>,
 ) -> impl Future<Output = ()> {
-    let ask = request.as_deref().map_or(Ask::Nothing, |r| frames::ask(&r.query));
     let queue = gw.config.send_queue;
     let now = gw.clock_ms();
-    // Only a client that asks for recovery pays for it here.
-    let opening = if ask == Ask::Nothing {
-        Opening::Fresh { recover: false, refusal: None }
-    } else {
-        let info = info.clone();
-        recovery::open(&gw, ask, move |id, cell| {
-            ClientHandle::new(id, SendQueue::new(queue), info, now).with_recovery(Some(cell))
-        })
-    };
+    let opening = opening.unwrap_or_else(|| {
+        let ask = request.as_deref().map_or(Ask::Nothing, |r| frames::ask(&r.query));
+        open(&gw, ask, &info)
+    });
     let (handle, greeting) = match opening {
         Opening::Resumed(r) => {
             let client_id = gw.client_id(r.handle.id).to_string();

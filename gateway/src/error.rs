@@ -53,4 +53,14 @@ pub enum GatewayError {
     /// `gatewayworker.advertise` is not what PHP client ids can carry.
     #[error("gatewayworker.advertise must be an IPv4 ip:port, not {0}")]
     GatewayWorkerAdvertise(String),
+    /// A Pusher webhook URL the HTTP client cannot use.
+    #[error("pusher.apps[{app}].webhooks: {url:?} is not a usable http:// URL: {reason}")]
+    WebhookUrl {
+        /// The app's index in `[[pusher.apps]]`.
+        app: usize,
+        /// The URL as configured.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }

@@ -57,6 +57,12 @@ pub struct Gateway {
     /// Background tasks the gateway waits for when it stops, before it takes the worker links
     /// down: the delivery of closed clients' leftover events.
     pub(crate) tasks: TaskTracker,
+    /// Every client connection task, local or relayed; the gateway waits for them when it stops.
+    pub(crate) client_tasks: TaskTracker,
+    /// Cancelled when the gateway stops: every client connection closes (1001).
+    pub(crate) clients_down: tokio_util::sync::CancellationToken,
+    /// Links to other gateways, for clients relayed to their home gateway.
+    pub(crate) mesh: crate::relay::mesh::Mesh,
 }
 
 impl Gateway {
@@ -170,6 +176,9 @@ pub fn build(config: GatewayConfig, listeners: &Listeners) -> Result<Arc<Gateway
         ),
         router: Router::new(config.link.max_frame),
         tasks: TaskTracker::new(),
+        client_tasks: TaskTracker::new(),
+        clients_down: tokio_util::sync::CancellationToken::new(),
+        mesh: crate::relay::mesh::Mesh::default(),
         config,
     }))
 }

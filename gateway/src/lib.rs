@@ -35,6 +35,7 @@ mod pusher;
 mod queries;
 mod recovery;
 mod redeliver;
+mod relay;
 mod router;
 mod send_queue;
 mod serve;

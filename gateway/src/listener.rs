@@ -54,7 +54,7 @@ pub(crate) fn specs(config: &GatewayConfig, bound: &[SocketAddr]) -> Result<Vec<
     if listeners.len() != bound.len() {
         return Err(GatewayError::ListenerCount { configured: listeners.len(), bound: bound.len() });
     }
-    let pusher = config.pusher.clone().map(|p| std::sync::Arc::new(crate::pusher::Pusher::new(p)));
+    let pusher = config.pusher.clone().map(crate::pusher::Pusher::new).transpose()?.map(std::sync::Arc::new);
     listeners
         .iter()
         .zip(bound)

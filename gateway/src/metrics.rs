@@ -104,6 +104,17 @@ pub struct Metrics {
     /// Acknowledgements from workers of a sequence number never sent on their link (the
     /// worker's bug): logged, counted and ignored.
     pub bad_acks: AtomicU64,
+    /// Sockets this gateway relays now to their clients' home gateways (resumed there).
+    pub relay_clients: AtomicU64,
+    /// Sockets relayed to a home gateway since start.
+    pub relay_opened_total: AtomicU64,
+    /// Clients of this gateway resumed through another gateway's relay since start.
+    pub relay_homed_total: AtomicU64,
+    /// Commands for other gateways (Pusher client events) dropped: a peer's outbox was full or
+    /// the peer could not be reached.
+    pub mesh_dropped: AtomicU64,
+    /// Other gateways the registers list now (this gateway's peers).
+    pub peer_gateways: AtomicU64,
 }
 
 impl Metrics {
@@ -171,6 +182,11 @@ impl Metrics {
             ("recovery_failed_malformed", g(&self.recovery_failed[6])),
             ("recovery_bad_control", g(&self.recovery_bad_control)),
             ("bad_acks", g(&self.bad_acks)),
+            ("relay_clients", g(&self.relay_clients)),
+            ("relay_opened_total", g(&self.relay_opened_total)),
+            ("relay_homed_total", g(&self.relay_homed_total)),
+            ("mesh_dropped", g(&self.mesh_dropped)),
+            ("peer_gateways", g(&self.peer_gateways)),
         ]
     }
 

@@ -198,6 +198,31 @@ impl Node for GatewayNode {
                 g(&m.recovery_held_bytes) as f64,
             ),
             MetricFamily::counter("gw_recovery_resumed_total", "Clients that resumed.", g(&m.recovery_resumed)),
+            MetricFamily::gauge(
+                "gw_relay_clients",
+                "Sockets relayed now to their clients' home gateways (clients that came back here with another gateway's token).",
+                g(&m.relay_clients) as f64,
+            ),
+            MetricFamily::counter(
+                "gw_relay_opened_total",
+                "Sockets relayed to a home gateway since start.",
+                g(&m.relay_opened_total),
+            ),
+            MetricFamily::gauge(
+                "gw_peer_gateways",
+                "Other gateways the registers list now (this gateway's peers).",
+                g(&m.peer_gateways) as f64,
+            ),
+            MetricFamily::counter(
+                "gw_mesh_dropped_total",
+                "Commands for other gateways (Pusher client events) dropped: a peer's outbox was full or the peer could not be reached.",
+                g(&m.mesh_dropped),
+            ),
+            MetricFamily::counter(
+                "gw_relay_homed_total",
+                "Clients of this gateway resumed through another gateway's relay since start.",
+                g(&m.relay_homed_total),
+            ),
             MetricFamily::counter(
                 "gw_recovery_replayed_messages_total",
                 "Messages replayed to resuming clients.",

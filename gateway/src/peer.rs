@@ -2,13 +2,14 @@
 //! then commands, queries, acknowledgements and drains in; events, replies and drain answers
 //! out. The link itself (heartbeat, writer, graceful flush) is `gw_link`'s engine.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use gw_link::wire::GatewaySide;
 use gw_link::{Ended, Handler, LinkEngine, LinkError, LinkOptions};
-use gw_proto::{FromGateway, Role, ToGateway};
+use gw_proto::{FromGateway, RelayFrame, Role, ToGateway};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +29,8 @@ pub(crate) async fn serve(
     gw: Arc<Gateway>,
     links_down: CancellationToken,
 ) {
-    let roles = [Role::Worker, Role::Client];
+    // Other gateways link here to relay their sockets of this gateway's clients.
+    let roles = [Role::Worker, Role::Client, Role::Gateway];
     let handshake = |deadline| gw_link::accept_within(stream, &gw.handshake, &roles, deadline);
     let Some(link) = gw.admission.admit(pending, "internal peer", gw.state.metrics.admission(), handshake).await else {
         return;
@@ -42,7 +44,8 @@ pub(crate) async fn serve(
         let _ = tx.try_send(FromGateway::Welcome { instance: gw.instance, address: gw.address.clone() });
         let worker = (role == Role::Worker).then(|| gw.router.add(node.clone(), tx.clone()));
         tracing::info!("{role} connected");
-        let mut peer = Peer { gw: &gw, tx, worker: worker.as_deref(), index: IndexFeed::default() };
+        let mut peer =
+            Peer { gw: &gw, tx, worker: worker.as_deref(), role, index: IndexFeed::default(), relays: HashMap::new() };
         let result = engine.run(link.reader, link.writer, &mut peer, &links_down).await;
         peer.index.stop(&gw);
         if let Ok(Ended::Closed { flushed }) = result {
@@ -73,7 +76,11 @@ struct Peer<'a> {
     tx: mpsc::Sender<FromGateway>,
     /// Set for a business worker: the router's view of it.
     worker: Option<&'a WorkerLink>,
+    role: Role,
     index: IndexFeed,
+    /// From another gateway: its relayed sockets of our clients, by its number for them, and
+    /// where their frames go (dropped with the link: those clients vanish, and are held).
+    relays: HashMap<u64, mpsc::Sender<RelayFrame>>,
 }
 
 /// This link's routing index feed: its count of applied index writes (kept from the start, so
@@ -150,6 +157,24 @@ impl Handler<GatewaySide> for Peer<'_> {
             },
             // The engine answers heartbeats.
             ToGateway::Ping | ToGateway::Pong => {}
+            ToGateway::RelayOpen(_) | ToGateway::Relay { .. } if self.role != Role::Gateway => {
+                return Err(LinkError::Unexpected(format!("a relay frame from a {}", self.role)));
+            }
+            ToGateway::RelayOpen(open) => {
+                let conn = open.conn;
+                if let Some(frames) = crate::relay::home::open(self.gw, *open, &self.tx).await {
+                    self.relays.insert(conn, frames);
+                }
+            }
+            ToGateway::Relay { conn, frame } => {
+                let last = matches!(frame, RelayFrame::Ended { .. });
+                // Waiting here is backpressure onto the relaying gateway, as a socket's would be.
+                if let Some(frames) = self.relays.get(&conn)
+                    && (frames.send(frame).await.is_err() || last)
+                {
+                    self.relays.remove(&conn);
+                }
+            }
         }
         Ok(())
     }

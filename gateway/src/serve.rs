@@ -76,9 +76,9 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
         advertise = %gw.address,
         "gateway listening"
     );
-    let clients_down = CancellationToken::new();
+    let clients_down = gw.clients_down.clone();
     let links_down = CancellationToken::new();
-    let clients = TaskTracker::new();
+    let clients = gw.client_tasks.clone();
     let links = TaskTracker::new();
 
     // PHP GatewayWorker's protocol, on a thread of its own. Its links stay up until the
@@ -110,6 +110,9 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
                 .instrument(tracing::debug_span!("recovery")),
         )
     });
+    // Pusher webhooks: stopped after the clients closed, so their last events go out too.
+    let webhooks_down = CancellationToken::new();
+    let webhooks = crate::pusher::spawn_webhooks(&gw, webhooks_down.clone(), gw.config.grace_period);
     let refusers: Vec<_> = gw
         .listeners
         .iter()
@@ -157,6 +160,7 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
         let _ = timer.await;
         crate::recovery::release::release_all(&gw, &hub);
     }
+    webhooks_down.cancel();
     // The clients' close events are on their way to the workers, whose on_close handlers
     // usually answer through this gateway (a "left the room" to the others): keep the links up
     // until every event is acknowledged, i.e. its handler returned and its commands arrived.
@@ -178,6 +182,10 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     if let Some(php) = php {
         php.await.unwrap_or(Ok(()))?;
     }
+    if let Some(webhooks) = webhooks {
+        let _ = webhooks.await;
+    }
+    gw.mesh.down.cancel();
     tracing::info!("gateway stopped");
     Ok(())
 }

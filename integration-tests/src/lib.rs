@@ -1,6 +1,7 @@
 //! Test harness: start real registers, gateways and business workers on `127.0.0.1:0`, talk to
 //! them with a real WebSocket client, and wait for conditions instead of sleeping.
 
+pub mod cut_proxy;
 pub mod deflate_ws;
 mod eventually;
 pub mod fake_gateway;

@@ -148,3 +148,105 @@ fn control(text: &str) -> Value {
     let json = text.strip_prefix('\0').unwrap_or_else(|| panic!("not a control frame: {text:?}"));
     serde_json::from_str(json).unwrap_or_else(|e| panic!("control frame is not JSON ({e}): {json:?}"))
 }
+
+/// A helper client in another language (`tests/recovery_client.py`, `tests/recovery_client.js`)
+/// driven over its standard input and output, one line each way.
+pub struct ScriptedClient {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl ScriptedClient {
+    /// Starts `program` with `args`.
+    pub fn spawn(program: &str, args: &[&str]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let stdin = child.stdin.take().expect("piped stdin");
+        let lines = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        Self { child, stdin, lines }
+    }
+
+    /// The next line it prints (within 20 s).
+    pub async fn said(&mut self) -> String {
+        tokio::time::timeout(Duration::from_secs(20), self.lines.next_line())
+            .await
+            .expect("the helper answers within 20 s")
+            .expect("its output is readable")
+            .expect("it is still running")
+    }
+
+    /// Sends it one line.
+    pub async fn tell(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.stdin.write_all(format!("{line}\n").as_bytes()).await.expect("the helper reads its input");
+    }
+
+    /// Tells it `QUIT` and expects it to exit successfully.
+    pub async fn quit(mut self) {
+        self.tell("QUIT").await;
+        assert!(self.child.wait().await.expect("it exits").success());
+    }
+}
+
+/// The numbered messages `n<from>` … `n<to>`, space-separated (as the helpers print them).
+pub fn numbers(from: u64, to: u64) -> String {
+    (from..=to).map(|n| format!("n{n}")).collect::<Vec<_>>().join(" ")
+}
+
+/// A worker application that records what it saw, as `(event, client id)`: `connect`,
+/// `message:<text>`, `resume:<replayed>`, `close`; it answers a message `echo:<x>` with
+/// `echoed:<x>`.
+#[derive(Clone, Default)]
+pub struct EventLog(pub std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+impl EventLog {
+    fn push(&self, what: &str, ctx: &gw_business_worker::Context) {
+        self.0.lock().unwrap().push((what.into(), ctx.client_id.to_string()));
+    }
+
+    /// The events of one client, in order.
+    pub fn of(&self, client: &str) -> Vec<String> {
+        self.0.lock().unwrap().iter().filter(|(_, c)| c == client).map(|(e, _)| e.clone()).collect()
+    }
+}
+
+impl gw_business_worker::Events for EventLog {
+    async fn on_connect(&self, ctx: &mut gw_business_worker::Context) -> gw_business_worker::HandlerResult {
+        self.push("connect", ctx);
+        Ok(())
+    }
+
+    async fn on_message(
+        &self,
+        ctx: &mut gw_business_worker::Context,
+        msg: gw_business_worker::Message,
+    ) -> gw_business_worker::HandlerResult {
+        let text = msg.as_text().unwrap_or("<binary>").to_string();
+        self.push(&format!("message:{text}"), ctx);
+        if let Some(rest) = text.strip_prefix("echo:") {
+            ctx.send(format!("echoed:{rest}")).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_resume(
+        &self,
+        ctx: &mut gw_business_worker::Context,
+        replayed: u64,
+    ) -> gw_business_worker::HandlerResult {
+        self.push(&format!("resume:{replayed}"), ctx);
+        Ok(())
+    }
+
+    async fn on_close(&self, ctx: &mut gw_business_worker::Context) -> gw_business_worker::HandlerResult {
+        self.push("close", ctx);
+        Ok(())
+    }
+}

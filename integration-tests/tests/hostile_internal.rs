@@ -22,8 +22,8 @@ use gw_integration_tests::ws::Received;
 use gw_integration_tests::*;
 use gw_proto::handshake::{ClientHello, Connector, HandshakeResult, MAGIC, ServerHello};
 use gw_proto::{
-    Command, FrameDecoder, FromGateway, FromRegister, GatewayInfo, PROTOCOL_VERSION, Payload, Query, Reply, Role,
-    ToGateway, ToRegister, codec,
+    ClientInfo, Command, FrameDecoder, FromGateway, FromRegister, GatewayInfo, PROTOCOL_VERSION, Payload, Protocol,
+    Query, RelayFrame, RelayOpen, Reply, Role, ToGateway, ToRegister, codec,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -361,6 +361,46 @@ async fn hostile_peers_on_the_gateways_internal_port_are_closed_counted_and_harm
         link_errors.one_more("length 0xFFFFFFFF after auth").await;
         Raw::authenticated(addr, Role::Client).await.closed_after_eof(&[0, 0, 1, 0, 1, 2]).await;
         link_errors.one_more("truncated frame after auth").await;
+
+        // Relay frames are for gateway-to-gateway links only: a client link sending one is
+        // closed.
+        let relay = ToGateway::Relay { conn: 1, frame: RelayFrame::Message(Payload::text("pwned")) };
+        Raw::authenticated(addr, Role::Client).await.closed_after(&frame_of!(relay)).await;
+        link_errors.one_more("relay frame from a client link").await;
+    }
+
+    // A gateway link: a relay open without a resume token is refused (the watcher gets no new
+    // neighbour), frames for sockets never opened are ignored, and the link stays up.
+    let mut gateway = Raw::authenticated(addr, Role::Gateway).await;
+    let open = RelayOpen {
+        conn: 9,
+        info: ClientInfo {
+            client_addr: "203.0.113.7:5000".into(),
+            gateway_addr: "127.0.0.1:1".into(),
+            listener: "websocket://127.0.0.1:1".into(),
+            protocol: Protocol::WebSocket,
+        },
+        path: "/".into(),
+        query: "gw_recover=1".into(),
+        headers: vec![],
+    };
+    gateway.send(&frame_of!(ToGateway::RelayOpen(Box::new(open)))).await;
+    gateway.send(&frame_of!(ToGateway::Relay { conn: 77, frame: RelayFrame::Message(Payload::text("pwned")) })).await;
+    gateway.send(&frame_of!(ToGateway::Request { id: 3, query: Query::ClientCount })).await;
+    let mut refused = false;
+    loop {
+        match decoded!(gateway.frame().await.expect("an answer")) {
+            FromGateway::RelayRefused { conn: 9, control } => {
+                assert!(control.contains("not_recovered") && control.contains("malformed"), "{control}");
+                refused = true;
+            }
+            FromGateway::Reply { id: 3, reply } => {
+                assert!(refused, "the refusal comes first");
+                assert_eq!(reply, Reply::Counts(vec![2]), "the probe and the watcher, nobody new");
+                break;
+            }
+            _ => {}
+        }
     }
 
     replayed_hello_is_refused(addr, &mut failures).await;

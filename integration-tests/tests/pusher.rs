@@ -304,3 +304,34 @@ async fn a_long_bad_path_is_refused_cleanly() {
     expect_refused(&format!("{}{}", gw.ws_url, "x".repeat(300)), 4005).await;
     expect_refused(&format!("{}app/{}?protocol=7", gw.ws_url, "k".repeat(300)), 4005).await;
 }
+
+#[tokio::test]
+async fn client_events_reach_subscribers_on_every_gateway_once_and_in_order() {
+    let reg = RegisterHandle::start(SECRET).await;
+    let one = pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await;
+    let two = pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await;
+    // Each gateway learns the other from the register.
+    eventually(Duration::from_secs(10), "each gateway knows its peer", || async {
+        one.metric("peer_gateways") == 1 && two.metric("peer_gateways") == 1
+    })
+    .await;
+    let mut sender = PusherClient::connect(&app_url(&one)).await;
+    let mut near = PusherClient::connect(&app_url(&one)).await;
+    let mut far = PusherClient::connect(&app_url(&two)).await;
+    for c in [&mut sender, &mut near, &mut far] {
+        c.subscribe_signed("private-chat", None).await;
+        c.expect("pusher_internal:subscription_succeeded").await;
+    }
+    for i in 0..5 {
+        sender.client_event("private-chat", "client-n", &i.to_string()).await;
+    }
+    for c in [&mut near, &mut far] {
+        for i in 0..5 {
+            let got = c.expect("client-n").await;
+            assert_eq!(got["data"], json!(i), "in order, once");
+        }
+        c.expect_silence(QUIET).await;
+    }
+    sender.expect_silence(QUIET).await;
+    assert_eq!(one.metric("mesh_dropped"), 0);
+}

@@ -6,51 +6,17 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gw_business_worker::{Context, Events, HandlerResult, Message};
 use gw_config::RecoveryConfig;
 use gw_gateway_client::{ClientId, GatewayClient};
-use gw_integration_tests::recovering::{Outcome, RecoveringClient};
+use gw_integration_tests::cut_proxy::{CutProxy, node_websocket};
+use gw_integration_tests::recovering::{EventLog, Outcome, RecoveringClient, ScriptedClient, numbers};
 use gw_integration_tests::ws::Received;
 use gw_integration_tests::*;
 
 const SECRET: &str = "recovery-secret-0123456789";
 
-/// What the worker saw, as `(event, client id)`.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<(String, String)>>>);
-
-impl Log {
-    fn push(&self, what: &str, ctx: &Context) {
-        self.0.lock().unwrap().push((what.into(), ctx.client_id.to_string()));
-    }
-
-    /// The events of one client, in order.
-    fn of(&self, client: &str) -> Vec<String> {
-        self.0.lock().unwrap().iter().filter(|(_, c)| c == client).map(|(e, _)| e.clone()).collect()
-    }
-}
-
-impl Events for Log {
-    async fn on_connect(&self, ctx: &mut Context) -> HandlerResult {
-        self.push("connect", ctx);
-        Ok(())
-    }
-
-    async fn on_message(&self, ctx: &mut Context, msg: Message) -> HandlerResult {
-        self.push(&format!("message:{}", msg.as_text().unwrap_or("<binary>")), ctx);
-        Ok(())
-    }
-
-    async fn on_resume(&self, ctx: &mut Context, replayed: u64) -> HandlerResult {
-        self.push(&format!("resume:{replayed}"), ctx);
-        Ok(())
-    }
-
-    async fn on_close(&self, ctx: &mut Context) -> HandlerResult {
-        self.push("close", ctx);
-        Ok(())
-    }
-}
+/// What the worker saw.
+type Log = EventLog;
 
 struct Cluster {
     _register: RegisterHandle,
@@ -465,7 +431,6 @@ fn python_websocket_client() -> Result<(), String> {
 /// `GW_REQUIRE_PYTHON=1` (`scripts/install-python-deps.sh`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_helper_resumes_after_a_reset() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     if let Err(why) = python_websocket_client() {
         assert!(std::env::var_os("GW_REQUIRE_PYTHON").is_none(), "GW_REQUIRE_PYTHON is set but {why}");
         eprintln!("SKIP the_python_helper_resumes_after_a_reset: {why} (run scripts/install-python-deps.sh)");
@@ -473,98 +438,28 @@ async fn the_python_helper_resumes_after_a_reset() {
     }
     let c = cluster(|_| {}).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/recovery_client.py");
-    let mut child = tokio::process::Command::new("python3")
-        .args([script, &c.gateway.ws_url])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut said = async || {
-        tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("python answers")
-            .unwrap()
-            .unwrap()
-    };
-    let line = said().await;
+    let mut helper = ScriptedClient::spawn("python3", &[script, &c.gateway.ws_url]);
+    let line = helper.said().await;
     let cid = line.strip_prefix("ID ").unwrap_or_else(|| panic!("{line}")).to_owned();
-    let numbers = |from: u64, to: u64| (from..=to).map(|n| format!("n{n}")).collect::<Vec<_>>().join(" ");
     for n in 1..=50 {
         c.backend.send_to_client(&id(&cid), format!("n{n}")).await.unwrap();
     }
-    stdin.write_all(b"READ 20\n").await.unwrap();
-    assert_eq!(said().await, format!("GOT {}", numbers(1, 20)));
-    stdin.write_all(b"DROP\n").await.unwrap();
-    assert_eq!(said().await, "DROPPED");
+    helper.tell("READ 20").await;
+    assert_eq!(helper.said().await, format!("GOT {}", numbers(1, 20)));
+    helper.tell("DROP").await;
+    assert_eq!(helper.said().await, "DROPPED");
     c.held(1).await;
     for n in 51..=80 {
         c.backend.send_to_client(&id(&cid), format!("n{n}")).await.unwrap();
     }
     let _ = c.backend.client_count().await; // the sends before it were executed
-    stdin.write_all(b"RESUME\n").await.unwrap();
-    assert_eq!(said().await, format!("RESUMED {cid} 60"));
-    stdin.write_all(b"READ 60\n").await.unwrap();
-    assert_eq!(said().await, format!("GOT {}", numbers(21, 80)));
-    stdin.write_all(b"QUIT\n").await.unwrap();
-    assert!(child.wait().await.unwrap().success());
+    helper.tell("RESUME").await;
+    assert_eq!(helper.said().await, format!("RESUMED {cid} 60"));
+    helper.tell("READ 60").await;
+    assert_eq!(helper.said().await, format!("GOT {}", numbers(21, 80)));
+    helper.quit().await;
     c.saw(&cid, "close").await;
     assert_eq!(c.log.of(&cid), ["connect", "resume:60", "close"]);
-}
-
-/// A TCP proxy in front of the gateway whose [`cut`](Proxy::cut) resets every connection through
-/// it on both sides, as a network that goes away does: the gateway sees a reset, the client a
-/// dead socket (a browser's WebSocket cannot be reset from inside).
-struct Proxy {
-    url: String,
-    cut: tokio::sync::watch::Sender<u64>,
-}
-
-impl Proxy {
-    async fn start(ws_url: &str) -> Self {
-        let upstream = ws_url.trim_start_matches("ws://").trim_end_matches('/').to_owned();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}/", listener.local_addr().unwrap());
-        let (cut, cuts) = tokio::sync::watch::channel(0u64);
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { continue };
-                // Deprecated because a non-zero linger blocks the thread on drop; zero does not.
-                #[allow(deprecated)]
-                for s in [&client, &server] {
-                    s.set_linger(Some(Duration::ZERO)).unwrap();
-                }
-                let mut cuts = cuts.clone();
-                cuts.mark_unchanged();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cuts.changed() => {}
-                    }
-                    // Dropped with SO_LINGER 0: both sides get a reset.
-                });
-            }
-        });
-        Self { url, cut }
-    }
-
-    fn cut(&self) {
-        self.cut.send_modify(|n| *n += 1);
-    }
-}
-
-/// Whether `node` has a WebSocket (`--experimental-websocket` on Node 20; built in from 22).
-fn node_websocket() -> Result<(), String> {
-    match std::process::Command::new("node")
-        .args(["--experimental-websocket", "-e", "if (typeof WebSocket !== 'function') process.exit(1)"])
-        .output()
-    {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => Err(format!("node has no WebSocket: {}", String::from_utf8_lossy(&o.stderr).trim())),
-        Err(e) => Err(format!("node not found: {e}")),
-    }
 }
 
 /// The browser helper (`clients/js/gatewayrs.js`) under Node's WebSocket, through a network cut:
@@ -572,44 +467,31 @@ fn node_websocket() -> Result<(), String> {
 /// saying so, without Node 20+ unless `GW_REQUIRE_NODE=1`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_js_helper_reconnects_by_itself_and_resumes() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     if let Err(why) = node_websocket() {
         assert!(std::env::var_os("GW_REQUIRE_NODE").is_none(), "GW_REQUIRE_NODE is set but {why}");
         eprintln!("SKIP the_js_helper_reconnects_by_itself_and_resumes: {why}");
         return;
     }
     let c = cluster(|_| {}).await;
-    let proxy = Proxy::start(&c.gateway.ws_url).await;
+    let proxy = CutProxy::start(&c.gateway.ws_url).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/recovery_client.js");
-    let mut child = tokio::process::Command::new("node")
-        .args(["--experimental-websocket", "--no-warnings", script, &proxy.url])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut said = async || {
-        tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.expect("node answers").unwrap().unwrap()
-    };
-    let line = said().await;
+    let mut helper = ScriptedClient::spawn("node", &["--experimental-websocket", "--no-warnings", script, &proxy.url]);
+    let line = helper.said().await;
     let cid = line.strip_prefix("ID ").unwrap_or_else(|| panic!("{line}")).to_owned();
-    let numbers = |from: u64, to: u64| (from..=to).map(|n| format!("n{n}")).collect::<Vec<_>>().join(" ");
     c.backend.bind_uid(&id(&cid), "alice").await.unwrap();
     c.backend.join_group(&id(&cid), "room").await.unwrap();
     for n in 1..=40 {
         send_numbered(&c.backend, &id(&cid), n).await;
     }
-    stdin.write_all(b"READ 40\n").await.unwrap();
-    assert_eq!(said().await, format!("GOT {}", numbers(1, 40)));
+    helper.tell("READ 40").await;
+    assert_eq!(helper.said().await, format!("GOT {}", numbers(1, 40)));
     proxy.cut();
     c.held(1).await;
     for n in 41..=90 {
         send_numbered(&c.backend, &id(&cid), n).await;
     }
     // It comes back by itself; what it missed since its last ack is replayed.
-    let line = said().await;
+    let line = helper.said().await;
     let replayed: u64 = line
         .strip_prefix(&format!("RESUMED {cid} "))
         .unwrap_or_else(|| panic!("expected a resume, got {line}"))
@@ -619,10 +501,9 @@ async fn the_js_helper_reconnects_by_itself_and_resumes() {
     for n in 91..=100 {
         send_numbered(&c.backend, &id(&cid), n).await;
     }
-    stdin.write_all(b"READ 60\n").await.unwrap();
-    assert_eq!(said().await, format!("GOT {}", numbers(41, 100)));
-    stdin.write_all(b"QUIT\n").await.unwrap();
-    assert!(child.wait().await.unwrap().success());
+    helper.tell("READ 60").await;
+    assert_eq!(helper.said().await, format!("GOT {}", numbers(41, 100)));
+    helper.quit().await;
     c.saw(&cid, "close").await;
     assert_eq!(c.log.of(&cid), ["connect".to_owned(), format!("resume:{replayed}"), "close".to_owned()]);
 }

@@ -10,7 +10,9 @@ const path = require("path");
 const readline = require("readline");
 const GatewayRsSocket = require(path.join(__dirname, "..", "..", "clients", "js", "gatewayrs.js"));
 
-const sock = new GatewayRsSocket(process.argv[2], { ackEvery: 7, minBackoffMs: 50, maxBackoffMs: 200 });
+// One URL, or several (comma-separated): the gateways to fail over to.
+const urls = process.argv[2].split(",");
+const sock = new GatewayRsSocket(urls.length > 1 ? urls : urls[0], { ackEvery: 7, minBackoffMs: 50, maxBackoffMs: 200 });
 const got = [];
 let want = null;
 

@@ -16,7 +16,8 @@ pub struct GatewayInfo {
 /// Gateway, worker or client → register.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToRegister {
-    /// A gateway announces its internal address; it stays listed while this link lives.
+    /// A gateway announces its internal address; it stays listed while this link lives. The
+    /// register sends it the gateway list too, now and on every change (as to a subscriber).
     Announce {
         /// Its address and name.
         gateway: GatewayInfo,
@@ -506,6 +507,58 @@ pub enum ToGateway {
     /// `FromGateway::Index` (the routing index: senders route uid and group calls only to the
     /// gateways that hold them).
     WatchIndex,
+    /// Gateway → gateway: a client presented a resume token naming the receiving gateway on the
+    /// sender's listener; the receiver (the client's home) resumes it there and serves it
+    /// through the sender, which relays the socket (`docs/recovery.md`, "Any gateway").
+    /// Answered by `FromGateway::RelayOpened` or `RelayRefused` with the same `conn`.
+    RelayOpen(Box<RelayOpen>),
+    /// Gateway → gateway: what the relayed client `conn` sent, or how its socket ended.
+    Relay {
+        /// The sender's number for the relayed socket.
+        conn: u64,
+        /// The client's frame.
+        frame: RelayFrame,
+    },
+}
+
+/// A relayed client's opening: its address, and the WebSocket request it made on the relaying
+/// gateway (whose query holds its resume token and count).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayOpen {
+    /// The relaying gateway's number for this socket, unique on its link.
+    pub conn: u64,
+    /// The client as the relaying gateway sees it (address, listener, protocol).
+    pub info: ClientInfo,
+    /// The request path.
+    pub path: String,
+    /// The raw query string (without `?`).
+    pub query: String,
+    /// The request headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+}
+
+/// One frame of a relayed client socket, in either direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelayFrame {
+    /// A data message (client → home, or home → client).
+    Message(Payload),
+    /// Client → home: a ping, or a pong counted as activity: the client is alive.
+    Activity,
+    /// Home → client: a WebSocket ping with this payload (the home's heartbeat).
+    Ping(Bytes),
+    /// Home → client: close the socket with this code and reason.
+    Close {
+        /// WebSocket close code.
+        code: u16,
+        /// Close reason.
+        reason: String,
+    },
+    /// The socket is gone: `clean` when the client closed it properly (client → home), or the
+    /// home ended the connection without a close frame (home → client: drop the socket).
+    Ended {
+        /// Closed cleanly (a close frame or the home's own ending), not vanished.
+        clean: bool,
+    },
 }
 
 /// Gateway → worker or gateway client.
@@ -538,6 +591,26 @@ pub enum FromGateway {
     Drained,
     /// Which uids and groups this gateway holds (after a `ToGateway::WatchIndex`).
     Index(IndexUpdate),
+    /// Gateway → gateway: the relayed client `conn` was resumed here; frames follow.
+    RelayOpened {
+        /// The relaying gateway's number for the socket.
+        conn: u64,
+    },
+    /// Gateway → gateway: the relayed client `conn` could not be resumed here; `control` is the
+    /// `not_recovered` frame the relaying gateway sends it before serving it as a new client.
+    RelayRefused {
+        /// The relaying gateway's number for the socket.
+        conn: u64,
+        /// The `not_recovered` control frame, as the client gets it.
+        control: String,
+    },
+    /// Gateway → gateway: a frame for the relayed client `conn`.
+    Relay {
+        /// The relaying gateway's number for the socket.
+        conn: u64,
+        /// The frame.
+        frame: RelayFrame,
+    },
 }
 
 /// A uid or group that appeared on or disappeared from a gateway (its first client bound or

@@ -43,7 +43,7 @@ pub(crate) async fn serve(
         registry.remove(key);
         tracing::info!(role = %role, node = %link.peer.node, "gateway left");
     }
-    if peer.subscription.is_some() {
+    if peer.subscription.is_some() && role != Role::Gateway {
         registry.stats.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
     match result {
@@ -65,6 +65,16 @@ struct Peer<'a> {
     subscription: Option<watch::Receiver<Arc<Vec<GatewayInfo>>>>,
 }
 
+impl Peer<'_> {
+    /// The gateway list now, and again on every change (see `outgoing`).
+    async fn subscribe(&mut self) {
+        let mut rx = self.registry.subscribe();
+        let list = rx.borrow_and_update().clone();
+        self.subscription = Some(rx);
+        self.tx.send(FromRegister::Gateways { list: list.to_vec() }).await.ok();
+    }
+}
+
 impl gw_link::Handler<RegisterSide> for Peer<'_> {
     fn on_received(&mut self) {
         self.registry.stats.messages.fetch_add(1, Ordering::Relaxed);
@@ -84,15 +94,15 @@ impl gw_link::Handler<RegisterSide> for Peer<'_> {
                 }
                 tracing::info!(address = %gateway.address, name = %gateway.name, "gateway announced");
                 self.announced = Some(self.registry.announce(gateway));
+                // A gateway hears the list too: it links to the other gateways (clients that
+                // resume through it, Pusher client events). Not counted as a subscriber.
+                self.subscribe().await;
             }
             ToRegister::Subscribe => {
                 if self.subscription.is_none() {
                     self.registry.stats.subscribers.fetch_add(1, Ordering::Relaxed);
                 }
-                let mut rx = self.registry.subscribe();
-                let list = rx.borrow_and_update().clone();
-                self.subscription = Some(rx);
-                self.tx.send(FromRegister::Gateways { list: list.to_vec() }).await.ok();
+                self.subscribe().await;
             }
             // The engine answers heartbeats.
             ToRegister::Ping | ToRegister::Pong => {}

@@ -211,16 +211,24 @@ impl Conn<'_> {
         let app_id = &self.pusher.app(self.app.index).id;
         let id = self.handle.id;
         match action {
-            Action::Join(channel) => self.gw.state.index_mut().join(id, channel_group(app_id, &channel)),
-            Action::Leave(channel) => self.gw.state.index_mut().leave(id, &channel_group(app_id, &channel)),
+            Action::Join(channel) => {
+                self.gw.state.index_mut().join(id, channel_group(app_id, &channel));
+                self.pusher.occupy(self.app.index, &channel, id);
+            }
+            Action::Leave(channel) => {
+                self.gw.state.index_mut().leave(id, &channel_group(app_id, &channel));
+                self.pusher.vacate(self.app.index, &channel, id);
+            }
             Action::PresenceLeave { channel, user_id } => {
                 let mut presence = self.pusher.presence.lock().expect("presence lock");
                 if presence.leave(self.app.index, &channel, id, &user_id) {
                     let frame = ServerFrame::MemberRemoved { channel: &channel, user_id: &user_id }.encode();
                     self.publish(&channel, frame);
+                    self.pusher.member_left(self.app.index, &channel, &user_id);
                 }
             }
-            Action::Publish { channel, frame } => self.publish(&channel, frame),
+            Action::Webhook(event) => self.pusher.webhooks.send(self.app.index, event),
+            Action::Publish { channel, frame } => self.publish_everywhere(&channel, frame),
             Action::SignedIn(user) => self.gw.state.index_mut().bind_uid(id, user_uid(app_id, &user)),
             Action::Count(refusal) => self.pusher.count(refusal),
             Action::Send(_) | Action::PresenceJoin { .. } | Action::Close(..) => {}
@@ -250,11 +258,13 @@ impl Conn<'_> {
             }
             Ok(joined) => {
                 self.gw.state.index_mut().join(id, channel_group(&app.id, channel));
+                pusher.occupy(self.app.index, channel, id);
                 if joined == super::presence::Joined::Added
                     && let Some(m) = presence.member(self.app.index, channel, &user_id)
                 {
                     let frame = ServerFrame::MemberAdded { channel, member: m }.encode();
                     self.publish(channel, frame);
+                    pusher.member_joined(self.app.index, channel, &user_id);
                 }
                 let members = presence.members(self.app.index, channel);
                 ServerFrame::PresenceSubscriptionSucceeded { channel, members: &members }.encode()
@@ -266,6 +276,16 @@ impl Conn<'_> {
     fn publish(&self, channel: &str, frame: String) {
         let group = channel_group(&self.pusher.app(self.app.index).id, channel);
         let msg = Payload { data: Bytes::from(frame), binary: false };
+        self.gw.state.execute(Command::SendToGroups { groups: vec![group], msg, exclude: vec![self.handle.id] });
+    }
+
+    /// A client event: to the channel's subscribers here (the sender excepted) and on every
+    /// other gateway of the cluster (in order, over the gateway-to-gateway links).
+    fn publish_everywhere(&self, channel: &str, frame: String) {
+        let group = channel_group(&self.pusher.app(self.app.index).id, channel);
+        let msg = Payload { data: Bytes::from(frame), binary: false };
+        let elsewhere = Command::SendToGroups { groups: vec![group.clone()], msg: msg.clone(), exclude: vec![] };
+        self.gw.mesh.to_peers(&self.gw.state.metrics, &elsewhere);
         self.gw.state.execute(Command::SendToGroups { groups: vec![group], msg, exclude: vec![self.handle.id] });
     }
 

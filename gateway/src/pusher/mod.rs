@@ -3,6 +3,9 @@
 //!
 //! - [`session`]: one connection's rules, sans-IO (time as an input);
 //! - [`presence`]: this gateway's presence members;
+//! - [`occupancy`]: this gateway's subscribers per channel;
+//! - [`decide`]: who turns this gateway's transitions into occupancy and member webhooks;
+//! - [`webhook`]: the webhook dispatcher's rules, sans-IO, and [`webhook_driver`] its IO;
 //! - [`conn`]: the connection task that carries the session's actions out.
 //!
 //! A channel `C` of app `A` is the group `pusher:{A}:{C}`, so the routing index, the HTTP API
@@ -10,21 +13,31 @@
 //! clients are not routed to business workers: this gateway answers them itself.
 //!
 //! Not in this slice (see docs/pusher.md "Status"): client events and presence across gateways
-//! (they need the gateway-to-gateway links), webhooks, `workers = true`.
+//! (they need the gateway-to-gateway links), so occupancy and member webhooks are per gateway;
+//! `workers = true`.
 
 pub(crate) mod conn;
+pub(crate) mod decide;
+pub(crate) mod occupancy;
 pub(crate) mod presence;
 pub(crate) mod session;
+pub(crate) mod webhook;
+pub(crate) mod webhook_driver;
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use gw_config::{PusherApp, PusherConfig};
 use gw_pusher_protocol::connect::{ConnectError, ConnectRequest};
 use gw_pusher_protocol::{ErrorCode, Limits};
 
+use self::decide::{Decider, LocalDecider, Transition, WebhookSink};
+use self::occupancy::LocalChannels;
 use self::presence::LocalPresence;
 use self::session::Refusal;
+use self::webhook::{Counters, Dispatcher, DropReason, Endpoint, Settings};
+use self::webhook_driver::{Driver, Target};
+use crate::GatewayError;
 
 /// The group of channel `channel` of app `app_id`.
 pub fn channel_group(app_id: &str, channel: &str) -> String {
@@ -49,6 +62,15 @@ pub(crate) struct Pusher {
     refusals: [AtomicU64; Refusal::ALL.len()],
     /// Refused connections, by close code (4001 to 4009).
     connects_refused: AtomicU64,
+    /// The subscribers of every app's channels on this gateway.
+    pub channels: Mutex<LocalChannels>,
+    /// Who decides the occupancy and member webhooks (this gateway alone, for now).
+    decider: Box<dyn Decider>,
+    /// Where webhook events go.
+    pub webhooks: WebhookSink,
+    webhook_counters: Arc<Counters>,
+    /// The webhook task's state until the gateway starts it.
+    driver: Mutex<Option<Driver>>,
 }
 
 /// An admitted connection's place in its app's count; given back on drop.
@@ -65,16 +87,93 @@ impl Drop for AppSlot<'_> {
 }
 
 impl Pusher {
-    pub fn new(config: PusherConfig) -> Self {
+    /// The apps' shared state; fails on a webhook URL the HTTP client cannot use.
+    pub fn new(config: PusherConfig) -> Result<Self, GatewayError> {
         let connections = config.apps.iter().map(|_| AtomicUsize::new(0)).collect();
-        Self {
+        let counters = Arc::new(Counters::new(config.apps.len()));
+        let (mut endpoints, mut targets) = (Vec::new(), Vec::new());
+        for (app, a) in config.apps.iter().enumerate() {
+            for hook in &a.webhooks {
+                let uri = webhook_driver::parse_uri(&hook.url).map_err(|reason| GatewayError::WebhookUrl {
+                    app,
+                    url: hook.url.clone(),
+                    reason,
+                })?;
+                endpoints.push(Endpoint { app, events: hook.events.clone() });
+                targets.push(Target {
+                    uri,
+                    url: hook.url.clone(),
+                    app_id: a.id.clone(),
+                    key: a.key.clone(),
+                    secret: a.secret.clone(),
+                });
+            }
+        }
+        let wanted = config.apps.iter().map(|a| gw_config::WEBHOOK_EVENTS.map(|name| a.wants_webhook(name))).collect();
+        let (sink, driver) = if endpoints.is_empty() {
+            (WebhookSink::new(None, wanted, counters.clone()), None)
+        } else {
+            let (tx, rx) = tokio::sync::mpsc::channel(config.webhook_queue.max(1));
+            let dispatcher = Dispatcher::new(Settings::from(&config), endpoints, counters.clone());
+            let driver = Driver { dispatcher, targets, events: rx, timeout: config.webhook_timeout };
+            (WebhookSink::new(Some(tx), wanted, counters.clone()), Some(driver))
+        };
+        Ok(Self {
             config,
             limits: Limits::default(),
             connections,
             presence: Mutex::default(),
             refusals: Default::default(),
             connects_refused: AtomicU64::new(0),
+            channels: Mutex::default(),
+            decider: Box::new(LocalDecider),
+            webhooks: sink,
+            webhook_counters: counters,
+            driver: Mutex::new(driver),
+        })
+    }
+
+    /// The webhook task's state, once (none when no app has webhooks).
+    pub fn take_webhook_driver(&self) -> Option<Driver> {
+        self.driver.lock().expect("driver lock").take()
+    }
+
+    /// Whether this gateway counts the subscribers of app `app`'s channels: only for occupancy
+    /// webhooks (a home deciding for the cluster will need the counts whatever the webhooks).
+    fn counts_occupancy(&self, app: usize) -> bool {
+        self.webhooks.wants(app, "channel_occupied") || self.webhooks.wants(app, "channel_vacated")
+    }
+
+    /// Connection `client` subscribed to `channel` of app `app` (any kind).
+    pub fn occupy(&self, app: usize, channel: &str, client: u64) {
+        if !self.counts_occupancy(app) {
+            return;
         }
+        let mut channels = self.channels.lock().expect("channels lock");
+        if channels.subscribe(app, channel, client) {
+            self.decider.transition(app, Transition::Occupied { channel }, &self.webhooks);
+        }
+    }
+
+    /// Connection `client` left `channel` of app `app`.
+    pub fn vacate(&self, app: usize, channel: &str, client: u64) {
+        if !self.counts_occupancy(app) {
+            return;
+        }
+        let mut channels = self.channels.lock().expect("channels lock");
+        if channels.unsubscribe(app, channel, client) {
+            self.decider.transition(app, Transition::Vacant { channel }, &self.webhooks);
+        }
+    }
+
+    /// A user's first connection here joined a presence channel; call under the presence lock.
+    pub fn member_joined(&self, app: usize, channel: &str, user_id: &str) {
+        self.decider.transition(app, Transition::Joined { channel, user_id }, &self.webhooks);
+    }
+
+    /// A user's last connection here left a presence channel; call under the presence lock.
+    pub fn member_left(&self, app: usize, channel: &str, user_id: &str) {
+        self.decider.transition(app, Transition::Left { channel, user_id }, &self.webhooks);
     }
 
     /// The app at `index`.
@@ -129,6 +228,34 @@ impl Pusher {
             ),
             |f, (r, n)| f.sample(&format!("reason=\"{}\"", r.label()), n.load(Ordering::Relaxed) as f64),
         );
+        let c = &self.webhook_counters;
+        let mut sent = gw_daemon::MetricFamily::new(
+            "gw_pusher_webhooks_sent_total",
+            "counter",
+            "Pusher webhook events delivered (answered 2xx), by app and event.",
+        );
+        let mut retried = gw_daemon::MetricFamily::new(
+            "gw_pusher_webhooks_retried_total",
+            "counter",
+            "Pusher webhook requests retried after an error, a timeout or a non-2xx answer, by app.",
+        );
+        let mut dropped = gw_daemon::MetricFamily::new(
+            "gw_pusher_webhooks_dropped_total",
+            "counter",
+            "Pusher webhook events dropped, by app, event and reason (queue_full, retry_expired, shutdown).",
+        );
+        for (i, app) in self.config.apps.iter().enumerate().filter(|(_, a)| !a.webhooks.is_empty()) {
+            let id = escape_label(&app.id);
+            retried = retried.sample(&format!("app=\"{id}\""), c.retried[i].load(Ordering::Relaxed) as f64);
+            for (e, event) in gw_config::WEBHOOK_EVENTS.iter().enumerate() {
+                let labels = format!("app=\"{id}\",event=\"{event}\"");
+                sent = sent.sample(&labels, c.sent[i][e].load(Ordering::Relaxed) as f64);
+                for (r, reason) in DropReason::ALL.iter().enumerate() {
+                    let value = c.dropped[i][e][r].load(Ordering::Relaxed) as f64;
+                    dropped = dropped.sample(&format!("{labels},reason=\"{}\"", reason.label()), value);
+                }
+            }
+        }
         vec![
             refused,
             gw_daemon::MetricFamily::counter(
@@ -136,8 +263,27 @@ impl Pusher {
                 "Pusher connections refused at connect (unknown app, path, protocol, origin, app cap).",
                 self.connects_refused.load(Ordering::Relaxed),
             ),
+            sent,
+            retried,
+            dropped,
         ]
     }
+}
+
+/// An app id as a Prometheus label value (ids are `[A-Za-z0-9_-]`, so this is for safety).
+fn escape_label(id: &str) -> String {
+    id.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Starts the webhook task of a gateway with Pusher apps that have webhooks; it stops `grace`
+/// after `stop` at the latest.
+pub(crate) fn spawn_webhooks(
+    gw: &crate::Gateway,
+    stop: tokio_util::sync::CancellationToken,
+    grace: std::time::Duration,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let pusher = gw.listeners.iter().find_map(|l| l.pusher.as_ref())?;
+    webhook_driver::spawn(pusher.take_webhook_driver(), stop, grace)
 }
 
 /// The Pusher counters of a gateway with `pusher = true` listeners (none without).
@@ -159,6 +305,7 @@ mod tests {
             apps: vec![PusherApp::new("1", "key", "secret"), capped, off],
             ..Default::default()
         })
+        .unwrap()
     }
 
     fn code(r: Result<AppSlot<'_>, ConnectError>) -> u16 {
@@ -202,5 +349,40 @@ mod tests {
         assert_eq!(value("reason=\"bad_frame\""), Some(0.0));
         assert_eq!(refused.samples.len(), Refusal::ALL.len(), "every reason shown, zero or not");
         assert_eq!(families[1].samples[0].value, 1.0);
+    }
+
+    #[test]
+    fn occupancy_and_member_transitions_reach_the_webhook_input_of_apps_that_want_them() {
+        use gw_pusher_protocol::webhook::WebhookEvent;
+        let mut hooked = PusherApp::new("1", "key", "secret");
+        hooked.webhooks = vec![gw_config::PusherWebhook::new("http://127.0.0.1:1/hooks")];
+        let plain = PusherApp::new("2", "key2", "secret");
+        let p = Pusher::new(PusherConfig { apps: vec![hooked, plain], ..Default::default() }).unwrap();
+        let mut driver = p.take_webhook_driver().expect("an app has webhooks");
+        assert!(p.take_webhook_driver().is_none(), "started once");
+        p.occupy(0, "a", 1);
+        p.occupy(0, "a", 2);
+        p.vacate(0, "a", 1);
+        p.vacate(0, "a", 2);
+        p.occupy(1, "b", 3);
+        p.member_joined(0, "presence-x", "u");
+        p.member_left(1, "presence-x", "u");
+        let mut got = Vec::new();
+        while let Ok(e) = driver.events.try_recv() {
+            got.push(e);
+        }
+        assert_eq!(
+            got,
+            [
+                (0, WebhookEvent::ChannelOccupied { channel: "a".into() }),
+                (0, WebhookEvent::ChannelVacated { channel: "a".into() }),
+                (0, WebhookEvent::MemberAdded { channel: "presence-x".into(), user_id: "u".into() }),
+            ]
+        );
+        assert_eq!(p.channels.lock().unwrap().count(1, "b"), 0, "an app without webhooks is not counted");
+        let mut bad = PusherApp::new("1", "key", "secret");
+        bad.webhooks = vec![gw_config::PusherWebhook::new("https://example.com/")];
+        let err = Pusher::new(PusherConfig { apps: vec![bad], ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("only http://"), "{err}");
     }
 }

@@ -12,6 +12,7 @@ use gw_pusher_protocol::client_frame::{ClientEvent, Subscribe};
 use gw_pusher_protocol::presence::{Member, parse_channel_data, parse_user_data};
 use gw_pusher_protocol::rate::TokenBucket;
 use gw_pusher_protocol::server_frame::EventData;
+use gw_pusher_protocol::webhook::WebhookEvent;
 use gw_pusher_protocol::{ChannelKind, ClientFrame, ErrorCode, FrameError, Limits, ServerFrame, SocketId};
 
 /// What the connection task does for a frame, in order.
@@ -45,6 +46,9 @@ pub(crate) enum Action {
         /// The encoded frame.
         frame: String,
     },
+    /// Hand this event to the app's webhooks (a client event, when the app has a
+    /// `client_event` webhook).
+    Webhook(WebhookEvent),
     /// The connection signed in as this user.
     SignedIn(String),
     /// Close the connection with this code (after what was sent before).
@@ -247,10 +251,13 @@ impl Session {
     fn unsubscribe(&mut self, channel: &str) -> Vec<Action> {
         let Some(at) = self.subs.iter().position(|s| s.channel == channel) else { return Vec::new() };
         let sub = self.subs.swap_remove(at);
-        let mut actions = vec![Action::Leave(sub.channel.clone())];
+        // The member leaves before the channel does: `member_removed` comes before
+        // `channel_vacated`.
+        let mut actions = Vec::with_capacity(2);
         if let Some(user_id) = sub.user_id {
-            actions.push(Action::PresenceLeave { channel: sub.channel, user_id });
+            actions.push(Action::PresenceLeave { channel: sub.channel.clone(), user_id });
         }
+        actions.push(Action::Leave(sub.channel));
         actions
     }
 
@@ -305,16 +312,35 @@ impl Session {
             user_id: user_id.as_deref(),
         }
         .encode();
-        vec![Action::Publish { channel: channel.to_string(), frame }]
+        let mut actions = vec![Action::Publish { channel: channel.to_string(), frame }];
+        if app.wants_webhook("client_event") {
+            // Pusher's `data` is a string: a client's string as it is, anything else as its JSON.
+            let data = match ev.data.as_deref() {
+                Some(raw) => serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_string()),
+                None => String::new(),
+            };
+            actions.push(Action::Webhook(WebhookEvent::ClientEvent {
+                channel: channel.to_string(),
+                event: ev.event,
+                data,
+                socket_id: self.socket_id.to_string(),
+                user_id,
+            }));
+        }
+        actions
     }
 
-    /// What to do when the connection ends: leave every presence channel (the groups are left
-    /// with the connection).
+    /// What to do when the connection ends: leave every channel, presence members first (the
+    /// groups go with the connection anyway; the leaves keep the occupancy counts).
     pub fn closing(&mut self) -> Vec<Action> {
-        self.subs
-            .drain(..)
-            .filter_map(|s| s.user_id.map(|user_id| Action::PresenceLeave { channel: s.channel, user_id }))
-            .collect()
+        let mut actions = Vec::with_capacity(self.subs.len());
+        for s in self.subs.drain(..) {
+            if let Some(user_id) = s.user_id {
+                actions.push(Action::PresenceLeave { channel: s.channel.clone(), user_id });
+            }
+            actions.push(Action::Leave(s.channel));
+        }
+        actions
     }
 
     /// The signed-in user, if any.
@@ -467,11 +493,17 @@ mod tests {
         assert_eq!(
             actions,
             vec![
+                Action::PresenceLeave { channel: "presence-a".into(), user_id: "7".into() },
                 Action::Leave("presence-a".into()),
-                Action::PresenceLeave { channel: "presence-a".into(), user_id: "7".into() }
             ]
         );
-        assert_eq!(s.closing(), vec![Action::PresenceLeave { channel: "presence-b".into(), user_id: "7".into() }]);
+        assert_eq!(
+            s.closing(),
+            vec![
+                Action::PresenceLeave { channel: "presence-b".into(), user_id: "7".into() },
+                Action::Leave("presence-b".into())
+            ]
+        );
         assert!(s.closing().is_empty());
     }
 
@@ -565,5 +597,37 @@ mod tests {
         // On a public channel the decoder refuses it already.
         run(&mut s, &subscribe("pub", None, None), Instant::now());
         assert!(run(&mut s, &client_event("pub"), Instant::now()).contains(&Action::Count(Refusal::BadFrame)));
+    }
+
+    #[test]
+    fn client_events_go_to_a_client_event_webhook_with_data_as_a_string() {
+        let mut hooked = app();
+        hooked.webhooks = vec![gw_config::PusherWebhook::new("http://127.0.0.1:1/")];
+        let limits = Limits::default();
+        let mut s = Session::new(SOCKET);
+        let data = r#"{"user_id":"u9"}"#;
+        let auth = channel_auth("key", "secret", "1234.5", "presence-p", Some(data));
+        run(&mut s, &subscribe("presence-p", Some(&auth), Some(data)), Instant::now());
+        let text = serde_json::json!({"event":"client-a","channel":"presence-p","data":{"x":[1, 2]}}).to_string();
+        let actions = s.handle(ClientFrame::decode(&text, &limits), &hooked, &limits, Instant::now());
+        assert_eq!(
+            actions.last(),
+            Some(&Action::Webhook(WebhookEvent::ClientEvent {
+                channel: "presence-p".into(),
+                event: "client-a".into(),
+                data: r#"{"x":[1,2]}"#.into(),
+                socket_id: "1234.5".into(),
+                user_id: Some("u9".into()),
+            }))
+        );
+        let text = serde_json::json!({"event":"client-b","channel":"presence-p","data":"plain \"text\""}).to_string();
+        let actions = s.handle(ClientFrame::decode(&text, &limits), &hooked, &limits, Instant::now());
+        let Some(Action::Webhook(WebhookEvent::ClientEvent { data, .. })) = actions.last() else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(data, "plain \"text\"", "a string is sent as the string, not its JSON");
+        hooked.webhooks[0].events = vec!["channel_occupied".into()];
+        let actions = s.handle(ClientFrame::decode(&text, &limits), &hooked, &limits, Instant::now());
+        assert!(!actions.iter().any(|a| matches!(a, Action::Webhook(_))), "not asked for");
     }
 }

@@ -1,0 +1,249 @@
+//! The relaying gateway's side: a client came back here with a token of another gateway (its
+//! home). Its socket stays here; the client is opened at the home, and frames are moved both
+//! ways until either side ends. If the home cannot take it (unreachable, or the resume fails
+//! there), the client is served here as a new client, told first why it was not recovered.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use gw_proto::{ClientId, ClientInfo, Payload, RelayFrame, RelayOpen, ToGateway};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::mesh::{FromHome, HomeLink};
+use crate::gateway::Gateway;
+use crate::listener::ConnSlot;
+use crate::metrics::Metrics;
+use crate::outgoing::OutMessage;
+use crate::recovery::Opening;
+use crate::recovery::frames::{self, Ask, Reason};
+use crate::transport::{Incoming, Transport, TransportError, WsTransport};
+use crate::upgrade::HandshakeRequest;
+
+/// Most frames from the home written before one flush.
+const WRITE_BATCH: usize = 64;
+
+/// Serves a client whose resume token names `home`, another gateway.
+pub(crate) async fn serve(
+    transport: WsTransport,
+    info: ClientInfo,
+    request: Box<HandshakeRequest>,
+    home: ClientId,
+    gw: Arc<Gateway>,
+    shutdown: CancellationToken,
+    slot: Box<ConnSlot>,
+) {
+    let span = tracing::debug_span!("relay", client_id = %home, peer = %info.client_addr);
+    // The opening and the fallback are boxed: the relay task keeps neither while it pumps.
+    async move {
+        match Box::pin(open(&gw, &home, &info, &request)).await {
+            Ok((link, conn, rx)) => {
+                let m = &gw.state.metrics;
+                m.relay_clients.fetch_add(1, Ordering::Relaxed);
+                Metrics::inc(&m.relay_opened_total);
+                tracing::debug!("client relayed to its home gateway");
+                pump(transport, &link, conn, rx, &shutdown).await;
+                link.forget(conn);
+                m.relay_clients.fetch_sub(1, Ordering::Relaxed);
+                drop(slot);
+            }
+            Err(control) => {
+                // Served here as a new client, with recovery, after the `not_recovered` frame.
+                let opening = Opening::Fresh { recover: true, refusal: Some(control) };
+                Box::pin(crate::client::run(transport, info, Some(request), Some(opening), gw, shutdown, Some(slot)))
+                    .await;
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Opens the client at its home: the link, the socket's number on it and where the home's
+/// frames arrive; or the `not_recovered` frame to serve it here with.
+async fn open(
+    gw: &Arc<Gateway>,
+    home: &ClientId,
+    info: &ClientInfo,
+    request: &HandshakeRequest,
+) -> Result<(Arc<HomeLink>, u64, mpsc::Receiver<FromHome>), String> {
+    let hub = gw.state.recovery.as_ref().expect("relaying needs recovery");
+    let refuse = |reason: Reason, detail: String| {
+        Metrics::inc(&gw.state.metrics.recovery_failed[Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0)]);
+        tracing::debug!(reason = reason.as_str(), %detail, "client not recovered");
+        frames::not_recovered(reason, &detail)
+    };
+    let Ask::Resume { token, .. } = frames::ask(&request.query) else {
+        return Err(refuse(Reason::Malformed, "no resume token".into()));
+    };
+    // Checked here before anything is dialled: a forged token cannot make this gateway connect
+    // anywhere. The home checks it again, with the generation.
+    if gw.config.secret.is_empty() {
+        return Err(refuse(
+            Reason::Unknown,
+            "the token names another gateway, and this gateway has no cluster secret to check it with \
+             (set `secret` on every gateway to recover on any of them)"
+                .into(),
+        ));
+    }
+    if let Err(e) = hub.verify(&token) {
+        let reason = if matches!(e, gw_proto::TokenError::Forged) { Reason::Forged } else { Reason::Malformed };
+        return Err(refuse(reason, e.to_string()));
+    }
+    let deadline = gw.config.handshake_timeout;
+    let link = match tokio::time::timeout(deadline, gw.mesh.link(gw, &home.gateway)).await {
+        Ok(Ok(link)) => link,
+        Ok(Err(e)) => {
+            return Err(refuse(
+                Reason::Unknown,
+                format!("the client's gateway {} cannot be reached: {e}", home.gateway),
+            ));
+        }
+        Err(_) => {
+            return Err(refuse(
+                Reason::Unknown,
+                format!("the client's gateway {} did not answer in time", home.gateway),
+            ));
+        }
+    };
+    if link.instance != home.instance {
+        return Err(refuse(
+            Reason::Unknown,
+            format!("the client's gateway {} restarted since, and its state with it", home.gateway),
+        ));
+    }
+    let (conn, mut rx) = link.register(&gw.mesh);
+    let opening = RelayOpen {
+        conn,
+        info: info.clone(),
+        path: request.path.clone(),
+        query: request.query.clone(),
+        headers: request.headers.clone(),
+    };
+    let answer = async {
+        if !link.send(ToGateway::RelayOpen(Box::new(opening))).await {
+            return None;
+        }
+        rx.recv().await
+    };
+    let why = match tokio::time::timeout(deadline, answer).await {
+        Ok(Some(FromHome::Opened)) => return Ok((link, conn, rx)),
+        // Refused at the home, and counted there.
+        Ok(Some(FromHome::Refused(control))) => {
+            link.forget(conn);
+            return Err(control);
+        }
+        Ok(Some(FromHome::Frame(_))) => "it sent a frame before opening the client",
+        Ok(None) => "the link to it was lost",
+        Err(_) => "it did not answer in time",
+    };
+    link.forget(conn);
+    Err(refuse(Reason::Unknown, format!("the client's gateway {}: {why}", home.gateway)))
+}
+
+/// Moves frames between the socket and the home until either ends.
+async fn pump(
+    mut socket: WsTransport,
+    link: &HomeLink,
+    conn: u64,
+    mut rx: mpsc::Receiver<FromHome>,
+    shutdown: &CancellationToken,
+) {
+    let to_home = |frame| ToGateway::Relay { conn, frame };
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                // The home holds the client for its window: it can come back anywhere.
+                Box::pin(socket.close(1001, "server shutting down")).await;
+                link.send(to_home(RelayFrame::Ended { clean: false })).await;
+                return;
+            }
+            from = rx.recv() => {
+                let Some(first) = from else {
+                    // The home is gone, or this client did not keep up: drop the socket, so the
+                    // client comes back (to a gateway that can tell it what became of it).
+                    tracing::debug!("relay ended by the home's side");
+                    return;
+                };
+                if !write(&mut socket, first, &mut rx).await {
+                    return;
+                }
+            }
+            incoming = socket.recv() => {
+                let (frame, last) = match incoming {
+                    Ok(Incoming::Message(p)) => (RelayFrame::Message(p), false),
+                    Ok(Incoming::Activity) => (RelayFrame::Activity, false),
+                    Err(TransportError::Closed) => (RelayFrame::Ended { clean: true }, true),
+                    Err(TransportError::Vanished(e)) => {
+                        tracing::debug!(error = %e, "relayed client vanished");
+                        (RelayFrame::Ended { clean: false }, true)
+                    }
+                    Err(TransportError::Violation { code, reason }) => {
+                        tracing::debug!(code, reason = %reason, "relayed client broke the protocol");
+                        Box::pin(socket.close(code, &reason)).await;
+                        (RelayFrame::Ended { clean: true }, true)
+                    }
+                };
+                if !link.send(to_home(frame)).await || last {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes `first` and what else the home sent meanwhile (up to a batch), then flushes;
+/// `false` when the relay is over (closed by the home, or the socket failed).
+async fn write(socket: &mut WsTransport, first: FromHome, rx: &mut mpsc::Receiver<FromHome>) -> bool {
+    let mut next = Some(first);
+    let mut pinged = false;
+    for _ in 0..WRITE_BATCH {
+        let Some(msg) = next.take() else { break };
+        let frame = match msg {
+            FromHome::Frame(f) => f,
+            FromHome::Opened | FromHome::Refused(_) => continue,
+        };
+        let out = match frame {
+            RelayFrame::Message(p) => match to_message(p) {
+                Some(m) => m,
+                None => continue,
+            },
+            RelayFrame::Ping(p) => {
+                pinged = true;
+                Message::Ping(p)
+            }
+            RelayFrame::Close { code, reason } => {
+                let _ = socket.flush().await;
+                socket.close(code, &reason).await;
+                return false;
+            }
+            RelayFrame::Ended { .. } => {
+                let _ = socket.flush().await;
+                return false;
+            }
+            RelayFrame::Activity => continue,
+        };
+        if socket.ready().await.is_err() || socket.feed(OutMessage::new(out)).is_err() {
+            return false;
+        }
+        next = rx.try_recv().ok();
+    }
+    if socket.flush().await.is_err() {
+        return false;
+    }
+    // As for a client served here: after the home's heartbeat, an idle socket keeps no buffers.
+    if pinged {
+        socket.release_idle();
+    }
+    true
+}
+
+fn to_message(p: Payload) -> Option<Message> {
+    if p.binary {
+        return Some(Message::Binary(p.data));
+    }
+    Utf8Bytes::try_from(p.data).ok().map(Message::Text)
+}

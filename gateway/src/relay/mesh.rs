@@ -1,0 +1,249 @@
+//! Gateway-to-gateway links, from the gateway that dials: one link per other gateway, opened on
+//! first need and kept while it lives, carrying every relayed client of that gateway (its
+//! home) and the commands this gateway sends to all its peers (Pusher client events). A gateway
+//! that cannot be reached is not dialled again for [`RETRY_AFTER`], so a reconnect storm toward
+//! a dead gateway costs one dial, not one per client.
+//!
+//! The peers are the gateways the registers list (a gateway hears the list like a subscriber),
+//! this one excepted.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gw_link::wire::GatewayPeerSide;
+use gw_link::{Handler, LinkEngine, LinkError, LinkOptions};
+use gw_proto::{Command, FromGateway, GatewayInfo, RelayFrame, ToGateway};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::RELAY_QUEUE;
+use crate::gateway::Gateway;
+
+/// How long a home that could not be reached is not dialled again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Commands queued for one peer gateway before more are dropped (and counted).
+const PEER_QUEUE: usize = 4096;
+
+/// What the home says about one relayed client.
+#[derive(Debug)]
+pub(crate) enum FromHome {
+    /// Resumed there; frames follow.
+    Opened,
+    /// Not resumed: the `not_recovered` frame for the client.
+    Refused(String),
+    /// A frame for the client.
+    Frame(RelayFrame),
+}
+
+/// Why a home could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MeshError {
+    #[error("{0}")]
+    Link(#[from] LinkError),
+    #[error("it could not be reached a moment ago ({0})")]
+    Recently(String),
+    #[error("it answered with {0} instead of a welcome")]
+    NoWelcome(String),
+}
+
+/// This gateway's links to other gateways, by advertised address.
+#[derive(Debug, Default)]
+pub(crate) struct Mesh {
+    homes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Entry>>>>,
+    next_conn: AtomicU64,
+    /// Cancelled when the gateway has stopped: every link closes.
+    pub down: CancellationToken,
+    /// The other gateways, as each register lists them.
+    listed: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// An ordered outbox per peer gateway, drained by its own task onto the link to it.
+    peers: Mutex<HashMap<String, mpsc::Sender<Command>>>,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    link: Option<Arc<HomeLink>>,
+    failed: Option<(Instant, String)>,
+}
+
+/// A link to one home gateway.
+#[derive(Debug)]
+pub(crate) struct HomeLink {
+    /// The home's instance (its run).
+    pub instance: u64,
+    tx: mpsc::Sender<ToGateway>,
+    conns: Mutex<HashMap<u64, mpsc::Sender<FromHome>>>,
+    closed: CancellationToken,
+}
+
+impl HomeLink {
+    /// Registers a relayed socket: its number, and where the home's frames for it arrive.
+    pub fn register(&self, mesh: &Mesh) -> (u64, mpsc::Receiver<FromHome>) {
+        let conn = mesh.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(RELAY_QUEUE);
+        self.conns.lock().expect("relay conns lock").insert(conn, tx);
+        (conn, rx)
+    }
+
+    /// Forgets a relayed socket.
+    pub fn forget(&self, conn: u64) {
+        self.conns.lock().expect("relay conns lock").remove(&conn);
+    }
+
+    /// Sends a message to the home, in order behind everything sent before; `false` when the
+    /// link is gone.
+    pub async fn send(&self, msg: ToGateway) -> bool {
+        self.tx.send(msg).await.is_ok()
+    }
+}
+
+impl Mesh {
+    /// Register `register`'s current gateway list: the peers are every gateway some register
+    /// lists, this one excepted. A peer no register lists any more loses its outbox.
+    pub fn peers_from(&self, gw: &Arc<Gateway>, register: &str, list: Vec<GatewayInfo>) {
+        let mut listed = self.listed.lock().expect("mesh lock");
+        listed.insert(register.to_string(), list.into_iter().map(|g| g.address).filter(|a| *a != gw.address).collect());
+        let all: BTreeSet<String> = listed.values().flatten().cloned().collect();
+        drop(listed);
+        gw.state.metrics.peer_gateways.store(all.len() as u64, Ordering::Relaxed);
+        let mut peers = self.peers.lock().expect("mesh lock");
+        peers.retain(|address, _| all.contains(address));
+        for address in all {
+            peers.entry(address.clone()).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(PEER_QUEUE);
+                let span = tracing::debug_span!("peer_gateway", peer = %address);
+                tokio::spawn(drain_to_peer(gw.clone(), address, rx).instrument(span));
+                tx
+            });
+        }
+    }
+
+    /// Queues `cmd` for every peer gateway, in order behind what was queued before. A peer
+    /// whose outbox is full loses it, counted (`gw_mesh_dropped_total`).
+    pub fn to_peers(&self, metrics: &crate::metrics::Metrics, cmd: &Command) {
+        for tx in self.peers.lock().expect("mesh lock").values() {
+            if tx.try_send(cmd.clone()).is_err() {
+                crate::metrics::Metrics::inc(&metrics.mesh_dropped);
+            }
+        }
+    }
+
+    /// The link to the gateway at `address`, dialled if there is none.
+    pub async fn link(&self, gw: &Arc<Gateway>, address: &str) -> Result<Arc<HomeLink>, MeshError> {
+        let entry = self.homes.lock().expect("mesh lock").entry(address.to_string()).or_default().clone();
+        // One dial per home at a time; the others wait for its outcome.
+        let mut entry = entry.lock().await;
+        if let Some(link) = entry.link.as_ref().filter(|l| !l.closed.is_cancelled()) {
+            return Ok(link.clone());
+        }
+        if let Some((at, why)) = &entry.failed
+            && at.elapsed() < RETRY_AFTER
+        {
+            return Err(MeshError::Recently(why.clone()));
+        }
+        match self.dial(gw, address).await {
+            Ok(link) => {
+                entry.failed = None;
+                entry.link = Some(link.clone());
+                Ok(link)
+            }
+            Err(e) => {
+                entry.failed = Some((Instant::now(), e.to_string()));
+                entry.link = None;
+                Err(e)
+            }
+        }
+    }
+
+    async fn dial(&self, gw: &Arc<Gateway>, address: &str) -> Result<Arc<HomeLink>, MeshError> {
+        let mut conn = gw_link::connect(address, &gw.handshake).await?;
+        let instance = match conn.reader.read::<FromGateway>().await? {
+            Some(FromGateway::Welcome { instance, .. }) => instance,
+            Some(other) => return Err(MeshError::NoWelcome(format!("{other:?}").chars().take(100).collect())),
+            None => return Err(LinkError::ClosedDuringHandshake.into()),
+        };
+        let engine = LinkEngine::<GatewayPeerSide>::new(LinkOptions::from(&gw.config.link), gw.config.link.queue);
+        let link = Arc::new(HomeLink {
+            instance,
+            tx: engine.sender(),
+            conns: Mutex::new(HashMap::new()),
+            closed: CancellationToken::new(),
+        });
+        let (l, down) = (link.clone(), self.down.clone());
+        let span = tracing::info_span!("home_link", home = %address, home_node = %conn.peer.node);
+        tokio::spawn(
+            async move {
+                tracing::debug!("linked to a home gateway for relayed clients");
+                let mut reader = Reader { link: l.clone() };
+                let result = engine.run(conn.reader, conn.writer, &mut reader, &down).await;
+                l.closed.cancel();
+                // Every relayed socket of this home hears that it is gone (its channel closes).
+                l.conns.lock().expect("relay conns lock").clear();
+                match result {
+                    Ok(_) => tracing::debug!("link to the home gateway closed"),
+                    Err(e) => tracing::info!(error = %e, "link to the home gateway lost"),
+                }
+            }
+            .instrument(span),
+        );
+        Ok(link)
+    }
+}
+
+/// Sends what is queued for the peer at `address`, in order, until the peer is no longer
+/// listed. A command that cannot be sent (the peer is unreachable) is dropped, counted.
+async fn drain_to_peer(gw: Arc<Gateway>, address: String, mut rx: mpsc::Receiver<Command>) {
+    while let Some(cmd) = rx.recv().await {
+        let sent = match gw.mesh.link(&gw, &address).await {
+            Ok(link) => link.send(ToGateway::Command(cmd)).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "peer gateway unreachable: command dropped");
+                false
+            }
+        };
+        if !sent {
+            crate::metrics::Metrics::inc(&gw.state.metrics.mesh_dropped);
+        }
+    }
+}
+
+/// What a home sends: answers and frames for the relayed sockets.
+struct Reader {
+    link: Arc<HomeLink>,
+}
+
+impl Reader {
+    /// Hands `msg` to relayed socket `conn`. One that cannot keep up (its channel is full: the
+    /// client is not reading) loses its channel, so its relay ends and the link stays free.
+    fn deliver(&self, conn: u64, msg: FromHome) {
+        let mut conns = self.link.conns.lock().expect("relay conns lock");
+        if let Some(tx) = conns.get(&conn)
+            && tx.try_send(msg).is_err()
+        {
+            tracing::debug!(conn, "relayed client not keeping up: its relay ends");
+            conns.remove(&conn);
+        }
+    }
+}
+
+impl Handler<GatewayPeerSide> for Reader {
+    async fn on_message(&mut self, msg: FromGateway) -> Result<(), LinkError> {
+        match msg {
+            FromGateway::RelayOpened { conn } => self.deliver(conn, FromHome::Opened),
+            FromGateway::RelayRefused { conn, control } => self.deliver(conn, FromHome::Refused(control)),
+            FromGateway::Relay { conn, frame } => self.deliver(conn, FromHome::Frame(frame)),
+            FromGateway::Ping | FromGateway::Pong => {}
+            other => {
+                return Err(LinkError::Unexpected(format!(
+                    "{} on a gateway-to-gateway link",
+                    format!("{other:?}").chars().take(60).collect::<String>()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
