@@ -143,15 +143,15 @@ pub(crate) async fn run(clients: Arc<Clients>, clock: Clock, settings: Settings,
         let now = clock.ms();
         let since = std::mem::replace(&mut previous[slice as usize], now);
         let mut closed = 0;
-        for h in clients.handles_in_slice(slice, slices) {
+        // Under the read lock of the slice's shards: only loads, a `try_send` and a kill here.
+        clients.for_each_in_slice(slice, slices, |h| {
             if h.kill.is_cancelled() {
-                continue; // already closing: neither pinged nor counted again
-            }
-            if h.recovery.is_some() && h.tx.is_closed() {
-                continue; // held for recovery: no connection to ping
+                return; // already closing: neither pinged nor counted again
             }
             match rule.look(now, since, h.last_active.load(Ordering::Relaxed)) {
                 Look::Leave => {}
+                // Held for recovery: no connection to ping or close.
+                _ if h.recovery.is_some() && h.tx.is_closed() => {}
                 Look::Close => {
                     h.kill(KillReason::Heartbeat);
                     closed += 1;
@@ -169,7 +169,7 @@ pub(crate) async fn run(clients: Arc<Clients>, clock: Clock, settings: Settings,
                     }
                 }
             }
-        }
+        });
         if closed > 0 {
             tracing::info!(closed, "closed clients that stopped sending heartbeats");
         }
