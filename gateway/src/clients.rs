@@ -209,3 +209,56 @@ impl Shards {
         self.0.iter().map(|s| s.read().expect("client map lock"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::send_queue::SendQueue;
+    use gw_proto::{ClientInfo, Protocol};
+
+    fn handle(id: u64) -> Arc<ClientHandle> {
+        let info = ClientInfo {
+            client_addr: "127.0.0.1:1".into(),
+            gateway_addr: "127.0.0.1:2".into(),
+            listener: "x".into(),
+            protocol: Protocol::WebSocket,
+        };
+        Arc::new(ClientHandle::new(id, SendQueue::new(4), info, 0))
+    }
+
+    #[test]
+    fn the_slices_of_any_walk_visit_every_client_once_and_only_their_own_shards() {
+        let clients = Clients::new(1 << 20, false);
+        for id in 0..1000 {
+            clients.insert(handle(id));
+        }
+        clients.remove(500);
+        for slices in [1, 2, 3, 7, 63, 64] {
+            let mut seen = vec![0u32; 1000];
+            for slice in 0..slices {
+                clients.for_each_in_slice(slice, slices, |h| {
+                    assert_eq!(h.id % SHARDS as u64 % slices, slice, "client {} in slice {slice} of {slices}", h.id);
+                    seen[h.id as usize] += 1;
+                });
+            }
+            assert!(seen.iter().enumerate().all(|(id, &n)| n == u32::from(id != 500)), "{slices} slices: {seen:?}");
+        }
+        assert_eq!(clients.client_count(), 999);
+        assert_eq!(clients.handles().len(), 999);
+        assert_eq!(clients.ids().count(), 999);
+        assert!(clients.contains(499) && !clients.contains(500));
+    }
+
+    #[test]
+    fn a_handle_is_removed_only_while_it_is_current() {
+        let clients = Clients::new(1 << 20, false);
+        let (old, new) = (handle(7), handle(7));
+        clients.insert(old.clone());
+        clients.replace(new.clone());
+        assert!(!clients.is_current(&old) && clients.is_current(&new));
+        clients.remove_handle(&old);
+        assert!(clients.contains(7), "a resume took the id over: the old handle removes nothing");
+        clients.remove_handle(&new);
+        assert!(clients.get(7).is_none());
+    }
+}

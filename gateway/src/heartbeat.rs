@@ -20,7 +20,8 @@
 //! interval to spare; one that keeps talking is never pinged.
 //!
 //! The walk is spread over the interval: the clients are split into slices by their local
-//! number, and one slice is visited every `interval / slices`, from a phase of its own per
+//! number (by the shard of the client map it falls in, so a slice's visit reads only its own
+//! shards), and one slice is visited every `interval / slices`, from a phase of its own per
 //! gateway. Each client is still looked at once per interval, but a gateway never pings all its
 //! clients in the same instant, and gateways started together (dozens on one host) do not all
 //! wake at once: GatewayWorker's one timer pings every client of every gateway together, a burst

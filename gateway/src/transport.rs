@@ -84,7 +84,7 @@ const EMPTY_PING: [u8; 2] = [0x89, 0x00];
 /// for each ping and returns its length (0 for pongs alone). `None` when `data` holds anything
 /// else, part of a frame, or more pongs than `reply` takes: the codec reads it then, and
 /// refuses what it must.
-pub(crate) fn heartbeat_frames(mut data: &[u8], reply: &mut [u8]) -> Option<usize> {
+fn heartbeat_frames(mut data: &[u8], reply: &mut [u8]) -> Option<usize> {
     if data.is_empty() {
         return None;
     }
@@ -122,8 +122,11 @@ pub(crate) fn heartbeat_frames(mut data: &[u8], reply: &mut [u8]) -> Option<usiz
 /// a new codec with a [`READ_BUFFER`] buffer. A codec is parked when it runs out of input after
 /// only pings and pongs (a heartbeat answer), and otherwise at the next heartbeat written (see
 /// [`Transport::release_idle`]), so a client sending messages keeps its buffers, and reads and
-/// allocates as before, between heartbeats. A [`WsFrameTracker`] follows the bytes the codec
-/// reads, because tungstenite does not say whether it holds part of a frame.
+/// allocates as before, between heartbeats. A parked client's heartbeat does not take a codec at
+/// all: the gateway's empty ping is written to the socket directly, and bytes that are nothing but
+/// whole pings and pongs are read from the stack buffer, each ping answered there (see
+/// [`heartbeat_frames`]). A [`WsFrameTracker`] follows the bytes the codec reads, because
+/// tungstenite does not say whether it holds part of a frame.
 ///
 /// A client that negotiated permessage-deflate has a [`Compressed`]: its bytes are inflated on
 /// their way to the codec (whose rewriting state is dropped with the codec's buffers when the
