@@ -101,8 +101,8 @@ fn parent(a: HeartbeatArgs) -> anyhow::Result<()> {
     shards.send("GO")?;
     let parts = shards.collect("PART")?;
     let (connected, failed) = (total(&parts, "connected")?, total(&parts, "failed")?);
-    let connect_secs = parts.iter().map(|p| coord::get::<f64>(p, "secs")).sum::<anyhow::Result<f64>>()?
-        / parts.len().max(1) as f64;
+    let connect_secs =
+        parts.iter().map(|p| coord::get::<f64>(p, "secs")).sum::<anyhow::Result<f64>>()? / parts.len().max(1) as f64;
     let warmup = a.warmup.unwrap_or(2.0 * a.interval + 1.0);
     eprintln!("heartbeat: {connected} clients connected ({failed} failed) in {connect_secs:.1} s; warm-up {warmup} s");
     std::thread::sleep(Duration::from_secs_f64(warmup));
@@ -113,9 +113,11 @@ fn parent(a: HeartbeatArgs) -> anyhow::Result<()> {
     }
     shards.send("COUNT")?;
     let c0 = shards.collect("PART")?;
-    let (cpu0, machine0, t0) = (sum(pids, procfs::cpu_secs)?, procfs::machine_busy_secs().unwrap_or(0.0), Instant::now());
+    let (cpu0, machine0, t0) =
+        (sum(pids, procfs::cpu_secs)?, procfs::machine_busy_secs().unwrap_or(0.0), Instant::now());
     std::thread::sleep(Duration::from_secs_f64(a.interval * f64::from(a.intervals)));
-    let (cpu1, machine1, secs) = (sum(pids, procfs::cpu_secs)?, procfs::machine_busy_secs().unwrap_or(0.0), t0.elapsed());
+    let (cpu1, machine1, secs) =
+        (sum(pids, procfs::cpu_secs)?, procfs::machine_busy_secs().unwrap_or(0.0), t0.elapsed());
     shards.send("COUNT")?;
     let c1 = shards.collect("PART")?;
     if a.callgrind {

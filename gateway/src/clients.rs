@@ -187,25 +187,28 @@ impl Clients {
 /// (`heartbeat::MAX_SLICES`), so each slice reads whole shards.
 pub(crate) const SHARDS: usize = 64;
 
+/// One shard of the client map.
+type Shard = HashMap<u64, Arc<ClientHandle>>;
+
 /// The client map, by local number.
 #[derive(Debug)]
-struct Shards(Box<[RwLock<HashMap<u64, Arc<ClientHandle>>>]>);
+struct Shards(Box<[RwLock<Shard>]>);
 
 impl Shards {
     fn new() -> Self {
         Self((0..SHARDS).map(|_| RwLock::default()).collect())
     }
 
-    fn read(&self, id: u64) -> RwLockReadGuard<'_, HashMap<u64, Arc<ClientHandle>>> {
+    fn read(&self, id: u64) -> RwLockReadGuard<'_, Shard> {
         self.0[(id % SHARDS as u64) as usize].read().expect("client map lock")
     }
 
-    fn write(&self, id: u64) -> RwLockWriteGuard<'_, HashMap<u64, Arc<ClientHandle>>> {
+    fn write(&self, id: u64) -> RwLockWriteGuard<'_, Shard> {
         self.0[(id % SHARDS as u64) as usize].write().expect("client map lock")
     }
 
     /// Every shard in turn, each read-locked while the caller holds it.
-    fn all(&self) -> impl Iterator<Item = RwLockReadGuard<'_, HashMap<u64, Arc<ClientHandle>>>> {
+    fn all(&self) -> impl Iterator<Item = RwLockReadGuard<'_, Shard>> {
         self.0.iter().map(|s| s.read().expect("client map lock"))
     }
 }

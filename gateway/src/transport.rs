@@ -305,10 +305,9 @@ impl WsTransport {
     /// left parked (it would take a write buffer for the two bytes, and be made anew after the
     /// flush). False when the codec must write it: not parked, TLS, or a socket that is full.
     fn ping_parked(&mut self, msg: &OutMessage) -> Result<bool, WsError> {
-        if !(self.parked && !self.unflushed && !self.blocked && self.ctx.can_write())
-            || !matches!(msg.message(), Message::Ping(p) if p.is_empty())
-            || !matches!(self.stream, ClientStream::Plain(_))
-        {
+        let idle = self.parked && !self.unflushed && !self.blocked && self.ctx.can_write();
+        let empty_ping = matches!(msg.message(), Message::Ping(p) if p.is_empty());
+        if !(idle && empty_ping && matches!(self.stream, ClientStream::Plain(_))) {
             return Ok(false);
         }
         let mut cx = Context::from_waker(std::task::Waker::noop());
