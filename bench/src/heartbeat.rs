@@ -113,11 +113,12 @@ fn parent(a: HeartbeatArgs) -> anyhow::Result<()> {
     }
     shards.send("COUNT")?;
     let c0 = shards.collect("PART")?;
-    let (cpu0, machine0, t0) =
-        (sum(pids, procfs::cpu_secs)?, procfs::machine_busy_secs().unwrap_or(0.0), Instant::now());
+    let sys = |p: &str| procfs::cpu_user_sys(p).map(|(_, s)| s);
+    let (cpu0, sys0) = (sum(pids, procfs::cpu_secs)?, sum(pids, sys)?);
+    let (machine0, t0) = (procfs::machine_busy_secs().unwrap_or(0.0), Instant::now());
     std::thread::sleep(Duration::from_secs_f64(a.interval * f64::from(a.intervals)));
-    let (cpu1, machine1, secs) =
-        (sum(pids, procfs::cpu_secs)?, procfs::machine_busy_secs().unwrap_or(0.0), t0.elapsed());
+    let (cpu1, sys1) = (sum(pids, procfs::cpu_secs)?, sum(pids, sys)?);
+    let (machine1, secs) = (procfs::machine_busy_secs().unwrap_or(0.0), t0.elapsed());
     shards.send("COUNT")?;
     let c1 = shards.collect("PART")?;
     if a.callgrind {
@@ -140,7 +141,8 @@ fn parent(a: HeartbeatArgs) -> anyhow::Result<()> {
     println!(
         "RESULT scenario=heartbeat mode={mode:?} conns={conns} connected={connected} failed={failed} alive={alive} \
          lost={lost} interval_s={interval} window_s={secs:.2} gw_cpu_s={gw_cpu:.3} \
-         us_per_client_interval={per_client_interval_us:.2} us_per_ping={per_ping:.2} \
+         us_per_client_interval={per_client_interval_us:.2} sys_us_per_client_interval={sys_us:.2} \
+         us_per_ping={per_ping:.2} \
          server_pings_per_sec={sp:.0} client_pings_per_sec={cp:.0} pongs_per_sec={pp:.0} \
          gw_cores={gw_cores:.3} gen_cores={gen_cores:.3} machine_cores={machine_cores:.2} \
          rss_per_conn_bytes={rss_conn:.0} rss_per_conn_after_bytes={rss_conn_after:.0} connect_secs={connect_secs:.2}",
@@ -148,6 +150,7 @@ fn parent(a: HeartbeatArgs) -> anyhow::Result<()> {
         conns = a.common.conns,
         interval = a.interval,
         per_ping = gw_cpu * 1e6 / pings.max(1) as f64,
+        sys_us = (sys1 - sys0) * 1e6 / client_intervals.max(1.0),
         sp = server_pings as f64 / secs,
         cp = client_pings as f64 / secs,
         pp = pongs as f64 / secs,
