@@ -10,6 +10,7 @@ mod echo;
 mod endpoint;
 mod fanout;
 mod handover;
+mod heartbeat;
 mod hist;
 mod idle;
 mod lean_ws;
@@ -60,6 +61,9 @@ enum Cmd {
     Group(fanout::FanoutArgs),
     /// N idle connections: gateway resident memory per connection and connection rate.
     Idle(idle::IdleArgs),
+    /// N idle connections with heartbeats (the gateway's, or the clients' too): gateway CPU per
+    /// client per ping interval.
+    Heartbeat(heartbeat::HeartbeatArgs),
     /// permessage-deflate: bytes on the wire for the chat's messages and a 1 KB JSON broadcast,
     /// and the gateway's CPU per delivery, with and without it in the same run.
     Deflate(deflate::DeflateArgs),
@@ -151,6 +155,7 @@ fn main() -> ExitCode {
         Cmd::Broadcast(a) => fanout::main(a, fanout::Kind::Broadcast),
         Cmd::Group(a) => fanout::main(a, fanout::Kind::Group),
         Cmd::Idle(a) => idle::main(a),
+        Cmd::Heartbeat(a) => heartbeat::main(a),
         Cmd::Deflate(a) => deflate::main(a),
         Cmd::Storm(a) => storm::main(a),
         Cmd::Handover(a) => handover::main(a),

@@ -47,6 +47,16 @@ impl Targets {
         self.urls.len()
     }
 
+    /// Where client number `g` goes (address and path) and the source address it binds (`None`:
+    /// the kernel picks), for clients that do their own handshake ([`crate::lean_ws`]).
+    pub fn endpoint(&self, g: usize) -> (SocketAddr, String, Option<IpAddr>) {
+        let (url, addr) = &self.urls[g % self.urls.len()];
+        let rest = url.strip_prefix("ws://").unwrap_or(url);
+        let path = rest.find('/').map_or_else(|| "/".to_string(), |i| rest[i..].to_string());
+        let source = (!self.sources.is_empty() && addr.is_ipv4()).then(|| self.sources[g % self.sources.len()]);
+        (*addr, path, source)
+    }
+
     /// Connects client number `g`: TCP from its source address, then the WebSocket handshake.
     pub async fn connect(&self, g: usize, read_buffer: usize) -> anyhow::Result<Ws> {
         let url = &self.urls[g % self.urls.len()].0;

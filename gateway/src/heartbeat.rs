@@ -20,7 +20,8 @@
 //! interval to spare; one that keeps talking is never pinged.
 //!
 //! The walk is spread over the interval: the clients are split into slices by their local
-//! number, and one slice is visited every `interval / slices`, from a phase of its own per
+//! number (by the shard of the client map it falls in, so a slice's visit reads only its own
+//! shards), and one slice is visited every `interval / slices`, from a phase of its own per
 //! gateway. Each client is still looked at once per interval, but a gateway never pings all its
 //! clients in the same instant, and gateways started together (dozens on one host) do not all
 //! wake at once: GatewayWorker's one timer pings every client of every gateway together, a burst
@@ -143,15 +144,15 @@ pub(crate) async fn run(clients: Arc<Clients>, clock: Clock, settings: Settings,
         let now = clock.ms();
         let since = std::mem::replace(&mut previous[slice as usize], now);
         let mut closed = 0;
-        for h in clients.handles_in_slice(slice, slices) {
+        // Under the read lock of the slice's shards: only loads, a `try_send` and a kill here.
+        clients.for_each_in_slice(slice, slices, |h| {
             if h.kill.is_cancelled() {
-                continue; // already closing: neither pinged nor counted again
-            }
-            if h.recovery.is_some() && h.tx.is_closed() {
-                continue; // held for recovery: no connection to ping
+                return; // already closing: neither pinged nor counted again
             }
             match rule.look(now, since, h.last_active.load(Ordering::Relaxed)) {
                 Look::Leave => {}
+                // Held for recovery: no connection to ping or close.
+                _ if h.recovery.is_some() && h.tx.is_closed() => {}
                 Look::Close => {
                     h.kill(KillReason::Heartbeat);
                     closed += 1;
@@ -169,7 +170,7 @@ pub(crate) async fn run(clients: Arc<Clients>, clock: Clock, settings: Settings,
                     }
                 }
             }
-        }
+        });
         if closed > 0 {
             tracing::info!(closed, "closed clients that stopped sending heartbeats");
         }

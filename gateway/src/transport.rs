@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use gw_proto::Payload;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
@@ -73,6 +73,45 @@ const READ_BUFFER: usize = 1024;
 /// Stack buffer for the first read of an idle (parked) client.
 const SCRATCH: usize = 4 * 1024;
 
+/// The most bytes of pongs a parked client's heartbeat frames are answered with at once.
+const HEARTBEAT_REPLY: usize = 512;
+
+/// The gateway's heartbeat ping as it goes on the wire: FIN, opcode 9, no payload.
+const EMPTY_PING: [u8; 2] = [0x89, 0x00];
+
+/// If `data` is nothing but whole heartbeat frames from a client (masked ping and pong frames,
+/// FIN set, no RSV bits, at most 125 bytes of payload each), writes into `reply` the pong owed
+/// for each ping and returns its length (0 for pongs alone). `None` when `data` holds anything
+/// else, part of a frame, or more pongs than `reply` takes: the codec reads it then, and
+/// refuses what it must.
+fn heartbeat_frames(mut data: &[u8], reply: &mut [u8]) -> Option<usize> {
+    if data.is_empty() {
+        return None;
+    }
+    let mut len = 0;
+    while !data.is_empty() {
+        let [first, second, ..] = *data else { return None };
+        let n = usize::from(second & 0x7f);
+        // 0x89 ping, 0x8a pong; unmasked or longer than a control frame may be: the codec's.
+        if !matches!(first, 0x89 | 0x8a) || second & 0x80 == 0 || n > 125 {
+            return None;
+        }
+        let frame = data.get(..6 + n)?;
+        if first == 0x89 {
+            let out = reply.get_mut(len..len + 2 + n)?;
+            out[0] = 0x8a;
+            out[1] = n as u8;
+            let mask = &frame[2..6];
+            for (i, (o, b)) in out[2..].iter_mut().zip(&frame[6..]).enumerate() {
+                *o = b ^ mask[i % 4];
+            }
+            len += 2 + n;
+        }
+        data = &data[6 + n..];
+    }
+    Some(len)
+}
+
 /// A WebSocket client: tungstenite's sans-IO codec over the client socket, polled by the
 /// connection task itself (no `tokio_tungstenite::WebSocketStream`, whose two waker proxies cost
 /// 128 bytes per client and are not needed when one task does all the reading and writing).
@@ -83,8 +122,11 @@ const SCRATCH: usize = 4 * 1024;
 /// a new codec with a [`READ_BUFFER`] buffer. A codec is parked when it runs out of input after
 /// only pings and pongs (a heartbeat answer), and otherwise at the next heartbeat written (see
 /// [`Transport::release_idle`]), so a client sending messages keeps its buffers, and reads and
-/// allocates as before, between heartbeats. A [`WsFrameTracker`] follows the bytes the codec
-/// reads, because tungstenite does not say whether it holds part of a frame.
+/// allocates as before, between heartbeats. A parked client's heartbeat does not take a codec at
+/// all: the gateway's empty ping is written to the socket directly, and bytes that are nothing but
+/// whole pings and pongs are read from the stack buffer, each ping answered there (see
+/// [`heartbeat_frames`]). A [`WsFrameTracker`] follows the bytes the codec reads, because
+/// tungstenite does not say whether it holds part of a frame.
 ///
 /// A client that negotiated permessage-deflate has a [`Compressed`]: its bytes are inflated on
 /// their way to the codec (whose rewriting state is dropped with the codec's buffers when the
@@ -224,6 +266,59 @@ impl WsTransport {
         self.drained = false;
     }
 
+    /// A parked client's bytes that are only heartbeat frames (see [`heartbeat_frames`]) are
+    /// taken here, the codec left parked: making one for them costs a buffer and a fresh codec
+    /// again once they are read, for every pong and ping of every client. A ping is answered at
+    /// once on a plain socket; `None` leaves the bytes to a new codec (anything else, a socket
+    /// that cannot take the pong now, TLS or compression).
+    fn answer_heartbeat(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Option<Result<Message, WsError>> {
+        if self.compressed.is_some() {
+            return None;
+        }
+        let mut reply = [0u8; HEARTBEAT_REPLY];
+        let len = heartbeat_frames(data, &mut reply)?;
+        if len == 0 {
+            // Pongs: the caller needs only to know that one came.
+            return Some(Ok(Message::Pong(bytes::Bytes::new())));
+        }
+        if !matches!(self.stream, ClientStream::Plain(_)) {
+            return None;
+        }
+        match std::pin::Pin::new(&mut self.stream).poll_write(cx, &reply[..len]) {
+            Poll::Ready(Ok(n)) if n == len => Some(Ok(Message::Ping(bytes::Bytes::new()))),
+            // Nothing written: the codec answers, once the socket takes it.
+            Poll::Pending => None,
+            // Part of a frame went out, and nothing may follow it but the rest: a socket that
+            // full is dropped (a write this small is taken whole or not at all in practice).
+            Poll::Ready(Ok(_)) => {
+                self.ended = true;
+                Some(Err(WsError::Io(std::io::ErrorKind::WriteZero.into())))
+            }
+            Poll::Ready(Err(e)) => {
+                self.ended = true;
+                Some(Err(WsError::Io(e)))
+            }
+        }
+    }
+
+    /// Writes the gateway's empty ping to a parked client's plain socket directly, the codec
+    /// left parked (it would take a write buffer for the two bytes, and be made anew after the
+    /// flush). False when the codec must write it: not parked, TLS, or a socket that is full.
+    fn ping_parked(&mut self, msg: &OutMessage) -> Result<bool, WsError> {
+        let idle = self.parked && !self.unflushed && !self.blocked && self.ctx.can_write();
+        let empty_ping = matches!(msg.message(), Message::Ping(p) if p.is_empty());
+        if !(idle && empty_ping && matches!(self.stream, ClientStream::Plain(_))) {
+            return Ok(false);
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(&mut self.stream).poll_write(&mut cx, &EMPTY_PING) {
+            Poll::Ready(Ok(2)) => Ok(true),
+            Poll::Pending => Ok(false),
+            Poll::Ready(Ok(_)) => Err(WsError::Io(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Err(e)) => Err(WsError::Io(e)),
+        }
+    }
+
     /// Runs `f` with the codec and the socket as seen from this poll; also returns whether the
     /// socket refused a write.
     fn with_io<R>(
@@ -265,7 +360,10 @@ impl WsTransport {
                     }
                     // At the end of the stream (nothing read) the codec reads the end again and
                     // reports it as it would have.
-                    Poll::Ready(Ok(())) => self.activate(buf.filled()),
+                    Poll::Ready(Ok(())) => match self.answer_heartbeat(cx, buf.filled()) {
+                        Some(beat) => return Poll::Ready(Some(beat)),
+                        None => self.activate(buf.filled()),
+                    },
                 }
             }
         }
@@ -332,15 +430,16 @@ impl WsTransport {
     }
 
     /// After a flush finished: nothing is blocked any more, and on success nothing is buffered,
-    /// so a parked client's codec is made anew (its write buffer keeps the capacity of the last
-    /// burst otherwise).
+    /// so a parked client's codec that wrote something is made anew (its write buffer keeps the
+    /// capacity of the last burst otherwise; one that wrote nothing, as after a heartbeat ping
+    /// written directly, has no buffer to drop).
     fn flushed(&mut self, r: &Result<(), WsError>) {
         self.blocked = false;
         if r.is_ok() {
-            self.unflushed = false;
+            let wrote = std::mem::take(&mut self.unflushed);
             // A flush also writes any answer to a ping that the last read could not.
             self.reply_blocked = false;
-            if self.parked && self.ctx.can_write() {
+            if wrote && self.parked && self.ctx.can_write() {
                 self.park();
             }
         }
@@ -395,6 +494,9 @@ impl Transport for WsTransport {
     }
 
     fn feed(&mut self, msg: OutMessage) -> Result<usize, TransportError> {
+        if self.ping_parked(&msg).map_err(ws_error)? {
+            return Ok(0);
+        }
         let (frame, len) = match &self.compressed {
             Some(c) => c.frame_for(&msg),
             None => (msg.message().clone(), msg.len()),
@@ -609,11 +711,21 @@ mod tests {
         t.release_idle();
         assert!(t.parked);
         let mut client = writer.await.unwrap();
-        // A heartbeat answer alone leaves no buffer behind, without waiting for the next heartbeat.
+        // A heartbeat answer alone takes no buffer: it is read without a codec.
         t.pong_is_activity = true;
         client.write_all(&client_frame(10, b"")).await.unwrap();
         assert!(matches!(t.recv().await, Ok(Incoming::Activity)));
-        assert!(!t.parked, "the pong was read by a codec with a buffer");
+        assert!(t.parked, "the pong was read without a codec");
+        // A pong in the same read as a message is the codec's: it is released as soon as it ran
+        // out of input after pongs only.
+        let mut pongs = client_frame(10, b"");
+        let split = pongs.len() + 3;
+        pongs.extend(client_frame(10, b"two"));
+        client.write_all(&pongs[..split]).await.unwrap();
+        assert!(matches!(t.recv().await, Ok(Incoming::Activity)));
+        assert!(!t.parked, "a pong and part of one: read by a codec");
+        client.write_all(&pongs[split..]).await.unwrap();
+        assert!(matches!(t.recv().await, Ok(Incoming::Activity)));
         assert!(matches!(t.poll_recv(&mut Context::from_waker(std::task::Waker::noop())), Poll::Pending));
         assert!(t.parked, "and released as soon as it ran out of input");
 
@@ -700,6 +812,78 @@ mod tests {
         input.extend_from_slice(&[0, 0, 0xff, 0xff]);
         Decompress::new(false).decompress_vec(&input, &mut inflated, FlushDecompress::Sync).unwrap();
         assert_eq!(inflated, text.as_bytes());
+    }
+
+    #[test]
+    fn only_whole_masked_pings_and_pongs_are_heartbeat_frames() {
+        let mut reply = [0u8; HEARTBEAT_REPLY];
+        let pong = client_frame(10, b"");
+        assert_eq!(heartbeat_frames(&pong, &mut reply), Some(0), "a pong: nothing to answer");
+        let mut two = client_frame(9, b"hi");
+        two.extend(client_frame(10, b"x"));
+        two.extend(client_frame(9, b""));
+        assert_eq!(heartbeat_frames(&two, &mut reply), Some(6));
+        assert_eq!(&reply[..6], b"\x8a\x02hi\x8a\x00", "each ping answered with its payload, unmasked");
+        // Anything else is the codec's: data, part of a frame, unmasked, fragmented, RSV bits,
+        // a control frame too long, no room for the answers.
+        let mut mixed = client_frame(10, b"");
+        mixed.extend(client_frame(1, b"text"));
+        assert_eq!(heartbeat_frames(&mixed, &mut reply), None);
+        assert_eq!(heartbeat_frames(&pong[..pong.len() - 1], &mut reply), None);
+        assert_eq!(heartbeat_frames(&[0x8a, 0x00], &mut reply), None);
+        assert_eq!(heartbeat_frames(&crate::test_frames::masked(0x09, b""), &mut reply), None);
+        assert_eq!(heartbeat_frames(&crate::test_frames::masked(0xca, b""), &mut reply), None);
+        assert_eq!(heartbeat_frames(&crate::test_frames::masked(0x89, &[0; 126]), &mut reply), None);
+        assert_eq!(heartbeat_frames(&[], &mut reply), None);
+        let many: Vec<u8> = (0..5).flat_map(|_| client_frame(9, &[7; 125])).collect();
+        assert_eq!(heartbeat_frames(&many, &mut reply), None, "5 answers of 127 bytes do not fit in 512");
+    }
+
+    /// A parked client's heartbeat costs it no codec: the gateway's ping is written directly,
+    /// the client's pong is read and the codec stays parked, and the client's own ping is
+    /// answered directly; the next message still reads as usual.
+    #[tokio::test]
+    async fn heartbeats_leave_a_parked_codec_parked() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let config = WebSocketConfig::default().read_buffer_size(0).write_buffer_size(16 * 1024);
+        let mut t = WsTransport::new(ClientStream::Plain(server), Vec::new(), config, true, None);
+        let noop = || Context::from_waker(std::task::Waker::noop());
+        assert!(t.parked);
+
+        t.ready().await.unwrap();
+        assert_eq!(t.feed(Message::Ping(bytes::Bytes::new()).into()).unwrap(), 0);
+        t.flush().await.unwrap();
+        assert!(t.parked && !t.unflushed, "written directly");
+        let mut ping = [0u8; 2];
+        client.read_exact(&mut ping).await.unwrap();
+        assert_eq!(ping, EMPTY_PING);
+
+        client.write_all(&client_frame(10, b"")).await.unwrap();
+        assert!(matches!(t.recv().await, Ok(Incoming::Activity)), "a pong is activity");
+        assert!(t.parked, "read without a codec");
+        assert!(matches!(t.poll_recv(&mut noop()), Poll::Pending));
+
+        let mut pings = client_frame(9, b"are you there");
+        pings.extend(client_frame(9, b""));
+        client.write_all(&pings).await.unwrap();
+        assert!(matches!(t.recv().await, Ok(Incoming::Activity)));
+        assert!(t.parked);
+        let mut pongs = [0u8; 17];
+        client.read_exact(&mut pongs).await.unwrap();
+        assert_eq!(&pongs, b"\x8a\x0dare you there\x8a\x00", "both pings answered");
+
+        client.write_all(&client_frame(1, b"after the heartbeats")).await.unwrap();
+        expect_text(&mut t, "after the heartbeats").await;
+        assert!(!t.parked, "a message takes a codec");
+        // A ping while a codec is active goes through it, in order after what was fed.
+        assert_eq!(t.feed(Message::text("reply").into()).unwrap(), 5);
+        t.feed(Message::Ping(bytes::Bytes::new()).into()).unwrap();
+        t.flush().await.unwrap();
+        let mut got = [0u8; 9];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"\x81\x05reply\x89\x00");
     }
 
     #[test]
