@@ -12,6 +12,7 @@ connection.
     text = client.recv()          # data messages only; control frames are handled here
     ...
     client.reconnect()            # after a drop: resumes, or starts fresh
+    client.reconnect("ws://gw-2:7272/")   # ... or on another gateway of the cluster
     if not client.resumed:
         print("not recovered:", client.reason)
 
@@ -57,9 +58,13 @@ class RecoveringClient:
         self._acked = 0
         self._open({"gw_recover": "1"})
 
-    def reconnect(self):
+    def reconnect(self, url=None):
         """A new connection that resumes with the last token and count (or starts fresh if
-        there is no token yet). Sets ``resumed``, ``replayed``, ``reason`` and ``detail``."""
+        there is no token yet), to ``url`` if given (any gateway of the cluster: it relays the
+        client to its home gateway), else to the same URL. Sets ``resumed``, ``replayed``,
+        ``reason`` and ``detail``."""
+        if url is not None:
+            self.url = url
         if self.ws is not None:
             try:
                 self.ws.close(timeout=0)

@@ -60,15 +60,3 @@ impl CutProxy {
         self.cut();
     }
 }
-
-/// Whether `node` has a WebSocket (`--experimental-websocket` on Node 20; built in from 22).
-pub fn node_websocket() -> Result<(), String> {
-    match std::process::Command::new("node")
-        .args(["--experimental-websocket", "-e", "if (typeof WebSocket !== 'function') process.exit(1)"])
-        .output()
-    {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => Err(format!("node has no WebSocket: {}", String::from_utf8_lossy(&o.stderr).trim())),
-        Err(e) => Err(format!("node not found: {e}")),
-    }
-}

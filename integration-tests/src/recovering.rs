@@ -250,3 +250,24 @@ impl gw_business_worker::Events for EventLog {
         Ok(())
     }
 }
+
+/// Whether `node` has a WebSocket (`--experimental-websocket` on Node 20; built in from 22).
+pub fn node_websocket() -> Result<(), String> {
+    match std::process::Command::new("node")
+        .args(["--experimental-websocket", "-e", "if (typeof WebSocket !== 'function') process.exit(1)"])
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!("node has no WebSocket: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Err(format!("node not found: {e}")),
+    }
+}
+
+/// Whether `python3` has websocket-client (what the Python helper runs on).
+pub fn python_websocket_client() -> Result<(), String> {
+    match std::process::Command::new("python3").args(["-c", "import websocket"]).output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!("python3 cannot import websocket: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Err(format!("python3 not found: {e}")),
+    }
+}

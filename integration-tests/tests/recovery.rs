@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use gw_config::RecoveryConfig;
 use gw_gateway_client::{ClientId, GatewayClient};
-use gw_integration_tests::cut_proxy::{CutProxy, node_websocket};
-use gw_integration_tests::recovering::{EventLog, Outcome, RecoveringClient, ScriptedClient, numbers};
+use gw_integration_tests::cut_proxy::CutProxy;
+use gw_integration_tests::recovering::{
+    EventLog, Outcome, RecoveringClient, ScriptedClient, node_websocket, numbers, python_websocket_client,
+};
 use gw_integration_tests::ws::Received;
 use gw_integration_tests::*;
 
@@ -415,15 +417,6 @@ async fn the_http_app_posts_a_resume_event_and_no_close_connect_pair() {
     let resume = events.lock().unwrap().iter().find(|e| e["event"] == "resume").cloned().unwrap();
     assert_eq!(resume["replayed"], 0);
     assert_eq!(resume["server"]["client_addr"], client.ws.local_addr().to_string(), "its new address");
-}
-
-/// Whether `python3` can import `websocket` (websocket-client); `Err` says why not.
-fn python_websocket_client() -> Result<(), String> {
-    match std::process::Command::new("python3").args(["-c", "import websocket"]).output() {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => Err(format!("python3 cannot import websocket: {}", String::from_utf8_lossy(&o.stderr).trim())),
-        Err(e) => Err(format!("python3 not found: {e}")),
-    }
 }
 
 /// The Python helper (`clients/python/gatewayrs_recovery.py`) through a reset: every message

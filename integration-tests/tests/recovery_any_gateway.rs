@@ -286,8 +286,8 @@ async fn without_a_cluster_secret_a_token_of_another_gateway_is_refused_saying_w
 /// Skips, saying so, without Node 20+ unless `GW_REQUIRE_NODE=1`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_js_helper_fails_over_to_another_gateway_and_resumes_there() {
-    use gw_integration_tests::cut_proxy::{CutProxy, node_websocket};
-    use gw_integration_tests::recovering::{ScriptedClient, numbers};
+    use gw_integration_tests::cut_proxy::CutProxy;
+    use gw_integration_tests::recovering::{ScriptedClient, node_websocket, numbers};
     if let Err(why) = node_websocket() {
         assert!(std::env::var_os("GW_REQUIRE_NODE").is_none(), "GW_REQUIRE_NODE is set but {why}");
         eprintln!("SKIP the_js_helper_fails_over_to_another_gateway_and_resumes_there: {why}");
@@ -342,4 +342,42 @@ async fn the_js_helper_fails_over_to_another_gateway_and_resumes_there() {
         c.log.of(&cid).iter().filter(|e| !e.starts_with("message:")).cloned().collect::<Vec<_>>(),
         ["connect".to_owned(), format!("resume:{replayed}"), "close".to_owned()]
     );
+}
+
+/// The Python helper (`clients/python/gatewayrs_recovery.py`) dropped on one gateway resumes on
+/// the other (`reconnect(url)`). Skips, saying so, without Python's websocket-client unless
+/// `GW_REQUIRE_PYTHON=1` (`scripts/install-python-deps.sh`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_helper_resumes_on_the_other_gateway() {
+    use gw_integration_tests::recovering::{ScriptedClient, numbers, python_websocket_client};
+    if let Err(why) = python_websocket_client() {
+        assert!(std::env::var_os("GW_REQUIRE_PYTHON").is_none(), "GW_REQUIRE_PYTHON is set but {why}");
+        eprintln!("SKIP the_python_helper_resumes_on_the_other_gateway: {why}");
+        return;
+    }
+    let c = cluster(SECRET, |_| {}).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/recovery_client.py");
+    let mut helper = ScriptedClient::spawn("python3", &[script, c.url(0)]);
+    let line = helper.said().await;
+    let cid = line.strip_prefix("ID ").unwrap_or_else(|| panic!("{line}")).to_owned();
+    for n in 1..=30 {
+        c.backend.send_to_client(&id(&cid), format!("n{n}")).await.unwrap();
+    }
+    helper.tell("READ 10").await;
+    assert_eq!(helper.said().await, format!("GOT {}", numbers(1, 10)));
+    helper.tell("DROP").await;
+    assert_eq!(helper.said().await, "DROPPED");
+    c.until("held at its home", |c| c.gateways[0].metric("recovery_held_clients") == 1).await;
+    for n in 31..=40 {
+        c.backend.send_to_client(&id(&cid), format!("n{n}")).await.unwrap();
+    }
+    let _ = c.backend.client_count().await; // the sends before it were executed
+    helper.tell(&format!("RESUME {}", c.url(1))).await;
+    let line = helper.said().await;
+    assert!(line.starts_with(&format!("RESUMED {cid} ")), "{line}");
+    helper.tell("READ 30").await;
+    assert_eq!(helper.said().await, format!("GOT {}", numbers(11, 40)));
+    assert_eq!(c.gateways[1].metric("relay_clients"), 1, "through the other gateway");
+    helper.quit().await;
+    c.until("its close", |c| c.log.of(&cid).contains(&"close".to_string())).await;
 }

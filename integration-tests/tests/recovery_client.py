@@ -2,8 +2,8 @@
 
 Line protocol on stdin/stdout with the Rust test: prints ``ID <client id>``; waits for
 ``READ <n>`` (reads n messages, prints ``GOT ...``), ``DROP`` (drops abruptly, prints
-``DROPPED``), ``RESUME`` (reconnects, prints ``RESUMED <client id> <replayed>`` or
-``NOT_RECOVERED <reason>``), ``QUIT``.
+``DROPPED``), ``RESUME [url]`` (reconnects, to another gateway's URL if given, prints
+``RESUMED <client id> <replayed>`` or ``NOT_RECOVERED <reason>``), ``QUIT``.
 """
 
 import os
@@ -34,7 +34,7 @@ def main():
             client.drop()
             say("DROPPED")
         elif cmd[0] == "RESUME":
-            client.reconnect()
+            client.reconnect(cmd[1] if len(cmd) > 1 else None)
             if client.resumed:
                 say("RESUMED %s %d" % (client.client_id, client.replayed))
             else:
