@@ -195,9 +195,18 @@ impl Mesh {
 }
 
 /// Sends what is queued for the peer at `address`, in order, until the peer is no longer
-/// listed. A command that cannot be sent (the peer is unreachable) is dropped, counted.
+/// listed or the gateway has stopped. A command that cannot be sent (the peer is unreachable) is
+/// dropped, counted.
 async fn drain_to_peer(gw: Arc<Gateway>, address: String, mut rx: mpsc::Receiver<Command>) {
-    while let Some(cmd) = rx.recv().await {
+    loop {
+        let cmd = tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => cmd,
+                None => return,
+            },
+            // The gateway holds this outbox's sender: without this the task would keep it alive.
+            () = gw.mesh.down.cancelled() => return,
+        };
         let sent = match gw.mesh.link(&gw, &address).await {
             Ok(link) => link.send(ToGateway::Command(cmd)).await,
             Err(e) => {
