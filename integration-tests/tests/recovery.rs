@@ -338,8 +338,10 @@ async fn with_recovery_off_a_resume_is_told_disabled() {
     c.backend.send_to_all("x").await.unwrap();
     assert_eq!(ws.recv().await, "x");
     assert_eq!(c.gateway.metric("recovery_failed_disabled"), 1);
-    // gw_recover alone is ignored.
+    // gw_recover alone is ignored. (The upgrade's answer can reach the client before the
+    // gateway has it in its map: the broadcast waits until it does.)
     let mut ws = WsClient::connect(&format!("{}?gw_recover=1", c.gateway.ws_url)).await;
+    c.until("both connected", |c| c.gateway.metric("connections") == 2).await;
     c.backend.send_to_all("y").await.unwrap();
     assert_eq!(ws.recv().await, "y");
 }
