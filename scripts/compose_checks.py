@@ -103,11 +103,18 @@ async def wait_workers(gateway_services, n, timeout=45):
     """Waits until every listed gateway routes to n workers."""
     cids = {s: await container(s) for s in gateway_services}
 
+    seen = {}
+
     async def probe():
         counts = {s: await gateway_workers(c) for s, c in cids.items()}
+        seen.update(counts)
         return counts if all(v == n for v in counts.values()) else None
 
-    return await wait_until(f"{n} workers on {', '.join(gateway_services)}", probe, timeout)
+    try:
+        return await wait_until(f"{n} workers on {', '.join(gateway_services)}", probe, timeout)
+    except AssertionError as e:
+        # The worker count each gateway last reported (-1: its `status` failed).
+        raise AssertionError(f"{e}; last worker counts {seen}") from None
 
 
 def http(method, url, body=None, timeout=10):

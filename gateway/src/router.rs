@@ -203,9 +203,12 @@ impl Router {
         self.refresh();
     }
 
-    /// Recomputes the number of usable workers (after add, remove or drain).
+    /// Recomputes the number of usable workers (after add, remove or drain). Counted and
+    /// published under the write lock: two refreshes at once (two workers linking together)
+    /// would otherwise each publish their own count, the older one possibly last.
     pub fn refresh(&self) {
-        let n = self.links.read().expect("router lock").iter().filter(|l| l.usable()).count();
+        let links = self.links.write().expect("router lock");
+        let n = links.iter().filter(|l| l.usable()).count();
         self.usable.send_replace(n);
     }
 
@@ -329,5 +332,29 @@ mod tests {
         assert_eq!(dead.take_retained().len(), 1);
         assert_eq!(send(&dead, 2).await, None, "an event after the hand-back would be lost");
         assert_eq!(queued(&mut rx), [(1, 1)]);
+    }
+
+    #[test]
+    fn workers_linking_at_the_same_moment_are_all_counted() {
+        // Two workers that link at once (both learned of a new gateway from the register in the
+        // same message) were counted as one: each computed the count and published it, and the
+        // older count could be published last. Seen in the compose check of a late gateway.
+        let router = Arc::new(Router::new(1 << 20));
+        let mut keep = Vec::new();
+        for round in 1..=300 {
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let adders: Vec<_> = (0..2)
+                .map(|_| {
+                    let (router, barrier) = (router.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        let (tx, rx) = mpsc::channel(1);
+                        barrier.wait();
+                        (router.add("worker-0".into(), tx), rx)
+                    })
+                })
+                .collect();
+            keep.extend(adders.into_iter().map(|t| t.join().unwrap()));
+            assert_eq!(router.worker_count(), 2 * round, "round {round}");
+        }
     }
 }
