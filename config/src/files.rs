@@ -36,6 +36,13 @@ pub(crate) fn gateway(config: &GatewayConfig) -> Vec<Problem> {
             check(&mut problems, &format!("listeners[{i}].tls_key"), key, Pem::PrivateKey);
         }
     }
+    for (i, app) in config.pusher.iter().flat_map(|p| &p.apps).enumerate() {
+        for (w, hook) in app.webhooks.iter().enumerate() {
+            if let Some(ca) = &hook.ca_file {
+                check(&mut problems, &format!("pusher.apps[{i}].webhooks[{w}].ca_file"), ca, Pem::Certificate);
+            }
+        }
+    }
     problems
 }
 
@@ -133,6 +140,21 @@ mod tests {
         };
         let keys: Vec<String> = gateway(&gw).into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["listeners[1].tls_cert"]);
+
+        // A webhook's trust file must hold certificates (a key there is a mix-up).
+        let mut pusher = crate::PusherConfig::default();
+        let mut app = crate::PusherApp::new("1", "k", "s");
+        for ca in [&cert, &key] {
+            let mut hook = crate::PusherWebhook::new("https://backend.example/hook");
+            hook.ca_file = Some(ca.clone());
+            app.webhooks.push(hook);
+        }
+        pusher.apps.push(app);
+        let gw = GatewayConfig { pusher: Some(pusher), ..GatewayConfig::default() };
+        let problems = gateway(&gw);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "pusher.apps[0].webhooks[1].ca_file");
+        assert!(problems[0].reason.contains("holds no PEM certificate"), "{problems:?}");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -69,11 +69,16 @@ pub const WEBHOOK_EVENTS: [&str; 5] =
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PusherWebhook {
-    /// `http://host:port/path` (plain HTTP; put a TLS proxy in front for https).
+    /// `http://host:port/path` or `https://host:port/path` (the receiver's certificate is
+    /// checked against the system's trust store, or against `ca_file`).
     pub url: String,
     /// The events sent there (names of [`WEBHOOK_EVENTS`]); absent: all of them.
     #[serde(default = "all_webhook_events")]
     pub events: Vec<String>,
+    /// For an https URL: a PEM file of the certificates to trust for this receiver (a private CA,
+    /// or the receiver's own self-signed certificate) instead of the system's trust store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 fn all_webhook_events() -> Vec<String> {
@@ -83,7 +88,7 @@ fn all_webhook_events() -> Vec<String> {
 impl PusherWebhook {
     /// A webhook of every event to `url`.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), events: all_webhook_events() }
+        Self { url: url.into(), events: all_webhook_events(), ca_file: None }
     }
 
     /// Whether events named `name` go to this webhook.
@@ -94,12 +99,8 @@ impl PusherWebhook {
 
 /// Why `url` is not a webhook URL this gateway can POST to, if it is not.
 fn webhook_url_problem(url: &str) -> Option<String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Some(if url.starts_with("https://") {
-            format!("{url:?}: https is not supported yet; use http:// (a TLS proxy in front of the receiver if needed)")
-        } else {
-            format!("{url:?} is not an http:// URL")
-        });
+    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+        return Some(format!("{url:?} is not an http:// or https:// URL"));
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = match authority.rsplit_once(':') {
@@ -341,6 +342,9 @@ impl PusherConfig {
                 if hook.events.is_empty() {
                     add(key("events"), "is empty; remove the webhook or name its events".into());
                 }
+                if hook.ca_file.is_some() && !hook.url.starts_with("https://") {
+                    add(key("ca_file"), "is only used for an https:// URL; remove it or use https".into());
+                }
             }
         }
         problems
@@ -479,13 +483,17 @@ mod tests {
             [[pusher.apps.webhooks]]
             url = "http://127.0.0.1:9000/hooks"
             [[pusher.apps.webhooks]]
-            url = "https://backend.example/hooks"
+            url = "ftp://backend.example/hooks"
             events = ["client_event", "channel_created"]
             [[pusher.apps.webhooks]]
             url = "http://:80/x"
             events = []
             [[pusher.apps.webhooks]]
             url = "http://h:99999/x"
+            ca_file = "/etc/ca.pem"
+            [[pusher.apps.webhooks]]
+            url = "https://backend.example/hooks"
+            ca_file = "/etc/ca.pem"
         "#;
         let config: GatewayConfig = parse(text, Path::new("g.toml")).unwrap();
         let pusher = config.pusher.as_ref().unwrap();
@@ -505,10 +513,12 @@ mod tests {
                 "pusher.apps[0].webhooks[2].url",
                 "pusher.apps[0].webhooks[2].events",
                 "pusher.apps[0].webhooks[3].url",
+                "pusher.apps[0].webhooks[3].ca_file",
             ],
             "{problems:?}"
         );
-        assert!(problems[1].reason.contains("https is not supported yet"), "{}", problems[1].reason);
+        assert_eq!(hooks[4].ca_file.as_deref(), Some("/etc/ca.pem"), "https with its own trust: accepted");
+        assert!(problems[1].reason.contains("not an http:// or https:// URL"), "{}", problems[1].reason);
         assert!(problems[2].reason.contains("\"channel_created\" is not one of"), "{}", problems[2].reason);
         assert!(problems[3].reason.contains("no host"), "{}", problems[3].reason);
         assert!(problems[5].reason.contains("invalid port"), "{}", problems[5].reason);

@@ -13,8 +13,8 @@ use gw_config::PusherWebhook;
 use gw_integration_tests::pusher::{APP_ID, APP_KEY, APP_SECRET, PusherClient, app_url, data_of, pusher_gateway};
 use gw_integration_tests::{GatewayHandle, RegisterHandle, eventually};
 use gw_pusher_protocol::webhook::{WebhookBody, WebhookEvent, verify};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 const SECRET: &str = "pusher-webhooks-cluster-secret";
 
@@ -36,6 +36,11 @@ struct Receiver {
 
 impl Receiver {
     async fn start(statuses: &[u16]) -> (Self, SocketAddr) {
+        Self::start_with(statuses, None).await
+    }
+
+    /// The same over TLS (`https://`), with this acceptor's certificate.
+    async fn start_with(statuses: &[u16], tls: Option<tokio_rustls::TlsAcceptor>) -> (Self, SocketAddr) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let me = Self { hooks: Arc::default(), statuses: Arc::new(Mutex::new(statuses.iter().copied().collect())) };
@@ -43,14 +48,23 @@ impl Receiver {
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                tokio::spawn(served.clone().connection(stream));
+                let served = served.clone();
+                match tls.clone() {
+                    None => drop(tokio::spawn(served.connection(stream))),
+                    // A client that refuses the certificate ends the handshake: nothing to serve.
+                    Some(tls) => drop(tokio::spawn(async move {
+                        if let Ok(stream) = tls.accept(stream).await {
+                            served.connection(stream).await;
+                        }
+                    })),
+                }
             }
         });
         (me, addr)
     }
 
     /// Serves keep-alive requests on one connection until it closes.
-    async fn connection(self, mut stream: TcpStream) {
+    async fn connection(self, mut stream: impl AsyncRead + AsyncWrite + Unpin) {
         let mut buf: Vec<u8> = Vec::new();
         loop {
             let head_end = loop {
@@ -295,4 +309,67 @@ async fn a_graceful_stop_sends_the_lingering_events_of_the_clients_it_closed() {
     receiver.wait_for_events(1, "the occupied").await;
     gw.stop().await;
     assert_eq!(receiver.events(), [occupied("news"), vacated("news")], "sent before the gateway stopped");
+}
+
+/// A TLS acceptor with a fresh self-signed certificate for `localhost`, and that certificate's
+/// PEM file (in `dir`).
+fn localhost_tls(dir: &std::path::Path) -> (tokio_rustls::TlsAcceptor, String) {
+    let (cert_path, key_path, cert) = gw_integration_tests::tls::self_signed(dir);
+    let key = std::fs::read(&key_path).unwrap();
+    let key = rustls::pki_types::pem::PemObject::from_pem_slice(&key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), cert_path)
+}
+
+#[tokio::test]
+async fn https_webhooks_trust_the_webhook_s_ca_file_and_refuse_a_certificate_nobody_vouches_for() {
+    let dir = gw_integration_tests::process::temp_dir("webhook-tls");
+    let (tls, cert_path) = localhost_tls(&dir);
+    let (receiver, addr) = Receiver::start_with(&[], Some(tls)).await;
+    let url = format!("https://localhost:{}/pusher/webhook", addr.port());
+    let reg = RegisterHandle::start(SECRET).await;
+    // The receiver's own certificate as the webhook's trust: delivered, signed as over http.
+    let mut hook = PusherWebhook::new(&url);
+    hook.ca_file = Some(cert_path);
+    let trusting = pusher_gateway(
+        &[reg.addr],
+        SECRET,
+        |app| app.webhooks = vec![hook],
+        |c| {
+            c.pusher.as_mut().unwrap().webhook_delay = Duration::ZERO;
+        },
+    )
+    .await;
+    let mut c = PusherClient::connect(&app_url(&trusting)).await;
+    c.subscribe("secure-news", None, None).await;
+    c.expect("pusher_internal:subscription_succeeded").await;
+    assert_eq!(receiver.wait_for_events(1, "the occupied over https").await, [occupied("secure-news")]);
+    drop(c);
+    assert_eq!(receiver.wait_for_events(2, "the vacated over https").await[1], vacated("secure-news"));
+
+    // Without it, the system's trust store does not know a self-signed certificate: the request
+    // never reaches the receiver, and the failure is retried and counted, not silent.
+    let before = receiver.hooks().len();
+    let doubting = pusher_gateway(
+        &[reg.addr],
+        SECRET,
+        |app| app.webhooks = vec![PusherWebhook::new(&url)],
+        |c| {
+            c.pusher.as_mut().unwrap().webhook_delay = Duration::ZERO;
+        },
+    )
+    .await;
+    let mut c = PusherClient::connect(&app_url(&doubting)).await;
+    c.subscribe("doubted", None, None).await;
+    c.expect("pusher_internal:subscription_succeeded").await;
+    eventually(Duration::from_secs(15), "a refused attempt retried", || async {
+        metric(&doubting, "gw_pusher_webhooks_retried_total", &format!("app=\"{APP_ID}\"")).await >= 1.0
+    })
+    .await;
+    assert_eq!(receiver.hooks().len(), before, "nothing reached the receiver without trusting its certificate");
 }

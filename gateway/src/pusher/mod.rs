@@ -94,14 +94,12 @@ impl Pusher {
         let (mut endpoints, mut targets) = (Vec::new(), Vec::new());
         for (app, a) in config.apps.iter().enumerate() {
             for hook in &a.webhooks {
-                let uri = webhook_driver::parse_uri(&hook.url).map_err(|reason| GatewayError::WebhookUrl {
-                    app,
-                    url: hook.url.clone(),
-                    reason,
-                })?;
+                let (uri, client) = webhook_driver::connect_to(&hook.url, hook.ca_file.as_deref())
+                    .map_err(|reason| GatewayError::WebhookUrl { app, url: hook.url.clone(), reason })?;
                 endpoints.push(Endpoint { app, events: hook.events.clone() });
                 targets.push(Target {
                     uri,
+                    client,
                     url: hook.url.clone(),
                     app_id: a.id.clone(),
                     key: a.key.clone(),

@@ -4,6 +4,7 @@
 //! `webhook_timeout`. On a stop, lingering events are released and what is queued is sent
 //! until the grace period ends; what is left then is dropped and counted.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,9 +12,12 @@ use gw_pusher_protocol::webhook::{self, WebhookBody, WebhookEvent};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::Request;
 use hyper::header::CONTENT_TYPE;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -28,6 +32,8 @@ const MAX_ANSWER: usize = 64 * 1024;
 #[derive(Clone)]
 pub(crate) struct Target {
     pub uri: hyper::Uri,
+    /// Its HTTP client (its own trust store when it has a `ca_file`), connections reused.
+    pub client: Client_,
     pub url: String,
     pub app_id: String,
     pub key: String,
@@ -51,13 +57,12 @@ pub(crate) struct Driver {
     pub timeout: Duration,
 }
 
-type Client_ = Client<HttpConnector, Full<Bytes>>;
+/// An HTTP/1 client of `http://` and `https://` URLs.
+pub(crate) type Client_ = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 impl Driver {
     /// Runs until `stop` is cancelled and then everything is sent, or `grace` after the stop.
     pub async fn run(mut self, stop: CancellationToken, grace: Duration) {
-        let client: Client_ =
-            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build_http();
         let mut inflight: JoinSet<(usize, Result<(), String>)> = JoinSet::new();
         let mut deadline: Option<Instant> = None;
         let mut input_open = true;
@@ -68,8 +73,8 @@ impl Driver {
                 let target = self.targets[t.endpoint].clone();
                 let body = Bytes::from(WebhookBody { time_ms: wall_ms(), events: t.events }.encode());
                 tracing::debug!(url = %target.url, app = %target.app_id, bytes = body.len(), retry = t.retry, "webhook");
-                let (client, timeout, endpoint) = (client.clone(), self.timeout, t.endpoint);
-                inflight.spawn(async move { (endpoint, post(&client, &target, body, timeout).await) });
+                let (timeout, endpoint) = (self.timeout, t.endpoint);
+                inflight.spawn(async move { (endpoint, post(&target, body, timeout).await) });
             }
             if deadline.is_some() && !input_open && self.dispatcher.is_idle() {
                 break;
@@ -128,7 +133,7 @@ fn wall_ms() -> u64 {
 }
 
 /// One signed POST; `Ok` for a 2xx answer.
-async fn post(client: &Client_, target: &Target, body: Bytes, timeout: Duration) -> Result<(), String> {
+async fn post(target: &Target, body: Bytes, timeout: Duration) -> Result<(), String> {
     let [(key_name, key), (sig_name, signature)] = webhook::headers(&target.key, &target.secret, &body);
     let request = Request::post(target.uri.clone())
         .header(CONTENT_TYPE, "application/json")
@@ -137,7 +142,7 @@ async fn post(client: &Client_, target: &Target, body: Bytes, timeout: Duration)
         .body(Full::new(body))
         .map_err(|e| format!("request: {e}"))?;
     let exchange = async {
-        let response = client.request(request).await.map_err(|e| with_causes(&e))?;
+        let response = target.client.request(request).await.map_err(|e| with_causes(&e))?;
         let status = response.status();
         // Read the answer so the connection can carry the next request.
         let _ = Limited::new(response.into_body(), MAX_ANSWER).collect().await;
@@ -162,13 +167,47 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Parses a configured webhook URL for the client.
-pub(crate) fn parse_uri(url: &str) -> Result<hyper::Uri, String> {
+/// Parses a configured webhook URL and makes its client: for `https://`, trusting the
+/// certificates of `ca_file` when given, else the system's trust store.
+pub(crate) fn connect_to(url: &str, ca_file: Option<&str>) -> Result<(hyper::Uri, Client_), String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{e}"))?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-        return Err("only http://host:port/path is supported".into());
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err("only http:// and https:// URLs are supported".into()),
+    };
+    if uri.authority().is_none() {
+        return Err("the URL has no host".into());
     }
-    Ok(uri)
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = |roots: rustls::RootCertStore| -> Result<rustls::ClientConfig, String> {
+        Ok(rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    };
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match (https, ca_file) {
+        // A plain-HTTP receiver needs no trust store (a FROM-scratch image may have none).
+        (false, _) => builder.with_tls_config(tls(rustls::RootCertStore::empty())?),
+        (true, Some(path)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("ca_file {path}: {e}"))? {
+                let cert = cert.map_err(|e| format!("ca_file {path}: {e}"))?;
+                roots.add(cert).map_err(|e| format!("ca_file {path}: {e}"))?;
+            }
+            builder.with_tls_config(tls(roots)?)
+        }
+        (true, None) => builder.with_provider_and_native_roots(provider.clone()).map_err(|e| {
+            format!(
+                "no trust store for https: {e} (install the system's CA certificates, or set the webhook's ca_file)"
+            )
+        })?,
+    };
+    let connector = builder.https_or_http().enable_http1().build();
+    let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+    Ok((uri, client))
 }
 
 /// Starts the driver (nothing when no app has webhooks).
