@@ -66,8 +66,18 @@ trap 'exit 130' INT TERM
 # start_cluster NAME GATEWAYS: one register, GATEWAYS gateways and $WORKERS workers; sets URLS
 # (comma-separated), GW_PIDS (comma-separated) and SERVER_PIDS, and waits for an echo round trip
 # through every gateway.
+PUSHER_APP_ID=1001 PUSHER_KEY=bench-pusher-key PUSHER_SECRET=bench-pusher-secret-0123456789
+PUSHER_APP="[pusher]
+[[pusher.apps]]
+id = \"$PUSHER_APP_ID\"
+key = \"$PUSHER_KEY\"
+secret = \"$PUSHER_SECRET\""
+
+# start_cluster NAME GATEWAYS [APP] [recovery] [pusher]: with `pusher`, every gateway also has a
+# Pusher listener (PUSHER_URLS, same order as URLS) for the app above.
 start_cluster() {
-    local name=$1 ngw=$2 app=${3:-echo} recovery=${4:-} i
+    local name=$1 ngw=$2 app=${3:-echo} recovery=${4:-} pusher=${5:-} i
+    local pusher_urls=()
     local ports
     read -r -a ports <<<"$("$BENCH" ports $((1 + 2 * ngw)))"
     local reg="127.0.0.1:${ports[0]}"
@@ -94,6 +104,18 @@ EOF
     local server=($!) gws=() urls=()
     for i in $(seq 1 "$ngw"); do
         local ws="127.0.0.1:${ports[$((2 * i - 1))]}" internal="127.0.0.1:${ports[$((2 * i))]}"
+        local listeners=""
+        if [ -n "$pusher" ]; then
+            local pp
+            pp="127.0.0.1:$("$BENCH" ports 1)"
+            listeners="[[listeners]]
+url = \"websocket://$ws\"
+[[listeners]]
+url = \"websocket://$pp\"
+pusher = true
+$PUSHER_APP"
+            pusher_urls+=("ws://$pp/app/$PUSHER_KEY?protocol=7")
+        fi
         cat >"$TMP/$name-gateway-$i.toml" <<EOF
 name = "gateway-$i"
 listen = "$ws"
@@ -101,6 +123,7 @@ internal_listen = "$internal"
 registers = ["$reg"]
 $common
 $gateway_extra
+$listeners
 EOF
         "$BIN/gateway" --config "$TMP/$name-gateway-$i.toml" >"$TMP/$name-gateway-$i.log" 2>&1 &
         PIDS+=($!)
@@ -134,6 +157,7 @@ EOF
     server+=($!)
     REG=$reg
     URLS=$(IFS=,; echo "${urls[*]}")
+    PUSHER_URLS=$(IFS=,; echo "${pusher_urls[*]}")
     GW_PIDS=$(IFS=,; echo "${gws[*]}")
     SERVER_PIDS=$(IFS=,; echo "${server[*]}")
     "$BENCH" wait --url "$URLS" --timeout 60
@@ -144,7 +168,7 @@ EOF
 # and adds its pid to SERVER_PIDS.
 API_KEY=bench-api-key-0123456789abcdef
 start_api() {
-    local name=$1 port
+    local name=$1 pusher=${2:-} port
     port=$("$BENCH" ports 1)
     API="127.0.0.1:$port"
     cat >"$TMP/$name-http-api.toml" <<EOF
@@ -158,6 +182,7 @@ key = "$API_KEY"
 level = "warn"
 [process]
 run_dir = "$TMP/$name-run"
+$([ -n "$pusher" ] && echo "$PUSHER_APP")
 EOF
     "$BIN/http-api" --config "$TMP/$name-http-api.toml" >"$TMP/$name-http-api.log" 2>&1 &
     PIDS+=($!)
@@ -190,11 +215,13 @@ if [ "$MODE" = quick ]; then
     FAN="--conns 50 --senders 2 --rate 40 --step-secs 1"; STORM_N=500
     PUSH="--concurrency 8 --duration 1"
     DEFL="--conns 20 --messages 20 --rounds 1"; HANDOVER_N=200
+    PUSHER_LOAD="--idle 300 --subscribers 600 --rate 10 --duration 1"
 else
     IDLE_N=19000; IDLE3_N=50000; ECHO="--conns 200 --inflight 8 --warmup 3 --duration 15"
     FAN="--conns 1000 --senders 4 --start-rate 100 --growth 1.5 --refine 3 --step-secs 5"; STORM_N=15000
     PUSH="--concurrency 32 --duration 10"
     DEFL="--conns 500 --messages 200 --rounds 3"; HANDOVER_N=10000
+    PUSHER_LOAD="--idle 5000 --subscribers 10000 --rate 20 --duration 5"
 fi
 
 start_cluster a 1
@@ -236,6 +263,15 @@ if wanted handover || wanted idle-recovery || wanted idle-plain; then
     stop_all
     start_cluster r2 2 echo recovery
     run handover handover --url "$URLS" --conns "$HANDOVER_N" --gateway-pid "$GW_PIDS"
+    stop_all
+fi
+
+if wanted pusher; then
+    start_cluster p 3 echo "" pusher
+    start_api p pusher
+    # shellcheck disable=SC2086
+    run pusher pusher --url "$PUSHER_URLS" --plain-url "$URLS" --gateway-pids "$GW_PIDS" --api "http://$API" \
+        --app-id "$PUSHER_APP_ID" --key "$PUSHER_KEY" --secret "$PUSHER_SECRET" $PUSHER_LOAD
     stop_all
 fi
 
@@ -283,6 +319,11 @@ row() { # row NAME
             local ok=1; [ "$(field resumed "$l")" = "$(field conns "$l")" ] || ok=0
             [ "$(cmp "$(field p99_us "$l")" 50000 '<')" = 1 ] || ok=0
             echo "| handover | $(field conns "$l") clients reset on gateway 1, resumed on gateway 2 (relayed to their home), $(field concurrency "$l") at once; $(field resumed "$l") resumed, $(field not_recovered "$l") not recovered, $(field failed "$l") failed | all resumed in $(field all_resumed_secs "$l") s; gateway 1 RSS per client: live $(field home_live_bytes_per_client "$l") B, held plus a plain client reusing the freed memory $(field home_held_plus_plain_bytes_per_client "$l") B, relayed $(field home_relayed_extra_bytes_per_client "$l") B more than held; gateway 2 per relayed socket: $(field edge_relay_bytes_per_client "$l") B | p99 < 50 ms | $(met "$ok") | $(lat "$l") | - |" ;;
+        pusher)
+            local ok; ok=$(cmp "$(field pusher_over_plain_pct "$l")" 10.0001 '<')
+            [ "$(field missing "$l")" = 0 ] || ok=0
+            echo "| pusher: HTTP publish | \`POST /apps/{id}/events\` to one channel with $(field subscribers "$l") subscribers over $(field gateways "$l") gateways, $(field rate "$l") events/s for $(field events "$l") events (HTTP API daemon); missing $(field missing "$l") | $(field deliveries_per_sec "$l") deliveries/s | - | - | $(lat "$l") | $(field server_cores "$l") / - / - |"
+            echo "| pusher: at rest | $(field idle "$l") Pusher clients each subscribed to a channel, against as many plain WebSocket clients, on two alike gateways | $(field pusher_bytes_per_conn "$l") B vs $(field plain_bytes_per_conn "$l") B gateway RSS per client ($(field pusher_over_plain_pct "$l") %) | ≤ +10 % | $(met "$ok") | - | - |" ;;
         idle|idle-3gw|idle-deflate|idle-plain|idle-recovery)
             local v ok; v=$(field rss_per_conn_bytes "$l")
             ok=$(cmp "$v" 4097 '<')
@@ -313,6 +354,7 @@ row() { # row NAME
     echo "  $WORKERS worker process(es) with app = \"echo\". Cluster D (idle-deflate, deflate): the same, fresh."
     echo "  Cluster B (idle-3gw): 1 register, 3 gateways, the same workers. Clusters R (idle-plain, idle-recovery)"
     echo "  and R2 (handover): 1 register, 2 gateways with [recovery] on and a cluster secret, the same workers."
+    echo "  P (pusher): 1 register, 3 gateways each with a plain and a Pusher listener (one app), 1 worker, the HTTP API daemon with the same app."
     echo "  All on 127.0.0.1 with ports the OS picked, log level warn, every other setting at its default"
     echo "  (send_queue 1024, heartbeat 25 s, tokio runtime with one worker thread per core)."
     echo "- Generator: gw-bench on the same machine, one current-thread tokio runtime per process; client sockets"
@@ -323,7 +365,7 @@ row() { # row NAME
     echo
     echo "| scenario | load | result | target | met | latency p50 / p99 / p99.9 (ms) | CPU cores: server / generator / machine |"
     echo "|---|---|---|---|---|---|---|"
-    for s in idle idle-deflate echo echo-http broadcast group storm push deflate idle-3gw idle-plain idle-recovery handover; do row "$s"; done
+    for s in idle idle-deflate echo echo-http broadcast group storm push deflate idle-3gw idle-plain idle-recovery handover pusher; do row "$s"; done
     echo
     echo "Raw results:"
     echo

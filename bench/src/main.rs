@@ -17,6 +17,7 @@ mod lean_ws;
 mod net;
 mod procfs;
 mod push;
+mod pusher;
 mod scale;
 mod storm;
 
@@ -74,6 +75,9 @@ enum Cmd {
     Handover(handover::HandoverArgs),
     /// `send_to_uid` through the HTTP API vs directly through gateway-client, in the same run.
     Push(push::PushArgs),
+    /// Pusher channels: an HTTP publish to one channel's subscribers on every gateway
+    /// (deliveries/s, latency), and a subscribed Pusher client's memory at rest against a plain one.
+    Pusher(pusher::PusherArgs),
     /// Serve an echo endpoint for business workers running `app = "http"`.
     Endpoint(endpoint::EndpointArgs),
     /// Up to a million idle WebSocket clients with heartbeats from generator processes: memory
@@ -160,6 +164,7 @@ fn main() -> ExitCode {
         Cmd::Storm(a) => storm::main(a),
         Cmd::Handover(a) => handover::main(a),
         Cmd::Push(a) => push::main(a),
+        Cmd::Pusher(a) => pusher::main(a),
         Cmd::Endpoint(a) => endpoint::main(a),
         Cmd::Scale(a) => scale::main(a),
     };
