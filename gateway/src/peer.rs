@@ -160,6 +160,10 @@ impl Handler<GatewaySide> for Peer<'_> {
             ToGateway::RelayOpen(_) | ToGateway::Relay { .. } if self.role != Role::Gateway => {
                 return Err(LinkError::Unexpected(format!("a relay frame from a {}", self.role)));
             }
+            ToGateway::Pusher(_) if self.role != Role::Gateway => {
+                return Err(LinkError::Unexpected(format!("a Pusher peer message from a {}", self.role)));
+            }
+            ToGateway::Pusher(msg) => crate::pusher::on_peer(self.gw, msg),
             ToGateway::RelayOpen(open) => {
                 let conn = open.conn;
                 if let Some(frames) = crate::relay::home::open(self.gw, *open, &self.tx).await {

@@ -335,3 +335,76 @@ async fn client_events_reach_subscribers_on_every_gateway_once_and_in_order() {
     sender.expect_silence(QUIET).await;
     assert_eq!(one.metric("mesh_dropped"), 0);
 }
+
+/// `n` Pusher gateways on one register, each knowing every other (so each finds the same home
+/// for a channel).
+async fn cluster(n: usize) -> (RegisterHandle, Vec<GatewayHandle>) {
+    let reg = RegisterHandle::start(SECRET).await;
+    let mut gws = Vec::new();
+    for _ in 0..n {
+        gws.push(pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await);
+    }
+    eventually(Duration::from_secs(10), "each gateway knows every other", || async {
+        gws.iter().all(|g| g.metric("peer_gateways") == n as u64 - 1)
+    })
+    .await;
+    (reg, gws)
+}
+
+fn ids(list: &serde_json::Value) -> serde_json::Value {
+    list["presence"]["ids"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presence_channel_over_three_gateways_has_one_member_list_and_one_added_and_removed_per_user() {
+    let (_reg, gws) = cluster(3).await;
+    let member = |u: &str| format!(r#"{{"user_id":"{u}","user_info":{{"name":"{u}"}}}}"#);
+    let (ann, bob, cid) = (member("ann"), member("bob"), member("cid"));
+    // Several channels, so that homes are on different gateways: each is checked alike.
+    for channel in ["presence-room", "presence-hall", "presence-lab"] {
+        let mut a = PusherClient::connect(&app_url(&gws[0])).await;
+        a.subscribe_signed(channel, Some(&ann)).await;
+        assert_eq!(ids(&data_of(&a.expect("pusher_internal:subscription_succeeded").await)), json!(["ann"]));
+
+        let mut b1 = PusherClient::connect(&app_url(&gws[1])).await;
+        b1.subscribe_signed(channel, Some(&bob)).await;
+        let list = data_of(&b1.expect("pusher_internal:subscription_succeeded").await);
+        assert_eq!(ids(&list), json!(["ann", "bob"]), "{channel}: one list, whatever the gateway");
+        assert_eq!(list["presence"]["hash"]["ann"], json!({"name": "ann"}));
+        assert_eq!(data_of(&a.expect("pusher_internal:member_added").await)["user_id"], "bob");
+
+        // Bob's second connection, on a third gateway: listed, no member_added for anyone.
+        let mut b2 = PusherClient::connect(&app_url(&gws[2])).await;
+        b2.subscribe_signed(channel, Some(&bob)).await;
+        assert_eq!(ids(&data_of(&b2.expect("pusher_internal:subscription_succeeded").await)), json!(["ann", "bob"]));
+
+        let mut c = PusherClient::connect(&app_url(&gws[2])).await;
+        c.subscribe_signed(channel, Some(&cid)).await;
+        assert_eq!(
+            ids(&data_of(&c.expect("pusher_internal:subscription_succeeded").await)),
+            json!(["ann", "bob", "cid"])
+        );
+        for other in [&mut a, &mut b1, &mut b2] {
+            let added = other.expect("pusher_internal:member_added").await;
+            assert_eq!(data_of(&added), json!({"user_id": "cid", "user_info": {"name": "cid"}}), "{channel}");
+        }
+
+        // Bob leaves one gateway: still there on the other, nobody hears of it.
+        b1.ws.close().await;
+        a.expect_silence(QUIET).await;
+        c.expect_silence(QUIET).await;
+        // Bob's last connection anywhere goes: member_removed once, on every gateway.
+        b2.ws.close().await;
+        for other in [&mut a, &mut c] {
+            assert_eq!(data_of(&other.expect("pusher_internal:member_removed").await), json!({"user_id": "bob"}));
+            other.expect_silence(QUIET).await;
+        }
+        // Ann leaves: cid, on another gateway, hears it once.
+        a.ws.close().await;
+        assert_eq!(data_of(&c.expect("pusher_internal:member_removed").await), json!({"user_id": "ann"}));
+        c.expect_silence(QUIET).await;
+    }
+    for g in &gws {
+        assert_eq!(g.metric("mesh_dropped"), 0);
+    }
+}
