@@ -408,3 +408,75 @@ async fn a_presence_channel_over_three_gateways_has_one_member_list_and_one_adde
         assert_eq!(g.metric("mesh_dropped"), 0);
     }
 }
+
+/// Subscribes `c` to every channel as `member`; the member lists' ids, sorted.
+async fn subscribe_all(c: &mut PusherClient, channels: &[String], member: &str) -> Vec<serde_json::Value> {
+    let mut lists = Vec::new();
+    for ch in channels {
+        c.subscribe_signed(ch, Some(member)).await;
+        let list = ids(&data_of(&c.expect("pusher_internal:subscription_succeeded").await));
+        // Joining order, but after a move the new home learns the members in the order the
+        // gateways re-send them: compare as sets.
+        let mut list: Vec<String> = list.as_array().unwrap().iter().map(|v| v.as_str().unwrap().into()).collect();
+        list.sort();
+        lists.push(json!(list));
+    }
+    lists
+}
+
+/// The next frames of `c`: `event` for `user`, once per channel of `channels`.
+async fn expect_each(c: &mut PusherClient, event: &str, user: &str, channels: &[String]) {
+    let mut got = Vec::new();
+    for _ in channels {
+        let frame = c.expect(event).await;
+        assert_eq!(data_of(&frame)["user_id"], user, "{frame}");
+        got.push(frame["channel"].as_str().unwrap().to_string());
+    }
+    got.sort();
+    let mut want = channels.to_vec();
+    want.sort();
+    assert_eq!(got, want, "once per channel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_joining_and_leaving_move_homes_silently_and_the_member_lists_stay_whole() {
+    let (reg, mut gws) = cluster(2).await;
+    // Enough channels that the third gateway becomes the home of some (rendezvous hashing).
+    let channels: Vec<String> = (0..16).map(|i| format!("presence-{i}")).collect();
+    let member = |u: &str| format!(r#"{{"user_id":"{u}"}}"#);
+    let mut ann = PusherClient::connect(&app_url(&gws[0])).await;
+    subscribe_all(&mut ann, &channels, &member("ann")).await;
+    let mut bob = PusherClient::connect(&app_url(&gws[1])).await;
+    assert!(subscribe_all(&mut bob, &channels, &member("bob")).await.iter().all(|l| *l == json!(["ann", "bob"])));
+    expect_each(&mut ann, "pusher_internal:member_added", "bob", &channels).await;
+
+    // A third gateway: the channels homed there now are re-sent to it; nobody hears of the move.
+    gws.push(pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await);
+    eventually(Duration::from_secs(10), "each gateway knows the two others", || async {
+        gws.iter().all(|g| g.metric("peer_gateways") == 2)
+    })
+    .await;
+    ann.expect_silence(QUIET).await;
+    bob.expect_silence(QUIET).await;
+    let mut cid = PusherClient::connect(&app_url(&gws[2])).await;
+    let lists = subscribe_all(&mut cid, &channels, &member("cid")).await;
+    assert!(lists.iter().all(|l| *l == json!(["ann", "bob", "cid"])), "{lists:?}");
+    expect_each(&mut ann, "pusher_internal:member_added", "cid", &channels).await;
+    expect_each(&mut bob, "pusher_internal:member_added", "cid", &channels).await;
+    cid.ws.close().await;
+    expect_each(&mut ann, "pusher_internal:member_removed", "cid", &channels).await;
+    expect_each(&mut bob, "pusher_internal:member_removed", "cid", &channels).await;
+
+    // It stops: its channels come home again, silently, and still hold ann and bob.
+    gws.pop().unwrap().stop().await;
+    eventually(Duration::from_secs(10), "each gateway knows it is gone", || async {
+        gws.iter().all(|g| g.metric("peer_gateways") == 1)
+    })
+    .await;
+    ann.expect_silence(QUIET).await;
+    let mut dan = PusherClient::connect(&app_url(&gws[1])).await;
+    let lists = subscribe_all(&mut dan, &channels, &member("dan")).await;
+    assert!(lists.iter().all(|l| *l == json!(["ann", "bob", "dan"])), "{lists:?}");
+    expect_each(&mut ann, "pusher_internal:member_added", "dan", &channels).await;
+    expect_each(&mut bob, "pusher_internal:member_added", "dan", &channels).await;
+}

@@ -111,8 +111,11 @@ impl Mesh {
         // Registers report on their own tasks: one list change at a time, in the order applied.
         let _one_at_a_time = self.list_changes.lock().expect("mesh lock");
         let all = self.listen(gw, register, list);
+        let peers = all.len() as u64;
         // Pusher channels whose home moved are re-sent to their new home (docs/pusher.md §5).
         crate::pusher::gateways_changed(gw, all);
+        // Counted once the homes follow the list, so a gateway that shows its peers routes to them.
+        gw.state.metrics.peer_gateways.store(peers, Ordering::Relaxed);
     }
 
     /// Records register `register`'s list and opens or closes the peers' outboxes; returns
@@ -122,7 +125,6 @@ impl Mesh {
         listed.insert(register.to_string(), list.into_iter().map(|g| g.address).filter(|a| *a != gw.address).collect());
         let all: BTreeSet<String> = listed.values().flatten().cloned().collect();
         drop(listed);
-        gw.state.metrics.peer_gateways.store(all.len() as u64, Ordering::Relaxed);
         let mut peers = self.peers.lock().expect("mesh lock");
         peers.retain(|address, _| all.contains(address));
         for address in all.iter().cloned() {
