@@ -385,6 +385,16 @@ pub enum Query {
         /// A JSON object to merge in.
         patch: Bytes,
     },
+    /// → `NamedStrings`: the presence channels of Pusher app `app` this gateway is the home of
+    /// (only `channel`, if given), each with its users' ids in joining order (`docs/pusher.md`
+    /// §5); every channel has one home, so the answers of all gateways merge by union. Empty on
+    /// a gateway without Pusher.
+    PusherMembers {
+        /// The app id.
+        app: String,
+        /// This channel only, if given.
+        channel: Option<String>,
+    },
 }
 
 /// A gateway's answer to one `Query`.
@@ -838,6 +848,7 @@ mod tests {
             Query::Connections,
             Query::SetSession { client: 1, session: Bytes::from_static(b"{}") },
             Query::UpdateSession { client: 2, patch: Bytes::from_static(b"{\"a\":null}") },
+            Query::PusherMembers { app: "1".into(), channel: Some("presence-a".into()) },
         ]
     }
 

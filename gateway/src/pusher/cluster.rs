@@ -77,7 +77,7 @@ impl Cluster {
                 | PusherPeer::Vacant { .. }
                 | PusherPeer::Join { .. }
                 | PusherPeer::Leave { .. }) => self.at_home(gw, pusher, m),
-                m => self.from_home(gw, pusher, m),
+                m => self.heard_from_home(gw, pusher, m),
             }
         } else {
             gw.mesh.to_peer(&gw.state.metrics, to, ToGateway::Pusher(msg));
@@ -105,13 +105,13 @@ impl Cluster {
 
     /// A home's message for this gateway: member events to the channel's subscribers here, a
     /// member list to the connection waiting for it (which joins the channel's group now).
-    pub fn from_home(&self, gw: &Gateway, pusher: &Pusher, msg: PusherPeer) {
-        let (app, channel) = match &msg {
-            PusherPeer::MemberAdded { app, channel, .. }
-            | PusherPeer::MemberRemoved { app, channel, .. }
-            | PusherPeer::Members { app, channel, .. }
-            | PusherPeer::Full { app, channel, .. } => (app, channel),
-            _ => return,
+    pub fn heard_from_home(&self, gw: &Gateway, pusher: &Pusher, msg: PusherPeer) {
+        let (PusherPeer::MemberAdded { app, channel, .. }
+        | PusherPeer::MemberRemoved { app, channel, .. }
+        | PusherPeer::Members { app, channel, .. }
+        | PusherPeer::Full { app, channel, .. }) = &msg
+        else {
+            return;
         };
         let Some(index) = pusher.app_index(app) else {
             tracing::debug!(app = %app, "a home's message for an app this gateway does not serve");
@@ -152,6 +152,12 @@ impl Cluster {
             }
             _ => {}
         }
+    }
+
+    /// The presence channels of app `app` homed here (only `channel`, if given) with their
+    /// users' ids.
+    pub fn members(&self, app: &str, channel: Option<&str>) -> Vec<(String, Vec<String>)> {
+        self.homes.lock().expect("homes lock").members(app, channel)
     }
 
     /// Connection `client` waits for the member list of `channel` of app `app`. Returns the

@@ -218,6 +218,19 @@ impl Homes {
         self.channels.retain(|(app, channel), _| keep(app, channel));
     }
 
+    /// The presence channels of app `app` held here (only `channel`, if given) with their users'
+    /// ids in joining order, sorted by channel.
+    pub fn members(&self, app: &str, channel: Option<&str>) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = self
+            .channels
+            .iter()
+            .filter(|((a, c), ch)| a == app && channel.is_none_or(|want| want == c) && !ch.users.is_empty())
+            .map(|((_, c), ch)| (c.clone(), ch.users.iter().map(|u| u.id.clone()).collect()))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// How many channels this home holds.
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -302,6 +315,9 @@ mod tests {
         let decided = Decided::Left { channel: "presence-a".into(), user_id: "ann".into() };
         assert!(out.contains(&Out::Decided { app: "1".into(), decided }));
         assert!(h.apply(leave("g2", "ann"), |_| MAX).is_empty(), "twice is nothing");
+        assert_eq!(h.members("1", None), [("presence-a".to_string(), vec!["bob".to_string()])]);
+        assert_eq!(h.members("1", Some("presence-b")), []);
+        assert_eq!(h.members("2", None), []);
         h.apply(leave("g2", "bob"), |_| MAX);
         assert_eq!(h.len(), 0, "an empty channel holds nothing");
     }

@@ -391,8 +391,14 @@ pub(crate) fn on_peer(gw: &Gateway, msg: PusherPeer) {
         | PusherPeer::Leave { .. }) => {
             pusher.cluster.at_home(gw, pusher, m);
         }
-        m => pusher.cluster.from_home(gw, pusher, m),
+        m => pusher.cluster.heard_from_home(gw, pusher, m),
     }
+}
+
+/// The presence channels of app `app` homed here (only `channel`, if given), each with its
+/// users' ids in joining order, sorted by channel (`Query::PusherMembers`).
+pub(crate) fn members(gw: &Gateway, app: &str, channel: Option<&str>) -> Vec<(String, Vec<String>)> {
+    of(gw).map(|p| p.cluster.members(app, channel)).unwrap_or_default()
 }
 
 /// The registers' gateway list changed (`others`: every gateway but this one).
