@@ -55,6 +55,8 @@ pub(crate) struct Cluster {
     /// Presence subscriptions waiting for their list: (client, app index, channel).
     waiters: Mutex<HashMap<(u64, usize, String), Waiter>>,
     next_wait: AtomicU64,
+    /// Messages from other gateways about an app this gateway does not serve.
+    pub ignored: AtomicU64,
 }
 
 impl Cluster {
@@ -87,6 +89,17 @@ impl Cluster {
     /// This gateway, as a channel's home, applies a gateway's message and carries out what it
     /// decided, in order, under the homes' lock.
     pub fn at_home(&self, gw: &Gateway, pusher: &Pusher, msg: PusherPeer) {
+        let (PusherPeer::Occupied { app, .. }
+        | PusherPeer::Vacant { app, .. }
+        | PusherPeer::Join { app, .. }
+        | PusherPeer::Leave { app, .. }) = &msg
+        else {
+            return;
+        };
+        if pusher.app_index(app).is_none() {
+            self.ignore(app);
+            return;
+        }
         let max = |app: &str| pusher.app_index(app).map(|i| pusher.app(i).max_presence_members);
         let mut homes = self.homes.lock().expect("homes lock");
         let outs = homes.apply(msg, max);
@@ -114,7 +127,7 @@ impl Cluster {
             return;
         };
         let Some(index) = pusher.app_index(app) else {
-            tracing::debug!(app = %app, "a home's message for an app this gateway does not serve");
+            self.ignore(app);
             return;
         };
         let group = channel_group(app, channel);
@@ -158,6 +171,14 @@ impl Cluster {
     /// users' ids.
     pub fn members(&self, app: &str, channel: Option<&str>) -> Vec<(String, Vec<String>)> {
         self.homes.lock().expect("homes lock").members(app, channel)
+    }
+
+    /// A message from another gateway about app `app`, which this gateway does not serve
+    /// (gateways with different `[pusher]` apps): counted, logged.
+    fn ignore(&self, app: &str) {
+        self.ignored.fetch_add(1, Ordering::Relaxed);
+        let shown: String = app.chars().take(64).collect();
+        tracing::debug!(app = %shown, "a Pusher message from another gateway for an app not served here: ignored");
     }
 
     /// Connection `client` waits for the member list of `channel` of app `app`. Returns the

@@ -311,6 +311,11 @@ impl Pusher {
             sent,
             retried,
             dropped,
+            gw_daemon::MetricFamily::counter(
+                "gw_pusher_peer_ignored_total",
+                "Pusher presence and occupancy messages from other gateways about apps this gateway does not serve.",
+                self.cluster.ignored.load(Ordering::Relaxed),
+            ),
         ]
     }
 }
