@@ -480,3 +480,45 @@ async fn gateways_joining_and_leaving_move_homes_silently_and_the_member_lists_s
     expect_each(&mut ann, "pusher_internal:member_added", "dan", &channels).await;
     expect_each(&mut bob, "pusher_internal:member_added", "dan", &channels).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presence_subscription_whose_home_does_not_answer_is_refused_after_the_timeout() {
+    let reg = RegisterHandle::start(SECRET).await;
+    let gw = pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await;
+    // A gateway without Pusher in the cluster (every gateway must serve the same apps): the
+    // channels homed there never answer.
+    let _plain = GatewayHandle::start_with(&[reg.addr], SECRET, |_| {}).await;
+    eventually(Duration::from_secs(10), "the Pusher gateway knows the other", || async {
+        gw.metric("peer_gateways") == 1
+    })
+    .await;
+    let mut c = PusherClient::connect(&app_url(&gw)).await;
+    // Enough channels that both gateways are homes of some (rendezvous hashing).
+    let channels: Vec<String> = (0..16).map(|i| format!("presence-{i}")).collect();
+    for ch in &channels {
+        c.subscribe_signed(ch, Some(r#"{"user_id":"ann"}"#)).await;
+    }
+    let (mut listed, mut refused) = (0, 0);
+    for _ in &channels {
+        let frame = c.recv().await;
+        match frame["event"].as_str() {
+            Some("pusher_internal:subscription_succeeded") => listed += 1,
+            Some("pusher:error") => {
+                assert_eq!(frame["data"]["code"], serde_json::Value::Null, "{frame}");
+                assert!(frame["data"]["message"].as_str().unwrap().contains("did not answer in time"), "{frame}");
+                refused += 1;
+            }
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    assert!(listed > 0 && refused > 0, "{listed} listed, {refused} refused");
+    c.expect_alive().await;
+    use gw_daemon::Node;
+    let families = gw_gateway::GatewayNode::new(gw.gw.clone()).metrics().await;
+    let timeouts = families
+        .iter()
+        .find(|f| f.name == "gw_pusher_frames_refused_total")
+        .and_then(|f| f.samples.iter().find(|s| s.labels == "reason=\"presence_timeout\""))
+        .map(|s| s.value);
+    assert_eq!(timeouts, Some(refused as f64), "each refusal counted");
+}
