@@ -484,7 +484,8 @@ async fn gateways_joining_and_leaving_move_homes_silently_and_the_member_lists_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_presence_subscription_whose_home_does_not_answer_is_refused_after_the_timeout() {
     let reg = RegisterHandle::start(SECRET).await;
-    let gw = pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await;
+    let quick = |c: &mut gw_config::GatewayConfig| c.pusher.as_mut().unwrap().presence_timeout = Duration::from_secs(1);
+    let gw = pusher_gateway(&[reg.addr], SECRET, |_| {}, quick).await;
     // A gateway without Pusher in the cluster (every gateway must serve the same apps): the
     // channels homed there never answer.
     let _plain = GatewayHandle::start_with(&[reg.addr], SECRET, |_| {}).await;

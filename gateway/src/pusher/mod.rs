@@ -320,9 +320,6 @@ impl Pusher {
     }
 }
 
-/// How long a presence subscription waits for its channel's home (docs/pusher.md §5).
-const PRESENCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// A presence subscription waiting for its member list.
 #[derive(Debug)]
 pub(crate) struct Wait {
@@ -333,7 +330,7 @@ pub(crate) struct Wait {
 }
 
 /// Waits for what the channel's home answers wait `seq` other than the list (the list is
-/// carried out where it arrives and closes `answer`), or for the presence timeout: either way
+/// carried out where it arrives and closes `answer`), or for `presence_timeout`: either way
 /// the connection is refused the channel.
 pub(crate) async fn watch_wait(
     gw: Arc<Gateway>,
@@ -350,7 +347,7 @@ pub(crate) async fn watch_wait(
             ),
             Err(_) => return,
         },
-        () = tokio::time::sleep(PRESENCE_TIMEOUT) => {
+        () = tokio::time::sleep(pusher.config.presence_timeout) => {
             if !pusher.cluster.stop_waiting(wait.client, wait.app, &wait.channel, Some(seq)) {
                 return;
             }
