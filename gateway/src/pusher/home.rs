@@ -199,13 +199,25 @@ impl Homes {
         let mut out = Vec::new();
         let keys: Vec<(String, String)> = self.channels.keys().cloned().collect();
         for (app, channel) in keys {
-            let users: Vec<String> = self
-                .channels
-                .get(&(app.clone(), channel.clone()))
-                .map(|ch| ch.users.iter().filter(|u| u.gateways.contains(gateway)).map(|u| u.id.clone()).collect())
-                .unwrap_or_default();
-            for user in users {
-                self.leave(gateway, app.clone(), channel.clone(), &user, &mut out);
+            let Some(ch) = self.channels.get_mut(&(app.clone(), channel.clone())) else { continue };
+            let mut gone = Vec::new();
+            for u in &mut ch.users {
+                if u.gateways.remove(gateway) && u.gateways.is_empty() {
+                    gone.push(u.id.clone());
+                }
+            }
+            ch.users.retain(|u| !u.gateways.is_empty());
+            // The member events go to the gateways still holding a member, the gone one not.
+            let holders = ch.holders();
+            for user_id in gone {
+                for g in &holders {
+                    let (app, channel, user_id) = (app.clone(), channel.clone(), user_id.clone());
+                    out.push(Out::To(g.clone(), PusherPeer::MemberRemoved { app, channel, user_id }));
+                }
+                out.push(Out::Decided {
+                    app: app.clone(),
+                    decided: Decided::Left { channel: channel.clone(), user_id },
+                });
             }
             self.vacant(gateway, app, channel, &mut out);
         }
@@ -355,6 +367,128 @@ mod tests {
         let out = h.gateway_gone("g1");
         assert_eq!(out.iter().filter(|o| matches!(o, Out::Decided { decided: Decided::Left { .. }, .. })).count(), 2);
         assert_eq!(h.len(), 0);
+    }
+
+    mod property {
+        use std::collections::{BTreeMap, BTreeSet};
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// What a gateway can tell a home, or a gateway leaving the list.
+        #[derive(Debug, Clone)]
+        enum Op {
+            Join(usize, usize),
+            Leave(usize, usize),
+            Occupied(usize),
+            Vacant(usize),
+            Gone(usize),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0..3usize, 0..4usize).prop_map(|(g, u)| Op::Join(g, u)),
+                (0..3usize, 0..4usize).prop_map(|(g, u)| Op::Leave(g, u)),
+                (0..3usize).prop_map(Op::Occupied),
+                (0..3usize).prop_map(Op::Vacant),
+                (0..3usize).prop_map(Op::Gone),
+            ]
+        }
+
+        fn gw(g: usize) -> String {
+            format!("g{g}")
+        }
+
+        proptest! {
+            /// Whatever the gateways say, in any order: each user is added when it is first
+            /// present on some gateway and removed when it is present on none, alternating; the
+            /// member events go to exactly the gateways holding a member; a member list is the
+            /// set of present users; occupancy alternates and follows the truth.
+            #[test]
+            fn decisions_follow_the_cluster_truth(ops in proptest::collection::vec(op(), 1..120)) {
+                let mut h = Homes::default();
+                let ch = "presence-p".to_string();
+                // The truth: per gateway, its present users and whether it has subscribers.
+                let mut present: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+                let mut occupied: BTreeSet<usize> = BTreeSet::new();
+                let mut added: BTreeMap<String, bool> = BTreeMap::new();
+                let mut cluster_occupied = false;
+                for (step, op) in ops.into_iter().enumerate() {
+                    let msg = |kind: &Op| match *kind {
+                        Op::Join(g, u) => Some(PusherPeer::Join {
+                            gateway: gw(g), app: "1".into(), channel: ch.clone(), user_id: format!("u{u}"),
+                            user_info: None, waiting: Some(step as u64), resync: false,
+                        }),
+                        Op::Leave(g, u) => Some(PusherPeer::Leave {
+                            gateway: gw(g), app: "1".into(), channel: ch.clone(), user_id: format!("u{u}"),
+                        }),
+                        Op::Occupied(g) => Some(PusherPeer::Occupied {
+                            gateway: gw(g), app: "1".into(), channel: ch.clone(), resync: false,
+                        }),
+                        Op::Vacant(g) => Some(PusherPeer::Vacant { gateway: gw(g), app: "1".into(), channel: ch.clone() }),
+                        Op::Gone(_) => None,
+                    };
+                    let out = match (&op, msg(&op)) {
+                        (Op::Gone(g), _) => h.gateway_gone(&gw(*g)),
+                        (_, Some(m)) => h.apply(m, |_| Some(100)),
+                        _ => unreachable!(),
+                    };
+                    match op {
+                        Op::Join(g, u) => { present.entry(g).or_default().insert(u); }
+                        Op::Leave(g, u) => { present.entry(g).or_default().remove(&u); }
+                        Op::Occupied(g) => { occupied.insert(g); }
+                        Op::Vacant(g) => { occupied.remove(&g); }
+                        Op::Gone(g) => { present.remove(&g); occupied.remove(&g); }
+                    }
+                    let users: BTreeSet<String> = present.values().flatten().map(|u| format!("u{u}")).collect();
+                    let holders: BTreeSet<String> =
+                        present.iter().filter(|(_, us)| !us.is_empty()).map(|(g, _)| gw(*g)).collect();
+                    let mut events_to: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+                    for o in &out {
+                        match o {
+                            Out::Decided { decided: Decided::Joined { user_id, .. }, .. } => {
+                                prop_assert!(!added.get(user_id).copied().unwrap_or(false), "{user_id} added twice");
+                                added.insert(user_id.clone(), true);
+                            }
+                            Out::Decided { decided: Decided::Left { user_id, .. }, .. } => {
+                                prop_assert!(added.get(user_id).copied().unwrap_or(false), "{user_id} removed unadded");
+                                added.insert(user_id.clone(), false);
+                                // Sent to the holders after the leave.
+                                prop_assert_eq!(events_to.remove(user_id).unwrap_or_default(), holders.clone());
+                            }
+                            Out::Decided { decided: Decided::Occupied { .. }, .. } => {
+                                prop_assert!(!cluster_occupied, "occupied twice");
+                                cluster_occupied = true;
+                            }
+                            Out::Decided { decided: Decided::Vacant { .. }, .. } => {
+                                prop_assert!(cluster_occupied, "vacated unoccupied");
+                                cluster_occupied = false;
+                            }
+                            Out::To(g, PusherPeer::MemberAdded { user_id, .. } | PusherPeer::MemberRemoved { user_id, .. }) => {
+                                events_to.entry(user_id.clone()).or_default().insert(g.clone());
+                            }
+                            Out::To(g, PusherPeer::Members { members, .. }) => {
+                                let listed: BTreeSet<String> = members.iter().map(|m| m.0.clone()).collect();
+                                prop_assert_eq!(&listed, &users, "the list is who is present");
+                                prop_assert!(matches!(op, Op::Join(j, _) if gw(j) == *g), "the list to the joiner");
+                            }
+                            other => prop_assert!(false, "unexpected {:?}", other),
+                        }
+                    }
+                    // What is left in events_to are additions: to the holders after the join.
+                    for (_, to) in events_to {
+                        prop_assert_eq!(to, holders.clone());
+                    }
+                    for u in 0..4 {
+                        let id = format!("u{u}");
+                        prop_assert_eq!(added.get(&id).copied().unwrap_or(false), users.contains(&id), "{} at step {}", id, step);
+                    }
+                    prop_assert_eq!(cluster_occupied, !occupied.is_empty());
+                    prop_assert_eq!(h.len() == 0, users.is_empty() && occupied.is_empty(), "nothing kept for nothing");
+                }
+            }
+        }
     }
 
     #[test]
