@@ -171,7 +171,8 @@ async fn publish(a: &PusherArgs) -> anyhow::Result<String> {
     // Publish only once every gateway's subscriptions reached the routing index the API uses.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let info = api.get(&format!("/apps/{}/channels/{CHANNEL}", a.app_id), &[("info", "subscription_count")]).await?;
+        let info =
+            api.get(&format!("/apps/{}/channels/{CHANNEL}", a.app_id), &[("info", "subscription_count")]).await?;
         let v: serde_json::Value = serde_json::from_str(&info).with_context(|| format!("channel info: {info}"))?;
         if v["subscription_count"].as_u64() == Some(a.subscribers as u64) {
             break;
@@ -223,7 +224,12 @@ async fn publish(a: &PusherArgs) -> anyhow::Result<String> {
     let delivered = received.load(Ordering::Relaxed);
     let expected = events * a.subscribers as u64;
     eprintln!("{delivered} of {expected} deliveries in {secs:.2} s; {}", hist.summary());
-    ensure!(delivered == expected, "{} deliveries missing ({complete} of {} subscribers got all)", expected - delivered, a.subscribers);
+    ensure!(
+        delivered == expected,
+        "{} deliveries missing ({complete} of {} subscribers got all)",
+        expected - delivered,
+        a.subscribers
+    );
     Ok(format!(
         " subscribers={} events={events} rate={} delivered={delivered} missing=0 deliveries_per_sec={:.0} p50_us={} p99_us={} p999_us={} max_us={} server_cores={:.2}",
         a.subscribers,
@@ -262,7 +268,8 @@ impl Api {
 
     async fn get(&mut self, path: &str, params: &[(&str, &str)]) -> anyhow::Result<String> {
         let target = self.signed("GET", path, params, b"");
-        let (status, body) = self.exchange(&format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host), b"").await?;
+        let (status, body) =
+            self.exchange(&format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host), b"").await?;
         ensure!(status == 200, "GET {path} answered HTTP {status}: {body}");
         Ok(body)
     }
@@ -283,7 +290,11 @@ impl Api {
         stream.write_all(body).await?;
         let mut line = String::new();
         self.conn.read_line(&mut line).await?;
-        let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).with_context(|| format!("status line {line:?}"))?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("status line {line:?}"))?;
         let mut len = 0usize;
         loop {
             line.clear();

@@ -39,6 +39,10 @@ pub struct PusherConfig {
     /// Most webhook events waiting per URL (and between connections and the dispatcher); past
     /// it they are dropped and counted (`gw_pusher_webhooks_dropped_total{reason="queue_full"}`).
     pub webhook_queue: usize,
+    /// How long a presence subscription waits for its channel's home gateway (the member list,
+    /// docs/pusher.md §5) before it is refused with `pusher:error`.
+    #[serde(with = "humantime_serde")]
+    pub presence_timeout: Duration,
     /// The apps (`[[pusher.apps]]`).
     pub apps: Vec<PusherApp>,
 }
@@ -54,6 +58,7 @@ impl Default for PusherConfig {
             webhook_batch_size: 100,
             webhook_batch_wait: Duration::from_millis(50),
             webhook_queue: 10_000,
+            presence_timeout: Duration::from_secs(5),
             apps: Vec::new(),
         }
     }
@@ -279,6 +284,9 @@ impl PusherConfig {
         if self.webhook_queue == 0 || self.webhook_queue > 1_000_000 {
             add("pusher.webhook_queue".into(), format!("{} is outside 1..=1000000", self.webhook_queue));
         }
+        if self.presence_timeout.is_zero() || self.presence_timeout > Duration::from_secs(60) {
+            add("pusher.presence_timeout".into(), format!("{:?} is outside (0s, 60s]", self.presence_timeout));
+        }
         if self.apps.is_empty() {
             add("pusher.apps".into(), "at least one [[pusher.apps]] is required in a [pusher] section".into());
         }
@@ -500,6 +508,9 @@ mod tests {
         assert_eq!(pusher.webhook_delay, std::time::Duration::from_secs(1));
         assert_eq!(pusher.webhook_retry_for, std::time::Duration::from_secs(120));
         assert_eq!(pusher.webhook_batch_wait, std::time::Duration::from_millis(50), "default");
+        assert_eq!(pusher.presence_timeout, std::time::Duration::from_secs(5), "default");
+        let zero = super::PusherConfig { presence_timeout: std::time::Duration::ZERO, ..pusher.clone() };
+        assert!(zero.validate().iter().any(|p| p.key == "pusher.presence_timeout"), "a zero presence_timeout");
         let hooks = &pusher.apps[0].webhooks;
         assert_eq!(hooks[0].events, super::WEBHOOK_EVENTS, "every event by default");
         assert!(pusher.apps[0].wants_webhook("member_added"));

@@ -212,6 +212,38 @@ impl GatewayClient {
         Ok(Answer { value: out.into_iter().map(|(g, s)| (g, s.into_iter().collect())).collect(), missing })
     }
 
+    /// The users of Pusher app `app`'s presence channels (only `channel`, if given), as the
+    /// channels' home gateways know them: each channel with its user ids (docs/pusher.md §5).
+    /// Each channel has one home, so the gateways' answers merge by union.
+    ///
+    /// ```no_run
+    /// # async fn f(g: gw_gateway_client::GatewayClient) -> Result<(), gw_gateway_client::ClientError> {
+    /// let users = g.pusher_members("1001", Some("presence-room")).await?.complete()?;
+    /// # let _ = users;
+    /// # Ok(()) }
+    /// ```
+    pub async fn pusher_members(
+        &self,
+        app: &str,
+        channel: Option<&str>,
+    ) -> Result<Answer<BTreeMap<String, Vec<String>>>, ClientError> {
+        let query = Query::PusherMembers { app: app.to_string(), channel: channel.map(str::to_string) };
+        let (replies, missing) = self.gather(query).await?;
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (link, reply) in replies {
+            let Reply::NamedStrings(channels) = reply else { return Err(unexpected(&link)) };
+            for (channel, users) in channels {
+                let list = out.entry(channel).or_default();
+                for u in users {
+                    if !list.contains(&u) {
+                        list.push(u);
+                    }
+                }
+            }
+        }
+        Ok(Answer { value: out, missing })
+    }
+
     /// Every group with its distinct uid count.
     ///
     /// ```no_run

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use gw_link::wire::GatewaySide;
 use gw_link::{Ended, Handler, LinkEngine, LinkError, LinkOptions};
-use gw_proto::{FromGateway, RelayFrame, Role, ToGateway};
+use gw_proto::{FromGateway, Query, RelayFrame, Reply, Role, ToGateway};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -132,7 +132,14 @@ impl Handler<GatewaySide> for Peer<'_> {
             }
             ToGateway::WatchIndex => self.index.start(self.gw, &self.tx),
             ToGateway::Request { id, query } => {
-                let reply = self.gw.state.answer_within(query, self.gw.config.link.max_frame);
+                let max_frame = self.gw.config.link.max_frame;
+                let reply = match query {
+                    Query::PusherMembers { app, channel } => {
+                        let members = crate::pusher::members(self.gw, &app, channel.as_deref());
+                        self.gw.state.fit(Reply::NamedStrings(members), max_frame)
+                    }
+                    query => self.gw.state.answer_within(query, max_frame),
+                };
                 // The link's own writer drains the queue, so this wait ends.
                 let _ = self.tx.send(FromGateway::Reply { id, reply }).await;
             }
@@ -160,6 +167,10 @@ impl Handler<GatewaySide> for Peer<'_> {
             ToGateway::RelayOpen(_) | ToGateway::Relay { .. } if self.role != Role::Gateway => {
                 return Err(LinkError::Unexpected(format!("a relay frame from a {}", self.role)));
             }
+            ToGateway::Pusher(_) if self.role != Role::Gateway => {
+                return Err(LinkError::Unexpected(format!("a Pusher peer message from a {}", self.role)));
+            }
+            ToGateway::Pusher(msg) => crate::pusher::on_peer(self.gw, msg),
             ToGateway::RelayOpen(open) => {
                 let conn = open.conn;
                 if let Some(frames) = crate::relay::home::open(self.gw, *open, &self.tx).await {

@@ -26,6 +26,11 @@ impl Clients {
     /// an error naming its size and the limit if it would not fit in one frame.
     pub(crate) fn answer_within(&self, query: Query, max_frame: usize) -> Reply {
         let reply = self.answer(query);
+        self.fit(reply, max_frame)
+    }
+
+    /// `reply`, or an error naming its size and the limit if it would not fit in one frame.
+    pub(crate) fn fit(&self, reply: Reply, max_frame: usize) -> Reply {
         let limit = max_frame.saturating_sub(REPLY_OVERHEAD);
         match codec::encoded_len(&reply) {
             Ok(len) if len <= limit => reply,
@@ -112,6 +117,8 @@ impl Clients {
             }
             Query::SetSession { client, session } => self.write_session(client, SessionWrite::Set(session)),
             Query::UpdateSession { client, patch } => self.write_session(client, SessionWrite::Update(patch)),
+            // Answered by the Pusher homes (`peer.rs`); nothing here without them.
+            Query::PusherMembers { .. } => Reply::NamedStrings(Vec::new()),
         }
     }
 }

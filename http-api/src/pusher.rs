@@ -8,8 +8,8 @@
 //! group; a `socket_id` names its gateway instance, so the exclusion goes to that gateway only.
 //! Counts that a gateway did not answer are never shown as complete: 504 instead.
 //!
-//! Not yet (the cluster-wide presence home is the next slice): `user_count` and
-//! `/channels/{name}/users` answer 501.
+//! `user_count` and `/channels/{name}/users` come from the presence channels' home gateways
+//! (docs/pusher.md §5), asked all at once (`pusher_members`): each channel has one home.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,7 +24,8 @@ use axum::routing::{get, post};
 use gw_config::{PusherApp, PusherConfig};
 use gw_gateway_client::{Answer, ClientId, CloseReason, Payload};
 use gw_pusher_protocol::api::channels::{
-    ChannelAnswer, ChannelAttributes, ChannelQuery, ChannelsAnswer, ChannelsQuery, Info, channel_in_path, user_in_path,
+    ChannelAnswer, ChannelAttributes, ChannelQuery, ChannelsAnswer, ChannelsQuery, Info, UserEntry, UsersAnswer,
+    channel_in_path, user_in_path,
 };
 use gw_pusher_protocol::api::events::{BatchAnswer, BatchEvent, Trigger, TriggerAnswer};
 use gw_pusher_protocol::api::signature::{auth_key, verify_request};
@@ -63,14 +64,10 @@ fn from_pusher(e: gw_pusher_protocol::api::ApiError) -> ApiError {
     ApiError::new(status, code, e.message)
 }
 
-fn not_yet(what: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        format!(
-            "{what} needs the cluster-wide presence member list, which this version does not have yet (docs/pusher.md, Status)"
-        ),
-    )
+/// The users of presence channel `channel` of `app` (none: no member anywhere), from its home.
+async fn users_of(api: &Api, app: &PusherApp, channel: &str) -> Result<Vec<String>, ApiError> {
+    let mut all = complete(api.gateway.pusher_members(&app.id, Some(channel)).await?)?;
+    Ok(all.remove(channel).unwrap_or_default())
 }
 
 /// A request whose signature was checked: its app and its query parameters.
@@ -157,10 +154,10 @@ async fn attributes(
     channel: &ChannelName,
     info: Info,
 ) -> Result<ChannelAttributes, ApiError> {
-    if info.user_count {
-        return Err(not_yet("user_count"));
-    }
     let mut attrs = ChannelAttributes::default();
+    if info.user_count {
+        attrs.user_count = Some(users_of(api, app, channel.as_str()).await?.len() as u64);
+    }
     if info.subscription_count {
         attrs.subscription_count =
             Some(complete(api.gateway.client_count_by_group(&group(&app.id, channel.as_str())).await?)?);
@@ -227,19 +224,23 @@ async fn channels(
 ) -> Result<Json<ChannelsAnswer>, ApiError> {
     let signed = authenticate(api.pusher.as_ref(), Some(&app_id), &method, &uri, &[])?;
     let query = ChannelsQuery::from_params(&signed.params).map_err(from_pusher)?;
-    if query.info.user_count {
-        return Err(not_yet("user_count"));
-    }
     api.ready()?;
     let prefix = group(&signed.app.id, query.prefix.as_deref().unwrap_or(""));
     let counts = complete(api.gateway.group_client_counts().await?)?;
+    // user_count needs a presence- prefix (checked above): the homes' lists of the app.
+    let users = if query.info.user_count {
+        complete(api.gateway.pusher_members(&signed.app.id, None).await?)?
+    } else {
+        BTreeMap::new()
+    };
     let channels = counts
         .into_iter()
         .filter(|(g, n)| *n > 0 && g.starts_with(&prefix))
         .map(|(g, n)| {
             let name = g[group(&signed.app.id, "").len()..].to_string();
             let subscription_count = query.info.subscription_count.then_some(n);
-            (name, ChannelAttributes { user_count: None, subscription_count })
+            let user_count = query.info.user_count.then(|| users.get(&name).map_or(0, |u| u.len() as u64));
+            (name, ChannelAttributes { user_count, subscription_count })
         })
         .collect();
     Ok(Json(ChannelsAnswer { channels }))
@@ -255,28 +256,29 @@ async fn channel(
     let signed = authenticate(api.pusher.as_ref(), Some(&app_id), &method, &uri, &[])?;
     let channel = channel_in_path(&name, false, &Limits::default()).map_err(from_pusher)?;
     let query = ChannelQuery::from_params(&channel, &signed.params).map_err(from_pusher)?;
-    if query.info.user_count {
-        return Err(not_yet("user_count"));
-    }
     api.ready()?;
     let count = complete(api.gateway.client_count_by_group(&group(&signed.app.id, channel.as_str())).await?)?;
     let subscription_count = query.info.subscription_count.then_some(count);
-    Ok(Json(ChannelAnswer {
-        occupied: count > 0,
-        attributes: ChannelAttributes { user_count: None, subscription_count },
-    }))
+    let user_count = if query.info.user_count {
+        Some(users_of(&api, signed.app, channel.as_str()).await?.len() as u64)
+    } else {
+        None
+    };
+    Ok(Json(ChannelAnswer { occupied: count > 0, attributes: ChannelAttributes { user_count, subscription_count } }))
 }
 
-/// `GET /apps/{app_id}/channels/{channel}/users`: 501 until the presence home exists.
+/// `GET /apps/{app_id}/channels/{channel}/users`: the presence channel's users, from its home.
 async fn users(
     State(api): State<Arc<Api>>,
     Path((app_id, name)): Path<(String, String)>,
     method: Method,
     uri: Uri,
-) -> Result<Json<Value>, ApiError> {
-    authenticate(api.pusher.as_ref(), Some(&app_id), &method, &uri, &[])?;
-    channel_in_path(&name, true, &Limits::default()).map_err(from_pusher)?;
-    Err(not_yet("the list of a presence channel's users"))
+) -> Result<Json<UsersAnswer>, ApiError> {
+    let signed = authenticate(api.pusher.as_ref(), Some(&app_id), &method, &uri, &[])?;
+    let channel = channel_in_path(&name, true, &Limits::default()).map_err(from_pusher)?;
+    api.ready()?;
+    let users = users_of(&api, signed.app, channel.as_str()).await?;
+    Ok(Json(UsersAnswer { users: users.into_iter().map(|id| UserEntry { id }).collect() }))
 }
 
 /// `POST /apps/{app_id}/users/{user_id}/terminate_connections`.

@@ -23,7 +23,7 @@ use gw_integration_tests::*;
 use gw_proto::handshake::{ClientHello, Connector, HandshakeResult, MAGIC, ServerHello};
 use gw_proto::{
     ClientInfo, Command, FrameDecoder, FromGateway, FromRegister, GatewayInfo, PROTOCOL_VERSION, Payload, Protocol,
-    Query, RelayFrame, RelayOpen, Reply, Role, ToGateway, ToRegister, codec,
+    PusherPeer, Query, RelayFrame, RelayOpen, Reply, Role, ToGateway, ToRegister, codec,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -367,6 +367,16 @@ async fn hostile_peers_on_the_gateways_internal_port_are_closed_counted_and_harm
         let relay = ToGateway::Relay { conn: 1, frame: RelayFrame::Message(Payload::text("pwned")) };
         Raw::authenticated(addr, Role::Client).await.closed_after(&frame_of!(relay)).await;
         link_errors.one_more("relay frame from a client link").await;
+
+        // So are Pusher presence messages (docs/pusher.md §5).
+        let pusher = ToGateway::Pusher(PusherPeer::Leave {
+            gateway: "127.0.0.1:1".into(),
+            app: "1".into(),
+            channel: "presence-a".into(),
+            user_id: "u".into(),
+        });
+        Raw::authenticated(addr, Role::Client).await.closed_after(&frame_of!(pusher)).await;
+        link_errors.one_more("pusher peer message from a client link").await;
     }
 
     // A gateway link: a relay open without a resume token is refused (the watcher gets no new

@@ -335,3 +335,191 @@ async fn client_events_reach_subscribers_on_every_gateway_once_and_in_order() {
     sender.expect_silence(QUIET).await;
     assert_eq!(one.metric("mesh_dropped"), 0);
 }
+
+/// `n` Pusher gateways on one register, each knowing every other (so each finds the same home
+/// for a channel).
+async fn cluster(n: usize) -> (RegisterHandle, Vec<GatewayHandle>) {
+    let reg = RegisterHandle::start(SECRET).await;
+    let mut gws = Vec::new();
+    for _ in 0..n {
+        gws.push(pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await);
+    }
+    eventually(Duration::from_secs(10), "each gateway knows every other", || async {
+        gws.iter().all(|g| g.metric("peer_gateways") == n as u64 - 1)
+    })
+    .await;
+    (reg, gws)
+}
+
+fn ids(list: &serde_json::Value) -> serde_json::Value {
+    list["presence"]["ids"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presence_channel_over_three_gateways_has_one_member_list_and_one_added_and_removed_per_user() {
+    let (_reg, gws) = cluster(3).await;
+    let member = |u: &str| format!(r#"{{"user_id":"{u}","user_info":{{"name":"{u}"}}}}"#);
+    let (ann, bob, cid) = (member("ann"), member("bob"), member("cid"));
+    // Several channels, so that homes are on different gateways: each is checked alike.
+    for channel in ["presence-room", "presence-hall", "presence-lab"] {
+        let mut a = PusherClient::connect(&app_url(&gws[0])).await;
+        a.subscribe_signed(channel, Some(&ann)).await;
+        assert_eq!(ids(&data_of(&a.expect("pusher_internal:subscription_succeeded").await)), json!(["ann"]));
+
+        let mut b1 = PusherClient::connect(&app_url(&gws[1])).await;
+        b1.subscribe_signed(channel, Some(&bob)).await;
+        let list = data_of(&b1.expect("pusher_internal:subscription_succeeded").await);
+        assert_eq!(ids(&list), json!(["ann", "bob"]), "{channel}: one list, whatever the gateway");
+        assert_eq!(list["presence"]["hash"]["ann"], json!({"name": "ann"}));
+        assert_eq!(data_of(&a.expect("pusher_internal:member_added").await)["user_id"], "bob");
+
+        // Bob's second connection, on a third gateway: listed, no member_added for anyone.
+        let mut b2 = PusherClient::connect(&app_url(&gws[2])).await;
+        b2.subscribe_signed(channel, Some(&bob)).await;
+        assert_eq!(ids(&data_of(&b2.expect("pusher_internal:subscription_succeeded").await)), json!(["ann", "bob"]));
+
+        let mut c = PusherClient::connect(&app_url(&gws[2])).await;
+        c.subscribe_signed(channel, Some(&cid)).await;
+        assert_eq!(
+            ids(&data_of(&c.expect("pusher_internal:subscription_succeeded").await)),
+            json!(["ann", "bob", "cid"])
+        );
+        for other in [&mut a, &mut b1, &mut b2] {
+            let added = other.expect("pusher_internal:member_added").await;
+            assert_eq!(data_of(&added), json!({"user_id": "cid", "user_info": {"name": "cid"}}), "{channel}");
+        }
+
+        // Bob leaves one gateway: still there on the other, nobody hears of it.
+        b1.ws.close().await;
+        a.expect_silence(QUIET).await;
+        c.expect_silence(QUIET).await;
+        // Bob's last connection anywhere goes: member_removed once, on every gateway.
+        b2.ws.close().await;
+        for other in [&mut a, &mut c] {
+            assert_eq!(data_of(&other.expect("pusher_internal:member_removed").await), json!({"user_id": "bob"}));
+            other.expect_silence(QUIET).await;
+        }
+        // Ann leaves: cid, on another gateway, hears it once.
+        a.ws.close().await;
+        assert_eq!(data_of(&c.expect("pusher_internal:member_removed").await), json!({"user_id": "ann"}));
+        c.expect_silence(QUIET).await;
+    }
+    for g in &gws {
+        assert_eq!(g.metric("mesh_dropped"), 0);
+    }
+}
+
+/// Subscribes `c` to every channel as `member`; the member lists' ids, sorted.
+async fn subscribe_all(c: &mut PusherClient, channels: &[String], member: &str) -> Vec<serde_json::Value> {
+    let mut lists = Vec::new();
+    for ch in channels {
+        c.subscribe_signed(ch, Some(member)).await;
+        let list = ids(&data_of(&c.expect("pusher_internal:subscription_succeeded").await));
+        // Joining order, but after a move the new home learns the members in the order the
+        // gateways re-send them: compare as sets.
+        let mut list: Vec<String> = list.as_array().unwrap().iter().map(|v| v.as_str().unwrap().into()).collect();
+        list.sort();
+        lists.push(json!(list));
+    }
+    lists
+}
+
+/// The next frames of `c`: `event` for `user`, once per channel of `channels`.
+async fn expect_each(c: &mut PusherClient, event: &str, user: &str, channels: &[String]) {
+    let mut got = Vec::new();
+    for _ in channels {
+        let frame = c.expect(event).await;
+        assert_eq!(data_of(&frame)["user_id"], user, "{frame}");
+        got.push(frame["channel"].as_str().unwrap().to_string());
+    }
+    got.sort();
+    let mut want = channels.to_vec();
+    want.sort();
+    assert_eq!(got, want, "once per channel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_joining_and_leaving_move_homes_silently_and_the_member_lists_stay_whole() {
+    let (reg, mut gws) = cluster(2).await;
+    // Enough channels that the third gateway becomes the home of some (rendezvous hashing).
+    let channels: Vec<String> = (0..16).map(|i| format!("presence-{i}")).collect();
+    let member = |u: &str| format!(r#"{{"user_id":"{u}"}}"#);
+    let mut ann = PusherClient::connect(&app_url(&gws[0])).await;
+    subscribe_all(&mut ann, &channels, &member("ann")).await;
+    let mut bob = PusherClient::connect(&app_url(&gws[1])).await;
+    assert!(subscribe_all(&mut bob, &channels, &member("bob")).await.iter().all(|l| *l == json!(["ann", "bob"])));
+    expect_each(&mut ann, "pusher_internal:member_added", "bob", &channels).await;
+
+    // A third gateway: the channels homed there now are re-sent to it; nobody hears of the move.
+    gws.push(pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await);
+    eventually(Duration::from_secs(10), "each gateway knows the two others", || async {
+        gws.iter().all(|g| g.metric("peer_gateways") == 2)
+    })
+    .await;
+    ann.expect_silence(QUIET).await;
+    bob.expect_silence(QUIET).await;
+    let mut cid = PusherClient::connect(&app_url(&gws[2])).await;
+    let lists = subscribe_all(&mut cid, &channels, &member("cid")).await;
+    assert!(lists.iter().all(|l| *l == json!(["ann", "bob", "cid"])), "{lists:?}");
+    expect_each(&mut ann, "pusher_internal:member_added", "cid", &channels).await;
+    expect_each(&mut bob, "pusher_internal:member_added", "cid", &channels).await;
+    cid.ws.close().await;
+    expect_each(&mut ann, "pusher_internal:member_removed", "cid", &channels).await;
+    expect_each(&mut bob, "pusher_internal:member_removed", "cid", &channels).await;
+
+    // It stops: its channels come home again, silently, and still hold ann and bob.
+    gws.pop().unwrap().stop().await;
+    eventually(Duration::from_secs(10), "each gateway knows it is gone", || async {
+        gws.iter().all(|g| g.metric("peer_gateways") == 1)
+    })
+    .await;
+    ann.expect_silence(QUIET).await;
+    let mut dan = PusherClient::connect(&app_url(&gws[1])).await;
+    let lists = subscribe_all(&mut dan, &channels, &member("dan")).await;
+    assert!(lists.iter().all(|l| *l == json!(["ann", "bob", "dan"])), "{lists:?}");
+    expect_each(&mut ann, "pusher_internal:member_added", "dan", &channels).await;
+    expect_each(&mut bob, "pusher_internal:member_added", "dan", &channels).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presence_subscription_whose_home_does_not_answer_is_refused_after_the_timeout() {
+    let reg = RegisterHandle::start(SECRET).await;
+    let quick = |c: &mut gw_config::GatewayConfig| c.pusher.as_mut().unwrap().presence_timeout = Duration::from_secs(1);
+    let gw = pusher_gateway(&[reg.addr], SECRET, |_| {}, quick).await;
+    // A gateway without Pusher in the cluster (every gateway must serve the same apps): the
+    // channels homed there never answer.
+    let _plain = GatewayHandle::start_with(&[reg.addr], SECRET, |_| {}).await;
+    eventually(Duration::from_secs(10), "the Pusher gateway knows the other", || async {
+        gw.metric("peer_gateways") == 1
+    })
+    .await;
+    let mut c = PusherClient::connect(&app_url(&gw)).await;
+    // Enough channels that both gateways are homes of some (rendezvous hashing).
+    let channels: Vec<String> = (0..16).map(|i| format!("presence-{i}")).collect();
+    for ch in &channels {
+        c.subscribe_signed(ch, Some(r#"{"user_id":"ann"}"#)).await;
+    }
+    let (mut listed, mut refused) = (0, 0);
+    for _ in &channels {
+        let frame = c.recv().await;
+        match frame["event"].as_str() {
+            Some("pusher_internal:subscription_succeeded") => listed += 1,
+            Some("pusher:error") => {
+                assert_eq!(frame["data"]["code"], serde_json::Value::Null, "{frame}");
+                assert!(frame["data"]["message"].as_str().unwrap().contains("did not answer in time"), "{frame}");
+                refused += 1;
+            }
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    assert!(listed > 0 && refused > 0, "{listed} listed, {refused} refused");
+    c.expect_alive().await;
+    use gw_daemon::Node;
+    let families = gw_gateway::GatewayNode::new(gw.gw.clone()).metrics().await;
+    let timeouts = families
+        .iter()
+        .find(|f| f.name == "gw_pusher_frames_refused_total")
+        .and_then(|f| f.samples.iter().find(|s| s.labels == "reason=\"presence_timeout\""))
+        .map(|s| s.value);
+    assert_eq!(timeouts, Some(refused as f64), "each refusal counted");
+}

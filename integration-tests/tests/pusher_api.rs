@@ -27,6 +27,13 @@ struct Cluster {
 async fn cluster() -> Cluster {
     let reg = RegisterHandle::start(SECRET).await;
     let gw = pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await;
+    let (api, stop) = start_api(&reg, 1).await;
+    Cluster { _reg: reg, gw, api, stop }
+}
+
+/// The HTTP API daemon on 127.0.0.1:0 with the test app and a disabled one, once it is linked
+/// to `gateways` gateways.
+async fn start_api(reg: &RegisterHandle, gateways: usize) -> (SocketAddr, CancellationToken) {
     let mut off = gw_config::PusherApp::new("2002", "off-key", "another-secret-0123456789");
     off.enabled = false;
     let mut pusher = pusher_config(|_| {});
@@ -48,8 +55,11 @@ async fn cluster() -> Cluster {
         let handle = handle.clone();
         async move { gw_http_api::serve(handle, listener, stop).await.unwrap() }
     });
-    assert!(handle.gateway.wait_for_gateways(1, Duration::from_secs(10)).await, "the API linked no gateway");
-    Cluster { _reg: reg, gw, api, stop }
+    assert!(
+        handle.gateway.wait_for_gateways(gateways, Duration::from_secs(10)).await,
+        "the API linked too few gateways"
+    );
+    (api, stop)
 }
 
 fn now() -> u64 {
@@ -201,11 +211,8 @@ async fn refusals_have_pushers_statuses() {
     assert_eq!(status, 413);
     let (status, e) = signed(c.api, "POST", &events, &[], b"{\"name\": 1}").await;
     assert_eq!(status, 400, "{e}");
-    let (status, e) = signed(c.api, "GET", &format!("/apps/{APP_ID}/channels/presence-room/users"), &[], b"").await;
-    assert_eq!(status, 501, "{e}");
-    let (status, _) =
-        signed(c.api, "GET", &format!("/apps/{APP_ID}/channels/presence-room"), &[("info", "user_count")], b"").await;
-    assert_eq!(status, 501);
+    let (status, e) = signed(c.api, "GET", &format!("/apps/{APP_ID}/channels/private-room/users"), &[], b"").await;
+    assert_eq!(status, 400, "users of a channel that is not presence: {e}");
     let (status, _) =
         signed(c.api, "GET", &format!("/apps/{APP_ID}/channels/news"), &[("info", "user_count")], b"").await;
     assert_eq!(status, 400, "user_count of a channel that is not presence");
@@ -214,4 +221,46 @@ async fn refusals_have_pushers_statuses() {
     let (status, _) = http(c.api, "POST", &format!("/apps/2002/events?{}", query_string(&all)), b).await;
     assert_eq!(status, 403);
     c.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_users_and_user_counts_come_from_the_channels_homes_across_gateways() {
+    let reg = RegisterHandle::start(SECRET).await;
+    let one = pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await;
+    let two = pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await;
+    eventually(Duration::from_secs(10), "each gateway knows its peer", || async {
+        one.metric("peer_gateways") == 1 && two.metric("peer_gateways") == 1
+    })
+    .await;
+    let (api, stop) = start_api(&reg, 2).await;
+    let users_path = format!("/apps/{APP_ID}/channels/presence-room/users");
+    let (status, empty) = signed(api, "GET", &users_path, &[], b"").await;
+    assert_eq!((status, empty), (200, json!({"users": []})), "nobody yet");
+
+    // ann on one gateway, bob on both: two users, three subscriptions.
+    let mut clients = Vec::new();
+    for (gw, user) in [(&one, "ann"), (&two, "bob"), (&one, "bob")] {
+        let mut c = PusherClient::connect(&app_url(gw)).await;
+        c.subscribe_signed("presence-room", Some(&format!(r#"{{"user_id":"{user}"}}"#))).await;
+        c.expect("pusher_internal:subscription_succeeded").await;
+        clients.push(c);
+    }
+    eventually(Duration::from_secs(5), "the routing index counts three subscriptions", || async {
+        let q = [("info", "subscription_count")];
+        signed(api, "GET", &format!("/apps/{APP_ID}/channels/presence-room"), &q, b"").await.1["subscription_count"]
+            == 3
+    })
+    .await;
+    let (status, users) = signed(api, "GET", &users_path, &[], b"").await;
+    assert_eq!(status, 200, "{users}");
+    let mut ids: Vec<&str> = users["users"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["ann", "bob"], "each user once, whatever its gateways");
+    let info = [("info", "user_count,subscription_count")];
+    let (status, ch) = signed(api, "GET", &format!("/apps/{APP_ID}/channels/presence-room"), &info, b"").await;
+    assert_eq!((status, ch), (200, json!({"occupied": true, "user_count": 2, "subscription_count": 3})));
+    let q = [("filter_by_prefix", "presence-"), ("info", "user_count")];
+    let (status, all) = signed(api, "GET", &format!("/apps/{APP_ID}/channels"), &q, b"").await;
+    assert_eq!((status, all), (200, json!({"channels": {"presence-room": {"user_count": 2}}})));
+    stop.cancel();
 }

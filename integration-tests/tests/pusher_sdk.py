@@ -1,6 +1,7 @@
 """Software nobody here wrote against our cluster: the official Pusher server SDK (PyPI `pusher`)
 drives the HTTP API daemon, and pysher clients (PyPI `pysher`) on two gateways receive what it
-publishes, each event exactly once. Run by integration-tests/tests/pusher_sdk.rs, which starts
+publishes, each event exactly once; pysher clients on both gateways share one presence list
+(users_info, user_count, member events once per user). Run by integration-tests/tests/pusher_sdk.rs, which starts
 the cluster and passes its addresses. Exits non-zero with a message on the first failure.
 """
 
@@ -35,12 +36,14 @@ def wait_for(what, cond, timeout=DEADLINE):
 class Listener:
     """A pysher client on one gateway that records every event it receives, per channel."""
 
-    def __init__(self, name, key, host, port):
+    def __init__(self, name, key, host, port, secret="", user_data=None):
         self.name = name
         self.received = []  # (channel, event, data)
         self.lock = threading.Lock()
         self.connected = threading.Event()
-        self.client = pysher.Pusher(key, secure=False, custom_host=host, port=port)
+        # With secret and user_data, pysher signs presence subscriptions itself.
+        self.client = pysher.Pusher(key, secure=False, custom_host=host, port=port, secret=secret,
+                                    user_data=user_data)
         self.client.connection.bind("pusher:connection_established", lambda _data: self.connected.set())
         self.client.connect()
         if not self.connected.wait(DEADLINE):
@@ -140,6 +143,8 @@ def main():
         if got != want:
             fail(f"{listener.name} received {got}, expected exactly {want}")
 
+    presence(sdk, a)
+
     # A signed-in user's connections are closed by terminate_user_connections (code 4009).
     ws1_host, ws1_port = a.ws1.rsplit(":", 1)
     ws = websocket.create_connection(f"ws://{a.ws1}/app/{a.key}?protocol=7", timeout=DEADLINE)
@@ -160,7 +165,53 @@ def main():
 
     for listener in listeners:
         listener.client.disconnect(timeout=2)
-    print("OK: the Pusher SDK published through the HTTP API and pysher received each event exactly once")
+    print("OK: the Pusher SDK published through the HTTP API and pysher received each event exactly once;"
+          " one presence list over two gateways")
+
+
+def presence(sdk, a):
+    """A presence channel over both gateways has one member list, decided by its home gateway:
+    ann on gateway 1, bob on gateway 2 and again on gateway 1. The SDK's users_info and
+    channel_info count each user once; ann hears bob added once and removed once, when his last
+    connection anywhere leaves."""
+    room = "presence-room"
+    member_events = ("pusher_internal:member_added", "pusher_internal:member_removed")
+
+    def join(name, addr, user):
+        host, port = addr.rsplit(":", 1)
+        listener = Listener(name, a.key, host, int(port), secret=a.secret,
+                            user_data={"user_id": user, "user_info": {"name": user}})
+        listener.subscribe(room, events=member_events)
+        return listener
+
+    def users():
+        return sorted(u["id"] for u in sdk.users_info(room)["users"])
+
+    def counts():
+        return sdk.channel_info(room, attributes=["user_count", "subscription_count"])
+
+    ann = join("ann@gw1", a.ws1, "ann")
+    wait_for("users_info to list ann", lambda: users() == ["ann"])
+    bob = join("bob@gw2", a.ws2, "bob")
+    bob_again = join("bob@gw1", a.ws1, "bob")
+    want = {"occupied": True, "user_count": 2, "subscription_count": 3}
+    wait_for("channel_info to count 2 users in 3 subscriptions", lambda: counts() == want)
+    if users() != ["ann", "bob"]:
+        fail(f"users_info: {users()}")
+    wait_for("ann to hear bob added", lambda: len(ann.events("pusher_internal:member_added")) == 1)
+
+    bob.client.disconnect(timeout=2)
+    wait_for("bob's connection on gateway 2 gone", lambda: counts()["subscription_count"] == 2)
+    if ann.events("pusher_internal:member_removed"):
+        fail("bob was removed while still connected on gateway 1")
+    bob_again.client.disconnect(timeout=2)
+    wait_for("ann to hear bob removed", lambda: len(ann.events("pusher_internal:member_removed")) == 1)
+    wait_for("users_info to list ann alone", lambda: users() == ["ann"])
+    added = ann.events("pusher_internal:member_added")
+    removed = ann.events("pusher_internal:member_removed")
+    if added != [(room, {"user_id": "bob", "user_info": {"name": "bob"}})] or removed != [(room, {"user_id": "bob"})]:
+        fail(f"ann heard added {added}, removed {removed}: each once expected")
+    ann.client.disconnect(timeout=2)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 //! Software nobody here wrote: the official Pusher server SDK (PyPI `pusher`) drives the HTTP
-//! API daemon and pysher clients (PyPI `pysher`) on two gateways receive its events exactly once
+//! API daemon and pysher clients (PyPI `pysher`) on two gateways receive its events exactly once,
+//! and share one presence member list (`users_info`, `user_count`, member events once per user)
 //! (`tests/pusher_sdk.py`). Skips, saying so, when Python or its modules are missing, unless
 //! `GW_REQUIRE_PYTHON=1` (after `scripts/install-python-deps.sh`).
 
@@ -36,6 +37,11 @@ async fn the_pusher_sdk_publishes_and_pysher_clients_on_two_gateways_receive_onc
     let reg = RegisterHandle::start(SECRET).await;
     let gw1 = pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await;
     let gw2 = pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await;
+    // Each gateway knows the other, so both find the same home for a presence channel.
+    gw_integration_tests::eventually(Duration::from_secs(10), "each gateway knows its peer", || async {
+        gw1.metric("peer_gateways") == 1 && gw2.metric("peer_gateways") == 1
+    })
+    .await;
 
     let config = HttpApiConfig {
         registers: vec![reg.addr.to_string()],

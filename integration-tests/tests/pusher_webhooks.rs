@@ -354,9 +354,12 @@ async fn https_webhooks_trust_the_webhook_s_ca_file_and_refuse_a_certificate_nob
 
     // Without it, the system's trust store does not know a self-signed certificate: the request
     // never reaches the receiver, and the failure is retried and counted, not silent.
+    // (A cluster of its own: in one cluster the channel's home, maybe the trusting gateway,
+    // would send its webhooks.)
     let before = receiver.hooks().len();
+    let other = RegisterHandle::start(SECRET).await;
     let doubting = pusher_gateway(
-        &[reg.addr],
+        &[other.addr],
         SECRET,
         |app| app.webhooks = vec![PusherWebhook::new(&url)],
         |c| {
@@ -372,4 +375,75 @@ async fn https_webhooks_trust_the_webhook_s_ca_file_and_refuse_a_certificate_nob
     })
     .await;
     assert_eq!(receiver.hooks().len(), before, "nothing reached the receiver without trusting its certificate");
+}
+
+/// Events in a stable order, to compare what two gateways' dispatchers sent.
+fn sorted(mut events: Vec<WebhookEvent>) -> Vec<String> {
+    let mut names: Vec<String> = events.drain(..).map(|e| format!("{e:?}")).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn occupancy_and_member_webhooks_are_decided_once_for_the_whole_cluster() {
+    let reg = RegisterHandle::start(SECRET).await;
+    let (receiver, addr) = Receiver::start(&[]).await;
+    let linger = |p: &mut gw_config::PusherConfig| p.webhook_delay = Duration::from_secs(2);
+    let one = webhook_gateway(&reg, addr, linger).await;
+    let two = webhook_gateway(&reg, addr, linger).await;
+    eventually(Duration::from_secs(10), "each gateway knows its peer", || async {
+        one.metric("peer_gateways") == 1 && two.metric("peer_gateways") == 1
+    })
+    .await;
+
+    // u1 on both gateways, "news" subscribed on both: each is occupied and added once.
+    let mut a = PusherClient::connect(&app_url(&one)).await;
+    join_presence(&mut a, "u1").await;
+    let mut b = PusherClient::connect(&app_url(&two)).await;
+    join_presence(&mut b, "u1").await;
+    let mut news = Vec::new();
+    for gw in [&one, &two] {
+        let mut c = PusherClient::connect(&app_url(gw)).await;
+        c.subscribe("news", None, None).await;
+        c.expect("pusher_internal:subscription_succeeded").await;
+        news.push(c);
+    }
+    let first = vec![occupied("presence-room"), added("presence-room", "u1"), occupied("news")];
+    assert_eq!(sorted(receiver.wait_for_events(3, "the first events").await), sorted(first.clone()));
+
+    // A reload across gateways: u1 leaves both and comes back on the other within the linger;
+    // "news" loses its subscriber on one gateway only. Nothing is sent.
+    drop(a);
+    drop(b);
+    drop(news.remove(0));
+    eventually(Duration::from_secs(5), "the connections gone", || async {
+        one.metric("connections") == 0 && two.metric("connections") == 1
+    })
+    .await;
+    let mut a = PusherClient::connect(&app_url(&two)).await;
+    join_presence(&mut a, "u1").await;
+
+    // Gone for good: one removed and one vacated per channel, from the channels' homes.
+    drop(a);
+    drop(news);
+    let mut expected = first;
+    expected.extend([removed("presence-room", "u1"), vacated("presence-room"), vacated("news")]);
+    let got = receiver.wait_for_events(6, "the departures").await;
+    assert_eq!(sorted(got), sorted(expected), "each once, the reload nothing");
+    let (one, two) = (&one, &two);
+    let sent = |event: &str| {
+        let labels = format!("app=\"{APP_ID}\",event=\"{event}\"");
+        async move {
+            metric(one, "gw_pusher_webhooks_sent_total", &labels).await
+                + metric(two, "gw_pusher_webhooks_sent_total", &labels).await
+        }
+    };
+    eventually(Duration::from_secs(5), "every event counted as sent", || async {
+        sent("channel_vacated").await == 2.0 && sent("member_removed").await == 1.0
+    })
+    .await;
+    assert_eq!(sent("channel_occupied").await, 2.0);
+    assert_eq!(sent("member_added").await, 1.0);
+    assert_eq!(receiver.events().len(), 6);
+    assert_eq!(one.metric("mesh_dropped") + two.metric("mesh_dropped"), 0);
 }

@@ -385,6 +385,16 @@ pub enum Query {
         /// A JSON object to merge in.
         patch: Bytes,
     },
+    /// → `NamedStrings`: the presence channels of Pusher app `app` this gateway is the home of
+    /// (only `channel`, if given), each with its users' ids in joining order (`docs/pusher.md`
+    /// §5); every channel has one home, so the answers of all gateways merge by union. Empty on
+    /// a gateway without Pusher.
+    PusherMembers {
+        /// The app id.
+        app: String,
+        /// This channel only, if given.
+        channel: Option<String>,
+    },
 }
 
 /// A gateway's answer to one `Query`.
@@ -518,6 +528,108 @@ pub enum ToGateway {
         conn: u64,
         /// The client's frame.
         frame: RelayFrame,
+    },
+    /// Gateway → gateway: Pusher presence and occupancy, decided by each channel's home
+    /// gateway (`docs/pusher.md` §5).
+    Pusher(PusherPeer),
+}
+
+/// Pusher presence and occupancy between gateways (`docs/pusher.md` §5): a gateway tells a
+/// channel's home its transitions; the home answers with the member list and sends member
+/// events to every gateway holding the channel, in order on its link to each. Apps are named by
+/// id; `user_info` is the member's JSON, as the client gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PusherPeer {
+    /// To the home: the channel's first subscriber on `gateway`.
+    Occupied {
+        /// The sending gateway (its advertised address).
+        gateway: String,
+        /// The app id.
+        app: String,
+        /// The channel.
+        channel: String,
+        /// Re-sent after a change of the gateway list: already announced, added silently.
+        resync: bool,
+    },
+    /// To the home: the channel's last subscriber on `gateway` left.
+    Vacant {
+        /// The sending gateway (its advertised address).
+        gateway: String,
+        /// The app id.
+        app: String,
+        /// The channel.
+        channel: String,
+    },
+    /// To the home: a connection of `user_id` on `gateway` joined the presence channel.
+    Join {
+        /// The sending gateway (its advertised address).
+        gateway: String,
+        /// The app id.
+        app: String,
+        /// The channel.
+        channel: String,
+        /// The user.
+        user_id: String,
+        /// The user's info (JSON), from its first connection.
+        user_info: Option<String>,
+        /// The connection waiting for the member list (none for a `resync`).
+        waiting: Option<u64>,
+        /// Re-sent after a change of the gateway list: already announced, added silently.
+        resync: bool,
+    },
+    /// To the home: the user's last connection on `gateway` left the presence channel.
+    Leave {
+        /// The sending gateway (its advertised address).
+        gateway: String,
+        /// The app id.
+        app: String,
+        /// The channel.
+        channel: String,
+        /// The user.
+        user_id: String,
+    },
+    /// From the home: a user joined the channel (their first connection anywhere).
+    MemberAdded {
+        /// The app id.
+        app: String,
+        /// The channel.
+        channel: String,
+        /// The user.
+        user_id: String,
+        /// The user's info (JSON), from its first connection.
+        user_info: Option<String>,
+    },
+    /// From the home: a user left the channel (their last connection anywhere).
+    MemberRemoved {
+        /// The app id.
+        app: String,
+        /// The channel.
+        channel: String,
+        /// The user.
+        user_id: String,
+    },
+    /// From the home: the member list for connection `client`, consistent with the member events
+    /// before and after it on this link.
+    Members {
+        /// The app id.
+        app: String,
+        /// The channel.
+        channel: String,
+        /// The connection it is for (its local number on the receiving gateway).
+        client: u64,
+        /// Every member, in joining order: user id and info (JSON).
+        members: Vec<(String, Option<String>)>,
+    },
+    /// From the home: connection `client`'s user is not admitted, the channel has `max` users.
+    Full {
+        /// The app id.
+        app: String,
+        /// The channel.
+        channel: String,
+        /// The connection it is for (its local number on the receiving gateway).
+        client: u64,
+        /// The channel's most users.
+        max: u32,
     },
 }
 
@@ -736,6 +848,7 @@ mod tests {
             Query::Connections,
             Query::SetSession { client: 1, session: Bytes::from_static(b"{}") },
             Query::UpdateSession { client: 2, patch: Bytes::from_static(b"{\"a\":null}") },
+            Query::PusherMembers { app: "1".into(), channel: Some("presence-a".into()) },
         ]
     }
 
@@ -794,6 +907,21 @@ mod tests {
         round_trip(ToGateway::WatchIndex);
         round_trip(ToGateway::Ping);
         round_trip(ToGateway::Pong);
+        round_trip(ToGateway::Pusher(PusherPeer::Join {
+            gateway: "127.0.0.1:1".into(),
+            app: "1".into(),
+            channel: "presence-a".into(),
+            user_id: "u".into(),
+            user_info: Some("{}".into()),
+            waiting: Some(7),
+            resync: false,
+        }));
+        round_trip(ToGateway::Pusher(PusherPeer::Members {
+            app: "1".into(),
+            channel: "presence-a".into(),
+            client: 7,
+            members: vec![("u".into(), None)],
+        }));
         round_trip(FromGateway::Welcome { instance: 42, address: "gw:2900".into() });
         let kinds = vec![
             EventKind::Connect,

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gw_proto::{ClientInfo, Command, Payload};
+use gw_proto::{ClientInfo, Command, Payload, PusherPeer};
 use gw_pusher_protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame, SocketId};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -74,7 +74,8 @@ pub(crate) async fn serve(
     let handle = Arc::new(ClientHandle::new(id, SendQueue::new(gw.config.send_queue), info, gw.clock_ms()));
     gw.state.insert(handle.clone());
     let session = Session::new(SocketId::new(gw.instance, id));
-    let mut conn = Conn { gw: gw.clone(), pusher: &pusher, app, handle, transport, session, unsettled: 0 };
+    let shared = pusher.clone();
+    let mut conn = Conn { gw: gw.clone(), pusher: &pusher, shared, app, handle, transport, session, unsettled: 0 };
     async move {
         tracing::debug!(peer = ?peer, "pusher client connected");
         let end = conn.run(&shutdown).await;
@@ -100,6 +101,8 @@ pub(crate) async fn serve(
 struct Conn<'p> {
     gw: Arc<Gateway>,
     pusher: &'p Pusher,
+    /// The same, for the tasks a presence subscription starts.
+    shared: Arc<Pusher>,
     app: AppSlot<'p>,
     handle: Arc<ClientHandle>,
     transport: WsTransport,
@@ -190,8 +193,9 @@ impl Conn<'_> {
                     }
                 }
                 Action::PresenceJoin { channel, member } => {
-                    let answer = self.presence_join(&channel, member.0);
-                    if self.send_now(answer).await.is_err() {
+                    if let Some(refused) = self.presence_join(&channel, member.0)
+                        && self.send_now(refused).await.is_err()
+                    {
                         return Some(End::Vanished);
                     }
                 }
@@ -213,19 +217,23 @@ impl Conn<'_> {
         match action {
             Action::Join(channel) => {
                 self.gw.state.index_mut().join(id, channel_group(app_id, &channel));
-                self.pusher.occupy(self.app.index, &channel, id);
+                self.pusher.occupy(&self.gw, self.app.index, &channel, id);
             }
             Action::Leave(channel) => {
                 self.gw.state.index_mut().leave(id, &channel_group(app_id, &channel));
-                self.pusher.vacate(self.app.index, &channel, id);
+                self.pusher.vacate(&self.gw, self.app.index, &channel, id);
             }
             Action::PresenceLeave { channel, user_id } => {
+                // The user's last connection here: the channel's home decides whether the user
+                // left the cluster's channel (docs/pusher.md §5).
                 let mut presence = self.pusher.presence.lock().expect("presence lock");
+                self.pusher.cluster.stop_waiting(id, self.app.index, &channel, None);
                 if presence.leave(self.app.index, &channel, id, &user_id) {
-                    let frame = ServerFrame::MemberRemoved { channel: &channel, user_id: &user_id }.encode();
-                    self.publish(&channel, frame);
-                    self.pusher.member_left(self.app.index, &channel, &user_id);
+                    let gateway = self.gw.address.clone();
+                    let msg = PusherPeer::Leave { gateway, app: app_id.clone(), channel: channel.clone(), user_id };
+                    self.pusher.cluster.to_home(&self.gw, self.pusher, app_id, &channel, msg);
                 }
+                drop(presence);
             }
             Action::Webhook(event) => self.pusher.webhooks.send(self.app.index, event),
             Action::Publish { channel, frame } => self.publish_everywhere(&channel, frame),
@@ -235,48 +243,45 @@ impl Conn<'_> {
         }
     }
 
-    /// Adds this connection to a presence channel: joins its group, tells the others when the
-    /// user is new here, and returns the frame for this client (the member list, or an error
-    /// when the channel is full). Under the presence lock, so the list and the member events
-    /// that follow it are consistent.
-    fn presence_join(&mut self, channel: &str, member: gw_pusher_protocol::presence::Member) -> String {
+    /// Adds this connection to a presence channel here and asks the channel's home for the
+    /// member list (docs/pusher.md §5): the home decides whether the user is new to the
+    /// cluster's channel (`member_added` to every gateway holding it) and answers with the list,
+    /// in order with the member events; the connection joins the channel's group when the list
+    /// arrives (`cluster.rs`). Returns the frame for this client when it is refused at once (the
+    /// channel's users here are already at the cap).
+    fn presence_join(&mut self, channel: &str, member: gw_pusher_protocol::presence::Member) -> Option<String> {
         let pusher = self.pusher;
         let app = pusher.app(self.app.index);
         let id = self.handle.id;
-        let mut presence = pusher.presence.lock().expect("presence lock");
         let user_id = member.user_id.clone();
-        match presence.join(self.app.index, channel, id, member, app.max_presence_members) {
-            Err(full) => {
-                drop(presence);
-                self.session.refused(channel);
-                pusher.count(Refusal::PresenceFull);
-                let message = format!(
-                    "Subscription to {channel:?} refused: the channel has {} members, the most allowed",
-                    full.max
-                );
-                ServerFrame::Error { code: None, message: &message }.encode()
-            }
-            Ok(joined) => {
-                self.gw.state.index_mut().join(id, channel_group(&app.id, channel));
-                pusher.occupy(self.app.index, channel, id);
-                if joined == super::presence::Joined::Added
-                    && let Some(m) = presence.member(self.app.index, channel, &user_id)
-                {
-                    let frame = ServerFrame::MemberAdded { channel, member: m }.encode();
-                    self.publish(channel, frame);
-                    pusher.member_joined(self.app.index, channel, &user_id);
-                }
-                let members = presence.members(self.app.index, channel);
-                ServerFrame::PresenceSubscriptionSucceeded { channel, members: &members }.encode()
-            }
+        let user_info = member.user_info.as_ref().map(|i| i.get().to_string());
+        let mut presence = pusher.presence.lock().expect("presence lock");
+        if let Err(full) = presence.join(self.app.index, channel, id, member, app.max_presence_members) {
+            drop(presence);
+            self.session.refused(channel);
+            pusher.count(Refusal::PresenceFull);
+            let message =
+                format!("Subscription to {channel:?} refused: the channel has {} members, the most allowed", full.max);
+            return Some(ServerFrame::Error { code: None, message: &message }.encode());
         }
-    }
-
-    /// Delivers a frame to the channel's subscribers on this gateway, except this connection.
-    fn publish(&self, channel: &str, frame: String) {
-        let group = channel_group(&self.pusher.app(self.app.index).id, channel);
-        let msg = Payload { data: Bytes::from(frame), binary: false };
-        self.gw.state.execute(Command::SendToGroups { groups: vec![group], msg, exclude: vec![self.handle.id] });
+        pusher.occupy(&self.gw, self.app.index, channel, id);
+        let (seq, answer) = pusher.cluster.wait(id, self.app.index, channel);
+        let wait =
+            super::Wait { client: id, app: self.app.index, channel: channel.to_string(), user_id: user_id.clone() };
+        let span = tracing::debug_span!("presence_wait", channel = %channel);
+        tokio::spawn(super::watch_wait(self.gw.clone(), self.shared.clone(), wait, seq, answer).instrument(span));
+        let msg = PusherPeer::Join {
+            gateway: self.gw.address.clone(),
+            app: app.id.clone(),
+            channel: channel.to_string(),
+            user_id,
+            user_info,
+            waiting: Some(id),
+            resync: false,
+        };
+        pusher.cluster.to_home(&self.gw, pusher, &app.id, channel, msg);
+        drop(presence);
+        None
     }
 
     /// A client event: to the channel's subscribers here (the sender excepted) and on every

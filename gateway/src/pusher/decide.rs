@@ -1,13 +1,11 @@
-//! Who decides the occupancy and member webhooks (docs/pusher.md §5, §7).
+//! How the occupancy and member webhooks are decided (docs/pusher.md §5, §7).
 //!
-//! A gateway sees its own share of a channel: its subscribers and its members' connections. Its
-//! [`Transition`]s (first subscriber here, last one gone, a user's first connection here, their
-//! last one gone) go to a [`Decider`], which says what the cluster's webhooks are. With one
-//! gateway every local transition is the cluster's ([`LocalDecider`]), which is exact. Across
-//! gateways the channel's home gateway decides (§5); it plugs in here as another `Decider` that
-//! forwards the transitions over the gateway-to-gateway links. Until it lands, a cluster of
-//! several gateways uses [`LocalDecider`] on each, so occupancy and member webhooks are **per
-//! gateway** (a channel with subscribers on two gateways is "occupied" twice).
+//! A gateway sees its own share of a channel; the channel's home gateway (`home.rs`) hears
+//! every gateway's share and decides the cluster's [`Transition`]s (first subscriber anywhere,
+//! last one gone, a user's first connection anywhere, their last one gone). The home hands each
+//! to its [`Decider`], which says what the webhooks are: [`LocalDecider`], each of the home's
+//! transitions is one webhook event, sent by the home's own dispatcher (where the linger of
+//! `webhook_delay` applies). With one gateway, that gateway is every channel's home.
 
 use std::sync::Arc;
 
@@ -16,27 +14,27 @@ use tokio::sync::mpsc;
 
 use super::webhook::{Counters, DropReason};
 
-/// A change of this gateway's share of a channel of one app.
+/// A change of a channel of one app for the whole cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Transition<'a> {
-    /// The channel's first subscriber on this gateway.
+    /// The channel's first subscriber anywhere.
     Occupied { channel: &'a str },
-    /// The channel's last subscriber on this gateway left.
+    /// The channel's last subscriber anywhere left.
     Vacant { channel: &'a str },
-    /// The user's first connection in the presence channel on this gateway.
+    /// The user's first connection in the presence channel anywhere.
     Joined { channel: &'a str, user_id: &'a str },
-    /// The user's last connection in the presence channel on this gateway left.
+    /// The user's last connection in the presence channel anywhere left.
     Left { channel: &'a str, user_id: &'a str },
 }
 
-/// Turns this gateway's transitions into webhook events. Called under the lock that orders the
-/// transitions of the channel on this gateway, so it must not block.
+/// Turns the cluster's transitions, as a channel's home decides them, into webhook events.
+/// Called under the homes' lock, so it must not block.
 pub(crate) trait Decider: Send + Sync + std::fmt::Debug {
     /// A transition of `channel` of app `app` (index in `[[pusher.apps]]`).
     fn transition(&self, app: usize, t: Transition<'_>, sink: &WebhookSink);
 }
 
-/// One gateway decides alone: each local transition is a webhook event.
+/// Each of the home's transitions is a webhook event.
 #[derive(Debug, Default)]
 pub(crate) struct LocalDecider;
 

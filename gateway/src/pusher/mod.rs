@@ -4,7 +4,9 @@
 //! - [`session`]: one connection's rules, sans-IO (time as an input);
 //! - [`presence`]: this gateway's presence members;
 //! - [`occupancy`]: this gateway's subscribers per channel;
-//! - [`decide`]: who turns this gateway's transitions into occupancy and member webhooks;
+//! - [`home`]: a channel's home gateway, which decides presence and occupancy for the cluster,
+//!   and [`cluster`] the IO around it (transitions to the home, its decisions back);
+//! - [`decide`]: how the home's decisions become occupancy and member webhooks;
 //! - [`webhook`]: the webhook dispatcher's rules, sans-IO, and [`webhook_driver`] its IO;
 //! - [`conn`]: the connection task that carries the session's actions out.
 //!
@@ -12,12 +14,13 @@
 //! and workers see channels as groups. A signed-in user `U` is the uid `pusher:{A}:{U}`. Pusher
 //! clients are not routed to business workers: this gateway answers them itself.
 //!
-//! Not in this slice (see docs/pusher.md "Status"): client events and presence across gateways
-//! (they need the gateway-to-gateway links), so occupancy and member webhooks are per gateway;
-//! `workers = true`.
+//! Not in this slice (see docs/pusher.md "Status"): `workers = true`; replication of a home's
+//! state to the channel's second choice.
 
+pub(crate) mod cluster;
 pub(crate) mod conn;
 pub(crate) mod decide;
+pub(crate) mod home;
 pub(crate) mod occupancy;
 pub(crate) mod presence;
 pub(crate) mod session;
@@ -29,15 +32,18 @@ use std::sync::{Arc, Mutex};
 
 use gw_config::{PusherApp, PusherConfig};
 use gw_pusher_protocol::connect::{ConnectError, ConnectRequest};
-use gw_pusher_protocol::{ErrorCode, Limits};
+use gw_pusher_protocol::{ErrorCode, Limits, ServerFrame};
 
-use self::decide::{Decider, LocalDecider, Transition, WebhookSink};
+use self::cluster::Cluster;
+use self::decide::{Decider, LocalDecider, WebhookSink};
+use self::home::Decided;
 use self::occupancy::LocalChannels;
 use self::presence::LocalPresence;
 use self::session::Refusal;
 use self::webhook::{Counters, Dispatcher, DropReason, Endpoint, Settings};
 use self::webhook_driver::{Driver, Target};
-use crate::GatewayError;
+use crate::{Gateway, GatewayError};
+use gw_proto::PusherPeer;
 
 /// The group of channel `channel` of app `app_id`.
 pub fn channel_group(app_id: &str, channel: &str) -> String {
@@ -64,8 +70,10 @@ pub(crate) struct Pusher {
     connects_refused: AtomicU64,
     /// The subscribers of every app's channels on this gateway.
     pub channels: Mutex<LocalChannels>,
-    /// Who decides the occupancy and member webhooks (this gateway alone, for now).
+    /// Turns what the channels' homes here decide into webhooks.
     decider: Box<dyn Decider>,
+    /// Presence and occupancy for the whole cluster: homes, and subscriptions waiting for them.
+    pub cluster: Cluster,
     /// Where webhook events go.
     pub webhooks: WebhookSink,
     webhook_counters: Arc<Counters>,
@@ -125,6 +133,7 @@ impl Pusher {
             connects_refused: AtomicU64::new(0),
             channels: Mutex::default(),
             decider: Box::new(LocalDecider),
+            cluster: Cluster::default(),
             webhooks: sink,
             webhook_counters: counters,
             driver: Mutex::new(driver),
@@ -142,36 +151,72 @@ impl Pusher {
         self.webhooks.wants(app, "channel_occupied") || self.webhooks.wants(app, "channel_vacated")
     }
 
-    /// Connection `client` subscribed to `channel` of app `app` (any kind).
-    pub fn occupy(&self, app: usize, channel: &str, client: u64) {
+    /// Connection `client` subscribed to `channel` of app `app` (any kind): the channel's first
+    /// subscriber here is told to its home, under the lock that orders the channel's changes.
+    pub fn occupy(&self, gw: &Gateway, app: usize, channel: &str, client: u64) {
         if !self.counts_occupancy(app) {
             return;
         }
         let mut channels = self.channels.lock().expect("channels lock");
         if channels.subscribe(app, channel, client) {
-            self.decider.transition(app, Transition::Occupied { channel }, &self.webhooks);
+            let (gateway, app_id) = (gw.address.clone(), self.app(app).id.clone());
+            let msg = PusherPeer::Occupied { gateway, app: app_id.clone(), channel: channel.into(), resync: false };
+            self.cluster.to_home(gw, self, &app_id, channel, msg);
         }
+        drop(channels);
     }
 
-    /// Connection `client` left `channel` of app `app`.
-    pub fn vacate(&self, app: usize, channel: &str, client: u64) {
+    /// Connection `client` left `channel` of app `app`: the last subscriber here is told to the
+    /// channel's home.
+    pub fn vacate(&self, gw: &Gateway, app: usize, channel: &str, client: u64) {
         if !self.counts_occupancy(app) {
             return;
         }
         let mut channels = self.channels.lock().expect("channels lock");
         if channels.unsubscribe(app, channel, client) {
-            self.decider.transition(app, Transition::Vacant { channel }, &self.webhooks);
+            let (gateway, app_id) = (gw.address.clone(), self.app(app).id.clone());
+            let msg = PusherPeer::Vacant { gateway, app: app_id.clone(), channel: channel.into() };
+            self.cluster.to_home(gw, self, &app_id, channel, msg);
+        }
+        drop(channels);
+    }
+
+    /// Connection `client` is not admitted to presence channel `channel` after all (its home
+    /// refused it, or did not answer in time): it leaves what it joined here and gets
+    /// `pusher:error` (code null) with `message`, counted as `refusal`.
+    fn presence_refused(&self, gw: &Gateway, wait: &Wait, message: &str, refusal: Refusal) {
+        let (app, channel, client) = (wait.app, wait.channel.as_str(), wait.client);
+        let mut presence = self.presence.lock().expect("presence lock");
+        if presence.leave(app, channel, client, &wait.user_id) {
+            let app_id = self.app(app).id.clone();
+            let msg = PusherPeer::Leave {
+                gateway: gw.address.clone(),
+                app: app_id.clone(),
+                channel: channel.into(),
+                user_id: wait.user_id.clone(),
+            };
+            self.cluster.to_home(gw, self, &app_id, channel, msg);
+        }
+        drop(presence);
+        self.vacate(gw, app, channel, client);
+        self.count(refusal);
+        tracing::debug!(client, channel = %channel, reason = refusal.label(), "presence subscription refused");
+        let frame = ServerFrame::Error { code: None, message }.encode();
+        let msg = gw_proto::Payload { data: bytes::Bytes::from(frame), binary: false };
+        gw.state.execute(gw_proto::Command::SendToClients { clients: vec![client], msg });
+    }
+
+    /// What a home here decided for app `app_id`: the webhooks.
+    fn decide(&self, app_id: &str, decided: &Decided) {
+        if let Some(index) = self.app_index(app_id) {
+            tracing::debug!(app = %app_id, ?decided, "decided for the cluster");
+            self.decider.transition(index, decided.transition(), &self.webhooks);
         }
     }
 
-    /// A user's first connection here joined a presence channel; call under the presence lock.
-    pub fn member_joined(&self, app: usize, channel: &str, user_id: &str) {
-        self.decider.transition(app, Transition::Joined { channel, user_id }, &self.webhooks);
-    }
-
-    /// A user's last connection here left a presence channel; call under the presence lock.
-    pub fn member_left(&self, app: usize, channel: &str, user_id: &str) {
-        self.decider.transition(app, Transition::Left { channel, user_id }, &self.webhooks);
+    /// The index of app `id`.
+    pub fn app_index(&self, id: &str) -> Option<usize> {
+        self.config.apps.iter().position(|a| a.id == id)
     }
 
     /// The app at `index`.
@@ -264,8 +309,52 @@ impl Pusher {
             sent,
             retried,
             dropped,
+            gw_daemon::MetricFamily::counter(
+                "gw_pusher_peer_ignored_total",
+                "Pusher presence and occupancy messages from other gateways about apps this gateway does not serve.",
+                self.cluster.ignored.load(Ordering::Relaxed),
+            ),
         ]
     }
+}
+
+/// A presence subscription waiting for its member list.
+#[derive(Debug)]
+pub(crate) struct Wait {
+    pub client: u64,
+    pub app: usize,
+    pub channel: String,
+    pub user_id: String,
+}
+
+/// Waits for what the channel's home answers wait `seq` other than the list (the list is
+/// carried out where it arrives and closes `answer`), or for `presence_timeout`: either way
+/// the connection is refused the channel.
+pub(crate) async fn watch_wait(
+    gw: Arc<Gateway>,
+    pusher: Arc<Pusher>,
+    wait: Wait,
+    seq: u64,
+    answer: tokio::sync::oneshot::Receiver<cluster::Answer>,
+) {
+    let (message, refusal) = tokio::select! {
+        answer = answer => match answer {
+            Ok(cluster::Answer::Full { max }) => (
+                format!("Subscription to {:?} refused: the channel has {max} members, the most allowed", wait.channel),
+                Refusal::PresenceFull,
+            ),
+            Err(_) => return,
+        },
+        () = tokio::time::sleep(pusher.config.presence_timeout) => {
+            if !pusher.cluster.stop_waiting(wait.client, wait.app, &wait.channel, Some(seq)) {
+                return;
+            }
+            let message = format!("Subscription to {:?} failed: the channel's home gateway did not answer in time", wait.channel);
+            (message, Refusal::PresenceTimeout)
+        }
+        () = gw.mesh.down.cancelled() => return,
+    };
+    pusher.presence_refused(&gw, &wait, &message, refusal);
 }
 
 /// An app id as a Prometheus label value (ids are `[A-Za-z0-9_-]`, so this is for safety).
@@ -276,7 +365,7 @@ fn escape_label(id: &str) -> String {
 /// Starts the webhook task of a gateway with Pusher apps that have webhooks; it stops `grace`
 /// after `stop` at the latest.
 pub(crate) fn spawn_webhooks(
-    gw: &crate::Gateway,
+    gw: &Gateway,
     stop: tokio_util::sync::CancellationToken,
     grace: std::time::Duration,
 ) -> Option<tokio::task::JoinHandle<()>> {
@@ -284,8 +373,43 @@ pub(crate) fn spawn_webhooks(
     webhook_driver::spawn(pusher.take_webhook_driver(), stop, grace)
 }
 
+/// The Pusher state of a gateway with `pusher = true` listeners.
+fn of(gw: &Gateway) -> Option<&Arc<Pusher>> {
+    gw.listeners.iter().find_map(|l| l.pusher.as_ref())
+}
+
+/// A Pusher message from another gateway (its link has the gateway role).
+pub(crate) fn on_peer(gw: &Gateway, msg: PusherPeer) {
+    let Some(pusher) = of(gw) else {
+        tracing::debug!("a Pusher message from another gateway, and no Pusher listener here: ignored");
+        return;
+    };
+    match msg {
+        m @ (PusherPeer::Occupied { .. }
+        | PusherPeer::Vacant { .. }
+        | PusherPeer::Join { .. }
+        | PusherPeer::Leave { .. }) => {
+            pusher.cluster.at_home(gw, pusher, m);
+        }
+        m => pusher.cluster.heard_from_home(gw, pusher, m),
+    }
+}
+
+/// The presence channels of app `app` homed here (only `channel`, if given), each with its
+/// users' ids in joining order, sorted by channel (`Query::PusherMembers`).
+pub(crate) fn members(gw: &Gateway, app: &str, channel: Option<&str>) -> Vec<(String, Vec<String>)> {
+    of(gw).map(|p| p.cluster.members(app, channel)).unwrap_or_default()
+}
+
+/// The registers' gateway list changed (`others`: every gateway but this one).
+pub(crate) fn gateways_changed(gw: &Gateway, others: std::collections::BTreeSet<String>) {
+    if let Some(pusher) = of(gw) {
+        pusher.cluster.gateways_changed(gw, pusher, others);
+    }
+}
+
 /// The Pusher counters of a gateway with `pusher = true` listeners (none without).
-pub(crate) fn metric_families(gw: &crate::Gateway) -> Vec<gw_daemon::MetricFamily> {
+pub(crate) fn metric_families(gw: &Gateway) -> Vec<gw_daemon::MetricFamily> {
     gw.listeners.iter().find_map(|l| l.pusher.as_ref()).map(|p| p.families()).unwrap_or_default()
 }
 
@@ -350,7 +474,7 @@ mod tests {
     }
 
     #[test]
-    fn occupancy_and_member_transitions_reach_the_webhook_input_of_apps_that_want_them() {
+    fn what_a_home_decides_reaches_the_webhook_input_of_apps_that_want_it() {
         use gw_pusher_protocol::webhook::WebhookEvent;
         let mut hooked = PusherApp::new("1", "key", "secret");
         hooked.webhooks = vec![gw_config::PusherWebhook::new("http://127.0.0.1:1/hooks")];
@@ -358,13 +482,13 @@ mod tests {
         let p = Pusher::new(PusherConfig { apps: vec![hooked, plain], ..Default::default() }).unwrap();
         let mut driver = p.take_webhook_driver().expect("an app has webhooks");
         assert!(p.take_webhook_driver().is_none(), "started once");
-        p.occupy(0, "a", 1);
-        p.occupy(0, "a", 2);
-        p.vacate(0, "a", 1);
-        p.vacate(0, "a", 2);
-        p.occupy(1, "b", 3);
-        p.member_joined(0, "presence-x", "u");
-        p.member_left(1, "presence-x", "u");
+        let (a, x, u) = (|| "a".to_string(), || "presence-x".to_string(), || "u".to_string());
+        p.decide("1", &Decided::Occupied { channel: a() });
+        p.decide("1", &Decided::Vacant { channel: a() });
+        p.decide("2", &Decided::Occupied { channel: "b".into() });
+        p.decide("1", &Decided::Joined { channel: x(), user_id: u() });
+        p.decide("2", &Decided::Left { channel: x(), user_id: u() });
+        p.decide("unknown", &Decided::Occupied { channel: a() });
         let mut got = Vec::new();
         while let Ok(e) = driver.events.try_recv() {
             got.push(e);
@@ -377,7 +501,6 @@ mod tests {
                 (0, WebhookEvent::MemberAdded { channel: "presence-x".into(), user_id: "u".into() }),
             ]
         );
-        assert_eq!(p.channels.lock().unwrap().count(1, "b"), 0, "an app without webhooks is not counted");
         let mut bad = PusherApp::new("1", "key", "secret");
         bad.webhooks = vec![gw_config::PusherWebhook::new("https://example.com/")];
         let err = Pusher::new(PusherConfig { apps: vec![bad], ..Default::default() }).unwrap_err();

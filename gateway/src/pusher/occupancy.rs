@@ -32,6 +32,11 @@ impl LocalChannels {
         true
     }
 
+    /// Every channel with subscribers here: (app, channel).
+    pub fn channels(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.channels.keys().map(|(app, channel)| (*app, channel.as_str()))
+    }
+
     /// The channel's subscribers here.
     #[cfg(test)]
     pub fn count(&self, app: usize, channel: &str) -> usize {

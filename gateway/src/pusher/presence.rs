@@ -1,7 +1,8 @@
 //! This gateway's presence members: per app and presence channel, each user with the
 //! connections it is subscribed with and the `user_info` of its first one. A user is added when
 //! its first connection joins and removed when its last one leaves, whatever the number of
-//! connections in between (docs/pusher.md §5; the cluster-wide home is the next slice).
+//! connections in between: those are the transitions this gateway tells the channel's home
+//! (docs/pusher.md §5, `cluster.rs`), which decides for the cluster.
 //!
 //! Plain data, no IO: the connection task holds the gateway's lock around a change and the
 //! frames it sends because of it, so subscribers see events in the order of the changes.
@@ -9,6 +10,7 @@
 use std::collections::HashMap;
 
 use gw_pusher_protocol::presence::Member;
+#[cfg(test)]
 use gw_pusher_protocol::server_frame::MemberRef;
 use serde_json::value::RawValue;
 
@@ -87,6 +89,7 @@ impl LocalPresence {
     }
 
     /// The members of a channel, each user once, in joining order.
+    #[cfg(test)]
     pub fn members(&self, app: usize, channel: &str) -> Vec<MemberRef<'_>> {
         self.channels
             .get(&(app, channel.to_string()))
@@ -94,7 +97,15 @@ impl LocalPresence {
             .unwrap_or_default()
     }
 
+    /// Every user present here: (app, channel, user id, its info).
+    pub fn users(&self) -> impl Iterator<Item = (usize, &str, &str, Option<&RawValue>)> {
+        self.channels.iter().flat_map(|((app, channel), ch)| {
+            ch.users.iter().map(move |(u, p)| (*app, channel.as_str(), u.as_str(), p.info.as_deref()))
+        })
+    }
+
     /// The user's `user_info`, if it is present.
+    #[cfg(test)]
     pub fn member(&self, app: usize, channel: &str, user_id: &str) -> Option<MemberRef<'_>> {
         let ch = self.channels.get(&(app, channel.to_string()))?;
         ch.users.iter().find(|(u, _)| u == user_id).map(|(u, p)| MemberRef { user_id: u, user_info: p.info.as_deref() })

@@ -90,11 +90,13 @@ pub(crate) enum Refusal {
     BadSignin,
     /// A presence channel at `max_presence_members`.
     PresenceFull,
+    /// A presence subscription whose channel's home did not answer within the presence timeout.
+    PresenceTimeout,
 }
 
 impl Refusal {
     /// Every reason, for the counters.
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 10] = [
         Self::BadFrame,
         Self::Ignored,
         Self::BadAuth,
@@ -104,6 +106,7 @@ impl Refusal {
         Self::RateLimited,
         Self::BadSignin,
         Self::PresenceFull,
+        Self::PresenceTimeout,
     ];
 
     /// The counter's label.
@@ -118,6 +121,7 @@ impl Refusal {
             Self::RateLimited => "rate_limited",
             Self::BadSignin => "bad_signin",
             Self::PresenceFull => "presence_full",
+            Self::PresenceTimeout => "presence_timeout",
         }
     }
 }

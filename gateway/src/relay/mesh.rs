@@ -1,6 +1,7 @@
 //! Gateway-to-gateway links, from the gateway that dials: one link per other gateway, opened on
 //! first need and kept while it lives, carrying every relayed client of that gateway (its
-//! home) and the commands this gateway sends to all its peers (Pusher client events). A gateway
+//! home) and what this gateway sends its peers (Pusher client events, and Pusher presence and
+//! occupancy to and from channels' homes). A gateway
 //! that cannot be reached is not dialled again for [`RETRY_AFTER`], so a reconnect storm toward
 //! a dead gateway costs one dial, not one per client.
 //!
@@ -61,7 +62,9 @@ pub(crate) struct Mesh {
     /// The other gateways, as each register lists them.
     listed: Mutex<HashMap<String, BTreeSet<String>>>,
     /// An ordered outbox per peer gateway, drained by its own task onto the link to it.
-    peers: Mutex<HashMap<String, mpsc::Sender<Command>>>,
+    peers: Mutex<HashMap<String, mpsc::Sender<ToGateway>>>,
+    /// Held while a register's list is applied.
+    list_changes: Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -105,14 +108,26 @@ impl Mesh {
     /// Register `register`'s current gateway list: the peers are every gateway some register
     /// lists, this one excepted. A peer no register lists any more loses its outbox.
     pub fn peers_from(&self, gw: &Arc<Gateway>, register: &str, list: Vec<GatewayInfo>) {
+        // Registers report on their own tasks: one list change at a time, in the order applied.
+        let _one_at_a_time = self.list_changes.lock().expect("mesh lock");
+        let all = self.listen(gw, register, list);
+        let peers = all.len() as u64;
+        // Pusher channels whose home moved are re-sent to their new home (docs/pusher.md §5).
+        crate::pusher::gateways_changed(gw, all);
+        // Counted once the homes follow the list, so a gateway that shows its peers routes to them.
+        gw.state.metrics.peer_gateways.store(peers, Ordering::Relaxed);
+    }
+
+    /// Records register `register`'s list and opens or closes the peers' outboxes; returns
+    /// every other gateway some register lists.
+    fn listen(&self, gw: &Arc<Gateway>, register: &str, list: Vec<GatewayInfo>) -> BTreeSet<String> {
         let mut listed = self.listed.lock().expect("mesh lock");
         listed.insert(register.to_string(), list.into_iter().map(|g| g.address).filter(|a| *a != gw.address).collect());
         let all: BTreeSet<String> = listed.values().flatten().cloned().collect();
         drop(listed);
-        gw.state.metrics.peer_gateways.store(all.len() as u64, Ordering::Relaxed);
         let mut peers = self.peers.lock().expect("mesh lock");
         peers.retain(|address, _| all.contains(address));
-        for address in all {
+        for address in all.iter().cloned() {
             peers.entry(address.clone()).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(PEER_QUEUE);
                 let span = tracing::debug_span!("peer_gateway", peer = %address);
@@ -120,15 +135,27 @@ impl Mesh {
                 tx
             });
         }
+        all
     }
 
     /// Queues `cmd` for every peer gateway, in order behind what was queued before. A peer
     /// whose outbox is full loses it, counted (`gw_mesh_dropped_total`).
     pub fn to_peers(&self, metrics: &crate::metrics::Metrics, cmd: &Command) {
         for tx in self.peers.lock().expect("mesh lock").values() {
-            if tx.try_send(cmd.clone()).is_err() {
+            if tx.try_send(ToGateway::Command(cmd.clone())).is_err() {
                 crate::metrics::Metrics::inc(&metrics.mesh_dropped);
             }
+        }
+    }
+
+    /// Queues `msg` for the peer gateway at `address`, in order behind what was queued for it
+    /// before. A peer not listed, or whose outbox is full, loses it, counted
+    /// (`gw_mesh_dropped_total`).
+    pub fn to_peer(&self, metrics: &crate::metrics::Metrics, address: &str, msg: ToGateway) {
+        let sent = self.peers.lock().expect("mesh lock").get(address).is_some_and(|tx| tx.try_send(msg).is_ok());
+        if !sent {
+            tracing::debug!(peer = %address, "no outbox to the peer gateway, or it is full: message dropped");
+            crate::metrics::Metrics::inc(&metrics.mesh_dropped);
         }
     }
 
@@ -197,7 +224,7 @@ impl Mesh {
 /// Sends what is queued for the peer at `address`, in order, until the peer is no longer
 /// listed or the gateway has stopped. A command that cannot be sent (the peer is unreachable) is
 /// dropped, counted.
-async fn drain_to_peer(gw: Arc<Gateway>, address: String, mut rx: mpsc::Receiver<Command>) {
+async fn drain_to_peer(gw: Arc<Gateway>, address: String, mut rx: mpsc::Receiver<ToGateway>) {
     loop {
         let cmd = tokio::select! {
             cmd = rx.recv() => match cmd {
@@ -208,7 +235,7 @@ async fn drain_to_peer(gw: Arc<Gateway>, address: String, mut rx: mpsc::Receiver
             () = gw.mesh.down.cancelled() => return,
         };
         let sent = match gw.mesh.link(&gw, &address).await {
-            Ok(link) => link.send(ToGateway::Command(cmd)).await,
+            Ok(link) => link.send(cmd).await,
             Err(e) => {
                 tracing::debug!(error = %e, "peer gateway unreachable: command dropped");
                 false
