@@ -8,6 +8,7 @@
 #                                 exits non-zero if one errors or loses a message; writes
 #                                 target/bench/BENCHMARKS.quick.md unless --out is given
 #   options: --out FILE  --workers N (business worker processes, default 1)  --only "echo storm …"
+#   environment: GATEWAY_BIN=path runs that gateway binary instead of the one built here
 #
 # Cluster A (one register, one gateway, N workers) serves idle, echo, broadcast, group and storm,
 # in that order, so the idle memory figure is taken on a fresh gateway. Cluster D (the same shape,
@@ -45,6 +46,8 @@ echo "== building (release)" >&2
 cargo build --release -q -p gw-register -p gw-gateway -p gw-business-worker -p gw-chat-demo -p gw-http-api -p gw-bench
 BIN="${CARGO_TARGET_DIR:-target}/release"
 BENCH="$BIN/gw-bench"
+# GATEWAY_BIN: another gateway binary to measure (A/B runs of two builds with everything else equal).
+GATEWAY_BIN="${GATEWAY_BIN:-$BIN/gateway}"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/gw-bench.XXXXXX")
 STATUS=0
@@ -125,7 +128,7 @@ $common
 $gateway_extra
 $listeners
 EOF
-        "$BIN/gateway" --config "$TMP/$name-gateway-$i.toml" >"$TMP/$name-gateway-$i.log" 2>&1 &
+        "$GATEWAY_BIN" --config "$TMP/$name-gateway-$i.toml" >"$TMP/$name-gateway-$i.log" 2>&1 &
         PIDS+=($!)
         server+=($!)
         gws+=($!)

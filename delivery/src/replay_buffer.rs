@@ -146,6 +146,11 @@ impl<M, W: Weigher<M>> ReplayBuffer<M, W> {
     pub fn record(&mut self, msg: M, caps: &ReplayCaps) -> Recorded {
         self.written += 1;
         self.bytes += W::weight(&msg);
+        if self.kept.capacity() == 0 {
+            // One slot, not the four a first push makes: a client at rest between
+            // acknowledgements usually keeps one message (its last), and holds it per client.
+            self.kept.reserve_exact(1);
+        }
         self.kept.push_back(msg);
         let mut dropped = Trimmed::default();
         while self.kept.len() > caps.messages || self.bytes > caps.bytes {

@@ -574,7 +574,10 @@ impl<T: Transport> Connection<T> {
             self.unsettled += 1;
             self.feed(msg, true)?;
         }
-        self.flush().await
+        self.flush().await?;
+        // A codec made to write these goes now, not at the first heartbeat.
+        self.transport.release_idle();
+        Ok(())
     }
 
     /// Where a client with recovery goes when its connection ends: held (true: it stays, with

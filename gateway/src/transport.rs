@@ -116,11 +116,13 @@ fn heartbeat_frames(mut data: &[u8], reply: &mut [u8]) -> Option<usize> {
 /// connection task itself (no `tokio_tungstenite::WebSocketStream`, whose two waker proxies cost
 /// 128 bytes per client and are not needed when one task does all the reading and writing).
 ///
-/// An idle client holds no codec buffers. A codec that has taken every frame read so far, holds
-/// no part of a message and nothing to write can be replaced by a fresh one that has allocated
-/// nothing ("parked"); the next bytes the client sends are read into a stack buffer and handed to
-/// a new codec with a [`READ_BUFFER`] buffer. A codec is parked when it runs out of input after
-/// only pings and pongs (a heartbeat answer), and otherwise at the next heartbeat written (see
+/// An idle client holds no codec. A codec that has taken every frame read so far, holds no part
+/// of a message and nothing to write can be dropped ("parked": a fresh codec would be only its
+/// settings, which the transport keeps); the next bytes the client sends are read into a stack
+/// buffer and handed to a new codec with a [`READ_BUFFER`] buffer. A parked client that is
+/// written to gets a codec for the write, emptied once it is flushed and dropped at the next
+/// heartbeat. A codec is parked when it runs out of input after only pings and pongs (a
+/// heartbeat answer), and otherwise at the next heartbeat written (see
 /// [`Transport::release_idle`]), so a client sending messages keeps its buffers, and reads and
 /// allocates as before, between heartbeats. A parked client's heartbeat does not take a codec at
 /// all: the gateway's empty ping is written to the socket directly, and bytes that are nothing but
@@ -133,7 +135,11 @@ fn heartbeat_frames(mut data: &[u8], reply: &mut [u8]) -> Option<usize> {
 /// client goes idle), and its messages compressed on their way out.
 pub(crate) struct WsTransport {
     stream: ClientStream,
-    ctx: WebSocketContext,
+    /// The codec; `None` while parked and nothing was written since (a fresh codec is only its
+    /// settings, kept in `config`): an idle client's task does not carry the codec's 248 bytes.
+    ctx: Option<Box<WebSocketContext>>,
+    /// The codec's settings, its read buffer size excepted.
+    config: WebSocketConfig,
     seen: WsFrameTracker,
     pong_is_activity: bool,
     /// A write found the socket full; the frame is buffered in the codec, and the next write
@@ -206,7 +212,8 @@ impl WsTransport {
     ) -> Self {
         let mut t = Self {
             stream,
-            ctx: WebSocketContext::new(Role::Server, Some(config.read_buffer_size(0))),
+            ctx: None,
+            config,
             seen: WsFrameTracker::default(),
             pong_is_activity,
             blocked: false,
@@ -232,19 +239,35 @@ impl WsTransport {
             && !self.unflushed
             && !self.blocked
             && self.seen.at_rest()
-            && self.ctx.can_write()
+            && self.can_write()
             && self.compressed.as_ref().is_none_or(|c| c.at_rest())
     }
 
     /// Replaces the codec by a fresh one without buffers (only when it holds nothing).
     fn park(&mut self) {
-        let config = self.ctx.get_config().read_buffer_size(0);
-        self.ctx = WebSocketContext::new(Role::Server, Some(config));
+        self.ctx = None;
         self.parked = true;
         self.busy = false;
         if let Some(c) = &mut self.compressed {
             c.release();
         }
+    }
+
+    /// Empties a parked client's codec that wrote something, in place: its write buffer goes,
+    /// the codec's own allocation stays (made again for every write to a client that only
+    /// receives, it would cost one more allocation per write). It goes at the next heartbeat.
+    fn reset_parked(&mut self) {
+        if let Some(ctx) = &mut self.ctx {
+            **ctx = WebSocketContext::new(Role::Server, Some(self.config.read_buffer_size(0)));
+        }
+        if let Some(c) = &mut self.compressed {
+            c.release();
+        }
+    }
+
+    /// Whether the codec can still write (a parked one can: it is fresh).
+    fn can_write(&self) -> bool {
+        self.ctx.as_ref().is_none_or(|c| c.can_write())
     }
 
     /// Gives a parked client a codec with a read buffer, starting with `data`.
@@ -260,8 +283,12 @@ impl WsTransport {
                 self.seen.feed(data);
             }
         }
-        let config = self.ctx.get_config().read_buffer_size(READ_BUFFER);
-        self.ctx = WebSocketContext::from_partially_read(part, Role::Server, Some(config));
+        let config = self.config.read_buffer_size(READ_BUFFER);
+        let ctx = WebSocketContext::from_partially_read(part, Role::Server, Some(config));
+        match &mut self.ctx {
+            Some(old) => **old = ctx,
+            None => self.ctx = Some(Box::new(ctx)),
+        }
         self.parked = false;
         self.drained = false;
     }
@@ -305,7 +332,7 @@ impl WsTransport {
     /// left parked (it would take a write buffer for the two bytes, and be made anew after the
     /// flush). False when the codec must write it: not parked, TLS, or a socket that is full.
     fn ping_parked(&mut self, msg: &OutMessage) -> Result<bool, WsError> {
-        let idle = self.parked && !self.unflushed && !self.blocked && self.ctx.can_write();
+        let idle = self.parked && !self.unflushed && !self.blocked && self.can_write();
         let empty_ping = matches!(msg.message(), Message::Ping(p) if p.is_empty());
         if !(idle && empty_ping && matches!(self.stream, ClientStream::Plain(_))) {
             return Ok(false);
@@ -334,7 +361,13 @@ impl WsTransport {
             write_blocked: &mut write_blocked,
             compressed: self.compressed.as_deref_mut(),
         };
-        let r = f(&mut self.ctx, &mut io);
+        // A parked client's codec is made when something is written (and dropped again once
+        // that is flushed).
+        let config = self.config;
+        let ctx = self
+            .ctx
+            .get_or_insert_with(|| Box::new(WebSocketContext::new(Role::Server, Some(config.read_buffer_size(0)))));
+        let r = f(ctx, &mut io);
         (r, write_blocked)
     }
 
@@ -344,7 +377,7 @@ impl WsTransport {
             return Poll::Ready(None);
         }
         if self.parked {
-            if self.unflushed || self.blocked || !self.ctx.can_write() {
+            if self.unflushed || self.blocked || !self.can_write() {
                 // The parked codec holds output or a closing state: read through it, rather
                 // than replace it.
                 self.parked = false;
@@ -421,6 +454,12 @@ impl WsTransport {
     /// Writes out what the codec holds and flushes the socket; a connection the close handshake
     /// just ended counts as flushed.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        if self.ctx.is_none() {
+            // Parked, and nothing handed to a codec since: what went out was written to the plain
+            // socket directly (a heartbeat), which has nothing to flush; no codec is made for it.
+            self.flushed(&Ok(()));
+            return Poll::Ready(Ok(()));
+        }
         let r = std::task::ready!(pending_on_block(self.with_io(cx, |ctx, io| ctx.flush(io)).0));
         self.flushed(&r);
         Poll::Ready(match r {
@@ -439,8 +478,8 @@ impl WsTransport {
             let wrote = std::mem::take(&mut self.unflushed);
             // A flush also writes any answer to a ping that the last read could not.
             self.reply_blocked = false;
-            if wrote && self.parked && self.ctx.can_write() {
-                self.park();
+            if wrote && self.parked && self.can_write() {
+                self.reset_parked();
             }
         }
     }
@@ -510,7 +549,7 @@ impl Transport for WsTransport {
     }
 
     fn release_idle(&mut self) {
-        if !self.parked && self.holds_nothing() {
+        if (!self.parked || self.ctx.is_some()) && self.holds_nothing() {
             self.park();
         }
     }
@@ -856,13 +895,14 @@ mod tests {
         assert_eq!(t.feed(Message::Ping(bytes::Bytes::new()).into()).unwrap(), 0);
         t.flush().await.unwrap();
         assert!(t.parked && !t.unflushed, "written directly");
+        assert!(t.ctx.is_none(), "no codec made for a heartbeat, nor for its flush");
         let mut ping = [0u8; 2];
         client.read_exact(&mut ping).await.unwrap();
         assert_eq!(ping, EMPTY_PING);
 
         client.write_all(&client_frame(10, b"")).await.unwrap();
         assert!(matches!(t.recv().await, Ok(Incoming::Activity)), "a pong is activity");
-        assert!(t.parked, "read without a codec");
+        assert!(t.parked && t.ctx.is_none(), "read without a codec");
         assert!(matches!(t.poll_recv(&mut noop()), Poll::Pending));
 
         let mut pings = client_frame(9, b"are you there");
@@ -884,6 +924,29 @@ mod tests {
         let mut got = [0u8; 9];
         client.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"\x81\x05reply\x89\x00");
+    }
+
+    /// A parked client that is written to makes a codec for it, keeps it (emptied) until its
+    /// heartbeat, and then carries none: an idle client's transport is 152 bytes, where the
+    /// codec alone is 248.
+    #[tokio::test]
+    async fn a_parked_client_carries_no_codec_once_its_heartbeat_came() {
+        assert!(size_of::<WsTransport>() <= 160, "{} bytes", size_of::<WsTransport>());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let config = WebSocketConfig::default().read_buffer_size(0).write_buffer_size(16 * 1024);
+        let mut t = WsTransport::new(ClientStream::Plain(server), Vec::new(), config, true, None);
+        assert!(t.parked && t.ctx.is_none(), "nothing before the first byte");
+        t.ready().await.unwrap();
+        t.feed(Message::text("news").into()).unwrap();
+        t.flush().await.unwrap();
+        let mut got = [0u8; 6];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"\x81\x04news");
+        assert!(t.parked && t.ctx.is_some(), "kept, emptied, for the next write");
+        t.release_idle();
+        assert!(t.parked && t.ctx.is_none(), "gone at the heartbeat");
     }
 
     #[test]

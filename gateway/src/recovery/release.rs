@@ -60,7 +60,7 @@ pub(crate) fn release(gw: &Arc<Gateway>, hub: &Hub, id: u64) {
         hub.unhold(&gw.state.metrics, id, &rec);
         rec.phase = Phase::Released;
         rec.buffer = Default::default();
-        rec.lost.take().unwrap_or((Reason::Expired, "the recovery window ended".into()))
+        rec.lost.take().map_or_else(|| (Reason::Expired, "the recovery window ended".into()), |lost| *lost)
     };
     let client_id = gw.client_id(id);
     tracing::debug!(client_id = %client_id, reason = reason.as_str(), %detail, "held client released");

@@ -67,7 +67,7 @@ pub(crate) fn resume(
         return Err(gone());
     }
     if let Some(lost) = &rec.lost {
-        return Err(lost.clone());
+        return Err((**lost).clone());
     }
     if rec.generation != token.generation {
         return Err((Reason::Replayed, format!("this token was used already (generation {})", token.generation)));
@@ -78,7 +78,7 @@ pub(crate) fn resume(
             let reason = if matches!(e, ReplayError::Gap { .. }) { Reason::Gap } else { Reason::Malformed };
             if rec.phase == Phase::Held {
                 // The owner came back and its state cannot serve it: let it go now.
-                rec.lost = Some((reason, e.to_string()));
+                rec.lost = Some(Box::new((reason, e.to_string())));
                 hub.set_deadline(id, Instant::now());
             }
             return Err((reason, e.to_string()));
