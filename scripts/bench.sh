@@ -224,7 +224,7 @@ else
     FAN="--conns 1000 --senders 4 --start-rate 100 --growth 1.5 --refine 3 --step-secs 5"; STORM_N=15000
     PUSH="--concurrency 32 --duration 10"
     DEFL="--conns 500 --messages 200 --rounds 3"; HANDOVER_N=10000
-    PUSHER_LOAD="--idle 5000 --subscribers 10000 --rate 20 --duration 5"
+    PUSHER_LOAD=${PUSHER_LOAD:-"--idle 5000 --subscribers 10000 --rate 20 --duration 5"}
 fi
 
 start_cluster a 1
