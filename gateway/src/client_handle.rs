@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 
 use bytes::Bytes;
-use futures_util::future::Either;
+use futures_util::task::AtomicWaker;
 use gw_proto::ClientInfo;
-use tokio::sync::Notify;
 
 use crate::binding::Redelivery;
 use crate::send_queue::SendQueue;
@@ -26,18 +26,23 @@ pub(crate) enum KillReason {
     Superseded = 4,
 }
 
-/// Closes a client out of band: set once, with the reason, and never reset. A `Notify` and a
-/// byte inline in the handle, where a `CancellationToken` is a separate 112-byte allocation per
-/// client (it supports trees of tokens, which a client does not need).
+/// Closes a client out of band: set once, with the reason, and never reset. A byte and a waker
+/// inline in the handle, where a `CancellationToken` is a separate 112-byte allocation per client
+/// (it supports trees of tokens, which a client does not need).
+///
+/// Only the client's own task waits for it, so one waker is enough: a wait registers the task's
+/// waker and reads the flag, with no lock. A `Notify` here (as before) cost its lock twice per
+/// turn of the connection loop, to add and remove a waiter, for every message in and every batch
+/// out (BENCHMARKS.md, "Echo (issue 29)").
 #[derive(Debug)]
 pub(crate) struct KillSwitch {
     reason: AtomicU8,
-    notify: Notify,
+    waker: AtomicWaker,
 }
 
 impl KillSwitch {
     fn new() -> Self {
-        Self { reason: AtomicU8::new(KillReason::None as u8), notify: Notify::new() }
+        Self { reason: AtomicU8::new(KillReason::None as u8), waker: AtomicWaker::new() }
     }
 
     /// Whether the client was killed.
@@ -45,13 +50,14 @@ impl KillSwitch {
         self.reason.load(Ordering::Acquire) != KillReason::None as u8
     }
 
-    /// Resolves once the client is killed (at once if it already was). Not an `async fn`: this
-    /// future waits in every connection's task, and is no larger than a `Notified` this way.
+    /// Resolves once the client is killed (at once if it already was). For the client's own
+    /// task only: a second task waiting at the same time would take the first one's wake-up.
     pub fn cancelled(&self) -> impl Future<Output = ()> + Send + '_ {
-        // Made before the check: `notify_waiters` (a kill) completes every `Notified` made
-        // before it, polled or not, and a kill is never undone.
-        let notified = self.notify.notified();
-        if self.is_cancelled() { Either::Left(std::future::ready(())) } else { Either::Right(notified) }
+        std::future::poll_fn(|cx| {
+            // Registered before the flag is read: a kill after the read wakes this waker.
+            self.waker.register(cx.waker());
+            if self.is_cancelled() { Poll::Ready(()) } else { Poll::Pending }
+        })
     }
 }
 
@@ -117,7 +123,7 @@ impl ClientHandle {
             Ordering::AcqRel,
             Ordering::Acquire,
         );
-        self.kill.notify.notify_waiters();
+        self.kill.waker.wake();
     }
 
     pub fn kill_reason(&self) -> KillReason {
