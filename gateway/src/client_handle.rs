@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -50,6 +50,28 @@ impl KillSwitch {
         self.reason.load(Ordering::Acquire) != KillReason::None as u8
     }
 
+    /// Wakes the task waiting in [`cancelled`](Self::cancelled) or [`cancelled_or`](Self::cancelled_or),
+    /// to read its flags again.
+    pub fn wake(&self) {
+        self.waker.wake();
+    }
+
+    /// Resolves once the client is killed, or once `stopping` is set and the task woken by
+    /// [`wake`](Self::wake) (at once if either already was), the kill first. For the client's
+    /// own task only.
+    pub fn cancelled_or<'a>(&'a self, stopping: &'a AtomicBool) -> impl Future<Output = Stop> + Send + 'a {
+        std::future::poll_fn(move |cx| {
+            self.waker.register(cx.waker());
+            if self.is_cancelled() {
+                Poll::Ready(Stop::Killed)
+            } else if stopping.load(Ordering::SeqCst) {
+                Poll::Ready(Stop::Stopping)
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
     /// Resolves once the client is killed (at once if it already was). For the client's own
     /// task only: a second task waiting at the same time would take the first one's wake-up.
     pub fn cancelled(&self) -> impl Future<Output = ()> + Send + '_ {
@@ -59,6 +81,14 @@ impl KillSwitch {
             if self.is_cancelled() { Poll::Ready(()) } else { Poll::Pending }
         })
     }
+}
+
+/// What ended [`KillSwitch::cancelled_or`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    Killed,
+    /// The gateway is stopping.
+    Stopping,
 }
 
 /// A connected client as the rest of the gateway sees it.
