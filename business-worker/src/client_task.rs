@@ -4,11 +4,12 @@
 //!
 //! A client costs the worker little while it is quiet: its [`ClientSlot`] holds its waiting
 //! events (none, most of the time) and what its handlers carry from one event to the next. A
-//! task runs only while the client has events, and lingers [`LINGER`] after the last one (a
-//! chatty client keeps its task) before it ends; the next event starts a new one. A million
+//! task runs only while the client has events, and lingers one to two [`LINGER`]s after the last
+//! one (a chatty client keeps its task) before it ends; the next event starts a new one. A million
 //! idle clients are a million slots of about 200 bytes, not a million tasks and queues.
 
 use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -136,6 +137,14 @@ pub(crate) struct ClientTask<E> {
 
 /// Handles the client's events until none is left and none came for [`LINGER`] (or its link
 /// is done, or the client closed).
+///
+/// What stays the same from one event to the next is made once per task, not per event (a
+/// callgrind profile under echo: BENCHMARKS.md, "Echo (issue 29)"): the handlers' [`Context`]
+/// (its client id, addresses and Gateway API were cloned and dropped for every event), the wait
+/// for the link's end (a waiter on a `Notify` shared by all the link's clients, added and removed
+/// whenever a queue ran dry), and the linger timer, armed once per [`LINGER`] rather than
+/// whenever the queue runs dry: when it fires after events were handled, it is armed again, so
+/// a task ends between one and two [`LINGER`]s after its last event.
 pub(crate) async fn client_task<E: Events>(task: ClientTask<E>) {
     let ClientTask { events, mut ready, link, acks, stats, client_id, slot, space, link_done } = task;
     let _running = Running::count(&stats);
@@ -146,13 +155,35 @@ pub(crate) async fn client_task<E: Events>(task: ClientTask<E>) {
     };
     drop(ready);
     let mut state = std::mem::take(&mut slot.lock().state);
+    // Boxed: a lingering task should not hold room for it while it waits (see `handle`).
+    let mut ctx = Box::new(Context {
+        client_id,
+        session: Session::new(),
+        server: state.server.as_deref().cloned().unwrap_or_else(|| server_data(None)),
+        redelivered: false,
+        gateway,
+        link,
+        local: 0,
+        closed: false,
+    });
+    let mut link_done = pin!(link_done.cancelled());
+    let mut linger = pin!(tokio::time::sleep(LINGER));
+    // Events handled since the linger timer was last armed.
+    let mut handled = 0u64;
     loop {
         let Some(event) = slot.next(&space) else {
             // Wait a little for the next event; `arrived` keeps a wake-up sent meanwhile.
             let woken = tokio::select! {
                 _ = slot.arrived.notified() => true,
-                _ = tokio::time::sleep(LINGER) => false,
-                _ = link_done.cancelled() => false,
+                _ = linger.as_mut() => {
+                    if std::mem::take(&mut handled) > 0 {
+                        // Not quiet for a whole LINGER yet.
+                        linger.as_mut().reset(tokio::time::Instant::now() + LINGER);
+                        continue;
+                    }
+                    false
+                }
+                _ = link_done.as_mut() => false,
             };
             if woken {
                 continue;
@@ -167,10 +198,11 @@ pub(crate) async fn client_task<E: Events>(task: ClientTask<E>) {
             }
             continue;
         };
+        handled += 1;
         let closing = matches!(event.kind, EventKind::Close);
         // Boxed: the handlers' futures are large (kilobytes), and a lingering task should not
         // hold room for them while it waits.
-        Box::pin(handle(&*events, &gateway, &link, &stats, &client_id, &mut state, event, &acks)).await;
+        Box::pin(handle(&*events, &stats, &mut ctx, &mut state, event, &acks)).await;
         if closing {
             // Nothing comes after a close: the slot is gone from the link's clients.
             return;
@@ -194,14 +226,12 @@ impl Drop for Running {
     }
 }
 
-/// One event through the handlers.
-#[allow(clippy::too_many_arguments)]
+/// One event through the handlers, with the task's `ctx` (whatever the previous handler left in
+/// its public fields is put right first).
 async fn handle<E: Events>(
     events: &E,
-    gateway: &GatewayClient,
-    link: &Arc<GatewayLink>,
     stats: &WorkerStats,
-    client_id: &ClientId,
+    ctx: &mut Context,
     state: &mut ClientState,
     event: Event,
     acks: &Acks,
@@ -214,35 +244,39 @@ async fn handle<E: Events>(
         stats.redelivered.fetch_add(1, Ordering::Relaxed);
     }
     let original = state.writes.catch_up(event.session_writes, parse_session(event.session.as_ref()));
-    let mut ctx = Context {
-        client_id: client_id.clone(),
-        session: original.clone(),
-        server: state.server.as_deref().cloned().unwrap_or_else(|| server_data(None)),
-        redelivered: event.redelivered,
-        gateway: gateway.clone(),
-        link: link.clone(),
-        local: event.client,
-        closed: state.rejected,
-    };
+    let server = state.server.as_deref();
+    if server.is_some_and(|s| *s != ctx.server) || (server.is_none() && ctx.server != server_data(None)) {
+        ctx.server = server.cloned().unwrap_or_else(|| server_data(None));
+    }
+    let link = &ctx.link;
+    if (ctx.client_id.gateway.as_str(), ctx.client_id.instance, ctx.client_id.local)
+        != (link.address.as_str(), link.instance, event.client)
+    {
+        ctx.client_id = ClientId::new(link.address.clone(), link.instance, event.client);
+    }
+    ctx.session = original.clone();
+    ctx.redelivered = event.redelivered;
+    ctx.local = event.client;
+    ctx.closed = state.rejected;
     let closing = matches!(event.kind, EventKind::Close);
     match event.kind {
-        EventKind::Connect => guarded("on_connect", stats, events.on_connect(&mut ctx)).await,
+        EventKind::Connect => guarded("on_connect", stats, events.on_connect(ctx)).await,
         EventKind::WebSocketConnect { path, query, headers } => {
             let request = WebSocketRequest { path, query, headers };
-            guarded("on_websocket_connect", stats, events.on_websocket_connect(&mut ctx, &request)).await;
+            guarded("on_websocket_connect", stats, events.on_websocket_connect(ctx, &request)).await;
         }
         EventKind::Message(msg) if !ctx.closed => {
-            guarded("on_message", stats, events.on_message(&mut ctx, msg)).await;
+            guarded("on_message", stats, events.on_message(ctx, msg)).await;
         }
         EventKind::Message(_) => tracing::debug!("message after the client was closed by a handler; skipped"),
-        EventKind::Close => guarded("on_close", stats, events.on_close(&mut ctx)).await,
-        EventKind::Resume { replayed } => guarded("on_resume", stats, events.on_resume(&mut ctx, replayed)).await,
+        EventKind::Close => guarded("on_close", stats, events.on_close(ctx)).await,
+        EventKind::Resume { replayed } => guarded("on_resume", stats, events.on_resume(ctx, replayed)).await,
     }
     state.rejected = ctx.closed;
     if !closing && ctx.session != original {
         let (changed, removed) = session_diff(&original, &ctx.session);
         let seq = state.writes.record(event.session_writes, changed.clone(), removed.clone());
-        write_back(link, event.client, seq, &changed, removed).await;
+        write_back(&ctx.link, event.client, seq, &changed, removed).await;
     }
     acks.handled(event.seq);
 }

@@ -17,11 +17,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use gw_delivery::{BoundedQueue, Limits, Weightless};
 use gw_proto::{ClientInfo, Event, EventKind, codec};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -373,8 +374,12 @@ pub(crate) struct Redelivery {
     state: Mutex<Handed>,
     /// Set while events wait; checked on every dispatch without taking the lock.
     pending: AtomicBool,
-    /// Wakes the client task when events were handed back.
-    ready: Notify,
+    /// Set by a hand-back, taken by the client task's wait (one wake-up per hand-back, as a
+    /// `Notify` permit was).
+    signalled: AtomicBool,
+    /// The client task, woken when events were handed back. One waker, no lock: only the
+    /// client's own task waits, once per turn of its loop (see `KillSwitch`).
+    ready: AtomicWaker,
 }
 
 /// What was handed back to one client.
@@ -412,7 +417,8 @@ impl Redelivery {
         // Set even for an empty batch, as before: the client task then finds nothing to take.
         self.pending.store(true, Ordering::Release);
         drop(state);
-        self.ready.notify_one();
+        self.signalled.store(true, Ordering::Release);
+        self.ready.wake();
         Ok(())
     }
 
@@ -421,9 +427,13 @@ impl Redelivery {
         self.pending.load(Ordering::Acquire)
     }
 
-    /// Resolves when events were handed back (cancel-safe).
-    pub async fn notified(&self) {
-        self.ready.notified().await;
+    /// Resolves when events were handed back since it last resolved (cancel-safe). For the
+    /// client's own task only.
+    pub fn notified(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            self.ready.register(cx.waker());
+            if self.signalled.swap(false, Ordering::AcqRel) { Poll::Ready(()) } else { Poll::Pending }
+        })
     }
 
     /// Takes the handed-back events, in order.

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Gateway;
 use crate::binding::{Binding, ClientCx, Unrouted};
-use crate::client_handle::{ClientHandle, KillReason};
+use crate::client_handle::{ClientHandle, KillReason, Stop};
 use crate::deflate::Compressed;
 use crate::listener::{ConnSlot, ListenerSpec};
 use crate::metrics::Metrics;
@@ -348,7 +348,9 @@ impl<T: Transport> Connection<T> {
     async fn run(&mut self) -> End {
         let handle = self.handle.clone();
         let kill = &handle.kill;
-        let shutdown = self.shutdown.clone();
+        // The gateway's stop is read from its flag, woken through the kill switch's waker (see
+        // `Gateway::stop_clients`), not waited for on the shared `shutdown` token.
+        let gw = self.gw.clone();
         // Only until the first message, so a per-connection timer is cheap here.
         let first_message = self.gw.config.first_message_timeout;
         // One timer for the whole wait, boxed: none at all when the timeout is off (the default).
@@ -359,11 +361,13 @@ impl<T: Transport> Connection<T> {
             tokio::select! {
                 biased;
                 // Rare paths are boxed so their futures do not enlarge every connection's task.
-                _ = kill.cancelled() => return Box::pin(self.killed()).await,
-                _ = shutdown.cancelled() => {
-                    Box::pin(self.transport.close(1001, "server shutting down")).await;
-                    return End::Server;
-                }
+                stop = kill.cancelled_or(&gw.clients_stopping) => match stop {
+                    Stop::Killed => return Box::pin(self.killed()).await,
+                    Stop::Stopping => {
+                        Box::pin(self.transport.close(1001, "server shutting down")).await;
+                        return End::Server;
+                    }
+                },
                 _ = async { first_timer.as_mut().expect("guarded").await }, if first_timer.is_some() && !got_message => {
                     Box::pin(self.transport.close(1008, "no message in time")).await;
                     return End::Server;

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 
 use bytes::Bytes;
-use futures_util::future::Either;
+use futures_util::task::AtomicWaker;
 use gw_proto::ClientInfo;
-use tokio::sync::Notify;
 
 use crate::binding::Redelivery;
 use crate::send_queue::SendQueue;
@@ -26,18 +26,23 @@ pub(crate) enum KillReason {
     Superseded = 4,
 }
 
-/// Closes a client out of band: set once, with the reason, and never reset. A `Notify` and a
-/// byte inline in the handle, where a `CancellationToken` is a separate 112-byte allocation per
-/// client (it supports trees of tokens, which a client does not need).
+/// Closes a client out of band: set once, with the reason, and never reset. A byte and a waker
+/// inline in the handle, where a `CancellationToken` is a separate 112-byte allocation per client
+/// (it supports trees of tokens, which a client does not need).
+///
+/// Only the client's own task waits for it, so one waker is enough: a wait registers the task's
+/// waker and reads the flag, with no lock. A `Notify` here (as before) cost its lock twice per
+/// turn of the connection loop, to add and remove a waiter, for every message in and every batch
+/// out (BENCHMARKS.md, "Echo (issue 29)").
 #[derive(Debug)]
 pub(crate) struct KillSwitch {
     reason: AtomicU8,
-    notify: Notify,
+    waker: AtomicWaker,
 }
 
 impl KillSwitch {
     fn new() -> Self {
-        Self { reason: AtomicU8::new(KillReason::None as u8), notify: Notify::new() }
+        Self { reason: AtomicU8::new(KillReason::None as u8), waker: AtomicWaker::new() }
     }
 
     /// Whether the client was killed.
@@ -45,14 +50,45 @@ impl KillSwitch {
         self.reason.load(Ordering::Acquire) != KillReason::None as u8
     }
 
-    /// Resolves once the client is killed (at once if it already was). Not an `async fn`: this
-    /// future waits in every connection's task, and is no larger than a `Notified` this way.
-    pub fn cancelled(&self) -> impl Future<Output = ()> + Send + '_ {
-        // Made before the check: `notify_waiters` (a kill) completes every `Notified` made
-        // before it, polled or not, and a kill is never undone.
-        let notified = self.notify.notified();
-        if self.is_cancelled() { Either::Left(std::future::ready(())) } else { Either::Right(notified) }
+    /// Wakes the task waiting in [`cancelled`](Self::cancelled) or [`cancelled_or`](Self::cancelled_or),
+    /// to read its flags again.
+    pub fn wake(&self) {
+        self.waker.wake();
     }
+
+    /// Resolves once the client is killed, or once `stopping` is set and the task woken by
+    /// [`wake`](Self::wake) (at once if either already was), the kill first. For the client's
+    /// own task only.
+    pub fn cancelled_or<'a>(&'a self, stopping: &'a AtomicBool) -> impl Future<Output = Stop> + Send + 'a {
+        std::future::poll_fn(move |cx| {
+            self.waker.register(cx.waker());
+            if self.is_cancelled() {
+                Poll::Ready(Stop::Killed)
+            } else if stopping.load(Ordering::SeqCst) {
+                Poll::Ready(Stop::Stopping)
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    /// Resolves once the client is killed (at once if it already was). For the client's own
+    /// task only: a second task waiting at the same time would take the first one's wake-up.
+    pub fn cancelled(&self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::poll_fn(|cx| {
+            // Registered before the flag is read: a kill after the read wakes this waker.
+            self.waker.register(cx.waker());
+            if self.is_cancelled() { Poll::Ready(()) } else { Poll::Pending }
+        })
+    }
+}
+
+/// What ended [`KillSwitch::cancelled_or`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    Killed,
+    /// The gateway is stopping.
+    Stopping,
 }
 
 /// A connected client as the rest of the gateway sees it.
@@ -117,7 +153,7 @@ impl ClientHandle {
             Ordering::AcqRel,
             Ordering::Acquire,
         );
-        self.kill.notify.notify_waiters();
+        self.kill.waker.wake();
     }
 
     pub fn kill_reason(&self) -> KillReason {

@@ -59,13 +59,31 @@ pub struct Gateway {
     pub(crate) tasks: TaskTracker,
     /// Every client connection task, local or relayed; the gateway waits for them when it stops.
     pub(crate) client_tasks: TaskTracker,
-    /// Cancelled when the gateway stops: every client connection closes (1001).
+    /// Cancelled when the gateway stops: every client connection closes (1001). See
+    /// [`stop_clients`](Self::stop_clients).
     pub(crate) clients_down: tokio_util::sync::CancellationToken,
+    /// Set when the gateway stops, before `clients_down` is cancelled: what a client
+    /// connection's loop reads (see [`stop_clients`](Self::stop_clients)).
+    pub(crate) clients_stopping: std::sync::atomic::AtomicBool,
     /// Links to other gateways, for clients relayed to their home gateway.
     pub(crate) mesh: crate::relay::mesh::Mesh,
 }
 
 impl Gateway {
+    /// Closes every client connection (1001): sets the flag their loops read and wakes each of
+    /// them, then cancels `clients_down` for everything else that waits on it. A client's loop
+    /// does not wait on the token itself: that wait, shared by every client, was made, polled
+    /// and dropped, each time under the token's lock, for every message in and every batch out
+    /// (BENCHMARKS.md, "Echo (issue 29)").
+    pub(crate) fn stop_clients(&self) {
+        // Set before the wake-ups: a loop that registers its waker after them reads it.
+        self.clients_stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        for handle in self.state.handles() {
+            handle.kill.wake();
+        }
+        self.clients_down.cancel();
+    }
+
     /// The id clients of this gateway get for local number `local`.
     pub fn client_id(&self, local: u64) -> ClientId {
         ClientId::new(self.address.clone(), self.instance, local)
@@ -178,6 +196,7 @@ pub fn build(config: GatewayConfig, listeners: &Listeners) -> Result<Arc<Gateway
         tasks: TaskTracker::new(),
         client_tasks: TaskTracker::new(),
         clients_down: tokio_util::sync::CancellationToken::new(),
+        clients_stopping: std::sync::atomic::AtomicBool::new(false),
         mesh: crate::relay::mesh::Mesh::default(),
         config,
     }))

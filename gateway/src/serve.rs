@@ -150,7 +150,7 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
 
     tracing::info!(clients = gw.state.client_count(), "gateway stopping: closing clients");
     let deadline = tokio::time::Instant::now() + gw.config.grace_period;
-    clients_down.cancel();
+    gw.stop_clients();
     clients.close();
     if tokio::time::timeout_at(deadline, clients.wait()).await.is_err() {
         tracing::warn!("grace period over with clients still closing; dropping them");

@@ -69,3 +69,60 @@ async fn a_quiet_client_holds_no_task_and_its_next_event_carries_on() {
     .await;
     worker.stop().await;
 }
+
+/// Changes whatever the handlers may change in their `Context` besides the session, then
+/// answers with what it found: `<client id>|<listener>|<client address>`.
+struct Scribbler;
+
+impl Events for Scribbler {
+    async fn on_message(&self, ctx: &mut Context, _msg: Message) -> HandlerResult {
+        let found = format!(
+            "{}|{}|{}",
+            ctx.client_id,
+            ctx.server.listener,
+            ctx.server.client_addr.map(|a| a.to_string()).unwrap_or_default()
+        );
+        ctx.send(found).await?;
+        ctx.client_id.local += 1000;
+        ctx.client_id.gateway.push_str("-scribbled");
+        ctx.server.listener = "scribbled".into();
+        ctx.server.client_addr = None;
+        ctx.redelivered = true;
+        Ok(())
+    }
+}
+
+/// A client's task keeps one `Context` for its events (issue 29: not cloned per event); what a
+/// handler scribbled in it must not reach the client's next event, whether the same task
+/// handles it (messages in quick succession) or a new one (after the task ended).
+#[tokio::test]
+async fn what_a_handler_changes_in_its_context_does_not_reach_the_next_event() {
+    let reg = RegisterHandle::start(SECRET).await;
+    let gw = GatewayHandle::start(&[reg.addr], SECRET).await;
+    let worker = WorkerHandle::start("w-scribble", &[reg.addr], SECRET, Scribbler);
+    wait_for_workers(&gw, 1).await;
+    let stats = worker.stats.clone();
+
+    let mut c = gw.client().await;
+    c.send("1").await;
+    let first = c.recv().await;
+    let parts: Vec<&str> = first.split('|').collect();
+    assert_eq!(parts.len(), 3, "{first:?}");
+    assert!(!parts[0].contains("scribbled") && parts[1] != "scribbled", "{first:?}");
+    assert!(parts[2].starts_with("127.0.0.1:"), "{first:?}");
+    // Several in flight: the same task handles them one after another.
+    for i in 0..5 {
+        c.send(&i.to_string()).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(c.recv().await, first, "a later event saw what an earlier handler scribbled");
+    }
+    eventually(Duration::from_secs(10), "the client's task ended", || {
+        let stats = stats.clone();
+        async move { stats.client_tasks() == 0 }
+    })
+    .await;
+    c.send("again").await;
+    assert_eq!(c.recv().await, first, "the next task saw what the last handler scribbled");
+    worker.stop().await;
+}
