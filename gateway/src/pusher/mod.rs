@@ -502,8 +502,14 @@ mod tests {
             ]
         );
         let mut bad = PusherApp::new("1", "key", "secret");
-        bad.webhooks = vec![gw_config::PusherWebhook::new("https://example.com/")];
+        bad.webhooks = vec![gw_config::PusherWebhook::new("ftp://example.com/")];
         let err = Pusher::new(PusherConfig { apps: vec![bad], ..Default::default() }).unwrap_err();
-        assert!(err.to_string().contains("only http://"), "{err}");
+        assert!(err.to_string().contains("only http:// and https://"), "{err}");
+        // An https receiver without its own trust file needs the system's; one is read here.
+        let mut https = PusherApp::new("1", "key", "secret");
+        https.webhooks = vec![gw_config::PusherWebhook::new("https://example.com/")];
+        if let Err(e) = Pusher::new(PusherConfig { apps: vec![https], ..Default::default() }) {
+            assert!(e.to_string().contains("no trust store for https"), "{e}");
+        }
     }
 }
