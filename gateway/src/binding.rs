@@ -450,6 +450,9 @@ impl Redelivery {
     pub fn close(&self) -> Vec<Event> {
         let mut state = self.lock();
         self.pending.store(false, Ordering::Release);
+        // The finished task's waker would keep its memory alive for as long as the handle lives
+        // (a held client's does).
+        drop(self.ready.take());
         match &mut *state {
             Handed::Queue(queue) => Vec::from(queue.close()),
             Handed::Nothing | Handed::Closed => {

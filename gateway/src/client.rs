@@ -326,6 +326,7 @@ pub(crate) fn run<T: Transport>(
         if !leftovers.is_empty() {
             crate::redeliver::spawn_orphans(&gw, conn.handle.info.clone(), leftovers);
         }
+        conn.handle.kill.forget_waker();
         drop(slot);
     };
     tracing::Instrument::instrument(body, span)

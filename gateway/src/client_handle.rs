@@ -50,6 +50,13 @@ impl KillSwitch {
         self.reason.load(Ordering::Acquire) != KillReason::None as u8
     }
 
+    /// Forgets the waker of the task that waited here, when that task ends: a waker keeps its
+    /// task's memory (the whole connection future) allocated, and a held client's handle
+    /// outlives its task.
+    pub fn forget_waker(&self) {
+        drop(self.waker.take());
+    }
+
     /// Wakes the task waiting in [`cancelled`](Self::cancelled) or [`cancelled_or`](Self::cancelled_or),
     /// to read its flags again.
     pub fn wake(&self) {
