@@ -43,6 +43,16 @@ pub async fn pusher_gateway(
     .await
 }
 
+/// Waits until every gateway of `gws` knows all the others (from the register's list), so they
+/// agree on each channel's home.
+pub async fn wait_for_peers(gws: &[&GatewayHandle]) {
+    let peers = gws.len() as u64 - 1;
+    crate::eventually(Duration::from_secs(10), "each gateway knows every other", || async {
+        gws.iter().all(|g| g.metric("peer_gateways") == peers)
+    })
+    .await;
+}
+
 /// The URL a Pusher client of the test app connects to (`ws://host:port/app/{key}?protocol=7`).
 pub fn app_url(gw: &GatewayHandle) -> String {
     format!("{}app/{APP_KEY}?protocol=7&client=rust-test&version=1.0", gw.ws_url)

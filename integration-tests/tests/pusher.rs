@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use gw_integration_tests::pusher::{APP_ID, PusherClient, app_url, data_of, expect_refused, pusher_gateway};
+use gw_integration_tests::pusher::{
+    APP_ID, PusherClient, app_url, data_of, expect_refused, pusher_gateway, wait_for_peers,
+};
 use gw_integration_tests::{GatewayHandle, RegisterHandle, eventually};
 use serde_json::json;
 
@@ -311,10 +313,7 @@ async fn client_events_reach_subscribers_on_every_gateway_once_and_in_order() {
     let one = pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await;
     let two = pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await;
     // Each gateway learns the other from the register.
-    eventually(Duration::from_secs(10), "each gateway knows its peer", || async {
-        one.metric("peer_gateways") == 1 && two.metric("peer_gateways") == 1
-    })
-    .await;
+    wait_for_peers(&[&one, &two]).await;
     let mut sender = PusherClient::connect(&app_url(&one)).await;
     let mut near = PusherClient::connect(&app_url(&one)).await;
     let mut far = PusherClient::connect(&app_url(&two)).await;
@@ -344,10 +343,7 @@ async fn cluster(n: usize) -> (RegisterHandle, Vec<GatewayHandle>) {
     for _ in 0..n {
         gws.push(pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await);
     }
-    eventually(Duration::from_secs(10), "each gateway knows every other", || async {
-        gws.iter().all(|g| g.metric("peer_gateways") == n as u64 - 1)
-    })
-    .await;
+    wait_for_peers(&gws.iter().collect::<Vec<_>>()).await;
     (reg, gws)
 }
 

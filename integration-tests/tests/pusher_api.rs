@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gw_config::HttpApiConfig;
-use gw_integration_tests::pusher::{APP_ID, APP_KEY, APP_SECRET, PusherClient, app_url, pusher_config, pusher_gateway};
+use gw_integration_tests::pusher::{
+    APP_ID, APP_KEY, APP_SECRET, PusherClient, app_url, pusher_config, pusher_gateway, wait_for_peers,
+};
 use gw_integration_tests::{GatewayHandle, RegisterHandle, eventually, fast_link};
 use gw_pusher_protocol::api::signature::{query_string, sign_request};
 use serde_json::{Value, json};
@@ -228,10 +230,7 @@ async fn presence_users_and_user_counts_come_from_the_channels_homes_across_gate
     let reg = RegisterHandle::start(SECRET).await;
     let one = pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await;
     let two = pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await;
-    eventually(Duration::from_secs(10), "each gateway knows its peer", || async {
-        one.metric("peer_gateways") == 1 && two.metric("peer_gateways") == 1
-    })
-    .await;
+    wait_for_peers(&[&one, &two]).await;
     let (api, stop) = start_api(&reg, 2).await;
     let users_path = format!("/apps/{APP_ID}/channels/presence-room/users");
     let (status, empty) = signed(api, "GET", &users_path, &[], b"").await;

@@ -38,10 +38,7 @@ async fn the_pusher_sdk_publishes_and_pysher_clients_on_two_gateways_receive_onc
     let gw1 = pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await;
     let gw2 = pusher_gateway(&[reg.addr], SECRET, |_| {}, |_| {}).await;
     // Each gateway knows the other, so both find the same home for a presence channel.
-    gw_integration_tests::eventually(Duration::from_secs(10), "each gateway knows its peer", || async {
-        gw1.metric("peer_gateways") == 1 && gw2.metric("peer_gateways") == 1
-    })
-    .await;
+    gw_integration_tests::pusher::wait_for_peers(&[&gw1, &gw2]).await;
 
     let config = HttpApiConfig {
         registers: vec![reg.addr.to_string()],

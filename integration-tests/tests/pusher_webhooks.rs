@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gw_config::PusherWebhook;
-use gw_integration_tests::pusher::{APP_ID, APP_KEY, APP_SECRET, PusherClient, app_url, data_of, pusher_gateway};
+use gw_integration_tests::pusher::{
+    APP_ID, APP_KEY, APP_SECRET, PusherClient, app_url, data_of, pusher_gateway, wait_for_peers,
+};
 use gw_integration_tests::{GatewayHandle, RegisterHandle, eventually};
 use gw_pusher_protocol::webhook::{WebhookBody, WebhookEvent, verify};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -391,10 +393,7 @@ async fn occupancy_and_member_webhooks_are_decided_once_for_the_whole_cluster() 
     let linger = |p: &mut gw_config::PusherConfig| p.webhook_delay = Duration::from_secs(2);
     let one = webhook_gateway(&reg, addr, linger).await;
     let two = webhook_gateway(&reg, addr, linger).await;
-    eventually(Duration::from_secs(10), "each gateway knows its peer", || async {
-        one.metric("peer_gateways") == 1 && two.metric("peer_gateways") == 1
-    })
-    .await;
+    wait_for_peers(&[&one, &two]).await;
 
     // u1 on both gateways, "news" subscribed on both: each is occupied and added once.
     let mut a = PusherClient::connect(&app_url(&one)).await;
