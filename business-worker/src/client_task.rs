@@ -252,7 +252,7 @@ async fn handle<E: Events>(
     if (ctx.client_id.gateway.as_str(), ctx.client_id.instance, ctx.client_id.local)
         != (link.address.as_str(), link.instance, event.client)
     {
-        ctx.client_id = ClientId::new(link.address.clone(), link.instance, event.client);
+        ctx.client_id = link.client_id(event.client);
     }
     ctx.session = original.clone();
     ctx.redelivered = event.redelivered;

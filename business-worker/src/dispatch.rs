@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use gw_gateway_client::{ClientId, GatewayClient};
+use gw_gateway_client::GatewayClient;
 use gw_gateway_links::{GatewayLink, GatewayLinks, Inbound, LinkInbound};
 use gw_link::LinkError;
 use gw_proto::{Event, EventKind, ToGateway};
@@ -164,7 +164,7 @@ impl<E: Events> LinkDispatch<E> {
     }
 
     fn spawn_client(&self, client: u64, slot: Arc<ClientSlot>) {
-        let client_id = ClientId::new(self.link.address.clone(), self.link.instance, client);
+        let client_id = self.link.client_id(client);
         let span = tracing::info_span!("client", client_id = %client_id);
         let task = ClientTask {
             events: self.shared.events.clone(),

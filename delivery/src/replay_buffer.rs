@@ -213,6 +213,25 @@ impl<M, W: Weigher<M>> ReplayBuffer<M, W> {
         Ok(self.kept.range(skip..))
     }
 
+    /// A buffer that has numbered `written` messages, of which the client acknowledged
+    /// `acked`, keeping `kept` (the last ones, in order): one taken over from another process.
+    /// `None` when those do not fit together (more kept than written, or the acknowledged ones
+    /// among them).
+    pub fn from_parts(written: u64, acked: u64, kept: impl IntoIterator<Item = M>) -> Option<Self> {
+        let kept: VecDeque<M> = kept.into_iter().collect();
+        let first = (written + 1).checked_sub(kept.len() as u64)?;
+        if acked > written || (!kept.is_empty() && first <= acked) {
+            return None;
+        }
+        let bytes = kept.iter().map(W::weight).sum();
+        Some(Self { kept, written, acked, bytes, weigher: PhantomData })
+    }
+
+    /// The messages kept, oldest first (numbered from [`first_kept`](Self::first_kept)).
+    pub fn kept(&self) -> impl Iterator<Item = &M> {
+        self.kept.iter()
+    }
+
     /// Number of the oldest message kept (`written + 1` when none is).
     pub fn first_kept(&self) -> u64 {
         self.written + 1 - self.kept.len() as u64
@@ -268,6 +287,20 @@ mod tests {
 
     fn replay(buf: &Buf, received: u64) -> Result<Vec<&str>, ReplayError> {
         buf.replay_after(received).map(|r| r.map(|b| std::str::from_utf8(b).unwrap()).collect())
+    }
+
+    #[test]
+    fn a_buffer_rebuilt_from_its_parts_replays_and_numbers_on_as_the_original() {
+        let mut buf = Buf::new();
+        record_all(&mut buf, &["a", "bb", "ccc", "d"], &ROOMY);
+        buf.ack(1).unwrap();
+        let mut copy = Buf::from_parts(buf.written(), buf.acked(), buf.kept().cloned()).unwrap();
+        assert_eq!((copy.written(), copy.len(), copy.bytes(), copy.first_kept()), (4, 3, 6, 2));
+        assert_eq!(replay(&copy, 2).unwrap(), ["ccc", "d"]);
+        assert_eq!(copy.record(Bytes::from_static(b"e"), &ROOMY).n, 5);
+        assert!(Buf::from_parts(1, 0, [Bytes::new(), Bytes::new()]).is_none(), "more kept than written");
+        assert!(Buf::from_parts(4, 3, [Bytes::new(), Bytes::new()]).is_none(), "an acknowledged one kept");
+        assert!(Buf::from_parts(4, 5, []).is_none(), "acknowledged past written");
     }
 
     #[test]

@@ -38,8 +38,18 @@ impl GatewayClient {
     /// A gateway that is not linked is [`ClientError::GatewayUnavailable`] while a register
     /// lists it (it may come back with the client still connected) and [`ClientError::ClientGone`]
     /// once no register does (it left the cluster, and its clients with it).
+    ///
+    /// A client whose gateway stopped and handed it over (issue 25) resolves to the gateway
+    /// that adopted it.
     pub(crate) fn resolve(&self, id: &ClientId) -> Result<(Arc<GatewayLink>, u64), ClientError> {
         self.live()?;
+        if let Some(adopted) = self.links.adopted(id) {
+            return Ok(adopted);
+        }
+        if self.links.is_adopted(&id.gateway, id.instance) {
+            // Adopted by a gateway not linked right now.
+            return Err(ClientError::GatewayUnavailable(id.gateway.clone()));
+        }
         let Some(link) = self.links.link(&id.gateway) else {
             let heard = self.links.register_state() == RegisterState::Heard;
             if heard && !self.links.known().contains(&id.gateway) {
@@ -116,6 +126,7 @@ impl GatewayClient {
         client: &ClientId,
         make: impl FnOnce(u64) -> Command,
     ) -> Result<(), ClientError> {
+        let _switch = self.links.switch_guard().await;
         let (link, local) = self.resolve(client)?;
         Ok(link.command(make(local)).await?)
     }
@@ -157,7 +168,9 @@ impl GatewayClient {
         mut make: impl FnMut(&GatewayLink) -> Command,
     ) -> Result<(), ClientError> {
         let mut missing: BTreeSet<String> = self.links.unreachable().into_iter().collect();
-        for link in links {
+        let _switch = self.links.switch_guard().await;
+        // A gateway that handed its clients over since `links` were picked gets nothing more.
+        for link in links.into_iter().filter(|l| !l.is_moved()) {
             if link.command(make(&link)).await.is_err() {
                 missing.insert(link.address.clone());
             }
@@ -248,7 +261,7 @@ pub(crate) fn merge_strings(
 
 /// The id of client `local` of the gateway at the other end of `link`.
 pub(crate) fn full_id(link: &GatewayLink, local: u64) -> ClientId {
-    ClientId::new(link.address.clone(), link.instance, local)
+    link.client_id(local)
 }
 
 /// A reply that does not fit its query (a protocol bug).

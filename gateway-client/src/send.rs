@@ -42,6 +42,7 @@ impl GatewayClient {
         msg: impl Into<Payload>,
     ) -> Result<(), ClientError> {
         let msg = msg.into();
+        let _switch = self.links.switch_guard().await;
         for (link, clients) in self.resolve_many(clients)? {
             link.command(Command::SendToClients { clients, msg: msg.clone() }).await?;
         }

@@ -9,6 +9,7 @@
 //! This is machinery, not the API applications write against: that is `gw-gateway-client`
 //! (the calls) and `gw-business-worker` (the handlers), which are built on it.
 
+mod adoptions;
 mod error;
 mod link;
 mod links;

@@ -2,11 +2,11 @@
 //! replies.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use gw_proto::{Command, Query, Reply, ToGateway};
+use gw_proto::{ClientId, Command, Query, Reply, ToGateway};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +32,15 @@ pub struct GatewayLink {
     next_request: AtomicU64,
     /// Cancelled when the link goes down.
     pub(crate) down: CancellationToken,
+    /// The gateway's adoptions (`FromGateway::Adopted`): adoption number → the old gateway
+    /// and instance whose clients carry those adopted locals on this link.
+    adopted: RwLock<HashMap<u32, (String, u64)>>,
+    /// This gateway handed its clients over and this process switched away from it: calls to
+    /// every gateway skip it (it still sends what it owes on it, and reads).
+    pub(crate) moved: AtomicBool,
+    /// This gateway adopted another's clients since the link came up: the routing index sends
+    /// it every uid and group call (its index did not list them when this process switched).
+    pub(crate) adopter: AtomicBool,
 }
 
 impl GatewayLink {
@@ -53,7 +62,36 @@ impl GatewayLink {
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             down: CancellationToken::new(),
+            adopted: RwLock::new(HashMap::new()),
+            moved: AtomicBool::new(false),
+            adopter: AtomicBool::new(false),
         }
+    }
+
+    /// The id of this gateway's client `local`: its own client, or one it adopted (which keeps
+    /// the id its old gateway gave it).
+    pub fn client_id(&self, local: u64) -> ClientId {
+        if let Some((adoption, old)) = gw_proto::handover::split_adopted(local)
+            && let Some((gateway, instance)) = self.adopted.read().expect("adopted lock").get(&adoption)
+        {
+            return ClientId::new(gateway.clone(), *instance, old);
+        }
+        ClientId::new(self.address.clone(), self.instance, local)
+    }
+
+    /// Records one of the gateway's adoptions.
+    pub(crate) fn adopt(&self, adoption: u32, gateway: String, instance: u64) {
+        self.adopted.write().expect("adopted lock").insert(adoption, (gateway, instance));
+    }
+
+    /// Whether this gateway adopted another's clients since the link came up.
+    pub fn is_adopter(&self) -> bool {
+        self.adopter.load(Ordering::Acquire)
+    }
+
+    /// Whether this process switched away from this gateway (it handed its clients over).
+    pub fn is_moved(&self) -> bool {
+        self.moved.load(Ordering::Acquire)
     }
 
     /// Unique id of this link incarnation within this process.

@@ -18,12 +18,13 @@ use gw_link::wire::GatewayPeerSide;
 use gw_link::{
     Attempt, Ended, Handler, HandshakeOptions, LinkEngine, LinkError, LinkOptions, RegisterEvent, RegisterLink,
 };
-use gw_proto::{Event, FromGateway, Role, ToRegister};
+use gw_proto::{ClientId, Event, FromGateway, Role, ToGateway, ToRegister};
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::adoptions::Adoptions;
 use crate::link::GatewayLink;
 use crate::routing::{Kind, Routing, RoutingStats};
 
@@ -196,6 +197,10 @@ pub struct GatewayLinks {
     /// Hard stop of every task.
     cancel: CancellationToken,
     tracker: TaskTracker,
+    /// This process's id to gateways (`ToGateway::Sender`), random per start.
+    sender_id: u64,
+    /// Stopped gateways' clients and their adopters.
+    adoptions: Adoptions,
 }
 
 impl GatewayLinks {
@@ -226,6 +231,8 @@ impl GatewayLinks {
             closing: CancellationToken::new(),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            sender_id: rand::random(),
+            adoptions: Adoptions::default(),
             options,
         });
         for (i, register) in links.options.registers.clone().into_iter().enumerate() {
@@ -301,14 +308,35 @@ impl GatewayLinks {
 
     /// Every connected link.
     pub fn links(&self) -> Vec<Arc<GatewayLink>> {
-        self.links.read().expect("links lock").values().cloned().collect()
+        self.links.read().expect("links lock").values().filter(|l| !l.is_moved()).cloned().collect()
+    }
+
+    /// Where client `id` is if its gateway handed it over to another one (a graceful stop,
+    /// issue 25): the adopter's link and the client's number there.
+    pub fn adopted(&self, id: &ClientId) -> Option<(Arc<GatewayLink>, u64)> {
+        let (adopter, local) = self.adoptions.resolve(id)?;
+        Some((self.links.read().expect("links lock").get(&adopter)?.clone(), local))
+    }
+
+    /// Whether gateway instance `instance` at `gateway` handed its clients over.
+    pub fn is_adopted(&self, gateway: &str, instance: u64) -> bool {
+        self.adoptions.is_adopted(gateway, instance)
+    }
+
+    /// Held by a call from picking its gateways (or resolving its client ids) until its commands
+    /// are queued: a switch to an adopter (`crate::adoptions`) falls wholly before or after it.
+    pub async fn switch_guard(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.adoptions.switch.read().await
     }
 
     /// Gateways listed by the registers but not connected now.
+    ///
+    /// A gateway that handed its clients over (a graceful stop, issue 25) is not missed: what
+    /// was for its clients goes to the gateway that adopted them.
     pub fn unreachable(&self) -> Vec<String> {
         let known = self.known.lock().expect("known lock").union();
         let links = self.links.read().expect("links lock");
-        known.into_iter().filter(|a| !links.contains_key(a)).collect()
+        known.into_iter().filter(|a| !links.contains_key(a) && !self.adoptions.handed_over(a)).collect()
     }
 
     /// Every gateway known from registers or connected.
@@ -489,10 +517,14 @@ async fn gateway_once<I: Inbound>(
         engine.sender(),
         links.routing.clone(),
     ));
+    // A gateway at this address now has nothing handed over (it may be a new run).
+    links.adoptions.unmark_handed_over(address);
+    // First on the link: who we are, the same on every link (the queue is empty: it fits).
+    link.try_queue(ToGateway::Sender { id: links.sender_id });
     // Before anyone can queue on it, so the index writes on it are numbered from the first.
     links.routing.link_up(&link);
     links.links.write().expect("links lock").insert(address.to_string(), link.clone());
-    let mut reader = Reader { link: link.clone(), inbound: inbound.link_up(&link) };
+    let mut reader = Reader { link: link.clone(), links: links.clone(), inbound: inbound.link_up(&link) };
     links.bump();
     tracing::info!(gateway_node = %link.node, "connected to gateway");
 
@@ -516,6 +548,7 @@ async fn gateway_once<I: Inbound>(
         }
     }
     link.fail_pending();
+    links.adoptions.forget_adopter(address);
     links.routing.link_down(link.id);
     links.bump();
     reader.inbound.down();
@@ -525,7 +558,33 @@ async fn gateway_once<I: Inbound>(
 /// Everything a gateway sends on one link: replies go to their requests, events to the inbound.
 struct Reader<L> {
     link: Arc<GatewayLink>,
+    links: Arc<GatewayLinks>,
     inbound: L,
+}
+
+/// `link`'s gateway adopted the clients of gateway instance `instance` at `gateway`: switch to
+/// it for them (see `crate::adoptions`).
+async fn adopted(links: Arc<GatewayLinks>, link: Arc<GatewayLink>, adoption: u32, gateway: String, instance: u64) {
+    link.adopt(adoption, gateway.clone(), instance);
+    let _switching = links.adoptions.switch.write().await;
+    link.adopter.store(true, Ordering::Release);
+    // Who held them until now: their own gateway, or one that had adopted them and is
+    // handing them on (a rolling restart moves a client more than once).
+    let holder = links.adoptions.holder(&gateway, instance);
+    links.adoptions.insert(gateway.clone(), instance, link.address.clone(), adoption);
+    let old = match &holder {
+        Some(h) if *h != link.address => links.links.read().expect("links lock").get(h).cloned(),
+        Some(_) => None,
+        None => links.links.read().expect("links lock").get(&gateway).filter(|l| l.instance == instance).cloned(),
+    };
+    if let Some(old) = old {
+        old.moved.store(true, Ordering::Release);
+        links.adoptions.mark_handed_over(&old.address);
+        let _ = old.send(ToGateway::Switched { instance }).await;
+    }
+    let _ = link.send(ToGateway::Switched { instance }).await;
+    links.bump();
+    tracing::info!(stopped = %gateway, "a stopped gateway's clients were adopted by this one; switched to it for them");
 }
 
 impl<L: LinkInbound> Handler<GatewayPeerSide> for Reader<L> {
@@ -535,6 +594,9 @@ impl<L: LinkInbound> Handler<GatewayPeerSide> for Reader<L> {
             FromGateway::Reply { id, reply } => self.link.resolve(id, reply),
             FromGateway::Drained => self.inbound.drained(),
             FromGateway::Index(update) => self.link.routing().update(self.link.id, update),
+            FromGateway::Adopted { adoption, gateway, instance } => {
+                adopted(self.links.clone(), self.link.clone(), adoption, gateway, instance).await;
+            }
             FromGateway::Welcome { .. } => return Err(LinkError::Unexpected("second welcome".into())),
             FromGateway::RelayOpened { .. } | FromGateway::RelayRefused { .. } | FromGateway::Relay { .. } => {
                 return Err(LinkError::Unexpected("a relay frame on a worker or client link".into()));

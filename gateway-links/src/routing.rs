@@ -139,8 +139,16 @@ impl Routing {
             return links;
         }
         let total = links.len();
-        let Selected { chosen, unwatched } =
+        // A gateway that adopted another's clients (a graceful stop, issue 25) gets every call:
+        // its index did not list them when this process switched to it.
+        let adopters: Vec<Arc<GatewayLink>> = links.iter().filter(|l| l.is_adopter()).cloned().collect();
+        let Selected { mut chosen, unwatched } =
             self.table.read().expect("routing table lock").select(kind, names, links, |l| l.id);
+        for a in adopters {
+            if !chosen.iter().any(|c| c.id == a.id) {
+                chosen.push(a);
+            }
+        }
         if unwatched || !self.wanted.load(Ordering::Relaxed) {
             self.watch_all(&chosen);
         }

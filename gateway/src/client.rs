@@ -365,7 +365,13 @@ impl<T: Transport> Connection<T> {
                 stop = kill.cancelled_or(&gw.clients_stopping) => match stop {
                     Stop::Killed => return Box::pin(self.killed()).await,
                     Stop::Stopping => {
-                        Box::pin(self.transport.close(1001, "server shutting down")).await;
+                        // Handed over to another gateway: come back (there) with the token.
+                        let (code, reason) = if self.handle.recovery.is_some() && self.gw.handover.is_handing_over() {
+                            (1012, "service restart")
+                        } else {
+                            (1001, "server shutting down")
+                        };
+                        Box::pin(self.transport.close(code, reason)).await;
                         return End::Server;
                     }
                 },
@@ -592,7 +598,8 @@ impl<T: Transport> Connection<T> {
     fn end_recovery(&mut self, cell: &recovery::Cell, end: &End) -> bool {
         let gw = &self.gw;
         let holdable = matches!(end, End::Vanished)
-            || (matches!(end, End::Server) && self.handle.kill_reason() == KillReason::Heartbeat);
+            || (matches!(end, End::Server) && self.handle.kill_reason() == KillReason::Heartbeat)
+            || (matches!(end, End::Server) && gw.handover.is_handing_over());
         let mut rec = cell.lock().expect("recovery lock");
         if !gw.state.is_current(&self.handle) {
             drop(rec);

@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::client_handle::{ClientHandle, KillReason};
 use crate::clients::Clients;
+use crate::handover::Scope;
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::outgoing::OutMessage;
@@ -43,10 +44,21 @@ impl Clients {
     /// logged; the sender does not wait for an answer (see [`Self::write_session`] for one that
     /// does).
     pub(crate) fn execute(&self, cmd: Command) {
+        self.execute_scoped(cmd, &Scope::All);
+    }
+
+    /// [`execute`](Self::execute), for the clients `scope` admits only (a hand-over:
+    /// `crate::handover`).
+    pub(crate) fn execute_scoped(&self, cmd: Command, scope: &Scope) {
         Metrics::inc(&self.metrics.commands);
         let what = command_name(&cmd);
         let client = command_client(&cmd);
-        if let Err(refusal) = self.apply(cmd) {
+        if let Some(c) = client
+            && !scope.admits(c)
+        {
+            return;
+        }
+        if let Err(refusal) = self.apply(cmd, scope) {
             self.count_refusal(&refusal);
             match refusal {
                 // A client that left meanwhile is routine: a worker races its clients' closing.
@@ -72,16 +84,18 @@ impl Clients {
         }
     }
 
-    fn apply(&self, cmd: Command) -> Result<(), Refusal> {
+    /// Applies a command to the clients `scope` admits (a command about one client is checked
+    /// by the caller).
+    fn apply(&self, cmd: Command, scope: &Scope) -> Result<(), Refusal> {
         match cmd {
             Command::SendToClients { clients, msg } => {
                 let Some(msg) = self.to_ws(msg) else { return Ok(()) };
-                self.deliver_each(clients, &msg);
+                self.deliver_each(clients.into_iter().filter(|c| scope.admits(*c)), &msg);
             }
             Command::SendToAll { msg, exclude } => {
                 let Some(msg) = self.to_ws(msg) else { return Ok(()) };
                 let exclude: HashSet<u64> = exclude.into_iter().collect();
-                for h in self.handles().into_iter().filter(|h| !exclude.contains(&h.id)) {
+                for h in self.handles().into_iter().filter(|h| !exclude.contains(&h.id) && scope.admits(h.id)) {
                     self.deliver(&h, &msg);
                 }
             }
@@ -89,13 +103,14 @@ impl Clients {
                 let Some(msg) = self.to_ws(msg) else { return Ok(()) };
                 let targets: HashSet<u64> = {
                     let ix = self.index();
-                    uids.iter().flat_map(|u| ix.uid_clients(u)).collect()
+                    uids.iter().flat_map(|u| ix.uid_clients(u)).filter(|c| scope.admits(*c)).collect()
                 };
                 self.deliver_each(targets, &msg);
             }
             Command::SendToGroups { groups, msg, exclude } => {
                 let Some(msg) = self.to_ws(msg) else { return Ok(()) };
-                let targets: HashSet<u64> = self.index().members(&groups).filter(|c| !exclude.contains(c)).collect();
+                let targets: HashSet<u64> =
+                    self.index().members(&groups).filter(|c| !exclude.contains(c) && scope.admits(*c)).collect();
                 self.deliver_each(targets, &msg);
             }
             // A name that breaks the rule cannot be held here, so unbinding, leaving, ungrouping
@@ -121,7 +136,14 @@ impl Clients {
                 ix.join(client, group);
             }
             Command::LeaveGroup { client, group } => self.index_mut().leave(client, &group),
-            Command::Ungroup { group } => self.index_mut().ungroup(&group),
+            Command::Ungroup { group } if *scope == Scope::All => self.index_mut().ungroup(&group),
+            Command::Ungroup { group } => {
+                let mut ix = self.index_mut();
+                let members: Vec<u64> = ix.group_clients(&group).filter(|c| scope.admits(*c)).collect();
+                for c in members {
+                    ix.leave(c, &group);
+                }
+            }
             Command::CloseClient { client, last, close } => {
                 let last = match last {
                     Some(p) => match self.to_ws(p) {
@@ -144,7 +166,7 @@ impl Clients {
                 }
             }
             Command::CloseUid { uid } => {
-                let ids: Vec<u64> = self.index().uid_clients(&uid).collect();
+                let ids: Vec<u64> = self.index().uid_clients(&uid).filter(|c| scope.admits(*c)).collect();
                 for h in ids.into_iter().filter_map(|id| self.get(id)) {
                     if !self.close_held(&h) {
                         Self::close(&h, None, None);

@@ -67,6 +67,8 @@ pub struct Gateway {
     pub(crate) clients_stopping: std::sync::atomic::AtomicBool,
     /// Links to other gateways, for clients relayed to their home gateway.
     pub(crate) mesh: crate::relay::mesh::Mesh,
+    /// Held clients handed over when stopping, and adopted from stopping gateways.
+    pub(crate) handover: crate::handover::Handover,
 }
 
 impl Gateway {
@@ -85,8 +87,17 @@ impl Gateway {
     }
 
     /// The id clients of this gateway get for local number `local`.
+    /// A client adopted from a stopped gateway keeps the id that gateway gave it.
     pub fn client_id(&self, local: u64) -> ClientId {
+        if let Some((gateway, instance, old)) = self.handover.origin(local) {
+            return ClientId::new(gateway, instance, old);
+        }
         ClientId::new(self.address.clone(), self.instance, local)
+    }
+
+    /// The other gateways the registers list now (its peers).
+    pub fn peers(&self) -> std::collections::BTreeSet<String> {
+        self.mesh.peer_addresses()
     }
 
     /// The advertised internal address.
@@ -198,6 +209,7 @@ pub fn build(config: GatewayConfig, listeners: &Listeners) -> Result<Arc<Gateway
         clients_down: tokio_util::sync::CancellationToken::new(),
         clients_stopping: std::sync::atomic::AtomicBool::new(false),
         mesh: crate::relay::mesh::Mesh::default(),
+        handover: crate::handover::Handover::default(),
         config,
     }))
 }

@@ -22,6 +22,7 @@ mod error;
 pub mod framing;
 mod gateway;
 mod gatewayworker;
+mod handover;
 mod heartbeat;
 mod index;
 mod index_feed;

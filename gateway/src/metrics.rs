@@ -115,6 +115,18 @@ pub struct Metrics {
     pub mesh_dropped: AtomicU64,
     /// Other gateways the registers list now (this gateway's peers).
     pub peer_gateways: AtomicU64,
+    /// Stopping gateways whose held clients this one adopted (issue 25 §5).
+    pub handover_adoptions: AtomicU64,
+    /// Held clients installed here from stopping gateways.
+    pub handover_adopted_clients: AtomicU64,
+    /// Handed-over clients that could not be installed here (logged with the reason).
+    pub handover_refused_clients: AtomicU64,
+    /// Forwarded commands for an adoption this gateway does not know (dropped).
+    pub handover_unplaced_commands: AtomicU64,
+    /// Held clients this gateway shipped to its successor when it stopped.
+    pub handover_shipped_clients: AtomicU64,
+    /// Held clients taken out of this gateway by a hand-over (no `on_close` here).
+    pub handover_moved_out: AtomicU64,
 }
 
 impl Metrics {
@@ -187,6 +199,12 @@ impl Metrics {
             ("relay_homed_total", g(&self.relay_homed_total)),
             ("mesh_dropped", g(&self.mesh_dropped)),
             ("peer_gateways", g(&self.peer_gateways)),
+            ("handover_adoptions", g(&self.handover_adoptions)),
+            ("handover_adopted_clients", g(&self.handover_adopted_clients)),
+            ("handover_refused_clients", g(&self.handover_refused_clients)),
+            ("handover_unplaced_commands", g(&self.handover_unplaced_commands)),
+            ("handover_shipped_clients", g(&self.handover_shipped_clients)),
+            ("handover_moved_out", g(&self.handover_moved_out)),
         ]
     }
 

@@ -219,6 +219,26 @@ impl Node for GatewayNode {
                 g(&m.mesh_dropped),
             ),
             MetricFamily::counter(
+                "gw_handover_shipped_clients_total",
+                "Held clients this gateway handed to its successor when it stopped.",
+                g(&m.handover_shipped_clients),
+            ),
+            MetricFamily::counter(
+                "gw_handover_adopted_clients_total",
+                "Held clients of stopping gateways installed here.",
+                g(&m.handover_adopted_clients),
+            ),
+            MetricFamily::counter(
+                "gw_handover_refused_clients_total",
+                "Handed-over clients that could not be installed here.",
+                g(&m.handover_refused_clients),
+            ),
+            MetricFamily::counter(
+                "gw_handover_unplaced_commands_total",
+                "Forwarded commands for a hand-over this gateway does not know (dropped).",
+                g(&m.handover_unplaced_commands),
+            ),
+            MetricFamily::counter(
                 "gw_relay_homed_total",
                 "Clients of this gateway resumed through another gateway's relay since start.",
                 g(&m.relay_homed_total),

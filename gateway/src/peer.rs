@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use gw_link::wire::GatewaySide;
 use gw_link::{Ended, Handler, LinkEngine, LinkError, LinkOptions};
-use gw_proto::{FromGateway, Query, RelayFrame, Reply, Role, ToGateway};
+use gw_proto::{Command, FromGateway, Query, RelayFrame, Reply, Role, ToGateway};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -42,12 +42,23 @@ pub(crate) async fn serve(
         let engine = LinkEngine::<GatewaySide>::new(LinkOptions::from(&gw.config.link), gw.config.link.queue);
         let tx = engine.sender();
         let _ = tx.try_send(FromGateway::Welcome { instance: gw.instance, address: gw.address.clone() });
+        let link_no = gw.handover.link_up(&tx, role);
         let worker = (role == Role::Worker).then(|| gw.router.add(node.clone(), tx.clone()));
         tracing::info!("{role} connected");
-        let mut peer =
-            Peer { gw: &gw, tx, worker: worker.as_deref(), role, index: IndexFeed::default(), relays: HashMap::new() };
+        let mut peer = Peer {
+            gw: &gw,
+            tx,
+            worker: worker.as_deref(),
+            role,
+            index: IndexFeed::default(),
+            relays: HashMap::new(),
+            sender: None,
+            link_no,
+        };
         let result = engine.run(link.reader, link.writer, &mut peer, &links_down).await;
         peer.index.stop(&gw);
+        gw.handover.sender_gone(peer.sender);
+        gw.handover.link_down(link_no);
         if let Ok(Ended::Closed { flushed }) = result {
             // Gateway stopping: every client is closed and its close event was queued.
             tracing::debug!(flushed, "link closed by shutdown");
@@ -81,6 +92,10 @@ struct Peer<'a> {
     /// From another gateway: its relayed sockets of our clients, by its number for them, and
     /// where their frames go (dropped with the link: those clients vanish, and are held).
     relays: HashMap<u64, mpsc::Sender<RelayFrame>>,
+    /// The sender's id (`ToGateway::Sender`), for hand-overs.
+    sender: Option<u64>,
+    /// This link's number in the hand-over state.
+    link_no: u64,
 }
 
 /// This link's routing index feed: its count of applied index writes (kept from the start, so
@@ -120,15 +135,54 @@ impl IndexFeed {
     }
 }
 
+impl Peer<'_> {
+    /// Forwards a command to the gateway this one handed its clients over to.
+    fn forward(&self, cmd: Command) -> Reply {
+        if let Some(out) = self.gw.handover.forwarding() {
+            out.forward(self.sender, cmd);
+        }
+        Reply::Done
+    }
+}
+
 impl Handler<GatewaySide> for Peer<'_> {
     async fn on_message(&mut self, msg: ToGateway) -> Result<(), LinkError> {
         match msg {
             ToGateway::Command(cmd) => {
                 let index_write = cmd.is_index_write();
-                self.gw.state.execute(cmd);
+                let (gw, sender) = (self.gw, self.sender);
+                // Applied here unless this gateway handed its clients over: then forwarded.
+                let frozen = gw.handover.apply_unless_frozen(cmd, |cmd| {
+                    let scope = gw.handover.scope(sender, &cmd);
+                    gw.state.execute_scoped(cmd, &scope);
+                });
+                if let Some((out, cmd)) = frozen
+                    && self.role != Role::Gateway
+                {
+                    out.forward(sender, cmd);
+                }
                 if index_write {
                     self.index.watcher.applied_one();
                 }
+            }
+            ToGateway::Sender { id } => {
+                self.sender = Some(id);
+                self.gw.handover.set_sender(self.link_no, id);
+            }
+            ToGateway::Switched { instance } => {
+                if let Some(sender) = self.sender {
+                    crate::handover::adopt::switched(self.gw, instance, sender);
+                }
+            }
+            ToGateway::TakeOver(_) | ToGateway::Forwarded { .. } | ToGateway::ForwardedEnd { .. }
+                if self.role != Role::Gateway =>
+            {
+                return Err(LinkError::Unexpected(format!("a hand-over message from a {}", self.role)));
+            }
+            ToGateway::TakeOver(t) => crate::handover::adopt::take_over(self.gw, *t).await,
+            ToGateway::Forwarded { instance, cmd, .. } => crate::handover::adopt::forwarded(self.gw, instance, cmd),
+            ToGateway::ForwardedEnd { sender, instance } => {
+                crate::handover::adopt::forwarded_end(self.gw, instance, sender);
             }
             ToGateway::WatchIndex => self.index.start(self.gw, &self.tx),
             ToGateway::Request { id, query } => {
@@ -137,6 +191,13 @@ impl Handler<GatewaySide> for Peer<'_> {
                     Query::PusherMembers { app, channel } => {
                         let members = crate::pusher::members(self.gw, &app, channel.as_deref());
                         self.gw.state.fit(Reply::NamedStrings(members), max_frame)
+                    }
+                    // A session write for a client this gateway handed over goes after it.
+                    Query::SetSession { client, session } if self.gw.handover.forwarding().is_some() => {
+                        self.forward(Command::SetSession { client, session })
+                    }
+                    Query::UpdateSession { client, patch } if self.gw.handover.forwarding().is_some() => {
+                        self.forward(Command::UpdateSession { client, patch })
                     }
                     query => self.gw.state.answer_within(query, max_frame),
                 };

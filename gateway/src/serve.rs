@@ -150,14 +150,29 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
 
     tracing::info!(clients = gw.state.client_count(), "gateway stopping: closing clients");
     let deadline = tokio::time::Instant::now() + gw.config.grace_period;
+    // With recovery, and another gateway to take them, clients that asked for recovery are
+    // closed with 1012 and held, to be handed over (`crate::handover`). PHP workers cannot
+    // switch to another gateway: with their listener on, held clients end here as before.
+    let successor = match gw.state.recovery.is_some() && gw.gatewayworker.is_none() {
+        true => {
+            gw.handover.begin(true);
+            crate::handover::move_out::announce(&gw).await
+        }
+        false => None,
+    };
+    gw.handover.begin(successor.is_some());
     gw.stop_clients();
     clients.close();
     if tokio::time::timeout_at(deadline, clients.wait()).await.is_err() {
         tracing::warn!("grace period over with clients still closing; dropping them");
     }
-    // Held clients' state does not outlive this process (phase R1): their close events go now.
+    // Held clients go to another gateway; those that cannot end here, their close events now.
+    let mut forwarder = None;
     if let (Some(timer), Some(hub)) = (recovery, gw.state.recovery.clone()) {
         let _ = timer.await;
+        if let Some(link) = successor {
+            forwarder = Some(crate::handover::move_out::ship(&gw, &hub, link, deadline).await);
+        }
         crate::recovery::release::release_all(&gw, &hub);
     }
     webhooks_down.cancel();
@@ -184,6 +199,13 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     }
     if let Some(webhooks) = webhooks {
         let _ = webhooks.await;
+    }
+    // Everything forwarded to the gateway that took the clients over goes before its link closes.
+    if let Some(out) = gw.handover.forwarding() {
+        out.close();
+    }
+    if let Some(forwarder) = forwarder {
+        let _ = tokio::time::timeout(Duration::from_secs(3), forwarder).await;
     }
     gw.mesh.down.cancel();
     tracing::info!("gateway stopped");

@@ -103,12 +103,22 @@ impl RecoveringClient {
 
     /// The next data message within `timeout`, or `None`.
     pub async fn next(&mut self, timeout: Duration) -> Option<String> {
+        match self.next_or_closed(timeout).await {
+            Ok(m) => m,
+            Err(c) => panic!("connection closed: {c:?}"),
+        }
+    }
+
+    /// The next data message within `timeout` (`Ok(None)` if none came), or how the connection
+    /// closed.
+    pub async fn next_or_closed(&mut self, timeout: Duration) -> Result<Option<String>, Option<(u16, String)>> {
         loop {
-            match self.ws.next(timeout).await? {
+            let Some(received) = self.ws.next(timeout).await else { return Ok(None) };
+            match received {
                 Received::Text(t) => {
                     if let Some(escaped) = t.strip_prefix("\0\0") {
                         self.received += 1;
-                        return Some(format!("\0{escaped}"));
+                        return Ok(Some(format!("\0{escaped}")));
                     }
                     if t.starts_with('\0') {
                         let frame = control(&t);
@@ -118,13 +128,13 @@ impl RecoveringClient {
                         continue;
                     }
                     self.received += 1;
-                    return Some(t);
+                    return Ok(Some(t));
                 }
                 Received::Binary(b) => {
                     self.received += 1;
-                    return Some(format!("<binary {} bytes>", b.len()));
+                    return Ok(Some(format!("<binary {} bytes>", b.len())));
                 }
-                Received::Closed(c) => panic!("connection closed: {c:?}"),
+                Received::Closed(c) => return Err(c),
             }
         }
     }

@@ -8,6 +8,7 @@
 pub mod client_id;
 pub mod codec;
 pub mod frame;
+pub mod handover;
 pub mod handshake;
 pub mod limits;
 pub mod message;

@@ -532,6 +532,40 @@ pub enum ToGateway {
     /// Gateway → gateway: Pusher presence and occupancy, decided by each channel's home
     /// gateway (`docs/pusher.md` §5).
     Pusher(PusherPeer),
+    /// Worker or gateway client, first on every link: this process's random sender id, the
+    /// same on all its links (a gateway handing its clients over names the senders that must
+    /// switch; `crate::handover`).
+    Sender {
+        /// Random per process.
+        id: u64,
+    },
+    /// Worker or gateway client: I know the clients of gateway instance `instance` were
+    /// adopted. To that stopping gateway it is the last thing sent about them; to the adopter,
+    /// the point from which what is sent there is for them too.
+    Switched {
+        /// The stopping gateway's instance.
+        instance: u64,
+    },
+    /// Stopping gateway → adopter: its held clients (`crate::handover`).
+    TakeOver(Box<crate::handover::TakeOver>),
+    /// Stopping gateway → adopter: a command sender `sender` sent it after it handed its
+    /// clients over; its client numbers are the stopping gateway's.
+    Forwarded {
+        /// The sender's id (`Sender`).
+        sender: u64,
+        /// The stopping gateway's instance.
+        instance: u64,
+        /// The command.
+        cmd: Command,
+    },
+    /// Stopping gateway → adopter: sender `sender` switched (or its link ended); nothing more
+    /// of its comes forwarded.
+    ForwardedEnd {
+        /// The sender's id.
+        sender: u64,
+        /// The stopping gateway's instance.
+        instance: u64,
+    },
 }
 
 /// Pusher presence and occupancy between gateways (`docs/pusher.md` §5): a gateway tells a
@@ -722,6 +756,17 @@ pub enum FromGateway {
         conn: u64,
         /// The frame.
         frame: RelayFrame,
+    },
+    /// This gateway took over the held clients of the stopped gateway instance `instance` at
+    /// `gateway`: their ids stay theirs, and adopted locals of adoption `adoption` on this link
+    /// are theirs (`crate::handover`). Sent on every link before any adopted local.
+    Adopted {
+        /// The adoption's number here.
+        adoption: u32,
+        /// The stopped gateway's advertised address.
+        gateway: String,
+        /// Its instance.
+        instance: u64,
     },
 }
 

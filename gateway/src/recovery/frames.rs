@@ -3,6 +3,10 @@
 //! the gateway and the client exchange, and the escape that keeps a data message starting with
 //! NUL apart from them. Only clients that asked for recovery see any of it.
 
+/// The detail a stopping gateway refuses a relayed resume with (a relaying gateway then waits a
+/// while for the stopping gateway's clients to be handed over to it).
+pub(crate) const STOPPING: &str = "the client's gateway is stopping";
+
 use serde::Deserialize;
 
 /// The reserved query parameters.

@@ -49,13 +49,18 @@ pub(crate) fn resume(
         gw_proto::TokenError::Forged => (Reason::Forged, e.to_string()),
         gw_proto::TokenError::Malformed(_) => (Reason::Malformed, e.to_string()),
     })?;
-    if token.client.gateway != gw.address || token.client.instance != gw.instance {
+    let id = if token.client.gateway == gw.address && token.client.instance == gw.instance {
+        token.client.local
+    } else if let Some(a) = gw.handover.adoption_of(&token.client.gateway, token.client.instance) {
+        // A client of a stopped gateway that handed it over to this one.
+        gw_proto::handover::adopted_local(a.id, token.client.local)
+            .ok_or_else(|| (Reason::Malformed, "the token's client number is out of range".to_string()))?
+    } else {
         return Err((
             Reason::Unknown,
             "the token names a client of another gateway, or of an earlier run of this one".into(),
         ));
-    }
-    let id = token.client.local;
+    };
     let gone = || hub.why_lost(id).unwrap_or((Reason::Expired, "the client's recovery window ended".into()));
     let Some(old) = gw.state.get(id) else { return Err(gone()) };
     let Some(cell) = old.recovery.clone() else {

@@ -38,6 +38,11 @@ pub(crate) async fn serve(
     let span = tracing::debug_span!("relay", client_id = %home, peer = %info.client_addr);
     // The opening and the fallback are boxed: the relay task keeps neither while it pumps.
     async move {
+        // A client of a gateway that handed its clients to this one resumes here.
+        if gw.handover.adoption_of(&home.gateway, home.instance).is_some() {
+            crate::handover::adopt::adopted_client(&gw, &home).await;
+            return Box::pin(crate::client::run(transport, info, Some(request), None, gw, shutdown, Some(slot))).await;
+        }
         match Box::pin(open(&gw, &home, &info, &request)).await {
             Ok((link, conn, rx)) => {
                 let m = &gw.state.metrics;
@@ -48,6 +53,13 @@ pub(crate) async fn serve(
                 link.forget(conn);
                 m.relay_clients.fetch_sub(1, Ordering::Relaxed);
                 drop(slot);
+            }
+            // Its gateway is stopping, and may be handing its clients to this one.
+            Err(control)
+                if control.contains(frames::STOPPING) && crate::handover::adopt::await_adoption(&gw, &home).await =>
+            {
+                crate::handover::adopt::adopted_client(&gw, &home).await;
+                Box::pin(crate::client::run(transport, info, Some(request), None, gw, shutdown, Some(slot))).await;
             }
             Err(control) => {
                 // Served here as a new client, with recovery, after the `not_recovered` frame.

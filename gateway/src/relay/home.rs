@@ -135,7 +135,14 @@ pub(crate) async fn open(
         None
     };
     if gw.clients_down.is_cancelled() {
-        return refused(frames::not_recovered(Reason::Unknown, "the client's gateway is stopping")).await;
+        return refused(frames::not_recovered(Reason::Unknown, frames::STOPPING)).await;
+    }
+    // A client of a gateway that handed its clients to this one: once they are installed.
+    if let Ask::Resume { token, .. } = &ask
+        && let Ok(client) = gw_proto::ResumeToken::names(token)
+        && client.gateway != gw.address
+    {
+        crate::handover::adopt::adopted_client(gw, &client).await;
     }
     if !matches!(ask, Ask::Resume { .. }) {
         return refused(frames::not_recovered(Reason::Malformed, "a relayed connection must present a resume token"))

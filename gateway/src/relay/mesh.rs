@@ -81,6 +81,10 @@ pub(crate) struct HomeLink {
     tx: mpsc::Sender<ToGateway>,
     conns: Mutex<HashMap<u64, mpsc::Sender<FromHome>>>,
     closed: CancellationToken,
+    /// The gateway instances whose clients this peer said it adopted (`FromGateway::Adopted`),
+    /// and a wake-up for who waits for one.
+    adoptions: Mutex<Vec<(String, u64)>>,
+    adopted: tokio::sync::Notify,
 }
 
 impl HomeLink {
@@ -95,6 +99,20 @@ impl HomeLink {
     /// Forgets a relayed socket.
     pub fn forget(&self, conn: u64) {
         self.conns.lock().expect("relay conns lock").remove(&conn);
+    }
+
+    /// Resolves once this peer says it adopted the clients of instance `instance` at `gateway`
+    /// (a hand-over, `crate::handover`).
+    pub async fn adopted(&self, gateway: &str, instance: u64) {
+        loop {
+            let notified = self.adopted.notified();
+            let said =
+                self.adoptions.lock().expect("adoptions lock").iter().any(|(g, i)| g == gateway && *i == instance);
+            if said {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Sends a message to the home, in order behind everything sent before; `false` when the
@@ -159,6 +177,11 @@ impl Mesh {
         }
     }
 
+    /// Every other gateway some register lists now.
+    pub fn peer_addresses(&self) -> BTreeSet<String> {
+        self.listed.lock().expect("mesh lock").values().flatten().cloned().collect()
+    }
+
     /// The link to the gateway at `address`, dialled if there is none.
     pub async fn link(&self, gw: &Arc<Gateway>, address: &str) -> Result<Arc<HomeLink>, MeshError> {
         let entry = self.homes.lock().expect("mesh lock").entry(address.to_string()).or_default().clone();
@@ -199,6 +222,8 @@ impl Mesh {
             tx: engine.sender(),
             conns: Mutex::new(HashMap::new()),
             closed: CancellationToken::new(),
+            adoptions: Mutex::new(Vec::new()),
+            adopted: tokio::sync::Notify::new(),
         });
         let (l, down) = (link.clone(), self.down.clone());
         let span = tracing::info_span!("home_link", home = %address, home_node = %conn.peer.node);
@@ -273,6 +298,10 @@ impl Handler<GatewayPeerSide> for Reader {
             FromGateway::RelayRefused { conn, control } => self.deliver(conn, FromHome::Refused(control)),
             FromGateway::Relay { conn, frame } => self.deliver(conn, FromHome::Frame(frame)),
             FromGateway::Ping | FromGateway::Pong => {}
+            FromGateway::Adopted { gateway, instance, .. } => {
+                self.link.adoptions.lock().expect("adoptions lock").push((gateway, instance));
+                self.link.adopted.notify_waiters();
+            }
             other => {
                 return Err(LinkError::Unexpected(format!(
                     "{} on a gateway-to-gateway link",

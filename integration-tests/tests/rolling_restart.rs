@@ -1,0 +1,224 @@
+//! A rolling restart loses nothing (issue 25 §5; `docs/recovery.md`, "Gateway stop and
+//! rolling upgrade"): clients with recovery receive numbered messages sent by a backend to
+//! their client id, uid, group, a group of all and everyone, without a pause, while each
+//! gateway in turn is stopped gracefully and a new one started. A stopped gateway closes its
+//! clients with 1012 and hands them over to another; they come back there with their tokens.
+//! Every message arrives exactly once, in order, under the same client id, and the worker sees
+//! `on_resume` for each move, never `on_close`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gw_config::RecoveryConfig;
+use gw_gateway_client::{ClientId, GatewayClient};
+use gw_integration_tests::recovering::{EventLog, Outcome, RecoveringClient};
+use gw_integration_tests::*;
+
+const SECRET: &str = "rolling-restart-secret-0123456789";
+const CLIENTS: usize = 12;
+/// Gateways stopped one after the other (a new one joins after each).
+const ROUNDS: u64 = 3;
+
+async fn gateway(register: &RegisterHandle) -> GatewayHandle {
+    GatewayHandle::start_with(&[register.addr], SECRET, |c| {
+        c.recovery = RecoveryConfig { enabled: true, window: Duration::from_secs(30), ..RecoveryConfig::default() };
+    })
+    .await
+}
+
+/// The gateways clients may reconnect to (what a load balancer would offer).
+type Live = Arc<Mutex<Vec<String>>>;
+
+/// One client of the checker, reading on its own task until it gets `end`: what it got, its
+/// moves.
+struct Reader {
+    id: ClientId,
+    task: tokio::task::JoinHandle<(Vec<String>, u64)>,
+    /// Messages received so far (for waiting on progress).
+    count: Arc<AtomicU64>,
+    /// Where it is connected now.
+    at: Arc<Mutex<String>>,
+}
+
+fn spawn_reader(mut rc: RecoveringClient, url: String, live: Live) -> Reader {
+    let id: ClientId = rc.client_id.parse().unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    let at = Arc::new(Mutex::new(url));
+    let (c, a) = (count.clone(), at.clone());
+    let task = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let mut moves = 0;
+        loop {
+            match rc.next_or_closed(Duration::from_secs(20)).await {
+                Ok(Some(m)) if m == "end" => return (got, moves),
+                Ok(Some(m)) => {
+                    got.push(m);
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(None) => panic!("client {}: nothing for 20 s after {} messages", rc.client_id, got.len()),
+                Err(Some((1012, _))) => {
+                    // The gateway restarts: come back on another one with the token.
+                    let here = a.lock().unwrap().clone();
+                    let there = live.lock().unwrap().iter().find(|u| **u != here).cloned().expect("another gateway");
+                    let (token, received) = (rc.token.clone(), rc.received);
+                    // The old socket goes, as a browser's does once the close frame came.
+                    drop(rc.ws);
+                    let resumed = RecoveringClient::resume_with(&there, &token, received).await;
+                    assert!(
+                        matches!(resumed.outcome, Outcome::Resumed { .. }),
+                        "client {} on {there}: {:?}",
+                        rc.client_id,
+                        resumed.outcome
+                    );
+                    assert_eq!(resumed.client_id, rc.client_id, "the same client id after the move");
+                    rc = resumed;
+                    *a.lock().unwrap() = there;
+                    moves += 1;
+                }
+                Err(other) => panic!("client {}: closed with {other:?}", rc.client_id),
+            }
+        }
+    });
+    Reader { id, task, count, at }
+}
+
+/// Sends numbered messages without a pause until `stop`: to a client's id, its uid, its group,
+/// the group of all, and everyone. Returns what each client must get, in order.
+fn spawn_sender(
+    backend: GatewayClient,
+    clients: Vec<ClientId>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Vec<String>>> {
+    tokio::spawn(async move {
+        let mut expected = vec![Vec::new(); clients.len()];
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let text = format!("m{n}");
+            let k = (n as usize / 5) % clients.len();
+            let sent = match n % 5 {
+                0 => backend.send_to_client(&clients[k], text.clone()).await,
+                1 => backend.send_to_uid(&format!("u{k}"), text.clone()).await,
+                2 => backend.send_to_group(&format!("g{k}"), text.clone()).await,
+                3 => backend.send_to_group("all", text.clone()).await,
+                _ => backend.send_to_all(text.clone()).await,
+            };
+            match sent {
+                Ok(()) => {}
+                // A gateway that has just joined is listed before the backend's link to it is
+                // up: a call to every gateway says it missed that one (it holds no client of
+                // ours yet). Whether the clients got everything is checked at the end.
+                Err(gw_gateway_client::ClientError::Unreachable { .. }) => {}
+                Err(e) => panic!("send {text}: {e}"),
+            }
+            for (i, e) in expected.iter_mut().enumerate() {
+                if n % 5 >= 3 || i == k {
+                    e.push(text.clone());
+                }
+            }
+            // Pacing, not waiting for anything: about a thousand messages a second.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        expected
+    })
+}
+
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_gateway_under_load_loses_and_repeats_nothing() {
+    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or("off".into())).try_init();
+    let register = RegisterHandle::start(SECRET).await;
+    let mut gateways = vec![gateway(&register).await, gateway(&register).await];
+    let log = EventLog::default();
+    let _worker = WorkerHandle::start("w", &[register.addr], SECRET, log.clone());
+    for g in &gateways {
+        wait_for_workers(g, 1).await;
+    }
+    let backend = gateway_client(&[register.addr], SECRET, 2).await;
+    let live: Live = Arc::new(Mutex::new(gateways.iter().map(|g| g.ws_url.clone()).collect()));
+    let mut readers = Vec::new();
+    for k in 0..CLIENTS {
+        let url = gateways[k % 2].ws_url.clone();
+        let rc = RecoveringClient::connect(&url).await;
+        let id: ClientId = rc.client_id.parse().unwrap();
+        backend.bind_uid(&id, &format!("u{k}")).await.unwrap();
+        backend.join_group(&id, &format!("g{k}")).await.unwrap();
+        backend.join_group(&id, "all").await.unwrap();
+        readers.push(spawn_reader(rc, url, live.clone()));
+    }
+    let ids: Vec<ClientId> = readers.iter().map(|r| r.id.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = spawn_sender(backend.clone(), ids.clone(), stop.clone());
+    let progress = |readers: &[Reader], more: u64| {
+        let base: Vec<u64> = readers.iter().map(|r| r.count.load(Ordering::Relaxed)).collect();
+        move |readers: &[Reader]| readers.iter().zip(&base).all(|(r, b)| r.count.load(Ordering::Relaxed) >= b + more)
+    };
+    let p = progress(&readers, 30);
+    until("messages flowing", || p(&readers)).await;
+
+    // The oldest gateway in turn: stopped gracefully (its clients handed to the other one,
+    // where they come back), then a new one joins.
+    for round in 0..ROUNDS {
+        let old = gateways.remove(0);
+        let old_url = old.ws_url.clone();
+        live.lock().unwrap().retain(|u| *u != old_url);
+        // It picks its successor among the gateways the register lists: the one left.
+        let others: std::collections::BTreeSet<String> = gateways.iter().map(|g| g.gw.address().to_string()).collect();
+        let stopping = old.gw.clone();
+        until("the stopping gateway knows exactly the others", || stopping.peers() == others).await;
+        old.stop().await;
+        let shipped = stopping.state.metrics.handover_shipped_clients.load(Ordering::Relaxed);
+        assert!(shipped >= CLIENTS as u64 / 2, "round {round}: the stopped gateway handed {shipped} clients over");
+        until("every client away from the stopped gateway", || {
+            readers.iter().all(|r| *r.at.lock().unwrap() != old_url)
+        })
+        .await;
+        let p = progress(&readers, 20);
+        until("messages flowing after the restart", || p(&readers)).await;
+        let new = gateway(&register).await;
+        wait_for_workers(&new, 1).await;
+        assert!(backend.wait_for_gateways(2, Duration::from_secs(10)).await, "the backend links to the new gateway");
+        live.lock().unwrap().push(new.ws_url.clone());
+        gateways.push(new);
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    let mut expected = sender.await.unwrap();
+    for (r, e) in ids.iter().zip(expected.iter_mut()) {
+        backend.send_to_client(r, "end").await.unwrap();
+        e.shrink_to_fit();
+    }
+    let mut total_moves = 0;
+    for (r, e) in readers.into_iter().zip(&expected) {
+        let (got, moves) = r.task.await.unwrap();
+        total_moves += moves;
+        if got != *e {
+            let first = got.iter().zip(e).position(|(g, x)| g != x).unwrap_or(got.len().min(e.len()));
+            panic!(
+                "client {}: {} messages, {} expected; first difference at {first}: got {:?}, expected {:?}",
+                r.id,
+                got.len(),
+                e.len(),
+                &got[first.saturating_sub(2)..(first + 3).min(got.len())],
+                &e[first.saturating_sub(2)..(first + 3).min(e.len())]
+            );
+        }
+        // The worker saw one connect and a resume per move, never a close.
+        let events: Vec<String> =
+            log.of(&r.id.to_string()).into_iter().filter(|e| !e.starts_with("message:")).collect();
+        assert_eq!(events.first().map(String::as_str), Some("connect"), "{events:?}");
+        assert_eq!(events.iter().filter(|e| e.starts_with("resume:")).count() as u64, moves, "{events:?}");
+        assert!(!events.contains(&"close".to_string()), "client {}: {events:?}", r.id);
+    }
+    // The first gateway's clients moved at every round, the second's at every round but one.
+    let half = CLIENTS as u64 / 2;
+    assert_eq!(total_moves, half * ROUNDS + half * (ROUNDS - 1));
+}
