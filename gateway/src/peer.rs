@@ -174,13 +174,20 @@ impl Handler<GatewaySide> for Peer<'_> {
                     crate::handover::adopt::switched(self.gw, instance, sender);
                 }
             }
-            ToGateway::TakeOver(_) | ToGateway::Forwarded { .. } | ToGateway::ForwardedEnd { .. }
+            ToGateway::TakeOver(_)
+            | ToGateway::Forwarded { .. }
+            | ToGateway::ForwardedEnd { .. }
+            | ToGateway::Adoption { .. }
                 if self.role != Role::Gateway =>
             {
                 return Err(LinkError::Unexpected(format!("a hand-over message from a {}", self.role)));
             }
             ToGateway::TakeOver(t) => crate::handover::adopt::take_over(self.gw, *t).await,
             ToGateway::Forwarded { instance, cmd, .. } => crate::handover::adopt::forwarded(self.gw, instance, cmd),
+            ToGateway::Adoption { adopter, gateway, instance } => {
+                tracing::debug!(%adopter, stopped = %gateway, "another gateway adopted a stopped one's clients");
+                self.gw.handover.alias(gateway, instance, adopter);
+            }
             ToGateway::ForwardedEnd { sender, instance } => {
                 crate::handover::adopt::forwarded_end(self.gw, instance, sender);
             }

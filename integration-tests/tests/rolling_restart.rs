@@ -41,7 +41,8 @@ struct Reader {
     at: Arc<Mutex<String>>,
 }
 
-fn spawn_reader(mut rc: RecoveringClient, url: String, live: Live) -> Reader {
+/// On a 1012 it comes back on another live gateway: the `pick`-th of them (round robin).
+fn spawn_reader(mut rc: RecoveringClient, url: String, live: Live, pick: usize) -> Reader {
     let id: ClientId = rc.client_id.parse().unwrap();
     let count = Arc::new(AtomicU64::new(0));
     let at = Arc::new(Mutex::new(url));
@@ -60,7 +61,8 @@ fn spawn_reader(mut rc: RecoveringClient, url: String, live: Live) -> Reader {
                 Err(Some((1012, _))) => {
                     // The gateway restarts: come back on another one with the token.
                     let here = a.lock().unwrap().clone();
-                    let there = live.lock().unwrap().iter().find(|u| **u != here).cloned().expect("another gateway");
+                    let others: Vec<String> = live.lock().unwrap().iter().filter(|u| **u != here).cloned().collect();
+                    let there = others[pick % others.len()].clone();
                     let (token, received) = (rc.token.clone(), rc.received);
                     // The old socket goes, as a browser's does once the close frame came.
                     drop(rc.ws);
@@ -152,7 +154,7 @@ async fn a_rolling_restart_of_every_gateway_under_load_loses_and_repeats_nothing
         backend.bind_uid(&id, &format!("u{k}")).await.unwrap();
         backend.join_group(&id, &format!("g{k}")).await.unwrap();
         backend.join_group(&id, "all").await.unwrap();
-        readers.push(spawn_reader(rc, url, live.clone()));
+        readers.push(spawn_reader(rc, url, live.clone(), 0));
     }
     let ids: Vec<ClientId> = readers.iter().map(|r| r.id.clone()).collect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -190,6 +192,23 @@ async fn a_rolling_restart_of_every_gateway_under_load_loses_and_repeats_nothing
         gateways.push(new);
     }
 
+    let total_moves = finish(&backend, readers, sender, stop, &log).await;
+    // The first gateway's clients moved at every round, the second's at every round but one.
+    let half = CLIENTS as u64 / 2;
+    assert_eq!(total_moves, half * ROUNDS + half * (ROUNDS - 1));
+}
+
+/// Stops the sender, tells each client to end, and checks that each got every message once,
+/// in order, and that the worker saw one connect and a resume per move, never a close. Returns
+/// the moves of all clients.
+async fn finish(
+    backend: &GatewayClient,
+    readers: Vec<Reader>,
+    sender: tokio::task::JoinHandle<Vec<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    log: &EventLog,
+) -> u64 {
+    let ids: Vec<ClientId> = readers.iter().map(|r| r.id.clone()).collect();
     stop.store(true, Ordering::Relaxed);
     let mut expected = sender.await.unwrap();
     for (r, e) in ids.iter().zip(expected.iter_mut()) {
@@ -218,7 +237,53 @@ async fn a_rolling_restart_of_every_gateway_under_load_loses_and_repeats_nothing
         assert_eq!(events.iter().filter(|e| e.starts_with("resume:")).count() as u64, moves, "{events:?}");
         assert!(!events.contains(&"close".to_string()), "client {}: {events:?}", r.id);
     }
-    // The first gateway's clients moved at every round, the second's at every round but one.
-    let half = CLIENTS as u64 / 2;
-    assert_eq!(total_moves, half * ROUNDS + half * (ROUNDS - 1));
+    total_moves
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_coming_back_to_a_gateway_that_did_not_adopt_them_are_relayed_to_the_one_that_did() {
+    let register = RegisterHandle::start(SECRET).await;
+    let mut gateways = vec![gateway(&register).await, gateway(&register).await, gateway(&register).await];
+    let log = EventLog::default();
+    let _worker = WorkerHandle::start("w", &[register.addr], SECRET, log.clone());
+    for g in &gateways {
+        wait_for_workers(g, 1).await;
+    }
+    let backend = gateway_client(&[register.addr], SECRET, 3).await;
+    let live: Live = Arc::new(Mutex::new(gateways.iter().map(|g| g.ws_url.clone()).collect()));
+    // Every client on the first gateway; on its stop, half come back to each of the others:
+    // one adopted them, the other relays them there.
+    let mut readers = Vec::new();
+    for k in 0..8 {
+        let url = gateways[0].ws_url.clone();
+        let rc = RecoveringClient::connect(&url).await;
+        let id: ClientId = rc.client_id.parse().unwrap();
+        backend.bind_uid(&id, &format!("u{k}")).await.unwrap();
+        backend.join_group(&id, &format!("g{k}")).await.unwrap();
+        backend.join_group(&id, "all").await.unwrap();
+        readers.push(spawn_reader(rc, url, live.clone(), k));
+    }
+    let ids: Vec<ClientId> = readers.iter().map(|r| r.id.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = spawn_sender(backend.clone(), ids, stop.clone());
+    until("messages flowing", || readers.iter().all(|r| r.count.load(Ordering::Relaxed) >= 30)).await;
+    let old = gateways.remove(0);
+    let old_url = old.ws_url.clone();
+    live.lock().unwrap().retain(|u| *u != old_url);
+    let stopping = old.gw.clone();
+    until("the stopping gateway knows its peers", || stopping.peers().len() == 2).await;
+    old.stop().await;
+    until("every client back", || readers.iter().all(|r| *r.at.lock().unwrap() != old_url)).await;
+    let base: Vec<u64> = readers.iter().map(|r| r.count.load(Ordering::Relaxed)).collect();
+    until("messages flowing after the stop", || {
+        readers.iter().zip(&base).all(|(r, b)| r.count.load(Ordering::Relaxed) >= b + 20)
+    })
+    .await;
+    let moves = finish(&backend, readers, sender, stop, &log).await;
+    assert_eq!(moves, 8);
+    let adopted: Vec<u64> = gateways.iter().map(|g| g.metric("handover_adopted_clients")).collect();
+    let relayed: Vec<u64> = gateways.iter().map(|g| g.metric("relay_opened_total")).collect();
+    assert!(adopted.contains(&8) && adopted.contains(&0), "one gateway adopted all 8: {adopted:?}");
+    let other = adopted.iter().position(|a| *a == 0).unwrap();
+    assert_eq!(relayed[other], 4, "the other relayed the 4 that came back to it: {relayed:?}");
 }

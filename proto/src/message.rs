@@ -566,6 +566,16 @@ pub enum ToGateway {
         /// The stopping gateway's instance.
         instance: u64,
     },
+    /// Adopter → every other gateway: the clients of instance `instance` at `gateway` are at
+    /// `adopter` now; a client coming back with a token naming them is relayed there.
+    Adoption {
+        /// The adopter's advertised address.
+        adopter: String,
+        /// The stopped gateway's advertised address.
+        gateway: String,
+        /// Its instance.
+        instance: u64,
+    },
 }
 
 /// Pusher presence and occupancy between gateways (`docs/pusher.md` §5): a gateway tells a

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gw_delivery::ReplayBuffer;
 use gw_proto::handover::{HeldClient, TakeOver, adopted_local, split_adopted};
-use gw_proto::{ClientId, Command, Payload};
+use gw_proto::{ClientId, Command, Payload, ToGateway};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::{Adoption, Incoming, Scope, adopted_message};
@@ -86,6 +86,14 @@ async fn announce(gw: &Arc<Gateway>, t: &TakeOver) {
         }
     }
     gw.handover.adopted.send_modify(|n| *n += 1);
+    // The other gateways relay clients that come back to them here.
+    for peer in gw.mesh.peer_addresses() {
+        for a in &adoptions {
+            let msg =
+                ToGateway::Adoption { adopter: gw.address.clone(), gateway: a.gateway.clone(), instance: a.instance };
+            gw.mesh.to_peer(&gw.state.metrics, &peer, msg);
+        }
+    }
     Metrics::inc(&gw.state.metrics.handover_adoptions);
     tracing::info!(from = %t.gateway, instances = adoptions.len(), "a stopping gateway hands its clients over to this one");
 }
@@ -184,10 +192,26 @@ pub(crate) async fn adopted_client(gw: &Gateway, client: &ClientId) -> Option<u6
     adopted_local(a.id, client.local)
 }
 
-/// Waits (a while) for an adoption of `client`'s gateway instance here: its gateway said it is
-/// stopping, and may be handing its clients to this one. True once it is here.
-pub(crate) async fn await_adoption(gw: &Gateway, client: &ClientId) -> bool {
+/// Where the clients of a stopped gateway went, as far as this gateway knows.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Adopter {
+    /// Here.
+    Here,
+    /// At the gateway at this address.
+    There(String),
+}
+
+/// Waits at most `wait` for an adoption of `client`'s gateway instance, here or elsewhere: its
+/// gateway said it is stopping (or cannot be reached), and may be handing its clients over.
+pub(crate) async fn await_adoption(gw: &Gateway, client: &ClientId, wait: Duration) -> Option<Adopter> {
+    let find = || {
+        if gw.handover.adoption_of(&client.gateway, client.instance).is_some() {
+            Some(Adopter::Here)
+        } else {
+            gw.handover.alias_of(&client.gateway, client.instance).map(Adopter::There)
+        }
+    };
     let mut adopted = gw.handover.adopted.subscribe();
-    let wait = adopted.wait_for(|_| gw.handover.adoption_of(&client.gateway, client.instance).is_some());
-    matches!(tokio::time::timeout(INSTALL_WAIT, wait).await, Ok(Ok(_)))
+    let _ = tokio::time::timeout(wait, adopted.wait_for(|_| find().is_some())).await;
+    find()
 }

@@ -135,8 +135,10 @@ pub(crate) struct Handover {
     senders: Mutex<HashSet<u64>>,
     /// Senders that switched away from this gateway before it froze.
     early_switched: Mutex<HashSet<u64>>,
-    /// Bumped on every adoption made here.
+    /// Bumped on every adoption made here or heard of.
     adopted: tokio::sync::watch::Sender<u64>,
+    /// Adoptions other gateways made: (gateway, instance) → the adopter's address.
+    aliases: Mutex<HashMap<(String, u64), String>>,
 }
 
 impl Default for Handover {
@@ -153,6 +155,7 @@ impl Default for Handover {
             senders: Mutex::default(),
             early_switched: Mutex::default(),
             adopted: tokio::sync::watch::channel(0).0,
+            aliases: Mutex::default(),
         }
     }
 }
@@ -241,6 +244,35 @@ impl Handover {
             }
         }
         if except.is_empty() { Scope::All } else { Scope::Except(except) }
+    }
+
+    /// Another gateway adopted the clients of instance `instance` at `gateway`.
+    pub fn alias(&self, gateway: String, instance: u64, adopter: String) {
+        self.aliases.lock().expect("aliases lock").insert((gateway, instance), adopter);
+        self.adopted.send_modify(|n| *n += 1);
+    }
+
+    /// The gateway that adopted the clients of instance `instance` at `gateway`, if another.
+    pub fn alias_of(&self, gateway: &str, instance: u64) -> Option<String> {
+        self.aliases.lock().expect("aliases lock").get(&(gateway.to_string(), instance)).cloned()
+    }
+
+    /// A gateway left the registers' lists: what it adopted is gone with it.
+    pub fn forget_aliases_of(&self, listed: &std::collections::BTreeSet<String>) {
+        self.aliases.lock().expect("aliases lock").retain(|_, adopter| listed.contains(adopter));
+    }
+
+    /// What tells another gateway where this one's adopted clients are.
+    pub fn adoption_messages(&self, me: &str) -> Vec<gw_proto::ToGateway> {
+        let adoptions = self.adoptions.read().expect("adoptions lock");
+        adoptions
+            .iter()
+            .map(|a| gw_proto::ToGateway::Adoption {
+                adopter: me.to_string(),
+                gateway: a.gateway.clone(),
+                instance: a.instance,
+            })
+            .collect()
     }
 
     /// Every adoption made here: number, gateway, instance.

@@ -6,6 +6,8 @@
 /// The detail a stopping gateway refuses a relayed resume with (a relaying gateway then waits a
 /// while for the stopping gateway's clients to be handed over to it).
 pub(crate) const STOPPING: &str = "the client's gateway is stopping";
+/// Part of the detail a relaying gateway gives when the client's gateway cannot be reached.
+pub(crate) const UNREACHABLE: &str = "cannot be reached";
 
 use serde::Deserialize;
 

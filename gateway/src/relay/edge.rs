@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use gw_proto::{ClientId, ClientInfo, Payload, RelayFrame, RelayOpen, ToGateway};
 use tokio::sync::mpsc;
@@ -14,6 +15,7 @@ use tracing::Instrument;
 
 use super::mesh::{FromHome, HomeLink};
 use crate::gateway::Gateway;
+use crate::handover::adopt;
 use crate::listener::ConnSlot;
 use crate::metrics::Metrics;
 use crate::outgoing::OutMessage;
@@ -40,10 +42,34 @@ pub(crate) async fn serve(
     async move {
         // A client of a gateway that handed its clients to this one resumes here.
         if gw.handover.adoption_of(&home.gateway, home.instance).is_some() {
-            crate::handover::adopt::adopted_client(&gw, &home).await;
+            adopt::adopted_client(&gw, &home).await;
             return Box::pin(crate::client::run(transport, info, Some(request), None, gw, shutdown, Some(slot))).await;
         }
-        match Box::pin(open(&gw, &home, &info, &request)).await {
+        let mut opened = Box::pin(open(&gw, &home, &info, &request)).await;
+        // Its gateway is stopping or gone: it may be handing its clients over (to this gateway
+        // or another), which takes a moment to be known here.
+        if let Err(control) = &opened {
+            let wait = if control.contains(frames::STOPPING) {
+                Some(Duration::from_secs(5))
+            } else if control.contains(frames::UNREACHABLE) {
+                Some(Duration::from_secs(1))
+            } else {
+                None
+            };
+            match wait {
+                Some(wait) => match adopt::await_adoption(&gw, &home, wait).await {
+                    Some(adopt::Adopter::Here) => {
+                        adopt::adopted_client(&gw, &home).await;
+                        let run = crate::client::run(transport, info, Some(request), None, gw, shutdown, Some(slot));
+                        return Box::pin(run).await;
+                    }
+                    Some(adopt::Adopter::There(_)) => opened = Box::pin(open(&gw, &home, &info, &request)).await,
+                    None => {}
+                },
+                None => {}
+            }
+        }
+        match opened {
             Ok((link, conn, rx)) => {
                 let m = &gw.state.metrics;
                 m.relay_clients.fetch_add(1, Ordering::Relaxed);
@@ -53,13 +79,6 @@ pub(crate) async fn serve(
                 link.forget(conn);
                 m.relay_clients.fetch_sub(1, Ordering::Relaxed);
                 drop(slot);
-            }
-            // Its gateway is stopping, and may be handing its clients to this one.
-            Err(control)
-                if control.contains(frames::STOPPING) && crate::handover::adopt::await_adoption(&gw, &home).await =>
-            {
-                crate::handover::adopt::adopted_client(&gw, &home).await;
-                Box::pin(crate::client::run(transport, info, Some(request), None, gw, shutdown, Some(slot))).await;
             }
             Err(control) => {
                 // Served here as a new client, with recovery, after the `not_recovered` frame.
@@ -105,7 +124,10 @@ async fn open(
         return Err(refuse(reason, e.to_string()));
     }
     let deadline = gw.config.handshake_timeout;
-    let link = match tokio::time::timeout(deadline, gw.mesh.link(gw, &home.gateway)).await {
+    // Its gateway stopped and handed its clients to another one: they are there now.
+    let adopter = gw.handover.alias_of(&home.gateway, home.instance);
+    let target = adopter.as_deref().unwrap_or(&home.gateway);
+    let link = match tokio::time::timeout(deadline, gw.mesh.link(gw, target)).await {
         Ok(Ok(link)) => link,
         Ok(Err(e)) => {
             return Err(refuse(
@@ -120,7 +142,7 @@ async fn open(
             ));
         }
     };
-    if link.instance != home.instance {
+    if adopter.is_none() && link.instance != home.instance {
         return Err(refuse(
             Reason::Unknown,
             format!("the client's gateway {} restarted since, and its state with it", home.gateway),

@@ -143,11 +143,16 @@ impl Mesh {
         listed.insert(register.to_string(), list.into_iter().map(|g| g.address).filter(|a| *a != gw.address).collect());
         let all: BTreeSet<String> = listed.values().flatten().cloned().collect();
         drop(listed);
+        gw.handover.forget_aliases_of(&all);
         let mut peers = self.peers.lock().expect("mesh lock");
         peers.retain(|address, _| all.contains(address));
         for address in all.iter().cloned() {
             peers.entry(address.clone()).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(PEER_QUEUE);
+                // A new peer hears where the clients this gateway adopted are.
+                for msg in gw.handover.adoption_messages(&gw.address) {
+                    let _ = tx.try_send(msg);
+                }
                 let span = tracing::debug_span!("peer_gateway", peer = %address);
                 tokio::spawn(drain_to_peer(gw.clone(), address, rx).instrument(span));
                 tx
