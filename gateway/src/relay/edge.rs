@@ -56,16 +56,17 @@ pub(crate) async fn serve(
             } else {
                 None
             };
-            match wait {
-                Some(wait) => match adopt::await_adoption(&gw, &home, wait).await {
-                    Some(adopt::Adopter::Here) => {
-                        adopt::adopted_client(&gw, &home).await;
-                        let run = crate::client::run(transport, info, Some(request), None, gw, shutdown, Some(slot));
-                        return Box::pin(run).await;
-                    }
-                    Some(adopt::Adopter::There(_)) => opened = Box::pin(open(&gw, &home, &info, &request)).await,
-                    None => {}
-                },
+            let adopter = match wait {
+                Some(wait) => adopt::await_adoption(&gw, &home, wait).await,
+                None => None,
+            };
+            match adopter {
+                Some(adopt::Adopter::Here) => {
+                    adopt::adopted_client(&gw, &home).await;
+                    let run = crate::client::run(transport, info, Some(request), None, gw, shutdown, Some(slot));
+                    return Box::pin(run).await;
+                }
+                Some(adopt::Adopter::There(_)) => opened = Box::pin(open(&gw, &home, &info, &request)).await,
                 None => {}
             }
         }
