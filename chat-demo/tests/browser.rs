@@ -739,3 +739,89 @@ async fn the_page_recovers_a_cut_connection() {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+/// The page's gateway is stopped (an upgrade) mid-conversation: it hands the page over to the
+/// demo's gateway, the page comes back there on its own (`?ws=` lists both), and what Bob says
+/// meanwhile appears exactly once, under the same client id (issue 25 §5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_s_gateway_restarts_mid_conversation_and_the_page_loses_nothing() {
+    let chromium = find_in_path(&["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]);
+    let chromedriver = find_in_path(&["chromedriver"]);
+    let (Some(chromium), Some(chromedriver)) = (chromium, chromedriver) else {
+        if std::env::var("GW_REQUIRE_BROWSER").as_deref() == Ok("1") {
+            panic!("GW_REQUIRE_BROWSER=1 but chromium/chromedriver not found (run scripts/install-browser.sh)");
+        }
+        println!("{SKIP}");
+        eprintln!("{SKIP}");
+        return;
+    };
+    let demo = Demo::start().await;
+    // A second gateway in the demo's cluster (no secret, as the demo), with recovery: the page's.
+    let second = gw_integration_tests::GatewayHandle::start_with(&[demo.addrs.register], "", |c| {
+        c.recovery.enabled = true;
+        c.ping_data = gw_chat_demo::app::PING_DATA.into();
+    })
+    .await;
+    gw_integration_tests::wait_for_workers(&second, 1).await;
+    let driver = Driver::start(&chromedriver).await;
+    let ann = match driver.session(&chromium).await {
+        Ok(c) => c,
+        Err(e) => {
+            driver.stop().await;
+            panic!("cannot open a Chromium session through chromedriver: {e}");
+        }
+    };
+    let url = format!("{}?ws={},{}", demo.page_url(), second.ws_url, demo.ws_url());
+    let stopping = second.gw.clone();
+    let scenario = tokio::spawn({
+        let ann = ann.clone();
+        let ws_url = demo.ws_url();
+        async move {
+            let ann_id = join(&ann, &url, "Ann", "meadow").await;
+            assert!(stopping.state.client_count() >= 1, "the page is on the second gateway");
+            let mut bob = common::Chatter::connect(&ws_url).await;
+            bob.login("Bob", "meadow").await;
+            wait_for(&ann, "Ann", "Bob listed", |p| p.member_names().contains(&"Bob".to_string())).await;
+            bob.say("before the restart").await;
+            wait_for(&ann, "Ann", "Bob's first message", |p| p.has("say", "before the restart")).await;
+
+            // Bob talks on while the page's gateway stops and hands the page over.
+            let talk = tokio::spawn(async move {
+                let said: Vec<String> = (1..=20).map(|i| format!("during the restart, line {i}!")).collect();
+                for text in &said {
+                    bob.say(text).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (bob, said)
+            });
+            second.stop().await;
+            let (mut bob, said) = talk.await.unwrap();
+            assert!(stopping.state.metrics.handover_shipped_clients.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+
+            let p = wait_for(&ann, "Ann", "back with every message", |p| {
+                p.status() == "connected" && said.iter().all(|t| p.has("say", t))
+            })
+            .await;
+            assert_eq!(p.client_id(), ann_id, "the page keeps its client id: {:?}", p.texts());
+            for text in said.iter().map(String::as_str).chain(["before the restart"]) {
+                assert_eq!(p.find("say", text).len(), 1, "{text:?} shown exactly once: {:?}", p.texts());
+            }
+            // In order, as Bob said them.
+            let texts = p.texts();
+            let order: Vec<usize> =
+                said.iter().map(|t| texts.iter().position(|x| x.contains(t.as_str())).unwrap()).collect();
+            assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {texts:?}");
+            bob.say("after").await;
+            let p = wait_for(&ann, "Ann", "the conversation goes on", |p| p.has("say", "after")).await;
+            assert_eq!(p.member_names().iter().filter(|n| *n == "Ann").count(), 1, "{:?}", p.member_names());
+            assert!(!p.has("notice", "Could not resume"), "{:?}", p.texts());
+        }
+    });
+    let result = scenario.await;
+    let _ = ann.close().await;
+    driver.stop().await;
+    demo.stop().await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}

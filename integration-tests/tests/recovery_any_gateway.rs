@@ -229,7 +229,7 @@ async fn refused_on(c: &Cluster, at: usize, token: &str, reason: &str) -> Recove
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_tokens_are_refused_before_anything_is_dialled_and_a_gone_home_is_unknown() {
+async fn forged_tokens_are_refused_before_anything_is_dialled_a_gone_home_is_unknown_and_a_stopped_one_hands_over() {
     let mut c = cluster(SECRET, |_| {}).await;
     let client = RecoveringClient::connect(c.url(0)).await;
     let (token, old) = (client.token.clone(), client.client_id.clone());
@@ -250,17 +250,16 @@ async fn forged_tokens_are_refused_before_anything_is_dialled_and_a_gone_home_is
     let fresh = refused_on(&c, 1, &ghost, "unknown").await;
     fresh.ws.close().await;
 
-    // The home stops: its held client's state goes with it (on_close once), and a resume on
-    // the other gateway is told `unknown`.
+    // The home stops gracefully: it hands its held client over to the other gateway, where the
+    // client resumes under its id, with no on_close (docs/recovery.md, "Gateway stop").
     let home = c.gateways.remove(0);
     home.stop().await;
-    c.until("the held client's close", |c| c.log.of(&old).contains(&"close".to_string())).await;
-    let mut fresh = refused_on(&c, 0, &token, "unknown").await;
-    assert_ne!(fresh.client_id, old);
-    // It is a working client of the gateway it reached.
-    fresh.ws.send("echo:x").await;
-    assert_eq!(fresh.recv().await, "echoed:x");
-    assert_eq!(c.log.of(&old).iter().filter(|e| *e == "close").count(), 1);
+    let mut back = RecoveringClient::resume_with(c.url(0), &token, 0).await;
+    assert!(matches!(back.outcome, Outcome::Resumed { .. }), "{:?}", back.outcome);
+    assert_eq!(back.client_id, old);
+    back.ws.send("echo:x").await;
+    assert_eq!(back.recv().await, "echoed:x");
+    assert!(!c.log.of(&old).contains(&"close".to_string()), "{:?}", c.log.of(&old));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

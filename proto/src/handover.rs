@@ -77,6 +77,10 @@ pub struct TakeOver {
     /// whose clients it holds): their clients come too, and forwarded commands name them by
     /// their adopted locals there.
     pub adoptions: Vec<(u32, String, u64)>,
+    /// The keys that may have signed its clients' resume tokens: its own, and those handed to
+    /// it with clients it adopted. All the cluster secret when there is one; a gateway without
+    /// a secret signs with a random key of its run, which the adopter needs to check them.
+    pub keys: Vec<Vec<u8>>,
     /// A part of the clients (a large hand-over comes in several parts).
     pub clients: Vec<HeldClient>,
     /// The last part.

@@ -64,6 +64,7 @@ async fn announce(gw: &Arc<Gateway>, t: &TakeOver) {
         phases: Mutex::new(HashMap::new()),
         theirs: t.adoptions.iter().map(|(n, g, i)| (*n, (g.clone(), *i))).collect(),
         ids: ids.clone(),
+        keys: t.keys.clone(),
         complete: tokio::sync::watch::channel(false).0,
     });
     let adoptions: Vec<Arc<Adoption>> = origins

@@ -54,6 +54,8 @@ pub(crate) struct Incoming {
     theirs: HashMap<u32, (String, u64)>,
     /// The adoptions made here for this hand-over (one per gateway instance among its clients).
     ids: Vec<u32>,
+    /// Keys its clients' tokens may be signed with.
+    pub keys: Vec<Vec<u8>>,
     /// Every part of the hand-over is installed.
     pub complete: tokio::sync::watch::Sender<bool>,
 }
@@ -275,6 +277,12 @@ impl Handover {
             .collect()
     }
 
+    /// Every token key handed to this gateway with adopted clients.
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        let incoming = self.incoming.read().expect("incoming lock");
+        incoming.iter().flat_map(|h| h.keys.iter().cloned()).collect()
+    }
+
     /// Every adoption made here: number, gateway, instance.
     pub fn adoption_list(&self) -> Vec<(u32, String, u64)> {
         let adoptions = self.adoptions.read().expect("adoptions lock");
@@ -361,6 +369,7 @@ mod tests {
             phases: Mutex::new(HashMap::new()),
             theirs: HashMap::new(),
             ids: vec![3],
+            keys: Vec::new(),
             complete: tokio::sync::watch::channel(false).0,
         })
     }

@@ -124,6 +124,7 @@ pub(crate) async fn announce(gw: &Arc<Gateway>) -> Option<Arc<HomeLink>> {
         instance: gw.instance,
         senders: gw.handover.senders(),
         adoptions: gw.handover.adoption_list(),
+        keys: gw.state.recovery.iter().map(|hub| hub.key().to_vec()).chain(gw.handover.keys()).collect(),
         clients: Vec::new(),
         last: false,
     };
@@ -207,6 +208,7 @@ async fn send_part(gw: &Gateway, link: &HomeLink, clients: Vec<HeldClient>, last
         instance: gw.instance,
         senders: Vec::new(),
         adoptions: Vec::new(),
+        keys: Vec::new(),
         clients,
         last,
     };

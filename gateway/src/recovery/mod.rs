@@ -124,6 +124,11 @@ impl Hub {
         ResumeToken::verify(token, &self.key)
     }
 
+    /// The key this gateway signs tokens with (handed to the gateway that adopts its clients).
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
     /// Records `msg` for client `id` (under its lock).
     pub fn record(&self, metrics: &Metrics, id: u64, rec: &mut ClientRecovery, msg: OutMessage) -> Recorded {
         if rec.phase == Phase::Released || rec.lost.is_some() {

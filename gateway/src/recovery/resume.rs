@@ -45,7 +45,7 @@ pub(crate) fn resume(
     received: u64,
     make: impl FnOnce(u64, Cell) -> ClientHandle,
 ) -> Result<Resumed, Failed> {
-    let token = hub.verify(token).map_err(|e| match e {
+    let token = hub.verify(token).or_else(|e| adopted_token(gw, token).ok_or(e)).map_err(|e| match e {
         gw_proto::TokenError::Forged => (Reason::Forged, e.to_string()),
         gw_proto::TokenError::Malformed(_) => (Reason::Malformed, e.to_string()),
     })?;
@@ -111,4 +111,12 @@ pub(crate) fn resume(
     drop(old_session);
     drop(rec);
     Ok(Resumed { handle, replay, received, token: hub.token(&token.client, generation) })
+}
+
+/// A token of a client this gateway adopted, signed with a key its old gateway handed over
+/// (a gateway without a cluster secret signs with a random key of its run).
+fn adopted_token(gw: &Gateway, token: &str) -> Option<gw_proto::ResumeToken> {
+    let client = gw_proto::ResumeToken::names(token).ok()?;
+    let a = gw.handover.adoption_of(&client.gateway, client.instance)?;
+    a.from.keys.iter().find_map(|key| gw_proto::ResumeToken::verify(token, key).ok())
 }
