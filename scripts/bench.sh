@@ -217,13 +217,13 @@ if [ "$MODE" = quick ]; then
     IDLE_N=500; IDLE3_N=1500; ECHO="--conns 20 --inflight 4 --warmup 0.5 --duration 2"
     FAN="--conns 50 --senders 2 --rate 40 --step-secs 1"; STORM_N=500
     PUSH="--concurrency 8 --duration 1"
-    DEFL="--conns 20 --messages 20 --rounds 1"; HANDOVER_N=200
+    DEFL="--conns 20 --messages 20 --rounds 1"; HANDOVER_N=200; RESTART_N=200
     PUSHER_LOAD="--idle 300 --subscribers 600 --rate 10 --duration 1"
 else
     IDLE_N=19000; IDLE3_N=50000; ECHO="--conns 200 --inflight 8 --warmup 3 --duration 15"
     FAN="--conns 1000 --senders 4 --start-rate 100 --growth 1.5 --refine 3 --step-secs 5"; STORM_N=15000
     PUSH="--concurrency 32 --duration 10"
-    DEFL="--conns 500 --messages 200 --rounds 3"; HANDOVER_N=10000
+    DEFL="--conns 500 --messages 200 --rounds 3"; HANDOVER_N=10000; RESTART_N=${RESTART_N:-19000}
     PUSHER_LOAD=${PUSHER_LOAD:-"--idle 5000 --subscribers 10000 --rate 20 --duration 5"}
 fi
 
@@ -266,6 +266,15 @@ if wanted handover || wanted idle-recovery || wanted idle-plain; then
     stop_all
     start_cluster r2 2 echo recovery
     run handover handover --url "$URLS" --conns "$HANDOVER_N" --gateway-pid "$GW_PIDS"
+    stop_all
+fi
+
+if wanted restart; then
+    # The first gateway is stopped gracefully (SIGTERM) with its clients connected: it hands
+    # them to the second, where they come back with their tokens (issue 25 §5).
+    start_cluster r3 2 echo recovery
+    IFS=, read -r -a R_PIDS <<<"$GW_PIDS"
+    run restart restart --url "$URLS" --conns "$RESTART_N" --stop-pid "${R_PIDS[0]}" --server-pids "$GW_PIDS"
     stop_all
 fi
 
@@ -322,6 +331,9 @@ row() { # row NAME
             local ok=1; [ "$(field resumed "$l")" = "$(field conns "$l")" ] || ok=0
             [ "$(cmp "$(field p99_us "$l")" 50000 '<')" = 1 ] || ok=0
             echo "| handover | $(field conns "$l") clients reset on gateway 1, resumed on gateway 2 (relayed to their home), $(field concurrency "$l") at once; $(field resumed "$l") resumed, $(field not_recovered "$l") not recovered, $(field failed "$l") failed | all resumed in $(field all_resumed_secs "$l") s; gateway 1 RSS per client: live $(field home_live_bytes_per_client "$l") B, held plus a plain client reusing the freed memory $(field home_held_plus_plain_bytes_per_client "$l") B, relayed $(field home_relayed_extra_bytes_per_client "$l") B more than held; gateway 2 per relayed socket: $(field edge_relay_bytes_per_client "$l") B | p99 < 50 ms | $(met "$ok") | $(lat "$l") | - |" ;;
+        restart)
+            local ok=1; [ "$(field resumed "$l")" = "$(field conns "$l")" ] || ok=0
+            echo "| restart | $(field conns "$l") recovery clients on gateway 1, stopped gracefully (SIGTERM) while gateway 2 runs; $(field closed_1012 "$l") closed with 1012, $(field resumed "$l") resumed on gateway 2 under their ids and answered there, $(field not_recovered "$l") not recovered, $(field failed "$l") failed; $(field concurrency "$l") reconnects at once | all resumed $(field all_resumed_secs "$l") s after the SIGTERM; gateway 1 exited after $(field stopped_gateway_exit_secs "$l") s | every client | $(met "$ok") | $(lat "$l") (SIGTERM to resumed) | $(field server_cores "$l") / - / - |" ;;
         pusher)
             local ok; ok=$(cmp "$(field pusher_over_plain_pct "$l")" 10.0001 '<')
             [ "$(field missing "$l")" = 0 ] || ok=0
@@ -368,7 +380,7 @@ row() { # row NAME
     echo
     echo "| scenario | load | result | target | met | latency p50 / p99 / p99.9 (ms) | CPU cores: server / generator / machine |"
     echo "|---|---|---|---|---|---|---|"
-    for s in idle idle-deflate echo echo-http broadcast group storm push deflate idle-3gw idle-plain idle-recovery handover pusher; do row "$s"; done
+    for s in idle idle-deflate echo echo-http broadcast group storm push deflate idle-3gw idle-plain idle-recovery handover restart pusher; do row "$s"; done
     echo
     echo "Raw results:"
     echo

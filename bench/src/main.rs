@@ -18,6 +18,7 @@ mod net;
 mod procfs;
 mod push;
 mod pusher;
+mod restart;
 mod scale;
 mod storm;
 
@@ -73,6 +74,9 @@ enum Cmd {
     /// N clients with recovery dropped on one gateway resume on another (relayed to their
     /// home): time per resume and how many resumed.
     Handover(handover::HandoverArgs),
+    /// A gateway with N recovery clients is stopped gracefully while another runs: it hands
+    /// them over; time until every client resumed on the other gateway.
+    Restart(restart::RestartArgs),
     /// `send_to_uid` through the HTTP API vs directly through gateway-client, in the same run.
     Push(push::PushArgs),
     /// Pusher channels: an HTTP publish to one channel's subscribers on every gateway
@@ -163,6 +167,7 @@ fn main() -> ExitCode {
         Cmd::Deflate(a) => deflate::main(a),
         Cmd::Storm(a) => storm::main(a),
         Cmd::Handover(a) => handover::main(a),
+        Cmd::Restart(a) => restart::main(a),
         Cmd::Push(a) => push::main(a),
         Cmd::Pusher(a) => pusher::main(a),
         Cmd::Endpoint(a) => endpoint::main(a),

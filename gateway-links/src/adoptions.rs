@@ -71,3 +71,38 @@ impl Adoptions {
         self.by_old.read().expect("adoptions lock").contains_key(&(gateway.to_string(), instance))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gw_proto::handover::split_adopted;
+
+    #[test]
+    fn an_adopted_client_resolves_to_its_adopter_until_the_adopter_leaves() {
+        let a = Adoptions::default();
+        let id = ClientId::new("s:1", 7, 42);
+        assert_eq!(a.resolve(&id), None);
+        a.insert("s:1".into(), 7, "n:1".into(), 3);
+        let (adopter, local) = a.resolve(&id).unwrap();
+        assert_eq!(adopter, "n:1");
+        assert_eq!(split_adopted(local), Some((3, 42)), "the adopted local carries the old number");
+        assert_eq!(a.resolve(&ClientId::new("s:1", 8, 42)), None, "another run of that gateway is not adopted");
+        assert_eq!(a.holder("s:1", 7).as_deref(), Some("n:1"));
+        // Moved on in the next hand-over.
+        a.insert("s:1".into(), 7, "m:1".into(), 0);
+        assert_eq!(a.resolve(&id).unwrap().0, "m:1");
+        a.forget_adopter("n:1");
+        assert!(a.is_adopted("s:1", 7), "forgetting another adopter leaves it");
+        a.forget_adopter("m:1");
+        assert!(!a.is_adopted("s:1", 7));
+    }
+
+    #[test]
+    fn a_gateway_that_handed_over_is_not_missed_until_a_gateway_links_at_its_address_again() {
+        let a = Adoptions::default();
+        a.mark_handed_over("s:1");
+        assert!(a.handed_over("s:1") && !a.handed_over("n:1"));
+        a.unmark_handed_over("s:1");
+        assert!(!a.handed_over("s:1"));
+    }
+}

@@ -26,6 +26,10 @@ const INSTALL_WAIT: Duration = Duration::from_secs(5);
 /// an adoption for every gateway instance among its clients, and tells every link of them
 /// before any of their clients is installed.
 pub(crate) async fn take_over(gw: &Arc<Gateway>, t: TakeOver) {
+    if gw.clients_down.is_cancelled() || gw.handover.is_handing_over() {
+        tracing::warn!(from = %t.gateway, "a stopping gateway offered its clients, but this one is stopping too: refused");
+        return;
+    }
     let Some(hub) = gw.state.recovery.clone() else {
         tracing::warn!(from = %t.gateway, "a stopping gateway offered its clients, but recovery is off here: refused");
         return;
