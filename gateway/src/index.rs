@@ -120,9 +120,24 @@ impl Indexes {
     pub fn join(&mut self, client: u64, group: String) {
         let group: Arc<str> = match self.groups.get_key_value(group.as_str()) {
             Some((key, _)) => key.clone(),
+            None => Arc::from(group),
+        };
+        self.join_shared(client, group);
+    }
+
+    /// The name of `group` as the index keeps it, shared (`None` when the group is empty).
+    pub fn group_name(&self, group: &str) -> Option<Arc<str>> {
+        self.groups.get_key_value(group).map(|(key, _)| key.clone())
+    }
+
+    /// Adds `client` to `group`, whose name the caller shares: the index keeps that name when
+    /// the group is new here (one copy for the index and the caller), its own otherwise.
+    pub fn join_shared(&mut self, client: u64, group: Arc<str>) {
+        let group: Arc<str> = match self.groups.get_key_value(&*group) {
+            Some((key, _)) => key.clone(),
             None => {
-                self.publish(IndexChange::GroupOn(group.clone()));
-                Arc::from(group)
+                self.publish(IndexChange::GroupOn(group.to_string()));
+                group
             }
         };
         let mine = self.groups_of.entry(client).or_default();
@@ -325,6 +340,26 @@ mod tests {
         assert_eq!(ix.group_size("room"), 0);
         assert_eq!(ix.groups_of(2).count(), 0);
         assert_eq!(ix.groups().count(), 0, "empty groups are removed");
+    }
+
+    #[test]
+    fn a_shared_group_name_is_the_index_s_own_one_copy_for_everyone() {
+        let mut ix = Indexes::default();
+        let name: Arc<str> = Arc::from("news");
+        ix.join_shared(1, name.clone());
+        let kept = ix.group_name("news").expect("joined");
+        assert!(Arc::ptr_eq(&kept, &name), "a new group keeps the caller's name");
+        drop(kept);
+        ix.join(2, "news".into());
+        let again: Arc<str> = Arc::from("news");
+        ix.join_shared(3, again);
+        assert!(ix.groups_of.values().all(|g| Arc::ptr_eq(&g[0], &name)), "every member holds the one name");
+        assert_eq!(sorted(ix.group_clients("news")), [1, 2, 3]);
+        for c in [1, 2, 3] {
+            ix.leave(c, "news");
+        }
+        assert_eq!(ix.group_name("news"), None);
+        assert_eq!(Arc::strong_count(&name), 1, "nothing else holds it");
     }
 
     #[test]
