@@ -144,6 +144,11 @@ impl Indexes {
         if mine.contains(&group) {
             return;
         }
+        // Most clients are in one or two groups: the list grows by one up to four (a first push
+        // would make room for four, 64 bytes, for a client in one group).
+        if mine.len() < 4 {
+            mine.reserve_exact(1);
+        }
         mine.push(group.clone());
         match self.groups.get_mut(&group) {
             Some(members) => members.insert(client),
