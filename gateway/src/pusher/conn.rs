@@ -2,8 +2,10 @@
 //! is a `pusher:error` with the code, then a close with the same code), then a loop that decodes
 //! the client's frames, hands them to its [`Session`] and carries out the actions, and writes
 //! what the cluster queued for the client (channel events, member events, closes). The client is
-//! registered like any other, so commands, queries and the routing index see it; it is never
-//! routed to a business worker.
+//! registered like any other, so commands, queries and the routing index see it. The
+//! connections of a `workers = true` app are also routed to business workers, as a plain client
+//! is (its `on_connect`, `on_websocket_connect`, `on_message` for what the gateway hands on, see
+//! [`Action::ToWorker`], and `on_close`); the others never touch a worker link.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::Either;
-use gw_proto::{ClientInfo, Command, Payload, PusherPeer};
+use gw_proto::{ClientInfo, Command, EventKind, Payload, PusherPeer};
 use gw_pusher_protocol::connect::ConnectError;
 use gw_pusher_protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame, SocketId};
 use tokio_tungstenite::tungstenite::Message;
@@ -20,6 +22,7 @@ use tracing::Instrument;
 use super::session::{Action, Refusal, Session};
 use super::{AppSlot, Pusher, channel_group, user_uid};
 use crate::Gateway;
+use crate::binding::{Binding, ClientCx, Unrouted};
 use crate::client_handle::{ClientHandle, KillReason, Stop};
 use crate::listener::ConnSlot;
 use crate::metrics::Metrics;
@@ -63,18 +66,27 @@ pub(crate) fn serve(
             return Either::Left(Box::pin(refuse(transport, refused, slot)));
         }
     };
-    drop(request);
+    // The worker of a `workers = true` app hears of the request (`on_websocket_connect`).
+    let request = app.app().workers.then_some(request);
     let id = gw.next_client.fetch_add(1, Ordering::Relaxed);
     let span = tracing::debug_span!("pusher", client_id = %gw.client_id(id), app = %app.app().id);
     let peer = info.client_addr.clone();
     let handle = Arc::new(ClientHandle::new(id, SendQueue::new(gw.config.send_queue), info, gw.clock_ms()));
     gw.state.insert(handle.clone());
     let session = Session::new(SocketId::new(gw.instance, id));
-    let mut conn = Conn { gw, app, handle, transport, session, unsettled: 0 };
+    let workers = request.is_some().then(|| Box::new(Binding::new(handle.info.clone())));
+    let mut conn = Conn { gw, app, handle, transport, session, unsettled: 0, workers };
     let body = async move {
         tracing::debug!(peer = %peer, "pusher client connected");
         drop(peer);
-        let end = conn.run().await;
+        let opened = match request {
+            Some(request) => Box::pin(conn.worker_connect(*request)).await,
+            None => Ok(()),
+        };
+        let end = match opened {
+            Ok(()) => conn.run().await,
+            Err(end) => end,
+        };
         let gw = conn.gw.clone();
         let unwritten = conn.handle.tx.close() + std::mem::take(&mut conn.unsettled);
         let m = &gw.state.metrics;
@@ -86,6 +98,9 @@ pub(crate) fn serve(
         });
         for action in conn.session.closing() {
             conn.apply_silent(action);
+        }
+        if conn.workers.is_some() {
+            Box::pin(conn.worker_close()).await;
         }
         gw.state.remove(conn.handle.id);
         conn.handle.kill.forget_waker();
@@ -116,6 +131,9 @@ struct Conn {
     session: Session,
     /// Messages taken from the send queue and not yet flushed.
     unsettled: u64,
+    /// A `workers = true` app's connection: its route to business workers (boxed: most
+    /// connections have none).
+    workers: Option<Box<Binding>>,
 }
 
 impl Conn {
@@ -160,6 +178,12 @@ impl Conn {
                         return end;
                     }
                 }
+                _ = handle.redelivery.notified(), if self.workers.is_some() => {
+                    // A worker died holding this connection's events: send them on now.
+                    if let Err(e) = Box::pin(self.redeliver()).await {
+                        return Box::pin(self.unrouted(&e)).await;
+                    }
+                }
                 incoming = self.transport.recv() => {
                     handle.last_active.store(self.gw.clock_ms(), Ordering::Relaxed);
                     match incoming {
@@ -185,6 +209,66 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// A `workers = true` app's connection is introduced to a worker: `on_connect`, then
+    /// `on_websocket_connect` with the request (path `/app/{key}`, query, headers), before
+    /// `pusher:connection_established`; it is closed (as [`unrouted`](Self::unrouted) says) if no
+    /// worker takes it.
+    async fn worker_connect(&mut self, request: HandshakeRequest) -> Result<(), End> {
+        let HandshakeRequest { path, query, headers } = request;
+        for kind in [EventKind::Connect, EventKind::WebSocketConnect { path, query, headers }] {
+            if let Err(e) = self.dispatch(kind).await {
+                return Err(self.unrouted(&e).await);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one of this connection's events to its worker (none without `workers = true`).
+    async fn dispatch(&mut self, kind: EventKind) -> Result<(), Unrouted> {
+        let Some(binding) = self.workers.as_mut() else { return Ok(()) };
+        let cx = ClientCx { gw: &self.gw, handle: &self.handle, shutdown: &self.gw.clients_down };
+        binding.dispatch(cx, kind).await
+    }
+
+    /// Sends on the events a dead worker handed back.
+    async fn redeliver(&mut self) -> Result<(), Unrouted> {
+        let Some(binding) = self.workers.as_mut() else { return Ok(()) };
+        let cx = ClientCx { gw: &self.gw, handle: &self.handle, shutdown: &self.gw.clients_down };
+        binding.ensure_bound(&cx, false).await.map(drop)
+    }
+
+    /// The connection's worker hears it closed (`on_close`), and the binding goes; events a
+    /// dead worker hands back from now on are delivered without this task.
+    async fn worker_close(&mut self) {
+        let _ = self.dispatch(EventKind::Close).await;
+        if let Some(binding) = self.workers.as_mut() {
+            binding.unbind();
+        }
+        let leftovers = self.handle.redelivery.close();
+        if !leftovers.is_empty() {
+            crate::redeliver::spawn_orphans(&self.gw, self.handle.info.clone(), leftovers);
+        }
+    }
+
+    /// Closes the connection after one of its events could not be routed to a worker: no
+    /// worker within the hold time is 4100 (reconnect after backing off), as Pusher's "over
+    /// capacity", with a `pusher:error` saying why.
+    async fn unrouted(&mut self, why: &Unrouted) -> End {
+        tracing::debug!(reason = %why, "pusher client event not routed");
+        match why {
+            Unrouted::Closed => return self.killed().await,
+            Unrouted::ShuttingDown => {
+                self.transport.close(ErrorCode::ReconnectImmediately.code(), "server shutting down").await;
+            }
+            Unrouted::NoWorker(_) => {
+                let (code, message) = (ErrorCode::OverCapacity, "no business worker available");
+                let _ = self.send_now(ServerFrame::Error { code: Some(code), message }.encode()).await;
+                self.transport.close(code.code(), message).await;
+            }
+        }
+        End::Server
     }
 
     /// `user_authentication` and no sign-in within the app's `signin_timeout`: 4009.
@@ -230,6 +314,11 @@ impl Conn {
                     self.transport.close(code.code(), &reason).await;
                     return Some(End::Server);
                 }
+                Action::ToWorker => {
+                    if let Err(e) = self.dispatch(EventKind::Message(payload.clone())).await {
+                        return Some(self.unrouted(&e).await);
+                    }
+                }
                 other => self.apply_silent(other),
             }
         }
@@ -267,7 +356,7 @@ impl Conn {
             Action::Publish { channel, frame } => self.publish_everywhere(&channel, frame),
             Action::SignedIn(user) => self.gw.state.index_mut().bind_uid(id, user_uid(app_id, &user)),
             Action::Count(refusal) => pusher.count(refusal),
-            Action::Send(_) | Action::PresenceJoin { .. } | Action::Close(..) => {}
+            Action::Send(_) | Action::PresenceJoin { .. } | Action::Close(..) | Action::ToWorker => {}
         }
     }
 

@@ -11,11 +11,12 @@
 //! - [`conn`]: the connection task that carries the session's actions out.
 //!
 //! A channel `C` of app `A` is the group `pusher:{A}:{C}`, so the routing index, the HTTP API
-//! and workers see channels as groups. A signed-in user `U` is the uid `pusher:{A}:{U}`. Pusher
-//! clients are not routed to business workers: this gateway answers them itself.
+//! and workers see channels as groups. A signed-in user `U` is the uid `pusher:{A}:{U}`. This
+//! gateway answers Pusher clients itself; the connections of a `workers = true` app are also
+//! business workers' clients (docs/pusher.md §9).
 //!
-//! Not in this slice (see docs/pusher.md "Status"): `workers = true`; replication of a home's
-//! state to the channel's second choice.
+//! Not in this slice (see docs/pusher.md "Status"): replication of a home's state to the
+//! channel's second choice.
 
 pub(crate) mod cluster;
 pub(crate) mod conn;

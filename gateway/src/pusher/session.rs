@@ -56,6 +56,10 @@ pub(crate) enum Action {
     Close(ErrorCode, String),
     /// Something refused or ignored, counted by this reason.
     Count(Refusal),
+    /// A `workers = true` app: hand the frame, as the client sent it, to the connection's
+    /// business worker (`on_message`): a client event the gateway delivered, or an event of the
+    /// app's own (neither `pusher:` nor `client-`), which the gateway does not refuse then.
+    ToWorker,
 }
 
 /// A presence member, comparable in tests.
@@ -209,7 +213,14 @@ impl Session {
             Ok(ClientFrame::Subscribe(s)) => self.subscribe(s, app, limits, intern),
             Ok(ClientFrame::Unsubscribe { channel }) => self.unsubscribe(channel.as_str()),
             Ok(ClientFrame::Signin { auth, user_data }) => self.signin(&auth, &user_data, app, limits),
-            Ok(ClientFrame::ClientEvent(ev)) => self.client_event(ev, app, now),
+            Ok(ClientFrame::ClientEvent(ev)) => {
+                let mut actions = self.client_event(ev, app, now);
+                if app.workers && matches!(actions.first(), Some(Action::Publish { .. })) {
+                    actions.push(Action::ToWorker);
+                }
+                actions
+            }
+            Err(FrameError::NotClientEvent(_)) if app.workers => vec![Action::ToWorker],
             Err(e) => vec![error(None, &e.to_string()), Action::Count(Refusal::BadFrame)],
         }
     }
@@ -683,6 +694,29 @@ mod tests {
         // On a public channel the decoder refuses it already.
         run(&mut s, &subscribe("pub", None, None), Instant::now());
         assert!(run(&mut s, &client_event("pub"), Instant::now()).contains(&Action::Count(Refusal::BadFrame)));
+    }
+
+    #[test]
+    fn a_workers_app_hands_delivered_client_events_and_its_own_events_to_its_worker() {
+        let mut workers = app();
+        workers.workers = true;
+        let limits = Limits::default();
+        let mut s = Session::new(SOCKET);
+        let run_app = |s: &mut Session, text: &str, app: &PusherApp| {
+            s.handle(ClientFrame::decode(text, &limits), app, &limits, Instant::now(), &fresh)
+        };
+        let own = r#"{"event":"order-placed","data":{"id":7}}"#;
+        assert_eq!(run_app(&mut s, own, &workers), vec![Action::ToWorker], "no error: the worker's");
+        assert!(run_app(&mut s, own, &app()).contains(&Action::Count(Refusal::BadFrame)), "refused without workers");
+        // A client event on a channel not subscribed is refused, and the worker does not see it.
+        assert!(!run_app(&mut s, &client_event("private-a"), &workers).contains(&Action::ToWorker));
+        let auth = channel_auth("key", "secret", "1234.5", "private-a", None);
+        run_app(&mut s, &subscribe("private-a", Some(&auth), None), &workers);
+        let actions = run_app(&mut s, &client_event("private-a"), &workers);
+        assert!(matches!(actions.as_slice(), [Action::Publish { .. }, Action::ToWorker]), "{actions:?}");
+        // Its own frames (ping, subscribe) stay the gateway's.
+        assert!(!run_app(&mut s, r#"{"event":"pusher:ping","data":{}}"#, &workers).contains(&Action::ToWorker));
+        assert!(!run_app(&mut s, &client_event("private-a"), &app()).contains(&Action::ToWorker));
     }
 
     #[test]
