@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use gw_proto::IndexChange;
 
+use crate::few::Few;
 use crate::index_feed::Watcher;
 
 /// The clients of one uid or group: one inline, more in a set.
@@ -80,7 +81,8 @@ impl Members {
 pub(crate) struct Indexes {
     uid_of: HashMap<u64, Arc<str>>,
     uids: HashMap<Arc<str>, Members>,
-    groups_of: HashMap<u64, Vec<Arc<str>>>,
+    /// A client's groups: most clients are in none or one, held without an allocation.
+    groups_of: HashMap<u64, Few<Arc<str>>>,
     groups: HashMap<Arc<str>, Members>,
     /// Links watching this gateway's routing index.
     watchers: Vec<Arc<Watcher>>,
@@ -141,13 +143,8 @@ impl Indexes {
             }
         };
         let mine = self.groups_of.entry(client).or_default();
-        if mine.contains(&group) {
+        if mine.iter().any(|g| *g == group) {
             return;
-        }
-        // Most clients are in one or two groups: the list grows by one up to four (a first push
-        // would make room for four, 64 bytes, for a client in one group).
-        if mine.len() < 4 {
-            mine.reserve_exact(1);
         }
         mine.push(group.clone());
         match self.groups.get_mut(&group) {
@@ -186,7 +183,7 @@ impl Indexes {
     /// Forgets a client that has gone: its uid and every group.
     pub fn forget(&mut self, client: u64) {
         self.unbind(client);
-        for g in self.groups_of.remove(&client).into_iter().flatten() {
+        for g in self.groups_of.remove(&client).map(|mut mine| mine.take()).into_iter().flatten() {
             self.remove_member(&g, client);
         }
     }
@@ -247,7 +244,7 @@ impl Indexes {
 
     /// How many groups `client` is a member of.
     pub fn group_count(&self, client: u64) -> usize {
-        self.groups_of.get(&client).map_or(0, Vec::len)
+        self.groups_of.get(&client).map_or(0, Few::len)
     }
 
     /// Whether `client` is a member of `group`.
@@ -358,7 +355,7 @@ mod tests {
         ix.join(2, "news".into());
         let again: Arc<str> = Arc::from("news");
         ix.join_shared(3, again);
-        assert!(ix.groups_of.values().all(|g| Arc::ptr_eq(&g[0], &name)), "every member holds the one name");
+        assert!(ix.groups_of.values().all(|g| Arc::ptr_eq(&g.as_slice()[0], &name)), "every member holds the one");
         assert_eq!(sorted(ix.group_clients("news")), [1, 2, 3]);
         for c in [1, 2, 3] {
             ix.leave(c, "news");

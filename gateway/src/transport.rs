@@ -231,6 +231,14 @@ impl WsTransport {
         t
     }
 
+    /// Lets the codec go as soon as it runs out of input holding nothing, as after a heartbeat
+    /// answer, although the client sent messages: for a client whose messages are rare (a
+    /// Pusher client's subscriptions and pings), whose buffers would otherwise stay until the
+    /// next heartbeat. Its next message makes a codec again.
+    pub fn release_when_drained(&mut self) {
+        self.busy = false;
+    }
+
     /// Whether the codec holds nothing: no frame or part of one or of a message read, nothing
     /// to write, and the connection open.
     fn holds_nothing(&self) -> bool {

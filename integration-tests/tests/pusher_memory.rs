@@ -35,8 +35,8 @@ const N: usize = 1024;
 /// own, 1,800 B, besides the task block every client has; a list of four subscription slots,
 /// 192 B; a copy of the channel's name), 2,281 B once its future (680 B) lived in the task
 /// block, its subscription in one 40-byte slot and the channel's name was the routing index's,
-/// and 2,230 B against 2,196 B once a client's list of groups in the index grew by one (16 B
-/// for one group, not 64).
+/// and 2,153 B against 2,162 B once a connection's first subscription and a client's first
+/// group in the index were held inline (`Few`), for Pusher and plain clients alike.
 const PUSHER_BUDGET: f64 = 2400.0;
 
 /// A Pusher connection costs at most this much more than a plain client (issue 27: 10 %).

@@ -192,6 +192,9 @@ impl Conn {
                             if let Some(end) = Box::pin(self.on_message(payload)).await {
                                 return end;
                             }
+                            // And so its codec (buffers) goes once the input is read, not at
+                            // the next heartbeat.
+                            self.transport.release_when_drained();
                         }
                         Ok(Incoming::Activity) => {}
                         Err(TransportError::Closed) => return End::Client,
