@@ -70,15 +70,13 @@ pub(crate) fn serve(
     let request = app.app().workers.then_some(request);
     let id = gw.next_client.fetch_add(1, Ordering::Relaxed);
     let span = tracing::debug_span!("pusher", client_id = %gw.client_id(id), app = %app.app().id);
-    let peer = info.client_addr.clone();
+    span.in_scope(|| tracing::debug!(peer = %info.client_addr, "pusher client connected"));
     let handle = Arc::new(ClientHandle::new(id, SendQueue::new(gw.config.send_queue), info, gw.clock_ms()));
     gw.state.insert(handle.clone());
     let session = Session::new(SocketId::new(gw.instance, id));
     let workers = request.is_some().then(|| Box::new(Binding::new(handle.info.clone())));
     let mut conn = Conn { gw, app, handle, transport, session, unsettled: 0, workers };
     let body = async move {
-        tracing::debug!(peer = %peer, "pusher client connected");
-        drop(peer);
         let opened = match request {
             Some(request) => Box::pin(conn.worker_connect(*request)).await,
             None => Ok(()),
