@@ -204,6 +204,12 @@ pub struct Context {
 }
 
 impl Context {
+    /// The client's Pusher socket id, `{instance}.{local}` (a connection of a `workers = true`
+    /// Pusher app; the same as in its `pusher:connection_established`).
+    pub fn pusher_socket_id(&self) -> String {
+        format!("{}.{}", self.client_id.instance, self.client_id.local)
+    }
+
     /// The full Gateway API (send to uids, groups, queries, …).
     pub fn gateway(&self) -> &GatewayClient {
         &self.gateway

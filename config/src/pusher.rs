@@ -168,7 +168,10 @@ pub struct PusherApp {
     /// With `user_authentication`: how long a connection has to sign in.
     #[serde(default = "thirty_seconds", with = "humantime_serde")]
     pub signin_timeout: Duration,
-    /// Route this app's clients to business workers: not supported yet (refused when true).
+    /// Route this app's connections to business workers too, as clients: `on_connect`,
+    /// `on_websocket_connect`, `on_message` for client events the gateway delivered and events
+    /// of the app's own (neither `pusher:` nor `client-`), `on_close`; a worker's
+    /// `send_to_client` writes a frame to the connection. Read by gateways.
     #[serde(default)]
     pub workers: bool,
     /// Where this app's webhooks go (`[[pusher.apps.webhooks]]`); read by gateways only.
@@ -331,12 +334,6 @@ impl PusherConfig {
             {
                 add(key("signin_timeout"), format!("{:?} is outside (0s, 1h]", app.signin_timeout));
             }
-            if app.workers {
-                add(
-                    key("workers"),
-                    "routing Pusher clients to business workers is not supported yet; remove the key (Pusher apps are driven over the HTTP API)".into(),
-                );
-            }
             for (w, hook) in app.webhooks.iter().enumerate() {
                 let key = |k: &str| format!("pusher.apps[{i}].webhooks[{w}].{k}");
                 if let Some(reason) = webhook_url_problem(&hook.url) {
@@ -419,7 +416,7 @@ mod tests {
     }
 
     #[test]
-    fn apps_are_checked_for_duplicates_short_secrets_and_what_is_not_supported_yet() {
+    fn apps_are_checked_for_duplicates_and_short_secrets() {
         let config: GatewayConfig = parse(GATEWAY, Path::new("g.toml")).unwrap();
         let pusher = config.pusher.as_ref().unwrap();
         assert_eq!(pusher.activity_timeout, std::time::Duration::from_secs(30));
@@ -428,11 +425,11 @@ mod tests {
         let problems = crate::pusher::gateway_problems(&config);
         assert_eq!(
             keys(&problems),
-            vec!["pusher.apps[0].secret", "pusher.apps[1].id", "pusher.apps[1].key", "pusher.apps[1].workers"],
+            vec!["pusher.apps[0].secret", "pusher.apps[1].id", "pusher.apps[1].key"],
             "{problems:?}"
         );
         assert!(problems[0].reason.contains("0.0.0.0:6001"), "{}", problems[0].reason);
-        assert!(problems[3].reason.contains("not supported yet"), "{}", problems[3].reason);
+        assert!(pusher.apps[1].workers && !pusher.apps[0].workers, "workers = true is read, false by default");
         let shown = format!("{problems:?} {config:?}");
         assert!(!shown.contains("short\"") && !shown.contains("long-enough-secret-1"), "a secret leaked: {shown}");
     }

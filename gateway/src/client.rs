@@ -131,15 +131,17 @@ pub(crate) fn serve(
     opening.then(move |opened| match opened {
         None => Either::Left(std::future::ready(())),
         Some(Opened::WebSocket(transport, request)) => match pusher {
-            // A Pusher listener's connections are served by `pusher::conn` (boxed: a rare path).
-            Some(p) => Either::Right(Either::Right(Either::Right(rare(crate::pusher::conn::serve(
-                transport, *info, request, gw, shutdown, slot, p,
+            // A Pusher listener's connections are served by `pusher::conn`, in the task itself:
+            // its future is smaller than a plain client's (`pusher_memory.rs`), so it costs
+            // nothing here, while a box would cost every Pusher connection a block of its own.
+            Some(p) => Either::Right(Either::Right(Either::Right(Either::Left(crate::pusher::conn::serve(
+                transport, *info, request, gw, slot, p,
             ))))),
             None => match crate::relay::home_of(&gw, &request) {
                 // A resume token naming another gateway: that gateway serves the client, through
                 // this one (boxed: a rare path).
-                Some(home) => Either::Right(Either::Right(Either::Right(rare(crate::relay::edge::serve(
-                    transport, *info, request, home, gw, shutdown, slot,
+                Some(home) => Either::Right(Either::Right(Either::Right(Either::Right(rare(
+                    crate::relay::edge::serve(transport, *info, request, home, gw, shutdown, slot),
                 ))))),
                 None => {
                     Either::Right(Either::Left(run(transport, *info, Some(request), None, gw, shutdown, Some(slot))))
@@ -152,7 +154,7 @@ pub(crate) fn serve(
     })
 }
 
-/// A connection of a rare kind (Pusher, relayed), boxed so that its future does not enlarge
+/// A connection of a rare kind (relayed), boxed so that its future does not enlarge
 /// every connection's task.
 fn rare(f: impl Future<Output = ()> + Send + 'static) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(f)

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use gw_proto::IndexChange;
 
+use crate::few::Few;
 use crate::index_feed::Watcher;
 
 /// The clients of one uid or group: one inline, more in a set.
@@ -80,7 +81,8 @@ impl Members {
 pub(crate) struct Indexes {
     uid_of: HashMap<u64, Arc<str>>,
     uids: HashMap<Arc<str>, Members>,
-    groups_of: HashMap<u64, Vec<Arc<str>>>,
+    /// A client's groups: most clients are in none or one, held without an allocation.
+    groups_of: HashMap<u64, Few<Arc<str>>>,
     groups: HashMap<Arc<str>, Members>,
     /// Links watching this gateway's routing index.
     watchers: Vec<Arc<Watcher>>,
@@ -120,13 +122,28 @@ impl Indexes {
     pub fn join(&mut self, client: u64, group: String) {
         let group: Arc<str> = match self.groups.get_key_value(group.as_str()) {
             Some((key, _)) => key.clone(),
+            None => Arc::from(group),
+        };
+        self.join_shared(client, group);
+    }
+
+    /// The name of `group` as the index keeps it, shared (`None` when the group is empty).
+    pub fn group_name(&self, group: &str) -> Option<Arc<str>> {
+        self.groups.get_key_value(group).map(|(key, _)| key.clone())
+    }
+
+    /// Adds `client` to `group`, whose name the caller shares: the index keeps that name when
+    /// the group is new here (one copy for the index and the caller), its own otherwise.
+    pub fn join_shared(&mut self, client: u64, group: Arc<str>) {
+        let group: Arc<str> = match self.groups.get_key_value(&*group) {
+            Some((key, _)) => key.clone(),
             None => {
-                self.publish(IndexChange::GroupOn(group.clone()));
-                Arc::from(group)
+                self.publish(IndexChange::GroupOn(group.to_string()));
+                group
             }
         };
         let mine = self.groups_of.entry(client).or_default();
-        if mine.contains(&group) {
+        if mine.iter().any(|g| *g == group) {
             return;
         }
         mine.push(group.clone());
@@ -166,7 +183,7 @@ impl Indexes {
     /// Forgets a client that has gone: its uid and every group.
     pub fn forget(&mut self, client: u64) {
         self.unbind(client);
-        for g in self.groups_of.remove(&client).into_iter().flatten() {
+        for g in self.groups_of.remove(&client).map(|mut mine| mine.take()).into_iter().flatten() {
             self.remove_member(&g, client);
         }
     }
@@ -227,7 +244,7 @@ impl Indexes {
 
     /// How many groups `client` is a member of.
     pub fn group_count(&self, client: u64) -> usize {
-        self.groups_of.get(&client).map_or(0, Vec::len)
+        self.groups_of.get(&client).map_or(0, Few::len)
     }
 
     /// Whether `client` is a member of `group`.
@@ -325,6 +342,26 @@ mod tests {
         assert_eq!(ix.group_size("room"), 0);
         assert_eq!(ix.groups_of(2).count(), 0);
         assert_eq!(ix.groups().count(), 0, "empty groups are removed");
+    }
+
+    #[test]
+    fn a_shared_group_name_is_the_index_s_own_one_copy_for_everyone() {
+        let mut ix = Indexes::default();
+        let name: Arc<str> = Arc::from("news");
+        ix.join_shared(1, name.clone());
+        let kept = ix.group_name("news").expect("joined");
+        assert!(Arc::ptr_eq(&kept, &name), "a new group keeps the caller's name");
+        drop(kept);
+        ix.join(2, "news".into());
+        let again: Arc<str> = Arc::from("news");
+        ix.join_shared(3, again);
+        assert!(ix.groups_of.values().all(|g| Arc::ptr_eq(&g.as_slice()[0], &name)), "every member holds the one");
+        assert_eq!(sorted(ix.group_clients("news")), [1, 2, 3]);
+        for c in [1, 2, 3] {
+            ix.leave(c, "news");
+        }
+        assert_eq!(ix.group_name("news"), None);
+        assert_eq!(Arc::strong_count(&name), 1, "nothing else holds it");
     }
 
     #[test]

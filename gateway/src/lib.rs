@@ -19,6 +19,7 @@ mod clock;
 mod commands;
 mod deflate;
 mod error;
+mod few;
 pub mod framing;
 mod gateway;
 mod gatewayworker;

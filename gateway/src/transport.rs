@@ -231,6 +231,14 @@ impl WsTransport {
         t
     }
 
+    /// Lets the codec go as soon as it runs out of input holding nothing, as after a heartbeat
+    /// answer, although the client sent messages: for a client whose messages are rare (a
+    /// Pusher client's subscriptions and pings), whose buffers would otherwise stay until the
+    /// next heartbeat. Its next message makes a codec again.
+    pub fn release_when_drained(&mut self) {
+        self.busy = false;
+    }
+
     /// Whether the codec holds nothing: no frame or part of one or of a message read, nothing
     /// to write, and the connection open.
     fn holds_nothing(&self) -> bool {
@@ -947,6 +955,36 @@ mod tests {
         assert!(t.parked && t.ctx.is_some(), "kept, emptied, for the next write");
         t.release_idle();
         assert!(t.parked && t.ctx.is_none(), "gone at the heartbeat");
+    }
+
+    /// A client whose messages are rare (Pusher's) gives its codec up as soon as a message is
+    /// answered and its input read, not at the next heartbeat; the next message makes one again.
+    #[tokio::test]
+    async fn a_codec_released_when_drained_goes_once_the_input_is_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let config = WebSocketConfig::default().read_buffer_size(0).write_buffer_size(16 * 1024);
+        let mut t = WsTransport::new(ClientStream::Plain(server), Vec::new(), config, false, None);
+        let noop = || Context::from_waker(std::task::Waker::noop());
+        for round in ["subscribe", "ping"] {
+            client.write_all(&client_frame(1, round.as_bytes())).await.unwrap();
+            expect_text(&mut t, round).await;
+            t.ready().await.unwrap();
+            t.feed(Message::text("answer").into()).unwrap();
+            t.flush().await.unwrap();
+            let mut got = [0u8; 8];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"\x81\x06answer");
+            if round == "subscribe" {
+                // Without the call, a client at work keeps its codec until the heartbeat.
+                assert!(matches!(t.poll_recv(&mut noop()), Poll::Pending));
+                assert!(!t.parked && t.ctx.is_some(), "kept without the call");
+            }
+            t.release_when_drained();
+            assert!(matches!(t.poll_recv(&mut noop()), Poll::Pending));
+            assert!(t.parked && t.ctx.is_none(), "{round}: released once drained");
+        }
     }
 
     #[test]

@@ -2,25 +2,28 @@
 //! is a `pusher:error` with the code, then a close with the same code), then a loop that decodes
 //! the client's frames, hands them to its [`Session`] and carries out the actions, and writes
 //! what the cluster queued for the client (channel events, member events, closes). The client is
-//! registered like any other, so commands, queries and the routing index see it; it is never
-//! routed to a business worker.
+//! registered like any other, so commands, queries and the routing index see it. The
+//! connections of a `workers = true` app are also routed to business workers, as a plain client
+//! is (its `on_connect`, `on_websocket_connect`, `on_message` for what the gateway hands on, see
+//! [`Action::ToWorker`], and `on_close`); the others never touch a worker link.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gw_proto::{ClientInfo, Command, Payload, PusherPeer};
+use futures_util::future::Either;
+use gw_proto::{ClientInfo, Command, EventKind, Payload, PusherPeer};
+use gw_pusher_protocol::connect::ConnectError;
 use gw_pusher_protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame, SocketId};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::session::{Action, Refusal, Session};
 use super::{AppSlot, Pusher, channel_group, user_uid};
 use crate::Gateway;
-use crate::client_handle::{ClientHandle, KillReason};
+use crate::binding::{Binding, ClientCx, Unrouted};
+use crate::client_handle::{ClientHandle, KillReason, Stop};
 use crate::listener::ConnSlot;
 use crate::metrics::Metrics;
 use crate::outgoing::OutMessage;
@@ -41,44 +44,48 @@ enum End {
     Server,
 }
 
-/// Serves one upgraded Pusher connection until it closes.
-pub(crate) async fn serve(
-    mut transport: WsTransport,
+/// Serves one upgraded Pusher connection until it closes. Not an `async fn`, whose arguments
+/// would be kept twice in the task (as arguments and as the locals they are moved into): the
+/// connect checks are made here, a refusal is its own (boxed) future, and what an admitted
+/// connection's task holds is its [`Conn`] and the loop's state, small enough that the client
+/// task of `client.rs` carries it without a box of its own (see `pusher_memory.rs`).
+pub(crate) fn serve(
+    transport: WsTransport,
     info: ClientInfo,
     request: Box<HandshakeRequest>,
     gw: Arc<Gateway>,
-    shutdown: CancellationToken,
     slot: Box<ConnSlot>,
     pusher: Arc<Pusher>,
-) {
+) -> impl Future<Output = ()> + Send {
     let origin = request.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("origin")).map(|(_, v)| v.as_str());
     let app = match pusher.admit(&request.path, &request.query, origin) {
         Ok(app) => app,
         Err(refused) => {
             pusher.count_connect_refused();
             tracing::debug!(peer = %info.client_addr, code = refused.code.code(), reason = %refused.reason, "pusher connection refused");
-            let frame = ServerFrame::Error { code: Some(refused.code), message: &refused.reason }.encode();
-            if transport.ready().await.is_ok() && transport.feed(OutMessage::new(Message::text(frame))).is_ok() {
-                let _ = transport.flush().await;
-            }
-            // The detail went in the error frame; a close reason must fit in 123 bytes.
-            transport.close(refused.code.code(), refused.code.description()).await;
-            drop(slot);
-            return;
+            return Either::Left(Box::pin(refuse(transport, refused, slot)));
         }
     };
-    drop(request);
+    // The worker of a `workers = true` app hears of the request (`on_websocket_connect`).
+    let request = app.app().workers.then_some(request);
     let id = gw.next_client.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::debug_span!("pusher", client_id = %gw.client_id(id), app = %pusher.app(app.index).id);
-    let peer: Option<SocketAddr> = info.client_addr.parse().ok();
+    let span = tracing::debug_span!("pusher", client_id = %gw.client_id(id), app = %app.app().id);
+    span.in_scope(|| tracing::debug!(peer = %info.client_addr, "pusher client connected"));
     let handle = Arc::new(ClientHandle::new(id, SendQueue::new(gw.config.send_queue), info, gw.clock_ms()));
     gw.state.insert(handle.clone());
     let session = Session::new(SocketId::new(gw.instance, id));
-    let shared = pusher.clone();
-    let mut conn = Conn { gw: gw.clone(), pusher: &pusher, shared, app, handle, transport, session, unsettled: 0 };
-    async move {
-        tracing::debug!(peer = ?peer, "pusher client connected");
-        let end = conn.run(&shutdown).await;
+    let workers = request.is_some().then(|| Box::new(Binding::new(handle.info.clone())));
+    let mut conn = Conn { gw, app, handle, transport, session, unsettled: 0, workers };
+    let body = async move {
+        let opened = match request {
+            Some(request) => Box::pin(conn.worker_connect(*request)).await,
+            None => Ok(()),
+        };
+        let end = match opened {
+            Ok(()) => conn.run().await,
+            Err(end) => end,
+        };
+        let gw = conn.gw.clone();
         let unwritten = conn.handle.tx.close() + std::mem::take(&mut conn.unsettled);
         let m = &gw.state.metrics;
         m.dropped_client_gone.fetch_add(unwritten, Ordering::Relaxed);
@@ -90,37 +97,60 @@ pub(crate) async fn serve(
         for action in conn.session.closing() {
             conn.apply_silent(action);
         }
+        if conn.workers.is_some() {
+            Box::pin(conn.worker_close()).await;
+        }
         gw.state.remove(conn.handle.id);
+        conn.handle.kill.forget_waker();
         tracing::debug!(by_client = !matches!(end, End::Server), unwritten, "pusher client disconnected");
         drop(slot);
-    }
-    .instrument(span)
-    .await;
+    };
+    Either::Right(body.instrument(span))
 }
 
-struct Conn<'p> {
+/// A refused connection: `pusher:error` with the code, then a close with the same code.
+async fn refuse(mut transport: WsTransport, refused: ConnectError, slot: Box<ConnSlot>) {
+    let frame = ServerFrame::Error { code: Some(refused.code), message: &refused.reason }.encode();
+    if transport.ready().await.is_ok() && transport.feed(OutMessage::new(Message::text(frame))).is_ok() {
+        let _ = transport.flush().await;
+    }
+    // The detail went in the error frame; a close reason must fit in 123 bytes.
+    transport.close(refused.code.code(), refused.code.description()).await;
+    drop(slot);
+}
+
+/// An admitted connection: what its task holds between frames, with the loop's state.
+struct Conn {
     gw: Arc<Gateway>,
-    pusher: &'p Pusher,
-    /// The same, for the tasks a presence subscription starts.
-    shared: Arc<Pusher>,
-    app: AppSlot<'p>,
+    /// Its app, and the apps' shared state.
+    app: AppSlot,
     handle: Arc<ClientHandle>,
     transport: WsTransport,
     session: Session,
     /// Messages taken from the send queue and not yet flushed.
     unsettled: u64,
+    /// A `workers = true` app's connection: its route to business workers (boxed: most
+    /// connections have none).
+    workers: Option<Box<Binding>>,
 }
 
-impl Conn<'_> {
-    async fn run(&mut self, shutdown: &CancellationToken) -> End {
-        let activity = u32::try_from(self.pusher.config.activity_timeout.as_secs()).unwrap_or(u32::MAX);
+impl Conn {
+    fn pusher(&self) -> &Pusher {
+        &self.app.pusher
+    }
+
+    async fn run(&mut self) -> End {
+        // Once per connection, boxed like every path the idle loop does not wait in: the
+        // task is as large as its largest state.
+        let activity = u32::try_from(self.pusher().config.activity_timeout.as_secs()).unwrap_or(u32::MAX);
         let established = self.session.established(activity);
-        if self.send_now(established).await.is_err() {
+        if Box::pin(self.send_now(established)).await.is_err() {
             return End::Vanished;
         }
         let handle = self.handle.clone();
+        let gw = self.gw.clone();
         // `user_authentication`: one timer until the connection signs in (none otherwise).
-        let app = self.pusher.app(self.app.index);
+        let app = self.app.app();
         let mut signin = app.user_authentication.then(|| Box::pin(tokio::time::sleep(app.signin_timeout)));
         loop {
             if signin.is_some() && self.session.signed_in() {
@@ -128,32 +158,41 @@ impl Conn<'_> {
             }
             tokio::select! {
                 biased;
-                _ = handle.kill.cancelled() => return self.killed().await,
+                // The gateway's stop is read from its flag, woken through the kill switch (as
+                // for every client, see `Gateway::stop_clients`).
+                stop = handle.kill.cancelled_or(&gw.clients_stopping) => return match stop {
+                    Stop::Killed => Box::pin(self.killed()).await,
+                    Stop::Stopping => {
+                        let code = ErrorCode::ReconnectImmediately;
+                        Box::pin(self.transport.close(code.code(), "server shutting down")).await;
+                        End::Server
+                    }
+                },
                 _ = async { signin.as_mut().expect("guarded").await }, if signin.is_some() => {
-                    let code = ErrorCode::Unauthorized;
-                    let reason = "Connection not authorized within timeout";
-                    self.pusher.count(Refusal::BadSignin);
-                    let _ = self.send_now(ServerFrame::Error { code: Some(code), message: reason }.encode()).await;
-                    self.transport.close(code.code(), reason).await;
-                    return End::Server;
-                }
-                _ = shutdown.cancelled() => {
-                    let code = ErrorCode::ReconnectImmediately;
-                    self.transport.close(code.code(), "server shutting down").await;
-                    return End::Server;
+                    return Box::pin(self.signin_timed_out()).await;
                 }
                 _ = handle.tx.ready() => {
                     if let Some(end) = self.write().await {
                         return end;
                     }
                 }
+                _ = handle.redelivery.notified(), if self.workers.is_some() => {
+                    // A worker died holding this connection's events: send them on now.
+                    if let Err(e) = Box::pin(self.redeliver()).await {
+                        return Box::pin(self.unrouted(&e)).await;
+                    }
+                }
                 incoming = self.transport.recv() => {
                     handle.last_active.store(self.gw.clock_ms(), Ordering::Relaxed);
                     match incoming {
                         Ok(Incoming::Message(payload)) => {
-                            if let Some(end) = self.on_message(payload).await {
+                            // Boxed: a client's frames are rare next to what it is sent.
+                            if let Some(end) = Box::pin(self.on_message(payload)).await {
                                 return end;
                             }
+                            // And so its codec (buffers) goes once the input is read, not at
+                            // the next heartbeat.
+                            self.transport.release_when_drained();
                         }
                         Ok(Incoming::Activity) => {}
                         Err(TransportError::Closed) => return End::Client,
@@ -164,7 +203,7 @@ impl Conn<'_> {
                         Err(TransportError::Violation { code, reason }) => {
                             Metrics::inc(&self.gw.state.metrics.protocol_violations);
                             tracing::debug!(code, reason = %reason, "pusher client broke the WebSocket protocol");
-                            self.transport.close(code, &reason).await;
+                            Box::pin(self.transport.close(code, &reason)).await;
                             return End::Client;
                         }
                     }
@@ -173,18 +212,90 @@ impl Conn<'_> {
         }
     }
 
+    /// A `workers = true` app's connection is introduced to a worker: `on_connect`, then
+    /// `on_websocket_connect` with the request (path `/app/{key}`, query, headers), before
+    /// `pusher:connection_established`; it is closed (as [`unrouted`](Self::unrouted) says) if no
+    /// worker takes it.
+    async fn worker_connect(&mut self, request: HandshakeRequest) -> Result<(), End> {
+        let HandshakeRequest { path, query, headers } = request;
+        for kind in [EventKind::Connect, EventKind::WebSocketConnect { path, query, headers }] {
+            if let Err(e) = self.dispatch(kind).await {
+                return Err(self.unrouted(&e).await);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one of this connection's events to its worker (none without `workers = true`).
+    async fn dispatch(&mut self, kind: EventKind) -> Result<(), Unrouted> {
+        let Some(binding) = self.workers.as_mut() else { return Ok(()) };
+        let cx = ClientCx { gw: &self.gw, handle: &self.handle, shutdown: &self.gw.clients_down };
+        binding.dispatch(cx, kind).await
+    }
+
+    /// Sends on the events a dead worker handed back.
+    async fn redeliver(&mut self) -> Result<(), Unrouted> {
+        let Some(binding) = self.workers.as_mut() else { return Ok(()) };
+        let cx = ClientCx { gw: &self.gw, handle: &self.handle, shutdown: &self.gw.clients_down };
+        binding.ensure_bound(&cx, false).await.map(drop)
+    }
+
+    /// The connection's worker hears it closed (`on_close`), and the binding goes; events a
+    /// dead worker hands back from now on are delivered without this task.
+    async fn worker_close(&mut self) {
+        let _ = self.dispatch(EventKind::Close).await;
+        if let Some(binding) = self.workers.as_mut() {
+            binding.unbind();
+        }
+        let leftovers = self.handle.redelivery.close();
+        if !leftovers.is_empty() {
+            crate::redeliver::spawn_orphans(&self.gw, self.handle.info.clone(), leftovers);
+        }
+    }
+
+    /// Closes the connection after one of its events could not be routed to a worker: no
+    /// worker within the hold time is 4100 (reconnect after backing off), as Pusher's "over
+    /// capacity", with a `pusher:error` saying why.
+    async fn unrouted(&mut self, why: &Unrouted) -> End {
+        tracing::debug!(reason = %why, "pusher client event not routed");
+        match why {
+            Unrouted::Closed => return self.killed().await,
+            Unrouted::ShuttingDown => {
+                self.transport.close(ErrorCode::ReconnectImmediately.code(), "server shutting down").await;
+            }
+            Unrouted::NoWorker(_) => {
+                let (code, message) = (ErrorCode::OverCapacity, "no business worker available");
+                let _ = self.send_now(ServerFrame::Error { code: Some(code), message }.encode()).await;
+                self.transport.close(code.code(), message).await;
+            }
+        }
+        End::Server
+    }
+
+    /// `user_authentication` and no sign-in within the app's `signin_timeout`: 4009.
+    async fn signin_timed_out(&mut self) -> End {
+        let code = ErrorCode::Unauthorized;
+        let reason = "Connection not authorized within timeout";
+        self.pusher().count(Refusal::BadSignin);
+        let _ = self.send_now(ServerFrame::Error { code: Some(code), message: reason }.encode()).await;
+        self.transport.close(code.code(), reason).await;
+        End::Server
+    }
+
     async fn on_message(&mut self, payload: Payload) -> Option<End> {
         let m = &self.gw.state.metrics;
         Metrics::inc(&m.messages_in);
         Metrics::inc(if payload.binary { &m.messages_in_binary } else { &m.messages_in_text });
         self.handle.bytes_in.fetch_add(payload.data.len() as u64, Ordering::Relaxed);
         let frame = match (payload.binary, std::str::from_utf8(&payload.data)) {
-            (false, Ok(text)) => ClientFrame::decode(text, &self.pusher.limits),
+            (false, Ok(text)) => ClientFrame::decode(text, &self.app.pusher.limits),
             _ => Err(FrameError::Malformed("binary frames are not part of the Pusher protocol".into())),
         };
         let now = tokio::time::Instant::now().into_std();
-        let app = self.pusher.app(self.app.index);
-        let actions = self.session.handle(frame, app, &self.pusher.limits, now);
+        let (pusher, state) = (&*self.app.pusher, &self.gw.state);
+        // A subscription shares its channel's name with the routing index.
+        let intern = |group: &str| state.index().group_name(group).unwrap_or_else(|| Arc::from(group));
+        let actions = self.session.handle(frame, self.app.app(), &pusher.limits, now, &intern);
         for action in actions {
             match action {
                 Action::Send(text) => {
@@ -204,6 +315,11 @@ impl Conn<'_> {
                     self.transport.close(code.code(), &reason).await;
                     return Some(End::Server);
                 }
+                Action::ToWorker => {
+                    if let Err(e) = self.dispatch(EventKind::Message(payload.clone())).await {
+                        return Some(self.unrouted(&e).await);
+                    }
+                }
                 other => self.apply_silent(other),
             }
         }
@@ -212,34 +328,36 @@ impl Conn<'_> {
 
     /// Carries out an action that writes nothing to this client.
     fn apply_silent(&self, action: Action) {
-        let app_id = &self.pusher.app(self.app.index).id;
+        let (pusher, index) = (self.pusher(), self.app.index);
+        let app_id = &pusher.app(index).id;
         let id = self.handle.id;
         match action {
             Action::Join(channel) => {
-                self.gw.state.index_mut().join(id, channel_group(app_id, &channel));
-                self.pusher.occupy(&self.gw, self.app.index, &channel, id);
+                self.gw.state.index_mut().join_shared(id, channel.group().clone());
+                pusher.occupy(&self.gw, index, channel.name(), id);
             }
             Action::Leave(channel) => {
-                self.gw.state.index_mut().leave(id, &channel_group(app_id, &channel));
-                self.pusher.vacate(&self.gw, self.app.index, &channel, id);
+                self.gw.state.index_mut().leave(id, channel.group());
+                pusher.vacate(&self.gw, index, channel.name(), id);
             }
             Action::PresenceLeave { channel, user_id } => {
                 // The user's last connection here: the channel's home decides whether the user
                 // left the cluster's channel (docs/pusher.md §5).
-                let mut presence = self.pusher.presence.lock().expect("presence lock");
-                self.pusher.cluster.stop_waiting(id, self.app.index, &channel, None);
-                if presence.leave(self.app.index, &channel, id, &user_id) {
+                let channel = channel.name();
+                let mut presence = pusher.presence.lock().expect("presence lock");
+                pusher.cluster.stop_waiting(id, index, channel, None);
+                if presence.leave(index, channel, id, &user_id) {
                     let gateway = self.gw.address.clone();
-                    let msg = PusherPeer::Leave { gateway, app: app_id.clone(), channel: channel.clone(), user_id };
-                    self.pusher.cluster.to_home(&self.gw, self.pusher, app_id, &channel, msg);
+                    let msg = PusherPeer::Leave { gateway, app: app_id.clone(), channel: channel.into(), user_id };
+                    pusher.cluster.to_home(&self.gw, pusher, app_id, channel, msg);
                 }
                 drop(presence);
             }
-            Action::Webhook(event) => self.pusher.webhooks.send(self.app.index, event),
+            Action::Webhook(event) => pusher.webhooks.send(index, event),
             Action::Publish { channel, frame } => self.publish_everywhere(&channel, frame),
             Action::SignedIn(user) => self.gw.state.index_mut().bind_uid(id, user_uid(app_id, &user)),
-            Action::Count(refusal) => self.pusher.count(refusal),
-            Action::Send(_) | Action::PresenceJoin { .. } | Action::Close(..) => {}
+            Action::Count(refusal) => pusher.count(refusal),
+            Action::Send(_) | Action::PresenceJoin { .. } | Action::Close(..) | Action::ToWorker => {}
         }
     }
 
@@ -250,7 +368,7 @@ impl Conn<'_> {
     /// arrives (`cluster.rs`). Returns the frame for this client when it is refused at once (the
     /// channel's users here are already at the cap).
     fn presence_join(&mut self, channel: &str, member: gw_pusher_protocol::presence::Member) -> Option<String> {
-        let pusher = self.pusher;
+        let pusher = &*self.app.pusher;
         let app = pusher.app(self.app.index);
         let id = self.handle.id;
         let user_id = member.user_id.clone();
@@ -269,7 +387,7 @@ impl Conn<'_> {
         let wait =
             super::Wait { client: id, app: self.app.index, channel: channel.to_string(), user_id: user_id.clone() };
         let span = tracing::debug_span!("presence_wait", channel = %channel);
-        tokio::spawn(super::watch_wait(self.gw.clone(), self.shared.clone(), wait, seq, answer).instrument(span));
+        tokio::spawn(super::watch_wait(self.gw.clone(), self.app.pusher.clone(), wait, seq, answer).instrument(span));
         let msg = PusherPeer::Join {
             gateway: self.gw.address.clone(),
             app: app.id.clone(),
@@ -287,7 +405,7 @@ impl Conn<'_> {
     /// A client event: to the channel's subscribers here (the sender excepted) and on every
     /// other gateway of the cluster (in order, over the gateway-to-gateway links).
     fn publish_everywhere(&self, channel: &str, frame: String) {
-        let group = channel_group(&self.pusher.app(self.app.index).id, channel);
+        let group = channel_group(&self.app.app().id, channel);
         let msg = Payload { data: Bytes::from(frame), binary: false };
         let elsewhere = Command::SendToGroups { groups: vec![group.clone()], msg: msg.clone(), exclude: vec![] };
         self.gw.mesh.to_peers(&self.gw.state.metrics, &elsewhere);
@@ -329,20 +447,13 @@ impl Conn<'_> {
                     heartbeat = true;
                     OutMessage::new(msg)
                 }
+                // Rare paths, boxed (see `run`).
                 Some(Outbound::Close { last, close }) => {
-                    if let Some(msg) = last {
-                        self.unsettled += 1;
-                        let _ = self.transport.feed(msg);
-                    }
-                    if self.transport.flush().await.is_ok() {
-                        self.settle();
-                    }
-                    let (code, reason) = close.map(|c| (c.code, c.reason)).unwrap_or((1000, String::new()));
-                    self.transport.close(code, &reason).await;
+                    Box::pin(self.close_with(last, close)).await;
                     return Some(End::Server);
                 }
                 Some(Outbound::Destroy) => {
-                    if let Ok(Ok(())) = tokio::time::timeout(DESTROY_FLUSH, self.transport.flush()).await {
+                    if let Ok(Ok(())) = Box::pin(tokio::time::timeout(DESTROY_FLUSH, self.transport.flush())).await {
                         self.settle();
                     }
                     return Some(End::Server);
@@ -364,6 +475,19 @@ impl Conn<'_> {
             self.handle.tx.release_idle();
         }
         None
+    }
+
+    /// Writes what was fed before and a worker's (or the API's) last message, then closes.
+    async fn close_with(&mut self, last: Option<OutMessage>, close: Option<gw_proto::CloseReason>) {
+        if let Some(msg) = last {
+            self.unsettled += 1;
+            let _ = self.transport.feed(msg);
+        }
+        if self.transport.flush().await.is_ok() {
+            self.settle();
+        }
+        let (code, reason) = close.map(|c| (c.code, c.reason)).unwrap_or((1000, String::new()));
+        self.transport.close(code, &reason).await;
     }
 
     async fn killed(&mut self) -> End {

@@ -11,11 +11,12 @@
 //! - [`conn`]: the connection task that carries the session's actions out.
 //!
 //! A channel `C` of app `A` is the group `pusher:{A}:{C}`, so the routing index, the HTTP API
-//! and workers see channels as groups. A signed-in user `U` is the uid `pusher:{A}:{U}`. Pusher
-//! clients are not routed to business workers: this gateway answers them itself.
+//! and workers see channels as groups. A signed-in user `U` is the uid `pusher:{A}:{U}`. This
+//! gateway answers Pusher clients itself; the connections of a `workers = true` app are also
+//! business workers' clients (docs/pusher.md §9).
 //!
-//! Not in this slice (see docs/pusher.md "Status"): `workers = true`; replication of a home's
-//! state to the channel's second choice.
+//! Not in this slice (see docs/pusher.md "Status"): replication of a home's state to the
+//! channel's second choice.
 
 pub(crate) mod cluster;
 pub(crate) mod conn;
@@ -81,14 +82,22 @@ pub(crate) struct Pusher {
     driver: Mutex<Option<Driver>>,
 }
 
-/// An admitted connection's place in its app's count; given back on drop.
+/// An admitted connection's place in its app's count; given back on drop. It is also the
+/// connection's one reference to the apps' shared state (no copy of the app's config).
 #[derive(Debug)]
-pub(crate) struct AppSlot<'a> {
-    pusher: &'a Pusher,
+pub(crate) struct AppSlot {
+    pub pusher: Arc<Pusher>,
     pub index: usize,
 }
 
-impl Drop for AppSlot<'_> {
+impl AppSlot {
+    /// The connection's app.
+    pub fn app(&self) -> &PusherApp {
+        self.pusher.app(self.index)
+    }
+}
+
+impl Drop for AppSlot {
     fn drop(&mut self) {
         self.pusher.connections[self.index].fetch_sub(1, Ordering::Relaxed);
     }
@@ -226,7 +235,7 @@ impl Pusher {
 
     /// The checks of docs/pusher.md §2, in order: path and protocol, key, enabled, origin, the
     /// app's connection cap on this gateway.
-    pub fn admit(&self, path: &str, query: &str, origin: Option<&str>) -> Result<AppSlot<'_>, ConnectError> {
+    pub fn admit(self: &Arc<Self>, path: &str, query: &str, origin: Option<&str>) -> Result<AppSlot, ConnectError> {
         let refuse = |code: ErrorCode, reason: String| ConnectError { code, reason };
         let request = ConnectRequest::parse(path, query, self.config.require_protocol, &self.limits)?;
         let index = self
@@ -245,7 +254,7 @@ impl Pusher {
         }
         let count = &self.connections[index];
         let before = count.fetch_add(1, Ordering::Relaxed);
-        let slot = AppSlot { pusher: self, index };
+        let slot = AppSlot { pusher: self.clone(), index };
         if app.max_connections != 0 && before >= app.max_connections {
             return Err(refuse(ErrorCode::OverConnectionQuota, ErrorCode::OverConnectionQuota.description().into()));
         }
@@ -417,20 +426,22 @@ pub(crate) fn metric_families(gw: &Gateway) -> Vec<gw_daemon::MetricFamily> {
 mod tests {
     use super::*;
 
-    fn pusher() -> Pusher {
+    fn pusher() -> Arc<Pusher> {
         let mut capped = PusherApp::new("2", "capped", "secret");
         capped.max_connections = 1;
         capped.allowed_origins = vec!["https://ok.example".into()];
         let mut off = PusherApp::new("3", "off", "secret");
         off.enabled = false;
-        Pusher::new(PusherConfig {
-            apps: vec![PusherApp::new("1", "key", "secret"), capped, off],
-            ..Default::default()
-        })
-        .unwrap()
+        Arc::new(
+            Pusher::new(PusherConfig {
+                apps: vec![PusherApp::new("1", "key", "secret"), capped, off],
+                ..Default::default()
+            })
+            .unwrap(),
+        )
     }
 
-    fn code(r: Result<AppSlot<'_>, ConnectError>) -> u16 {
+    fn code(r: Result<AppSlot, ConnectError>) -> u16 {
         r.map(|_| 0).unwrap_or_else(|e| e.code.code())
     }
 

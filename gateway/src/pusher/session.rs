@@ -4,6 +4,7 @@
 //! (`conn.rs`) decodes, calls it and carries the actions out, so every rule is a unit test with
 //! time as an input (docs/pusher.md §2).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use gw_config::PusherApp;
@@ -15,15 +16,17 @@ use gw_pusher_protocol::server_frame::EventData;
 use gw_pusher_protocol::webhook::WebhookEvent;
 use gw_pusher_protocol::{ChannelKind, ClientFrame, ErrorCode, FrameError, Limits, ServerFrame, SocketId};
 
+use crate::few::Few;
+
 /// What the connection task does for a frame, in order.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Action {
     /// Write this frame to the client.
     Send(String),
     /// Join the channel's group (public, private and encrypted channels).
-    Join(String),
+    Join(Channel),
     /// Leave the channel's group.
-    Leave(String),
+    Leave(Channel),
     /// Join a presence channel: the group and the gateway's member list; the task answers with
     /// the member list (or refuses when the channel is full, then calls [`Session::refused`]).
     PresenceJoin {
@@ -35,7 +38,7 @@ pub(crate) enum Action {
     /// Leave a presence channel's member list (the group is left with [`Action::Leave`]).
     PresenceLeave {
         /// The channel.
-        channel: String,
+        channel: Channel,
         /// Who leaves.
         user_id: String,
     },
@@ -55,6 +58,10 @@ pub(crate) enum Action {
     Close(ErrorCode, String),
     /// Something refused or ignored, counted by this reason.
     Count(Refusal),
+    /// A `workers = true` app: hand the frame, as the client sent it, to the connection's
+    /// business worker (`on_message`): a client event the gateway delivered, or an event of the
+    /// app's own (neither `pusher:` nor `client-`), which the gateway does not refuse then.
+    ToWorker,
 }
 
 /// A presence member, comparable in tests.
@@ -126,21 +133,52 @@ impl Refusal {
     }
 }
 
-/// A subscribed channel.
+/// A channel's name as a subscription holds it: its group's name `pusher:{app}:{channel}`
+/// (see [`channel_group`](super::channel_group)), shared with the routing index and every other
+/// subscription to the channel on this gateway (see [`Session::handle`]'s `intern`), so a
+/// subscription holds no copy of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Channel {
+    group: Arc<str>,
+    /// Where the channel's name starts in `group`.
+    at: u32,
+}
+
+impl Channel {
+    /// Channel `name` of app `app_id`, its group's name from `intern`.
+    pub fn new(app_id: &str, name: &str, intern: &dyn Fn(&str) -> Arc<str>) -> Self {
+        let group = intern(&super::channel_group(app_id, name));
+        let at = u32::try_from(group.len() - name.len()).expect("a channel name's length fits");
+        Self { group, at }
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        &self.group[self.at as usize..]
+    }
+
+    /// Its group's name.
+    pub fn group(&self) -> &Arc<str> {
+        &self.group
+    }
+}
+
+/// A subscribed channel: 40 bytes, the first one inline in the session.
 #[derive(Debug)]
 struct Sub {
-    channel: String,
+    channel: Channel,
     /// Presence channels: the user this connection is a member as.
-    user_id: Option<String>,
+    user_id: Option<Box<str>>,
 }
 
 /// One Pusher connection's state.
 #[derive(Debug)]
 pub(crate) struct Session {
     socket_id: SocketId,
-    subs: Vec<Sub>,
+    /// Most connections hold one subscription: no allocation for it.
+    subs: Few<Sub>,
     /// The signed-in user.
-    user: Option<String>,
+    user: Option<Box<str>>,
     /// Created at the first client event.
     bucket: Option<Box<TokenBucket>>,
 }
@@ -152,7 +190,7 @@ fn error(code: Option<ErrorCode>, message: &str) -> Action {
 impl Session {
     /// The session of the connection with this socket id.
     pub fn new(socket_id: SocketId) -> Self {
-        Self { socket_id, subs: Vec::new(), user: None, bucket: None }
+        Self { socket_id, subs: Few::None, user: None, bucket: None }
     }
 
     /// The first frame: `pusher:connection_established`.
@@ -161,34 +199,53 @@ impl Session {
             .encode()
     }
 
-    /// What to do for one frame from the client (or the reason it did not decode).
+    /// What to do for one frame from the client (or the reason it did not decode). `intern`
+    /// gives the shared copy of a group's name (the routing index's, when the group is there).
     pub fn handle(
         &mut self,
         frame: Result<ClientFrame, FrameError>,
         app: &PusherApp,
         limits: &Limits,
         now: Instant,
+        intern: &dyn Fn(&str) -> Arc<str>,
     ) -> Vec<Action> {
         match frame {
             Ok(ClientFrame::Ping) => vec![Action::Send(ServerFrame::Pong.encode())],
             Ok(ClientFrame::Pong) => Vec::new(),
             Ok(ClientFrame::Ignored { .. }) => vec![Action::Count(Refusal::Ignored)],
-            Ok(ClientFrame::Subscribe(s)) => self.subscribe(s, app, limits),
+            Ok(ClientFrame::Subscribe(s)) => self.subscribe(s, app, limits, intern),
             Ok(ClientFrame::Unsubscribe { channel }) => self.unsubscribe(channel.as_str()),
             Ok(ClientFrame::Signin { auth, user_data }) => self.signin(&auth, &user_data, app, limits),
-            Ok(ClientFrame::ClientEvent(ev)) => self.client_event(ev, app, now),
+            Ok(ClientFrame::ClientEvent(ev)) => {
+                let mut actions = self.client_event(ev, app, now);
+                if app.workers && matches!(actions.first(), Some(Action::Publish { .. })) {
+                    actions.push(Action::ToWorker);
+                }
+                actions
+            }
+            Err(FrameError::NotClientEvent(_)) if app.workers => vec![Action::ToWorker],
             Err(e) => vec![error(None, &e.to_string()), Action::Count(Refusal::BadFrame)],
         }
     }
 
     fn subscribed(&self, channel: &str) -> Option<&Sub> {
-        self.subs.iter().find(|s| s.channel == channel)
+        self.subs.iter().find(|s| s.channel.name() == channel)
     }
 
-    fn subscribe(&mut self, s: Subscribe, app: &PusherApp, limits: &Limits) -> Vec<Action> {
+    fn add(&mut self, sub: Sub) {
+        self.subs.push(sub);
+    }
+
+    fn subscribe(
+        &mut self,
+        s: Subscribe,
+        app: &PusherApp,
+        limits: &Limits,
+        intern: &dyn Fn(&str) -> Arc<str>,
+    ) -> Vec<Action> {
         let channel = s.channel.as_str();
         let kind = s.channel.kind();
-        let existing = self.subscribed(channel).map(|sub| sub.user_id.clone());
+        let existing = self.subscribed(channel).map(|sub| (sub.channel.clone(), sub.user_id.clone()));
         if existing.is_none() && self.subs.len() >= limits.max_subscriptions {
             let message = format!(
                 "Subscription to {channel:?} refused: this connection has {} subscriptions, the most allowed",
@@ -219,13 +276,15 @@ impl Session {
             }
         }
         if kind != ChannelKind::Presence {
-            if existing.is_none() {
-                self.subs.push(Sub { channel: channel.to_string(), user_id: None });
-            }
-            return vec![
-                Action::Join(channel.to_string()),
-                Action::Send(ServerFrame::SubscriptionSucceeded { channel }.encode()),
-            ];
+            let joined = match existing {
+                Some((joined, _)) => joined,
+                None => {
+                    let joined = Channel::new(&app.id, channel, intern);
+                    self.add(Sub { channel: joined.clone(), user_id: None });
+                    joined
+                }
+            };
+            return vec![Action::Join(joined), Action::Send(ServerFrame::SubscriptionSucceeded { channel }.encode())];
         }
         let Some(data) = s.channel_data.as_deref() else {
             let message = format!("Subscription to {channel:?} refused: presence channels need channel_data");
@@ -236,30 +295,33 @@ impl Session {
             Err(e) => return vec![error(None, &e.to_string()), Action::Count(Refusal::BadAuth)],
         };
         match existing {
-            Some(Some(user)) if user != member.user_id => {
+            Some((_, Some(user))) if *user != *member.user_id => {
                 let message =
                     format!("Subscription to {channel:?} refused: already subscribed as another user ({user:?})");
                 return vec![error(None, &message), Action::Count(Refusal::BadAuth)];
             }
             Some(_) => {}
-            None => self.subs.push(Sub { channel: channel.to_string(), user_id: Some(member.user_id.clone()) }),
+            None => {
+                let joined = Channel::new(&app.id, channel, intern);
+                self.add(Sub { channel: joined, user_id: Some(member.user_id.as_str().into()) });
+            }
         }
         vec![Action::PresenceJoin { channel: channel.to_string(), member: MemberData(member) }]
     }
 
     /// The task could not add the connection to a presence channel (full): forget it.
     pub fn refused(&mut self, channel: &str) {
-        self.subs.retain(|s| s.channel != channel);
+        self.subs.retain(|s| s.channel.name() != channel);
     }
 
     fn unsubscribe(&mut self, channel: &str) -> Vec<Action> {
-        let Some(at) = self.subs.iter().position(|s| s.channel == channel) else { return Vec::new() };
+        let Some(at) = self.subs.iter().position(|s| s.channel.name() == channel) else { return Vec::new() };
         let sub = self.subs.swap_remove(at);
         // The member leaves before the channel does: `member_removed` comes before
         // `channel_vacated`.
         let mut actions = Vec::with_capacity(2);
         if let Some(user_id) = sub.user_id {
-            actions.push(Action::PresenceLeave { channel: sub.channel.clone(), user_id });
+            actions.push(Action::PresenceLeave { channel: sub.channel.clone(), user_id: user_id.into() });
         }
         actions.push(Action::Leave(sub.channel));
         actions
@@ -286,7 +348,7 @@ impl Session {
             actions
                 .push(error(Some(ErrorCode::WatchlistLimitExceeded), ErrorCode::WatchlistLimitExceeded.description()));
         }
-        self.user = Some(user.id);
+        self.user = Some(user.id.into());
         actions
     }
 
@@ -300,7 +362,7 @@ impl Session {
             let message = format!("Client event rejected - not subscribed to channel {channel:?}");
             return vec![error(None, &message), Action::Count(Refusal::ClientEventRefused)];
         };
-        let user_id = sub.user_id.clone();
+        let user_id = sub.user_id.as_deref().map(str::to_string);
         let rate = app.client_event_rate;
         let bucket = self.bucket.get_or_insert_with(|| Box::new(TokenBucket::new(rate, rate, now)));
         if !bucket.try_take(now) {
@@ -338,9 +400,9 @@ impl Session {
     /// groups go with the connection anyway; the leaves keep the occupancy counts).
     pub fn closing(&mut self) -> Vec<Action> {
         let mut actions = Vec::with_capacity(self.subs.len());
-        for s in self.subs.drain(..) {
+        for s in self.subs.take() {
             if let Some(user_id) = s.user_id {
-                actions.push(Action::PresenceLeave { channel: s.channel.clone(), user_id });
+                actions.push(Action::PresenceLeave { channel: s.channel.clone(), user_id: user_id.into() });
             }
             actions.push(Action::Leave(s.channel));
         }
@@ -375,7 +437,17 @@ mod tests {
 
     fn run(s: &mut Session, text: &str, now: Instant) -> Vec<Action> {
         let limits = Limits::default();
-        s.handle(ClientFrame::decode(text, &limits), &app(), &limits, now)
+        s.handle(ClientFrame::decode(text, &limits), &app(), &limits, now, &fresh)
+    }
+
+    /// A group's name, not shared.
+    fn fresh(group: &str) -> Arc<str> {
+        Arc::from(group)
+    }
+
+    /// The test app's channel `name`.
+    fn ch(name: &str) -> Channel {
+        Channel::new("1", name, &fresh)
     }
 
     fn subscribe(channel: &str, auth: Option<&str>, data: Option<&str>) -> String {
@@ -426,7 +498,7 @@ mod tests {
         let mut s = Session::new(SOCKET);
         for _ in 0..2 {
             let actions = run(&mut s, &subscribe("news", None, None), Instant::now());
-            assert_eq!(actions[0], Action::Join("news".into()));
+            assert_eq!(actions[0], Action::Join(ch("news")));
             let frames = sent(&actions);
             assert_eq!(frames[0]["event"], "pusher_internal:subscription_succeeded");
             assert_eq!(frames[0]["channel"], "news");
@@ -435,13 +507,30 @@ mod tests {
         // pusher-js sends `"auth": ""` for a public channel: ignored.
         let actions =
             run(&mut s, r#"{"event":"pusher:subscribe","data":{"auth":"","channel":"other"}}"#, Instant::now());
-        assert_eq!(actions[0], Action::Join("other".into()));
+        assert_eq!(actions[0], Action::Join(ch("other")));
         s.refused("other");
         assert_eq!(
             run(&mut s, r#"{"event":"pusher:unsubscribe","data":{"channel":"news"}}"#, Instant::now()),
-            vec![Action::Leave("news".into())]
+            vec![Action::Leave(ch("news"))]
         );
         assert!(run(&mut s, r#"{"event":"pusher:unsubscribe","data":{"channel":"news"}}"#, Instant::now()).is_empty());
+    }
+
+    #[test]
+    fn a_subscription_shares_its_channel_s_name_and_is_held_inline() {
+        let shared: Arc<str> = Arc::from("pusher:1:news");
+        let intern = |group: &str| if group == &*shared { shared.clone() } else { Arc::from(group) };
+        let limits = Limits::default();
+        let (mut a, mut b) = (Session::new(SOCKET), Session::new(SocketId::new(1234, 6)));
+        for s in [&mut a, &mut b] {
+            let frame = ClientFrame::decode(&subscribe("news", None, None), &limits);
+            let actions = s.handle(frame, &app(), &limits, Instant::now(), &intern);
+            assert_eq!(actions[0], Action::Join(ch("news")));
+            assert!(Arc::ptr_eq(s.subs.as_slice()[0].channel.group(), &shared), "no copy of the name");
+            assert_eq!(s.subs.as_slice()[0].channel.name(), "news");
+            assert!(matches!(s.subs, Few::One(_)), "held inline");
+        }
+        assert_eq!(Arc::strong_count(&shared), 3);
     }
 
     #[test]
@@ -449,7 +538,7 @@ mod tests {
         let mut s = Session::new(SOCKET);
         let good = channel_auth("key", "secret", "1234.5", "private-a", None);
         let actions = run(&mut s, &subscribe("private-a", Some(&good), None), Instant::now());
-        assert_eq!(actions[0], Action::Join("private-a".into()));
+        assert_eq!(actions[0], Action::Join(ch("private-a")));
         let other_socket = channel_auth("key", "secret", "1234.6", "private-b", None);
         for bad in [None, Some("key:00"), Some(other_socket.as_str()), Some("nokey")] {
             let actions = run(&mut s, &subscribe("private-b", bad, None), Instant::now());
@@ -497,15 +586,15 @@ mod tests {
         assert_eq!(
             actions,
             vec![
-                Action::PresenceLeave { channel: "presence-a".into(), user_id: "7".into() },
-                Action::Leave("presence-a".into()),
+                Action::PresenceLeave { channel: ch("presence-a"), user_id: "7".into() },
+                Action::Leave(ch("presence-a")),
             ]
         );
         assert_eq!(
             s.closing(),
             vec![
-                Action::PresenceLeave { channel: "presence-b".into(), user_id: "7".into() },
-                Action::Leave("presence-b".into())
+                Action::PresenceLeave { channel: ch("presence-b"), user_id: "7".into() },
+                Action::Leave(ch("presence-b"))
             ]
         );
         assert!(s.closing().is_empty());
@@ -518,13 +607,13 @@ mod tests {
         for i in 0..max {
             assert_eq!(
                 run(&mut s, &subscribe(&format!("c{i}"), None, None), Instant::now())[0],
-                Action::Join(format!("c{i}"))
+                Action::Join(ch(&format!("c{i}")))
             );
         }
         let actions = run(&mut s, &subscribe("one-more", None, None), Instant::now());
         assert!(actions.contains(&Action::Count(Refusal::TooManySubscriptions)));
         // Subscribing again to one already held is still fine.
-        assert_eq!(run(&mut s, &subscribe("c0", None, None), Instant::now())[0], Action::Join("c0".into()));
+        assert_eq!(run(&mut s, &subscribe("c0", None, None), Instant::now())[0], Action::Join(ch("c0")));
     }
 
     #[test]
@@ -541,7 +630,7 @@ mod tests {
         // Now its own server-to-user channel is allowed, another user's is not.
         assert_eq!(
             run(&mut s, &subscribe("#server-to-user-ann", None, None), Instant::now())[0],
-            Action::Join("#server-to-user-ann".into())
+            Action::Join(ch("#server-to-user-ann"))
         );
         let actions = run(&mut s, &subscribe("#server-to-user-bob", None, None), Instant::now());
         assert!(actions.contains(&Action::Count(Refusal::NotSignedIn)));
@@ -595,12 +684,40 @@ mod tests {
         let mut no_events = app();
         no_events.client_events = false;
         let limits = Limits::default();
-        let actions =
-            s.handle(ClientFrame::decode(&client_event("presence-p"), &limits), &no_events, &limits, Instant::now());
+        let actions = s.handle(
+            ClientFrame::decode(&client_event("presence-p"), &limits),
+            &no_events,
+            &limits,
+            Instant::now(),
+            &fresh,
+        );
         assert!(actions.contains(&Action::Count(Refusal::ClientEventRefused)));
         // On a public channel the decoder refuses it already.
         run(&mut s, &subscribe("pub", None, None), Instant::now());
         assert!(run(&mut s, &client_event("pub"), Instant::now()).contains(&Action::Count(Refusal::BadFrame)));
+    }
+
+    #[test]
+    fn a_workers_app_hands_delivered_client_events_and_its_own_events_to_its_worker() {
+        let mut workers = app();
+        workers.workers = true;
+        let limits = Limits::default();
+        let mut s = Session::new(SOCKET);
+        let run_app = |s: &mut Session, text: &str, app: &PusherApp| {
+            s.handle(ClientFrame::decode(text, &limits), app, &limits, Instant::now(), &fresh)
+        };
+        let own = r#"{"event":"order-placed","data":{"id":7}}"#;
+        assert_eq!(run_app(&mut s, own, &workers), vec![Action::ToWorker], "no error: the worker's");
+        assert!(run_app(&mut s, own, &app()).contains(&Action::Count(Refusal::BadFrame)), "refused without workers");
+        // A client event on a channel not subscribed is refused, and the worker does not see it.
+        assert!(!run_app(&mut s, &client_event("private-a"), &workers).contains(&Action::ToWorker));
+        let auth = channel_auth("key", "secret", "1234.5", "private-a", None);
+        run_app(&mut s, &subscribe("private-a", Some(&auth), None), &workers);
+        let actions = run_app(&mut s, &client_event("private-a"), &workers);
+        assert!(matches!(actions.as_slice(), [Action::Publish { .. }, Action::ToWorker]), "{actions:?}");
+        // Its own frames (ping, subscribe) stay the gateway's.
+        assert!(!run_app(&mut s, r#"{"event":"pusher:ping","data":{}}"#, &workers).contains(&Action::ToWorker));
+        assert!(!run_app(&mut s, &client_event("private-a"), &app()).contains(&Action::ToWorker));
     }
 
     #[test]
@@ -613,7 +730,7 @@ mod tests {
         let auth = channel_auth("key", "secret", "1234.5", "presence-p", Some(data));
         run(&mut s, &subscribe("presence-p", Some(&auth), Some(data)), Instant::now());
         let text = serde_json::json!({"event":"client-a","channel":"presence-p","data":{"x":[1, 2]}}).to_string();
-        let actions = s.handle(ClientFrame::decode(&text, &limits), &hooked, &limits, Instant::now());
+        let actions = s.handle(ClientFrame::decode(&text, &limits), &hooked, &limits, Instant::now(), &fresh);
         assert_eq!(
             actions.last(),
             Some(&Action::Webhook(WebhookEvent::ClientEvent {
@@ -625,13 +742,13 @@ mod tests {
             }))
         );
         let text = serde_json::json!({"event":"client-b","channel":"presence-p","data":"plain \"text\""}).to_string();
-        let actions = s.handle(ClientFrame::decode(&text, &limits), &hooked, &limits, Instant::now());
+        let actions = s.handle(ClientFrame::decode(&text, &limits), &hooked, &limits, Instant::now(), &fresh);
         let Some(Action::Webhook(WebhookEvent::ClientEvent { data, .. })) = actions.last() else {
             panic!("{actions:?}")
         };
         assert_eq!(data, "plain \"text\"", "a string is sent as the string, not its JSON");
         hooked.webhooks[0].events = vec!["channel_occupied".into()];
-        let actions = s.handle(ClientFrame::decode(&text, &limits), &hooked, &limits, Instant::now());
+        let actions = s.handle(ClientFrame::decode(&text, &limits), &hooked, &limits, Instant::now(), &fresh);
         assert!(!actions.iter().any(|a| matches!(a, Action::Webhook(_))), "not asked for");
     }
 }
