@@ -141,9 +141,11 @@ fn heartbeat_frames(mut data: &[u8], reply: &mut [u8]) -> Option<usize> {
 /// An idle client holds no codec. A codec that has taken every frame read so far, holds no part
 /// of a message and nothing to write can be dropped ("parked": a fresh codec would be only its
 /// settings, which the transport keeps); the next bytes the client sends are read into a stack
-/// buffer and handed to a new codec with a [`READ_BUFFER`] buffer. A parked client that is
-/// written to gets a codec for the write, emptied once it is flushed and dropped at the next
-/// heartbeat. A codec is parked when it runs out of input after only pings and pongs (a
+/// buffer and handed to a new codec with a [`READ_BUFFER`] buffer. A parked client's text and
+/// binary messages (up to [`DIRECT_FRAME`], on a plain socket without compression) are written to
+/// the socket directly, one frame each, with no codec (see [`write_parked`](Self::write_parked));
+/// for anything else it gets a codec for the write, emptied once it is flushed and dropped at
+/// the next heartbeat. A codec is parked when it runs out of input after only pings and pongs (a
 /// heartbeat answer), and otherwise at the next heartbeat written (see
 /// [`Transport::release_idle`]), so a client sending messages keeps its buffers, and reads and
 /// allocates as before, between heartbeats. A parked client's heartbeat does not take a codec at
