@@ -27,9 +27,10 @@
 #            --workers N (business worker processes, default 4 full / 1 short: one worker process
 #                cannot take the connect events of a million clients on this machine)
 #            --ping SECS  --idle SECS  --step SECS  --out FILE (default target/scale/<mode>.txt)
-#            --index off|on|both (default both: one send_to_uid search with a gateway client whose
-#                routing index is off, then one with a second client whose index is on and
-#                complete, over the same cluster and clients; prints both and the ratio on/off)
+#            --index off|on|both|none (default both: one send_to_uid search with a gateway client
+#                whose routing index is off, then one with a second client whose index is on and
+#                complete, over the same cluster and clients; prints both and the ratio on/off;
+#                none: no search)
 #            -- ARGS (the rest goes to `gw-bench scale` after the script's own options, and wins over
 #                them: e.g. -- --start-rate 16000 --max-rate 16000 --refine 0 for one fixed rate)
 #            --debug (debug binaries: for trying the script itself at a small scale)
@@ -41,6 +42,9 @@
 #            --threads N (`[process] threads` of the register, gateways and workers: 1 runs each on
 #                one thread, 0 one per core; default 1 full (dozens of processes on few cores)
 #                / 0 short)
+#            --gateway-bin PATH (run this gateway binary instead of the one just built: an A/B of
+#                two gateway builds over the same bench, e.g. with `--index none -- --broadcasts 10`,
+#                which times ten `send_to_all` rounds and skips the uid searches)
 #
 # Scale-run setting (full mode only; config/ defaults are unchanged): with ~115 processes on
 # 2 cores a process can go 5 s without CPU while clients connect, and the default 5 s
@@ -68,6 +72,7 @@ THREADS=""
 OUT=""
 PROFILE=release
 RAISE_CONNTRACK=0
+GATEWAY_BIN=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --short) MODE=short ;;
@@ -84,8 +89,9 @@ while [ $# -gt 0 ]; do
         --gateways) GATEWAYS="$2"; shift ;;
         --link-timeout) LINK_TIMEOUT="$2"; shift ;;
         --threads) THREADS="$2"; shift ;;
+        --gateway-bin) GATEWAY_BIN="$2"; shift ;;
         --) shift; PASS=("$@"); break ;;
-        -h|--help) sed -n '2,52p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,56p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 64 ;;
     esac
     shift
@@ -129,6 +135,7 @@ BUILD=(-q -p gw-register -p gw-gateway -p gw-business-worker -p gw-chat-demo -p 
 if [ "$PROFILE" = release ]; then cargo build --release "${BUILD[@]}"; else cargo build "${BUILD[@]}"; fi
 BIN="${CARGO_TARGET_DIR:-target}/$PROFILE"
 BENCH="$BIN/gw-bench"
+: "${GATEWAY_BIN:=$BIN/gateway}"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/gw-scale.XXXXXX")
 # shellcheck source=scripts/lib/procs.sh
@@ -208,7 +215,7 @@ grace_period = "3s"
 $GW_EXTRA
 $COMMON
 EOF
-    "$BIN/gateway" --config "$TMP/gateway-$i.toml" >"$TMP/gateway-$i.log" 2>&1 &
+    "$GATEWAY_BIN" --config "$TMP/gateway-$i.toml" >"$TMP/gateway-$i.log" 2>&1 &
     PIDS+=($!)
     SERVERS+=($!)
     GWS+=($!)

@@ -2,10 +2,11 @@
 //! in messages, holding no memory while empty.
 
 use std::sync::{Mutex, MutexGuard};
+use std::task::Poll;
 
+use futures_util::task::AtomicWaker;
 use gw_delivery::{BoundedQueue, Limits, Pushed, Refusal, Refused, Weightless};
 use gw_proto::CloseReason;
-use tokio::sync::Notify;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -32,16 +33,21 @@ pub(crate) enum Outbound {
 ///
 /// The byte budget (`send_queue_bytes`) is still checked by the producer against the client's
 /// `queued_bytes` (`commands.rs`), not here.
+///
+/// Only the client's own task waits for items, so one waker is enough (as for the kill switch,
+/// `client_handle::KillSwitch`): a `Notify` here took its waiter-list lock to add the task and
+/// again to wake it, for every message a broadcast queues to an idle client.
 #[derive(Debug)]
 pub(crate) struct SendQueue {
     items: Mutex<BoundedQueue<Outbound, Weightless>>,
-    ready: Notify,
+    /// The client task, while it waits in [`ready`](Self::ready).
+    ready: AtomicWaker,
 }
 
 impl SendQueue {
     /// An empty queue that takes at most `limit` items (at least one).
     pub fn new(limit: usize) -> Self {
-        Self { items: Mutex::new(BoundedQueue::new(Limits::items(limit))), ready: Notify::new() }
+        Self { items: Mutex::new(BoundedQueue::new(Limits::items(limit))), ready: AtomicWaker::new() }
     }
 
     #[inline]
@@ -56,7 +62,7 @@ impl SendQueue {
         match pushed {
             // While items wait, a wake-up is already pending: the task takes all it finds before
             // it waits again.
-            Ok(Pushed::Wake) => self.ready.notify_one(),
+            Ok(Pushed::Wake) => self.ready.wake(),
             Ok(Pushed::Quiet) => {}
             Err(Refused { item, reason: Refusal::Closed }) => return Err(TrySendError::Closed(item)),
             // Nobody waits for room here (producers never wait), so the queue's wake-up for a
@@ -74,25 +80,24 @@ impl SendQueue {
     }
 
     /// Resolves once an item waits (never after the queue was closed). Takes nothing, so it can
-    /// be dropped at any time.
-    pub async fn ready(&self) {
-        loop {
-            {
-                let q = self.lock();
-                if !q.is_empty() && !q.is_closed() {
-                    return;
-                }
-            }
-            // A push after the check above leaves a permit, so this cannot miss it.
-            self.ready.notified().await;
-        }
+    /// be dropped at any time. For the client's own task only: a second task waiting at the same
+    /// time would take the first one's wake-up.
+    pub fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::poll_fn(|cx| {
+            // Registered before the queue is read: a push after the read wakes this waker.
+            self.ready.register(cx.waker());
+            let q = self.lock();
+            if !q.is_empty() && !q.is_closed() { Poll::Ready(()) } else { Poll::Pending }
+        })
     }
 
     /// Refuses further items and drops what waits; returns how many messages (not heartbeats or
-    /// close requests) were dropped, for the caller to count.
+    /// close requests) were dropped, for the caller to count. Called by the client task as it
+    /// ends: the waker it left here goes too (a held client's handle outlives its task, and a
+    /// waker keeps the task's memory).
     pub fn close(&self) -> u64 {
         let items = self.lock().close();
-        self.ready.notify_one();
+        drop(self.ready.take());
         items.iter().filter(|i| matches!(i, Outbound::Msg(_) | Outbound::Close { last: Some(_), .. })).count() as u64
     }
 
@@ -160,6 +165,25 @@ mod tests {
         tokio::task::yield_now().await;
         q.try_send(msg("a")).unwrap();
         tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("never woken").unwrap();
+    }
+
+    /// The waker a waiting client task leaves in the queue goes when the task closes it: a held
+    /// client's handle outlives its task, and the waker would keep the task's memory.
+    #[test]
+    fn closing_drops_the_waiting_tasks_waker() {
+        struct Task;
+        impl std::task::Wake for Task {
+            fn wake(self: std::sync::Arc<Self>) {}
+        }
+        let task = std::sync::Arc::new(Task);
+        let waker = std::task::Waker::from(task.clone());
+        let q = SendQueue::new(4);
+        let mut ready = std::pin::pin!(q.ready());
+        assert!(ready.as_mut().poll(&mut std::task::Context::from_waker(&waker)).is_pending());
+        drop(waker);
+        assert_eq!(std::sync::Arc::strong_count(&task), 2, "the queue holds the waiting task's waker");
+        q.close();
+        assert_eq!(std::sync::Arc::strong_count(&task), 1, "and lets it go at close");
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use gw_proto::Payload;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
@@ -79,6 +79,28 @@ const HEARTBEAT_REPLY: usize = 512;
 /// The gateway's heartbeat ping as it goes on the wire: FIN, opcode 9, no payload.
 const EMPTY_PING: [u8; 2] = [0x89, 0x00];
 
+/// The longest payload written to a parked client's socket directly (the codec's write buffer
+/// size); a longer message goes through a codec.
+const DIRECT_FRAME: usize = 16 * 1024;
+
+/// Writes the header of a final, unmasked server frame of `opcode` with `len` bytes of payload
+/// into `out`; returns its length (2, 4 or 10 bytes).
+fn frame_head(opcode: u8, len: usize, out: &mut [u8; 10]) -> usize {
+    out[0] = 0x80 | opcode;
+    if len < 126 {
+        out[1] = len as u8;
+        2
+    } else if let Ok(short) = u16::try_from(len) {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&short.to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    }
+}
+
 /// If `data` is nothing but whole heartbeat frames from a client (masked ping and pong frames,
 /// FIN set, no RSV bits, at most 125 bytes of payload each), writes into `reply` the pong owed
 /// for each ping and returns its length (0 for pongs alone). `None` when `data` holds anything
@@ -119,9 +141,11 @@ fn heartbeat_frames(mut data: &[u8], reply: &mut [u8]) -> Option<usize> {
 /// An idle client holds no codec. A codec that has taken every frame read so far, holds no part
 /// of a message and nothing to write can be dropped ("parked": a fresh codec would be only its
 /// settings, which the transport keeps); the next bytes the client sends are read into a stack
-/// buffer and handed to a new codec with a [`READ_BUFFER`] buffer. A parked client that is
-/// written to gets a codec for the write, emptied once it is flushed and dropped at the next
-/// heartbeat. A codec is parked when it runs out of input after only pings and pongs (a
+/// buffer and handed to a new codec with a [`READ_BUFFER`] buffer. A parked client's text and
+/// binary messages (up to [`DIRECT_FRAME`], on a plain socket without compression) are written to
+/// the socket directly, one frame each, with no codec (see [`write_parked`](Self::write_parked));
+/// for anything else it gets a codec for the write, emptied once it is flushed and dropped at
+/// the next heartbeat. A codec is parked when it runs out of input after only pings and pongs (a
 /// heartbeat answer), and otherwise at the next heartbeat written (see
 /// [`Transport::release_idle`]), so a client sending messages keeps its buffers, and reads and
 /// allocates as before, between heartbeats. A parked client's heartbeat does not take a codec at
@@ -160,6 +184,9 @@ pub(crate) struct WsTransport {
     /// permessage-deflate, when the client negotiated it (boxed: a client that does not costs 8
     /// bytes for it).
     compressed: Option<Box<Compressed>>,
+    /// The rest of a frame written directly (see [`write_parked`](Self::write_parked)) that the
+    /// socket took only part of: written before anything else, by the next `ready` or `flush`.
+    tail: Option<Box<Bytes>>,
 }
 
 fn ws_error(e: WsError) -> TransportError {
@@ -224,6 +251,7 @@ impl WsTransport {
             busy: false,
             ended: false,
             compressed,
+            tail: None,
         };
         if !leftover.is_empty() {
             t.activate(&leftover);
@@ -242,7 +270,8 @@ impl WsTransport {
     /// Whether the codec holds nothing: no frame or part of one or of a message read, nothing
     /// to write, and the connection open.
     fn holds_nothing(&self) -> bool {
-        self.drained
+        self.tail.is_none()
+            && self.drained
             && !self.reply_blocked
             && !self.unflushed
             && !self.blocked
@@ -314,13 +343,13 @@ impl WsTransport {
         let len = heartbeat_frames(data, &mut reply)?;
         if len == 0 {
             // Pongs: the caller needs only to know that one came.
-            return Some(Ok(Message::Pong(bytes::Bytes::new())));
+            return Some(Ok(Message::Pong(Bytes::new())));
         }
         if !matches!(self.stream, ClientStream::Plain(_)) {
             return None;
         }
         match std::pin::Pin::new(&mut self.stream).poll_write(cx, &reply[..len]) {
-            Poll::Ready(Ok(n)) if n == len => Some(Ok(Message::Ping(bytes::Bytes::new()))),
+            Poll::Ready(Ok(n)) if n == len => Some(Ok(Message::Ping(Bytes::new()))),
             // Nothing written: the codec answers, once the socket takes it.
             Poll::Pending => None,
             // Part of a frame went out, and nothing may follow it but the rest: a socket that
@@ -354,6 +383,68 @@ impl WsTransport {
         }
     }
 
+    /// Writes a text or binary message to a parked client's plain socket directly, as one frame
+    /// (its header and the shared payload in one vectored write), the codec left as it is:
+    /// through the codec, a parked client's message costs a write buffer allocated, filled and
+    /// freed and the codec made anew after the flush, for every client a broadcast reaches.
+    /// Returns the payload's length when written (whole, or in part with the rest kept in
+    /// `tail`), `None` when the codec must write it: not parked or holding anything, TLS,
+    /// compression, a control frame, a payload over [`DIRECT_FRAME`], or a socket that takes
+    /// none of it now.
+    fn write_parked(&mut self, msg: &OutMessage) -> Result<Option<usize>, WsError> {
+        let idle = self.parked && !self.unflushed && !self.blocked && self.tail.is_none() && self.can_write();
+        if !idle || self.compressed.is_some() || !matches!(self.stream, ClientStream::Plain(_)) {
+            return Ok(None);
+        }
+        let (opcode, payload): (u8, &[u8]) = match msg.message() {
+            Message::Text(t) => (0x1, t.as_bytes()),
+            Message::Binary(b) => (0x2, b),
+            _ => return Ok(None),
+        };
+        if payload.len() > DIRECT_FRAME {
+            return Ok(None);
+        }
+        let mut header = [0u8; 10];
+        let head_len = frame_head(opcode, payload.len(), &mut header);
+        let head = &header[..head_len];
+        let len = head.len() + payload.len();
+        let bufs = [std::io::IoSlice::new(head), std::io::IoSlice::new(payload)];
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(&mut self.stream).poll_write_vectored(&mut cx, &bufs) {
+            Poll::Ready(Ok(n)) if n == len => Ok(Some(payload.len())),
+            Poll::Pending => Ok(None),
+            Poll::Ready(Ok(0)) => Err(WsError::Io(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                // Nothing may go out before the rest of this frame.
+                let mut rest = Vec::with_capacity(len - n);
+                rest.extend_from_slice(head.get(n..).unwrap_or_default());
+                rest.extend_from_slice(&payload[n.saturating_sub(head.len())..]);
+                self.tail = Some(Box::new(Bytes::from(rest)));
+                self.unflushed = true;
+                Ok(Some(payload.len()))
+            }
+            Poll::Ready(Err(e)) => Err(WsError::Io(e)),
+        }
+    }
+
+    /// Writes the rest of a directly written frame, if any.
+    fn poll_tail(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        while let Some(tail) = &mut self.tail {
+            match std::pin::Pin::new(&mut self.stream).poll_write(cx, tail) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(WsError::Io(std::io::ErrorKind::WriteZero.into()))),
+                Poll::Ready(Ok(n)) => {
+                    tail.advance(n);
+                    if tail.is_empty() {
+                        self.tail = None;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(WsError::Io(e))),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// Runs `f` with the codec and the socket as seen from this poll; also returns whether the
     /// socket refused a write.
     fn with_io<R>(
@@ -383,6 +474,14 @@ impl WsTransport {
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, WsError>>> {
         if self.ended {
             return Poll::Ready(None);
+        }
+        if self.tail.is_some() {
+            // The codec may answer a ping as it reads, and nothing may go out before the rest of
+            // the frame: read once that is written.
+            if let Err(e) = std::task::ready!(self.poll_tail(cx)) {
+                self.ended = true;
+                return Poll::Ready(Some(Err(e)));
+            }
         }
         if self.parked {
             if self.unflushed || self.blocked || !self.can_write() {
@@ -444,9 +543,7 @@ impl WsTransport {
                 Poll::Pending => return Poll::Pending,
             };
             return Poll::Ready(Some(match item {
-                Some(Ok(Message::Text(t))) => {
-                    Ok(Incoming::Message(Payload { data: bytes::Bytes::from(t), binary: false }))
-                }
+                Some(Ok(Message::Text(t))) => Ok(Incoming::Message(Payload { data: Bytes::from(t), binary: false })),
                 Some(Ok(Message::Binary(b))) => Ok(Incoming::Message(Payload { data: b, binary: true })),
                 // tungstenite answers pings on the next read or write.
                 Some(Ok(Message::Ping(_))) => Ok(Incoming::Activity),
@@ -462,6 +559,9 @@ impl WsTransport {
     /// Writes out what the codec holds and flushes the socket; a connection the close handshake
     /// just ended counts as flushed.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        if let Err(e) = std::task::ready!(self.poll_tail(cx)) {
+            return Poll::Ready(Err(e));
+        }
         if self.ctx.is_none() {
             // Parked, and nothing handed to a codec since: what went out was written to the plain
             // socket directly (a heartbeat), which has nothing to flush; no codec is made for it.
@@ -494,6 +594,7 @@ impl WsTransport {
 
     /// Writes out what a full socket left in the codec, if anything.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        std::task::ready!(self.poll_tail(cx))?;
         if !self.blocked {
             return Poll::Ready(Ok(()));
         }
@@ -543,6 +644,9 @@ impl Transport for WsTransport {
     fn feed(&mut self, msg: OutMessage) -> Result<usize, TransportError> {
         if self.ping_parked(&msg).map_err(ws_error)? {
             return Ok(0);
+        }
+        if let Some(len) = self.write_parked(&msg).map_err(ws_error)? {
+            return Ok(len);
         }
         let (frame, len) = match &self.compressed {
             Some(c) => c.frame_for(&msg),
@@ -900,7 +1004,7 @@ mod tests {
         assert!(t.parked);
 
         t.ready().await.unwrap();
-        assert_eq!(t.feed(Message::Ping(bytes::Bytes::new()).into()).unwrap(), 0);
+        assert_eq!(t.feed(Message::Ping(Bytes::new()).into()).unwrap(), 0);
         t.flush().await.unwrap();
         assert!(t.parked && !t.unflushed, "written directly");
         assert!(t.ctx.is_none(), "no codec made for a heartbeat, nor for its flush");
@@ -927,18 +1031,20 @@ mod tests {
         assert!(!t.parked, "a message takes a codec");
         // A ping while a codec is active goes through it, in order after what was fed.
         assert_eq!(t.feed(Message::text("reply").into()).unwrap(), 5);
-        t.feed(Message::Ping(bytes::Bytes::new()).into()).unwrap();
+        t.feed(Message::Ping(Bytes::new()).into()).unwrap();
         t.flush().await.unwrap();
         let mut got = [0u8; 9];
         client.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"\x81\x05reply\x89\x00");
     }
 
-    /// A parked client that is written to makes a codec for it, keeps it (emptied) until its
-    /// heartbeat, and then carries none: an idle client's transport is 152 bytes, where the
+    /// A parked client that is written to gets each message as one frame written directly, and
+    /// no codec (a broadcast made one per client, with a write buffer, and made it anew after
+    /// the flush); a message too long for that goes through a codec, kept (emptied) until the
+    /// heartbeat, and then there is none: an idle client's transport is 160 bytes, where the
     /// codec alone is 248.
     #[tokio::test]
-    async fn a_parked_client_carries_no_codec_once_its_heartbeat_came() {
+    async fn a_parked_client_is_written_to_without_a_codec() {
         assert!(size_of::<WsTransport>() <= 160, "{} bytes", size_of::<WsTransport>());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
@@ -946,13 +1052,28 @@ mod tests {
         let config = WebSocketConfig::default().read_buffer_size(0).write_buffer_size(16 * 1024);
         let mut t = WsTransport::new(ClientStream::Plain(server), Vec::new(), config, true, None);
         assert!(t.parked && t.ctx.is_none(), "nothing before the first byte");
-        t.ready().await.unwrap();
-        t.feed(Message::text("news").into()).unwrap();
+        let medium = vec![7u8; 300];
+        for msg in [Message::text("news"), Message::binary(medium.clone())] {
+            t.ready().await.unwrap();
+            t.feed(msg.into()).unwrap();
+        }
         t.flush().await.unwrap();
-        let mut got = [0u8; 6];
+        assert!(t.parked && t.ctx.is_none(), "no codec made for them");
+        let mut want = b"\x81\x04news\x82\x7e\x01\x2c".to_vec();
+        want.extend_from_slice(&medium);
+        let mut got = vec![0u8; want.len()];
         client.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"\x81\x04news");
-        assert!(t.parked && t.ctx.is_some(), "kept, emptied, for the next write");
+        assert_eq!(got, want);
+
+        let long = "x".repeat(DIRECT_FRAME + 1);
+        t.ready().await.unwrap();
+        t.feed(Message::text(long.clone()).into()).unwrap();
+        t.flush().await.unwrap();
+        let mut got = vec![0u8; 4 + long.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got[..4], [0x81, 126, 0x40, 0x01]);
+        assert_eq!(&got[4..], long.as_bytes());
+        assert!(t.parked && t.ctx.is_some(), "a codec for the long one, kept, emptied, for the next write");
         t.release_idle();
         assert!(t.parked && t.ctx.is_none(), "gone at the heartbeat");
     }
@@ -985,6 +1106,62 @@ mod tests {
             assert!(matches!(t.poll_recv(&mut noop()), Poll::Pending));
             assert!(t.parked && t.ctx.is_none(), "{round}: released once drained");
         }
+    }
+
+    /// A frame written directly that the socket takes only in part keeps its rest, which goes
+    /// out before anything else (the next message, the pong to a ping read meanwhile): every
+    /// frame arrives whole and in order.
+    #[tokio::test]
+    async fn a_direct_write_taken_in_part_goes_out_whole_before_anything_else() {
+        // Small buffers both ways, so the socket fills while the client does not read.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_send_buffer_size(4096).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let client = tokio::net::TcpSocket::new_v4().unwrap();
+        client.set_recv_buffer_size(4096).unwrap();
+        let mut client = client.connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let config = WebSocketConfig::default().read_buffer_size(0).write_buffer_size(16 * 1024);
+        let mut t = WsTransport::new(ClientStream::Plain(server), Vec::new(), config, true, None);
+        // Larger than the socket's buffer: the kernel takes what fits and says how much.
+        let payload = |i: usize| vec![i as u8; 16_000];
+        let mut sent = 0;
+        while t.tail.is_none() {
+            assert!(!t.blocked && sent < 10_000, "the socket took no frame in part ({sent} whole)");
+            t.feed(Message::binary(payload(sent)).into()).unwrap();
+            sent += 1;
+        }
+        assert!(t.parked && t.ctx.is_none(), "still no codec");
+        // The client pings now: the pong must wait for the rest of the frame.
+        client.write_all(&client_frame(0x9, b"p")).await.unwrap();
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        // Reading writes the rest first: the codec's (or the parked path's) pong comes after it.
+        match tokio::time::timeout(Duration::from_secs(10), t.recv()).await.expect("the ping") {
+            Ok(Incoming::Activity) => {}
+            other => panic!("expected the ping, got {other:?}"),
+        }
+        assert!(t.tail.is_none());
+        t.ready().await.unwrap();
+        t.feed(Message::text("last").into()).unwrap();
+        t.flush().await.unwrap();
+        drop(t);
+        let all = reader.await.unwrap();
+        let mut at = 0;
+        for i in 0..sent {
+            assert_eq!(all[at..at + 4], [0x82, 126, 0x3e, 0x80], "frame {i} of {sent}");
+            assert_eq!(all[at + 4..at + 16_004], payload(i)[..], "frame {i} of {sent}");
+            at += 16_004;
+        }
+        // The codec read the ping (the parked path is not taken while a frame is unfinished)
+        // and writes its pong with its next write: after the next message here.
+        let (pong, last) = (&b"\x8a\x01p"[..], &b"\x81\x04last"[..]);
+        let rest = &all[at..];
+        assert!(rest == [pong, last].concat() || rest == [last, pong].concat(), "after every frame: {rest:?}");
     }
 
     #[test]

@@ -337,18 +337,27 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
     );
 
     // ---- send_to_all ------------------------------------------------------------------------
-    let alive = t.alive;
-    let t0 = wall_us();
-    run.rt.block_on(run.gateway().send_to_all(text(ALL, &[t0])))?;
-    let t = run.poll_until(Duration::from_secs(120), |t| t.all_got >= alive)?;
-    let all_secs = t.all_last_us.saturating_sub(t0) as f64 / 1e6;
-    let all_missing = alive.saturating_sub(t.all_got);
-    eprintln!("PHASE send_to_all clients={alive} got={} missing={all_missing} last_secs={all_secs:.3}", t.all_got);
-
-    // ---- send_to_uid --------------------------------------------------------------------------
-    // The generators receive and time these messages: they run at --search-nice from here on.
+    // The generators receive and time these messages: they run at --search-nice from here on
+    // (at --generator-nice the servers take the CPU first and the niced receivers measure when
+    // they got some back, not when the gateways delivered).
     let reniced = renice(&run.shards.pids(), a.search_nice);
     eprintln!("PHASE renice generators={} threads={reniced} nice={}", run.shards.pids().len(), a.search_nice);
+    let alive = t.alive;
+    let mut alls = Vec::new();
+    for k in 0..a.broadcasts.max(1) {
+        let b = broadcast(&mut run, alive)?;
+        eprintln!("PHASE send_to_all round={k} {}", b.fields());
+        alls.push(b);
+    }
+    // The first round is the one the full run has always reported; the others show the spread.
+    let all = alls[0];
+    let all_secs = all.last_secs;
+    let all_missing = alls.iter().map(|b| b.missing).max().unwrap_or(0);
+    for (k, b) in alls.iter().enumerate() {
+        println!("RESULT scenario=scale-all round={k} gateways={gateways} procs={procs} {}", b.fields());
+    }
+
+    // ---- send_to_uid --------------------------------------------------------------------------
     // Index off: the parent's client (every uid send to every gateway). Index on: a second client
     // over the same links' gateways and the same clients, with a complete index.
     let mut searches: Vec<UidSearch> = Vec::new();
@@ -463,6 +472,85 @@ pub fn main(a: &ScaleArgs) -> anyhow::Result<()> {
         bail!("scale: {}", broken.join("; "));
     }
     Ok(())
+}
+
+/// One `send_to_all` to every client, timed and with the CPU it took on each side.
+#[derive(Debug, Clone, Copy)]
+struct Broadcast {
+    clients: u64,
+    missing: u64,
+    /// From the send to the moment the last client had it (wall clock, read by the receivers).
+    last_secs: f64,
+    /// CPU seconds over the window (send until every client had it, or the wait gave up): the
+    /// gateways, the other servers (register, workers), the generator processes, the whole machine.
+    gw_cpu_s: f64,
+    /// The gateways' user-space part of `gw_cpu_s` (the rest is the kernel's: the sends, and on
+    /// loopback the receiving side's TCP work, done in the sender's system call).
+    gw_user_s: f64,
+    other_server_cpu_s: f64,
+    gen_cpu_s: f64,
+    machine_cpu_s: f64,
+    window_secs: f64,
+}
+
+impl Broadcast {
+    fn fields(&self) -> String {
+        let per = |s: f64| s * 1e6 / (self.clients - self.missing).max(1) as f64;
+        let cores = |s: f64| s / self.last_secs.max(1e-3);
+        let rest = (self.machine_cpu_s - self.gw_cpu_s - self.other_server_cpu_s - self.gen_cpu_s).max(0.0);
+        format!(
+            "clients={} missing={} last_secs={:.3} deliveries_per_sec={:.0} gw_cpu_s={:.2} gen_cpu_s={:.2} \
+             other_server_cpu_s={:.2} machine_cpu_s={:.2} rest_cpu_s={rest:.2} gw_us_per_delivery={:.2} \
+             gw_user_us_per_delivery={:.2} gen_us_per_delivery={:.2} gw_cores={:.2} gen_cores={:.2} \
+             machine_cores={:.2} window_secs={:.2}",
+            self.clients,
+            self.missing,
+            self.last_secs,
+            (self.clients - self.missing) as f64 / self.last_secs.max(1e-3),
+            self.gw_cpu_s,
+            self.gen_cpu_s,
+            self.other_server_cpu_s,
+            self.machine_cpu_s,
+            per(self.gw_cpu_s),
+            per(self.gw_user_s),
+            per(self.gen_cpu_s),
+            cores(self.gw_cpu_s),
+            cores(self.gen_cpu_s),
+            self.machine_cpu_s / self.window_secs.max(1e-3),
+            self.window_secs,
+        )
+    }
+}
+
+/// Sends one `send_to_all` and waits until every client had it (counted by the generators),
+/// reading the CPU of each side from `/proc` before and after.
+fn broadcast(run: &mut Run<'_>, clients: u64) -> anyhow::Result<Broadcast> {
+    let a = run.a;
+    let before = run.counts()?;
+    let gens: Vec<String> = run.shards.pids().iter().map(u32::to_string).collect();
+    let others: Vec<String> =
+        procfs::with_descendants(&a.server_pids).into_iter().filter(|p| !a.gateway_pid.contains(p)).collect();
+    let sum = |pids: &[String]| pids.iter().filter_map(|p| procfs::cpu_secs(p)).sum::<f64>();
+    let user = |pids: &[String]| pids.iter().filter_map(|p| procfs::cpu_user_sys(p)).map(|(u, _)| u).sum::<f64>();
+    let (gw0, gw_user0, other0, gen0) = (sum(&a.gateway_pid), user(&a.gateway_pid), sum(&others), sum(&gens));
+    let machine0 = procfs::machine_busy_secs().unwrap_or(0.0);
+    let started = Instant::now();
+    let t0 = wall_us();
+    run.rt.block_on(run.gateway().send_to_all(text(ALL, &[t0])))?;
+    let want = before.all_got + clients;
+    let t = run.poll_until(Duration::from_secs(120), |t| t.all_got >= want)?;
+    let window_secs = started.elapsed().as_secs_f64();
+    Ok(Broadcast {
+        clients,
+        missing: want.saturating_sub(t.all_got),
+        last_secs: t.all_last_us.saturating_sub(t0) as f64 / 1e6,
+        gw_cpu_s: sum(&a.gateway_pid) - gw0,
+        gw_user_s: user(&a.gateway_pid) - gw_user0,
+        other_server_cpu_s: sum(&others) - other0,
+        gen_cpu_s: sum(&gens) - gen0,
+        machine_cpu_s: procfs::machine_busy_secs().unwrap_or(0.0) - machine0,
+        window_secs,
+    })
 }
 
 /// Sets the niceness of every thread of `pids` (niceness is per thread on Linux, and the

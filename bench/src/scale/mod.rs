@@ -42,6 +42,8 @@ pub enum Index {
     /// Both searches in one run, over the same cluster and clients (off first, then on), and
     /// the ratio of their rates.
     Both,
+    /// No search (a run for the connect, memory, idle and `send_to_all` figures only).
+    None,
 }
 
 impl Index {
@@ -51,6 +53,7 @@ impl Index {
             Index::Off => &[false],
             Index::On => &[true],
             Index::Both => &[false, true],
+            Index::None => &[],
         }
     }
 }
@@ -126,6 +129,11 @@ pub struct ScaleArgs {
     /// (`[link] write_delay`; default 0: write at once).
     #[arg(long, default_value_t = 0.0)]
     pub write_delay_ms: f64,
+    /// `send_to_all` rounds, one after the other, each timed until every client had it (the
+    /// first is the figure of the summary line; each prints a `RESULT scenario=scale-all` line
+    /// with the CPU seconds of the gateways and of the generators over it).
+    #[arg(long, default_value_t = 1)]
+    pub broadcasts: usize,
     /// Seconds each `send_to_uid` rate step sends.
     #[arg(long, default_value_t = 5.0)]
     pub step_secs: f64,
