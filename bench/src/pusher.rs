@@ -1,9 +1,10 @@
 //! Pusher channels under load (issue 27's targets), in one run:
 //!
-//! - **At rest**: `--idle N` plain WebSocket clients on the first gateway's plain listener and N
-//!   Pusher clients, each subscribed to a channel of its own, on the second gateway's Pusher
-//!   listener (two gateways started alike, so their baselines match): gateway RSS per client of
-//!   each kind, and the ratio.
+//! - **At rest**: `--idle N` plain WebSocket clients on the first gateway's plain listener, each
+//!   joined to one group, and N Pusher clients subscribed to one channel on the second gateway's
+//!   Pusher listener (two gateways started alike, so their baselines match; the group and the
+//!   channel shared by all, so the figure is a connection's cost): gateway RSS per client of each
+//!   kind, and the ratio.
 //! - **Publish**: `--subscribers` Pusher clients spread over every gateway subscribe to one
 //!   channel; publishers POST `/apps/{id}/events` to the HTTP API daemon (signed as the SDKs sign
 //!   it) at `--rate` per second for `--duration` seconds, each event carrying its send time:
@@ -131,7 +132,8 @@ async fn subscribed(
     results.into_iter().collect()
 }
 
-/// Gateway RSS per plain client (gateway 1) and per subscribed Pusher client (gateway 2).
+/// Gateway RSS per plain client in a group (gateway 1) and per Pusher client subscribed to a
+/// channel (gateway 2), the group and the channel shared by all: what a connection costs.
 async fn at_rest(a: &PusherArgs) -> anyhow::Result<String> {
     ensure!(
         a.url.len() >= 2 && a.plain_url.len() >= 2 && a.gateway_pids.len() >= 2,
@@ -144,8 +146,19 @@ async fn at_rest(a: &PusherArgs) -> anyhow::Result<String> {
     let (plain, errors) = connect_all(&plain_targets, &ids, 200, 4096).await;
     report_errors("plain connect", &errors);
     ensure!(errors.is_empty(), "{} of {} plain clients could not connect", errors.len(), a.idle);
+    // Alike state on both sides: each plain client joins one group (the echo app's `j`: group
+    // `g`), each Pusher client subscribes to one channel, the same for all.
+    let joined: Vec<anyhow::Result<(usize, Ws)>> = futures_util::stream::iter(plain)
+        .map(|(g, mut ws)| async move {
+            crate::net::round_trip(&mut ws, "j", Duration::from_secs(30), |t| t == "joined").await?;
+            Ok((g, ws))
+        })
+        .buffer_unordered(200)
+        .collect()
+        .await;
+    let plain: Vec<(usize, Ws)> = joined.into_iter().collect::<anyhow::Result<_>>()?;
     let pusher_targets = Targets::new(&a.url[1..2], 13, 2, 16)?;
-    let pusher = subscribed(&pusher_targets, &ids, |g| format!("idle-{g}")).await?;
+    let pusher = subscribed(&pusher_targets, &ids, |_| "idle".to_string()).await?;
     // Let both gateways settle (buffers shrink after the handshakes), then read RSS.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (plain_after, pusher_after) = (rss(0)?, rss(1)?);

@@ -76,17 +76,23 @@ enum Outcome {
     Refused,
 }
 
-/// Waits for the close of `ws` (its code), then comes back on `url` with `token`.
+/// What every client's way back shares: where to connect from, the cap on connects in
+/// flight, the moment of the SIGTERM and the latencies from it.
+struct Shared {
+    targets: Targets,
+    gate: Semaphore,
+    t0: std::sync::OnceLock<Instant>,
+    hist: Hist,
+    url: String,
+}
+
+/// Waits for the close of `ws` (its code), then comes back on the other gateway with `token`.
 async fn come_back(
-    targets: &Targets,
+    s: &Shared,
     g: usize,
     mut ws: Ws,
-    url: String,
     token: String,
     client_id: String,
-    gate: &Semaphore,
-    t0: &std::sync::OnceLock<Instant>,
-    hist: &Hist,
 ) -> anyhow::Result<(Outcome, bool)> {
     let mut code_1012 = false;
     while let Some(msg) = ws.next().await {
@@ -95,16 +101,16 @@ async fn come_back(
         }
     }
     drop(ws);
-    let _opening = gate.acquire().await?;
-    let mut ws = open(targets, g, format!("{url}?gw_recover=1&gw_resume={token}&gw_received=0")).await?;
+    let _opening = s.gate.acquire().await?;
+    let mut ws = open(&s.targets, g, format!("{}?gw_recover=1&gw_resume={token}&gw_received=0", s.url)).await?;
     let v = control(&mut ws, &["resumed", "not_recovered"]).await?;
     if v["type"] != "resumed" {
         return Ok((Outcome::Refused, code_1012));
     }
     let v = control(&mut ws, &["recovery"]).await?;
     anyhow::ensure!(v["client_id"] == client_id.as_str(), "resumed under another id: {v}");
-    if let Some(t0) = t0.get() {
-        hist.record(t0.elapsed().as_micros() as u64);
+    if let Some(t0) = s.t0.get() {
+        s.hist.record(t0.elapsed().as_micros() as u64);
     }
     drop(_opening);
     net::round_trip(&mut ws, "after-restart", Duration::from_secs(30), |t| t == "after-restart").await?;
@@ -114,14 +120,20 @@ async fn come_back(
 
 async fn run(a: RestartArgs) -> anyhow::Result<()> {
     // Sources under the gateways' per-address cap (500 by default): at most 400 clients each.
-    let targets = Arc::new(Targets::new(&a.url, 12, 2, (a.conns.div_ceil(400)).clamp(4, 250) as u8)?);
+    let shared = Arc::new(Shared {
+        targets: Targets::new(&a.url, 12, 2, (a.conns.div_ceil(400)).clamp(4, 250) as u8)?,
+        gate: Semaphore::new(a.concurrency),
+        t0: std::sync::OnceLock::new(),
+        hist: Hist::new(),
+        url: a.url[1].clone(),
+    });
     eprintln!("restart: connecting {} clients with recovery to {}", a.conns, a.url[0]);
     let connected: Vec<anyhow::Result<(Ws, String, String)>> = futures_util::stream::iter(0..a.conns)
         .map(|i| {
-            let targets = targets.clone();
+            let shared = shared.clone();
             let url = format!("{}?gw_recover=1", a.url[0]);
             async move {
-                let mut ws = open(&targets, 2 * i, url).await?;
+                let mut ws = open(&shared.targets, 2 * i, url).await?;
                 let v = control(&mut ws, &["recovery"]).await?;
                 let token = v["token"].as_str().context("recovery frame without a token")?.to_string();
                 let id = v["client_id"].as_str().context("recovery frame without a client id")?.to_string();
@@ -147,18 +159,14 @@ async fn run(a: RestartArgs) -> anyhow::Result<()> {
         let got = tokio::time::timeout(Duration::from_secs(30), ws.next()).await;
         anyhow::ensure!(matches!(got, Ok(Some(Ok(Message::Text(_))))), "no echo before the restart: {got:?}");
     }
-    let gate = Arc::new(Semaphore::new(a.concurrency));
-    let hist = Arc::new(Hist::new());
-    let t0 = Arc::new(std::sync::OnceLock::new());
     let timeout = Duration::from_secs(a.timeout);
     let tasks: Vec<_> = clients
         .into_iter()
         .enumerate()
         .map(|(i, (ws, token, id))| {
-            let (targets, gate, hist, t0, url) =
-                (targets.clone(), gate.clone(), hist.clone(), t0.clone(), a.url[1].clone());
+            let shared = shared.clone();
             tokio::spawn(async move {
-                tokio::time::timeout(timeout, come_back(&targets, 2 * i + 1, ws, url, token, id, &gate, &t0, &hist))
+                tokio::time::timeout(timeout, come_back(&shared, 2 * i + 1, ws, token, id))
                     .await
                     .map_err(|_| anyhow::anyhow!("timed out"))?
             })
@@ -166,7 +174,7 @@ async fn run(a: RestartArgs) -> anyhow::Result<()> {
         .collect();
     let cpu = crate::procfs::CpuWindow::start(&a.server_pids);
     eprintln!("restart: SIGTERM to {}", a.stop_pid);
-    t0.set(Instant::now()).expect("set once");
+    shared.t0.set(Instant::now()).expect("set once");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.stop_pid), nix::sys::signal::Signal::SIGTERM)
         .context("SIGTERM the gateway")?;
     let stop_pid = a.stop_pid;
@@ -195,7 +203,7 @@ async fn run(a: RestartArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let all_secs = t0.get().expect("set").elapsed().as_secs_f64();
+    let all_secs = shared.t0.get().expect("set").elapsed().as_secs_f64();
     let cpu = cpu.finish();
     let exit_secs = tokio::time::timeout(Duration::from_secs(60), exited).await.ok().and_then(Result::ok);
     println!(
@@ -204,7 +212,7 @@ async fn run(a: RestartArgs) -> anyhow::Result<()> {
         a.conns,
         a.concurrency,
         exit_secs.map_or("-".to_string(), |s| format!("{s:.3}")),
-        hist.summary(),
+        shared.hist.summary(),
         cpu.fields(),
     );
     anyhow::ensure!(

@@ -87,7 +87,7 @@ pub struct TakeOver {
     pub last: bool,
 }
 
-/// What a command's client numbers become, for [`Command::map_clients`].
+/// What a command's client numbers become, for [`crate::Command::map_clients`].
 pub type MapClient<'a> = &'a mut dyn FnMut(u64) -> Option<u64>;
 
 impl crate::Command {
