@@ -1,10 +1,11 @@
 //! Pusher channels under load (issue 27's targets), in one run:
 //!
-//! - **At rest**: `--idle N` plain WebSocket clients on the first gateway's plain listener, each
-//!   joined to one group, and N Pusher clients subscribed to one channel on the second gateway's
-//!   Pusher listener (two gateways started alike, so their baselines match; the group and the
-//!   channel shared by all, so the figure is a connection's cost): gateway RSS per client of each
-//!   kind, and the ratio.
+//! - **At rest**: `--idle N` plain WebSocket clients on the first gateway's plain listener and N
+//!   Pusher clients subscribed to one channel (shared by all, so the figure is a connection's
+//!   cost) on the second gateway's Pusher listener (two gateways started alike, so their
+//!   baselines match): gateway RSS per client of each kind, and the ratio. A plain client is not
+//!   sent anything: one that was keeps its codec's buffers until its next heartbeat, and the
+//!   allocator keeps their pages after.
 //! - **Publish**: `--subscribers` Pusher clients spread over every gateway subscribe to one
 //!   channel; publishers POST `/apps/{id}/events` to the HTTP API daemon (signed as the SDKs sign
 //!   it) at `--rate` per second for `--duration` seconds, each event carrying its send time:
@@ -53,6 +54,12 @@ pub struct PusherArgs {
     /// Clients of each kind at rest (0: skip that part).
     #[arg(long, default_value_t = 5_000)]
     pub idle: usize,
+    /// Seconds the clients at rest settle before RSS is read. A plain client that was just
+    /// answered keeps its codec's buffers until its next heartbeat (`ping_interval`, 25 s by
+    /// default); a Pusher client gives them up once its frame is answered. More than one
+    /// interval compares them at rest.
+    #[arg(long, default_value_t = 2)]
+    pub settle_secs: u64,
     /// Subscribers of the published channel, over every gateway.
     #[arg(long, default_value_t = 10_000)]
     pub subscribers: usize,
@@ -132,8 +139,8 @@ async fn subscribed(
     results.into_iter().collect()
 }
 
-/// Gateway RSS per plain client in a group (gateway 1) and per Pusher client subscribed to a
-/// channel (gateway 2), the group and the channel shared by all: what a connection costs.
+/// Gateway RSS per plain idle client (gateway 1) and per Pusher client subscribed to a channel
+/// shared by all (gateway 2): what a connection costs, the channel's own cost spread thin.
 async fn at_rest(a: &PusherArgs) -> anyhow::Result<String> {
     ensure!(
         a.url.len() >= 2 && a.plain_url.len() >= 2 && a.gateway_pids.len() >= 2,
@@ -146,21 +153,10 @@ async fn at_rest(a: &PusherArgs) -> anyhow::Result<String> {
     let (plain, errors) = connect_all(&plain_targets, &ids, 200, 4096).await;
     report_errors("plain connect", &errors);
     ensure!(errors.is_empty(), "{} of {} plain clients could not connect", errors.len(), a.idle);
-    // Alike state on both sides: each plain client joins one group (the echo app's `j`: group
-    // `g`), each Pusher client subscribes to one channel, the same for all.
-    let joined: Vec<anyhow::Result<(usize, Ws)>> = futures_util::stream::iter(plain)
-        .map(|(g, mut ws)| async move {
-            crate::net::round_trip(&mut ws, "j", Duration::from_secs(30), |t| t == "joined").await?;
-            Ok((g, ws))
-        })
-        .buffer_unordered(200)
-        .collect()
-        .await;
-    let plain: Vec<(usize, Ws)> = joined.into_iter().collect::<anyhow::Result<_>>()?;
     let pusher_targets = Targets::new(&a.url[1..2], 13, 2, 16)?;
     let pusher = subscribed(&pusher_targets, &ids, |_| "idle".to_string()).await?;
     // Let both gateways settle (buffers shrink after the handshakes), then read RSS.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(a.settle_secs)).await;
     let (plain_after, pusher_after) = (rss(0)?, rss(1)?);
     let per = |before: u64, after: u64| after.saturating_sub(before) * 1024 / a.idle as u64;
     let (plain_b, pusher_b) = (per(plain_before, plain_after), per(pusher_before, pusher_after));
