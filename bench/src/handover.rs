@@ -56,7 +56,7 @@ pub fn main(a: HandoverArgs) -> anyhow::Result<()> {
 }
 
 /// The control frame of type `kind` among the first frames, as JSON.
-async fn control(ws: &mut Ws, kinds: &[&str]) -> anyhow::Result<serde_json::Value> {
+pub(crate) async fn control(ws: &mut Ws, kinds: &[&str]) -> anyhow::Result<serde_json::Value> {
     while let Some(msg) = ws.next().await {
         if let Message::Text(t) = msg?
             && let Some(json) = t.as_str().strip_prefix('\0').filter(|j| j.starts_with('{'))
@@ -70,7 +70,8 @@ async fn control(ws: &mut Ws, kinds: &[&str]) -> anyhow::Result<serde_json::Valu
     anyhow::bail!("closed before a {kinds:?} frame")
 }
 
-async fn open(targets: &Targets, g: usize, url: String) -> anyhow::Result<Ws> {
+/// A WebSocket connection to `url` from client number `g`'s source address.
+pub(crate) async fn open(targets: &Targets, g: usize, url: String) -> anyhow::Result<Ws> {
     let stream = targets.tcp(g).await?;
     let (ws, _) = tokio_tungstenite::client_async(url.as_str(), stream).await.with_context(|| url.clone())?;
     Ok(ws)

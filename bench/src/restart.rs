@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::handover::{control, open};
 use crate::hist::Hist;
 use crate::net::{self, Targets, Ws};
 
@@ -45,27 +46,6 @@ pub struct RestartArgs {
 pub fn main(a: RestartArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.url.len() == 2, "restart needs exactly two --url (the gateway stopped, then the other)");
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(run(a))
-}
-
-/// The control frame of type `kind` among the first frames, as JSON.
-async fn control(ws: &mut Ws, kinds: &[&str]) -> anyhow::Result<serde_json::Value> {
-    while let Some(msg) = ws.next().await {
-        if let Message::Text(t) = msg?
-            && let Some(json) = t.as_str().strip_prefix('\0').filter(|j| j.starts_with('{'))
-        {
-            let v: serde_json::Value = serde_json::from_str(json)?;
-            if kinds.iter().any(|k| v["type"] == *k) {
-                return Ok(v);
-            }
-        }
-    }
-    anyhow::bail!("closed before a {kinds:?} frame")
-}
-
-async fn open(targets: &Targets, g: usize, url: String) -> anyhow::Result<Ws> {
-    let stream = targets.tcp(g).await?;
-    let (ws, _) = tokio_tungstenite::client_async(url.as_str(), stream).await.with_context(|| url.clone())?;
-    Ok(ws)
 }
 
 /// How one client's restart went.

@@ -85,6 +85,46 @@ fn spawn_reader(mut rc: RecoveringClient, url: String, live: Live, pick: usize) 
     Reader { id, task, count, at }
 }
 
+/// A register, `n` gateways with recovery, a worker logging its events, a backend linked to
+/// every gateway, and the gateways clients may come back to.
+struct Cluster {
+    register: RegisterHandle,
+    gateways: Vec<GatewayHandle>,
+    _worker: WorkerHandle,
+    log: EventLog,
+    backend: GatewayClient,
+    live: Live,
+}
+
+impl Cluster {
+    async fn start(n: usize) -> Self {
+        let register = RegisterHandle::start(SECRET).await;
+        let mut gateways = Vec::new();
+        for _ in 0..n {
+            gateways.push(gateway(&register).await);
+        }
+        let log = EventLog::default();
+        let worker = WorkerHandle::start("w", &[register.addr], SECRET, log.clone());
+        for g in &gateways {
+            wait_for_workers(g, 1).await;
+        }
+        let backend = gateway_client(&[register.addr], SECRET, n).await;
+        let live: Live = Arc::new(Mutex::new(gateways.iter().map(|g| g.ws_url.clone()).collect()));
+        Self { register, gateways, _worker: worker, log, backend, live }
+    }
+}
+
+/// Client `k` connected to `url` with recovery, bound to uid `u{k}`, in groups `g{k}` and
+/// `all`, reading on its own task (see [`spawn_reader`]).
+async fn tracked(backend: &GatewayClient, url: &str, k: usize, live: &Live, pick: usize) -> Reader {
+    let rc = RecoveringClient::connect(url).await;
+    let id: ClientId = rc.client_id.parse().unwrap();
+    backend.bind_uid(&id, &format!("u{k}")).await.unwrap();
+    backend.join_group(&id, &format!("g{k}")).await.unwrap();
+    backend.join_group(&id, "all").await.unwrap();
+    spawn_reader(rc, url.to_string(), live.clone(), pick)
+}
+
 /// Sends numbered messages without a pause until `stop`: to a client's id, its uid, its group,
 /// the group of all, and everyone. Returns what each client must get, in order.
 fn spawn_sender(
@@ -137,24 +177,10 @@ async fn until(what: &str, cond: impl Fn() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_gateway_under_load_loses_and_repeats_nothing() {
     let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or("off".into())).try_init();
-    let register = RegisterHandle::start(SECRET).await;
-    let mut gateways = vec![gateway(&register).await, gateway(&register).await];
-    let log = EventLog::default();
-    let _worker = WorkerHandle::start("w", &[register.addr], SECRET, log.clone());
-    for g in &gateways {
-        wait_for_workers(g, 1).await;
-    }
-    let backend = gateway_client(&[register.addr], SECRET, 2).await;
-    let live: Live = Arc::new(Mutex::new(gateways.iter().map(|g| g.ws_url.clone()).collect()));
+    let Cluster { register, mut gateways, _worker, log, backend, live } = Cluster::start(2).await;
     let mut readers = Vec::new();
     for k in 0..CLIENTS {
-        let url = gateways[k % 2].ws_url.clone();
-        let rc = RecoveringClient::connect(&url).await;
-        let id: ClientId = rc.client_id.parse().unwrap();
-        backend.bind_uid(&id, &format!("u{k}")).await.unwrap();
-        backend.join_group(&id, &format!("g{k}")).await.unwrap();
-        backend.join_group(&id, "all").await.unwrap();
-        readers.push(spawn_reader(rc, url, live.clone(), 0));
+        readers.push(tracked(&backend, &gateways[k % 2].ws_url, k, &live, 0).await);
     }
     let ids: Vec<ClientId> = readers.iter().map(|r| r.id.clone()).collect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -242,26 +268,12 @@ async fn finish(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_coming_back_to_a_gateway_that_did_not_adopt_them_are_relayed_to_the_one_that_did() {
-    let register = RegisterHandle::start(SECRET).await;
-    let mut gateways = vec![gateway(&register).await, gateway(&register).await, gateway(&register).await];
-    let log = EventLog::default();
-    let _worker = WorkerHandle::start("w", &[register.addr], SECRET, log.clone());
-    for g in &gateways {
-        wait_for_workers(g, 1).await;
-    }
-    let backend = gateway_client(&[register.addr], SECRET, 3).await;
-    let live: Live = Arc::new(Mutex::new(gateways.iter().map(|g| g.ws_url.clone()).collect()));
+    let Cluster { register: _register, mut gateways, _worker, log, backend, live } = Cluster::start(3).await;
     // Every client on the first gateway; on its stop, half come back to each of the others:
     // one adopted them, the other relays them there.
     let mut readers = Vec::new();
     for k in 0..8 {
-        let url = gateways[0].ws_url.clone();
-        let rc = RecoveringClient::connect(&url).await;
-        let id: ClientId = rc.client_id.parse().unwrap();
-        backend.bind_uid(&id, &format!("u{k}")).await.unwrap();
-        backend.join_group(&id, &format!("g{k}")).await.unwrap();
-        backend.join_group(&id, "all").await.unwrap();
-        readers.push(spawn_reader(rc, url, live.clone(), k));
+        readers.push(tracked(&backend, &gateways[0].ws_url, k, &live, k).await);
     }
     let ids: Vec<ClientId> = readers.iter().map(|r| r.id.clone()).collect();
     let stop = Arc::new(AtomicBool::new(false));
