@@ -148,6 +148,31 @@ impl Page {
     }
 }
 
+/// Chromium and chromedriver, or `None` after saying the browser tests skip (a panic instead
+/// with `GW_REQUIRE_BROWSER=1`).
+fn browser() -> Option<(PathBuf, PathBuf)> {
+    let chromium = find_in_path(&["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]);
+    let chromedriver = find_in_path(&["chromedriver"]);
+    if let (Some(chromium), Some(chromedriver)) = (chromium, chromedriver) {
+        return Some((chromium, chromedriver));
+    }
+    if std::env::var("GW_REQUIRE_BROWSER").as_deref() == Ok("1") {
+        panic!("GW_REQUIRE_BROWSER=1 but chromium/chromedriver not found (run scripts/install-browser.sh)");
+    }
+    println!("{SKIP}");
+    eprintln!("{SKIP}");
+    None
+}
+
+/// One Chromium session (a failure panics; the driver, started `kill_on_drop`, goes with the
+/// test).
+async fn one_session(driver: &Driver, chromium: &Path) -> Client {
+    driver
+        .session(chromium)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open a Chromium session through chromedriver: {e}"))
+}
+
 async fn page(c: &Client) -> Page {
     Page { state: c.execute(STATE_JS, vec![]).await.expect("read the page state") }
 }
@@ -241,16 +266,7 @@ fn artifacts_dir() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_chat_in_the_page() {
     let started = Instant::now();
-    let chromium = find_in_path(&["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]);
-    let chromedriver = find_in_path(&["chromedriver"]);
-    let (Some(chromium), Some(chromedriver)) = (chromium, chromedriver) else {
-        if std::env::var("GW_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!("GW_REQUIRE_BROWSER=1 but chromium/chromedriver not found (run scripts/install-browser.sh)");
-        }
-        println!("{SKIP}");
-        eprintln!("{SKIP}");
-        return;
-    };
+    let Some((chromium, chromedriver)) = browser() else { return };
 
     let demo = Demo::start().await;
     let driver = Driver::start(&chromedriver).await;
@@ -675,26 +691,11 @@ fn reset(stream: tokio::net::TcpStream) {
 /// exactly once after it reconnects, under the same client id (connection state recovery).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_recovers_a_cut_connection() {
-    let chromium = find_in_path(&["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]);
-    let chromedriver = find_in_path(&["chromedriver"]);
-    let (Some(chromium), Some(chromedriver)) = (chromium, chromedriver) else {
-        if std::env::var("GW_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!("GW_REQUIRE_BROWSER=1 but chromium/chromedriver not found (run scripts/install-browser.sh)");
-        }
-        println!("{SKIP}");
-        eprintln!("{SKIP}");
-        return;
-    };
+    let Some((chromium, chromedriver)) = browser() else { return };
     let demo = Demo::start().await;
     let proxy = CutProxy::start(demo.addrs.websocket).await;
     let driver = Driver::start(&chromedriver).await;
-    let ann = match driver.session(&chromium).await {
-        Ok(c) => c,
-        Err(e) => {
-            driver.stop().await;
-            panic!("cannot open a Chromium session through chromedriver: {e}");
-        }
-    };
+    let ann = one_session(&driver, &chromium).await;
     let url = format!("{}?ws=ws://{}/", demo.page_url(), proxy.addr);
     let scenario = tokio::spawn({
         let ann = ann.clone();
@@ -745,16 +746,7 @@ async fn the_page_recovers_a_cut_connection() {
 /// meanwhile appears exactly once, under the same client id (issue 25 §5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_s_gateway_restarts_mid_conversation_and_the_page_loses_nothing() {
-    let chromium = find_in_path(&["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]);
-    let chromedriver = find_in_path(&["chromedriver"]);
-    let (Some(chromium), Some(chromedriver)) = (chromium, chromedriver) else {
-        if std::env::var("GW_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!("GW_REQUIRE_BROWSER=1 but chromium/chromedriver not found (run scripts/install-browser.sh)");
-        }
-        println!("{SKIP}");
-        eprintln!("{SKIP}");
-        return;
-    };
+    let Some((chromium, chromedriver)) = browser() else { return };
     let demo = Demo::start().await;
     // A second gateway in the demo's cluster (no secret, as the demo), with recovery: the page's.
     let second = gw_integration_tests::GatewayHandle::start_with(&[demo.addrs.register], "", |c| {
@@ -764,13 +756,7 @@ async fn the_page_s_gateway_restarts_mid_conversation_and_the_page_loses_nothing
     .await;
     gw_integration_tests::wait_for_workers(&second, 1).await;
     let driver = Driver::start(&chromedriver).await;
-    let ann = match driver.session(&chromium).await {
-        Ok(c) => c,
-        Err(e) => {
-            driver.stop().await;
-            panic!("cannot open a Chromium session through chromedriver: {e}");
-        }
-    };
+    let ann = one_session(&driver, &chromium).await;
     let url = format!("{}?ws={},{}", demo.page_url(), second.ws_url, demo.ws_url());
     let stopping = second.gw.clone();
     let scenario = tokio::spawn({
