@@ -82,6 +82,7 @@ async fn announce(gw: &Arc<Gateway>, t: &TakeOver) {
         let mut all = gw.handover.adoptions.write().expect("adoptions lock");
         all.extend(adoptions.iter().cloned());
         gw.handover.incoming.write().expect("incoming lock").push(h);
+        gw.handover.any_incoming.store(true, Ordering::Release);
         let links = gw.handover.links.lock().expect("handover links lock");
         links.values().map(|e| e.tx.clone()).collect()
     };

@@ -125,6 +125,8 @@ pub(crate) struct Handover {
     adoptions: RwLock<Vec<Arc<Adoption>>>,
     /// The hand-overs received here.
     incoming: RwLock<Vec<Arc<Incoming>>>,
+    /// Some hand-over was received: until then a command's scope is all, without a lock.
+    any_incoming: AtomicBool,
     next_adoption: AtomicU32,
     /// Held for reading while a command is applied, for writing while this gateway freezes.
     gate: RwLock<()>,
@@ -150,6 +152,7 @@ impl Default for Handover {
             links: Mutex::default(),
             adoptions: RwLock::default(),
             incoming: RwLock::default(),
+            any_incoming: AtomicBool::new(false),
             next_adoption: AtomicU32::new(0),
             gate: RwLock::default(),
             out: OnceLock::new(),
@@ -228,6 +231,9 @@ impl Handover {
     /// A command sent after the switch, before the sender's forwarded stream ended, is kept to
     /// be applied to those clients then.
     pub fn scope(&self, sender: Option<u64>, cmd: &Command) -> Scope {
+        if !self.any_incoming.load(Ordering::Acquire) {
+            return Scope::All;
+        }
         let incoming = self.incoming.read().expect("incoming lock");
         if incoming.is_empty() {
             return Scope::All;
@@ -395,6 +401,7 @@ mod tests {
         let h = Handover::default();
         let a = incoming(&[1]);
         h.incoming.write().unwrap().push(a.clone());
+        h.any_incoming.store(true, Ordering::Release);
         // Sender 2 was never linked to the stopped gateway: everything it sends is for all.
         assert_eq!(h.scope(Some(2), &cmd(0)), Scope::All);
         // Sender 1, before its switch: not for the adopted clients (their copy is forwarded).
@@ -414,6 +421,7 @@ mod tests {
         let h = Handover::default();
         let a = incoming(&[1]);
         h.incoming.write().unwrap().push(a.clone());
+        h.any_incoming.store(true, Ordering::Release);
         a.forwarded_end(1, |_| panic!("nothing kept"));
         // Still before its own switch: what it sends now was sent before it (S has a copy).
         assert_eq!(h.scope(Some(1), &cmd(1)), Scope::Except(vec![3]));
