@@ -173,6 +173,25 @@ async fn one_session(driver: &Driver, chromium: &Path) -> Client {
         .unwrap_or_else(|e| panic!("cannot open a Chromium session through chromedriver: {e}"))
 }
 
+/// After a recovery: the conversation goes on, and Ann is still one client to the server (Bob
+/// sees no leave and no second join of hers), never told it could not resume.
+async fn still_one_client(ann: &Client, bob: &mut common::Chatter) {
+    bob.say("after").await;
+    let p = wait_for(ann, "Ann", "the conversation goes on", |p| p.has("say", "after")).await;
+    assert_eq!(p.member_names().iter().filter(|n| *n == "Ann").count(), 1, "{:?}", p.member_names());
+    assert!(!p.has("notice", "Could not resume"), "{:?}", p.texts());
+}
+
+/// Closes the session, the driver and the demo, then re-raises the scenario's panic, if any.
+async fn finish(result: Result<(), tokio::task::JoinError>, ann: Client, driver: Driver, demo: Demo) {
+    let _ = ann.close().await;
+    driver.stop().await;
+    demo.stop().await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
 async fn page(c: &Client) -> Page {
     Page { state: c.execute(STATE_JS, vec![]).await.expect("read the page state") }
 }
@@ -725,20 +744,10 @@ async fn the_page_recovers_a_cut_connection() {
             for text in missed.iter().chain(&["before the cut"]) {
                 assert_eq!(p.find("say", text).len(), 1, "{text:?} shown exactly once: {:?}", p.texts());
             }
-            // Still one client to the server: Bob sees no leave and no second join of Ann.
-            bob.say("after").await;
-            let p = wait_for(&ann, "Ann", "the conversation goes on", |p| p.has("say", "after")).await;
-            assert_eq!(p.member_names().iter().filter(|n| *n == "Ann").count(), 1, "{:?}", p.member_names());
-            assert!(!p.has("notice", "Could not resume"), "{:?}", p.texts());
+            still_one_client(&ann, &mut bob).await;
         }
     });
-    let result = scenario.await;
-    let _ = ann.close().await;
-    driver.stop().await;
-    demo.stop().await;
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    finish(scenario.await, ann, driver, demo).await;
 }
 
 /// The page's gateway is stopped (an upgrade) mid-conversation: it hands the page over to the
@@ -797,17 +806,8 @@ async fn the_page_s_gateway_restarts_mid_conversation_and_the_page_loses_nothing
             let order: Vec<usize> =
                 said.iter().map(|t| texts.iter().position(|x| x.contains(t.as_str())).unwrap()).collect();
             assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {texts:?}");
-            bob.say("after").await;
-            let p = wait_for(&ann, "Ann", "the conversation goes on", |p| p.has("say", "after")).await;
-            assert_eq!(p.member_names().iter().filter(|n| *n == "Ann").count(), 1, "{:?}", p.member_names());
-            assert!(!p.has("notice", "Could not resume"), "{:?}", p.texts());
+            still_one_client(&ann, &mut bob).await;
         }
     });
-    let result = scenario.await;
-    let _ = ann.close().await;
-    driver.stop().await;
-    demo.stop().await;
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    finish(scenario.await, ann, driver, demo).await;
 }
