@@ -86,10 +86,13 @@ impl super::Handover {
         }
     }
 
-    /// Sender `sender`'s link here ended.
+    /// Sender `sender`'s link here ended: while handing over, as if it switched (before the
+    /// freeze too, so the stop does not wait for it until the grace period ends).
     pub(crate) fn sender_gone(&self, sender: Option<u64>) {
-        if let (Some(out), Some(sender)) = (self.out.get(), sender) {
-            out.switched(sender);
+        if let Some(sender) = sender
+            && self.is_handing_over()
+        {
+            self.switched_here(sender);
         }
     }
 }
