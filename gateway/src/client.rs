@@ -171,7 +171,7 @@ fn opening(
     listener: Arc<ListenerSpec>,
     gw: Arc<Gateway>,
     slot: ConnSlot,
-) -> (Pin<Box<dyn Future<Output = Option<Opened>> + Send>>, Box<ClientInfo>, Box<ConnSlot>) {
+) -> (Pin<Box<dyn Future<Output = Option<Opened>> + Send>>, Box<ClientInfo>, ConnSlot) {
     stream.set_nodelay(true).ok();
     let info = Box::new(ClientInfo {
         client_addr: peer.to_string(),
@@ -213,7 +213,7 @@ fn opening(
         };
         Some(Opened::Stream(StreamTransport::new(stream, framing)))
     };
-    (Box::pin(opening), info, Box::new(slot))
+    (Box::pin(opening), info, slot)
 }
 
 /// A connection of a rare kind (relayed), boxed so that its future does not enlarge
@@ -283,7 +283,7 @@ pub(crate) fn run<T: Transport>(
     opening: Option<Opening>,
     gw: Arc<Gateway>,
     shutdown: CancellationToken,
-    slot: Option<Box<ConnSlot>>,
+    slot: Option<ConnSlot>,
 ) -> impl Future<Output = ()> {
     let queue = gw.config.send_queue;
     let now = gw.clock_ms();

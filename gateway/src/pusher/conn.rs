@@ -73,7 +73,7 @@ pub(crate) fn serve(
     info: ClientInfo,
     request: Box<HandshakeRequest>,
     gw: Arc<Gateway>,
-    slot: Box<ConnSlot>,
+    slot: ConnSlot,
     pusher: Arc<Pusher>,
 ) -> impl Future<Output = ()> + Send {
     let origin = request.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("origin")).map(|(_, v)| v.as_str());
@@ -128,7 +128,7 @@ pub(crate) fn serve(
 }
 
 /// A refused connection: `pusher:error` with the code, then a close with the same code.
-async fn refuse(mut transport: WsTransport, refused: ConnectError, slot: Box<ConnSlot>) {
+async fn refuse(mut transport: WsTransport, refused: ConnectError, slot: ConnSlot) {
     let frame = ServerFrame::Error { code: Some(refused.code), message: &refused.reason }.encode();
     if transport.ready().await.is_ok() && transport.feed(OutMessage::new(Message::text(frame))).is_ok() {
         let _ = transport.flush().await;
