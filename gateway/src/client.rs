@@ -3,8 +3,10 @@
 //! either side closes.
 
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -14,6 +16,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::Gateway;
 use crate::binding::{Binding, ClientCx, Unrouted};
@@ -40,7 +44,7 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// most of the gateway's CPU time under load; the write buffer is only a threshold, so memory
 /// grows only while frames wait for `flush`.
 /// The read buffer is [`WsTransport`]'s own.
-fn tuned(config: WebSocketConfig) -> WebSocketConfig {
+pub(crate) fn tuned(config: WebSocketConfig) -> WebSocketConfig {
     config.write_buffer_size(WRITE_BUFFER.min(config.max_write_buffer_size / 2))
 }
 
@@ -56,6 +60,23 @@ enum Taken {
     Destroy,
 }
 
+/// What woke a connection's loop (see [`Connection::run`]).
+enum Wake {
+    Stop(Stop),
+    NoFirstMessage,
+    Redeliver,
+    /// Items wait in the send queue.
+    Ready,
+    /// Frames were fed while the client was at rest and wait for a flush; `true` if one was a
+    /// heartbeat.
+    Fed(bool),
+    /// An item taken while the client was at rest that needs more than a write (a close, a destroy).
+    Took(Taken),
+    Incoming(Result<Incoming, TransportError>),
+    /// The connection ended (a write failed).
+    Ended(End),
+}
+
 /// Why the connection loop ended.
 enum End {
     /// The client closed cleanly (close frame, or end of stream on a TCP framing), or broke the
@@ -67,16 +88,90 @@ enum End {
     Server,
 }
 
-/// Serves one accepted socket of `listener` until it closes. Not an `async fn`, whose arguments
-/// would be kept twice in the task (as arguments and as the locals they are moved into).
-pub(crate) fn serve(
+/// Serves one accepted socket of `listener` until it closes, on a task of `tasks`.
+///
+/// Each kind of listener (WebSocket, Pusher, TCP framing) spawns a future type of its own: a task
+/// is allocated as large as the largest state of its future, so one kind's connections do not
+/// pay for another kind's larger state.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn spawn(
+    tasks: &TaskTracker,
+    span: tracing::Span,
     stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<ListenerSpec>,
     gw: Arc<Gateway>,
     shutdown: CancellationToken,
     slot: ConnSlot,
-) -> impl Future<Output = ()> {
+) {
+    let pusher = listener.pusher.clone();
+    let stream_listener = listener.framing().is_some();
+    let (opening, info, slot) = opening(stream, peer, listener, gw.clone(), slot);
+    let never = || std::future::ready(());
+    if let Some(p) = pusher {
+        // A Pusher listener's connections are served by `pusher::conn`, in the task itself.
+        tasks.spawn(
+            opening
+                .then(move |opened| match opened {
+                    Some(Opened::WebSocket(transport, request)) => {
+                        Either::Left(crate::pusher::conn::serve(transport, *info, request, gw, slot, p))
+                    }
+                    _ => Either::Right(never()),
+                })
+                .instrument(span),
+        );
+    } else if stream_listener {
+        tasks.spawn(
+            opening
+                .then(move |opened| match opened {
+                    Some(Opened::Stream(transport)) => {
+                        Either::Left(run(transport, *info, None, None, gw, shutdown, Some(slot)))
+                    }
+                    _ => Either::Right(never()),
+                })
+                .instrument(span),
+        );
+    } else {
+        tasks.spawn(
+            opening
+                .then(move |opened| match opened {
+                    Some(Opened::WebSocket(transport, request)) => match crate::relay::home_of(&gw, &request) {
+                        // A resume token naming another gateway: that gateway serves the client,
+                        // through this one (boxed: a rare path).
+                        Some(home) => Either::Left(Either::Left(rare(crate::relay::edge::serve(
+                            transport, *info, request, home, gw, shutdown, slot,
+                        )))),
+                        None => Either::Left(Either::Right(run(
+                            transport,
+                            *info,
+                            Some(request),
+                            None,
+                            gw,
+                            shutdown,
+                            Some(slot),
+                        ))),
+                    },
+                    _ => Either::Right(never()),
+                })
+                .instrument(span),
+        );
+    }
+}
+
+/// The handshake of one accepted socket (TLS, WebSocket upgrade), with the client's info and
+/// its connection slot. Boxed: the handshake's state (its deadline's timer, the upgrade) would
+/// otherwise keep its room in the task for the whole connection. The task is as large as its
+/// largest state, and an `async` block keeps what it captures for its whole life: so the
+/// handshake is one future and the connection another, chained with `then`, and nothing of the
+/// handshake stays in the task while the connection lives.
+#[allow(clippy::type_complexity)]
+fn opening(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<ListenerSpec>,
+    gw: Arc<Gateway>,
+    slot: ConnSlot,
+) -> (Pin<Box<dyn Future<Output = Option<Opened>> + Send>>, Box<ClientInfo>, ConnSlot) {
     stream.set_nodelay(true).ok();
     let info = Box::new(ClientInfo {
         client_addr: peer.to_string(),
@@ -85,78 +180,45 @@ pub(crate) fn serve(
         listener: listener.url.clone(),
         protocol: listener.protocol,
     });
-    // The task is as large as its largest state, and an `async` block keeps what it captures
-    // for its whole life. So the handshake (TLS, WebSocket upgrade) is one future and the
-    // connection another, chained with `then`: the task holds one or the other, and nothing of
-    // the handshake stays in it while the connection lives. The TLS handshake future (it holds
-    // the socket) is boxed.
-    let tls = listener.tls.clone();
-    let handshake = Box::pin(async move {
-        match tls {
-            Some(acceptor) => {
-                Ok(ClientStream::Tls(Box::new(acceptor.accept(stream).await.map_err(HandshakeError::Tls)?)))
+    let opening = async move {
+        // The handshake (TLS and WebSocket) must finish in time: slow or silent handshakes are dropped.
+        let deadline = tokio::time::Instant::now() + gw.config.handshake_timeout;
+        let tls = listener.tls.clone();
+        let handshake = async move {
+            match tls {
+                Some(acceptor) => {
+                    Ok(ClientStream::Tls(Box::new(acceptor.accept(stream).await.map_err(HandshakeError::Tls)?)))
+                }
+                None => Ok::<_, HandshakeError>(ClientStream::Plain(stream)),
             }
-            None => Ok::<_, HandshakeError>(ClientStream::Plain(stream)),
-        }
-    });
-    let slot = Box::new(slot);
-    let pusher = listener.pusher.clone();
-    let opening = {
-        let gw = gw.clone();
-        async move {
-            // The handshake (TLS and WebSocket) must finish in time: slow or silent handshakes are dropped.
-            let deadline = tokio::time::Instant::now() + gw.config.handshake_timeout;
-            let stream = match tokio::time::timeout_at(deadline, handshake).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return handshake_failed(&gw, &e),
+        };
+        let stream = match tokio::time::timeout_at(deadline, handshake).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return handshake_failed(&gw, &e),
+            Err(_) => return handshake_failed(&gw, &HandshakeError::TimedOut),
+        };
+        let Some(framing) = listener.framing() else {
+            let upgrade = crate::upgrade::accept(stream, &listener.policy);
+            let Upgraded { stream, leftover, request, deflate } = match tokio::time::timeout_at(deadline, upgrade).await
+            {
+                Ok(Ok(upgraded)) => upgraded,
+                Ok(Err(e)) => return handshake_failed(&gw, &HandshakeError::Upgrade(e)),
                 Err(_) => return handshake_failed(&gw, &HandshakeError::TimedOut),
             };
-            let Some(framing) = listener.framing() else {
-                let upgrade = crate::upgrade::accept(stream, &listener.policy);
-                let Upgraded { stream, leftover, request, deflate } =
-                    match tokio::time::timeout_at(deadline, Box::pin(upgrade)).await {
-                        Ok(Ok(upgraded)) => upgraded,
-                        Ok(Err(e)) => return handshake_failed(&gw, &HandshakeError::Upgrade(e)),
-                        Err(_) => return handshake_failed(&gw, &HandshakeError::TimedOut),
-                    };
-                let config = tuned(listener.ws_config);
-                let compressed =
-                    deflate.map(|d| Box::new(Compressed::new(d, gw.state.metrics.clone(), listener.max_message)));
-                let transport = WsTransport::new(stream, leftover, config, gw.config.pong_is_activity, compressed);
-                return Some(Opened::WebSocket(transport, Box::new(request)));
-            };
-            Some(Opened::Stream(StreamTransport::new(stream, framing)))
-        }
+            let config = listener.ws_config.clone();
+            let compressed =
+                deflate.map(|d| Box::new(Compressed::new(d, gw.state.metrics.clone(), listener.max_message)));
+            let transport = WsTransport::new(stream, leftover, config, gw.config.pong_is_activity, compressed);
+            return Some(Opened::WebSocket(transport, Box::new(request)));
+        };
+        Some(Opened::Stream(StreamTransport::new(stream, framing)))
     };
-    opening.then(move |opened| match opened {
-        None => Either::Left(std::future::ready(())),
-        Some(Opened::WebSocket(transport, request)) => match pusher {
-            // A Pusher listener's connections are served by `pusher::conn`, in the task itself:
-            // its future is smaller than a plain client's (`pusher_memory.rs`), so it costs
-            // nothing here, while a box would cost every Pusher connection a block of its own.
-            Some(p) => Either::Right(Either::Right(Either::Right(Either::Left(crate::pusher::conn::serve(
-                transport, *info, request, gw, slot, p,
-            ))))),
-            None => match crate::relay::home_of(&gw, &request) {
-                // A resume token naming another gateway: that gateway serves the client, through
-                // this one (boxed: a rare path).
-                Some(home) => Either::Right(Either::Right(Either::Right(Either::Right(rare(
-                    crate::relay::edge::serve(transport, *info, request, home, gw, shutdown, slot),
-                ))))),
-                None => {
-                    Either::Right(Either::Left(run(transport, *info, Some(request), None, gw, shutdown, Some(slot))))
-                }
-            },
-        },
-        Some(Opened::Stream(transport)) => {
-            Either::Right(Either::Right(Either::Left(run(transport, *info, None, None, gw, shutdown, Some(slot)))))
-        }
-    })
+    (Box::pin(opening), info, slot)
 }
 
 /// A connection of a rare kind (relayed), boxed so that its future does not enlarge
 /// every connection's task.
-fn rare(f: impl Future<Output = ()> + Send + 'static) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+fn rare(f: impl Future<Output = ()> + Send + 'static) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(f)
 }
 
@@ -221,7 +283,7 @@ pub(crate) fn run<T: Transport>(
     opening: Option<Opening>,
     gw: Arc<Gateway>,
     shutdown: CancellationToken,
-    slot: Option<Box<ConnSlot>>,
+    slot: Option<ConnSlot>,
 ) -> impl Future<Output = ()> {
     let queue = gw.config.send_queue;
     let now = gw.clock_ms();
@@ -257,81 +319,18 @@ pub(crate) fn run<T: Transport>(
     let span = tracing::debug_span!("client", client_id = %client_id);
     let mut conn =
         Connection { gw, binding: Binding::new(handle.info.clone()), handle, transport, unsettled: 0, shutdown };
+    // The opening (the worker hears of the client, then it gets its control frames) and the
+    // ending (the close event) are boxed: they are as large as a dispatch, and the task keeps
+    // room for its largest state for the whole connection.
     let body = async move {
-        tracing::debug!(peer = %conn.handle.info.client_addr, listener = %conn.handle.info.listener, "client connected");
-        // The workers hear of the client first (as before: its connect events, or its resume),
-        // then it gets its control frames and what it missed: so a client cannot come back
-        // with its new token before its worker heard of this connection.
-        let resumed = greeting.as_ref().filter(|g| g.resumed).map(|g| g.replay.len() as u64);
-        let mut opened = match resumed {
-            Some(replayed) => {
-                let sent = conn.dispatch(EventKind::Resume { replayed }).await;
-                conn.routed(sent).await.map_err(|_| End::Server)
-            }
-            None => {
-                let sent = conn.dispatch(EventKind::Connect).await;
-                let mut o = conn.routed(sent).await;
-                if o.is_ok() && conn.handle.info.protocol == Protocol::WebSocket {
-                    let HandshakeRequest { path, query, headers } = request.map(|r| *r).unwrap_or_default();
-                    let sent = conn.dispatch(EventKind::WebSocketConnect { path, query, headers }).await;
-                    o = conn.routed(sent).await;
-                }
-                o.map_err(|_| End::Server)
-            }
-        };
-        if let (Ok(()), Some(g)) = (&opened, greeting) {
-            let Greeting { control, replay, .. } = *g;
-            if Box::pin(conn.write_first(control, replay)).await.is_err() {
-                opened = Err(End::Vanished);
-            }
-        }
-        let end = match opened {
+        let end = match Box::pin(conn.open(request, greeting)).await {
             Ok(()) => conn.run().await,
             Err(end) => end,
         };
-        // Every message a worker sent this client ends as written or dropped: what waits in the
-        // queue and what was taken but not flushed is dropped here, as `client_gone` (for a
-        // client with recovery they stay in its replay buffer, for its resume).
-        let unwritten = conn.handle.tx.close() + std::mem::take(&mut conn.unsettled);
-        let gw = conn.gw.clone();
-        let m = &gw.state.metrics;
-        m.dropped_client_gone.fetch_add(unwritten, Ordering::Relaxed);
-        Metrics::inc(match end {
-            End::Client => &m.disconnects_closed,
-            End::Vanished => &m.disconnects_vanished,
-            End::Server => &m.disconnects_server,
-        });
-        tracing::debug!(
-            by_client = !matches!(end, End::Server),
-            vanished = matches!(end, End::Vanished),
-            unwritten,
-            "client disconnected"
-        );
-        let stays = match conn.handle.recovery.clone() {
-            Some(cell) => conn.end_recovery(&cell, &end),
-            None => false,
-        };
-        if !stays {
-            // The close event carries the final session; deliver it even though the socket is
-            // gone (a closing client waits briefly for a worker and is not interrupted, so there
-            // is nothing to close when it cannot be routed).
-            let _ = conn.dispatch(EventKind::Close).await;
-            match conn.handle.recovery {
-                Some(_) => gw.state.remove_closed(&conn.handle),
-                None => gw.state.remove(conn.handle.id),
-            }
-        }
-        conn.binding.unbind();
-        // A worker that dies from now on hands this client's events to no task: deliver what is
-        // already waiting here, and let later hand-backs go the orphan way.
-        let leftovers = conn.handle.redelivery.close();
-        if !leftovers.is_empty() {
-            crate::redeliver::spawn_orphans(&gw, conn.handle.info.clone(), leftovers);
-        }
-        conn.handle.kill.forget_waker();
+        Box::pin(conn.finish(end)).await;
         drop(slot);
     };
-    tracing::Instrument::instrument(body, span)
+    body.instrument(span)
 }
 
 struct Connection<T> {
@@ -348,82 +347,262 @@ struct Connection<T> {
 }
 
 impl<T: Transport> Connection<T> {
+    /// The connection's loop. A client at rest (its transport holds no buffers, nothing is
+    /// being written) waits here in a small state: the task's memory is as large as its largest
+    /// state for the whole connection, so everything that awaits more than the wait itself (a
+    /// message to dispatch, a write to flush, a close) runs in [`active`](Self::active), boxed,
+    /// until the client is at rest again (as a codec is kept until the next heartbeat, see
+    /// [`Transport::at_rest`]). What needs no waiting is done here: a heartbeat answered, and
+    /// frames the transport writes to the socket at once (a heartbeat ping, a broadcast to an
+    /// idle client).
     async fn run(&mut self) -> End {
-        let handle = self.handle.clone();
-        let kill = &handle.kill;
-        // The gateway's stop is read from its flag, woken through the kill switch's waker (see
-        // `Gateway::stop_clients`), not waited for on the shared `shutdown` token.
-        let gw = self.gw.clone();
         // Only until the first message, so a per-connection timer is cheap here.
         let first_message = self.gw.config.first_message_timeout;
         // One timer for the whole wait, boxed: none at all when the timeout is off (the default).
         let mut first_timer = (!first_message.is_zero())
             .then(|| Box::pin(tokio::time::sleep_until(tokio::time::Instant::now() + first_message)));
-        let mut got_message = false;
         loop {
-            tokio::select! {
-                biased;
-                // Rare paths are boxed so their futures do not enlarge every connection's task.
-                stop = kill.cancelled_or(&gw.clients_stopping) => match stop {
-                    Stop::Killed => return Box::pin(self.killed()).await,
-                    Stop::Stopping => {
-                        // Handed over to another gateway: come back (there) with the token.
-                        let (code, reason) = if self.handle.recovery.is_some() && self.gw.handover.is_handing_over() {
-                            (1012, "service restart")
-                        } else {
-                            (1001, "server shutting down")
-                        };
-                        Box::pin(self.transport.close(code, reason)).await;
-                        return End::Server;
-                    }
-                },
-                _ = async { first_timer.as_mut().expect("guarded").await }, if first_timer.is_some() && !got_message => {
-                    Box::pin(self.transport.close(1008, "no message in time")).await;
-                    return End::Server;
-                }
-                _ = self.handle.redelivery.notified() => {
-                    // A worker died holding our events: send them on now, even if the client is idle.
-                    if self.redeliver().await.is_err() {
-                        return End::Server;
-                    }
-                }
-                _ = self.handle.tx.ready() => {
-                    let done = tokio::select! {
-                        r = self.write() => r,
-                        _ = kill.cancelled() => return Box::pin(self.killed()).await,
-                    };
-                    if let Some(end) = done {
-                        return end;
-                    }
-                }
-                incoming = self.transport.recv() => {
+            let wake = match self.next_wake(&mut first_timer).await {
+                Wake::Incoming(Ok(Incoming::Activity)) => {
                     self.handle.last_active.store(self.gw.clock_ms(), Ordering::Relaxed);
-                    match incoming {
-                        Ok(Incoming::Message(payload)) => {
-                            got_message = true;
-                            if self.on_message(payload).await.is_err() {
-                                return End::Server;
-                            }
-                        }
-                        Ok(Incoming::Activity) => {}
-                        Err(TransportError::Closed) => return End::Client,
-                        Err(TransportError::Vanished(e)) => {
-                            tracing::debug!(error = %e, "client vanished");
-                            return End::Vanished;
-                        }
-                        Err(TransportError::Violation { code, reason }) => {
-                            Metrics::inc(&self.gw.state.metrics.protocol_violations);
-                            tracing::debug!(code, reason = %reason, "client broke the protocol");
-                            // Replies to what the client sent before the bad frame are still
-                            // owed: let the worker finish those, write them, then close.
-                            Box::pin(self.settle()).await;
-                            Box::pin(self.transport.close(code, &reason)).await;
-                            return End::Client;
-                        }
+                    continue;
+                }
+                Wake::Ready => match self.write_at_rest() {
+                    Some(wake) => wake,
+                    None => continue,
+                },
+                wake => wake,
+            };
+            if let Some(end) = Box::pin(self.active(wake, &mut first_timer)).await {
+                return end;
+            }
+        }
+    }
+
+    /// What wakes the connection next, in this order: a kill or the gateway's stop, the first
+    /// message's deadline, events handed back for redelivery, items to write, then what the
+    /// client sent. The gateway's stop is read from its flag, woken through the kill switch's
+    /// waker (see `Gateway::stop_clients`), not waited for on the shared `shutdown` token.
+    ///
+    /// Polled by hand, each wait made anew on every poll (each is cancel-safe, and holds
+    /// nothing between polls): this future holds two references, where a `select!` keeps every
+    /// wait's state, and it is in every connection's task while the client is at rest.
+    fn next_wake<'a>(
+        &'a mut self,
+        first_timer: &'a mut Option<Pin<Box<tokio::time::Sleep>>>,
+    ) -> impl Future<Output = Wake> + Send + 'a {
+        std::future::poll_fn(move |cx| {
+            let handle = &self.handle;
+            if let Poll::Ready(stop) = pin!(handle.kill.cancelled_or(&self.gw.clients_stopping)).poll(cx) {
+                return Poll::Ready(Wake::Stop(stop));
+            }
+            if let Some(timer) = first_timer
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Wake::NoFirstMessage);
+            }
+            if pin!(handle.redelivery.notified()).poll(cx).is_ready() {
+                return Poll::Ready(Wake::Redeliver);
+            }
+            if pin!(handle.tx.ready()).poll(cx).is_ready() {
+                return Poll::Ready(Wake::Ready);
+            }
+            pin!(self.transport.recv()).poll(cx).map(Wake::Incoming)
+        })
+    }
+
+    /// Handles `wake`, then every wake after it, until the client is at rest again (`None`) or
+    /// the connection ends.
+    async fn active(&mut self, mut wake: Wake, first_timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) -> Option<End> {
+        loop {
+            if let Some(end) = self.on_wake(wake, first_timer).await {
+                return Some(end);
+            }
+            if self.transport.at_rest() && self.unsettled == 0 {
+                return None;
+            }
+            wake = self.next_wake(first_timer).await;
+        }
+    }
+
+    async fn on_wake(&mut self, wake: Wake, first_timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) -> Option<End> {
+        match wake {
+            // Rare paths are boxed so their futures do not enlarge the active state.
+            Wake::Stop(Stop::Killed) => Some(Box::pin(self.killed()).await),
+            Wake::Stop(Stop::Stopping) => {
+                // Handed over to another gateway: come back (there) with the token.
+                let (code, reason) = if self.handle.recovery.is_some() && self.gw.handover.is_handing_over() {
+                    (1012, "service restart")
+                } else {
+                    (1001, "server shutting down")
+                };
+                Box::pin(self.transport.close(code, reason)).await;
+                Some(End::Server)
+            }
+            Wake::NoFirstMessage => {
+                Box::pin(self.transport.close(1008, "no message in time")).await;
+                Some(End::Server)
+            }
+            // A worker died holding our events: send them on now, even if the client is idle.
+            Wake::Redeliver => self.redeliver().await.err().map(|_| End::Server),
+            Wake::Ready => self.write_unless_killed(false).await,
+            Wake::Fed(heartbeat) => self.write_unless_killed(heartbeat).await,
+            Wake::Took(Taken::Close(last, close)) => {
+                Box::pin(self.close_with(last, close)).await;
+                Some(End::Server)
+            }
+            Wake::Took(Taken::Destroy) => Some(Box::pin(self.destroyed()).await),
+            Wake::Took(Taken::Empty | Taken::Send(..)) => unreachable!("written at rest"),
+            Wake::Ended(end) => Some(end),
+            Wake::Incoming(incoming) => {
+                self.handle.last_active.store(self.gw.clock_ms(), Ordering::Relaxed);
+                match incoming {
+                    Ok(Incoming::Message(payload)) => {
+                        *first_timer = None;
+                        self.on_message(payload).await.err().map(|_| End::Server)
+                    }
+                    Ok(Incoming::Activity) => None,
+                    Err(TransportError::Closed) => Some(End::Client),
+                    Err(TransportError::Vanished(e)) => {
+                        tracing::debug!(error = %e, "client vanished");
+                        Some(End::Vanished)
+                    }
+                    Err(TransportError::Violation { code, reason }) => {
+                        Metrics::inc(&self.gw.state.metrics.protocol_violations);
+                        tracing::debug!(code, reason = %reason, "client broke the protocol");
+                        // Replies to what the client sent before the bad frame are still
+                        // owed: let the worker finish those, write them, then close.
+                        Box::pin(self.settle()).await;
+                        Box::pin(self.transport.close(code, &reason)).await;
+                        Some(End::Client)
                     }
                 }
             }
         }
+    }
+
+    /// [`write`](Self::write), given up if the client is killed meanwhile.
+    async fn write_unless_killed(&mut self, heartbeat: bool) -> Option<End> {
+        let handle = self.handle.clone();
+        tokio::select! {
+            r = self.write(heartbeat) => r,
+            _ = handle.kill.cancelled() => Some(Box::pin(self.killed()).await),
+        }
+    }
+
+    /// Writes what waits in the send queue while the client is at rest, as long as the
+    /// transport writes each frame to the socket at once (nothing to flush: a parked WebSocket
+    /// client's heartbeat ping or message on a plain socket); `None` when all of it went so.
+    /// Otherwise returns what the active loop is to go on with: frames fed and waiting for a
+    /// flush, an item that needs more than a write, or the end.
+    fn write_at_rest(&mut self) -> Option<Wake> {
+        let mut heartbeat = false;
+        for _ in 0..WRITE_BATCH {
+            if !self.transport.written() {
+                return Some(Wake::Fed(heartbeat));
+            }
+            let (msg, counted) = match self.take() {
+                Taken::Empty => break,
+                Taken::Send(msg, counted) => (msg, counted),
+                other => return Some(Wake::Took(other)),
+            };
+            heartbeat |= !counted;
+            if let Err(e) = self.feed(msg, counted) {
+                tracing::debug!(error = ?e, "client write failed");
+                return Some(Wake::Ended(End::Vanished));
+            }
+        }
+        if !self.transport.written() {
+            return Some(Wake::Fed(heartbeat));
+        }
+        // All of it is on the socket: written, as a flush counts them.
+        let written = std::mem::take(&mut self.unsettled);
+        self.gw.state.metrics.messages_out.fetch_add(written, Ordering::Relaxed);
+        if heartbeat {
+            self.transport.release_idle();
+            self.handle.tx.release_idle();
+        }
+        None
+    }
+
+    /// The client's first events to its worker, then its control frames and what it missed:
+    /// so a client cannot come back with its new token before its worker heard of this
+    /// connection.
+    async fn open(
+        &mut self,
+        request: Option<Box<HandshakeRequest>>,
+        greeting: Option<Box<Greeting>>,
+    ) -> Result<(), End> {
+        tracing::debug!(peer = %self.handle.info.client_addr, listener = %self.handle.info.listener, "client connected");
+        let resumed = greeting.as_ref().filter(|g| g.resumed).map(|g| g.replay.len() as u64);
+        let mut opened = match resumed {
+            Some(replayed) => {
+                let sent = self.dispatch(EventKind::Resume { replayed }).await;
+                self.routed(sent).await.map_err(|_| End::Server)
+            }
+            None => {
+                let sent = self.dispatch(EventKind::Connect).await;
+                let mut o = self.routed(sent).await;
+                if o.is_ok() && self.handle.info.protocol == Protocol::WebSocket {
+                    let HandshakeRequest { path, query, headers } = request.map(|r| *r).unwrap_or_default();
+                    let sent = self.dispatch(EventKind::WebSocketConnect { path, query, headers }).await;
+                    o = self.routed(sent).await;
+                }
+                o.map_err(|_| End::Server)
+            }
+        };
+        if let (Ok(()), Some(g)) = (&opened, greeting) {
+            let Greeting { control, replay, .. } = *g;
+            if Box::pin(self.write_first(control, replay)).await.is_err() {
+                opened = Err(End::Vanished);
+            }
+        }
+        opened
+    }
+
+    /// Ends the connection: counts what was not written, holds a client with recovery or
+    /// sends its close event, and leaves the client map and its worker.
+    async fn finish(&mut self, end: End) {
+        // Every message a worker sent this client ends as written or dropped: what waits in the
+        // queue and what was taken but not flushed is dropped here, as `client_gone` (for a
+        // client with recovery they stay in its replay buffer, for its resume).
+        let unwritten = self.handle.tx.close() + std::mem::take(&mut self.unsettled);
+        let gw = self.gw.clone();
+        let m = &gw.state.metrics;
+        m.dropped_client_gone.fetch_add(unwritten, Ordering::Relaxed);
+        Metrics::inc(match end {
+            End::Client => &m.disconnects_closed,
+            End::Vanished => &m.disconnects_vanished,
+            End::Server => &m.disconnects_server,
+        });
+        tracing::debug!(
+            by_client = !matches!(end, End::Server),
+            vanished = matches!(end, End::Vanished),
+            unwritten,
+            "client disconnected"
+        );
+        let stays = match self.handle.recovery.clone() {
+            Some(cell) => self.end_recovery(&cell, &end),
+            None => false,
+        };
+        if !stays {
+            // The close event carries the final session; deliver it even though the socket is
+            // gone (a closing client waits briefly for a worker and is not interrupted, so there
+            // is nothing to close when it cannot be routed).
+            let _ = self.dispatch(EventKind::Close).await;
+            match self.handle.recovery {
+                Some(_) => gw.state.remove_closed(&self.handle),
+                None => gw.state.remove(self.handle.id),
+            }
+        }
+        self.binding.unbind();
+        // A worker that dies from now on hands this client's events to no task: deliver what is
+        // already waiting here, and let later hand-backs go the orphan way.
+        let leftovers = self.handle.redelivery.close();
+        if !leftovers.is_empty() {
+            crate::redeliver::spawn_orphans(&gw, self.handle.info.clone(), leftovers);
+        }
+        self.handle.kill.forget_waker();
     }
 
     /// Waits (briefly) until the worker acknowledged this client's events, then writes what is
@@ -472,8 +651,7 @@ impl<T: Transport> Connection<T> {
     /// Writes what is queued (up to a batch), then flushes once. Items are taken from the queue
     /// here rather than handed in, and only once the transport takes them without waiting, which
     /// keeps them out of the waiting futures.
-    async fn write(&mut self) -> Option<End> {
-        let mut heartbeat = false;
+    async fn write(&mut self, mut heartbeat: bool) -> Option<End> {
         for _ in 0..WRITE_BATCH {
             if let Err(e) = self.transport.ready().await {
                 tracing::debug!(error = ?e, "client write failed");
@@ -489,15 +667,7 @@ impl<T: Transport> Connection<T> {
                     Box::pin(self.close_with(last, close)).await;
                     return Some(End::Server);
                 }
-                Taken::Destroy => {
-                    // What was queued before goes out first (a bounded wait: the client may not
-                    // be reading); then the socket is dropped without a close frame. Frames not
-                    // flushed by then are counted as dropped when the connection ends.
-                    if tokio::time::timeout(DESTROY_FLUSH, self.flush()).await.is_err() {
-                        tracing::debug!("destroyed client did not take its last messages in time");
-                    }
-                    return Some(End::Server);
-                }
+                Taken::Destroy => return Some(Box::pin(self.destroyed()).await),
             };
             if let Err(e) = self.feed(msg, counted) {
                 tracing::debug!(error = ?e, "client write failed");
@@ -513,6 +683,16 @@ impl<T: Transport> Connection<T> {
             self.handle.tx.release_idle();
         }
         None
+    }
+
+    /// What was queued before a destroy goes out first (a bounded wait: the client may not be
+    /// reading); then the socket is dropped without a close frame. Frames not flushed by then
+    /// are counted as dropped when the connection ends.
+    async fn destroyed(&mut self) -> End {
+        if tokio::time::timeout(DESTROY_FLUSH, self.flush()).await.is_err() {
+            tracing::debug!("destroyed client did not take its last messages in time");
+        }
+        End::Server
     }
 
     /// Flushes what was fed; on success the messages taken so far were written to the socket.

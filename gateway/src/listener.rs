@@ -24,7 +24,9 @@ pub(crate) struct ListenerSpec {
     pub tls: Option<TlsAcceptor>,
     pub max_message: usize,
     pub policy: Policy,
-    pub ws_config: WebSocketConfig,
+    /// Its WebSocket settings, tuned for the gateway (`client::tuned`), shared by every
+    /// connection's transport.
+    pub ws_config: std::sync::Arc<WebSocketConfig>,
     /// A `pusher = true` listener: the Pusher apps (one state shared by every such listener).
     pub pusher: Option<std::sync::Arc<crate::pusher::Pusher>>,
 }
@@ -100,7 +102,7 @@ fn spec(config: &GatewayConfig, l: &ListenerConfig, addr: SocketAddr) -> Result<
         tls,
         max_message,
         policy: Policy { origins: l.origins.clone(), paths: l.paths.clone(), deflate },
-        ws_config,
+        ws_config: std::sync::Arc::new(crate::client::tuned(ws_config)),
         pusher: None,
     })
 }

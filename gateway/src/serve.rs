@@ -141,9 +141,7 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
                 }
             };
             let span = tracing::debug_span!("conn", peer = %addr);
-            clients.spawn(
-                client::serve(stream, addr, spec.clone(), gw.clone(), clients_down.clone(), slot).instrument(span),
-            );
+            client::spawn(&clients, span, stream, addr, spec.clone(), gw.clone(), clients_down.clone(), slot);
         }));
     }
     tokio::join!(internal, futures_util::future::join_all(public));

@@ -3,6 +3,8 @@
 //! [`Transport`].
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -61,6 +63,12 @@ pub(crate) trait Transport: Send + 'static {
     /// heartbeat was written: a client that sends nothing for a heartbeat interval keeps no
     /// buffers.
     fn release_idle(&mut self);
+    /// Whether everything fed was written to the socket (nothing waits for a flush).
+    fn written(&self) -> bool;
+    /// Whether the client is at rest: no buffers held (as after [`release_idle`](Self::release_idle)
+    /// on a client that sent nothing since) and nothing waiting to be written. The connection
+    /// then waits in its small state (`client.rs`, `Connection::run`).
+    fn at_rest(&self) -> bool;
     /// Closes gracefully: a close frame (WebSocket) or a flushed shutdown (TCP), bounded in time.
     fn close(&mut self, code: u16, reason: &str) -> impl Future<Output = ()> + Send;
 }
@@ -162,8 +170,9 @@ pub(crate) struct WsTransport {
     /// The codec; `None` while parked and nothing was written since (a fresh codec is only its
     /// settings, kept in `config`): an idle client's task does not carry the codec's 248 bytes.
     ctx: Option<Box<WebSocketContext>>,
-    /// The codec's settings, its read buffer size excepted.
-    config: WebSocketConfig,
+    /// The codec's settings, its read buffer size excepted; the listener's (shared: 8 bytes
+    /// here instead of 64 in every connection's task).
+    config: Arc<WebSocketConfig>,
     seen: WsFrameTracker,
     pong_is_activity: bool,
     /// A write found the socket full; the frame is buffered in the codec, and the next write
@@ -187,6 +196,10 @@ pub(crate) struct WsTransport {
     /// The rest of a frame written directly (see [`write_parked`](Self::write_parked)) that the
     /// socket took only part of: written before anything else, by the next `ready` or `flush`.
     tail: Option<Box<Bytes>>,
+    /// The client's close frame was read: until this deadline, the codec's reply is flushed
+    /// before [`recv`](Transport::recv) reports the close. Kept here, not in the `recv` future,
+    /// which waits in every connection's task.
+    closing: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 fn ws_error(e: WsError) -> TransportError {
@@ -233,7 +246,7 @@ impl WsTransport {
     pub fn new(
         stream: ClientStream,
         leftover: Vec<u8>,
-        config: WebSocketConfig,
+        config: Arc<WebSocketConfig>,
         pong_is_activity: bool,
         compressed: Option<Box<Compressed>>,
     ) -> Self {
@@ -252,6 +265,7 @@ impl WsTransport {
             ended: false,
             compressed,
             tail: None,
+            closing: None,
         };
         if !leftover.is_empty() {
             t.activate(&leftover);
@@ -348,7 +362,7 @@ impl WsTransport {
         if !matches!(self.stream, ClientStream::Plain(_)) {
             return None;
         }
-        match std::pin::Pin::new(&mut self.stream).poll_write(cx, &reply[..len]) {
+        match Pin::new(&mut self.stream).poll_write(cx, &reply[..len]) {
             Poll::Ready(Ok(n)) if n == len => Some(Ok(Message::Ping(Bytes::new()))),
             // Nothing written: the codec answers, once the socket takes it.
             Poll::Pending => None,
@@ -375,7 +389,7 @@ impl WsTransport {
             return Ok(false);
         }
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        match std::pin::Pin::new(&mut self.stream).poll_write(&mut cx, &EMPTY_PING) {
+        match Pin::new(&mut self.stream).poll_write(&mut cx, &EMPTY_PING) {
             Poll::Ready(Ok(2)) => Ok(true),
             Poll::Pending => Ok(false),
             Poll::Ready(Ok(_)) => Err(WsError::Io(std::io::ErrorKind::WriteZero.into())),
@@ -410,7 +424,7 @@ impl WsTransport {
         let len = head.len() + payload.len();
         let bufs = [std::io::IoSlice::new(head), std::io::IoSlice::new(payload)];
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        match std::pin::Pin::new(&mut self.stream).poll_write_vectored(&mut cx, &bufs) {
+        match Pin::new(&mut self.stream).poll_write_vectored(&mut cx, &bufs) {
             Poll::Ready(Ok(n)) if n == len => Ok(Some(payload.len())),
             Poll::Pending => Ok(None),
             Poll::Ready(Ok(0)) => Err(WsError::Io(std::io::ErrorKind::WriteZero.into())),
@@ -430,7 +444,7 @@ impl WsTransport {
     /// Writes the rest of a directly written frame, if any.
     fn poll_tail(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
         while let Some(tail) = &mut self.tail {
-            match std::pin::Pin::new(&mut self.stream).poll_write(cx, tail) {
+            match Pin::new(&mut self.stream).poll_write(cx, tail) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(WsError::Io(std::io::ErrorKind::WriteZero.into()))),
                 Poll::Ready(Ok(n)) => {
@@ -462,7 +476,7 @@ impl WsTransport {
         };
         // A parked client's codec is made when something is written (and dropped again once
         // that is flushed).
-        let config = self.config;
+        let config = *self.config;
         let ctx = self
             .ctx
             .get_or_insert_with(|| Box::new(WebSocketContext::new(Role::Server, Some(config.read_buffer_size(0)))));
@@ -492,7 +506,7 @@ impl WsTransport {
             } else {
                 let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); SCRATCH];
                 let mut buf = ReadBuf::uninit(&mut scratch);
-                match std::pin::Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+                match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Err(e)) => {
                         self.ended = true;
@@ -622,19 +636,25 @@ impl WsTransport {
 }
 
 impl Transport for WsTransport {
-    async fn recv(&mut self) -> Result<Incoming, TransportError> {
-        // Polled by hand: this future sits in every connection's task while it waits, and
-        // awaiting `next()` here kept room for a whole read result in it (280 bytes instead of
-        // about 40; see BENCHMARKS.md).
-        match std::future::poll_fn(|cx| self.poll_recv(cx)).await {
-            Some(incoming) => incoming,
-            None => {
-                // tungstenite queued the close reply; send it so the close is clean.
-                let _ =
-                    Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, std::future::poll_fn(|cx| self.poll_flush(cx)))).await;
-                Err(TransportError::Closed)
+    fn recv(&mut self) -> impl Future<Output = Result<Incoming, TransportError>> + Send {
+        // Polled by hand, a reference and nothing else: this future sits in every connection's
+        // task while it waits (awaiting `next()` kept room for a whole read result, 280 bytes;
+        // an `async` body with the close reply's timeout, 72).
+        std::future::poll_fn(move |cx| {
+            if self.closing.is_none() {
+                match std::task::ready!(self.poll_recv(cx)) {
+                    Some(incoming) => return Poll::Ready(incoming),
+                    // tungstenite queued the close reply; send it so the close is clean.
+                    None => self.closing = Some(Box::pin(tokio::time::sleep(CLOSE_TIMEOUT))),
+                }
             }
-        }
+            let flushed = self.poll_flush(cx).is_ready();
+            if !flushed && self.closing.as_mut().is_some_and(|deadline| deadline.as_mut().poll(cx).is_pending()) {
+                return Poll::Pending;
+            }
+            self.closing = None;
+            Poll::Ready(Err(TransportError::Closed))
+        })
     }
 
     async fn ready(&mut self) -> Result<(), TransportError> {
@@ -664,6 +684,14 @@ impl Transport for WsTransport {
         if (!self.parked || self.ctx.is_some()) && self.holds_nothing() {
             self.park();
         }
+    }
+
+    fn written(&self) -> bool {
+        !self.unflushed && !self.blocked && self.tail.is_none()
+    }
+
+    fn at_rest(&self) -> bool {
+        self.parked && self.ctx.is_none() && self.written()
     }
 
     async fn close(&mut self, code: u16, reason: &str) {
@@ -773,6 +801,15 @@ impl Transport for StreamTransport {
         }
     }
 
+    fn written(&self) -> bool {
+        self.outbuf.is_empty()
+    }
+
+    fn at_rest(&self) -> bool {
+        // The input buffer is made again for every read (see `recv`).
+        self.outbuf.capacity() == 0 && self.inbuf.is_empty()
+    }
+
     async fn close(&mut self, _code: u16, _reason: &str) {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
             let _ = self.flush().await;
@@ -824,7 +861,7 @@ mod tests {
         }
         assert!(head.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&head));
         let config = WebSocketConfig::default().read_buffer_size(0).write_buffer_size(16 * 1024);
-        let mut t = WsTransport::new(up.stream, up.leftover, config, false, None);
+        let mut t = WsTransport::new(up.stream, up.leftover, Arc::new(config), false, None);
         expect_text(&mut t, "first").await;
 
         let mut burst = Vec::new();
@@ -925,10 +962,10 @@ mod tests {
             head.contains("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"),
             "{head}"
         );
-        let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let compressed = Compressed::new(up.deflate.expect("negotiated"), metrics.clone(), 1 << 20);
         let config = WebSocketConfig::default().read_buffer_size(0).write_buffer_size(16 * 1024);
-        let mut t = WsTransport::new(up.stream, up.leftover, config, false, Some(Box::new(compressed)));
+        let mut t = WsTransport::new(up.stream, up.leftover, Arc::new(config), false, Some(Box::new(compressed)));
         let has_state = |t: &WsTransport| t.compressed.as_ref().unwrap().has_state();
         assert!(t.parked && !has_state(&t), "nothing before the first byte");
 
@@ -999,7 +1036,7 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let config = WebSocketConfig::default().read_buffer_size(0).write_buffer_size(16 * 1024);
-        let mut t = WsTransport::new(ClientStream::Plain(server), Vec::new(), config, true, None);
+        let mut t = WsTransport::new(ClientStream::Plain(server), Vec::new(), Arc::new(config), true, None);
         let noop = || Context::from_waker(std::task::Waker::noop());
         assert!(t.parked);
 
@@ -1050,7 +1087,7 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let config = WebSocketConfig::default().read_buffer_size(0).write_buffer_size(16 * 1024);
-        let mut t = WsTransport::new(ClientStream::Plain(server), Vec::new(), config, true, None);
+        let mut t = WsTransport::new(ClientStream::Plain(server), Vec::new(), Arc::new(config), true, None);
         assert!(t.parked && t.ctx.is_none(), "nothing before the first byte");
         let medium = vec![7u8; 300];
         for msg in [Message::text("news"), Message::binary(medium.clone())] {
@@ -1086,7 +1123,7 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let config = WebSocketConfig::default().read_buffer_size(0).write_buffer_size(16 * 1024);
-        let mut t = WsTransport::new(ClientStream::Plain(server), Vec::new(), config, false, None);
+        let mut t = WsTransport::new(ClientStream::Plain(server), Vec::new(), Arc::new(config), false, None);
         let noop = || Context::from_waker(std::task::Waker::noop());
         for round in ["subscribe", "ping"] {
             client.write_all(&client_frame(1, round.as_bytes())).await.unwrap();
@@ -1123,7 +1160,7 @@ mod tests {
         let mut client = client.connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let config = WebSocketConfig::default().read_buffer_size(0).write_buffer_size(16 * 1024);
-        let mut t = WsTransport::new(ClientStream::Plain(server), Vec::new(), config, true, None);
+        let mut t = WsTransport::new(ClientStream::Plain(server), Vec::new(), Arc::new(config), true, None);
         // Larger than the socket's buffer: the kernel takes what fits and says how much.
         let payload = |i: usize| vec![i as u8; 16_000];
         let mut sent = 0;

@@ -7,8 +7,10 @@
 //! is (its `on_connect`, `on_websocket_connect`, `on_message` for what the gateway hands on, see
 //! [`Action::ToWorker`], and `on_close`); the others never touch a worker link.
 
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,6 +39,23 @@ const WRITE_BATCH: usize = 64;
 /// How long a destroyed client's socket may take to take what was queued before the destroy.
 const DESTROY_FLUSH: Duration = Duration::from_secs(2);
 
+/// What woke a connection's loop (see [`Conn::run`]).
+enum Wake {
+    Stop(Stop),
+    SigninTimeout,
+    /// Items wait in the send queue.
+    Ready,
+    /// Frames were fed while the connection was at rest and wait for a flush; `true` if one
+    /// was a heartbeat.
+    Fed(bool),
+    /// A close or destroy taken while the connection was at rest.
+    Took(Outbound),
+    Redeliver,
+    Incoming(Result<Incoming, TransportError>),
+    /// The connection ended (a write failed).
+    Ended(End),
+}
+
 /// Why the connection ended.
 enum End {
     Client,
@@ -54,7 +73,7 @@ pub(crate) fn serve(
     info: ClientInfo,
     request: Box<HandshakeRequest>,
     gw: Arc<Gateway>,
-    slot: Box<ConnSlot>,
+    slot: ConnSlot,
     pusher: Arc<Pusher>,
 ) -> impl Future<Output = ()> + Send {
     let origin = request.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("origin")).map(|(_, v)| v.as_str());
@@ -109,7 +128,7 @@ pub(crate) fn serve(
 }
 
 /// A refused connection: `pusher:error` with the code, then a close with the same code.
-async fn refuse(mut transport: WsTransport, refused: ConnectError, slot: Box<ConnSlot>) {
+async fn refuse(mut transport: WsTransport, refused: ConnectError, slot: ConnSlot) {
     let frame = ServerFrame::Error { code: Some(refused.code), message: &refused.reason }.encode();
     if transport.ready().await.is_ok() && transport.feed(OutMessage::new(Message::text(frame))).is_ok() {
         let _ = transport.flush().await;
@@ -147,68 +166,183 @@ impl Conn {
         if Box::pin(self.send_now(established)).await.is_err() {
             return End::Vanished;
         }
-        let handle = self.handle.clone();
-        let gw = self.gw.clone();
         // `user_authentication`: one timer until the connection signs in (none otherwise).
         let app = self.app.app();
         let mut signin = app.user_authentication.then(|| Box::pin(tokio::time::sleep(app.signin_timeout)));
+        // At rest, the connection waits here in a small state; whatever needs more than the
+        // wait runs boxed in `active` until it is at rest again (as `client.rs` does).
         loop {
-            if signin.is_some() && self.session.signed_in() {
-                signin = None;
-            }
-            tokio::select! {
-                biased;
-                // The gateway's stop is read from its flag, woken through the kill switch (as
-                // for every client, see `Gateway::stop_clients`).
-                stop = handle.kill.cancelled_or(&gw.clients_stopping) => return match stop {
-                    Stop::Killed => Box::pin(self.killed()).await,
-                    Stop::Stopping => {
-                        let code = ErrorCode::ReconnectImmediately;
-                        Box::pin(self.transport.close(code.code(), "server shutting down")).await;
-                        End::Server
-                    }
+            let wake = match self.next_wake(&mut signin).await {
+                Wake::Incoming(Ok(Incoming::Activity)) => {
+                    self.handle.last_active.store(self.gw.clock_ms(), Ordering::Relaxed);
+                    continue;
+                }
+                Wake::Ready => match self.write_at_rest() {
+                    Some(wake) => wake,
+                    None => continue,
                 },
-                _ = async { signin.as_mut().expect("guarded").await }, if signin.is_some() => {
-                    return Box::pin(self.signin_timed_out()).await;
+                wake => wake,
+            };
+            if let Some(end) = Box::pin(self.active(wake, &mut signin)).await {
+                return end;
+            }
+        }
+    }
+
+    /// What wakes the connection next, in this order: a kill or the gateway's stop, the
+    /// sign-in deadline, items to write, events handed back, then what the client sent. Polled
+    /// by hand, each wait made anew on every poll (see `client.rs`, `Connection::next_wake`).
+    fn next_wake<'a>(
+        &'a mut self,
+        signin: &'a mut Option<Pin<Box<tokio::time::Sleep>>>,
+    ) -> impl Future<Output = Wake> + Send + 'a {
+        if signin.is_some() && self.session.signed_in() {
+            *signin = None;
+        }
+        std::future::poll_fn(move |cx| {
+            let handle = &self.handle;
+            // The gateway's stop is read from its flag, woken through the kill switch (as for
+            // every client, see `Gateway::stop_clients`).
+            if let Poll::Ready(stop) = pin!(handle.kill.cancelled_or(&self.gw.clients_stopping)).poll(cx) {
+                return Poll::Ready(Wake::Stop(stop));
+            }
+            if let Some(timer) = signin
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Wake::SigninTimeout);
+            }
+            if pin!(handle.tx.ready()).poll(cx).is_ready() {
+                return Poll::Ready(Wake::Ready);
+            }
+            if self.workers.is_some() && pin!(handle.redelivery.notified()).poll(cx).is_ready() {
+                return Poll::Ready(Wake::Redeliver);
+            }
+            pin!(self.transport.recv()).poll(cx).map(Wake::Incoming)
+        })
+    }
+
+    /// Handles `wake`, then every wake after it, until the connection is at rest again
+    /// (`None`) or it ends.
+    async fn active(&mut self, mut wake: Wake, signin: &mut Option<Pin<Box<tokio::time::Sleep>>>) -> Option<End> {
+        loop {
+            if let Some(end) = self.on_wake(wake).await {
+                return Some(end);
+            }
+            if self.transport.at_rest() && self.unsettled == 0 {
+                return None;
+            }
+            wake = self.next_wake(signin).await;
+        }
+    }
+
+    async fn on_wake(&mut self, wake: Wake) -> Option<End> {
+        match wake {
+            // Rare paths are boxed.
+            Wake::Stop(Stop::Killed) => Some(Box::pin(self.killed()).await),
+            Wake::Stop(Stop::Stopping) => {
+                let code = ErrorCode::ReconnectImmediately;
+                Box::pin(self.transport.close(code.code(), "server shutting down")).await;
+                Some(End::Server)
+            }
+            Wake::SigninTimeout => Some(Box::pin(self.signin_timed_out()).await),
+            Wake::Ready => self.write(false).await,
+            Wake::Fed(heartbeat) => self.write(heartbeat).await,
+            Wake::Took(Outbound::Close { last, close }) => {
+                Box::pin(self.close_with(last, close)).await;
+                Some(End::Server)
+            }
+            Wake::Took(Outbound::Destroy) => Some(Box::pin(self.destroyed()).await),
+            Wake::Took(Outbound::Msg(_) | Outbound::Control(_)) => unreachable!("written at rest"),
+            Wake::Ended(end) => Some(end),
+            Wake::Redeliver => {
+                // A worker died holding this connection's events: send them on now.
+                match Box::pin(self.redeliver()).await {
+                    Ok(()) => None,
+                    Err(e) => Some(Box::pin(self.unrouted(&e)).await),
                 }
-                _ = handle.tx.ready() => {
-                    if let Some(end) = self.write().await {
-                        return end;
+            }
+            Wake::Incoming(incoming) => {
+                self.handle.last_active.store(self.gw.clock_ms(), Ordering::Relaxed);
+                match incoming {
+                    Ok(Incoming::Message(payload)) => {
+                        // Boxed: a client's frames are rare next to what it is sent.
+                        if let Some(end) = Box::pin(self.on_message(payload)).await {
+                            return Some(end);
+                        }
+                        // And so its codec (buffers) goes once the input is read, not at the
+                        // next heartbeat.
+                        self.transport.release_when_drained();
+                        None
                     }
-                }
-                _ = handle.redelivery.notified(), if self.workers.is_some() => {
-                    // A worker died holding this connection's events: send them on now.
-                    if let Err(e) = Box::pin(self.redeliver()).await {
-                        return Box::pin(self.unrouted(&e)).await;
+                    Ok(Incoming::Activity) => None,
+                    Err(TransportError::Closed) => Some(End::Client),
+                    Err(TransportError::Vanished(e)) => {
+                        tracing::debug!(error = %e, "pusher client vanished");
+                        Some(End::Vanished)
                     }
-                }
-                incoming = self.transport.recv() => {
-                    handle.last_active.store(self.gw.clock_ms(), Ordering::Relaxed);
-                    match incoming {
-                        Ok(Incoming::Message(payload)) => {
-                            // Boxed: a client's frames are rare next to what it is sent.
-                            if let Some(end) = Box::pin(self.on_message(payload)).await {
-                                return end;
-                            }
-                            // And so its codec (buffers) goes once the input is read, not at
-                            // the next heartbeat.
-                            self.transport.release_when_drained();
-                        }
-                        Ok(Incoming::Activity) => {}
-                        Err(TransportError::Closed) => return End::Client,
-                        Err(TransportError::Vanished(e)) => {
-                            tracing::debug!(error = %e, "pusher client vanished");
-                            return End::Vanished;
-                        }
-                        Err(TransportError::Violation { code, reason }) => {
-                            Metrics::inc(&self.gw.state.metrics.protocol_violations);
-                            tracing::debug!(code, reason = %reason, "pusher client broke the WebSocket protocol");
-                            Box::pin(self.transport.close(code, &reason)).await;
-                            return End::Client;
-                        }
+                    Err(TransportError::Violation { code, reason }) => {
+                        Metrics::inc(&self.gw.state.metrics.protocol_violations);
+                        tracing::debug!(code, reason = %reason, "pusher client broke the WebSocket protocol");
+                        Box::pin(self.transport.close(code, &reason)).await;
+                        Some(End::Client)
                     }
                 }
             }
+        }
+    }
+
+    /// Writes what waits in the send queue while the connection is at rest, as long as the
+    /// transport writes each frame to the socket at once; `None` when all of it went so
+    /// (see `client.rs`, `Connection::write_at_rest`).
+    fn write_at_rest(&mut self) -> Option<Wake> {
+        let mut heartbeat = false;
+        for _ in 0..WRITE_BATCH {
+            if !self.transport.written() {
+                return Some(Wake::Fed(heartbeat));
+            }
+            let msg = match self.take() {
+                None => break,
+                Some(Ok(msg)) => msg,
+                Some(Err(other)) => return Some(Wake::Took(other)),
+            };
+            heartbeat |= msg.1;
+            if !self.feed(msg.0) {
+                return Some(Wake::Ended(End::Vanished));
+            }
+        }
+        if !self.transport.written() {
+            return Some(Wake::Fed(heartbeat));
+        }
+        self.settle();
+        if heartbeat {
+            self.transport.release_idle();
+            self.handle.tx.release_idle();
+        }
+        None
+    }
+
+    /// The next message to write (and whether it is a heartbeat), or the close or destroy
+    /// taken instead.
+    fn take(&mut self) -> Option<Result<(OutMessage, bool), Outbound>> {
+        Some(match self.handle.tx.try_recv()? {
+            Outbound::Msg(msg) => {
+                self.handle.queued_bytes.fetch_sub(msg.len(), Ordering::Relaxed);
+                self.unsettled += 1;
+                Ok((msg, false))
+            }
+            Outbound::Control(msg) => Ok((OutMessage::new(msg), true)),
+            other => Err(other),
+        })
+    }
+
+    /// Feeds one frame; false if the transport failed.
+    fn feed(&mut self, msg: OutMessage) -> bool {
+        match self.transport.feed(msg) {
+            Ok(n) => {
+                self.handle.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -430,40 +564,27 @@ impl Conn {
     }
 
     /// Writes what is queued (up to a batch), then flushes once.
-    async fn write(&mut self) -> Option<End> {
-        let mut heartbeat = false;
+    async fn write(&mut self, mut heartbeat: bool) -> Option<End> {
         for _ in 0..WRITE_BATCH {
             if self.transport.ready().await.is_err() {
                 return Some(End::Vanished);
             }
-            let msg = match self.handle.tx.try_recv() {
+            let msg = match self.take() {
                 None => break,
-                Some(Outbound::Msg(msg)) => {
-                    self.handle.queued_bytes.fetch_sub(msg.len(), Ordering::Relaxed);
-                    self.unsettled += 1;
+                Some(Ok((msg, beat))) => {
+                    heartbeat |= beat;
                     msg
                 }
-                Some(Outbound::Control(msg)) => {
-                    heartbeat = true;
-                    OutMessage::new(msg)
-                }
                 // Rare paths, boxed (see `run`).
-                Some(Outbound::Close { last, close }) => {
+                Some(Err(Outbound::Destroy)) => return Some(Box::pin(self.destroyed()).await),
+                Some(Err(Outbound::Close { last, close })) => {
                     Box::pin(self.close_with(last, close)).await;
                     return Some(End::Server);
                 }
-                Some(Outbound::Destroy) => {
-                    if let Ok(Ok(())) = Box::pin(tokio::time::timeout(DESTROY_FLUSH, self.transport.flush())).await {
-                        self.settle();
-                    }
-                    return Some(End::Server);
-                }
+                Some(Err(Outbound::Msg(_) | Outbound::Control(_))) => unreachable!("taken as messages"),
             };
-            match self.transport.feed(msg) {
-                Ok(n) => {
-                    self.handle.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                Err(_) => return Some(End::Vanished),
+            if !self.feed(msg) {
+                return Some(End::Vanished);
             }
         }
         if self.transport.flush().await.is_err() {
@@ -475,6 +596,14 @@ impl Conn {
             self.handle.tx.release_idle();
         }
         None
+    }
+
+    /// Writes what was queued before a destroy (a bounded wait), then ends without a close.
+    async fn destroyed(&mut self) -> End {
+        if let Ok(Ok(())) = tokio::time::timeout(DESTROY_FLUSH, self.transport.flush()).await {
+            self.settle();
+        }
+        End::Server
     }
 
     /// Writes what was fed before and a worker's (or the API's) last message, then closes.

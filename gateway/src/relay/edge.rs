@@ -42,7 +42,7 @@ pub(crate) async fn serve(
     home: ClientId,
     gw: Arc<Gateway>,
     shutdown: CancellationToken,
-    slot: Box<ConnSlot>,
+    slot: ConnSlot,
 ) {
     let span = tracing::debug_span!("relay", client_id = %home, peer = %info.client_addr);
     // The opening and the fallback are boxed: the relay task keeps neither while it pumps.

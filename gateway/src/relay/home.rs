@@ -97,6 +97,15 @@ impl Transport for RelayTransport {
 
     fn release_idle(&mut self) {}
 
+    fn written(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    fn at_rest(&self) -> bool {
+        // The link's frames wait in `pending`, which keeps its capacity once used.
+        self.pending.capacity() == 0
+    }
+
     async fn close(&mut self, code: u16, reason: &str) {
         self.pending.push_back(RelayFrame::Close { code, reason: reason.to_string() });
         let _ = tokio::time::timeout(CLOSE_WAIT, self.send_pending()).await;
