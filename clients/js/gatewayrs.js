@@ -16,6 +16,11 @@
 //   };
 //   sock.send("hello");
 //   sock.close();                                        // a clean close: no recovery
+//
+// Messages sent are kept (the last options.outbox, default 1000): on a resume the gateway says how
+// many it took ("accepted"), and the ones it never read (in flight when the connection died or
+// the gateway stopped) are sent again, in order (onrecovery's resent; unsentLost: needed but no
+// longer kept).
 (function (global) {
   "use strict";
 
@@ -30,6 +35,9 @@
     this.minBackoffMs = options.minBackoffMs || 250;
     this.maxBackoffMs = options.maxBackoffMs || 10000;
     this.protocols = options.protocols;
+    this.outboxSize = options.outbox || 1000;
+    this.sent = 0;       // data messages sent across this client's connections
+    this._outbox = [];   // the last outboxSize of them
     this.clientId = null;
     this.token = null;
     this.received = 0;
@@ -72,7 +80,7 @@
     var ws = this.protocols ? new WebSocket(this._query(params), this.protocols) : new WebSocket(this._query(params));
     ws.binaryType = "arraybuffer";
     this._ws = ws;
-    this._pending = { resumed: false, replayed: 0, reason: null, detail: null };
+    this._pending = { resumed: false, replayed: 0, accepted: null, reason: null, detail: null };
     var opened = false;
     ws.onopen = function () {
       opened = true;
@@ -128,6 +136,7 @@
     if (frame.type === "resumed") {
       p.resumed = true;
       p.replayed = frame.replayed;
+      if (typeof frame.accepted === "number") p.accepted = frame.accepted;
     } else if (frame.type === "not_recovered") {
       p.reason = frame.reason;
       p.detail = frame.detail;
@@ -135,16 +144,34 @@
       var first = this.clientId === null;
       if (!p.resumed) {
         this.received = 0; // a new client: counting starts over
+        this.sent = 0;
+        this._outbox = [];
       }
       this._acked = Math.min(this._acked, this.received);
       this.clientId = frame.client_id;
       this.token = frame.token;
+      var resent = { resent: 0, unsentLost: 0 };
+      if (p.accepted !== null) resent = this._resend(p.accepted);
       if (this.onrecovery) {
         this.onrecovery({
-          first: first, resumed: p.resumed, replayed: p.replayed, reason: p.reason, detail: p.detail, clientId: this.clientId
+          first: first, resumed: p.resumed, replayed: p.replayed, reason: p.reason, detail: p.detail, clientId: this.clientId,
+          resent: resent.resent, unsentLost: resent.unsentLost
         });
       }
     }
+  };
+
+  // Sends again what the gateway did not take: messages accepted .. sent - 1.
+  GatewayRsSocket.prototype._resend = function (accepted) {
+    var keptFrom = this.sent - this._outbox.length;
+    var out = { resent: 0, unsentLost: accepted < keptFrom ? keptFrom - accepted : 0 };
+    for (var i = 0; i < this._outbox.length; i++) {
+      if (keptFrom + i >= accepted) {
+        this._ws.send(this._outbox[i]);
+        out.resent += 1;
+      }
+    }
+    return out;
   };
 
   // Tells the gateway how many messages arrived, so it can let them go (done every ackEvery
@@ -160,6 +187,9 @@
   GatewayRsSocket.prototype.send = function (data) {
     if (!this._ws || this._ws.readyState !== 1) return false;
     if (typeof data === "string" && data.charAt(0) === NUL) data = NUL + data;
+    this.sent += 1;
+    this._outbox.push(data);
+    if (this._outbox.length > this.outboxSize) this._outbox.shift();
     this._ws.send(data);
     return true;
   };

@@ -18,7 +18,14 @@ connection.
 
 Control frames are text frames whose first character is NUL followed by JSON. A data text
 message starting with NUL arrives with one more NUL in front; ``recv`` strips it.
+
+Messages the client sent are kept (the last ``outbox`` of them): on a resume the gateway says
+how many it took (``accepted``), and those it never read (still in flight when the connection
+died, or when the gateway stopped) are sent again, in order, before ``reconnect`` returns.
+``resent`` says how many; ``unsent_lost`` how many were needed but no longer kept.
 """
+
+from collections import deque
 
 import json
 import socket
@@ -33,7 +40,7 @@ NUL = "\0"
 class RecoveringClient:
     """One logical client across its WebSocket connections."""
 
-    def __init__(self, url, ack_every=50, timeout=10):
+    def __init__(self, url, ack_every=50, timeout=10, outbox=1000):
         self.url = url
         self.ack_every = ack_every
         self.timeout = timeout
@@ -46,6 +53,11 @@ class RecoveringClient:
         self.reason = None
         self.detail = None
         self._acked = 0
+        # Data messages sent across this client's connections, and the last of them.
+        self.sent = 0
+        self._outbox = deque(maxlen=outbox)
+        self.resent = 0
+        self.unsent_lost = 0
 
     def _url(self, params):
         parts = urllib.parse.urlsplit(self.url)
@@ -56,6 +68,8 @@ class RecoveringClient:
         """A fresh connection asking for recovery."""
         self.received = 0
         self._acked = 0
+        self.sent = 0
+        self._outbox.clear()
         self._open({"gw_recover": "1"})
 
     def reconnect(self, url=None):
@@ -77,6 +91,8 @@ class RecoveringClient:
 
     def _open(self, params):
         self.resumed, self.replayed, self.reason, self.detail = False, 0, None, None
+        self.resent, self.unsent_lost = 0, 0
+        accepted = None
         self.ws = websocket.create_connection(self._url(params), timeout=self.timeout)
         while True:
             frame = self._control(self.ws.recv())
@@ -84,15 +100,20 @@ class RecoveringClient:
             if kind == "resumed":
                 self.resumed = True
                 self.replayed = frame["replayed"]
+                accepted = frame.get("accepted")
             elif kind == "not_recovered":
                 self.reason, self.detail = frame["reason"], frame.get("detail", "")
                 self.received = 0
                 self._acked = 0
+                self.sent = 0
+                self._outbox.clear()
             elif kind == "recovery":
                 self.client_id = frame["client_id"]
                 self.token = frame["token"]
                 self.received = frame["received"]
                 self._acked = min(self._acked, self.received)
+                if accepted is not None:
+                    self._resend(accepted)
                 return
             else:
                 raise ValueError("unexpected control frame %r" % (frame,))
@@ -120,6 +141,16 @@ class RecoveringClient:
                 self.ack()
             return msg
 
+    def _resend(self, accepted):
+        """Sends again what the gateway did not take: messages ``accepted`` .. ``sent - 1``."""
+        kept_from = self.sent - len(self._outbox)
+        if accepted < kept_from:
+            self.unsent_lost = kept_from - accepted
+        for index, text in enumerate(list(self._outbox), start=kept_from):
+            if index >= accepted:
+                self.ws.send(text)
+                self.resent += 1
+
     def ack(self):
         """Tells the gateway how many messages arrived, so it can let them go."""
         self.ws.send(NUL + json.dumps({"type": "ack", "received": self.received}))
@@ -129,6 +160,8 @@ class RecoveringClient:
         """Sends a text message (one starting with NUL is escaped)."""
         if text.startswith(NUL):
             text = NUL + text
+        self.sent += 1
+        self._outbox.append(text)
         self.ws.send(text)
 
     def drop(self):

@@ -233,7 +233,7 @@ pub(crate) fn run<T: Transport>(
         Opening::Resumed(r) => {
             let client_id = gw.client_id(r.handle.id).to_string();
             let control = vec![
-                frames::resumed(&client_id, r.replay.len() as u64),
+                frames::resumed(&client_id, r.replay.len() as u64, r.accepted),
                 frames::recovery(&client_id, &r.token, r.received),
             ];
             (r.handle, Some(Box::new(Greeting { control, replay: r.replay, resumed: true })))
@@ -455,6 +455,11 @@ impl<T: Transport> Connection<T> {
                 return Ok(());
             }
             payload.data = payload.data.slice(1..);
+        }
+        if let Some(cell) = &self.handle.recovery
+            && !recovery::accept(cell, &self.handle)
+        {
+            return Ok(());
         }
         let m = &self.gw.state.metrics;
         Metrics::inc(&m.messages_in);

@@ -39,6 +39,14 @@ pub struct RecoveringClient {
     pub received: u64,
     /// How the current connection opened.
     pub outcome: Outcome,
+    /// After a resume: the data messages the gateway had taken from this client (its
+    /// `accepted`).
+    pub accepted: Option<u64>,
+    /// Data messages sent with [`Self::send_counted`] across its connections, all kept (a test's
+    /// outbox).
+    pub sent: Vec<String>,
+    /// Messages sent again after the last resume.
+    pub resent: u64,
 }
 
 impl RecoveringClient {
@@ -54,20 +62,46 @@ impl RecoveringClient {
         Self::opened(ws, received).await
     }
 
-    /// Resumes this client on a new connection (the old one is dropped without a close frame).
+    /// Resumes this client on a new connection (the old one is dropped without a close frame),
+    /// and, resumed, sends again what the gateway did not take of what it sent.
     pub async fn reconnect(self, ws_url: &str) -> Self {
-        let (token, received) = (self.token.clone(), self.received);
+        let (token, received, sent) = (self.token.clone(), self.received, self.sent);
         self.ws.reset();
-        Self::resume_with(ws_url, &token, received).await
+        let mut next = Self::resume_with(ws_url, &token, received).await;
+        if matches!(next.outcome, Outcome::Resumed { .. }) {
+            next.sent = sent;
+            next.resend_unaccepted().await;
+        }
+        next
+    }
+
+    /// Sends `text` (a data message), kept for [`Self::resend_unaccepted`].
+    pub async fn send_counted(&mut self, text: &str) {
+        self.sent.push(text.to_string());
+        self.ws.send(text).await;
+    }
+
+    /// After a resume, sends again the messages the gateway says it never took, in order.
+    pub async fn resend_unaccepted(&mut self) {
+        let accepted = self.accepted.expect("a resumed connection says what the gateway accepted") as usize;
+        assert!(accepted <= self.sent.len(), "the gateway accepted {accepted} of {} sent", self.sent.len());
+        for text in self.sent[accepted..].to_vec() {
+            self.ws.send(&text).await;
+            self.resent += 1;
+        }
     }
 
     /// Reads the opening control frames: `resumed` or `not_recovered` (if any), then `recovery`.
     async fn opened(mut ws: WsClient, received: u64) -> Self {
         let mut outcome = Outcome::Fresh;
+        let mut accepted = None;
         loop {
             let frame = control(&ws.recv().await);
             match frame["type"].as_str() {
-                Some("resumed") => outcome = Outcome::Resumed { replayed: frame["replayed"].as_u64().unwrap() },
+                Some("resumed") => {
+                    outcome = Outcome::Resumed { replayed: frame["replayed"].as_u64().unwrap() };
+                    accepted = Some(frame["accepted"].as_u64().expect("`accepted` in the resumed frame"));
+                }
                 Some("not_recovered") => {
                     outcome = Outcome::NotRecovered {
                         reason: frame["reason"].as_str().unwrap().into(),
@@ -86,6 +120,9 @@ impl RecoveringClient {
                         token: frame["token"].as_str().unwrap().into(),
                         received,
                         outcome,
+                        accepted,
+                        sent: Vec::new(),
+                        resent: 0,
                     };
                 }
                 _ => panic!("unexpected control frame {frame}"),

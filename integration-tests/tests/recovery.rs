@@ -457,6 +457,71 @@ async fn the_python_helper_resumes_after_a_reset() {
     assert_eq!(c.log.of(&cid), ["connect", "resume:60", "close"]);
 }
 
+/// What a client sent that the gateway never read (in flight when its network died) is sent
+/// again after the resume, from the count the gateway gives (`accepted`): the worker gets every
+/// message once, in order. Sent by the Rust test client, then by the Python helper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_gateway_never_read_is_sent_again_after_the_resume_and_reaches_the_worker_once() {
+    let c = cluster(|_| {}).await;
+    let proxy = CutProxy::start(&c.gateway.ws_url).await;
+    let mut client = RecoveringClient::connect(&proxy.url).await;
+    let cid = client.client_id.clone();
+    for n in 1..=3 {
+        client.send_counted(&format!("up{n}")).await;
+    }
+    c.saw(&cid, "message:up3").await;
+    // The network dies with three messages on their way: the gateway never reads them.
+    proxy.swallow();
+    for n in 4..=6 {
+        client.send_counted(&format!("up{n}")).await;
+    }
+    proxy.cut();
+    c.held(1).await;
+    let mut client = client.reconnect(&c.gateway.ws_url).await;
+    assert!(matches!(client.outcome, Outcome::Resumed { replayed: 0 }), "{:?}", client.outcome);
+    assert_eq!((client.accepted, client.resent), (Some(3), 3), "the gateway took three; the other three go again");
+    client.send_counted("up7").await;
+    c.saw(&cid, "message:up7").await;
+    // A second drop with nothing in flight: nothing is sent twice.
+    client.ws.reset();
+    c.held(1).await;
+    let client = RecoveringClient::resume_with(&c.gateway.ws_url, &client.token, client.received).await;
+    assert_eq!(client.accepted, Some(7));
+    let messages: Vec<String> =
+        c.log.of(&cid).into_iter().filter_map(|e| e.strip_prefix("message:").map(str::to_string)).collect();
+    assert_eq!(messages, (1..=7).map(|n| format!("up{n}")).collect::<Vec<_>>(), "each once, in order");
+    client.ws.close().await;
+
+    // The Python helper keeps what it sent and does the same by itself.
+    if let Err(why) = python_websocket_client() {
+        assert!(std::env::var_os("GW_REQUIRE_PYTHON").is_none(), "GW_REQUIRE_PYTHON is set but {why}");
+        eprintln!("SKIP the Python part of what_the_gateway_never_read_is_sent_again: {why}");
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/recovery_client.py");
+    let mut helper = ScriptedClient::spawn("python3", &[script, &proxy.url]);
+    let line = helper.said().await;
+    let cid = line.strip_prefix("ID ").unwrap_or_else(|| panic!("{line}")).to_owned();
+    helper.tell("SEND p1 p2").await;
+    assert_eq!(helper.said().await, "SENT");
+    c.saw(&cid, "message:p2").await;
+    proxy.swallow();
+    helper.tell("SEND p3 p4").await;
+    assert_eq!(helper.said().await, "SENT");
+    proxy.cut();
+    c.held(1).await;
+    helper.tell(&format!("RESUME {}", c.gateway.ws_url)).await;
+    assert_eq!(helper.said().await, format!("RESUMED {cid} 0"));
+    helper.tell("RESENT").await;
+    assert_eq!(helper.said().await, "RESENT 2 LOST 0");
+    c.saw(&cid, "message:p4").await;
+    helper.quit().await;
+    c.saw(&cid, "close").await;
+    let messages: Vec<String> =
+        c.log.of(&cid).into_iter().filter_map(|e| e.strip_prefix("message:").map(str::to_string)).collect();
+    assert_eq!(messages, ["p1", "p2", "p3", "p4"]);
+}
+
 /// The browser helper (`clients/js/gatewayrs.js`) under Node's WebSocket, through a network cut:
 /// it reconnects by itself and resumes, every message once, in order, same client id. Skips,
 /// saying so, without Node 20+ unless `GW_REQUIRE_NODE=1`.

@@ -231,8 +231,12 @@ async fn refused_on(c: &Cluster, at: usize, token: &str, reason: &str) -> Recove
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_tokens_are_refused_before_anything_is_dialled_a_gone_home_is_unknown_and_a_stopped_one_hands_over() {
     let mut c = cluster(SECRET, |_| {}).await;
-    let client = RecoveringClient::connect(c.url(0)).await;
+    let mut client = RecoveringClient::connect(c.url(0)).await;
     let (token, old) = (client.token.clone(), client.client_id.clone());
+    // Two messages the worker gets: the count of them moves with the client to its adopter.
+    client.send_counted("a1").await;
+    client.send_counted("a2").await;
+    c.until("both messages at the worker", |c| c.log.of(&old).contains(&"message:a2".to_string())).await;
     client.ws.reset();
     c.until("held", |c| c.held() == 1).await;
 
@@ -257,6 +261,7 @@ async fn forged_tokens_are_refused_before_anything_is_dialled_a_gone_home_is_unk
     let mut back = RecoveringClient::resume_with(c.url(0), &token, 0).await;
     assert!(matches!(back.outcome, Outcome::Resumed { .. }), "{:?}", back.outcome);
     assert_eq!(back.client_id, old);
+    assert_eq!(back.accepted, Some(2), "the adopter knows what the client's old gateway took from it");
     back.ws.send("echo:x").await;
     assert_eq!(back.recv().await, "echoed:x");
     assert!(!c.log.of(&old).contains(&"close".to_string()), "{:?}", c.log.of(&old));

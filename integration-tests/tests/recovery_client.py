@@ -3,7 +3,8 @@
 Line protocol on stdin/stdout with the Rust test: prints ``ID <client id>``; waits for
 ``READ <n>`` (reads n messages, prints ``GOT ...``), ``DROP`` (drops abruptly, prints
 ``DROPPED``), ``RESUME [url]`` (reconnects, to another gateway's URL if given, prints
-``RESUMED <client id> <replayed>`` or ``NOT_RECOVERED <reason>``), ``QUIT``.
+``RESUMED <client id> <replayed>`` or ``NOT_RECOVERED <reason>``), ``SEND <text>...`` (sends
+each, prints ``SENT``), ``RESENT`` (prints ``RESENT <n> LOST <n>`` of the last resume), ``QUIT``.
 """
 
 import os
@@ -39,6 +40,12 @@ def main():
                 say("RESUMED %s %d" % (client.client_id, client.replayed))
             else:
                 say("NOT_RECOVERED " + client.reason)
+        elif cmd[0] == "SEND":
+            for text in cmd[1:]:
+                client.send(text)
+            say("SENT")
+        elif cmd[0] == "RESENT":
+            say("RESENT %d LOST %d" % (client.resent, client.unsent_lost))
         elif cmd[0] == "QUIT":
             client.close()
             return

@@ -57,6 +57,8 @@ pub struct HeldClient {
     pub written: u64,
     /// See `written`.
     pub acked: u64,
+    /// Data messages taken from it across its connections.
+    pub accepted: u64,
     /// The messages it may still need, numbered `written - kept.len() + 1 ..= written`, as
     /// written to it (already escaped for recovery).
     pub kept: Vec<Payload>,

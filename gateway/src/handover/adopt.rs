@@ -114,8 +114,13 @@ fn install(gw: &Arc<Gateway>, hub: &crate::recovery::Hub, c: HeldClient) -> Resu
     let kept = c.kept.into_iter().map(out_message).collect::<Option<Vec<_>>>().ok_or("a kept text is not UTF-8")?;
     let buffer = ReplayBuffer::from_parts(c.written, c.acked, kept)
         .ok_or_else(|| format!("its counts do not fit (written {}, acked {})", c.written, c.acked))?;
-    let cell =
-        Arc::new(Mutex::new(ClientRecovery { buffer, generation: c.generation, phase: Phase::Live, lost: None }));
+    let cell = Arc::new(Mutex::new(ClientRecovery {
+        buffer,
+        generation: c.generation,
+        phase: Phase::Live,
+        accepted: c.accepted,
+        lost: None,
+    }));
     let queue = SendQueue::new(1);
     queue.close();
     let handle = ClientHandle::new(local, queue, c.info, gw.clock_ms()).with_recovery(Some(cell.clone()));

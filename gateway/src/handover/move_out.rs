@@ -253,6 +253,7 @@ fn take_held(gw: &Arc<Gateway>, hub: &Hub) -> Vec<HeldClient> {
             generation: rec.generation,
             written: rec.buffer.written(),
             acked: rec.buffer.acked(),
+            accepted: rec.accepted,
             kept: rec.buffer.kept().map(|m| payload(m.message())).collect(),
         });
         hub.unhold(&gw.state.metrics, handle.id, &rec);

@@ -110,9 +110,10 @@ pub(crate) fn recovery(client_id: &str, token: &str, received: u64) -> String {
     control(&serde_json::json!({"type": "recovery", "client_id": client_id, "token": token, "received": received}))
 }
 
-/// `\0{"type":"resumed",...}`.
-pub(crate) fn resumed(client_id: &str, replayed: u64) -> String {
-    control(&serde_json::json!({"type": "resumed", "client_id": client_id, "replayed": replayed}))
+/// `\0{"type":"resumed",...}`: `replayed` messages follow; the gateway took `accepted` data
+/// messages from the client so far (it sends the later ones again).
+pub(crate) fn resumed(client_id: &str, replayed: u64, accepted: u64) -> String {
+    control(&serde_json::json!({"type": "resumed", "client_id": client_id, "replayed": replayed, "accepted": accepted}))
 }
 
 /// `\0{"type":"not_recovered",...}`.
@@ -188,7 +189,7 @@ mod tests {
             recovery("c.1.2", "tok", 3),
             "\0{\"client_id\":\"c.1.2\",\"received\":3,\"token\":\"tok\",\"type\":\"recovery\"}"
         );
-        assert_eq!(resumed("c", 5), "\0{\"client_id\":\"c\",\"replayed\":5,\"type\":\"resumed\"}");
+        assert_eq!(resumed("c", 5, 2), "\0{\"accepted\":2,\"client_id\":\"c\",\"replayed\":5,\"type\":\"resumed\"}");
         let f = not_recovered(Reason::Gap, "messages 1 to 2 \"dropped\"");
         assert!(f.starts_with('\0'));
         let v: serde_json::Value = serde_json::from_str(&f[1..]).unwrap();

@@ -57,6 +57,9 @@ pub(crate) struct ClientRecovery {
     /// The generation its current token names; one more on each resume.
     pub generation: u64,
     pub phase: Phase,
+    /// Data messages taken from the client across its connections (told to it on a resume, so
+    /// it sends again exactly those the gateway never read).
+    pub accepted: u64,
     /// Set while held when its state is known lost (a cap dropped a message it would need):
     /// its release is due at once, and a resume meanwhile is refused with this. Boxed: rare,
     /// and every client with recovery would carry its 32 bytes.
@@ -68,7 +71,13 @@ pub(crate) type Cell = Arc<Mutex<ClientRecovery>>;
 
 impl ClientRecovery {
     pub fn new_cell() -> Cell {
-        Arc::new(Mutex::new(Self { buffer: ReplayBuffer::new(), generation: 0, phase: Phase::Live, lost: None }))
+        Arc::new(Mutex::new(Self {
+            buffer: ReplayBuffer::new(),
+            generation: 0,
+            phase: Phase::Live,
+            accepted: 0,
+            lost: None,
+        }))
     }
 }
 
@@ -269,6 +278,23 @@ pub(crate) fn from_client(metrics: &Metrics, client: u64, cell: &Cell, data: &[u
             false
         }
     }
+}
+
+/// A data message from a client with recovery, read on the connection `handle`: counted as
+/// accepted (true), or, when a resume took the client over from this connection meanwhile,
+/// left alone (false): the client was told the count without it and sends it again.
+pub(crate) fn accept(cell: &Cell, handle: &crate::client_handle::ClientHandle) -> bool {
+    let mut rec = cell.lock().expect("recovery lock");
+    // A resume kills the connection it takes the client from under this lock.
+    if handle.kill_reason() == crate::client_handle::KillReason::Superseded {
+        tracing::debug!(
+            client = handle.id,
+            "message on a connection taken over by a resume: left for the client to send again"
+        );
+        return false;
+    }
+    rec.accepted += 1;
+    true
 }
 
 impl Hub {

@@ -29,6 +29,8 @@ pub(crate) struct Resumed {
     pub replay: Vec<OutMessage>,
     /// Its count, which the numbering continues from.
     pub received: u64,
+    /// Data messages taken from it so far (see [`super::ClientRecovery::accepted`]).
+    pub accepted: u64,
     /// Its new token.
     pub token: String,
 }
@@ -96,7 +98,7 @@ pub(crate) fn resume(
     }
     rec.phase = Phase::Live;
     rec.generation += 1;
-    let generation = rec.generation;
+    let (generation, accepted) = (rec.generation, rec.accepted);
     // The session moves under the old connection's session lock, held until the new connection
     // is in the map: a write that finds the old one after this sees it is no longer current and
     // goes to the new one (see `Clients::with_session`).
@@ -110,7 +112,7 @@ pub(crate) fn resume(
     gw.state.replace(handle.clone());
     drop(old_session);
     drop(rec);
-    Ok(Resumed { handle, replay, received, token: hub.token(&token.client, generation) })
+    Ok(Resumed { handle, replay, received, accepted, token: hub.token(&token.client, generation) })
 }
 
 /// A token of a client this gateway adopted, signed with a key its old gateway handed over
