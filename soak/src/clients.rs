@@ -392,6 +392,9 @@ pub async fn run(id: usize, shared: Arc<Shared>) {
             continue;
         };
         backoff = Duration::from_millis(100);
+        if let Some((brk, _)) = &broken {
+            shared.counters.max_reconnect_us.fetch_max(brk.at.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
         // What the opening means for the session.
         let mut resend = Vec::new();
         match (open, broken.take()) {
