@@ -108,6 +108,8 @@ pub enum Record {
         unreplied: usize,
         lost: usize,
         outcome: Outcome,
+        /// For a client not recovered: the gateway that told it, and its words.
+        detail: String,
         resolved: Instant,
     },
     /// Messages unanswered at `brk`, after which the client resumed without knowing whether the
@@ -290,6 +292,7 @@ enum Opening {
     },
     NotRecovered {
         reason: String,
+        detail: String,
         client_id: String,
         token: String,
     },
@@ -333,6 +336,7 @@ async fn opening(rx: &mut Ws) -> anyhow::Result<Opening> {
                     },
                     Some(f) => Opening::NotRecovered {
                         reason: f["reason"].as_str().unwrap_or("?").to_string(),
+                        detail: f["detail"].as_str().unwrap_or_default().to_string(),
                         client_id,
                         token,
                     },
@@ -359,7 +363,7 @@ pub async fn run(id: usize, shared: Arc<Shared>) {
         if *phase.borrow() == Phase::Done {
             if let Some((brk, unreplied)) = broken.take() {
                 end_session(id, &shared, &mut session, Some(&brk));
-                resolve(&shared, brk, unreplied, unreplied, Outcome::Ended);
+                resolve(&shared, brk, unreplied, unreplied, Outcome::Ended, String::new());
             } else {
                 end_session(id, &shared, &mut session, None);
             }
@@ -402,7 +406,7 @@ pub async fn run(id: usize, shared: Arc<Shared>) {
                 // No recovery: every connection is a new client.
                 if let Some((brk, unreplied)) = brk {
                     end_session(id, &shared, &mut session, Some(&brk));
-                    resolve(&shared, brk, unreplied, unreplied, Outcome::New);
+                    resolve(&shared, brk, unreplied, unreplied, Outcome::New, String::new());
                 } else {
                     end_session(id, &shared, &mut session, None);
                 }
@@ -412,18 +416,19 @@ pub async fn run(id: usize, shared: Arc<Shared>) {
                 if let Some((brk, unreplied)) = brk {
                     // Asked to resume without a token (the break came before the first one).
                     end_session(id, &shared, &mut session, Some(&brk));
-                    resolve(&shared, brk, unreplied, unreplied, Outcome::New);
+                    resolve(&shared, brk, unreplied, unreplied, Outcome::New, String::new());
                 } else {
                     end_session(id, &shared, &mut session, None);
                 }
                 session = Session::new(next_seq);
                 session.recovery = Some(Recovery::new(client_id, token, gateway));
             }
-            (Some(Opening::NotRecovered { reason, client_id, token }), brk) => {
+            (Some(Opening::NotRecovered { reason, detail, client_id, token }), brk) => {
                 *shared.counters.not_recovered.lock().expect("counters").entry(reason.clone()).or_default() += 1;
                 if let Some((brk, unreplied)) = brk {
                     end_session(id, &shared, &mut session, Some(&brk));
-                    resolve(&shared, brk, unreplied, unreplied, Outcome::NotRecovered(reason));
+                    let detail = format!("told on gw-{gateway}: {detail}");
+                    resolve(&shared, brk, unreplied, unreplied, Outcome::NotRecovered(reason), detail);
                 } else {
                     shared.violation(id, format!("told not_recovered ({reason}) without asking to resume"));
                     end_session(id, &shared, &mut session, None);
@@ -487,7 +492,7 @@ pub async fn run(id: usize, shared: Arc<Shared>) {
                         }
                     }
                 }
-                resolve(&shared, brk, unreplied, 0, Outcome::Resumed { accepted: accepted.is_some() });
+                resolve(&shared, brk, unreplied, 0, Outcome::Resumed { accepted: accepted.is_some() }, String::new());
             }
         }
         shared.counters.connections.fetch_add(1, Ordering::Relaxed);
@@ -522,12 +527,12 @@ impl Recovery {
 }
 
 /// Records what came of a break.
-fn resolve(shared: &Shared, brk: Arc<Break>, unreplied: usize, lost: usize, outcome: Outcome) {
+fn resolve(shared: &Shared, brk: Arc<Break>, unreplied: usize, lost: usize, outcome: Outcome, detail: String) {
     if lost < unreplied {
         // Not lost after all: resumed.
         shared.counters.lost_at_break.fetch_sub((unreplied - lost) as u64, Ordering::Relaxed);
     }
-    shared.record(Record::Broken { brk, unreplied, lost, outcome, resolved: Instant::now() });
+    shared.record(Record::Broken { brk, unreplied, lost, outcome, detail, resolved: Instant::now() });
 }
 
 /// The session is over: what it skipped and never got is lost, a violation unless it was

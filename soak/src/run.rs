@@ -50,7 +50,12 @@ async fn resources(cluster: &Cluster) -> BTreeMap<String, (Option<Sample>, Optio
     let mut out = BTreeMap::new();
     for n in cluster.nodes() {
         let conns = match n.kind {
-            Kind::Gateway => cluster.metrics(n).await.map(|m| m.get("gw_connections") as usize).unwrap_or(0),
+            // Sockets of clients relayed to their home gateway are client connections too.
+            Kind::Gateway => cluster
+                .metrics(n)
+                .await
+                .map(|m| (m.get("gw_connections") + m.get("gw_relay_clients")) as usize)
+                .unwrap_or(0),
             _ => 0,
         };
         let main = sample(n.info().pid, conns);
@@ -326,13 +331,18 @@ pub async fn soak(cli: Cli) -> anyhow::Result<bool> {
     for g in &cluster.gateways {
         loop {
             let m = cluster.metrics(g).await;
-            let done =
-                m.as_ref().is_ok_and(|m| m.get("gw_connections") == 0.0 && m.get("gw_events_unacknowledged") == 0.0);
+            let done = m.as_ref().is_ok_and(|m| {
+                m.get("gw_connections") == 0.0
+                    && m.get("gw_relay_clients") == 0.0
+                    && m.get("gw_events_unacknowledged") == 0.0
+            });
             if done || Instant::now() > deadline {
                 match m {
                     Ok(m) if !done => verdict.fail(format!(
-                        "{g}: {} connections and {} unacknowledged events left after every client closed",
+                        "{g}: {} connections, {} relayed sockets and {} unacknowledged events left after every client \
+                         closed",
                         m.get("gw_connections"),
+                        m.get("gw_relay_clients"),
                         m.get("gw_events_unacknowledged")
                     )),
                     Err(e) => verdict.fail(format!("{g}: {e:#}")),
@@ -461,6 +471,12 @@ pub async fn soak(cli: Cli) -> anyhow::Result<bool> {
             t.duplicates
         );
     }
+    if !checked.not_resumed_after_restart.is_empty() {
+        println!("not resumed after a graceful gateway restart, e.g.:");
+        for l in checked.not_resumed_after_restart.iter().take(8) {
+            println!("  {l}");
+        }
+    }
     println!(
         "connections              {} ({} after a break, {} going back to the home gateway)",
         g(&c.connections),
@@ -497,11 +513,16 @@ pub async fn soak(cli: Cli) -> anyhow::Result<bool> {
     println!("recovery after last fault {:.2}s (bound {:?})", final_recovery.as_secs_f64(), cli.recovery_bound);
     for (name, m) in &gw_metrics {
         println!(
-            "{name} (since its last start): redelivered {} dropped slow_consumer {} client_gone {} no_worker {}",
+            "{name} (since its last start): redelivered {} dropped slow_consumer {} client_gone {} no_worker {}; \
+             held clients left {}, resumed {}, relayed {}, adopted {}",
             m.get("gw_events_redelivered_total"),
             m.labelled("gw_dropped_total", "slow_consumer"),
             m.labelled("gw_dropped_total", "client_gone"),
             m.labelled("gw_dropped_total", "no_worker"),
+            m.get("gw_recovery_held_clients"),
+            m.get("gw_recovery_resumed_total"),
+            m.get("gw_relay_opened_total"),
+            m.get("gw_handover_adopted_clients_total"),
         );
     }
     println!("logs and configs         {}", dir.display());
@@ -552,6 +573,8 @@ struct Checked {
     /// client stalled, itself a violation).
     breaks: BTreeMap<Option<FaultKind>, BreakTotals>,
     dups_after_timeouts: u64,
+    /// Clients not resumed after a graceful gateway restart, in words.
+    not_resumed_after_restart: Vec<String>,
 }
 
 /// Matches duplicates and broken connections against the faults that may explain them, and
@@ -613,7 +636,7 @@ fn check_records(
                     .or_default()
                     .push(format!("{seq} on gw-{gateway} at {:.1}s", since_start(*at)));
             }
-            Record::Broken { brk, unreplied, lost, outcome, resolved } => {
+            Record::Broken { brk, unreplied, lost, outcome, detail, resolved } => {
                 let Break { client, gateway, at, reason, relayed } = &**brk;
                 if *unreplied > cli.window {
                     verdict.fail(format!(
@@ -642,6 +665,12 @@ fn check_records(
                 if let (Some(f), Outcome::NotRecovered(why)) = (fault, outcome)
                     && f.kind == FaultKind::GatewayRestart
                 {
+                    out.not_resumed_after_restart.push(format!(
+                        "client {client} on gw-{gateway}{} at {:.1}s ({reason}), {why} at {:.1}s ({detail})",
+                        if *relayed { " (relayed)" } else { "" },
+                        since_start(*at),
+                        since_start(*resolved)
+                    ));
                     let others = faults.iter().any(|o| {
                         !std::ptr::eq(o, f)
                             && (o.gateway.is_some() || o.node == "register")
