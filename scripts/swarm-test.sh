@@ -9,8 +9,10 @@
 #      gateway-2, under numbered traffic from clients that ask for recovery (?gw_recover=1):
 #      the task is replaced, the new one is linked to both workers, every client of the replaced
 #      task reconnects (gw_resume) and is answered again, and the other gateway's clients get
-#      every message exactly once, in order, without a disconnect. For the replaced task's
-#      clients it prints recovered / not recovered (by reason) and how many messages they lost.
+#      every message exactly once, in order, without a disconnect. The replaced task hands its
+#      clients over (docs/recovery.md): each comes back to the new task, which relays it to the
+#      adopter, and is resumed under its id, with nothing lost, repeated or reordered either way
+#      (it prints recovered / not recovered by reason, replayed, lost, resent).
 #   3. `docker stack rm` leaves no service, container or network behind
 #
 # Swarm: a single-node swarm is enough. If this Docker is not in a swarm, the script runs

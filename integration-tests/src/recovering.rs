@@ -85,8 +85,8 @@ impl RecoveringClient {
     pub async fn resend_unaccepted(&mut self) {
         let accepted = self.accepted.expect("a resumed connection says what the gateway accepted") as usize;
         assert!(accepted <= self.sent.len(), "the gateway accepted {accepted} of {} sent", self.sent.len());
-        for text in self.sent[accepted..].to_vec() {
-            self.ws.send(&text).await;
+        for text in &self.sent[accepted..] {
+            self.ws.send(text).await;
             self.resent += 1;
         }
     }

@@ -545,6 +545,14 @@ async fn the_js_helper_reconnects_by_itself_and_resumes() {
     }
     helper.tell("READ 40").await;
     assert_eq!(helper.said().await, format!("GOT {}", numbers(1, 40)));
+    // Two of its messages reach the worker, two are in flight when the network dies: it sends
+    // those again after the resume (the gateway says it took two).
+    helper.tell("SEND j1 j2").await;
+    assert_eq!(helper.said().await, "SENT");
+    c.saw(&cid, "message:j2").await;
+    proxy.swallow();
+    helper.tell("SEND j3 j4").await;
+    assert_eq!(helper.said().await, "SENT");
     proxy.cut();
     c.held(1).await;
     for n in 41..=90 {
@@ -558,6 +566,8 @@ async fn the_js_helper_reconnects_by_itself_and_resumes() {
         .parse()
         .unwrap();
     assert!(replayed >= 50, "at least the 50 sent while away: {replayed}");
+    helper.tell("RESENT").await;
+    assert_eq!(helper.said().await, "RESENT 2 LOST 0");
     for n in 91..=100 {
         send_numbered(&c.backend, &id(&cid), n).await;
     }
@@ -565,7 +575,9 @@ async fn the_js_helper_reconnects_by_itself_and_resumes() {
     assert_eq!(helper.said().await, format!("GOT {}", numbers(41, 100)));
     helper.quit().await;
     c.saw(&cid, "close").await;
-    assert_eq!(c.log.of(&cid), ["connect".to_owned(), format!("resume:{replayed}"), "close".to_owned()]);
+    let events =
+        ["connect", "message:j1", "message:j2", &format!("resume:{replayed}"), "message:j3", "message:j4", "close"];
+    assert_eq!(c.log.of(&cid), events);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -299,3 +299,90 @@ async fn clients_coming_back_to_a_gateway_that_did_not_adopt_them_are_relayed_to
     let other = adopted.iter().position(|a| *a == 0).unwrap();
     assert_eq!(relayed[other], 4, "the other relayed the 4 that came back to it: {relayed:?}");
 }
+
+/// A client of the stopped gateway whose messages are `m1..=m{n}` (sent by id) reads them all.
+async fn numbered_client(c: &Cluster, url: &str, n: u64) -> RecoveringClient {
+    let mut rc = RecoveringClient::connect(url).await;
+    let id: ClientId = rc.client_id.parse().unwrap();
+    for k in 1..=n {
+        c.backend.send_to_client(&id, format!("m{k}")).await.unwrap();
+    }
+    for k in 1..=n {
+        assert_eq!(rc.recv().await, format!("m{k}"));
+    }
+    rc
+}
+
+/// Sends `m{from}..=m{to}` to the client by id (wherever it is now) and checks that it reads
+/// exactly those, in order.
+async fn more_numbered(c: &Cluster, rc: &mut RecoveringClient, from: u64, to: u64) {
+    let id: ClientId = rc.client_id.parse().unwrap();
+    for k in from..=to {
+        c.backend.send_to_client(&id, format!("m{k}")).await.unwrap();
+    }
+    for k in from..=to {
+        assert_eq!(rc.recv().await, format!("m{k}"));
+    }
+    rc.expect_no_more().await;
+}
+
+/// A gateway restarted on the address it had (compose's `docker compose restart gateway-1`):
+/// its previous run handed its clients to another gateway, and a client that comes back to the
+/// restarted one is relayed there (once it has heard of the adoption), not told `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_restarted_on_its_own_address_relays_its_earlier_clients_to_their_adopter() {
+    let Cluster { register, mut gateways, _worker, log, backend, live } = Cluster::start(2).await;
+    let c = Cluster { register, gateways: Vec::new(), _worker, log, backend, live };
+    let mut rc = numbered_client(&c, &gateways[0].ws_url, 5).await;
+    let old = gateways.remove(0);
+    let (internal, stopping) = (old.internal, old.gw.clone());
+    until("the stopping gateway knows the other", || stopping.peers().len() == 1).await;
+    old.stop().await;
+    assert!(matches!(rc.next_or_closed(Duration::from_secs(5)).await, Err(Some((1012, _)))));
+    let again = GatewayHandle::start_on(bind_again(internal).await, &[c.register.addr], SECRET, |cfg| {
+        cfg.recovery = RecoveryConfig { enabled: true, window: Duration::from_secs(30), ..RecoveryConfig::default() };
+    })
+    .await;
+    let (token, received, cid) = (rc.token.clone(), rc.received, rc.client_id.clone());
+    drop(rc.ws);
+    // At once: the restarted gateway may not have heard its peers' lists yet.
+    let mut rc = RecoveringClient::resume_with(&again.ws_url, &token, received).await;
+    assert!(matches!(rc.outcome, Outcome::Resumed { replayed: 0 }), "{:?}", rc.outcome);
+    assert_eq!(rc.client_id, cid, "the same client id");
+    assert_eq!(again.metric("relay_opened_total"), 1, "relayed to the gateway that adopted it");
+    more_numbered(&c, &mut rc, 6, 15).await;
+    assert!(!c.log.of(&cid).contains(&"close".to_string()), "{:?}", c.log.of(&cid));
+}
+
+/// A gateway that joined after a hand-over, and that the adopter cannot reach (a new task
+/// whose name the adopter cannot resolve yet, as in a rolling `docker service update`), still
+/// relays the stopped gateway's clients to their adopter: it links to its peers, which say
+/// what they adopted, instead of waiting to be told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_joined_after_a_hand_over_asks_its_peers_where_the_clients_went() {
+    let Cluster { register, mut gateways, _worker, log, backend, live } = Cluster::start(2).await;
+    let c = Cluster { register, gateways: Vec::new(), _worker, log, backend, live };
+    let mut rc = numbered_client(&c, &gateways[0].ws_url, 5).await;
+    let old = gateways.remove(0);
+    let stopping = old.gw.clone();
+    until("the stopping gateway knows the other", || stopping.peers().len() == 1).await;
+    old.stop().await;
+    assert!(matches!(rc.next_or_closed(Duration::from_secs(5)).await, Err(Some((1012, _)))));
+    // The new gateway advertises an address nobody reaches: the adopter cannot tell it.
+    let unreachable = cut_proxy::CutProxy::start("ws://127.0.0.1:9/").await;
+    unreachable.down();
+    let advertised = unreachable.url.trim_start_matches("ws://").trim_end_matches('/').to_string();
+    let late = GatewayHandle::start_with(&[c.register.addr], SECRET, |cfg| {
+        cfg.recovery = RecoveryConfig { enabled: true, window: Duration::from_secs(30), ..RecoveryConfig::default() };
+        cfg.advertise = Some(advertised);
+    })
+    .await;
+    let (token, received, cid) = (rc.token.clone(), rc.received, rc.client_id.clone());
+    drop(rc.ws);
+    let mut rc = RecoveringClient::resume_with(&late.ws_url, &token, received).await;
+    assert!(matches!(rc.outcome, Outcome::Resumed { replayed: 0 }), "{:?}", rc.outcome);
+    assert_eq!(rc.client_id, cid, "the same client id");
+    assert_eq!(late.metric("relay_opened_total"), 1, "relayed to the gateway that adopted it");
+    more_numbered(&c, &mut rc, 6, 15).await;
+    assert!(!c.log.of(&cid).contains(&"close".to_string()), "{:?}", c.log.of(&cid));
+}

@@ -116,7 +116,7 @@ fn install(gw: &Arc<Gateway>, hub: &crate::recovery::Hub, c: HeldClient) -> Resu
         .ok_or_else(|| format!("its counts do not fit (written {}, acked {})", c.written, c.acked))?;
     let cell = Arc::new(Mutex::new(ClientRecovery {
         buffer,
-        generation: c.generation,
+        generation: u32::try_from(c.generation).map_err(|_| "its token generation is out of range")?,
         phase: Phase::Live,
         accepted: c.accepted,
         lost: None,

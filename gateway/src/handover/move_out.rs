@@ -250,7 +250,7 @@ fn take_held(gw: &Arc<Gateway>, hub: &Hub) -> Vec<HeldClient> {
             session_writes,
             uid,
             groups,
-            generation: rec.generation,
+            generation: rec.generation.into(),
             written: rec.buffer.written(),
             acked: rec.buffer.acked(),
             accepted: rec.accepted,

@@ -54,8 +54,9 @@ pub(crate) enum Phase {
 pub(crate) struct ClientRecovery {
     /// What was queued for it, numbered, since its last acknowledgement.
     pub buffer: ReplayBuffer<OutMessage, PayloadLen>,
-    /// The generation its current token names; one more on each resume.
-    pub generation: u64,
+    /// The generation its current token names; one more on each resume (u32: next to `phase`
+    /// it takes no room of its own).
+    pub generation: u32,
     pub phase: Phase,
     /// Data messages taken from the client across its connections (told to it on a resume, so
     /// it sends again exactly those the gateway never read).

@@ -76,7 +76,7 @@ pub(crate) fn resume(
     if let Some(lost) = &rec.lost {
         return Err((**lost).clone());
     }
-    if rec.generation != token.generation {
+    if u64::from(rec.generation) != token.generation {
         return Err((Reason::Replayed, format!("this token was used already (generation {})", token.generation)));
     }
     let replay: Vec<OutMessage> = match rec.buffer.replay_after(received) {
@@ -97,8 +97,8 @@ pub(crate) fn resume(
         _ => old.kill(KillReason::Superseded),
     }
     rec.phase = Phase::Live;
-    rec.generation += 1;
-    let (generation, accepted) = (rec.generation, rec.accepted);
+    rec.generation = rec.generation.wrapping_add(1);
+    let (generation, accepted) = (u64::from(rec.generation), rec.accepted);
     // The session moves under the old connection's session lock, held until the new connection
     // is in the map: a write that finds the old one after this sees it is no longer current and
     // goes to the new one (see `Clients::with_session`).

@@ -27,6 +27,13 @@ use crate::upgrade::HandshakeRequest;
 /// Most frames from the home written before one flush.
 const WRITE_BATCH: usize = 64;
 
+/// How long a client whose home is not listed waits for this gateway to hear a first list of
+/// its peers (a gateway just started; see [`serve`]).
+const LIST_WAIT: Duration = Duration::from_secs(5);
+
+/// How long it then waits for a peer to say it adopted the home's clients.
+const ADOPTED_WAIT: Duration = Duration::from_millis(500);
+
 /// Serves a client whose resume token names `home`, another gateway.
 pub(crate) async fn serve(
     transport: WsTransport,
@@ -44,6 +51,20 @@ pub(crate) async fn serve(
         if gw.handover.adoption_of(&home.gateway, home.instance).is_some() {
             adopt::adopted_client(&gw, &home).await;
             return Box::pin(crate::client::run(transport, info, Some(request), None, gw, shutdown, Some(slot))).await;
+        }
+        // A home no register lists (stopped, or not yet known here: this gateway may have just
+        // started): link to the peers first, which say what they adopted, so a client whose
+        // gateway stopped before this one joined is relayed to its adopter.
+        if gw.handover.alias_of(&home.gateway, home.instance).is_none()
+            && !gw.mesh.peer_addresses().contains(&home.gateway)
+        {
+            Box::pin(gw.mesh.link_all(&gw, LIST_WAIT)).await;
+            // What a new link says comes right after its welcome.
+            if let Some(adopt::Adopter::Here) = adopt::await_adoption(&gw, &home, ADOPTED_WAIT).await {
+                adopt::adopted_client(&gw, &home).await;
+                let run = crate::client::run(transport, info, Some(request), None, gw, shutdown, Some(slot));
+                return Box::pin(run).await;
+            }
         }
         let mut opened = Box::pin(open(&gw, &home, &info, &request)).await;
         // Its gateway is stopping or gone: it may be handing its clients over (to this gateway
@@ -127,6 +148,14 @@ async fn open(
     let deadline = gw.config.handshake_timeout;
     // Its gateway stopped and handed its clients to another one: they are there now.
     let adopter = gw.handover.alias_of(&home.gateway, home.instance);
+    if adopter.is_none() && home.gateway == gw.address {
+        return Err(refuse(
+            Reason::Unknown,
+            "the client's gateway restarted since (it had this gateway's address), and no other gateway \
+             says it took its clients over"
+                .into(),
+        ));
+    }
     let target = adopter.as_deref().unwrap_or(&home.gateway);
     let link = match tokio::time::timeout(deadline, gw.mesh.link(gw, target)).await {
         Ok(Ok(link)) => link,

@@ -65,6 +65,8 @@ pub(crate) struct Mesh {
     peers: Mutex<HashMap<String, mpsc::Sender<ToGateway>>>,
     /// Held while a register's list is applied.
     list_changes: Mutex<()>,
+    /// Wakes who waits for a first list ([`Mesh::wait_listed`]).
+    listed_changed: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -134,6 +136,36 @@ impl Mesh {
         crate::pusher::gateways_changed(gw, all);
         // Counted once the homes follow the list, so a gateway that shows its peers routes to them.
         gw.state.metrics.peer_gateways.store(peers, Ordering::Relaxed);
+        self.listed_changed.notify_waiters();
+    }
+
+    /// Waits until some register has told this gateway its list (up to `within`); false if
+    /// none has by then.
+    pub async fn wait_listed(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            // Made before the check: it sees a list applied between the check and the wait.
+            let changed = self.listed_changed.notified();
+            if !self.listed.lock().expect("mesh lock").is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Links to every listed peer (each one, when a link to it comes up, says which stopped
+    /// gateways' clients it adopted: [`Reader`] records them as aliases). Waits for a first
+    /// list up to `within`, and for each dial up to the handshake timeout.
+    pub async fn link_all(&self, gw: &Arc<Gateway>, within: Duration) {
+        if !self.wait_listed(within).await {
+            return;
+        }
+        let dials = self.peer_addresses().into_iter().map(|address| async move {
+            let _ = tokio::time::timeout(gw.config.handshake_timeout, self.link(gw, &address)).await;
+        });
+        futures_util::future::join_all(dials).await;
     }
 
     /// Records register `register`'s list and opens or closes the peers' outboxes; returns
@@ -232,10 +264,11 @@ impl Mesh {
         });
         let (l, down) = (link.clone(), self.down.clone());
         let span = tracing::info_span!("home_link", home = %address, home_node = %conn.peer.node);
+        let (gw, address) = (gw.clone(), address.to_string());
         tokio::spawn(
             async move {
                 tracing::debug!("linked to a home gateway for relayed clients");
-                let mut reader = Reader { link: l.clone() };
+                let mut reader = Reader { link: l.clone(), gw, address };
                 let result = engine.run(conn.reader, conn.writer, &mut reader, &down).await;
                 l.closed.cancel();
                 // Every relayed socket of this home hears that it is gone (its channel closes).
@@ -277,9 +310,12 @@ async fn drain_to_peer(gw: Arc<Gateway>, address: String, mut rx: mpsc::Receiver
     }
 }
 
-/// What a home sends: answers and frames for the relayed sockets.
+/// What a home sends: answers and frames for the relayed sockets, and the adoptions it made.
 struct Reader {
     link: Arc<HomeLink>,
+    gw: Arc<Gateway>,
+    /// The home's address.
+    address: String,
 }
 
 impl Reader {
@@ -304,6 +340,10 @@ impl Handler<GatewayPeerSide> for Reader {
             FromGateway::Relay { conn, frame } => self.deliver(conn, FromHome::Frame(frame)),
             FromGateway::Ping | FromGateway::Pong => {}
             FromGateway::Adopted { gateway, instance, .. } => {
+                // Its clients are at this peer now: a client of theirs that comes back here is
+                // relayed there (told on every new link, so a gateway that joined after the
+                // hand-over learns it by linking to its peers).
+                self.gw.handover.alias(gateway.clone(), instance, self.address.clone());
                 self.link.adoptions.lock().expect("adoptions lock").push((gateway, instance));
                 self.link.adopted.notify_waiters();
             }
