@@ -604,13 +604,19 @@ fn check_records(
     let around = |f: &Fault, at: Instant| {
         f.start <= at + Duration::from_secs(1) && at <= f.end.unwrap_or(at) + Duration::from_secs(5)
     };
+    // The latest fault that began before the break (a restart followed by a kill of the same
+    // gateway within seconds: the kill).
     let explains_break = |brk: &Break| {
-        faults.iter().find(|f| f.gateway == Some(brk.gateway) && f.kind.breaks_clients() && around(f, brk.at)).or_else(
-            || {
+        faults
+            .iter()
+            .filter(|f| f.gateway == Some(brk.gateway) && f.kind.breaks_clients() && around(f, brk.at))
+            .max_by_key(|f| f.start)
+            .or_else(|| {
                 // Relayed: its home may have been killed, restarted or stopped.
-                brk.relayed.then(|| faults.iter().find(|f| f.gateway.is_some() && around(f, brk.at))).flatten()
-            },
-        )
+                brk.relayed
+                    .then(|| faults.iter().filter(|f| f.gateway.is_some() && around(f, brk.at)).max_by_key(|f| f.start))
+                    .flatten()
+            })
     };
     let mut out = Checked::default();
     let mut unexplained_dups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
