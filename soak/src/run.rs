@@ -605,12 +605,13 @@ fn check_records(
         f.start <= at + Duration::from_secs(1) && at <= f.end.unwrap_or(at) + Duration::from_secs(5)
     };
     // The latest fault that began before the break (a restart followed by a kill of the same
-    // gateway within seconds: the kill).
+    // gateway within seconds: the kill), a graceful restart first for a 1012 close.
     let explains_break = |brk: &Break| {
+        let graceful = brk.reason.contains("1012");
         faults
             .iter()
             .filter(|f| f.gateway == Some(brk.gateway) && f.kind.breaks_clients() && around(f, brk.at))
-            .max_by_key(|f| f.start)
+            .max_by_key(|f| ((f.kind == FaultKind::GatewayRestart) == graceful, f.start))
             .or_else(|| {
                 // Relayed: its home may have been killed, restarted or stopped.
                 brk.relayed
