@@ -136,6 +136,18 @@ impl Clients {
         self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Removes a client handed over to another gateway from the map, but not from the indexes:
+    /// the senders that watch this gateway's index must not see its uid and groups leave here
+    /// before they switched to the adopter (they would route a group send to neither gateway,
+    /// the adopter applying what a sender sent before its switch to its other clients only).
+    /// The gateway forwards every command by then, and exits soon after.
+    pub(crate) fn remove_moved(&self, handle: &Arc<ClientHandle>) {
+        let mut shard = self.clients.write(handle.id);
+        if shard.get(&handle.id).is_some_and(|h| Arc::ptr_eq(h, handle)) {
+            shard.remove(&handle.id);
+        }
+    }
+
     /// Removes a client with recovery, if `handle` is still its current one, from the map and
     /// every index; its connection was counted out by [`detach`](Self::detach) or
     /// [`remove_closed`](Self::remove_closed).

@@ -386,3 +386,146 @@ async fn a_gateway_that_joined_after_a_hand_over_asks_its_peers_where_the_client
     more_numbered(&c, &mut rc, 6, 15).await;
     assert!(!c.log.of(&cid).contains(&"close".to_string()), "{:?}", c.log.of(&cid));
 }
+
+/// A chat room: `join` puts the client in `room`; `say:<text>` sends `<text>` to the room.
+#[derive(Clone)]
+struct Room;
+
+impl gw_business_worker::Events for Room {
+    async fn on_message(
+        &self,
+        ctx: &mut gw_business_worker::Context,
+        msg: gw_business_worker::Message,
+    ) -> gw_business_worker::HandlerResult {
+        let text = msg.as_text().unwrap_or_default().to_string();
+        if text == "join" {
+            let id = ctx.client_id.clone();
+            ctx.gateway().join_group(&id, "room").await?;
+            ctx.send("joined").await?;
+        } else if let Some(said) = text.strip_prefix("say:") {
+            ctx.gateway().send_to_group("room", said.to_string()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// What clients say to a room reaches the room's members on a gateway being stopped exactly
+/// once, in order, through the hand-over: the sends come from two workers answering client
+/// events (as in the chat demo), not from a backend, and the moved clients come back through a
+/// gateway that joined after the hand-over (as a swarm's replacement task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_messages_from_client_events_reach_the_moved_clients_once_through_a_hand_over() {
+    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or("off".into())).try_init();
+    let register = RegisterHandle::start(SECRET).await;
+    let (x, a) = (gateway(&register).await, gateway(&register).await);
+    let w1 = WorkerHandle::start("w1", &[register.addr], SECRET, Room);
+    let w2 = WorkerHandle::start("w2", &[register.addr], SECRET, Room);
+    for g in [&x, &a] {
+        wait_for_workers(g, 2).await;
+    }
+    // Members on the gateway to be stopped.
+    let mut members = Vec::new();
+    for _ in 0..4 {
+        let mut rc = RecoveringClient::connect(&x.ws_url).await;
+        rc.ws.send("join").await;
+        assert_eq!(rc.recv().await, "joined");
+        members.push(rc);
+    }
+    // Speakers on the other gateway, saying numbered lines without a pause.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut speakers = Vec::new();
+    for s in 0..4 {
+        let (url, stop) = (a.ws_url.clone(), stop.clone());
+        speakers.push(tokio::spawn(async move {
+            let mut ws = WsClient::connect(&url).await;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                ws.send(&format!("say:s{s}:{n}")).await;
+                // Pacing (about 400 lines a second in all), reading meanwhile so that the
+                // gateway's pings are answered.
+                let _ = ws.next(Duration::from_millis(10)).await;
+            }
+            ws.close().await;
+            n
+        }));
+    }
+    let count = Arc::new(AtomicU64::new(0));
+    let late_url: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let mut readers = Vec::new();
+    for mut rc in members {
+        let (count, late_url) = (count.clone(), late_url.clone());
+        readers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                match rc.next_or_closed(Duration::from_secs(20)).await {
+                    Ok(Some(m)) if m == "end" => return got,
+                    Ok(Some(m)) => {
+                        got.push(m);
+                        count.fetch_add(1, Ordering::Relaxed);
+                        if rc.received % 100 == 0 {
+                            rc.ack().await;
+                        }
+                    }
+                    Ok(None) => panic!("nothing for 20 s after {} messages", got.len()),
+                    Err(Some((1012, _))) => {
+                        let there = loop {
+                            if let Some(u) = late_url.lock().unwrap().clone() {
+                                break u;
+                            }
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        };
+                        let (token, received, cid) = (rc.token.clone(), rc.received, rc.client_id.clone());
+                        drop(rc.ws);
+                        rc = RecoveringClient::resume_with(&there, &token, received).await;
+                        assert!(matches!(rc.outcome, Outcome::Resumed { .. }), "{:?}", rc.outcome);
+                        assert_eq!(rc.client_id, cid);
+                    }
+                    Err(other) => panic!("closed with {other:?}"),
+                }
+            }
+        }));
+    }
+    until("room messages flowing", || count.load(Ordering::Relaxed) >= 400).await;
+    let stopping = x.gw.clone();
+    until("the stopping gateway knows the other", || stopping.peers().len() == 1).await;
+    x.stop().await;
+    // The replacement joins after the hand-over; the moved clients come back through it.
+    let late = gateway(&register).await;
+    *late_url.lock().unwrap() = Some(late.ws_url.clone());
+    let base = count.load(Ordering::Relaxed);
+    until("room messages flowing after the move", || count.load(Ordering::Relaxed) >= base + 400).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut said = Vec::new();
+    for s in speakers {
+        said.push(s.await.unwrap());
+    }
+    // Every line reached the room: the end marker after them all, through the same workers.
+    let mut closer = WsClient::connect(&a.ws_url).await;
+    closer.send("say:end").await;
+    let mut gots = Vec::new();
+    for r in readers {
+        gots.push(r.await.unwrap());
+    }
+    for (k, got) in gots.iter().enumerate() {
+        let mut missing = Vec::new();
+        for (s, n) in said.iter().enumerate() {
+            for i in 1..=*n {
+                if !got.contains(&format!("s{s}:{i}")) {
+                    missing.push(format!("s{s}:{i}"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "member {k}: {} messages, missing {missing:?}", got.len());
+    }
+    for (k, got) in gots.into_iter().enumerate() {
+        for (s, n) in said.iter().enumerate() {
+            let mine: Vec<u64> = got
+                .iter()
+                .filter_map(|m| m.strip_prefix(&format!("s{s}:")).map(|v| v.parse::<u64>().unwrap()))
+                .collect();
+            assert_eq!(mine, (1..=*n).collect::<Vec<_>>(), "member {k}: speaker s{s}'s lines, once, in order");
+        }
+    }
+    drop((w1, w2, late, a, register));
+}

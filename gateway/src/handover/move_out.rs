@@ -266,7 +266,7 @@ fn take_held(gw: &Arc<Gateway>, hub: &Hub) -> Vec<HeldClient> {
 }
 
 fn remove(gw: &Gateway, handle: &Arc<ClientHandle>) {
-    gw.state.remove_handle(handle);
+    gw.state.remove_moved(handle);
     Metrics::inc(&gw.state.metrics.handover_moved_out);
 }
 

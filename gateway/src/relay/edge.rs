@@ -178,7 +178,7 @@ async fn open(
             format!("the client's gateway {} restarted since, and its state with it", home.gateway),
         ));
     }
-    let (conn, mut rx) = link.register(&gw.mesh);
+    let (conn, mut rx) = link.register(&gw.mesh, super::edge_queue(gw));
     let opening = RelayOpen {
         conn,
         info: info.clone(),
@@ -262,38 +262,42 @@ async fn pump(
 /// Writes `first` and what else the home sent meanwhile (up to a batch), then flushes;
 /// `false` when the relay is over (closed by the home, or the socket failed).
 async fn write(socket: &mut WsTransport, first: FromHome, rx: &mut mpsc::Receiver<FromHome>) -> bool {
-    let mut next = Some(first);
+    let mut msg = first;
     let mut pinged = false;
-    for _ in 0..WRITE_BATCH {
-        let Some(msg) = next.take() else { break };
-        let frame = match msg {
-            FromHome::Frame(f) => f,
-            FromHome::Opened | FromHome::Refused(_) => continue,
-        };
-        let out = match frame {
-            RelayFrame::Message(p) => match to_message(p) {
-                Some(m) => m,
-                None => continue,
-            },
-            RelayFrame::Ping(p) => {
+    let mut written = 0;
+    loop {
+        let out = match msg {
+            FromHome::Frame(RelayFrame::Message(p)) => to_message(p),
+            FromHome::Frame(RelayFrame::Ping(p)) => {
                 pinged = true;
-                Message::Ping(p)
+                Some(Message::Ping(p))
             }
-            RelayFrame::Close { code, reason } => {
+            FromHome::Frame(RelayFrame::Close { code, reason }) => {
                 let _ = socket.flush().await;
                 socket.close(code, &reason).await;
                 return false;
             }
-            RelayFrame::Ended { .. } => {
+            FromHome::Frame(RelayFrame::Ended { .. }) => {
                 let _ = socket.flush().await;
                 return false;
             }
-            RelayFrame::Activity => continue,
+            FromHome::Frame(RelayFrame::Activity) | FromHome::Opened | FromHome::Refused(_) => None,
         };
-        if socket.ready().await.is_err() || socket.feed(OutMessage::new(out)).is_err() {
-            return false;
+        if let Some(out) = out {
+            if socket.ready().await.is_err() || socket.feed(OutMessage::new(out)).is_err() {
+                return false;
+            }
+            written += 1;
         }
-        next = rx.try_recv().ok();
+        // A message is taken from the channel only when there is room for it in this batch:
+        // one taken and not written would be lost.
+        if written == WRITE_BATCH {
+            break;
+        }
+        match rx.try_recv() {
+            Ok(next) => msg = next,
+            Err(_) => break,
+        }
     }
     if socket.flush().await.is_err() {
         return false;

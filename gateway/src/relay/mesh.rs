@@ -21,7 +21,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::RELAY_QUEUE;
 use crate::gateway::Gateway;
 
 /// How long a home that could not be reached is not dialled again.
@@ -91,9 +90,9 @@ pub(crate) struct HomeLink {
 
 impl HomeLink {
     /// Registers a relayed socket: its number, and where the home's frames for it arrive.
-    pub fn register(&self, mesh: &Mesh) -> (u64, mpsc::Receiver<FromHome>) {
+    pub fn register(&self, mesh: &Mesh, capacity: usize) -> (u64, mpsc::Receiver<FromHome>) {
         let conn = mesh.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(RELAY_QUEUE);
+        let (tx, rx) = mpsc::channel(capacity);
         self.conns.lock().expect("relay conns lock").insert(conn, tx);
         (conn, rx)
     }

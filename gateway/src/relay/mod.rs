@@ -26,6 +26,15 @@ use crate::upgrade::HandshakeRequest;
 /// Messages buffered per relayed client on each side of a gateway-to-gateway link.
 pub(crate) const RELAY_QUEUE: usize = 256;
 
+/// Frames from the home buffered for one relayed socket at the gateway it reached: room for a
+/// whole replay (up to the recovery cap) and a full send queue behind it, so a resume's burst
+/// does not look like a client that cannot keep up (which ends its relay). Bounded memory all
+/// the same: a channel's blocks are allocated as they fill.
+pub(crate) fn edge_queue(gw: &Gateway) -> usize {
+    let replay = gw.state.recovery.as_ref().map_or(0, |hub| hub.caps.messages);
+    RELAY_QUEUE.max(replay + gw.config.send_queue)
+}
+
 /// The home of a client whose request resumes with a token naming another gateway, if this
 /// gateway relays (recovery on): a token naming another gateway, or an earlier run of this
 /// one's address (the relay's path resumes it here once its hand-over is installed if it was
