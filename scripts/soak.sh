@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Chaos soak: builds the release binaries, starts 1 register, 3 gateways and 4 business workers
-# (app = "echo") as real processes on loopback, connects numbered-message clients over the
-# gateways, and keeps doing random harm (kill -9, SIGSTOP/SIGCONT, graceful restarts of worker
-# processes, workers, gateways and the register) for the duration; then checks delivery (order,
-# loss only at killed gateways, duplicates only around worker/gateway crashes), recovery, panics,
-# file descriptors and memory, and prints the totals. Exits non-zero on any violated check.
+# Chaos soak: builds the release binaries, starts 1 register, 3 gateways ([recovery] on) and 4
+# business workers (app = "echo") as real processes on loopback, connects numbered-message clients
+# over the gateways (with connection state recovery: they resume after a break, on any gateway),
+# and keeps doing random harm (kill -9, SIGSTOP/SIGCONT, graceful restarts of worker processes,
+# workers, gateways and the register) for the duration; then checks delivery (order; a resumed
+# client keeps its id and gets every reply once, so a graceful gateway restart loses nothing; loss
+# only at killed gateways or where a client could not resume; duplicates only around worker/gateway
+# crashes), recovery, panics, file descriptors and memory, and prints the totals (resumed, not
+# recovered by reason, lost, duplicated, per kind of fault). Exits non-zero on any violated check.
 #
 #   scripts/soak.sh                 long run: 1000 clients at 5 msg/s, 10 minutes of faults
 #   scripts/soak.sh --short         CI: 200 clients at 10 msg/s, 45 s of faults (60-90 s in all)
 #   options: --duration D (90s, 10m, ...)  --clients N  --seed S  --keep (keep logs on success)
-#            anything after -- goes to gw-soak as is (see: target/release/gw-soak --help)
+#            anything after -- goes to gw-soak as is (see: target/release/gw-soak --help), e.g.
+#            -- --faults gateway-restart   (only graceful gateway restarts)
+#            -- --recovery-share 0.5       (half the clients without recovery)
 #
 # Logs, configs and run dirs of every process go to target/soak/run-*/ (removed on success unless
 # --keep). Every process of the soak is killed when this script exits, failure or Ctrl-C included.
@@ -28,7 +33,7 @@ while [ $# -gt 0 ]; do
         --seed) EXTRA+=(--seed "$2"); shift ;;
         --keep) EXTRA+=(--keep) ;;
         --) shift; EXTRA+=("$@"); break ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 64 ;;
     esac
     shift

@@ -267,6 +267,73 @@ async fn forged_tokens_are_refused_before_anything_is_dialled_a_gone_home_is_unk
     assert!(!c.log.of(&old).contains(&"close".to_string()), "{:?}", c.log.of(&old));
 }
 
+/// Clients of a gateway's earlier run, adopted by the other gateway, are handed back to the
+/// restarted gateway (on the same address) when the other one stops. They come back there the
+/// moment they get 1012, while the hand-over may still be on its way: each must wait for it
+/// and resume, not be told `expired` because its state is not installed yet (their tokens name
+/// this gateway's address, which must not skip that wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_handed_back_to_their_restarted_gateway_resume_there_at_once() {
+    const N: usize = 40;
+    let mut c = cluster(SECRET, |_| {}).await;
+    let mut clients = Vec::new();
+    for _ in 0..N {
+        clients.push(RecoveringClient::connect(c.url(0)).await);
+    }
+    let ids: Vec<String> = clients.iter().map(|r| r.client_id.clone()).collect();
+    // The first run stops: the other gateway adopts its clients, which resume there.
+    let first = c.gateways.remove(0);
+    let internal = first.internal;
+    let closing: Vec<_> = clients
+        .into_iter()
+        .map(|mut r| tokio::spawn(async move { (r.next_or_closed(Duration::from_secs(10)).await, r) }))
+        .collect();
+    first.stop().await;
+    let mut moved = Vec::new();
+    for t in closing {
+        let (end, r) = t.await.unwrap();
+        assert!(matches!(end, Err(Some((1012, _)))), "{end:?}");
+        let back = RecoveringClient::resume_with(c.url(0), &r.token, r.received).await;
+        assert!(matches!(back.outcome, Outcome::Resumed { .. }), "{:?}", back.outcome);
+        moved.push(back);
+    }
+    // The gateway starts again on its address; then the adopter stops and hands them back.
+    let again = GatewayHandle::start_on(bind_again(internal).await, &[c._register.addr], SECRET, |g| {
+        g.recovery = RecoveryConfig { enabled: true, window: Duration::from_secs(30), ..RecoveryConfig::default() };
+    })
+    .await;
+    wait_for_workers(&again, 1).await;
+    let adopter = c.gateways.remove(0);
+    let (me, it) = (again.gw.address().to_string(), adopter.gw.address().to_string());
+    until_true("the two gateways linked", || adopter.gw.peers().contains(&me) && again.gw.peers().contains(&it)).await;
+    let url = again.ws_url.clone();
+    let returning: Vec<_> = moved
+        .into_iter()
+        .map(|mut r| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let end = r.next_or_closed(Duration::from_secs(10)).await;
+                assert!(matches!(end, Err(Some((1012, _)))), "{end:?}");
+                RecoveringClient::resume_with(&url, &r.token, r.received).await
+            })
+        })
+        .collect();
+    adopter.stop().await;
+    for (t, id) in returning.into_iter().zip(&ids) {
+        let back = t.await.unwrap();
+        assert!(matches!(back.outcome, Outcome::Resumed { .. }), "{id}: {:?}", back.outcome);
+        assert_eq!(&back.client_id, id);
+    }
+}
+
+async fn until_true(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_cluster_secret_a_token_of_another_gateway_is_refused_saying_why() {
     let c = cluster("", |_| {}).await;

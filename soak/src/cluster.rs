@@ -110,6 +110,9 @@ pub struct Cluster {
     pub workers: Vec<Arc<Node>>,
 }
 
+/// The cluster secret of every node.
+const SECRET: &str = "gw-soak-cluster-secret-0123456789";
+
 fn ms(d: Duration) -> String {
     format!("{}ms", d.as_millis())
 }
@@ -182,8 +185,13 @@ impl Cluster {
                 ms(s.grace)
             ),
         };
+        // Gateways: connection state recovery on (docs/recovery.md), so a graceful restart hands
+        // its clients over to another gateway and a client that comes back anywhere is relayed to
+        // its state; that takes the cluster secret on every node (a gateway checks the others'
+        // tokens with it, and every internal link is authenticated with it).
+        let recovery = if node.kind == Kind::Gateway { "\n[recovery]\nenabled = true\n" } else { "" };
         format!(
-            "{head}\n[link]\nheartbeat_interval = \"{}\"\nheartbeat_timeout = \"{}\"\n\n[log]\nlevel = \"info\"\nformat = \"json\"\n\n\
+            "{head}secret = \"{SECRET}\"\n{recovery}\n[link]\nheartbeat_interval = \"{}\"\nheartbeat_timeout = \"{}\"\n\n[log]\nlevel = \"info\"\nformat = \"json\"\n\n\
              [process]\nrun_dir = \"{}\"\nadmin = \"127.0.0.1:0\"\n",
             ms(s.heartbeat_interval),
             ms(s.heartbeat_timeout),

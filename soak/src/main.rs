@@ -1,17 +1,21 @@
 //! `gw-soak`: a chaos soak of a real cluster.
 //!
-//! Starts one register, gateways and business workers (`app = "echo"`, one worker process per
-//! master) as processes of the release binaries, connects N clients spread over the gateways that
-//! send numbered messages at a steady rate, and for the duration keeps doing random harm (kill -9,
-//! SIGSTOP/SIGCONT, graceful restarts of workers, gateways and the register). Then it lets the
-//! cluster recover, drains the clients and checks, per logical client across its connections:
-//! replies in order; nothing lost except what a killed or restarted gateway held (at most the
-//! in-flight window per broken connection); duplicates only around faults that may cause them;
-//! every node fully linked again within a bound after the last fault; no panic in any log; file
-//! descriptors and memory of the long-lived processes back near their baseline; clean exits.
+//! Starts one register, gateways (connection state recovery on) and business workers
+//! (`app = "echo"`, one worker process per master) as processes of the release binaries, connects
+//! N clients spread over the gateways that send numbered messages at a steady rate, and for the
+//! duration keeps doing random harm (kill -9, SIGSTOP/SIGCONT, graceful restarts of workers,
+//! gateways and the register). Clients with recovery (all by default) resume after a break, on
+//! any gateway. Then it lets the cluster recover, drains the clients and checks, per logical
+//! client across its connections: replies in order; a client that resumed keeps its id and gets
+//! every reply exactly once (a graceful gateway restart loses nothing for it); nothing lost
+//! otherwise except what a killed gateway held, or one that a client left without recovery or
+//! could not resume with (at most the in-flight window per broken connection); duplicates only
+//! around faults that may cause them; every node fully linked again within a bound after the last
+//! fault; no panic in any log; file descriptors and memory of the long-lived processes back near
+//! their baseline; clean exits.
 //!
-//! Prints the totals and every violation; exits 1 if any assertion failed, 2 if the soak itself
-//! could not run.
+//! Prints the totals (resumed, not recovered by reason, lost and duplicated, per kind of fault)
+//! and every violation; exits 1 if any assertion failed, 2 if the soak itself could not run.
 
 mod chaos;
 mod clients;
@@ -45,6 +49,10 @@ pub struct Cli {
     /// Messages per second per client.
     #[arg(long, default_value_t = 5.0)]
     pub rate: f64,
+    /// Share of the clients that ask for connection state recovery (`gw_recover=1`) and resume
+    /// after a break, from 0 to 1; the others start a new client on every connection.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_share)]
+    pub recovery_share: f64,
     /// Most unanswered messages per client.
     #[arg(long, default_value_t = 3)]
     pub window: usize,
@@ -99,6 +107,13 @@ pub struct Cli {
     /// Keep the work directory even if every check passed.
     #[arg(long)]
     pub keep: bool,
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?} is not a share from 0 to 1")),
+    }
 }
 
 /// `250ms`, `10s`, `5m`, `1h`, or a plain number of seconds.

@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 
 use crate::chaos::{self, ChaosOptions, Fault, FaultKind, Journal};
-use crate::clients::{self, Counters, Phase, Record, Shared};
+use crate::clients::{self, Break, Counters, Outcome, Phase, Record, Shared};
 use crate::cluster::{Cluster, Kind, Settings};
 use crate::logs::LinkTimeout;
 use crate::{Cli, log, procfs};
@@ -50,7 +50,12 @@ async fn resources(cluster: &Cluster) -> BTreeMap<String, (Option<Sample>, Optio
     let mut out = BTreeMap::new();
     for n in cluster.nodes() {
         let conns = match n.kind {
-            Kind::Gateway => cluster.metrics(n).await.map(|m| m.get("gw_connections") as usize).unwrap_or(0),
+            // Sockets of clients relayed to their home gateway are client connections too.
+            Kind::Gateway => cluster
+                .metrics(n)
+                .await
+                .map(|m| (m.get("gw_connections") + m.get("gw_relay_clients")) as usize)
+                .unwrap_or(0),
             _ => 0,
         };
         let main = sample(n.info().pid, conns);
@@ -149,11 +154,14 @@ async fn progress(counters: Arc<Shared>, journal: Arc<Journal>, mut stop: watch:
         let c = &counters.counters;
         let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         log(&format!(
-            "sent {} replies {} duplicates {} lost-at-break {} connected {} connections {} moves-home {} faults {} problems {}",
+            "sent {} replies {} duplicates {} lost-at-break {} resumed {} not-recovered {} connected {} connections {} \
+             moves-home {} faults {} problems {}",
             g(&c.sent),
             g(&c.replies),
             g(&c.duplicates),
             g(&c.lost_at_break),
+            g(&c.resumed),
+            c.not_recovered.lock().expect("counters").values().sum::<u64>(),
             g(&c.connected),
             g(&c.connections),
             g(&c.moves_home),
@@ -236,6 +244,7 @@ pub async fn soak(cli: Cli) -> anyhow::Result<bool> {
         window: cli.window,
         period: Duration::from_secs_f64(1.0 / cli.rate),
         stall: cli.stall,
+        recovery_share: cli.recovery_share,
         phase: phase_rx,
         counters: Counters::default(),
         records: rec_tx,
@@ -322,13 +331,18 @@ pub async fn soak(cli: Cli) -> anyhow::Result<bool> {
     for g in &cluster.gateways {
         loop {
             let m = cluster.metrics(g).await;
-            let done =
-                m.as_ref().is_ok_and(|m| m.get("gw_connections") == 0.0 && m.get("gw_events_unacknowledged") == 0.0);
+            let done = m.as_ref().is_ok_and(|m| {
+                m.get("gw_connections") == 0.0
+                    && m.get("gw_relay_clients") == 0.0
+                    && m.get("gw_events_unacknowledged") == 0.0
+            });
             if done || Instant::now() > deadline {
                 match m {
                     Ok(m) if !done => verdict.fail(format!(
-                        "{g}: {} connections and {} unacknowledged events left after every client closed",
+                        "{g}: {} connections, {} relayed sockets and {} unacknowledged events left after every client \
+                         closed",
                         m.get("gw_connections"),
+                        m.get("gw_relay_clients"),
                         m.get("gw_events_unacknowledged")
                     )),
                     Err(e) => verdict.fail(format!("{g}: {e:#}")),
@@ -377,7 +391,8 @@ pub async fn soak(cli: Cli) -> anyhow::Result<bool> {
     let start_wall = *crate::START_WALL.get().expect("set in main");
     let timeouts: Vec<LinkTimeout> =
         cluster.nodes().flat_map(|n| crate::logs::link_timeouts(&n.name, &n.log, start, start_wall)).collect();
-    let (lost, dups_after_timeouts) = check_records(&records, &faults, &timeouts, &cli, &mut verdict);
+    let checked = check_records(&records, &faults, &timeouts, &cli, &mut verdict);
+    let dups_after_timeouts = checked.dups_after_timeouts;
     check_logs(&cluster, &faults, &mut verdict);
     check_resources(&baseline, &after, &mut verdict);
 
@@ -411,12 +426,57 @@ pub async fn soak(cli: Cli) -> anyhow::Result<bool> {
         spurious.len(),
         spurious.first().map(|t| format!(", first on {} at {:.1}s", t.node, since_start(t.at))).unwrap_or_default()
     );
+    let lost: u64 = checked.breaks.values().map(|t| t.lost + t.lost_unread).sum();
     println!(
-        "lost at killed gateways  {} (over {} broken connections: {})",
-        lost.values().sum::<u64>(),
+        "lost at broken connections {} (over {} broken connections; by fault below)",
+        lost,
         records.iter().filter(|r| matches!(r, Record::Broken { .. })).count(),
-        lost.iter().map(|(k, n)| format!("{n} at {k}")).collect::<Vec<_>>().join(", ")
     );
+    let not_recovered = c.not_recovered.lock().expect("counters");
+    println!(
+        "recovery                 {} of {} clients; resumed {} (replayed {} messages, sent {} again); not recovered {} ({})",
+        (0..cli.clients).filter(|i| shared.recovers(*i)).count(),
+        cli.clients,
+        g(&c.resumed),
+        g(&c.replayed),
+        g(&c.resent),
+        not_recovered.values().sum::<u64>(),
+        not_recovered.iter().map(|(r, n)| format!("{r} {n}")).collect::<Vec<_>>().join(", ")
+    );
+    drop(not_recovered);
+    println!("breaks by fault          breaks resumed unsure  not-recovered (by reason)  new ended  lost unread dups");
+    for (kind, t) in &checked.breaks {
+        let name = kind.map_or_else(|| "(no fault: stalled or unexplained)".to_string(), |k| k.to_string());
+        println!(
+            "  {name:<32} {:>5} {:>7} {:>6}  {:<25} {:>4} {:>5} {:>5} {:>6} {:>4}",
+            t.breaks,
+            t.resumed,
+            t.resumed_unsure,
+            format!(
+                "{}{}",
+                t.not_recovered.values().sum::<u64>(),
+                if t.not_recovered.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({})",
+                        t.not_recovered.iter().map(|(r, n)| format!("{r} {n}")).collect::<Vec<_>>().join(", ")
+                    )
+                }
+            ),
+            t.new,
+            t.ended,
+            t.lost,
+            t.lost_unread,
+            t.duplicates
+        );
+    }
+    if !checked.not_resumed_after_restart.is_empty() {
+        println!("not resumed after a graceful gateway restart, e.g.:");
+        for l in checked.not_resumed_after_restart.iter().take(8) {
+            println!("  {l}");
+        }
+    }
     println!(
         "connections              {} ({} after a break, {} going back to the home gateway)",
         g(&c.connections),
@@ -453,11 +513,16 @@ pub async fn soak(cli: Cli) -> anyhow::Result<bool> {
     println!("recovery after last fault {:.2}s (bound {:?})", final_recovery.as_secs_f64(), cli.recovery_bound);
     for (name, m) in &gw_metrics {
         println!(
-            "{name} (since its last start): redelivered {} dropped slow_consumer {} client_gone {} no_worker {}",
+            "{name} (since its last start): redelivered {} dropped slow_consumer {} client_gone {} no_worker {}; \
+             held clients left {}, resumed {}, relayed {}, adopted {}",
             m.get("gw_events_redelivered_total"),
             m.labelled("gw_dropped_total", "slow_consumer"),
             m.labelled("gw_dropped_total", "client_gone"),
             m.labelled("gw_dropped_total", "no_worker"),
+            m.get("gw_recovery_held_clients"),
+            m.get("gw_recovery_resumed_total"),
+            m.get("gw_relay_opened_total"),
+            m.get("gw_handover_adopted_clients_total"),
         );
     }
     println!("logs and configs         {}", dir.display());
@@ -479,73 +544,157 @@ pub async fn soak(cli: Cli) -> anyhow::Result<bool> {
     }
 }
 
-/// Matches duplicates and broken connections against the faults that may explain them; returns
-/// the messages lost with broken connections, by the kind of fault that broke them.
+/// What came of the breaks one kind of fault explains (or of unexplained ones).
+#[derive(Debug, Default)]
+struct BreakTotals {
+    breaks: u64,
+    /// Resumed as the same client, the gateway saying how many messages it had read.
+    resumed: u64,
+    /// Resumed, the gateway not saying how many messages it had read.
+    resumed_unsure: u64,
+    not_recovered: BTreeMap<String, u64>,
+    /// Clients without recovery: a new client after the break.
+    new: u64,
+    /// The soak ended before the client reconnected.
+    ended: u64,
+    /// Messages lost with the break (unanswered when a client could not resume or had no
+    /// recovery) ...
+    lost: u64,
+    /// ... and unanswered when a client resumed without knowing whether the gateway read them,
+    /// never answered.
+    lost_unread: u64,
+    duplicates: u64,
+}
+
+/// Outcome of [`check_records`].
+#[derive(Debug, Default)]
+struct Checked {
+    /// By the kind of fault that explains the break (`None`: none does, a violation unless the
+    /// client stalled, itself a violation).
+    breaks: BTreeMap<Option<FaultKind>, BreakTotals>,
+    dups_after_timeouts: u64,
+    /// Clients not resumed after a graceful gateway restart, in words.
+    not_resumed_after_restart: Vec<String>,
+}
+
+/// Matches duplicates and broken connections against the faults that may explain them, and
+/// totals what came of the breaks by the kind of fault that broke them.
 /// A duplicate is explained by a fault that may cause one, or else by a gateway↔worker link that
 /// was declared dead for silence (a stall of the machine can do that; the event is redelivered as
 /// after a crash): those are counted apart, not failed.
+/// A break is explained by a kill or graceful restart of the gateway the connection was to, or,
+/// for a connection that may have been relayed to its home on another gateway, by a fault of any
+/// gateway. A client that could not resume after a graceful restart of its gateway, while no
+/// other node but workers was harmed, is a violation: an isolated rolling restart loses nobody.
 fn check_records(
     records: &[Record],
     faults: &[Fault],
     timeouts: &[LinkTimeout],
     cli: &Cli,
     verdict: &mut Verdict,
-) -> (BTreeMap<FaultKind, u64>, u64) {
+) -> Checked {
     // A redelivery follows the fault within a heartbeat timeout, or (a stopped gateway) once the
     // workers have linked again after it continued.
     let dup_slack = cli.heartbeat_timeout * 2 + Duration::from_secs(5);
     let explains_dup = |at: Instant| {
-        faults.iter().any(|f| f.kind.may_duplicate() && f.start <= at && at <= f.end.unwrap_or(at) + dup_slack)
+        faults.iter().find(|f| f.kind.may_duplicate() && f.start <= at && at <= f.end.unwrap_or(at) + dup_slack)
     };
     let after_timeout =
         |at: Instant| timeouts.iter().any(|t| t.at <= at + Duration::from_secs(1) && at <= t.at + dup_slack);
-    let mut dups_after_timeouts = 0u64;
-    let explains_break = |gw: usize, at: Instant| {
-        faults.iter().find(|f| {
-            f.gateway == Some(gw)
-                && f.kind.breaks_clients()
-                && f.start <= at + Duration::from_secs(1)
-                && at <= f.end.unwrap_or(at) + Duration::from_secs(5)
-        })
+    let around = |f: &Fault, at: Instant| {
+        f.start <= at + Duration::from_secs(1) && at <= f.end.unwrap_or(at) + Duration::from_secs(5)
     };
-    let mut lost: BTreeMap<FaultKind, u64> = BTreeMap::new();
+    // The latest fault that began before the break (a restart followed by a kill of the same
+    // gateway within seconds: the kill), a graceful restart first for a 1012 close.
+    let explains_break = |brk: &Break| {
+        let graceful = brk.reason.contains("1012");
+        faults
+            .iter()
+            .filter(|f| f.gateway == Some(brk.gateway) && f.kind.breaks_clients() && around(f, brk.at))
+            .max_by_key(|f| ((f.kind == FaultKind::GatewayRestart) == graceful, f.start))
+            .or_else(|| {
+                // Relayed: its home may have been killed, restarted or stopped.
+                brk.relayed
+                    .then(|| faults.iter().filter(|f| f.gateway.is_some() && around(f, brk.at)).max_by_key(|f| f.start))
+                    .flatten()
+            })
+    };
+    let mut out = Checked::default();
     let mut unexplained_dups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     let mut unexplained_breaks = Vec::new();
+    let mut isolated = Vec::new();
     for r in records {
         match r {
             Record::Violation { client, at, what } => {
                 verdict.fail(format!("client {client} at {:.1}s: {what}", since_start(*at)));
             }
             Record::Duplicate { client, seq, gateway, at } => {
-                if explains_dup(*at) {
+                if let Some(f) = explains_dup(*at) {
+                    out.breaks.entry(Some(f.kind)).or_default().duplicates += 1;
                     continue;
                 }
                 if after_timeout(*at) {
-                    dups_after_timeouts += 1;
+                    out.dups_after_timeouts += 1;
                     continue;
                 }
+                out.breaks.entry(None).or_default().duplicates += 1;
                 unexplained_dups
                     .entry(*client)
                     .or_default()
                     .push(format!("{seq} on gw-{gateway} at {:.1}s", since_start(*at)));
             }
-            Record::Broken { client, gateway, at, unreplied, reason } => {
+            Record::Broken { brk, unreplied, lost, outcome, detail, resolved } => {
+                let Break { client, gateway, at, reason, relayed } = &**brk;
                 if *unreplied > cli.window {
                     verdict.fail(format!(
                         "client {client}: {unreplied} messages lost with one connection (window {})",
                         cli.window
                     ));
                 }
-                let fault = explains_break(*gateway, *at);
-                if let Some(f) = fault {
-                    *lost.entry(f.kind).or_default() += *unreplied as u64;
+                let fault = explains_break(brk);
+                let t = out.breaks.entry(fault.map(|f| f.kind)).or_default();
+                t.breaks += 1;
+                t.lost += *lost as u64;
+                match outcome {
+                    Outcome::Resumed { accepted: true } => t.resumed += 1,
+                    Outcome::Resumed { accepted: false } => t.resumed_unsure += 1,
+                    Outcome::NotRecovered(reason) => *t.not_recovered.entry(reason.clone()).or_default() += 1,
+                    Outcome::New => t.new += 1,
+                    Outcome::Ended => t.ended += 1,
                 }
                 if reason != "stalled" && fault.is_none() {
                     unexplained_breaks.push(format!(
-                        "client {client} on gw-{gateway} at {:.1}s: {reason} ({unreplied} unanswered)",
+                        "client {client} on gw-{gateway}{} at {:.1}s: {reason} ({unreplied} unanswered)",
+                        if *relayed { " (relayed)" } else { "" },
                         since_start(*at)
                     ));
                 }
+                if let (Some(f), Outcome::NotRecovered(why)) = (fault, outcome)
+                    && f.kind == FaultKind::GatewayRestart
+                {
+                    out.not_resumed_after_restart.push(format!(
+                        "client {client} on gw-{gateway}{} at {:.1}s ({reason}), {why} at {:.1}s ({detail})",
+                        if *relayed { " (relayed)" } else { "" },
+                        since_start(*at),
+                        since_start(*resolved)
+                    ));
+                    let others = faults.iter().any(|o| {
+                        !std::ptr::eq(o, f)
+                            && (o.gateway.is_some() || o.node == "register")
+                            && o.start <= *resolved + Duration::from_secs(1)
+                            && f.start <= o.end.unwrap_or(*resolved) + Duration::from_secs(1)
+                    });
+                    if !others {
+                        isolated.push(format!(
+                            "client {client} on gw-{gateway} at {:.1}s ({reason}): not recovered ({why}) at {:.1}s",
+                            since_start(*at),
+                            since_start(*resolved)
+                        ));
+                    }
+                }
+            }
+            Record::Lost { brk, n } => {
+                out.breaks.entry(explains_break(brk).map(|f| f.kind)).or_default().lost_unread += *n as u64;
             }
         }
     }
@@ -561,7 +710,15 @@ fn check_records(
             unexplained_breaks.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
         ));
     }
-    (lost, dups_after_timeouts)
+    if !isolated.is_empty() {
+        verdict.fail(format!(
+            "{} client(s) with recovery not resumed after a graceful gateway restart while no other gateway nor \
+             the register was harmed, e.g. {}",
+            isolated.len(),
+            isolated.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+        ));
+    }
+    out
 }
 
 /// Seconds since the soak started (the time stamps of the progress lines).

@@ -149,7 +149,7 @@ pub(crate) async fn open(
     // A client of a gateway that handed its clients to this one: once they are installed.
     if let Ask::Resume { token, .. } = &ask
         && let Ok(client) = gw_proto::ResumeToken::names(token)
-        && client.gateway != gw.address
+        && (client.gateway != gw.address || client.instance != gw.instance)
     {
         crate::handover::adopt::adopted_client(gw, &client).await;
     }

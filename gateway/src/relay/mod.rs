@@ -37,15 +37,16 @@ pub(crate) fn edge_queue(gw: &Gateway) -> usize {
 
 /// The home of a client whose request resumes with a token naming another gateway, if this
 /// gateway relays (recovery on): a token naming another gateway, or an earlier run of this
-/// one's address that was not adopted here (the relay finds the gateway that adopted it, or
-/// says `unknown`).
+/// one's address (the relay's path resumes it here once its hand-over is installed if it was
+/// adopted here, else finds the gateway that adopted it, or says `unknown`).
 pub(crate) fn home_of(gw: &Gateway, request: &HandshakeRequest) -> Option<ClientId> {
     gw.state.recovery.as_ref()?;
     let Ask::Resume { token, .. } = frames::ask(&request.query) else { return None };
     let client = gw_proto::ResumeToken::names(&token).ok()?;
     // Another gateway's client; or one of an earlier run of this gateway's address (restarted
     // with the address it had), which another gateway may have adopted when that run stopped.
-    let earlier_run =
-        client.instance != gw.instance && gw.handover.adoption_of(&client.gateway, client.instance).is_none();
+    // One adopted here goes through the relay's path too, which waits for its hand-over to be
+    // installed before it resumes (it may come back the moment it is closed with 1012).
+    let earlier_run = client.instance != gw.instance;
     (client.gateway != gw.address || earlier_run).then_some(client)
 }
