@@ -21,10 +21,7 @@ const CLIENTS: usize = 12;
 const ROUNDS: u64 = 3;
 
 async fn gateway(register: &RegisterHandle) -> GatewayHandle {
-    GatewayHandle::start_with(&[register.addr], SECRET, |c| {
-        c.recovery = RecoveryConfig { enabled: true, window: Duration::from_secs(30), ..RecoveryConfig::default() };
-    })
-    .await
+    GatewayHandle::start_with(&[register.addr], SECRET, with_recovery).await
 }
 
 /// The gateways clients may reconnect to (what a load balancer would offer).
@@ -326,11 +323,10 @@ async fn more_numbered(c: &Cluster, rc: &mut RecoveringClient, from: u64, to: u6
     rc.expect_no_more().await;
 }
 
-/// A gateway restarted on the address it had (compose's `docker compose restart gateway-1`):
-/// its previous run handed its clients to another gateway, and a client that comes back to the
-/// restarted one is relayed there (once it has heard of the adoption), not told `unknown`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_restarted_on_its_own_address_relays_its_earlier_clients_to_their_adopter() {
+/// A cluster of two gateways whose first, with one client of ours that got `m1..=m5`, was
+/// stopped gracefully (its client handed to the second and closed with 1012): the cluster, the
+/// client, and the stopped gateway's internal address.
+async fn first_gateway_stopped() -> (Cluster, RecoveringClient, std::net::SocketAddr) {
     let Cluster { register, mut gateways, _worker, log, backend, live } = Cluster::start(2).await;
     let c = Cluster { register, gateways: Vec::new(), _worker, log, backend, live };
     let mut rc = numbered_client(&c, &gateways[0].ws_url, 5).await;
@@ -339,19 +335,34 @@ async fn a_gateway_restarted_on_its_own_address_relays_its_earlier_clients_to_th
     until("the stopping gateway knows the other", || stopping.peers().len() == 1).await;
     old.stop().await;
     assert!(matches!(rc.next_or_closed(Duration::from_secs(5)).await, Err(Some((1012, _)))));
-    let again = GatewayHandle::start_on(bind_again(internal).await, &[c.register.addr], SECRET, |cfg| {
-        cfg.recovery = RecoveryConfig { enabled: true, window: Duration::from_secs(30), ..RecoveryConfig::default() };
-    })
-    .await;
+    (c, rc, internal)
+}
+
+/// The stopped gateway's client comes back to `via` at once (which may not have heard its
+/// peers' lists yet), is relayed to its adopter, resumes under its id and gets `m6..=m15`.
+async fn resumes_relayed_through(c: &Cluster, rc: RecoveringClient, via: &GatewayHandle) {
     let (token, received, cid) = (rc.token.clone(), rc.received, rc.client_id.clone());
     drop(rc.ws);
-    // At once: the restarted gateway may not have heard its peers' lists yet.
-    let mut rc = RecoveringClient::resume_with(&again.ws_url, &token, received).await;
+    let mut rc = RecoveringClient::resume_with(&via.ws_url, &token, received).await;
     assert!(matches!(rc.outcome, Outcome::Resumed { replayed: 0 }), "{:?}", rc.outcome);
     assert_eq!(rc.client_id, cid, "the same client id");
-    assert_eq!(again.metric("relay_opened_total"), 1, "relayed to the gateway that adopted it");
-    more_numbered(&c, &mut rc, 6, 15).await;
+    assert_eq!(via.metric("relay_opened_total"), 1, "relayed to the gateway that adopted it");
+    more_numbered(c, &mut rc, 6, 15).await;
     assert!(!c.log.of(&cid).contains(&"close".to_string()), "{:?}", c.log.of(&cid));
+}
+
+fn with_recovery(cfg: &mut gw_config::GatewayConfig) {
+    cfg.recovery = RecoveryConfig { enabled: true, window: Duration::from_secs(30), ..RecoveryConfig::default() };
+}
+
+/// A gateway restarted on the address it had (compose's `docker compose restart gateway-1`):
+/// its previous run handed its clients to another gateway, and a client that comes back to the
+/// restarted one is relayed there (once it has heard of the adoption), not told `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_restarted_on_its_own_address_relays_its_earlier_clients_to_their_adopter() {
+    let (c, rc, internal) = first_gateway_stopped().await;
+    let again = GatewayHandle::start_on(bind_again(internal).await, &[c.register.addr], SECRET, with_recovery).await;
+    resumes_relayed_through(&c, rc, &again).await;
 }
 
 /// A gateway that joined after a hand-over, and that the adopter cannot reach (a new task
@@ -360,31 +371,17 @@ async fn a_gateway_restarted_on_its_own_address_relays_its_earlier_clients_to_th
 /// what they adopted, instead of waiting to be told.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_that_joined_after_a_hand_over_asks_its_peers_where_the_clients_went() {
-    let Cluster { register, mut gateways, _worker, log, backend, live } = Cluster::start(2).await;
-    let c = Cluster { register, gateways: Vec::new(), _worker, log, backend, live };
-    let mut rc = numbered_client(&c, &gateways[0].ws_url, 5).await;
-    let old = gateways.remove(0);
-    let stopping = old.gw.clone();
-    until("the stopping gateway knows the other", || stopping.peers().len() == 1).await;
-    old.stop().await;
-    assert!(matches!(rc.next_or_closed(Duration::from_secs(5)).await, Err(Some((1012, _)))));
+    let (c, rc, _) = first_gateway_stopped().await;
     // The new gateway advertises an address nobody reaches: the adopter cannot tell it.
     let unreachable = cut_proxy::CutProxy::start("ws://127.0.0.1:9/").await;
     unreachable.down();
     let advertised = unreachable.url.trim_start_matches("ws://").trim_end_matches('/').to_string();
     let late = GatewayHandle::start_with(&[c.register.addr], SECRET, |cfg| {
-        cfg.recovery = RecoveryConfig { enabled: true, window: Duration::from_secs(30), ..RecoveryConfig::default() };
+        with_recovery(cfg);
         cfg.advertise = Some(advertised);
     })
     .await;
-    let (token, received, cid) = (rc.token.clone(), rc.received, rc.client_id.clone());
-    drop(rc.ws);
-    let mut rc = RecoveringClient::resume_with(&late.ws_url, &token, received).await;
-    assert!(matches!(rc.outcome, Outcome::Resumed { replayed: 0 }), "{:?}", rc.outcome);
-    assert_eq!(rc.client_id, cid, "the same client id");
-    assert_eq!(late.metric("relay_opened_total"), 1, "relayed to the gateway that adopted it");
-    more_numbered(&c, &mut rc, 6, 15).await;
-    assert!(!c.log.of(&cid).contains(&"close".to_string()), "{:?}", c.log.of(&cid));
+    resumes_relayed_through(&c, rc, &late).await;
 }
 
 /// A chat room: `join` puts the client in `room`; `say:<text>` sends `<text>` to the room.
