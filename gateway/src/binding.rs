@@ -35,7 +35,7 @@ use crate::router::{EventSlot, LinkGone, Router, WorkerLink};
 /// How long a closing client's last event waits for a worker (its socket is already gone).
 const CLOSING_WAIT: Duration = Duration::from_millis(500);
 /// How long a client waits for a dead link to hand its events back before it moves on.
-const HAND_BACK_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const HAND_BACK_WAIT: Duration = Duration::from_secs(5);
 
 /// Why a client's event could not be routed to a worker.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +83,14 @@ impl Binding {
         self.link = Some(link);
         self.introduced = false;
         self.last_seq = 0;
+    }
+
+    /// Binds to `link`, which holds this client's events up to `last_seq` unacknowledged (sent
+    /// by its previous connection): its next events follow them there, or, if that worker goes
+    /// away, wait for them as any switch of workers does.
+    pub fn bind_after(&mut self, link: Arc<WorkerLink>, last_seq: u64) {
+        self.bind(link);
+        self.last_seq = last_seq;
     }
 
     /// Leaves the bound worker, if any (it stops counting this client in its load).
@@ -444,6 +452,14 @@ impl Redelivery {
             Handed::Queue(queue) => Vec::from(queue.drain().items),
             Handed::Nothing | Handed::Closed => Vec::new(),
         }
+    }
+
+    /// The client task finished but the client is held (recovery): what is handed back from
+    /// now on waits here for its resume, which moves it to the new connection
+    /// ([`Self::close`] there), or for its release, which delivers it before its close event.
+    pub fn park(&self) {
+        // The finished task's waker would keep its memory alive while the client is held.
+        drop(self.ready.take());
     }
 
     /// Marks the client task finished and returns what is still waiting.

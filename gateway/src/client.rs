@@ -537,6 +537,9 @@ impl<T: Transport> Connection<T> {
         let resumed = greeting.as_ref().filter(|g| g.resumed).map(|g| g.replay.len() as u64);
         let mut opened = match resumed {
             Some(replayed) => {
+                if let Some((link, seq)) = crate::redeliver::earlier_events(&self.gw, self.handle.id).await {
+                    self.binding.bind_after(link, seq);
+                }
                 let sent = self.dispatch(EventKind::Resume { replayed }).await;
                 self.routed(sent).await.map_err(|_| End::Server)
             }
@@ -596,11 +599,16 @@ impl<T: Transport> Connection<T> {
             }
         }
         self.binding.unbind();
-        // A worker that dies from now on hands this client's events to no task: deliver what is
-        // already waiting here, and let later hand-backs go the orphan way.
-        let leftovers = self.handle.redelivery.close();
-        if !leftovers.is_empty() {
-            crate::redeliver::spawn_orphans(&gw, self.handle.info.clone(), leftovers);
+        if stays {
+            // Held: what a worker hands back meanwhile waits for the resume (or the release).
+            self.handle.redelivery.park();
+        } else {
+            // A worker that dies from now on hands this client's events to no task: deliver what
+            // is already waiting here, and let later hand-backs go the orphan way.
+            let leftovers = self.handle.redelivery.close();
+            if !leftovers.is_empty() {
+                crate::redeliver::spawn_orphans(&gw, self.handle.info.clone(), leftovers);
+            }
         }
         self.handle.kill.forget_waker();
     }

@@ -42,6 +42,36 @@ pub(crate) fn hand_back(gw: &Arc<Gateway>, link: &WorkerLink) {
     link.handed_off.cancel();
 }
 
+/// Before a resumed client's first event: where its earlier connection's unacknowledged
+/// events are. On a worker that still takes events: that link, and the last one's number, for
+/// the resumed connection to bind to (its events follow them in order). On one that is gone
+/// or draining: waits (up to the hand-back wait) until they were handed back (to the resumed
+/// connection, which sends them before anything newer) or acknowledged. A worker link that
+/// died unnoticed (its gateway frozen, say) would otherwise hand them back after newer ones.
+pub(crate) async fn earlier_events(gw: &Gateway, client: u64) -> Option<(Arc<WorkerLink>, u64)> {
+    let earlier: Vec<(Arc<WorkerLink>, u64)> =
+        gw.router.links().into_iter().filter_map(|link| link.last_retained_of(client).map(|seq| (link, seq))).collect();
+    let (live, settling): (Vec<_>, Vec<_>) = earlier.into_iter().partition(|(link, _)| link.usable());
+    if !settling.is_empty() {
+        let settled = async {
+            for (link, seq) in settling {
+                let mut acked = link.acked();
+                tokio::select! {
+                    _ = acked.wait_for(|a| *a >= seq) => {}
+                    () = link.handed_off.cancelled() => {}
+                }
+            }
+        };
+        if tokio::time::timeout(crate::binding::HAND_BACK_WAIT, settled).await.is_err() {
+            tracing::debug!(
+                client,
+                "a resumed client's earlier events were neither acknowledged nor handed back in time"
+            );
+        }
+    }
+    live.into_iter().max_by_key(|(_, seq)| *seq)
+}
+
 /// Delivers, in the background, events of a client whose task has finished (its close event,
 /// typically). The task is tracked, so the gateway waits for it when it stops.
 pub(crate) fn spawn_orphans(gw: &Arc<Gateway>, info: Arc<ClientInfo>, events: Vec<Event>) {

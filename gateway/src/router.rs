@@ -157,6 +157,12 @@ impl WorkerLink {
         Vec::from(self.retained.lock().expect("retained lock").take_all().events)
     }
 
+    /// The sequence number of client `client`'s last event this link holds unacknowledged.
+    pub fn last_retained_of(&self, client: u64) -> Option<u64> {
+        let log = self.retained.lock().expect("retained lock");
+        log.iter().filter(|(_, (e, _))| e.client == client).map(|(seq, _)| seq).last()
+    }
+
     /// Events retained now (for metrics).
     pub fn retained_len(&self) -> usize {
         self.retained.lock().expect("retained lock").len()
@@ -238,6 +244,11 @@ impl Router {
     }
 
     /// Events waiting for acknowledgement on every link.
+    /// Every link now.
+    pub fn links(&self) -> Vec<Arc<WorkerLink>> {
+        self.links.read().expect("router lock").clone()
+    }
+
     pub fn retained_total(&self) -> usize {
         self.links.read().expect("router lock").iter().map(|l| l.retained_len()).sum()
     }

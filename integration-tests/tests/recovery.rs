@@ -522,6 +522,88 @@ async fn what_the_gateway_never_read_is_sent_again_after_the_resume_and_reaches_
     assert_eq!(messages, ["p1", "p2", "p3", "p4"]);
 }
 
+/// A worker that logs each message when its handler starts, and takes `slow` ones slowly (so
+/// they are unacknowledged for a while).
+#[derive(Clone, Default)]
+struct SlowLog(EventLog);
+
+impl gw_business_worker::Events for SlowLog {
+    async fn on_message(
+        &self,
+        ctx: &mut gw_business_worker::Context,
+        msg: gw_business_worker::Message,
+    ) -> gw_business_worker::HandlerResult {
+        let slow = msg.as_text() == Some("slow") && !ctx.redelivered;
+        let redelivered = if ctx.redelivered { " (redelivered)" } else { "" };
+        let what = format!("{}{redelivered}", msg.as_text().unwrap_or_default());
+        self.0.0.lock().unwrap().push((format!("message:{what}"), ctx.client_id.to_string()));
+        if slow {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        Ok(())
+    }
+
+    async fn on_resume(
+        &self,
+        ctx: &mut gw_business_worker::Context,
+        replayed: u64,
+    ) -> gw_business_worker::HandlerResult {
+        self.0.0.lock().unwrap().push((format!("resume:{replayed}"), ctx.client_id.to_string()));
+        Ok(())
+    }
+}
+
+/// A worker dies holding an event of a client that is away (held): the event waits for the
+/// client's resume and reaches the next worker before the resume and before anything the
+/// client sends after it, instead of racing them on a task of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_a_dead_worker_hands_back_while_the_client_is_away_go_before_its_resume() {
+    let register = RegisterHandle::start(SECRET).await;
+    let gateway = GatewayHandle::start_with(&[register.addr], SECRET, |c| {
+        c.recovery = RecoveryConfig { enabled: true, window: Duration::from_secs(30), ..RecoveryConfig::default() };
+    })
+    .await;
+    let log = SlowLog::default();
+    let first = WorkerHandle::start("w1", &[register.addr], SECRET, log.clone());
+    wait_for_workers(&gateway, 1).await;
+    let mut client = RecoveringClient::connect(&gateway.ws_url).await;
+    let cid = client.client_id.clone();
+    client.ws.send("slow").await;
+    let seen = |what: &str| log.0.of(&cid).iter().any(|e| e == what);
+    eventually(Duration::from_secs(10), "the slow message at the first worker", || async { seen("message:slow") })
+        .await;
+    // The client drops (held), then its worker dies with the event unacknowledged.
+    let (token, received) = (client.token.clone(), client.received);
+    client.ws.reset();
+    eventually(Duration::from_secs(10), "the client held", || async { gateway.metric("recovery_held_clients") == 1 })
+        .await;
+    first.kill();
+    eventually(Duration::from_secs(10), "the dead worker's event handed back", || async {
+        gateway.metric("redelivered") >= 1
+    })
+    .await;
+    // Back before any worker is: its resume waits for one, as does the handed-back event.
+    let url = gateway.ws_url.clone();
+    let resuming = tokio::spawn(async move { RecoveringClient::resume_with(&url, &token, received).await });
+    eventually(Duration::from_secs(10), "the resume at the gateway", || async {
+        gateway.metric("recovery_resumed") == 1
+    })
+    .await;
+    let _second = WorkerHandle::start("w2", &[register.addr], SECRET, log.clone());
+    let mut client = resuming.await.unwrap();
+    assert!(matches!(client.outcome, Outcome::Resumed { .. }), "{:?}", client.outcome);
+    client.ws.send("after").await;
+    eventually(Duration::from_secs(20), "the message after the resume at the second worker", || async {
+        seen("message:after")
+    })
+    .await;
+    assert_eq!(
+        log.0.of(&cid),
+        ["message:slow", "message:slow (redelivered)", "resume:0", "message:after"],
+        "the handed-back event first, then the resume, then what came after"
+    );
+}
+
 /// The browser helper (`clients/js/gatewayrs.js`) under Node's WebSocket, through a network cut:
 /// it reconnects by itself and resumes, every message once, in order, same client id. Skips,
 /// saying so, without Node 20+ unless `GW_REQUIRE_NODE=1`.

@@ -265,8 +265,14 @@ fn take_held(gw: &Arc<Gateway>, hub: &Hub) -> Vec<HeldClient> {
     out
 }
 
-fn remove(gw: &Gateway, handle: &Arc<ClientHandle>) {
+fn remove(gw: &Arc<Gateway>, handle: &Arc<ClientHandle>) {
     gw.state.remove_moved(handle);
+    // What a dead worker handed back while it was held is delivered from here (the gateway
+    // waits for it before it exits).
+    let waiting = handle.redelivery.close();
+    if !waiting.is_empty() {
+        crate::redeliver::spawn_orphans(gw, handle.info.clone(), waiting);
+    }
     Metrics::inc(&gw.state.metrics.handover_moved_out);
 }
 

@@ -73,10 +73,15 @@ pub(crate) fn release(gw: &Arc<Gateway>, hub: &Hub, id: u64) {
             let never = CancellationToken::new();
             let mut binding = Binding::new(handle.info.clone());
             let cx = ClientCx { gw: &gw, handle: &handle, shutdown: &never };
+            // Events handed back while it was held go first (the binding sends them before it).
             if let Err(e) = binding.dispatch(cx, EventKind::Close).await {
                 tracing::warn!(reason = %e, "a released client's close event reached no worker");
             }
             binding.unbind();
+            let leftovers = handle.redelivery.close();
+            if !leftovers.is_empty() {
+                crate::redeliver::spawn_orphans(&gw, handle.info.clone(), leftovers);
+            }
             gw.state.remove_handle(&handle);
         }
         .instrument(span),

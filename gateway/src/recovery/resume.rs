@@ -110,6 +110,12 @@ pub(crate) fn resume(
     }
     // Under the client's lock: a message recorded from here on goes to the new connection.
     gw.state.replace(handle.clone());
+    // Events a dead worker handed back while the client was away go first on its new
+    // connection (a hand-back from now on finds the new handle in the map).
+    let waiting = old.redelivery.close();
+    if !waiting.is_empty() {
+        let _ = handle.redelivery.hand_back(waiting);
+    }
     drop(old_session);
     drop(rec);
     Ok(Resumed { handle, replay, received, accepted, token: hub.token(&token.client, generation) })
