@@ -214,12 +214,21 @@ pub(crate) enum Adopter {
 
 /// Waits at most `wait` for an adoption of `client`'s gateway instance, here or elsewhere: its
 /// gateway said it is stopping (or cannot be reached), and may be handing its clients over.
-pub(crate) async fn await_adoption(gw: &Gateway, client: &ClientId, wait: Duration) -> Option<Adopter> {
+/// An adopter elsewhere equal to `not` (the gateway just tried) does not count.
+pub(crate) async fn await_adoption(
+    gw: &Gateway,
+    client: &ClientId,
+    wait: Duration,
+    not: Option<&str>,
+) -> Option<Adopter> {
     let find = || {
         if gw.handover.adoption_of(&client.gateway, client.instance).is_some() {
             Some(Adopter::Here)
         } else {
-            gw.handover.alias_of(&client.gateway, client.instance).map(Adopter::There)
+            gw.handover
+                .alias_of(&client.gateway, client.instance)
+                .filter(|a| Some(a.as_str()) != not)
+                .map(Adopter::There)
         }
     };
     let mut adopted = gw.handover.adopted.subscribe();

@@ -31,6 +31,15 @@ const WRITE_BATCH: usize = 64;
 /// its peers (a gateway just started; see [`serve`]).
 const LIST_WAIT: Duration = Duration::from_secs(5);
 
+/// Hand-overs a relaying gateway follows for one client before it gives up.
+const MOVES: usize = 3;
+
+/// The gateway a relay for `home` goes to now: the adopter of its clients if one is known,
+/// else the home itself.
+fn target_of(gw: &Gateway, home: &ClientId) -> String {
+    gw.handover.alias_of(&home.gateway, home.instance).unwrap_or_else(|| home.gateway.clone())
+}
+
 /// How long it then waits for a peer to say it adopted the home's clients.
 const ADOPTED_WAIT: Duration = Duration::from_millis(500);
 
@@ -60,35 +69,38 @@ pub(crate) async fn serve(
         {
             Box::pin(gw.mesh.link_all(&gw, LIST_WAIT)).await;
             // What a new link says comes right after its welcome.
-            if let Some(adopt::Adopter::Here) = adopt::await_adoption(&gw, &home, ADOPTED_WAIT).await {
+            if let Some(adopt::Adopter::Here) = adopt::await_adoption(&gw, &home, ADOPTED_WAIT, None).await {
                 adopt::adopted_client(&gw, &home).await;
                 let run = crate::client::run(transport, info, Some(request), None, gw, shutdown, Some(slot));
                 return Box::pin(run).await;
             }
         }
+        let mut tried = target_of(&gw, &home);
         let mut opened = Box::pin(open(&gw, &home, &info, &request)).await;
-        // Its gateway is stopping or gone: it may be handing its clients over (to this gateway
-        // or another), which takes a moment to be known here.
-        if let Err(control) = &opened {
+        // The gateway that holds it is stopping or gone: it may be handing its clients over (to
+        // this gateway or another), which takes a moment to be known here. A client moved on by
+        // gateways restarted one after the other may need this more than once.
+        for _ in 0..MOVES {
+            let Err(control) = &opened else { break };
             let wait = if control.contains(frames::STOPPING) {
-                Some(Duration::from_secs(5))
+                Duration::from_secs(5)
             } else if control.contains(frames::UNREACHABLE) {
-                Some(Duration::from_secs(1))
+                Duration::from_secs(1)
             } else {
-                None
+                break;
             };
-            let adopter = match wait {
-                Some(wait) => adopt::await_adoption(&gw, &home, wait).await,
-                None => None,
-            };
-            match adopter {
+            // Another adopter than the one just tried: what this gateway knew may be stale.
+            match adopt::await_adoption(&gw, &home, wait, Some(&tried)).await {
                 Some(adopt::Adopter::Here) => {
                     adopt::adopted_client(&gw, &home).await;
                     let run = crate::client::run(transport, info, Some(request), None, gw, shutdown, Some(slot));
                     return Box::pin(run).await;
                 }
-                Some(adopt::Adopter::There(_)) => opened = Box::pin(open(&gw, &home, &info, &request)).await,
-                None => {}
+                Some(adopt::Adopter::There(next)) => {
+                    tried = next;
+                    opened = Box::pin(open(&gw, &home, &info, &request)).await;
+                }
+                None => break,
             }
         }
         match opened {
