@@ -254,7 +254,8 @@ pub fn numbers(from: u64, to: u64) -> String {
 pub struct EventLog(pub std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>);
 
 impl EventLog {
-    fn push(&self, what: &str, ctx: &gw_business_worker::Context) {
+    /// Logs `what` for the context's client.
+    pub fn push(&self, what: &str, ctx: &gw_business_worker::Context) {
         self.0.lock().unwrap().push((what.into(), ctx.client_id.to_string()));
     }
 

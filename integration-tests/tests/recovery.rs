@@ -536,7 +536,7 @@ impl gw_business_worker::Events for SlowLog {
         let slow = msg.as_text() == Some("slow") && !ctx.redelivered;
         let redelivered = if ctx.redelivered { " (redelivered)" } else { "" };
         let what = format!("{}{redelivered}", msg.as_text().unwrap_or_default());
-        self.0.0.lock().unwrap().push((format!("message:{what}"), ctx.client_id.to_string()));
+        self.0.push(&format!("message:{what}"), ctx);
         if slow {
             tokio::time::sleep(Duration::from_secs(30)).await;
         }
@@ -548,8 +548,7 @@ impl gw_business_worker::Events for SlowLog {
         ctx: &mut gw_business_worker::Context,
         replayed: u64,
     ) -> gw_business_worker::HandlerResult {
-        self.0.0.lock().unwrap().push((format!("resume:{replayed}"), ctx.client_id.to_string()));
-        Ok(())
+        gw_business_worker::Events::on_resume(&self.0, ctx, replayed).await
     }
 }
 

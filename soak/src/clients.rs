@@ -404,22 +404,13 @@ pub async fn run(id: usize, shared: Arc<Shared>) {
         match (open, broken.take()) {
             (None, brk) => {
                 // No recovery: every connection is a new client.
-                if let Some((brk, unreplied)) = brk {
-                    end_session(id, &shared, &mut session, Some(&brk));
-                    resolve(&shared, brk, unreplied, unreplied, Outcome::New, String::new());
-                } else {
-                    end_session(id, &shared, &mut session, None);
-                }
+                end_as_new(id, &shared, &mut session, brk);
                 session = Session::new(next_seq);
             }
             (Some(Opening::Fresh { client_id, token }), brk) => {
-                if let Some((brk, unreplied)) = brk {
-                    // Asked to resume without a token (the break came before the first one).
-                    end_session(id, &shared, &mut session, Some(&brk));
-                    resolve(&shared, brk, unreplied, unreplied, Outcome::New, String::new());
-                } else {
-                    end_session(id, &shared, &mut session, None);
-                }
+                // After a break: asked to resume without a token (the break came before the
+                // first one).
+                end_as_new(id, &shared, &mut session, brk);
                 session = Session::new(next_seq);
                 session.recovery = Some(Recovery::new(client_id, token, gateway));
             }
@@ -539,6 +530,18 @@ fn resolve(shared: &Shared, brk: Arc<Break>, unreplied: usize, lost: usize, outc
 /// unanswered at a break the client resumed after without knowing whether the gateway read it
 /// (then it is lost with that break). `brk`: the break that ended it, whose unanswered messages
 /// are lost with it (recorded by the caller).
+/// Ends `session` because the next connection is a new client; a break that led there lost
+/// what was unreplied.
+fn end_as_new(id: usize, shared: &Shared, session: &mut Session, brk: Option<(Arc<Break>, usize)>) {
+    match brk {
+        Some((brk, unreplied)) => {
+            end_session(id, shared, session, Some(&brk));
+            resolve(shared, brk, unreplied, unreplied, Outcome::New, String::new());
+        }
+        None => end_session(id, shared, session, None),
+    }
+}
+
 fn end_session(id: usize, shared: &Shared, session: &mut Session, brk: Option<&Arc<Break>>) {
     let now = Instant::now();
     let mut lost_unread: BTreeMap<*const Break, (Arc<Break>, usize)> = BTreeMap::new();
