@@ -31,7 +31,21 @@ struct Driver {
 }
 
 impl Driver {
+    /// Starts chromedriver; one that ends without saying its port (seen once in CI, with
+    /// three tests starting theirs at once) is started again, up to three times, and what it
+    /// printed is in the panic if none does.
     async fn start(binary: &Path) -> Self {
+        let mut said = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start(binary).await {
+                Ok(driver) => return driver,
+                Err(output) => said.push(output),
+            }
+        }
+        panic!("chromedriver did not report its port; it printed: {said:?}");
+    }
+
+    async fn try_start(binary: &Path) -> Result<Self, String> {
         let mut child = tokio::process::Command::new(binary)
             .arg("--port=0")
             .stdout(Stdio::piped())
@@ -40,22 +54,24 @@ impl Driver {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut printed = Vec::new();
         // "ChromeDriver was started successfully on port 36895."
         let port = tokio::time::timeout(TIMEOUT, async {
-            while let Some(line) = lines.next_line().await.expect("read chromedriver output") {
+            while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(rest) = line.split("started successfully on port ").nth(1) {
-                    return rest.trim_end_matches('.').trim().parse::<u16>().ok();
+                    return rest.trim_end_matches('.').trim().parse::<u16>().ok().filter(|p| *p != 0);
                 }
+                printed.push(line);
             }
             None
         })
         .await
         .ok()
-        .flatten()
-        .expect("chromedriver did not report its port");
+        .flatten();
+        let Some(port) = port else { return Err(printed.join(" | ")) };
         // Keep draining its output so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, url: format!("http://127.0.0.1:{port}") }
+        Ok(Self { child, url: format!("http://127.0.0.1:{port}") })
     }
 
     /// A new browser (its own profile, so its own sessionStorage).
