@@ -141,15 +141,18 @@ pub(crate) fn spawn(
                         Some(home) => Either::Left(Either::Left(rare(crate::relay::edge::serve(
                             transport, *info, request, home, gw, shutdown, slot,
                         )))),
-                        None => Either::Left(Either::Right(run(
-                            transport,
-                            *info,
-                            Some(request),
-                            None,
-                            gw,
-                            shutdown,
-                            Some(slot),
-                        ))),
+                        None => match open(&gw, frames::ask(&request.query), &info) {
+                            Opening::Elsewhere => Either::Left(Either::Left(rare(sent_elsewhere(transport, slot)))),
+                            opening => Either::Left(Either::Right(run(
+                                transport,
+                                *info,
+                                Some(request),
+                                Some(opening),
+                                gw,
+                                shutdown,
+                                Some(slot),
+                            ))),
+                        },
                     },
                     _ => Either::Right(never()),
                 })
@@ -214,6 +217,30 @@ fn opening(
         Some(Opened::Stream(StreamTransport::new(stream, framing)))
     };
     (Box::pin(opening), info, slot)
+}
+
+/// A client that came back to this gateway while it hands its clients over (see
+/// [`Opening::Elsewhere`]): closed with 1012 (service restart) before anything is opened, as
+/// its connected clients were, so it comes back to another gateway with its token unused.
+async fn sent_elsewhere<T: Transport>(mut transport: T, slot: ConnSlot) {
+    transport.close(1012, "service restart").await;
+    drop(slot);
+}
+
+/// Opens and runs a client whose resume this gateway answers itself after a wait (one it
+/// adopted, found by a relaying path); sent elsewhere if this gateway froze meanwhile.
+pub(crate) async fn serve_resume(
+    transport: WsTransport,
+    info: ClientInfo,
+    request: Box<HandshakeRequest>,
+    gw: Arc<Gateway>,
+    shutdown: CancellationToken,
+    slot: ConnSlot,
+) {
+    match open(&gw, frames::ask(&request.query), &info) {
+        Opening::Elsewhere => sent_elsewhere(transport, slot).await,
+        opening => Box::pin(run(transport, info, Some(request), Some(opening), gw, shutdown, Some(slot))).await,
+    }
 }
 
 /// A connection of a rare kind (relayed), boxed so that its future does not enlarge
@@ -285,13 +312,17 @@ pub(crate) fn run<T: Transport>(
     shutdown: CancellationToken,
     slot: Option<ConnSlot>,
 ) -> impl Future<Output = ()> {
-    let queue = gw.config.send_queue;
-    let now = gw.clock_ms();
     let opening = opening.unwrap_or_else(|| {
         let ask = request.as_deref().map_or(Ask::Nothing, |r| frames::ask(&r.query));
         open(&gw, ask, &info)
     });
     let (handle, greeting) = match opening {
+        // Callers that can close the connection instead do (`sent_elsewhere`); one that cannot
+        // is served as a new client, told why it was not resumed.
+        Opening::Elsewhere => {
+            let refusal = Some(frames::not_recovered(recovery::Reason::Unknown, frames::STOPPING));
+            fresh(&gw, info, gw.state.recovery.is_some(), refusal)
+        }
         Opening::Resumed(r) => {
             let client_id = gw.client_id(r.handle.id).to_string();
             let control = vec![
@@ -300,20 +331,7 @@ pub(crate) fn run<T: Transport>(
             ];
             (r.handle, Some(Box::new(Greeting { control, replay: r.replay, resumed: true })))
         }
-        Opening::Fresh { recover, refusal } => {
-            let id = gw.next_client.fetch_add(1, Ordering::Relaxed);
-            let cell = recover.then(ClientRecovery::new_cell);
-            let handle = Arc::new(ClientHandle::new(id, SendQueue::new(queue), info, now).with_recovery(cell));
-            gw.state.insert(handle.clone());
-            let mut control: Vec<String> = refusal.into_iter().collect();
-            if let Some(hub) = gw.state.recovery.as_ref().filter(|_| recover) {
-                let client_id = gw.client_id(id);
-                control.push(frames::recovery(&client_id.to_string(), &hub.token(&client_id, 0), 0));
-            }
-            let greeting =
-                (!control.is_empty()).then(|| Box::new(Greeting { control, replay: Vec::new(), resumed: false }));
-            (handle, greeting)
-        }
+        Opening::Fresh { recover, refusal } => fresh(&gw, info, recover, refusal),
     };
     let client_id = gw.client_id(handle.id);
     let span = tracing::debug_span!("client", client_id = %client_id);
@@ -331,6 +349,28 @@ pub(crate) fn run<T: Transport>(
         drop(slot);
     };
     body.instrument(span)
+}
+
+/// A new client in the client map, and what it is told first (its recovery token; why it was
+/// not resumed, when it asked to be).
+fn fresh(
+    gw: &Gateway,
+    info: ClientInfo,
+    recover: bool,
+    refusal: Option<String>,
+) -> (Arc<ClientHandle>, Option<Box<Greeting>>) {
+    let id = gw.next_client.fetch_add(1, Ordering::Relaxed);
+    let cell = recover.then(ClientRecovery::new_cell);
+    let handle =
+        Arc::new(ClientHandle::new(id, SendQueue::new(gw.config.send_queue), info, gw.clock_ms()).with_recovery(cell));
+    gw.state.insert(handle.clone());
+    let mut control: Vec<String> = refusal.into_iter().collect();
+    if let Some(hub) = gw.state.recovery.as_ref().filter(|_| recover) {
+        let client_id = gw.client_id(id);
+        control.push(frames::recovery(&client_id.to_string(), &hub.token(&client_id, 0), 0));
+    }
+    let greeting = (!control.is_empty()).then(|| Box::new(Greeting { control, replay: Vec::new(), resumed: false }));
+    (handle, greeting)
 }
 
 struct Connection<T> {
@@ -429,16 +469,7 @@ impl<T: Transport> Connection<T> {
         match wake {
             // Rare paths are boxed so their futures do not enlarge the active state.
             Wake::Stop(Stop::Killed) => Some(Box::pin(self.killed()).await),
-            Wake::Stop(Stop::Stopping) => {
-                // Handed over to another gateway: come back (there) with the token.
-                let (code, reason) = if self.handle.recovery.is_some() && self.gw.handover.is_handing_over() {
-                    (1012, "service restart")
-                } else {
-                    (1001, "server shutting down")
-                };
-                Box::pin(self.transport.close(code, reason)).await;
-                Some(End::Server)
-            }
+            Wake::Stop(Stop::Stopping) => Some(Box::pin(self.stopping()).await),
             Wake::NoFirstMessage => {
                 Box::pin(self.transport.close(1008, "no message in time")).await;
                 Some(End::Server)
@@ -525,6 +556,18 @@ impl<T: Transport> Connection<T> {
         None
     }
 
+    /// The gateway is stopping: the client is closed, with 1012 when it is handed over to
+    /// another gateway (it comes back there with its token).
+    async fn stopping(&mut self) -> End {
+        let (code, reason) = if self.handle.recovery.is_some() && self.gw.handover.is_handing_over() {
+            (1012, "service restart")
+        } else {
+            (1001, "server shutting down")
+        };
+        self.transport.close(code, reason).await;
+        End::Server
+    }
+
     /// The client's first events to its worker, then its control frames and what it missed:
     /// so a client cannot come back with its new token before its worker heard of this
     /// connection.
@@ -537,7 +580,23 @@ impl<T: Transport> Connection<T> {
         let resumed = greeting.as_ref().filter(|g| g.resumed).map(|g| g.replay.len() as u64);
         let mut opened = match resumed {
             Some(replayed) => {
-                if let Some((link, seq)) = crate::redeliver::earlier_events(&self.gw, self.handle.id).await {
+                // The gateway stopping meanwhile ends the wait: the client gets its new token
+                // and is closed before its worker hears of the resume (then it is held and
+                // handed over with the others, or released).
+                let earlier = tokio::select! {
+                    earlier = crate::redeliver::earlier_events(&self.gw, self.handle.id) => Some(earlier),
+                    () = self.shutdown.cancelled() => None,
+                };
+                let Some(earlier) = earlier else {
+                    if let Some(g) = greeting {
+                        let Greeting { control, replay, .. } = *g;
+                        if Box::pin(self.write_first(control, replay)).await.is_err() {
+                            return Err(End::Vanished);
+                        }
+                    }
+                    return Err(Box::pin(self.stopping()).await);
+                };
+                if let Some((link, seq)) = earlier {
                     self.binding.bind_after(link, seq);
                 }
                 let sent = self.dispatch(EventKind::Resume { replayed }).await;

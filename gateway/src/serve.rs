@@ -158,11 +158,20 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
         }
         false => None,
     };
-    gw.handover.begin(successor.is_some());
+    let handing_over = successor.is_some();
+    gw.handover.begin(handing_over);
     gw.stop_clients();
     clients.close();
-    if tokio::time::timeout_at(deadline, clients.wait()).await.is_err() {
-        tracing::warn!("grace period over with clients still closing; dropping them");
+    // Handing over, the held clients are shipped as they are held (`ship` waits for those
+    // still closing), not once every connection task has ended: a slow handshake or a relayed
+    // client's search must not keep them from their successor, where they are coming back.
+    let all_closed = || async {
+        if tokio::time::timeout_at(deadline, clients.wait()).await.is_err() {
+            tracing::warn!("grace period over with clients still closing; dropping them");
+        }
+    };
+    if !handing_over {
+        all_closed().await;
     }
     // Held clients go to another gateway; those that cannot end here, their close events now.
     let mut forwarder = None;
@@ -170,6 +179,7 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
         let _ = timer.await;
         if let Some(link) = successor {
             forwarder = Some(crate::handover::move_out::ship(&gw, &hub, link, deadline).await);
+            all_closed().await;
         }
         crate::recovery::release::release_all(&gw, &hub);
     }

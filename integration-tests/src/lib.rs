@@ -186,6 +186,11 @@ impl GatewayHandle {
         WsClient::connect(&self.ws_url).await
     }
 
+    /// Starts a graceful stop without waiting for it (`stop` waits).
+    pub fn begin_stop(&self) {
+        self.stop.cancel();
+    }
+
     /// Graceful stop.
     pub async fn stop(self) {
         self.stop.cancel();

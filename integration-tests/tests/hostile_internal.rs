@@ -730,3 +730,53 @@ async fn a_worker_acknowledging_events_never_sent_is_counted_and_ignored() {
         assert_eq!(c.gw.metric(&format!("dropped_{reason}")), 0, "{reason}");
     }
 }
+
+/// A peer that announces a hand-over of its clients and never ships them (killed after its
+/// announce, or hostile): its clients coming back to the adopter are told plainly that the
+/// hand-over did not bring them (`unknown`, not `expired`), after one wait for it to make
+/// progress; later attempts are answered at once, not each after the same wait (a client whose
+/// own patience is that wait would otherwise never get an answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_announced_and_never_shipped_is_waited_for_once() {
+    use gw_integration_tests::recovering::{EventLog, Outcome, RecoveringClient};
+    let reg = RegisterHandle::start(SECRET).await;
+    let gw = GatewayHandle::start_with(&[reg.addr], SECRET, |cfg| cfg.recovery.enabled = true).await;
+    let _worker = WorkerHandle::start("w", &[reg.addr], SECRET, EventLog::default());
+    wait_for_workers(&gw, 1).await;
+    let stopping = "127.0.0.1:1";
+    let mut peer = Raw::authenticated(gw.internal, Role::Gateway).await;
+    let announce = gw_proto::handover::TakeOver {
+        gateway: stopping.into(),
+        instance: 42,
+        senders: vec![],
+        adoptions: vec![],
+        keys: vec![SECRET.as_bytes().to_vec()],
+        clients: vec![],
+        last: false,
+    };
+    peer.send(&frame_of!(ToGateway::TakeOver(Box::new(announce)))).await;
+    // The adopter says it adopted them, on every link.
+    loop {
+        if let FromGateway::Adopted { instance: 42, .. } = decoded!(peer.frame().await.expect("adopted")) {
+            break;
+        }
+    }
+    drop(peer);
+    let token = gw_proto::ResumeToken { client: gw_proto::ClientId::new(stopping, 42, 7), generation: 0 }
+        .sign(SECRET.as_bytes());
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let rc = RecoveringClient::resume_with(&gw.ws_url, &token, 0).await;
+        waits.push(started.elapsed());
+        match &rc.outcome {
+            Outcome::NotRecovered { reason, detail } => {
+                assert_eq!(reason, "unknown", "{detail}");
+                assert!(detail.contains("hand-over did not finish"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // The first waited for the hand-over (5 s from its announce at most); the others did not.
+    assert!(waits[1] < Duration::from_millis(2500) && waits[2] < Duration::from_millis(2500), "{waits:?}");
+}

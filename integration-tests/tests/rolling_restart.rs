@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use gw_config::RecoveryConfig;
 use gw_gateway_client::{ClientId, GatewayClient};
 use gw_integration_tests::recovering::{EventLog, Outcome, RecoveringClient};
@@ -382,6 +383,71 @@ async fn a_gateway_that_joined_after_a_hand_over_asks_its_peers_where_the_client
     })
     .await;
     resumes_relayed_through(&c, rc, &late).await;
+}
+
+/// A stopping gateway hands its held clients over as soon as they are held, whatever else it
+/// still serves: a socket that has not finished its handshake (a slow client; a relayed
+/// client's search for its gateway) does not keep them from their successor, where they are
+/// coming back (before: it did, for the grace period, and a client back at once was told it was
+/// not recovered after the successor's wait). A client that finishes its handshake there after
+/// the hand-over, asking to resume, is closed with 1012 before anything is opened, and resumes
+/// at the successor with its token unused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_handshake_does_not_hold_up_a_hand_over_and_a_resume_after_it_is_sent_elsewhere() {
+    let register = RegisterHandle::start(SECRET).await;
+    // Longer than the successor waits for a hand-over to be installed (5 s).
+    let patient = |cfg: &mut gw_config::GatewayConfig| {
+        with_recovery(cfg);
+        cfg.grace_period = Duration::from_secs(20);
+        cfg.handshake_timeout = Duration::from_secs(20);
+    };
+    let old = GatewayHandle::start_with(&[register.addr], SECRET, patient).await;
+    let new = GatewayHandle::start_with(&[register.addr], SECRET, patient).await;
+    let log = EventLog::default();
+    let worker = WorkerHandle::start("w", &[register.addr], SECRET, log.clone());
+    wait_for_workers(&old, 1).await;
+    wait_for_workers(&new, 1).await;
+    let backend = gateway_client(&[register.addr], SECRET, 2).await;
+    let c = Cluster { register, gateways: Vec::new(), _worker: worker, log, backend, live: Live::default() };
+    let mut a = numbered_client(&c, &old.ws_url, 5).await;
+    let b = numbered_client(&c, &old.ws_url, 3).await;
+    // A socket that says nothing yet, accepted by the old gateway.
+    let addr = old.ws_url.trim_start_matches("ws://").trim_end_matches('/').to_string();
+    let silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    until("the silent socket accepted", || old.gw.open_sockets() == 3).await;
+    let stopping = old.gw.clone();
+    until("the old gateway knows the new one", || stopping.peers().len() == 1).await;
+    old.begin_stop();
+    assert!(matches!(a.next_or_closed(Duration::from_secs(5)).await, Err(Some((1012, _)))));
+    let (token, received, cid) = (a.token.clone(), a.received, a.client_id.clone());
+    drop(a.ws);
+    let started = std::time::Instant::now();
+    let mut a = RecoveringClient::resume_with(&new.ws_url, &token, received).await;
+    assert!(matches!(a.outcome, Outcome::Resumed { replayed: 0 }), "{:?} after {:?}", a.outcome, started.elapsed());
+    assert_eq!(a.client_id, cid);
+    more_numbered(&c, &mut a, 6, 10).await;
+    // `b` was handed over too: its resume at the old gateway, after the hand-over, is sent
+    // elsewhere (1012 first, no control frame), its token left as it was.
+    let url = format!("{}?gw_recover=1&gw_resume={}&gw_received={}", old.ws_url, b.token, b.received);
+    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), silent).await.expect("the handshake completes");
+    match ws.next().await {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
+            assert_eq!(u16::from(f.code), 1012, "{f:?}");
+        }
+        other => panic!("expected a close with 1012 first, got {other:?}"),
+    }
+    let (token, received, cid) = (b.token.clone(), b.received, b.client_id.clone());
+    drop(b.ws);
+    let mut b = RecoveringClient::resume_with(&new.ws_url, &token, received).await;
+    assert!(matches!(b.outcome, Outcome::Resumed { replayed: 0 }), "{:?}", b.outcome);
+    assert_eq!(b.client_id, cid);
+    more_numbered(&c, &mut b, 4, 8).await;
+    tokio::time::timeout(Duration::from_secs(10), old.stop()).await.expect("the old gateway ends");
+    for id in [&a.client_id, &b.client_id] {
+        let events = c.log.of(id);
+        assert!(!events.contains(&"close".to_string()), "{id}: {events:?}");
+        assert_eq!(events.iter().filter(|e| e.starts_with("resume:")).count(), 1, "{id}: {events:?}");
+    }
 }
 
 /// A chat room: `join` puts the client in `room`; `say:<text>` sends `<text>` to the room.

@@ -19,7 +19,7 @@ use crate::outgoing::OutMessage;
 use crate::recovery::{ClientRecovery, Phase};
 use crate::send_queue::SendQueue;
 
-/// How long a resume of an adopted client waits for the hand-over to be installed.
+/// How long a resume of an adopted client waits for the hand-over to make progress.
 const INSTALL_WAIT: Duration = Duration::from_secs(5);
 
 /// A part of a stopping gateway's hand-over. The first (the announce) makes the hand-over and
@@ -48,11 +48,14 @@ pub(crate) async fn take_over(gw: &Arc<Gateway>, t: TakeOver) {
         }
     }
     gw.state.metrics.handover_adopted_clients.fetch_add(installed, Ordering::Relaxed);
-    if t.last
-        && let Some(h) = gw.handover.incoming(t.instance)
-    {
-        h.complete.send_replace(true);
-        tracing::info!(from = %t.gateway, "hand-over installed");
+    if let Some(h) = gw.handover.incoming(t.instance) {
+        h.progress.send_modify(|p| {
+            p.complete |= t.last;
+            p.last = tokio::time::Instant::now();
+        });
+        if t.last {
+            tracing::info!(from = %t.gateway, "hand-over installed");
+        }
     }
 }
 
@@ -69,7 +72,7 @@ async fn announce(gw: &Arc<Gateway>, t: &TakeOver) {
         theirs: t.adoptions.iter().map(|(n, g, i)| (*n, (g.clone(), *i))).collect(),
         ids: ids.clone(),
         keys: t.keys.clone(),
-        complete: tokio::sync::watch::channel(false).0,
+        progress: super::Progress::new(),
     });
     let adoptions: Vec<Arc<Adoption>> = origins
         .into_iter()
@@ -194,13 +197,24 @@ pub(crate) fn switched(gw: &Gateway, instance: u64, sender: u64) {
 }
 
 /// The client a resume token names, if this gateway adopted it: its local number here. Waits
-/// (a while) for the hand-over to be installed, so a client that comes back quickly is not
-/// told it was lost.
+/// until it is installed or the hand-over is, so a client that comes back quickly is not told
+/// it was lost; at most [`INSTALL_WAIT`] after the hand-over's latest progress (a hand-over
+/// cut short, its old gateway killed, is waited for once, not by every attempt of its clients).
 pub(crate) async fn adopted_client(gw: &Gateway, client: &ClientId) -> Option<u64> {
     let a = gw.handover.adoption_of(&client.gateway, client.instance)?;
-    let mut complete = a.from.complete.subscribe();
-    let _ = tokio::time::timeout(INSTALL_WAIT, complete.wait_for(|done| *done)).await;
-    adopted_local(a.id, client.local)
+    let local = adopted_local(a.id, client.local)?;
+    let mut progress = a.from.progress.subscribe();
+    loop {
+        let p = *progress.borrow_and_update();
+        let until = p.last + INSTALL_WAIT;
+        if p.complete || gw.state.contains(local) || tokio::time::Instant::now() >= until {
+            break;
+        }
+        if !matches!(tokio::time::timeout_at(until, progress.changed()).await, Ok(Ok(()))) {
+            break;
+        }
+    }
+    Some(local)
 }
 
 /// Where the clients of a stopped gateway went, as far as this gateway knows.

@@ -56,8 +56,23 @@ pub(crate) struct Incoming {
     ids: Vec<u32>,
     /// Keys its clients' tokens may be signed with.
     pub keys: Vec<Vec<u8>>,
-    /// Every part of the hand-over is installed.
-    pub complete: tokio::sync::watch::Sender<bool>,
+    /// How far its installation is.
+    pub progress: tokio::sync::watch::Sender<Progress>,
+}
+
+/// How far a hand-over's installation is: bumped on every part installed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Progress {
+    /// Every part is installed.
+    pub complete: bool,
+    /// When the latest part came (or the announce).
+    pub last: tokio::time::Instant,
+}
+
+impl Progress {
+    pub fn new() -> tokio::sync::watch::Sender<Progress> {
+        tokio::sync::watch::channel(Progress { complete: false, last: tokio::time::Instant::now() }).0
+    }
 }
 
 /// One adoption: the clients of one gateway instance, taken over here in a hand-over.
@@ -376,7 +391,7 @@ mod tests {
             theirs: HashMap::new(),
             ids: vec![3],
             keys: Vec::new(),
-            complete: tokio::sync::watch::channel(false).0,
+            progress: Progress::new(),
         })
     }
 

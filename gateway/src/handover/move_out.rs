@@ -22,6 +22,9 @@ use crate::relay::mesh::HomeLink;
 /// How long the successor may take to accept the hand-over.
 const ACCEPT_WAIT: Duration = Duration::from_secs(5);
 
+/// How often the shipping looks again for clients whose connections are still closing.
+const LIVE_POLL: Duration = Duration::from_millis(10);
+
 /// A hand-over under way: where forwarded commands go, and which senders have switched.
 #[derive(Debug)]
 pub(crate) struct MoveOut {
@@ -164,22 +167,37 @@ pub(crate) async fn ship(
         let _frozen = gw.handover.gate.write().expect("handover gate");
         let _ = gw.handover.out.set(out.clone());
     }
-    // 3. Ship: the held clients leave this gateway without an `on_close`.
-    let clients = take_held(gw, hub);
-    let count = clients.len();
+    // 3. Ship: the held clients leave this gateway without an `on_close`; those whose
+    // connections are still closing follow as they are held (no resume makes a client live
+    // here any more: see `recovery::resume`), until none is live or the grace period ends.
     let part_bytes = (gw.config.link.max_frame / 2).max(4096);
-    let mut part = Vec::new();
-    let mut bytes = 0;
-    let mut shipped = true;
-    for c in clients {
-        bytes += weight(&c);
-        part.push(c);
-        if bytes >= part_bytes {
-            shipped &= send_part(gw, &link, std::mem::take(&mut part), false).await;
-            bytes = 0;
+    let (mut count, mut shipped) = (0, true);
+    loop {
+        let clients = take_held(gw, hub);
+        count += clients.len();
+        let mut part = Vec::new();
+        let mut bytes = 0;
+        for c in clients {
+            bytes += weight(&c);
+            part.push(c);
+            if bytes >= part_bytes {
+                shipped &= send_part(gw, &link, std::mem::take(&mut part), false).await;
+                bytes = 0;
+            }
         }
+        if !part.is_empty() {
+            shipped &= send_part(gw, &link, part, false).await;
+        }
+        if !any_live(gw) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!("grace period over with clients still closing: they end here");
+            break;
+        }
+        tokio::time::sleep(LIVE_POLL).await;
     }
-    shipped &= send_part(gw, &link, part, true).await;
+    shipped &= send_part(gw, &link, Vec::new(), true).await;
     gw.state.metrics.handover_shipped_clients.fetch_add(count as u64, Ordering::Relaxed);
     tracing::info!(clients = count, shipped, "held clients handed over");
     // Senders that switched before the freeze: their streams end right after the clients.
@@ -223,6 +241,14 @@ fn weight(c: &HeldClient) -> usize {
     200 + c.session.as_ref().map_or(0, |s| s.len())
         + c.groups.iter().map(|g| g.len() + 8).sum::<usize>()
         + c.kept.iter().map(|p| p.data.len() + 16).sum::<usize>()
+}
+
+/// Whether a client with recovery is still connected here (its connection closing).
+fn any_live(gw: &Gateway) -> bool {
+    gw.state.handles().iter().any(|h| {
+        h.recovery.as_ref().is_some_and(|cell| cell.lock().expect("recovery lock").phase == Phase::Live)
+            && gw.state.is_current(h)
+    })
 }
 
 /// Takes every held client out of this gateway (its state lives on at the successor): no

@@ -230,6 +230,10 @@ pub(crate) enum Opening {
     Fresh { recover: bool, refusal: Option<String> },
     /// A held client taken back.
     Resumed(resume::Resumed),
+    /// This gateway is handing its clients over (it froze, see `crate::handover`): the client
+    /// comes back to another gateway, its token unused. Its connection here is closed with
+    /// 1012 (service restart), as its clients' were.
+    Elsewhere,
 }
 
 /// What a new WebSocket connection asking `ask` becomes. A failed resume is counted by reason.
@@ -255,7 +259,11 @@ pub(crate) fn open(
                 gw.state.metrics.recovery_replayed_messages.fetch_add(r.replay.len() as u64, Ordering::Relaxed);
                 Opening::Resumed(r)
             }
-            Err((reason, detail)) => failed(reason, &detail),
+            Err(resume::Failed::HandingOver) => {
+                tracing::debug!("a resume at a gateway handing its clients over: sent elsewhere");
+                Opening::Elsewhere
+            }
+            Err(resume::Failed::Refused(reason, detail)) => failed(reason, &detail),
         },
     }
 }

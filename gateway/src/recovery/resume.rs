@@ -35,8 +35,21 @@ pub(crate) struct Resumed {
     pub token: String,
 }
 
-/// Why a resume failed: the reason and a detail for the client.
-pub(crate) type Failed = (Reason, String);
+/// Why a resume failed.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    /// Not recovered: the reason and a detail for the client.
+    Refused(Reason, String),
+    /// This gateway froze to hand its clients over: the client's state is (or is about to be)
+    /// on its way to the successor, where the client resumes instead.
+    HandingOver,
+}
+
+impl From<(Reason, String)> for Failed {
+    fn from((reason, detail): (Reason, String)) -> Self {
+        Failed::Refused(reason, detail)
+    }
+}
 
 /// Takes the client `token` names back for a new connection, whose handle `make` builds from
 /// the client's local id and recovery state.
@@ -51,33 +64,53 @@ pub(crate) fn resume(
         gw_proto::TokenError::Forged => (Reason::Forged, e.to_string()),
         gw_proto::TokenError::Malformed(_) => (Reason::Malformed, e.to_string()),
     })?;
-    let id = if token.client.gateway == gw.address && token.client.instance == gw.instance {
+    // Frozen: the held clients are shipped (or being shipped) to the successor. Checked again
+    // under the client's lock, which the shipping takes too: a resume either comes before the
+    // freeze (the client is live here, and shipped once its connection is closed and it is
+    // held) or is sent elsewhere.
+    let frozen = || gw.handover.forwarding().is_some();
+    if frozen() {
+        return Err(Failed::HandingOver);
+    }
+    let adopted = token.client.gateway != gw.address || token.client.instance != gw.instance;
+    let id = if !adopted {
         token.client.local
     } else if let Some(a) = gw.handover.adoption_of(&token.client.gateway, token.client.instance) {
         // A client of a stopped gateway that handed it over to this one.
         gw_proto::handover::adopted_local(a.id, token.client.local)
             .ok_or_else(|| (Reason::Malformed, "the token's client number is out of range".to_string()))?
     } else {
-        return Err((
+        return Err(Failed::Refused(
             Reason::Unknown,
             "the token names a client of another gateway, or of an earlier run of this one".into(),
         ));
     };
-    let gone = || hub.why_lost(id).unwrap_or((Reason::Expired, "the client's recovery window ended".into()));
-    let Some(old) = gw.state.get(id) else { return Err(gone()) };
+    let gone = || match hub.why_lost(id) {
+        Some(lost) => lost,
+        // Adopted, and not (yet) here: its old gateway's hand-over did not bring it.
+        None if adopted => (
+            Reason::Unknown,
+            "the gateway it was handed over to did not receive it (its old gateway's hand-over did not finish)".into(),
+        ),
+        None => (Reason::Expired, "the client's recovery window ended".into()),
+    };
+    let Some(old) = gw.state.get(id) else { return Err(gone().into()) };
     let Some(cell) = old.recovery.clone() else {
-        return Err((Reason::Unknown, "the client did not ask for recovery".into()));
+        return Err((Reason::Unknown, "the client did not ask for recovery".to_string()).into());
     };
     let handle = Arc::new(make(id, cell.clone()));
     let mut rec = cell.lock().expect("recovery lock");
+    if frozen() {
+        return Err(Failed::HandingOver);
+    }
     if rec.phase == Phase::Released {
-        return Err(gone());
+        return Err(gone().into());
     }
     if let Some(lost) = &rec.lost {
-        return Err((**lost).clone());
+        return Err((**lost).clone().into());
     }
     if u64::from(rec.generation) != token.generation {
-        return Err((Reason::Replayed, format!("this token was used already (generation {})", token.generation)));
+        return Err((Reason::Replayed, format!("this token was used already (generation {})", token.generation)).into());
     }
     let replay: Vec<OutMessage> = match rec.buffer.replay_after(received) {
         Ok(missed) => missed.cloned().collect(),
@@ -88,7 +121,7 @@ pub(crate) fn resume(
                 rec.lost = Some(Box::new((reason, e.to_string())));
                 hub.set_deadline(id, Instant::now());
             }
-            return Err((reason, e.to_string()));
+            return Err(Failed::Refused(reason, e.to_string()));
         }
     };
     match rec.phase {

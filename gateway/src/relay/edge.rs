@@ -28,8 +28,8 @@ use crate::upgrade::HandshakeRequest;
 const WRITE_BATCH: usize = 64;
 
 /// How long a client whose home is not listed waits for this gateway to hear a first list of
-/// its peers (a gateway just started; see [`serve`]).
-const LIST_WAIT: Duration = Duration::from_secs(5);
+/// its peers (a gateway just started; see [`serve`]) and to link to them.
+const LIST_WAIT: Duration = Duration::from_secs(3);
 
 /// Hand-overs a relaying gateway follows for one client before it gives up.
 const MOVES: usize = 3;
@@ -59,7 +59,7 @@ pub(crate) async fn serve(
         // A client of a gateway that handed its clients to this one resumes here.
         if gw.handover.adoption_of(&home.gateway, home.instance).is_some() {
             adopt::adopted_client(&gw, &home).await;
-            return Box::pin(crate::client::run(transport, info, Some(request), None, gw, shutdown, Some(slot))).await;
+            return Box::pin(crate::client::serve_resume(transport, info, request, gw, shutdown, slot)).await;
         }
         // A home no register lists (stopped, or not yet known here: this gateway may have just
         // started): link to the peers first, which say what they adopted, so a client whose
@@ -67,11 +67,13 @@ pub(crate) async fn serve(
         if gw.handover.alias_of(&home.gateway, home.instance).is_none()
             && !gw.mesh.peer_addresses().contains(&home.gateway)
         {
-            Box::pin(gw.mesh.link_all(&gw, LIST_WAIT)).await;
+            // Bounded as a whole: a peer that accepts and never answers (frozen) must not keep
+            // the client waiting past its own patience.
+            let _ = tokio::time::timeout(LIST_WAIT, Box::pin(gw.mesh.link_all(&gw, LIST_WAIT))).await;
             // What a new link says comes right after its welcome.
             if let Some(adopt::Adopter::Here) = adopt::await_adoption(&gw, &home, ADOPTED_WAIT, None).await {
                 adopt::adopted_client(&gw, &home).await;
-                let run = crate::client::run(transport, info, Some(request), None, gw, shutdown, Some(slot));
+                let run = crate::client::serve_resume(transport, info, request, gw, shutdown, slot);
                 return Box::pin(run).await;
             }
         }
@@ -93,7 +95,7 @@ pub(crate) async fn serve(
             match adopt::await_adoption(&gw, &home, wait, Some(&tried)).await {
                 Some(adopt::Adopter::Here) => {
                     adopt::adopted_client(&gw, &home).await;
-                    let run = crate::client::run(transport, info, Some(request), None, gw, shutdown, Some(slot));
+                    let run = crate::client::serve_resume(transport, info, request, gw, shutdown, slot);
                     return Box::pin(run).await;
                 }
                 Some(adopt::Adopter::There(next)) => {

@@ -158,6 +158,8 @@ pub(crate) async fn open(
             .await;
     }
     match crate::client::open(gw, ask, &info) {
+        // Frozen meanwhile: the relaying gateway finds the successor.
+        Opening::Elsewhere => refused(frames::not_recovered(Reason::Unknown, frames::STOPPING)).await,
         Opening::Fresh { refusal, .. } => {
             refused(refusal.unwrap_or_else(|| frames::not_recovered(Reason::Unknown, "not resumed"))).await
         }
