@@ -178,7 +178,7 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     if let (Some(timer), Some(hub)) = (recovery, gw.state.recovery.clone()) {
         let _ = timer.await;
         if let Some(link) = successor {
-            forwarder = Some(crate::handover::move_out::ship(&gw, &hub, link, deadline).await);
+            forwarder = Some((crate::handover::move_out::ship(&gw, &hub, link.clone(), deadline).await, link));
             all_closed().await;
         }
         crate::recovery::release::release_all(&gw, &hub);
@@ -212,10 +212,17 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     if let Some(out) = gw.handover.forwarding() {
         out.close();
     }
-    if let Some(forwarder) = forwarder {
+    if let Some((forwarder, _)) = &mut forwarder {
         let _ = tokio::time::timeout(Duration::from_secs(3), forwarder).await;
     }
     gw.mesh.down.cancel();
+    // The hand-over's tail (its last part, the forwarded commands and the ends of their streams)
+    // may still be queued for the successor: the link writes it all before it closes, and the
+    // process must not exit first (the successor would wait forever for those ends, and its
+    // adopted clients would get nothing from the senders that switched).
+    if let Some((_, link)) = forwarder {
+        let _ = tokio::time::timeout(Duration::from_secs(3), link.closed()).await;
+    }
     tracing::info!("gateway stopped");
     Ok(())
 }

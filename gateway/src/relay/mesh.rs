@@ -116,6 +116,12 @@ impl HomeLink {
         }
     }
 
+    /// Resolves once the link has ended: after `Mesh::down`, once what was queued is written
+    /// (or the link's flush timeout passed).
+    pub async fn closed(&self) {
+        self.closed.cancelled().await;
+    }
+
     /// Sends a message to the home, in order behind everything sent before; `false` when the
     /// link is gone.
     pub async fn send(&self, msg: ToGateway) -> bool {
