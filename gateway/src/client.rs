@@ -320,7 +320,9 @@ pub(crate) fn run<T: Transport>(
         // Callers that can close the connection instead do (`sent_elsewhere`); one that cannot
         // is served as a new client, told why it was not resumed.
         Opening::Elsewhere => {
-            let refusal = Some(frames::not_recovered(recovery::Reason::Unknown, frames::STOPPING));
+            let asked = request.as_deref().map(|r| frames::ask(&r.query));
+            let refusal = matches!(asked, Some(Ask::Resume { .. }))
+                .then(|| frames::not_recovered(recovery::Reason::Unknown, frames::STOPPING));
             fresh(&gw, info, gw.state.recovery.is_some(), refusal)
         }
         Opening::Resumed(r) => {

@@ -86,6 +86,11 @@ impl Gateway {
         self.clients_down.cancel();
     }
 
+    /// The gateway is stopping and hands its clients over to another one.
+    pub(crate) fn is_handing_over_clients(&self) -> bool {
+        self.clients_stopping.load(std::sync::atomic::Ordering::SeqCst) && self.handover.is_handing_over()
+    }
+
     /// The id clients of this gateway get for local number `local`.
     /// A client adopted from a stopped gateway keeps the id that gateway gave it.
     pub fn client_id(&self, local: u64) -> ClientId {

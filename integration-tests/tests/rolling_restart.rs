@@ -391,7 +391,8 @@ async fn a_gateway_that_joined_after_a_hand_over_asks_its_peers_where_the_client
 /// coming back (before: it did, for the grace period, and a client back at once was told it was
 /// not recovered after the successor's wait). A client that finishes its handshake there after
 /// the hand-over, asking to resume, is closed with 1012 before anything is opened, and resumes
-/// at the successor with its token unused.
+/// at the successor with its token unused; one asking to open a new client with recovery is
+/// closed with 1012 too (it would be held there after the hand-over, and lost).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_handshake_does_not_hold_up_a_hand_over_and_a_resume_after_it_is_sent_elsewhere() {
     let register = RegisterHandle::start(SECRET).await;
@@ -414,7 +415,8 @@ async fn a_slow_handshake_does_not_hold_up_a_hand_over_and_a_resume_after_it_is_
     // A socket that says nothing yet, accepted by the old gateway.
     let addr = old.ws_url.trim_start_matches("ws://").trim_end_matches('/').to_string();
     let silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    until("the silent socket accepted", || old.gw.open_sockets() == 3).await;
+    let silent_new = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    until("the silent sockets accepted", || old.gw.open_sockets() == 4).await;
     let stopping = old.gw.clone();
     until("the old gateway knows the new one", || stopping.peers().len() == 1).await;
     old.begin_stop();
@@ -430,6 +432,16 @@ async fn a_slow_handshake_does_not_hold_up_a_hand_over_and_a_resume_after_it_is_
     // elsewhere (1012 first, no control frame), its token left as it was.
     let url = format!("{}?gw_recover=1&gw_resume={}&gw_received={}", old.ws_url, b.token, b.received);
     let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), silent).await.expect("the handshake completes");
+    match ws.next().await {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
+            assert_eq!(u16::from(f.code), 1012, "{f:?}");
+        }
+        other => panic!("expected a close with 1012 first, got {other:?}"),
+    }
+    // A new client asking for recovery there is not opened (it would be held there after the
+    // hand-over and lost): closed with 1012 before anything, it opens on another gateway.
+    let url = format!("{}?gw_recover=1", old.ws_url);
+    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), silent_new).await.expect("the handshake completes");
     match ws.next().await {
         Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
             assert_eq!(u16::from(f.code), 1012, "{f:?}");

@@ -230,9 +230,10 @@ pub(crate) enum Opening {
     Fresh { recover: bool, refusal: Option<String> },
     /// A held client taken back.
     Resumed(resume::Resumed),
-    /// This gateway is handing its clients over (it froze, see `crate::handover`): the client
-    /// comes back to another gateway, its token unused. Its connection here is closed with
-    /// 1012 (service restart), as its clients' were.
+    /// This gateway is handing its clients over (see `crate::handover`): the client comes back
+    /// to another gateway, its token unused (a resume after the freeze), or opens there (a new
+    /// client with recovery, once the stop has begun). Its connection here is closed with 1012
+    /// (service restart), as its clients' were.
     Elsewhere,
 }
 
@@ -250,6 +251,9 @@ pub(crate) fn open(
     };
     match (ask, hub) {
         (frames::Ask::Nothing, _) => Opening::Fresh { recover: false, refusal: None },
+        // A gateway handing its clients over opens no new client with recovery: one opened
+        // after its hand-over shipped would be held here and lost when it exits.
+        (frames::Ask::Recover, Some(_)) if gw.is_handing_over_clients() => Opening::Elsewhere,
         (frames::Ask::Recover, hub) => Opening::Fresh { recover: hub.is_some(), refusal: None },
         (_, None) => failed(Reason::Disabled, "recovery is not enabled on this gateway"),
         (frames::Ask::Malformed(detail), Some(_)) => failed(Reason::Malformed, detail),
