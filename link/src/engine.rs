@@ -169,9 +169,18 @@ impl<W: Wire> LinkEngine<W> {
         tokio::pin!(writer);
         let stop = {
             let reading = read_side::<W, R, H>(&mut reader, handler, &tx, &options);
+            tokio::pin!(reading);
             tokio::select! {
-                r = reading => Stop::Read(r),
-                r = &mut writer => Stop::Write(r),
+                r = &mut reading => Stop::Read(r),
+                r = &mut writer => {
+                    if r.is_err() {
+                        // The peer may have written all it had and closed (a stopping gateway's
+                        // hand-over): what already arrived is still handled, up to the end of
+                        // the stream or the flush timeout, not dropped with the link.
+                        let _ = tokio::time::timeout(options.flush_timeout, &mut reading).await;
+                    }
+                    Stop::Write(r)
+                }
                 _ = close.cancelled() => Stop::Close,
             }
         };
