@@ -601,6 +601,9 @@ impl<L: LinkInbound> Handler<GatewayPeerSide> for Reader<L> {
             FromGateway::RelayOpened { .. } | FromGateway::RelayRefused { .. } | FromGateway::Relay { .. } => {
                 return Err(LinkError::Unexpected("a relay frame on a worker or client link".into()));
             }
+            FromGateway::HandOverDone { .. } => {
+                return Err(LinkError::Unexpected("a hand-over frame on a worker or client link".into()));
+            }
             // The engine answers heartbeats.
             FromGateway::Ping | FromGateway::Pong => {}
         }

@@ -127,6 +127,9 @@ pub struct Metrics {
     pub handover_shipped_clients: AtomicU64,
     /// Held clients taken out of this gateway by a hand-over (no `on_close` here).
     pub handover_moved_out: AtomicU64,
+    /// Hand-overs received here whose stopping gateway said all of it was sent
+    /// (`HandOverEnd`), every part and forwarded command applied.
+    pub handover_finished: AtomicU64,
 }
 
 impl Metrics {
@@ -205,6 +208,7 @@ impl Metrics {
             ("handover_unplaced_commands", g(&self.handover_unplaced_commands)),
             ("handover_shipped_clients", g(&self.handover_shipped_clients)),
             ("handover_moved_out", g(&self.handover_moved_out)),
+            ("handover_finished", g(&self.handover_finished)),
         ]
     }
 

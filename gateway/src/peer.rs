@@ -177,6 +177,7 @@ impl Handler<GatewaySide> for Peer<'_> {
             ToGateway::TakeOver(_)
             | ToGateway::Forwarded { .. }
             | ToGateway::ForwardedEnd { .. }
+            | ToGateway::HandOverEnd { .. }
             | ToGateway::Adoption { .. }
                 if self.role != Role::Gateway =>
             {
@@ -190,6 +191,12 @@ impl Handler<GatewaySide> for Peer<'_> {
             }
             ToGateway::ForwardedEnd { sender, instance } => {
                 crate::handover::adopt::forwarded_end(self.gw, instance, sender);
+            }
+            ToGateway::HandOverEnd { instance } => {
+                // Everything before it on this link is applied (in order): say so, so the
+                // stopping gateway may close the link and exit.
+                crate::handover::adopt::finished(self.gw, instance);
+                let _ = self.tx.send(FromGateway::HandOverDone { instance }).await;
             }
             ToGateway::WatchIndex => self.index.start(self.gw, &self.tx),
             ToGateway::Request { id, query } => {

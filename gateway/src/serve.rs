@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use gw_config::GatewayConfig;
 use gw_link::listener::{Shedding, accept_loop, listen};
+use gw_proto::ToGateway;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,6 +18,9 @@ use crate::error::GatewayError;
 use crate::gateway::{Gateway, build};
 use crate::metrics::Metrics;
 use crate::{announce, client, gatewayworker, heartbeat, listener, peer};
+
+/// How long a stopping gateway waits for its successor to say the hand-over is applied.
+const HAND_OVER_DONE_WAIT: Duration = Duration::from_secs(3);
 
 /// The sockets a gateway serves, bound by the caller.
 #[derive(Debug)]
@@ -212,8 +216,17 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     if let Some(out) = gw.handover.forwarding() {
         out.close();
     }
-    if let Some((forwarder, _)) = &mut forwarder {
+    if let Some((forwarder, link)) = &mut forwarder {
         let _ = tokio::time::timeout(Duration::from_secs(3), forwarder).await;
+        // The successor says when all of it is applied: closing the link (and exiting) before
+        // it read everything could cut the tail off (a reset discards what it has not read).
+        let done = link.send(ToGateway::HandOverEnd { instance: gw.instance }).await
+            && tokio::time::timeout(HAND_OVER_DONE_WAIT, link.hand_over_done(gw.instance)).await.unwrap_or(false);
+        if done {
+            tracing::info!("the successor applied the whole hand-over");
+        } else {
+            tracing::warn!("the successor did not confirm the hand-over in time: its tail may be lost");
+        }
     }
     gw.mesh.down.cancel();
     // The hand-over's tail (its last part, the forwarded commands and the ends of their streams)

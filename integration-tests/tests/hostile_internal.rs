@@ -780,3 +780,74 @@ async fn a_hand_over_announced_and_never_shipped_is_waited_for_once() {
     // The first waited for the hand-over (5 s from its announce at most); the others did not.
     assert!(waits[1] < Duration::from_millis(2500) && waits[2] < Duration::from_millis(2500), "{waits:?}");
 }
+
+/// A stopping gateway closes its link to the successor only once the successor says it applied
+/// the whole hand-over (its exit before then could cut the tail off): the end it sends last is
+/// answered after every part before it was installed, and a client it shipped resumes.
+#[tokio::test]
+async fn the_end_of_a_hand_over_is_answered_once_everything_before_it_is_applied() {
+    use gw_integration_tests::recovering::{EventLog, Outcome, RecoveringClient};
+    let reg = RegisterHandle::start(SECRET).await;
+    let gw = GatewayHandle::start_with(&[reg.addr], SECRET, |cfg| cfg.recovery.enabled = true).await;
+    let _worker = WorkerHandle::start("w", &[reg.addr], SECRET, EventLog::default());
+    wait_for_workers(&gw, 1).await;
+    let stopping = "127.0.0.1:1";
+    let part = |clients, last| gw_proto::handover::TakeOver {
+        gateway: stopping.into(),
+        instance: 43,
+        senders: vec![],
+        adoptions: vec![],
+        keys: vec![SECRET.as_bytes().to_vec()],
+        clients,
+        last,
+    };
+    let held = gw_proto::handover::HeldClient {
+        gateway: stopping.into(),
+        instance: 43,
+        local: 7,
+        info: ClientInfo {
+            client_addr: "203.0.113.7:5000".into(),
+            gateway_addr: stopping.into(),
+            listener: "websocket://127.0.0.1:1".into(),
+            protocol: Protocol::WebSocket,
+        },
+        session: None,
+        session_writes: 0,
+        uid: Some("u7".into()),
+        groups: vec!["g".into()],
+        generation: 0,
+        written: 2,
+        acked: 0,
+        accepted: 0,
+        kept: vec![Payload::text("one"), Payload::text("two")],
+    };
+    // A worker's link may not say it.
+    let mut worker = Raw::authenticated(gw.internal, Role::Worker).await;
+    worker.send(&frame_of!(ToGateway::HandOverEnd { instance: 43 })).await;
+    worker.expect_closed().await;
+
+    let mut peer = Raw::authenticated(gw.internal, Role::Gateway).await;
+    peer.send(&frame_of!(ToGateway::TakeOver(Box::new(part(vec![], false))))).await;
+    peer.send(&frame_of!(ToGateway::TakeOver(Box::new(part(vec![held], true))))).await;
+    peer.send(&frame_of!(ToGateway::HandOverEnd { instance: 43 })).await;
+    loop {
+        match decoded!(peer.frame().await.expect("the adopter answers the hand-over's end")) {
+            FromGateway::HandOverDone { instance } => {
+                assert_eq!(instance, 43);
+                break;
+            }
+            FromGateway::Welcome { .. } | FromGateway::Adopted { .. } | FromGateway::Ping => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Everything before the end is applied when it is answered.
+    assert_eq!(gw.metric("handover_adopted_clients"), 1);
+    assert_eq!(gw.metric("handover_finished"), 1);
+    drop(peer);
+    let token = gw_proto::ResumeToken { client: gw_proto::ClientId::new(stopping, 43, 7), generation: 0 }
+        .sign(SECRET.as_bytes());
+    let mut rc = RecoveringClient::resume_with(&gw.ws_url, &token, 1).await;
+    assert!(matches!(rc.outcome, Outcome::Resumed { replayed: 1 }), "{:?}", rc.outcome);
+    assert_eq!(rc.recv().await, "two");
+    assert_eq!(gw.metric("handover_finished"), 1, "the worker's end counted nothing");
+}

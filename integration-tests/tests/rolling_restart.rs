@@ -203,6 +203,9 @@ async fn a_rolling_restart_of_every_gateway_under_load_loses_and_repeats_nothing
         old.stop().await;
         let shipped = stopping.state.metrics.handover_shipped_clients.load(Ordering::Relaxed);
         assert!(shipped >= CLIENTS as u64 / 2, "round {round}: the stopped gateway handed {shipped} clients over");
+        // It stopped only after its successor (the gateway left, which adopted nothing before
+        // this round) said the whole hand-over was applied.
+        assert_eq!(gateways[0].metric("handover_finished"), 1, "round {round}");
         until("every client away from the stopped gateway", || {
             readers.iter().all(|r| *r.at.lock().unwrap() != old_url)
         })

@@ -576,6 +576,15 @@ pub enum ToGateway {
         /// Its instance.
         instance: u64,
     },
+    /// Stopping gateway → adopter, last on the link: nothing more comes for the hand-over of
+    /// instance `instance` (every part and forwarded stream was sent before it). The adopter
+    /// answers `FromGateway::HandOverDone` once all of it is applied; the stopping gateway
+    /// keeps the link open until then, so its exit cannot cut the tail off. (Last variant:
+    /// older gateways' variant numbers stay as they were.)
+    HandOverEnd {
+        /// The stopping gateway's instance.
+        instance: u64,
+    },
 }
 
 /// Pusher presence and occupancy between gateways (`docs/pusher.md` §5): a gateway tells a
@@ -776,6 +785,13 @@ pub enum FromGateway {
         /// The stopped gateway's advertised address.
         gateway: String,
         /// Its instance.
+        instance: u64,
+    },
+    /// Adopter → stopping gateway: everything it sent for the hand-over of its instance
+    /// `instance`, up to its `ToGateway::HandOverEnd`, is applied here; it may close the link.
+    /// (Last variant: older gateways' variant numbers stay as they were.)
+    HandOverDone {
+        /// The stopping gateway's instance.
         instance: u64,
     },
 }

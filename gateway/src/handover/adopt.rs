@@ -186,6 +186,20 @@ pub(crate) fn forwarded_end(gw: &Gateway, instance: u64, sender: u64) {
     }
 }
 
+/// The stopping gateway of instance `instance` sent all of its hand-over, and all of it is
+/// applied.
+pub(crate) fn finished(gw: &Gateway, instance: u64) {
+    let Some(h) = gw.handover.incoming(instance) else {
+        tracing::warn!(instance, "the end of a hand-over this gateway never received");
+        return;
+    };
+    if !h.progress.borrow().complete {
+        tracing::warn!(from = %h.gateway, "a hand-over ended without its last part");
+    }
+    Metrics::inc(&gw.state.metrics.handover_finished);
+    tracing::info!(from = %h.gateway, "hand-over finished");
+}
+
 /// Sender `sender` switched away from the holder of gateway instance `instance`'s clients:
 /// this gateway, handing them over; or here, if they were handed to this gateway.
 pub(crate) fn switched(gw: &Gateway, instance: u64, sender: u64) {

@@ -173,6 +173,9 @@ pub(crate) async fn ship(
     let part_bytes = (gw.config.link.max_frame / 2).max(4096);
     let (mut count, mut shipped) = (0, true);
     loop {
+        // Looked at before the round is taken: a client held while the round is shipped (its
+        // connection closing meanwhile) was live then, so another round follows for it.
+        let live = any_live(gw);
         let clients = take_held(gw, hub);
         count += clients.len();
         let mut part = Vec::new();
@@ -188,7 +191,7 @@ pub(crate) async fn ship(
         if !part.is_empty() {
             shipped &= send_part(gw, &link, part, false).await;
         }
-        if !any_live(gw) {
+        if !live {
             break;
         }
         if Instant::now() >= deadline {

@@ -86,6 +86,8 @@ pub(crate) struct HomeLink {
     /// and a wake-up for who waits for one.
     adoptions: Mutex<Vec<(String, u64)>>,
     adopted: tokio::sync::Notify,
+    /// The instances whose hand-over this peer said it applied (`FromGateway::HandOverDone`).
+    finished: tokio::sync::watch::Sender<Vec<u64>>,
 }
 
 impl HomeLink {
@@ -113,6 +115,16 @@ impl HomeLink {
                 return;
             }
             notified.await;
+        }
+    }
+
+    /// Resolves once this peer says it applied the whole hand-over of instance `instance`
+    /// (`ToGateway::HandOverEnd` sent on this link first); `false` if the link ended before.
+    pub async fn hand_over_done(&self, instance: u64) -> bool {
+        let mut finished = self.finished.subscribe();
+        tokio::select! {
+            done = finished.wait_for(|f| f.contains(&instance)) => done.is_ok(),
+            () = self.closed.cancelled() => false,
         }
     }
 
@@ -266,6 +278,7 @@ impl Mesh {
             closed: CancellationToken::new(),
             adoptions: Mutex::new(Vec::new()),
             adopted: tokio::sync::Notify::new(),
+            finished: tokio::sync::watch::channel(Vec::new()).0,
         });
         let (l, down) = (link.clone(), self.down.clone());
         let span = tracing::info_span!("home_link", home = %address, home_node = %conn.peer.node);
@@ -352,6 +365,7 @@ impl Handler<GatewayPeerSide> for Reader {
                 self.link.adoptions.lock().expect("adoptions lock").push((gateway, instance));
                 self.link.adopted.notify_waiters();
             }
+            FromGateway::HandOverDone { instance } => self.link.finished.send_modify(|f| f.push(instance)),
             other => {
                 return Err(LinkError::Unexpected(format!(
                     "{} on a gateway-to-gateway link",
