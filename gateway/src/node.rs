@@ -239,6 +239,11 @@ impl Node for GatewayNode {
                 g(&m.handover_unplaced_commands),
             ),
             MetricFamily::counter(
+                "gw_handover_finished_total",
+                "Hand-overs received here whose stopping gateway sent their end, answered once all of it was applied.",
+                g(&m.handover_finished),
+            ),
+            MetricFamily::counter(
                 "gw_relay_homed_total",
                 "Clients of this gateway resumed through another gateway's relay since start.",
                 g(&m.relay_homed_total),
