@@ -284,6 +284,18 @@ fn process_threads_is_bounded_and_says_what_zero_means() {
 }
 
 #[test]
+fn process_malloc_arenas_defaults_to_one_and_is_bounded() {
+    let config: GatewayConfig = parse("", Path::new("g.toml")).unwrap();
+    assert_eq!(config.process.malloc_arenas, 1);
+    let config: GatewayConfig = parse("[process]\nmalloc_arenas = 5000\n", Path::new("g.toml")).unwrap();
+    let problems = config.validate();
+    let p = problems.iter().find(|p| p.key == "process.malloc_arenas").expect("process.malloc_arenas reported");
+    assert_eq!(p.reason, "5000 is more than 1024; 0 leaves glibc's default");
+    let config: GatewayConfig = parse("[process]\nmalloc_arenas = 0\n", Path::new("g.toml")).unwrap();
+    assert!(config.validate().is_empty());
+}
+
+#[test]
 fn link_write_delay_is_a_duration_of_at_most_100ms() {
     let config: WorkerConfig = parse("[link]\nwrite_delay = \"2ms\"\n", Path::new("w.toml")).unwrap();
     assert_eq!(config.link.write_delay, std::time::Duration::from_millis(2));

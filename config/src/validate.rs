@@ -177,6 +177,12 @@ impl Problems {
                 format!("{} is more than {MAX_THREADS}; 0 runs one per CPU core", process.threads),
             );
         }
+        if process.malloc_arenas > MAX_THREADS {
+            self.add(
+                "process.malloc_arenas",
+                format!("{} is more than {MAX_THREADS}; 0 leaves glibc's default", process.malloc_arenas),
+            );
+        }
     }
 
     fn http_app(&mut self, h: &HttpAppConfig) {

@@ -76,7 +76,10 @@ where
     if daemon && std::env::var_os(DETACHED_ENV).is_none() {
         return detach(spec, cli, &config);
     }
+    // Before any thread of ours exists (a thread that took an arena of its own keeps it).
+    let arenas = gw_malloc_tune::limit_arenas(process.malloc_arenas);
     init_tracing(&log);
+    tracing::debug!(?arenas, "malloc arenas");
     let (pid_file, socket) = match role {
         ProcessRole::Main => (Some(process.pid_file(&name)), process.control_socket(&name)),
         // Named after the master too: a new master never collides with an orphan of an old one.
