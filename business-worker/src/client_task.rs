@@ -330,7 +330,7 @@ fn server_data(info: Option<&ClientInfo>) -> ServerData {
     ServerData {
         client_addr: info.and_then(|i| i.client_addr.parse().ok()),
         gateway_addr: info.and_then(|i| i.gateway_addr.parse().ok()),
-        listener: info.map(|i| i.listener.clone()).unwrap_or_default(),
+        listener: info.map(|i| i.listener.to_string()).unwrap_or_default(),
         protocol: info.map(|i| i.protocol),
     }
 }

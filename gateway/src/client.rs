@@ -179,7 +179,7 @@ fn opening(
     let info = Box::new(ClientInfo {
         client_addr: peer.to_string(),
         // The address this client actually reached (not 0.0.0.0 for a wildcard listener).
-        gateway_addr: stream.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        gateway_addr: stream.local_addr().map(|a| listener.local_addr(a)).unwrap_or_else(|_| "".into()),
         listener: listener.url.clone(),
         protocol: listener.protocol,
     });
@@ -189,9 +189,10 @@ fn opening(
         let tls = listener.tls.clone();
         let handshake = async move {
             match tls {
-                Some(acceptor) => {
-                    Ok(ClientStream::Tls(Box::new(acceptor.accept(stream).await.map_err(HandshakeError::Tls)?)))
-                }
+                // Boxed: a plain client's handshake does not carry TLS's state.
+                Some(acceptor) => Ok(ClientStream::Tls(Box::new(
+                    Box::pin(acceptor.accept(stream)).await.map_err(HandshakeError::Tls)?,
+                ))),
                 None => Ok::<_, HandshakeError>(ClientStream::Plain(stream)),
             }
         };

@@ -132,7 +132,7 @@ impl Gateway {
 
     /// The public listener URLs with their bound addresses.
     pub fn listener_urls(&self) -> Vec<String> {
-        self.listeners.iter().map(|l| l.url.clone()).collect()
+        self.listeners.iter().map(|l| l.url.to_string()).collect()
     }
 
     /// Every address the gateway listens on, as `status` shows them: the public listener URLs,

@@ -2,6 +2,7 @@
 //! without TLS), its limits, and how a refused client is told.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use gw_config::{GatewayConfig, ListenerConfig, parse_listener_url};
 use gw_proto::Protocol;
@@ -15,20 +16,27 @@ use crate::upgrade::Policy;
 /// A client socket counted against the caps on clients (`gw_link::ConnLimits`).
 pub(crate) use gw_link::ConnSlot;
 
+/// A local address and its text, shared by the clients that reached it.
+type LocalAddr = (SocketAddr, Arc<str>);
+
 /// One configured public listener.
 #[derive(Clone)]
 pub(crate) struct ListenerSpec {
-    /// As configured, e.g. `websocket://0.0.0.0:7272` (with the real port once bound).
-    pub url: String,
+    /// As configured, e.g. `websocket://0.0.0.0:7272` (with the real port once bound); shared
+    /// by every client's info.
+    pub url: Arc<str>,
+    /// The local address its latest client reached, shared by the clients that reach the same
+    /// one (every client, unless the listener is on a wildcard address of a multi-homed host).
+    local: Arc<Mutex<Option<LocalAddr>>>,
     pub protocol: Protocol,
     pub tls: Option<TlsAcceptor>,
     pub max_message: usize,
     pub policy: Policy,
     /// Its WebSocket settings, tuned for the gateway (`client::tuned`), shared by every
     /// connection's transport.
-    pub ws_config: std::sync::Arc<WebSocketConfig>,
+    pub ws_config: Arc<WebSocketConfig>,
     /// A `pusher = true` listener: the Pusher apps (one state shared by every such listener).
-    pub pusher: Option<std::sync::Arc<crate::pusher::Pusher>>,
+    pub pusher: Option<Arc<crate::pusher::Pusher>>,
 }
 
 impl std::fmt::Debug for ListenerSpec {
@@ -38,6 +46,20 @@ impl std::fmt::Debug for ListenerSpec {
 }
 
 impl ListenerSpec {
+    /// `addr` (a client's local address) as the string its info shares with the clients before
+    /// it that reached the same address.
+    pub fn local_addr(&self, addr: SocketAddr) -> Arc<str> {
+        let mut last = self.local.lock().expect("listener address lock");
+        match &*last {
+            Some((a, s)) if *a == addr => s.clone(),
+            _ => {
+                let s: Arc<str> = addr.to_string().into();
+                *last = Some((addr, s.clone()));
+                s
+            }
+        }
+    }
+
     /// The framing of a TCP listener.
     pub fn framing(&self) -> Option<Framing> {
         let p = match self.protocol {
@@ -56,7 +78,7 @@ pub(crate) fn specs(config: &GatewayConfig, bound: &[SocketAddr]) -> Result<Vec<
     if listeners.len() != bound.len() {
         return Err(GatewayError::ListenerCount { configured: listeners.len(), bound: bound.len() });
     }
-    let pusher = config.pusher.clone().map(crate::pusher::Pusher::new).transpose()?.map(std::sync::Arc::new);
+    let pusher = config.pusher.clone().map(crate::pusher::Pusher::new).transpose()?.map(Arc::new);
     listeners
         .iter()
         .zip(bound)
@@ -97,12 +119,13 @@ fn spec(config: &GatewayConfig, l: &ListenerConfig, addr: SocketAddr) -> Result<
         level: config.compression.level.clamp(1, 9) as u8,
     });
     Ok(ListenerSpec {
-        url: format!("{scheme}://{addr}"),
+        url: format!("{scheme}://{addr}").into(),
+        local: Arc::default(),
         protocol,
         tls,
         max_message,
         policy: Policy { origins: l.origins.clone(), paths: l.paths.clone(), deflate },
-        ws_config: std::sync::Arc::new(crate::client::tuned(ws_config)),
+        ws_config: Arc::new(crate::client::tuned(ws_config)),
         pusher: None,
     })
 }

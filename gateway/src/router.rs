@@ -319,7 +319,7 @@ mod tests {
         router.remove(&link);
         let back = link.take_retained();
         assert_eq!(back.iter().map(|(e, _)| (e.seq, e.client, e.info.is_some())).collect::<Vec<_>>(), [(3, 7, false)]);
-        assert_eq!(back[0].1.listener, "websocket://127.0.0.1:2");
+        assert_eq!(&*back[0].1.listener, "websocket://127.0.0.1:2");
         assert_eq!(link.retained_len(), 0);
     }
 

@@ -49,7 +49,7 @@ fn has_token(value: Option<&str>, token: &str) -> bool {
     value.is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
-async fn refuse(stream: &mut ClientStream, status: u16, reason: &'static str, extra: &str) -> UpgradeError {
+async fn refuse(stream: &mut ClientStream, (status, reason, extra): Refusal) -> UpgradeError {
     let text = match status {
         400 => "Bad Request",
         403 => "Forbidden",
@@ -82,65 +82,82 @@ pub(crate) struct Upgraded {
 }
 
 /// Reads and checks the request, answers 101 or an error status, and returns the upgraded stream.
+///
+/// Only the reading and the writing await: the request is read into one growing buffer (no
+/// chunk on the side) and checked by a plain function, so the handshake's future (allocated per
+/// connecting client) carries neither a read chunk nor the parser's header table (3 KiB
+/// together), which every client in its handshake would otherwise hold at once.
 pub(crate) async fn accept(mut stream: ClientStream, policy: &Policy) -> Result<Upgraded, UpgradeError> {
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let head_len = loop {
         // Checked after every read, on what was read: the head may end in the last chunk, but
         // not past the limit.
         match buf.windows(4).position(|w| w == b"\r\n\r\n") {
             Some(i) if i + 4 <= MAX_HEAD => break i + 4,
-            Some(_) => return Err(refuse(&mut stream, 431, "request head too large", "").await),
-            None if buf.len() >= MAX_HEAD => {
-                return Err(refuse(&mut stream, 431, "request head too large", "").await);
-            }
+            Some(_) => return Err(refuse(&mut stream, TOO_LARGE).await),
+            None if buf.len() >= MAX_HEAD => return Err(refuse(&mut stream, TOO_LARGE).await),
             None => {}
         }
-        let mut chunk = [0u8; 1024];
-        let n = stream.read(&mut chunk).await?;
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let n = stream.read_buf(&mut buf).await?;
         if n == 0 {
             return Err(UpgradeError::Eof);
         }
-        buf.extend_from_slice(&chunk[..n]);
     };
+    let (request, deflate, response) = match check(&buf[..head_len], policy) {
+        Ok(checked) => checked,
+        Err(refusal) => return Err(refuse(&mut stream, refusal).await),
+    };
+    stream.write_all(response.as_bytes()).await?;
+    drop(response);
+    let leftover = buf.split_off(head_len);
+    Ok(Upgraded { stream, leftover, request, deflate })
+}
+
+/// How much more of the request head a read may take at once.
+const READ_CHUNK: usize = 1024;
+
+/// An HTTP refusal: status, the reason (the body), and extra header lines.
+type Refusal = (u16, &'static str, &'static str);
+
+const TOO_LARGE: Refusal = (431, "request head too large", "");
+
+/// Checks a complete request head against `policy`: the request for the workers, the deflate
+/// agreed, and the 101 response to write; or the refusal to answer with.
+fn check(head: &[u8], policy: &Policy) -> Result<(HandshakeRequest, Option<Deflate>, String), Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    match req.parse(&buf[..head_len]) {
+    match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(refuse(&mut stream, 400, "malformed HTTP request", "").await),
+        _ => return Err((400, "malformed HTTP request", "")),
     }
     if req.method != Some("GET") {
-        return Err(refuse(&mut stream, 405, "a WebSocket handshake is a GET request", "Allow: GET\r\n").await);
+        return Err((405, "a WebSocket handshake is a GET request", "Allow: GET\r\n"));
     }
     if !has_token(header(&req, "upgrade"), "websocket") || !has_token(header(&req, "connection"), "upgrade") {
-        return Err(refuse(
-            &mut stream,
+        return Err((
             426,
             "this is a WebSocket endpoint: connect with a WebSocket client",
             "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
-        )
-        .await);
+        ));
     }
     if header(&req, "sec-websocket-version").map(str::trim) != Some("13") {
-        return Err(refuse(
-            &mut stream,
-            426,
-            "unsupported WebSocket version (13 is supported)",
-            "Sec-WebSocket-Version: 13\r\n",
-        )
-        .await);
+        return Err((426, "unsupported WebSocket version (13 is supported)", "Sec-WebSocket-Version: 13\r\n"));
     }
     let Some(key) = header(&req, "sec-websocket-key").map(str::trim).filter(|k| k.len() == 24) else {
-        return Err(refuse(&mut stream, 400, "missing or malformed Sec-WebSocket-Key", "").await);
+        return Err((400, "missing or malformed Sec-WebSocket-Key", ""));
     };
     let target = req.path.unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if !policy.paths.is_empty() && !policy.paths.iter().any(|p| p == path) {
-        return Err(refuse(&mut stream, 404, "no WebSocket endpoint at this path", "").await);
+        return Err((404, "no WebSocket endpoint at this path", ""));
     }
     if !policy.origins.is_empty() {
         let origin = header(&req, "origin").unwrap_or("");
         if !policy.origins.iter().any(|o| o == origin) {
-            return Err(refuse(&mut stream, 403, "origin not allowed", "").await);
+            return Err((403, "origin not allowed", ""));
         }
     }
     let request = HandshakeRequest {
@@ -165,10 +182,8 @@ pub(crate) async fn accept(mut stream: ClientStream, policy: &Policy) -> Result<
         None => String::new(),
     };
     let accept = derive_accept_key(key.as_bytes());
-    let resp = format!(
+    let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extensions}\r\n"
     );
-    stream.write_all(resp.as_bytes()).await?;
-    let leftover = buf.split_off(head_len);
-    Ok(Upgraded { stream, leftover, request, deflate })
+    Ok((request, deflate, response))
 }

@@ -1,6 +1,8 @@
 //! The messages of every link, one enum per direction. New variants go at the end only: bincode
 //! encodes the variant index, so reordering would silently change the meaning of old peers' bytes.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -62,10 +64,11 @@ pub enum Protocol {
 pub struct ClientInfo {
     /// Client socket address as `ip:port` (`[v6]:port` for IPv6).
     pub client_addr: String,
-    /// The gateway's public listener address the client connected to.
-    pub gateway_addr: String,
-    /// The listener's URL, e.g. `websocket://0.0.0.0:7272`.
-    pub listener: String,
+    /// The gateway's public listener address the client connected to. Shared (serialized as a
+    /// string): a gateway's clients of one listener and address hold one copy.
+    pub gateway_addr: Arc<str>,
+    /// The listener's URL, e.g. `websocket://0.0.0.0:7272`. Shared, as `gateway_addr`.
+    pub listener: Arc<str>,
     /// The transport of that listener.
     pub protocol: Protocol,
 }
