@@ -7,21 +7,34 @@
 #   B. ours: register + gateway (with [gatewayworker] listeners), PHP BusinessWorker (2 processes)
 #      running the same Events.php.
 #
+#   C. ours throughout: register + gateway + our business-worker (2 processes) running the
+#      stock `echo` app, which implements the same contract.
+#
 # Events.php implements the benchmark contract of stock-apps/src/echo.rs (echo; `b:` to
 # everyone; `j` joins group g). Scenarios: idle (gateway RSS per connection), echo (round trips/s),
-# broadcast (deliveries/s sustained with nothing missing). Prints the RESULT lines of both.
+# broadcast (deliveries/s sustained with nothing missing), pingpong (one client, one message in
+# flight: the round trip's latency). Prints the RESULT lines of all three.
 #
-#   scripts/bench-php.sh [--quick]      (--quick: tiny sizes, proves it runs; about a minute)
+#   scripts/bench-php.sh [--quick] [--only "SCENARIO ..."]
+#       --quick: tiny sizes, proves it runs (about a minute); --only: these scenarios alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 QUICK=0
-[ "${1:-}" = "--quick" ] && QUICK=1
+ONLY="idle echo broadcast pingpong"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1; shift ;;
+        --only) ONLY="$2"; shift 2 ;;
+        *) echo "bench-php: unknown argument $1 (--quick, --only \"idle echo broadcast pingpong\")" >&2; exit 2 ;;
+    esac
+done
+wanted() { [[ " $ONLY " == *" $1 "* ]]; }
 PEERS=$(cd "${PEERS:-../shared/peers/php}" && pwd)
 command -v php >/dev/null || { echo "bench-php: php not found (scripts/install-php.sh)" >&2; exit 1; }
 
 echo "== building (release)" >&2
-cargo build --release -q -p gw-register -p gw-gateway -p gw-bench
+cargo build --release -q -p gw-register -p gw-gateway -p gw-business-worker -p gw-bench
 BIN="${CARGO_TARGET_DIR:-target}/release"
 BENCH="$BIN/gw-bench"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/gw-bench-php.XXXXXX")
@@ -45,9 +58,11 @@ trap 'stop_all; rm -rf "$TMP"' EXIT
 
 if [ "$QUICK" = 1 ]; then
     IDLE_N=200; ECHO="--conns 20 --inflight 4 --warmup 0.5 --duration 2"
+    PINGPONG="--conns 1 --inflight 1 --warmup 0.5 --duration 2"
     FAN="--conns 50 --senders 2 --rate 20 --step-secs 1"
 else
     IDLE_N=900; ECHO="--conns 100 --inflight 8 --warmup 2 --duration 10"
+    PINGPONG="--conns 1 --inflight 1 --warmup 2 --duration 10"
     FAN="--conns 500 --senders 4 --start-rate 20 --growth 1.5 --refine 2 --step-secs 4 --retries 1"
 fi
 
@@ -132,11 +147,13 @@ gateway_children() {
 scenarios() {
     local system="$1" url="$2" gw_pids="$3"
     "$BENCH" wait --url "$url" --timeout 60
-    run "$system" idle idle --url "$url" --conns "$IDLE_N" --gateway-pid "$gw_pids" --source-net 11
+    if wanted idle; then run "$system" idle idle --url "$url" --conns "$IDLE_N" --gateway-pid "$gw_pids" --source-net 11; fi
     # shellcheck disable=SC2086
-    run "$system" echo echo --url "$url" $ECHO --size 64 --source-net 12
+    if wanted echo; then run "$system" echo echo --url "$url" $ECHO --size 64 --source-net 12; fi
     # shellcheck disable=SC2086
-    run "$system" broadcast broadcast --url "$url" $FAN --source-net 13
+    if wanted broadcast; then run "$system" broadcast broadcast --url "$url" $FAN --source-net 13; fi
+    # shellcheck disable=SC2086
+    if wanted pingpong; then run "$system" pingpong echo --url "$url" $PINGPONG --size 64 --source-net 14; fi
 }
 
 # ---- A: all PHP ----
@@ -173,6 +190,32 @@ PHP_MASTERS+=($!)
 sleep 2
 SERVER_PIDS="${OUR_PIDS[0]},${OUR_PIDS[1]},${PHP_MASTERS[0]},$(children "${PHP_MASTERS[0]}")"
 scenarios ours "ws://127.0.0.1:${P[5]}/" "${OUR_PIDS[1]}"
+stop_all
+
+# ---- C: ours throughout (our business-worker, 2 processes, the stock echo app) ----
+read -r -a Q <<<"$("$BENCH" ports 3)"
+{
+    echo "listen = \"127.0.0.1:${Q[0]}\""
+    common_toml
+} >"$TMP/register-c.toml"
+{
+    printf 'listen = "127.0.0.1:%s"\ninternal_listen = "127.0.0.1:%s"\nregisters = ["127.0.0.1:%s"]\n' "${Q[1]}" "${Q[2]}" "${Q[0]}"
+    common_toml
+} >"$TMP/gateway-c.toml"
+{
+    printf 'name = "bench-worker"\napp = "echo"\ncount = 2\nregisters = ["127.0.0.1:%s"]\n' "${Q[0]}"
+    common_toml
+} >"$TMP/worker-c.toml"
+"$BIN/register" start --config "$TMP/register-c.toml" >"$TMP/register-c.out" 2>&1 &
+OUR_PIDS+=($!)
+"$BIN/gateway" start --config "$TMP/gateway-c.toml" >"$TMP/gateway-c.out" 2>&1 &
+OUR_PIDS+=($!)
+"$BIN/business-worker" start --config "$TMP/worker-c.toml" >"$TMP/worker-c.out" 2>&1 &
+OUR_PIDS+=($!)
+sleep 2
+SERVER_PIDS="${OUR_PIDS[0]},${OUR_PIDS[1]},${OUR_PIDS[2]},$(children "${OUR_PIDS[2]}")"
+SERVER_PIDS="${SERVER_PIDS%,}"
+scenarios rust "ws://127.0.0.1:${Q[1]}/" "${OUR_PIDS[1]}"
 stop_all
 
 echo "== results" >&2
