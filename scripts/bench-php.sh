@@ -17,6 +17,8 @@
 #
 #   scripts/bench-php.sh [--quick] [--only "SCENARIO ..."]
 #       --quick: tiny sizes, proves it runs (about a minute); --only: these scenarios alone
+#   environment: OUR_THREADS=N runs our daemons with `[process] threads = N` (default 0: one
+#   per core)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -168,7 +170,7 @@ stop_all
 # ---- B: our register + gateway, PHP business workers ----
 # Quiet logs, run files in $TMP, no admin listener: shared by both daemons' files.
 common_toml() {
-    printf '[log]\nlevel = "warn"\n[process]\nrun_dir = "%s"\nadmin = ""\n' "$TMP/run"
+    printf '[log]\nlevel = "warn"\n[process]\nrun_dir = "%s"\nadmin = ""\nthreads = %s\n' "$TMP/run" "${OUR_THREADS:-0}"
 }
 {
     echo "listen = \"127.0.0.1:${P[3]}\""

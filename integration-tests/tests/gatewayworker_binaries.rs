@@ -35,7 +35,7 @@ async fn gateway_binary_announces_its_gatewayworker_listener_to_the_register_bin
         &dir,
         "gateway.toml",
         &format!(
-            "listen = \"127.0.0.1:0\"\ninternal_listen = \"127.0.0.1:0\"\nregisters = [\"{ours}\"]\n[log]\nformat = \"json\"\n[process]\nrun_dir = \"{run_dir}\"\n[gatewayworker]\nlisten = \"127.0.0.1:0\"\nregisters = [\"{php}\"]\nsecret_key = \"k\"\n"
+            "listen = \"127.0.0.1:0\"\ninternal_listen = \"127.0.0.1:0\"\nregisters = [\"{ours}\"]\n[log]\nformat = \"json\"\n[process]\nrun_dir = \"{run_dir}\"\nthreads = 1\n[gatewayworker]\nlisten = \"127.0.0.1:0\"\nregisters = [\"{php}\"]\nsecret_key = \"k\"\n"
         ),
     );
     let mut gateway = Daemon::spawn("gateway", &["--config", gateway_cfg.to_str().unwrap(), "start"], &env);
@@ -44,6 +44,11 @@ async fn gateway_binary_announces_its_gatewayworker_listener_to_the_register_bin
             .as_str()
             .unwrap()
             .to_string();
+
+    // On a one-thread runtime the PHP side runs on the gateway's own loop (no thread of its
+    // own: a client's round trip through a PHP worker crosses no thread).
+    let threads = thread_names(gateway.pid());
+    assert!(!threads.iter().any(|t| t == "gatewayworker"), "{threads:?}");
 
     // What a PHP BusinessWorker does: worker_connect, then broadcast_addresses on every change.
     let stream = TcpStream::connect(&php).await.unwrap();
@@ -100,4 +105,13 @@ async fn a_gatewayworker_listener_off_loopback_without_a_secret_key_exits_64_unl
         assert!(out.contains("gatewayworker.secret_key") && out.contains("allow_empty_secret_key"), "{binary}: {out}");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The names of process `pid`'s threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
 }

@@ -79,8 +79,18 @@ pub(crate) fn spawn(
     links_down: CancellationToken,
 ) -> Result<oneshot::Receiver<Result<(), GatewayError>>, GatewayError> {
     use GatewayError::Listener as Io;
-    let std_listener = listener.into_std().map_err(Io)?;
     let (done_tx, done_rx) = oneshot::channel();
+    // A gateway on a one-thread runtime (`[process] threads = 1`) is one event loop already:
+    // the PHP side runs on it, and a client's message reaches its PHP worker and the answer
+    // reaches the client with no hand-off between threads (a single client's round trip, one
+    // message at a time: 6,600 a second with a thread of its own, BENCHMARKS.md).
+    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+        tokio::spawn(async move {
+            let _ = done_tx.send(serve(gw, config, listener, shutdown, links_down).await);
+        });
+        return Ok(done_rx);
+    }
+    let std_listener = listener.into_std().map_err(Io)?;
     let thread = move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Io)?;
         rt.block_on(async move {
