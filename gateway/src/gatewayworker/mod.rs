@@ -62,7 +62,7 @@ impl PhpSide {
 }
 
 /// Serves PHP peers on `listener` and announces it to the GatewayWorker-protocol registers, on
-/// a thread of its own, until `shutdown` (accepting) and `links_down` (the links, after the
+/// a thread of its own (or on the gateway's loop, when that is one thread), until `shutdown` (accepting) and `links_down` (the links, after the
 /// gateway closed its clients and their close events are queued). The advertised address
 /// defaults to the listener's real address (port 0 in tests). The receiver says how it ended.
 ///
