@@ -738,12 +738,9 @@ async fn a_worker_acknowledging_events_never_sent_is_counted_and_ignored() {
 /// own patience is that wait would otherwise never get an answer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_over_announced_and_never_shipped_is_waited_for_once() {
-    use gw_integration_tests::recovering::{EventLog, Outcome, RecoveringClient};
-    let reg = RegisterHandle::start(SECRET).await;
-    let gw = GatewayHandle::start_with(&[reg.addr], SECRET, |cfg| cfg.recovery.enabled = true).await;
-    let _worker = WorkerHandle::start("w", &[reg.addr], SECRET, EventLog::default());
-    wait_for_workers(&gw, 1).await;
-    let stopping = "127.0.0.1:1";
+    use gw_integration_tests::recovering::{Outcome, RecoveringClient};
+    let (_reg, gw, _worker) = adopter().await;
+    let stopping = STOPPING;
     let mut peer = Raw::authenticated(gw.internal, Role::Gateway).await;
     let announce = gw_proto::handover::TakeOver {
         gateway: stopping.into(),
@@ -781,17 +778,26 @@ async fn a_hand_over_announced_and_never_shipped_is_waited_for_once() {
     assert!(waits[1] < Duration::from_millis(2500) && waits[2] < Duration::from_millis(2500), "{waits:?}");
 }
 
+/// The address a raw peer gives as the stopping gateway whose hand-over it sends.
+const STOPPING: &str = "127.0.0.1:1";
+
+/// A register, a gateway with recovery on (the adopter a raw peer hands clients to) and a worker.
+async fn adopter() -> (RegisterHandle, GatewayHandle, WorkerHandle) {
+    let reg = RegisterHandle::start(SECRET).await;
+    let gw = GatewayHandle::start_with(&[reg.addr], SECRET, |cfg| cfg.recovery.enabled = true).await;
+    let worker = WorkerHandle::start("w", &[reg.addr], SECRET, gw_integration_tests::recovering::EventLog::default());
+    wait_for_workers(&gw, 1).await;
+    (reg, gw, worker)
+}
+
 /// A stopping gateway closes its link to the successor only once the successor says it applied
 /// the whole hand-over (its exit before then could cut the tail off): the end it sends last is
 /// answered after every part before it was installed, and a client it shipped resumes.
 #[tokio::test]
 async fn the_end_of_a_hand_over_is_answered_once_everything_before_it_is_applied() {
-    use gw_integration_tests::recovering::{EventLog, Outcome, RecoveringClient};
-    let reg = RegisterHandle::start(SECRET).await;
-    let gw = GatewayHandle::start_with(&[reg.addr], SECRET, |cfg| cfg.recovery.enabled = true).await;
-    let _worker = WorkerHandle::start("w", &[reg.addr], SECRET, EventLog::default());
-    wait_for_workers(&gw, 1).await;
-    let stopping = "127.0.0.1:1";
+    use gw_integration_tests::recovering::{Outcome, RecoveringClient};
+    let (_reg, gw, _worker) = adopter().await;
+    let stopping = STOPPING;
     let part = |clients, last| gw_proto::handover::TakeOver {
         gateway: stopping.into(),
         instance: 43,
