@@ -783,9 +783,10 @@ const STOPPING: &str = "127.0.0.1:1";
 
 /// A register, a gateway with recovery on (the adopter a raw peer hands clients to) and a worker.
 async fn adopter() -> (RegisterHandle, GatewayHandle, WorkerHandle) {
+    use gw_integration_tests::recovering::EventLog;
     let reg = RegisterHandle::start(SECRET).await;
     let gw = GatewayHandle::start_with(&[reg.addr], SECRET, |cfg| cfg.recovery.enabled = true).await;
-    let worker = WorkerHandle::start("w", &[reg.addr], SECRET, gw_integration_tests::recovering::EventLog::default());
+    let worker = WorkerHandle::start("w", &[reg.addr], SECRET, EventLog::default());
     wait_for_workers(&gw, 1).await;
     (reg, gw, worker)
 }
