@@ -18,7 +18,8 @@
 #   scripts/bench-php.sh [--quick] [--only "SCENARIO ..."]
 #       --quick: tiny sizes, proves it runs (about a minute); --only: these scenarios alone
 #   environment: OUR_THREADS=N runs our daemons with `[process] threads = N` (default 0: one
-#   per core)
+#   per core); GATEWAY_BIN=path runs that gateway binary as ours (B and C) instead of the one
+#   built here (A/B runs of two builds with everything else equal)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,7 @@ echo "== building (release)" >&2
 cargo build --release -q -p gw-register -p gw-gateway -p gw-business-worker -p gw-bench
 BIN="${CARGO_TARGET_DIR:-target}/release"
 BENCH="$BIN/gw-bench"
+GATEWAY_BIN="${GATEWAY_BIN:-$BIN/gateway}"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/gw-bench-php.XXXXXX")
 PHP_MASTERS=()
 OUR_PIDS=()
@@ -184,7 +186,7 @@ common_toml() {
 } >"$TMP/gateway.toml"
 "$BIN/register" start --config "$TMP/register.toml" >"$TMP/register.out" 2>&1 &
 OUR_PIDS+=($!)
-"$BIN/gateway" start --config "$TMP/gateway.toml" >"$TMP/gateway.out" 2>&1 &
+"$GATEWAY_BIN" start --config "$TMP/gateway.toml" >"$TMP/gateway.out" 2>&1 &
 OUR_PIDS+=($!)
 write_start "$APP/workers.php" "127.0.0.1:${P[4]}" 0
 (cd "$APP" && exec php workers.php start >"$TMP/php-workers.out" 2>&1) &
@@ -210,7 +212,7 @@ read -r -a Q <<<"$("$BENCH" ports 3)"
 } >"$TMP/worker-c.toml"
 "$BIN/register" start --config "$TMP/register-c.toml" >"$TMP/register-c.out" 2>&1 &
 OUR_PIDS+=($!)
-"$BIN/gateway" start --config "$TMP/gateway-c.toml" >"$TMP/gateway-c.out" 2>&1 &
+"$GATEWAY_BIN" start --config "$TMP/gateway-c.toml" >"$TMP/gateway-c.out" 2>&1 &
 OUR_PIDS+=($!)
 "$BIN/business-worker" start --config "$TMP/worker-c.toml" >"$TMP/worker-c.out" 2>&1 &
 OUR_PIDS+=($!)

@@ -85,11 +85,11 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Listeners, shutdown: Cancellatio
     let clients = gw.client_tasks.clone();
     let links = TaskTracker::new();
 
-    // PHP GatewayWorker's protocol, on a thread of its own. Its links stay up until the
+    // PHP GatewayWorker's protocol, in one task. Its links stay up until the
     // gateway has closed its clients, so PHP workers get their close events too.
     let php = match (listeners.gatewayworker, gw.config.gatewayworker.clone()) {
         (Some(socket), Some(config)) => {
-            Some(gatewayworker::spawn(gw.clone(), config, socket, shutdown.clone(), links_down.clone())?)
+            Some(gatewayworker::spawn(gw.clone(), config, socket, shutdown.clone(), links_down.clone()))
         }
         _ => None,
     };

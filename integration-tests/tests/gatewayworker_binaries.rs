@@ -35,7 +35,7 @@ async fn gateway_binary_announces_its_gatewayworker_listener_to_the_register_bin
         &dir,
         "gateway.toml",
         &format!(
-            "listen = \"127.0.0.1:0\"\ninternal_listen = \"127.0.0.1:0\"\nregisters = [\"{ours}\"]\n[log]\nformat = \"json\"\n[process]\nrun_dir = \"{run_dir}\"\nthreads = 1\n[gatewayworker]\nlisten = \"127.0.0.1:0\"\nregisters = [\"{php}\"]\nsecret_key = \"k\"\n"
+            "listen = \"127.0.0.1:0\"\ninternal_listen = \"127.0.0.1:0\"\nregisters = [\"{ours}\"]\n[log]\nformat = \"json\"\n[process]\nrun_dir = \"{run_dir}\"\n[gatewayworker]\nlisten = \"127.0.0.1:0\"\nregisters = [\"{php}\"]\nsecret_key = \"k\"\n"
         ),
     );
     let mut gateway = Daemon::spawn("gateway", &["--config", gateway_cfg.to_str().unwrap(), "start"], &env);
@@ -45,8 +45,9 @@ async fn gateway_binary_announces_its_gatewayworker_listener_to_the_register_bin
             .unwrap()
             .to_string();
 
-    // On a one-thread runtime the PHP side runs on the gateway's own loop (no thread of its
-    // own: a client's round trip through a PHP worker crosses no thread).
+    // With the default runtime (a thread per core) the PHP side has no thread of its own: it
+    // runs in one task on the gateway's runtime, and a client's round trip through a PHP worker
+    // need not cross threads.
     let threads = thread_names(gateway.pid());
     assert!(!threads.iter().any(|t| t == "gatewayworker"), "{threads:?}");
 

@@ -18,6 +18,7 @@
 mod announce;
 mod conn;
 mod events;
+mod one_loop;
 mod wire;
 
 use std::net::SocketAddrV4;
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use self::one_loop::OneLoop;
 use crate::{Gateway, GatewayError};
 
 /// What every PHP connection of this gateway shares.
@@ -61,50 +63,25 @@ impl PhpSide {
     }
 }
 
-/// Serves PHP peers on `listener` and announces it to the GatewayWorker-protocol registers, on
-/// a thread of its own (or on the gateway's loop, when that is one thread), until `shutdown` (accepting) and `links_down` (the links, after the
-/// gateway closed its clients and their close events are queued). The advertised address
-/// defaults to the listener's real address (port 0 in tests). The receiver says how it ended.
+/// Serves PHP peers on `listener` and announces it to the GatewayWorker-protocol registers until
+/// `shutdown` (accepting) and `links_down` (the links, after the gateway closed its clients and
+/// their close events are queued). The advertised address defaults to the listener's real address
+/// (port 0 in tests). The receiver says how it ended.
 ///
-/// The thread runs a single-threaded runtime, as PHP's gateway is one event loop: a web
-/// backend's `GatewayClient` opens a new connection per call, so `bindUid` then `sendToUid` are
-/// two connections, and only a single-threaded loop handles them in the order they arrived
-/// (tokio's multi-threaded scheduler may run the second first, and the message would miss the
-/// binding).
+/// Every PHP connection runs in one task (`one_loop.rs`), as PHP's gateway is one event loop, so
+/// a web backend's calls on successive connections are handled in the order they arrived.
 pub(crate) fn spawn(
     gw: Arc<Gateway>,
     config: GatewayGatewayWorker,
     listener: TcpListener,
     shutdown: CancellationToken,
     links_down: CancellationToken,
-) -> Result<oneshot::Receiver<Result<(), GatewayError>>, GatewayError> {
-    use GatewayError::Listener as Io;
+) -> oneshot::Receiver<Result<(), GatewayError>> {
     let (done_tx, done_rx) = oneshot::channel();
-    // A gateway on a one-thread runtime (`[process] threads = 1`) is one event loop already:
-    // the PHP side runs on it, and a client's message reaches its PHP worker and the answer
-    // reaches the client with no hand-off between threads (a single client's round trip, one
-    // message at a time: 6,600 a second with a thread of its own, BENCHMARKS.md).
-    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
-        tokio::spawn(async move {
-            let _ = done_tx.send(serve(gw, config, listener, shutdown, links_down).await);
-        });
-        return Ok(done_rx);
-    }
-    let std_listener = listener.into_std().map_err(Io)?;
-    let thread = move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Io)?;
-        rt.block_on(async move {
-            let listener = TcpListener::from_std(std_listener).map_err(Io)?;
-            serve(gw, config, listener, shutdown, links_down).await
-        })
-    };
-    std::thread::Builder::new()
-        .name("gatewayworker".into())
-        .spawn(move || {
-            let _ = done_tx.send(thread());
-        })
-        .map_err(Io)?;
-    Ok(done_rx)
+    tokio::spawn(async move {
+        let _ = done_tx.send(serve(gw, config, listener, shutdown, links_down).await);
+    });
+    done_rx
 }
 
 async fn serve(
@@ -130,14 +107,16 @@ async fn serve(
         let span = tracing::info_span!("php_announce", register = %register);
         tasks.spawn(announce::keep_announcing(register, side.clone(), links_down.clone()).instrument(span));
     }
+    let conns = OneLoop::start(&tasks);
     let mut next = 0u64;
     accept_loop(listener, "gatewayworker", shutdown, None, |stream, peer| {
         let Some(pending) = side.gw.admission.enter(peer, &side.gw.state.metrics.rejected_links_busy) else { return };
         next += 1;
         let span = tracing::info_span!("php_link", peer = %peer, link = next);
-        tasks.spawn(conn::serve(stream, pending, peer, side.clone(), links_down.clone()).instrument(span));
+        conns.spawn(conn::serve(stream, pending, peer, side.clone(), links_down.clone()).instrument(span));
     })
     .await;
+    drop(conns);
     links_down.cancelled().await;
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(3), tasks.wait()).await;
