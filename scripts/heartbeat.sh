@@ -10,6 +10,7 @@
 #   scripts/heartbeat.sh --callgrind           the gateway under callgrind (default 1,000 clients,
 #                                              ping every 5 s): instructions per client per interval
 #   options: --gateway BINARY (instead of the one built)  --conns N  --interval SECS  --intervals N (window length)  --mode server|client|both
+#            --threads N (the gateway's `[process] threads`: 0, the default, one per core; 1 one thread)
 #            --out FILE (RESULT lines appended, default target/heartbeat/results.txt)
 #            --no-build (use the release binaries as they are)
 #
@@ -26,6 +27,7 @@ CALLGRIND=0
 BUILD=1
 OUT=target/heartbeat/results.txt
 GATEWAYS=()
+THREADS=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --conns) CONNS="$2"; shift ;;
@@ -37,8 +39,9 @@ while [ $# -gt 0 ]; do
         --gateway) GATEWAYS=("$2"); shift ;;
         --callgrind) CALLGRIND=1 ;;
         --no-build) BUILD=0 ;;
+        --threads) THREADS="$2"; shift ;;
         --out) OUT="$2"; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 64 ;;
     esac
     shift
@@ -98,6 +101,7 @@ internal_listen = "$internal"
 registers = ["$reg"]
 ping_interval = "${INTERVAL}s"
 $common
+threads = $THREADS
 EOF
     printf 'name = "worker"\napp = "echo"\nregisters = ["%s"]\n%s\n' "$reg" "$common" >"$dir/worker.toml"
     "$BIN/register" --config "$dir/register.toml" >"$dir/register.log" 2>&1 &
