@@ -40,8 +40,15 @@ pub(crate) async fn serve(
     let mut peer = Peer { role, registry: &registry, tx: engine.sender(), announced: None, subscription: None };
     let result = engine.run(link.reader, link.writer, &mut peer, &shutdown).instrument(span).await;
     if let Some(key) = peer.announced {
-        registry.remove(key);
-        tracing::info!(role = %role, node = %link.peer.node, "gateway left");
+        if shutdown.is_cancelled() {
+            // The register is stopping, not the gateway: its subscribers are told nothing (a
+            // worker told the gateway left would not redial it if its link dropped while no
+            // register is up), and the list ends with the process.
+            tracing::debug!(role = %role, node = %link.peer.node, "register stopping; gateway left listed");
+        } else {
+            registry.remove(key);
+            tracing::info!(role = %role, node = %link.peer.node, "gateway left");
+        }
     }
     if peer.subscription.is_some() && role != Role::Gateway {
         registry.stats.subscribers.fetch_sub(1, Ordering::Relaxed);
