@@ -19,47 +19,68 @@ use super::PhpSide;
 /// carry only on a client's first event per link.
 pub(super) struct EventEncoder {
     side: Arc<PhpSide>,
-    infos: HashMap<u64, Arc<ClientInfo>>,
+    known: HashMap<u64, Known>,
+}
+
+/// A client's info and the addresses every packet about it carries, read from the info once
+/// (not parsed again for each of its messages).
+struct Known {
+    info: ClientInfo,
+    client_ip: u32,
+    client_port: u16,
+    gateway_port: u16,
+}
+
+impl Known {
+    fn new(info: ClientInfo) -> Self {
+        let client = info.client_addr.parse::<SocketAddr>().ok();
+        let gateway_port = info.gateway_addr.parse::<SocketAddr>().ok().map_or(0, |a| a.port());
+        Self {
+            client_ip: client.map_or(0, |a| ipv4_number(a.ip())),
+            client_port: client.map_or(0, |a| a.port()),
+            gateway_port,
+            info,
+        }
+    }
 }
 
 impl EventEncoder {
     pub fn new(side: Arc<PhpSide>) -> Self {
-        Self { side, infos: HashMap::new() }
+        Self { side, known: HashMap::new() }
     }
 
     /// Appends the packet for `event` to `out`.
     pub fn encode(&mut self, event: &Event, out: &mut Vec<u8>) {
         if let Some(info) = &event.info {
-            self.infos.insert(event.client, Arc::new(info.clone()));
+            self.known.insert(event.client, Known::new(info.clone()));
         }
         // A resumed client keeps its client id, so Events.php's state for it stays right: PHP
         // workers get nothing on a resume, and its onClose once, when the held state ends.
         if matches!(event.kind, EventKind::Resume { .. }) {
             return;
         }
-        let info = self.infos.get(&event.client).cloned();
+        let known = self.known.get(&event.client);
+        let (client_ip, client_port, gateway_port) =
+            known.map_or((0, 0, 0), |k| (k.client_ip, k.client_port, k.gateway_port));
         let (cmd, body, flag) = match &event.kind {
             EventKind::Connect => (Cmd::OnConnect, Bytes::new(), FLAG_BODY_IS_SCALAR),
             EventKind::Message(p) => (Cmd::OnMessage, p.data.clone(), FLAG_BODY_IS_SCALAR),
             EventKind::Close | EventKind::Resume { .. } => (Cmd::OnClose, Bytes::new(), FLAG_BODY_IS_SCALAR),
             EventKind::WebSocketConnect { path, query, headers } => {
-                let body = websocket_body(path, query, headers, info.as_deref());
+                let body = websocket_body(path, query, headers, known.map(|k| &k.info));
                 (Cmd::OnWebSocketConnect, Bytes::from(body), 0)
             }
         };
         if matches!(event.kind, EventKind::Close) {
-            self.infos.remove(&event.client);
+            self.known.remove(&event.client);
         }
-        let client = info.as_deref().and_then(|i| i.client_addr.parse::<SocketAddr>().ok());
-        let gateway_port =
-            info.as_deref().and_then(|i| i.gateway_addr.parse::<SocketAddr>().ok()).map_or(0, |a| a.port());
         let packet = Packet {
             header: Header {
                 cmd: cmd as u8,
                 local_ip: u32::from(*self.side.advertise.ip()),
                 local_port: self.side.advertise.port(),
-                client_ip: client.map_or(0, |a| ipv4_number(a.ip())),
-                client_port: client.map_or(0, |a| a.port()),
+                client_ip,
+                client_port,
                 connection_id: self.side.connection_id(event.client),
                 flag,
                 gateway_port,
