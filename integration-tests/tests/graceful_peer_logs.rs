@@ -66,7 +66,8 @@ async fn lists_while_a_register_stops(gateways: usize) -> Vec<usize> {
     let reg = RegisterHandle::start(SECRET).await;
     let stop = CancellationToken::new();
     for i in 0..gateways {
-        let address = format!("127.0.0.1:{}", 20_000 + i);
+        // Only listed, never bound or dialed: an address of TEST-NET-1 (RFC 5737).
+        let address = format!("192.0.2.1:{}", i + 1);
         tokio::spawn(fake_gateway::announce(reg.addr, address, fake_gateway::handshake(SECRET), stop.clone()));
     }
     let options = HandshakeOptions::new(SECRET, Role::Worker, "subscriber", &gw_config::LinkConfig::default());
