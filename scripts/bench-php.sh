@@ -19,7 +19,12 @@
 #       --quick: tiny sizes, proves it runs (about a minute); --only: these scenarios alone
 #   environment: OUR_THREADS=N runs our daemons with `[process] threads = N` (default 0: one
 #   per core); GATEWAY_BIN=path runs that gateway binary as ours (B and C) instead of the one
-#   built here (A/B runs of two builds with everything else equal)
+#   built here (A/B runs of two builds with everything else equal); GATEWAY_TOML="lines" appends
+#   those lines to our gateway's config (A/B of a setting, e.g. "[link]\nwrite_delay = \"100us\"");
+#   SYSTEMS="php ours" runs only those of the three systems (php, ours, rust); BENCH_SESSION=1
+#   gives every client a session on connect in Events.php (php and ours; our stock echo app in
+#   rust sets none), which every event then carries; BENCH_SESSION=2 also changes it with every
+#   echoed message
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +38,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 wanted() { [[ " $ONLY " == *" $1 "* ]]; }
+SYSTEMS="${SYSTEMS:-php ours rust}"
+system_wanted() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 PEERS=$(cd "${PEERS:-../shared/peers/php}" && pwd)
 command -v php >/dev/null || { echo "bench-php: php not found (scripts/install-php.sh)" >&2; exit 1; }
 
@@ -91,6 +98,29 @@ use GatewayWorker\Lib\Gateway;
 
 class Events
 {
+    // BENCH_SESSION=1: every client gets a session on connect, as a chat room's would (name,
+    // room, time joined), and every event then carries it (PHP's gateway sends it each time).
+    // BENCH_SESSION=2: the same, and every echoed message also counts itself in the session, so
+    // every message changes it (written back by the worker, sent with the next event).
+    private static $session = '';
+
+    public static function onWorkerStart($worker)
+    {
+        self::$session = (string) getenv('BENCH_SESSION');
+    }
+
+    public static function onConnect($client_id)
+    {
+        if (self::$session !== '') {
+            $_SESSION = self::guest($client_id);
+        }
+    }
+
+    private static function guest($client_id)
+    {
+        return ['client_name' => 'guest-' . $client_id, 'room_id' => 'lobby', 'joined' => 1765000000, 'muted' => false];
+    }
+
     public static function onMessage($client_id, $message)
     {
         if (strncmp($message, 'b:', 2) === 0) {
@@ -101,6 +131,12 @@ class Events
             Gateway::joinGroup($client_id, 'g');
             Gateway::sendToCurrentClient('joined');
         } else {
+            if (self::$session === '2') {
+                // A message sent before onConnect's session reached the gateway carries none
+                // (see BENCHMARKS.md): both systems then count in a session of the same size.
+                $_SESSION = $_SESSION ?? self::guest($client_id);
+                $_SESSION['echoed'] = ($_SESSION['echoed'] ?? 0) + 1;
+            }
             Gateway::sendToCurrentClient($message);
         }
     }
@@ -160,67 +196,85 @@ scenarios() {
     if wanted pingpong; then run "$system" pingpong echo --url "$url" $PINGPONG --size 64 --source-net 14; fi
 }
 
-# ---- A: all PHP ----
-write_start "$APP/all.php" "127.0.0.1:${P[0]}" 1
-(cd "$APP" && exec php all.php start >"$TMP/php-all.out" 2>&1) &
-PHP_MASTERS+=($!)
-sleep 2
-SERVER_PIDS="${PHP_MASTERS[0]},$(children "${PHP_MASTERS[0]}")"
-scenarios php "ws://127.0.0.1:${P[1]}/" "$(gateway_children "${PHP_MASTERS[0]}")"
-stop_all
-
-# ---- B: our register + gateway, PHP business workers ----
 # Quiet logs, run files in $TMP, no admin listener: shared by both daemons' files.
 common_toml() {
     printf '[log]\nlevel = "warn"\n[process]\nrun_dir = "%s"\nadmin = ""\nthreads = %s\n' "$TMP/run" "${OUR_THREADS:-0}"
 }
-{
-    echo "listen = \"127.0.0.1:${P[3]}\""
-    common_toml
-    printf '[gatewayworker]\nlisten = "127.0.0.1:%s"\n' "${P[4]}"
-} >"$TMP/register.toml"
-{
-    printf 'listen = "127.0.0.1:%s"\ninternal_listen = "127.0.0.1:%s"\nregisters = ["127.0.0.1:%s"]\n' "${P[5]}" "${P[6]}" "${P[3]}"
-    common_toml
-    printf '[gatewayworker]\nlisten = "127.0.0.1:%s"\nregisters = ["127.0.0.1:%s"]\n' "${P[7]}" "${P[4]}"
-} >"$TMP/gateway.toml"
-"$BIN/register" start --config "$TMP/register.toml" >"$TMP/register.out" 2>&1 &
-OUR_PIDS+=($!)
-"$GATEWAY_BIN" start --config "$TMP/gateway.toml" >"$TMP/gateway.out" 2>&1 &
-OUR_PIDS+=($!)
-write_start "$APP/workers.php" "127.0.0.1:${P[4]}" 0
-(cd "$APP" && exec php workers.php start >"$TMP/php-workers.out" 2>&1) &
-PHP_MASTERS+=($!)
-sleep 2
-SERVER_PIDS="${OUR_PIDS[0]},${OUR_PIDS[1]},${PHP_MASTERS[0]},$(children "${PHP_MASTERS[0]}")"
-scenarios ours "ws://127.0.0.1:${P[5]}/" "${OUR_PIDS[1]}"
-stop_all
+
+# GATEWAY_TOML's lines, at the end of our gateways' configs.
+gateway_extra() {
+    if [ -n "${GATEWAY_TOML:-}" ]; then printf '%b\n' "$GATEWAY_TOML"; fi
+}
+
+# ---- A: all PHP ----
+system_php() {
+    write_start "$APP/all.php" "127.0.0.1:${P[0]}" 1
+    (cd "$APP" && exec php all.php start >"$TMP/php-all.out" 2>&1) &
+    PHP_MASTERS+=($!)
+    sleep 2
+    SERVER_PIDS="${PHP_MASTERS[0]},$(children "${PHP_MASTERS[0]}")"
+    scenarios php "ws://127.0.0.1:${P[1]}/" "$(gateway_children "${PHP_MASTERS[0]}")"
+    stop_all
+}
+
+# ---- B: our register + gateway, PHP business workers ----
+system_ours() {
+    {
+        echo "listen = \"127.0.0.1:${P[3]}\""
+        common_toml
+        printf '[gatewayworker]\nlisten = "127.0.0.1:%s"\n' "${P[4]}"
+    } >"$TMP/register.toml"
+    {
+        printf 'listen = "127.0.0.1:%s"\ninternal_listen = "127.0.0.1:%s"\nregisters = ["127.0.0.1:%s"]\n' "${P[5]}" "${P[6]}" "${P[3]}"
+        common_toml
+        printf '[gatewayworker]\nlisten = "127.0.0.1:%s"\nregisters = ["127.0.0.1:%s"]\n' "${P[7]}" "${P[4]}"
+        gateway_extra
+    } >"$TMP/gateway.toml"
+    "$BIN/register" start --config "$TMP/register.toml" >"$TMP/register.out" 2>&1 &
+    OUR_PIDS+=($!)
+    "$GATEWAY_BIN" start --config "$TMP/gateway.toml" >"$TMP/gateway.out" 2>&1 &
+    OUR_PIDS+=($!)
+    write_start "$APP/workers.php" "127.0.0.1:${P[4]}" 0
+    (cd "$APP" && exec php workers.php start >"$TMP/php-workers.out" 2>&1) &
+    PHP_MASTERS+=($!)
+    sleep 2
+    SERVER_PIDS="${OUR_PIDS[0]},${OUR_PIDS[1]},${PHP_MASTERS[0]},$(children "${PHP_MASTERS[0]}")"
+    scenarios ours "ws://127.0.0.1:${P[5]}/" "${OUR_PIDS[1]}"
+    stop_all
+}
 
 # ---- C: ours throughout (our business-worker, 2 processes, the stock echo app) ----
-read -r -a Q <<<"$("$BENCH" ports 3)"
-{
-    echo "listen = \"127.0.0.1:${Q[0]}\""
-    common_toml
-} >"$TMP/register-c.toml"
-{
-    printf 'listen = "127.0.0.1:%s"\ninternal_listen = "127.0.0.1:%s"\nregisters = ["127.0.0.1:%s"]\n' "${Q[1]}" "${Q[2]}" "${Q[0]}"
-    common_toml
-} >"$TMP/gateway-c.toml"
-{
-    printf 'name = "bench-worker"\napp = "echo"\ncount = 2\nregisters = ["127.0.0.1:%s"]\n' "${Q[0]}"
-    common_toml
-} >"$TMP/worker-c.toml"
-"$BIN/register" start --config "$TMP/register-c.toml" >"$TMP/register-c.out" 2>&1 &
-OUR_PIDS+=($!)
-"$GATEWAY_BIN" start --config "$TMP/gateway-c.toml" >"$TMP/gateway-c.out" 2>&1 &
-OUR_PIDS+=($!)
-"$BIN/business-worker" start --config "$TMP/worker-c.toml" >"$TMP/worker-c.out" 2>&1 &
-OUR_PIDS+=($!)
-sleep 2
-SERVER_PIDS="${OUR_PIDS[0]},${OUR_PIDS[1]},${OUR_PIDS[2]},$(children "${OUR_PIDS[2]}")"
-SERVER_PIDS="${SERVER_PIDS%,}"
-scenarios rust "ws://127.0.0.1:${Q[1]}/" "${OUR_PIDS[1]}"
-stop_all
+system_rust() {
+    read -r -a Q <<<"$("$BENCH" ports 3)"
+    {
+        echo "listen = \"127.0.0.1:${Q[0]}\""
+        common_toml
+    } >"$TMP/register-c.toml"
+    {
+        printf 'listen = "127.0.0.1:%s"\ninternal_listen = "127.0.0.1:%s"\nregisters = ["127.0.0.1:%s"]\n' "${Q[1]}" "${Q[2]}" "${Q[0]}"
+        common_toml
+        gateway_extra
+    } >"$TMP/gateway-c.toml"
+    {
+        printf 'name = "bench-worker"\napp = "echo"\ncount = 2\nregisters = ["127.0.0.1:%s"]\n' "${Q[0]}"
+        common_toml
+    } >"$TMP/worker-c.toml"
+    "$BIN/register" start --config "$TMP/register-c.toml" >"$TMP/register-c.out" 2>&1 &
+    OUR_PIDS+=($!)
+    "$GATEWAY_BIN" start --config "$TMP/gateway-c.toml" >"$TMP/gateway-c.out" 2>&1 &
+    OUR_PIDS+=($!)
+    "$BIN/business-worker" start --config "$TMP/worker-c.toml" >"$TMP/worker-c.out" 2>&1 &
+    OUR_PIDS+=($!)
+    sleep 2
+    SERVER_PIDS="${OUR_PIDS[0]},${OUR_PIDS[1]},${OUR_PIDS[2]},$(children "${OUR_PIDS[2]}")"
+    SERVER_PIDS="${SERVER_PIDS%,}"
+    scenarios rust "ws://127.0.0.1:${Q[1]}/" "${OUR_PIDS[1]}"
+    stop_all
+}
+
+for system in php ours rust; do
+    if system_wanted "$system"; then "system_$system"; fi
+done
 
 echo "== results" >&2
 cat "$RESULTS"

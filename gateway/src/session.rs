@@ -53,7 +53,8 @@ pub(crate) fn write_back(current: Option<&[u8]>, changed: &[u8], removed: &[Stri
         None => Map::new(),
     };
     for k in removed {
-        base.remove(k);
+        // Shifting, not swapping: the keys left keep their order, as after PHP's `unset`.
+        base.shift_remove(k);
     }
     base.extend(changed);
     Ok(Bytes::from(serde_json::to_vec(&Value::Object(base)).expect("a JSON value serializes")))
@@ -63,7 +64,7 @@ fn merge_into(base: &mut Map<String, Value>, patch: Map<String, Value>) {
     for (k, v) in patch {
         match v {
             Value::Null => {
-                base.remove(&k);
+                base.shift_remove(&k);
             }
             Value::Object(p) => match base.get_mut(&k) {
                 Some(Value::Object(b)) => merge_into(b, p),
@@ -98,6 +99,17 @@ mod tests {
         let out = write_back(Some(cur), br#"{"mine":{"a":1}}"#, &["old".to_string()]).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v, serde_json::json!({"mine":{"a":1},"theirs":1}));
+    }
+
+    /// A session keeps its keys in the order they were first written, as a PHP array does (PHP
+    /// workers compare the bytes they get back with their own serialization).
+    #[test]
+    fn keys_keep_the_order_they_were_written_in() {
+        let cur = br#"{"zeta":1,"alpha":{"y":1,"x":2},"mid":3,"gone":0}"#;
+        let out = merge(Some(cur), br#"{"gone":null,"alpha":{"w":0},"new":4,"zeta":5}"#).unwrap();
+        assert_eq!(&out[..], br#"{"zeta":5,"alpha":{"y":1,"x":2,"w":0},"mid":3,"new":4}"#);
+        let out = write_back(Some(cur), br#"{"mid":6,"added":7}"#, &["alpha".to_string()]).unwrap();
+        assert_eq!(&out[..], br#"{"zeta":1,"mid":6,"gone":0,"added":7}"#);
     }
 
     #[test]

@@ -246,3 +246,31 @@ async fn a_php_workers_session_past_the_cap_is_refused_and_counted() {
     assert_eq!(gw.gateway.metric("refused_session_too_large"), 1);
     php_worker.stop();
 }
+
+/// PHP arrays keep their keys in the order written; a session written by a PHP worker and read
+/// back on the next event must too (a reordered one also differs from the worker's own
+/// serialization, so PHP fetches it again with `getSession` after every change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_php_session_keeps_the_order_of_its_keys() {
+    let Some(php) = Php::find("a_php_session_keeps_the_order_of_its_keys") else { return };
+    let register = RegisterHandle::start("s").await;
+    let php_register = PhpRegister::start("").await;
+    let gw = PhpGateway::start(&[register.addr], "s", php_register.addr, "").await;
+    php_register.wait_for_gateways(1).await;
+    let dir = php.app_dir("php-session-order");
+    let php_worker = start_php_worker(&php, &dir, php_register.addr);
+    gw_integration_tests::wait_for_workers(&gw.gateway, 1).await;
+    let mut c = gw.gateway.client().await;
+    assert!(text(&mut c).await.starts_with('{'), "onWebSocketConnect's echo first");
+    c.send("ann").await;
+    assert!(text(&mut c).await.starts_with("php:ann:"));
+    c.send("order").await;
+    assert_eq!(text(&mut c).await, "order");
+    c.send("whoami").await;
+    assert_eq!(
+        text(&mut c).await,
+        r#"php-session:{"name":"ann","zeta":1,"alpha":{"y":1,"x":2},"mid":"m"}"#,
+        "the session PHP reads back, keys in the order PHP wrote them"
+    );
+    php_worker.stop();
+}

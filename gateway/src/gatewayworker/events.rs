@@ -23,12 +23,16 @@ pub(super) struct EventEncoder {
 }
 
 /// A client's info and the addresses every packet about it carries, read from the info once
-/// (not parsed again for each of its messages).
+/// (not parsed again for each of its messages), and its session as last sent.
 struct Known {
     info: ClientInfo,
     client_ip: u32,
     client_port: u16,
     gateway_port: u16,
+    /// The session of the client's last event that had one: the JSON the event carried and its
+    /// PHP serialization. PHP's gateway sends the session with every event, so a session that
+    /// has not changed since is sent again without being converted again.
+    session: Option<(Bytes, Bytes)>,
 }
 
 impl Known {
@@ -40,7 +44,21 @@ impl Known {
             client_port: client.map_or(0, |a| a.port()),
             gateway_port,
             info,
+            session: None,
         }
+    }
+
+    /// `json` (a session an event carries) as PHP's serialization: the last one's again if the
+    /// session is unchanged, else converted and remembered.
+    fn session(&mut self, json: &Bytes) -> Bytes {
+        if let Some((last, php)) = &self.session
+            && last == json
+        {
+            return php.clone();
+        }
+        let php = session_bytes(json);
+        self.session = Some((json.clone(), php.clone()));
+        php
     }
 }
 
@@ -59,7 +77,13 @@ impl EventEncoder {
         if matches!(event.kind, EventKind::Resume { .. }) {
             return;
         }
-        let known = self.known.get(&event.client);
+        let mut known = self.known.get_mut(&event.client);
+        let ext_data = match (&event.session, known.as_deref_mut()) {
+            (None, _) => Bytes::new(),
+            (Some(json), Some(k)) => k.session(json),
+            (Some(json), None) => session_bytes(json),
+        };
+        let known = known.as_deref();
         let (client_ip, client_port, gateway_port) =
             known.map_or((0, 0, 0), |k| (k.client_ip, k.client_port, k.gateway_port));
         let (cmd, body, flag) = match &event.kind {
@@ -85,7 +109,7 @@ impl EventEncoder {
                 flag,
                 gateway_port,
             },
-            ext_data: event.session.as_deref().map(session_bytes).unwrap_or_default(),
+            ext_data,
             body,
         };
         // Bodies are bounded by the client message limit, far below 4 GiB.
@@ -160,6 +184,34 @@ fn pairs(items: impl Iterator<Item = (String, String)>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn known() -> Known {
+        Known::new(ClientInfo {
+            client_addr: "192.0.2.1:50000".into(),
+            gateway_addr: "192.0.2.2:7272".into(),
+            listener: "websocket://0.0.0.0:7272".into(),
+            protocol: gw_proto::Protocol::WebSocket,
+        })
+    }
+
+    fn php_session(php: &[u8]) -> serde_json::Value {
+        php::to_json(&php::unserialize(php, php::Limits::default()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_unchanged_session_is_not_converted_again_and_a_changed_one_is() {
+        let mut k = known();
+        let first = k.session(&Bytes::from_static(br#"{"name":"ann","room":1}"#));
+        assert_eq!(php_session(&first), serde_json::json!({"name": "ann", "room": 1}));
+        // The same session in the next event (another `Bytes` with the same content, as a
+        // session written back unchanged would be): the remembered serialization itself.
+        let again = k.session(&Bytes::from(br#"{"name":"ann","room":1}"#.to_vec()));
+        assert_eq!(again.as_ptr(), first.as_ptr(), "converted again");
+        let changed = k.session(&Bytes::from_static(br#"{"name":"ann","room":2}"#));
+        assert_eq!(php_session(&changed), serde_json::json!({"name": "ann", "room": 2}), "a stale session was sent");
+        let back = k.session(&Bytes::from_static(br#"{"name":"ann","room":1}"#));
+        assert_eq!(php_session(&back), serde_json::json!({"name": "ann", "room": 1}));
+    }
 
     #[test]
     fn websocket_body_has_get_server_and_cookie() {

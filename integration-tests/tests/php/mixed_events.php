@@ -35,6 +35,15 @@ class Events
             Gateway::sendToCurrentClient('big');
             return;
         }
+        if ($message === 'order') {
+            // Keys in no sorted order, nested too: PHP must read them back in this order
+            // (tests/php_mixed.rs).
+            $_SESSION['zeta'] = 1;
+            $_SESSION['alpha'] = ['y' => 1, 'x' => 2];
+            $_SESSION['mid'] = 'm';
+            Gateway::sendToCurrentClient('order');
+            return;
+        }
         if ($message === 'whoami') {
             Gateway::sendToCurrentClient('php-session:' . json_encode($_SESSION));
             return;
