@@ -187,9 +187,10 @@ mod tests {
     fn control_frames_are_nul_then_json() {
         assert_eq!(
             recovery("c.1.2", "tok", 3),
-            "\0{\"client_id\":\"c.1.2\",\"received\":3,\"token\":\"tok\",\"type\":\"recovery\"}"
+            "\0{\"type\":\"recovery\",\"client_id\":\"c.1.2\",\"token\":\"tok\",\"received\":3}"
         );
-        assert_eq!(resumed("c", 5, 2), "\0{\"accepted\":2,\"client_id\":\"c\",\"replayed\":5,\"type\":\"resumed\"}");
+        // `type` first, as docs/recovery.md shows them.
+        assert_eq!(resumed("c", 5, 2), "\0{\"type\":\"resumed\",\"client_id\":\"c\",\"replayed\":5,\"accepted\":2}");
         let f = not_recovered(Reason::Gap, "messages 1 to 2 \"dropped\"");
         assert!(f.starts_with('\0'));
         let v: serde_json::Value = serde_json::from_str(&f[1..]).unwrap();
