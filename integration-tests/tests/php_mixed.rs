@@ -3,7 +3,7 @@
 //! Rust gateway-client pushing to the same clients by uid, group and to everyone; sessions
 //! written by either side read by the other; `onWebSocketConnect` with `$_GET` and cookies.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gw_business_worker::{Context, Events, HandlerResult, Message};
@@ -67,6 +67,29 @@ Worker::runAll();
         ),
     );
     php.run(dir, &["start.php", "start"])
+}
+
+/// A register, a GatewayWorker register, a gateway with a `[gatewayworker]` listener and one PHP
+/// worker running `mixed_events.php` in the app directory `app`, the worker linked.
+struct PhpCluster {
+    gw: PhpGateway,
+    dir: PathBuf,
+    worker: gw_integration_tests::php::PhpProcess,
+    _register: RegisterHandle,
+    _php_register: PhpRegister,
+}
+
+impl PhpCluster {
+    async fn start(php: &Php, app: &str) -> Self {
+        let register = RegisterHandle::start("s").await;
+        let php_register = PhpRegister::start("").await;
+        let gw = PhpGateway::start(&[register.addr], "s", php_register.addr, "").await;
+        php_register.wait_for_gateways(1).await;
+        let dir = php.app_dir(app);
+        let worker = start_php_worker(php, &dir, php_register.addr);
+        gw_integration_tests::wait_for_workers(&gw.gateway, 1).await;
+        Self { gw, dir, worker, _register: register, _php_register: php_register }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,18 +182,12 @@ echo count(GatewayClient\Gateway::getAllClientSessions());"#,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn php_workers_get_close_events_when_a_gateway_stops() {
     let Some(php) = Php::find("php_workers_get_close_events_when_a_gateway_stops") else { return };
-    let register = RegisterHandle::start("s").await;
-    let php_register = PhpRegister::start("").await;
-    let gw = PhpGateway::start(&[register.addr], "s", php_register.addr, "").await;
-    php_register.wait_for_gateways(1).await;
-    let dir = php.app_dir("php-close");
-    let php_worker = start_php_worker(&php, &dir, php_register.addr);
-    gw_integration_tests::wait_for_workers(&gw.gateway, 1).await;
+    let cluster = PhpCluster::start(&php, "php-close").await;
 
     let mut ids = Vec::new();
     let mut clients = Vec::new();
     for i in 0..3 {
-        let mut c = gw.gateway.client().await;
+        let mut c = cluster.gw.gateway.client().await;
         c.send(&format!("user-{i}")).await;
         let reply = loop {
             let t = text(&mut c).await;
@@ -182,50 +199,38 @@ async fn php_workers_get_close_events_when_a_gateway_stops() {
         clients.push(c);
     }
     // The gateway stops: every client is closed and the PHP worker hears of each, with its session.
-    gw.stop().await;
-    let log = dir.join("closes.log");
+    cluster.gw.stop().await;
+    let log = cluster.dir.join("closes.log");
     eventually(Duration::from_secs(10), "PHP onClose for every client", || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let all = ids.iter().enumerate().all(|(i, id)| text.contains(&format!("close {id} user-{i}")));
         async move { all }
     })
     .await;
-    php_worker.stop();
+    cluster.worker.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_php_workers_send_then_destroy_delivers_the_message_first() {
     let Some(php) = Php::find("a_php_workers_send_then_destroy_delivers_the_message_first") else { return };
-    let register = RegisterHandle::start("s").await;
-    let php_register = PhpRegister::start("").await;
-    let gw = PhpGateway::start(&[register.addr], "s", php_register.addr, "").await;
-    php_register.wait_for_gateways(1).await;
-    let dir = php.app_dir("php-destroy");
-    let php_worker = start_php_worker(&php, &dir, php_register.addr);
-    gw_integration_tests::wait_for_workers(&gw.gateway, 1).await;
+    let cluster = PhpCluster::start(&php, "php-destroy").await;
     // sendToCurrentClient then destoryCurrentClient: PHP's own gateway delivered the message in
     // 4 of 4 runs, ours lost it (the destroy overtook it). Ten rounds leave no room for luck.
     for round in 0..10 {
-        let mut c = gw.gateway.client().await;
+        let mut c = cluster.gw.gateway.client().await;
         assert!(text(&mut c).await.starts_with('{'), "onWebSocketConnect's echo first");
         c.send("bye").await;
         assert_eq!(c.next(Duration::from_secs(10)).await, Some(Received::Text("bye".into())), "round {round}");
         assert_eq!(c.next(Duration::from_secs(10)).await, Some(Received::Closed(None)), "round {round}");
     }
-    php_worker.stop();
+    cluster.worker.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_php_workers_session_past_the_cap_is_refused_and_counted() {
     let Some(php) = Php::find("a_php_workers_session_past_the_cap_is_refused_and_counted") else { return };
-    let register = RegisterHandle::start("s").await;
-    let php_register = PhpRegister::start("").await;
-    let gw = PhpGateway::start(&[register.addr], "s", php_register.addr, "").await;
-    php_register.wait_for_gateways(1).await;
-    let dir = php.app_dir("php-big-session");
-    let php_worker = start_php_worker(&php, &dir, php_register.addr);
-    gw_integration_tests::wait_for_workers(&gw.gateway, 1).await;
-    let mut c = gw.gateway.client().await;
+    let cluster = PhpCluster::start(&php, "php-big-session").await;
+    let mut c = cluster.gw.gateway.client().await;
     assert!(text(&mut c).await.starts_with('{'), "onWebSocketConnect's echo first");
     c.send("ann").await;
     assert!(text(&mut c).await.starts_with("php:ann:"));
@@ -243,8 +248,8 @@ async fn a_php_workers_session_past_the_cap_is_refused_and_counted() {
     .cloned()
     .collect();
     assert_eq!(keys, ["name"], "the refused write-back left the session as it was");
-    assert_eq!(gw.gateway.metric("refused_session_too_large"), 1);
-    php_worker.stop();
+    assert_eq!(cluster.gw.gateway.metric("refused_session_too_large"), 1);
+    cluster.worker.stop();
 }
 
 /// PHP arrays keep their keys in the order written; a session written by a PHP worker and read
@@ -253,14 +258,8 @@ async fn a_php_workers_session_past_the_cap_is_refused_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_php_session_keeps_the_order_of_its_keys() {
     let Some(php) = Php::find("a_php_session_keeps_the_order_of_its_keys") else { return };
-    let register = RegisterHandle::start("s").await;
-    let php_register = PhpRegister::start("").await;
-    let gw = PhpGateway::start(&[register.addr], "s", php_register.addr, "").await;
-    php_register.wait_for_gateways(1).await;
-    let dir = php.app_dir("php-session-order");
-    let php_worker = start_php_worker(&php, &dir, php_register.addr);
-    gw_integration_tests::wait_for_workers(&gw.gateway, 1).await;
-    let mut c = gw.gateway.client().await;
+    let cluster = PhpCluster::start(&php, "php-session-order").await;
+    let mut c = cluster.gw.gateway.client().await;
     assert!(text(&mut c).await.starts_with('{'), "onWebSocketConnect's echo first");
     c.send("ann").await;
     assert!(text(&mut c).await.starts_with("php:ann:"));
@@ -272,5 +271,5 @@ async fn a_php_session_keeps_the_order_of_its_keys() {
         r#"php-session:{"name":"ann","zeta":1,"alpha":{"y":1,"x":2},"mid":"m"}"#,
         "the session PHP reads back, keys in the order PHP wrote them"
     );
-    php_worker.stop();
+    cluster.worker.stop();
 }
