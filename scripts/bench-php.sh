@@ -201,6 +201,12 @@ common_toml() {
     printf '[log]\nlevel = "warn"\n[process]\nrun_dir = "%s"\nadmin = ""\nthreads = %s\n' "$TMP/run" "${OUR_THREADS:-0}"
 }
 
+# start_ours BINARY NAME: starts one of our daemons with $TMP/NAME.toml, its output in $TMP/NAME.out.
+start_ours() {
+    "$1" start --config "$TMP/$2.toml" >"$TMP/$2.out" 2>&1 &
+    OUR_PIDS+=($!)
+}
+
 # GATEWAY_TOML's lines, at the end of our gateways' configs.
 gateway_extra() {
     if [ -n "${GATEWAY_TOML:-}" ]; then printf '%b\n' "$GATEWAY_TOML"; fi
@@ -230,10 +236,8 @@ system_ours() {
         printf '[gatewayworker]\nlisten = "127.0.0.1:%s"\nregisters = ["127.0.0.1:%s"]\n' "${P[7]}" "${P[4]}"
         gateway_extra
     } >"$TMP/gateway.toml"
-    "$BIN/register" start --config "$TMP/register.toml" >"$TMP/register.out" 2>&1 &
-    OUR_PIDS+=($!)
-    "$GATEWAY_BIN" start --config "$TMP/gateway.toml" >"$TMP/gateway.out" 2>&1 &
-    OUR_PIDS+=($!)
+    start_ours "$BIN/register" register
+    start_ours "$GATEWAY_BIN" gateway
     write_start "$APP/workers.php" "127.0.0.1:${P[4]}" 0
     (cd "$APP" && exec php workers.php start >"$TMP/php-workers.out" 2>&1) &
     PHP_MASTERS+=($!)
@@ -259,12 +263,9 @@ system_rust() {
         printf 'name = "bench-worker"\napp = "echo"\ncount = 2\nregisters = ["127.0.0.1:%s"]\n' "${Q[0]}"
         common_toml
     } >"$TMP/worker-c.toml"
-    "$BIN/register" start --config "$TMP/register-c.toml" >"$TMP/register-c.out" 2>&1 &
-    OUR_PIDS+=($!)
-    "$GATEWAY_BIN" start --config "$TMP/gateway-c.toml" >"$TMP/gateway-c.out" 2>&1 &
-    OUR_PIDS+=($!)
-    "$BIN/business-worker" start --config "$TMP/worker-c.toml" >"$TMP/worker-c.out" 2>&1 &
-    OUR_PIDS+=($!)
+    start_ours "$BIN/register" register-c
+    start_ours "$GATEWAY_BIN" gateway-c
+    start_ours "$BIN/business-worker" worker-c
     sleep 2
     SERVER_PIDS="${OUR_PIDS[0]},${OUR_PIDS[1]},${OUR_PIDS[2]},$(children "${OUR_PIDS[2]}")"
     SERVER_PIDS="${SERVER_PIDS%,}"
